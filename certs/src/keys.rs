@@ -1,0 +1,112 @@
+//! Private keys: generated here, written owner-only, and refused when others can read them.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+pub use rcgen::KeyPair;
+
+use crate::CertError;
+
+/// A new ECDSA P-256 key pair (the one algorithm lintas issues and verifies).
+pub fn generate() -> Result<KeyPair, CertError> {
+    KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| CertError::BadKey(e.to_string()))
+}
+
+/// Writes `key` as PKCS#8 PEM with mode 0600, refusing to replace an existing file.
+pub fn write(path: &Path, key: &KeyPair) -> Result<(), CertError> {
+    write_new_file(path, key.serialize_pem().as_bytes(), 0o600)
+}
+
+/// Reads a PKCS#8 PEM private key written by [`write`] (or by `openssl genpkey`).
+pub fn read(path: &Path) -> Result<KeyPair, CertError> {
+    let io = |source| CertError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mode = std::fs::metadata(path).map_err(io)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(CertError::KeyPermissions {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    let pem = std::fs::read_to_string(path).map_err(io)?;
+    from_pem(&pem)
+}
+
+pub fn from_pem(pem: &str) -> Result<KeyPair, CertError> {
+    let key = KeyPair::from_pem(pem).map_err(|e| CertError::BadKey(e.to_string()))?;
+    if !key.is_compatible(&rcgen::PKCS_ECDSA_P256_SHA256) {
+        return Err(CertError::BadKey("only ECDSA P-256 keys are supported".into()));
+    }
+    Ok(key)
+}
+
+/// Creates `path` with `mode` and writes `data`, durably; fails if it exists.
+pub fn write_new_file(path: &Path, data: &[u8], mode: u32) -> Result<(), CertError> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|source| {
+            if source.kind() == std::io::ErrorKind::AlreadyExists {
+                CertError::AlreadyExists {
+                    path: path.to_owned(),
+                }
+            } else {
+                CertError::Io {
+                    path: path.to_owned(),
+                    source,
+                }
+            }
+        })?;
+    f.write_all(data)
+        .and_then(|()| f.sync_all())
+        .map_err(|source| CertError::Io {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_written_0600_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.pem");
+        let key = generate().unwrap();
+        write(&path, &key).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(read(&path).unwrap().public_key_raw(), key.public_key_raw());
+        assert!(matches!(
+            write(&path, &key),
+            Err(CertError::AlreadyExists { .. })
+        ));
+    }
+
+    #[test]
+    fn readable_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.pem");
+        write(&path, &generate().unwrap()).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = read(&path).unwrap_err();
+        assert!(matches!(err, CertError::KeyPermissions { mode: 0o644, .. }));
+        assert!(err.to_string().contains("chmod 600"));
+    }
+
+    #[test]
+    fn garbage_key_is_refused() {
+        assert!(matches!(
+            from_pem("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"),
+            Err(CertError::BadKey(_))
+        ));
+    }
+}

@@ -1,0 +1,375 @@
+//! Parsing certificates into typed facts, and validating them against the instance CAs.
+
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rustls::pki_types::{CertificateDer, TrustAnchor, UnixTime};
+use webpki::{EndEntityCert, KeyUsage};
+use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::{CertError, Identity, Role};
+
+/// DER content of id-kp-timeStamping (1.3.6.1.5.5.7.3.8).
+const OID_TIME_STAMPING: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x08];
+/// DER content of id-kp-serverAuth (1.3.6.1.5.5.7.3.1).
+const OID_SERVER_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x01];
+
+/// What lintas needs to know about a certificate, read once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertInfo {
+    pub der: Vec<u8>,
+    pub identity: Identity,
+    /// Serial number bytes as in the certificate.
+    pub serial: Vec<u8>,
+    pub not_before: SystemTime,
+    pub not_after: SystemTime,
+    /// Uncompressed EC point of the subject key (what [`crate::sig::verify`] takes).
+    pub public_key: Vec<u8>,
+    pub is_ca: bool,
+    pub digital_signature: bool,
+    pub non_repudiation: bool,
+    pub server_auth: bool,
+    pub client_auth: bool,
+    pub time_stamping: bool,
+    pub eku_critical: bool,
+}
+
+fn unix(secs: i64) -> SystemTime {
+    if secs >= 0 {
+        UNIX_EPOCH + Duration::from_secs(secs.unsigned_abs())
+    } else {
+        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
+    }
+}
+
+impl CertInfo {
+    /// Parses a DER certificate and its lintas identity. Does not check trust.
+    pub fn parse(der: &[u8]) -> Result<Self, CertError> {
+        let bad = |e: &dyn std::fmt::Display| CertError::BadCertificate(e.to_string());
+        let (rest, cert) = X509Certificate::from_der(der).map_err(|e| bad(&e))?;
+        if !rest.is_empty() {
+            return Err(bad(&"trailing bytes after the certificate"));
+        }
+        let mut identity = None;
+        if let Some(san) = cert.subject_alternative_name().map_err(|e| bad(&e))? {
+            for name in &san.value.general_names {
+                if let GeneralName::URI(uri) = name
+                    && uri.starts_with(crate::URI_SCHEME)
+                {
+                    if identity.is_some() {
+                        return Err(bad(&"more than one lintas identity"));
+                    }
+                    identity = Some(Identity::from_uri(uri)?);
+                }
+            }
+        }
+        let identity = identity.ok_or(CertError::NoIdentity)?;
+        let ku = cert.key_usage().map_err(|e| bad(&e))?;
+        let eku = cert.extended_key_usage().map_err(|e| bad(&e))?;
+        let is_ca = cert
+            .basic_constraints()
+            .map_err(|e| bad(&e))?
+            .is_some_and(|bc| bc.value.ca);
+        let validity = cert.validity();
+        Ok(CertInfo {
+            der: der.to_vec(),
+            identity,
+            serial: cert.raw_serial().to_vec(),
+            not_before: unix(validity.not_before.timestamp()),
+            not_after: unix(validity.not_after.timestamp()),
+            public_key: cert.public_key().subject_public_key.data.to_vec(),
+            is_ca,
+            digital_signature: ku.as_ref().is_some_and(|k| k.value.digital_signature()),
+            non_repudiation: ku.as_ref().is_some_and(|k| k.value.non_repudiation()),
+            server_auth: eku.as_ref().is_some_and(|e| e.value.server_auth),
+            client_auth: eku.as_ref().is_some_and(|e| e.value.client_auth),
+            time_stamping: eku.as_ref().is_some_and(|e| e.value.time_stamping),
+            eku_critical: eku.as_ref().is_some_and(|e| e.critical),
+        })
+    }
+
+    pub fn serial_hex(&self) -> String {
+        crate::hex(&self.serial)
+    }
+
+    pub fn sha256(&self) -> [u8; 32] {
+        crate::sha256(&self.der)
+    }
+
+    /// Seconds since the Unix epoch at which the certificate expires.
+    pub fn not_after_unix(&self) -> i64 {
+        match self.not_after.duration_since(UNIX_EPOCH) {
+            Ok(d) => d.as_secs() as i64,
+            Err(e) => -(e.duration().as_secs() as i64),
+        }
+    }
+}
+
+/// The certification authorities an instance trusts, plus the serials it has revoked.
+/// Every component checks peers and signers through this one type.
+#[derive(Debug, Clone)]
+pub struct TrustStore {
+    cas: Vec<CertInfo>,
+    anchors: Vec<TrustAnchor<'static>>,
+    revoked: HashSet<Vec<u8>>,
+}
+
+impl TrustStore {
+    /// Trusts the given DER CA certificates. Each must be a lintas CA certificate.
+    pub fn new<'a>(cas: impl IntoIterator<Item = &'a [u8]>) -> Result<Self, CertError> {
+        let mut infos = Vec::new();
+        let mut anchors = Vec::new();
+        for der in cas {
+            let info = CertInfo::parse(der)?;
+            if info.identity.role() != Role::Ca || !info.is_ca {
+                return Err(CertError::WrongRole {
+                    expected: Role::Ca,
+                    found: info.identity.role(),
+                });
+            }
+            let anchor = webpki::anchor_from_trusted_cert(&CertificateDer::from(der))
+                .map_err(|e| CertError::BadCertificate(format!("{e:?}")))?
+                .to_owned();
+            anchors.push(anchor);
+            infos.push(info);
+        }
+        if anchors.is_empty() {
+            return Err(CertError::Untrusted("no certification authority configured".into()));
+        }
+        Ok(TrustStore {
+            cas: infos,
+            anchors,
+            revoked: HashSet::new(),
+        })
+    }
+
+    /// Adds serial numbers (as in the certificate) that must be refused.
+    pub fn with_revoked(mut self, serials: impl IntoIterator<Item = Vec<u8>>) -> Self {
+        self.revoked.extend(serials);
+        self
+    }
+
+    pub fn ca_certs(&self) -> impl Iterator<Item = &[u8]> {
+        self.cas.iter().map(|c| c.der.as_slice())
+    }
+
+    pub fn anchors(&self) -> &[TrustAnchor<'static>] {
+        &self.anchors
+    }
+
+    /// Checks that `der` chains to a trusted CA at `now`, is not revoked, and is a
+    /// certificate for `role` with that role's key usages. Returns what it says.
+    pub fn verify(&self, der: &[u8], role: Role, now: SystemTime) -> Result<CertInfo, CertError> {
+        let info = CertInfo::parse(der)?;
+        let found = info.identity.role();
+        if found != role {
+            return Err(CertError::WrongRole {
+                expected: role,
+                found,
+            });
+        }
+        if self.revoked.contains(&info.serial) {
+            return Err(CertError::Revoked {
+                serial: info.serial_hex(),
+            });
+        }
+        if role == Role::Ca {
+            return if self.cas.iter().any(|c| c.der == der) {
+                Ok(info)
+            } else {
+                Err(CertError::Untrusted("not one of the trusted CAs".into()))
+            };
+        }
+        let usage = match role {
+            Role::Server | Role::Registry => KeyUsage::server_auth(),
+            Role::Admin => KeyUsage::client_auth(),
+            Role::Tsa => KeyUsage::required(OID_TIME_STAMPING),
+            // Signing keys carry no extended key usage; refuse one that claims TLS use.
+            Role::Member | Role::GlobalConf | Role::Ca => {
+                KeyUsage::required_if_present(OID_SERVER_AUTH)
+            }
+        };
+        let cert_der = CertificateDer::from(der);
+        let ee = EndEntityCert::try_from(&cert_der)
+            .map_err(|e| CertError::BadCertificate(format!("{e:?}")))?;
+        let time = UnixTime::since_unix_epoch(now.duration_since(UNIX_EPOCH).unwrap_or_default());
+        ee.verify_for_usage(
+            webpki::ALL_VERIFICATION_ALGS,
+            &self.anchors,
+            &[],
+            time,
+            usage,
+            None,
+            None,
+        )
+        .map_err(|e| CertError::Untrusted(describe_webpki(&e)))?;
+        let missing = |what: &str| {
+            Err(CertError::Untrusted(format!(
+                "{} certificate lacks {what}",
+                role
+            )))
+        };
+        match role {
+            Role::Member if !info.non_repudiation => return missing("nonRepudiation key usage"),
+            Role::Tsa if !(info.time_stamping && info.eku_critical) => {
+                return missing("a critical timeStamping extended key usage");
+            }
+            Role::Server if !info.client_auth => return missing("clientAuth extended key usage"),
+            _ if !info.digital_signature => return missing("digitalSignature key usage"),
+            _ => {}
+        }
+        Ok(info)
+    }
+}
+
+fn describe_webpki(e: &webpki::Error) -> String {
+    use webpki::Error as E;
+    match e {
+        E::CertExpired { .. } => "certificate has expired".into(),
+        E::CertNotValidYet { .. } => "certificate is not valid yet".into(),
+        E::UnknownIssuer => "issued by a CA this instance does not trust".into(),
+        E::InvalidSignatureForPublicKey => {
+            "not signed by a CA this instance trusts (issuer signature does not verify)".into()
+        }
+        E::RequiredEkuNotFoundContext(_) => {
+            "certificate lacks the required extended key usage".into()
+        }
+        other => format!("{other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ca::{make_csr, CsrKey, Validity};
+    use crate::{keys, Ca, Profile};
+
+    const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+
+    fn ca(instance: &str) -> Ca {
+        Ca::create(
+            &instance.parse().unwrap(),
+            Validity::starting(SystemTime::now(), 10 * YEAR),
+        )
+        .unwrap()
+    }
+
+    fn issue(ca: &Ca, profile: Profile) -> Vec<u8> {
+        let key = keys::generate().unwrap();
+        let csr = make_csr(&key, "x").unwrap();
+        let k = CsrKey::from_der(&csr).unwrap();
+        ca.issue(&k, &profile, Validity::starting(SystemTime::now(), YEAR))
+            .unwrap()
+    }
+
+    #[test]
+    fn issued_certificates_verify_with_their_role() {
+        let ca = ca("ID");
+        let store = TrustStore::new([ca.cert_der()]).unwrap();
+        let now = SystemTime::now();
+        let server = issue(
+            &ca,
+            Profile::Server {
+                id: "ID/GOV/KEMENDAGRI/SS1".parse().unwrap(),
+                hosts: vec!["127.0.0.1".into(), "ss1.example".into()],
+            },
+        );
+        let info = store.verify(&server, Role::Server, now).unwrap();
+        assert_eq!(
+            info.identity,
+            Identity::Server("ID/GOV/KEMENDAGRI/SS1".parse().unwrap())
+        );
+        assert!(info.server_auth && info.client_auth && !info.non_repudiation);
+
+        let member = issue(&ca, Profile::Member("ID/GOV/KEMENDAGRI".parse().unwrap()));
+        let info = store.verify(&member, Role::Member, now).unwrap();
+        assert!(info.non_repudiation);
+        assert!(matches!(
+            store.verify(&member, Role::Server, now),
+            Err(CertError::WrongRole { .. })
+        ));
+
+        let tsa = issue(
+            &ca,
+            Profile::Tsa {
+                instance: "ID".parse().unwrap(),
+                name: "tsa1".parse().unwrap(),
+            },
+        );
+        let info = store.verify(&tsa, Role::Tsa, now).unwrap();
+        assert!(info.time_stamping && info.eku_critical);
+
+        let admin = issue(
+            &ca,
+            Profile::Admin {
+                instance: "ID".parse().unwrap(),
+                name: "alice".parse().unwrap(),
+            },
+        );
+        store.verify(&admin, Role::Admin, now).unwrap();
+        store.verify(ca.cert_der(), Role::Ca, now).unwrap();
+    }
+
+    #[test]
+    fn foreign_expired_and_revoked_are_refused() {
+        let ours = ca("ID");
+        let theirs = ca("ID");
+        let store = TrustStore::new([ours.cert_der()]).unwrap();
+        let profile = Profile::Member("ID/GOV/X".parse().unwrap());
+        let foreign = issue(&theirs, profile.clone());
+        let err = store
+            .verify(&foreign, Role::Member, SystemTime::now())
+            .unwrap_err();
+        assert!(err.to_string().contains("trust"), "{err}");
+
+        let cert = issue(&ours, profile);
+        let later = SystemTime::now() + 2 * YEAR;
+        let err = store.verify(&cert, Role::Member, later).unwrap_err();
+        assert!(err.to_string().contains("expired"), "{err}");
+
+        let serial = CertInfo::parse(&cert).unwrap().serial;
+        let store = store.with_revoked([serial]);
+        assert!(matches!(
+            store.verify(&cert, Role::Member, SystemTime::now()),
+            Err(CertError::Revoked { .. })
+        ));
+    }
+
+    #[test]
+    fn malformed_csrs_are_refused() {
+        assert!(CsrKey::from_der(b"").is_err());
+        assert!(CsrKey::from_der(b"not a csr").is_err());
+        assert!(CsrKey::from_der(&vec![0x30; 20_000]).is_err());
+        let key = keys::generate().unwrap();
+        let mut csr = make_csr(&key, "x").unwrap();
+        // Flip a byte of the subject: the self-signature no longer verifies.
+        let i = csr.len() / 3;
+        csr[i] ^= 0x01;
+        let err = CsrKey::from_der(&csr).err().unwrap();
+        assert!(matches!(err, CertError::BadCsr(_)), "{err}");
+    }
+
+    #[test]
+    fn ca_refuses_other_instance_and_loads_back() {
+        let ca = ca("ID");
+        let key = keys::generate().unwrap();
+        let err = ca
+            .issue_for_key(
+                &key,
+                &Profile::Member("XX/GOV/A".parse().unwrap()),
+                Validity::starting(SystemTime::now(), YEAR),
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("not of instance"), "{err}");
+        let pem = ca.key().serialize_pem();
+        let loaded = Ca::load(ca.cert_der().to_vec(), keys::from_pem(&pem).unwrap()).unwrap();
+        let cert = issue(&loaded, Profile::Member("ID/GOV/A".parse().unwrap()));
+        TrustStore::new([ca.cert_der()])
+            .unwrap()
+            .verify(&cert, Role::Member, SystemTime::now())
+            .unwrap();
+        // A key that does not match the certificate is refused.
+        assert!(Ca::load(ca.cert_der().to_vec(), keys::generate().unwrap()).is_err());
+    }
+}
