@@ -1,1 +1,296 @@
-//! placeholder
+//! The global configuration: one signed document from the central registry that tells
+//! every security server who belongs to the instance and which certificates to trust.
+//!
+//! - [`anchor`]: the trust anchor file an operator installs on each server.
+//! - [`sign`] / [`verify`]: the registry signs the exact encoded bytes; a verifier checks
+//!   the signer against the anchor and the signature over those bytes before decoding.
+//! - [`client`]: what a security server runs: download, verify, refuse tampered, expired
+//!   and rolled-back documents, cache on disk, keep working from the cache until expiry.
+#![forbid(unsafe_code)]
+
+pub mod anchor;
+pub mod client;
+mod fetch;
+
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use lintas_certs::{CertError, CertInfo, KeyPair, Role, TrustStore};
+use lintas_identifiers::{ClientId, MemberId, ServerId, SubsystemId};
+use lintas_proto::globalconf::v1::{GlobalConf, SecurityServer, SignedGlobalConf};
+use prost::Message;
+
+pub use anchor::Anchor;
+pub use client::ConfClient;
+
+/// Domain-separation prefix of global configuration signatures.
+pub const SIGNATURE_DOMAIN: &str = "lintas/globalconf/v1";
+
+/// Largest signed document accepted (27,000 applications fit in a few MiB).
+pub const MAX_CONF_LEN: usize = 64 * 1024 * 1024;
+
+/// Tolerated clock difference between the registry and a server for `generated_at`.
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
+
+/// Why a global configuration was refused or is unavailable.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfError {
+    #[error("global configuration is {len} bytes; at most {max} are accepted")]
+    TooLarge { len: usize, max: usize },
+    #[error("global configuration is malformed: {0}")]
+    Malformed(String),
+    #[error("global configuration is signed by a certificate the trust anchor does not list")]
+    UnknownSigner,
+    #[error("global configuration signer certificate refused: {0}")]
+    Signer(#[source] CertError),
+    #[error("global configuration signature does not verify (tampered or corrupted)")]
+    BadSignature,
+    #[error("global configuration is for instance '{found}', the anchor is for '{expected}'")]
+    WrongInstance { expected: String, found: String },
+    #[error("global configuration serial {serial} expired at {expired_at}; the registry has not published a newer one that this server could fetch")]
+    Expired { serial: u64, expired_at: String },
+    #[error("global configuration serial {serial} claims generation at {generated_at}, in the future; check the clocks")]
+    FromTheFuture { serial: u64, generated_at: String },
+    #[error("global configuration serial {offered} is older than serial {held} already held (rollback refused)")]
+    Rollback { held: u64, offered: u64 },
+    #[error("two different global configurations carry serial {serial} (refused)")]
+    Equivocation { serial: u64 },
+    #[error("no global configuration yet: none cached and none fetched")]
+    NotLoaded,
+    #[error("fetching {url}: {detail}")]
+    Fetch { url: String, detail: String },
+    #[error("global configuration cache {path}: {detail}")]
+    Cache { path: String, detail: String },
+    #[error("trust anchor {path}: {detail}")]
+    Anchor { path: String, detail: String },
+}
+
+/// Source of the current time, injectable so tests can move it.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> SystemTime;
+}
+
+/// The system's wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+/// A clock that stands still until told to move (for tests and simulations).
+#[derive(Debug)]
+pub struct ManualClock(Mutex<SystemTime>);
+
+impl ManualClock {
+    pub fn new(at: SystemTime) -> Self {
+        ManualClock(Mutex::new(at))
+    }
+    pub fn advance(&self, by: Duration) {
+        let mut t = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *t += by;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> SystemTime {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_secs(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_secs() as i64,
+        Err(e) => -(e.duration().as_secs() as i64),
+    }
+}
+
+/// ISO 8601 UTC rendering of Unix seconds, for messages people read.
+pub fn iso8601(secs: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| format!("@{secs}"))
+}
+
+/// Signs `conf` with the configuration-signing key. Returns the encoded
+/// [`SignedGlobalConf`] blob that is served and cached as is.
+pub fn sign(conf: &GlobalConf, key: &KeyPair, signer_cert: &[u8]) -> Result<Vec<u8>, CertError> {
+    let conf_bytes = conf.encode_to_vec();
+    let signature = lintas_certs::sig::sign(key, SIGNATURE_DOMAIN, &conf_bytes)?;
+    Ok(SignedGlobalConf {
+        conf: conf_bytes,
+        signature,
+        signer_cert: signer_cert.to_vec(),
+    }
+    .encode_to_vec())
+}
+
+/// A global configuration whose signature, signer, instance and identifiers have been
+/// checked. Freshness is checked at [`verify`] time and again by [`VerifiedConf::check_fresh`].
+#[derive(Debug, Clone)]
+pub struct VerifiedConf {
+    /// The signed blob exactly as received.
+    pub blob: Vec<u8>,
+    pub conf: GlobalConf,
+    trust: TrustStore,
+}
+
+impl VerifiedConf {
+    pub fn serial(&self) -> u64 {
+        self.conf.serial
+    }
+
+    /// Errors once the document has expired at `now`.
+    pub fn check_fresh(&self, now: SystemTime) -> Result<(), ConfError> {
+        if unix_secs(now) >= self.conf.expires_at {
+            return Err(ConfError::Expired {
+                serial: self.conf.serial,
+                expired_at: iso8601(self.conf.expires_at),
+            });
+        }
+        Ok(())
+    }
+
+    /// The approved CAs with this configuration's revocations applied.
+    pub fn trust_store(&self) -> &TrustStore {
+        &self.trust
+    }
+
+    pub fn server(&self, id: &ServerId) -> Option<&SecurityServer> {
+        let id = id.to_string();
+        self.conf.servers.iter().find(|s| s.id == id)
+    }
+
+    /// Whether `member` (or one of its subsystems, when `subsystem` is given) is registered.
+    pub fn has_client(&self, client: &ClientId) -> bool {
+        let member = client.member().to_string();
+        let Some(m) = self.conf.members.iter().find(|m| m.id == member) else {
+            return false;
+        };
+        match client {
+            ClientId::Member(_) => true,
+            ClientId::Subsystem(s) => m.subsystems.iter().any(|c| c == s.subsystem.as_str()),
+        }
+    }
+
+    /// Servers that host `client`.
+    pub fn servers_hosting<'a>(
+        &'a self,
+        client: &SubsystemId,
+    ) -> impl Iterator<Item = &'a SecurityServer> + 'a {
+        let id = client.to_string();
+        self.conf
+            .servers
+            .iter()
+            .filter(move |s| s.clients.iter().any(|c| *c == id))
+    }
+
+    /// Member record, if registered.
+    pub fn member(&self, id: &MemberId) -> Option<&lintas_proto::globalconf::v1::Member> {
+        let id = id.to_string();
+        self.conf.members.iter().find(|m| m.id == id)
+    }
+}
+
+/// Verifies a signed blob against `anchor` at `now`: size, signer listed in the anchor and
+/// chaining to an anchor CA, signature over the exact bytes, instance, identifiers,
+/// generation time and expiry.
+pub fn verify(blob: &[u8], anchor: &Anchor, now: SystemTime) -> Result<VerifiedConf, ConfError> {
+    let verified = verify_ignoring_expiry(blob, anchor, now)?;
+    verified.check_fresh(now)?;
+    Ok(verified)
+}
+
+/// [`verify`] without the expiry check: for a cached document, whose serial still counts
+/// for rollback protection after it expired.
+pub fn verify_ignoring_expiry(
+    blob: &[u8],
+    anchor: &Anchor,
+    now: SystemTime,
+) -> Result<VerifiedConf, ConfError> {
+    if blob.len() > MAX_CONF_LEN {
+        return Err(ConfError::TooLarge {
+            len: blob.len(),
+            max: MAX_CONF_LEN,
+        });
+    }
+    let signed = SignedGlobalConf::decode(blob)
+        .map_err(|e| ConfError::Malformed(format!("signed envelope: {e}")))?;
+    if !anchor.signing_certs.iter().any(|c| *c == signed.signer_cert) {
+        return Err(ConfError::UnknownSigner);
+    }
+    let signer = anchor
+        .trust_store()
+        .verify(&signed.signer_cert, Role::GlobalConf, now)
+        .map_err(ConfError::Signer)?;
+    lintas_certs::sig::verify(
+        &signer.public_key,
+        SIGNATURE_DOMAIN,
+        &signed.conf,
+        &signed.signature,
+    )
+    .map_err(|_| ConfError::BadSignature)?;
+    let conf = GlobalConf::decode(signed.conf.as_slice())
+        .map_err(|e| ConfError::Malformed(format!("document: {e}")))?;
+    if conf.instance != anchor.instance.as_str() {
+        return Err(ConfError::WrongInstance {
+            expected: anchor.instance.to_string(),
+            found: conf.instance.clone(),
+        });
+    }
+    check_contents(&conf)?;
+    let skew = MAX_CLOCK_SKEW.as_secs() as i64;
+    if conf.generated_at > unix_secs(now) + skew {
+        return Err(ConfError::FromTheFuture {
+            serial: conf.serial,
+            generated_at: iso8601(conf.generated_at),
+        });
+    }
+    let cas: Vec<&[u8]> = conf.approved_cas.iter().map(Vec::as_slice).collect();
+    let trust = TrustStore::new(cas)
+        .map_err(|e| ConfError::Malformed(format!("approved CA: {e}")))?
+        .with_revoked(conf.revoked.iter().map(|r| r.serial.clone()));
+    Ok(VerifiedConf {
+        blob: blob.to_vec(),
+        conf,
+        trust,
+    })
+}
+
+/// Every identifier in the document must parse: later lookups compare canonical text.
+fn check_contents(conf: &GlobalConf) -> Result<(), ConfError> {
+    let bad = |what: &str, e: &dyn std::fmt::Display| ConfError::Malformed(format!("{what}: {e}"));
+    for m in &conf.members {
+        let id: MemberId = m.id.parse().map_err(|e| bad("member", &e))?;
+        for s in &m.subsystems {
+            lintas_identifiers::Code::parse_part(s, "subsystem code")
+                .map_err(|e| bad(&format!("member {id}"), &e))?;
+        }
+    }
+    for s in &conf.servers {
+        s.id.parse::<ServerId>().map_err(|e| bad("server", &e))?;
+        for c in &s.clients {
+            c.parse::<SubsystemId>()
+                .map_err(|e| bad(&format!("server {}", s.id), &e))?;
+        }
+        for cert in &s.signing_certs {
+            CertInfo::parse(cert).map_err(|e| bad(&format!("server {}", s.id), &e))?;
+        }
+    }
+    for g in &conf.groups {
+        lintas_identifiers::Code::parse_part(&g.code, "group code").map_err(|e| bad("group", &e))?;
+        for m in &g.members {
+            m.parse::<ClientId>()
+                .map_err(|e| bad(&format!("group {}", g.code), &e))?;
+        }
+    }
+    if conf.expires_at <= conf.generated_at {
+        return Err(ConfError::Malformed("expires before it was generated".into()));
+    }
+    Ok(())
+}

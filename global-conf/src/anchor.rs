@@ -1,0 +1,126 @@
+//! The trust anchor: the one file an operator copies from the registry to every security
+//! server. It names the instance, where to reach the registry and fetch the global
+//! configuration, and which certificates may sign it. Its SHA-256 fingerprint is printed
+//! at `lintas registry init` so operators can compare it out of band.
+
+use std::path::Path;
+
+use lintas_certs::pem::{cert_to_pem, certs_from_pem};
+use lintas_certs::{Role, TrustStore};
+use lintas_identifiers::Code;
+use serde::{Deserialize, Serialize};
+
+use crate::ConfError;
+
+/// Anchor file contents (TOML, unknown keys refused).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AnchorFile {
+    instance: Code,
+    /// gRPC endpoint of the registry, e.g. `https://registry.example:4400`.
+    registry_url: String,
+    /// Where the signed global configuration can be fetched with HTTP GET.
+    globalconf_urls: Vec<String>,
+    /// PEM certificates of the instance certification authorities.
+    ca_certs: String,
+    /// PEM certificates whose keys may sign the global configuration.
+    signing_certs: String,
+}
+
+/// A parsed, checked trust anchor.
+#[derive(Debug, Clone)]
+pub struct Anchor {
+    pub instance: Code,
+    pub registry_url: String,
+    pub globalconf_urls: Vec<String>,
+    pub ca_certs: Vec<Vec<u8>>,
+    pub signing_certs: Vec<Vec<u8>>,
+    trust: TrustStore,
+    /// The file text exactly as read or written.
+    pub text: String,
+    /// SHA-256 of the anchor file bytes, hex.
+    pub fingerprint: String,
+}
+
+impl Anchor {
+    /// Builds an anchor (at registry init).
+    pub fn new(
+        instance: Code,
+        registry_url: String,
+        globalconf_urls: Vec<String>,
+        ca_certs: &[Vec<u8>],
+        signing_certs: &[Vec<u8>],
+    ) -> Result<Self, ConfError> {
+        let file = AnchorFile {
+            instance,
+            registry_url,
+            globalconf_urls,
+            ca_certs: ca_certs.iter().map(|c| cert_to_pem(c)).collect(),
+            signing_certs: signing_certs.iter().map(|c| cert_to_pem(c)).collect(),
+        };
+        let body = toml::to_string(&file).map_err(|e| ConfError::Anchor {
+            path: "(new)".into(),
+            detail: e.to_string(),
+        })?;
+        let header = "# lintas trust anchor. Copy this file to every security server of the\n\
+                      # instance and compare its SHA-256 with the one the registry operator\n\
+                      # announced (`sha256sum anchor.toml`).\n";
+        Self::parse(&format!("{header}{body}"), "(new)")
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ConfError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfError::Anchor {
+            path: path.display().to_string(),
+            detail: e.to_string(),
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    pub fn parse(text: &str, what: &str) -> Result<Self, ConfError> {
+        let err = |detail: String| ConfError::Anchor {
+            path: what.to_owned(),
+            detail,
+        };
+        let file: AnchorFile = toml::from_str(text).map_err(|e| err(e.to_string()))?;
+        let ca_certs = certs_from_pem(&file.ca_certs, "ca_certs").map_err(|e| err(e.to_string()))?;
+        let signing_certs =
+            certs_from_pem(&file.signing_certs, "signing_certs").map_err(|e| err(e.to_string()))?;
+        let trust = TrustStore::new(ca_certs.iter().map(Vec::as_slice))
+            .map_err(|e| err(format!("ca_certs: {e}")))?;
+        for (i, c) in ca_certs.iter().enumerate() {
+            let info = lintas_certs::CertInfo::parse(c).map_err(|e| err(e.to_string()))?;
+            if info.identity.instance() != &file.instance {
+                return Err(err(format!(
+                    "ca_certs[{i}] belongs to instance {}, not {}",
+                    info.identity.instance(),
+                    file.instance
+                )));
+            }
+        }
+        for (i, c) in signing_certs.iter().enumerate() {
+            // Chain and role only; expiry is checked when a document is verified.
+            let info = lintas_certs::CertInfo::parse(c).map_err(|e| err(e.to_string()))?;
+            trust
+                .verify(c, Role::GlobalConf, info.not_before)
+                .map_err(|e| err(format!("signing_certs[{i}]: {e}")))?;
+        }
+        if file.globalconf_urls.is_empty() {
+            return Err(err("globalconf_urls is empty".into()));
+        }
+        Ok(Anchor {
+            instance: file.instance,
+            registry_url: file.registry_url,
+            globalconf_urls: file.globalconf_urls,
+            ca_certs,
+            signing_certs,
+            trust,
+            fingerprint: lintas_certs::hex(&lintas_certs::sha256(text.as_bytes())),
+            text: text.to_owned(),
+        })
+    }
+
+    /// The instance CAs (without revocations: those come with each configuration).
+    pub fn trust_store(&self) -> &TrustStore {
+        &self.trust
+    }
+}

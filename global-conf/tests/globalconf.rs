@@ -1,0 +1,236 @@
+//! The configuration client refuses every bad document and survives a registry outage.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use lintas_certs::ca::Validity;
+use lintas_certs::{keys, Ca, KeyPair, Profile};
+use lintas_globalconf::{sign, Anchor, ConfClient, ConfError, ManualClock};
+use lintas_proto::globalconf::v1::{GlobalConf, Member, SignedGlobalConf};
+use prost::Message;
+
+const YEAR: Duration = Duration::from_secs(365 * 86400);
+
+struct Fixture {
+    anchor: Anchor,
+    key: KeyPair,
+    cert: Vec<u8>,
+    ca: Ca,
+    clock: Arc<ManualClock>,
+}
+
+fn fixture() -> Fixture {
+    let now = SystemTime::now();
+    let instance = "ID".parse().unwrap();
+    let ca = Ca::create(&instance, Validity::starting(now, 10 * YEAR)).unwrap();
+    let key = keys::generate().unwrap();
+    let cert = ca
+        .issue_for_key(
+            &key,
+            &Profile::GlobalConf {
+                instance: instance.clone(),
+            },
+            Validity::starting(now, YEAR),
+        )
+        .unwrap();
+    let anchor = Anchor::new(
+        instance,
+        "https://127.0.0.1:1".into(),
+        // Nothing listens on port 1: the "registry" is down for the whole test.
+        vec!["http://127.0.0.1:1/globalconf".into()],
+        &[ca.cert_der().to_vec()],
+        &[cert.clone()],
+    )
+    .unwrap();
+    Fixture {
+        anchor,
+        key,
+        cert,
+        ca,
+        clock: Arc::new(ManualClock::new(now)),
+    }
+}
+
+impl Fixture {
+    fn doc(&self, serial: u64, validity: Duration) -> GlobalConf {
+        let now = lintas_globalconf::unix_secs(lintas_globalconf::Clock::now(&*self.clock));
+        GlobalConf {
+            instance: "ID".into(),
+            serial,
+            generated_at: now,
+            expires_at: now + validity.as_secs() as i64,
+            members: vec![Member {
+                id: "ID/GOV/KEMENDAGRI".into(),
+                name: "Kementerian Dalam Negeri".into(),
+                subsystems: vec!["DUKCAPIL".into()],
+            }],
+            approved_cas: vec![self.ca.cert_der().to_vec()],
+            ..Default::default()
+        }
+    }
+
+    fn signed(&self, serial: u64) -> Vec<u8> {
+        sign(&self.doc(serial, Duration::from_secs(600)), &self.key, &self.cert).unwrap()
+    }
+
+    fn client(&self, dir: &std::path::Path) -> Result<ConfClient, ConfError> {
+        ConfClient::open(self.anchor.clone(), dir, self.clock.clone())
+    }
+}
+
+#[test]
+fn accepts_a_good_document_and_answers_lookups() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let client = f.client(dir.path()).unwrap();
+    assert!(matches!(client.current(), Err(ConfError::NotLoaded)));
+    let conf = client.accept(&f.signed(1)).unwrap();
+    assert_eq!(conf.serial(), 1);
+    assert!(conf.has_client(&"ID/GOV/KEMENDAGRI/DUKCAPIL".parse().unwrap()));
+    assert!(!conf.has_client(&"ID/GOV/KEMENDAGRI/OTHER".parse().unwrap()));
+    assert!(conf.has_client(&"ID/GOV/KEMENDAGRI".parse().unwrap()));
+}
+
+#[test]
+fn tampered_documents_are_refused() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let client = f.client(dir.path()).unwrap();
+    let blob = f.signed(1);
+
+    // Change the document after signing.
+    let mut signed = SignedGlobalConf::decode(blob.as_slice()).unwrap();
+    let mut conf = GlobalConf::decode(signed.conf.as_slice()).unwrap();
+    conf.members[0].subsystems.push("INTRUDER".into());
+    signed.conf = conf.encode_to_vec();
+    let err = client.accept(&signed.encode_to_vec()).unwrap_err();
+    assert!(matches!(err, ConfError::BadSignature), "{err}");
+
+    // Flip one byte anywhere in the signature.
+    let mut signed = SignedGlobalConf::decode(blob.as_slice()).unwrap();
+    let last = signed.signature.len() - 2;
+    signed.signature[last] ^= 1;
+    assert!(client.accept(&signed.encode_to_vec()).is_err());
+
+    // Signed by a key the anchor does not list (a self-made "registry").
+    let other = fixture();
+    let err = client.accept(&other.signed(5)).unwrap_err();
+    assert!(matches!(err, ConfError::UnknownSigner), "{err}");
+
+    // Garbage and oversize input.
+    assert!(matches!(
+        client.accept(b"\xff\xff\xff garbage"),
+        Err(ConfError::Malformed(_))
+    ));
+    let huge = vec![0u8; lintas_globalconf::MAX_CONF_LEN + 1];
+    assert!(matches!(
+        client.accept(&huge),
+        Err(ConfError::TooLarge { .. })
+    ));
+    assert!(matches!(client.current(), Err(ConfError::NotLoaded)));
+}
+
+#[test]
+fn expired_document_is_refused_and_held_one_expires() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let client = f.client(dir.path()).unwrap();
+    let short = sign(&f.doc(1, Duration::from_secs(60)), &f.key, &f.cert).unwrap();
+    client.accept(&short).unwrap();
+    f.clock.advance(Duration::from_secs(61));
+    let err = client.current().unwrap_err();
+    assert!(matches!(err, ConfError::Expired { serial: 1, .. }), "{err}");
+    assert!(err.to_string().contains("expired at"));
+    // Offering the same expired document again is refused too.
+    assert!(matches!(
+        client.accept(&short),
+        Err(ConfError::Expired { .. })
+    ));
+}
+
+#[test]
+fn rollback_and_equivocation_are_refused() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let client = f.client(dir.path()).unwrap();
+    let old = f.signed(3);
+    client.accept(&f.signed(5)).unwrap();
+    let err = client.accept(&old).unwrap_err();
+    assert!(
+        matches!(err, ConfError::Rollback { held: 5, offered: 3 }),
+        "{err}"
+    );
+    // Same serial, different contents.
+    let mut doc = f.doc(5, Duration::from_secs(600));
+    doc.members.clear();
+    let twin = sign(&doc, &f.key, &f.cert).unwrap();
+    assert!(matches!(
+        client.accept(&twin),
+        Err(ConfError::Equivocation { serial: 5 })
+    ));
+    assert_eq!(client.current().unwrap().serial(), 5);
+
+    // Rollback protection survives a restart, even after the cached document expired.
+    drop(client);
+    f.clock.advance(Duration::from_secs(3600));
+    let reopened = f.client(dir.path()).unwrap();
+    assert_eq!(reopened.held_serial(), Some(5));
+    assert!(matches!(
+        reopened.current(),
+        Err(ConfError::Expired { .. })
+    ));
+    let err = reopened.accept(&f.signed(4)).unwrap_err();
+    assert!(matches!(err, ConfError::Rollback { held: 5, .. }), "{err}");
+    reopened.accept(&f.signed(6)).unwrap();
+}
+
+#[test]
+fn tampered_cache_is_reported() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    f.client(dir.path()).unwrap().accept(&f.signed(1)).unwrap();
+    let path = dir.path().join(lintas_globalconf::client::CACHE_FILE);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let i = bytes.len() / 2;
+    bytes[i] ^= 0x55;
+    std::fs::write(&path, bytes).unwrap();
+    let err = f.client(dir.path()).err().unwrap();
+    assert!(matches!(err, ConfError::Cache { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn keeps_working_from_cache_while_registry_is_down() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    f.client(dir.path()).unwrap().accept(&f.signed(7)).unwrap();
+
+    // Restart: the registry (port 1) is unreachable.
+    let client = f.client(dir.path()).unwrap();
+    let err = client.fetch().await.unwrap_err();
+    assert!(matches!(err, ConfError::Fetch { .. }), "{err}");
+    assert_eq!(client.current().unwrap().serial(), 7);
+
+    // Until the document expires: then fail closed.
+    f.clock.advance(Duration::from_secs(601));
+    assert!(matches!(
+        client.current(),
+        Err(ConfError::Expired { serial: 7, .. })
+    ));
+}
+
+#[test]
+fn anchor_refuses_unknown_keys_and_round_trips() {
+    let f = fixture();
+    let again = Anchor::parse(&f.anchor.text, "anchor.toml").unwrap();
+    assert_eq!(again.fingerprint, f.anchor.fingerprint);
+    let bogus = format!("{}\nbogus_key = 1\n", f.anchor.text);
+    let err = Anchor::parse(&bogus, "anchor.toml").unwrap_err();
+    assert!(err.to_string().contains("bogus_key"), "{err}");
+    // A signing certificate from another CA is refused at load.
+    let other = fixture();
+    let text = f.anchor.text.replace(
+        &lintas_certs::pem::cert_to_pem(&f.cert),
+        &lintas_certs::pem::cert_to_pem(&other.cert),
+    );
+    assert!(Anchor::parse(&text, "anchor.toml").is_err());
+}
