@@ -1,1 +1,402 @@
-//! placeholder
+//! The lintas central registry: one per instance. It is the certification authority for
+//! member and server certificates, runs the registration workflow, and signs and serves
+//! the global configuration (over gRPC and as a plain HTTP GET of the signed blob).
+//!
+//! - [`init`] creates an instance: CA, configuration-signing key, TSA key, the registry's
+//!   TLS key, a first administrator certificate, the database and the trust anchor.
+//! - [`open`] loads it; [`serve`] runs it on listeners the caller has bound.
+//! - [`registry`] holds the logic, [`grpc`] the wire edge, [`store`] the persistence trait.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod config;
+pub mod grpc;
+pub mod registry;
+pub mod store;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use lintas_certs::ca::Validity;
+use lintas_certs::pem::{cert_from_pem, cert_to_pem};
+use lintas_certs::{Ca, CertError, KeyPair, Profile, TrustStore, keys};
+use lintas_globalconf::{Anchor, Clock, ConfError};
+use lintas_identifiers::Code;
+use lintas_proto::registry::v1::registration_server::RegistrationServer;
+use lintas_proto::registry::v1::registry_admin_server::RegistryAdminServer;
+use tokio::net::TcpListener;
+
+pub use config::RegistryConfig;
+use registry::{Keys, Policy, Registry, RegistryError};
+
+const YEAR: Duration = Duration::from_secs(365 * 86400);
+
+/// Errors starting or running the registry.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistryServeError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Cert(#[from] CertError),
+    #[error(transparent)]
+    Conf(#[from] ConfError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Transport(#[from] lintas_transport::TransportError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("gRPC server: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RegistryServeError {
+    let what = what.into();
+    move |source| RegistryServeError::Io { what, source }
+}
+
+/// Where everything lives inside the registry's data directory.
+#[derive(Debug, Clone)]
+pub struct Paths(pub PathBuf);
+
+impl Paths {
+    pub fn ca_cert(&self) -> PathBuf {
+        self.0.join("ca.crt.pem")
+    }
+    pub fn ca_key(&self) -> PathBuf {
+        self.0.join("ca.key.pem")
+    }
+    pub fn conf_cert(&self) -> PathBuf {
+        self.0.join("globalconf.crt.pem")
+    }
+    pub fn conf_key(&self) -> PathBuf {
+        self.0.join("globalconf.key.pem")
+    }
+    pub fn tls_cert(&self) -> PathBuf {
+        self.0.join("tls.crt.pem")
+    }
+    pub fn tls_key(&self) -> PathBuf {
+        self.0.join("tls.key.pem")
+    }
+    pub fn tsa_cert(&self) -> PathBuf {
+        self.0.join("tsa.crt.pem")
+    }
+    pub fn tsa_key(&self) -> PathBuf {
+        self.0.join("tsa.key.pem")
+    }
+    pub fn anchor(&self) -> PathBuf {
+        self.0.join("anchor.toml")
+    }
+    pub fn db(&self) -> PathBuf {
+        self.0.join("db")
+    }
+    /// The first administrator's credentials (move them to the administrator's machine).
+    pub fn admin_dir(&self) -> PathBuf {
+        self.0.join("admin")
+    }
+}
+
+/// Parameters of `lintas registry init`.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    pub instance: Code,
+    pub dir: PathBuf,
+    pub grpc_listen: SocketAddr,
+    pub http_listen: SocketAddr,
+    /// Host name or IP address security servers use to reach the registry.
+    pub public_host: String,
+    pub admin_name: Code,
+}
+
+/// What `init` created.
+#[derive(Debug)]
+pub struct InitReport {
+    pub config_path: PathBuf,
+    pub anchor_path: PathBuf,
+    pub anchor_fingerprint: String,
+    pub admin_dir: PathBuf,
+}
+
+fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+fn write_cert(path: &Path, der: &[u8]) -> Result<(), RegistryServeError> {
+    Ok(keys::write_new_file(
+        path,
+        cert_to_pem(der).as_bytes(),
+        0o644,
+    )?)
+}
+
+/// Creates a new instance in `opts.dir` (which must not already hold one).
+pub fn init(opts: &InitOptions, clock: Arc<dyn Clock>) -> Result<InitReport, RegistryServeError> {
+    let paths = Paths(opts.dir.clone());
+    std::fs::create_dir_all(&opts.dir).map_err(io(opts.dir.display().to_string()))?;
+    let config_path = opts.dir.join("registry.toml");
+    if config_path.exists() {
+        return Err(RegistryServeError::Cert(CertError::AlreadyExists {
+            path: config_path,
+        }));
+    }
+    let now = clock.now();
+    let instance = &opts.instance;
+    let ca = Ca::create(instance, Validity::starting(now, 20 * YEAR))?;
+    keys::write(&paths.ca_key(), ca.key())?;
+    write_cert(&paths.ca_cert(), ca.cert_der())?;
+
+    let issue_own = |profile: Profile, key_path: PathBuf, cert_path: PathBuf, years: u32| {
+        let key = keys::generate()?;
+        let cert = ca.issue_for_key(&key, &profile, Validity::starting(now, years * YEAR))?;
+        keys::write(&key_path, &key)?;
+        write_cert(&cert_path, &cert)?;
+        Ok::<_, RegistryServeError>(cert)
+    };
+    let conf_cert = issue_own(
+        Profile::GlobalConf {
+            instance: instance.clone(),
+        },
+        paths.conf_key(),
+        paths.conf_cert(),
+        5,
+    )?;
+    issue_own(
+        Profile::Registry {
+            instance: instance.clone(),
+            hosts: vec![opts.public_host.clone()],
+        },
+        paths.tls_key(),
+        paths.tls_cert(),
+        2,
+    )?;
+    issue_own(
+        Profile::Tsa {
+            instance: instance.clone(),
+            name: Code::parse_part("tsa", "name").map_err(|e| CertError::Issue(e.to_string()))?,
+        },
+        paths.tsa_key(),
+        paths.tsa_cert(),
+        10,
+    )?;
+    std::fs::create_dir_all(paths.admin_dir()).map_err(io("admin directory"))?;
+    let admin_cert = issue_own(
+        Profile::Admin {
+            instance: instance.clone(),
+            name: opts.admin_name.clone(),
+        },
+        paths.admin_dir().join("admin.key.pem"),
+        paths.admin_dir().join("admin.crt.pem"),
+        1,
+    )?;
+    std::fs::copy(paths.ca_cert(), paths.admin_dir().join("ca.crt.pem"))
+        .map_err(io("copying CA certificate"))?;
+
+    let config = RegistryConfig {
+        instance: instance.clone(),
+        grpc_listen: opts.grpc_listen,
+        http_listen: opts.http_listen,
+        public_url: format!(
+            "https://{}",
+            host_port(&opts.public_host, opts.grpc_listen.port())
+        ),
+        globalconf_urls: vec![format!(
+            "http://{}/globalconf",
+            host_port(&opts.public_host, opts.http_listen.port())
+        )],
+        data_dir: PathBuf::from("."),
+        conf_validity_secs: 3600,
+        conf_refresh_secs: 600,
+        cert_validity_days: 730,
+        token_ttl_secs: 86400,
+        max_request_bytes: 64 * 1024,
+    };
+    let anchor = Anchor::new(
+        instance.clone(),
+        config.public_url.clone(),
+        config.globalconf_urls.clone(),
+        &[ca.cert_der().to_vec()],
+        &[conf_cert],
+    )?;
+    keys::write_new_file(&paths.anchor(), anchor.text.as_bytes(), 0o644)?;
+    let header = "# lintas central registry. Keys and database live beside this file.\n\
+                  # Environment variables LINTAS_REGISTRY_<KEY> override any key below.\n";
+    keys::write_new_file(
+        &config_path,
+        format!("{header}{}", config.to_toml()).as_bytes(),
+        0o644,
+    )?;
+    // Opening the registry creates the database and publishes configuration serial 1.
+    let registry = open(
+        &RegistryConfig {
+            data_dir: opts.dir.clone(),
+            ..config
+        },
+        clock,
+    )?;
+    registry.record_admin_cert("init", &admin_cert)?;
+    Ok(InitReport {
+        config_path,
+        anchor_path: paths.anchor(),
+        anchor_fingerprint: anchor.fingerprint,
+        admin_dir: paths.admin_dir(),
+    })
+}
+
+fn read_cert(path: &Path) -> Result<Vec<u8>, RegistryServeError> {
+    let pem = std::fs::read_to_string(path).map_err(io(path.display().to_string()))?;
+    Ok(cert_from_pem(&pem, &path.display().to_string())?)
+}
+
+/// Loads the registry's keys and database. Used by `serve` and by `--check-config`.
+pub fn open(
+    config: &RegistryConfig,
+    clock: Arc<dyn Clock>,
+) -> Result<Arc<Registry>, RegistryServeError> {
+    let paths = Paths(config.data_dir.clone());
+    let ca = Ca::load(read_cert(&paths.ca_cert())?, keys::read(&paths.ca_key())?)?;
+    if ca.instance() != &config.instance {
+        return Err(RegistryServeError::Cert(CertError::Issue(format!(
+            "the CA in {} is for instance {}, the configuration says {}",
+            paths.ca_cert().display(),
+            ca.instance(),
+            config.instance
+        ))));
+    }
+    let keys = Keys {
+        conf_key: keys::read(&paths.conf_key())?,
+        conf_cert: read_cert(&paths.conf_cert())?,
+        tsa_cert: read_cert(&paths.tsa_cert())?,
+        ca,
+    };
+    let store = store::SledStore::open(&paths.db())?;
+    let policy = Policy {
+        instance: config.instance.clone(),
+        conf_validity: Duration::from_secs(config.conf_validity_secs),
+        cert_validity: Duration::from_secs(config.cert_validity_days * 86400),
+        token_ttl: Duration::from_secs(config.token_ttl_secs),
+    };
+    Ok(Arc::new(Registry::open(
+        Arc::new(store),
+        keys,
+        policy,
+        clock,
+    )?))
+}
+
+/// Serves `registry` on already-bound listeners until `shutdown` completes: the gRPC API
+/// over TLS 1.3 on `grpc`, the signed global configuration over HTTP on `http`, and a
+/// periodic re-signing of the configuration before it expires.
+pub async fn serve(
+    registry: Arc<Registry>,
+    config: &RegistryConfig,
+    grpc: TcpListener,
+    http: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RegistryServeError> {
+    let paths = Paths(config.data_dir.clone());
+    let tls_key: KeyPair = keys::read(&paths.tls_key())?;
+    let tls_cert = read_cert(&paths.tls_cert())?;
+    let ca_cert = read_cert(&paths.ca_cert())?;
+    let clients = TrustStore::new([ca_cert.as_slice()])?;
+    let tls = lintas_transport::server_config(
+        &tls_cert,
+        &tls_key,
+        &clients,
+        lintas_transport::ClientAuth::Optional,
+    )?;
+
+    // One shutdown signal fans out to the three tasks below.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<RegistrationServer<grpc::RegistrationService>>()
+        .await;
+    health
+        .set_serving::<RegistryAdminServer<grpc::AdminService>>()
+        .await;
+    let max = config.max_request_bytes;
+    let grpc_server = tonic::transport::Server::builder()
+        .timeout(Duration::from_secs(30))
+        .add_service(health_service)
+        .add_service(
+            RegistrationServer::new(grpc::RegistrationService(registry.clone()))
+                .max_decoding_message_size(max),
+        )
+        .add_service(
+            RegistryAdminServer::new(grpc::AdminService(registry.clone()))
+                .max_decoding_message_size(max),
+        )
+        .serve_with_incoming_shutdown(
+            lintas_transport::incoming(grpc, tls),
+            stopped(stop_rx.clone()),
+        );
+
+    let http_registry = registry.clone();
+    let app = axum::Router::new()
+        .route(
+            "/globalconf",
+            axum::routing::get(move || {
+                let blob = http_registry.latest_conf();
+                async move {
+                    (
+                        [
+                            (axum::http::header::CONTENT_TYPE, "application/octet-stream"),
+                            (axum::http::header::CACHE_CONTROL, "public, max-age=30"),
+                        ],
+                        blob.as_ref().clone(),
+                    )
+                }
+            }),
+        )
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }));
+    let http_server = axum::serve(http, app).with_graceful_shutdown(stopped(stop_rx.clone()));
+
+    let refresh_registry = registry.clone();
+    let refresh_every = Duration::from_secs(config.conf_refresh_secs);
+    let mut refresh_stop = stop_rx.clone();
+    let refresher = async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(refresh_every) => {}
+                _ = refresh_stop.wait_for(|s| *s) => return,
+            }
+            let reg = refresh_registry.clone();
+            match tokio::task::spawn_blocking(move || reg.republish("registry", "periodic refresh"))
+                .await
+            {
+                Ok(Ok(serial)) => tracing::debug!(serial, "global configuration re-signed"),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "re-signing the global configuration failed")
+                }
+                Err(e) => tracing::error!(error = %e, "re-signing task failed"),
+            }
+        }
+    };
+
+    let (grpc_result, http_result, ()) = tokio::join!(grpc_server, http_server, refresher);
+    grpc_result?;
+    http_result.map_err(io("HTTP server"))?;
+    tracing::info!("registry stopped");
+    Ok(())
+}

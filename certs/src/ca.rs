@@ -66,8 +66,10 @@ impl Profile {
         p.not_after = validity.not_after;
         p.serial_number = Some(random_serial()?);
         p.distinguished_name = DistinguishedName::new();
-        p.distinguished_name
-            .push(DnType::CommonName, identity.to_uri().trim_start_matches("lintas:"));
+        p.distinguished_name.push(
+            DnType::CommonName,
+            identity.to_uri().trim_start_matches("lintas:"),
+        );
         p.distinguished_name
             .push(DnType::OrganizationName, identity.instance().as_str());
         p.use_authority_key_identifier_extension = true;
@@ -82,9 +84,11 @@ impl Profile {
             for h in hosts {
                 let san = match h.parse::<IpAddr>() {
                     Ok(ip) => SanType::IpAddress(ip),
-                    Err(_) => SanType::DnsName(h.clone().try_into().map_err(
-                        |e: rcgen::Error| CertError::Issue(format!("host name '{h}': {e}")),
-                    )?),
+                    Err(_) => {
+                        SanType::DnsName(h.clone().try_into().map_err(|e: rcgen::Error| {
+                            CertError::Issue(format!("host name '{h}': {e}"))
+                        })?)
+                    }
                 };
                 p.subject_alt_names.push(san);
             }
@@ -185,20 +189,20 @@ impl CsrKey {
         if der.is_empty() {
             return Err(CertError::BadCsr("empty".into()));
         }
-        let params = CertificateSigningRequestParams::from_der(
-            &CertificateSigningRequestDer::from(der),
-        )
-        .map_err(|e| {
-            CertError::BadCsr(match e {
-                rcgen::Error::InvalidCertificationRequestSignature => {
-                    "its signature does not verify (no proof of possession of the key)".into()
-                }
-                rcgen::Error::CouldNotParseCertificationRequest => {
-                    "not a DER PKCS#10 certificate signing request".into()
-                }
-                other => other.to_string(),
-            })
-        })?;
+        let params =
+            CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(der))
+                .map_err(|e| {
+                    CertError::BadCsr(match e {
+                        rcgen::Error::InvalidCertificationRequestSignature => {
+                            "its signature does not verify (no proof of possession of the key)"
+                                .into()
+                        }
+                        rcgen::Error::CouldNotParseCertificationRequest => {
+                            "not a DER PKCS#10 certificate signing request".into()
+                        }
+                        other => other.to_string(),
+                    })
+                })?;
         if params.public_key.algorithm() != &rcgen::PKCS_ECDSA_P256_SHA256 {
             return Err(CertError::BadCsr(
                 "only ECDSA P-256 keys are accepted".into(),

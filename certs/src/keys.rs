@@ -40,7 +40,9 @@ pub fn read(path: &Path) -> Result<KeyPair, CertError> {
 pub fn from_pem(pem: &str) -> Result<KeyPair, CertError> {
     let key = KeyPair::from_pem(pem).map_err(|e| CertError::BadKey(e.to_string()))?;
     if !key.is_compatible(&rcgen::PKCS_ECDSA_P256_SHA256) {
-        return Err(CertError::BadKey("only ECDSA P-256 keys are supported".into()));
+        return Err(CertError::BadKey(
+            "only ECDSA P-256 keys are supported".into(),
+        ));
     }
     Ok(key)
 }

@@ -237,10 +237,11 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
 /// Lower-case hexadecimal.
 pub fn hex(data: &[u8]) -> String {
     use fmt::Write;
-    data.iter().fold(String::with_capacity(data.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    data.iter()
+        .fold(String::with_capacity(data.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// Parses lower- or upper-case hexadecimal (colons allowed, as `openssl` prints them).

@@ -7,8 +7,8 @@
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1, UnparsedPublicKey};
 use rcgen::SigningKey;
 
-use crate::keys::KeyPair;
 use crate::CertError;
+use crate::keys::KeyPair;
 
 fn framed(domain: &str, message: &[u8]) -> Vec<u8> {
     let mut data = Vec::with_capacity(domain.len() + 1 + message.len());

@@ -135,7 +135,9 @@ impl TrustStore {
             infos.push(info);
         }
         if anchors.is_empty() {
-            return Err(CertError::Untrusted("no certification authority configured".into()));
+            return Err(CertError::Untrusted(
+                "no certification authority configured".into(),
+            ));
         }
         Ok(TrustStore {
             cas: infos,
@@ -242,8 +244,8 @@ fn describe_webpki(e: &webpki::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ca::{make_csr, CsrKey, Validity};
-    use crate::{keys, Ca, Profile};
+    use crate::ca::{CsrKey, Validity, make_csr};
+    use crate::{Ca, Profile, keys};
 
     const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
 

@@ -1,1 +1,107 @@
-fn main() {}
+//! `lintas`: one binary for every role. Parses flags, loads configuration, calls the
+//! libraries, and waits for a signal; all logic lives in the library crates.
+#![forbid(unsafe_code)]
+
+mod certs_cmd;
+mod demo;
+mod registry_cmd;
+mod ss_cmd;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "lintas",
+    version,
+    about = "lintas: a government interoperability bus (registry, security servers, PKI)"
+)]
+struct Cli {
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Central registry: create an instance, run it, administer it.
+    Registry(registry_cmd::Args),
+    /// Security server: keys, registration, global configuration.
+    Ss(ss_cmd::Args),
+    /// Certificates: throw-away development PKI, inspection and verification.
+    Certs(certs_cmd::Args),
+    /// Run a whole instance on loopback: registry, two members joining it, and the
+    /// checks that make it trustworthy. Needs no setup and finishes on its own.
+    Demo(demo::Args),
+}
+
+fn init_logging(json: bool, default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LINTAS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let serving = matches!(
+        &cli.command,
+        Command::Registry(registry_cmd::Args {
+            command: registry_cmd::Command::Serve { .. }
+        })
+    );
+    init_logging(cli.log_json, if serving { "info" } else { "warn" });
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Registry(a) => registry_cmd::run(a).await,
+            Command::Ss(a) => ss_cmd::run(a).await,
+            Command::Certs(a) => certs_cmd::run(a),
+            Command::Demo(a) => demo::run(a).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+/// The process environment, for configuration overrides.
+pub fn env() -> Vec<(String, String)> {
+    std::env::vars().collect()
+}

@@ -82,7 +82,8 @@ impl Anchor {
             detail,
         };
         let file: AnchorFile = toml::from_str(text).map_err(|e| err(e.to_string()))?;
-        let ca_certs = certs_from_pem(&file.ca_certs, "ca_certs").map_err(|e| err(e.to_string()))?;
+        let ca_certs =
+            certs_from_pem(&file.ca_certs, "ca_certs").map_err(|e| err(e.to_string()))?;
         let signing_certs =
             certs_from_pem(&file.signing_certs, "signing_certs").map_err(|e| err(e.to_string()))?;
         let trust = TrustStore::new(ca_certs.iter().map(Vec::as_slice))

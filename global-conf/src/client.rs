@@ -179,8 +179,12 @@ impl ConfClient {
         loop {
             if let Err(e) = self.fetch().await {
                 match self.current() {
-                    Ok(c) => tracing::warn!(error = %e, serial = c.serial(), "keeping the held global configuration"),
-                    Err(held) => tracing::error!(error = %e, held = %held, "no usable global configuration"),
+                    Ok(c) => {
+                        tracing::warn!(error = %e, serial = c.serial(), "keeping the held global configuration")
+                    }
+                    Err(held) => {
+                        tracing::error!(error = %e, held = %held, "no usable global configuration")
+                    }
                 }
             }
             tokio::select! {

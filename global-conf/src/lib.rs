@@ -48,11 +48,17 @@ pub enum ConfError {
     BadSignature,
     #[error("global configuration is for instance '{found}', the anchor is for '{expected}'")]
     WrongInstance { expected: String, found: String },
-    #[error("global configuration serial {serial} expired at {expired_at}; the registry has not published a newer one that this server could fetch")]
+    #[error(
+        "global configuration serial {serial} expired at {expired_at}; the registry has not published a newer one that this server could fetch"
+    )]
     Expired { serial: u64, expired_at: String },
-    #[error("global configuration serial {serial} claims generation at {generated_at}, in the future; check the clocks")]
+    #[error(
+        "global configuration serial {serial} claims generation at {generated_at}, in the future; check the clocks"
+    )]
     FromTheFuture { serial: u64, generated_at: String },
-    #[error("global configuration serial {offered} is older than serial {held} already held (rollback refused)")]
+    #[error(
+        "global configuration serial {offered} is older than serial {held} already held (rollback refused)"
+    )]
     Rollback { held: u64, offered: u64 },
     #[error("two different global configurations carry serial {serial} (refused)")]
     Equivocation { serial: u64 },
@@ -113,7 +119,10 @@ pub fn unix_secs(t: SystemTime) -> i64 {
 pub fn iso8601(secs: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(secs)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| format!("@{secs}"))
 }
 
@@ -221,7 +230,11 @@ pub fn verify_ignoring_expiry(
     }
     let signed = SignedGlobalConf::decode(blob)
         .map_err(|e| ConfError::Malformed(format!("signed envelope: {e}")))?;
-    if !anchor.signing_certs.iter().any(|c| *c == signed.signer_cert) {
+    if !anchor
+        .signing_certs
+        .iter()
+        .any(|c| *c == signed.signer_cert)
+    {
         return Err(ConfError::UnknownSigner);
     }
     let signer = anchor
@@ -283,14 +296,17 @@ fn check_contents(conf: &GlobalConf) -> Result<(), ConfError> {
         }
     }
     for g in &conf.groups {
-        lintas_identifiers::Code::parse_part(&g.code, "group code").map_err(|e| bad("group", &e))?;
+        lintas_identifiers::Code::parse_part(&g.code, "group code")
+            .map_err(|e| bad("group", &e))?;
         for m in &g.members {
             m.parse::<ClientId>()
                 .map_err(|e| bad(&format!("group {}", g.code), &e))?;
         }
     }
     if conf.expires_at <= conf.generated_at {
-        return Err(ConfError::Malformed("expires before it was generated".into()));
+        return Err(ConfError::Malformed(
+            "expires before it was generated".into(),
+        ));
     }
     Ok(())
 }

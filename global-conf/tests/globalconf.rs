@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use lintas_certs::ca::Validity;
-use lintas_certs::{keys, Ca, KeyPair, Profile};
-use lintas_globalconf::{sign, Anchor, ConfClient, ConfError, ManualClock};
+use lintas_certs::{Ca, KeyPair, Profile, keys};
+use lintas_globalconf::{Anchor, ConfClient, ConfError, ManualClock, sign};
 use lintas_proto::globalconf::v1::{GlobalConf, Member, SignedGlobalConf};
 use prost::Message;
 
@@ -70,7 +70,12 @@ impl Fixture {
     }
 
     fn signed(&self, serial: u64) -> Vec<u8> {
-        sign(&self.doc(serial, Duration::from_secs(600)), &self.key, &self.cert).unwrap()
+        sign(
+            &self.doc(serial, Duration::from_secs(600)),
+            &self.key,
+            &self.cert,
+        )
+        .unwrap()
     }
 
     fn client(&self, dir: &std::path::Path) -> Result<ConfClient, ConfError> {
@@ -157,7 +162,13 @@ fn rollback_and_equivocation_are_refused() {
     client.accept(&f.signed(5)).unwrap();
     let err = client.accept(&old).unwrap_err();
     assert!(
-        matches!(err, ConfError::Rollback { held: 5, offered: 3 }),
+        matches!(
+            err,
+            ConfError::Rollback {
+                held: 5,
+                offered: 3
+            }
+        ),
         "{err}"
     );
     // Same serial, different contents.
@@ -175,10 +186,7 @@ fn rollback_and_equivocation_are_refused() {
     f.clock.advance(Duration::from_secs(3600));
     let reopened = f.client(dir.path()).unwrap();
     assert_eq!(reopened.held_serial(), Some(5));
-    assert!(matches!(
-        reopened.current(),
-        Err(ConfError::Expired { .. })
-    ));
+    assert!(matches!(reopened.current(), Err(ConfError::Expired { .. })));
     let err = reopened.accept(&f.signed(4)).unwrap_err();
     assert!(matches!(err, ConfError::Rollback { held: 5, .. }), "{err}");
     reopened.accept(&f.signed(6)).unwrap();

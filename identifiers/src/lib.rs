@@ -43,9 +43,7 @@ pub enum IdError {
         len: usize,
         max: usize,
     },
-    #[error(
-        "{kind} '{input}' has {found} part(s) separated by '/'; expected {expected} ({form})"
-    )]
+    #[error("{kind} '{input}' has {found} part(s) separated by '/'; expected {expected} ({form})")]
     WrongShape {
         kind: &'static str,
         input: String,
@@ -108,8 +106,7 @@ impl Code {
             });
         }
         for (position, ch) in s.chars().enumerate() {
-            let ok = ch.is_ascii_alphanumeric()
-                || (position > 0 && matches!(ch, '-' | '_' | '.'));
+            let ok = ch.is_ascii_alphanumeric() || (position > 0 && matches!(ch, '-' | '_' | '.'));
             if !ok {
                 return Err(IdError::BadCharacter {
                     part,
@@ -550,7 +547,13 @@ mod tests {
         );
         assert!(e.to_string().contains("member code"), "{e}");
         // X-Road allows these; lintas does not.
-        for bad in ["ID/GOV/A'B", "ID/GOV/A(B)", "ID/GOV/A+B", "ID/GOV/A=B", "ID/GOV/A?"] {
+        for bad in [
+            "ID/GOV/A'B",
+            "ID/GOV/A(B)",
+            "ID/GOV/A+B",
+            "ID/GOV/A=B",
+            "ID/GOV/A?",
+        ] {
             assert!(matches!(
                 bad.parse::<MemberId>(),
                 Err(IdError::BadCharacter { .. })
@@ -591,12 +594,19 @@ mod tests {
         let long = "A".repeat(65);
         assert!(matches!(
             format!("ID/GOV/{long}").parse::<MemberId>(),
-            Err(IdError::PartTooLong { len: 65, max: 64, .. })
+            Err(IdError::PartTooLong {
+                len: 65,
+                max: 64,
+                ..
+            })
         ));
         let huge = "A/".repeat(200);
         let e = huge.parse::<ClientId>().unwrap_err();
         assert!(matches!(e, IdError::TooLong { len: 400, .. }));
-        assert!(e.to_string().len() < 300, "error echoes a bounded input: {e}");
+        assert!(
+            e.to_string().len() < 300,
+            "error echoes a bounded input: {e}"
+        );
     }
 
     #[test]

@@ -1,1 +1,313 @@
-//! placeholder
+//! The lintas security server. This part covers joining an instance: generating the
+//! server's own keys (they never leave it), asking the registry for certificates,
+//! picking them up once approved, and keeping a verified global configuration.
+//! The message exchange builds on this.
+#![forbid(unsafe_code)]
+
+pub mod config;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use lintas_certs::ca::make_csr;
+use lintas_certs::pem::{cert_from_pem, cert_to_pem};
+use lintas_certs::{CertError, Identity, KeyPair, Role, keys};
+use lintas_globalconf::{Anchor, Clock, ConfClient, ConfError, VerifiedConf};
+use lintas_proto::registry::v1 as pb;
+use pb::registration_client::RegistrationClient;
+use serde::{Deserialize, Serialize};
+
+pub use config::SsConfig;
+
+/// Errors of the security server's enrolment and configuration steps.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SsError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Cert(#[from] CertError),
+    #[error(transparent)]
+    Conf(#[from] ConfError),
+    #[error(transparent)]
+    Transport(#[from] lintas_transport::TransportError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("registry refused: {0}")]
+    Registry(String),
+    #[error("registration was rejected by the registry administrator: {reason}")]
+    Rejected { reason: String },
+    #[error("no registration submitted yet; run `lintas ss register` first")]
+    NotRegistered,
+    #[error("the registry returned a certificate that does not match this server: {0}")]
+    WrongCertificate(String),
+    #[error("{0}")]
+    NotInConfiguration(String),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SsError {
+    let what = what.into();
+    move |source| SsError::Io { what, source }
+}
+
+impl From<tonic::Status> for SsError {
+    fn from(s: tonic::Status) -> Self {
+        SsError::Registry(format!("{:?}: {}", s.code(), s.message()))
+    }
+}
+
+/// `host:port` with a non-zero port.
+pub fn parse_address(address: &str) -> Option<(&str, u16)> {
+    let (host, port) = address.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    (port != 0 && !host.is_empty()).then_some((host, port))
+}
+
+/// Files of a security server's data directory.
+#[derive(Debug, Clone)]
+pub struct Paths(pub PathBuf);
+
+impl Paths {
+    pub fn anchor(&self) -> PathBuf {
+        self.0.join("anchor.toml")
+    }
+    pub fn tls_key(&self) -> PathBuf {
+        self.0.join("tls.key.pem")
+    }
+    pub fn tls_cert(&self) -> PathBuf {
+        self.0.join("tls.crt.pem")
+    }
+    pub fn sign_key(&self) -> PathBuf {
+        self.0.join("sign.key.pem")
+    }
+    pub fn sign_cert(&self) -> PathBuf {
+        self.0.join("sign.crt.pem")
+    }
+    pub fn registration(&self) -> PathBuf {
+        self.0.join("registration.toml")
+    }
+    pub fn conf_cache(&self) -> PathBuf {
+        self.0.join("conf")
+    }
+}
+
+/// Creates a server's directory: its config, a copy of the anchor, and new keys (0600).
+pub fn init(dir: &Path, config: &SsConfig, anchor_path: &Path) -> Result<PathBuf, SsError> {
+    config.validate("(arguments)")?;
+    let anchor = Anchor::load(anchor_path)?;
+    if config.server_id.owner.instance != anchor.instance {
+        return Err(SsError::Registry(format!(
+            "server {} is not of instance {}, which the anchor is for",
+            config.server_id, anchor.instance
+        )));
+    }
+    std::fs::create_dir_all(dir).map_err(io(dir.display().to_string()))?;
+    let paths = Paths(dir.to_owned());
+    let config_path = dir.join("ss.toml");
+    let header = "# lintas security server. Environment variables LINTAS_SS_<KEY> override keys.\n";
+    keys::write_new_file(
+        &config_path,
+        format!("{header}{}", config.to_toml()).as_bytes(),
+        0o644,
+    )?;
+    keys::write_new_file(&paths.anchor(), anchor.text.as_bytes(), 0o644)?;
+    keys::write(&paths.tls_key(), &keys::generate()?)?;
+    keys::write(&paths.sign_key(), &keys::generate()?)?;
+    Ok(config_path)
+}
+
+/// A security server's enrolment and configuration state, loaded from its directory.
+pub struct Node {
+    pub config: SsConfig,
+    pub paths: Paths,
+    pub anchor: Anchor,
+    tls_key: KeyPair,
+    sign_key: KeyPair,
+}
+
+/// What `registration.toml` remembers between `register` and `status`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Pending {
+    request_id: String,
+}
+
+/// Outcome of polling a registration.
+#[derive(Debug)]
+pub enum Enrolment {
+    Pending(pb::RegistrationStatus),
+    /// Certificates were verified and written.
+    Approved(pb::RegistrationStatus),
+}
+
+impl Node {
+    pub fn open(config: SsConfig) -> Result<Self, SsError> {
+        let paths = Paths(config.data_dir.clone());
+        Ok(Node {
+            anchor: Anchor::load(&paths.anchor())?,
+            tls_key: keys::read(&paths.tls_key())?,
+            sign_key: keys::read(&paths.sign_key())?,
+            config,
+            paths,
+        })
+    }
+
+    async fn registry(&self) -> Result<RegistrationClient<tonic::transport::Channel>, SsError> {
+        let tls = lintas_transport::client_config(self.anchor.trust_store(), None)?;
+        let channel = lintas_transport::channel(&self.anchor.registry_url, tls)?;
+        Ok(RegistrationClient::new(channel))
+    }
+
+    /// Sends certificate requests for this server's keys. Returns the registry's answer
+    /// (approved at once when `token` is a valid enrolment token).
+    pub async fn register(&self, token: Option<&str>) -> Result<pb::RegistrationStatus, SsError> {
+        let id = &self.config.server_id;
+        let request = pb::RegistrationRequest {
+            server_id: id.to_string(),
+            address: self.config.address.clone(),
+            tls_csr: make_csr(&self.tls_key, &format!("{id} TLS"))?,
+            signing_csr: make_csr(&self.sign_key, &format!("{} signing", id.owner))?,
+            clients: self
+                .config
+                .clients
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            member_name: self.config.member_name.clone(),
+            enrolment_token: token.unwrap_or_default().to_owned(),
+        };
+        let status = self.registry().await?.submit(request).await?.into_inner();
+        let pending = toml::to_string(&Pending {
+            request_id: status.request_id.clone(),
+        })
+        .unwrap_or_default();
+        std::fs::write(self.paths.registration(), pending).map_err(io(self
+            .paths
+            .registration()
+            .display()
+            .to_string()))?;
+        if status.state() == pb::RegistrationState::Approved {
+            self.store_certificates(&status)?;
+        }
+        Ok(status)
+    }
+
+    /// SHA-256 fingerprints of this server's public keys (TLS, signing): what the
+    /// registry administrator compares before approving.
+    pub fn key_fingerprints(&self) -> Result<(String, String), SsError> {
+        let fp = |key: &KeyPair| -> Result<String, SsError> {
+            let csr = make_csr(key, "fingerprint")?;
+            Ok(lintas_certs::ca::CsrKey::from_der(&csr)?.fingerprint())
+        };
+        Ok((fp(&self.tls_key)?, fp(&self.sign_key)?))
+    }
+
+    /// Asks the registry about the submitted registration; once approved, checks and
+    /// stores the certificates.
+    pub async fn poll(&self) -> Result<Enrolment, SsError> {
+        let text = match std::fs::read_to_string(self.paths.registration()) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(SsError::NotRegistered);
+            }
+            Err(e) => return Err(io("registration.toml")(e)),
+        };
+        let pending: Pending = toml::from_str(&text)
+            .map_err(|e| SsError::Registry(format!("registration.toml is damaged: {e}")))?;
+        let status = self
+            .registry()
+            .await?
+            .status(pb::StatusRequest {
+                request_id: pending.request_id,
+            })
+            .await?
+            .into_inner();
+        match status.state() {
+            pb::RegistrationState::Approved => {
+                self.store_certificates(&status)?;
+                Ok(Enrolment::Approved(status))
+            }
+            pb::RegistrationState::Rejected => Err(SsError::Rejected {
+                reason: status.reason,
+            }),
+            _ => Ok(Enrolment::Pending(status)),
+        }
+    }
+
+    /// Verifies that the issued certificates chain to the anchor CA, carry this server's
+    /// identities and hold this server's public keys, then writes them.
+    fn store_certificates(&self, status: &pb::RegistrationStatus) -> Result<(), SsError> {
+        let trust = self.anchor.trust_store();
+        let now = std::time::SystemTime::now();
+        let tls = trust.verify(&status.tls_cert, Role::Server, now)?;
+        let sign = trust.verify(&status.signing_cert, Role::Member, now)?;
+        let id = &self.config.server_id;
+        if tls.identity != Identity::Server(id.clone()) {
+            return Err(SsError::WrongCertificate(format!(
+                "TLS certificate is for {}",
+                tls.identity
+            )));
+        }
+        if sign.identity != Identity::Member(id.owner.clone()) {
+            return Err(SsError::WrongCertificate(format!(
+                "signing certificate is for {}",
+                sign.identity
+            )));
+        }
+        if tls.public_key != self.tls_key.public_key_raw()
+            || sign.public_key != self.sign_key.public_key_raw()
+        {
+            return Err(SsError::WrongCertificate(
+                "it holds a different public key".into(),
+            ));
+        }
+        for (path, der) in [
+            (self.paths.tls_cert(), &status.tls_cert),
+            (self.paths.sign_cert(), &status.signing_cert),
+        ] {
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, cert_to_pem(der)).map_err(io(tmp.display().to_string()))?;
+            std::fs::rename(&tmp, &path).map_err(io(path.display().to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// The configuration client for this server (cache in the data directory).
+    pub fn conf_client(&self, clock: Arc<dyn Clock>) -> Result<ConfClient, SsError> {
+        let dir = self.paths.conf_cache();
+        std::fs::create_dir_all(&dir).map_err(io(dir.display().to_string()))?;
+        Ok(ConfClient::open(self.anchor.clone(), &dir, clock)?)
+    }
+
+    /// Checks that `conf` lists this server with its current TLS certificate and the
+    /// clients it hosts.
+    pub fn check_listed(&self, conf: &VerifiedConf) -> Result<(), SsError> {
+        let id = &self.config.server_id;
+        let entry = conf.server(id).ok_or_else(|| {
+            SsError::NotInConfiguration(format!(
+                "{id} is not in global configuration serial {} (not approved yet?)",
+                conf.serial()
+            ))
+        })?;
+        let pem = std::fs::read_to_string(self.paths.tls_cert()).map_err(io("tls.crt.pem"))?;
+        let cert = cert_from_pem(&pem, "tls.crt.pem")?;
+        if entry.tls_cert_sha256 != lintas_certs::sha256(&cert) {
+            return Err(SsError::NotInConfiguration(format!(
+                "global configuration serial {} lists a different TLS certificate for {id} (revoked or renewed?)",
+                conf.serial()
+            )));
+        }
+        for c in &self.config.clients {
+            if !entry.clients.iter().any(|h| *h == c.to_string()) {
+                return Err(SsError::NotInConfiguration(format!(
+                    "{c} is not listed as hosted by {id} in serial {}",
+                    conf.serial()
+                )));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,41 @@
+//! Client side of the administrator API, authenticated with an administrator certificate.
+//! Used by `lintas registry admin …`, the demo and tests.
+
+use std::path::{Path, PathBuf};
+
+use lintas_certs::pem::cert_from_pem;
+use lintas_certs::{TrustStore, keys};
+use lintas_proto::registry::v1::registry_admin_client::RegistryAdminClient;
+use tonic::transport::Channel;
+
+use crate::RegistryServeError;
+
+/// Files of an administrator credentials directory (as `init` writes it).
+pub fn cert_path(dir: &Path) -> PathBuf {
+    dir.join("admin.crt.pem")
+}
+pub fn key_path(dir: &Path) -> PathBuf {
+    dir.join("admin.key.pem")
+}
+pub fn ca_path(dir: &Path) -> PathBuf {
+    dir.join("ca.crt.pem")
+}
+
+fn read(path: &Path) -> Result<String, RegistryServeError> {
+    std::fs::read_to_string(path).map_err(|source| RegistryServeError::Io {
+        what: path.display().to_string(),
+        source,
+    })
+}
+
+/// Connects to the registry at `url` with the credentials in `dir`.
+pub fn connect(dir: &Path, url: &str) -> Result<RegistryAdminClient<Channel>, RegistryServeError> {
+    let cert = cert_from_pem(&read(&cert_path(dir))?, "admin.crt.pem")?;
+    let key = keys::read(&key_path(dir))?;
+    let ca = cert_from_pem(&read(&ca_path(dir))?, "ca.crt.pem")?;
+    let trust = TrustStore::new([ca.as_slice()])?;
+    let tls = lintas_transport::client_config(&trust, Some((&cert, &key)))?;
+    Ok(RegistryAdminClient::new(lintas_transport::channel(
+        url, tls,
+    )?))
+}

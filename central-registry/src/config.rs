@@ -1,0 +1,181 @@
+//! Registry configuration: TOML with unknown keys refused, `LINTAS_REGISTRY_<KEY>`
+//! environment overrides, and a validation pass that reports every bad field at once.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use lintas_identifiers::Code;
+use serde::{Deserialize, Serialize};
+
+/// Prefix of environment variables that override configuration keys.
+pub const ENV_PREFIX: &str = "LINTAS_REGISTRY_";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Instance code, e.g. "ID".
+    pub instance: Code,
+    /// Where the gRPC API (TLS) listens; port 0 lets the OS choose.
+    pub grpc_listen: SocketAddr,
+    /// Where the signed global configuration is served over plain HTTP.
+    pub http_listen: SocketAddr,
+    /// How security servers reach the gRPC API (goes into the anchor).
+    pub public_url: String,
+    /// Where security servers fetch the global configuration (goes into the anchor).
+    pub globalconf_urls: Vec<String>,
+    /// Directory with keys, certificates and the database; relative to the config file.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// How long a published global configuration stays valid.
+    #[serde(default = "default_conf_validity")]
+    pub conf_validity_secs: u64,
+    /// How often the configuration is re-signed with a new expiry when nothing changed.
+    #[serde(default = "default_conf_refresh")]
+    pub conf_refresh_secs: u64,
+    /// Validity of issued security server and member signing certificates.
+    #[serde(default = "default_cert_validity")]
+    pub cert_validity_days: u64,
+    /// Default validity of enrolment tokens.
+    #[serde(default = "default_token_ttl")]
+    pub token_ttl_secs: u64,
+    /// Largest gRPC request accepted.
+    #[serde(default = "default_max_request")]
+    pub max_request_bytes: usize,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from(".")
+}
+fn default_conf_validity() -> u64 {
+    3600
+}
+fn default_conf_refresh() -> u64 {
+    600
+}
+fn default_cert_validity() -> u64 {
+    730
+}
+fn default_token_ttl() -> u64 {
+    86400
+}
+fn default_max_request() -> usize {
+    64 * 1024
+}
+
+pub use lintas_settings::SettingsError as ConfigError;
+
+impl RegistryConfig {
+    /// Reads `path`, applies environment overrides from `env`, and validates.
+    /// `data_dir` is made absolute relative to the file's directory.
+    pub fn load(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut config: RegistryConfig = lintas_settings::load(path, env, ENV_PREFIX)?;
+        config.validate(&path.display().to_string())?;
+        if config.data_dir.is_relative() {
+            let base = path.parent().unwrap_or(Path::new("."));
+            config.data_dir = base.join(&config.data_dir);
+        }
+        Ok(config)
+    }
+
+    pub fn parse(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+        shown: &str,
+    ) -> Result<Self, ConfigError> {
+        let config: RegistryConfig = lintas_settings::parse(text, env, ENV_PREFIX, shown)?;
+        config.validate(shown)?;
+        Ok(config)
+    }
+
+    fn validate(&self, shown: &str) -> Result<(), ConfigError> {
+        let mut p = lintas_settings::Problems::default();
+        p.check(self.public_url.starts_with("https://"), || {
+            format!("public_url '{}' must start with https://", self.public_url)
+        });
+        p.check(!self.globalconf_urls.is_empty(), || {
+            "globalconf_urls must list at least one URL".into()
+        });
+        for u in &self.globalconf_urls {
+            p.check(u.starts_with("http://"), || {
+                format!("globalconf_urls entry '{u}' must start with http://")
+            });
+        }
+        p.check(self.conf_validity_secs >= 60, || {
+            "conf_validity_secs must be at least 60".into()
+        });
+        p.check(
+            self.conf_refresh_secs > 0 && self.conf_refresh_secs * 2 <= self.conf_validity_secs,
+            || "conf_refresh_secs must be above 0 and at most half of conf_validity_secs, so servers always have time to fetch the next document".into(),
+        );
+        p.check((1..=3650).contains(&self.cert_validity_days), || {
+            "cert_validity_days must be between 1 and 3650".into()
+        });
+        p.check(self.max_request_bytes >= 4096, || {
+            "max_request_bytes must be at least 4096".into()
+        });
+        p.into_result(shown)
+    }
+
+    /// The TOML text written by `lintas registry init`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+instance = "ID"
+grpc_listen = "127.0.0.1:0"
+http_listen = "127.0.0.1:0"
+public_url = "https://127.0.0.1:4400"
+globalconf_urls = ["http://127.0.0.1:4401/globalconf"]
+"#;
+
+    #[test]
+    fn defaults_and_env_overrides() {
+        let c = RegistryConfig::parse(
+            BASE,
+            [
+                ("LINTAS_REGISTRY_CONF_VALIDITY_SECS".into(), "7200".into()),
+                (
+                    "LINTAS_REGISTRY_PUBLIC_URL".into(),
+                    "https://reg.example:1".into(),
+                ),
+                ("OTHER".into(), "ignored".into()),
+            ],
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.conf_validity_secs, 7200);
+        assert_eq!(c.public_url, "https://reg.example:1");
+        assert_eq!(c.cert_validity_days, 730);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_from_file_and_env() {
+        let err = RegistryConfig::parse(&format!("{BASE}bogus = 1\n"), [], "t").unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
+        let err = RegistryConfig::parse(BASE, [("LINTAS_REGISTRY_BOGUS".into(), "1".into())], "t")
+            .unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let text = BASE.replace("https://127.0.0.1:4400", "http://x") + "conf_validity_secs = 10\n";
+        let err = RegistryConfig::parse(&text, [], "registry.toml").unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("public_url") && msg.contains("conf_validity_secs"),
+            "{msg}"
+        );
+        let bad_instance = BASE.replace("\"ID\"", "\"I D\"");
+        assert!(RegistryConfig::parse(&bad_instance, [], "t").is_err());
+    }
+}

@@ -1,0 +1,306 @@
+//! The gRPC edge: translates between protobuf messages and [`Registry`] calls, and maps
+//! registry errors to gRPC status codes in one place.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lintas_proto::globalconf::v1::SignedGlobalConf;
+use lintas_proto::registry::v1 as pb;
+use pb::registration_server::Registration;
+use pb::registry_admin_server::RegistryAdmin;
+use prost::Message;
+use tonic::{Request, Response, Status};
+
+use crate::registry::{RegState, RegistrationRec, Registry, RegistryError, Submission};
+
+impl From<RegistryError> for Status {
+    fn from(e: RegistryError) -> Self {
+        let msg = e.to_string();
+        match e {
+            RegistryError::InvalidArgument(_) => Status::invalid_argument(msg),
+            RegistryError::NotFound(_) => Status::not_found(msg),
+            RegistryError::AlreadyExists(_) => Status::already_exists(msg),
+            RegistryError::FailedPrecondition(_) => Status::failed_precondition(msg),
+            RegistryError::PermissionDenied(_) => Status::permission_denied(msg),
+            RegistryError::Internal(_) => {
+                tracing::error!(error = %msg, "registry internal error");
+                Status::internal(msg)
+            }
+        }
+    }
+}
+
+/// Runs a registry call (which may flush to disk) on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, RegistryError> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("registry task failed: {e}")))?
+        .map_err(Status::from)
+}
+
+fn state_to_pb(s: RegState) -> pb::RegistrationState {
+    match s {
+        RegState::Pending => pb::RegistrationState::Pending,
+        RegState::Approved => pb::RegistrationState::Approved,
+        RegState::Rejected => pb::RegistrationState::Rejected,
+    }
+}
+
+fn status_to_pb(r: RegistrationRec) -> pb::RegistrationStatus {
+    pb::RegistrationStatus {
+        request_id: r.request_id,
+        state: state_to_pb(r.state) as i32,
+        reason: r.reason,
+        server_id: r.server_id.to_string(),
+        address: r.address,
+        clients: r.clients.iter().map(ToString::to_string).collect(),
+        submitted_at: r.submitted_at,
+        decided_at: r.decided_at,
+        tls_cert: lintas_certs::unhex(&r.tls_cert_hex).unwrap_or_default(),
+        signing_cert: lintas_certs::unhex(&r.signing_cert_hex).unwrap_or_default(),
+        tls_key_fingerprint: r.tls_key_fingerprint,
+        signing_key_fingerprint: r.signing_key_fingerprint,
+        decided_by: r.decided_by,
+    }
+}
+
+/// The open `Registration` service.
+pub struct RegistrationService(pub Arc<Registry>);
+
+#[tonic::async_trait]
+impl Registration for RegistrationService {
+    async fn submit(
+        &self,
+        request: Request<pb::RegistrationRequest>,
+    ) -> Result<Response<pb::RegistrationStatus>, Status> {
+        let r = request.into_inner();
+        let sub = Submission {
+            server_id: r.server_id,
+            address: r.address,
+            tls_csr: r.tls_csr,
+            signing_csr: r.signing_csr,
+            clients: r.clients,
+            member_name: r.member_name,
+            enrolment_token: r.enrolment_token,
+        };
+        let reg = self.0.clone();
+        let rec = blocking(move || reg.submit(sub)).await?;
+        Ok(Response::new(status_to_pb(rec)))
+    }
+
+    async fn status(
+        &self,
+        request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::RegistrationStatus>, Status> {
+        let id = request.into_inner().request_id;
+        Ok(Response::new(status_to_pb(self.0.status(&id)?)))
+    }
+
+    async fn get_global_conf(
+        &self,
+        _: Request<pb::GetGlobalConfRequest>,
+    ) -> Result<Response<SignedGlobalConf>, Status> {
+        let blob = self.0.latest_conf();
+        let signed = SignedGlobalConf::decode(blob.as_slice())
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(signed))
+    }
+}
+
+/// The `RegistryAdmin` service: every call first checks the administrator certificate.
+pub struct AdminService(pub Arc<Registry>);
+
+impl AdminService {
+    fn admin<T>(&self, request: &Request<T>) -> Result<String, Status> {
+        let cert = lintas_transport::peer_cert(request);
+        let name = self.0.authorize_admin(cert.as_deref())?;
+        Ok(format!("administrator {name}"))
+    }
+}
+
+fn serial(conf_serial: u64) -> Response<pb::AdminResponse> {
+    Response::new(pb::AdminResponse { conf_serial })
+}
+
+#[tonic::async_trait]
+impl RegistryAdmin for AdminService {
+    async fn list_registrations(
+        &self,
+        request: Request<pb::ListRegistrationsRequest>,
+    ) -> Result<Response<pb::ListRegistrationsResponse>, Status> {
+        self.admin(&request)?;
+        let filter = match request.into_inner().state() {
+            pb::RegistrationState::Unspecified => None,
+            pb::RegistrationState::Pending => Some(RegState::Pending),
+            pb::RegistrationState::Approved => Some(RegState::Approved),
+            pb::RegistrationState::Rejected => Some(RegState::Rejected),
+        };
+        let registrations = self
+            .0
+            .list_registrations(filter)
+            .into_iter()
+            .map(status_to_pb)
+            .collect();
+        Ok(Response::new(pb::ListRegistrationsResponse {
+            registrations,
+        }))
+    }
+
+    async fn approve(
+        &self,
+        request: Request<pb::DecisionRequest>,
+    ) -> Result<Response<pb::RegistrationStatus>, Status> {
+        let admin = self.admin(&request)?;
+        let id = request.into_inner().request_id;
+        let reg = self.0.clone();
+        let rec = blocking(move || reg.approve(&admin, &id)).await?;
+        Ok(Response::new(status_to_pb(rec)))
+    }
+
+    async fn reject(
+        &self,
+        request: Request<pb::DecisionRequest>,
+    ) -> Result<Response<pb::RegistrationStatus>, Status> {
+        let admin = self.admin(&request)?;
+        let r = request.into_inner();
+        let reg = self.0.clone();
+        let rec = blocking(move || reg.reject(&admin, &r.request_id, &r.reason)).await?;
+        Ok(Response::new(status_to_pb(rec)))
+    }
+
+    async fn add_member(
+        &self,
+        request: Request<pb::AddMemberRequest>,
+    ) -> Result<Response<pb::AdminResponse>, Status> {
+        let admin = self.admin(&request)?;
+        let r = request.into_inner();
+        let reg = self.0.clone();
+        blocking(move || reg.add_member(&admin, &r.id, &r.name))
+            .await
+            .map(serial)
+    }
+
+    async fn add_subsystem(
+        &self,
+        request: Request<pb::AddSubsystemRequest>,
+    ) -> Result<Response<pb::AdminResponse>, Status> {
+        let admin = self.admin(&request)?;
+        let r = request.into_inner();
+        let reg = self.0.clone();
+        blocking(move || reg.add_subsystem(&admin, &r.id))
+            .await
+            .map(serial)
+    }
+
+    async fn list_members(
+        &self,
+        request: Request<pb::ListMembersRequest>,
+    ) -> Result<Response<pb::ListMembersResponse>, Status> {
+        self.admin(&request)?;
+        let members = self
+            .0
+            .members()
+            .into_iter()
+            .map(|m| lintas_proto::globalconf::v1::Member {
+                id: m.id.to_string(),
+                name: m.name,
+                subsystems: m.subsystems.iter().map(ToString::to_string).collect(),
+            })
+            .collect();
+        Ok(Response::new(pb::ListMembersResponse { members }))
+    }
+
+    async fn add_group(
+        &self,
+        request: Request<pb::AddGroupRequest>,
+    ) -> Result<Response<pb::AdminResponse>, Status> {
+        let admin = self.admin(&request)?;
+        let r = request.into_inner();
+        let reg = self.0.clone();
+        blocking(move || reg.add_group(&admin, &r.code, &r.description))
+            .await
+            .map(serial)
+    }
+
+    async fn add_group_member(
+        &self,
+        request: Request<pb::GroupMemberRequest>,
+    ) -> Result<Response<pb::AdminResponse>, Status> {
+        let admin = self.admin(&request)?;
+        let r = request.into_inner();
+        let reg = self.0.clone();
+        blocking(move || reg.set_group_member(&admin, &r.code, &r.client, true))
+            .await
+            .map(serial)
+    }
+
+    async fn remove_group_member(
+        &self,
+        request: Request<pb::GroupMemberRequest>,
+    ) -> Result<Response<pb::AdminResponse>, Status> {
+        let admin = self.admin(&request)?;
+        let r = request.into_inner();
+        let reg = self.0.clone();
+        blocking(move || reg.set_group_member(&admin, &r.code, &r.client, false))
+            .await
+            .map(serial)
+    }
+
+    async fn list_servers(
+        &self,
+        request: Request<pb::ListServersRequest>,
+    ) -> Result<Response<pb::ListServersResponse>, Status> {
+        self.admin(&request)?;
+        let servers = self
+            .0
+            .servers()
+            .into_iter()
+            .map(|s| pb::ServerInfo {
+                id: s.id.to_string(),
+                address: s.address,
+                clients: s.clients.iter().map(ToString::to_string).collect(),
+                certificates: s
+                    .certs
+                    .iter()
+                    .map(|c| pb::IssuedCertificate {
+                        role: c.kind.as_str().into(),
+                        serial: c.serial.clone(),
+                        revoked: c.revoked.is_some(),
+                        not_after: c.not_after,
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(Response::new(pb::ListServersResponse { servers }))
+    }
+
+    async fn revoke(
+        &self,
+        request: Request<pb::RevokeRequest>,
+    ) -> Result<Response<pb::AdminResponse>, Status> {
+        let admin = self.admin(&request)?;
+        let r = request.into_inner();
+        let reg = self.0.clone();
+        blocking(move || reg.revoke(&admin, &r.serial, &r.reason))
+            .await
+            .map(serial)
+    }
+
+    async fn create_enrolment_token(
+        &self,
+        request: Request<pb::CreateEnrolmentTokenRequest>,
+    ) -> Result<Response<pb::CreateEnrolmentTokenResponse>, Status> {
+        let admin = self.admin(&request)?;
+        let r = request.into_inner();
+        let ttl = (r.ttl_seconds > 0).then(|| Duration::from_secs(r.ttl_seconds));
+        let reg = self.0.clone();
+        let (token, expires_at) =
+            blocking(move || reg.create_token(&admin, &r.server_id, ttl)).await?;
+        Ok(Response::new(pb::CreateEnrolmentTokenResponse {
+            token,
+            expires_at,
+        }))
+    }
+}

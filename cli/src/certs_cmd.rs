@@ -1,0 +1,206 @@
+//! `lintas certs …`: a throw-away development PKI and certificate inspection.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use lintas_certs::ca::{CsrKey, Validity, make_csr};
+use lintas_certs::pem::{cert_from_pem, cert_to_pem, csr_from_pem_or_der, csr_to_pem};
+use lintas_certs::{Ca, CertInfo, Profile, Role, TrustStore, keys};
+use lintas_globalconf::{iso8601, unix_secs};
+use lintas_identifiers::Code;
+
+const DAY: Duration = Duration::from_secs(86400);
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a development CA (ca.crt.pem, ca.key.pem) in a new directory.
+    Ca {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "DEV")]
+        instance: Code,
+    },
+    /// Create a private key (0600) and a certificate signing request for it.
+    Csr {
+        /// Private key file to create.
+        #[arg(long)]
+        key_out: PathBuf,
+        /// CSR file to create (PEM).
+        #[arg(long)]
+        csr_out: PathBuf,
+    },
+    /// Issue a certificate from a CSR with a development CA.
+    Issue {
+        /// Directory with ca.crt.pem and ca.key.pem.
+        #[arg(long)]
+        ca: PathBuf,
+        #[arg(long)]
+        csr: PathBuf,
+        /// server, member, tsa or admin.
+        #[arg(long)]
+        role: String,
+        /// Server id, member id, or (tsa/admin) a name.
+        #[arg(long)]
+        id: String,
+        /// DNS name or IP of a server (repeatable).
+        #[arg(long = "host")]
+        hosts: Vec<String>,
+        #[arg(long, default_value_t = 365)]
+        days: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print what a certificate says: identity, role, serial, validity, key usage.
+    Show { cert: PathBuf },
+    /// Check a certificate against a CA for a role.
+    Verify {
+        #[arg(long)]
+        ca: PathBuf,
+        /// server, member, tsa, admin, registry or globalconf.
+        #[arg(long)]
+        role: String,
+        cert: PathBuf,
+    },
+}
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| path.display().to_string())
+}
+
+fn role(name: &str) -> Result<Role> {
+    Ok(match name {
+        "server" => Role::Server,
+        "member" => Role::Member,
+        "tsa" => Role::Tsa,
+        "admin" => Role::Admin,
+        "registry" => Role::Registry,
+        "globalconf" => Role::GlobalConf,
+        "ca" => Role::Ca,
+        other => bail!(
+            "unknown role '{other}'; use server, member, tsa, admin, registry, globalconf or ca"
+        ),
+    })
+}
+
+pub fn run(args: Args) -> Result<()> {
+    match args.command {
+        Command::Ca { out, instance } => {
+            std::fs::create_dir_all(&out)?;
+            let ca = Ca::create(&instance, Validity::starting(SystemTime::now(), 3650 * DAY))?;
+            keys::write(&out.join("ca.key.pem"), ca.key())?;
+            keys::write_new_file(
+                &out.join("ca.crt.pem"),
+                cert_to_pem(ca.cert_der()).as_bytes(),
+                0o644,
+            )?;
+            println!(
+                "development CA for instance {instance} written to {}",
+                out.display()
+            );
+        }
+        Command::Csr { key_out, csr_out } => {
+            let key = keys::generate()?;
+            keys::write(&key_out, &key)?;
+            let csr = make_csr(&key, "lintas")?;
+            keys::write_new_file(&csr_out, csr_to_pem(&csr).as_bytes(), 0o644)?;
+            println!(
+                "key {} (0600) and request {} written",
+                key_out.display(),
+                csr_out.display()
+            );
+        }
+        Command::Issue {
+            ca,
+            csr,
+            role: r,
+            id,
+            hosts,
+            days,
+            out,
+        } => {
+            let ca_cert = cert_from_pem(&read(&ca.join("ca.crt.pem"))?, "ca.crt.pem")?;
+            let ca = Ca::load(ca_cert, keys::read(&ca.join("ca.key.pem"))?)?;
+            let data = std::fs::read(&csr).with_context(|| csr.display().to_string())?;
+            let key = CsrKey::from_der(&csr_from_pem_or_der(&data, "CSR")?)?;
+            let instance = ca.instance().clone();
+            let named = |id: &str| Code::parse_part(id, "name");
+            let profile = match role(&r)? {
+                Role::Server => Profile::Server {
+                    id: id.parse()?,
+                    hosts,
+                },
+                Role::Member => Profile::Member(id.parse()?),
+                Role::Tsa => Profile::Tsa {
+                    instance,
+                    name: named(&id)?,
+                },
+                Role::Admin => Profile::Admin {
+                    instance,
+                    name: named(&id)?,
+                },
+                other => bail!("certificates for {other} are created by `lintas registry init`"),
+            };
+            let cert = ca.issue(
+                &key,
+                &profile,
+                Validity::starting(SystemTime::now(), Duration::from_secs(days * 86400)),
+            )?;
+            keys::write_new_file(&out, cert_to_pem(&cert).as_bytes(), 0o644)?;
+            println!("{} issued to {}", profile.identity(), out.display());
+        }
+        Command::Show { cert } => {
+            let info =
+                CertInfo::parse(&cert_from_pem(&read(&cert)?, &cert.display().to_string())?)?;
+            println!("identity:  {}", info.identity);
+            println!("role:      {}", info.identity.role());
+            println!("serial:    {}", info.serial_hex());
+            println!(
+                "valid:     {} to {}",
+                iso8601(unix_secs(info.not_before)),
+                iso8601(info.not_after_unix())
+            );
+            println!("sha256:    {}", lintas_certs::hex(&info.sha256()));
+            let mut usage = Vec::new();
+            for (on, name) in [
+                (info.digital_signature, "digitalSignature"),
+                (info.non_repudiation, "nonRepudiation"),
+                (info.server_auth, "serverAuth"),
+                (info.client_auth, "clientAuth"),
+                (info.time_stamping, "timeStamping"),
+            ] {
+                if on {
+                    usage.push(name);
+                }
+            }
+            println!(
+                "usage:     {}{}",
+                usage.join(", "),
+                if info.eku_critical {
+                    " (extended key usage critical)"
+                } else {
+                    ""
+                }
+            );
+        }
+        Command::Verify { ca, role: r, cert } => {
+            let ca = cert_from_pem(&read(&ca)?, "CA")?;
+            let der = cert_from_pem(&read(&cert)?, &cert.display().to_string())?;
+            let info =
+                TrustStore::new([ca.as_slice()])?.verify(&der, role(&r)?, SystemTime::now())?;
+            println!(
+                "OK: {} is a valid certificate for {}",
+                info.identity,
+                info.identity.role()
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,362 @@
+//! `lintas registry …`
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use lintas_globalconf::{SystemClock, iso8601};
+use lintas_identifiers::Code;
+use lintas_proto::registry::v1 as pb;
+use lintas_registry::{InitOptions, RegistryConfig};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Create a new instance: CA, signing keys, first administrator, trust anchor.
+    Init {
+        /// Directory to create the instance in.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Instance code, e.g. ID.
+        #[arg(long)]
+        instance: Code,
+        #[arg(long, default_value = "127.0.0.1:4400")]
+        grpc_listen: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:4401")]
+        http_listen: SocketAddr,
+        /// Host name or IP address security servers use to reach the registry.
+        #[arg(long, default_value = "127.0.0.1")]
+        public_host: String,
+        /// Name of the first administrator.
+        #[arg(long, default_value = "admin")]
+        admin_name: Code,
+    },
+    /// Run the registry.
+    Serve {
+        /// The registry.toml written by `init`.
+        #[arg(long, default_value = "registry.toml")]
+        config: PathBuf,
+        /// Load and check the configuration, keys and database, then exit.
+        #[arg(long)]
+        check_config: bool,
+    },
+    /// Administer a running registry with an administrator certificate.
+    Admin(AdminArgs),
+}
+
+#[derive(clap::Args)]
+pub struct AdminArgs {
+    /// registry.toml, for the registry URL and the administrator directory.
+    #[arg(long, default_value = "registry.toml")]
+    config: PathBuf,
+    /// Administrator credentials (admin.crt.pem, admin.key.pem, ca.crt.pem).
+    #[arg(long, env = "LINTAS_ADMIN_DIR")]
+    admin_dir: Option<PathBuf>,
+    /// Registry gRPC URL (https://host:port).
+    #[arg(long, env = "LINTAS_REGISTRY_URL")]
+    url: Option<String>,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// List registration requests.
+    Requests {
+        /// pending, approved, rejected or all.
+        #[arg(long, default_value = "pending")]
+        state: String,
+    },
+    /// Approve a registration request (issues its certificates).
+    Approve { request_id: String },
+    /// Reject a registration request.
+    Reject {
+        request_id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Add a member organisation.
+    MemberAdd {
+        /// INSTANCE/CLASS/MEMBER
+        id: String,
+        #[arg(long)]
+        name: String,
+    },
+    /// Add a subsystem to a member.
+    SubsystemAdd {
+        /// INSTANCE/CLASS/MEMBER/SUBSYSTEM
+        id: String,
+    },
+    /// List members and subsystems.
+    Members,
+    /// List security servers and their certificates.
+    Servers,
+    /// Create a global group.
+    GroupAdd {
+        code: String,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Add a client to a global group.
+    GroupMemberAdd { code: String, client: String },
+    /// Remove a client from a global group.
+    GroupMemberRemove { code: String, client: String },
+    /// Revoke a certificate by serial number (hex, as `servers` lists it).
+    Revoke {
+        serial: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Create a one-time enrolment token that pre-approves one server's registration.
+    Token {
+        /// INSTANCE/CLASS/MEMBER/SERVERCODE
+        server_id: String,
+        /// Validity in seconds (default: the registry's token_ttl_secs).
+        #[arg(long)]
+        ttl: Option<u64>,
+    },
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    match args.command {
+        Command::Init {
+            dir,
+            instance,
+            grpc_listen,
+            http_listen,
+            public_host,
+            admin_name,
+        } => {
+            let report = lintas_registry::init(
+                &InitOptions {
+                    instance,
+                    dir,
+                    grpc_listen,
+                    http_listen,
+                    public_host,
+                    admin_name,
+                },
+                Arc::new(SystemClock),
+            )?;
+            println!("instance created");
+            println!("  configuration:  {}", report.config_path.display());
+            println!("  trust anchor:   {}", report.anchor_path.display());
+            println!("  anchor SHA-256: {}", report.anchor_fingerprint);
+            println!("  administrator:  {}", report.admin_dir.display());
+            println!(
+                "copy the trust anchor to every security server and announce its SHA-256 out of band"
+            );
+            Ok(())
+        }
+        Command::Serve {
+            config,
+            check_config,
+        } => serve(config, check_config).await,
+        Command::Admin(a) => admin(a).await,
+    }
+}
+
+async fn serve(path: PathBuf, check_only: bool) -> Result<()> {
+    let config = RegistryConfig::load(&path, crate::env())?;
+    let registry = lintas_registry::open(&config, Arc::new(SystemClock))?;
+    if check_only {
+        println!(
+            "{}: configuration, keys and database are valid (instance {}, global configuration serial {})",
+            path.display(),
+            config.instance,
+            lintas_globalconf::verify_ignoring_expiry(
+                &registry.latest_conf(),
+                &lintas_globalconf::Anchor::load(
+                    &lintas_registry::Paths(config.data_dir.clone()).anchor()
+                )?,
+                std::time::SystemTime::now()
+            )?
+            .serial()
+        );
+        return Ok(());
+    }
+    let grpc = tokio::net::TcpListener::bind(config.grpc_listen)
+        .await
+        .with_context(|| format!("binding grpc_listen {}", config.grpc_listen))?;
+    let http = tokio::net::TcpListener::bind(config.http_listen)
+        .await
+        .with_context(|| format!("binding http_listen {}", config.http_listen))?;
+    println!(
+        "lintas registry listening: grpc={} http={}",
+        grpc.local_addr()?,
+        http.local_addr()?
+    );
+    lintas_registry::serve(registry, &config, grpc, http, crate::shutdown_signal()).await?;
+    Ok(())
+}
+
+fn state_name(s: i32) -> &'static str {
+    match pb::RegistrationState::try_from(s).unwrap_or_default() {
+        pb::RegistrationState::Pending => "pending",
+        pb::RegistrationState::Approved => "approved",
+        pb::RegistrationState::Rejected => "rejected",
+        pb::RegistrationState::Unspecified => "unknown",
+    }
+}
+
+/// Prints one registration the way an administrator reviews it.
+pub fn print_registration(r: &pb::RegistrationStatus) {
+    println!("{}  {}", r.request_id, state_name(r.state));
+    println!("    server:    {} at {}", r.server_id, r.address);
+    println!("    clients:   {}", r.clients.join(", "));
+    println!("    submitted: {}", iso8601(r.submitted_at));
+    println!("    TLS key:     {}", r.tls_key_fingerprint);
+    println!("    signing key: {}", r.signing_key_fingerprint);
+    if r.decided_at > 0 {
+        println!(
+            "    decided:   {} by {}",
+            iso8601(r.decided_at),
+            r.decided_by
+        );
+    }
+    if !r.reason.is_empty() {
+        println!("    reason:    {}", r.reason);
+    }
+}
+
+async fn admin(a: AdminArgs) -> Result<()> {
+    let (dir, url) = match (a.admin_dir, a.url) {
+        (Some(d), Some(u)) => (d, u),
+        (dir, url) => {
+            let config = RegistryConfig::load(&a.config, crate::env()).with_context(
+                || "give --admin-dir and --url, or --config pointing at registry.toml",
+            )?;
+            (
+                dir.unwrap_or_else(|| lintas_registry::Paths(config.data_dir.clone()).admin_dir()),
+                url.unwrap_or(config.public_url),
+            )
+        }
+    };
+    let mut client = lintas_registry::admin::connect(&dir, &url)?;
+    let serial = |r: tonic::Response<pb::AdminResponse>| {
+        println!(
+            "done; global configuration serial {} includes the change",
+            r.into_inner().conf_serial
+        );
+    };
+    match a.command {
+        AdminCommand::Requests { state } => {
+            let state = match state.as_str() {
+                "pending" => pb::RegistrationState::Pending,
+                "approved" => pb::RegistrationState::Approved,
+                "rejected" => pb::RegistrationState::Rejected,
+                "all" => pb::RegistrationState::Unspecified,
+                other => bail!("--state must be pending, approved, rejected or all, not '{other}'"),
+            };
+            let list = client
+                .list_registrations(pb::ListRegistrationsRequest {
+                    state: state as i32,
+                })
+                .await?
+                .into_inner()
+                .registrations;
+            if list.is_empty() {
+                println!("no registrations");
+            }
+            list.iter().for_each(print_registration);
+        }
+        AdminCommand::Approve { request_id } => {
+            let r = client
+                .approve(pb::DecisionRequest {
+                    request_id,
+                    reason: String::new(),
+                })
+                .await?
+                .into_inner();
+            print_registration(&r);
+        }
+        AdminCommand::Reject { request_id, reason } => {
+            let r = client
+                .reject(pb::DecisionRequest { request_id, reason })
+                .await?
+                .into_inner();
+            print_registration(&r);
+        }
+        AdminCommand::MemberAdd { id, name } => {
+            serial(client.add_member(pb::AddMemberRequest { id, name }).await?)
+        }
+        AdminCommand::SubsystemAdd { id } => {
+            serial(client.add_subsystem(pb::AddSubsystemRequest { id }).await?)
+        }
+        AdminCommand::Members => {
+            for m in client
+                .list_members(pb::ListMembersRequest {})
+                .await?
+                .into_inner()
+                .members
+            {
+                println!("{}  {}", m.id, m.name);
+                for s in m.subsystems {
+                    println!("    {}/{s}", m.id);
+                }
+            }
+        }
+        AdminCommand::Servers => {
+            for s in client
+                .list_servers(pb::ListServersRequest {})
+                .await?
+                .into_inner()
+                .servers
+            {
+                println!("{}  {}", s.id, s.address);
+                println!("    clients: {}", s.clients.join(", "));
+                for c in s.certificates {
+                    println!(
+                        "    {:<8} serial {}  until {}{}",
+                        c.role,
+                        c.serial,
+                        iso8601(c.not_after),
+                        if c.revoked { "  REVOKED" } else { "" }
+                    );
+                }
+            }
+        }
+        AdminCommand::GroupAdd { code, description } => serial(
+            client
+                .add_group(pb::AddGroupRequest { code, description })
+                .await?,
+        ),
+        AdminCommand::GroupMemberAdd { code, client: c } => serial(
+            client
+                .add_group_member(pb::GroupMemberRequest { code, client: c })
+                .await?,
+        ),
+        AdminCommand::GroupMemberRemove { code, client: c } => serial(
+            client
+                .remove_group_member(pb::GroupMemberRequest { code, client: c })
+                .await?,
+        ),
+        AdminCommand::Revoke { serial: s, reason } => serial(
+            client
+                .revoke(pb::RevokeRequest { serial: s, reason })
+                .await?,
+        ),
+        AdminCommand::Token { server_id, ttl } => {
+            let r = client
+                .create_enrolment_token(pb::CreateEnrolmentTokenRequest {
+                    server_id,
+                    ttl_seconds: ttl.unwrap_or(0),
+                })
+                .await?
+                .into_inner();
+            println!("{}", r.token);
+            eprintln!(
+                "one-time token, valid until {}; give it to the server operator for `lintas ss register --token`",
+                iso8601(r.expires_at)
+            );
+        }
+    }
+    Ok(())
+}

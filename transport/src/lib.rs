@@ -1,0 +1,191 @@
+//! Mutual TLS for every lintas gRPC endpoint: TLS 1.3 only, aws-lc-rs, ALPN `h2`.
+//!
+//! tonic's own TLS settings cannot pin the protocol version, so lintas terminates TLS
+//! itself: [`incoming`] turns a bound listener into a stream of handshaken connections that
+//! `tonic::transport::Server::serve_with_incoming_shutdown` accepts (peer certificates stay
+//! reachable through `Request::peer_certs`), and [`channel`] builds a tonic `Channel` whose
+//! connector performs the TLS handshake with our client configuration.
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use lintas_certs::{KeyPair, TrustStore};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+/// How long a peer may take to complete the TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("TLS client verifier: {0}")]
+    Verifier(String),
+    #[error("endpoint URL '{url}': {why}")]
+    BadUrl { url: String, why: String },
+}
+
+/// Whether a server asks for client certificates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// Client certificates are requested; a client without one may still connect and the
+    /// application decides per call (the registry: servers register before they have one).
+    Optional,
+    /// A client certificate chaining to the trust store is required.
+    Required,
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+fn roots(trust: &TrustStore) -> Result<RootCertStore, TransportError> {
+    let mut roots = RootCertStore::empty();
+    for ca in trust.ca_certs() {
+        roots.add(CertificateDer::from(ca.to_vec()))?;
+    }
+    Ok(roots)
+}
+
+fn key_der(key: &KeyPair) -> PrivateKeyDer<'static> {
+    PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()))
+}
+
+/// A TLS 1.3 server configuration presenting `cert` and verifying client certificates
+/// against `clients`.
+pub fn server_config(
+    cert: &[u8],
+    key: &KeyPair,
+    clients: &TrustStore,
+    auth: ClientAuth,
+) -> Result<Arc<ServerConfig>, TransportError> {
+    let builder =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots(clients)?), provider());
+    let builder = match auth {
+        ClientAuth::Optional => builder.allow_unauthenticated(),
+        ClientAuth::Required => builder,
+    };
+    let verifier = builder
+        .build()
+        .map_err(|e| TransportError::Verifier(e.to_string()))?;
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![CertificateDer::from(cert.to_vec())], key_der(key))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A TLS 1.3 client configuration trusting `servers`, optionally presenting a client
+/// certificate.
+pub fn client_config(
+    servers: &TrustStore,
+    identity: Option<(&[u8], &KeyPair)>,
+) -> Result<Arc<ClientConfig>, TransportError> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots(servers)?);
+    let mut config = match identity {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(vec![CertificateDer::from(cert.to_vec())], key_der(key))?,
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Handshaken TLS connections from `listener`, for `serve_with_incoming_shutdown`.
+/// Handshakes run concurrently, each bounded by [`HANDSHAKE_TIMEOUT`]; failed ones are
+/// logged and dropped. Accepting stops when the returned stream is dropped.
+pub fn incoming(
+    listener: TcpListener,
+    config: Arc<ServerConfig>,
+) -> ReceiverStream<Result<tokio_rustls::server::TlsStream<TcpStream>, std::io::Error>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let acceptor = TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = tokio::select! {
+                _ = tx.closed() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: pause instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = tx.send(Ok(tls)).await;
+                    }
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+/// A lazily connecting gRPC channel to `url` (`https://host:port`) over our TLS client
+/// configuration. Connection errors surface on the first call.
+pub fn channel(url: &str, config: Arc<ClientConfig>) -> Result<Channel, TransportError> {
+    let bad = |why: &str| TransportError::BadUrl {
+        url: url.to_owned(),
+        why: why.to_owned(),
+    };
+    let uri: Uri = url.parse().map_err(|_| bad("not a URL"))?;
+    if uri.scheme_str() != Some("https") {
+        return Err(bad("must start with https://"));
+    }
+    let host = uri.host().ok_or_else(|| bad("no host"))?;
+    let port = uri.port_u16().ok_or_else(|| bad("no port"))?;
+    let bare_host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let server_name =
+        ServerName::try_from(bare_host.clone()).map_err(|_| bad("host is not a valid name"))?;
+    // The scheme seen by tonic is http: TLS happens inside the connector below.
+    let endpoint = Endpoint::from_shared(format!("http://{host}:{port}"))
+        .map_err(|e| bad(&e.to_string()))?
+        .connect_timeout(Duration::from_secs(10))
+        .tcp_nodelay(true);
+    let connector = TlsConnector::from(config);
+    let target = (bare_host, port);
+    let connect = tower::service_fn(move |_: Uri| {
+        let connector = connector.clone();
+        let server_name = server_name.clone();
+        let target = target.clone();
+        async move {
+            let tcp = TcpStream::connect((target.0.as_str(), target.1)).await?;
+            tcp.set_nodelay(true)?;
+            let tls = connector.connect(server_name, tcp).await?;
+            Ok::<_, std::io::Error>(TokioIo::new(tls))
+        }
+    });
+    Ok(endpoint.connect_with_connector_lazy(connect))
+}
+
+/// The leaf certificate the TLS peer presented, if any.
+pub fn peer_cert<T>(request: &tonic::Request<T>) -> Option<Vec<u8>> {
+    request
+        .peer_certs()
+        .and_then(|certs| certs.first().map(|c| c.to_vec()))
+}
