@@ -247,7 +247,7 @@ pub fn hex(data: &[u8]) -> String {
 /// Parses lower- or upper-case hexadecimal (colons allowed, as `openssl` prints them).
 pub fn unhex(s: &str) -> Option<Vec<u8>> {
     let digits: Vec<u8> = s.bytes().filter(|b| *b != b':').collect();
-    if digits.is_empty() || digits.len() % 2 != 0 {
+    if digits.is_empty() || !digits.len().is_multiple_of(2) {
         return None;
     }
     digits

@@ -194,8 +194,7 @@ async fn exchange(root: &Path, anchor: &Path, admin_dir: &Path, url: &str) -> Re
         .into_inner();
     let status = consumer.node.register(Some(&token.token)).await?;
     println!(
-        "    {} (valid until {}): {}",
-        "token accepted",
+        "    token accepted (valid until {}): {}",
         iso8601(token.expires_at),
         if status.state() == pb::RegistrationState::Approved {
             "approved at once, certificates stored"

@@ -196,7 +196,7 @@ impl VerifiedConf {
         self.conf
             .servers
             .iter()
-            .filter(move |s| s.clients.iter().any(|c| *c == id))
+            .filter(move |s| s.clients.contains(&id))
     }
 
     /// Member record, if registered.
@@ -230,11 +230,7 @@ pub fn verify_ignoring_expiry(
     }
     let signed = SignedGlobalConf::decode(blob)
         .map_err(|e| ConfError::Malformed(format!("signed envelope: {e}")))?;
-    if !anchor
-        .signing_certs
-        .iter()
-        .any(|c| *c == signed.signer_cert)
-    {
+    if !anchor.signing_certs.contains(&signed.signer_cert) {
         return Err(ConfError::UnknownSigner);
     }
     let signer = anchor

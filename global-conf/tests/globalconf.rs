@@ -39,7 +39,7 @@ fn fixture() -> Fixture {
         // Nothing listens on port 1: the "registry" is down for the whole test.
         vec!["http://127.0.0.1:1/globalconf".into()],
         &[ca.cert_der().to_vec()],
-        &[cert.clone()],
+        std::slice::from_ref(&cert),
     )
     .unwrap();
     Fixture {

@@ -1,0 +1,947 @@
+//! End-to-end tests: a real registry on loopback (OS-chosen ports, temporary directories),
+//! security servers joining it, and the real `lintas` binary. All integration tests live
+//! in this one binary.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use lintas_certs::pem::cert_from_pem;
+use lintas_certs::{CertError, Role};
+use lintas_globalconf::{ConfError, ManualClock};
+use lintas_proto::registry::v1 as pb;
+use lintas_proto::registry::v1::registry_admin_client::RegistryAdminClient;
+use lintas_registry::{InitOptions, RegistryConfig};
+use lintas_ss::{Enrolment, Node, SsConfig, SsError};
+use tokio::net::TcpListener;
+use tonic::Code;
+use tonic::transport::Channel;
+
+/// A running registry in a temporary directory. Stops when dropped.
+struct Instance {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    config: RegistryConfig,
+    clock: Arc<ManualClock>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Instance {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_owned();
+        let clock = Arc::new(ManualClock::new(SystemTime::now()));
+        let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let report = lintas_registry::init(
+            &InitOptions {
+                instance: "ID".parse().unwrap(),
+                dir: root.join("registry"),
+                grpc_listen: grpc.local_addr().unwrap(),
+                http_listen: http.local_addr().unwrap(),
+                public_host: "127.0.0.1".into(),
+                admin_name: "admin".parse().unwrap(),
+            },
+            clock.clone(),
+        )
+        .unwrap();
+        let config = RegistryConfig::load(&report.config_path, std::iter::empty()).unwrap();
+        let mut instance = Instance {
+            _dir: dir,
+            root,
+            config,
+            clock,
+            stop: None,
+            task: None,
+        };
+        instance.serve(grpc, http);
+        instance
+    }
+
+    fn serve(&mut self, grpc: TcpListener, http: TcpListener) {
+        let registry = lintas_registry::open(&self.config, self.clock.clone()).unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let config = self.config.clone();
+        self.stop = Some(tx);
+        self.task = Some(tokio::spawn(async move {
+            lintas_registry::serve(registry, &config, grpc, http, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        }));
+    }
+
+    async fn stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+    }
+
+    /// Stops the registry and starts it again from the same directory and ports.
+    async fn restart(&mut self) {
+        self.stop().await;
+        let grpc = TcpListener::bind(self.config.grpc_listen).await.unwrap();
+        let http = TcpListener::bind(self.config.http_listen).await.unwrap();
+        self.serve(grpc, http);
+    }
+
+    fn anchor(&self) -> PathBuf {
+        self.root.join("registry/anchor.toml")
+    }
+
+    fn admin_dir(&self) -> PathBuf {
+        self.root.join("registry/admin")
+    }
+
+    fn admin(&self) -> RegistryAdminClient<Channel> {
+        lintas_registry::admin::connect(&self.admin_dir(), &self.config.public_url).unwrap()
+    }
+
+    /// A new security server directory for `server` hosting `clients`.
+    fn node(&self, server: &str, clients: &[&str]) -> Node {
+        let dir = self.root.join(server.replace('/', "_"));
+        let config = SsConfig {
+            server_id: server.parse().unwrap(),
+            address: "127.0.0.1:5500".into(),
+            clients: clients.iter().map(|c| c.parse().unwrap()).collect(),
+            member_name: "Test member".into(),
+            data_dir: ".".into(),
+            conf_poll_secs: 60,
+        };
+        let path = lintas_ss::init(&dir, &config, &self.anchor()).unwrap();
+        Node::open(SsConfig::load(&path, std::iter::empty()).unwrap()).unwrap()
+    }
+
+    /// Registers `node` and approves it as the administrator.
+    async fn enrol(&self, node: &Node) {
+        let submitted = node.register(None).await.unwrap();
+        self.admin()
+            .approve(pb::DecisionRequest {
+                request_id: submitted.request_id,
+                reason: String::new(),
+            })
+            .await
+            .unwrap();
+        assert!(matches!(node.poll().await.unwrap(), Enrolment::Approved(_)));
+    }
+
+    fn conf_client(&self, node: &Node) -> lintas_globalconf::ConfClient {
+        node.conf_client(self.clock.clone()).unwrap()
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+const PROVIDER: &str = "ID/GOV/KEMENDAGRI/SS1";
+const PROVIDER_CLIENT: &str = "ID/GOV/KEMENDAGRI/DUKCAPIL";
+const CONSUMER: &str = "ID/GOV/KEMENSOS/SS1";
+const CONSUMER_CLIENT: &str = "ID/GOV/KEMENSOS/DTKS";
+
+fn read_cert(path: &Path) -> Vec<u8> {
+    cert_from_pem(&std::fs::read_to_string(path).unwrap(), "test").unwrap()
+}
+
+#[tokio::test]
+async fn registration_round_trip_with_admin_approval() {
+    let inst = Instance::start().await;
+    let node = inst.node(PROVIDER, &[PROVIDER_CLIENT]);
+
+    // Before registering, polling says so.
+    assert!(matches!(node.poll().await, Err(SsError::NotRegistered)));
+    let submitted = node.register(None).await.unwrap();
+    assert_eq!(submitted.state(), pb::RegistrationState::Pending);
+    assert!(matches!(node.poll().await.unwrap(), Enrolment::Pending(_)));
+
+    // The administrator sees the request with the server's key fingerprints.
+    let mut admin = inst.admin();
+    let pending = admin
+        .list_registrations(pb::ListRegistrationsRequest {
+            state: pb::RegistrationState::Pending as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .registrations;
+    assert_eq!(pending.len(), 1);
+    let (tls_fp, sign_fp) = node.key_fingerprints().unwrap();
+    assert_eq!(pending[0].tls_key_fingerprint, tls_fp);
+    assert_eq!(pending[0].signing_key_fingerprint, sign_fp);
+    assert_eq!(pending[0].server_id, PROVIDER);
+
+    // A second registration while one is pending is refused.
+    let err = node.register(None).await.unwrap_err();
+    assert!(err.to_string().contains("already pending"), "{err}");
+
+    // Not in the configuration before approval.
+    let client = inst.conf_client(&node);
+    let conf = client.fetch().await.unwrap();
+    assert!(conf.server(&PROVIDER.parse().unwrap()).is_none());
+
+    admin
+        .approve(pb::DecisionRequest {
+            request_id: submitted.request_id.clone(),
+            reason: String::new(),
+        })
+        .await
+        .unwrap();
+    let Enrolment::Approved(status) = node.poll().await.unwrap() else {
+        panic!("not approved");
+    };
+    assert_eq!(status.decided_by, "administrator admin");
+
+    // Certificates are stored, chain to the anchor CA and hold this server's keys.
+    let trust = node.anchor.trust_store();
+    let tls = trust
+        .verify(
+            &read_cert(&node.paths.tls_cert()),
+            Role::Server,
+            SystemTime::now(),
+        )
+        .unwrap();
+    assert_eq!(tls.identity.to_uri(), format!("lintas:server:{PROVIDER}"));
+    let sign = trust
+        .verify(
+            &read_cert(&node.paths.sign_cert()),
+            Role::Member,
+            SystemTime::now(),
+        )
+        .unwrap();
+    assert_eq!(sign.identity.to_uri(), "lintas:member:ID/GOV/KEMENDAGRI");
+
+    // The next configuration, fetched over HTTP and verified, lists the server.
+    let conf = client.fetch().await.unwrap();
+    node.check_listed(&conf).unwrap();
+    assert!(conf.has_client(&PROVIDER_CLIENT.parse().unwrap()));
+    let entry = conf.server(&PROVIDER.parse().unwrap()).unwrap();
+    assert_eq!(entry.signing_certs.len(), 1);
+
+    // A decided registration cannot be decided again.
+    let err = admin
+        .reject(pb::DecisionRequest {
+            request_id: submitted.request_id,
+            reason: "too late".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+}
+
+#[tokio::test]
+async fn enrolment_tokens_pre_approve_once_for_one_server() {
+    let inst = Instance::start().await;
+    let mut admin = inst.admin();
+    let token = |server: &str, ttl: u64| pb::CreateEnrolmentTokenRequest {
+        server_id: server.into(),
+        ttl_seconds: ttl,
+    };
+    let t = admin
+        .create_enrolment_token(token(CONSUMER, 600))
+        .await
+        .unwrap()
+        .into_inner();
+
+    // The token is bound to its server.
+    let other = inst.node("ID/GOV/KEMENSOS/SS2", &[]);
+    let err = other.register(Some(&t.token)).await.unwrap_err();
+    assert!(err.to_string().contains("PermissionDenied"), "{err}");
+    assert!(err.to_string().contains(CONSUMER), "{err}");
+
+    let node = inst.node(CONSUMER, &[CONSUMER_CLIENT]);
+    let status = node.register(Some(&t.token)).await.unwrap();
+    assert_eq!(status.state(), pb::RegistrationState::Approved);
+    assert_eq!(status.decided_by, "enrolment-token");
+    assert!(node.paths.tls_cert().exists() && node.paths.sign_cert().exists());
+
+    // Used once only.
+    let err = node.register(Some(&t.token)).await.unwrap_err();
+    assert!(err.to_string().contains("already been used"), "{err}");
+
+    // Expired tokens are refused.
+    let t = admin
+        .create_enrolment_token(token("ID/GOV/KEMENSOS/SS3", 60))
+        .await
+        .unwrap()
+        .into_inner();
+    inst.clock.advance(Duration::from_secs(61));
+    let late = inst.node("ID/GOV/KEMENSOS/SS3", &[]);
+    let err = late.register(Some(&t.token)).await.unwrap_err();
+    assert!(err.to_string().contains("expired"), "{err}");
+    // A made-up token is refused.
+    let err = late.register(Some("00112233")).await.unwrap_err();
+    assert!(err.to_string().contains("not valid"), "{err}");
+}
+
+#[tokio::test]
+async fn rejection_reaches_the_requester_with_its_reason() {
+    let inst = Instance::start().await;
+    let node = inst.node(PROVIDER, &[PROVIDER_CLIENT]);
+    let submitted = node.register(None).await.unwrap();
+    let mut admin = inst.admin();
+    let err = admin
+        .reject(pb::DecisionRequest {
+            request_id: submitted.request_id.clone(),
+            reason: "  ".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    admin
+        .reject(pb::DecisionRequest {
+            request_id: submitted.request_id.clone(),
+            reason: "fingerprints did not match the phone call".into(),
+        })
+        .await
+        .unwrap();
+    match node.poll().await {
+        Err(SsError::Rejected { reason }) => {
+            assert_eq!(reason, "fingerprints did not match the phone call")
+        }
+        other => panic!("expected rejection, got {other:?}"),
+    }
+    let err = admin
+        .approve(pb::DecisionRequest {
+            request_id: "does-not-exist".into(),
+            reason: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn revoked_certificates_leave_the_next_configuration() {
+    let inst = Instance::start().await;
+    let provider = inst.node(PROVIDER, &[PROVIDER_CLIENT]);
+    let consumer = inst.node(CONSUMER, &[CONSUMER_CLIENT]);
+    inst.enrol(&provider).await;
+    inst.enrol(&consumer).await;
+    let client = inst.conf_client(&provider);
+    let before = client.fetch().await.unwrap();
+    let sign_der = read_cert(&consumer.paths.sign_cert());
+    before
+        .trust_store()
+        .verify(&sign_der, Role::Member, SystemTime::now())
+        .unwrap();
+
+    let serial = lintas_certs::CertInfo::parse(&sign_der)
+        .unwrap()
+        .serial_hex();
+    let mut admin = inst.admin();
+    let r = admin
+        .revoke(pb::RevokeRequest {
+            serial: serial.clone(),
+            reason: "key compromise".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.conf_serial > before.serial());
+
+    let after = client.fetch().await.unwrap();
+    assert_eq!(after.serial(), r.conf_serial);
+    let entry = after.server(&CONSUMER.parse().unwrap()).unwrap();
+    assert!(
+        entry.signing_certs.is_empty(),
+        "revoked certificate still listed"
+    );
+    assert!(
+        after
+            .conf
+            .revoked
+            .iter()
+            .any(|c| lintas_certs::hex(&c.serial) == serial && c.reason == "key compromise")
+    );
+    let err = after
+        .trust_store()
+        .verify(&sign_der, Role::Member, SystemTime::now())
+        .unwrap_err();
+    assert!(matches!(err, CertError::Revoked { .. }), "{err}");
+    // The provider's own entry is untouched.
+    provider.check_listed(&after).unwrap();
+
+    // Revoking the TLS certificate takes the server's identity out of the configuration.
+    let tls_serial = lintas_certs::CertInfo::parse(&read_cert(&consumer.paths.tls_cert()))
+        .unwrap()
+        .serial_hex();
+    admin
+        .revoke(pb::RevokeRequest {
+            serial: tls_serial,
+            reason: "decommissioned".into(),
+        })
+        .await
+        .unwrap();
+    let conf = client.fetch().await.unwrap();
+    let err = consumer.check_listed(&conf).unwrap_err();
+    assert!(
+        err.to_string().contains("different TLS certificate"),
+        "{err}"
+    );
+
+    // Twice, or an unknown serial: precise errors.
+    let again = admin
+        .revoke(pb::RevokeRequest {
+            serial,
+            reason: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::FailedPrecondition);
+    let unknown = admin
+        .revoke(pb::RevokeRequest {
+            serial: "0102".into(),
+            reason: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+    let garbage = admin
+        .revoke(pb::RevokeRequest {
+            serial: "xyz".into(),
+            reason: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(garbage.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn expired_and_rolled_back_configurations_are_refused_over_the_network() {
+    let inst = Instance::start().await;
+    let node = inst.node(PROVIDER, &[PROVIDER_CLIENT]);
+    inst.enrol(&node).await;
+    let client = inst.conf_client(&node);
+    let held = client.fetch().await.unwrap();
+
+    // A mirror that keeps serving this (soon old) document.
+    let old_blob = held.blob.clone();
+    let mirror = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mirror_url = format!("http://{}/globalconf", mirror.local_addr().unwrap());
+    tokio::spawn(async move {
+        let app = axum::Router::new().route(
+            "/globalconf",
+            axum::routing::get(move || {
+                let b = old_blob.clone();
+                async move { b }
+            }),
+        );
+        axum::serve(mirror, app).await.unwrap();
+    });
+
+    // The registry publishes a newer serial; the server takes it.
+    inst.admin()
+        .add_group(pb::AddGroupRequest {
+            code: "bansos".into(),
+            description: "social assistance agencies".into(),
+        })
+        .await
+        .unwrap();
+    let newer = client.fetch().await.unwrap();
+    assert!(newer.serial() > held.serial());
+
+    // Rollback: the mirror's older document is refused.
+    let rolled = inst.conf_client(&node).with_urls(vec![mirror_url.clone()]);
+    let err = rolled.fetch().await.unwrap_err();
+    assert!(matches!(err, ConfError::Rollback { .. }), "{err}");
+
+    // Expiry: time passes beyond validity while the registry has re-signed nothing.
+    inst.clock
+        .advance(Duration::from_secs(inst.config.conf_validity_secs + 1));
+    let err = client.fetch().await.unwrap_err();
+    assert!(matches!(err, ConfError::Expired { .. }), "{err}");
+    assert!(matches!(client.current(), Err(ConfError::Expired { .. })));
+
+    // Any change re-signs with a fresh expiry, and servers recover.
+    inst.admin()
+        .add_group(pb::AddGroupRequest {
+            code: "health".into(),
+            description: String::new(),
+        })
+        .await
+        .unwrap();
+    let fresh = client.fetch().await.unwrap();
+    assert_eq!(fresh.conf.groups.len(), 2);
+    client.current().unwrap();
+}
+
+#[tokio::test]
+async fn admin_api_requires_an_unrevoked_admin_certificate() {
+    let inst = Instance::start().await;
+    let node = inst.node(PROVIDER, &[PROVIDER_CLIENT]);
+    inst.enrol(&node).await;
+
+    // No client certificate at all.
+    let anchor = lintas_globalconf::Anchor::load(&inst.anchor()).unwrap();
+    let tls = lintas_transport::client_config(anchor.trust_store(), None).unwrap();
+    let mut anonymous =
+        RegistryAdminClient::new(lintas_transport::channel(&inst.config.public_url, tls).unwrap());
+    let err = anonymous
+        .list_members(pb::ListMembersRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(err.message().contains("administrator client certificate"));
+
+    // A security server's certificate is not an administrator's.
+    let tls_key = lintas_certs::keys::read(&node.paths.tls_key()).unwrap();
+    let tls_cert = read_cert(&node.paths.tls_cert());
+    let tls =
+        lintas_transport::client_config(anchor.trust_store(), Some((&tls_cert, &tls_key))).unwrap();
+    let mut server =
+        RegistryAdminClient::new(lintas_transport::channel(&inst.config.public_url, tls).unwrap());
+    let err = server
+        .add_member(pb::AddMemberRequest {
+            id: "ID/GOV/EVIL".into(),
+            name: "evil".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(
+        err.message().contains("security server"),
+        "{}",
+        err.message()
+    );
+
+    // An administrator certificate from another instance's CA does not even get through TLS.
+    let foreign = Instance::start().await;
+    let mut stranger =
+        lintas_registry::admin::connect(&foreign.admin_dir(), &inst.config.public_url).unwrap();
+    assert!(
+        stranger
+            .list_members(pb::ListMembersRequest {})
+            .await
+            .is_err()
+    );
+
+    // A revoked administrator certificate is refused from then on.
+    let mut admin = inst.admin();
+    let admin_serial = lintas_certs::CertInfo::parse(&read_cert(
+        &lintas_registry::admin::cert_path(&inst.admin_dir()),
+    ))
+    .unwrap()
+    .serial_hex();
+    admin
+        .revoke(pb::RevokeRequest {
+            serial: admin_serial,
+            reason: "left the ministry".into(),
+        })
+        .await
+        .unwrap();
+    let err = admin
+        .list_members(pb::ListMembersRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(err.message().contains("revoked"));
+}
+
+fn csr() -> Vec<u8> {
+    lintas_certs::ca::make_csr(&lintas_certs::keys::generate().unwrap(), "t").unwrap()
+}
+
+#[tokio::test]
+async fn bad_registrations_and_admin_input_are_refused_with_clear_errors() {
+    let inst = Instance::start().await;
+    let anchor = lintas_globalconf::Anchor::load(&inst.anchor()).unwrap();
+    let tls = lintas_transport::client_config(anchor.trust_store(), None).unwrap();
+    let mut reg = pb::registration_client::RegistrationClient::new(
+        lintas_transport::channel(&inst.config.public_url, tls).unwrap(),
+    );
+    let good = || pb::RegistrationRequest {
+        server_id: PROVIDER.into(),
+        address: "127.0.0.1:5500".into(),
+        tls_csr: csr(),
+        signing_csr: csr(),
+        clients: vec![PROVIDER_CLIENT.into()],
+        ..Default::default()
+    };
+    let refused = |code: Code, needle: &'static str| {
+        move |r: Result<tonic::Response<pb::RegistrationStatus>, tonic::Status>| {
+            let e = r.expect_err(needle);
+            assert_eq!(e.code(), code, "{}", e.message());
+            assert!(
+                e.message().contains(needle),
+                "'{}' lacks '{needle}'",
+                e.message()
+            );
+        }
+    };
+
+    let mut r = good();
+    r.tls_csr = b"\x30\x03garbage".to_vec();
+    refused(Code::InvalidArgument, "tls_csr")(reg.submit(r).await);
+
+    let mut r = good();
+    let mut bad = csr();
+    let n = bad.len();
+    bad[n - 5] ^= 0xff; // signature damaged: no proof of possession
+    r.signing_csr = bad;
+    refused(Code::InvalidArgument, "signing_csr")(reg.submit(r).await);
+
+    let mut r = good();
+    r.signing_csr = r.tls_csr.clone();
+    refused(Code::InvalidArgument, "separate")(reg.submit(r).await);
+
+    let mut r = good();
+    r.server_id = "ID/GOV/KEMEN DAGRI/SS1".into();
+    refused(Code::InvalidArgument, "character ' '")(reg.submit(r).await);
+
+    let mut r = good();
+    r.server_id = format!("ID/GOV/{}/SS1", "A".repeat(70));
+    refused(Code::InvalidArgument, "at most 64")(reg.submit(r).await);
+
+    let mut r = good();
+    r.server_id = "XX/GOV/KEMENDAGRI/SS1".into();
+    refused(Code::InvalidArgument, "instance")(reg.submit(r).await);
+
+    let mut r = good();
+    r.clients = vec!["ID/GOV/KEMENSOS/DTKS".into()];
+    refused(Code::InvalidArgument, "not a subsystem of")(reg.submit(r).await);
+
+    let mut r = good();
+    r.address = "127.0.0.1".into();
+    refused(Code::InvalidArgument, "address")(reg.submit(r).await);
+
+    let mut r = good();
+    r.member_name = "x".repeat(300);
+    refused(Code::InvalidArgument, "member_name")(reg.submit(r).await);
+
+    // Oversized requests are cut off before they are decoded.
+    let mut r = good();
+    r.member_name = "x".repeat(inst.config.max_request_bytes + 1);
+    let e = reg.submit(r).await.unwrap_err();
+    assert_eq!(e.code(), Code::OutOfRange, "{}", e.message());
+
+    // Polling with an unknown id.
+    let e = reg
+        .status(pb::StatusRequest {
+            request_id: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+
+    // Nothing of the above left a trace.
+    let mut admin = inst.admin();
+    let all = admin
+        .list_registrations(pb::ListRegistrationsRequest { state: 0 })
+        .await
+        .unwrap()
+        .into_inner()
+        .registrations;
+    assert!(all.is_empty());
+
+    // Administrative input is checked too.
+    let e = admin
+        .add_member(pb::AddMemberRequest {
+            id: "ID/GOV".into(),
+            name: "x".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    admin
+        .add_member(pb::AddMemberRequest {
+            id: "ID/GOV/KEMENKES".into(),
+            name: "Kementerian Kesehatan".into(),
+        })
+        .await
+        .unwrap();
+    let e = admin
+        .add_member(pb::AddMemberRequest {
+            id: "ID/GOV/KEMENKES".into(),
+            name: "again".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists);
+    let e = admin
+        .add_subsystem(pb::AddSubsystemRequest {
+            id: "ID/GOV/NOBODY/X".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    admin
+        .add_group(pb::AddGroupRequest {
+            code: "health".into(),
+            description: String::new(),
+        })
+        .await
+        .unwrap();
+    let e = admin
+        .add_group_member(pb::GroupMemberRequest {
+            code: "health".into(),
+            client: "ID/GOV/KEMENKES/UNKNOWN".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let e = admin
+        .create_enrolment_token(pb::CreateEnrolmentTokenRequest {
+            server_id: "ID/GOV/KEMENKES".into(),
+            ttl_seconds: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn registry_restart_keeps_all_state() {
+    let mut inst = Instance::start().await;
+    let node = inst.node(PROVIDER, &[PROVIDER_CLIENT]);
+    inst.enrol(&node).await;
+    let pending = inst.node(CONSUMER, &[CONSUMER_CLIENT]);
+    let pending_id = pending.register(None).await.unwrap().request_id;
+    let mut admin = inst.admin();
+    admin
+        .add_group(pb::AddGroupRequest {
+            code: "bansos".into(),
+            description: "social assistance".into(),
+        })
+        .await
+        .unwrap();
+    admin
+        .add_group_member(pb::GroupMemberRequest {
+            code: "bansos".into(),
+            client: PROVIDER_CLIENT.into(),
+        })
+        .await
+        .unwrap();
+    let token = admin
+        .create_enrolment_token(pb::CreateEnrolmentTokenRequest {
+            server_id: "ID/GOV/KEMENSOS/SS2".into(),
+            ttl_seconds: 600,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    let before = inst.conf_client(&node).fetch().await.unwrap();
+
+    inst.restart().await;
+
+    let mut admin = inst.admin();
+    let servers = admin
+        .list_servers(pb::ListServersRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .servers;
+    assert_eq!(servers.len(), 1);
+    assert_eq!(servers[0].certificates.len(), 2);
+    let pending_now = admin
+        .list_registrations(pb::ListRegistrationsRequest {
+            state: pb::RegistrationState::Pending as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .registrations;
+    assert_eq!(pending_now.len(), 1);
+    assert_eq!(pending_now[0].request_id, pending_id);
+
+    // The restarted registry continues the serial and serves the same contents.
+    let after = inst.conf_client(&node).fetch().await.unwrap();
+    assert!(after.serial() > before.serial());
+    assert_eq!(after.conf.members, before.conf.members);
+    assert_eq!(after.conf.servers, before.conf.servers);
+    assert_eq!(after.conf.groups, before.conf.groups);
+    node.check_listed(&after).unwrap();
+
+    // The pending request can still be approved; the unused token still works once.
+    admin
+        .approve(pb::DecisionRequest {
+            request_id: pending_id,
+            reason: String::new(),
+        })
+        .await
+        .unwrap();
+    assert!(matches!(
+        pending.poll().await.unwrap(),
+        Enrolment::Approved(_)
+    ));
+    let late = inst.node("ID/GOV/KEMENSOS/SS2", &[]);
+    assert_eq!(
+        late.register(Some(&token)).await.unwrap().state(),
+        pb::RegistrationState::Approved
+    );
+}
+
+/// Runs a command and returns stdout, failing the test with stderr if it fails.
+fn run(cmd: &mut std::process::Command) -> String {
+    let out = cmd.output().expect("command runs");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn openssl_accepts_the_issued_chains_and_key_usages() {
+    let inst = Instance::start().await;
+    let node = inst.node(PROVIDER, &[PROVIDER_CLIENT]);
+    inst.enrol(&node).await;
+    let reg = inst.root.join("registry");
+    let ca = reg.join("ca.crt.pem");
+    let certs = [
+        (
+            node.paths.tls_cert(),
+            vec![
+                "TLS Web Server Authentication",
+                "TLS Web Client Authentication",
+            ],
+        ),
+        (
+            node.paths.sign_cert(),
+            vec!["Non Repudiation", "URI:lintas:member:ID/GOV/KEMENDAGRI"],
+        ),
+        (
+            reg.join("tsa.crt.pem"),
+            vec!["X509v3 Extended Key Usage: critical", "Time Stamping"],
+        ),
+        (
+            reg.join("admin/admin.crt.pem"),
+            vec!["TLS Web Client Authentication", "URI:lintas:admin:ID/admin"],
+        ),
+        (reg.join("globalconf.crt.pem"), vec!["Non Repudiation"]),
+    ];
+    for (cert, expected) in certs {
+        let out = run(std::process::Command::new("openssl")
+            .arg("verify")
+            .arg("-CAfile")
+            .arg(&ca)
+            .arg(&cert));
+        assert!(out.contains(": OK"), "{out}");
+        let text = run(std::process::Command::new("openssl")
+            .args(["x509", "-noout", "-text", "-in"])
+            .arg(&cert));
+        for e in expected {
+            assert!(text.contains(e), "{} lacks '{e}':\n{text}", cert.display());
+        }
+    }
+    let text = run(std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-text", "-in"])
+        .arg(&ca));
+    assert!(text.contains("CA:TRUE"), "{text}");
+    assert!(text.contains("Certificate Sign"), "{text}");
+}
+
+#[test]
+fn example_configs_load_and_refuse_a_bogus_key() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let dir = tempfile::tempdir().unwrap();
+    for (name, check) in [
+        (
+            "registry.toml",
+            (|p: &Path| {
+                RegistryConfig::load(p, std::iter::empty())
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }) as fn(&Path) -> Result<(), String>,
+        ),
+        ("ss.toml", |p: &Path| {
+            SsConfig::load(p, std::iter::empty())
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }),
+    ] {
+        let text = std::fs::read_to_string(examples.join(name)).unwrap();
+        let good = dir.path().join(name);
+        std::fs::write(&good, &text).unwrap();
+        check(&good).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let bogus = dir.path().join(format!("bogus-{name}"));
+        std::fs::write(&bogus, format!("{text}\nbogus_key = true\n")).unwrap();
+        let err = check(&bogus).unwrap_err();
+        assert!(err.contains("bogus_key"), "{name}: {err}");
+    }
+}
+
+#[test]
+fn the_binary_inits_checks_serves_and_stops_on_sigterm() {
+    use std::io::BufRead;
+    let bin = env!("CARGO_BIN_EXE_lintas");
+    let dir = tempfile::tempdir().unwrap();
+    let reg = dir.path().join("reg");
+    let out = run(std::process::Command::new(bin)
+        .args([
+            "registry",
+            "init",
+            "--instance",
+            "ID",
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--dir",
+        ])
+        .arg(&reg));
+    assert!(out.contains("anchor SHA-256"), "{out}");
+    let config = reg.join("registry.toml");
+    let out = run(std::process::Command::new(bin)
+        .args(["registry", "serve", "--check-config", "--config"])
+        .arg(&config));
+    assert!(out.contains("are valid"), "{out}");
+
+    // An unknown environment override is refused by --check-config.
+    let out = std::process::Command::new(bin)
+        .args(["registry", "serve", "--check-config", "--config"])
+        .arg(&config)
+        .env("LINTAS_REGISTRY_LISTEN_EVERYWHERE", "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("listen_everywhere"));
+
+    let mut child = std::process::Command::new(bin)
+        .args(["registry", "serve", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(
+        line.starts_with("lintas registry listening: grpc=127.0.0.1:"),
+        "{line}"
+    );
+    run(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]));
+    let status = child.wait().unwrap();
+    assert!(status.success(), "registry exited with {status}");
+}
+
+#[test]
+fn the_demo_runs_to_completion() {
+    let out = run(std::process::Command::new(env!("CARGO_BIN_EXE_lintas")).arg("demo"));
+    for expected in [
+        "approved at once",
+        "already been used",
+        "signature does not verify",
+        "not an administrator",
+        "listed as revoked",
+        "Demo finished",
+    ] {
+        assert!(
+            out.contains(expected),
+            "demo output lacks '{expected}':\n{out}"
+        );
+    }
+}
