@@ -238,7 +238,8 @@ pub fn init(opts: &InitOptions, clock: Arc<dyn Clock>) -> Result<InitReport, Reg
         format!("{header}{}", config.to_toml()).as_bytes(),
         0o644,
     )?;
-    // Opening the registry creates the database and publishes configuration serial 1.
+    // Opening the registry creates the database; recording the first administrator
+    // certificate publishes configuration serial 1.
     let registry = open(
         &RegistryConfig {
             data_dir: opts.dir.clone(),
@@ -307,6 +308,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RegistryServeError> {
     let paths = Paths(config.data_dir.clone());
+    // A fresh serial and expiry at every start: the stored document may have expired.
+    let started = registry.clone();
+    tokio::task::spawn_blocking(move || started.republish("registry", "started"))
+        .await
+        .map_err(|e| RegistryError::Internal(e.to_string()))??;
     let tls_key: KeyPair = keys::read(&paths.tls_key())?;
     let tls_cert = read_cert(&paths.tls_cert())?;
     let ca_cert = read_cert(&paths.ca_cert())?;

@@ -245,8 +245,8 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Loads state from `store` and publishes a fresh configuration (a new serial, so a
-    /// restart never serves an expired one).
+    /// Loads state from `store`. Nothing is written: `serve` re-signs at start, so a
+    /// restart never serves an expired document, and `--check-config` changes nothing.
     pub fn open(
         store: Arc<dyn RegistryStore>,
         keys: Keys,
@@ -254,6 +254,7 @@ impl Registry {
         clock: Arc<dyn Clock>,
     ) -> Result<Self> {
         let mut state = State::default();
+        let mut latest = Vec::new();
         for (key, value) in store.load().map_err(internal)? {
             let (kind, id) = key.split_once('/').unwrap_or((key.as_str(), ""));
             match kind {
@@ -288,22 +289,23 @@ impl Registry {
                 "conf" => {
                     let m: ConfMeta = decode(&key, &value)?;
                     state.conf_serial = m.serial;
+                    latest = lintas_certs::unhex(&m.blob_hex).ok_or_else(|| {
+                        internal("stored global configuration is not hexadecimal")
+                    })?;
                 }
                 other => return Err(internal(format!("unknown record kind '{other}'"))),
             }
         }
         let trust = TrustStore::new([keys.ca.cert_der()]).map_err(internal)?;
-        let registry = Registry {
+        Ok(Registry {
             state: Mutex::new(state),
             store,
             keys,
             policy,
             clock,
             trust,
-            latest: RwLock::new(Arc::new(Vec::new())),
-        };
-        registry.republish("registry", "started")?;
-        Ok(registry)
+            latest: RwLock::new(Arc::new(latest)),
+        })
     }
 
     fn now(&self) -> i64 {
@@ -357,8 +359,9 @@ impl Registry {
 
     /// Re-signs the configuration with a new serial and expiry (periodic refresh).
     pub fn republish(&self, actor: &str, why: &str) -> Result<u64> {
-        self.commit(actor, |_, _| Ok(((), why.to_owned())))?;
-        Ok(self.lock().conf_serial)
+        self.commit(actor, |state, _| {
+            Ok((state.conf_serial + 1, why.to_owned()))
+        })
     }
 
     fn publish_into(&self, state: &mut State, change: &mut Change) -> Result<Vec<u8>> {

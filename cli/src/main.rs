@@ -54,7 +54,10 @@ fn main() -> std::process::ExitCode {
     let serving = matches!(
         &cli.command,
         Command::Registry(registry_cmd::Args {
-            command: registry_cmd::Command::Serve { .. }
+            command: registry_cmd::Command::Serve {
+                check_config: false,
+                ..
+            }
         })
     );
     init_logging(cli.log_json, if serving { "info" } else { "warn" });
@@ -82,23 +85,19 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Installs SIGINT and SIGTERM handlers now (before the daemon says it is listening)
+/// and returns a future that resolves when either arrives.
+pub fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static>
+{
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
-    }
+    })
 }
 
 /// The process environment, for configuration overrides.

@@ -188,12 +188,13 @@ async fn serve(path: PathBuf, check_only: bool) -> Result<()> {
     let http = tokio::net::TcpListener::bind(config.http_listen)
         .await
         .with_context(|| format!("binding http_listen {}", config.http_listen))?;
+    let shutdown = crate::shutdown_signal().context("installing signal handlers")?;
     println!(
         "lintas registry listening: grpc={} http={}",
         grpc.local_addr()?,
         http.local_addr()?
     );
-    lintas_registry::serve(registry, &config, grpc, http, crate::shutdown_signal()).await?;
+    lintas_registry::serve(registry, &config, grpc, http, shutdown).await?;
     Ok(())
 }
 

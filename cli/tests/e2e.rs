@@ -893,10 +893,15 @@ fn the_binary_inits_checks_serves_and_stops_on_sigterm() {
         .arg(&reg));
     assert!(out.contains("anchor SHA-256"), "{out}");
     let config = reg.join("registry.toml");
-    let out = run(std::process::Command::new(bin)
-        .args(["registry", "serve", "--check-config", "--config"])
-        .arg(&config));
+    let check = || {
+        run(std::process::Command::new(bin)
+            .args(["registry", "serve", "--check-config", "--config"])
+            .arg(&config))
+    };
+    let out = check();
     assert!(out.contains("are valid"), "{out}");
+    // Checking changes nothing: the same serial twice.
+    assert_eq!(check(), out);
 
     // An unknown environment override is refused by --check-config.
     let out = std::process::Command::new(bin)
