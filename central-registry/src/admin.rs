@@ -34,7 +34,8 @@ pub fn connect(dir: &Path, url: &str) -> Result<RegistryAdminClient<Channel>, Re
     let key = keys::read(&key_path(dir))?;
     let ca = cert_from_pem(&read(&ca_path(dir))?, "ca.crt.pem")?;
     let trust = TrustStore::new([ca.as_slice()])?;
-    let tls = lintas_transport::client_config(&trust, Some((&cert, &key)))?;
+    let tls =
+        lintas_transport::client_config(&trust, lintas_certs::Role::Registry, Some((&cert, &key)))?;
     Ok(RegistryAdminClient::new(lintas_transport::channel(
         url, tls,
     )?))

@@ -135,7 +135,7 @@ fn host_port(host: &str, port: u16) -> String {
 }
 
 fn write_cert(path: &Path, der: &[u8]) -> Result<(), RegistryServeError> {
-    Ok(keys::write_new_file(
+    Ok(lintas_certs::files::write_new(
         path,
         cert_to_pem(der).as_bytes(),
         0o644,
@@ -154,13 +154,13 @@ pub fn init(opts: &InitOptions, clock: Arc<dyn Clock>) -> Result<InitReport, Reg
     }
     let now = clock.now();
     let instance = &opts.instance;
-    let ca = Ca::create(instance, Validity::starting(now, 20 * YEAR))?;
+    let ca = Ca::create(instance, Validity::starting(now, 20 * YEAR)?)?;
     keys::write(&paths.ca_key(), ca.key())?;
     write_cert(&paths.ca_cert(), ca.cert_der())?;
 
     let issue_own = |profile: Profile, key_path: PathBuf, cert_path: PathBuf, years: u32| {
         let key = keys::generate()?;
-        let cert = ca.issue_for_key(&key, &profile, Validity::starting(now, years * YEAR))?;
+        let cert = ca.issue_for_key(&key, &profile, Validity::starting(now, years * YEAR)?)?;
         keys::write(&key_path, &key)?;
         write_cert(&cert_path, &cert)?;
         Ok::<_, RegistryServeError>(cert)
@@ -230,10 +230,10 @@ pub fn init(opts: &InitOptions, clock: Arc<dyn Clock>) -> Result<InitReport, Reg
         &[ca.cert_der().to_vec()],
         &[conf_cert],
     )?;
-    keys::write_new_file(&paths.anchor(), anchor.text.as_bytes(), 0o644)?;
+    lintas_certs::files::write_new(&paths.anchor(), anchor.text.as_bytes(), 0o644)?;
     let header = "# lintas central registry. Keys and database live beside this file.\n\
                   # Environment variables LINTAS_REGISTRY_<KEY> override any key below.\n";
-    keys::write_new_file(
+    lintas_certs::files::write_new(
         &config_path,
         format!("{header}{}", config.to_toml()).as_bytes(),
         0o644,

@@ -625,7 +625,8 @@ impl Registry {
         tls_key: &CsrKey,
         signing_key: &CsrKey,
     ) -> Result<()> {
-        let validity = Validity::starting(self.clock.now(), self.policy.cert_validity);
+        let validity =
+            Validity::starting(self.clock.now(), self.policy.cert_validity).map_err(internal)?;
         let host = check_address(&rec.address)?;
         let tls = self
             .keys

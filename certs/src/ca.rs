@@ -154,12 +154,19 @@ pub struct Validity {
 
 impl Validity {
     /// From `now` (backdated a minute for clock skew) for `lifetime`.
-    pub fn starting(now: SystemTime, lifetime: Duration) -> Self {
+    pub fn starting(now: SystemTime, lifetime: Duration) -> Result<Self, CertError> {
         let now = OffsetDateTime::from(now);
-        Validity {
-            not_before: now - Duration::from_secs(60),
-            not_after: now + lifetime,
-        }
+        let out_of_range = || CertError::Issue(format!("validity of {lifetime:?} is out of range"));
+        Ok(Validity {
+            not_before: now
+                .checked_sub(time::Duration::seconds(60))
+                .ok_or_else(out_of_range)?,
+            not_after: time::Duration::try_from(lifetime)
+                .ok()
+                .and_then(|l| now.checked_add(l))
+                .filter(|t| t.year() <= 9999)
+                .ok_or_else(out_of_range)?,
+        })
     }
 }
 
@@ -213,7 +220,7 @@ impl CsrKey {
 
     /// SHA-256 of the SubjectPublicKeyInfo, in hex: what an operator compares out of band.
     pub fn fingerprint(&self) -> String {
-        crate::hex(&crate::sha256(&self.0.subject_public_key_info()))
+        crate::keys::fingerprint(&self.0)
     }
 }
 
@@ -231,7 +238,7 @@ pub fn make_csr(key: &KeyPair, common_name: &str) -> Result<Vec<u8>, CertError> 
 /// The instance certification authority: its certificate and signing key.
 pub struct Ca {
     cert_der: Vec<u8>,
-    issuer: Issuer<'static, KeyPair>,
+    pub(crate) issuer: Issuer<'static, KeyPair>,
     instance: Code,
 }
 

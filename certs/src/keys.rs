@@ -1,8 +1,7 @@
 //! Private keys: generated here, written owner-only, and refused when others can read them.
 
-use std::fs::OpenOptions;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 pub use rcgen::KeyPair;
@@ -17,7 +16,12 @@ pub fn generate() -> Result<KeyPair, CertError> {
 
 /// Writes `key` as PKCS#8 PEM with mode 0600, refusing to replace an existing file.
 pub fn write(path: &Path, key: &KeyPair) -> Result<(), CertError> {
-    write_new_file(path, key.serialize_pem().as_bytes(), 0o600)
+    crate::files::write_new(path, key.serialize_pem().as_bytes(), 0o600)
+}
+
+/// SHA-256 of the key's SubjectPublicKeyInfo, hex: what operators compare out of band.
+pub fn fingerprint(key: &impl rcgen::PublicKeyData) -> String {
+    crate::hex(&crate::sha256(&key.subject_public_key_info()))
 }
 
 /// Reads a PKCS#8 PEM private key written by [`write`] (or by `openssl genpkey`).
@@ -26,14 +30,17 @@ pub fn read(path: &Path) -> Result<KeyPair, CertError> {
         path: path.to_owned(),
         source,
     };
-    let mode = std::fs::metadata(path).map_err(io)?.permissions().mode() & 0o777;
+    // Check the mode of the file actually opened, not of whatever the path named before.
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let mode = f.metadata().map_err(io)?.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(CertError::KeyPermissions {
             path: path.to_owned(),
             mode,
         });
     }
-    let pem = std::fs::read_to_string(path).map_err(io)?;
+    let mut pem = String::new();
+    f.read_to_string(&mut pem).map_err(io)?;
     from_pem(&pem)
 }
 
@@ -45,33 +52,6 @@ pub fn from_pem(pem: &str) -> Result<KeyPair, CertError> {
         ));
     }
     Ok(key)
-}
-
-/// Creates `path` with `mode` and writes `data`, durably; fails if it exists.
-pub fn write_new_file(path: &Path, data: &[u8], mode: u32) -> Result<(), CertError> {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .map_err(|source| {
-            if source.kind() == std::io::ErrorKind::AlreadyExists {
-                CertError::AlreadyExists {
-                    path: path.to_owned(),
-                }
-            } else {
-                CertError::Io {
-                    path: path.to_owned(),
-                    source,
-                }
-            }
-        })?;
-    f.write_all(data)
-        .and_then(|()| f.sync_all())
-        .map_err(|source| CertError::Io {
-            path: path.to_owned(),
-            source,
-        })
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod ca;
+pub mod files;
 pub mod keys;
 pub mod pem;
 pub mod sig;
@@ -232,6 +233,14 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
     let mut out = [0u8; 32];
     out.copy_from_slice(d.as_ref());
     out
+}
+
+/// Seconds since the Unix epoch (negative before it).
+pub fn unix_secs(t: std::time::SystemTime) -> i64 {
+    match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        Err(e) => i64::try_from(e.duration().as_secs()).map_or(i64::MIN, |s| -s),
+    }
 }
 
 /// Lower-case hexadecimal.

@@ -10,17 +10,22 @@ use rcgen::SigningKey;
 use crate::CertError;
 use crate::keys::KeyPair;
 
-fn framed(domain: &str, message: &[u8]) -> Vec<u8> {
+/// `domain || 0x00 || message`. A domain containing NUL could make two different
+/// (domain, message) pairs frame to the same bytes, so it is refused.
+fn framed(domain: &str, message: &[u8]) -> Result<Vec<u8>, CertError> {
+    if domain.as_bytes().contains(&0) {
+        return Err(CertError::Signing("signature domain contains NUL".into()));
+    }
     let mut data = Vec::with_capacity(domain.len() + 1 + message.len());
     data.extend_from_slice(domain.as_bytes());
     data.push(0);
     data.extend_from_slice(message);
-    data
+    Ok(data)
 }
 
 /// ECDSA P-256 / SHA-256 signature (ASN.1 DER) over `domain || 0x00 || message`.
 pub fn sign(key: &KeyPair, domain: &str, message: &[u8]) -> Result<Vec<u8>, CertError> {
-    key.sign(&framed(domain, message))
+    key.sign(&framed(domain, message)?)
         .map_err(|e| CertError::Signing(e.to_string()))
 }
 
@@ -33,7 +38,7 @@ pub fn verify(
     signature: &[u8],
 ) -> Result<(), CertError> {
     UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, public_key)
-        .verify(&framed(domain, message), signature)
+        .verify(&framed(domain, message)?, signature)
         .map_err(|_| CertError::BadSignature)
 }
 
@@ -49,7 +54,9 @@ mod tests {
         verify(&pk, "a", b"msg", &s).unwrap();
         assert!(verify(&pk, "b", b"msg", &s).is_err(), "other domain");
         assert!(verify(&pk, "a", b"msh", &s).is_err(), "other message");
-        // "a\0" + "b" must not equal "a" + "\0b": the separator is fixed, domains carry no NUL.
+        // A NUL in the domain would make ("a\0", "b") and ("a", "\0b") frame alike.
+        assert!(sign(&key, "a\0", b"b").is_err());
+        assert!(verify(&pk, "a\0", b"b", &s).is_err());
         let other = crate::keys::generate().unwrap();
         assert!(verify(other.public_key_raw(), "a", b"msg", &s).is_err());
         assert!(verify(&pk, "a", b"msg", b"garbage").is_err());

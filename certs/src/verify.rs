@@ -4,16 +4,11 @@ use std::collections::HashSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustls::pki_types::{CertificateDer, TrustAnchor, UnixTime};
-use webpki::{EndEntityCert, KeyUsage};
+use webpki::EndEntityCert;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::{CertError, Identity, Role};
-
-/// DER content of id-kp-timeStamping (1.3.6.1.5.5.7.3.8).
-const OID_TIME_STAMPING: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x08];
-/// DER content of id-kp-serverAuth (1.3.6.1.5.5.7.3.1).
-const OID_SERVER_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x01];
 
 /// What lintas needs to know about a certificate, read once.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,14 +27,17 @@ pub struct CertInfo {
     pub server_auth: bool,
     pub client_auth: bool,
     pub time_stamping: bool,
+    /// Whether the certificate has an extended key usage extension at all.
+    pub has_eku: bool,
     pub eku_critical: bool,
 }
 
 fn unix(secs: i64) -> SystemTime {
+    let d = Duration::from_secs(secs.unsigned_abs());
     if secs >= 0 {
-        UNIX_EPOCH + Duration::from_secs(secs.unsigned_abs())
+        UNIX_EPOCH.checked_add(d).unwrap_or(UNIX_EPOCH)
     } else {
-        UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
+        UNIX_EPOCH.checked_sub(d).unwrap_or(UNIX_EPOCH)
     }
 }
 
@@ -85,6 +83,7 @@ impl CertInfo {
             server_auth: eku.as_ref().is_some_and(|e| e.value.server_auth),
             client_auth: eku.as_ref().is_some_and(|e| e.value.client_auth),
             time_stamping: eku.as_ref().is_some_and(|e| e.value.time_stamping),
+            has_eku: eku.is_some(),
             eku_critical: eku.as_ref().is_some_and(|e| e.critical),
         })
     }
@@ -99,10 +98,7 @@ impl CertInfo {
 
     /// Seconds since the Unix epoch at which the certificate expires.
     pub fn not_after_unix(&self) -> i64 {
-        match self.not_after.duration_since(UNIX_EPOCH) {
-            Ok(d) => d.as_secs() as i64,
-            Err(e) => -(e.duration().as_secs() as i64),
-        }
+        crate::unix_secs(self.not_after)
     }
 }
 
@@ -177,51 +173,73 @@ impl TrustStore {
             });
         }
         if role == Role::Ca {
-            return if self.cas.iter().any(|c| c.der == der) {
-                Ok(info)
-            } else {
-                Err(CertError::Untrusted("not one of the trusted CAs".into()))
-            };
-        }
-        let usage = match role {
-            Role::Server | Role::Registry => KeyUsage::server_auth(),
-            Role::Admin => KeyUsage::client_auth(),
-            Role::Tsa => KeyUsage::required(OID_TIME_STAMPING),
-            // Signing keys carry no extended key usage; refuse one that claims TLS use.
-            Role::Member | Role::GlobalConf | Role::Ca => {
-                KeyUsage::required_if_present(OID_SERVER_AUTH)
+            if !self.cas.iter().any(|c| c.der == der) {
+                return Err(CertError::Untrusted("not one of the trusted CAs".into()));
             }
-        };
+            if now < info.not_before || now >= info.not_after {
+                return Err(CertError::Untrusted(
+                    "CA certificate is outside its validity period".into(),
+                ));
+            }
+            return Ok(info);
+        }
         let cert_der = CertificateDer::from(der);
         let ee = EndEntityCert::try_from(&cert_der)
             .map_err(|e| CertError::BadCertificate(format!("{e:?}")))?;
         let time = UnixTime::since_unix_epoch(now.duration_since(UNIX_EPOCH).unwrap_or_default());
+        // Extended key usage is checked below, per role, from the parsed certificate.
         ee.verify_for_usage(
             webpki::ALL_VERIFICATION_ALGS,
             &self.anchors,
             &[],
             time,
-            usage,
+            AnyEku,
             None,
             None,
         )
         .map_err(|e| CertError::Untrusted(describe_webpki(&e)))?;
-        let missing = |what: &str| {
-            Err(CertError::Untrusted(format!(
-                "{} certificate lacks {what}",
-                role
-            )))
-        };
-        match role {
-            Role::Member if !info.non_repudiation => return missing("nonRepudiation key usage"),
-            Role::Tsa if !(info.time_stamping && info.eku_critical) => {
-                return missing("a critical timeStamping extended key usage");
-            }
-            Role::Server if !info.client_auth => return missing("clientAuth extended key usage"),
-            _ if !info.digital_signature => return missing("digitalSignature key usage"),
-            _ => {}
-        }
+        check_usages(&info, role)?;
         Ok(info)
+    }
+}
+
+/// Chain building leaves extended key usage to [`check_usages`].
+struct AnyEku;
+
+impl webpki::ExtendedKeyUsageValidator for AnyEku {
+    fn validate(&self, _: webpki::KeyPurposeIdIter<'_, '_>) -> Result<(), webpki::Error> {
+        Ok(())
+    }
+}
+
+/// The key usage profile each role must have, exactly as [`crate::Profile`] issues it.
+fn check_usages(info: &CertInfo, role: Role) -> Result<(), CertError> {
+    let lacks = |what: &str| Err(CertError::Untrusted(format!("{role} certificate {what}")));
+    if !info.digital_signature {
+        return lacks("lacks digitalSignature key usage");
+    }
+    match role {
+        Role::Server if !(info.server_auth && info.client_auth) => {
+            lacks("needs serverAuth and clientAuth extended key usage")
+        }
+        Role::Registry if !info.server_auth => lacks("needs serverAuth extended key usage"),
+        Role::Admin if !info.client_auth || info.server_auth => {
+            lacks("needs clientAuth (and not serverAuth) extended key usage")
+        }
+        Role::Member | Role::GlobalConf if info.has_eku => {
+            lacks("must not carry an extended key usage")
+        }
+        Role::Member | Role::GlobalConf if !info.non_repudiation => {
+            lacks("lacks nonRepudiation key usage")
+        }
+        Role::Tsa
+            if !(info.time_stamping && info.eku_critical)
+                || info.server_auth
+                || info.client_auth =>
+        {
+            lacks("needs a critical extended key usage of timeStamping only")
+        }
+        _ => Ok(()),
     }
 }
 
@@ -252,7 +270,7 @@ mod tests {
     fn ca(instance: &str) -> Ca {
         Ca::create(
             &instance.parse().unwrap(),
-            Validity::starting(SystemTime::now(), 10 * YEAR),
+            Validity::starting(SystemTime::now(), 10 * YEAR).unwrap(),
         )
         .unwrap()
     }
@@ -261,8 +279,12 @@ mod tests {
         let key = keys::generate().unwrap();
         let csr = make_csr(&key, "x").unwrap();
         let k = CsrKey::from_der(&csr).unwrap();
-        ca.issue(&k, &profile, Validity::starting(SystemTime::now(), YEAR))
-            .unwrap()
+        ca.issue(
+            &k,
+            &profile,
+            Validity::starting(SystemTime::now(), YEAR).unwrap(),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -341,15 +363,138 @@ mod tests {
     #[test]
     fn malformed_csrs_are_refused() {
         assert!(CsrKey::from_der(b"").is_err());
-        assert!(CsrKey::from_der(b"not a csr").is_err());
-        assert!(CsrKey::from_der(&vec![0x30; 20_000]).is_err());
+        let err = CsrKey::from_der(b"not a csr").err().unwrap();
+        assert!(err.to_string().contains("not a DER PKCS#10"), "{err}");
+        let err = CsrKey::from_der(&vec![0x30; 20_000]).err().unwrap();
+        assert!(err.to_string().contains("at most"), "{err}");
+    }
+
+    #[test]
+    fn csr_with_a_bad_signature_gives_no_proof_of_possession() {
         let key = keys::generate().unwrap();
         let mut csr = make_csr(&key, "x").unwrap();
-        // Flip a byte of the subject: the self-signature no longer verifies.
-        let i = csr.len() / 3;
-        csr[i] ^= 0x01;
+        // The last bytes are the value of the ECDSA signature's s integer: the request
+        // still parses, only its signature is wrong.
+        let n = csr.len();
+        csr[n - 3] ^= 0x01;
         let err = CsrKey::from_der(&csr).err().unwrap();
-        assert!(matches!(err, CertError::BadCsr(_)), "{err}");
+        assert!(err.to_string().contains("proof of possession"), "{err}");
+    }
+
+    /// A certificate with `uri` as identity and the given usages, signed by `ca`.
+    fn crafted(
+        ca: &Ca,
+        uri: &str,
+        ku: Vec<rcgen::KeyUsagePurpose>,
+        eku: Vec<rcgen::ExtendedKeyUsagePurpose>,
+    ) -> Vec<u8> {
+        let key = keys::generate().unwrap();
+        let mut p = rcgen::CertificateParams::default();
+        p.subject_alt_names = vec![rcgen::SanType::URI(uri.try_into().unwrap())];
+        p.key_usages = ku;
+        p.extended_key_usages = eku;
+        p.not_before = time::OffsetDateTime::now_utc() - Duration::from_secs(60);
+        p.not_after = time::OffsetDateTime::now_utc() + YEAR;
+        p.signed_by(&key, &ca.issuer).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn certificates_with_the_wrong_usages_are_refused() {
+        use rcgen::ExtendedKeyUsagePurpose as E;
+        use rcgen::KeyUsagePurpose as K;
+        let ca = ca("ID");
+        let store = TrustStore::new([ca.cert_der()]).unwrap();
+        let now = SystemTime::now();
+        let signing = vec![K::DigitalSignature, K::ContentCommitment];
+        let cases = [
+            // A signing certificate that claims TLS use.
+            (
+                "lintas:member:ID/GOV/X",
+                signing.clone(),
+                vec![E::ServerAuth],
+                Role::Member,
+            ),
+            (
+                "lintas:member:ID/GOV/X",
+                signing.clone(),
+                vec![E::ClientAuth],
+                Role::Member,
+            ),
+            // A signing certificate without nonRepudiation.
+            (
+                "lintas:member:ID/GOV/X",
+                vec![K::DigitalSignature],
+                vec![],
+                Role::Member,
+            ),
+            // An admin certificate without any extended key usage, or a server one.
+            (
+                "lintas:admin:ID/eve",
+                vec![K::DigitalSignature],
+                vec![],
+                Role::Admin,
+            ),
+            (
+                "lintas:admin:ID/eve",
+                vec![K::DigitalSignature],
+                vec![E::ClientAuth, E::ServerAuth],
+                Role::Admin,
+            ),
+            // A server certificate usable only as a client.
+            (
+                "lintas:server:ID/GOV/X/SS1",
+                vec![K::DigitalSignature],
+                vec![E::ClientAuth],
+                Role::Server,
+            ),
+            // A registry certificate without serverAuth.
+            (
+                "lintas:registry:ID",
+                vec![K::DigitalSignature],
+                vec![],
+                Role::Registry,
+            ),
+            // A TSA whose timeStamping usage is not critical (rcgen's default).
+            (
+                "lintas:tsa:ID/t",
+                signing.clone(),
+                vec![E::TimeStamping],
+                Role::Tsa,
+            ),
+            // No digitalSignature at all.
+            (
+                "lintas:registry:ID",
+                vec![K::KeyEncipherment],
+                vec![E::ServerAuth],
+                Role::Registry,
+            ),
+        ];
+        for (uri, ku, eku, role) in cases {
+            let der = crafted(&ca, uri, ku, eku.clone());
+            let err = store.verify(&der, role, now).unwrap_err();
+            assert!(
+                matches!(err, CertError::Untrusted(_)),
+                "{uri} {eku:?}: {err}"
+            );
+        }
+        // The same shapes with the right usages pass, so the refusals above are about usage.
+        let ok = crafted(&ca, "lintas:member:ID/GOV/X", signing, vec![]);
+        store.verify(&ok, Role::Member, now).unwrap();
+    }
+
+    #[test]
+    fn an_expired_ca_is_not_valid() {
+        let instance = "ID".parse().unwrap();
+        let long_ago = SystemTime::now() - 3 * YEAR;
+        let old = Ca::create(&instance, Validity::starting(long_ago, YEAR).unwrap()).unwrap();
+        let store = TrustStore::new([old.cert_der()]).unwrap();
+        let err = store
+            .verify(old.cert_der(), Role::Ca, SystemTime::now())
+            .unwrap_err();
+        assert!(err.to_string().contains("validity"), "{err}");
+        store
+            .verify(old.cert_der(), Role::Ca, long_ago + YEAR / 2)
+            .unwrap();
     }
 
     #[test]
@@ -360,7 +505,7 @@ mod tests {
             .issue_for_key(
                 &key,
                 &Profile::Member("XX/GOV/A".parse().unwrap()),
-                Validity::starting(SystemTime::now(), YEAR),
+                Validity::starting(SystemTime::now(), YEAR).unwrap(),
             )
             .unwrap_err();
         assert!(err.to_string().contains("not of instance"), "{err}");

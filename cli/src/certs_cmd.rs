@@ -94,9 +94,12 @@ pub fn run(args: Args) -> Result<()> {
     match args.command {
         Command::Ca { out, instance } => {
             std::fs::create_dir_all(&out)?;
-            let ca = Ca::create(&instance, Validity::starting(SystemTime::now(), 3650 * DAY))?;
+            let ca = Ca::create(
+                &instance,
+                Validity::starting(SystemTime::now(), 3650 * DAY)?,
+            )?;
             keys::write(&out.join("ca.key.pem"), ca.key())?;
-            keys::write_new_file(
+            lintas_certs::files::write_new(
                 &out.join("ca.crt.pem"),
                 cert_to_pem(ca.cert_der()).as_bytes(),
                 0o644,
@@ -110,7 +113,7 @@ pub fn run(args: Args) -> Result<()> {
             let key = keys::generate()?;
             keys::write(&key_out, &key)?;
             let csr = make_csr(&key, "lintas")?;
-            keys::write_new_file(&csr_out, csr_to_pem(&csr).as_bytes(), 0o644)?;
+            lintas_certs::files::write_new(&csr_out, csr_to_pem(&csr).as_bytes(), 0o644)?;
             println!(
                 "key {} (0600) and request {} written",
                 key_out.display(),
@@ -151,9 +154,12 @@ pub fn run(args: Args) -> Result<()> {
             let cert = ca.issue(
                 &key,
                 &profile,
-                Validity::starting(SystemTime::now(), Duration::from_secs(days * 86400)),
+                Validity::starting(
+                    SystemTime::now(),
+                    Duration::from_secs(days.saturating_mul(86400)),
+                )?,
             )?;
-            keys::write_new_file(&out, cert_to_pem(&cert).as_bytes(), 0o644)?;
+            lintas_certs::files::write_new(&out, cert_to_pem(&cert).as_bytes(), 0o644)?;
             println!("{} issued to {}", profile.identity(), out.display());
         }
         Command::Show { cert } => {

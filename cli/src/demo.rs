@@ -310,7 +310,11 @@ async fn exchange(root: &Path, anchor: &Path, admin_dir: &Path, url: &str) -> Re
 async fn consumer_bad_csr(url: &str, anchor: &Path) -> String {
     let attempt = async {
         let anchor = lintas_globalconf::Anchor::load(anchor)?;
-        let tls = lintas_transport::client_config(anchor.trust_store(), None)?;
+        let tls = lintas_transport::client_config(
+            anchor.trust_store(),
+            lintas_certs::Role::Registry,
+            None,
+        )?;
         let mut client =
             pb::registration_client::RegistrationClient::new(lintas_transport::channel(url, tls)?);
         let err = client

@@ -482,7 +482,9 @@ async fn admin_api_requires_an_unrevoked_admin_certificate() {
 
     // No client certificate at all.
     let anchor = lintas_globalconf::Anchor::load(&inst.anchor()).unwrap();
-    let tls = lintas_transport::client_config(anchor.trust_store(), None).unwrap();
+    let tls =
+        lintas_transport::client_config(anchor.trust_store(), lintas_certs::Role::Registry, None)
+            .unwrap();
     let mut anonymous =
         RegistryAdminClient::new(lintas_transport::channel(&inst.config.public_url, tls).unwrap());
     let err = anonymous
@@ -495,8 +497,12 @@ async fn admin_api_requires_an_unrevoked_admin_certificate() {
     // A security server's certificate is not an administrator's.
     let tls_key = lintas_certs::keys::read(&node.paths.tls_key()).unwrap();
     let tls_cert = read_cert(&node.paths.tls_cert());
-    let tls =
-        lintas_transport::client_config(anchor.trust_store(), Some((&tls_cert, &tls_key))).unwrap();
+    let tls = lintas_transport::client_config(
+        anchor.trust_store(),
+        lintas_certs::Role::Registry,
+        Some((&tls_cert, &tls_key)),
+    )
+    .unwrap();
     let mut server =
         RegistryAdminClient::new(lintas_transport::channel(&inst.config.public_url, tls).unwrap());
     let err = server
@@ -513,16 +519,26 @@ async fn admin_api_requires_an_unrevoked_admin_certificate() {
         err.message()
     );
 
-    // An administrator certificate from another instance's CA does not even get through TLS.
+    // An administrator certificate from another instance's CA is refused in the TLS
+    // handshake (the client trusts our registry; only its certificate is foreign).
     let foreign = Instance::start().await;
+    let foreign_admin = foreign.admin_dir();
+    let cert = read_cert(&lintas_registry::admin::cert_path(&foreign_admin));
+    let key = lintas_certs::keys::read(&lintas_registry::admin::key_path(&foreign_admin)).unwrap();
+    let tls = lintas_transport::client_config(
+        anchor.trust_store(),
+        lintas_certs::Role::Registry,
+        Some((&cert, &key)),
+    )
+    .unwrap();
     let mut stranger =
-        lintas_registry::admin::connect(&foreign.admin_dir(), &inst.config.public_url).unwrap();
-    assert!(
-        stranger
-            .list_members(pb::ListMembersRequest {})
-            .await
-            .is_err()
-    );
+        RegistryAdminClient::new(lintas_transport::channel(&inst.config.public_url, tls).unwrap());
+    let err = stranger
+        .list_members(pb::ListMembersRequest {})
+        .await
+        .unwrap_err();
+    // TLS 1.3 reports a refused client certificate as an alert after the handshake.
+    assert!(format!("{err:?}").contains("fatal alert"), "{err:?}");
 
     // A revoked administrator certificate is refused from then on.
     let mut admin = inst.admin();
@@ -546,6 +562,42 @@ async fn admin_api_requires_an_unrevoked_admin_certificate() {
     assert!(err.message().contains("revoked"));
 }
 
+#[tokio::test]
+async fn an_enrolled_server_cannot_pose_as_the_registry() {
+    use tokio_stream::StreamExt;
+    let inst = Instance::start().await;
+    let node = inst.node(PROVIDER, &[PROVIDER_CLIENT]);
+    inst.enrol(&node).await;
+    // The server's TLS certificate names 127.0.0.1, the registry's host too, and chains
+    // to the same CA: only its role tells it apart.
+    let trust = node.anchor.trust_store();
+    let cert = read_cert(&node.paths.tls_cert());
+    let key = lintas_certs::keys::read(&node.paths.tls_key()).unwrap();
+    let config =
+        lintas_transport::server_config(&cert, &key, trust, lintas_transport::ClientAuth::Optional)
+            .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    let mut incoming = lintas_transport::incoming(listener, config);
+    tokio::spawn(async move { while incoming.next().await.is_some() {} });
+
+    let connect = |role| {
+        let tls = lintas_transport::client_config(trust, role, None).unwrap();
+        pb::registration_client::RegistrationClient::new(
+            lintas_transport::channel(&url, tls).unwrap(),
+        )
+    };
+    let err = connect(lintas_certs::Role::Registry)
+        .status(pb::StatusRequest {
+            request_id: "x".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err}");
+    let chain = format!("{:?}", std::error::Error::source(&err));
+    assert!(chain.contains("expected the registry"), "{chain}");
+}
+
 fn csr() -> Vec<u8> {
     lintas_certs::ca::make_csr(&lintas_certs::keys::generate().unwrap(), "t").unwrap()
 }
@@ -554,7 +606,9 @@ fn csr() -> Vec<u8> {
 async fn bad_registrations_and_admin_input_are_refused_with_clear_errors() {
     let inst = Instance::start().await;
     let anchor = lintas_globalconf::Anchor::load(&inst.anchor()).unwrap();
-    let tls = lintas_transport::client_config(anchor.trust_store(), None).unwrap();
+    let tls =
+        lintas_transport::client_config(anchor.trust_store(), lintas_certs::Role::Registry, None)
+            .unwrap();
     let mut reg = pb::registration_client::RegistrationClient::new(
         lintas_transport::channel(&inst.config.public_url, tls).unwrap(),
     );

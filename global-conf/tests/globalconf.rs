@@ -22,7 +22,7 @@ struct Fixture {
 fn fixture() -> Fixture {
     let now = SystemTime::now();
     let instance = "ID".parse().unwrap();
-    let ca = Ca::create(&instance, Validity::starting(now, 10 * YEAR)).unwrap();
+    let ca = Ca::create(&instance, Validity::starting(now, 10 * YEAR).unwrap()).unwrap();
     let key = keys::generate().unwrap();
     let cert = ca
         .issue_for_key(
@@ -30,7 +30,7 @@ fn fixture() -> Fixture {
             &Profile::GlobalConf {
                 instance: instance.clone(),
             },
-            Validity::starting(now, YEAR),
+            Validity::starting(now, YEAR).unwrap(),
         )
         .unwrap();
     let anchor = Anchor::new(

@@ -108,12 +108,12 @@ pub fn init(dir: &Path, config: &SsConfig, anchor_path: &Path) -> Result<PathBuf
     let paths = Paths(dir.to_owned());
     let config_path = dir.join("ss.toml");
     let header = "# lintas security server. Environment variables LINTAS_SS_<KEY> override keys.\n";
-    keys::write_new_file(
+    lintas_certs::files::write_new(
         &config_path,
         format!("{header}{}", config.to_toml()).as_bytes(),
         0o644,
     )?;
-    keys::write_new_file(&paths.anchor(), anchor.text.as_bytes(), 0o644)?;
+    lintas_certs::files::write_new(&paths.anchor(), anchor.text.as_bytes(), 0o644)?;
     keys::write(&paths.tls_key(), &keys::generate()?)?;
     keys::write(&paths.sign_key(), &keys::generate()?)?;
     Ok(config_path)
@@ -156,7 +156,11 @@ impl Node {
     }
 
     async fn registry(&self) -> Result<RegistrationClient<tonic::transport::Channel>, SsError> {
-        let tls = lintas_transport::client_config(self.anchor.trust_store(), None)?;
+        let tls = lintas_transport::client_config(
+            self.anchor.trust_store(),
+            lintas_certs::Role::Registry,
+            None,
+        )?;
         let channel = lintas_transport::channel(&self.anchor.registry_url, tls)?;
         Ok(RegistrationClient::new(channel))
     }

@@ -8,13 +8,15 @@
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
 use hyper_util::rt::TokioIo;
-use lintas_certs::{KeyPair, TrustStore};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use lintas_certs::{KeyPair, Role, TrustStore};
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_stream::wrappers::ReceiverStream;
@@ -22,6 +24,10 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 /// How long a peer may take to complete the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Handshakes in progress at once; further connections wait in the listen backlog, so
+/// slow or idle peers cannot make the server spawn without bound.
+pub const MAX_PENDING_HANDSHAKES: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -85,15 +91,83 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
-/// A TLS 1.3 client configuration trusting `servers`, optionally presenting a client
-/// certificate.
+/// Verifies a server certificate as webpki does (chain, validity, host name) and then
+/// requires the lintas role the client expects: a security server's certificate, which
+/// names a host too, must never pass for the registry's.
+#[derive(Debug)]
+struct RoleVerifier {
+    webpki: Arc<WebPkiServerVerifier>,
+    trust: TrustStore,
+    role: Role,
+}
+
+impl ServerCertVerifier for RoleVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        let at = UNIX_EPOCH + Duration::from_secs(now.as_secs());
+        self.trust
+            .verify(end_entity.as_ref(), self.role, at)
+            .map_err(|e| rustls::Error::General(format!("peer certificate refused: {e}")))?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
+}
+
+/// A TLS 1.3 client configuration accepting only servers whose certificate chains to
+/// `servers` and carries `role` (for example [`Role::Registry`]), optionally presenting a
+/// client certificate.
 pub fn client_config(
     servers: &TrustStore,
+    role: Role,
     identity: Option<(&[u8], &KeyPair)>,
 ) -> Result<Arc<ClientConfig>, TransportError> {
+    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots(servers)?), provider())
+        .build()
+        .map_err(|e| TransportError::Verifier(e.to_string()))?;
+    let verifier = RoleVerifier {
+        webpki,
+        trust: servers.clone(),
+        role,
+    };
+    // "dangerous" is rustls' name for any custom verifier; this one only adds checks.
     let builder = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(roots(servers)?);
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier));
     let mut config = match identity {
         Some((cert, key)) => builder
             .with_client_auth_cert(vec![CertificateDer::from(cert.to_vec())], key_der(key))?,
@@ -112,8 +186,12 @@ pub fn incoming(
 ) -> ReceiverStream<Result<tokio_rustls::server::TlsStream<TcpStream>, std::io::Error>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let acceptor = TlsAcceptor::from(config);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
     tokio::spawn(async move {
         loop {
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
             let (tcp, peer) = tokio::select! {
                 _ = tx.closed() => return,
                 accepted = listener.accept() => match accepted {
@@ -130,7 +208,9 @@ pub fn incoming(
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
+                drop(slot);
+                match handshake {
                     Ok(Ok(tls)) => {
                         let _ = tx.send(Ok(tls)).await;
                     }

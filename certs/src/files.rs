@@ -1,0 +1,87 @@
+//! Durable file writes for keys, certificates and caches.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use crate::CertError;
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CertError + '_ {
+    move |source| CertError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Creates `path` with `mode` and writes `data` durably; refuses to replace a file.
+pub fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<(), CertError> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|source| {
+            if source.kind() == std::io::ErrorKind::AlreadyExists {
+                CertError::AlreadyExists {
+                    path: path.to_owned(),
+                }
+            } else {
+                CertError::Io {
+                    path: path.to_owned(),
+                    source,
+                }
+            }
+        })?;
+    f.write_all(data)
+        .and_then(|()| f.sync_all())
+        .map_err(io(path))?;
+    sync_parent(path)
+}
+
+/// Replaces `path` with `data` atomically and durably: readers see the old or the new
+/// contents, never a mix, and after return the new contents survive a crash.
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), CertError> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)
+            .map_err(io(&tmp))?;
+        f.write_all(data)
+            .and_then(|()| f.sync_all())
+            .map_err(io(&tmp))?;
+    }
+    std::fs::rename(&tmp, path).map_err(io(path))?;
+    sync_parent(path)
+}
+
+fn sync_parent(path: &Path) -> Result<(), CertError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_and_new_write_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        write_new(&p, b"one", 0o644).unwrap();
+        assert!(matches!(
+            write_new(&p, b"two", 0o644),
+            Err(CertError::AlreadyExists { .. })
+        ));
+        write_atomic(&p, b"three", 0o644).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"three");
+        assert!(!p.with_extension("tmp").exists());
+    }
+}
