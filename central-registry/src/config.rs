@@ -103,15 +103,19 @@ impl RegistryConfig {
                 format!("globalconf_urls entry '{u}' must start with http://")
             });
         }
-        p.check(self.conf_validity_secs >= 60, || {
-            "conf_validity_secs must be at least 60".into()
+        p.check((60..=30 * 86400).contains(&self.conf_validity_secs), || {
+            "conf_validity_secs must be between 60 and 2592000 (30 days)".into()
         });
         p.check(
-            self.conf_refresh_secs > 0 && self.conf_refresh_secs * 2 <= self.conf_validity_secs,
+            self.conf_refresh_secs > 0
+                && self.conf_refresh_secs.saturating_mul(2) <= self.conf_validity_secs,
             || "conf_refresh_secs must be above 0 and at most half of conf_validity_secs, so servers always have time to fetch the next document".into(),
         );
         p.check((1..=3650).contains(&self.cert_validity_days), || {
             "cert_validity_days must be between 1 and 3650".into()
+        });
+        p.check((60..=30 * 86400).contains(&self.token_ttl_secs), || {
+            "token_ttl_secs must be between 60 and 2592000 (30 days)".into()
         });
         p.check(self.max_request_bytes >= 4096, || {
             "max_request_bytes must be at least 4096".into()

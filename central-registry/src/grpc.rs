@@ -1,5 +1,7 @@
 //! The gRPC edge: translates between protobuf messages and [`Registry`] calls, and maps
-//! registry errors to gRPC status codes in one place.
+//! registry errors to gRPC status codes in one place. Every registry call, including
+//! the administrator check, runs on the blocking pool: the registry's lock is held
+//! across signing and flushing to disk.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +24,7 @@ impl From<RegistryError> for Status {
             RegistryError::AlreadyExists(_) => Status::already_exists(msg),
             RegistryError::FailedPrecondition(_) => Status::failed_precondition(msg),
             RegistryError::PermissionDenied(_) => Status::permission_denied(msg),
+            RegistryError::ResourceExhausted(_) => Status::resource_exhausted(msg),
             RegistryError::Internal(_) => {
                 tracing::error!(error = %msg, "registry internal error");
                 Status::internal(msg)
@@ -30,7 +33,7 @@ impl From<RegistryError> for Status {
     }
 }
 
-/// Runs a registry call (which may flush to disk) on the blocking pool.
+/// Runs a registry call on the blocking pool.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, RegistryError> + Send + 'static,
 ) -> Result<T, Status> {
@@ -54,7 +57,7 @@ fn status_to_pb(r: RegistrationRec) -> pb::RegistrationStatus {
         state: state_to_pb(r.state) as i32,
         reason: r.reason,
         server_id: r.server_id.to_string(),
-        address: r.address,
+        address: r.address.to_string(),
         clients: r.clients.iter().map(ToString::to_string).collect(),
         submitted_at: r.submitted_at,
         decided_at: r.decided_at,
@@ -63,6 +66,8 @@ fn status_to_pb(r: RegistrationRec) -> pb::RegistrationStatus {
         tls_key_fingerprint: r.tls_key_fingerprint,
         signing_key_fingerprint: r.signing_key_fingerprint,
         decided_by: r.decided_by,
+        member_name: r.member_name,
+        renewal: r.renewal,
     }
 }
 
@@ -95,7 +100,9 @@ impl Registration for RegistrationService {
         request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::RegistrationStatus>, Status> {
         let id = request.into_inner().request_id;
-        Ok(Response::new(status_to_pb(self.0.status(&id)?)))
+        let reg = self.0.clone();
+        let rec = blocking(move || reg.status(&id)).await?;
+        Ok(Response::new(status_to_pb(rec)))
     }
 
     async fn get_global_conf(
@@ -113,10 +120,24 @@ impl Registration for RegistrationService {
 pub struct AdminService(pub Arc<Registry>);
 
 impl AdminService {
-    fn admin<T>(&self, request: &Request<T>) -> Result<String, Status> {
-        let cert = lintas_transport::peer_cert(request);
-        let name = self.0.authorize_admin(cert.as_deref())?;
-        Ok(format!("administrator {name}"))
+    /// Authorizes the caller and runs `f` with the administrator's name, on the blocking
+    /// pool.
+    async fn admin<Req, T: Send + 'static>(
+        &self,
+        request: Request<Req>,
+        f: impl FnOnce(&Registry, &str, Req) -> Result<T, RegistryError> + Send + 'static,
+    ) -> Result<T, Status>
+    where
+        Req: Send + 'static,
+    {
+        let cert = lintas_transport::peer_cert(&request);
+        let body = request.into_inner();
+        let reg = self.0.clone();
+        blocking(move || {
+            let admin = reg.authorize_admin(cert.as_deref())?;
+            f(&reg, &admin, body)
+        })
+        .await
     }
 }
 
@@ -130,21 +151,19 @@ impl RegistryAdmin for AdminService {
         &self,
         request: Request<pb::ListRegistrationsRequest>,
     ) -> Result<Response<pb::ListRegistrationsResponse>, Status> {
-        self.admin(&request)?;
-        let filter = match request.into_inner().state() {
-            pb::RegistrationState::Unspecified => None,
-            pb::RegistrationState::Pending => Some(RegState::Pending),
-            pb::RegistrationState::Approved => Some(RegState::Approved),
-            pb::RegistrationState::Rejected => Some(RegState::Rejected),
-        };
         let registrations = self
-            .0
-            .list_registrations(filter)
-            .into_iter()
-            .map(status_to_pb)
-            .collect();
+            .admin(request, |reg, _, r| {
+                let filter = match r.state() {
+                    pb::RegistrationState::Unspecified => None,
+                    pb::RegistrationState::Pending => Some(RegState::Pending),
+                    pb::RegistrationState::Approved => Some(RegState::Approved),
+                    pb::RegistrationState::Rejected => Some(RegState::Rejected),
+                };
+                Ok(reg.list_registrations(filter))
+            })
+            .await?;
         Ok(Response::new(pb::ListRegistrationsResponse {
-            registrations,
+            registrations: registrations.into_iter().map(status_to_pb).collect(),
         }))
     }
 
@@ -152,44 +171,38 @@ impl RegistryAdmin for AdminService {
         &self,
         request: Request<pb::DecisionRequest>,
     ) -> Result<Response<pb::RegistrationStatus>, Status> {
-        let admin = self.admin(&request)?;
-        let id = request.into_inner().request_id;
-        let reg = self.0.clone();
-        let rec = blocking(move || reg.approve(&admin, &id)).await?;
-        Ok(Response::new(status_to_pb(rec)))
+        self.admin(request, |reg, admin, r| reg.approve(admin, &r.request_id))
+            .await
+            .map(|rec| Response::new(status_to_pb(rec)))
     }
 
     async fn reject(
         &self,
         request: Request<pb::DecisionRequest>,
     ) -> Result<Response<pb::RegistrationStatus>, Status> {
-        let admin = self.admin(&request)?;
-        let r = request.into_inner();
-        let reg = self.0.clone();
-        let rec = blocking(move || reg.reject(&admin, &r.request_id, &r.reason)).await?;
-        Ok(Response::new(status_to_pb(rec)))
+        self.admin(request, |reg, admin, r| {
+            reg.reject(admin, &r.request_id, &r.reason)
+        })
+        .await
+        .map(|rec| Response::new(status_to_pb(rec)))
     }
 
     async fn add_member(
         &self,
         request: Request<pb::AddMemberRequest>,
     ) -> Result<Response<pb::AdminResponse>, Status> {
-        let admin = self.admin(&request)?;
-        let r = request.into_inner();
-        let reg = self.0.clone();
-        blocking(move || reg.add_member(&admin, &r.id, &r.name))
-            .await
-            .map(serial)
+        self.admin(request, |reg, admin, r| {
+            reg.add_member(admin, &r.id, &r.name)
+        })
+        .await
+        .map(serial)
     }
 
     async fn add_subsystem(
         &self,
         request: Request<pb::AddSubsystemRequest>,
     ) -> Result<Response<pb::AdminResponse>, Status> {
-        let admin = self.admin(&request)?;
-        let r = request.into_inner();
-        let reg = self.0.clone();
-        blocking(move || reg.add_subsystem(&admin, &r.id))
+        self.admin(request, |reg, admin, r| reg.add_subsystem(admin, &r.id))
             .await
             .map(serial)
     }
@@ -198,109 +211,117 @@ impl RegistryAdmin for AdminService {
         &self,
         request: Request<pb::ListMembersRequest>,
     ) -> Result<Response<pb::ListMembersResponse>, Status> {
-        self.admin(&request)?;
-        let members = self
-            .0
-            .members()
-            .into_iter()
-            .map(|m| lintas_proto::globalconf::v1::Member {
-                id: m.id.to_string(),
-                name: m.name,
-                subsystems: m.subsystems.iter().map(ToString::to_string).collect(),
-            })
-            .collect();
-        Ok(Response::new(pb::ListMembersResponse { members }))
+        let members = self.admin(request, |reg, _, _| Ok(reg.members())).await?;
+        Ok(Response::new(pb::ListMembersResponse {
+            members: members
+                .into_iter()
+                .map(|m| lintas_proto::globalconf::v1::Member {
+                    id: m.id.to_string(),
+                    name: m.name,
+                    subsystems: m.subsystems.iter().map(ToString::to_string).collect(),
+                })
+                .collect(),
+        }))
     }
 
     async fn add_group(
         &self,
         request: Request<pb::AddGroupRequest>,
     ) -> Result<Response<pb::AdminResponse>, Status> {
-        let admin = self.admin(&request)?;
-        let r = request.into_inner();
-        let reg = self.0.clone();
-        blocking(move || reg.add_group(&admin, &r.code, &r.description))
-            .await
-            .map(serial)
+        self.admin(request, |reg, admin, r| {
+            reg.add_group(admin, &r.code, &r.description)
+        })
+        .await
+        .map(serial)
     }
 
     async fn add_group_member(
         &self,
         request: Request<pb::GroupMemberRequest>,
     ) -> Result<Response<pb::AdminResponse>, Status> {
-        let admin = self.admin(&request)?;
-        let r = request.into_inner();
-        let reg = self.0.clone();
-        blocking(move || reg.set_group_member(&admin, &r.code, &r.client, true))
-            .await
-            .map(serial)
+        self.admin(request, |reg, admin, r| {
+            reg.set_group_member(admin, &r.code, &r.client, true)
+        })
+        .await
+        .map(serial)
     }
 
     async fn remove_group_member(
         &self,
         request: Request<pb::GroupMemberRequest>,
     ) -> Result<Response<pb::AdminResponse>, Status> {
-        let admin = self.admin(&request)?;
-        let r = request.into_inner();
-        let reg = self.0.clone();
-        blocking(move || reg.set_group_member(&admin, &r.code, &r.client, false))
-            .await
-            .map(serial)
+        self.admin(request, |reg, admin, r| {
+            reg.set_group_member(admin, &r.code, &r.client, false)
+        })
+        .await
+        .map(serial)
     }
 
     async fn list_servers(
         &self,
         request: Request<pb::ListServersRequest>,
     ) -> Result<Response<pb::ListServersResponse>, Status> {
-        self.admin(&request)?;
-        let servers = self
-            .0
-            .servers()
-            .into_iter()
-            .map(|s| pb::ServerInfo {
-                id: s.id.to_string(),
-                address: s.address,
-                clients: s.clients.iter().map(ToString::to_string).collect(),
-                certificates: s
-                    .certs
-                    .iter()
-                    .map(|c| pb::IssuedCertificate {
-                        role: c.kind.as_str().into(),
-                        serial: c.serial.clone(),
-                        revoked: c.revoked.is_some(),
-                        not_after: c.not_after,
-                    })
-                    .collect(),
-            })
-            .collect();
-        Ok(Response::new(pb::ListServersResponse { servers }))
+        let servers = self.admin(request, |reg, _, _| Ok(reg.servers())).await?;
+        Ok(Response::new(pb::ListServersResponse {
+            servers: servers
+                .into_iter()
+                .map(|s| pb::ServerInfo {
+                    id: s.id.to_string(),
+                    address: s.address.to_string(),
+                    clients: s.clients.iter().map(ToString::to_string).collect(),
+                    certificates: s
+                        .certs
+                        .iter()
+                        .map(|c| pb::IssuedCertificate {
+                            role: c.kind.as_str().into(),
+                            serial: c.serial.clone(),
+                            revoked: c.revoked.is_some(),
+                            not_after: c.not_after,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }))
     }
 
     async fn revoke(
         &self,
         request: Request<pb::RevokeRequest>,
     ) -> Result<Response<pb::AdminResponse>, Status> {
-        let admin = self.admin(&request)?;
-        let r = request.into_inner();
-        let reg = self.0.clone();
-        blocking(move || reg.revoke(&admin, &r.serial, &r.reason))
-            .await
-            .map(serial)
+        self.admin(request, |reg, admin, r| {
+            reg.revoke(admin, &r.serial, &r.reason)
+        })
+        .await
+        .map(serial)
     }
 
     async fn create_enrolment_token(
         &self,
         request: Request<pb::CreateEnrolmentTokenRequest>,
     ) -> Result<Response<pb::CreateEnrolmentTokenResponse>, Status> {
-        let admin = self.admin(&request)?;
-        let r = request.into_inner();
-        let ttl = (r.ttl_seconds > 0).then(|| Duration::from_secs(r.ttl_seconds));
-        let reg = self.0.clone();
-        let (token, expires_at) =
-            blocking(move || reg.create_token(&admin, &r.server_id, ttl)).await?;
+        let (token, expires_at) = self
+            .admin(request, |reg, admin, r| {
+                let ttl = (r.ttl_seconds > 0).then(|| Duration::from_secs(r.ttl_seconds));
+                reg.create_token(admin, &r.server_id, ttl)
+            })
+            .await?;
         Ok(Response::new(pb::CreateEnrolmentTokenResponse {
             token,
             expires_at,
+        }))
+    }
+
+    async fn issue_admin_certificate(
+        &self,
+        request: Request<pb::IssueAdminCertificateRequest>,
+    ) -> Result<Response<pb::IssueAdminCertificateResponse>, Status> {
+        let certificate = self
+            .admin(request, |reg, admin, r| {
+                reg.issue_admin_cert(admin, &r.name, &r.csr)
+            })
+            .await?;
+        Ok(Response::new(pb::IssueAdminCertificateResponse {
+            certificate,
         }))
     }
 }

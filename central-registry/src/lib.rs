@@ -24,7 +24,7 @@ use lintas_certs::ca::Validity;
 use lintas_certs::pem::{cert_from_pem, cert_to_pem};
 use lintas_certs::{Ca, CertError, KeyPair, Profile, TrustStore, keys};
 use lintas_globalconf::{Anchor, Clock, ConfError};
-use lintas_identifiers::Code;
+use lintas_identifiers::{Code, HostPort};
 use lintas_proto::registry::v1::registration_server::RegistrationServer;
 use lintas_proto::registry::v1::registry_admin_server::RegistryAdminServer;
 use tokio::net::TcpListener;
@@ -57,6 +57,8 @@ pub enum RegistryServeError {
     },
     #[error("gRPC server: {0}")]
     Grpc(#[from] tonic::transport::Error),
+    #[error("init: {0}")]
+    Init(String),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RegistryServeError {
@@ -126,14 +128,6 @@ pub struct InitReport {
     pub admin_dir: PathBuf,
 }
 
-fn host_port(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
-}
-
 fn write_cert(path: &Path, der: &[u8]) -> Result<(), RegistryServeError> {
     Ok(lintas_certs::files::write_new(
         path,
@@ -144,6 +138,16 @@ fn write_cert(path: &Path, der: &[u8]) -> Result<(), RegistryServeError> {
 
 /// Creates a new instance in `opts.dir` (which must not already hold one).
 pub fn init(opts: &InitOptions, clock: Arc<dyn Clock>) -> Result<InitReport, RegistryServeError> {
+    // What goes into the anchor must be reachable: a real host and real ports.
+    let public = |port| {
+        HostPort::new(&opts.public_host, port).map_err(|e| {
+            RegistryServeError::Init(format!(
+                "{e} (give --public-host and listen addresses with fixed ports)"
+            ))
+        })
+    };
+    let grpc_public = public(opts.grpc_listen.port())?;
+    let http_public = public(opts.http_listen.port())?;
     let paths = Paths(opts.dir.clone());
     std::fs::create_dir_all(&opts.dir).map_err(io(opts.dir.display().to_string()))?;
     let config_path = opts.dir.join("registry.toml");
@@ -208,14 +212,8 @@ pub fn init(opts: &InitOptions, clock: Arc<dyn Clock>) -> Result<InitReport, Reg
         instance: instance.clone(),
         grpc_listen: opts.grpc_listen,
         http_listen: opts.http_listen,
-        public_url: format!(
-            "https://{}",
-            host_port(&opts.public_host, opts.grpc_listen.port())
-        ),
-        globalconf_urls: vec![format!(
-            "http://{}/globalconf",
-            host_port(&opts.public_host, opts.http_listen.port())
-        )],
+        public_url: format!("https://{grpc_public}"),
+        globalconf_urls: vec![format!("http://{http_public}/globalconf")],
         data_dir: PathBuf::from("."),
         conf_validity_secs: 3600,
         conf_refresh_secs: 600,
@@ -324,11 +322,14 @@ pub async fn serve(
         lintas_transport::ClientAuth::Optional,
     )?;
 
-    // One shutdown signal fans out to the three tasks below.
+    // One stop signal fans out to the three parts below. It is raised by `shutdown`, or
+    // by any part that ends on its own (an error), so the others stop too.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop_tx = Arc::new(stop_tx);
+    let on_signal = stop_tx.clone();
     tokio::spawn(async move {
         shutdown.await;
-        let _ = stop_tx.send(true);
+        let _ = on_signal.send(true);
     });
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -400,7 +401,19 @@ pub async fn serve(
         }
     };
 
-    let (grpc_result, http_result, ()) = tokio::join!(grpc_server, http_server, refresher);
+    let (grpc_result, http_result, ()) = tokio::join!(
+        async {
+            let r = grpc_server.await;
+            let _ = stop_tx.send(true);
+            r
+        },
+        async {
+            let r = http_server.await;
+            let _ = stop_tx.send(true);
+            r
+        },
+        refresher
+    );
     grpc_result?;
     http_result.map_err(io("HTTP server"))?;
     tracing::info!("registry stopped");

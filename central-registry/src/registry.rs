@@ -7,13 +7,14 @@
 //! synchronous (the store flushes); the gRPC layer runs them on the blocking pool.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use lintas_certs::ca::{CsrKey, Validity};
 use lintas_certs::{Ca, CertInfo, Identity, KeyPair, Profile, Role, TrustStore};
 use lintas_globalconf::{Clock, iso8601, unix_secs};
-use lintas_identifiers::{ClientId, Code, MemberId, ServerId, SubsystemId};
+use lintas_identifiers::{ClientId, Code, HostPort, MemberId, ServerId, SubsystemId};
 use lintas_proto::globalconf::v1 as gc;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
@@ -23,6 +24,10 @@ use crate::store::{Put, RegistryStore};
 pub const MAX_TEXT: usize = 256;
 /// Most subsystems one registration may ask to host.
 pub const MAX_CLIENTS: usize = 1000;
+/// Longest validity of an enrolment token.
+pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(30 * 86400);
+/// Validity of administrator certificates issued through the API.
+pub const ADMIN_CERT_VALIDITY: Duration = Duration::from_secs(365 * 86400);
 
 /// Errors of registry operations; each maps to one gRPC status.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +43,8 @@ pub enum RegistryError {
     FailedPrecondition(String),
     #[error("{0}")]
     PermissionDenied(String),
+    #[error("{0}")]
+    ResourceExhausted(String),
     #[error("registry internal error: {0}")]
     Internal(String),
 }
@@ -122,7 +129,7 @@ pub struct MemberRec {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ServerRec {
     pub id: ServerId,
-    pub address: String,
+    pub address: HostPort,
     pub clients: BTreeSet<SubsystemId>,
     pub certs: Vec<IssuedCert>,
 }
@@ -139,7 +146,7 @@ pub enum RegState {
 pub struct RegistrationRec {
     pub request_id: String,
     pub server_id: ServerId,
-    pub address: String,
+    pub address: HostPort,
     pub clients: Vec<SubsystemId>,
     pub member_name: String,
     pub tls_csr_hex: String,
@@ -153,6 +160,8 @@ pub struct RegistrationRec {
     pub decided_by: String,
     pub tls_cert_hex: String,
     pub signing_cert_hex: String,
+    /// The server was already registered when this request arrived.
+    pub renewal: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -232,6 +241,18 @@ pub struct Policy {
     pub token_ttl: Duration,
 }
 
+/// Whether a change alters what the global configuration publishes (and so needs a new
+/// signed document and serial).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Publish {
+    Yes,
+    No,
+}
+
+/// Most registration requests pending at once; beyond it anonymous submissions are
+/// refused until an administrator decides some.
+pub const MAX_PENDING: usize = 10_000;
+
 /// The registry.
 pub struct Registry {
     state: Mutex<State>,
@@ -242,6 +263,8 @@ pub struct Registry {
     trust: TrustStore,
     /// The newest signed global configuration, served as is.
     latest: RwLock<Arc<Vec<u8>>>,
+    /// Set when a store write failed: memory and disk may disagree until a restart.
+    poisoned: AtomicBool,
 }
 
 impl Registry {
@@ -305,6 +328,7 @@ impl Registry {
             clock,
             trust,
             latest: RwLock::new(Arc::new(latest)),
+            poisoned: AtomicBool::new(false),
         })
     }
 
@@ -328,18 +352,33 @@ impl Registry {
         &self.policy.instance
     }
 
-    /// Applies `mutate` to a copy of the state, signs the resulting configuration, writes
-    /// records + configuration + audit entry in one durable batch, then swaps the state in.
+    /// Applies `mutate` to a copy of the state, writes the records (with, when `publish`
+    /// says so, a newly signed configuration) and an audit entry in one durable batch,
+    /// then swaps the copy in. Returns `mutate`'s value and the configuration serial in
+    /// force afterwards.
+    ///
+    /// If the store fails, what reached the disk is unknown (a batch may be applied but
+    /// not flushed), so the registry refuses further changes until it is restarted and
+    /// reloads the state from disk.
     fn commit<T>(
         &self,
         actor: &str,
+        publish: Publish,
         mutate: impl FnOnce(&mut State, &mut Change) -> Result<(T, String)>,
-    ) -> Result<T> {
+    ) -> Result<(T, u64)> {
+        if self.poisoned.load(Ordering::SeqCst) {
+            return Err(RegistryError::Internal(
+                "an earlier write to the registry database failed; restart the registry to reload its state".into(),
+            ));
+        }
         let mut guard = self.lock();
         let mut next = guard.clone();
         let mut change = Change::default();
         let (out, action) = mutate(&mut next, &mut change)?;
-        let blob = self.publish_into(&mut next, &mut change)?;
+        let blob = match publish {
+            Publish::Yes => Some(self.publish_into(&mut next, &mut change)?),
+            Publish::No => None,
+        };
         let seq = next.audit_seq;
         next.audit_seq += 1;
         change.put(
@@ -350,18 +389,23 @@ impl Registry {
                 action: action.clone(),
             },
         )?;
-        self.store.apply(change.puts).map_err(internal)?;
+        if let Err(e) = self.store.apply(change.puts) {
+            self.poisoned.store(true, Ordering::SeqCst);
+            tracing::error!(error = %e, "registry database write failed; refusing changes until restart");
+            return Err(internal(e));
+        }
         *guard = next;
-        *self.latest.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(blob);
+        if let Some(blob) = blob {
+            *self.latest.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(blob);
+        }
         tracing::info!(actor, action = %action, serial = guard.conf_serial, "registry change");
-        Ok(out)
+        Ok((out, guard.conf_serial))
     }
 
-    /// Re-signs the configuration with a new serial and expiry (periodic refresh).
+    /// Re-signs the configuration with a new serial and expiry (at start and periodically).
     pub fn republish(&self, actor: &str, why: &str) -> Result<u64> {
-        self.commit(actor, |state, _| {
-            Ok((state.conf_serial + 1, why.to_owned()))
-        })
+        let ((), serial) = self.commit(actor, Publish::Yes, |_, _| Ok(((), why.to_owned())))?;
+        Ok(serial)
     }
 
     fn publish_into(&self, state: &mut State, change: &mut Change) -> Result<Vec<u8>> {
@@ -423,7 +467,7 @@ impl Registry {
                         .max_by_key(|c| c.not_after);
                     gc::SecurityServer {
                         id: s.id.to_string(),
-                        address: s.address.clone(),
+                        address: s.address.to_string(),
                         tls_cert_sha256: tls
                             .map(|c| lintas_certs::sha256(&c.der()).to_vec())
                             .unwrap_or_default(),
@@ -459,14 +503,15 @@ impl Registry {
 
     // ----- registration (open to any TLS client) -----
 
-    /// Records a registration request. With a valid enrolment token it is approved at once.
+    /// Records a registration request. With a valid enrolment token it is approved at
+    /// once. A pending request changes nothing published, so nothing is re-signed.
     pub fn submit(&self, req: Submission) -> Result<RegistrationRec> {
         let server_id: ServerId = req.server_id.parse().map_err(|e| invalid("server_id", e))?;
         server_id
             .owner
             .ensure_instance(&self.policy.instance)
             .map_err(|e| invalid("server_id", e))?;
-        check_address(&req.address)?;
+        let address: HostPort = req.address.parse().map_err(|e| invalid("address", e))?;
         check_text("member_name", &req.member_name)?;
         if req.clients.len() > MAX_CLIENTS {
             return Err(invalid("clients", format!("more than {MAX_CLIENTS}")));
@@ -495,18 +540,13 @@ impl Registry {
             ));
         }
         let request_id = random_hex(16)?;
-        let token_hash = if req.enrolment_token.is_empty() {
-            None
-        } else {
-            Some(lintas_certs::hex(&lintas_certs::sha256(
-                req.enrolment_token.as_bytes(),
-            )))
-        };
+        let token_hash = (!req.enrolment_token.is_empty())
+            .then(|| lintas_certs::hex(&lintas_certs::sha256(req.enrolment_token.as_bytes())));
         let now = self.now();
-        let rec = RegistrationRec {
+        let mut rec = RegistrationRec {
             request_id: request_id.clone(),
             server_id: server_id.clone(),
-            address: req.address.clone(),
+            address,
             clients,
             member_name: req.member_name.clone(),
             tls_csr_hex: lintas_certs::hex(&req.tls_csr),
@@ -520,55 +560,99 @@ impl Registry {
             decided_by: String::new(),
             tls_cert_hex: String::new(),
             signing_cert_hex: String::new(),
+            renewal: false,
         };
         let actor = format!("server {server_id}");
-        self.commit(&actor, |state, change| {
-            if let Some(p) = state
-                .registrations
-                .values()
-                .find(|r| r.server_id == server_id && r.state == RegState::Pending)
-            {
-                return Err(RegistryError::AlreadyExists(format!(
-                    "a registration for {server_id} is already pending since {}; an administrator must approve or reject it first",
-                    iso8601(p.submitted_at)
+        let Some(hash) = token_hash else {
+            let (rec, _) = self.commit(&actor, Publish::No, |state, change| {
+                let pending = state
+                    .registrations
+                    .values()
+                    .filter(|r| r.state == RegState::Pending);
+                let mut count = 0;
+                for p in pending {
+                    if p.server_id == server_id {
+                        return Err(RegistryError::AlreadyExists(format!(
+                            "a registration for {server_id} is already pending since {}; an administrator must approve or reject it first",
+                            iso8601(p.submitted_at)
+                        )));
+                    }
+                    count += 1;
+                }
+                if count >= MAX_PENDING {
+                    return Err(RegistryError::ResourceExhausted(format!(
+                        "{count} registrations are pending; try again after the administrators have decided some"
+                    )));
+                }
+                rec.renewal = state.servers.contains_key(&server_id);
+                change.put(format!("registration/{request_id}"), &rec)?;
+                state.registrations.insert(request_id.clone(), rec.clone());
+                let action = format!(
+                    "submitted registration {request_id} for {server_id} at {}",
+                    rec.address
+                );
+                Ok((rec, action))
+            })?;
+            return Ok(rec);
+        };
+        // An enrolment token is checked before anything else, so nobody can block a
+        // token holder by filing a pending request for the same server first.
+        let (rec, _) = self.commit(&actor, Publish::Yes, |state, change| {
+            let token = state.tokens.get_mut(&hash).ok_or_else(|| {
+                RegistryError::PermissionDenied("enrolment token is not valid".into())
+            })?;
+            if token.used {
+                return Err(RegistryError::PermissionDenied(
+                    "enrolment token has already been used".into(),
+                ));
+            }
+            if token.expires_at <= now {
+                return Err(RegistryError::PermissionDenied(format!(
+                    "enrolment token expired at {}",
+                    iso8601(token.expires_at)
                 )));
             }
-            let mut rec = rec;
-            if let Some(hash) = &token_hash {
-                let token = state.tokens.get_mut(hash).ok_or_else(|| {
-                    RegistryError::PermissionDenied("enrolment token is not valid".into())
-                })?;
-                if token.used {
-                    return Err(RegistryError::PermissionDenied(
-                        "enrolment token has already been used".into(),
-                    ));
-                }
-                if token.expires_at <= now {
-                    return Err(RegistryError::PermissionDenied(format!(
-                        "enrolment token expired at {}",
-                        iso8601(token.expires_at)
-                    )));
-                }
-                if token.server_id != server_id {
-                    return Err(RegistryError::PermissionDenied(format!(
-                        "enrolment token is for {}, not {server_id}",
-                        token.server_id
-                    )));
-                }
-                token.used = true;
-                change.put(format!("token/{hash}"), &*token)?;
-                self.approve_into(state, change, &mut rec, "enrolment-token", &tls_key, &signing_key)?;
+            if token.server_id != server_id {
+                return Err(RegistryError::PermissionDenied(format!(
+                    "enrolment token is for {}, not {server_id}",
+                    token.server_id
+                )));
             }
+            token.used = true;
+            change.put(format!("token/{hash}"), &*token)?;
+            let superseded: Vec<String> = state
+                .registrations
+                .values()
+                .filter(|r| r.server_id == server_id && r.state == RegState::Pending)
+                .map(|r| r.request_id.clone())
+                .collect();
+            for id in superseded {
+                if let Some(other) = state.registrations.get_mut(&id) {
+                    other.state = RegState::Rejected;
+                    other.reason = "superseded by a registration with an enrolment token".into();
+                    other.decided_at = now;
+                    other.decided_by = "enrolment-token".into();
+                    change.put(format!("registration/{id}"), &*other)?;
+                }
+            }
+            rec.renewal = state.servers.contains_key(&server_id);
+            self.approve_into(
+                state,
+                change,
+                &mut rec,
+                "enrolment-token",
+                &tls_key,
+                &signing_key,
+            )?;
             change.put(format!("registration/{request_id}"), &rec)?;
             state.registrations.insert(request_id.clone(), rec.clone());
             let action = format!(
-                "submitted registration {} for {server_id} at {} ({})",
-                &request_id[..8],
-                rec.address,
-                if token_hash.is_some() { "approved by enrolment token" } else { "pending" }
+                "registration {request_id} for {server_id} at {} approved by enrolment token",
+                rec.address
             );
             Ok((rec, action))
-        })
+        })?;
+        Ok(rec)
     }
 
     pub fn status(&self, request_id: &str) -> Result<RegistrationRec> {
@@ -594,28 +678,26 @@ impl Registry {
     }
 
     pub fn approve(&self, admin: &str, request_id: &str) -> Result<RegistrationRec> {
-        self.commit(admin, |state, change| {
+        let (rec, _) = self.commit(admin, Publish::Yes, |state, change| {
             let mut rec = pending(state, request_id)?;
-            let tls = CsrKey::from_der(&lintas_certs::unhex(&rec.tls_csr_hex).unwrap_or_default())
-                .map_err(internal)?;
-            let sign =
-                CsrKey::from_der(&lintas_certs::unhex(&rec.signing_csr_hex).unwrap_or_default())
-                    .map_err(internal)?;
+            let csr = |hex: &str| {
+                CsrKey::from_der(&lintas_certs::unhex(hex).unwrap_or_default()).map_err(internal)
+            };
+            let (tls, sign) = (csr(&rec.tls_csr_hex)?, csr(&rec.signing_csr_hex)?);
             self.approve_into(state, change, &mut rec, admin, &tls, &sign)?;
             change.put(format!("registration/{request_id}"), &rec)?;
             state
                 .registrations
                 .insert(request_id.to_owned(), rec.clone());
-            let action = format!(
-                "approved registration {} of {}",
-                &request_id[..8.min(request_id.len())],
-                rec.server_id
-            );
+            let action = format!("approved registration {request_id} of {}", rec.server_id);
             Ok((rec, action))
-        })
+        })?;
+        Ok(rec)
     }
 
     /// Issues the certificates, creates member, subsystems and server, marks approved.
+    /// For a server that already exists (renewal, new address) the new certificates are
+    /// added beside the old ones, which stay valid until revoked or expired.
     fn approve_into(
         &self,
         state: &mut State,
@@ -627,7 +709,6 @@ impl Registry {
     ) -> Result<()> {
         let validity =
             Validity::starting(self.clock.now(), self.policy.cert_validity).map_err(internal)?;
-        let host = check_address(&rec.address)?;
         let tls = self
             .keys
             .ca
@@ -635,7 +716,7 @@ impl Registry {
                 tls_key,
                 &Profile::Server {
                     id: rec.server_id.clone(),
-                    hosts: vec![host],
+                    hosts: vec![rec.address.host().to_owned()],
                 },
                 validity,
             )
@@ -701,7 +782,7 @@ impl Registry {
             ));
         }
         check_text("reason", reason)?;
-        self.commit(admin, |state, change| {
+        let (rec, _) = self.commit(admin, Publish::No, |state, change| {
             let mut rec = pending(state, request_id)?;
             rec.state = RegState::Rejected;
             rec.reason = reason.to_owned();
@@ -713,7 +794,8 @@ impl Registry {
                 .insert(request_id.to_owned(), rec.clone());
             let action = format!("rejected registration of {}: {reason}", rec.server_id);
             Ok((rec, action))
-        })
+        })?;
+        Ok(rec)
     }
 
     pub fn add_member(&self, admin: &str, id: &str, name: &str) -> Result<u64> {
@@ -724,7 +806,7 @@ impl Registry {
         if name.trim().is_empty() {
             return Err(invalid("name", "must not be empty"));
         }
-        self.commit(admin, |state, change| {
+        let ((), serial) = self.commit(admin, Publish::Yes, |state, change| {
             if state.members.contains_key(&id) {
                 return Err(RegistryError::AlreadyExists(format!("member {id} exists")));
             }
@@ -735,13 +817,14 @@ impl Registry {
             };
             change.put(format!("member/{id}"), &m)?;
             state.members.insert(id.clone(), m);
-            Ok((state.conf_serial + 1, format!("added member {id} ({name})")))
-        })
+            Ok(((), format!("added member {id} ({name})")))
+        })?;
+        Ok(serial)
     }
 
     pub fn add_subsystem(&self, admin: &str, id: &str) -> Result<u64> {
         let id: SubsystemId = id.parse().map_err(|e| invalid("id", e))?;
-        self.commit(admin, |state, change| {
+        let ((), serial) = self.commit(admin, Publish::Yes, |state, change| {
             let m = state.members.get_mut(&id.member).ok_or_else(|| {
                 RegistryError::NotFound(format!("member {} is not registered", id.member))
             })?;
@@ -751,8 +834,9 @@ impl Registry {
                 )));
             }
             change.put(format!("member/{}", id.member), &*m)?;
-            Ok((state.conf_serial + 1, format!("added subsystem {id}")))
-        })
+            Ok(((), format!("added subsystem {id}")))
+        })?;
+        Ok(serial)
     }
 
     pub fn members(&self) -> Vec<MemberRec> {
@@ -766,7 +850,7 @@ impl Registry {
     pub fn add_group(&self, admin: &str, code: &str, description: &str) -> Result<u64> {
         let code = Code::parse_part(code, "group code").map_err(|e| invalid("code", e))?;
         check_text("description", description)?;
-        self.commit(admin, |state, change| {
+        let ((), serial) = self.commit(admin, Publish::Yes, |state, change| {
             if state.groups.contains_key(&code) {
                 return Err(RegistryError::AlreadyExists(format!("group {code} exists")));
             }
@@ -777,8 +861,9 @@ impl Registry {
             };
             change.put(format!("group/{code}"), &g)?;
             state.groups.insert(code.clone(), g);
-            Ok((state.conf_serial + 1, format!("added global group {code}")))
-        })
+            Ok(((), format!("added global group {code}")))
+        })?;
+        Ok(serial)
     }
 
     pub fn set_group_member(
@@ -790,7 +875,7 @@ impl Registry {
     ) -> Result<u64> {
         let code = Code::parse_part(code, "group code").map_err(|e| invalid("code", e))?;
         let client: ClientId = client.parse().map_err(|e| invalid("client", e))?;
-        self.commit(admin, |state, change| {
+        let ((), serial) = self.commit(admin, Publish::Yes, |state, change| {
             let known = match &client {
                 ClientId::Member(m) => state.members.contains_key(m),
                 ClientId::Subsystem(s) => state
@@ -823,8 +908,9 @@ impl Registry {
                 format!("removed {client} from group {code}")
             };
             change.put(format!("group/{code}"), &*g)?;
-            Ok((state.conf_serial + 1, action))
-        })
+            Ok(((), action))
+        })?;
+        Ok(serial)
     }
 
     /// Revokes a certificate by hex serial; it disappears from the next configuration and
@@ -835,7 +921,7 @@ impl Registry {
             .ok_or_else(|| invalid("serial", "not a hexadecimal serial number"))?;
         check_text("reason", reason)?;
         let at = self.now();
-        self.commit(admin, |state, change| {
+        let ((), conf_serial) = self.commit(admin, Publish::Yes, |state, change| {
             let revocation = Revocation {
                 at,
                 reason: reason.to_owned(),
@@ -858,7 +944,7 @@ impl Registry {
                         server.id
                     );
                     change.put(format!("server/{}", server.id), &*server)?;
-                    return Ok((state.conf_serial + 1, action));
+                    return Ok(((), action));
                 }
             }
             if let Some(c) = state.admin_certs.get_mut(&serial) {
@@ -867,15 +953,13 @@ impl Registry {
                 }
                 c.revoked = Some(revocation);
                 change.put(format!("admincert/{serial}"), &*c)?;
-                return Ok((
-                    state.conf_serial + 1,
-                    format!("revoked admin certificate {serial}"),
-                ));
+                return Ok(((), format!("revoked admin certificate {serial}")));
             }
             Err(RegistryError::NotFound(format!(
                 "no certificate with serial {serial} was issued by this registry"
             )))
-        })
+        })?;
+        Ok(conf_serial)
     }
 
     /// Creates a one-time enrolment token for `server_id`. Only its hash is stored.
@@ -891,13 +975,13 @@ impl Registry {
             .ensure_instance(&self.policy.instance)
             .map_err(|e| invalid("server_id", e))?;
         let ttl = ttl.unwrap_or(self.policy.token_ttl);
-        if ttl > Duration::from_secs(30 * 86400) {
+        if ttl > MAX_TOKEN_TTL {
             return Err(invalid("ttl_seconds", "at most 30 days"));
         }
         let token = random_hex(20)?;
         let hash = lintas_certs::hex(&lintas_certs::sha256(token.as_bytes()));
         let expires_at = self.now() + ttl.as_secs() as i64;
-        self.commit(admin, |state, change| {
+        let (out, _) = self.commit(admin, Publish::No, |state, change| {
             let rec = TokenRec {
                 hash: hash.clone(),
                 server_id: server_id.clone(),
@@ -913,23 +997,47 @@ impl Registry {
                     iso8601(expires_at)
                 ),
             ))
-        })
+        })?;
+        Ok(out)
     }
 
-    /// Records an administrator certificate issued outside the API (at `init`), so it can
-    /// be revoked later.
+    /// Issues an administrator certificate for the key of `csr` and records it: only
+    /// recorded administrator certificates are accepted, so every one can be revoked.
+    pub fn issue_admin_cert(&self, actor: &str, name: &str, csr: &[u8]) -> Result<Vec<u8>> {
+        let name = Code::parse_part(name, "administrator name").map_err(|e| invalid("name", e))?;
+        let key = CsrKey::from_der(csr).map_err(|e| invalid("csr", e))?;
+        let validity =
+            Validity::starting(self.clock.now(), ADMIN_CERT_VALIDITY).map_err(internal)?;
+        let der = self
+            .keys
+            .ca
+            .issue(
+                &key,
+                &Profile::Admin {
+                    instance: self.policy.instance.clone(),
+                    name: name.clone(),
+                },
+                validity,
+            )
+            .map_err(internal)?;
+        self.record_admin_cert(actor, &der)?;
+        Ok(der)
+    }
+
+    /// Records an administrator certificate (the first one is issued at `init`).
     pub fn record_admin_cert(&self, actor: &str, der: &[u8]) -> Result<()> {
         let cert = IssuedCert::new(CertKind::Admin, der)?;
-        self.commit(actor, |state, change| {
+        self.commit(actor, Publish::Yes, |state, change| {
             change.put(format!("admincert/{}", cert.serial), &cert)?;
             let action = format!("recorded admin certificate {}", cert.serial);
             state.admin_certs.insert(cert.serial.clone(), cert);
             Ok(((), action))
-        })
+        })?;
+        Ok(())
     }
 
-    /// Checks a TLS client certificate presented for an administrative call. Returns the
-    /// administrator's name.
+    /// Checks a TLS client certificate presented for an administrative call: chain, role,
+    /// issued through this registry, not revoked. Returns "administrator NAME".
     pub fn authorize_admin(&self, peer_cert: Option<&[u8]>) -> Result<String> {
         let der = peer_cert.ok_or_else(|| {
             RegistryError::PermissionDenied(
@@ -940,18 +1048,21 @@ impl Registry {
             .trust
             .verify(der, Role::Admin, self.clock.now())
             .map_err(|e| RegistryError::PermissionDenied(format!("not an administrator: {e}")))?;
-        if self
-            .lock()
-            .admin_certs
-            .get(&info.serial_hex())
-            .is_some_and(|c| c.revoked.is_some())
-        {
-            return Err(RegistryError::PermissionDenied(
-                "administrator certificate has been revoked".into(),
-            ));
+        match self.lock().admin_certs.get(&info.serial_hex()) {
+            None => {
+                return Err(RegistryError::PermissionDenied(
+                    "administrator certificate was not issued through this registry".into(),
+                ));
+            }
+            Some(c) if c.revoked.is_some() => {
+                return Err(RegistryError::PermissionDenied(
+                    "administrator certificate has been revoked".into(),
+                ));
+            }
+            Some(_) => {}
         }
         match info.identity {
-            Identity::Admin { name, .. } => Ok(name.to_string()),
+            Identity::Admin { name, .. } => Ok(format!("administrator {name}")),
             _ => Err(RegistryError::PermissionDenied(
                 "not an administrator".into(),
             )),
@@ -984,31 +1095,6 @@ fn pending(state: &State, request_id: &str) -> Result<RegistrationRec> {
     Ok(rec.clone())
 }
 
-/// `host:port` with a non-zero port; returns the host (brackets removed for IPv6).
-pub fn check_address(address: &str) -> Result<String> {
-    let bad = |why: &str| invalid("address", format!("'{address}' {why}; expected host:port"));
-    if address.len() > 255 {
-        return Err(bad("is too long"));
-    }
-    let (host, port) = address.rsplit_once(':').ok_or_else(|| bad("has no port"))?;
-    let port: u16 = port.parse().map_err(|_| bad("has an invalid port"))?;
-    if port == 0 {
-        return Err(bad("has port 0"));
-    }
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let valid = !host.is_empty()
-        && (host.parse::<std::net::IpAddr>().is_ok()
-            || host.split('.').all(|l| {
-                !l.is_empty()
-                    && l.len() <= 63
-                    && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-            }));
-    if !valid {
-        return Err(bad("has an invalid host"));
-    }
-    Ok(host.to_owned())
-}
-
 fn random_hex(bytes: usize) -> Result<String> {
     use aws_lc_rs::rand::SecureRandom;
     let mut buf = vec![0u8; bytes];
@@ -1016,4 +1102,91 @@ fn random_hex(bytes: usize) -> Result<String> {
         .fill(&mut buf)
         .map_err(|_| internal("random number generator failed"))?;
     Ok(lintas_certs::hex(&buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+    use lintas_globalconf::SystemClock;
+    use std::sync::atomic::AtomicBool;
+
+    /// An in-memory store whose writes can be made to fail.
+    #[derive(Default)]
+    struct FlakyStore {
+        data: Mutex<BTreeMap<String, Vec<u8>>>,
+        fail: AtomicBool,
+    }
+
+    impl RegistryStore for FlakyStore {
+        fn load(&self) -> std::result::Result<Vec<(String, Vec<u8>)>, StoreError> {
+            Ok(self.data.lock().unwrap().clone().into_iter().collect())
+        }
+        fn apply(&self, batch: Vec<Put>) -> std::result::Result<(), StoreError> {
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(StoreError("disk full".into()));
+            }
+            let mut data = self.data.lock().unwrap();
+            for p in batch {
+                data.insert(p.key, p.value);
+            }
+            Ok(())
+        }
+    }
+
+    fn registry(store: Arc<FlakyStore>) -> Registry {
+        let now = std::time::SystemTime::now();
+        let year = Duration::from_secs(365 * 86400);
+        let instance: Code = "ID".parse().unwrap();
+        let ca = Ca::create(&instance, Validity::starting(now, year).unwrap()).unwrap();
+        let conf_key = lintas_certs::keys::generate().unwrap();
+        let conf_cert = ca
+            .issue_for_key(
+                &conf_key,
+                &Profile::GlobalConf {
+                    instance: instance.clone(),
+                },
+                Validity::starting(now, year).unwrap(),
+            )
+            .unwrap();
+        let keys = Keys {
+            ca,
+            conf_key,
+            conf_cert,
+            tsa_cert: Vec::new(),
+        };
+        let policy = Policy {
+            instance,
+            conf_validity: Duration::from_secs(3600),
+            cert_validity: year,
+            token_ttl: Duration::from_secs(3600),
+        };
+        Registry::open(store, keys, policy, Arc::new(SystemClock)).unwrap()
+    }
+
+    #[test]
+    fn a_failed_write_changes_nothing_and_stops_further_changes_until_restart() {
+        let store = Arc::new(FlakyStore::default());
+        let reg = registry(store.clone());
+        let serial = reg.add_member("t", "ID/GOV/A", "A").unwrap();
+        let published = reg.latest_conf();
+
+        store.fail.store(true, Ordering::SeqCst);
+        let err = reg.add_member("t", "ID/GOV/B", "B").unwrap_err();
+        assert!(matches!(err, RegistryError::Internal(_)), "{err}");
+        // Memory and the published document are as before the failed change.
+        assert_eq!(reg.members().len(), 1);
+        assert_eq!(reg.latest_conf(), published);
+
+        // Even once the disk works again, the registry refuses until restarted, because
+        // it cannot know what the failed write left behind.
+        store.fail.store(false, Ordering::SeqCst);
+        let err = reg.add_member("t", "ID/GOV/C", "C").unwrap_err();
+        assert!(err.to_string().contains("restart"), "{err}");
+
+        // A restart reloads from the store and works again, continuing the serial.
+        let reg = registry(store);
+        assert_eq!(reg.members().len(), 1);
+        assert!(reg.add_member("t", "ID/GOV/C", "C").unwrap() > serial);
+    }
 }

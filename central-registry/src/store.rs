@@ -34,10 +34,12 @@ pub struct SledStore {
 
 impl SledStore {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .open()
-            .map_err(|e| StoreError(format!("opening {}: {e}", dir.display())))?;
+        let db = sled::Config::new().path(dir).open().map_err(|e| {
+            StoreError(format!(
+                "opening {}: {e} (is a registry already running on this directory?)",
+                dir.display()
+            ))
+        })?;
         Ok(SledStore { db })
     }
 }

@@ -60,7 +60,7 @@ pub struct AdminArgs {
     #[arg(long, env = "LINTAS_ADMIN_DIR")]
     admin_dir: Option<PathBuf>,
     /// Registry gRPC URL (https://host:port).
-    #[arg(long, env = "LINTAS_REGISTRY_URL")]
+    #[arg(long, env = "LINTAS_ADMIN_URL")]
     url: Option<String>,
     #[command(subcommand)]
     command: AdminCommand,
@@ -113,6 +113,19 @@ enum AdminCommand {
         serial: String,
         #[arg(long)]
         reason: String,
+    },
+    /// Issue a certificate for another administrator from their CSR (see `lintas certs
+    /// csr`). Only certificates issued this way (or at init) are accepted, and each can
+    /// be revoked.
+    AdminAdd {
+        /// The new administrator's name.
+        name: String,
+        /// Their certificate signing request (PEM or DER).
+        #[arg(long)]
+        csr: PathBuf,
+        /// Where to write their certificate (PEM).
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Create a one-time enrolment token that pre-approves one server's registration.
     Token {
@@ -209,8 +222,18 @@ fn state_name(s: i32) -> &'static str {
 
 /// Prints one registration the way an administrator reviews it.
 pub fn print_registration(r: &pb::RegistrationStatus) {
-    println!("{}  {}", r.request_id, state_name(r.state));
+    println!(
+        "{}  {}{}",
+        r.request_id,
+        state_name(r.state),
+        if r.renewal {
+            "  (server already registered: renewal or move)"
+        } else {
+            ""
+        }
+    );
     println!("    server:    {} at {}", r.server_id, r.address);
+    println!("    member:    {}", r.member_name);
     println!("    clients:   {}", r.clients.join(", "));
     println!("    submitted: {}", iso8601(r.submitted_at));
     println!("    TLS key:     {}", r.tls_key_fingerprint);
@@ -344,6 +367,27 @@ async fn admin(a: AdminArgs) -> Result<()> {
                 .revoke(pb::RevokeRequest { serial: s, reason })
                 .await?,
         ),
+        AdminCommand::AdminAdd { name, csr, out } => {
+            let data = std::fs::read(&csr).with_context(|| csr.display().to_string())?;
+            let csr = lintas_certs::pem::csr_from_pem_or_der(&data, "CSR")?;
+            let cert = client
+                .issue_admin_certificate(pb::IssueAdminCertificateRequest {
+                    name: name.clone(),
+                    csr,
+                })
+                .await?
+                .into_inner()
+                .certificate;
+            lintas_certs::files::write_new(
+                &out,
+                lintas_certs::pem::cert_to_pem(&cert).as_bytes(),
+                0o644,
+            )?;
+            println!(
+                "administrator certificate for {name} written to {}; give it with the registry's ca.crt.pem to {name}",
+                out.display()
+            );
+        }
         AdminCommand::Token { server_id, ttl } => {
             let r = client
                 .create_enrolment_token(pb::CreateEnrolmentTokenRequest {

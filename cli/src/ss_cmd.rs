@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Result;
 use clap::Subcommand;
 use lintas_globalconf::{SystemClock, iso8601};
-use lintas_identifiers::{ServerId, SubsystemId};
+use lintas_identifiers::{HostPort, ServerId, SubsystemId};
 use lintas_ss::{Enrolment, Node, SsConfig};
 
 #[derive(clap::Args)]
@@ -26,7 +26,7 @@ enum Command {
         server_id: ServerId,
         /// host:port where peer servers will reach this server.
         #[arg(long)]
-        address: String,
+        address: HostPort,
         /// The trust anchor file from the registry operator.
         #[arg(long)]
         anchor: PathBuf,
@@ -77,11 +77,10 @@ pub async fn run(args: Args) -> Result<()> {
                 clients,
                 member_name,
                 data_dir: PathBuf::from("."),
-                conf_poll_secs: 60,
             };
             let path = lintas_ss::init(&dir, &config, &anchor)?;
             let node = open(&path)?;
-            let (tls, sign) = node.key_fingerprints()?;
+            let (tls, sign) = node.key_fingerprints();
             println!(
                 "security server {} created in {}",
                 config.server_id,
@@ -102,7 +101,7 @@ pub async fn run(args: Args) -> Result<()> {
             if status.state() == lintas_proto::registry::v1::RegistrationState::Approved {
                 println!("approved by enrolment token; certificates stored");
             } else {
-                let (tls, sign) = node.key_fingerprints()?;
+                let (tls, sign) = node.key_fingerprints();
                 println!(
                     "pending approval. Tell the registry administrator these key fingerprints:"
                 );

@@ -107,11 +107,10 @@ impl Instance {
         let dir = self.root.join(server.replace('/', "_"));
         let config = SsConfig {
             server_id: server.parse().unwrap(),
-            address: "127.0.0.1:5500".into(),
+            address: "127.0.0.1:5500".parse().unwrap(),
             clients: clients.iter().map(|c| c.parse().unwrap()).collect(),
             member_name: "Test member".into(),
             data_dir: ".".into(),
-            conf_poll_secs: 60,
         };
         let path = lintas_ss::init(&dir, &config, &self.anchor()).unwrap();
         Node::open(SsConfig::load(&path, std::iter::empty()).unwrap()).unwrap()
@@ -159,6 +158,7 @@ async fn registration_round_trip_with_admin_approval() {
 
     // Before registering, polling says so.
     assert!(matches!(node.poll().await, Err(SsError::NotRegistered)));
+    let before_submit = inst.conf_client(&node).fetch().await.unwrap().serial();
     let submitted = node.register(None).await.unwrap();
     assert_eq!(submitted.state(), pb::RegistrationState::Pending);
     assert!(matches!(node.poll().await.unwrap(), Enrolment::Pending(_)));
@@ -174,7 +174,7 @@ async fn registration_round_trip_with_admin_approval() {
         .into_inner()
         .registrations;
     assert_eq!(pending.len(), 1);
-    let (tls_fp, sign_fp) = node.key_fingerprints().unwrap();
+    let (tls_fp, sign_fp) = node.key_fingerprints();
     assert_eq!(pending[0].tls_key_fingerprint, tls_fp);
     assert_eq!(pending[0].signing_key_fingerprint, sign_fp);
     assert_eq!(pending[0].server_id, PROVIDER);
@@ -183,10 +183,14 @@ async fn registration_round_trip_with_admin_approval() {
     let err = node.register(None).await.unwrap_err();
     assert!(err.to_string().contains("already pending"), "{err}");
 
-    // Not in the configuration before approval.
+    // Not in the configuration before approval, and a pending request changes nothing
+    // published: no new serial.
     let client = inst.conf_client(&node);
     let conf = client.fetch().await.unwrap();
     assert!(conf.server(&PROVIDER.parse().unwrap()).is_none());
+    assert_eq!(conf.serial(), before_submit);
+    assert!(!pending[0].renewal);
+    assert_eq!(pending[0].member_name, "Test member");
 
     admin
         .approve(pb::DecisionRequest {
@@ -226,6 +230,20 @@ async fn registration_round_trip_with_admin_approval() {
     let entry = conf.server(&PROVIDER.parse().unwrap()).unwrap();
     assert_eq!(entry.signing_certs.len(), 1);
 
+    // Registering again (key renewal, new address) is marked as such for the reviewer.
+    let again = node.register(None).await.unwrap();
+    let listed = admin
+        .list_registrations(pb::ListRegistrationsRequest {
+            state: pb::RegistrationState::Pending as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .registrations;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].request_id, again.request_id);
+    assert!(listed[0].renewal);
+
     // A decided registration cannot be decided again.
     let err = admin
         .reject(pb::DecisionRequest {
@@ -257,9 +275,37 @@ async fn enrolment_tokens_pre_approve_once_for_one_server() {
     assert!(err.to_string().contains("PermissionDenied"), "{err}");
     assert!(err.to_string().contains(CONSUMER), "{err}");
 
+    // Someone files a pending request for the server id first; the token holder is not
+    // blocked by it, and the squatter's request is closed.
+    let mut squat_request = pb::RegistrationRequest {
+        server_id: CONSUMER.into(),
+        address: "127.0.0.1:6666".into(),
+        tls_csr: csr(),
+        signing_csr: csr(),
+        ..Default::default()
+    };
+    squat_request.member_name = "squatter".into();
+    let anchor = lintas_globalconf::Anchor::load(&inst.anchor()).unwrap();
+    let tls =
+        lintas_transport::client_config(anchor.trust_store(), lintas_certs::Role::Registry, None)
+            .unwrap();
+    let mut reg = pb::registration_client::RegistrationClient::new(
+        lintas_transport::channel(&inst.config.public_url, tls).unwrap(),
+    );
+    let squat = reg.submit(squat_request).await.unwrap().into_inner();
+
     let node = inst.node(CONSUMER, &[CONSUMER_CLIENT]);
     let status = node.register(Some(&t.token)).await.unwrap();
     assert_eq!(status.state(), pb::RegistrationState::Approved);
+    let closed = reg
+        .status(pb::StatusRequest {
+            request_id: squat.request_id,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(closed.state(), pb::RegistrationState::Rejected);
+    assert!(closed.reason.contains("superseded"), "{}", closed.reason);
     assert_eq!(status.decided_by, "enrolment-token");
     assert!(node.paths.tls_cert().exists() && node.paths.sign_cert().exists());
 
@@ -540,8 +586,81 @@ async fn admin_api_requires_an_unrevoked_admin_certificate() {
     // TLS 1.3 reports a refused client certificate as an alert after the handshake.
     assert!(format!("{err:?}").contains("fatal alert"), "{err:?}");
 
-    // A revoked administrator certificate is refused from then on.
+    // An administrator certificate signed by the instance CA but not issued through the
+    // registry (e.g. with `lintas certs issue` on the CA key) is refused: it could never
+    // be revoked.
+    let reg_dir = inst.root.join("registry");
+    let ca = lintas_certs::Ca::load(
+        read_cert(&reg_dir.join("ca.crt.pem")),
+        lintas_certs::keys::read(&reg_dir.join("ca.key.pem")).unwrap(),
+    )
+    .unwrap();
+    let rogue_key = lintas_certs::keys::generate().unwrap();
+    let rogue = ca
+        .issue_for_key(
+            &rogue_key,
+            &lintas_certs::Profile::Admin {
+                instance: "ID".parse().unwrap(),
+                name: "rogue".parse().unwrap(),
+            },
+            lintas_certs::ca::Validity::starting(SystemTime::now(), Duration::from_secs(3600))
+                .unwrap(),
+        )
+        .unwrap();
+    let tls = lintas_transport::client_config(
+        anchor.trust_store(),
+        lintas_certs::Role::Registry,
+        Some((&rogue, &rogue_key)),
+    )
+    .unwrap();
+    let err =
+        RegistryAdminClient::new(lintas_transport::channel(&inst.config.public_url, tls).unwrap())
+            .list_members(pb::ListMembersRequest {})
+            .await
+            .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(
+        err.message().contains("not issued through this registry"),
+        "{}",
+        err.message()
+    );
+
+    // A second administrator, issued through the API from their own CSR, can act.
     let mut admin = inst.admin();
+    let bob_key = lintas_certs::keys::generate().unwrap();
+    let bob_cert = admin
+        .issue_admin_certificate(pb::IssueAdminCertificateRequest {
+            name: "bob".into(),
+            csr: lintas_certs::ca::make_csr(&bob_key, "bob").unwrap(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .certificate;
+    let tls = lintas_transport::client_config(
+        anchor.trust_store(),
+        lintas_certs::Role::Registry,
+        Some((&bob_cert, &bob_key)),
+    )
+    .unwrap();
+    let mut bob =
+        RegistryAdminClient::new(lintas_transport::channel(&inst.config.public_url, tls).unwrap());
+    bob.add_group(pb::AddGroupRequest {
+        code: "bobs".into(),
+        description: String::new(),
+    })
+    .await
+    .unwrap();
+    let bad = admin
+        .issue_admin_certificate(pb::IssueAdminCertificateRequest {
+            name: "bad name".into(),
+            csr: csr(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+
+    // A revoked administrator certificate is refused from then on.
     let admin_serial = lintas_certs::CertInfo::parse(&read_cert(
         &lintas_registry::admin::cert_path(&inst.admin_dir()),
     ))
@@ -932,19 +1051,30 @@ fn the_binary_inits_checks_serves_and_stops_on_sigterm() {
     let bin = env!("CARGO_BIN_EXE_lintas");
     let dir = tempfile::tempdir().unwrap();
     let reg = dir.path().join("reg");
-    let out = run(std::process::Command::new(bin)
-        .args([
-            "registry",
-            "init",
-            "--instance",
-            "ID",
-            "--grpc-listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--dir",
-        ])
-        .arg(&reg));
+    let init = |grpc: &str, http: &str| {
+        let mut cmd = std::process::Command::new(bin);
+        cmd.args(["registry", "init", "--instance", "ID"])
+            .args(["--grpc-listen", grpc, "--http-listen", http, "--dir"])
+            .arg(&reg);
+        cmd
+    };
+    // Port 0 would put an unreachable address into the trust anchor.
+    let out = init("127.0.0.1:0", "127.0.0.1:0").output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("port 0"));
+    assert!(
+        !reg.join("ca.key.pem").exists(),
+        "nothing is created on refusal"
+    );
+    // Ports the OS chose a moment ago are free for the registry to bind.
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .to_string()
+    };
+    let out = run(&mut init(&free(), &free()));
     assert!(out.contains("anchor SHA-256"), "{out}");
     let config = reg.join("registry.toml");
     let check = || {
@@ -995,6 +1125,7 @@ fn the_demo_runs_to_completion() {
         "already been used",
         "signature does not verify",
         "not an administrator",
+        "not a DER PKCS#10",
         "listed as revoked",
         "Demo finished",
     ] {

@@ -7,24 +7,30 @@
 //! document until that expires, then fails closed with [`ConfError::Expired`].
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-use tokio::sync::watch;
 
 use crate::{Anchor, Clock, ConfError, VerifiedConf};
 
 /// Name of the cache file inside the cache directory.
 pub const CACHE_FILE: &str = "globalconf.bin";
 
-/// Downloads, verifies and caches the global configuration.
+/// Downloads, verifies and caches the global configuration. Cheap to clone: clones
+/// share the held document.
+#[derive(Clone)]
 pub struct ConfClient {
+    inner: Arc<Inner>,
+    urls: Vec<String>,
+    timeout: Duration,
+}
+
+struct Inner {
     anchor: Anchor,
     cache_path: PathBuf,
-    urls: Vec<String>,
     clock: Arc<dyn Clock>,
-    current: RwLock<Option<Arc<VerifiedConf>>>,
-    timeout: Duration,
+    /// The held document. Also serialises `accept`, so two fetches cannot interleave
+    /// their serial checks and cache writes.
+    current: Mutex<Option<Arc<VerifiedConf>>>,
 }
 
 impl ConfClient {
@@ -38,35 +44,34 @@ impl ConfClient {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, ConfError> {
         let cache_path = cache_dir.join(CACHE_FILE);
-        let client = ConfClient {
-            urls: anchor.globalconf_urls.clone(),
-            anchor,
-            cache_path,
-            clock,
-            current: RwLock::new(None),
-            timeout: Duration::from_secs(10),
+        let cache_err = |detail: String| ConfError::Cache {
+            path: cache_path.display().to_string(),
+            detail,
         };
-        match std::fs::read(&client.cache_path) {
+        let held = match std::fs::read(&cache_path) {
             Ok(blob) => {
-                let conf = crate::verify_ignoring_expiry(&blob, &client.anchor, client.clock.now()).map_err(|e| {
-                    ConfError::Cache {
-                        path: client.cache_path.display().to_string(),
-                        detail: format!(
+                let conf = crate::verify_ignoring_expiry(&blob, &anchor, clock.now()).map_err(
+                    |e| {
+                        cache_err(format!(
                             "{e}; remove the file to start over (rollback protection restarts from the next fetch)"
-                        ),
-                    }
-                })?;
-                *client.write_slot() = Some(Arc::new(conf));
+                        ))
+                    },
+                )?;
+                Some(Arc::new(conf))
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(ConfError::Cache {
-                    path: client.cache_path.display().to_string(),
-                    detail: e.to_string(),
-                });
-            }
-        }
-        Ok(client)
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(cache_err(e.to_string())),
+        };
+        Ok(ConfClient {
+            urls: anchor.globalconf_urls.clone(),
+            inner: Arc::new(Inner {
+                anchor,
+                cache_path,
+                clock,
+                current: Mutex::new(held),
+            }),
+            timeout: Duration::from_secs(10),
+        })
     }
 
     /// Fetches from these URLs instead of the anchor's (a mirror or cache).
@@ -76,39 +81,36 @@ impl ConfClient {
     }
 
     pub fn anchor(&self) -> &Anchor {
-        &self.anchor
+        &self.inner.anchor
     }
 
-    fn write_slot(&self) -> std::sync::RwLockWriteGuard<'_, Option<Arc<VerifiedConf>>> {
-        self.current.write().unwrap_or_else(|p| p.into_inner())
+    fn held(&self) -> Option<Arc<VerifiedConf>> {
+        self.inner
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The document held now, if it is still valid.
     pub fn current(&self) -> Result<Arc<VerifiedConf>, ConfError> {
-        let conf = self
-            .current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .ok_or(ConfError::NotLoaded)?;
-        conf.check_fresh(self.clock.now())?;
+        let conf = self.held().ok_or(ConfError::NotLoaded)?;
+        conf.check_fresh(self.inner.clock.now())?;
         Ok(conf)
     }
 
     /// Highest serial held, fresh or not.
     pub fn held_serial(&self) -> Option<u64> {
-        self.current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .map(|c| c.serial())
+        self.held().map(|c| c.serial())
     }
 
-    /// Verifies `blob` and, if it is newer than the held document, makes it current and
-    /// writes it to the cache (durably, before it is used). Returns the current document.
+    /// Verifies `blob` and, if it is newer than the held document, writes it to the cache
+    /// durably and then makes it current. Blocking (file I/O); [`ConfClient::fetch`] runs
+    /// it on the blocking pool.
     pub fn accept(&self, blob: &[u8]) -> Result<Arc<VerifiedConf>, ConfError> {
-        let conf = crate::verify(blob, &self.anchor, self.clock.now())?;
-        let mut slot = self.write_slot();
+        let inner = &self.inner;
+        let conf = crate::verify(blob, &inner.anchor, inner.clock.now())?;
+        let mut slot = inner.current.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(held) = slot.as_ref() {
             if conf.serial() < held.serial() {
                 return Err(ConfError::Rollback {
@@ -125,72 +127,44 @@ impl ConfClient {
                 return Ok(held.clone());
             }
         }
-        self.write_cache(&conf.blob)?;
+        lintas_certs::files::write_atomic(&inner.cache_path, &conf.blob, 0o644).map_err(|e| {
+            ConfError::Cache {
+                path: inner.cache_path.display().to_string(),
+                detail: e.to_string(),
+            }
+        })?;
         let conf = Arc::new(conf);
         *slot = Some(conf.clone());
         tracing::info!(serial = conf.serial(), "global configuration updated");
         Ok(conf)
     }
 
-    fn write_cache(&self, blob: &[u8]) -> Result<(), ConfError> {
-        let err = |e: std::io::Error| ConfError::Cache {
-            path: self.cache_path.display().to_string(),
-            detail: e.to_string(),
-        };
-        let tmp = self.cache_path.with_extension("tmp");
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp).map_err(err)?;
-            f.write_all(blob).and_then(|()| f.sync_all()).map_err(err)?;
-        }
-        std::fs::rename(&tmp, &self.cache_path).map_err(err)?;
-        if let Some(dir) = self.cache_path.parent() {
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(err)?;
-        }
-        Ok(())
-    }
-
     /// Fetches from each URL in turn until one yields a document that is accepted.
     pub async fn fetch(&self) -> Result<Arc<VerifiedConf>, ConfError> {
         let mut last = ConfError::NotLoaded;
         for url in &self.urls {
-            match crate::fetch::get(url, self.timeout).await {
-                Ok(blob) => match self.accept(&blob) {
-                    Ok(conf) => return Ok(conf),
-                    Err(e) => {
-                        tracing::warn!(%url, error = %e, "global configuration refused");
-                        last = e;
-                    }
-                },
+            let accepted = match crate::fetch::get(url, self.timeout).await {
+                Ok(blob) => {
+                    let client = self.clone();
+                    tokio::task::spawn_blocking(move || client.accept(&blob))
+                        .await
+                        .unwrap_or_else(|e| {
+                            Err(ConfError::Cache {
+                                path: self.inner.cache_path.display().to_string(),
+                                detail: format!("verification task failed: {e}"),
+                            })
+                        })
+                }
+                Err(e) => Err(e),
+            };
+            match accepted {
+                Ok(conf) => return Ok(conf),
                 Err(e) => {
-                    tracing::warn!(%url, error = %e, "global configuration not fetched");
+                    tracing::warn!(%url, error = %e, "global configuration not taken");
                     last = e;
                 }
             }
         }
         Err(last)
-    }
-
-    /// Polls every `interval` until `shutdown` turns true. Failures are logged; the held
-    /// document stays in use until it expires.
-    pub async fn poll(&self, interval: Duration, mut shutdown: watch::Receiver<bool>) {
-        loop {
-            if let Err(e) = self.fetch().await {
-                match self.current() {
-                    Ok(c) => {
-                        tracing::warn!(error = %e, serial = c.serial(), "keeping the held global configuration")
-                    }
-                    Err(held) => {
-                        tracing::error!(error = %e, held = %held, "no usable global configuration")
-                    }
-                }
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
-                _ = shutdown.wait_for(|s| *s) => return,
-            }
-        }
     }
 }

@@ -107,13 +107,7 @@ impl Clock for ManualClock {
     }
 }
 
-/// Seconds since the Unix epoch.
-pub fn unix_secs(t: SystemTime) -> i64 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_secs() as i64,
-        Err(e) => -(e.duration().as_secs() as i64),
-    }
-}
+pub use lintas_certs::unix_secs;
 
 /// ISO 8601 UTC rendering of Unix seconds, for messages people read.
 pub fn iso8601(secs: i64) -> String {
@@ -210,17 +204,35 @@ impl VerifiedConf {
 /// chaining to an anchor CA, signature over the exact bytes, instance, identifiers,
 /// generation time and expiry.
 pub fn verify(blob: &[u8], anchor: &Anchor, now: SystemTime) -> Result<VerifiedConf, ConfError> {
-    let verified = verify_ignoring_expiry(blob, anchor, now)?;
+    let verified = verify_signed(blob, anchor, now, SignerTime::Now)?;
     verified.check_fresh(now)?;
     Ok(verified)
 }
 
-/// [`verify`] without the expiry check: for a cached document, whose serial still counts
-/// for rollback protection after it expired.
+/// [`verify`] without the expiry check, for a cached document, whose serial still counts
+/// for rollback protection after it expired. The signer certificate is judged at the
+/// document's generation time, so a cache outlives the signing certificate's expiry.
 pub fn verify_ignoring_expiry(
     blob: &[u8],
     anchor: &Anchor,
     now: SystemTime,
+) -> Result<VerifiedConf, ConfError> {
+    verify_signed(blob, anchor, now, SignerTime::Generation)
+}
+
+/// When the configuration-signing certificate must have been valid.
+enum SignerTime {
+    Now,
+    /// At the document's `generated_at` (for cached documents).
+    Generation,
+}
+
+/// Checks everything but expiry.
+fn verify_signed(
+    blob: &[u8],
+    anchor: &Anchor,
+    now: SystemTime,
+    signer_time: SignerTime,
 ) -> Result<VerifiedConf, ConfError> {
     if blob.len() > MAX_CONF_LEN {
         return Err(ConfError::TooLarge {
@@ -233,10 +245,7 @@ pub fn verify_ignoring_expiry(
     if !anchor.signing_certs.contains(&signed.signer_cert) {
         return Err(ConfError::UnknownSigner);
     }
-    let signer = anchor
-        .trust_store()
-        .verify(&signed.signer_cert, Role::GlobalConf, now)
-        .map_err(ConfError::Signer)?;
+    let signer = CertInfo::parse(&signed.signer_cert).map_err(ConfError::Signer)?;
     lintas_certs::sig::verify(
         &signer.public_key,
         SIGNATURE_DOMAIN,
@@ -246,6 +255,16 @@ pub fn verify_ignoring_expiry(
     .map_err(|_| ConfError::BadSignature)?;
     let conf = GlobalConf::decode(signed.conf.as_slice())
         .map_err(|e| ConfError::Malformed(format!("document: {e}")))?;
+    let signer_at = match signer_time {
+        SignerTime::Now => now,
+        SignerTime::Generation => {
+            UNIX_EPOCH + Duration::from_secs(conf.generated_at.max(0).unsigned_abs())
+        }
+    };
+    anchor
+        .trust_store()
+        .verify(&signed.signer_cert, Role::GlobalConf, signer_at)
+        .map_err(ConfError::Signer)?;
     if conf.instance != anchor.instance.as_str() {
         return Err(ConfError::WrongInstance {
             expected: anchor.instance.to_string(),
@@ -254,7 +273,7 @@ pub fn verify_ignoring_expiry(
     }
     check_contents(&conf)?;
     let skew = MAX_CLOCK_SKEW.as_secs() as i64;
-    if conf.generated_at > unix_secs(now) + skew {
+    if conf.generated_at > unix_secs(now).saturating_add(skew) {
         return Err(ConfError::FromTheFuture {
             serial: conf.serial,
             generated_at: iso8601(conf.generated_at),
@@ -271,21 +290,41 @@ pub fn verify_ignoring_expiry(
     })
 }
 
-/// Every identifier in the document must parse: later lookups compare canonical text.
+/// Every identifier in the document must parse and belong to the document's instance;
+/// servers host only their owner's subsystems. Later lookups compare canonical text.
 fn check_contents(conf: &GlobalConf) -> Result<(), ConfError> {
     let bad = |what: &str, e: &dyn std::fmt::Display| ConfError::Malformed(format!("{what}: {e}"));
+    let instance = |id: &MemberId, what: &str| {
+        if id.instance.as_str() == conf.instance {
+            Ok(())
+        } else {
+            Err(bad(
+                what,
+                &format!("{id} is not of instance {}", conf.instance),
+            ))
+        }
+    };
     for m in &conf.members {
         let id: MemberId = m.id.parse().map_err(|e| bad("member", &e))?;
+        instance(&id, "member")?;
         for s in &m.subsystems {
             lintas_identifiers::Code::parse_part(s, "subsystem code")
                 .map_err(|e| bad(&format!("member {id}"), &e))?;
         }
     }
     for s in &conf.servers {
-        s.id.parse::<ServerId>().map_err(|e| bad("server", &e))?;
+        let id: ServerId = s.id.parse().map_err(|e| bad("server", &e))?;
+        instance(&id.owner, "server")?;
         for c in &s.clients {
-            c.parse::<SubsystemId>()
+            let c: SubsystemId = c
+                .parse()
                 .map_err(|e| bad(&format!("server {}", s.id), &e))?;
+            if c.member != id.owner {
+                return Err(bad(
+                    &format!("server {id}"),
+                    &format!("hosts {c}, which its owner does not own"),
+                ));
+            }
         }
         for cert in &s.signing_certs {
             CertInfo::parse(cert).map_err(|e| bad(&format!("server {}", s.id), &e))?;
@@ -295,8 +334,10 @@ fn check_contents(conf: &GlobalConf) -> Result<(), ConfError> {
         lintas_identifiers::Code::parse_part(&g.code, "group code")
             .map_err(|e| bad("group", &e))?;
         for m in &g.members {
-            m.parse::<ClientId>()
+            let c: ClientId = m
+                .parse()
                 .map_err(|e| bad(&format!("group {}", g.code), &e))?;
+            instance(c.member(), &format!("group {}", g.code))?;
         }
     }
     if conf.expires_at <= conf.generated_at {

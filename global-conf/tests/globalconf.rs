@@ -20,6 +20,10 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
+    fixture_with_signer_validity(YEAR)
+}
+
+fn fixture_with_signer_validity(signer_validity: Duration) -> Fixture {
     let now = SystemTime::now();
     let instance = "ID".parse().unwrap();
     let ca = Ca::create(&instance, Validity::starting(now, 10 * YEAR).unwrap()).unwrap();
@@ -30,7 +34,7 @@ fn fixture() -> Fixture {
             &Profile::GlobalConf {
                 instance: instance.clone(),
             },
-            Validity::starting(now, YEAR).unwrap(),
+            Validity::starting(now, signer_validity).unwrap(),
         )
         .unwrap();
     let anchor = Anchor::new(
@@ -241,4 +245,40 @@ fn anchor_refuses_unknown_keys_and_round_trips() {
         &lintas_certs::pem::cert_to_pem(&other.cert),
     );
     assert!(Anchor::parse(&text, "anchor.toml").is_err());
+}
+
+#[test]
+fn the_cache_outlives_the_signing_certificate() {
+    let f = fixture_with_signer_validity(Duration::from_secs(86400));
+    let dir = tempfile::tempdir().unwrap();
+    f.client(dir.path()).unwrap().accept(&f.signed(9)).unwrap();
+    // Two days later the signing certificate has expired: a fresh document signed with it
+    // is refused, but the cache still opens and keeps its serial for rollback protection.
+    f.clock.advance(Duration::from_secs(2 * 86400));
+    let reopened = f.client(dir.path()).unwrap();
+    assert_eq!(reopened.held_serial(), Some(9));
+    let err = reopened.accept(&f.signed(10)).unwrap_err();
+    assert!(matches!(err, ConfError::Signer(_)), "{err}");
+}
+
+#[test]
+fn contents_that_break_ownership_or_instance_are_refused() {
+    use lintas_proto::globalconf::v1::SecurityServer;
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let client = f.client(dir.path()).unwrap();
+    let mut doc = f.doc(1, Duration::from_secs(600));
+    doc.servers.push(SecurityServer {
+        id: "ID/GOV/KEMENDAGRI/SS1".into(),
+        address: "127.0.0.1:1".into(),
+        clients: vec!["ID/GOV/KEMENSOS/DTKS".into()],
+        ..Default::default()
+    });
+    let err = client.accept(&sign(&doc, &f.key, &f.cert).unwrap()).unwrap_err();
+    assert!(err.to_string().contains("does not own"), "{err}");
+
+    let mut doc = f.doc(1, Duration::from_secs(600));
+    doc.members[0].id = "XX/GOV/KEMENDAGRI".into();
+    let err = client.accept(&sign(&doc, &f.key, &f.cert).unwrap()).unwrap_err();
+    assert!(err.to_string().contains("not of instance"), "{err}");
 }

@@ -11,6 +11,7 @@
 //! | [`ServiceName`] | a gRPC service, `package.Service` | `kependudukan.v1.Penduduk` |
 //! | [`ServiceId`] | provider subsystem + service | `ID/GOV/KEMENDAGRI/DUKCAPIL` + `kependudukan.v1.Penduduk` |
 //! | [`MethodPath`] | `/package.Service/Method` | `/kependudukan.v1.Penduduk/CariNik` |
+//! | [`HostPort`] | `host:port` | `ss1.kemendagri.go.id:5500`, `[::1]:5500` |
 //!
 //! # Character set and length
 //!
@@ -75,6 +76,8 @@ pub enum IdError {
         input: String,
         why: &'static str,
     },
+    #[error("address '{input}' is not valid: {why}; expected host:port")]
+    BadAddress { input: String, why: &'static str },
     #[error("identifier belongs to instance '{found}', expected '{expected}'")]
     WrongInstance { expected: String, found: String },
 }
@@ -393,7 +396,7 @@ impl FromStr for ServiceName {
     type Err = IdError;
     fn from_str(s: &str) -> Result<Self, IdError> {
         let what = "service name";
-        if s.len() > MAX_ID_LEN {
+        if s.chars().count() > MAX_ID_LEN {
             return Err(IdError::TooLong {
                 kind: what,
                 input: truncate(s),
@@ -433,6 +436,15 @@ impl FromStr for ServiceId {
     type Err = IdError;
     fn from_str(s: &str) -> Result<Self, IdError> {
         let kind = "service identifier";
+        let len = s.chars().count();
+        if len > MAX_ID_LEN {
+            return Err(IdError::TooLong {
+                kind,
+                input: truncate(s),
+                len,
+                max: MAX_ID_LEN,
+            });
+        }
         let Some((provider, service)) = s.rsplit_once('/') else {
             return Err(IdError::WrongShape {
                 kind,
@@ -475,11 +487,111 @@ impl FromStr for MethodPath {
         let (service, method) = rest
             .split_once('/')
             .ok_or(bad("must have the form /package.Service/Method"))?;
+        if method.chars().count() > MAX_ID_LEN {
+            return Err(bad("the method name is too long"));
+        }
         check_proto_ident(method, what, s)?;
         Ok(MethodPath {
             service: service.parse()?,
             method: method.to_owned(),
         })
+    }
+}
+
+/// A network endpoint, `host:port`: a DNS name, an IPv4 address, or a bracketed IPv6
+/// address, and a port from 1 to 65535. Used for security server and registry addresses,
+/// which also become names in TLS certificates.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HostPort {
+    host: String,
+    port: u16,
+}
+
+impl HostPort {
+    /// From a bare host (no brackets) and a port.
+    pub fn new(host: &str, port: u16) -> Result<Self, IdError> {
+        let shown = || format!("{host}:{port}");
+        let bad = |why| IdError::BadAddress {
+            input: truncate(&shown()),
+            why,
+        };
+        if port == 0 {
+            return Err(bad("port 0 is not an address"));
+        }
+        if host.parse::<std::net::IpAddr>().is_err() && !is_dns_name(host) {
+            return Err(bad("the host is neither an IP address nor a DNS name"));
+        }
+        Ok(HostPort {
+            host: host.to_owned(),
+            port,
+        })
+    }
+
+    /// The host without brackets, as it goes into a certificate.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+/// RFC 1123 host name: labels of 1–63 letters, digits and inner hyphens, at most 253
+/// characters, and a last label that is not all digits (that would be a bad IPv4 address).
+fn is_dns_name(s: &str) -> bool {
+    let labels: Vec<&str> = s.split('.').collect();
+    s.len() <= 253
+        && labels.iter().all(|l| {
+            (1..=63).contains(&l.len())
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+        && labels
+            .last()
+            .is_some_and(|l| !l.chars().all(|c| c.is_ascii_digit()))
+}
+
+impl fmt::Display for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl FromStr for HostPort {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        let bad = |why| IdError::BadAddress {
+            input: truncate(s),
+            why,
+        };
+        if s.len() > MAX_ID_LEN {
+            return Err(bad("too long"));
+        }
+        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+            let (v6, port) = rest
+                .split_once("]:")
+                .ok_or(bad("a bracketed IPv6 address must be followed by ]:port"))?;
+            if v6.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(bad("not an IPv6 address inside the brackets"));
+            }
+            (v6, port)
+        } else {
+            let (host, port) = s.rsplit_once(':').ok_or(bad("no port"))?;
+            if host.contains(':') {
+                return Err(bad("an IPv6 address must be written in brackets"));
+            }
+            (host, port)
+        };
+        let port: u16 = port
+            .parse()
+            .map_err(|_| bad("the port is not a number from 1 to 65535"))?;
+        HostPort::new(host, port)
     }
 }
 
@@ -506,7 +618,8 @@ serde_via_string!(
     ServerId,
     ServiceName,
     ServiceId,
-    MethodPath
+    MethodPath,
+    HostPort
 );
 
 #[cfg(test)]
@@ -619,6 +732,53 @@ mod tests {
         for bad in ["a.B/M", "/a.B", "/a.B/", "/a.B/M/x", "//M", "/a.B/1M"] {
             assert!(bad.parse::<MethodPath>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn addresses() {
+        for good in [
+            "127.0.0.1:5500",
+            "ss1.kemendagri.go.id:443",
+            "[::1]:80",
+            "localhost:1",
+        ] {
+            let a: HostPort = good.parse().unwrap();
+            assert_eq!(a.to_string(), good);
+        }
+        assert_eq!("[::1]:80".parse::<HostPort>().unwrap().host(), "::1");
+        for bad in [
+            "127.0.0.1",
+            "host:0",
+            "host:70000",
+            ":80",
+            "-x.go.id:1",
+            "x-.go.id:1",
+            "1.2.3:80",
+            "::1:80",
+            "[[::1]]:80",
+            "[::1]80",
+            "a b:1",
+            "x..y:1",
+            "999.1.1.1:1",
+        ] {
+            assert!(
+                matches!(bad.parse::<HostPort>(), Err(IdError::BadAddress { .. })),
+                "{bad}"
+            );
+        }
+        let long = format!("{}:1", "a".repeat(300));
+        assert!(long.parse::<HostPort>().is_err());
+    }
+
+    #[test]
+    fn service_and_method_lengths_are_bounded() {
+        let svc = format!("ID/GOV/X/S/{}", "a".repeat(250));
+        assert!(matches!(
+            svc.parse::<ServiceId>(),
+            Err(IdError::TooLong { .. })
+        ));
+        let m = format!("/a.B/{}", "M".repeat(300));
+        assert!(m.parse::<MethodPath>().is_err());
     }
 
     #[test]

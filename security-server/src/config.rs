@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use lintas_identifiers::{ServerId, SubsystemId};
+use lintas_identifiers::{HostPort, ServerId, SubsystemId};
 use serde::{Deserialize, Serialize};
 
 pub use lintas_settings::SettingsError as ConfigError;
@@ -16,7 +16,7 @@ pub struct SsConfig {
     /// This server's identifier, INSTANCE/CLASS/MEMBER/SERVERCODE.
     pub server_id: ServerId,
     /// host:port where peer security servers reach this server's provider endpoint.
-    pub address: String,
+    pub address: HostPort,
     /// Subsystems of the owning member that this server hosts.
     #[serde(default)]
     pub clients: Vec<SubsystemId>,
@@ -26,16 +26,10 @@ pub struct SsConfig {
     /// Directory with keys, certificates, anchor and caches; relative to the config file.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
-    /// How often the global configuration is fetched.
-    #[serde(default = "default_poll")]
-    pub conf_poll_secs: u64,
 }
 
 fn default_data_dir() -> PathBuf {
     PathBuf::from(".")
-}
-fn default_poll() -> u64 {
-    60
 }
 
 impl SsConfig {
@@ -53,12 +47,6 @@ impl SsConfig {
 
     pub fn validate(&self, shown: &str) -> Result<(), ConfigError> {
         let mut p = lintas_settings::Problems::default();
-        p.check(crate::parse_address(&self.address).is_some(), || {
-            format!(
-                "address '{}' must be host:port with a non-zero port",
-                self.address
-            )
-        });
         for c in &self.clients {
             p.check(c.member == self.server_id.owner, || {
                 format!(
@@ -67,9 +55,6 @@ impl SsConfig {
                 )
             });
         }
-        p.check((5..=86400).contains(&self.conf_poll_secs), || {
-            "conf_poll_secs must be between 5 and 86400".into()
-        });
         p.into_result(shown)
     }
 

@@ -59,13 +59,6 @@ impl From<tonic::Status> for SsError {
     }
 }
 
-/// `host:port` with a non-zero port.
-pub fn parse_address(address: &str) -> Option<(&str, u16)> {
-    let (host, port) = address.rsplit_once(':')?;
-    let port: u16 = port.parse().ok()?;
-    (port != 0 && !host.is_empty()).then_some((host, port))
-}
-
 /// Files of a security server's data directory.
 #[derive(Debug, Clone)]
 pub struct Paths(pub PathBuf);
@@ -171,7 +164,7 @@ impl Node {
         let id = &self.config.server_id;
         let request = pb::RegistrationRequest {
             server_id: id.to_string(),
-            address: self.config.address.clone(),
+            address: self.config.address.to_string(),
             tls_csr: make_csr(&self.tls_key, &format!("{id} TLS"))?,
             signing_csr: make_csr(&self.sign_key, &format!("{} signing", id.owner))?,
             clients: self
@@ -201,12 +194,11 @@ impl Node {
 
     /// SHA-256 fingerprints of this server's public keys (TLS, signing): what the
     /// registry administrator compares before approving.
-    pub fn key_fingerprints(&self) -> Result<(String, String), SsError> {
-        let fp = |key: &KeyPair| -> Result<String, SsError> {
-            let csr = make_csr(key, "fingerprint")?;
-            Ok(lintas_certs::ca::CsrKey::from_der(&csr)?.fingerprint())
-        };
-        Ok((fp(&self.tls_key)?, fp(&self.sign_key)?))
+    pub fn key_fingerprints(&self) -> (String, String) {
+        (
+            keys::fingerprint(&self.tls_key),
+            keys::fingerprint(&self.sign_key),
+        )
     }
 
     /// Asks the registry about the submitted registration; once approved, checks and
@@ -268,13 +260,13 @@ impl Node {
                 "it holds a different public key".into(),
             ));
         }
+        // The signing certificate first: a server with a TLS certificate is considered
+        // enrolled, so after a crash between the two writes it simply polls again.
         for (path, der) in [
-            (self.paths.tls_cert(), &status.tls_cert),
             (self.paths.sign_cert(), &status.signing_cert),
+            (self.paths.tls_cert(), &status.tls_cert),
         ] {
-            let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, cert_to_pem(der)).map_err(io(tmp.display().to_string()))?;
-            std::fs::rename(&tmp, &path).map_err(io(path.display().to_string()))?;
+            lintas_certs::files::write_atomic(&path, cert_to_pem(der).as_bytes(), 0o644)?;
         }
         Ok(())
     }
