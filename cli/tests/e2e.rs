@@ -366,6 +366,60 @@ async fn rejection_reaches_the_requester_with_its_reason() {
 }
 
 #[tokio::test]
+async fn configuration_over_grpc_matches_http_and_health_is_served() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let inst = Instance::start().await;
+    let anchor = lintas_globalconf::Anchor::load(&inst.anchor()).unwrap();
+    let tls =
+        lintas_transport::client_config(anchor.trust_store(), lintas_certs::Role::Registry, None)
+            .unwrap();
+    let channel = lintas_transport::channel(&inst.config.public_url, tls).unwrap();
+
+    let signed = pb::registration_client::RegistrationClient::new(channel.clone())
+        .get_global_conf(pb::GetGlobalConfRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let blob = prost::Message::encode_to_vec(&signed);
+    let over_grpc =
+        lintas_globalconf::verify(&blob, &anchor, lintas_globalconf::Clock::now(&*inst.clock))
+            .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let over_http =
+        lintas_globalconf::ConfClient::open(anchor.clone(), dir.path(), inst.clock.clone())
+            .unwrap()
+            .fetch()
+            .await
+            .unwrap();
+    assert_eq!(over_grpc.blob, over_http.blob);
+
+    let mut health = HealthClient::new(channel);
+    for service in [
+        "",
+        "lintas.registry.v1.Registration",
+        "lintas.registry.v1.RegistryAdmin",
+    ] {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status();
+        assert_eq!(status, ServingStatus::Serving, "{service}");
+    }
+    let unknown = health
+        .check(HealthCheckRequest {
+            service: "no.such.Service".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+}
+
+#[tokio::test]
 async fn revoked_certificates_leave_the_next_configuration() {
     let inst = Instance::start().await;
     let provider = inst.node(PROVIDER, &[PROVIDER_CLIENT]);
@@ -1115,6 +1169,116 @@ fn the_binary_inits_checks_serves_and_stops_on_sigterm() {
     run(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]));
     let status = child.wait().unwrap();
     assert!(status.success(), "registry exited with {status}");
+}
+
+#[test]
+fn the_dev_pki_commands_issue_certificates_that_verify() {
+    let bin = env!("CARGO_BIN_EXE_lintas");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let lintas = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(bin);
+        cmd.current_dir(d).args(args);
+        cmd
+    };
+    run(&mut lintas(&[
+        "certs",
+        "ca",
+        "--out",
+        "ca",
+        "--instance",
+        "DEV",
+    ]));
+    run(&mut lintas(&[
+        "certs",
+        "csr",
+        "--key-out",
+        "m.key",
+        "--csr-out",
+        "m.csr",
+    ]));
+    let key_mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(d.join("m.key")).unwrap().permissions(),
+    );
+    assert_eq!(key_mode & 0o777, 0o600);
+    run(&mut lintas(&[
+        "certs",
+        "issue",
+        "--ca",
+        "ca",
+        "--csr",
+        "m.csr",
+        "--role",
+        "member",
+        "--id",
+        "DEV/GOV/DINAS",
+        "--out",
+        "m.crt",
+    ]));
+    let shown = run(&mut lintas(&["certs", "show", "m.crt"]));
+    assert!(shown.contains("lintas:member:DEV/GOV/DINAS"), "{shown}");
+    assert!(shown.contains("nonRepudiation"), "{shown}");
+    let ok = run(&mut lintas(&[
+        "certs",
+        "verify",
+        "--ca",
+        "ca/ca.crt.pem",
+        "--role",
+        "member",
+        "m.crt",
+    ]));
+    assert!(ok.starts_with("OK"), "{ok}");
+
+    // The wrong role, another instance's id, or an absurd validity are refused.
+    let wrong = lintas(&[
+        "certs",
+        "verify",
+        "--ca",
+        "ca/ca.crt.pem",
+        "--role",
+        "server",
+        "m.crt",
+    ])
+    .output()
+    .unwrap();
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("expected a security server"));
+    run(&mut lintas(&[
+        "certs",
+        "csr",
+        "--key-out",
+        "x.key",
+        "--csr-out",
+        "x.csr",
+    ]));
+    let foreign = lintas(&[
+        "certs", "issue", "--ca", "ca", "--csr", "x.csr", "--role", "member", "--id", "ID/GOV/X",
+        "--out", "x.crt",
+    ])
+    .output()
+    .unwrap();
+    assert!(!foreign.status.success());
+    assert!(String::from_utf8_lossy(&foreign.stderr).contains("not of instance"));
+    let absurd = lintas(&[
+        "certs",
+        "issue",
+        "--ca",
+        "ca",
+        "--csr",
+        "x.csr",
+        "--role",
+        "member",
+        "--id",
+        "DEV/GOV/X",
+        "--days",
+        "99999999999",
+        "--out",
+        "x.crt",
+    ])
+    .output()
+    .unwrap();
+    assert!(!absurd.status.success());
+    assert!(String::from_utf8_lossy(&absurd.stderr).contains("out of range"));
 }
 
 #[test]

@@ -274,11 +274,15 @@ fn contents_that_break_ownership_or_instance_are_refused() {
         clients: vec!["ID/GOV/KEMENSOS/DTKS".into()],
         ..Default::default()
     });
-    let err = client.accept(&sign(&doc, &f.key, &f.cert).unwrap()).unwrap_err();
+    let err = client
+        .accept(&sign(&doc, &f.key, &f.cert).unwrap())
+        .unwrap_err();
     assert!(err.to_string().contains("does not own"), "{err}");
 
     let mut doc = f.doc(1, Duration::from_secs(600));
     doc.members[0].id = "XX/GOV/KEMENDAGRI".into();
-    let err = client.accept(&sign(&doc, &f.key, &f.cert).unwrap()).unwrap_err();
+    let err = client
+        .accept(&sign(&doc, &f.key, &f.cert).unwrap())
+        .unwrap_err();
     assert!(err.to_string().contains("not of instance"), "{err}");
 }
