@@ -98,6 +98,18 @@ impl Instance {
         self.root.join("registry/admin")
     }
 
+    /// A TLS channel to the registry, trusting the anchor and presenting `identity`.
+    fn channel(&self, identity: Option<(&[u8], &lintas_certs::KeyPair)>) -> Channel {
+        let anchor = lintas_globalconf::Anchor::load(&self.anchor()).unwrap();
+        let tls = lintas_transport::client_config(
+            anchor.trust_store(),
+            lintas_certs::Role::Registry,
+            identity,
+        )
+        .unwrap();
+        lintas_transport::channel(&self.config.public_url, tls).unwrap()
+    }
+
     fn admin(&self) -> RegistryAdminClient<Channel> {
         lintas_registry::admin::connect(&self.admin_dir(), &self.config.public_url).unwrap()
     }
@@ -285,13 +297,7 @@ async fn enrolment_tokens_pre_approve_once_for_one_server() {
         ..Default::default()
     };
     squat_request.member_name = "squatter".into();
-    let anchor = lintas_globalconf::Anchor::load(&inst.anchor()).unwrap();
-    let tls =
-        lintas_transport::client_config(anchor.trust_store(), lintas_certs::Role::Registry, None)
-            .unwrap();
-    let mut reg = pb::registration_client::RegistrationClient::new(
-        lintas_transport::channel(&inst.config.public_url, tls).unwrap(),
-    );
+    let mut reg = pb::registration_client::RegistrationClient::new(inst.channel(None));
     let squat = reg.submit(squat_request).await.unwrap().into_inner();
 
     let node = inst.node(CONSUMER, &[CONSUMER_CLIENT]);
@@ -371,10 +377,7 @@ async fn configuration_over_grpc_matches_http_and_health_is_served() {
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
     let inst = Instance::start().await;
     let anchor = lintas_globalconf::Anchor::load(&inst.anchor()).unwrap();
-    let tls =
-        lintas_transport::client_config(anchor.trust_store(), lintas_certs::Role::Registry, None)
-            .unwrap();
-    let channel = lintas_transport::channel(&inst.config.public_url, tls).unwrap();
+    let channel = inst.channel(None);
 
     let signed = pb::registration_client::RegistrationClient::new(channel.clone())
         .get_global_conf(pb::GetGlobalConfRequest {})
@@ -581,12 +584,7 @@ async fn admin_api_requires_an_unrevoked_admin_certificate() {
     inst.enrol(&node).await;
 
     // No client certificate at all.
-    let anchor = lintas_globalconf::Anchor::load(&inst.anchor()).unwrap();
-    let tls =
-        lintas_transport::client_config(anchor.trust_store(), lintas_certs::Role::Registry, None)
-            .unwrap();
-    let mut anonymous =
-        RegistryAdminClient::new(lintas_transport::channel(&inst.config.public_url, tls).unwrap());
+    let mut anonymous = RegistryAdminClient::new(inst.channel(None));
     let err = anonymous
         .list_members(pb::ListMembersRequest {})
         .await
@@ -597,14 +595,7 @@ async fn admin_api_requires_an_unrevoked_admin_certificate() {
     // A security server's certificate is not an administrator's.
     let tls_key = lintas_certs::keys::read(&node.paths.tls_key()).unwrap();
     let tls_cert = read_cert(&node.paths.tls_cert());
-    let tls = lintas_transport::client_config(
-        anchor.trust_store(),
-        lintas_certs::Role::Registry,
-        Some((&tls_cert, &tls_key)),
-    )
-    .unwrap();
-    let mut server =
-        RegistryAdminClient::new(lintas_transport::channel(&inst.config.public_url, tls).unwrap());
+    let mut server = RegistryAdminClient::new(inst.channel(Some((&tls_cert, &tls_key))));
     let err = server
         .add_member(pb::AddMemberRequest {
             id: "ID/GOV/EVIL".into(),
@@ -625,14 +616,7 @@ async fn admin_api_requires_an_unrevoked_admin_certificate() {
     let foreign_admin = foreign.admin_dir();
     let cert = read_cert(&lintas_registry::admin::cert_path(&foreign_admin));
     let key = lintas_certs::keys::read(&lintas_registry::admin::key_path(&foreign_admin)).unwrap();
-    let tls = lintas_transport::client_config(
-        anchor.trust_store(),
-        lintas_certs::Role::Registry,
-        Some((&cert, &key)),
-    )
-    .unwrap();
-    let mut stranger =
-        RegistryAdminClient::new(lintas_transport::channel(&inst.config.public_url, tls).unwrap());
+    let mut stranger = RegistryAdminClient::new(inst.channel(Some((&cert, &key))));
     let err = stranger
         .list_members(pb::ListMembersRequest {})
         .await
@@ -661,17 +645,10 @@ async fn admin_api_requires_an_unrevoked_admin_certificate() {
                 .unwrap(),
         )
         .unwrap();
-    let tls = lintas_transport::client_config(
-        anchor.trust_store(),
-        lintas_certs::Role::Registry,
-        Some((&rogue, &rogue_key)),
-    )
-    .unwrap();
-    let err =
-        RegistryAdminClient::new(lintas_transport::channel(&inst.config.public_url, tls).unwrap())
-            .list_members(pb::ListMembersRequest {})
-            .await
-            .unwrap_err();
+    let err = RegistryAdminClient::new(inst.channel(Some((&rogue, &rogue_key))))
+        .list_members(pb::ListMembersRequest {})
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     assert!(
         err.message().contains("not issued through this registry"),
@@ -691,14 +668,7 @@ async fn admin_api_requires_an_unrevoked_admin_certificate() {
         .unwrap()
         .into_inner()
         .certificate;
-    let tls = lintas_transport::client_config(
-        anchor.trust_store(),
-        lintas_certs::Role::Registry,
-        Some((&bob_cert, &bob_key)),
-    )
-    .unwrap();
-    let mut bob =
-        RegistryAdminClient::new(lintas_transport::channel(&inst.config.public_url, tls).unwrap());
+    let mut bob = RegistryAdminClient::new(inst.channel(Some((&bob_cert, &bob_key))));
     bob.add_group(pb::AddGroupRequest {
         code: "bobs".into(),
         description: String::new(),
@@ -778,13 +748,7 @@ fn csr() -> Vec<u8> {
 #[tokio::test]
 async fn bad_registrations_and_admin_input_are_refused_with_clear_errors() {
     let inst = Instance::start().await;
-    let anchor = lintas_globalconf::Anchor::load(&inst.anchor()).unwrap();
-    let tls =
-        lintas_transport::client_config(anchor.trust_store(), lintas_certs::Role::Registry, None)
-            .unwrap();
-    let mut reg = pb::registration_client::RegistrationClient::new(
-        lintas_transport::channel(&inst.config.public_url, tls).unwrap(),
-    );
+    let mut reg = pb::registration_client::RegistrationClient::new(inst.channel(None));
     let good = || pb::RegistrationRequest {
         server_id: PROVIDER.into(),
         address: "127.0.0.1:5500".into(),

@@ -233,6 +233,29 @@ impl FromStr for MemberId {
     }
 }
 
+/// `INSTANCE/CLASS/MEMBER/CODE`: a member and one more code (subsystem or server).
+fn member_and_code(
+    s: &str,
+    kind: &'static str,
+    form: &'static str,
+    last: &'static str,
+) -> Result<(MemberId, Code), IdError> {
+    let parts = split(s, kind)?;
+    if parts.len() != 4 {
+        return Err(IdError::WrongShape {
+            kind,
+            input: truncate(s),
+            found: parts.len(),
+            expected: "4",
+            form,
+        });
+    }
+    Ok((
+        MemberId::from_parts(&parts[..3])?,
+        Code::parse_part(parts[3], last)?,
+    ))
+}
+
 /// `INSTANCE/CLASS/MEMBER/SUBSYSTEM`: one information system of a member; the unit that
 /// calls and provides services.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -250,21 +273,13 @@ impl fmt::Display for SubsystemId {
 impl FromStr for SubsystemId {
     type Err = IdError;
     fn from_str(s: &str) -> Result<Self, IdError> {
-        let kind = "subsystem identifier";
-        let parts = split(s, kind)?;
-        if parts.len() != 4 {
-            return Err(IdError::WrongShape {
-                kind,
-                input: truncate(s),
-                found: parts.len(),
-                expected: "4",
-                form: "INSTANCE/CLASS/MEMBER/SUBSYSTEM",
-            });
-        }
-        Ok(SubsystemId {
-            member: MemberId::from_parts(&parts[..3])?,
-            subsystem: Code::parse_part(parts[3], "subsystem code")?,
-        })
+        let (member, subsystem) = member_and_code(
+            s,
+            "subsystem identifier",
+            "INSTANCE/CLASS/MEMBER/SUBSYSTEM",
+            "subsystem code",
+        )?;
+        Ok(SubsystemId { member, subsystem })
     }
 }
 
@@ -343,21 +358,13 @@ impl fmt::Display for ServerId {
 impl FromStr for ServerId {
     type Err = IdError;
     fn from_str(s: &str) -> Result<Self, IdError> {
-        let kind = "security server identifier";
-        let parts = split(s, kind)?;
-        if parts.len() != 4 {
-            return Err(IdError::WrongShape {
-                kind,
-                input: truncate(s),
-                found: parts.len(),
-                expected: "4",
-                form: "INSTANCE/CLASS/MEMBER/SERVERCODE",
-            });
-        }
-        Ok(ServerId {
-            owner: MemberId::from_parts(&parts[..3])?,
-            code: Code::parse_part(parts[3], "server code")?,
-        })
+        let (owner, code) = member_and_code(
+            s,
+            "security server identifier",
+            "INSTANCE/CLASS/MEMBER/SERVERCODE",
+            "server code",
+        )?;
+        Ok(ServerId { owner, code })
     }
 }
 
