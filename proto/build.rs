@@ -4,6 +4,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "lintas/globalconf/v1/globalconf.proto",
         "lintas/registry/v1/registry.proto",
+        "lintas/exchange/v1/exchange.proto",
+        "lintas/log/v1/log.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");

@@ -15,3 +15,15 @@ pub mod registry {
         tonic::include_proto!("lintas.registry.v1");
     }
 }
+
+pub mod exchange {
+    pub mod v1 {
+        tonic::include_proto!("lintas.exchange.v1");
+    }
+}
+
+pub mod log {
+    pub mod v1 {
+        tonic::include_proto!("lintas.log.v1");
+    }
+}

@@ -1,0 +1,380 @@
+//! The security server's record log: what it signed and what it verified, stored before
+//! any caller is answered.
+//!
+//! Appends are group-committed: callers hand their encoded [`Record`] to one writer
+//! thread, which takes everything waiting, writes it as one batch, makes it durable with
+//! one flush, and only then answers each caller with its record's index. Under load one
+//! flush serves many calls; an idle append costs one flush. sled's `flush_async` is never
+//! used (it can deadlock under concurrency); the writer calls the blocking `flush`.
+//!
+//! If a write fails, the log refuses every later append: what reached the disk is
+//! unknown, and a record that cannot be stored means the call must fail.
+#![forbid(unsafe_code)]
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
+
+pub use lintas_proto::log::v1::{Record, RecordKind};
+use prost::Message;
+use tokio::sync::oneshot;
+
+/// Most records written in one batch.
+pub const MAX_BATCH: usize = 1024;
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum LogError {
+    #[error("record log storage failed: {0}")]
+    Storage(String),
+    #[error("record log is unusable after an earlier storage failure: {0}")]
+    Failed(String),
+    #[error("record log is closed")]
+    Closed,
+    #[error("stored record {index} is damaged: {detail}")]
+    Damaged { index: u64, detail: String },
+}
+
+/// Where batches go. The writer thread calls `write_batch`; readers call `get` at the
+/// same time, so implementations synchronise internally (sled does).
+pub trait Backend: Send + Sync + 'static {
+    /// Writes `records` at consecutive indexes from `first`; returns once durable.
+    fn write_batch(&self, first: u64, records: &[Vec<u8>]) -> Result<(), String>;
+    /// Number of records stored, which is the index the next record gets.
+    fn next_index(&self) -> Result<u64, String>;
+    fn get(&self, index: u64) -> Result<Option<Vec<u8>>, String>;
+}
+
+/// The default backend: one sled tree keyed by big-endian index.
+pub struct SledBackend {
+    db: sled::Db,
+    tree: sled::Tree,
+}
+
+impl SledBackend {
+    pub fn open(dir: &Path) -> Result<Self, LogError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .open()
+            .map_err(|e| LogError::Storage(format!("opening {}: {e}", dir.display())))?;
+        let tree = db
+            .open_tree("records")
+            .map_err(|e| LogError::Storage(e.to_string()))?;
+        Ok(SledBackend { db, tree })
+    }
+}
+
+impl Backend for SledBackend {
+    fn write_batch(&self, first: u64, records: &[Vec<u8>]) -> Result<(), String> {
+        let mut batch = sled::Batch::default();
+        for (i, r) in records.iter().enumerate() {
+            batch.insert(&(first + i as u64).to_be_bytes(), r.as_slice());
+        }
+        self.tree.apply_batch(batch).map_err(|e| e.to_string())?;
+        self.db.flush().map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    fn next_index(&self) -> Result<u64, String> {
+        match self.tree.last().map_err(|e| e.to_string())? {
+            None => Ok(0),
+            Some((k, _)) => {
+                let bytes: [u8; 8] = k
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| "record key is not 8 bytes".to_string())?;
+                Ok(u64::from_be_bytes(bytes) + 1)
+            }
+        }
+    }
+
+    fn get(&self, index: u64) -> Result<Option<Vec<u8>>, String> {
+        self.tree
+            .get(index.to_be_bytes())
+            .map(|v| v.map(|v| v.to_vec()))
+            .map_err(|e| e.to_string())
+    }
+}
+
+struct Job {
+    record: Vec<u8>,
+    done: oneshot::Sender<Result<u64, LogError>>,
+}
+
+/// A handle to the log; cheap to clone. The writer thread stops when every handle is
+/// gone, after writing everything already handed to it; [`RecordLog::close`] waits for
+/// that.
+#[derive(Clone)]
+pub struct RecordLog {
+    tx: mpsc::Sender<Job>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// Records durably stored.
+    len: AtomicU64,
+    failed: AtomicBool,
+    backend: Arc<dyn Backend>,
+    writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl RecordLog {
+    /// Opens the sled log in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, LogError> {
+        Self::with_backend(SledBackend::open(dir)?)
+    }
+
+    /// A log over any backend.
+    pub fn with_backend(backend: impl Backend) -> Result<Self, LogError> {
+        let len = backend.next_index().map_err(LogError::Storage)?;
+        let backend: Arc<dyn Backend> = Arc::new(backend);
+        let (tx, rx) = mpsc::channel::<Job>();
+        let writer_backend = backend.clone();
+        let shared = Arc::new(Shared {
+            len: AtomicU64::new(len),
+            failed: AtomicBool::new(false),
+            backend,
+            writer: std::sync::Mutex::new(None),
+        });
+        let writer_shared = Arc::downgrade(&shared);
+        let handle = std::thread::Builder::new()
+            .name("lintas-log-writer".into())
+            .spawn(move || writer(&*writer_backend, rx, &writer_shared))
+            .map_err(|e| LogError::Storage(format!("starting the writer thread: {e}")))?;
+        *shared.writer.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+        Ok(RecordLog { tx, shared })
+    }
+
+    /// Appends `record` and returns its index once it is durable.
+    pub async fn append(&self, record: &Record) -> Result<u64, LogError> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(Job {
+                record: record.encode_to_vec(),
+                done,
+            })
+            .map_err(|_| LogError::Closed)?;
+        wait.await.map_err(|_| LogError::Closed)?
+    }
+
+    /// Number of durable records.
+    pub fn len(&self) -> u64 {
+        self.shared.len.load(Ordering::SeqCst)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether an earlier write failed (the log then refuses appends).
+    pub fn failed(&self) -> bool {
+        self.shared.failed.load(Ordering::SeqCst)
+    }
+
+    /// The record at `index`, decoded.
+    pub fn get(&self, index: u64) -> Result<Option<Record>, LogError> {
+        match self.shared.backend.get(index).map_err(LogError::Storage)? {
+            None => Ok(None),
+            Some(bytes) => {
+                Record::decode(bytes.as_slice())
+                    .map(Some)
+                    .map_err(|e| LogError::Damaged {
+                        index,
+                        detail: e.to_string(),
+                    })
+            }
+        }
+    }
+
+    /// Drops this handle; if it was the last one, waits (blocking) until the writer has
+    /// stored everything handed to it and released the storage.
+    pub fn close(self) {
+        let RecordLog { tx, shared } = self;
+        drop(tx);
+        if let Ok(shared) = Arc::try_unwrap(shared) {
+            let handle = shared
+                .writer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            drop(shared.backend);
+            if let Some(h) = handle {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+/// The writer thread. It holds the shared state weakly so that dropping the last handle
+/// can reclaim it; it ends when every sender is gone.
+fn writer(backend: &dyn Backend, rx: mpsc::Receiver<Job>, shared: &std::sync::Weak<Shared>) {
+    let mut failure: Option<String> = None;
+    let mut next = backend.next_index().unwrap_or(0);
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        if let Some(f) = &failure {
+            for j in jobs {
+                let _ = j.done.send(Err(LogError::Failed(f.clone())));
+            }
+            continue;
+        }
+        let first_index = next;
+        let records: Vec<Vec<u8>> = jobs
+            .iter_mut()
+            .map(|j| std::mem::take(&mut j.record))
+            .collect();
+        match backend.write_batch(first_index, &records) {
+            Ok(()) => {
+                next = first_index + jobs.len() as u64;
+                if let Some(s) = shared.upgrade() {
+                    s.len.store(next, Ordering::SeqCst);
+                }
+                for (i, j) in jobs.into_iter().enumerate() {
+                    let _ = j.done.send(Ok(first_index + i as u64));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "record log write failed; refusing further appends");
+                if let Some(s) = shared.upgrade() {
+                    s.failed.store(true, Ordering::SeqCst);
+                }
+                for j in jobs {
+                    let _ = j.done.send(Err(LogError::Storage(e.clone())));
+                }
+                failure = Some(e);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    fn record(id: &str) -> Record {
+        Record {
+            kind: RecordKind::RequestSent as i32,
+            message_id: id.into(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_appends_get_distinct_durable_indexes_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = RecordLog::open(dir.path()).unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let log = log.clone();
+            tasks.push(tokio::spawn(async move {
+                let id = format!("m{i}");
+                (log.append(&record(&id)).await.unwrap(), id)
+            }));
+        }
+        let mut seen = BTreeMap::new();
+        for t in tasks {
+            let (index, id) = t.await.unwrap();
+            assert!(
+                seen.insert(index, id).is_none(),
+                "index {index} given twice"
+            );
+        }
+        assert_eq!(
+            seen.keys().copied().collect::<Vec<_>>(),
+            (0..200).collect::<Vec<_>>()
+        );
+        for (index, id) in &seen {
+            assert_eq!(&log.get(*index).unwrap().unwrap().message_id, id);
+        }
+        log.close();
+        let log = RecordLog::open(dir.path()).unwrap();
+        assert_eq!(log.len(), 200);
+        assert_eq!(log.append(&record("next")).await.unwrap(), 200);
+    }
+
+    /// A backend that fails when told to, counting batches.
+    struct Flaky {
+        fail: Arc<AtomicBool>,
+        stored: Arc<Mutex<Vec<Vec<u8>>>>,
+        batches: Arc<AtomicU64>,
+    }
+
+    impl Backend for Flaky {
+        fn write_batch(&self, first: u64, records: &[Vec<u8>]) -> Result<(), String> {
+            if self.fail.load(Ordering::SeqCst) {
+                return Err("disk on fire".into());
+            }
+            let mut s = self.stored.lock().unwrap();
+            assert_eq!(s.len() as u64, first);
+            s.extend_from_slice(records);
+            self.batches.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+        fn next_index(&self) -> Result<u64, String> {
+            Ok(self.stored.lock().unwrap().len() as u64)
+        }
+        fn get(&self, index: u64) -> Result<Option<Vec<u8>>, String> {
+            Ok(self.stored.lock().unwrap().get(index as usize).cloned())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_fails_its_callers_and_every_later_append() {
+        let fail = Arc::new(AtomicBool::new(false));
+        let stored = Arc::new(Mutex::new(Vec::new()));
+        let batches = Arc::new(AtomicU64::new(0));
+        let log = RecordLog::with_backend(Flaky {
+            fail: fail.clone(),
+            stored: stored.clone(),
+            batches: batches.clone(),
+        })
+        .unwrap();
+        assert_eq!(log.append(&record("a")).await.unwrap(), 0);
+        fail.store(true, Ordering::SeqCst);
+        assert!(matches!(
+            log.append(&record("b")).await,
+            Err(LogError::Storage(_))
+        ));
+        fail.store(false, Ordering::SeqCst);
+        assert!(matches!(
+            log.append(&record("c")).await,
+            Err(LogError::Failed(_))
+        ));
+        assert!(log.failed());
+        assert_eq!(log.len(), 1);
+        assert_eq!(stored.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_appends_share_flushes() {
+        let stored = Arc::new(Mutex::new(Vec::new()));
+        let batches = Arc::new(AtomicU64::new(0));
+        let log = RecordLog::with_backend(Flaky {
+            fail: Arc::new(AtomicBool::new(false)),
+            stored,
+            batches: batches.clone(),
+        })
+        .unwrap();
+        let appends: Vec<_> = (0..500)
+            .map(|i| {
+                let log = log.clone();
+                tokio::spawn(async move { log.append(&record(&i.to_string())).await.unwrap() })
+            })
+            .collect();
+        for a in appends {
+            a.await.unwrap();
+        }
+        assert_eq!(log.len(), 500);
+        // Group commit: fewer batches than records (exact count depends on scheduling).
+        let n = batches.load(Ordering::SeqCst);
+        assert!(n < 500, "{n} batches for 500 concurrent records");
+    }
+}
