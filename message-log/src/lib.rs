@@ -139,7 +139,7 @@ impl RecordLog {
         let writer_shared = Arc::downgrade(&shared);
         let handle = std::thread::Builder::new()
             .name("lintas-log-writer".into())
-            .spawn(move || writer(&*writer_backend, rx, &writer_shared))
+            .spawn(move || writer(&*writer_backend, rx, &writer_shared, len))
             .map_err(|e| LogError::Storage(format!("starting the writer thread: {e}")))?;
         *shared.writer.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
         Ok(RecordLog { tx, shared })
@@ -207,9 +207,13 @@ impl RecordLog {
 
 /// The writer thread. It holds the shared state weakly so that dropping the last handle
 /// can reclaim it; it ends when every sender is gone.
-fn writer(backend: &dyn Backend, rx: mpsc::Receiver<Job>, shared: &std::sync::Weak<Shared>) {
+fn writer(
+    backend: &dyn Backend,
+    rx: mpsc::Receiver<Job>,
+    shared: &std::sync::Weak<Shared>,
+    mut next: u64,
+) {
     let mut failure: Option<String> = None;
-    let mut next = backend.next_index().unwrap_or(0);
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_BATCH {
