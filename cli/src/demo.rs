@@ -43,13 +43,12 @@ async fn new_server(
     // The provider endpoint comes with the message exchange; reserve a free port for it.
     let reserved = TcpListener::bind("127.0.0.1:0").await?;
     let dir = root.join(server.replace('/', "_"));
-    let config = SsConfig {
-        server_id: server.parse::<ServerId>()?,
-        address: reserved.local_addr()?.to_string().parse()?,
-        clients: vec![client.parse::<SubsystemId>()?],
-        member_name: name.into(),
-        data_dir: PathBuf::from("."),
-    };
+    let mut config = SsConfig::new(
+        server.parse::<ServerId>()?,
+        reserved.local_addr()?.to_string().parse()?,
+    );
+    config.clients = vec![client.parse::<SubsystemId>()?];
+    config.member_name = name.into();
     let path = lintas_ss::init(&dir, &config, anchor)?;
     let node = Node::open(SsConfig::load(&path, std::iter::empty())?)?;
     Ok(Member {

@@ -71,13 +71,9 @@ pub async fn run(args: Args) -> Result<()> {
             clients,
             member_name,
         } => {
-            let config = SsConfig {
-                server_id,
-                address,
-                clients,
-                member_name,
-                data_dir: PathBuf::from("."),
-            };
+            let mut config = SsConfig::new(server_id, address);
+            config.clients = clients;
+            config.member_name = member_name;
             let path = lintas_ss::init(&dir, &config, &anchor)?;
             let node = open(&path)?;
             let (tls, sign) = node.key_fingerprints();

@@ -2,6 +2,9 @@
 //! security servers joining it, and the real `lintas` binary. All integration tests live
 //! in this one binary.
 
+#[path = "e2e/exchange.rs"]
+mod exchange;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -116,14 +119,17 @@ impl Instance {
 
     /// A new security server directory for `server` hosting `clients`.
     fn node(&self, server: &str, clients: &[&str]) -> Node {
+        self.node_at(server, clients, "127.0.0.1:5500")
+    }
+
+    /// A new security server directory whose peers reach it at `address`.
+    fn node_at(&self, server: &str, clients: &[&str], address: &str) -> Node {
         let dir = self.root.join(server.replace('/', "_"));
-        let config = SsConfig {
-            server_id: server.parse().unwrap(),
-            address: "127.0.0.1:5500".parse().unwrap(),
-            clients: clients.iter().map(|c| c.parse().unwrap()).collect(),
-            member_name: "Test member".into(),
-            data_dir: ".".into(),
-        };
+        let mut config = SsConfig::new(server.parse().unwrap(), address.parse().unwrap());
+        config.clients = clients.iter().map(|c| c.parse().unwrap()).collect();
+        config.member_name = "Test member".into();
+        config.consumer_listen = "127.0.0.1:0".parse().unwrap();
+        config.provider_listen = "127.0.0.1:0".parse().unwrap();
         let path = lintas_ss::init(&dir, &config, &self.anchor()).unwrap();
         Node::open(SsConfig::load(&path, std::iter::empty()).unwrap()).unwrap()
     }

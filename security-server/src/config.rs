@@ -1,6 +1,7 @@
 //! Security server configuration (`ss.toml`): TOML, unknown keys refused,
 //! `LINTAS_SS_<KEY>` environment overrides.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use lintas_identifiers::{HostPort, ServerId, SubsystemId};
@@ -26,13 +27,72 @@ pub struct SsConfig {
     /// Directory with keys, certificates, anchor and caches; relative to the config file.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
+    /// Where local applications call this server (the consumer endpoint).
+    #[serde(default = "default_consumer_listen")]
+    pub consumer_listen: SocketAddr,
+    /// Where peer security servers call this server (mutual TLS). Peers use `address`.
+    #[serde(default = "default_provider_listen")]
+    pub provider_listen: SocketAddr,
+    /// Accept local applications over plaintext loopback, trusting the `lintas-client`
+    /// they name. For development only; TLS client certificates per subsystem are the
+    /// production mode and are not implemented yet, so this must be true for now.
+    #[serde(default)]
+    pub dev_plaintext_loopback: bool,
+    /// How often the global configuration is fetched.
+    #[serde(default = "default_poll")]
+    pub conf_poll_secs: u64,
+    /// Largest request or response message accepted.
+    #[serde(default = "default_max_message")]
+    pub max_message_bytes: usize,
+    /// Largest difference between a request's signing time and this server's clock.
+    #[serde(default = "default_skew")]
+    pub clock_skew_secs: u64,
+    /// How long a provider application may take to answer.
+    #[serde(default = "default_app_timeout")]
+    pub app_timeout_secs: u64,
 }
 
 fn default_data_dir() -> PathBuf {
     PathBuf::from(".")
 }
+fn default_consumer_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_provider_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 5500))
+}
+fn default_poll() -> u64 {
+    60
+}
+fn default_max_message() -> usize {
+    4 * 1024 * 1024
+}
+fn default_skew() -> u64 {
+    60
+}
+fn default_app_timeout() -> u64 {
+    30
+}
 
 impl SsConfig {
+    /// A configuration with every optional key at its default.
+    pub fn new(server_id: ServerId, address: HostPort) -> Self {
+        SsConfig {
+            server_id,
+            address,
+            clients: Vec::new(),
+            member_name: String::new(),
+            data_dir: default_data_dir(),
+            consumer_listen: default_consumer_listen(),
+            provider_listen: default_provider_listen(),
+            dev_plaintext_loopback: true,
+            conf_poll_secs: default_poll(),
+            max_message_bytes: default_max_message(),
+            clock_skew_secs: default_skew(),
+            app_timeout_secs: default_app_timeout(),
+        }
+    }
+
     pub fn load(
         path: &Path,
         env: impl IntoIterator<Item = (String, String)>,
@@ -47,6 +107,28 @@ impl SsConfig {
 
     pub fn validate(&self, shown: &str) -> Result<(), ConfigError> {
         let mut p = lintas_settings::Problems::default();
+        p.check(self.dev_plaintext_loopback, || {
+            "dev_plaintext_loopback must be true: TLS client certificates for local applications are not implemented yet".into()
+        });
+        p.check(self.consumer_listen.ip().is_loopback(), || {
+            format!(
+                "consumer_listen {} must be a loopback address while local applications are not authenticated by TLS",
+                self.consumer_listen
+            )
+        });
+        p.check((5..=86400).contains(&self.conf_poll_secs), || {
+            "conf_poll_secs must be between 5 and 86400".into()
+        });
+        p.check(
+            (1024..=64 * 1024 * 1024).contains(&self.max_message_bytes),
+            || "max_message_bytes must be between 1024 and 67108864".into(),
+        );
+        p.check((1..=3600).contains(&self.clock_skew_secs), || {
+            "clock_skew_secs must be between 1 and 3600".into()
+        });
+        p.check((1..=3600).contains(&self.app_timeout_secs), || {
+            "app_timeout_secs must be between 1 and 3600".into()
+        });
         for c in &self.clients {
             p.check(c.member == self.server_id.owner, || {
                 format!(

@@ -4,7 +4,12 @@
 //! The message exchange builds on this.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod config;
+mod consumer;
+pub mod daemon;
+mod provider;
+mod raw;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -46,6 +51,18 @@ pub enum SsError {
     WrongCertificate(String),
     #[error("{0}")]
     NotInConfiguration(String),
+    #[error("security server state: {0}")]
+    State(String),
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error(transparent)]
+    Log(#[from] lintas_log::LogError),
+    #[error(
+        "this server has no certificates yet: finish `lintas ss register` and `lintas ss status` first"
+    )]
+    NotEnrolled,
+    #[error("server: {0}")]
+    Serve(String),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SsError {

@@ -99,6 +99,8 @@ struct RoleVerifier {
     webpki: Arc<WebPkiServerVerifier>,
     trust: TrustStore,
     role: Role,
+    /// When set, the SHA-256 the server's certificate must have.
+    pin: Option<[u8; 32]>,
 }
 
 impl ServerCertVerifier for RoleVerifier {
@@ -121,6 +123,13 @@ impl ServerCertVerifier for RoleVerifier {
         self.trust
             .verify(end_entity.as_ref(), self.role, at)
             .map_err(|e| rustls::Error::General(format!("peer certificate refused: {e}")))?;
+        if let Some(pin) = self.pin
+            && lintas_certs::sha256(end_entity.as_ref()) != pin
+        {
+            return Err(rustls::Error::General(
+                "peer certificate refused: not the certificate the global configuration lists for this server".into(),
+            ));
+        }
         Ok(ServerCertVerified::assertion())
     }
 
@@ -155,6 +164,17 @@ pub fn client_config(
     role: Role,
     identity: Option<(&[u8], &KeyPair)>,
 ) -> Result<Arc<ClientConfig>, TransportError> {
+    pinned_client_config(servers, role, None, identity)
+}
+
+/// [`client_config`] that also requires the server's certificate to have SHA-256 `pin`
+/// (security servers pin the certificate the global configuration lists for the peer).
+pub fn pinned_client_config(
+    servers: &TrustStore,
+    role: Role,
+    pin: Option<[u8; 32]>,
+    identity: Option<(&[u8], &KeyPair)>,
+) -> Result<Arc<ClientConfig>, TransportError> {
     let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots(servers)?), provider())
         .build()
         .map_err(|e| TransportError::Verifier(e.to_string()))?;
@@ -162,6 +182,7 @@ pub fn client_config(
         webpki,
         trust: servers.clone(),
         role,
+        pin,
     };
     // "dangerous" is rustls' name for any custom verifier; this one only adds checks.
     let builder = ClientConfig::builder_with_provider(provider())

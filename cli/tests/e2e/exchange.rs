@@ -1,0 +1,551 @@
+//! The exchange between two members: a consumer application calls its security server,
+//! which signs and relays to the provider's security server, which checks, records, and
+//! calls the provider application. Happy path and each refusal.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use lintas_examples::kependudukan::v1::penduduk_client::PendudukClient;
+use lintas_examples::kependudukan::v1::{CariNikRequest, DataPenduduk};
+use lintas_identifiers::ClientId;
+use lintas_log::RecordKind;
+use lintas_proto::exchange::v1 as ex;
+use lintas_ss::access::{Grant, ServiceEntry, Subject};
+use lintas_ss::daemon::SecurityServer;
+use prost::Message;
+use tonic::{Request, Status};
+
+use std::future::Future;
+
+use super::*;
+
+const SERVICE: &str = "kependudukan.v1.Penduduk";
+const NIK: &str = "3174012305870001";
+
+/// A registry, a provider and a consumer security server, and the provider application.
+struct Network {
+    inst: Instance,
+    provider: Arc<SecurityServer>,
+    consumer: Arc<SecurityServer>,
+    consumer_url: String,
+    provider_address: String,
+    consumer_paths: lintas_ss::Paths,
+    app_address: String,
+    _stops: Vec<tokio::sync::oneshot::Sender<()>>,
+}
+
+fn stopper() -> (
+    tokio::sync::oneshot::Sender<()>,
+    impl Future<Output = ()> + Send + 'static,
+) {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    (tx, async {
+        let _ = rx.await;
+    })
+}
+
+async fn network() -> Network {
+    let inst = Instance::start().await;
+    let provider_peer = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let consumer_peer = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let provider_address = provider_peer.local_addr().unwrap().to_string();
+    let p_node = inst.node_at(PROVIDER, &[PROVIDER_CLIENT], &provider_address);
+    let c_node = inst.node_at(
+        CONSUMER,
+        &[CONSUMER_CLIENT],
+        &consumer_peer.local_addr().unwrap().to_string(),
+    );
+    inst.enrol(&p_node).await;
+    inst.enrol(&c_node).await;
+    let consumer_paths = c_node.paths.clone();
+    let provider = SecurityServer::open(p_node, inst.clock.clone()).unwrap();
+    let consumer = SecurityServer::open(c_node, inst.clock.clone()).unwrap();
+
+    let mut stops = Vec::new();
+    let app = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app_address = app.local_addr().unwrap().to_string();
+    let (tx, stop) = stopper();
+    stops.push(tx);
+    tokio::spawn(lintas_examples::population_registry::serve(app, stop));
+
+    provider
+        .access
+        .add_service(ServiceEntry {
+            provider: PROVIDER_CLIENT.parse().unwrap(),
+            service: SERVICE.parse().unwrap(),
+            endpoint: format!("http://{app_address}"),
+        })
+        .unwrap();
+    provider.access.grant(grant(Some("CariNik"))).unwrap();
+
+    let mut consumer_url = String::new();
+    for (server, peer) in [
+        (provider.clone(), provider_peer),
+        (consumer.clone(), consumer_peer),
+    ] {
+        let local = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        if Arc::ptr_eq(&server, &consumer) {
+            consumer_url = format!("http://{}", local.local_addr().unwrap());
+        }
+        let (tx, stop) = stopper();
+        stops.push(tx);
+        tokio::spawn(async move {
+            lintas_ss::daemon::serve(server, local, peer, stop)
+                .await
+                .unwrap();
+        });
+    }
+    Network {
+        inst,
+        provider,
+        consumer,
+        consumer_url,
+        provider_address,
+        consumer_paths,
+        app_address,
+        _stops: stops,
+    }
+}
+
+fn grant(method: Option<&str>) -> Grant {
+    Grant {
+        provider: PROVIDER_CLIENT.parse().unwrap(),
+        service: SERVICE.parse().unwrap(),
+        method: method.map(str::to_owned),
+        subject: Subject::Client(ClientId::Subsystem(CONSUMER_CLIENT.parse().unwrap())),
+    }
+}
+
+fn source(status: &Status) -> &str {
+    status
+        .metadata()
+        .get(lintas_ss::daemon::ERROR_SOURCE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+impl Network {
+    /// Calls CariNik through the consumer's security server with a generated client.
+    async fn cari(&self, client: &str, nik: &str) -> Result<DataPenduduk, Status> {
+        let channel = tonic::transport::Endpoint::from_shared(self.consumer_url.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut c = PendudukClient::new(channel);
+        let mut req = Request::new(CariNikRequest { nik: nik.into() });
+        req.metadata_mut()
+            .insert("lintas-client", client.parse().unwrap());
+        req.metadata_mut()
+            .insert("lintas-service", PROVIDER_CLIENT.parse().unwrap());
+        c.cari_nik(req).await.map(|r| r.into_inner())
+    }
+
+    fn records(server: &SecurityServer) -> Vec<lintas_log::Record> {
+        (0..server.log.len())
+            .map(|i| server.log.get(i).unwrap().unwrap())
+            .collect()
+    }
+
+    /// A request header as the consumer server would sign it.
+    fn header(&self) -> ex::RequestHeader {
+        ex::RequestHeader {
+            message_id: format!("forged-{}", rand_suffix()),
+            client: CONSUMER_CLIENT.into(),
+            service_provider: PROVIDER_CLIENT.into(),
+            method: format!("/{SERVICE}/CariNik"),
+            consumer_server: CONSUMER.into(),
+            provider_server: PROVIDER.into(),
+            time_unix_ms: lintas_ss::daemon::now_ms(&*self.inst.clock),
+            conf_serial: 0,
+            ..Default::default()
+        }
+    }
+
+    /// Signs `header` over `body` with the consumer's real signing key.
+    fn sign(&self, mut header: ex::RequestHeader, body: &[u8]) -> ex::SignedRequest {
+        if header.body_sha256.is_empty() {
+            header.body_sha256 = lintas_certs::sha256(body).to_vec();
+            header.body_len = body.len() as u64;
+        }
+        let header = header.encode_to_vec();
+        let key = lintas_certs::keys::read(&self.consumer_paths.sign_key()).unwrap();
+        ex::SignedRequest {
+            signature: lintas_certs::sig::sign(&key, lintas_ss::daemon::REQUEST_DOMAIN, &header)
+                .unwrap(),
+            header,
+            signer_cert: read_cert(&self.consumer_paths.sign_cert()),
+            body: body.to_vec(),
+        }
+    }
+
+    /// Sends a signed request straight to the provider server with the TLS identity in
+    /// `paths` (the consumer server's when `None`).
+    async fn send(
+        &self,
+        signed: ex::SignedRequest,
+        paths: Option<&lintas_ss::Paths>,
+    ) -> Result<ex::SignedResponse, Status> {
+        let paths = paths.unwrap_or(&self.consumer_paths);
+        let cert = read_cert(&paths.tls_cert());
+        let key = lintas_certs::keys::read(&paths.tls_key()).unwrap();
+        let anchor = lintas_globalconf::Anchor::load(&self.inst.anchor()).unwrap();
+        let tls = lintas_transport::client_config(
+            anchor.trust_store(),
+            lintas_certs::Role::Server,
+            Some((&cert, &key)),
+        )
+        .unwrap();
+        let channel =
+            lintas_transport::channel(&format!("https://{}", self.provider_address), tls).unwrap();
+        ex::exchange_client::ExchangeClient::new(channel)
+            .call(signed)
+            .await
+            .map(|r| r.into_inner())
+    }
+}
+
+fn rand_suffix() -> String {
+    lintas_certs::hex(&lintas_certs::sha256(
+        format!("{:?}", std::time::Instant::now()).as_bytes(),
+    ))[..16]
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_call_crosses_two_security_servers_and_both_record_it() {
+    let net = network().await;
+    let answer = net.cari(CONSUMER_CLIENT, NIK).await.unwrap();
+    assert_eq!(answer.nama, "Siti Rahayu");
+    assert_eq!(answer.provinsi, "DKI Jakarta");
+
+    let kinds =
+        |s: &SecurityServer| -> Vec<i32> { Network::records(s).iter().map(|r| r.kind).collect() };
+    assert_eq!(
+        kinds(&net.consumer),
+        [
+            RecordKind::RequestSent as i32,
+            RecordKind::ResponseReceived as i32
+        ]
+    );
+    assert_eq!(
+        kinds(&net.provider),
+        [
+            RecordKind::RequestReceived as i32,
+            RecordKind::ResponseSent as i32
+        ]
+    );
+    // Both sides hold the same signed request header and the same signed response.
+    let c = Network::records(&net.consumer);
+    let p = Network::records(&net.provider);
+    assert_eq!(c[0].header, p[0].header);
+    assert_eq!(c[0].signature, p[0].signature);
+    assert_eq!(c[1].header, p[1].header);
+    assert_eq!(c[1].signature, p[1].signature);
+    let response = ex::ResponseHeader::decode(c[1].header.as_slice()).unwrap();
+    assert_eq!(
+        response.request_header_sha256,
+        lintas_certs::sha256(&c[0].header)
+    );
+    assert_eq!(response.request_record, 0);
+
+    // An error the application itself returns reaches the caller as the application's.
+    let err = net
+        .cari(CONSUMER_CLIENT, "9999999999999999")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert_eq!(source(&err), "provider-app");
+    assert!(err.message().contains("no resident"));
+}
+
+/// A gRPC client that knows nothing of lintas or of the service's schema: protobuf
+/// bytes encoded by hand, a pass-through codec.
+#[derive(Clone, Copy, Default)]
+struct HandCodec;
+
+impl tonic::codec::Codec for HandCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = HandCodec;
+    type Decoder = HandCodec;
+    fn encoder(&mut self) -> HandCodec {
+        HandCodec
+    }
+    fn decoder(&mut self) -> HandCodec {
+        HandCodec
+    }
+}
+
+impl tonic::codec::Encoder for HandCodec {
+    type Item = Bytes;
+    type Error = Status;
+    fn encode(&mut self, item: Bytes, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), Status> {
+        use bytes::BufMut;
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for HandCodec {
+    type Item = Bytes;
+    type Error = Status;
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        use bytes::Buf;
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+/// `CariNikRequest { nik }` encoded by hand: field 1, wire type 2.
+fn hand_encoded(nik: &str) -> Bytes {
+    let mut b = vec![0x0a, nik.len() as u8];
+    b.extend_from_slice(nik.as_bytes());
+    Bytes::from(b)
+}
+
+#[tokio::test]
+async fn any_grpc_stack_works_through_the_bus_and_streams_are_refused() {
+    let net = network().await;
+    let channel = tonic::transport::Endpoint::from_shared(net.consumer_url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let path: tonic::codegen::http::uri::PathAndQuery =
+        format!("/{SERVICE}/CariNik").parse().unwrap();
+    let request = |messages: Vec<Bytes>| {
+        let mut r = Request::new(tokio_stream::iter(messages));
+        r.metadata_mut()
+            .insert("lintas-client", CONSUMER_CLIENT.parse().unwrap());
+        r.metadata_mut()
+            .insert("lintas-service", PROVIDER_CLIENT.parse().unwrap());
+        r
+    };
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let answer = grpc
+        .client_streaming(request(vec![hand_encoded(NIK)]), path.clone(), HandCodec)
+        .await
+        .unwrap()
+        .into_inner();
+    // DataPenduduk field 2 (nama) is "Siti Rahayu".
+    let nama = b"\x12\x0bSiti Rahayu";
+    assert!(answer.windows(nama.len()).any(|w| w == nama), "{answer:?}");
+
+    // Two request messages in one call: refused until streaming is supported.
+    grpc.ready().await.unwrap();
+    let err = grpc
+        .client_streaming(
+            request(vec![hand_encoded(NIK), hand_encoded(NIK)]),
+            path,
+            HandCodec,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented, "{err:?}");
+    assert_eq!(source(&err), "consumer-server");
+}
+
+#[tokio::test]
+async fn the_consumer_server_refuses_unknown_and_foreign_clients() {
+    let net = network().await;
+    // Not hosted here (and not registered anywhere).
+    let err = net.cari("ID/GOV/KEMENSOS/UNKNOWN", NIK).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("not hosted"), "{}", err.message());
+    assert_eq!(source(&err), "consumer-server");
+    // Claiming another member's subsystem, which this server does not host.
+    let err = net.cari(PROVIDER_CLIENT, NIK).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    // Malformed identifiers.
+    let err = net.cari("ID/GOV/KEMEN SOS/DTKS", NIK).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    // Nothing was relayed or recorded for any of them.
+    assert_eq!(net.consumer.log.len(), 0);
+    assert_eq!(net.provider.log.len(), 0);
+}
+
+#[tokio::test]
+async fn access_rights_are_checked_and_changes_apply_at_once() {
+    let net = network().await;
+    net.cari(CONSUMER_CLIENT, NIK).await.unwrap();
+    net.provider.access.revoke(&grant(Some("CariNik"))).unwrap();
+    let err = net.cari(CONSUMER_CLIENT, NIK).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert_eq!(source(&err), "provider-server");
+    assert!(err.message().contains("not allowed"), "{}", err.message());
+    let last = net
+        .provider
+        .log
+        .get(net.provider.log.len() - 1)
+        .unwrap()
+        .unwrap();
+    assert_eq!(last.kind, RecordKind::Rejection as i32);
+    assert_eq!(last.status_code, Code::PermissionDenied as i32);
+
+    // A grant to a global group the client's member belongs to works too.
+    let mut admin = net.inst.admin();
+    admin
+        .add_group(pb::AddGroupRequest {
+            code: "bansos".into(),
+            description: String::new(),
+        })
+        .await
+        .unwrap();
+    admin
+        .add_group_member(pb::GroupMemberRequest {
+            code: "bansos".into(),
+            client: "ID/GOV/KEMENSOS".into(),
+        })
+        .await
+        .unwrap();
+    net.provider.conf().fetch().await.unwrap();
+    let mut by_group = grant(None);
+    by_group.subject = Subject::Group("bansos".parse().unwrap());
+    net.provider.access.grant(by_group).unwrap();
+    net.cari(CONSUMER_CLIENT, NIK).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_provider_server_refuses_forged_and_replayed_requests() {
+    let net = network().await;
+    let body = hand_encoded(NIK).to_vec();
+
+    // Untouched, the forger's request is accepted: the refusals below are each about
+    // the one thing changed.
+    let good = net.sign(net.header(), &body);
+    net.send(good.clone(), None).await.unwrap();
+
+    // Replay of the same signed request.
+    let err = net.send(good.clone(), None).await.unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
+
+    // Signature tampered.
+    let mut tampered = net.sign(net.header(), &body);
+    let n = tampered.signature.len();
+    tampered.signature[n - 2] ^= 1;
+    let err = net.send(tampered, None).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+
+    // Header tampered after signing.
+    let mut altered = net.sign(net.header(), &body);
+    let mut h = ex::RequestHeader::decode(altered.header.as_slice()).unwrap();
+    h.purpose = "changed after signing".into();
+    altered.header = h.encode_to_vec();
+    let err = net.send(altered, None).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+
+    // Body tampered.
+    let mut swapped = net.sign(net.header(), &body);
+    swapped.body = hand_encoded("3273015708920002").to_vec();
+    let err = net.send(swapped, None).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("body"), "{}", err.message());
+
+    // Addressed to another provider server.
+    let mut h = net.header();
+    h.provider_server = "ID/GOV/KEMENDAGRI/SS2".into();
+    let err = net.send(net.sign(h, &body), None).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("addressed to"), "{}", err.message());
+
+    // Signed too long ago.
+    let mut h = net.header();
+    h.time_unix_ms -= 10 * 60 * 1000;
+    let err = net.send(net.sign(h, &body), None).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+
+    // Claims a client the TLS peer does not host.
+    let mut h = net.header();
+    h.client = "ID/GOV/KEMENSOS/OTHER".into();
+    let err = net.send(net.sign(h, &body), None).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+
+    // Every refusal is recorded.
+    let rejections = Network::records(&net.provider)
+        .iter()
+        .filter(|r| r.kind == RecordKind::Rejection as i32)
+        .count();
+    assert_eq!(rejections, 7);
+}
+
+#[tokio::test]
+async fn an_expired_configuration_stops_calls_with_a_clear_error() {
+    let net = network().await;
+    net.cari(CONSUMER_CLIENT, NIK).await.unwrap();
+    net.inst
+        .clock
+        .advance(Duration::from_secs(net.inst.config.conf_validity_secs + 1));
+    let err = net.cari(CONSUMER_CLIENT, NIK).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert_eq!(source(&err), "consumer-server");
+    assert!(err.message().contains("expired"), "{}", err.message());
+}
+
+#[tokio::test]
+async fn a_revoked_signing_certificate_is_refused() {
+    let net = network().await;
+    net.cari(CONSUMER_CLIENT, NIK).await.unwrap();
+    let serial = lintas_certs::CertInfo::parse(&read_cert(&net.consumer_paths.sign_cert()))
+        .unwrap()
+        .serial_hex();
+    net.inst
+        .admin()
+        .revoke(pb::RevokeRequest {
+            serial,
+            reason: "key compromise".into(),
+        })
+        .await
+        .unwrap();
+    net.provider.conf().fetch().await.unwrap();
+    let err = net.cari(CONSUMER_CLIENT, NIK).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    assert_eq!(source(&err), "provider-server");
+    assert!(err.message().contains("revoked"), "{}", err.message());
+}
+
+#[tokio::test]
+async fn a_peer_from_an_untrusted_ca_cannot_connect() {
+    let net = network().await;
+    // A server enrolled in another instance, whose CA this instance does not approve.
+    let other = Instance::start().await;
+    let stranger = other.node(CONSUMER, &[CONSUMER_CLIENT]);
+    other.enrol(&stranger).await;
+    let err = net
+        .send(net.sign(net.header(), b""), Some(&stranger.paths))
+        .await
+        .unwrap_err();
+    assert!(format!("{err:?}").contains("alert"), "{err:?}");
+    assert!(net.provider.log.is_empty(), "nothing reached the checks");
+}
+
+#[tokio::test]
+async fn an_unreachable_provider_application_is_reported_as_such() {
+    let net = network().await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    net.provider
+        .access
+        .add_service(ServiceEntry {
+            provider: PROVIDER_CLIENT.parse().unwrap(),
+            service: SERVICE.parse().unwrap(),
+            endpoint: format!("http://{closed}"),
+        })
+        .unwrap();
+    let err = net.cari(CONSUMER_CLIENT, NIK).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert_eq!(source(&err), "provider-server");
+    assert!(err.message().contains("unreachable"), "{}", err.message());
+    // Back to the real application: it works again.
+    net.provider
+        .access
+        .add_service(ServiceEntry {
+            provider: PROVIDER_CLIENT.parse().unwrap(),
+            service: SERVICE.parse().unwrap(),
+            endpoint: format!("http://{}", net.app_address),
+        })
+        .unwrap();
+    net.cari(CONSUMER_CLIENT, NIK).await.unwrap();
+}

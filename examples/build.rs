@@ -1,0 +1,13 @@
+//! Compiles the example applications' protobuf files with protox (no system `protoc`).
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = ["kependudukan/v1/penduduk.proto"];
+    for f in files {
+        println!("cargo:rerun-if-changed=proto/{f}");
+    }
+    let fds = protox::compile(files, ["proto"])?;
+    tonic_prost_build::configure()
+        .build_transport(false)
+        .compile_fds(fds)?;
+    Ok(())
+}

@@ -1,0 +1,217 @@
+//! What this server provides and who may call it: services (a provider subsystem's gRPC
+//! service mapped to the application endpoint that implements it) and access grants (a
+//! client or a global group may call a whole service or one method). Kept in memory for
+//! every call, written through to sled, changed without a restart.
+
+use std::collections::BTreeMap;
+use std::sync::RwLock;
+
+use lintas_globalconf::VerifiedConf;
+use lintas_identifiers::{ClientId, Code, MethodPath, ServiceName, SubsystemId};
+use serde::{Deserialize, Serialize};
+
+use crate::SsError;
+
+/// A provided service and where its application listens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceEntry {
+    pub provider: SubsystemId,
+    pub service: ServiceName,
+    /// `http://host:port` of the application (TLS to applications comes later).
+    pub endpoint: String,
+}
+
+/// Who a grant is for.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Subject {
+    /// A member (all its subsystems) or one subsystem.
+    Client(ClientId),
+    /// Every member of a global group of the instance.
+    Group(Code),
+}
+
+impl std::fmt::Display for Subject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Subject::Client(c) => write!(f, "{c}"),
+            Subject::Group(g) => write!(f, "group {g}"),
+        }
+    }
+}
+
+/// The right to call a service (every method, or one).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Grant {
+    pub provider: SubsystemId,
+    pub service: ServiceName,
+    /// `None`: every method of the service.
+    pub method: Option<String>,
+    pub subject: Subject,
+}
+
+type ServiceKey = (SubsystemId, ServiceName);
+
+pub struct Access {
+    tree: sled::Tree,
+    services: RwLock<BTreeMap<ServiceKey, ServiceEntry>>,
+    grants: RwLock<Vec<Grant>>,
+}
+
+fn storage(e: impl std::fmt::Display) -> SsError {
+    SsError::State(e.to_string())
+}
+
+impl Access {
+    pub fn open(db: &sled::Db) -> Result<Self, SsError> {
+        let tree = db.open_tree("access").map_err(storage)?;
+        let mut services = BTreeMap::new();
+        let mut grants = Vec::new();
+        for kv in tree.iter() {
+            let (k, v) = kv.map_err(storage)?;
+            if k.starts_with(b"service/") {
+                let s: ServiceEntry = serde_json::from_slice(&v).map_err(storage)?;
+                services.insert((s.provider.clone(), s.service.clone()), s);
+            } else if k.starts_with(b"grant/") {
+                grants.push(serde_json::from_slice(&v).map_err(storage)?);
+            }
+        }
+        grants.sort();
+        Ok(Access {
+            tree,
+            services: RwLock::new(services),
+            grants: RwLock::new(grants),
+        })
+    }
+
+    fn persist(&self, key: String, value: Option<Vec<u8>>) -> Result<(), SsError> {
+        match value {
+            Some(v) => self.tree.insert(key.as_bytes(), v).map_err(storage)?,
+            None => self.tree.remove(key.as_bytes()).map_err(storage)?,
+        };
+        self.tree.flush().map_err(storage)?;
+        Ok(())
+    }
+
+    /// Adds or replaces a service mapping.
+    pub fn add_service(&self, entry: ServiceEntry) -> Result<(), SsError> {
+        if !(entry.endpoint.starts_with("http://") && entry.endpoint.len() > 7) {
+            return Err(SsError::InvalidInput(format!(
+                "endpoint '{}' must be http://host:port",
+                entry.endpoint
+            )));
+        }
+        let key = format!("service/{}/{}", entry.provider, entry.service);
+        self.persist(key, Some(serde_json::to_vec(&entry).map_err(storage)?))?;
+        self.services
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((entry.provider.clone(), entry.service.clone()), entry);
+        Ok(())
+    }
+
+    pub fn remove_service(
+        &self,
+        provider: &SubsystemId,
+        service: &ServiceName,
+    ) -> Result<bool, SsError> {
+        let mut services = self.services.write().unwrap_or_else(|p| p.into_inner());
+        if services
+            .remove(&(provider.clone(), service.clone()))
+            .is_none()
+        {
+            return Ok(false);
+        }
+        self.persist(format!("service/{provider}/{service}"), None)?;
+        Ok(true)
+    }
+
+    pub fn services(&self) -> Vec<ServiceEntry> {
+        self.services
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn service(&self, provider: &SubsystemId, service: &ServiceName) -> Option<ServiceEntry> {
+        self.services
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(provider.clone(), service.clone()))
+            .cloned()
+    }
+
+    fn grant_key(g: &Grant) -> String {
+        format!(
+            "grant/{}/{}/{}/{}",
+            g.provider,
+            g.service,
+            g.method.as_deref().unwrap_or("*"),
+            g.subject
+        )
+    }
+
+    /// Adds a grant; false if it already existed.
+    pub fn grant(&self, grant: Grant) -> Result<bool, SsError> {
+        let mut grants = self.grants.write().unwrap_or_else(|p| p.into_inner());
+        if grants.contains(&grant) {
+            return Ok(false);
+        }
+        self.persist(
+            Self::grant_key(&grant),
+            Some(serde_json::to_vec(&grant).map_err(storage)?),
+        )?;
+        grants.push(grant);
+        grants.sort();
+        Ok(true)
+    }
+
+    /// Removes a grant; false if there was none.
+    pub fn revoke(&self, grant: &Grant) -> Result<bool, SsError> {
+        let mut grants = self.grants.write().unwrap_or_else(|p| p.into_inner());
+        let Some(i) = grants.iter().position(|g| g == grant) else {
+            return Ok(false);
+        };
+        self.persist(Self::grant_key(grant), None)?;
+        grants.remove(i);
+        Ok(true)
+    }
+
+    pub fn grants(&self) -> Vec<Grant> {
+        self.grants
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Whether `client` may call `method` of `provider`, directly or through a global
+    /// group of `conf` that lists the client or its member.
+    pub fn allowed(
+        &self,
+        conf: &VerifiedConf,
+        client: &SubsystemId,
+        provider: &SubsystemId,
+        method: &MethodPath,
+    ) -> bool {
+        let as_client = ClientId::Subsystem(client.clone()).to_string();
+        let as_member = client.member.to_string();
+        let in_group = |code: &Code| {
+            conf.conf.groups.iter().any(|g| {
+                g.code == code.as_str()
+                    && g.members.iter().any(|m| *m == as_client || *m == as_member)
+            })
+        };
+        self.grants
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|g| &g.provider == provider && g.service == method.service)
+            .filter(|g| g.method.as_ref().is_none_or(|m| *m == method.method))
+            .any(|g| match &g.subject {
+                Subject::Client(ClientId::Subsystem(s)) => s == client,
+                Subject::Client(ClientId::Member(m)) => *m == client.member,
+                Subject::Group(code) => in_group(code),
+            })
+    }
+}

@@ -1,0 +1,356 @@
+//! The consumer endpoint: local applications call any `/package.Service/Method` here as
+//! they would call the provider, adding metadata:
+//!
+//! | key | required | meaning |
+//! |---|---|---|
+//! | `lintas-client` | yes | the calling subsystem, INSTANCE/CLASS/MEMBER/SUBSYSTEM |
+//! | `lintas-service` | yes | the provider subsystem |
+//! | `lintas-message-id` | no | unique id (generated when absent) |
+//! | `lintas-user-id`, `lintas-purpose`, `lintas-issue` | no | user, legal basis, case |
+//!
+//! The message bytes are relayed without a schema. Unary calls only: a request with more
+//! than one message is refused.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use lintas_certs::{Identity, Role};
+use lintas_identifiers::{MethodPath, SubsystemId};
+use lintas_log::{Record, RecordKind};
+use lintas_proto::exchange::v1 as ex;
+use prost::Message;
+use tonic::codegen::http;
+use tonic::metadata::MetadataMap;
+use tonic::server::ClientStreamingService;
+use tonic::{Code, Request, Response, Status, Streaming};
+
+use crate::daemon::{
+    ERROR_SOURCE, ErrorSource, REQUEST_DOMAIN, RESPONSE_DOMAIN, SecurityServer, bytes, error,
+    now_ms,
+};
+use crate::provider::check_message_id;
+use crate::raw::RawCodec;
+
+/// Longest optional text field (user id, purpose, issue).
+const MAX_FIELD: usize = 256;
+
+/// Catches every path that is not the health service.
+#[derive(Clone)]
+pub struct ConsumerEndpoint(pub Arc<SecurityServer>);
+
+impl tower::Service<http::Request<axum::body::Body>> for ConsumerEndpoint {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<axum::body::Body>) -> Self::Future {
+        let server = self.0.clone();
+        Box::pin(async move {
+            let call = ConsumerCall {
+                path: req.uri().path().to_owned(),
+                remote: req
+                    .extensions()
+                    .get::<tonic::transport::server::TcpConnectInfo>()
+                    .and_then(|i| i.remote_addr()),
+                server: server.clone(),
+            };
+            let max = server.settings.max_message_bytes;
+            let mut grpc = tonic::server::Grpc::new(RawCodec)
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max);
+            Ok(grpc.client_streaming(call, req).await)
+        })
+    }
+}
+
+struct ConsumerCall {
+    path: String,
+    remote: Option<SocketAddr>,
+    server: Arc<SecurityServer>,
+}
+
+impl ClientStreamingService<Bytes> for ConsumerCall {
+    type Response = Bytes;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Bytes>, Status>> + Send>>;
+
+    fn call(&mut self, request: Request<Streaming<Bytes>>) -> Self::Future {
+        let path = std::mem::take(&mut self.path);
+        let remote = self.remote;
+        let server = self.server.clone();
+        Box::pin(async move { relay(&server, &path, remote, request).await })
+    }
+}
+
+fn consumer_error(code: Code, message: impl Into<String>) -> Status {
+    error(code, ErrorSource::ConsumerServer, message)
+}
+
+fn text<'a>(metadata: &'a MetadataMap, key: &str) -> Result<Option<&'a str>, Status> {
+    match metadata.get(key) {
+        None => Ok(None),
+        Some(v) => {
+            let s = v.to_str().map_err(|_| {
+                consumer_error(
+                    Code::InvalidArgument,
+                    format!("metadata {key} is not ASCII text"),
+                )
+            })?;
+            if s.len() > MAX_FIELD {
+                return Err(consumer_error(
+                    Code::InvalidArgument,
+                    format!("metadata {key} is longer than {MAX_FIELD} characters"),
+                ));
+            }
+            Ok(Some(s))
+        }
+    }
+}
+
+fn subsystem(metadata: &MetadataMap, key: &str) -> Result<SubsystemId, Status> {
+    text(metadata, key)?
+        .ok_or_else(|| {
+            consumer_error(Code::InvalidArgument, format!("metadata {key} is required"))
+        })?
+        .parse()
+        .map_err(|e| consumer_error(Code::InvalidArgument, format!("metadata {key}: {e}")))
+}
+
+fn random_id() -> Result<String, Status> {
+    use aws_lc_rs::rand::SecureRandom;
+    let mut b = [0u8; 16];
+    aws_lc_rs::rand::SystemRandom::new()
+        .fill(&mut b)
+        .map_err(|_| consumer_error(Code::Internal, "random number generator failed"))?;
+    Ok(lintas_certs::hex(&b))
+}
+
+async fn relay(
+    s: &SecurityServer,
+    path: &str,
+    remote: Option<SocketAddr>,
+    request: Request<Streaming<Bytes>>,
+) -> Result<Response<Bytes>, Status> {
+    // Who is calling. Without TLS client certificates the caller is trusted to name
+    // itself, which is only acceptable on loopback in development.
+    if !remote.is_some_and(|r| r.ip().is_loopback()) {
+        return Err(consumer_error(
+            Code::PermissionDenied,
+            "only local applications on loopback may call this endpoint",
+        ));
+    }
+    let md = request.metadata();
+    let client = subsystem(md, "lintas-client")?;
+    if !s.hosts(&client) {
+        return Err(consumer_error(
+            Code::PermissionDenied,
+            format!("client {client} is not hosted on security server {}", s.id),
+        ));
+    }
+    let provider = subsystem(md, "lintas-service")?;
+    let method: MethodPath = path
+        .parse()
+        .map_err(|e| consumer_error(Code::Unimplemented, format!("{e}")))?;
+    let message_id = match text(md, "lintas-message-id")? {
+        Some(id) => {
+            check_message_id(id).map_err(|why| {
+                consumer_error(Code::InvalidArgument, format!("lintas-message-id {why}"))
+            })?;
+            id.to_owned()
+        }
+        None => random_id()?,
+    };
+    let field = |key| text(md, key).map(|v| v.unwrap_or_default().to_owned());
+    let (user_id, purpose, issue) = (
+        field("lintas-user-id")?,
+        field("lintas-purpose")?,
+        field("lintas-issue")?,
+    );
+
+    let mut stream = request.into_inner();
+    let body = stream.message().await?.ok_or_else(|| {
+        consumer_error(Code::InvalidArgument, "the call carried no request message")
+    })?;
+    if stream.message().await?.is_some() {
+        return Err(consumer_error(
+            Code::Unimplemented,
+            "the call carried more than one request message; only unary calls are supported yet",
+        ));
+    }
+
+    let conf = s.current_conf(ErrorSource::ConsumerServer)?;
+    if !conf.has_client(&client.clone().into()) {
+        return Err(consumer_error(
+            Code::FailedPrecondition,
+            format!("client {client} is not registered in the global configuration"),
+        ));
+    }
+    let target = conf
+        .servers_hosting(&provider)
+        .find(|e| e.tls_cert_sha256.len() == 32)
+        .ok_or_else(|| {
+            consumer_error(
+                Code::NotFound,
+                format!("no security server in the global configuration hosts {provider}"),
+            )
+        })?;
+    let pin: [u8; 32] = target
+        .tls_cert_sha256
+        .as_slice()
+        .try_into()
+        .map_err(|_| consumer_error(Code::Internal, "configuration: bad certificate hash"))?;
+
+    let header = ex::RequestHeader {
+        message_id: message_id.clone(),
+        client: client.to_string(),
+        service_provider: provider.to_string(),
+        method: method.to_string(),
+        consumer_server: s.id.to_string(),
+        provider_server: target.id.clone(),
+        time_unix_ms: now_ms(&*s.clock),
+        body_sha256: lintas_certs::sha256(&body).to_vec(),
+        body_len: body.len() as u64,
+        conf_serial: conf.serial(),
+        user_id,
+        purpose,
+        issue,
+    }
+    .encode_to_vec();
+    let signature = lintas_certs::sig::sign(&s.sign_key, REQUEST_DOMAIN, &header)
+        .map_err(|e| consumer_error(Code::Internal, e.to_string()))?;
+    let record = |kind: RecordKind,
+                  header: &[u8],
+                  signature: &[u8],
+                  cert: &[u8],
+                  body: &[u8],
+                  code: Code,
+                  detail: &str| Record {
+        kind: kind as i32,
+        time_unix_ms: now_ms(&*s.clock),
+        message_id: message_id.clone(),
+        client: client.to_string(),
+        service_provider: provider.to_string(),
+        method: method.to_string(),
+        peer_server: target.id.clone(),
+        header: header.to_vec(),
+        signature: signature.to_vec(),
+        signer_cert_sha256: lintas_certs::sha256(cert).to_vec(),
+        body_sha256: lintas_certs::sha256(body).to_vec(),
+        body_len: body.len() as u64,
+        status_code: code as i32,
+        detail: detail.to_owned(),
+    };
+    s.record(
+        record(
+            RecordKind::RequestSent,
+            &header,
+            &signature,
+            &s.sign_cert,
+            &body,
+            Code::Ok,
+            "",
+        ),
+        ErrorSource::ConsumerServer,
+    )
+    .await?;
+
+    let channel = s.peer_channel(&conf, &target.address, pin)?;
+    let mut peer = ex::exchange_client::ExchangeClient::new(channel)
+        .max_decoding_message_size(s.settings.max_message_bytes + 64 * 1024)
+        .max_encoding_message_size(s.settings.max_message_bytes + 64 * 1024);
+    let mut call = Request::new(ex::SignedRequest {
+        header: header.clone(),
+        signature,
+        signer_cert: s.sign_cert.clone(),
+        body: body.to_vec(),
+    });
+    call.set_timeout(s.settings.app_timeout + std::time::Duration::from_secs(5));
+    let signed = match peer.call(call).await {
+        Ok(r) => r.into_inner(),
+        Err(status) => {
+            // A refusal by the provider server carries its source; anything else is the
+            // connection failing on this side.
+            if status.metadata().get(ERROR_SOURCE).is_some() {
+                return Err(status);
+            }
+            return Err(consumer_error(
+                Code::Unavailable,
+                format!(
+                    "provider security server {} at {} unreachable: {}",
+                    target.id,
+                    target.address,
+                    status.message()
+                ),
+            ));
+        }
+    };
+
+    // The answer must be signed by the provider's member and bound to this request.
+    let refused = |why: String| consumer_error(Code::DataLoss, format!("response refused: {why}"));
+    let signer = conf
+        .trust_store()
+        .verify(&signed.signer_cert, Role::Member, s.clock.now())
+        .map_err(|e| refused(format!("signing certificate: {e}")))?;
+    if signer.identity != Identity::Member(provider.member.clone()) {
+        return Err(refused(format!(
+            "signed by {}, not by the provider's member {}",
+            signer.identity, provider.member
+        )));
+    }
+    lintas_certs::sig::verify(
+        &signer.public_key,
+        RESPONSE_DOMAIN,
+        &signed.header,
+        &signed.signature,
+    )
+    .map_err(|_| refused("signature does not verify".into()))?;
+    let answer = ex::ResponseHeader::decode(signed.header.as_slice())
+        .map_err(|e| refused(format!("header is malformed: {e}")))?;
+    if answer.request_header_sha256 != lintas_certs::sha256(&header)
+        || answer.message_id != message_id
+        || answer.provider_server != target.id
+    {
+        return Err(refused("it does not answer this request".into()));
+    }
+    if answer.body_len != signed.body.len() as u64
+        || answer.body_sha256 != lintas_certs::sha256(&signed.body)
+    {
+        return Err(refused("body does not match the signed hash".into()));
+    }
+    let code = Code::from_i32(answer.status_code);
+    s.record(
+        record(
+            RecordKind::ResponseReceived,
+            &signed.header,
+            &signed.signature,
+            &signed.signer_cert,
+            &signed.body,
+            code,
+            &answer.status_message,
+        ),
+        ErrorSource::ConsumerServer,
+    )
+    .await?;
+
+    if code != Code::Ok {
+        let source = if answer.error_source == ErrorSource::ProviderServer.as_str() {
+            ErrorSource::ProviderServer
+        } else {
+            ErrorSource::ProviderApp
+        };
+        return Err(error(code, source, answer.status_message));
+    }
+    let mut response = Response::new(bytes(signed.body));
+    if let Ok(v) = message_id.parse() {
+        response.metadata_mut().insert("lintas-message-id", v);
+    }
+    Ok(response)
+}

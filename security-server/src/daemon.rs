@@ -1,0 +1,369 @@
+//! The running security server: its state, the two endpoints, and their lifecycle.
+//!
+//! - The consumer endpoint (`consumer` module) takes ordinary gRPC calls from local
+//!   applications for any `/package.Service/Method`, signs a request header, records it,
+//!   and relays the bytes to the provider's security server.
+//! - The provider endpoint (`provider` module) serves `lintas.exchange.v1.Exchange` to
+//!   peer servers over mutual TLS 1.3, runs the checks in order, records, calls the
+//!   application, and signs a response bound to the request.
+//!
+//! Nothing is answered before its record is durable (see `lintas-log`).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use lintas_certs::pem::cert_from_pem;
+use lintas_certs::{KeyPair, Role};
+use lintas_globalconf::{Clock, ConfClient, VerifiedConf};
+use lintas_identifiers::{ServerId, SubsystemId};
+use lintas_log::{Record, RecordLog};
+use lintas_proto::exchange::v1::exchange_server::ExchangeServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+use crate::access::Access;
+use crate::{Node, SsConfig, SsError};
+
+/// Signature domain of request headers.
+pub const REQUEST_DOMAIN: &str = "lintas/request/v1";
+/// Signature domain of response headers.
+pub const RESPONSE_DOMAIN: &str = "lintas/response/v1";
+/// Metadata key telling the caller which part of the bus produced an error.
+pub const ERROR_SOURCE: &str = "lintas-error-source";
+
+/// Who produced an error the calling application sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorSource {
+    /// The caller's own security server (bad call, configuration, provider unreachable).
+    ConsumerServer,
+    /// The provider's security server (a check refused the request, application down).
+    ProviderServer,
+    /// The provider application answered with this error itself.
+    ProviderApp,
+}
+
+impl ErrorSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorSource::ConsumerServer => "consumer-server",
+            ErrorSource::ProviderServer => "provider-server",
+            ErrorSource::ProviderApp => "provider-app",
+        }
+    }
+}
+
+/// A gRPC status tagged with where it came from.
+pub fn error(code: Code, source: ErrorSource, message: impl Into<String>) -> Status {
+    let mut status = Status::new(code, message);
+    if let Ok(v) = source.as_str().parse() {
+        status.metadata_mut().insert(ERROR_SOURCE, v);
+    }
+    status
+}
+
+pub fn now_ms(clock: &dyn Clock) -> i64 {
+    clock
+        .now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// A running security server's shared state.
+pub struct SecurityServer {
+    pub id: ServerId,
+    pub(crate) clients: Vec<SubsystemId>,
+    pub(crate) conf: ConfClient,
+    pub log: RecordLog,
+    pub access: Access,
+    pub(crate) seen: sled::Tree,
+    pub(crate) sign_key: KeyPair,
+    pub(crate) sign_cert: Vec<u8>,
+    pub(crate) tls_key: KeyPair,
+    pub(crate) tls_cert: Vec<u8>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) settings: Settings,
+    peers: Mutex<HashMap<PeerKey, Channel>>,
+    apps: Mutex<HashMap<String, Channel>>,
+    conf_poll: Duration,
+}
+
+/// Exchange settings taken from the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub max_message_bytes: usize,
+    pub clock_skew: Duration,
+    pub app_timeout: Duration,
+}
+
+/// A pooled connection is for one address, one pinned certificate, and the trust of one
+/// configuration serial (revocations change trust).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct PeerKey {
+    address: String,
+    pin: [u8; 32],
+    serial: u64,
+}
+
+fn state(e: impl std::fmt::Display) -> SsError {
+    SsError::State(e.to_string())
+}
+
+impl SecurityServer {
+    /// Opens an enrolled server's state: certificates, configuration client, record log,
+    /// services and grants.
+    pub fn open(node: Node, clock: Arc<dyn Clock>) -> Result<Arc<Self>, SsError> {
+        let read = |path: std::path::PathBuf| -> Result<Vec<u8>, SsError> {
+            match std::fs::read_to_string(&path) {
+                Ok(pem) => Ok(cert_from_pem(&pem, &path.display().to_string())?),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(SsError::NotEnrolled),
+                Err(e) => Err(SsError::State(format!("{}: {e}", path.display()))),
+            }
+        };
+        let tls_cert = read(node.paths.tls_cert())?;
+        let sign_cert = read(node.paths.sign_cert())?;
+        let conf = node.conf_client(clock.clone())?;
+        let log = RecordLog::open(&node.paths.0.join("records"))?;
+        let db = sled::Config::new()
+            .path(node.paths.0.join("state"))
+            .open()
+            .map_err(|e| {
+                state(format!(
+                    "opening {}: {e} (is this server already running?)",
+                    node.paths.0.join("state").display()
+                ))
+            })?;
+        let access = Access::open(&db)?;
+        let seen = db.open_tree("seen").map_err(state)?;
+        let c = &node.config;
+        Ok(Arc::new(SecurityServer {
+            id: c.server_id.clone(),
+            clients: c.clients.clone(),
+            settings: Settings {
+                max_message_bytes: c.max_message_bytes,
+                clock_skew: Duration::from_secs(c.clock_skew_secs),
+                app_timeout: Duration::from_secs(c.app_timeout_secs),
+            },
+            conf_poll: Duration::from_secs(c.conf_poll_secs),
+            conf,
+            log,
+            access,
+            seen,
+            sign_key: node.sign_key,
+            sign_cert,
+            tls_key: node.tls_key,
+            tls_cert,
+            clock,
+            peers: Mutex::new(HashMap::new()),
+            apps: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// The configuration client (tests and tools fetch through it).
+    pub fn conf(&self) -> &ConfClient {
+        &self.conf
+    }
+
+    /// The current global configuration, or the error callers see.
+    pub(crate) fn current_conf(&self, side: ErrorSource) -> Result<Arc<VerifiedConf>, Status> {
+        self.conf
+            .current()
+            .map_err(|e| error(Code::Unavailable, side, e.to_string()))
+    }
+
+    /// Appends a record durably; a record that cannot be stored fails the call.
+    pub(crate) async fn record(&self, record: Record, side: ErrorSource) -> Result<u64, Status> {
+        self.log.append(&record).await.map_err(|e| {
+            tracing::error!(error = %e, "record not stored; call refused");
+            error(
+                Code::Unavailable,
+                side,
+                format!("the security server could not record the exchange: {e}"),
+            )
+        })
+    }
+
+    /// A pooled mutual-TLS channel to a peer security server, pinned to the certificate
+    /// the configuration lists for it.
+    pub(crate) fn peer_channel(
+        &self,
+        conf: &VerifiedConf,
+        address: &str,
+        pin: [u8; 32],
+    ) -> Result<Channel, Status> {
+        let key = PeerKey {
+            address: address.to_owned(),
+            pin,
+            serial: conf.serial(),
+        };
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = peers.get(&key) {
+            return Ok(c.clone());
+        }
+        let internal = |e: &dyn std::fmt::Display| {
+            error(Code::Internal, ErrorSource::ConsumerServer, e.to_string())
+        };
+        let tls = lintas_transport::pinned_client_config(
+            conf.trust_store(),
+            Role::Server,
+            Some(pin),
+            Some((&self.tls_cert, &self.tls_key)),
+        )
+        .map_err(|e| internal(&e))?;
+        let channel = lintas_transport::channel(&format!("https://{address}"), tls)
+            .map_err(|e| internal(&e))?;
+        // Connections for older serials are dropped once a newer configuration is used.
+        peers.retain(|k, _| k.serial >= key.serial);
+        peers.insert(key, channel.clone());
+        Ok(channel)
+    }
+
+    /// A pooled plaintext channel to a provider application.
+    pub(crate) fn app_channel(&self, endpoint: &str) -> Result<Channel, Status> {
+        let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = apps.get(endpoint) {
+            return Ok(c.clone());
+        }
+        let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
+            .map_err(|e| {
+                error(
+                    Code::Internal,
+                    ErrorSource::ProviderServer,
+                    format!("service endpoint '{endpoint}': {e}"),
+                )
+            })?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        apps.insert(endpoint.to_owned(), channel.clone());
+        Ok(channel)
+    }
+
+    pub(crate) fn hosts(&self, client: &SubsystemId) -> bool {
+        self.clients.contains(client)
+    }
+}
+
+/// Serves the consumer endpoint on `consumer` (plaintext, loopback) and the provider
+/// endpoint on `provider` (mutual TLS 1.3) until `shutdown` completes; polls the global
+/// configuration meanwhile. On shutdown both endpoints stop accepting, in-flight calls
+/// finish, and the record log is flushed and closed.
+pub async fn serve(
+    server: Arc<SecurityServer>,
+    consumer: TcpListener,
+    provider: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), SsError> {
+    let local = consumer
+        .local_addr()
+        .map_err(|e| SsError::Serve(e.to_string()))?;
+    if !local.ip().is_loopback() {
+        return Err(SsError::Serve(format!(
+            "the consumer endpoint must listen on loopback while local applications are not authenticated by TLS (got {local})"
+        )));
+    }
+    if server.conf.current().is_err() {
+        server.conf.fetch().await?;
+    }
+    let conf = server.conf.current()?;
+    let tls = lintas_transport::server_config(
+        &server.tls_cert,
+        &server.tls_key,
+        conf.trust_store(),
+        lintas_transport::ClientAuth::Required,
+    )?;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop_tx = Arc::new(stop_tx);
+    let on_signal = stop_tx.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = on_signal.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<ExchangeServer<crate::provider::ProviderService>>()
+        .await;
+    // Room for the signed envelope around a maximal body.
+    let envelope = server.settings.max_message_bytes + 64 * 1024;
+    let provider_server = tonic::transport::Server::builder()
+        .add_service(health_service.clone())
+        .add_service(
+            ExchangeServer::new(crate::provider::ProviderService(server.clone()))
+                .max_decoding_message_size(envelope)
+                .max_encoding_message_size(envelope),
+        )
+        .serve_with_incoming_shutdown(
+            lintas_transport::incoming(provider, tls),
+            stopped(stop_rx.clone()),
+        );
+
+    let routes = tonic::service::Routes::new(health_service)
+        .prepare()
+        .into_axum_router()
+        .fallback_service(crate::consumer::ConsumerEndpoint(server.clone()));
+    let consumer_server = tonic::transport::Server::builder()
+        .add_routes(tonic::service::Routes::from(routes))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(consumer), stopped(stop_rx.clone()));
+
+    let poll_server = server.clone();
+    let mut poll_stop = stop_rx.clone();
+    let poller = async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(poll_server.conf_poll) => {}
+                _ = poll_stop.wait_for(|s| *s) => return,
+            }
+            if let Err(e) = poll_server.conf.fetch().await {
+                match poll_server.conf.current() {
+                    Ok(c) => {
+                        tracing::warn!(error = %e, serial = c.serial(), "keeping the held global configuration")
+                    }
+                    Err(held) => {
+                        tracing::error!(error = %e, held = %held, "no usable global configuration")
+                    }
+                }
+            }
+        }
+    };
+
+    let (p, c, ()) = tokio::join!(
+        async {
+            let r = provider_server.await;
+            let _ = stop_tx.send(true);
+            r
+        },
+        async {
+            let r = consumer_server.await;
+            let _ = stop_tx.send(true);
+            r
+        },
+        poller
+    );
+    p.map_err(|e| SsError::Serve(format!("provider endpoint: {e}")))?;
+    c.map_err(|e| SsError::Serve(format!("consumer endpoint: {e}")))?;
+    tracing::info!(server = %server.id, "security server stopped");
+    Ok(())
+}
+
+/// A body as the bytes type tonic's raw codec uses.
+pub(crate) fn bytes(v: Vec<u8>) -> Bytes {
+    Bytes::from(v)
+}
+
+/// Opens an enrolled server from its configuration file.
+pub fn open_from_config(
+    config: SsConfig,
+    clock: Arc<dyn Clock>,
+) -> Result<Arc<SecurityServer>, SsError> {
+    SecurityServer::open(Node::open(config)?, clock)
+}
