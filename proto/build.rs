@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "lintas/registry/v1/registry.proto",
         "lintas/exchange/v1/exchange.proto",
         "lintas/log/v1/log.proto",
+        "lintas/ss/v1/admin.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");

@@ -51,15 +51,11 @@ fn init_logging(json: bool, default: &str) {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let serving = matches!(
-        &cli.command,
-        Command::Registry(registry_cmd::Args {
-            command: registry_cmd::Command::Serve {
-                check_config: false,
-                ..
-            }
-        })
-    );
+    let serving = match &cli.command {
+        Command::Registry(a) => a.serving(),
+        Command::Ss(a) => a.serving(),
+        _ => false,
+    };
     init_logging(cli.log_json, if serving { "info" } else { "warn" });
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,

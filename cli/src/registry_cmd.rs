@@ -137,6 +137,19 @@ enum AdminCommand {
     },
 }
 
+impl Args {
+    /// Whether this runs the daemon (which logs at info level by default).
+    pub fn serving(&self) -> bool {
+        matches!(
+            self.command,
+            Command::Serve {
+                check_config: false,
+                ..
+            }
+        )
+    }
+}
+
 pub async fn run(args: Args) -> Result<()> {
     match args.command {
         Command::Init {

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Subcommand;
 use lintas_globalconf::{SystemClock, iso8601};
 use lintas_identifiers::{HostPort, ServerId, SubsystemId};
@@ -55,14 +55,218 @@ enum Command {
         #[arg(long, default_value = "ss.toml")]
         config: PathBuf,
     },
+    /// Run the security server: consumer endpoint for local applications, provider
+    /// endpoint for peer servers, admin socket.
+    Serve {
+        #[arg(long, default_value = "ss.toml")]
+        config: PathBuf,
+        /// Load and check configuration, keys, certificates and state, then exit.
+        #[arg(long)]
+        check_config: bool,
+    },
+    /// Services this server provides (changes apply to the running server at once).
+    Service {
+        #[arg(long, default_value = "ss.toml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: ServiceCommand,
+    },
+    /// Who may call the services (changes apply to the running server at once).
+    Acl {
+        #[arg(long, default_value = "ss.toml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: AclCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ServiceCommand {
+    /// Map a provider subsystem's gRPC service to the application implementing it.
+    Add {
+        /// Provider subsystem, INSTANCE/CLASS/MEMBER/SUBSYSTEM.
+        provider: String,
+        /// gRPC service, package.Service.
+        service: String,
+        /// http://host:port of the application.
+        #[arg(long)]
+        endpoint: String,
+    },
+    Remove {
+        provider: String,
+        service: String,
+    },
+    List,
+}
+
+#[derive(Subcommand)]
+enum AclCommand {
+    /// Allow a client (member or subsystem) or a global group (group:CODE) to call a
+    /// service, or only one of its methods.
+    Grant {
+        provider: String,
+        service: String,
+        /// INSTANCE/CLASS/MEMBER[/SUBSYSTEM] or group:CODE.
+        subject: String,
+        #[arg(long)]
+        method: Option<String>,
+    },
+    Revoke {
+        provider: String,
+        service: String,
+        subject: String,
+        #[arg(long)]
+        method: Option<String>,
+    },
+    List,
 }
 
 fn open(config: &std::path::Path) -> Result<Node> {
     Ok(Node::open(SsConfig::load(config, crate::env())?)?)
 }
 
+impl Args {
+    /// Whether this runs the daemon (which logs at info level by default).
+    pub fn serving(&self) -> bool {
+        matches!(
+            self.command,
+            Command::Serve {
+                check_config: false,
+                ..
+            }
+        )
+    }
+}
+
+async fn admin(
+    config: &std::path::Path,
+) -> Result<
+    lintas_proto::ss::v1::security_server_admin_client::SecurityServerAdminClient<
+        tonic::transport::Channel,
+    >,
+> {
+    let config = SsConfig::load(config, crate::env())?;
+    Ok(lintas_ss::admin::connect(&config.data_dir).await?)
+}
+
 pub async fn run(args: Args) -> Result<()> {
+    use lintas_proto::ss::v1 as pb;
     match args.command {
+        Command::Serve {
+            config,
+            check_config,
+        } => {
+            let settings = SsConfig::load(&config, crate::env())?;
+            let (consumer_addr, provider_addr) =
+                (settings.consumer_listen, settings.provider_listen);
+            let server = lintas_ss::daemon::open_from_config(settings, Arc::new(SystemClock))?;
+            if check_config {
+                println!(
+                    "{}: configuration, keys, certificates and state of {} are valid",
+                    config.display(),
+                    server.id
+                );
+                return Ok(());
+            }
+            let consumer = tokio::net::TcpListener::bind(consumer_addr)
+                .await
+                .with_context(|| format!("binding consumer_listen {consumer_addr}"))?;
+            let provider = tokio::net::TcpListener::bind(provider_addr)
+                .await
+                .with_context(|| format!("binding provider_listen {provider_addr}"))?;
+            let shutdown = crate::shutdown_signal().context("installing signal handlers")?;
+            println!(
+                "lintas security server {} listening: consumer={} provider={}",
+                server.id,
+                consumer.local_addr()?,
+                provider.local_addr()?
+            );
+            lintas_ss::daemon::serve(server, consumer, provider, shutdown).await?;
+        }
+        Command::Service { config, command } => {
+            let mut client = admin(&config).await?;
+            match command {
+                ServiceCommand::Add {
+                    provider,
+                    service,
+                    endpoint,
+                } => {
+                    let r = client
+                        .add_service(pb::Service {
+                            provider,
+                            service,
+                            endpoint,
+                        })
+                        .await?;
+                    println!("{}", r.into_inner().message);
+                }
+                ServiceCommand::Remove { provider, service } => {
+                    let r = client
+                        .remove_service(pb::ServiceRef { provider, service })
+                        .await?;
+                    println!("{}", r.into_inner().message);
+                }
+                ServiceCommand::List => {
+                    let list = client.list_services(pb::ListRequest {}).await?.into_inner();
+                    if list.services.is_empty() {
+                        println!("no services");
+                    }
+                    for s in list.services {
+                        println!("{}  {}  ->  {}", s.provider, s.service, s.endpoint);
+                    }
+                }
+            }
+        }
+        Command::Acl { config, command } => {
+            let mut client = admin(&config).await?;
+            let grant = |provider, service, subject, method: Option<String>| pb::Grant {
+                provider,
+                service,
+                method: method.unwrap_or_default(),
+                subject,
+            };
+            match command {
+                AclCommand::Grant {
+                    provider,
+                    service,
+                    subject,
+                    method,
+                } => {
+                    let r = client
+                        .grant(grant(provider, service, subject, method))
+                        .await?;
+                    println!("{}", r.into_inner().message);
+                }
+                AclCommand::Revoke {
+                    provider,
+                    service,
+                    subject,
+                    method,
+                } => {
+                    let r = client
+                        .revoke(grant(provider, service, subject, method))
+                        .await?;
+                    println!("{}", r.into_inner().message);
+                }
+                AclCommand::List => {
+                    let list = client.list_grants(pb::ListRequest {}).await?.into_inner();
+                    if list.grants.is_empty() {
+                        println!("no grants");
+                    }
+                    for g in list.grants {
+                        let method = if g.method.is_empty() {
+                            "*".into()
+                        } else {
+                            g.method
+                        };
+                        println!(
+                            "{}  {}/{}  <-  {}",
+                            g.provider, g.service, method, g.subject
+                        );
+                    }
+                }
+            }
+        }
         Command::Init {
             dir,
             server_id,

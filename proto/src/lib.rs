@@ -27,3 +27,9 @@ pub mod log {
         tonic::include_proto!("lintas.log.v1");
     }
 }
+
+pub mod ss {
+    pub mod v1 {
+        tonic::include_proto!("lintas.ss.v1");
+    }
+}

@@ -186,7 +186,14 @@ async fn relay(
         ));
     }
 
-    let conf = s.current_conf(ErrorSource::ConsumerServer)?;
+    let mut conf = s.current_conf(ErrorSource::ConsumerServer)?;
+    // A provider or client admitted since the last poll: fetch once before refusing.
+    let listed = |c: &lintas_globalconf::VerifiedConf| {
+        c.has_client(&client.clone().into()) && c.servers_hosting(&provider).next().is_some()
+    };
+    if !listed(&conf) && s.refresh_conf_now().await {
+        conf = s.current_conf(ErrorSource::ConsumerServer)?;
+    }
     if !conf.has_client(&client.clone().into()) {
         return Err(consumer_error(
             Code::FailedPrecondition,

@@ -77,6 +77,7 @@ pub fn now_ms(clock: &dyn Clock) -> i64 {
 /// A running security server's shared state.
 pub struct SecurityServer {
     pub id: ServerId,
+    pub(crate) data_dir: std::path::PathBuf,
     pub(crate) clients: Vec<SubsystemId>,
     pub(crate) conf: ConfClient,
     pub log: RecordLog,
@@ -91,7 +92,13 @@ pub struct SecurityServer {
     peers: Mutex<HashMap<PeerKey, Channel>>,
     apps: Mutex<HashMap<String, Channel>>,
     conf_poll: Duration,
+    /// When the configuration was last fetched out of turn (see `refresh_conf_now`).
+    last_refresh: Mutex<Option<std::time::Instant>>,
 }
+
+/// Least time between out-of-turn configuration fetches, so unknown peers cannot make
+/// this server hammer the registry.
+const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Exchange settings taken from the configuration.
 #[derive(Debug, Clone)]
@@ -143,6 +150,7 @@ impl SecurityServer {
         let c = &node.config;
         Ok(Arc::new(SecurityServer {
             id: c.server_id.clone(),
+            data_dir: node.paths.0.clone(),
             clients: c.clients.clone(),
             settings: Settings {
                 max_message_bytes: c.max_message_bytes,
@@ -161,6 +169,7 @@ impl SecurityServer {
             clock,
             peers: Mutex::new(HashMap::new()),
             apps: Mutex::new(HashMap::new()),
+            last_refresh: Mutex::new(None),
         }))
     }
 
@@ -244,6 +253,27 @@ impl SecurityServer {
         Ok(channel)
     }
 
+    /// Fetches the global configuration out of turn, at most once per
+    /// [`MIN_REFRESH_INTERVAL`]: a peer or client admitted since the last poll would
+    /// otherwise be refused until the next one. True when a newer serial arrived.
+    pub(crate) async fn refresh_conf_now(&self) -> bool {
+        {
+            let mut last = self.last_refresh.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| t.elapsed() < MIN_REFRESH_INTERVAL) {
+                return false;
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        let before = self.conf.held_serial();
+        match self.conf.fetch().await {
+            Ok(c) => Some(c.serial()) != before,
+            Err(e) => {
+                tracing::warn!(error = %e, "out-of-turn configuration fetch failed");
+                false
+            }
+        }
+    }
+
     pub(crate) fn hosts(&self, client: &SubsystemId) -> bool {
         self.clients.contains(client)
     }
@@ -259,6 +289,7 @@ pub async fn serve(
     provider: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), SsError> {
+    let admin_socket = crate::admin::bind(&server.data_dir.join(crate::admin::SOCKET))?;
     let local = consumer
         .local_addr()
         .map_err(|e| SsError::Serve(e.to_string()))?;
@@ -315,6 +346,17 @@ pub async fn serve(
         .add_routes(tonic::service::Routes::from(routes))
         .serve_with_incoming_shutdown(TcpListenerStream::new(consumer), stopped(stop_rx.clone()));
 
+    let admin_server = tonic::transport::Server::builder()
+        .add_service(
+            lintas_proto::ss::v1::security_server_admin_server::SecurityServerAdminServer::new(
+                crate::admin::AdminService(server.clone()),
+            ),
+        )
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::UnixListenerStream::new(admin_socket),
+            stopped(stop_rx.clone()),
+        );
+
     let poll_server = server.clone();
     let mut poll_stop = stop_rx.clone();
     let poller = async move {
@@ -336,7 +378,7 @@ pub async fn serve(
         }
     };
 
-    let (p, c, ()) = tokio::join!(
+    let (p, c, a, ()) = tokio::join!(
         async {
             let r = provider_server.await;
             let _ = stop_tx.send(true);
@@ -347,10 +389,17 @@ pub async fn serve(
             let _ = stop_tx.send(true);
             r
         },
+        async {
+            let r = admin_server.await;
+            let _ = stop_tx.send(true);
+            r
+        },
         poller
     );
+    let _ = std::fs::remove_file(server.data_dir.join(crate::admin::SOCKET));
     p.map_err(|e| SsError::Serve(format!("provider endpoint: {e}")))?;
     c.map_err(|e| SsError::Serve(format!("consumer endpoint: {e}")))?;
+    a.map_err(|e| SsError::Serve(format!("admin socket: {e}")))?;
     tracing::info!(server = %server.id, "security server stopped");
     Ok(())
 }

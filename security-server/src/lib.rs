@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod admin;
 pub mod config;
 mod consumer;
 pub mod daemon;
@@ -43,6 +44,8 @@ pub enum SsError {
     },
     #[error("registry refused: {0}")]
     Registry(String),
+    #[error("cannot reach the registry: {0}")]
+    Unreachable(String),
     #[error("registration was rejected by the registry administrator: {reason}")]
     Rejected { reason: String },
     #[error("no registration submitted yet; run `lintas ss register` first")]
@@ -72,7 +75,17 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SsError {
 
 impl From<tonic::Status> for SsError {
     fn from(s: tonic::Status) -> Self {
-        SsError::Registry(format!("{:?}: {}", s.code(), s.message()))
+        // A status with a source is a connection failure, not the registry's answer.
+        let mut cause = std::error::Error::source(&s);
+        if cause.is_none() {
+            return SsError::Registry(format!("{:?}: {}", s.code(), s.message()));
+        }
+        let mut chain = Vec::new();
+        while let Some(c) = cause {
+            chain.push(c.to_string());
+            cause = c.source();
+        }
+        SsError::Unreachable(chain.join(": "))
     }
 }
 

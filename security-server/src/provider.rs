@@ -29,12 +29,23 @@ pub struct ProviderService(pub Arc<SecurityServer>);
 struct Refusal {
     code: Code,
     message: String,
+    /// A newer global configuration might explain the request (a server or client
+    /// admitted since this server last fetched it).
+    newer_conf_may_help: bool,
 }
 
 fn refuse(code: Code, message: impl Into<String>) -> Refusal {
     Refusal {
         code,
         message: message.into(),
+        newer_conf_may_help: false,
+    }
+}
+
+fn refuse_unless_newer_conf(code: Code, message: impl Into<String>) -> Refusal {
+    Refusal {
+        newer_conf_may_help: true,
+        ..refuse(code, message)
     }
 }
 
@@ -92,13 +103,13 @@ impl ProviderService {
             .iter()
             .find(|e| e.tls_cert_sha256 == peer_hash)
             .ok_or_else(|| {
-                refuse(
+                refuse_unless_newer_conf(
                     Code::PermissionDenied,
                     "TLS peer is not a security server registered in the global configuration",
                 )
             })?;
         if !peer_entry.clients.contains(&header.client) {
-            return Err(refuse(
+            return Err(refuse_unless_newer_conf(
                 Code::PermissionDenied,
                 format!(
                     "peer server {} does not host client {client}",
@@ -356,7 +367,14 @@ impl ex::exchange_server::Exchange for ProviderService {
         let side = ErrorSource::ProviderServer;
         let peer_cert = lintas_transport::peer_cert(&request);
         let signed = request.into_inner();
-        let accepted = match self.check(peer_cert.as_deref(), &signed) {
+        let mut checked = self.check(peer_cert.as_deref(), &signed);
+        if let Err(r) = &checked
+            && r.newer_conf_may_help
+            && s.refresh_conf_now().await
+        {
+            checked = self.check(peer_cert.as_deref(), &signed);
+        }
+        let accepted = match checked {
             Ok(a) => a,
             Err(refusal) => {
                 let claimed =

@@ -549,3 +549,163 @@ async fn an_unreachable_provider_application_is_reported_as_such() {
         .unwrap();
     net.cari(CONSUMER_CLIENT, NIK).await.unwrap();
 }
+
+/// A `lintas ss serve` child process, stopped with SIGTERM when dropped.
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string()
+}
+
+// Multi-threaded: the registry serves in this process while the test blocks on children.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_runs_two_security_servers_configured_while_running() {
+    use std::io::BufRead;
+    let bin = env!("CARGO_BIN_EXE_lintas");
+    let inst = Instance::start().await;
+    let lintas = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(bin);
+        cmd.args(args);
+        cmd
+    };
+    // Each server: init, register, approval by the administrator, certificates fetched.
+    let mut servers = Vec::new();
+    for (id, client) in [(PROVIDER, PROVIDER_CLIENT), (CONSUMER, CONSUMER_CLIENT)] {
+        let dir = inst.root.join(format!("bin-{}", id.replace('/', "_")));
+        let peer = free_port();
+        run(lintas(&[
+            "ss",
+            "init",
+            "--server-id",
+            id,
+            "--client",
+            client,
+            "--address",
+            &peer,
+        ])
+        .arg("--dir")
+        .arg(&dir)
+        .arg("--anchor")
+        .arg(inst.anchor()));
+        let config = dir.join("ss.toml");
+        let config = config.to_str().unwrap().to_owned();
+        run(&mut lintas(&["ss", "register", "--config", &config]));
+        let pending = inst
+            .admin()
+            .list_registrations(pb::ListRegistrationsRequest {
+                state: pb::RegistrationState::Pending as i32,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .registrations;
+        inst.admin()
+            .approve(pb::DecisionRequest {
+                request_id: pending[0].request_id.clone(),
+                reason: String::new(),
+            })
+            .await
+            .unwrap();
+        run(&mut lintas(&["ss", "status", "--config", &config]));
+        let consumer_listen = free_port();
+        let mut child = lintas(&["ss", "serve", "--config", &config])
+            .env("LINTAS_SS_CONSUMER_LISTEN", &consumer_listen)
+            .env("LINTAS_SS_PROVIDER_LISTEN", &peer)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.contains("listening: consumer="), "{line}");
+        servers.push((Daemon(child), config, consumer_listen));
+    }
+    let app = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app_url = format!("http://{}", app.local_addr().unwrap());
+    let (_stop_app, stop) = stopper();
+    tokio::spawn(lintas_examples::population_registry::serve(app, stop));
+
+    let provider_config = &servers[0].1;
+    let out = run(&mut lintas(&[
+        "ss",
+        "service",
+        "add",
+        PROVIDER_CLIENT,
+        SERVICE,
+        "--endpoint",
+        &app_url,
+        "--config",
+        provider_config,
+    ]));
+    assert!(out.contains("is served by"), "{out}");
+    let call = || async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", servers[1].2))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut req = Request::new(CariNikRequest { nik: NIK.into() });
+        req.metadata_mut()
+            .insert("lintas-client", CONSUMER_CLIENT.parse().unwrap());
+        req.metadata_mut()
+            .insert("lintas-service", PROVIDER_CLIENT.parse().unwrap());
+        PendudukClient::new(channel).cari_nik(req).await
+    };
+    // No grant yet: refused by the provider server.
+    let err = call().await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+
+    let out = run(&mut lintas(&[
+        "ss",
+        "acl",
+        "grant",
+        PROVIDER_CLIENT,
+        SERVICE,
+        CONSUMER_CLIENT,
+        "--method",
+        "CariNik",
+        "--config",
+        provider_config,
+    ]));
+    assert!(out.contains("granted"), "{out}");
+    let listed = run(&mut lintas(&[
+        "ss",
+        "acl",
+        "list",
+        "--config",
+        provider_config,
+    ]));
+    assert!(listed.contains(CONSUMER_CLIENT), "{listed}");
+    assert_eq!(call().await.unwrap().into_inner().nama, "Siti Rahayu");
+
+    // Bad administrative input is refused with the reason.
+    let bad = lintas(&[
+        "ss",
+        "acl",
+        "grant",
+        "ID/GOV/KEMENSOS/DTKS",
+        SERVICE,
+        CONSUMER_CLIENT,
+        "--config",
+        provider_config,
+    ])
+    .output()
+    .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not hosted on this server"));
+}

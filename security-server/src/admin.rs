@@ -1,0 +1,237 @@
+//! Local administration of a running server over a Unix socket (`admin.sock` in the data
+//! directory, mode 0600): services and access grants, applied at once.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use hyper_util::rt::TokioIo;
+use lintas_identifiers::{ClientId, Code, MethodPath, ServiceName, SubsystemId};
+use lintas_proto::ss::v1 as pb;
+use pb::security_server_admin_client::SecurityServerAdminClient;
+use pb::security_server_admin_server::SecurityServerAdmin;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+use crate::SsError;
+use crate::access::{Grant, ServiceEntry, Subject};
+use crate::daemon::SecurityServer;
+
+/// The socket's file name inside the data directory.
+pub const SOCKET: &str = "admin.sock";
+
+pub struct AdminService(pub Arc<SecurityServer>);
+
+fn invalid(what: &str, e: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(format!("{what}: {e}"))
+}
+
+impl AdminService {
+    fn provider(&self, text: &str) -> Result<SubsystemId, Status> {
+        let provider: SubsystemId = text.parse().map_err(|e| invalid("provider", e))?;
+        if !self.0.hosts(&provider) {
+            return Err(Status::failed_precondition(format!(
+                "{provider} is not hosted on this server (see `clients` in ss.toml)"
+            )));
+        }
+        Ok(provider)
+    }
+
+    fn grant(&self, g: pb::Grant) -> Result<Grant, Status> {
+        let provider = self.provider(&g.provider)?;
+        let service: ServiceName = g.service.parse().map_err(|e| invalid("service", e))?;
+        let method = if g.method.is_empty() {
+            None
+        } else {
+            format!("/{service}/{}", g.method)
+                .parse::<MethodPath>()
+                .map_err(|e| invalid("method", e))?;
+            Some(g.method)
+        };
+        let subject = match g.subject.strip_prefix("group:") {
+            Some(code) => Subject::Group(
+                Code::parse_part(code, "group code").map_err(|e| invalid("subject", e))?,
+            ),
+            None => Subject::Client(
+                g.subject
+                    .parse::<ClientId>()
+                    .map_err(|e| invalid("subject", e))?,
+            ),
+        };
+        Ok(Grant {
+            provider,
+            service,
+            method,
+            subject,
+        })
+    }
+}
+
+fn state(e: SsError) -> Status {
+    Status::internal(e.to_string())
+}
+
+fn reply(message: String) -> Response<pb::AdminReply> {
+    Response::new(pb::AdminReply { message })
+}
+
+fn grant_to_pb(g: Grant) -> pb::Grant {
+    pb::Grant {
+        provider: g.provider.to_string(),
+        service: g.service.to_string(),
+        method: g.method.unwrap_or_default(),
+        subject: match g.subject {
+            Subject::Client(c) => c.to_string(),
+            Subject::Group(code) => format!("group:{code}"),
+        },
+    }
+}
+
+fn describe(g: &Grant) -> String {
+    format!(
+        "{} may call {} of {}",
+        g.subject,
+        g.method
+            .as_ref()
+            .map(|m| format!("{}/{m}", g.service))
+            .unwrap_or_else(|| format!("every method of {}", g.service)),
+        g.provider
+    )
+}
+
+#[tonic::async_trait]
+impl SecurityServerAdmin for AdminService {
+    async fn add_service(
+        &self,
+        request: Request<pb::Service>,
+    ) -> Result<Response<pb::AdminReply>, Status> {
+        let s = request.into_inner();
+        let entry = ServiceEntry {
+            provider: self.provider(&s.provider)?,
+            service: s.service.parse().map_err(|e| invalid("service", e))?,
+            endpoint: s.endpoint,
+        };
+        let text = format!(
+            "{} of {} is served by {}",
+            entry.service, entry.provider, entry.endpoint
+        );
+        self.0.access.add_service(entry).map_err(|e| match e {
+            SsError::InvalidInput(m) => Status::invalid_argument(m),
+            other => state(other),
+        })?;
+        Ok(reply(text))
+    }
+
+    async fn remove_service(
+        &self,
+        request: Request<pb::ServiceRef>,
+    ) -> Result<Response<pb::AdminReply>, Status> {
+        let r = request.into_inner();
+        let provider = self.provider(&r.provider)?;
+        let service: ServiceName = r.service.parse().map_err(|e| invalid("service", e))?;
+        if !self
+            .0
+            .access
+            .remove_service(&provider, &service)
+            .map_err(state)?
+        {
+            return Err(Status::not_found(format!(
+                "{provider} provides no service {service}"
+            )));
+        }
+        Ok(reply(format!("{service} of {provider} removed")))
+    }
+
+    async fn list_services(
+        &self,
+        _: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ServiceList>, Status> {
+        Ok(Response::new(pb::ServiceList {
+            services: self
+                .0
+                .access
+                .services()
+                .into_iter()
+                .map(|s| pb::Service {
+                    provider: s.provider.to_string(),
+                    service: s.service.to_string(),
+                    endpoint: s.endpoint,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn grant(&self, request: Request<pb::Grant>) -> Result<Response<pb::AdminReply>, Status> {
+        let g = self.grant(request.into_inner())?;
+        let text = describe(&g);
+        if !self.0.access.grant(g).map_err(state)? {
+            return Err(Status::already_exists(format!("already granted: {text}")));
+        }
+        Ok(reply(format!("granted: {text}")))
+    }
+
+    async fn revoke(
+        &self,
+        request: Request<pb::Grant>,
+    ) -> Result<Response<pb::AdminReply>, Status> {
+        let g = self.grant(request.into_inner())?;
+        let text = describe(&g);
+        if !self.0.access.revoke(&g).map_err(state)? {
+            return Err(Status::not_found(format!("no such grant: {text}")));
+        }
+        Ok(reply(format!("revoked: {text}")))
+    }
+
+    async fn list_grants(
+        &self,
+        _: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::GrantList>, Status> {
+        Ok(Response::new(pb::GrantList {
+            grants: self
+                .0
+                .access
+                .grants()
+                .into_iter()
+                .map(grant_to_pb)
+                .collect(),
+        }))
+    }
+}
+
+/// Binds the admin socket at `path` (replacing a stale one) with mode 0600.
+pub fn bind(path: &Path) -> Result<tokio::net::UnixListener, SsError> {
+    use std::os::unix::fs::PermissionsExt;
+    let io = |e: std::io::Error| SsError::Serve(format!("admin socket {}: {e}", path.display()));
+    if path.exists() {
+        // A socket nobody answers on is left over from a stopped server.
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(SsError::Serve(format!(
+                "admin socket {} is in use: is this server already running?",
+                path.display()
+            )));
+        }
+        std::fs::remove_file(path).map_err(io)?;
+    }
+    let listener = tokio::net::UnixListener::bind(path).map_err(io)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    Ok(listener)
+}
+
+/// A client for the admin socket of the server whose data directory is `dir`.
+pub async fn connect(dir: &Path) -> Result<SecurityServerAdminClient<Channel>, SsError> {
+    let path: PathBuf = dir.join(SOCKET);
+    let shown = path.display().to_string();
+    let channel = tonic::transport::Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
+            }
+        }))
+        .await
+        .map_err(|e| {
+            SsError::Serve(format!(
+                "cannot reach the running server at {shown}: {e} (is `lintas ss serve` running?)"
+            ))
+        })?;
+    Ok(SecurityServerAdminClient::new(channel))
+}
