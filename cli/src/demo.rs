@@ -1,26 +1,46 @@
 //! `lintas demo`: a whole instance on loopback, in a temporary directory, with OS-chosen
-//! ports. A registry starts; a population registry (provider) and a social-assistance
-//! agency (consumer) join through the real registration flow — one approved by an
-//! administrator, one with an enrolment token — fetch the signed global configuration
-//! over HTTP, and see the registry refuse what it must refuse.
+//! ports and no setup. A registry starts; a population registry (Kemendagri, provider)
+//! and a social-assistance ministry (Kemensos, consumer) join through the real
+//! registration flow, run their security servers, and make real calls: one allowed, one
+//! denied by access rights, one with a tampered signature. Every step uses the real
+//! components; the demo fails if anything that must be refused is not.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
+use lintas_examples::kependudukan::v1::penduduk_client::PendudukClient;
+use lintas_examples::kependudukan::v1::{CariNikRequest, DataPenduduk};
 use lintas_globalconf::{SystemClock, iso8601};
-use lintas_identifiers::{ServerId, SubsystemId};
+use lintas_identifiers::{ClientId, ServerId, SubsystemId};
+use lintas_log::RecordKind;
 use lintas_proto::registry::v1 as pb;
 use lintas_registry::{InitOptions, RegistryConfig};
+use lintas_ss::access::{Grant, ServiceEntry, Subject};
+use lintas_ss::daemon::SecurityServer;
 use lintas_ss::{Enrolment, Node, SsConfig};
 use tokio::net::TcpListener;
+use tokio::sync::oneshot;
 
 #[derive(clap::Args)]
 pub struct Args {
     /// Keep the instance's files in this directory instead of a temporary one.
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Leave the network running after the scenario and print how to call it, until
+    /// Ctrl-C.
+    #[arg(long)]
+    keep_running: bool,
 }
+
+const PROVIDER: &str = "ID/GOV/KEMENDAGRI/SS1";
+const DUKCAPIL: &str = "ID/GOV/KEMENDAGRI/DUKCAPIL";
+const CONSUMER: &str = "ID/GOV/KEMENSOS/SS1";
+const DTKS: &str = "ID/GOV/KEMENSOS/DTKS";
+const PKH: &str = "ID/GOV/KEMENSOS/PKH";
+const SERVICE: &str = "kependudukan.v1.Penduduk";
+const NIK: &str = "3174012305870001";
+const PROTO: &str = include_str!("../../examples/proto/kependudukan/v1/penduduk.proto");
 
 fn step(n: u32, text: &str) {
     println!("\n[{n}] {text}");
@@ -29,33 +49,58 @@ fn step(n: u32, text: &str) {
 struct Member {
     node: Node,
     name: &'static str,
-    /// Holds the server's future provider port so nothing else takes it meanwhile.
-    _reserved: TcpListener,
+    /// The provider endpoint's listener, bound now so its port goes into the certificate.
+    peer: TcpListener,
 }
 
 async fn new_server(
     root: &Path,
     anchor: &Path,
     server: &str,
-    client: &str,
+    clients: &[&str],
     name: &'static str,
 ) -> Result<Member> {
-    // The provider endpoint comes with the message exchange; reserve a free port for it.
-    let reserved = TcpListener::bind("127.0.0.1:0").await?;
+    let peer = TcpListener::bind("127.0.0.1:0").await?;
     let dir = root.join(server.replace('/', "_"));
     let mut config = SsConfig::new(
         server.parse::<ServerId>()?,
-        reserved.local_addr()?.to_string().parse()?,
+        peer.local_addr()?.to_string().parse()?,
     );
-    config.clients = vec![client.parse::<SubsystemId>()?];
+    config.clients = clients
+        .iter()
+        .map(|c| c.parse::<SubsystemId>())
+        .collect::<Result<_, _>>()?;
     config.member_name = name.into();
     let path = lintas_ss::init(&dir, &config, anchor)?;
     let node = Node::open(SsConfig::load(&path, std::iter::empty())?)?;
-    Ok(Member {
-        node,
-        name,
-        _reserved: reserved,
-    })
+    Ok(Member { node, name, peer })
+}
+
+/// Tasks of the running network and how to stop them.
+#[derive(Default)]
+struct Running {
+    stops: Vec<oneshot::Sender<()>>,
+    tasks: Vec<tokio::task::JoinHandle<Result<()>>>,
+}
+
+impl Running {
+    fn stopper(&mut self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let (tx, rx) = oneshot::channel::<()>();
+        self.stops.push(tx);
+        async {
+            let _ = rx.await;
+        }
+    }
+
+    async fn stop(self) -> Result<()> {
+        for s in self.stops {
+            let _ = s.send(());
+        }
+        for t in self.tasks {
+            t.await.context("task")??;
+        }
+        Ok(())
+    }
 }
 
 pub async fn run(args: Args) -> Result<()> {
@@ -71,6 +116,7 @@ pub async fn run(args: Args) -> Result<()> {
         "lintas demo: a whole instance on loopback, files in {}",
         root.display()
     );
+    let mut running = Running::default();
 
     step(
         1,
@@ -91,14 +137,11 @@ pub async fn run(args: Args) -> Result<()> {
     )?;
     let config = RegistryConfig::load(&report.config_path, std::iter::empty())?;
     let registry = lintas_registry::open(&config, Arc::new(SystemClock))?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let serve_config = config.clone();
-    let server = tokio::spawn(async move {
-        lintas_registry::serve(registry, &serve_config, grpc, http, async {
-            let _ = stopped.await;
-        })
-        .await
-    });
+    let stop = running.stopper();
+    running.tasks.push(tokio::spawn(async move {
+        Ok(lintas_registry::serve(registry, &serve_config, grpc, http, stop).await?)
+    }));
     println!("    registry gRPC (TLS 1.3): {}", config.public_url);
     println!(
         "    global configuration:    {}",
@@ -106,42 +149,50 @@ pub async fn run(args: Args) -> Result<()> {
     );
     println!("    trust anchor SHA-256:    {}", report.anchor_fingerprint);
 
-    let result = exchange(
+    let result = scenario(
         &root,
         &report.anchor_path,
         &report.admin_dir,
         &config.public_url,
+        args.keep_running,
+        &mut running,
     )
     .await;
-    let _ = stop.send(());
-    server.await.context("registry task")??;
+    running.stop().await?;
     result?;
     println!(
-        "\nDemo finished: every step above used the real registry, TLS 1.3 and signed documents."
+        "\nDemo finished: every step above used the real registry, security servers, TLS 1.3, signatures and durable records."
     );
     Ok(())
 }
 
-async fn exchange(root: &Path, anchor: &Path, admin_dir: &Path, url: &str) -> Result<()> {
+async fn scenario(
+    root: &Path,
+    anchor: &Path,
+    admin_dir: &Path,
+    url: &str,
+    keep_running: bool,
+    running: &mut Running,
+) -> Result<()> {
     let mut admin = lintas_registry::admin::connect(admin_dir, url)?;
 
     step(
         2,
-        "Two organisations install security servers; each generates its own keys.",
+        "Two ministries install security servers; each generates its own keys.",
     );
     let provider = new_server(
         root,
         anchor,
-        "ID/GOV/KEMENDAGRI/SS1",
-        "ID/GOV/KEMENDAGRI/DUKCAPIL",
+        PROVIDER,
+        &[DUKCAPIL],
         "Kementerian Dalam Negeri (population registry)",
     )
     .await?;
     let consumer = new_server(
         root,
         anchor,
-        "ID/GOV/KEMENSOS/SS1",
-        "ID/GOV/KEMENSOS/DTKS",
+        CONSUMER,
+        &[DTKS, PKH],
         "Kementerian Sosial (social assistance)",
     )
     .await?;
@@ -191,43 +242,43 @@ async fn exchange(root: &Path, anchor: &Path, admin_dir: &Path, url: &str) -> Re
     );
     let token = admin
         .create_enrolment_token(pb::CreateEnrolmentTokenRequest {
-            server_id: consumer.node.config.server_id.to_string(),
+            server_id: CONSUMER.into(),
             ttl_seconds: 600,
         })
         .await?
         .into_inner();
     let status = consumer.node.register(Some(&token.token)).await?;
-    println!(
-        "    token accepted (valid until {}): {}",
-        iso8601(token.expires_at),
-        if status.state() == pb::RegistrationState::Approved {
-            "approved at once, certificates stored"
-        } else {
-            "NOT approved"
-        }
-    );
-    match consumer.node.register(Some(&token.token)).await {
-        Err(e) => println!("    reusing the token is refused: {e}"),
-        Ok(_) => bail!("a used enrolment token was accepted twice"),
+    if status.state() != pb::RegistrationState::Approved {
+        bail!("a valid enrolment token did not approve the registration");
     }
+    println!(
+        "    token accepted (valid until {}): approved at once, certificates stored",
+        iso8601(token.expires_at)
+    );
+    let reuse = consumer
+        .node
+        .register(Some(&token.token))
+        .await
+        .err()
+        .context("a used enrolment token was accepted twice")?;
+    println!("    reusing the token is refused: {reuse}");
 
     step(
         5,
         "Both servers fetch the signed global configuration over HTTP and find themselves in it.",
     );
     for m in [&provider, &consumer] {
-        let client = m.node.conf_client(Arc::new(SystemClock))?;
-        let conf = client.fetch().await?;
+        let conf = m.node.conf_client(Arc::new(SystemClock))?.fetch().await?;
         m.node.check_listed(&conf)?;
         println!(
-            "    {}: serial {} verified against the anchor, valid until {}; listed with its TLS certificate",
+            "    {}: serial {} verified against the anchor, valid until {}",
             m.node.config.server_id,
             conf.serial(),
             iso8601(conf.conf.expires_at)
         );
     }
 
-    step(6, "What must be refused is refused.");
+    step(6, "The registry and the servers refuse what they must.");
     let tampered = {
         let client = consumer.node.conf_client(Arc::new(SystemClock))?;
         let mut blob = client.current()?.blob.clone();
@@ -240,7 +291,7 @@ async fn exchange(root: &Path, anchor: &Path, admin_dir: &Path, url: &str) -> Re
     let server_as_admin = {
         let dir = root.join("impostor");
         std::fs::create_dir_all(&dir)?;
-        let paths = lintas_ss::Paths(consumer.node.config.data_dir.clone());
+        let paths = &consumer.node.paths;
         std::fs::copy(paths.tls_cert(), lintas_registry::admin::cert_path(&dir))?;
         std::fs::copy(paths.tls_key(), lintas_registry::admin::key_path(&dir))?;
         std::fs::copy(
@@ -260,16 +311,112 @@ async fn exchange(root: &Path, anchor: &Path, admin_dir: &Path, url: &str) -> Re
 
     step(
         7,
+        "Both security servers start; KEMENDAGRI publishes its population service to DTKS only.",
+    );
+    let app = TcpListener::bind("127.0.0.1:0").await?;
+    let app_url = format!("http://{}", app.local_addr()?);
+    let stop = running.stopper();
+    running.tasks.push(tokio::spawn(async move {
+        Ok(lintas_examples::population_registry::serve(app, stop).await?)
+    }));
+    let consumer_paths = consumer.node.paths.clone();
+    let mut servers = Vec::new();
+    let mut consumer_url = String::new();
+    for m in [provider, consumer] {
+        let local = TcpListener::bind("127.0.0.1:0").await?;
+        let local_addr = local.local_addr()?;
+        let server = SecurityServer::open(m.node, Arc::new(SystemClock))?;
+        let stop = running.stopper();
+        let serving = server.clone();
+        running.tasks.push(tokio::spawn(async move {
+            Ok(lintas_ss::daemon::serve(serving, local, m.peer, stop).await?)
+        }));
+        println!("    {}: local applications call {local_addr}", server.id);
+        if server.id.to_string() == CONSUMER {
+            consumer_url = format!("http://{local_addr}");
+        }
+        servers.push(server);
+    }
+    let (provider, consumer) = (&servers[0], &servers[1]);
+    provider.access.add_service(ServiceEntry {
+        provider: DUKCAPIL.parse()?,
+        service: SERVICE.parse()?,
+        endpoint: app_url.clone(),
+    })?;
+    provider.access.grant(Grant {
+        provider: DUKCAPIL.parse()?,
+        service: SERVICE.parse()?,
+        method: Some("CariNik".into()),
+        subject: Subject::Client(ClientId::Subsystem(DTKS.parse()?)),
+    })?;
+    println!("    {SERVICE} of {DUKCAPIL} is served by the population registry at {app_url}");
+    println!("    {DTKS} may call CariNik; {PKH} may not");
+
+    step(8, "Real calls through the bus.");
+    let person = cari(&consumer_url, DTKS)
+        .await
+        .context("the allowed call failed")?;
+    println!(
+        "    {DTKS} asks for NIK {NIK}: {} born {} in {}, {} — signed, verified and recorded on both sides",
+        person.nama, person.tanggal_lahir, person.tempat_lahir, person.provinsi
+    );
+    let denied = cari(&consumer_url, PKH)
+        .await
+        .err()
+        .context("a call without access rights was answered")?;
+    println!(
+        "    {PKH} asks the same: refused by the {}: {}",
+        source(&denied),
+        denied.message()
+    );
+    let forged = inject_tampered_signature(provider, &consumer_paths).await?;
+    println!("    a request whose signature was altered in transit: refused: {forged}");
+
+    println!("\n    Records (durable before any answer was given):");
+    for server in [provider, consumer] {
+        let mut kinds = std::collections::BTreeMap::<String, usize>::new();
+        for i in 0..server.log.len() {
+            if let Some(r) = server.log.get(i)? {
+                *kinds.entry(kind_name(r.kind).into()).or_default() += 1;
+            }
+        }
+        let counts: Vec<String> = kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        println!(
+            "    {}: {} — in {}",
+            server.id,
+            counts.join(", "),
+            root.join(server.id.to_string().replace('/', "_"))
+                .join("records")
+                .display()
+        );
+    }
+
+    if keep_running {
+        let proto_path = root.join("penduduk.proto");
+        std::fs::write(&proto_path, PROTO)?;
+        println!("\nThe network keeps running. Call it with any gRPC client, for example:");
+        println!(
+            "    grpcurl -plaintext -import-path {} -proto penduduk.proto \\\n      -H 'lintas-client: {DTKS}' -H 'lintas-service: {DUKCAPIL}' \\\n      -d '{{\"nik\":\"{NIK}\"}}' {} {SERVICE}/CariNik",
+            root.display(),
+            consumer_url.trim_start_matches("http://")
+        );
+        println!("Stop with Ctrl-C.");
+        crate::shutdown_signal()?.await;
+        return Ok(());
+    }
+
+    step(
+        9,
         "The administrator revokes KEMENSOS's signing certificate.",
     );
-    let servers = admin
+    let servers_listed = admin
         .list_servers(pb::ListServersRequest {})
         .await?
         .into_inner()
         .servers;
-    let serial = servers
+    let serial = servers_listed
         .iter()
-        .find(|s| s.id == consumer.node.config.server_id.to_string())
+        .find(|s| s.id == CONSUMER)
         .and_then(|s| s.certificates.iter().find(|c| c.role == "signing"))
         .map(|c| c.serial.clone())
         .context("consumer signing certificate not listed")?;
@@ -280,29 +427,124 @@ async fn exchange(root: &Path, anchor: &Path, admin_dir: &Path, url: &str) -> Re
         })
         .await?
         .into_inner();
-    let conf = provider
-        .node
-        .conf_client(Arc::new(SystemClock))?
-        .fetch()
-        .await?;
-    let entry = conf
-        .server(&consumer.node.config.server_id)
-        .context("consumer missing from configuration")?;
-    println!(
-        "    serial {}: certificate {serial} is listed as revoked and KEMENSOS now has {} signing certificates",
-        revoked.conf_serial,
-        entry.signing_certs.len()
-    );
+    let conf = provider.conf().fetch().await?;
     if !conf
         .conf
         .revoked
         .iter()
         .any(|r| lintas_certs::hex(&r.serial) == serial)
-        || !entry.signing_certs.is_empty()
     {
         bail!("revocation did not reach the global configuration");
     }
+    println!(
+        "    configuration serial {} lists certificate {serial} as revoked",
+        revoked.conf_serial
+    );
+    let refused = cari(&consumer_url, DTKS)
+        .await
+        .err()
+        .context("a request signed with a revoked certificate was answered")?;
+    println!(
+        "    {DTKS} asks again: refused by the {}: {}",
+        source(&refused),
+        refused.message()
+    );
     Ok(())
+}
+
+async fn cari(consumer_url: &str, client: &str) -> Result<DataPenduduk, tonic::Status> {
+    let channel = tonic::transport::Endpoint::from_shared(consumer_url.to_owned())
+        .map_err(|e| tonic::Status::internal(e.to_string()))?
+        .connect()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let mut request = tonic::Request::new(CariNikRequest { nik: NIK.into() });
+    let md = request.metadata_mut();
+    for (k, v) in [
+        ("lintas-client", client),
+        ("lintas-service", DUKCAPIL),
+        ("lintas-purpose", "verifikasi penerima bansos"),
+    ] {
+        md.insert(
+            k,
+            v.parse().map_err(|_| tonic::Status::internal("metadata"))?,
+        );
+    }
+    PendudukClient::new(channel)
+        .cari_nik(request)
+        .await
+        .map(|r| r.into_inner())
+}
+
+fn source(status: &tonic::Status) -> &str {
+    status
+        .metadata()
+        .get(lintas_ss::daemon::ERROR_SOURCE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("bus")
+}
+
+fn kind_name(kind: i32) -> &'static str {
+    match RecordKind::try_from(kind).unwrap_or_default() {
+        RecordKind::RequestSent => "request sent",
+        RecordKind::RequestReceived => "request received",
+        RecordKind::ResponseSent => "response sent",
+        RecordKind::ResponseReceived => "response received",
+        RecordKind::Rejection => "rejection",
+        RecordKind::System | RecordKind::Unspecified => "other",
+    }
+}
+
+/// Sends the provider server a request signed with KEMENSOS's real key whose signature
+/// was then altered, over KEMENSOS's real TLS identity; returns the refusal.
+async fn inject_tampered_signature(
+    provider: &SecurityServer,
+    consumer: &lintas_ss::Paths,
+) -> Result<String> {
+    use lintas_proto::exchange::v1 as ex;
+    let read = |p: PathBuf| -> Result<Vec<u8>> {
+        Ok(lintas_certs::pem::cert_from_pem(
+            &std::fs::read_to_string(&p)?,
+            &p.display().to_string(),
+        )?)
+    };
+    let mut signed = lintas_ss::daemon::sign_request(
+        ex::RequestHeader {
+            message_id: "demo-tampered".into(),
+            client: DTKS.into(),
+            service_provider: DUKCAPIL.into(),
+            method: format!("/{SERVICE}/CariNik"),
+            consumer_server: CONSUMER.into(),
+            provider_server: PROVIDER.into(),
+            time_unix_ms: lintas_ss::daemon::now_ms(&SystemClock),
+            ..Default::default()
+        },
+        prost::Message::encode_to_vec(&CariNikRequest { nik: NIK.into() }),
+        &lintas_certs::keys::read(&consumer.sign_key())?,
+        read(consumer.sign_cert())?,
+    )?;
+    let last = signed.signature.len() - 2;
+    signed.signature[last] ^= 0x01;
+    let conf = provider.conf().current()?;
+    let address = conf
+        .server(&PROVIDER.parse()?)
+        .map(|s| s.address.clone())
+        .context("provider missing from configuration")?;
+    let tls = lintas_transport::client_config(
+        conf.trust_store(),
+        lintas_certs::Role::Server,
+        Some((
+            &read(consumer.tls_cert())?,
+            &lintas_certs::keys::read(&consumer.tls_key())?,
+        )),
+    )?;
+    let channel = lintas_transport::channel(&format!("https://{address}"), tls)?;
+    let refused = ex::exchange_client::ExchangeClient::new(channel)
+        .call(signed)
+        .await
+        .err()
+        .context("a request with an altered signature was accepted")?;
+    Ok(format!("{:?}: {}", refused.code(), refused.message()))
 }
 
 /// Sends a registration whose CSRs are garbage; returns the registry's refusal.

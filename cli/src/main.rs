@@ -56,7 +56,13 @@ fn main() -> std::process::ExitCode {
         Command::Ss(a) => a.serving(),
         _ => false,
     };
-    init_logging(cli.log_json, if serving { "info" } else { "warn" });
+    // The demo narrates on stdout; its refusals are expected, so only errors are logged.
+    let level = match &cli.command {
+        _ if serving => "info",
+        Command::Demo(_) => "error",
+        _ => "warn",
+    };
+    init_logging(cli.log_json, level);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

@@ -1260,7 +1260,11 @@ fn the_demo_runs_to_completion() {
         "signature does not verify",
         "not an administrator",
         "not a DER PKCS#10",
-        "listed as revoked",
+        "Siti Rahayu",
+        "PKH asks the same: refused by the provider-server",
+        "refused: Unauthenticated: request signature does not verify",
+        "lists certificate",
+        "asks again: refused by the provider-server: signing certificate refused",
         "Demo finished",
     ] {
         assert!(
@@ -1268,4 +1272,49 @@ fn the_demo_runs_to_completion() {
             "demo output lacks '{expected}':\n{out}"
         );
     }
+    assert!(!out.contains("WARN"), "log lines in the narrative:\n{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_keeps_running_when_asked_and_can_be_called() {
+    use lintas_examples::kependudukan::v1::{CariNikRequest, penduduk_client::PendudukClient};
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lintas"))
+        .args(["demo", "--keep-running"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut address = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if line.contains("kependudukan.v1.Penduduk/CariNik") {
+            // ... -d '{"nik":"…"}' 127.0.0.1:PORT kependudukan.v1.Penduduk/CariNik
+            address = line.split_whitespace().rev().nth(1).map(str::to_owned);
+        }
+        if line.starts_with("Stop with Ctrl-C") {
+            break;
+        }
+    }
+    let address = address.expect("the demo printed how to call it");
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut req = tonic::Request::new(CariNikRequest {
+        nik: "5171011201850003".into(),
+    });
+    req.metadata_mut()
+        .insert("lintas-client", "ID/GOV/KEMENSOS/DTKS".parse().unwrap());
+    req.metadata_mut().insert(
+        "lintas-service",
+        "ID/GOV/KEMENDAGRI/DUKCAPIL".parse().unwrap(),
+    );
+    let answer = PendudukClient::new(channel).cari_nik(req).await.unwrap();
+    assert_eq!(answer.into_inner().nama, "Ni Made Ayu");
+    run(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]));
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(child.wait().unwrap().success());
+    assert!(rest.iter().any(|l| l.contains("Demo finished")), "{rest:?}");
 }

@@ -30,8 +30,7 @@ use tonic::server::ClientStreamingService;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::daemon::{
-    ERROR_SOURCE, ErrorSource, REQUEST_DOMAIN, RESPONSE_DOMAIN, SecurityServer, bytes, error,
-    now_ms,
+    ERROR_SOURCE, ErrorSource, RESPONSE_DOMAIN, SecurityServer, bytes, error, now_ms,
 };
 use crate::provider::check_message_id;
 use crate::raw::RawCodec;
@@ -215,24 +214,26 @@ async fn relay(
         .try_into()
         .map_err(|_| consumer_error(Code::Internal, "configuration: bad certificate hash"))?;
 
-    let header = ex::RequestHeader {
-        message_id: message_id.clone(),
-        client: client.to_string(),
-        service_provider: provider.to_string(),
-        method: method.to_string(),
-        consumer_server: s.id.to_string(),
-        provider_server: target.id.clone(),
-        time_unix_ms: now_ms(&*s.clock),
-        body_sha256: lintas_certs::sha256(&body).to_vec(),
-        body_len: body.len() as u64,
-        conf_serial: conf.serial(),
-        user_id,
-        purpose,
-        issue,
-    }
-    .encode_to_vec();
-    let signature = lintas_certs::sig::sign(&s.sign_key, REQUEST_DOMAIN, &header)
-        .map_err(|e| consumer_error(Code::Internal, e.to_string()))?;
+    let signed = crate::daemon::sign_request(
+        ex::RequestHeader {
+            message_id: message_id.clone(),
+            client: client.to_string(),
+            service_provider: provider.to_string(),
+            method: method.to_string(),
+            consumer_server: s.id.to_string(),
+            provider_server: target.id.clone(),
+            time_unix_ms: now_ms(&*s.clock),
+            conf_serial: conf.serial(),
+            user_id,
+            purpose,
+            issue,
+            ..Default::default()
+        },
+        body.to_vec(),
+        &s.sign_key,
+        s.sign_cert.clone(),
+    )
+    .map_err(|e| consumer_error(Code::Internal, e.to_string()))?;
     let record = |kind: RecordKind,
                   header: &[u8],
                   signature: &[u8],
@@ -258,8 +259,8 @@ async fn relay(
     s.record(
         record(
             RecordKind::RequestSent,
-            &header,
-            &signature,
+            &signed.header,
+            &signed.signature,
             &s.sign_cert,
             &body,
             Code::Ok,
@@ -268,17 +269,13 @@ async fn relay(
         ErrorSource::ConsumerServer,
     )
     .await?;
+    let header = signed.header.clone();
 
     let channel = s.peer_channel(&conf, &target.address, pin)?;
     let mut peer = ex::exchange_client::ExchangeClient::new(channel)
         .max_decoding_message_size(s.settings.max_message_bytes + 64 * 1024)
         .max_encoding_message_size(s.settings.max_message_bytes + 64 * 1024);
-    let mut call = Request::new(ex::SignedRequest {
-        header: header.clone(),
-        signature,
-        signer_cert: s.sign_cert.clone(),
-        body: body.to_vec(),
-    });
+    let mut call = Request::new(signed);
     call.set_timeout(s.settings.app_timeout + std::time::Duration::from_secs(5));
     let signed = match peer.call(call).await {
         Ok(r) => r.into_inner(),

@@ -74,6 +74,26 @@ pub fn now_ms(clock: &dyn Clock) -> i64 {
         .unwrap_or(0)
 }
 
+/// Signs `header` (with its body hash and length filled in from `body`) as a consumer
+/// server does, returning the envelope sent to the provider server.
+pub fn sign_request(
+    mut header: lintas_proto::exchange::v1::RequestHeader,
+    body: Vec<u8>,
+    key: &KeyPair,
+    signer_cert: Vec<u8>,
+) -> Result<lintas_proto::exchange::v1::SignedRequest, lintas_certs::CertError> {
+    use prost::Message;
+    header.body_sha256 = lintas_certs::sha256(&body).to_vec();
+    header.body_len = body.len() as u64;
+    let header = header.encode_to_vec();
+    Ok(lintas_proto::exchange::v1::SignedRequest {
+        signature: lintas_certs::sig::sign(key, REQUEST_DOMAIN, &header)?,
+        header,
+        signer_cert,
+        body,
+    })
+}
+
 /// A running security server's shared state.
 pub struct SecurityServer {
     pub id: ServerId,

@@ -163,20 +163,15 @@ impl Network {
     }
 
     /// Signs `header` over `body` with the consumer's real signing key.
-    fn sign(&self, mut header: ex::RequestHeader, body: &[u8]) -> ex::SignedRequest {
-        if header.body_sha256.is_empty() {
-            header.body_sha256 = lintas_certs::sha256(body).to_vec();
-            header.body_len = body.len() as u64;
-        }
-        let header = header.encode_to_vec();
+    fn sign(&self, header: ex::RequestHeader, body: &[u8]) -> ex::SignedRequest {
         let key = lintas_certs::keys::read(&self.consumer_paths.sign_key()).unwrap();
-        ex::SignedRequest {
-            signature: lintas_certs::sig::sign(&key, lintas_ss::daemon::REQUEST_DOMAIN, &header)
-                .unwrap(),
+        lintas_ss::daemon::sign_request(
             header,
-            signer_cert: read_cert(&self.consumer_paths.sign_cert()),
-            body: body.to_vec(),
-        }
+            body.to_vec(),
+            &key,
+            read_cert(&self.consumer_paths.sign_cert()),
+        )
+        .unwrap()
     }
 
     /// Sends a signed request straight to the provider server with the TLS identity in
