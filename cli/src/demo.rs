@@ -12,15 +12,13 @@ use anyhow::{Context, Result, bail};
 use lintas_examples::kependudukan::v1::penduduk_client::PendudukClient;
 use lintas_examples::kependudukan::v1::{CariNikRequest, DataPenduduk};
 use lintas_globalconf::{SystemClock, iso8601};
-use lintas_identifiers::{ClientId, ServerId, SubsystemId};
+use lintas_identifiers::ClientId;
 use lintas_log::RecordKind;
 use lintas_proto::registry::v1 as pb;
-use lintas_registry::{InitOptions, RegistryConfig};
+use lintas_ss::Enrolment;
 use lintas_ss::access::{Grant, ServiceEntry, Subject};
 use lintas_ss::daemon::SecurityServer;
-use lintas_ss::{Enrolment, Node, SsConfig};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -46,63 +44,6 @@ fn step(n: u32, text: &str) {
     println!("\n[{n}] {text}");
 }
 
-struct Member {
-    node: Node,
-    name: &'static str,
-    /// The provider endpoint's listener, bound now so its port goes into the certificate.
-    peer: TcpListener,
-}
-
-async fn new_server(
-    root: &Path,
-    anchor: &Path,
-    server: &str,
-    clients: &[&str],
-    name: &'static str,
-) -> Result<Member> {
-    let peer = TcpListener::bind("127.0.0.1:0").await?;
-    let dir = root.join(server.replace('/', "_"));
-    let mut config = SsConfig::new(
-        server.parse::<ServerId>()?,
-        peer.local_addr()?.to_string().parse()?,
-    );
-    config.clients = clients
-        .iter()
-        .map(|c| c.parse::<SubsystemId>())
-        .collect::<Result<_, _>>()?;
-    config.member_name = name.into();
-    let path = lintas_ss::init(&dir, &config, anchor)?;
-    let node = Node::open(SsConfig::load(&path, std::iter::empty())?)?;
-    Ok(Member { node, name, peer })
-}
-
-/// Tasks of the running network and how to stop them.
-#[derive(Default)]
-struct Running {
-    stops: Vec<oneshot::Sender<()>>,
-    tasks: Vec<tokio::task::JoinHandle<Result<()>>>,
-}
-
-impl Running {
-    fn stopper(&mut self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let (tx, rx) = oneshot::channel::<()>();
-        self.stops.push(tx);
-        async {
-            let _ = rx.await;
-        }
-    }
-
-    async fn stop(self) -> Result<()> {
-        for s in self.stops {
-            let _ = s.send(());
-        }
-        for t in self.tasks {
-            t.await.context("task")??;
-        }
-        Ok(())
-    }
-}
-
 pub async fn run(args: Args) -> Result<()> {
     let temp;
     let root = match args.dir {
@@ -116,32 +57,13 @@ pub async fn run(args: Args) -> Result<()> {
         "lintas demo: a whole instance on loopback, files in {}",
         root.display()
     );
-    let mut running = Running::default();
+    let mut running = crate::network::Running::default();
 
     step(
         1,
         "The registry operator creates instance ID and starts the central registry.",
     );
-    let grpc = TcpListener::bind("127.0.0.1:0").await?;
-    let http = TcpListener::bind("127.0.0.1:0").await?;
-    let report = lintas_registry::init(
-        &InitOptions {
-            instance: "ID".parse()?,
-            dir: root.join("registry"),
-            grpc_listen: grpc.local_addr()?,
-            http_listen: http.local_addr()?,
-            public_host: "127.0.0.1".into(),
-            admin_name: "admin".parse()?,
-        },
-        Arc::new(SystemClock),
-    )?;
-    let config = RegistryConfig::load(&report.config_path, std::iter::empty())?;
-    let registry = lintas_registry::open(&config, Arc::new(SystemClock))?;
-    let serve_config = config.clone();
-    let stop = running.stopper();
-    running.tasks.push(tokio::spawn(async move {
-        Ok(lintas_registry::serve(registry, &serve_config, grpc, http, stop).await?)
-    }));
+    let (report, config) = crate::network::start_registry(&root, &mut running).await?;
     println!("    registry gRPC (TLS 1.3): {}", config.public_url);
     println!(
         "    global configuration:    {}",
@@ -172,7 +94,7 @@ async fn scenario(
     admin_dir: &Path,
     url: &str,
     keep_running: bool,
-    running: &mut Running,
+    running: &mut crate::network::Running,
 ) -> Result<()> {
     let mut admin = lintas_registry::admin::connect(admin_dir, url)?;
 
@@ -180,7 +102,7 @@ async fn scenario(
         2,
         "Two ministries install security servers; each generates its own keys.",
     );
-    let provider = new_server(
+    let provider = crate::network::new_server(
         root,
         anchor,
         PROVIDER,
@@ -188,7 +110,7 @@ async fn scenario(
         "Kementerian Dalam Negeri (population registry)",
     )
     .await?;
-    let consumer = new_server(
+    let consumer = crate::network::new_server(
         root,
         anchor,
         CONSUMER,

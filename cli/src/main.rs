@@ -2,8 +2,10 @@
 //! libraries, and waits for a signal; all logic lives in the library crates.
 #![forbid(unsafe_code)]
 
+mod bench;
 mod certs_cmd;
 mod demo;
+mod network;
 mod registry_cmd;
 mod ss_cmd;
 
@@ -31,6 +33,8 @@ enum Command {
     Ss(ss_cmd::Args),
     /// Certificates: throw-away development PKI, inspection and verification.
     Certs(certs_cmd::Args),
+    /// Measure calls through the bus against direct calls to the application.
+    Bench(bench::Args),
     /// Run a whole instance on loopback: registry, two members joining it, and the
     /// checks that make it trustworthy. Needs no setup and finishes on its own.
     Demo(demo::Args),
@@ -59,7 +63,7 @@ fn main() -> std::process::ExitCode {
     // The demo narrates on stdout; its refusals are expected, so only errors are logged.
     let level = match &cli.command {
         _ if serving => "info",
-        Command::Demo(_) => "error",
+        Command::Demo(_) | Command::Bench(_) => "error",
         _ => "warn",
     };
     init_logging(cli.log_json, level);
@@ -76,6 +80,7 @@ fn main() -> std::process::ExitCode {
             Command::Ss(a) => ss_cmd::run(a).await,
             Command::Certs(a) => certs_cmd::run(a),
             Command::Demo(a) => demo::run(a).await,
+            Command::Bench(a) => bench::run(a).await,
         }
     });
     match result {

@@ -8,14 +8,61 @@ pub mod kependudukan {
     }
 }
 
+/// Accepted connections with Nagle's algorithm off: small gRPC messages must not wait
+/// for delayed acknowledgements.
+fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
+pub mod echo {
+    pub mod v1 {
+        tonic::include_proto!("echo.v1");
+    }
+}
+
+/// Echoes its request (the benchmark's provider application).
+pub mod echo_server {
+    use std::future::Future;
+
+    use tokio::net::TcpListener;
+    use tonic::{Request, Response, Status};
+
+    use crate::echo::v1::EchoMessage;
+    use crate::echo::v1::echo_server::{Echo, EchoServer};
+    use crate::incoming;
+
+    pub struct Echoer;
+
+    #[tonic::async_trait]
+    impl Echo for Echoer {
+        async fn echo(
+            &self,
+            request: Request<EchoMessage>,
+        ) -> Result<Response<EchoMessage>, Status> {
+            Ok(Response::new(request.into_inner()))
+        }
+    }
+
+    /// Serves the echo service on `listener` until `shutdown` completes.
+    pub async fn serve(
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), tonic::transport::Error> {
+        tonic::transport::Server::builder()
+            .add_service(EchoServer::new(Echoer))
+            .serve_with_incoming_shutdown(incoming(listener), shutdown)
+            .await
+    }
+}
+
 /// A small population registry (provider application of the demo).
 pub mod population_registry {
     use std::future::Future;
 
     use tokio::net::TcpListener;
-    use tokio_stream::wrappers::TcpListenerStream;
     use tonic::{Request, Response, Status};
 
+    use crate::incoming;
     use crate::kependudukan::v1::penduduk_server::{Penduduk, PendudukServer};
     use crate::kependudukan::v1::{CariNikRequest, DataPenduduk};
 
@@ -78,7 +125,7 @@ pub mod population_registry {
     ) -> Result<(), tonic::transport::Error> {
         tonic::transport::Server::builder()
             .add_service(PendudukServer::new(Registry))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+            .serve_with_incoming_shutdown(incoming(listener), shutdown)
             .await
     }
 }

@@ -22,7 +22,6 @@ use lintas_identifiers::{ServerId, SubsystemId};
 use lintas_log::{Record, RecordLog};
 use lintas_proto::exchange::v1::exchange_server::ExchangeServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
@@ -364,7 +363,10 @@ pub async fn serve(
         .fallback_service(crate::consumer::ConsumerEndpoint(server.clone()));
     let consumer_server = tonic::transport::Server::builder()
         .add_routes(tonic::service::Routes::from(routes))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(consumer), stopped(stop_rx.clone()));
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(consumer).with_nodelay(Some(true)),
+            stopped(stop_rx.clone()),
+        );
 
     let admin_server = tonic::transport::Server::builder()
         .add_service(

@@ -1,0 +1,207 @@
+//! `lintas bench`: the same unary call made directly to the application and through the
+//! bus (consumer security server → provider security server → application), all on
+//! this machine, with signatures and durable records on. Prints throughput and latency
+//! at 1 and at 64 calls in flight, and the bus/direct ratios.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use lintas_examples::echo::v1::EchoMessage;
+use lintas_examples::echo::v1::echo_client::EchoClient;
+use lintas_globalconf::SystemClock;
+use lintas_identifiers::ClientId;
+use lintas_proto::registry::v1 as pb;
+use lintas_ss::access::{Grant, ServiceEntry, Subject};
+use lintas_ss::daemon::SecurityServer;
+use tokio::net::TcpListener;
+use tonic::transport::Channel;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Seconds each measurement runs (after one second of warm-up).
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Request and response payload size in bytes.
+    #[arg(long, default_value_t = 1024)]
+    payload: usize,
+}
+
+const PROVIDER: &str = "ID/GOV/BENCH/SS1";
+const PROVIDER_CLIENT: &str = "ID/GOV/BENCH/ECHO";
+const CONSUMER: &str = "ID/GOV/LOAD/SS1";
+const CONSUMER_CLIENT: &str = "ID/GOV/LOAD/GEN";
+const SERVICE: &str = "echo.v1.Echo";
+
+/// One measurement.
+struct Figures {
+    calls_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    if args.seconds == 0 || args.payload > 3 * 1024 * 1024 {
+        bail!("--seconds must be at least 1 and --payload at most 3 MiB");
+    }
+    let temp = tempfile::tempdir().context("creating a temporary directory")?;
+    let root = temp.path();
+    let mut running = crate::network::Running::default();
+    let result = measure(root, &args, &mut running).await;
+    running.stop().await?;
+    result
+}
+
+async fn measure(
+    root: &std::path::Path,
+    args: &Args,
+    running: &mut crate::network::Running,
+) -> Result<()> {
+    let (report, config) = crate::network::start_registry(root, running).await?;
+    let mut admin = lintas_registry::admin::connect(&report.admin_dir, &config.public_url)?;
+
+    // Two members enrol with tokens and start their servers.
+    let mut servers = Vec::new();
+    let mut consumer_url = String::new();
+    for (id, client) in [(PROVIDER, PROVIDER_CLIENT), (CONSUMER, CONSUMER_CLIENT)] {
+        let member =
+            crate::network::new_server(root, &report.anchor_path, id, &[client], "bench").await?;
+        let token = admin
+            .create_enrolment_token(pb::CreateEnrolmentTokenRequest {
+                server_id: id.into(),
+                ttl_seconds: 600,
+            })
+            .await?
+            .into_inner()
+            .token;
+        member.node.register(Some(&token)).await?;
+        let server = SecurityServer::open(member.node, Arc::new(SystemClock))?;
+        let local = TcpListener::bind("127.0.0.1:0").await?;
+        if id == CONSUMER {
+            consumer_url = format!("http://{}", local.local_addr()?);
+        }
+        let stop = running.stopper();
+        let serving = server.clone();
+        running.tasks.push(tokio::spawn(async move {
+            Ok(lintas_ss::daemon::serve(serving, local, member.peer, stop).await?)
+        }));
+        servers.push(server);
+    }
+    let app = TcpListener::bind("127.0.0.1:0").await?;
+    let app_url = format!("http://{}", app.local_addr()?);
+    let stop = running.stopper();
+    running.tasks.push(tokio::spawn(async move {
+        Ok(lintas_examples::echo_server::serve(app, stop).await?)
+    }));
+    servers[0].access.add_service(ServiceEntry {
+        provider: PROVIDER_CLIENT.parse()?,
+        service: SERVICE.parse()?,
+        endpoint: app_url.clone(),
+    })?;
+    servers[0].access.grant(Grant {
+        provider: PROVIDER_CLIENT.parse()?,
+        service: SERVICE.parse()?,
+        method: None,
+        subject: Subject::Client(ClientId::Subsystem(CONSUMER_CLIENT.parse()?)),
+    })?;
+
+    println!(
+        "lintas bench: {} byte payloads, {} s per run after 1 s warm-up; through the bus every call is signed twice, verified twice and recorded durably four times",
+        args.payload, args.seconds
+    );
+    println!(
+        "{:<8} {:>10} {:>12} {:>9} {:>9}",
+        "path", "in flight", "calls/s", "p50 ms", "p99 ms"
+    );
+    let mut table = Vec::new();
+    for in_flight in [1usize, 64] {
+        for (name, url, via_bus) in [("direct", &app_url, false), ("bus", &consumer_url, true)] {
+            let f = load(url, via_bus, in_flight, args).await?;
+            println!(
+                "{:<8} {:>10} {:>12.0} {:>9.3} {:>9.3}",
+                name, in_flight, f.calls_per_sec, f.p50_ms, f.p99_ms
+            );
+            table.push(f);
+        }
+    }
+    println!(
+        "bus/direct throughput: {:.2} at 1 in flight, {:.2} at 64 in flight; added p50 latency at 1 in flight: {:.3} ms",
+        table[1].calls_per_sec / table[0].calls_per_sec,
+        table[3].calls_per_sec / table[2].calls_per_sec,
+        table[1].p50_ms - table[0].p50_ms
+    );
+    println!(
+        "records written: {} on the consumer server, {} on the provider server",
+        servers[1].log.len(),
+        servers[0].log.len()
+    );
+    Ok(())
+}
+
+/// Runs `in_flight` concurrent callers against `url` and measures.
+async fn load(url: &str, via_bus: bool, in_flight: usize, args: &Args) -> Result<Figures> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())?
+        .tcp_nodelay(true)
+        .connect()
+        .await?;
+    let payload = vec![0x5a; args.payload];
+    let warm_up = Instant::now() + Duration::from_secs(1);
+    let end = warm_up + Duration::from_secs(args.seconds);
+    let callers: Vec<_> = (0..in_flight)
+        .map(|_| {
+            let channel = channel.clone();
+            let payload = payload.clone();
+            tokio::spawn(async move { caller(channel, payload, via_bus, warm_up, end).await })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for c in callers {
+        latencies.extend(c.await.context("caller task")??);
+    }
+    if latencies.is_empty() {
+        bail!("no call completed in the measured period");
+    }
+    latencies.sort_unstable();
+    let pick = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    Ok(Figures {
+        calls_per_sec: latencies.len() as f64 / args.seconds as f64,
+        p50_ms: pick(0.50).as_secs_f64() * 1e3,
+        p99_ms: pick(0.99).as_secs_f64() * 1e3,
+    })
+}
+
+async fn caller(
+    channel: Channel,
+    payload: Vec<u8>,
+    via_bus: bool,
+    warm_up: Instant,
+    end: Instant,
+) -> Result<Vec<Duration>> {
+    let mut client = EchoClient::new(channel);
+    let mut latencies = Vec::new();
+    loop {
+        let start = Instant::now();
+        if start >= end {
+            return Ok(latencies);
+        }
+        let mut request = tonic::Request::new(EchoMessage {
+            payload: payload.clone(),
+        });
+        if via_bus {
+            let md = request.metadata_mut();
+            md.insert("lintas-client", CONSUMER_CLIENT.parse()?);
+            md.insert("lintas-service", PROVIDER_CLIENT.parse()?);
+        }
+        let answer = client.echo(request).await?;
+        if answer.get_ref().payload.len() != payload.len() {
+            bail!(
+                "echo answered {} bytes for {}",
+                answer.get_ref().payload.len(),
+                payload.len()
+            );
+        }
+        if start >= warm_up {
+            latencies.push(start.elapsed());
+        }
+    }
+}

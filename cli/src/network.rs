@@ -1,0 +1,100 @@
+//! Pieces of a whole instance on loopback, shared by `lintas demo` and `lintas bench`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use lintas_globalconf::SystemClock;
+use lintas_identifiers::{ServerId, SubsystemId};
+use lintas_registry::{InitOptions, InitReport, RegistryConfig};
+use lintas_ss::{Node, SsConfig};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+pub struct Member {
+    pub node: Node,
+    pub name: &'static str,
+    /// The provider endpoint's listener, bound now so its port goes into the certificate.
+    pub peer: TcpListener,
+}
+
+/// Creates a security server directory with fresh keys, its provider endpoint bound.
+pub async fn new_server(
+    root: &Path,
+    anchor: &Path,
+    server: &str,
+    clients: &[&str],
+    name: &'static str,
+) -> Result<Member> {
+    let peer = TcpListener::bind("127.0.0.1:0").await?;
+    let dir = root.join(server.replace('/', "_"));
+    let mut config = SsConfig::new(
+        server.parse::<ServerId>()?,
+        peer.local_addr()?.to_string().parse()?,
+    );
+    config.clients = clients
+        .iter()
+        .map(|c| c.parse::<SubsystemId>())
+        .collect::<Result<_, _>>()?;
+    config.member_name = name.into();
+    let path = lintas_ss::init(&dir, &config, anchor)?;
+    let node = Node::open(SsConfig::load(&path, std::iter::empty())?)?;
+    Ok(Member { node, name, peer })
+}
+
+/// Tasks of the running network and how to stop them.
+#[derive(Default)]
+pub struct Running {
+    stops: Vec<oneshot::Sender<()>>,
+    pub tasks: Vec<tokio::task::JoinHandle<Result<()>>>,
+}
+
+impl Running {
+    pub fn stopper(&mut self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let (tx, rx) = oneshot::channel::<()>();
+        self.stops.push(tx);
+        async {
+            let _ = rx.await;
+        }
+    }
+
+    pub async fn stop(self) -> Result<()> {
+        for s in self.stops {
+            let _ = s.send(());
+        }
+        for t in self.tasks {
+            t.await.context("task")??;
+        }
+        Ok(())
+    }
+}
+
+/// Creates instance ID in `root/registry` on OS-chosen loopback ports and serves it.
+pub async fn start_registry(
+    root: &Path,
+    running: &mut Running,
+) -> Result<(InitReport, RegistryConfig)> {
+    let grpc = TcpListener::bind("127.0.0.1:0").await?;
+    let http = TcpListener::bind("127.0.0.1:0").await?;
+    let report = lintas_registry::init(
+        &InitOptions {
+            instance: "ID".parse()?,
+            dir: root.join("registry"),
+            grpc_listen: grpc.local_addr()?,
+            http_listen: http.local_addr()?,
+            public_host: "127.0.0.1".into(),
+            admin_name: "admin".parse()?,
+        },
+        Arc::new(SystemClock),
+    )?;
+    let config = RegistryConfig::load(&report.config_path, std::iter::empty())?;
+    let registry = lintas_registry::open(&config, Arc::new(SystemClock))?;
+    let serve_config = config.clone();
+    let stop = running.stopper();
+    running.tasks.push(tokio::spawn(async move {
+        lintas_registry::serve(registry, &serve_config, grpc, http, stop)
+            .await
+            .context("registry")
+    }));
+    Ok((report, config))
+}
