@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use lintas_certs::{Identity, Role};
+use lintas_certs::Identity;
 use lintas_identifiers::{MethodPath, SubsystemId};
 use lintas_log::{Record, RecordKind};
 use lintas_proto::exchange::v1 as ex;
@@ -299,9 +299,8 @@ async fn relay(
 
     // The answer must be signed by the provider's member and bound to this request.
     let refused = |why: String| consumer_error(Code::DataLoss, format!("response refused: {why}"));
-    let signer = conf
-        .trust_store()
-        .verify(&signed.signer_cert, Role::Member, s.clock.now())
+    let signer = s
+        .verify_signer(&conf, &signed.signer_cert, s.clock.now())
         .map_err(|e| refused(format!("signing certificate: {e}")))?;
     if signer.identity != Identity::Member(provider.member.clone()) {
         return Err(refused(format!(

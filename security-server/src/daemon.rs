@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use lintas_certs::pem::cert_from_pem;
-use lintas_certs::{KeyPair, Role};
+use lintas_certs::{CertInfo, KeyPair, Role};
 use lintas_globalconf::{Clock, ConfClient, VerifiedConf};
 use lintas_identifiers::{ServerId, SubsystemId};
 use lintas_log::{Record, RecordLog};
@@ -113,7 +113,15 @@ pub struct SecurityServer {
     conf_poll: Duration,
     /// When the configuration was last fetched out of turn (see `refresh_conf_now`).
     last_refresh: Mutex<Option<std::time::Instant>>,
+    /// Member signing certificates already verified under a configuration serial.
+    signers: Mutex<HashMap<[u8; 32], VerifiedSigner>>,
 }
+
+/// A signing certificate checked under configuration `.0`.
+type VerifiedSigner = (u64, Arc<CertInfo>);
+
+/// Most signing certificates remembered as verified (one or two per peer member).
+const MAX_CACHED_SIGNERS: usize = 10_000;
 
 /// Least time between out-of-turn configuration fetches, so unknown peers cannot make
 /// this server hammer the registry.
@@ -189,6 +197,7 @@ impl SecurityServer {
             peers: Mutex::new(HashMap::new()),
             apps: Mutex::new(HashMap::new()),
             last_refresh: Mutex::new(None),
+            signers: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -270,6 +279,40 @@ impl SecurityServer {
             .connect_lazy();
         apps.insert(endpoint.to_owned(), channel.clone());
         Ok(channel)
+    }
+
+    /// Verifies a member signing certificate against `conf` (chain to an approved CA,
+    /// role, key usages, not revoked) at `now`. The same certificate signs every message
+    /// of its member, so a result is remembered for the configuration serial it was
+    /// checked under: a new serial (which may revoke it) checks again, and validity
+    /// dates are checked every time.
+    pub(crate) fn verify_signer(
+        &self,
+        conf: &VerifiedConf,
+        der: &[u8],
+        now: std::time::SystemTime,
+    ) -> Result<Arc<CertInfo>, lintas_certs::CertError> {
+        let hash = lintas_certs::sha256(der);
+        let cached = self
+            .signers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&hash)
+            .filter(|(serial, _)| *serial == conf.serial())
+            .map(|(_, info)| info.clone());
+        if let Some(info) = cached
+            && info.not_before <= now
+            && now < info.not_after
+        {
+            return Ok(info);
+        }
+        let info = Arc::new(conf.trust_store().verify(der, Role::Member, now)?);
+        let mut signers = self.signers.lock().unwrap_or_else(|p| p.into_inner());
+        if signers.len() >= MAX_CACHED_SIGNERS {
+            signers.clear();
+        }
+        signers.insert(hash, (conf.serial(), info.clone()));
+        Ok(info)
     }
 
     /// Fetches the global configuration out of turn, at most once per

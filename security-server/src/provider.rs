@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lintas_certs::{Identity, Role};
+use lintas_certs::Identity;
 use lintas_identifiers::{MethodPath, ServerId, SubsystemId};
 use lintas_log::{Record, RecordKind};
 use lintas_proto::exchange::v1 as ex;
@@ -133,9 +133,8 @@ impl ProviderService {
 
         // 3. Signature by a valid, unrevoked signing certificate of the client's member.
         let now = s.clock.now();
-        let signer = conf
-            .trust_store()
-            .verify(&signed.signer_cert, Role::Member, now)
+        let signer = s
+            .verify_signer(&conf, &signed.signer_cert, now)
             .map_err(|e| {
                 refuse(
                     Code::Unauthenticated,
