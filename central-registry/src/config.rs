@@ -73,10 +73,7 @@ impl RegistryConfig {
     ) -> Result<Self, ConfigError> {
         let mut config: RegistryConfig = lintas_settings::load(path, env, ENV_PREFIX)?;
         config.validate(&path.display().to_string())?;
-        if config.data_dir.is_relative() {
-            let base = path.parent().unwrap_or(Path::new("."));
-            config.data_dir = base.join(&config.data_dir);
-        }
+        config.data_dir = lintas_settings::relative_to(path, &config.data_dir);
         Ok(config)
     }
 

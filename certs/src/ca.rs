@@ -235,6 +235,43 @@ pub fn make_csr(key: &KeyPair, common_name: &str) -> Result<Vec<u8>, CertError> 
         .map_err(|e| CertError::Issue(e.to_string()))
 }
 
+/// A new key and a self-signed TLS certificate for `names` (DNS names or IP addresses),
+/// usable as server and client certificate. Outside the instance PKI: for a security
+/// server's local endpoint and for local applications, which are trusted by their
+/// registered fingerprint, not by a chain.
+pub fn self_signed(
+    names: &[String],
+    common_name: &str,
+    validity: Validity,
+) -> Result<(KeyPair, Vec<u8>), CertError> {
+    let key = crate::keys::generate()?;
+    let mut p = CertificateParams::default();
+    p.not_before = validity.not_before;
+    p.not_after = validity.not_after;
+    p.serial_number = Some(random_serial()?);
+    p.distinguished_name = DistinguishedName::new();
+    p.distinguished_name.push(DnType::CommonName, common_name);
+    for n in names {
+        p.subject_alt_names.push(match n.parse::<IpAddr>() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => SanType::DnsName(
+                n.clone()
+                    .try_into()
+                    .map_err(|e: rcgen::Error| CertError::Issue(format!("name '{n}': {e}")))?,
+            ),
+        });
+    }
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let cert = p
+        .self_signed(&key)
+        .map_err(|e| CertError::Issue(e.to_string()))?;
+    Ok((key, cert.der().to_vec()))
+}
+
 /// The instance certification authority: its certificate and signing key.
 pub struct Ca {
     cert_der: Vec<u8>,

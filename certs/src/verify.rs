@@ -102,6 +102,23 @@ impl CertInfo {
     }
 }
 
+/// Checks that `der` is one well-formed X.509 certificate (of any issuer, with or without
+/// a lintas identity) and returns its validity window.
+pub fn certificate_validity(der: &[u8]) -> Result<(SystemTime, SystemTime), CertError> {
+    let (rest, cert) =
+        X509Certificate::from_der(der).map_err(|e| CertError::BadCertificate(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(CertError::BadCertificate(
+            "trailing bytes after the certificate".into(),
+        ));
+    }
+    let v = cert.validity();
+    Ok((
+        unix(v.not_before.timestamp()),
+        unix(v.not_after.timestamp()),
+    ))
+}
+
 /// The certification authorities an instance trusts, plus the serials it has revoked.
 /// Every component checks peers and signers through this one type.
 #[derive(Debug, Clone)]

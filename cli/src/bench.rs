@@ -65,7 +65,8 @@ async fn measure(
     let mut consumer_url = String::new();
     for (id, client) in [(PROVIDER, PROVIDER_CLIENT), (CONSUMER, CONSUMER_CLIENT)] {
         let member =
-            crate::network::new_server(root, &report.anchor_path, id, &[client], "bench").await?;
+            crate::network::new_server(root, &report.anchor_path, id, &[client], "bench", true)
+                .await?;
         let token = admin
             .create_enrolment_token(pb::CreateEnrolmentTokenRequest {
                 server_id: id.into(),
@@ -106,7 +107,7 @@ async fn measure(
     })?;
 
     println!(
-        "lintas bench: {} byte payloads, {} s per run after 1 s warm-up; through the bus every call is signed twice, verified twice and recorded durably four times",
+        "lintas bench: {} byte payloads, {} s per run after 1 s warm-up; through the bus every call is signed twice, verified twice and recorded durably four times (consumer endpoint in development mode: plaintext loopback)",
         args.payload, args.seconds
     );
     println!(

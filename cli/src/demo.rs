@@ -108,6 +108,7 @@ async fn scenario(
         PROVIDER,
         &[DUKCAPIL],
         "Kementerian Dalam Negeri (population registry)",
+        false,
     )
     .await?;
     let consumer = crate::network::new_server(
@@ -116,6 +117,7 @@ async fn scenario(
         CONSUMER,
         &[DTKS, PKH],
         "Kementerian Sosial (social assistance)",
+        false,
     )
     .await?;
     for m in [&provider, &consumer] {
@@ -273,16 +275,44 @@ async fn scenario(
     })?;
     println!("    {SERVICE} of {DUKCAPIL} is served by the population registry at {app_url}");
     println!("    {DTKS} may call CariNik; {PKH} may not");
+    let mut apps = Vec::new();
+    for (client, file) in [(DTKS, "dtks"), (PKH, "pkh")] {
+        let validity = lintas_certs::ca::Validity::starting(
+            std::time::SystemTime::now(),
+            std::time::Duration::from_secs(30 * 86400),
+        )?;
+        let (key, cert) = lintas_certs::ca::self_signed(&["localhost".into()], file, validity)?;
+        consumer.access.add_client_cert(client.parse()?, &cert)?;
+        let cert_path = root.join(format!("{file}.crt.pem"));
+        let key_path = root.join(format!("{file}.key.pem"));
+        lintas_certs::files::write_new(
+            &cert_path,
+            lintas_certs::pem::cert_to_pem(&cert).as_bytes(),
+            0o644,
+        )?;
+        lintas_certs::keys::write(&key_path, &key)?;
+        apps.push(App {
+            client,
+            cert: cert_path,
+            key: key_path,
+        });
+    }
+    let consumer_cert = consumer_paths.consumer_cert();
+    println!(
+        "    KEMENSOS registered a TLS client certificate for each of its applications; they trust the endpoint's certificate {}",
+        consumer_cert.display()
+    );
+    let (dtks, pkh) = (&apps[0], &apps[1]);
 
     step(8, "Real calls through the bus.");
-    let person = cari(&consumer_url, DTKS)
+    let person = cari(&consumer_url, &consumer_cert, dtks, DTKS)
         .await
         .context("the allowed call failed")?;
     println!(
         "    {DTKS} asks for NIK {NIK}: {} born {} in {}, {} — signed, verified and recorded on both sides",
         person.nama, person.tanggal_lahir, person.tempat_lahir, person.provinsi
     );
-    let denied = cari(&consumer_url, PKH)
+    let denied = cari(&consumer_url, &consumer_cert, pkh, PKH)
         .await
         .err()
         .context("a call without access rights was answered")?;
@@ -290,6 +320,15 @@ async fn scenario(
         "    {PKH} asks the same: refused by the {}: {}",
         source(&denied),
         denied.message()
+    );
+    let impostor = cari(&consumer_url, &consumer_cert, pkh, DTKS)
+        .await
+        .err()
+        .context("an application was allowed to act for another subsystem")?;
+    println!(
+        "    {PKH}'s application claims to be {DTKS}: refused by the {}: {}",
+        source(&impostor),
+        impostor.message()
     );
     let forged = inject_tampered_signature(provider, &consumer_paths).await?;
     println!("    a request whose signature was altered in transit: refused: {forged}");
@@ -318,7 +357,10 @@ async fn scenario(
         std::fs::write(&proto_path, PROTO)?;
         println!("\nThe network keeps running. Call it with any gRPC client, for example:");
         println!(
-            "    grpcurl -plaintext -import-path {} -proto penduduk.proto \\\n      -H 'lintas-client: {DTKS}' -H 'lintas-service: {DUKCAPIL}' \\\n      -d '{{\"nik\":\"{NIK}\"}}' {} {SERVICE}/CariNik",
+            "    grpcurl -cacert {} -cert {} -key {} -servername localhost \\\n      -import-path {} -proto penduduk.proto \\\n      -H 'lintas-client: {DTKS}' -H 'lintas-service: {DUKCAPIL}' \\\n      -d '{{\"nik\":\"{NIK}\"}}' {} {SERVICE}/CariNik",
+            consumer_cert.display(),
+            dtks.cert.display(),
+            dtks.key.display(),
             root.display(),
             consumer_url.trim_start_matches("http://")
         );
@@ -362,7 +404,7 @@ async fn scenario(
         "    configuration serial {} lists certificate {serial} as revoked",
         revoked.conf_serial
     );
-    let refused = cari(&consumer_url, DTKS)
+    let refused = cari(&consumer_url, &consumer_cert, dtks, DTKS)
         .await
         .err()
         .context("a request signed with a revoked certificate was answered")?;
@@ -374,12 +416,41 @@ async fn scenario(
     Ok(())
 }
 
-async fn cari(consumer_url: &str, client: &str) -> Result<DataPenduduk, tonic::Status> {
-    let channel = tonic::transport::Endpoint::from_shared(consumer_url.to_owned())
-        .map_err(|e| tonic::Status::internal(e.to_string()))?
-        .connect()
-        .await
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+/// A local application of KEMENSOS: its subsystem and TLS client credentials.
+struct App {
+    client: &'static str,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+/// Calls CariNik as `app` over TLS, naming `client` as the caller.
+async fn cari(
+    consumer_url: &str,
+    consumer_cert: &Path,
+    app: &App,
+    client: &str,
+) -> Result<DataPenduduk, tonic::Status> {
+    let internal = |e: &dyn std::fmt::Display| tonic::Status::internal(e.to_string());
+    let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| internal(&e));
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(read(
+            consumer_cert,
+        )?))
+        .identity(tonic::transport::Identity::from_pem(
+            read(&app.cert)?,
+            read(&app.key)?,
+        ))
+        .domain_name("localhost");
+    let channel =
+        tonic::transport::Endpoint::from_shared(consumer_url.replace("http://", "https://"))
+            .map_err(|e| internal(&e))?
+            .tls_config(tls)
+            .map_err(|e| internal(&e))?
+            .connect()
+            .await
+            .map_err(|e| {
+                tonic::Status::unavailable(format!("{} cannot connect: {e}", app.client))
+            })?;
     let mut request = tonic::Request::new(CariNikRequest { nik: NIK.into() });
     let md = request.metadata_mut();
     for (k, v) in [

@@ -19,12 +19,15 @@ pub struct Member {
 }
 
 /// Creates a security server directory with fresh keys, its provider endpoint bound.
+/// With `dev_plaintext_loopback` local applications call it without TLS (development);
+/// otherwise they present registered client certificates.
 pub async fn new_server(
     root: &Path,
     anchor: &Path,
     server: &str,
     clients: &[&str],
     name: &'static str,
+    dev_plaintext_loopback: bool,
 ) -> Result<Member> {
     let peer = TcpListener::bind("127.0.0.1:0").await?;
     let dir = root.join(server.replace('/', "_"));
@@ -37,6 +40,7 @@ pub async fn new_server(
         .map(|c| c.parse::<SubsystemId>())
         .collect::<Result<_, _>>()?;
     config.member_name = name.into();
+    config.dev_plaintext_loopback = dev_plaintext_loopback;
     let path = lintas_ss::init(&dir, &config, anchor)?;
     let node = Node::open(SsConfig::load(&path, std::iter::empty())?)?;
     Ok(Member { node, name, peer })

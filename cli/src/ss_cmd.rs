@@ -71,6 +71,14 @@ enum Command {
         #[command(subcommand)]
         command: ServiceCommand,
     },
+    /// Local applications' TLS client certificates, each registered for one subsystem
+    /// (changes apply to the running server at once).
+    ClientCert {
+        #[arg(long, default_value = "ss.toml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: ClientCertCommand,
+    },
     /// Who may call the services (changes apply to the running server at once).
     Acl {
         #[arg(long, default_value = "ss.toml", global = true)]
@@ -95,6 +103,30 @@ enum ServiceCommand {
     Remove {
         provider: String,
         service: String,
+    },
+    List,
+}
+
+#[derive(Subcommand)]
+enum ClientCertCommand {
+    /// Register an application's certificate (PEM or DER; self-signed is fine).
+    Add {
+        /// The subsystem it acts for, INSTANCE/CLASS/MEMBER/SUBSYSTEM.
+        client: String,
+        #[arg(long)]
+        cert: PathBuf,
+    },
+    /// Create a key and self-signed certificate for an application and register it.
+    Create {
+        client: String,
+        #[arg(long)]
+        key_out: PathBuf,
+        #[arg(long)]
+        cert_out: PathBuf,
+    },
+    Remove {
+        /// SHA-256 fingerprint as `list` shows it.
+        fingerprint: String,
     },
     List,
 }
@@ -213,6 +245,77 @@ pub async fn run(args: Args) -> Result<()> {
                     }
                     for s in list.services {
                         println!("{}  {}  ->  {}", s.provider, s.service, s.endpoint);
+                    }
+                }
+            }
+        }
+        Command::ClientCert { config, command } => {
+            let mut client = admin(&config).await?;
+            let add = |c: String, der: Vec<u8>| pb::ClientCert {
+                client: c,
+                certificate: der,
+                ..Default::default()
+            };
+            match command {
+                ClientCertCommand::Add { client: c, cert } => {
+                    let text = std::fs::read(&cert).with_context(|| cert.display().to_string())?;
+                    let der = if text.starts_with(b"-----BEGIN") {
+                        lintas_certs::pem::cert_from_pem(
+                            &String::from_utf8_lossy(&text),
+                            &cert.display().to_string(),
+                        )?
+                    } else {
+                        text
+                    };
+                    let r = client.add_client_cert(add(c, der)).await?;
+                    println!("{}", r.into_inner().message);
+                }
+                ClientCertCommand::Create {
+                    client: c,
+                    key_out,
+                    cert_out,
+                } => {
+                    let validity = lintas_certs::ca::Validity::starting(
+                        std::time::SystemTime::now(),
+                        std::time::Duration::from_secs(2 * 365 * 86400),
+                    )?;
+                    let (key, der) =
+                        lintas_certs::ca::self_signed(&["localhost".into()], &c, validity)?;
+                    lintas_certs::keys::write(&key_out, &key)?;
+                    lintas_certs::files::write_new(
+                        &cert_out,
+                        lintas_certs::pem::cert_to_pem(&der).as_bytes(),
+                        0o644,
+                    )?;
+                    let r = client.add_client_cert(add(c, der)).await?;
+                    println!("{}", r.into_inner().message);
+                    println!(
+                        "the application presents {} with key {} (0600)",
+                        cert_out.display(),
+                        key_out.display()
+                    );
+                }
+                ClientCertCommand::Remove { fingerprint } => {
+                    let r = client
+                        .remove_client_cert(pb::ClientCertRef { fingerprint })
+                        .await?;
+                    println!("{}", r.into_inner().message);
+                }
+                ClientCertCommand::List => {
+                    let list = client
+                        .list_client_certs(pb::ListRequest {})
+                        .await?
+                        .into_inner();
+                    if list.certs.is_empty() {
+                        println!("no client certificates");
+                    }
+                    for c in list.certs {
+                        println!(
+                            "{}  {}  until {}",
+                            c.fingerprint,
+                            c.client,
+                            lintas_globalconf::iso8601(c.not_after)
+                        );
                     }
                 }
             }

@@ -122,14 +122,20 @@ impl Instance {
         self.node_at(server, clients, "127.0.0.1:5500")
     }
 
-    /// A new security server directory whose peers reach it at `address`.
+    /// A new security server directory whose peers reach it at `address`; local
+    /// applications call it over plaintext loopback (development mode).
     fn node_at(&self, server: &str, clients: &[&str], address: &str) -> Node {
+        self.node_with(server, clients, address, true)
+    }
+
+    fn node_with(&self, server: &str, clients: &[&str], address: &str, dev: bool) -> Node {
         let dir = self.root.join(server.replace('/', "_"));
         let mut config = SsConfig::new(server.parse().unwrap(), address.parse().unwrap());
         config.clients = clients.iter().map(|c| c.parse().unwrap()).collect();
         config.member_name = "Test member".into();
         config.consumer_listen = "127.0.0.1:0".parse().unwrap();
         config.provider_listen = "127.0.0.1:0".parse().unwrap();
+        config.dev_plaintext_loopback = dev;
         let path = lintas_ss::init(&dir, &config, &self.anchor()).unwrap();
         Node::open(SsConfig::load(&path, std::iter::empty()).unwrap()).unwrap()
     }
@@ -1263,6 +1269,7 @@ fn the_demo_runs_to_completion() {
         "Siti Rahayu",
         "PKH asks the same: refused by the provider-server",
         "refused: Unauthenticated: request signature does not verify",
+        "PKH's application claims to be ID/GOV/KEMENSOS/DTKS: refused by the consumer-server",
         "lists certificate",
         "asks again: refused by the provider-server: signing certificate refused",
         "Demo finished",
@@ -1279,25 +1286,49 @@ fn the_demo_runs_to_completion() {
 async fn the_demo_keeps_running_when_asked_and_can_be_called() {
     use lintas_examples::kependudukan::v1::{CariNikRequest, penduduk_client::PendudukClient};
     use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lintas"))
-        .args(["demo", "--keep-running"])
+        .args(["demo", "--keep-running", "--dir"])
+        .arg(dir.path())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut address = None;
+    let mut printed = Vec::new();
     for line in lines.by_ref() {
         let line = line.unwrap();
-        if line.contains("kependudukan.v1.Penduduk/CariNik") {
-            // ... -d '{"nik":"…"}' 127.0.0.1:PORT kependudukan.v1.Penduduk/CariNik
-            address = line.split_whitespace().rev().nth(1).map(str::to_owned);
-        }
-        if line.starts_with("Stop with Ctrl-C") {
+        let stop = line.starts_with("Stop with Ctrl-C");
+        printed.push(line);
+        if stop {
             break;
         }
     }
-    let address = address.expect("the demo printed how to call it");
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+    // The grpcurl command it printed: -cacert C -cert C -key K … ADDRESS SERVICE/METHOD
+    let words: Vec<&str> = printed.iter().flat_map(|l| l.split_whitespace()).collect();
+    let after = |flag: &str| {
+        let i = words.iter().position(|w| *w == flag).expect(flag);
+        words[i + 1].to_owned()
+    };
+    let (ca, cert, key) = (after("-cacert"), after("-cert"), after("-key"));
+    let address = words[words.len()
+        - 1
+        - words
+            .iter()
+            .rev()
+            .position(|w| w.ends_with("/CariNik"))
+            .unwrap()
+        - 1];
+    let read = |p: &str| std::fs::read_to_string(p).unwrap();
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(read(&ca)))
+        .identity(tonic::transport::Identity::from_pem(
+            read(&cert),
+            read(&key),
+        ))
+        .domain_name("localhost");
+    let channel = tonic::transport::Endpoint::from_shared(format!("https://{address}"))
+        .unwrap()
+        .tls_config(tls)
         .unwrap()
         .connect()
         .await

@@ -49,16 +49,33 @@ pub struct Grant {
     pub subject: Subject,
 }
 
+/// A local application's TLS client certificate, registered for one subsystem.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientCert {
+    pub client: SubsystemId,
+    /// SHA-256 of the DER certificate, hex.
+    pub fingerprint: String,
+    /// Unix seconds.
+    pub not_after: i64,
+}
+
 type ServiceKey = (SubsystemId, ServiceName);
 
 pub struct Access {
     tree: sled::Tree,
     services: RwLock<BTreeMap<ServiceKey, ServiceEntry>>,
     grants: RwLock<Vec<Grant>>,
+    client_certs: RwLock<BTreeMap<[u8; 32], ClientCert>>,
 }
 
 fn storage(e: impl std::fmt::Display) -> SsError {
     SsError::State(e.to_string())
+}
+
+fn fingerprint_bytes(hex: &str) -> Result<[u8; 32], SsError> {
+    lintas_certs::unhex(hex)
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .ok_or_else(|| SsError::InvalidInput(format!("'{hex}' is not a SHA-256 fingerprint")))
 }
 
 impl Access {
@@ -66,6 +83,7 @@ impl Access {
         let tree = db.open_tree("access").map_err(storage)?;
         let mut services = BTreeMap::new();
         let mut grants = Vec::new();
+        let mut client_certs = BTreeMap::new();
         for kv in tree.iter() {
             let (k, v) = kv.map_err(storage)?;
             if k.starts_with(b"service/") {
@@ -73,6 +91,9 @@ impl Access {
                 services.insert((s.provider.clone(), s.service.clone()), s);
             } else if k.starts_with(b"grant/") {
                 grants.push(serde_json::from_slice(&v).map_err(storage)?);
+            } else if k.starts_with(b"clientcert/") {
+                let c: ClientCert = serde_json::from_slice(&v).map_err(storage)?;
+                client_certs.insert(fingerprint_bytes(&c.fingerprint)?, c);
             }
         }
         grants.sort();
@@ -80,6 +101,7 @@ impl Access {
             tree,
             services: RwLock::new(services),
             grants: RwLock::new(grants),
+            client_certs: RwLock::new(client_certs),
         })
     }
 
@@ -183,6 +205,61 @@ impl Access {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Registers a local application's certificate for `client`. A certificate acts for
+    /// one subsystem only.
+    pub fn add_client_cert(&self, client: SubsystemId, der: &[u8]) -> Result<ClientCert, SsError> {
+        let (_, not_after) = lintas_certs::verify::certificate_validity(der)
+            .map_err(|e| SsError::InvalidInput(e.to_string()))?;
+        let hash = lintas_certs::sha256(der);
+        let mut certs = self.client_certs.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(existing) = certs.get(&hash) {
+            return Err(SsError::InvalidInput(format!(
+                "this certificate is already registered for {}",
+                existing.client
+            )));
+        }
+        let cert = ClientCert {
+            client,
+            fingerprint: lintas_certs::hex(&hash),
+            not_after: lintas_certs::unix_secs(not_after),
+        };
+        self.persist(
+            format!("clientcert/{}", cert.fingerprint),
+            Some(serde_json::to_vec(&cert).map_err(storage)?),
+        )?;
+        certs.insert(hash, cert.clone());
+        Ok(cert)
+    }
+
+    /// Removes a registered certificate by its fingerprint; false if unknown.
+    pub fn remove_client_cert(&self, fingerprint: &str) -> Result<bool, SsError> {
+        let hash = fingerprint_bytes(fingerprint)?;
+        let mut certs = self.client_certs.write().unwrap_or_else(|p| p.into_inner());
+        if certs.remove(&hash).is_none() {
+            return Ok(false);
+        }
+        self.persist(format!("clientcert/{}", lintas_certs::hex(&hash)), None)?;
+        Ok(true)
+    }
+
+    pub fn client_certs(&self) -> Vec<ClientCert> {
+        self.client_certs
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// The subsystem a certificate (by SHA-256) is registered for, if any.
+    pub fn client_for_cert(&self, hash: &[u8; 32]) -> Option<SubsystemId> {
+        self.client_certs
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(hash)
+            .map(|c| c.client.clone())
     }
 
     /// Whether `client` may call `method` of `provider`, directly or through a global

@@ -26,8 +26,9 @@ fn invalid(what: &str, e: impl std::fmt::Display) -> Status {
 }
 
 impl AdminService {
+    /// A subsystem hosted here (provider of a service, or owner of a client certificate).
     fn provider(&self, text: &str) -> Result<SubsystemId, Status> {
-        let provider: SubsystemId = text.parse().map_err(|e| invalid("provider", e))?;
+        let provider: SubsystemId = text.parse().map_err(|e| invalid("subsystem", e))?;
         if !self.0.hosts(&provider) {
             return Err(Status::failed_precondition(format!(
                 "{provider} is not hosted on this server (see `clients` in ss.toml)"
@@ -179,6 +180,67 @@ impl SecurityServerAdmin for AdminService {
             return Err(Status::not_found(format!("no such grant: {text}")));
         }
         Ok(reply(format!("revoked: {text}")))
+    }
+
+    async fn add_client_cert(
+        &self,
+        request: Request<pb::ClientCert>,
+    ) -> Result<Response<pb::AdminReply>, Status> {
+        let c = request.into_inner();
+        let client = self.provider(&c.client)?;
+        let cert = self
+            .0
+            .access
+            .add_client_cert(client, &c.certificate)
+            .map_err(|e| match e {
+                SsError::InvalidInput(m) => Status::invalid_argument(m),
+                other => state(other),
+            })?;
+        Ok(reply(format!(
+            "certificate {} may now act for {}",
+            cert.fingerprint, cert.client
+        )))
+    }
+
+    async fn remove_client_cert(
+        &self,
+        request: Request<pb::ClientCertRef>,
+    ) -> Result<Response<pb::AdminReply>, Status> {
+        let fingerprint = request.into_inner().fingerprint;
+        let removed = self
+            .0
+            .access
+            .remove_client_cert(&fingerprint)
+            .map_err(|e| match e {
+                SsError::InvalidInput(m) => Status::invalid_argument(m),
+                other => state(other),
+            })?;
+        if !removed {
+            return Err(Status::not_found(format!(
+                "no client certificate {fingerprint}"
+            )));
+        }
+        Ok(reply(format!("certificate {fingerprint} removed")))
+    }
+
+    async fn list_client_certs(
+        &self,
+        _: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ClientCertList>, Status> {
+        Ok(Response::new(pb::ClientCertList {
+            certs: self
+                .0
+                .access
+                .client_certs()
+                .into_iter()
+                .map(|c| pb::ClientCert {
+                    client: c.client.to_string(),
+                    certificate: Vec::new(),
+                    fingerprint: c.fingerprint,
+                    not_after: c.not_after,
+                })
+                .collect(),
+        }))
     }
 
     async fn list_grants(

@@ -34,10 +34,14 @@ pub struct SsConfig {
     #[serde(default = "default_provider_listen")]
     pub provider_listen: SocketAddr,
     /// Accept local applications over plaintext loopback, trusting the `lintas-client`
-    /// they name. For development only; TLS client certificates per subsystem are the
-    /// production mode and are not implemented yet, so this must be true for now.
+    /// they name. For development only. When false (production), the consumer endpoint
+    /// speaks TLS 1.3 and each application presents a client certificate registered for
+    /// its subsystem (`lintas ss client-cert`).
     #[serde(default)]
     pub dev_plaintext_loopback: bool,
+    /// Names (DNS or IP) in the consumer endpoint's own TLS certificate.
+    #[serde(default = "default_consumer_hostnames")]
+    pub consumer_hostnames: Vec<String>,
     /// How often the global configuration is fetched.
     #[serde(default = "default_poll")]
     pub conf_poll_secs: u64,
@@ -60,6 +64,9 @@ fn default_consumer_listen() -> SocketAddr {
 }
 fn default_provider_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 5500))
+}
+fn default_consumer_hostnames() -> Vec<String> {
+    vec!["localhost".into(), "127.0.0.1".into()]
 }
 fn default_poll() -> u64 {
     60
@@ -85,7 +92,8 @@ impl SsConfig {
             data_dir: default_data_dir(),
             consumer_listen: default_consumer_listen(),
             provider_listen: default_provider_listen(),
-            dev_plaintext_loopback: true,
+            dev_plaintext_loopback: false,
+            consumer_hostnames: default_consumer_hostnames(),
             conf_poll_secs: default_poll(),
             max_message_bytes: default_max_message(),
             clock_skew_secs: default_skew(),
@@ -99,22 +107,23 @@ impl SsConfig {
     ) -> Result<Self, ConfigError> {
         let mut c: SsConfig = lintas_settings::load(path, env, ENV_PREFIX)?;
         c.validate(&path.display().to_string())?;
-        if c.data_dir.is_relative() {
-            c.data_dir = path.parent().unwrap_or(Path::new(".")).join(&c.data_dir);
-        }
+        c.data_dir = lintas_settings::relative_to(path, &c.data_dir);
         Ok(c)
     }
 
     pub fn validate(&self, shown: &str) -> Result<(), ConfigError> {
         let mut p = lintas_settings::Problems::default();
-        p.check(self.dev_plaintext_loopback, || {
-            "dev_plaintext_loopback must be true: TLS client certificates for local applications are not implemented yet".into()
-        });
-        p.check(self.consumer_listen.ip().is_loopback(), || {
-            format!(
-                "consumer_listen {} must be a loopback address while local applications are not authenticated by TLS",
-                self.consumer_listen
-            )
+        p.check(
+            !self.dev_plaintext_loopback || self.consumer_listen.ip().is_loopback(),
+            || {
+                format!(
+                    "consumer_listen {} must be a loopback address with dev_plaintext_loopback = true",
+                    self.consumer_listen
+                )
+            },
+        );
+        p.check(!self.consumer_hostnames.is_empty(), || {
+            "consumer_hostnames must name at least one host".into()
         });
         p.check((5..=86400).contains(&self.conf_poll_secs), || {
             "conf_poll_secs must be between 5 and 86400".into()

@@ -30,7 +30,7 @@ use tonic::server::ClientStreamingService;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::daemon::{
-    ERROR_SOURCE, ErrorSource, RESPONSE_DOMAIN, SecurityServer, bytes, error, now_ms,
+    ERROR_SOURCE, ErrorSource, LocalAuth, RESPONSE_DOMAIN, SecurityServer, bytes, error, now_ms,
 };
 use crate::provider::check_message_id;
 use crate::raw::RawCodec;
@@ -54,12 +54,18 @@ impl tower::Service<http::Request<axum::body::Body>> for ConsumerEndpoint {
     fn call(&mut self, req: http::Request<axum::body::Body>) -> Self::Future {
         let server = self.0.clone();
         Box::pin(async move {
+            use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+            let ext = req.extensions();
+            let tls = ext.get::<TlsConnectInfo<TcpConnectInfo>>();
             let call = ConsumerCall {
                 path: req.uri().path().to_owned(),
-                remote: req
-                    .extensions()
-                    .get::<tonic::transport::server::TcpConnectInfo>()
+                remote: ext
+                    .get::<TcpConnectInfo>()
+                    .or_else(|| tls.map(|t| t.get_ref()))
                     .and_then(|i| i.remote_addr()),
+                peer_cert: tls
+                    .and_then(|t| t.peer_certs())
+                    .and_then(|c| c.first().map(|c| lintas_certs::sha256(c.as_ref()))),
                 server: server.clone(),
             };
             let max = server.settings.max_message_bytes;
@@ -74,6 +80,8 @@ impl tower::Service<http::Request<axum::body::Body>> for ConsumerEndpoint {
 struct ConsumerCall {
     path: String,
     remote: Option<SocketAddr>,
+    /// SHA-256 of the TLS client certificate, when the endpoint speaks TLS.
+    peer_cert: Option<[u8; 32]>,
     server: Arc<SecurityServer>,
 }
 
@@ -83,9 +91,9 @@ impl ClientStreamingService<Bytes> for ConsumerCall {
 
     fn call(&mut self, request: Request<Streaming<Bytes>>) -> Self::Future {
         let path = std::mem::take(&mut self.path);
-        let remote = self.remote;
+        let (remote, peer_cert) = (self.remote, self.peer_cert);
         let server = self.server.clone();
-        Box::pin(async move { relay(&server, &path, remote, request).await })
+        Box::pin(async move { relay(&server, &path, remote, peer_cert, request).await })
     }
 }
 
@@ -132,28 +140,68 @@ fn random_id() -> Result<String, Status> {
     Ok(lintas_certs::hex(&b))
 }
 
+/// Establishes which subsystem is calling: the one its TLS client certificate is
+/// registered for, or (development) the one it names on loopback.
+fn authenticate(
+    s: &SecurityServer,
+    claimed: &SubsystemId,
+    remote: Option<SocketAddr>,
+    peer_cert: Option<[u8; 32]>,
+) -> Result<(), Status> {
+    match &s.local_auth {
+        LocalAuth::DevPlaintextLoopback => {
+            if !remote.is_some_and(|r| r.ip().is_loopback()) {
+                return Err(consumer_error(
+                    Code::PermissionDenied,
+                    "only local applications on loopback may call this endpoint",
+                ));
+            }
+        }
+        LocalAuth::Tls { .. } => {
+            let hash = peer_cert.ok_or_else(|| {
+                consumer_error(
+                    Code::Unauthenticated,
+                    "a TLS client certificate is required",
+                )
+            })?;
+            match s.access.client_for_cert(&hash) {
+                Some(registered) if &registered == claimed => {}
+                Some(registered) => {
+                    return Err(consumer_error(
+                        Code::PermissionDenied,
+                        format!(
+                            "this client certificate is registered for {registered}, not for {claimed}"
+                        ),
+                    ));
+                }
+                None => {
+                    return Err(consumer_error(
+                        Code::Unauthenticated,
+                        "client certificate is not registered on this security server",
+                    ));
+                }
+            }
+        }
+    }
+    if !s.hosts(claimed) {
+        return Err(consumer_error(
+            Code::PermissionDenied,
+            format!("client {claimed} is not hosted on security server {}", s.id),
+        ));
+    }
+    Ok(())
+}
+
 async fn relay(
     s: &SecurityServer,
     path: &str,
     remote: Option<SocketAddr>,
+    peer_cert: Option<[u8; 32]>,
     request: Request<Streaming<Bytes>>,
 ) -> Result<Response<Bytes>, Status> {
-    // Who is calling. Without TLS client certificates the caller is trusted to name
-    // itself, which is only acceptable on loopback in development.
-    if !remote.is_some_and(|r| r.ip().is_loopback()) {
-        return Err(consumer_error(
-            Code::PermissionDenied,
-            "only local applications on loopback may call this endpoint",
-        ));
-    }
     let md = request.metadata();
     let client = subsystem(md, "lintas-client")?;
-    if !s.hosts(&client) {
-        return Err(consumer_error(
-            Code::PermissionDenied,
-            format!("client {client} is not hosted on security server {}", s.id),
-        ));
-    }
+    authenticate(s, &client, remote, peer_cert)?;
     let provider = subsystem(md, "lintas-service")?;
     let method: MethodPath = path
         .parse()

@@ -108,6 +108,8 @@ pub struct SecurityServer {
     pub(crate) tls_cert: Vec<u8>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) settings: Settings,
+    /// How local applications are authenticated.
+    pub(crate) local_auth: LocalAuth,
     peers: Mutex<HashMap<PeerKey, Channel>>,
     apps: Mutex<HashMap<String, Channel>>,
     conf_poll: Duration,
@@ -126,6 +128,43 @@ const MAX_CACHED_SIGNERS: usize = 10_000;
 /// Least time between out-of-turn configuration fetches, so unknown peers cannot make
 /// this server hammer the registry.
 const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How the consumer endpoint knows which subsystem is calling.
+pub enum LocalAuth {
+    /// Plaintext on loopback; the caller's `lintas-client` is believed (development).
+    DevPlaintextLoopback,
+    /// TLS 1.3 with a client certificate registered for the calling subsystem; the
+    /// endpoint presents its own certificate.
+    Tls { cert: Vec<u8>, key: KeyPair },
+}
+
+/// Loads the consumer endpoint's certificate, creating a self-signed one at first start.
+fn consumer_identity(node: &Node) -> Result<(Vec<u8>, KeyPair), SsError> {
+    let (cert_path, key_path) = (node.paths.consumer_cert(), node.paths.consumer_key());
+    if !cert_path.exists() {
+        let validity = lintas_certs::ca::Validity::starting(
+            std::time::SystemTime::now(),
+            Duration::from_secs(5 * 365 * 86400),
+        )?;
+        let (key, cert) = lintas_certs::ca::self_signed(
+            &node.config.consumer_hostnames,
+            &format!("{} consumer endpoint", node.config.server_id),
+            validity,
+        )?;
+        lintas_certs::keys::write(&key_path, &key)?;
+        lintas_certs::files::write_new(
+            &cert_path,
+            lintas_certs::pem::cert_to_pem(&cert).as_bytes(),
+            0o644,
+        )?;
+    }
+    let pem = std::fs::read_to_string(&cert_path)
+        .map_err(|e| SsError::State(format!("{}: {e}", cert_path.display())))?;
+    Ok((
+        cert_from_pem(&pem, &cert_path.display().to_string())?,
+        lintas_certs::keys::read(&key_path)?,
+    ))
+}
 
 /// Exchange settings taken from the configuration.
 #[derive(Debug, Clone)]
@@ -173,6 +212,12 @@ impl SecurityServer {
                 ))
             })?;
         let access = Access::open(&db)?;
+        let local_auth = if node.config.dev_plaintext_loopback {
+            LocalAuth::DevPlaintextLoopback
+        } else {
+            let (cert, key) = consumer_identity(&node)?;
+            LocalAuth::Tls { cert, key }
+        };
         let seen = db.open_tree("seen").map_err(state)?;
         let c = &node.config;
         Ok(Arc::new(SecurityServer {
@@ -185,6 +230,7 @@ impl SecurityServer {
                 app_timeout: Duration::from_secs(c.app_timeout_secs),
             },
             conf_poll: Duration::from_secs(c.conf_poll_secs),
+            local_auth,
             conf,
             log,
             access,
@@ -355,9 +401,9 @@ pub async fn serve(
     let local = consumer
         .local_addr()
         .map_err(|e| SsError::Serve(e.to_string()))?;
-    if !local.ip().is_loopback() {
+    if matches!(server.local_auth, LocalAuth::DevPlaintextLoopback) && !local.ip().is_loopback() {
         return Err(SsError::Serve(format!(
-            "the consumer endpoint must listen on loopback while local applications are not authenticated by TLS (got {local})"
+            "with dev_plaintext_loopback the consumer endpoint must listen on loopback (got {local})"
         )));
     }
     if server.conf.current().is_err() {
@@ -404,12 +450,35 @@ pub async fn serve(
         .prepare()
         .into_axum_router()
         .fallback_service(crate::consumer::ConsumerEndpoint(server.clone()));
-    let consumer_server = tonic::transport::Server::builder()
-        .add_routes(tonic::service::Routes::from(routes))
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(consumer).with_nodelay(Some(true)),
-            stopped(stop_rx.clone()),
-        );
+    let consumer_routes = tonic::service::Routes::from(routes);
+    let consumer_server: std::pin::Pin<
+        Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>,
+    > = match &server.local_auth {
+        LocalAuth::DevPlaintextLoopback => Box::pin(
+            tonic::transport::Server::builder()
+                .add_routes(consumer_routes)
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(consumer).with_nodelay(Some(true)),
+                    stopped(stop_rx.clone()),
+                ),
+        ),
+        LocalAuth::Tls { cert, key } => {
+            let registry = server.clone();
+            let tls = lintas_transport::server_config_registered_clients(
+                cert,
+                key,
+                Arc::new(move |hash| registry.access.client_for_cert(hash).is_some()),
+            )?;
+            Box::pin(
+                tonic::transport::Server::builder()
+                    .add_routes(consumer_routes)
+                    .serve_with_incoming_shutdown(
+                        lintas_transport::incoming(consumer, tls),
+                        stopped(stop_rx.clone()),
+                    ),
+            )
+        }
+    };
 
     let admin_server = tonic::transport::Server::builder()
         .add_service(

@@ -115,6 +115,13 @@ impl Paths {
     pub fn conf_cache(&self) -> PathBuf {
         self.0.join("conf")
     }
+    /// The consumer endpoint's own TLS certificate (self-signed, created at first start).
+    pub fn consumer_cert(&self) -> PathBuf {
+        self.0.join("consumer.crt.pem")
+    }
+    pub fn consumer_key(&self) -> PathBuf {
+        self.0.join("consumer.key.pem")
+    }
 }
 
 /// Creates a server's directory: its config, a copy of the anchor, and new keys (0600).

@@ -62,6 +62,20 @@ pub fn parse<T: DeserializeOwned>(
     })
 }
 
+/// `dir` from a configuration file at `file`: absolute as is, relative to the file's
+/// directory otherwise (`.` is that directory itself).
+pub fn relative_to(file: &Path, dir: &Path) -> std::path::PathBuf {
+    if dir.is_absolute() {
+        return dir.to_owned();
+    }
+    let base = file.parent().unwrap_or(Path::new("."));
+    if dir == Path::new(".") {
+        base.to_owned()
+    } else {
+        base.join(dir)
+    }
+}
+
 /// Collects validation problems so all of them are reported together.
 #[derive(Debug, Default)]
 pub struct Problems(Vec<String>);

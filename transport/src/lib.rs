@@ -156,6 +156,88 @@ impl ServerCertVerifier for RoleVerifier {
     }
 }
 
+/// Decides whether a client certificate (by SHA-256) may connect at all.
+pub type ClientCertCheck = Arc<dyn Fn(&[u8; 32]) -> bool + Send + Sync>;
+
+/// Accepts client certificates by their SHA-256 fingerprint instead of a chain: local
+/// applications present certificates an operator registered (self-signed is fine, as
+/// in X-Road). The TLS handshake still proves the client holds the certificate's key;
+/// an unregistered certificate is refused in the handshake. Which subsystem a
+/// certificate may act for is the application layer's decision.
+struct RegisteredClientCerts {
+    registered: ClientCertCheck,
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl std::fmt::Debug for RegisteredClientCerts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RegisteredClientCerts")
+    }
+}
+
+impl rustls::server::danger::ClientCertVerifier for RegisteredClientCerts {
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        if (self.registered)(&lintas_certs::sha256(end_entity.as_ref())) {
+            Ok(rustls::server::danger::ClientCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(
+                "client certificate is not registered on this security server".into(),
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// A TLS 1.3 server configuration presenting `cert` and requiring a client certificate
+/// that `registered` accepts (see [`RegisteredClientCerts`]).
+pub fn server_config_registered_clients(
+    cert: &[u8],
+    key: &KeyPair,
+    registered: ClientCertCheck,
+) -> Result<Arc<ServerConfig>, TransportError> {
+    let provider = provider();
+    let verifier = RegisteredClientCerts {
+        registered,
+        algorithms: provider.signature_verification_algorithms,
+    };
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(Arc::new(verifier))
+        .with_single_cert(vec![CertificateDer::from(cert.to_vec())], key_der(key))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// A TLS 1.3 client configuration accepting only servers whose certificate chains to
 /// `servers` and carries `role` (for example [`Role::Registry`]), optionally presenting a
 /// client certificate.

@@ -21,6 +21,8 @@ use super::*;
 
 const SERVICE: &str = "kependudukan.v1.Penduduk";
 const NIK: &str = "3174012305870001";
+/// A second subsystem on the consumer's server, without access rights.
+const OTHER_CLIENT: &str = "ID/GOV/KEMENSOS/PKH";
 
 /// A registry, a provider and a consumer security server, and the provider application.
 struct Network {
@@ -45,15 +47,22 @@ fn stopper() -> (
 }
 
 async fn network() -> Network {
+    network_with(true).await
+}
+
+/// `dev`: the consumer takes local applications over plaintext loopback; otherwise over
+/// TLS with registered client certificates.
+async fn network_with(dev: bool) -> Network {
     let inst = Instance::start().await;
     let provider_peer = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let consumer_peer = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let provider_address = provider_peer.local_addr().unwrap().to_string();
     let p_node = inst.node_at(PROVIDER, &[PROVIDER_CLIENT], &provider_address);
-    let c_node = inst.node_at(
+    let c_node = inst.node_with(
         CONSUMER,
-        &[CONSUMER_CLIENT],
+        &[CONSUMER_CLIENT, OTHER_CLIENT],
         &consumer_peer.local_addr().unwrap().to_string(),
+        dev,
     );
     inst.enrol(&p_node).await;
     inst.enrol(&c_node).await;
@@ -618,6 +627,7 @@ async fn the_binary_runs_two_security_servers_configured_while_running() {
         let consumer_listen = free_port();
         let mut child = lintas(&["ss", "serve", "--config", &config])
             .env("LINTAS_SS_CONSUMER_LISTEN", &consumer_listen)
+            .env("LINTAS_SS_DEV_PLAINTEXT_LOOPBACK", "true")
             .env("LINTAS_SS_PROVIDER_LISTEN", &peer)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
@@ -703,4 +713,126 @@ async fn the_binary_runs_two_security_servers_configured_while_running() {
     .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("not hosted on this server"));
+}
+
+/// A local application's client: TLS to the consumer endpoint (trusting its own
+/// certificate), presenting `identity` if given.
+async fn tls_channel(
+    net: &Network,
+    identity: Option<(&[u8], &lintas_certs::KeyPair)>,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    let consumer_cert = std::fs::read_to_string(net.consumer_paths.consumer_cert()).unwrap();
+    let mut tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(consumer_cert))
+        .domain_name("localhost");
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(tonic::transport::Identity::from_pem(
+            lintas_certs::pem::cert_to_pem(cert),
+            key.serialize_pem(),
+        ));
+    }
+    tonic::transport::Endpoint::from_shared(net.consumer_url.replace("http://", "https://"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+}
+
+async fn cari_over(
+    channel: tonic::transport::Channel,
+    client: &str,
+) -> Result<DataPenduduk, Status> {
+    let mut req = Request::new(CariNikRequest { nik: NIK.into() });
+    req.metadata_mut()
+        .insert("lintas-client", client.parse().unwrap());
+    req.metadata_mut()
+        .insert("lintas-service", PROVIDER_CLIENT.parse().unwrap());
+    PendudukClient::new(channel)
+        .cari_nik(req)
+        .await
+        .map(|r| r.into_inner())
+}
+
+fn app_identity(name: &str) -> (Vec<u8>, lintas_certs::KeyPair) {
+    let validity = lintas_certs::ca::Validity::starting(
+        std::time::SystemTime::now(),
+        Duration::from_secs(86400),
+    )
+    .unwrap();
+    let (key, cert) = lintas_certs::ca::self_signed(&["localhost".into()], name, validity).unwrap();
+    (cert, key)
+}
+
+#[tokio::test]
+async fn local_applications_are_authenticated_by_registered_client_certificates() {
+    let net = network_with(false).await;
+    let (dtks_cert, dtks_key) = app_identity("dtks-app");
+    let (pkh_cert, pkh_key) = app_identity("pkh-app");
+    let (stranger_cert, stranger_key) = app_identity("stranger");
+    net.consumer
+        .access
+        .add_client_cert(CONSUMER_CLIENT.parse().unwrap(), &dtks_cert)
+        .unwrap();
+    net.consumer
+        .access
+        .add_client_cert(OTHER_CLIENT.parse().unwrap(), &pkh_cert)
+        .unwrap();
+
+    // The registered application, acting for its own subsystem, is answered.
+    let dtks = tls_channel(&net, Some((&dtks_cert, &dtks_key)))
+        .await
+        .unwrap();
+    assert_eq!(
+        cari_over(dtks, CONSUMER_CLIENT).await.unwrap().nama,
+        "Siti Rahayu"
+    );
+
+    // A registered application claiming another subsystem's identity is refused.
+    let pkh = tls_channel(&net, Some((&pkh_cert, &pkh_key)))
+        .await
+        .unwrap();
+    let err = cari_over(pkh, CONSUMER_CLIENT).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(
+        err.message().contains("registered for ID/GOV/KEMENSOS/PKH"),
+        "{}",
+        err.message()
+    );
+
+    // An unregistered certificate, or none, does not get through the handshake.
+    for identity in [Some((&stranger_cert[..], &stranger_key)), None] {
+        let refused = match tls_channel(&net, identity).await {
+            Err(e) => format!("{e:?}"),
+            Ok(channel) => format!(
+                "{:?}",
+                cari_over(channel, CONSUMER_CLIENT).await.unwrap_err()
+            ),
+        };
+        assert!(
+            refused.contains("alert") || refused.contains("certificate"),
+            "{refused}"
+        );
+    }
+    // Plaintext is not accepted on a TLS endpoint.
+    assert!(net.cari(CONSUMER_CLIENT, NIK).await.is_err());
+
+    // Removing the registration takes effect at once.
+    let fingerprint = lintas_certs::hex(&lintas_certs::sha256(&dtks_cert));
+    assert!(
+        net.consumer
+            .access
+            .remove_client_cert(&fingerprint)
+            .unwrap()
+    );
+    let after = match tls_channel(&net, Some((&dtks_cert, &dtks_key))).await {
+        Err(_) => true,
+        Ok(channel) => cari_over(channel, CONSUMER_CLIENT).await.is_err(),
+    };
+    assert!(after, "a removed certificate still works");
+    assert_eq!(
+        net.provider.log.len(),
+        2,
+        "only the one allowed call reached the provider"
+    );
 }
