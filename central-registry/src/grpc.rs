@@ -105,6 +105,22 @@ impl Registration for RegistrationService {
         Ok(Response::new(status_to_pb(rec)))
     }
 
+    async fn report_services(
+        &self,
+        request: Request<pb::ServiceReport>,
+    ) -> Result<Response<pb::ServiceReportReply>, Status> {
+        let cert = lintas_transport::peer_cert(&request);
+        let services = request
+            .into_inner()
+            .services
+            .into_iter()
+            .map(|s| (s.provider, s.service))
+            .collect();
+        let reg = self.0.clone();
+        let conf_serial = blocking(move || reg.report_services(cert.as_deref(), services)).await?;
+        Ok(Response::new(pb::ServiceReportReply { conf_serial }))
+    }
+
     async fn get_global_conf(
         &self,
         _: Request<pb::GetGlobalConfRequest>,

@@ -14,7 +14,7 @@ use std::time::Duration;
 use lintas_certs::ca::{CsrKey, Validity};
 use lintas_certs::{Ca, CertInfo, Identity, KeyPair, Profile, Role, TrustStore};
 use lintas_globalconf::{Clock, iso8601, unix_secs};
-use lintas_identifiers::{ClientId, Code, HostPort, MemberId, ServerId, SubsystemId};
+use lintas_identifiers::{ClientId, Code, HostPort, MemberId, ServerId, ServiceName, SubsystemId};
 use lintas_proto::globalconf::v1 as gc;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
@@ -181,6 +181,12 @@ pub struct TokenRec {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+struct CatalogueRec {
+    server: ServerId,
+    services: BTreeSet<(SubsystemId, ServiceName)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AuditRec {
     pub at: i64,
     pub actor: String,
@@ -202,6 +208,8 @@ struct State {
     groups: BTreeMap<Code, GroupRec>,
     tokens: BTreeMap<String, TokenRec>,
     admin_certs: BTreeMap<String, IssuedCert>,
+    /// Services each security server reported, by server.
+    catalogue: BTreeMap<ServerId, BTreeSet<(SubsystemId, ServiceName)>>,
     audit_seq: u64,
     conf_serial: u64,
 }
@@ -300,6 +308,10 @@ impl Registry {
                 "token" => {
                     let t: TokenRec = decode(&key, &value)?;
                     state.tokens.insert(t.hash.clone(), t);
+                }
+                "catalogue" => {
+                    let c: CatalogueRec = decode(&key, &value)?;
+                    state.catalogue.insert(c.server, c.services);
                 }
                 "admincert" => {
                     let c: IssuedCert = decode(&key, &value)?;
@@ -498,6 +510,19 @@ impl Registry {
                 })
                 .collect(),
             revoked,
+            services: state
+                .catalogue
+                .iter()
+                .flat_map(|(server, services)| {
+                    services
+                        .iter()
+                        .map(move |(provider, service)| gc::ServiceRef {
+                            provider: provider.to_string(),
+                            service: service.to_string(),
+                            server: server.to_string(),
+                        })
+                })
+                .collect(),
         }
     }
 
@@ -1034,6 +1059,77 @@ impl Registry {
             Ok(((), action))
         })?;
         Ok(())
+    }
+
+    /// A security server, identified by its current TLS certificate, reports the complete
+    /// list of services it provides. Only its own hosted subsystems may be named. The
+    /// configuration is re-signed only when the catalogue changed.
+    pub fn report_services(
+        &self,
+        peer_cert: Option<&[u8]>,
+        services: Vec<(String, String)>,
+    ) -> Result<u64> {
+        let der = peer_cert.ok_or_else(|| {
+            RegistryError::PermissionDenied(
+                "reporting services needs the security server's TLS client certificate".into(),
+            )
+        })?;
+        let info = self
+            .trust
+            .verify(der, Role::Server, self.clock.now())
+            .map_err(|e| RegistryError::PermissionDenied(format!("not a security server: {e}")))?;
+        let serial_hex = info.serial_hex();
+        let Identity::Server(server_id) = info.identity else {
+            return Err(RegistryError::PermissionDenied(
+                "not a security server".into(),
+            ));
+        };
+        if services.len() > MAX_CLIENTS {
+            return Err(invalid("services", format!("more than {MAX_CLIENTS}")));
+        }
+        let mut reported = BTreeSet::new();
+        for (provider, service) in services {
+            let provider: SubsystemId = provider.parse().map_err(|e| invalid("provider", e))?;
+            let service: ServiceName = service.parse().map_err(|e| invalid("service", e))?;
+            reported.insert((provider, service));
+        }
+        let unchanged = {
+            let state = self.lock();
+            state.catalogue.get(&server_id) == Some(&reported)
+                || (reported.is_empty() && !state.catalogue.contains_key(&server_id))
+        };
+        let publish = if unchanged { Publish::No } else { Publish::Yes };
+        let actor = format!("server {server_id}");
+        let ((), serial) = self.commit(&actor, publish, |state, change| {
+            let server = state.servers.get(&server_id).ok_or_else(|| {
+                RegistryError::PermissionDenied(format!("{server_id} is not a registered server"))
+            })?;
+            if !server
+                .certs
+                .iter()
+                .any(|c| c.kind == CertKind::Tls && c.serial == serial_hex && c.revoked.is_none())
+            {
+                return Err(RegistryError::PermissionDenied(
+                    "this TLS certificate is revoked or not registered for the server".into(),
+                ));
+            }
+            if let Some((p, _)) = reported.iter().find(|(p, _)| !server.clients.contains(p)) {
+                return Err(RegistryError::PermissionDenied(format!(
+                    "{server_id} does not host {p}"
+                )));
+            }
+            let action = format!("{server_id} reported {} service(s)", reported.len());
+            change.put(
+                format!("catalogue/{server_id}"),
+                &CatalogueRec {
+                    server: server_id.clone(),
+                    services: reported.clone(),
+                },
+            )?;
+            state.catalogue.insert(server_id.clone(), reported);
+            Ok(((), action))
+        })?;
+        Ok(serial)
     }
 
     /// Checks a TLS client certificate presented for an administrative call: chain, role,

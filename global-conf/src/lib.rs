@@ -340,6 +340,25 @@ fn check_contents(conf: &GlobalConf) -> Result<(), ConfError> {
             instance(c.member(), &format!("group {}", g.code))?;
         }
     }
+    for r in &conf.services {
+        let provider: SubsystemId = r
+            .provider
+            .parse()
+            .map_err(|e| bad("service catalogue", &e))?;
+        r.service
+            .parse::<lintas_identifiers::ServiceName>()
+            .map_err(|e| bad("service catalogue", &e))?;
+        let hosted = conf
+            .servers
+            .iter()
+            .any(|s| s.id == r.server && s.clients.contains(&r.provider));
+        if !hosted {
+            return Err(bad(
+                "service catalogue",
+                &format!("{} lists {provider}, which it does not host", r.server),
+            ));
+        }
+    }
     if conf.expires_at <= conf.generated_at {
         return Err(ConfError::Malformed(
             "expires before it was generated".into(),

@@ -66,6 +66,8 @@ pub struct Access {
     services: RwLock<BTreeMap<ServiceKey, ServiceEntry>>,
     grants: RwLock<Vec<Grant>>,
     client_certs: RwLock<BTreeMap<[u8; 32], ClientCert>>,
+    /// Woken whenever the set of services changes (they are reported to the registry).
+    pub services_changed: tokio::sync::Notify,
 }
 
 fn storage(e: impl std::fmt::Display) -> SsError {
@@ -102,6 +104,7 @@ impl Access {
             services: RwLock::new(services),
             grants: RwLock::new(grants),
             client_certs: RwLock::new(client_certs),
+            services_changed: tokio::sync::Notify::new(),
         })
     }
 
@@ -128,6 +131,7 @@ impl Access {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert((entry.provider.clone(), entry.service.clone()), entry);
+        self.services_changed.notify_one();
         Ok(())
     }
 
@@ -144,6 +148,7 @@ impl Access {
             return Ok(false);
         }
         self.persist(format!("service/{provider}/{service}"), None)?;
+        self.services_changed.notify_one();
         Ok(true)
     }
 

@@ -125,6 +125,9 @@ type VerifiedSigner = (u64, Arc<CertInfo>);
 /// Most signing certificates remembered as verified (one or two per peer member).
 const MAX_CACHED_SIGNERS: usize = 10_000;
 
+/// How soon a failed service report is retried.
+const REPORT_RETRY: Duration = Duration::from_secs(30);
+
 /// Least time between out-of-turn configuration fetches, so unknown peers cannot make
 /// this server hammer the registry.
 const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
@@ -361,6 +364,32 @@ impl SecurityServer {
         Ok(info)
     }
 
+    /// Reports the services this server provides to the registry's catalogue, over mutual
+    /// TLS with this server's certificate. Returns the configuration serial listing them.
+    pub async fn report_services(&self) -> Result<u64, SsError> {
+        use lintas_proto::registry::v1 as reg;
+        let anchor = self.conf.anchor();
+        let tls = lintas_transport::client_config(
+            anchor.trust_store(),
+            Role::Registry,
+            Some((&self.tls_cert, &self.tls_key)),
+        )?;
+        let channel = lintas_transport::channel(&anchor.registry_url, tls)?;
+        let services = self
+            .access
+            .services()
+            .into_iter()
+            .map(|s| reg::ReportedService {
+                provider: s.provider.to_string(),
+                service: s.service.to_string(),
+            })
+            .collect();
+        let reply = reg::registration_client::RegistrationClient::new(channel)
+            .report_services(reg::ServiceReport { services })
+            .await?;
+        Ok(reply.into_inner().conf_serial)
+    }
+
     /// Fetches the global configuration out of turn, at most once per
     /// [`MIN_REFRESH_INTERVAL`]: a peer or client admitted since the last poll would
     /// otherwise be refused until the next one. True when a newer serial arrived.
@@ -491,6 +520,30 @@ pub async fn serve(
             stopped(stop_rx.clone()),
         );
 
+    // The catalogue: report at start and after every change, retrying until accepted.
+    let report_server = server.clone();
+    let mut report_stop = stop_rx.clone();
+    let reporter = async move {
+        let mut pending = true;
+        loop {
+            if pending {
+                match report_server.report_services().await {
+                    Ok(serial) => {
+                        pending = false;
+                        tracing::info!(serial, "services reported to the registry");
+                    }
+                    Err(e) => tracing::warn!(error = %e, "reporting services failed; retrying"),
+                }
+            }
+            let retry = if pending { REPORT_RETRY } else { Duration::MAX };
+            tokio::select! {
+                _ = report_server.access.services_changed.notified() => pending = true,
+                _ = tokio::time::sleep(retry.min(Duration::from_secs(86400))) => {}
+                _ = report_stop.wait_for(|s| *s) => return,
+            }
+        }
+    };
+
     let poll_server = server.clone();
     let mut poll_stop = stop_rx.clone();
     let poller = async move {
@@ -512,7 +565,7 @@ pub async fn serve(
         }
     };
 
-    let (p, c, a, ()) = tokio::join!(
+    let (p, c, a, (), ()) = tokio::join!(
         async {
             let r = provider_server.await;
             let _ = stop_tx.send(true);
@@ -528,7 +581,8 @@ pub async fn serve(
             let _ = stop_tx.send(true);
             r
         },
-        poller
+        poller,
+        reporter
     );
     let _ = std::fs::remove_file(server.data_dir.join(crate::admin::SOCKET));
     p.map_err(|e| SsError::Serve(format!("provider endpoint: {e}")))?;

@@ -836,3 +836,42 @@ async fn local_applications_are_authenticated_by_registered_client_certificates(
         "only the one allowed call reached the provider"
     );
 }
+
+#[tokio::test]
+async fn provided_services_reach_the_registry_catalogue() {
+    let net = network().await;
+    let serial = net.provider.report_services().await.unwrap();
+    let conf = net.consumer.conf().fetch().await.unwrap();
+    assert!(conf.serial() >= serial);
+    let listed: Vec<_> = conf
+        .conf
+        .services
+        .iter()
+        .map(|s| (s.provider.as_str(), s.service.as_str(), s.server.as_str()))
+        .collect();
+    assert_eq!(listed, [(PROVIDER_CLIENT, SERVICE, PROVIDER)]);
+
+    // Reporting the same list again publishes nothing new.
+    assert_eq!(net.provider.report_services().await.unwrap(), serial);
+
+    // A server cannot put another member's subsystem in the catalogue.
+    net.consumer
+        .access
+        .add_service(ServiceEntry {
+            provider: PROVIDER_CLIENT.parse().unwrap(),
+            service: SERVICE.parse().unwrap(),
+            endpoint: "http://127.0.0.1:9".into(),
+        })
+        .unwrap();
+    let err = net.consumer.report_services().await.unwrap_err();
+    assert!(err.to_string().contains("does not host"), "{err}");
+
+    // Removing the service and reporting takes it out of the next configuration.
+    net.provider
+        .access
+        .remove_service(&PROVIDER_CLIENT.parse().unwrap(), &SERVICE.parse().unwrap())
+        .unwrap();
+    net.provider.report_services().await.unwrap();
+    let conf = net.consumer.conf().fetch().await.unwrap();
+    assert!(conf.conf.services.is_empty());
+}
