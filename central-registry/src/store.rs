@@ -34,12 +34,18 @@ pub struct SledStore {
 
 impl SledStore {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new().path(dir).open().map_err(|e| {
-            StoreError(format!(
-                "opening {}: {e} (is a registry already running on this directory?)",
-                dir.display()
-            ))
-        })?;
+        let db = sled::Config::new()
+            // Every write is flushed explicitly; without the background flusher the
+            // file lock is released as soon as the database is dropped.
+            .flush_every_ms(None)
+            .path(dir)
+            .open()
+            .map_err(|e| {
+                StoreError(format!(
+                    "opening {}: {e} (is a registry already running on this directory?)",
+                    dir.display()
+                ))
+            })?;
         Ok(SledStore { db })
     }
 }

@@ -54,6 +54,9 @@ pub struct SledBackend {
 impl SledBackend {
     pub fn open(dir: &Path) -> Result<Self, LogError> {
         let db = sled::Config::new()
+            // Every write is flushed explicitly; without the background flusher the
+            // file lock is released as soon as the database is dropped.
+            .flush_every_ms(None)
             .path(dir)
             .open()
             .map_err(|e| LogError::Storage(format!("opening {}: {e}", dir.display())))?;

@@ -206,6 +206,9 @@ impl SecurityServer {
         let conf = node.conf_client(clock.clone())?;
         let log = RecordLog::open(&node.paths.0.join("records"))?;
         let db = sled::Config::new()
+            // Every write is flushed explicitly; without the background flusher the
+            // file lock is released as soon as the database is dropped.
+            .flush_every_ms(None)
             .path(node.paths.0.join("state"))
             .open()
             .map_err(|e| {
