@@ -484,6 +484,7 @@ fn kind_name(kind: i32) -> &'static str {
         RecordKind::ResponseSent => "response sent",
         RecordKind::ResponseReceived => "response received",
         RecordKind::Rejection => "rejection",
+        RecordKind::Failed => "failed exchange",
         RecordKind::System | RecordKind::Unspecified => "other",
     }
 }

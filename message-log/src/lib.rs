@@ -21,6 +21,9 @@ use tokio::sync::oneshot;
 
 /// Most records written in one batch.
 pub const MAX_BATCH: usize = 1024;
+/// Most records waiting for the writer; beyond it appends fail at once (the disk cannot
+/// keep up, and callers must not pile up without bound).
+pub const MAX_QUEUED: usize = 65_536;
 
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
@@ -31,6 +34,8 @@ pub enum LogError {
     Failed(String),
     #[error("record log is closed")]
     Closed,
+    #[error("record log is overloaded: {MAX_QUEUED} records are waiting to be written")]
+    Overloaded,
     #[error("stored record {index} is damaged: {detail}")]
     Damaged { index: u64, detail: String },
 }
@@ -109,7 +114,7 @@ struct Job {
 /// that.
 #[derive(Clone)]
 pub struct RecordLog {
-    tx: mpsc::Sender<Job>,
+    tx: mpsc::SyncSender<Job>,
     shared: Arc<Shared>,
 }
 
@@ -131,7 +136,7 @@ impl RecordLog {
     pub fn with_backend(backend: impl Backend) -> Result<Self, LogError> {
         let len = backend.next_index().map_err(LogError::Storage)?;
         let backend: Arc<dyn Backend> = Arc::new(backend);
-        let (tx, rx) = mpsc::channel::<Job>();
+        let (tx, rx) = mpsc::sync_channel::<Job>(MAX_QUEUED);
         let writer_backend = backend.clone();
         let shared = Arc::new(Shared {
             len: AtomicU64::new(len),
@@ -150,14 +155,26 @@ impl RecordLog {
 
     /// Appends `record` and returns its index once it is durable.
     pub async fn append(&self, record: &Record) -> Result<u64, LogError> {
+        self.submit(record)?.await
+    }
+
+    /// Hands `record` to the writer now; the returned future resolves with its index
+    /// once it is durable.
+    pub fn submit(
+        &self,
+        record: &Record,
+    ) -> Result<impl std::future::Future<Output = Result<u64, LogError>> + use<>, LogError> {
         let (done, wait) = oneshot::channel();
         self.tx
-            .send(Job {
+            .try_send(Job {
                 record: record.encode_to_vec(),
                 done,
             })
-            .map_err(|_| LogError::Closed)?;
-        wait.await.map_err(|_| LogError::Closed)?
+            .map_err(|e| match e {
+                mpsc::TrySendError::Full(_) => LogError::Overloaded,
+                mpsc::TrySendError::Disconnected(_) => LogError::Closed,
+            })?;
+        Ok(async move { wait.await.map_err(|_| LogError::Closed)? })
     }
 
     /// Number of durable records.
@@ -360,28 +377,59 @@ mod tests {
         assert_eq!(stored.lock().unwrap().len(), 1);
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_appends_share_flushes() {
-        let stored = Arc::new(Mutex::new(Vec::new()));
-        let batches = Arc::new(AtomicU64::new(0));
-        let log = RecordLog::with_backend(Flaky {
-            fail: Arc::new(AtomicBool::new(false)),
-            stored,
+    /// A backend whose first batch waits until the test lets it go.
+    struct Gated {
+        entered: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+        release: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+        stored: Mutex<Vec<Vec<u8>>>,
+        batches: Arc<Mutex<Vec<usize>>>,
+    }
+
+    impl Backend for Gated {
+        fn write_batch(&self, first: u64, records: &[Vec<u8>]) -> Result<(), String> {
+            if let Some(entered) = self.entered.lock().unwrap().take() {
+                entered.send(()).unwrap();
+                let release = self.release.lock().unwrap().take().unwrap();
+                release.recv().unwrap();
+            }
+            let mut s = self.stored.lock().unwrap();
+            assert_eq!(s.len() as u64, first);
+            s.extend_from_slice(records);
+            self.batches.lock().unwrap().push(records.len());
+            Ok(())
+        }
+        fn next_index(&self) -> Result<u64, String> {
+            Ok(self.stored.lock().unwrap().len() as u64)
+        }
+        fn get(&self, index: u64) -> Result<Option<Vec<u8>>, String> {
+            Ok(self.stored.lock().unwrap().get(index as usize).cloned())
+        }
+    }
+
+    #[tokio::test]
+    async fn records_waiting_during_a_write_share_the_next_one() {
+        let (entered_tx, entered) = std::sync::mpsc::channel();
+        let (release, release_rx) = std::sync::mpsc::channel();
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        let log = RecordLog::with_backend(Gated {
+            entered: Mutex::new(Some(entered_tx)),
+            release: Mutex::new(Some(release_rx)),
+            stored: Mutex::new(Vec::new()),
             batches: batches.clone(),
         })
         .unwrap();
-        let appends: Vec<_> = (0..500)
-            .map(|i| {
-                let log = log.clone();
-                tokio::spawn(async move { log.append(&record(&i.to_string())).await.unwrap() })
-            })
+        let first = log.submit(&record("first")).unwrap();
+        // The writer is inside the first write; everything submitted now waits.
+        entered.recv().unwrap();
+        let rest: Vec<_> = (0..100)
+            .map(|i| log.submit(&record(&i.to_string())).unwrap())
             .collect();
-        for a in appends {
-            a.await.unwrap();
+        release.send(()).unwrap();
+        assert_eq!(first.await.unwrap(), 0);
+        for (i, r) in rest.into_iter().enumerate() {
+            assert_eq!(r.await.unwrap(), i as u64 + 1);
         }
-        assert_eq!(log.len(), 500);
-        // Group commit: fewer batches than records (exact count depends on scheduling).
-        let n = batches.load(Ordering::SeqCst);
-        assert!(n < 500, "{n} batches for 500 concurrent records");
+        // One write (one flush) for the first record, one for the hundred that waited.
+        assert_eq!(*batches.lock().unwrap(), [1, 100]);
     }
 }

@@ -63,6 +63,9 @@ type ServiceKey = (SubsystemId, ServiceName);
 
 pub struct Access {
     tree: sled::Tree,
+    /// Serialises changes, so memory and disk see them in the same order; readers only
+    /// take the short in-memory locks and never wait for a disk flush.
+    writing: std::sync::Mutex<()>,
     services: RwLock<BTreeMap<ServiceKey, ServiceEntry>>,
     grants: RwLock<Vec<Grant>>,
     client_certs: RwLock<BTreeMap<[u8; 32], ClientCert>>,
@@ -101,11 +104,16 @@ impl Access {
         grants.sort();
         Ok(Access {
             tree,
+            writing: std::sync::Mutex::new(()),
             services: RwLock::new(services),
             grants: RwLock::new(grants),
             client_certs: RwLock::new(client_certs),
             services_changed: tokio::sync::Notify::new(),
         })
+    }
+
+    fn write_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.writing.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn persist(&self, key: String, value: Option<Vec<u8>>) -> Result<(), SsError> {
@@ -125,6 +133,7 @@ impl Access {
                 entry.endpoint
             )));
         }
+        let _writing = self.write_lock();
         let key = format!("service/{}/{}", entry.provider, entry.service);
         self.persist(key, Some(serde_json::to_vec(&entry).map_err(storage)?))?;
         self.services
@@ -140,14 +149,21 @@ impl Access {
         provider: &SubsystemId,
         service: &ServiceName,
     ) -> Result<bool, SsError> {
-        let mut services = self.services.write().unwrap_or_else(|p| p.into_inner());
-        if services
-            .remove(&(provider.clone(), service.clone()))
-            .is_none()
+        let _writing = self.write_lock();
+        let key = (provider.clone(), service.clone());
+        if !self
+            .services
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&key)
         {
             return Ok(false);
         }
         self.persist(format!("service/{provider}/{service}"), None)?;
+        self.services
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
         self.services_changed.notify_one();
         Ok(true)
     }
@@ -181,14 +197,15 @@ impl Access {
 
     /// Adds a grant; false if it already existed.
     pub fn grant(&self, grant: Grant) -> Result<bool, SsError> {
-        let mut grants = self.grants.write().unwrap_or_else(|p| p.into_inner());
-        if grants.contains(&grant) {
+        let _writing = self.write_lock();
+        if self.grants().contains(&grant) {
             return Ok(false);
         }
         self.persist(
             Self::grant_key(&grant),
             Some(serde_json::to_vec(&grant).map_err(storage)?),
         )?;
+        let mut grants = self.grants.write().unwrap_or_else(|p| p.into_inner());
         grants.push(grant);
         grants.sort();
         Ok(true)
@@ -196,12 +213,15 @@ impl Access {
 
     /// Removes a grant; false if there was none.
     pub fn revoke(&self, grant: &Grant) -> Result<bool, SsError> {
-        let mut grants = self.grants.write().unwrap_or_else(|p| p.into_inner());
-        let Some(i) = grants.iter().position(|g| g == grant) else {
+        let _writing = self.write_lock();
+        if !self.grants().contains(grant) {
             return Ok(false);
-        };
+        }
         self.persist(Self::grant_key(grant), None)?;
-        grants.remove(i);
+        self.grants
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|g| g != grant);
         Ok(true)
     }
 
@@ -218,8 +238,13 @@ impl Access {
         let (_, not_after) = lintas_certs::verify::certificate_validity(der)
             .map_err(|e| SsError::InvalidInput(e.to_string()))?;
         let hash = lintas_certs::sha256(der);
-        let mut certs = self.client_certs.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(existing) = certs.get(&hash) {
+        let _writing = self.write_lock();
+        if let Some(existing) = self
+            .client_certs
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&hash)
+        {
             return Err(SsError::InvalidInput(format!(
                 "this certificate is already registered for {}",
                 existing.client
@@ -234,18 +259,25 @@ impl Access {
             format!("clientcert/{}", cert.fingerprint),
             Some(serde_json::to_vec(&cert).map_err(storage)?),
         )?;
-        certs.insert(hash, cert.clone());
+        self.client_certs
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(hash, cert.clone());
         Ok(cert)
     }
 
     /// Removes a registered certificate by its fingerprint; false if unknown.
     pub fn remove_client_cert(&self, fingerprint: &str) -> Result<bool, SsError> {
         let hash = fingerprint_bytes(fingerprint)?;
-        let mut certs = self.client_certs.write().unwrap_or_else(|p| p.into_inner());
-        if certs.remove(&hash).is_none() {
+        let _writing = self.write_lock();
+        if self.client_for_cert_at(&hash, i64::MIN).is_none() {
             return Ok(false);
         }
         self.persist(format!("clientcert/{}", lintas_certs::hex(&hash)), None)?;
+        self.client_certs
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&hash);
         Ok(true)
     }
 
@@ -258,12 +290,18 @@ impl Access {
             .collect()
     }
 
-    /// The subsystem a certificate (by SHA-256) is registered for, if any.
+    /// The subsystem a certificate (by SHA-256) is registered for, if any and if the
+    /// certificate has not expired.
     pub fn client_for_cert(&self, hash: &[u8; 32]) -> Option<SubsystemId> {
+        self.client_for_cert_at(hash, lintas_certs::unix_secs(std::time::SystemTime::now()))
+    }
+
+    fn client_for_cert_at(&self, hash: &[u8; 32], now: i64) -> Option<SubsystemId> {
         self.client_certs
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(hash)
+            .filter(|c| c.not_after > now)
             .map(|c| c.client.clone())
     }
 

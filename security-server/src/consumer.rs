@@ -19,9 +19,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use lintas_certs::Identity;
+use lintas_globalconf::VerifiedConf;
 use lintas_identifiers::{MethodPath, SubsystemId};
-use lintas_log::{Record, RecordKind};
+use lintas_log::RecordKind;
 use lintas_proto::exchange::v1 as ex;
 use prost::Message;
 use tonic::codegen::http;
@@ -29,10 +29,8 @@ use tonic::metadata::MetadataMap;
 use tonic::server::ClientStreamingService;
 use tonic::{Code, Request, Response, Status, Streaming};
 
-use crate::daemon::{
-    ERROR_SOURCE, ErrorSource, LocalAuth, RESPONSE_DOMAIN, SecurityServer, bytes, error, now_ms,
-};
-use crate::provider::check_message_id;
+use crate::daemon::{ErrorSource, LocalAuth, SecurityServer, bytes, error, now_ms};
+use crate::envelope::{self, RESPONSE_DOMAIN};
 use crate::raw::RawCodec;
 
 /// Longest optional text field (user id, purpose, issue).
@@ -93,7 +91,14 @@ impl ClientStreamingService<Bytes> for ConsumerCall {
         let path = std::mem::take(&mut self.path);
         let (remote, peer_cert) = (self.remote, self.peer_cert);
         let server = self.server.clone();
-        Box::pin(async move { relay(&server, &path, remote, peer_cert, request).await })
+        // Its own task: an application that gives up cannot cut the exchange off between
+        // sending the request and recording the outcome.
+        let work =
+            tokio::spawn(async move { relay(server, path, remote, peer_cert, request).await });
+        Box::pin(async move {
+            work.await
+                .map_err(|e| consumer_error(Code::Internal, format!("exchange task failed: {e}")))?
+        })
     }
 }
 
@@ -193,22 +198,22 @@ fn authenticate(
 }
 
 async fn relay(
-    s: &SecurityServer,
-    path: &str,
+    s: Arc<SecurityServer>,
+    path: String,
     remote: Option<SocketAddr>,
     peer_cert: Option<[u8; 32]>,
     request: Request<Streaming<Bytes>>,
 ) -> Result<Response<Bytes>, Status> {
     let md = request.metadata();
     let client = subsystem(md, "lintas-client")?;
-    authenticate(s, &client, remote, peer_cert)?;
+    authenticate(&s, &client, remote, peer_cert)?;
     let provider = subsystem(md, "lintas-service")?;
     let method: MethodPath = path
         .parse()
         .map_err(|e| consumer_error(Code::Unimplemented, format!("{e}")))?;
     let message_id = match text(md, "lintas-message-id")? {
         Some(id) => {
-            check_message_id(id).map_err(|why| {
+            envelope::check_message_id(id).map_err(|why| {
                 consumer_error(Code::InvalidArgument, format!("lintas-message-id {why}"))
             })?;
             id.to_owned()
@@ -235,7 +240,7 @@ async fn relay(
 
     let mut conf = s.current_conf(ErrorSource::ConsumerServer)?;
     // A provider or client admitted since the last poll: fetch once before refusing.
-    let listed = |c: &lintas_globalconf::VerifiedConf| {
+    let listed = |c: &VerifiedConf| {
         c.has_client(&client.clone().into()) && c.servers_hosting(&provider).next().is_some()
     };
     if !listed(&conf) && s.refresh_conf_now().await {
@@ -255,7 +260,8 @@ async fn relay(
                 Code::NotFound,
                 format!("no security server in the global configuration hosts {provider}"),
             )
-        })?;
+        })?
+        .clone();
     let pin: [u8; 32] = target
         .tls_cert_sha256
         .as_slice()
@@ -282,58 +288,126 @@ async fn relay(
         s.sign_cert.clone(),
     )
     .map_err(|e| consumer_error(Code::Internal, e.to_string()))?;
-    let record = |kind: RecordKind,
-                  header: &[u8],
-                  signature: &[u8],
-                  cert: &[u8],
-                  body: &[u8],
-                  code: Code,
-                  detail: &str| Record {
-        kind: kind as i32,
-        time_unix_ms: now_ms(&*s.clock),
+    let ctx = envelope::Context {
         message_id: message_id.clone(),
         client: client.to_string(),
         service_provider: provider.to_string(),
         method: method.to_string(),
         peer_server: target.id.clone(),
-        header: header.to_vec(),
-        signature: signature.to_vec(),
-        signer_cert_sha256: lintas_certs::sha256(cert).to_vec(),
-        body_sha256: lintas_certs::sha256(body).to_vec(),
-        body_len: body.len() as u64,
-        status_code: code as i32,
-        detail: detail.to_owned(),
+        peer_cert_sha256: pin.to_vec(),
     };
+    let body_sha256 = lintas_certs::sha256(&body);
     s.record(
-        record(
+        ctx.record(
             RecordKind::RequestSent,
+            now_ms(&*s.clock),
             &signed.header,
             &signed.signature,
             &s.sign_cert,
-            &body,
+            &body_sha256,
+            body.len() as u64,
             Code::Ok,
             "",
         ),
         ErrorSource::ConsumerServer,
     )
     .await?;
-    let header = signed.header.clone();
 
-    let channel = s.peer_channel(&conf, &target.address, pin)?;
-    let mut peer = ex::exchange_client::ExchangeClient::new(channel)
-        .max_decoding_message_size(s.settings.max_message_bytes + 64 * 1024)
-        .max_encoding_message_size(s.settings.max_message_bytes + 64 * 1024);
-    let mut call = Request::new(signed);
-    call.set_timeout(s.settings.app_timeout + std::time::Duration::from_secs(5));
-    let signed = match peer.call(call).await {
-        Ok(r) => r.into_inner(),
-        Err(status) => {
-            // A refusal by the provider server carries its source; anything else is the
-            // connection failing on this side.
-            if status.metadata().get(ERROR_SOURCE).is_some() {
-                return Err(status);
+    // From here every outcome is recorded before the application hears of it.
+    match exchange(&s, &conf, &target, &provider, pin, signed).await {
+        Ok((response, answer)) => {
+            let code = Code::from_i32(answer.status_code);
+            s.record(
+                ctx.record(
+                    RecordKind::ResponseReceived,
+                    now_ms(&*s.clock),
+                    &response.header,
+                    &response.signature,
+                    &response.signer_cert,
+                    &answer.body_sha256,
+                    answer.body_len,
+                    code,
+                    &answer.status_message,
+                ),
+                ErrorSource::ConsumerServer,
+            )
+            .await?;
+            if code != Code::Ok {
+                let source = if answer.error_source == ErrorSource::ProviderServer.as_str() {
+                    ErrorSource::ProviderServer
+                } else {
+                    ErrorSource::ProviderApp
+                };
+                return Err(error(code, source, answer.status_message));
             }
-            return Err(consumer_error(
+            let mut reply = Response::new(bytes(response.body));
+            if let Ok(v) = message_id.parse() {
+                reply.metadata_mut().insert("lintas-message-id", v);
+            }
+            Ok(reply)
+        }
+        Err((status, received)) => {
+            let empty = ex::SignedResponse::default();
+            let r = received.as_ref().unwrap_or(&empty);
+            s.record(
+                ctx.record(
+                    RecordKind::Failed,
+                    now_ms(&*s.clock),
+                    &r.header,
+                    &r.signature,
+                    &r.signer_cert,
+                    &lintas_certs::sha256(&r.body),
+                    r.body.len() as u64,
+                    status.code(),
+                    status.message(),
+                ),
+                ErrorSource::ConsumerServer,
+            )
+            .await?;
+            Err(status)
+        }
+    }
+}
+
+/// Sends the signed request to the provider server and verifies the signed response.
+/// On failure returns the status for the application and, if one arrived, the
+/// response that was refused.
+async fn exchange(
+    s: &SecurityServer,
+    conf: &VerifiedConf,
+    target: &lintas_proto::globalconf::v1::SecurityServer,
+    provider: &SubsystemId,
+    pin: [u8; 32],
+    signed: ex::SignedRequest,
+) -> Result<(ex::SignedResponse, ex::ResponseHeader), (Status, Option<ex::SignedResponse>)> {
+    let fail = |status: Status| (status, None);
+    let request_header = signed.header.clone();
+    let message_id = ex::RequestHeader::decode(request_header.as_slice())
+        .map(|h| h.message_id)
+        .unwrap_or_default();
+    let channel = s.peer_channel(conf, &target.address, pin).map_err(fail)?;
+    let limit = s.settings.max_message_bytes + envelope::ENVELOPE_MARGIN;
+    let mut peer = ex::exchange_client::ExchangeClient::new(channel)
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    let deadline = s.settings.app_timeout + std::time::Duration::from_secs(5);
+    let mut call = Request::new(signed);
+    call.set_timeout(deadline);
+    let response = match tokio::time::timeout(deadline, peer.call(call)).await {
+        Err(_) => {
+            return Err(fail(consumer_error(
+                Code::DeadlineExceeded,
+                format!(
+                    "provider security server {} did not answer within {} s",
+                    target.id,
+                    deadline.as_secs()
+                ),
+            )));
+        }
+        Ok(Ok(r)) => r.into_inner(),
+        // The connection failed: this side's problem to report.
+        Ok(Err(status)) if std::error::Error::source(&status).is_some() => {
+            return Err(fail(consumer_error(
                 Code::Unavailable,
                 format!(
                     "provider security server {} at {} unreachable: {}",
@@ -341,67 +415,56 @@ async fn relay(
                     target.address,
                     status.message()
                 ),
-            ));
+            )));
+        }
+        // The provider server refused. Its answer is unsigned: only the code and the
+        // message are passed on, under this server's own source tag.
+        Ok(Err(status)) => {
+            return Err(fail(error(
+                status.code(),
+                ErrorSource::ProviderServer,
+                status.message(),
+            )));
         }
     };
 
     // The answer must be signed by the provider's member and bound to this request.
-    let refused = |why: String| consumer_error(Code::DataLoss, format!("response refused: {why}"));
-    let signer = s
-        .verify_signer(&conf, &signed.signer_cert, s.clock.now())
-        .map_err(|e| refused(format!("signing certificate: {e}")))?;
-    if signer.identity != Identity::Member(provider.member.clone()) {
-        return Err(refused(format!(
-            "signed by {}, not by the provider's member {}",
-            signer.identity, provider.member
-        )));
+    let refused = |why: String, response: ex::SignedResponse| {
+        (
+            consumer_error(Code::DataLoss, format!("response refused: {why}")),
+            Some(response),
+        )
+    };
+    if response.header.len() > envelope::MAX_HEADER_BYTES {
+        return Err(refused("header too large".into(), response));
     }
-    lintas_certs::sig::verify(
-        &signer.public_key,
+    if let Err(why) = envelope::verify_signed(
+        s,
+        conf,
+        &provider.member,
+        &target.signing_certs,
+        &response.signer_cert,
         RESPONSE_DOMAIN,
-        &signed.header,
-        &signed.signature,
-    )
-    .map_err(|_| refused("signature does not verify".into()))?;
-    let answer = ex::ResponseHeader::decode(signed.header.as_slice())
-        .map_err(|e| refused(format!("header is malformed: {e}")))?;
-    if answer.request_header_sha256 != lintas_certs::sha256(&header)
+        &response.header,
+        &response.signature,
+    ) {
+        return Err(refused(why, response));
+    }
+    let answer = match ex::ResponseHeader::decode(response.header.as_slice()) {
+        Ok(a) => a,
+        Err(e) => return Err(refused(format!("header is malformed: {e}"), response)),
+    };
+    if answer.request_header_sha256 != lintas_certs::sha256(&request_header)
         || answer.message_id != message_id
         || answer.provider_server != target.id
     {
-        return Err(refused("it does not answer this request".into()));
+        return Err(refused("it does not answer this request".into(), response));
     }
-    if answer.body_len != signed.body.len() as u64
-        || answer.body_sha256 != lintas_certs::sha256(&signed.body)
-    {
-        return Err(refused("body does not match the signed hash".into()));
+    if !envelope::body_matches(&answer.body_sha256, answer.body_len, &response.body) {
+        return Err(refused(
+            "body does not match the signed hash".into(),
+            response,
+        ));
     }
-    let code = Code::from_i32(answer.status_code);
-    s.record(
-        record(
-            RecordKind::ResponseReceived,
-            &signed.header,
-            &signed.signature,
-            &signed.signer_cert,
-            &signed.body,
-            code,
-            &answer.status_message,
-        ),
-        ErrorSource::ConsumerServer,
-    )
-    .await?;
-
-    if code != Code::Ok {
-        let source = if answer.error_source == ErrorSource::ProviderServer.as_str() {
-            ErrorSource::ProviderServer
-        } else {
-            ErrorSource::ProviderApp
-        };
-        return Err(error(code, source, answer.status_message));
-    }
-    let mut response = Response::new(bytes(signed.body));
-    if let Ok(v) = message_id.parse() {
-        response.metadata_mut().insert("lintas-message-id", v);
-    }
-    Ok(response)
+    Ok((response, answer))
 }

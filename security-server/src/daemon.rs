@@ -28,10 +28,7 @@ use tonic::{Code, Status};
 use crate::access::Access;
 use crate::{Node, SsConfig, SsError};
 
-/// Signature domain of request headers.
-pub const REQUEST_DOMAIN: &str = "lintas/request/v1";
-/// Signature domain of response headers.
-pub const RESPONSE_DOMAIN: &str = "lintas/response/v1";
+pub use crate::envelope::{REQUEST_DOMAIN, RESPONSE_DOMAIN};
 /// Metadata key telling the caller which part of the bus produced an error.
 pub const ERROR_SOURCE: &str = "lintas-error-source";
 
@@ -101,7 +98,8 @@ pub struct SecurityServer {
     pub(crate) conf: ConfClient,
     pub log: RecordLog,
     pub access: Access,
-    pub(crate) seen: sled::Tree,
+    /// Message ids used within the replay window, by "client/id", with their time.
+    seen: Mutex<Seen>,
     pub(crate) sign_key: KeyPair,
     pub(crate) sign_cert: Vec<u8>,
     pub(crate) tls_key: KeyPair,
@@ -113,14 +111,28 @@ pub struct SecurityServer {
     peers: Mutex<HashMap<PeerKey, Channel>>,
     apps: Mutex<HashMap<String, Channel>>,
     conf_poll: Duration,
-    /// When the configuration was last fetched out of turn (see `refresh_conf_now`).
-    last_refresh: Mutex<Option<std::time::Instant>>,
+    /// When the configuration was last fetched out of turn (see `refresh_conf_now`);
+    /// held across the fetch so concurrent callers wait for it instead of failing.
+    last_refresh: tokio::sync::Mutex<Option<std::time::Instant>>,
     /// Member signing certificates already verified under a configuration serial.
     signers: Mutex<HashMap<[u8; 32], VerifiedSigner>>,
 }
 
 /// A signing certificate checked under configuration `.0`.
 type VerifiedSigner = (u64, Arc<CertInfo>);
+
+/// Replay protection: every message id used within the window. Requests older than the
+/// clock skew are refused by the time check, so ids older than twice the skew are
+/// forgotten. At start the set is rebuilt from the durable `REQUEST_RECEIVED` records,
+/// so a crash does not reopen the window for requests already delivered.
+#[derive(Default)]
+struct Seen {
+    ids: HashMap<String, i64>,
+    last_prune_ms: i64,
+}
+
+/// Most application channels kept; beyond it the pool starts over.
+const MAX_APP_CHANNELS: usize = 256;
 
 /// Most signing certificates remembered as verified (one or two per peer member).
 const MAX_CACHED_SIGNERS: usize = 10_000;
@@ -218,13 +230,18 @@ impl SecurityServer {
                 ))
             })?;
         let access = Access::open(&db)?;
+        let seen = Mutex::new(recent_requests(
+            &log,
+            now_ms(&*clock),
+            2 * i64::try_from(Duration::from_secs(node.config.clock_skew_secs).as_millis())
+                .unwrap_or(i64::MAX / 4),
+        )?);
         let local_auth = if node.config.dev_plaintext_loopback {
             LocalAuth::DevPlaintextLoopback
         } else {
             let (cert, key) = consumer_identity(&node)?;
             LocalAuth::Tls { cert, key }
         };
-        let seen = db.open_tree("seen").map_err(state)?;
         let c = &node.config;
         Ok(Arc::new(SecurityServer {
             id: c.server_id.clone(),
@@ -248,7 +265,7 @@ impl SecurityServer {
             clock,
             peers: Mutex::new(HashMap::new()),
             apps: Mutex::new(HashMap::new()),
-            last_refresh: Mutex::new(None),
+            last_refresh: tokio::sync::Mutex::new(None),
             signers: Mutex::new(HashMap::new()),
         }))
     }
@@ -329,6 +346,9 @@ impl SecurityServer {
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .connect_lazy();
+        if apps.len() >= MAX_APP_CHANNELS {
+            apps.clear();
+        }
         apps.insert(endpoint.to_owned(), channel.clone());
         Ok(channel)
     }
@@ -393,18 +413,40 @@ impl SecurityServer {
         Ok(reply.into_inner().conf_serial)
     }
 
+    /// Marks `id` of `client` as used at `time_ms`; false if it was used before.
+    pub(crate) fn first_use(&self, client: &str, id: &str, time_ms: i64) -> bool {
+        let now = now_ms(&*self.clock);
+        let window =
+            2 * i64::try_from(self.settings.clock_skew.as_millis()).unwrap_or(i64::MAX / 4);
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        // Forget what the time check already refuses, at most once a second.
+        if now - seen.last_prune_ms > 1000 {
+            seen.ids.retain(|_, t| *t >= now - window);
+            seen.last_prune_ms = now;
+        }
+        match seen.ids.entry(format!("{client}/{id}")) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(time_ms);
+                true
+            }
+        }
+    }
+
     /// Fetches the global configuration out of turn, at most once per
     /// [`MIN_REFRESH_INTERVAL`]: a peer or client admitted since the last poll would
-    /// otherwise be refused until the next one. True when a newer serial arrived.
+    /// otherwise be refused until the next one. True when a newer serial than the caller
+    /// saw is now held (fetched by this call or by one it waited for).
     pub(crate) async fn refresh_conf_now(&self) -> bool {
-        {
-            let mut last = self.last_refresh.lock().unwrap_or_else(|p| p.into_inner());
-            if last.is_some_and(|t| t.elapsed() < MIN_REFRESH_INTERVAL) {
-                return false;
-            }
-            *last = Some(std::time::Instant::now());
-        }
         let before = self.conf.held_serial();
+        let mut last = self.last_refresh.lock().await;
+        if self.conf.held_serial() != before {
+            return true;
+        }
+        if last.is_some_and(|t| t.elapsed() < MIN_REFRESH_INTERVAL) {
+            return false;
+        }
+        *last = Some(std::time::Instant::now());
         match self.conf.fetch().await {
             Ok(c) => Some(c.serial()) != before,
             Err(e) => {
@@ -419,16 +461,23 @@ impl SecurityServer {
     }
 }
 
-/// Serves the consumer endpoint on `consumer` (plaintext, loopback) and the provider
-/// endpoint on `provider` (mutual TLS 1.3) until `shutdown` completes; polls the global
-/// configuration meanwhile. On shutdown both endpoints stop accepting, in-flight calls
-/// finish, and the record log is flushed and closed.
+/// Serves the consumer endpoint on `consumer` (TLS with registered client certificates,
+/// or plaintext loopback in development) and the provider endpoint on `provider`
+/// (mutual TLS 1.3) until `shutdown` completes; polls the global configuration and
+/// reports services meanwhile. On shutdown the endpoints stop accepting and in-flight
+/// calls finish; every answered call's records were durable before it was answered.
 pub async fn serve(
     server: Arc<SecurityServer>,
     consumer: TcpListener,
     provider: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), SsError> {
+    // The data directory holds keys, records and the admin socket: owner only.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&server.data_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| SsError::Serve(format!("{}: {e}", server.data_dir.display())))?;
+    }
     let admin_socket = crate::admin::bind(&server.data_dir.join(crate::admin::SOCKET))?;
     let local = consumer
         .local_addr()
@@ -442,6 +491,14 @@ pub async fn serve(
         server.conf.fetch().await?;
     }
     let conf = server.conf.current()?;
+    match conf.server(&server.id) {
+        Some(e) if e.tls_cert_sha256 == lintas_certs::sha256(&server.tls_cert) => {}
+        _ => tracing::warn!(
+            server = %server.id,
+            serial = conf.serial(),
+            "this server is not listed with its TLS certificate in the global configuration; peers will refuse it until it is"
+        ),
+    }
     let tls = lintas_transport::server_config(
         &server.tls_cert,
         &server.tls_key,
@@ -465,7 +522,7 @@ pub async fn serve(
         .set_serving::<ExchangeServer<crate::provider::ProviderService>>()
         .await;
     // Room for the signed envelope around a maximal body.
-    let envelope = server.settings.max_message_bytes + 64 * 1024;
+    let envelope = server.settings.max_message_bytes + crate::envelope::ENVELOPE_MARGIN;
     let provider_server = tonic::transport::Server::builder()
         .add_service(health_service.clone())
         .add_service(
@@ -606,4 +663,63 @@ pub fn open_from_config(
     clock: Arc<dyn Clock>,
 ) -> Result<Arc<SecurityServer>, SsError> {
     SecurityServer::open(Node::open(config)?, clock)
+}
+
+/// Message ids of requests this server accepted within the last `window_ms`, from the
+/// record log (newest first until older than the window).
+fn recent_requests(log: &RecordLog, now: i64, window_ms: i64) -> Result<Seen, SsError> {
+    let mut seen = Seen {
+        last_prune_ms: now,
+        ..Seen::default()
+    };
+    for index in (0..log.len()).rev() {
+        let Some(r) = log.get(index)? else { continue };
+        if r.time_unix_ms < now.saturating_sub(window_ms) {
+            break;
+        }
+        if r.kind == lintas_log::RecordKind::RequestReceived as i32 {
+            seen.ids
+                .insert(format!("{}/{}", r.client, r.message_id), r.time_unix_ms);
+        }
+    }
+    Ok(seen)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lintas_log::RecordKind;
+
+    #[tokio::test]
+    async fn the_replay_window_is_rebuilt_from_durable_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = RecordLog::open(dir.path()).unwrap();
+        let now = 1_000_000_000;
+        let record = |kind: RecordKind, id: &str, time: i64| lintas_log::Record {
+            kind: kind as i32,
+            client: "ID/GOV/A/B".into(),
+            message_id: id.into(),
+            time_unix_ms: time,
+            ..Default::default()
+        };
+        log.append(&record(RecordKind::RequestReceived, "old", now - 200_000))
+            .await
+            .unwrap();
+        log.append(&record(RecordKind::RequestReceived, "recent", now - 1_000))
+            .await
+            .unwrap();
+        log.append(&record(RecordKind::Rejection, "refused", now - 500))
+            .await
+            .unwrap();
+        let seen = recent_requests(&log, now, 120_000).unwrap();
+        assert!(seen.ids.contains_key("ID/GOV/A/B/recent"));
+        assert!(
+            !seen.ids.contains_key("ID/GOV/A/B/old"),
+            "outside the window"
+        );
+        assert!(
+            !seen.ids.contains_key("ID/GOV/A/B/refused"),
+            "never delivered"
+        );
+    }
 }

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod config;
 mod consumer;
 pub mod daemon;
+pub mod envelope;
 mod provider;
 mod raw;
 

@@ -2,25 +2,25 @@
 //!
 //! Checks, in this order, each refusal recorded and answered with a precise status:
 //! configuration fresh; TLS peer is a registered server hosting the client; signature by
-//! a valid, unrevoked signing certificate of the client's member from an approved CA;
-//! header names this server; time within the allowed skew; message id never seen;
-//! body hash; access rights. Then the request is recorded, the application called, and
-//! a response header bound to the request signed, recorded and returned.
+//! a valid, unrevoked signing certificate of the client's member, from an approved CA
+//! and listed for the peer server; header names this server; time within the allowed
+//! skew; message id never seen; body hash; access rights. Then the request is recorded,
+//! the application called, and a response header bound to the request signed, recorded
+//! and returned. The work runs in its own task, so a caller that gives up cannot cut it
+//! off between the application call and its record.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use lintas_certs::Identity;
 use lintas_identifiers::{MethodPath, ServerId, SubsystemId};
-use lintas_log::{Record, RecordKind};
+use lintas_log::RecordKind;
 use lintas_proto::exchange::v1 as ex;
 use prost::Message;
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::{Code, Request, Response, Status};
 
-use crate::daemon::{
-    ErrorSource, REQUEST_DOMAIN, RESPONSE_DOMAIN, SecurityServer, bytes, error, now_ms,
-};
+use crate::daemon::{ErrorSource, SecurityServer, bytes, error, now_ms};
+use crate::envelope::{self, Context, REQUEST_DOMAIN};
 use crate::raw::RawCodec;
 
 pub struct ProviderService(pub Arc<SecurityServer>);
@@ -69,291 +69,419 @@ fn forwarded(h: &ex::RequestHeader) -> [(&'static str, &str); 5] {
     ]
 }
 
-impl ProviderService {
-    fn check(
-        &self,
-        peer_cert: Option<&[u8]>,
-        signed: &ex::SignedRequest,
-    ) -> Result<Accepted, Refusal> {
-        let s = &self.0;
-        let header = ex::RequestHeader::decode(signed.header.as_slice()).map_err(|e| {
-            refuse(
-                Code::InvalidArgument,
-                format!("request header is malformed: {e}"),
+/// The application's answer: status, message, body, and whether the provider server
+/// (not the application) produced the status.
+struct AppAnswer {
+    code: Code,
+    message: String,
+    body: Vec<u8>,
+    by_server: bool,
+}
+
+impl AppAnswer {
+    fn server(code: Code, message: impl Into<String>) -> Self {
+        AppAnswer {
+            code,
+            message: message.into(),
+            body: Vec::new(),
+            by_server: true,
+        }
+    }
+}
+
+fn check(
+    s: &SecurityServer,
+    peer_cert: Option<&[u8]>,
+    signed: &ex::SignedRequest,
+) -> Result<Accepted, Refusal> {
+    if signed.header.len() > envelope::MAX_HEADER_BYTES {
+        return Err(refuse(
+            Code::InvalidArgument,
+            format!(
+                "request header is {} bytes; at most {} are accepted",
+                signed.header.len(),
+                envelope::MAX_HEADER_BYTES
+            ),
+        ));
+    }
+    let header = ex::RequestHeader::decode(signed.header.as_slice()).map_err(|e| {
+        refuse(
+            Code::InvalidArgument,
+            format!("request header is malformed: {e}"),
+        )
+    })?;
+    let client: SubsystemId = header
+        .client
+        .parse()
+        .map_err(|e| refuse(Code::InvalidArgument, format!("client: {e}")))?;
+
+    // 1. Configuration fresh.
+    let conf = s
+        .conf
+        .current()
+        .map_err(|e| refuse(Code::Unavailable, e.to_string()))?;
+
+    // 2. The TLS peer is a registered server that hosts the client.
+    let peer_cert = peer_cert
+        .ok_or_else(|| refuse(Code::Unauthenticated, "peer presented no TLS certificate"))?;
+    let peer_hash = lintas_certs::sha256(peer_cert);
+    let peer_entry = conf
+        .conf
+        .servers
+        .iter()
+        .find(|e| e.tls_cert_sha256 == peer_hash)
+        .ok_or_else(|| {
+            refuse_unless_newer_conf(
+                Code::PermissionDenied,
+                "TLS peer is not a security server registered in the global configuration",
             )
         })?;
-        let client: SubsystemId = header
-            .client
-            .parse()
-            .map_err(|e| refuse(Code::InvalidArgument, format!("client: {e}")))?;
+    if !peer_entry.clients.contains(&header.client) {
+        return Err(refuse_unless_newer_conf(
+            Code::PermissionDenied,
+            format!(
+                "peer server {} does not host client {client}",
+                peer_entry.id
+            ),
+        ));
+    }
+    if peer_entry.id != header.consumer_server {
+        return Err(refuse(
+            Code::PermissionDenied,
+            format!(
+                "request claims consumer server {}, but the TLS peer is {}",
+                header.consumer_server, peer_entry.id
+            ),
+        ));
+    }
+    let peer: ServerId = peer_entry
+        .id
+        .parse()
+        .map_err(|e| refuse(Code::Internal, format!("configuration: {e}")))?;
 
-        // 1. Configuration fresh.
-        let conf = s
-            .conf
-            .current()
-            .map_err(|e| refuse(Code::Unavailable, e.to_string()))?;
+    // 3. Signed by the client's member with a certificate listed for the peer server.
+    envelope::verify_signed(
+        s,
+        &conf,
+        &client.member,
+        &peer_entry.signing_certs,
+        &signed.signer_cert,
+        REQUEST_DOMAIN,
+        &signed.header,
+        &signed.signature,
+    )
+    .map_err(|why| refuse(Code::Unauthenticated, format!("request {why}")))?;
 
-        // 2. The TLS peer is a registered server that hosts the client.
-        let peer_cert = peer_cert
-            .ok_or_else(|| refuse(Code::Unauthenticated, "peer presented no TLS certificate"))?;
-        let peer_hash = lintas_certs::sha256(peer_cert);
-        let peer_entry = conf
-            .conf
-            .servers
-            .iter()
-            .find(|e| e.tls_cert_sha256 == peer_hash)
-            .ok_or_else(|| {
-                refuse_unless_newer_conf(
-                    Code::PermissionDenied,
-                    "TLS peer is not a security server registered in the global configuration",
-                )
-            })?;
-        if !peer_entry.clients.contains(&header.client) {
-            return Err(refuse_unless_newer_conf(
-                Code::PermissionDenied,
-                format!(
-                    "peer server {} does not host client {client}",
-                    peer_entry.id
-                ),
-            ));
-        }
-        if peer_entry.id != header.consumer_server {
-            return Err(refuse(
-                Code::PermissionDenied,
-                format!(
-                    "request claims consumer server {}, but the TLS peer is {}",
-                    header.consumer_server, peer_entry.id
-                ),
-            ));
-        }
-        let peer: ServerId = peer_entry
-            .id
-            .parse()
-            .map_err(|e| refuse(Code::Internal, format!("configuration: {e}")))?;
-
-        // 3. Signature by a valid, unrevoked signing certificate of the client's member.
-        let now = s.clock.now();
-        let signer = s
-            .verify_signer(&conf, &signed.signer_cert, now)
-            .map_err(|e| {
-                refuse(
-                    Code::Unauthenticated,
-                    format!("signing certificate refused: {e}"),
-                )
-            })?;
-        if signer.identity != Identity::Member(client.member.clone()) {
-            return Err(refuse(
-                Code::Unauthenticated,
-                format!(
-                    "request is signed by {}, not by the client's member {}",
-                    signer.identity, client.member
-                ),
-            ));
-        }
-        lintas_certs::sig::verify(
-            &signer.public_key,
-            REQUEST_DOMAIN,
-            &signed.header,
-            &signed.signature,
-        )
-        .map_err(|_| refuse(Code::Unauthenticated, "request signature does not verify"))?;
-
-        // 4. Addressed to this server.
-        if header.provider_server != s.id.to_string() {
-            return Err(refuse(
-                Code::FailedPrecondition,
-                format!(
-                    "request is addressed to security server {}, not to this one ({})",
-                    header.provider_server, s.id
-                ),
-            ));
-        }
-
-        // 5. Signed recently.
-        let skew = i64::try_from(s.settings.clock_skew.as_millis()).unwrap_or(i64::MAX);
-        let age = now_ms(&*s.clock).saturating_sub(header.time_unix_ms);
-        if age.abs() > skew {
-            return Err(refuse(
-                Code::FailedPrecondition,
-                format!(
-                    "request was signed {} s {} this server's clock; at most {} s are allowed",
-                    age.abs() / 1000,
-                    if age >= 0 { "behind" } else { "ahead of" },
-                    skew / 1000
-                ),
-            ));
-        }
-
-        // 6. Never seen before.
-        check_message_id(&header.message_id)
-            .map_err(|why| refuse(Code::InvalidArgument, format!("message id: {why}")))?;
-        let key = format!("{}/{}", header.client, header.message_id);
-        let fresh = s
-            .seen
-            .compare_and_swap(
-                key.as_bytes(),
-                None as Option<&[u8]>,
-                Some(&header.time_unix_ms.to_be_bytes()[..]),
-            )
-            .map_err(|e| refuse(Code::Unavailable, format!("replay store: {e}")))?;
-        if fresh.is_err() {
-            return Err(refuse(
-                Code::AlreadyExists,
-                format!(
-                    "message id {} was already used by {client} (replay refused)",
-                    header.message_id
-                ),
-            ));
-        }
-
-        // 7. The body is the one that was signed.
-        if header.body_len != signed.body.len() as u64
-            || header.body_sha256 != lintas_certs::sha256(&signed.body)
-        {
-            return Err(refuse(
-                Code::InvalidArgument,
-                "request body does not match the signed hash",
-            ));
-        }
-
-        // 8. Access rights, for a service this server provides.
-        let provider: SubsystemId = header
-            .service_provider
-            .parse()
-            .map_err(|e| refuse(Code::InvalidArgument, format!("service provider: {e}")))?;
-        let method: MethodPath = header
-            .method
-            .parse()
-            .map_err(|e| refuse(Code::InvalidArgument, format!("method: {e}")))?;
-        if !s.hosts(&provider) {
-            return Err(refuse(
-                Code::NotFound,
-                format!("{provider} is not hosted on security server {}", s.id),
-            ));
-        }
-        let service = s
-            .access
-            .service(&provider, &method.service)
-            .ok_or_else(|| {
-                refuse(
-                    Code::Unimplemented,
-                    format!("{provider} provides no service {}", method.service),
-                )
-            })?;
-        if !s.access.allowed(&conf, &client, &provider, &method) {
-            return Err(refuse(
-                Code::PermissionDenied,
-                format!("{client} is not allowed to call {method} of {provider}"),
-            ));
-        }
-        Ok(Accepted {
-            header,
-            client,
-            method,
-            endpoint: service.endpoint,
-            peer,
-        })
+    // 4. Addressed to this server.
+    if header.provider_server != s.id.to_string() {
+        return Err(refuse(
+            Code::FailedPrecondition,
+            format!(
+                "request is addressed to security server {}, not to this one ({})",
+                header.provider_server, s.id
+            ),
+        ));
     }
 
-    /// Calls the application; returns (status code, message, body, produced by the
-    /// provider server rather than the application).
-    async fn call_app(&self, accepted: &Accepted, body: Vec<u8>) -> (Code, String, Vec<u8>, bool) {
-        let s = &self.0;
-        let channel = match s.app_channel(&accepted.endpoint) {
-            Ok(c) => c,
-            Err(status) => return (status.code(), status.message().to_owned(), Vec::new(), true),
-        };
-        let path: PathAndQuery = match accepted.method.to_string().parse() {
-            Ok(p) => p,
-            Err(e) => {
-                return (
-                    Code::Internal,
-                    format!("method path: {e}"),
-                    Vec::new(),
-                    true,
-                );
-            }
-        };
-        let mut request = Request::new(tokio_stream::once(bytes(body)));
-        for (key, v) in forwarded(&accepted.header) {
-            if !v.is_empty()
-                && let Ok(v) = v.parse()
-            {
-                request.metadata_mut().insert(key, v);
-            }
-        }
-        request.set_timeout(s.settings.app_timeout);
-        let max = s.settings.max_message_bytes;
-        let mut grpc = tonic::client::Grpc::new(channel)
-            .max_decoding_message_size(max)
-            .max_encoding_message_size(max);
-        let call = async {
-            grpc.ready().await.map_err(|e| {
-                (
-                    Code::Unavailable,
-                    format!("provider application unreachable: {e}"),
-                    true,
-                )
-            })?;
-            let mut stream = grpc
-                .streaming(request, path, RawCodec)
-                .await
-                .map_err(app_status)?
-                .into_inner();
-            let first = stream.message().await.map_err(app_status)?;
-            let second = stream.message().await.map_err(app_status)?;
-            match (first, second) {
-                (Some(b), None) => Ok(b),
-                (None, _) => Err((
-                    Code::Internal,
-                    "provider application answered without a message".into(),
-                    true,
-                )),
-                (Some(_), Some(_)) => Err((
-                    Code::Unimplemented,
-                    "provider application answered with more than one message; streaming is not supported yet".into(),
-                    true,
-                )),
-            }
-        };
-        match tokio::time::timeout(s.settings.app_timeout + Duration::from_secs(1), call).await {
-            Ok(Ok(body)) => (Code::Ok, String::new(), body.to_vec(), false),
-            Ok(Err((code, message, by_server))) => (code, message, Vec::new(), by_server),
-            Err(_) => (
-                Code::DeadlineExceeded,
-                "provider application did not answer in time".into(),
-                Vec::new(),
-                true,
+    // 5. Signed recently.
+    let skew = i64::try_from(s.settings.clock_skew.as_millis()).unwrap_or(i64::MAX);
+    let age = now_ms(&*s.clock).saturating_sub(header.time_unix_ms);
+    if age.saturating_abs() > skew {
+        return Err(refuse(
+            Code::FailedPrecondition,
+            format!(
+                "request was signed {} s {} this server's clock; at most {} s of clock difference are allowed",
+                age.saturating_abs() / 1000,
+                if age >= 0 { "before" } else { "ahead of" },
+                skew / 1000
             ),
+        ));
+    }
+
+    // 6. Never seen before.
+    envelope::check_message_id(&header.message_id)
+        .map_err(|why| refuse(Code::InvalidArgument, format!("message id {why}")))?;
+    if !s.first_use(&header.client, &header.message_id, header.time_unix_ms) {
+        return Err(refuse(
+            Code::AlreadyExists,
+            format!(
+                "message id {} was already used by {client} (replay refused)",
+                header.message_id
+            ),
+        ));
+    }
+
+    // 7. The body is the one that was signed.
+    if !envelope::body_matches(&header.body_sha256, header.body_len, &signed.body) {
+        return Err(refuse(
+            Code::InvalidArgument,
+            "request body does not match the signed hash",
+        ));
+    }
+
+    // 8. Access rights, for a service this server provides.
+    let provider: SubsystemId = header
+        .service_provider
+        .parse()
+        .map_err(|e| refuse(Code::InvalidArgument, format!("service provider: {e}")))?;
+    let method: MethodPath = header
+        .method
+        .parse()
+        .map_err(|e| refuse(Code::InvalidArgument, format!("method: {e}")))?;
+    if !s.hosts(&provider) {
+        return Err(refuse(
+            Code::NotFound,
+            format!("{provider} is not hosted on security server {}", s.id),
+        ));
+    }
+    let service = s
+        .access
+        .service(&provider, &method.service)
+        .ok_or_else(|| {
+            refuse(
+                Code::Unimplemented,
+                format!("{provider} provides no service {}", method.service),
+            )
+        })?;
+    if !s.access.allowed(&conf, &client, &provider, &method) {
+        return Err(refuse(
+            Code::PermissionDenied,
+            format!("{client} is not allowed to call {method} of {provider}"),
+        ));
+    }
+    Ok(Accepted {
+        header,
+        client,
+        method,
+        endpoint: service.endpoint,
+        peer,
+    })
+}
+
+/// Calls the application with the request body.
+async fn call_app(s: &SecurityServer, accepted: &Accepted, body: Vec<u8>) -> AppAnswer {
+    let channel = match s.app_channel(&accepted.endpoint) {
+        Ok(c) => c,
+        Err(status) => return AppAnswer::server(status.code(), status.message()),
+    };
+    let path: PathAndQuery = match accepted.method.to_string().parse() {
+        Ok(p) => p,
+        Err(e) => return AppAnswer::server(Code::Internal, format!("method path: {e}")),
+    };
+    let mut request = Request::new(tokio_stream::once(bytes(body)));
+    for (key, v) in forwarded(&accepted.header) {
+        if !v.is_empty()
+            && let Ok(v) = v.parse()
+        {
+            request.metadata_mut().insert(key, v);
         }
+    }
+    let limit = s.settings.app_timeout;
+    request.set_timeout(limit);
+    let max = s.settings.max_message_bytes;
+    let mut grpc = tonic::client::Grpc::new(channel)
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let started = Instant::now();
+    let late = || {
+        AppAnswer::server(
+            Code::DeadlineExceeded,
+            format!(
+                "provider application did not answer within {} s",
+                limit.as_secs()
+            ),
+        )
+    };
+    let call = async {
+        grpc.ready().await.map_err(|e| {
+            AppAnswer::server(
+                Code::Unavailable,
+                format!("provider application unreachable: {e}"),
+            )
+        })?;
+        let mut stream = grpc
+            .streaming(request, path, RawCodec)
+            .await
+            .map_err(app_status)?
+            .into_inner();
+        let first = stream.message().await.map_err(app_status)?;
+        let second = stream.message().await.map_err(app_status)?;
+        match (first, second) {
+            (Some(b), None) => Ok(b),
+            (None, _) => Err(AppAnswer::server(
+                Code::Internal,
+                "provider application answered without a message",
+            )),
+            (Some(_), Some(_)) => Err(AppAnswer::server(
+                Code::Unimplemented,
+                "provider application answered with more than one message; streaming is not supported yet",
+            )),
+        }
+    };
+    match tokio::time::timeout(limit + Duration::from_secs(1), call).await {
+        Ok(Ok(body)) => AppAnswer {
+            code: Code::Ok,
+            message: String::new(),
+            body: body.to_vec(),
+            by_server: false,
+        },
+        // An application honouring the deadline this server set answers Cancelled or
+        // DeadlineExceeded: the timeout is the provider server's.
+        Ok(Err(a))
+            if matches!(a.code, Code::Cancelled | Code::DeadlineExceeded)
+                && started.elapsed() >= limit =>
+        {
+            late()
+        }
+        Ok(Err(a)) => a,
+        Err(_) => late(),
     }
 }
 
 /// An error from the application's gRPC stack. Transport failures (the application is
 /// down) are the provider server's to report; statuses the application sent are its own.
-fn app_status(status: Status) -> (Code, String, bool) {
-    let transport =
-        status.code() == Code::Unavailable && std::error::Error::source(&status).is_some();
-    if transport {
-        (
+fn app_status(status: Status) -> AppAnswer {
+    if std::error::Error::source(&status).is_some() {
+        AppAnswer::server(
             Code::Unavailable,
             format!("provider application unreachable: {}", status.message()),
-            true,
         )
     } else {
-        (status.code(), status.message().to_owned(), false)
+        AppAnswer {
+            code: status.code(),
+            message: status.message().to_owned(),
+            body: Vec::new(),
+            by_server: false,
+        }
     }
 }
 
-/// A message id is 1 to 128 printable ASCII characters.
-pub(crate) fn check_message_id(id: &str) -> Result<(), &'static str> {
-    if id.is_empty() || id.len() > 128 {
-        return Err("must be 1 to 128 characters");
+/// The whole exchange for one request, in its own task.
+async fn handle(
+    s: Arc<SecurityServer>,
+    peer_cert: Option<Vec<u8>>,
+    signed: ex::SignedRequest,
+) -> Result<ex::SignedResponse, Status> {
+    let side = ErrorSource::ProviderServer;
+    let mut checked = check(&s, peer_cert.as_deref(), &signed);
+    if let Err(r) = &checked
+        && r.newer_conf_may_help
+        && s.refresh_conf_now().await
+    {
+        checked = check(&s, peer_cert.as_deref(), &signed);
     }
-    if !id.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err("must be printable ASCII without spaces");
-    }
-    Ok(())
+    let peer_cert_sha256 = peer_cert
+        .as_deref()
+        .map(|c| lintas_certs::sha256(c).to_vec())
+        .unwrap_or_default();
+    let accepted = match checked {
+        Ok(a) => a,
+        Err(refusal) => {
+            let claimed = if signed.header.len() <= envelope::MAX_HEADER_BYTES {
+                ex::RequestHeader::decode(signed.header.as_slice()).unwrap_or_default()
+            } else {
+                ex::RequestHeader::default()
+            };
+            tracing::warn!(client = %claimed.client, code = ?refusal.code, reason = %refusal.message, "request refused");
+            let ctx = Context {
+                message_id: claimed.message_id,
+                client: claimed.client,
+                service_provider: claimed.service_provider,
+                method: claimed.method,
+                peer_server: claimed.consumer_server,
+                peer_cert_sha256,
+            };
+            // Oversized headers are not copied into the record; their hash is enough.
+            let header = if signed.header.len() <= envelope::MAX_HEADER_BYTES {
+                signed.header.as_slice()
+            } else {
+                &[]
+            };
+            s.record(
+                ctx.record(
+                    RecordKind::Rejection,
+                    now_ms(&*s.clock),
+                    header,
+                    &signed.signature,
+                    &signed.signer_cert,
+                    &lintas_certs::sha256(&signed.body),
+                    signed.body.len() as u64,
+                    refusal.code,
+                    &refusal.message,
+                ),
+                side,
+            )
+            .await?;
+            return Err(error(refusal.code, side, refusal.message));
+        }
+    };
+    let h = &accepted.header;
+    let ctx = Context {
+        message_id: h.message_id.clone(),
+        client: accepted.client.to_string(),
+        service_provider: h.service_provider.clone(),
+        method: h.method.clone(),
+        peer_server: accepted.peer.to_string(),
+        peer_cert_sha256,
+    };
+    let request_record = s
+        .record(
+            ctx.record(
+                RecordKind::RequestReceived,
+                now_ms(&*s.clock),
+                &signed.header,
+                &signed.signature,
+                &signed.signer_cert,
+                &h.body_sha256,
+                h.body_len,
+                Code::Ok,
+                "",
+            ),
+            side,
+        )
+        .await?;
+
+    let answer = call_app(&s, &accepted, signed.body).await;
+    let body_sha256 = lintas_certs::sha256(&answer.body).to_vec();
+    let response = ex::ResponseHeader {
+        request_header_sha256: lintas_certs::sha256(&signed.header).to_vec(),
+        message_id: h.message_id.clone(),
+        status_code: answer.code as i32,
+        status_message: answer.message.clone(),
+        body_sha256: body_sha256.clone(),
+        body_len: answer.body.len() as u64,
+        time_unix_ms: now_ms(&*s.clock),
+        provider_server: s.id.to_string(),
+        request_record,
+        error_source: if answer.by_server {
+            side.as_str().into()
+        } else {
+            String::new()
+        },
+    };
+    let (header, signature) = envelope::sign_response(&response, &s.sign_key)
+        .map_err(|e| error(Code::Internal, side, e.to_string()))?;
+    s.record(
+        ctx.record(
+            RecordKind::ResponseSent,
+            now_ms(&*s.clock),
+            &header,
+            &signature,
+            &s.sign_cert,
+            &body_sha256,
+            answer.body.len() as u64,
+            answer.code,
+            &answer.message,
+        ),
+        side,
+    )
+    .await?;
+    Ok(ex::SignedResponse {
+        header,
+        signature,
+        signer_cert: s.sign_cert.clone(),
+        body: answer.body,
+    })
 }
 
 #[tonic::async_trait]
@@ -362,115 +490,16 @@ impl ex::exchange_server::Exchange for ProviderService {
         &self,
         request: Request<ex::SignedRequest>,
     ) -> Result<Response<ex::SignedResponse>, Status> {
-        let s = &self.0;
-        let side = ErrorSource::ProviderServer;
         let peer_cert = lintas_transport::peer_cert(&request);
-        let signed = request.into_inner();
-        let mut checked = self.check(peer_cert.as_deref(), &signed);
-        if let Err(r) = &checked
-            && r.newer_conf_may_help
-            && s.refresh_conf_now().await
-        {
-            checked = self.check(peer_cert.as_deref(), &signed);
-        }
-        let accepted = match checked {
-            Ok(a) => a,
-            Err(refusal) => {
-                let claimed =
-                    ex::RequestHeader::decode(signed.header.as_slice()).unwrap_or_default();
-                tracing::warn!(client = %claimed.client, code = ?refusal.code, reason = %refusal.message, "request refused");
-                s.record(
-                    Record {
-                        kind: RecordKind::Rejection as i32,
-                        time_unix_ms: now_ms(&*s.clock),
-                        message_id: claimed.message_id,
-                        client: claimed.client,
-                        service_provider: claimed.service_provider,
-                        method: claimed.method,
-                        peer_server: claimed.consumer_server,
-                        header: signed.header,
-                        signature: signed.signature,
-                        signer_cert_sha256: lintas_certs::sha256(&signed.signer_cert).to_vec(),
-                        body_sha256: lintas_certs::sha256(&signed.body).to_vec(),
-                        body_len: signed.body.len() as u64,
-                        status_code: refusal.code as i32,
-                        detail: refusal.message.clone(),
-                    },
-                    side,
+        let work = tokio::spawn(handle(self.0.clone(), peer_cert, request.into_inner()));
+        work.await
+            .map_err(|e| {
+                error(
+                    Code::Internal,
+                    ErrorSource::ProviderServer,
+                    format!("exchange task failed: {e}"),
                 )
-                .await?;
-                return Err(error(refusal.code, side, refusal.message));
-            }
-        };
-        let h = &accepted.header;
-        let request_record = s
-            .record(
-                Record {
-                    kind: RecordKind::RequestReceived as i32,
-                    time_unix_ms: now_ms(&*s.clock),
-                    message_id: h.message_id.clone(),
-                    client: accepted.client.to_string(),
-                    service_provider: h.service_provider.clone(),
-                    method: h.method.clone(),
-                    peer_server: accepted.peer.to_string(),
-                    header: signed.header.clone(),
-                    signature: signed.signature.clone(),
-                    signer_cert_sha256: lintas_certs::sha256(&signed.signer_cert).to_vec(),
-                    body_sha256: h.body_sha256.clone(),
-                    body_len: h.body_len,
-                    status_code: 0,
-                    detail: String::new(),
-                },
-                side,
-            )
-            .await?;
-
-        let (code, message, body, by_server) = self.call_app(&accepted, signed.body).await;
-        let body_sha256 = lintas_certs::sha256(&body).to_vec();
-        let response_header = ex::ResponseHeader {
-            request_header_sha256: lintas_certs::sha256(&signed.header).to_vec(),
-            message_id: h.message_id.clone(),
-            status_code: code as i32,
-            status_message: message.clone(),
-            body_sha256: body_sha256.clone(),
-            body_len: body.len() as u64,
-            time_unix_ms: now_ms(&*s.clock),
-            provider_server: s.id.to_string(),
-            request_record,
-            error_source: if by_server {
-                side.as_str().into()
-            } else {
-                String::new()
-            },
-        }
-        .encode_to_vec();
-        let signature = lintas_certs::sig::sign(&s.sign_key, RESPONSE_DOMAIN, &response_header)
-            .map_err(|e| error(Code::Internal, side, e.to_string()))?;
-        s.record(
-            Record {
-                kind: RecordKind::ResponseSent as i32,
-                time_unix_ms: now_ms(&*s.clock),
-                message_id: h.message_id.clone(),
-                client: accepted.client.to_string(),
-                service_provider: h.service_provider.clone(),
-                method: h.method.clone(),
-                peer_server: accepted.peer.to_string(),
-                header: response_header.clone(),
-                signature: signature.clone(),
-                signer_cert_sha256: lintas_certs::sha256(&s.sign_cert).to_vec(),
-                body_sha256,
-                body_len: body.len() as u64,
-                status_code: code as i32,
-                detail: message,
-            },
-            side,
-        )
-        .await?;
-        Ok(Response::new(ex::SignedResponse {
-            header: response_header,
-            signature,
-            signer_cert: s.sign_cert.clone(),
-            body,
-        }))
+            })?
+            .map(Response::new)
     }
 }

@@ -1,0 +1,128 @@
+//! What both sides of an exchange do with signed envelopes: verify a signer and its
+//! signature, sign a response, check a body against its header, and build records.
+
+use lintas_certs::{Identity, KeyPair};
+use lintas_globalconf::VerifiedConf;
+use lintas_identifiers::MemberId;
+use lintas_log::{Record, RecordKind};
+use lintas_proto::exchange::v1 as ex;
+use prost::Message;
+use tonic::Code;
+
+use crate::daemon::SecurityServer;
+
+/// Signature domain of request headers.
+pub const REQUEST_DOMAIN: &str = "lintas/request/v1";
+/// Signature domain of response headers.
+pub const RESPONSE_DOMAIN: &str = "lintas/response/v1";
+/// Largest signed header accepted (real ones are a few hundred bytes).
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// Room for header, signature and certificate around a maximal body.
+pub const ENVELOPE_MARGIN: usize = 64 * 1024;
+
+/// A message id is 1 to 128 printable ASCII characters.
+pub fn check_message_id(id: &str) -> Result<(), &'static str> {
+    if id.is_empty() || id.len() > 128 {
+        return Err("must be 1 to 128 characters");
+    }
+    if !id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("must be printable ASCII without spaces");
+    }
+    Ok(())
+}
+
+/// Whether `body` is the one a header's hash and length describe.
+pub fn body_matches(sha256: &[u8], len: u64, body: &[u8]) -> bool {
+    len == body.len() as u64 && sha256 == lintas_certs::sha256(body)
+}
+
+/// Checks that `signature` over `header` in `domain` was made with `signer_cert`, that
+/// the certificate is a valid, unrevoked signing certificate of `member` from an
+/// approved CA, and that the configuration lists it among `listed` (the signing
+/// certificates of the peer security server). Returns why not.
+#[allow(clippy::too_many_arguments)]
+pub fn verify_signed(
+    server: &SecurityServer,
+    conf: &VerifiedConf,
+    member: &MemberId,
+    listed: &[Vec<u8>],
+    signer_cert: &[u8],
+    domain: &str,
+    header: &[u8],
+    signature: &[u8],
+) -> Result<(), String> {
+    let signer = server
+        .verify_signer(conf, signer_cert, server.clock.now())
+        .map_err(|e| format!("signing certificate refused: {e}"))?;
+    if signer.identity != Identity::Member(member.clone()) {
+        return Err(format!("signed by {}, not by {member}", signer.identity));
+    }
+    if !listed.iter().any(|c| c == signer_cert) {
+        return Err(
+            "the signing certificate is not one the global configuration lists for the peer server"
+                .into(),
+        );
+    }
+    lintas_certs::sig::verify(&signer.public_key, domain, header, signature)
+        .map_err(|_| "signature does not verify".into())
+}
+
+/// Signs a response header; returns its bytes and the signature.
+pub fn sign_response(
+    header: &ex::ResponseHeader,
+    key: &KeyPair,
+) -> Result<(Vec<u8>, Vec<u8>), lintas_certs::CertError> {
+    let bytes = header.encode_to_vec();
+    let signature = lintas_certs::sig::sign(key, RESPONSE_DOMAIN, &bytes)?;
+    Ok((bytes, signature))
+}
+
+/// The fields every record of one exchange shares.
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    pub message_id: String,
+    pub client: String,
+    pub service_provider: String,
+    pub method: String,
+    pub peer_server: String,
+    pub peer_cert_sha256: Vec<u8>,
+}
+
+impl Context {
+    /// A record of `kind` about signed bytes of this exchange.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record(
+        &self,
+        kind: RecordKind,
+        time_unix_ms: i64,
+        header: &[u8],
+        signature: &[u8],
+        signer_cert: &[u8],
+        body_sha256: &[u8],
+        body_len: u64,
+        code: Code,
+        detail: &str,
+    ) -> Record {
+        Record {
+            kind: kind as i32,
+            time_unix_ms,
+            message_id: self.message_id.clone(),
+            client: self.client.clone(),
+            service_provider: self.service_provider.clone(),
+            method: self.method.clone(),
+            peer_server: self.peer_server.clone(),
+            header: header.to_vec(),
+            signature: signature.to_vec(),
+            signer_cert_sha256: if signer_cert.is_empty() {
+                Vec::new()
+            } else {
+                lintas_certs::sha256(signer_cert).to_vec()
+            },
+            body_sha256: body_sha256.to_vec(),
+            body_len,
+            status_code: code as i32,
+            detail: detail.to_owned(),
+            peer_cert_sha256: self.peer_cert_sha256.clone(),
+        }
+    }
+}
