@@ -491,6 +491,35 @@ pub async fn serve(
         server.conf.fetch().await?;
     }
     let conf = server.conf.current()?;
+    // Peers are trusted per the configuration in force when they connect: a CA added
+    // later is trusted from its configuration serial on, without a restart.
+    let peer_tls = {
+        let server = server.clone();
+        let first = lintas_transport::server_config(
+            &server.tls_cert,
+            &server.tls_key,
+            conf.trust_store(),
+            lintas_transport::ClientAuth::Required,
+        )?;
+        let cache = Mutex::new((conf.serial(), first));
+        move || {
+            let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+            if let Ok(current) = server.conf.current()
+                && current.serial() != cache.0
+            {
+                match lintas_transport::server_config(
+                    &server.tls_cert,
+                    &server.tls_key,
+                    current.trust_store(),
+                    lintas_transport::ClientAuth::Required,
+                ) {
+                    Ok(config) => *cache = (current.serial(), config),
+                    Err(e) => tracing::error!(error = %e, "peer TLS configuration not rebuilt"),
+                }
+            }
+            cache.1.clone()
+        }
+    };
     match conf.server(&server.id) {
         Some(e) if e.tls_cert_sha256 == lintas_certs::sha256(&server.tls_cert) => {}
         _ => tracing::warn!(
@@ -499,12 +528,6 @@ pub async fn serve(
             "this server is not listed with its TLS certificate in the global configuration; peers will refuse it until it is"
         ),
     }
-    let tls = lintas_transport::server_config(
-        &server.tls_cert,
-        &server.tls_key,
-        conf.trust_store(),
-        lintas_transport::ClientAuth::Required,
-    )?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stop_tx = Arc::new(stop_tx);
@@ -531,7 +554,7 @@ pub async fn serve(
                 .max_encoding_message_size(envelope),
         )
         .serve_with_incoming_shutdown(
-            lintas_transport::incoming(provider, tls),
+            lintas_transport::incoming(provider, peer_tls),
             stopped(stop_rx.clone()),
         );
 

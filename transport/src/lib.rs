@@ -280,15 +280,33 @@ pub fn pinned_client_config(
     Ok(Arc::new(config))
 }
 
+/// Where each new connection's TLS configuration comes from: a fixed one, or one that
+/// follows changing trust (a security server's peers follow the global configuration).
+pub trait ConfigSource: Send + 'static {
+    fn config(&self) -> Arc<ServerConfig>;
+}
+
+impl ConfigSource for Arc<ServerConfig> {
+    fn config(&self) -> Arc<ServerConfig> {
+        self.clone()
+    }
+}
+
+impl<F: Fn() -> Arc<ServerConfig> + Send + 'static> ConfigSource for F {
+    fn config(&self) -> Arc<ServerConfig> {
+        self()
+    }
+}
+
 /// Handshaken TLS connections from `listener`, for `serve_with_incoming_shutdown`.
-/// Handshakes run concurrently, each bounded by [`HANDSHAKE_TIMEOUT`]; failed ones are
-/// logged and dropped. Accepting stops when the returned stream is dropped.
+/// Each connection uses the configuration `source` gives at accept time. Handshakes run
+/// concurrently, each bounded by [`HANDSHAKE_TIMEOUT`]; failed ones are logged and
+/// dropped. Accepting stops when the returned stream is dropped.
 pub fn incoming(
     listener: TcpListener,
-    config: Arc<ServerConfig>,
+    source: impl ConfigSource,
 ) -> ReceiverStream<Result<tokio_rustls::server::TlsStream<TcpStream>, std::io::Error>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
-    let acceptor = TlsAcceptor::from(config);
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
     tokio::spawn(async move {
         loop {
@@ -308,7 +326,7 @@ pub fn incoming(
                 },
             };
             let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
+            let acceptor = TlsAcceptor::from(source.config());
             let tx = tx.clone();
             tokio::spawn(async move {
                 let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
