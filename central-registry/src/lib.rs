@@ -322,18 +322,7 @@ pub async fn serve(
         lintas_transport::ClientAuth::Optional,
     )?;
 
-    // One stop signal fans out to the three parts below. It is raised by `shutdown`, or
-    // by any part that ends on its own (an error), so the others stop too.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stop_tx = Arc::new(stop_tx);
-    let on_signal = stop_tx.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = on_signal.send(true);
-    });
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
+    let stop = lintas_transport::Stop::on(shutdown);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -354,10 +343,7 @@ pub async fn serve(
             RegistryAdminServer::new(grpc::AdminService(registry.clone()))
                 .max_decoding_message_size(max),
         )
-        .serve_with_incoming_shutdown(
-            lintas_transport::incoming(grpc, tls),
-            stopped(stop_rx.clone()),
-        );
+        .serve_with_incoming_shutdown(lintas_transport::incoming(grpc, tls), stop.stopped());
 
     let http_registry = registry.clone();
     let app = axum::Router::new()
@@ -377,16 +363,16 @@ pub async fn serve(
             }),
         )
         .route("/healthz", axum::routing::get(|| async { "ok\n" }));
-    let http_server = axum::serve(http, app).with_graceful_shutdown(stopped(stop_rx.clone()));
+    let http_server = axum::serve(http, app).with_graceful_shutdown(stop.stopped());
 
     let refresh_registry = registry.clone();
     let refresh_every = Duration::from_secs(config.conf_refresh_secs);
-    let mut refresh_stop = stop_rx.clone();
+    let refresh_stop = stop.clone();
     let refresher = async move {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(refresh_every) => {}
-                _ = refresh_stop.wait_for(|s| *s) => return,
+                _ = refresh_stop.stopped() => return,
             }
             let reg = refresh_registry.clone();
             match tokio::task::spawn_blocking(move || reg.republish("registry", "periodic refresh"))
@@ -401,19 +387,8 @@ pub async fn serve(
         }
     };
 
-    let (grpc_result, http_result, ()) = tokio::join!(
-        async {
-            let r = grpc_server.await;
-            let _ = stop_tx.send(true);
-            r
-        },
-        async {
-            let r = http_server.await;
-            let _ = stop_tx.send(true);
-            r
-        },
-        refresher
-    );
+    let (grpc_result, http_result, ()) =
+        tokio::join!(stop.part(grpc_server), stop.part(http_server), refresher);
     grpc_result?;
     http_result.map_err(io("HTTP server"))?;
     tracing::info!("registry stopped");

@@ -529,16 +529,7 @@ pub async fn serve(
         ),
     }
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stop_tx = Arc::new(stop_tx);
-    let on_signal = stop_tx.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = on_signal.send(true);
-    });
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
+    let stop = lintas_transport::Stop::on(shutdown);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -555,7 +546,7 @@ pub async fn serve(
         )
         .serve_with_incoming_shutdown(
             lintas_transport::incoming(provider, peer_tls),
-            stopped(stop_rx.clone()),
+            stop.stopped(),
         );
 
     let routes = tonic::service::Routes::new(health_service)
@@ -571,7 +562,7 @@ pub async fn serve(
                 .add_routes(consumer_routes)
                 .serve_with_incoming_shutdown(
                     tonic::transport::server::TcpIncoming::from(consumer).with_nodelay(Some(true)),
-                    stopped(stop_rx.clone()),
+                    stop.stopped(),
                 ),
         ),
         LocalAuth::Tls { cert, key } => {
@@ -586,7 +577,7 @@ pub async fn serve(
                     .add_routes(consumer_routes)
                     .serve_with_incoming_shutdown(
                         lintas_transport::incoming(consumer, tls),
-                        stopped(stop_rx.clone()),
+                        stop.stopped(),
                     ),
             )
         }
@@ -600,12 +591,12 @@ pub async fn serve(
         )
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::UnixListenerStream::new(admin_socket),
-            stopped(stop_rx.clone()),
+            stop.stopped(),
         );
 
     // The catalogue: report at start and after every change, retrying until accepted.
     let report_server = server.clone();
-    let mut report_stop = stop_rx.clone();
+    let report_stop = stop.clone();
     let reporter = async move {
         let mut pending = true;
         loop {
@@ -622,18 +613,18 @@ pub async fn serve(
             tokio::select! {
                 _ = report_server.access.services_changed.notified() => pending = true,
                 _ = tokio::time::sleep(retry.min(Duration::from_secs(86400))) => {}
-                _ = report_stop.wait_for(|s| *s) => return,
+                _ = report_stop.stopped() => return,
             }
         }
     };
 
     let poll_server = server.clone();
-    let mut poll_stop = stop_rx.clone();
+    let poll_stop = stop.clone();
     let poller = async move {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(poll_server.conf_poll) => {}
-                _ = poll_stop.wait_for(|s| *s) => return,
+                _ = poll_stop.stopped() => return,
             }
             if let Err(e) = poll_server.conf.fetch().await {
                 match poll_server.conf.current() {
@@ -649,21 +640,9 @@ pub async fn serve(
     };
 
     let (p, c, a, (), ()) = tokio::join!(
-        async {
-            let r = provider_server.await;
-            let _ = stop_tx.send(true);
-            r
-        },
-        async {
-            let r = consumer_server.await;
-            let _ = stop_tx.send(true);
-            r
-        },
-        async {
-            let r = admin_server.await;
-            let _ = stop_tx.send(true);
-            r
-        },
+        stop.part(provider_server),
+        stop.part(consumer_server),
+        stop.part(admin_server),
         poller,
         reporter
     );

@@ -280,6 +280,50 @@ pub fn pinned_client_config(
     Ok(Arc::new(config))
 }
 
+/// One stop signal for a daemon's parts (endpoints, pollers): raised by the shutdown
+/// future it was made with, or by any part that ends on its own (an error), so the
+/// others stop too.
+#[derive(Clone)]
+pub struct Stop {
+    tx: Arc<tokio::sync::watch::Sender<bool>>,
+    rx: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Stop {
+    pub fn on(shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Self {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let stop = Stop {
+            tx: Arc::new(tx),
+            rx,
+        };
+        let raise = stop.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            raise.raise();
+        });
+        stop
+    }
+
+    pub fn raise(&self) {
+        let _ = self.tx.send(true);
+    }
+
+    /// Resolves once the signal is raised.
+    pub fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    }
+
+    /// Runs `part`, then raises the signal: when one part ends, all do.
+    pub async fn part<T>(&self, part: impl std::future::IntoFuture<Output = T>) -> T {
+        let out = part.await;
+        self.raise();
+        out
+    }
+}
+
 /// Where each new connection's TLS configuration comes from: a fixed one, or one that
 /// follows changing trust (a security server's peers follow the global configuration).
 pub trait ConfigSource: Send + 'static {
