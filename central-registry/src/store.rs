@@ -34,18 +34,7 @@ pub struct SledStore {
 
 impl SledStore {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
-            // Every write is flushed explicitly; without the background flusher the
-            // file lock is released as soon as the database is dropped.
-            .flush_every_ms(None)
-            .path(dir)
-            .open()
-            .map_err(|e| {
-                StoreError(format!(
-                    "opening {}: {e} (is a registry already running on this directory?)",
-                    dir.display()
-                ))
-            })?;
+        let db = lintas_log::open_sled(dir).map_err(StoreError)?;
         Ok(SledStore { db })
     }
 }

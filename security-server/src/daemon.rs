@@ -217,18 +217,7 @@ impl SecurityServer {
         let sign_cert = read(node.paths.sign_cert())?;
         let conf = node.conf_client(clock.clone())?;
         let log = RecordLog::open(&node.paths.0.join("records"))?;
-        let db = sled::Config::new()
-            // Every write is flushed explicitly; without the background flusher the
-            // file lock is released as soon as the database is dropped.
-            .flush_every_ms(None)
-            .path(node.paths.0.join("state"))
-            .open()
-            .map_err(|e| {
-                state(format!(
-                    "opening {}: {e} (is this server already running?)",
-                    node.paths.0.join("state").display()
-                ))
-            })?;
+        let db = lintas_log::open_sled(&node.paths.0.join("state")).map_err(state)?;
         let access = Access::open(&db)?;
         let seen = Mutex::new(recent_requests(
             &log,
