@@ -98,6 +98,7 @@ async fn measure(
         provider: PROVIDER_CLIENT.parse()?,
         service: SERVICE.parse()?,
         endpoint: app_url.clone(),
+        ca_pem: None,
     })?;
     servers[0].access.grant(Grant {
         provider: PROVIDER_CLIENT.parse()?,

@@ -266,6 +266,7 @@ async fn scenario(
         provider: DUKCAPIL.parse()?,
         service: SERVICE.parse()?,
         endpoint: app_url.clone(),
+        ca_pem: None,
     })?;
     provider.access.grant(Grant {
         provider: DUKCAPIL.parse()?,

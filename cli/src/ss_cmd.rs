@@ -96,9 +96,12 @@ enum ServiceCommand {
         provider: String,
         /// gRPC service, package.Service.
         service: String,
-        /// http://host:port of the application.
+        /// http://host:port of the application, or https://host:port with --ca.
         #[arg(long)]
         endpoint: String,
+        /// PEM file of the certificates to trust for an https endpoint.
+        #[arg(long)]
+        ca: Option<PathBuf>,
     },
     Remove {
         provider: String,
@@ -222,12 +225,19 @@ pub async fn run(args: Args) -> Result<()> {
                     provider,
                     service,
                     endpoint,
+                    ca,
                 } => {
+                    let ca_pem = match ca {
+                        Some(path) => std::fs::read_to_string(&path)
+                            .with_context(|| path.display().to_string())?,
+                        None => String::new(),
+                    };
                     let r = client
                         .add_service(pb::Service {
                             provider,
                             service,
                             endpoint,
+                            ca_pem,
                         })
                         .await?;
                     println!("{}", r.into_inner().message);

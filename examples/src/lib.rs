@@ -128,4 +128,20 @@ pub mod population_registry {
             .serve_with_incoming_shutdown(incoming(listener), shutdown)
             .await
     }
+
+    /// Serves the registry over TLS with the given certificate and key (PEM).
+    pub async fn serve_tls(
+        listener: TcpListener,
+        cert_pem: String,
+        key_pem: String,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), tonic::transport::Error> {
+        let tls = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(cert_pem, key_pem));
+        tonic::transport::Server::builder()
+            .tls_config(tls)?
+            .add_service(PendudukServer::new(Registry))
+            .serve_with_incoming_shutdown(incoming(listener), shutdown)
+            .await
+    }
 }

@@ -17,8 +17,12 @@ use crate::SsError;
 pub struct ServiceEntry {
     pub provider: SubsystemId,
     pub service: ServiceName,
-    /// `http://host:port` of the application (TLS to applications comes later).
+    /// `http://host:port`, or `https://host:port` with `ca_pem`.
     pub endpoint: String,
+    /// PEM certificates trusted for an `https://` endpoint (the application's own
+    /// certificate or its CA).
+    #[serde(default)]
+    pub ca_pem: Option<String>,
 }
 
 /// Who a grant is for.
@@ -77,6 +81,31 @@ fn storage(e: impl std::fmt::Display) -> SsError {
     SsError::State(e.to_string())
 }
 
+/// `http://host:port` without a CA, or `https://host:port` with parseable CA certificates.
+fn check_endpoint(entry: &ServiceEntry) -> Result<(), SsError> {
+    let bad = |why: &str| SsError::InvalidInput(format!("endpoint '{}': {why}", entry.endpoint));
+    let (tls, rest) = if let Some(rest) = entry.endpoint.strip_prefix("https://") {
+        (true, rest)
+    } else if let Some(rest) = entry.endpoint.strip_prefix("http://") {
+        (false, rest)
+    } else {
+        return Err(bad("must start with http:// or https://"));
+    };
+    rest.trim_end_matches('/')
+        .parse::<lintas_identifiers::HostPort>()
+        .map_err(|e| bad(&e.to_string()))?;
+    match (&entry.ca_pem, tls) {
+        (Some(pem), true) => {
+            lintas_certs::pem::certs_from_pem(pem, "CA certificates")
+                .map_err(|e| bad(&e.to_string()))?;
+        }
+        (None, true) => return Err(bad("an https endpoint needs the CA certificates to trust")),
+        (Some(_), false) => return Err(bad("CA certificates are only for https endpoints")),
+        (None, false) => {}
+    }
+    Ok(())
+}
+
 fn fingerprint_bytes(hex: &str) -> Result<[u8; 32], SsError> {
     lintas_certs::unhex(hex)
         .and_then(|b| <[u8; 32]>::try_from(b).ok())
@@ -127,12 +156,7 @@ impl Access {
 
     /// Adds or replaces a service mapping.
     pub fn add_service(&self, entry: ServiceEntry) -> Result<(), SsError> {
-        if !(entry.endpoint.starts_with("http://") && entry.endpoint.len() > 7) {
-            return Err(SsError::InvalidInput(format!(
-                "endpoint '{}' must be http://host:port",
-                entry.endpoint
-            )));
-        }
+        check_endpoint(&entry)?;
         let _writing = self.write_lock();
         let key = format!("service/{}/{}", entry.provider, entry.service);
         self.persist(key, Some(serde_json::to_vec(&entry).map_err(storage)?))?;

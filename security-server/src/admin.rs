@@ -110,6 +110,7 @@ impl SecurityServerAdmin for AdminService {
             provider: self.provider(&s.provider)?,
             service: s.service.parse().map_err(|e| invalid("service", e))?,
             endpoint: s.endpoint,
+            ca_pem: (!s.ca_pem.is_empty()).then_some(s.ca_pem),
         };
         let text = format!(
             "{} of {} is served by {}",
@@ -156,6 +157,7 @@ impl SecurityServerAdmin for AdminService {
                     provider: s.provider.to_string(),
                     service: s.service.to_string(),
                     endpoint: s.endpoint,
+                    ca_pem: s.ca_pem.unwrap_or_default(),
                 })
                 .collect(),
         }))

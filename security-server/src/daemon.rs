@@ -319,26 +319,45 @@ impl SecurityServer {
     }
 
     /// A pooled plaintext channel to a provider application.
-    pub(crate) fn app_channel(&self, endpoint: &str) -> Result<Channel, Status> {
+    /// A pooled channel to a provider application (TLS when the endpoint is https).
+    pub(crate) fn app_channel(
+        &self,
+        service: &crate::access::ServiceEntry,
+    ) -> Result<Channel, Status> {
+        let key = format!(
+            "{} {}",
+            service.endpoint,
+            service
+                .ca_pem
+                .as_deref()
+                .map(|p| lintas_certs::hex(&lintas_certs::sha256(p.as_bytes())))
+                .unwrap_or_default()
+        );
         let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = apps.get(endpoint) {
+        if let Some(c) = apps.get(&key) {
             return Ok(c.clone());
         }
-        let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
-            .map_err(|e| {
-                error(
-                    Code::Internal,
-                    ErrorSource::ProviderServer,
-                    format!("service endpoint '{endpoint}': {e}"),
-                )
-            })?
+        let bad = |e: &dyn std::fmt::Display| {
+            error(
+                Code::Internal,
+                ErrorSource::ProviderServer,
+                format!("service endpoint '{}': {e}", service.endpoint),
+            )
+        };
+        let mut endpoint = tonic::transport::Endpoint::from_shared(service.endpoint.clone())
+            .map_err(|e| bad(&e))?
             .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .connect_lazy();
+            .tcp_nodelay(true);
+        if let Some(ca) = &service.ca_pem {
+            let tls = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(ca));
+            endpoint = endpoint.tls_config(tls).map_err(|e| bad(&e))?;
+        }
+        let channel = endpoint.connect_lazy();
         if apps.len() >= MAX_APP_CHANNELS {
             apps.clear();
         }
-        apps.insert(endpoint.to_owned(), channel.clone());
+        apps.insert(key, channel.clone());
         Ok(channel)
     }
 

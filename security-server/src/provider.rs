@@ -54,7 +54,7 @@ struct Accepted {
     header: ex::RequestHeader,
     client: SubsystemId,
     method: MethodPath,
-    endpoint: String,
+    service: crate::access::ServiceEntry,
     peer: ServerId,
 }
 
@@ -253,14 +253,14 @@ fn check(
         header,
         client,
         method,
-        endpoint: service.endpoint,
+        service,
         peer,
     })
 }
 
 /// Calls the application with the request body.
 async fn call_app(s: &SecurityServer, accepted: &Accepted, body: Vec<u8>) -> AppAnswer {
-    let channel = match s.app_channel(&accepted.endpoint) {
+    let channel = match s.app_channel(&accepted.service) {
         Ok(c) => c,
         Err(status) => return AppAnswer::server(status.code(), status.message()),
     };

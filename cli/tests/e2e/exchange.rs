@@ -85,6 +85,7 @@ async fn network_with(dev: bool) -> Network {
             provider: PROVIDER_CLIENT.parse().unwrap(),
             service: SERVICE.parse().unwrap(),
             endpoint: format!("http://{app_address}"),
+            ca_pem: None,
         })
         .unwrap();
     provider.access.grant(grant(Some("CariNik"))).unwrap();
@@ -597,6 +598,7 @@ async fn an_unreachable_provider_application_is_reported_as_such() {
             provider: PROVIDER_CLIENT.parse().unwrap(),
             service: SERVICE.parse().unwrap(),
             endpoint: format!("http://{closed}"),
+            ca_pem: None,
         })
         .unwrap();
     let err = net.cari(CONSUMER_CLIENT, NIK).await.unwrap_err();
@@ -610,6 +612,7 @@ async fn an_unreachable_provider_application_is_reported_as_such() {
             provider: PROVIDER_CLIENT.parse().unwrap(),
             service: SERVICE.parse().unwrap(),
             endpoint: format!("http://{}", net.app_address),
+            ca_pem: None,
         })
         .unwrap();
     net.cari(CONSUMER_CLIENT, NIK).await.unwrap();
@@ -918,6 +921,7 @@ async fn provided_services_reach_the_registry_catalogue() {
             provider: PROVIDER_CLIENT.parse().unwrap(),
             service: SERVICE.parse().unwrap(),
             endpoint: "http://127.0.0.1:9".into(),
+            ca_pem: None,
         })
         .unwrap();
     let err = net.consumer.report_services().await.unwrap_err();
@@ -931,4 +935,74 @@ async fn provided_services_reach_the_registry_catalogue() {
     net.provider.report_services().await.unwrap();
     let conf = net.consumer.conf().fetch().await.unwrap();
     assert!(conf.conf.services.is_empty());
+}
+
+#[tokio::test]
+async fn a_provider_application_can_be_reached_over_tls() {
+    let net = network().await;
+    let (app_cert, app_key) = app_identity("population-registry");
+    let app_cert_pem = lintas_certs::pem::cert_to_pem(&app_cert);
+    let app = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("https://localhost:{}", app.local_addr().unwrap().port());
+    let (_stop_app, stop) = stopper();
+    tokio::spawn(lintas_examples::population_registry::serve_tls(
+        app,
+        app_cert_pem.clone(),
+        app_key.serialize_pem(),
+        stop,
+    ));
+    let entry = |ca_pem: Option<String>| ServiceEntry {
+        provider: PROVIDER_CLIENT.parse().unwrap(),
+        service: SERVICE.parse().unwrap(),
+        endpoint: endpoint.clone(),
+        ca_pem,
+    };
+    net.provider
+        .access
+        .add_service(entry(Some(app_cert_pem)))
+        .unwrap();
+    assert_eq!(
+        net.cari(CONSUMER_CLIENT, NIK).await.unwrap().nama,
+        "Siti Rahayu"
+    );
+
+    // Trusting the wrong certificate: the application cannot be reached.
+    let (other, _) = app_identity("someone-else");
+    net.provider
+        .access
+        .add_service(entry(Some(lintas_certs::pem::cert_to_pem(&other))))
+        .unwrap();
+    let err = net.cari(CONSUMER_CLIENT, NIK).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert_eq!(source(&err), "provider-server");
+
+    // An https endpoint without certificates to trust, or a malformed one, is refused.
+    assert!(net.provider.access.add_service(entry(None)).is_err());
+    let mut bad = entry(None);
+    bad.endpoint = "ftp://localhost:1".into();
+    assert!(net.provider.access.add_service(bad).is_err());
+}
+
+#[tokio::test]
+async fn security_server_endpoints_answer_grpc_health_checks() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let net = network().await;
+    let channel = tonic::transport::Endpoint::from_shared(net.consumer_url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+    for service in ["", "lintas.exchange.v1.Exchange"] {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status();
+        assert_eq!(status, ServingStatus::Serving, "{service}");
+    }
 }
