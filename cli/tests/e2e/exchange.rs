@@ -35,6 +35,11 @@ struct Network {
     provider_paths: lintas_ss::Paths,
     app_address: String,
     _stops: Vec<tokio::sync::oneshot::Sender<()>>,
+    /// Stops the provider's security server; its task ends when the server has stopped.
+    provider_stop: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    )>,
 }
 
 fn stopper() -> (
@@ -91,6 +96,7 @@ async fn network_with(dev: bool) -> Network {
     provider.access.grant(grant(Some("CariNik"))).unwrap();
 
     let mut consumer_url = String::new();
+    let mut provider_stop = None;
     for (server, peer) in [
         (provider.clone(), provider_peer),
         (consumer.clone(), consumer_peer),
@@ -99,13 +105,18 @@ async fn network_with(dev: bool) -> Network {
         if Arc::ptr_eq(&server, &consumer) {
             consumer_url = format!("http://{}", local.local_addr().unwrap());
         }
+        let is_provider = Arc::ptr_eq(&server, &provider);
         let (tx, stop) = stopper();
-        stops.push(tx);
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             lintas_ss::daemon::serve(server, local, peer, stop)
                 .await
                 .unwrap();
         });
+        if is_provider {
+            provider_stop = Some((tx, task));
+        } else {
+            stops.push(tx);
+        }
     }
     Network {
         inst,
@@ -117,6 +128,7 @@ async fn network_with(dev: bool) -> Network {
         provider_paths,
         app_address,
         _stops: stops,
+        provider_stop,
     }
 }
 
@@ -1004,5 +1016,119 @@ async fn security_server_endpoints_answer_grpc_health_checks() {
             .into_inner()
             .status();
         assert_eq!(status, ServingStatus::Serving, "{service}");
+    }
+}
+
+/// A provider server impostor holding the real provider's TLS identity (so the
+/// consumer's pin passes), answering with responses forged in one of several ways.
+#[derive(Clone, Copy)]
+enum Forgery {
+    /// Signed by the provider's member, but for another request.
+    Unbound,
+    /// Correctly bound and signed, then the body swapped.
+    BodySwapped,
+    /// Signed with a key of another member (the consumer's own).
+    WrongSigner,
+}
+
+struct Impostor {
+    forgery: Arc<std::sync::Mutex<Forgery>>,
+    sign_key: lintas_certs::KeyPair,
+    sign_cert: Vec<u8>,
+    other_key: lintas_certs::KeyPair,
+    other_cert: Vec<u8>,
+}
+
+#[tonic::async_trait]
+impl ex::exchange_server::Exchange for Impostor {
+    async fn call(
+        &self,
+        request: Request<ex::SignedRequest>,
+    ) -> Result<tonic::Response<ex::SignedResponse>, Status> {
+        let signed = request.into_inner();
+        let h = ex::RequestHeader::decode(signed.header.as_slice()).unwrap();
+        let forgery = *self.forgery.lock().unwrap();
+        let body = b"\x12\x05Forged".to_vec();
+        let mut response = ex::ResponseHeader {
+            request_header_sha256: lintas_certs::sha256(&signed.header).to_vec(),
+            message_id: h.message_id,
+            body_sha256: lintas_certs::sha256(&body).to_vec(),
+            body_len: body.len() as u64,
+            provider_server: PROVIDER.into(),
+            ..Default::default()
+        };
+        if matches!(forgery, Forgery::Unbound) {
+            response.request_header_sha256 = lintas_certs::sha256(b"another request").to_vec();
+        }
+        let (key, cert) = match forgery {
+            Forgery::WrongSigner => (&self.other_key, &self.other_cert),
+            _ => (&self.sign_key, &self.sign_cert),
+        };
+        let (header, signature) = lintas_ss::envelope::sign_response(&response, key).unwrap();
+        let body = match forgery {
+            Forgery::BodySwapped => b"\x12\x07Swapped".to_vec(),
+            _ => body,
+        };
+        Ok(tonic::Response::new(ex::SignedResponse {
+            header,
+            signature,
+            signer_cert: cert.clone(),
+            body,
+        }))
+    }
+}
+
+#[tokio::test]
+async fn forged_responses_are_refused_and_recorded_by_the_consumer_server() {
+    let mut net = network().await;
+    net.cari(CONSUMER_CLIENT, NIK).await.unwrap();
+    // The real provider server stops; the impostor takes its address and identity.
+    let (stop, task) = net.provider_stop.take().unwrap();
+    stop.send(()).unwrap();
+    task.await.unwrap();
+    let listener = TcpListener::bind(&net.provider_address).await.unwrap();
+    let p = &net.provider_paths;
+    let anchor = lintas_globalconf::Anchor::load(&net.inst.anchor()).unwrap();
+    let tls = lintas_transport::server_config(
+        &read_cert(&p.tls_cert()),
+        &lintas_certs::keys::read(&p.tls_key()).unwrap(),
+        anchor.trust_store(),
+        lintas_transport::ClientAuth::Required,
+    )
+    .unwrap();
+    let forgery = Arc::new(std::sync::Mutex::new(Forgery::Unbound));
+    let impostor = Impostor {
+        forgery: forgery.clone(),
+        sign_key: lintas_certs::keys::read(&p.sign_key()).unwrap(),
+        sign_cert: read_cert(&p.sign_cert()),
+        other_key: lintas_certs::keys::read(&net.consumer_paths.sign_key()).unwrap(),
+        other_cert: read_cert(&net.consumer_paths.sign_cert()),
+    };
+    let (_stop_impostor, stopped) = stopper();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(ex::exchange_server::ExchangeServer::new(impostor))
+            .serve_with_incoming_shutdown(lintas_transport::incoming(listener, tls), stopped),
+    );
+
+    for (f, reason) in [
+        (Forgery::Unbound, "does not answer this request"),
+        (Forgery::BodySwapped, "body does not match"),
+        (Forgery::WrongSigner, "not by ID/GOV/KEMENDAGRI"),
+    ] {
+        *forgery.lock().unwrap() = f;
+        let err = net.cari(CONSUMER_CLIENT, NIK).await.unwrap_err();
+        assert_eq!(err.code(), Code::DataLoss, "{err:?}");
+        assert!(err.message().contains(reason), "{}", err.message());
+        // The refused response is kept, as received, in a FAILED record.
+        let last = net
+            .consumer
+            .log
+            .get(net.consumer.log.len() - 1)
+            .unwrap()
+            .unwrap();
+        assert_eq!(last.kind, RecordKind::Failed as i32);
+        assert_eq!(last.status_code, Code::DataLoss as i32);
+        assert!(!last.header.is_empty() && !last.signature.is_empty());
     }
 }
