@@ -77,10 +77,6 @@ pub struct Access {
     pub services_changed: tokio::sync::Notify,
 }
 
-fn storage(e: impl std::fmt::Display) -> SsError {
-    SsError::State(e.to_string())
-}
-
 /// `http://host:port` without a CA, or `https://host:port` with parseable CA certificates.
 fn check_endpoint(entry: &ServiceEntry) -> Result<(), SsError> {
     let bad = |why: &str| SsError::InvalidInput(format!("endpoint '{}': {why}", entry.endpoint));
@@ -114,19 +110,19 @@ fn fingerprint_bytes(hex: &str) -> Result<[u8; 32], SsError> {
 
 impl Access {
     pub fn open(db: &sled::Db) -> Result<Self, SsError> {
-        let tree = db.open_tree("access").map_err(storage)?;
+        let tree = db.open_tree("access").map_err(crate::state_error)?;
         let mut services = BTreeMap::new();
         let mut grants = Vec::new();
         let mut client_certs = BTreeMap::new();
         for kv in tree.iter() {
-            let (k, v) = kv.map_err(storage)?;
+            let (k, v) = kv.map_err(crate::state_error)?;
             if k.starts_with(b"service/") {
-                let s: ServiceEntry = serde_json::from_slice(&v).map_err(storage)?;
+                let s: ServiceEntry = serde_json::from_slice(&v).map_err(crate::state_error)?;
                 services.insert((s.provider.clone(), s.service.clone()), s);
             } else if k.starts_with(b"grant/") {
-                grants.push(serde_json::from_slice(&v).map_err(storage)?);
+                grants.push(serde_json::from_slice(&v).map_err(crate::state_error)?);
             } else if k.starts_with(b"clientcert/") {
-                let c: ClientCert = serde_json::from_slice(&v).map_err(storage)?;
+                let c: ClientCert = serde_json::from_slice(&v).map_err(crate::state_error)?;
                 client_certs.insert(fingerprint_bytes(&c.fingerprint)?, c);
             }
         }
@@ -147,10 +143,16 @@ impl Access {
 
     fn persist(&self, key: String, value: Option<Vec<u8>>) -> Result<(), SsError> {
         match value {
-            Some(v) => self.tree.insert(key.as_bytes(), v).map_err(storage)?,
-            None => self.tree.remove(key.as_bytes()).map_err(storage)?,
+            Some(v) => self
+                .tree
+                .insert(key.as_bytes(), v)
+                .map_err(crate::state_error)?,
+            None => self
+                .tree
+                .remove(key.as_bytes())
+                .map_err(crate::state_error)?,
         };
-        self.tree.flush().map_err(storage)?;
+        self.tree.flush().map_err(crate::state_error)?;
         Ok(())
     }
 
@@ -159,7 +161,10 @@ impl Access {
         check_endpoint(&entry)?;
         let _writing = self.write_lock();
         let key = format!("service/{}/{}", entry.provider, entry.service);
-        self.persist(key, Some(serde_json::to_vec(&entry).map_err(storage)?))?;
+        self.persist(
+            key,
+            Some(serde_json::to_vec(&entry).map_err(crate::state_error)?),
+        )?;
         self.services
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -227,7 +232,7 @@ impl Access {
         }
         self.persist(
             Self::grant_key(&grant),
-            Some(serde_json::to_vec(&grant).map_err(storage)?),
+            Some(serde_json::to_vec(&grant).map_err(crate::state_error)?),
         )?;
         let mut grants = self.grants.write().unwrap_or_else(|p| p.into_inner());
         grants.push(grant);
@@ -281,7 +286,7 @@ impl Access {
         };
         self.persist(
             format!("clientcert/{}", cert.fingerprint),
-            Some(serde_json::to_vec(&cert).map_err(storage)?),
+            Some(serde_json::to_vec(&cert).map_err(crate::state_error)?),
         )?;
         self.client_certs
             .write()

@@ -198,10 +198,6 @@ struct PeerKey {
     serial: u64,
 }
 
-fn state(e: impl std::fmt::Display) -> SsError {
-    SsError::State(e.to_string())
-}
-
 impl SecurityServer {
     /// Opens an enrolled server's state: certificates, configuration client, record log,
     /// services and grants.
@@ -217,7 +213,7 @@ impl SecurityServer {
         let sign_cert = read(node.paths.sign_cert())?;
         let conf = node.conf_client(clock.clone())?;
         let log = RecordLog::open(&node.paths.0.join("records"))?;
-        let db = lintas_log::open_sled(&node.paths.0.join("state")).map_err(state)?;
+        let db = lintas_log::open_sled(&node.paths.0.join("state")).map_err(crate::state_error)?;
         let access = Access::open(&db)?;
         let seen = Mutex::new(recent_requests(
             &log,

@@ -69,6 +69,11 @@ pub enum SsError {
     Serve(String),
 }
 
+/// A failure of the server's own stored state (sled, records).
+pub(crate) fn state_error(e: impl std::fmt::Display) -> SsError {
+    SsError::State(e.to_string())
+}
+
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SsError {
     let what = what.into();
     move |source| SsError::Io { what, source }

@@ -83,6 +83,15 @@ pub fn server_config(
     let verifier = builder
         .build()
         .map_err(|e| TransportError::Verifier(e.to_string()))?;
+    tls13_server(cert, key, verifier)
+}
+
+/// TLS 1.3 only, ALPN h2, presenting `cert`, checking clients with `verifier`.
+fn tls13_server(
+    cert: &[u8],
+    key: &KeyPair,
+    verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+) -> Result<Arc<ServerConfig>, TransportError> {
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
@@ -225,17 +234,11 @@ pub fn server_config_registered_clients(
     key: &KeyPair,
     registered: ClientCertCheck,
 ) -> Result<Arc<ServerConfig>, TransportError> {
-    let provider = provider();
     let verifier = RegisteredClientCerts {
         registered,
-        algorithms: provider.signature_verification_algorithms,
+        algorithms: provider().signature_verification_algorithms,
     };
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(Arc::new(verifier))
-        .with_single_cert(vec![CertificateDer::from(cert.to_vec())], key_der(key))?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(Arc::new(config))
+    tls13_server(cert, key, Arc::new(verifier))
 }
 
 /// A TLS 1.3 client configuration accepting only servers whose certificate chains to
