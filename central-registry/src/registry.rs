@@ -273,6 +273,8 @@ pub struct Registry {
     latest: RwLock<Arc<Vec<u8>>>,
     /// Set when a store write failed: memory and disk may disagree until a restart.
     poisoned: AtomicBool,
+    /// Held across a service report's comparison and commit.
+    reports: Mutex<()>,
 }
 
 impl Registry {
@@ -341,6 +343,7 @@ impl Registry {
             trust,
             latest: RwLock::new(Arc::new(latest)),
             poisoned: AtomicBool::new(false),
+            reports: Mutex::new(()),
         })
     }
 
@@ -1093,6 +1096,7 @@ impl Registry {
             let service: ServiceName = service.parse().map_err(|e| invalid("service", e))?;
             reported.insert((provider, service));
         }
+        let _one_report_at_a_time = self.reports.lock().unwrap_or_else(|p| p.into_inner());
         let unchanged = {
             let state = self.lock();
             state.catalogue.get(&server_id) == Some(&reported)

@@ -349,11 +349,17 @@ async fn relay(
         Err((status, received)) => {
             let empty = ex::SignedResponse::default();
             let r = received.as_ref().unwrap_or(&empty);
+            // An oversized header from a hostile peer is not copied; its hash is enough.
+            let header: &[u8] = if r.header.len() <= envelope::MAX_HEADER_BYTES {
+                &r.header
+            } else {
+                &[]
+            };
             s.record(
                 ctx.record(
                     RecordKind::Failed,
                     now_ms(&*s.clock),
-                    &r.header,
+                    header,
                     &r.signature,
                     &r.signer_cert,
                     &lintas_certs::sha256(&r.body),

@@ -139,6 +139,8 @@ const MAX_CACHED_SIGNERS: usize = 10_000;
 
 /// How soon a failed service report is retried.
 const REPORT_RETRY: Duration = Duration::from_secs(30);
+/// How long one service report may take.
+const REPORT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Least time between out-of-turn configuration fetches, so unknown peers cannot make
 /// this server hammer the registry.
@@ -166,8 +168,10 @@ fn consumer_identity(node: &Node) -> Result<(Vec<u8>, KeyPair), SsError> {
             &format!("{} consumer endpoint", node.config.server_id),
             validity,
         )?;
-        lintas_certs::keys::write(&key_path, &key)?;
-        lintas_certs::files::write_new(
+        // Key first, certificate last and both replaced atomically: a crash in between
+        // leaves no certificate, so the next start makes a new pair.
+        lintas_certs::files::write_atomic(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
+        lintas_certs::files::write_atomic(
             &cert_path,
             lintas_certs::pem::cert_to_pem(&cert).as_bytes(),
             0o644,
@@ -605,12 +609,17 @@ pub async fn serve(
         let mut pending = true;
         loop {
             if pending {
-                match report_server.report_services().await {
-                    Ok(serial) => {
-                        pending = false;
-                        tracing::info!(serial, "services reported to the registry");
-                    }
-                    Err(e) => tracing::warn!(error = %e, "reporting services failed; retrying"),
+                let report = tokio::time::timeout(REPORT_TIMEOUT, report_server.report_services());
+                tokio::select! {
+                    outcome = report => match outcome {
+                        Ok(Ok(serial)) => {
+                            pending = false;
+                            tracing::info!(serial, "services reported to the registry");
+                        }
+                        Ok(Err(e)) => tracing::warn!(error = %e, "reporting services failed; retrying"),
+                        Err(_) => tracing::warn!("the registry did not answer the service report; retrying"),
+                    },
+                    _ = report_stop.stopped() => return,
                 }
             }
             let retry = if pending { REPORT_RETRY } else { Duration::MAX };

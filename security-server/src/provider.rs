@@ -170,7 +170,8 @@ fn check(
         &signed.header,
         &signed.signature,
     )
-    .map_err(|why| refuse(Code::Unauthenticated, format!("request {why}")))?;
+    // A renewed signing certificate is listed from the next configuration on.
+    .map_err(|why| refuse_unless_newer_conf(Code::Unauthenticated, format!("request {why}")))?;
 
     // 4. Addressed to this server.
     if header.provider_server != s.id.to_string() {

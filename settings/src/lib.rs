@@ -68,7 +68,11 @@ pub fn relative_to(file: &Path, dir: &Path) -> std::path::PathBuf {
     if dir.is_absolute() {
         return dir.to_owned();
     }
-    let base = file.parent().unwrap_or(Path::new("."));
+    // A bare file name ("ss.toml") has an empty parent: the current directory.
+    let base = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
     if dir == Path::new(".") {
         base.to_owned()
     } else {
@@ -131,6 +135,28 @@ mod tests {
         assert!(err.to_string().contains("nope"), "{err}");
         let err = parse::<C>(&format!("{text}extra = 1\n"), [], "P_", "t").unwrap_err();
         assert!(err.to_string().contains("extra"), "{err}");
+    }
+
+    #[test]
+    fn directories_are_relative_to_the_configuration_file() {
+        let p = |s: &str| Path::new(s).to_owned();
+        assert_eq!(relative_to(Path::new("ss.toml"), Path::new(".")), p("."));
+        assert_eq!(
+            relative_to(Path::new("ss.toml"), Path::new("data")),
+            p("./data")
+        );
+        assert_eq!(
+            relative_to(Path::new("/srv/x/ss.toml"), Path::new(".")),
+            p("/srv/x")
+        );
+        assert_eq!(
+            relative_to(Path::new("a/ss.toml"), Path::new("d")),
+            p("a/d")
+        );
+        assert_eq!(
+            relative_to(Path::new("a/ss.toml"), Path::new("/abs")),
+            p("/abs")
+        );
     }
 
     #[test]

@@ -701,7 +701,9 @@ async fn the_binary_runs_two_security_servers_configured_while_running() {
             .unwrap();
         run(&mut lintas(&["ss", "status", "--config", &config]));
         let consumer_listen = free_port();
-        let mut child = lintas(&["ss", "serve", "--config", &config])
+        // Started from inside its directory with the default, relative `--config`.
+        let mut child = lintas(&["ss", "serve"])
+            .current_dir(&dir)
             .env("LINTAS_SS_CONSUMER_LISTEN", &consumer_listen)
             .env("LINTAS_SS_DEV_PLAINTEXT_LOOPBACK", "true")
             .env("LINTAS_SS_PROVIDER_LISTEN", &peer)
@@ -764,13 +766,8 @@ async fn the_binary_runs_two_security_servers_configured_while_running() {
         provider_config,
     ]));
     assert!(out.contains("granted"), "{out}");
-    let listed = run(&mut lintas(&[
-        "ss",
-        "acl",
-        "list",
-        "--config",
-        provider_config,
-    ]));
+    let provider_dir = std::path::Path::new(provider_config).parent().unwrap();
+    let listed = run(lintas(&["ss", "acl", "list"]).current_dir(provider_dir));
     assert!(listed.contains(CONSUMER_CLIENT), "{listed}");
     assert_eq!(call().await.unwrap().into_inner().nama, "Siti Rahayu");
 
@@ -1005,8 +1002,26 @@ async fn security_server_endpoints_answer_grpc_health_checks() {
         .connect()
         .await
         .unwrap();
-    let mut health = HealthClient::new(channel);
-    for service in ["", "lintas.exchange.v1.Exchange"] {
+    let anchor = lintas_globalconf::Anchor::load(&net.inst.anchor()).unwrap();
+    let p = &net.consumer_paths;
+    let tls = lintas_transport::client_config(
+        anchor.trust_store(),
+        lintas_certs::Role::Server,
+        Some((
+            &read_cert(&p.tls_cert()),
+            &lintas_certs::keys::read(&p.tls_key()).unwrap(),
+        )),
+    )
+    .unwrap();
+    let provider_endpoint =
+        lintas_transport::channel(&format!("https://{}", net.provider_address), tls).unwrap();
+    // The consumer endpoint (plaintext here) and the provider endpoint (mutual TLS).
+    for (channel, service) in [
+        (channel, ""),
+        (provider_endpoint.clone(), ""),
+        (provider_endpoint, "lintas.exchange.v1.Exchange"),
+    ] {
+        let mut health = HealthClient::new(channel);
         let status = health
             .check(HealthCheckRequest {
                 service: service.into(),
@@ -1017,6 +1032,33 @@ async fn security_server_endpoints_answer_grpc_health_checks() {
             .status();
         assert_eq!(status, ServingStatus::Serving, "{service}");
     }
+}
+
+#[tokio::test]
+async fn a_signing_certificate_not_listed_for_the_peer_server_is_refused() {
+    let net = network().await;
+    // Another server of the same member, with its own valid signing certificate.
+    let sibling = net.inst.node("ID/GOV/KEMENSOS/SS2", &[]);
+    net.inst.enrol(&sibling).await;
+    net.provider.conf().fetch().await.unwrap();
+    // Signed with the sibling's key, sent by SS1: the certificate is genuine and of the
+    // right member, but the configuration does not list it for SS1.
+    let key = lintas_certs::keys::read(&sibling.paths.sign_key()).unwrap();
+    let signed = lintas_ss::daemon::sign_request(
+        net.header(),
+        hand_encoded(NIK).to_vec(),
+        &key,
+        read_cert(&sibling.paths.sign_cert()),
+    )
+    .unwrap();
+    let err = net.send(signed, None).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    assert!(
+        err.message()
+            .contains("not one the global configuration lists"),
+        "{}",
+        err.message()
+    );
 }
 
 /// A provider server impostor holding the real provider's TLS identity (so the
