@@ -13,7 +13,7 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::SsError;
-use crate::access::{Grant, ServiceEntry, Subject};
+use crate::access::{Access, Grant, ServiceEntry, Subject};
 use crate::daemon::SecurityServer;
 
 /// The socket's file name inside the data directory.
@@ -26,6 +26,22 @@ fn invalid(what: &str, e: impl std::fmt::Display) -> Status {
 }
 
 impl AdminService {
+    /// Runs a change to services, grants or client certificates on the blocking pool:
+    /// each change is flushed to disk before it is answered.
+    async fn change<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Access) -> Result<T, SsError> + Send + 'static,
+    ) -> Result<T, Status> {
+        let server = self.0.clone();
+        tokio::task::spawn_blocking(move || f(&server.access))
+            .await
+            .map_err(|e| Status::internal(format!("admin task failed: {e}")))?
+            .map_err(|e| match e {
+                SsError::InvalidInput(m) => Status::invalid_argument(m),
+                other => state(other),
+            })
+    }
+
     /// A subsystem hosted here (provider of a service, or owner of a client certificate).
     fn provider(&self, text: &str) -> Result<SubsystemId, Status> {
         let provider: SubsystemId = text.parse().map_err(|e| invalid("subsystem", e))?;
@@ -116,10 +132,7 @@ impl SecurityServerAdmin for AdminService {
             "{} of {} is served by {}",
             entry.service, entry.provider, entry.endpoint
         );
-        self.0.access.add_service(entry).map_err(|e| match e {
-            SsError::InvalidInput(m) => Status::invalid_argument(m),
-            other => state(other),
-        })?;
+        self.change(move |a| a.add_service(entry)).await?;
         Ok(reply(text))
     }
 
@@ -130,12 +143,8 @@ impl SecurityServerAdmin for AdminService {
         let r = request.into_inner();
         let provider = self.provider(&r.provider)?;
         let service: ServiceName = r.service.parse().map_err(|e| invalid("service", e))?;
-        if !self
-            .0
-            .access
-            .remove_service(&provider, &service)
-            .map_err(state)?
-        {
+        let (p, sv) = (provider.clone(), service.clone());
+        if !self.change(move |a| a.remove_service(&p, &sv)).await? {
             return Err(Status::not_found(format!(
                 "{provider} provides no service {service}"
             )));
@@ -166,7 +175,7 @@ impl SecurityServerAdmin for AdminService {
     async fn grant(&self, request: Request<pb::Grant>) -> Result<Response<pb::AdminReply>, Status> {
         let g = self.grant(request.into_inner())?;
         let text = describe(&g);
-        if !self.0.access.grant(g).map_err(state)? {
+        if !self.change(move |a| a.grant(g)).await? {
             return Err(Status::already_exists(format!("already granted: {text}")));
         }
         Ok(reply(format!("granted: {text}")))
@@ -178,7 +187,7 @@ impl SecurityServerAdmin for AdminService {
     ) -> Result<Response<pb::AdminReply>, Status> {
         let g = self.grant(request.into_inner())?;
         let text = describe(&g);
-        if !self.0.access.revoke(&g).map_err(state)? {
+        if !self.change(move |a| a.revoke(&g)).await? {
             return Err(Status::not_found(format!("no such grant: {text}")));
         }
         Ok(reply(format!("revoked: {text}")))
@@ -191,13 +200,8 @@ impl SecurityServerAdmin for AdminService {
         let c = request.into_inner();
         let client = self.provider(&c.client)?;
         let cert = self
-            .0
-            .access
-            .add_client_cert(client, &c.certificate)
-            .map_err(|e| match e {
-                SsError::InvalidInput(m) => Status::invalid_argument(m),
-                other => state(other),
-            })?;
+            .change(move |a| a.add_client_cert(client, &c.certificate))
+            .await?;
         Ok(reply(format!(
             "certificate {} may now act for {}",
             cert.fingerprint, cert.client
@@ -209,14 +213,8 @@ impl SecurityServerAdmin for AdminService {
         request: Request<pb::ClientCertRef>,
     ) -> Result<Response<pb::AdminReply>, Status> {
         let fingerprint = request.into_inner().fingerprint;
-        let removed = self
-            .0
-            .access
-            .remove_client_cert(&fingerprint)
-            .map_err(|e| match e {
-                SsError::InvalidInput(m) => Status::invalid_argument(m),
-                other => state(other),
-            })?;
+        let fp = fingerprint.clone();
+        let removed = self.change(move |a| a.remove_client_cert(&fp)).await?;
         if !removed {
             return Err(Status::not_found(format!(
                 "no client certificate {fingerprint}"

@@ -444,17 +444,35 @@ async fn exchange(
     if response.header.len() > envelope::MAX_HEADER_BYTES {
         return Err(refused("header too large".into(), response));
     }
-    if let Err(why) = envelope::verify_signed(
-        s,
-        conf,
-        &provider.member,
-        &target.signing_certs,
-        &response.signer_cert,
-        RESPONSE_DOMAIN,
-        &response.header,
-        &response.signature,
-    ) {
-        return Err(refused(why, response));
+    let verify = |conf: &VerifiedConf, listed: &[Vec<u8>]| {
+        envelope::verify_signed(
+            s,
+            conf,
+            &provider.member,
+            listed,
+            &response.signer_cert,
+            RESPONSE_DOMAIN,
+            &response.header,
+            &response.signature,
+        )
+    };
+    if let Err(why) = verify(conf, &target.signing_certs) {
+        // A renewed provider certificate is listed from the next configuration on.
+        let newer = if why.not_listed && s.refresh_conf_now().await {
+            s.conf.current().ok()
+        } else {
+            None
+        };
+        let listed_now = newer.as_ref().and_then(|c| {
+            c.conf
+                .servers
+                .iter()
+                .find(|e| e.id == target.id)
+                .map(|e| verify(c, &e.signing_certs))
+        });
+        if !matches!(listed_now, Some(Ok(()))) {
+            return Err(refused(why.to_string(), response));
+        }
     }
     let answer = match ex::ResponseHeader::decode(response.header.as_slice()) {
         Ok(a) => a,

@@ -36,10 +36,32 @@ pub fn body_matches(sha256: &[u8], len: u64, body: &[u8]) -> bool {
     len == body.len() as u64 && sha256 == lintas_certs::sha256(body)
 }
 
+/// Why a signed envelope did not verify.
+#[derive(Debug)]
+pub struct Unverified {
+    pub reason: String,
+    /// Only the listing failed: a newer configuration may list the certificate (a
+    /// renewal), so it is worth fetching one before refusing.
+    pub not_listed: bool,
+}
+
+impl std::fmt::Display for Unverified {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+fn unverified(reason: String) -> Unverified {
+    Unverified {
+        reason,
+        not_listed: false,
+    }
+}
+
 /// Checks that `signature` over `header` in `domain` was made with `signer_cert`, that
 /// the certificate is a valid, unrevoked signing certificate of `member` from an
 /// approved CA, and that the configuration lists it among `listed` (the signing
-/// certificates of the peer security server). Returns why not.
+/// certificates of the peer security server).
 #[allow(clippy::too_many_arguments)]
 pub fn verify_signed(
     server: &SecurityServer,
@@ -50,21 +72,26 @@ pub fn verify_signed(
     domain: &str,
     header: &[u8],
     signature: &[u8],
-) -> Result<(), String> {
+) -> Result<(), Unverified> {
     let signer = server
         .verify_signer(conf, signer_cert, server.clock.now())
-        .map_err(|e| format!("signing certificate refused: {e}"))?;
+        .map_err(|e| unverified(format!("signing certificate refused: {e}")))?;
     if signer.identity != Identity::Member(member.clone()) {
-        return Err(format!("signed by {}, not by {member}", signer.identity));
-    }
-    if !listed.iter().any(|c| c == signer_cert) {
-        return Err(
-            "the signing certificate is not one the global configuration lists for the peer server"
-                .into(),
-        );
+        return Err(unverified(format!(
+            "signed by {}, not by {member}",
+            signer.identity
+        )));
     }
     lintas_certs::sig::verify(&signer.public_key, domain, header, signature)
-        .map_err(|_| "signature does not verify".into())
+        .map_err(|_| unverified("signature does not verify".into()))?;
+    if !listed.iter().any(|c| c == signer_cert) {
+        return Err(Unverified {
+            reason: "the signing certificate is not one the global configuration lists for the peer server"
+                .into(),
+            not_listed: true,
+        });
+    }
+    Ok(())
 }
 
 /// Signs a response header; returns its bytes and the signature.

@@ -170,8 +170,15 @@ fn check(
         &signed.header,
         &signed.signature,
     )
-    // A renewed signing certificate is listed from the next configuration on.
-    .map_err(|why| refuse_unless_newer_conf(Code::Unauthenticated, format!("request {why}")))?;
+    .map_err(|why| {
+        // A renewed signing certificate is listed from the next configuration on.
+        let message = format!("request {why}");
+        if why.not_listed {
+            refuse_unless_newer_conf(Code::Unauthenticated, message)
+        } else {
+            refuse(Code::Unauthenticated, message)
+        }
+    })?;
 
     // 4. Addressed to this server.
     if header.provider_server != s.id.to_string() {
