@@ -169,10 +169,6 @@ impl TrustStore {
         self.cas.iter().map(|c| c.der.as_slice())
     }
 
-    pub fn anchors(&self) -> &[TrustAnchor<'static>] {
-        &self.anchors
-    }
-
     /// Checks that `der` chains to a trusted CA at `now`, is not revoked, and is a
     /// certificate for `role` with that role's key usages. Returns what it says.
     pub fn verify(&self, der: &[u8], role: Role, now: SystemTime) -> Result<CertInfo, CertError> {

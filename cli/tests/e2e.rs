@@ -385,7 +385,6 @@ async fn rejection_reaches_the_requester_with_its_reason() {
 
 #[tokio::test]
 async fn configuration_over_grpc_matches_http_and_health_is_served() {
-    use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
     let inst = Instance::start().await;
     let anchor = lintas_globalconf::Anchor::load(&inst.anchor()).unwrap();
@@ -415,15 +414,7 @@ async fn configuration_over_grpc_matches_http_and_health_is_served() {
         "lintas.registry.v1.Registration",
         "lintas.registry.v1.RegistryAdmin",
     ] {
-        let status = health
-            .check(HealthCheckRequest {
-                service: service.into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .status();
-        assert_eq!(status, ServingStatus::Serving, "{service}");
+        assert_serving(health.clone(), service).await;
     }
     let unknown = health
         .check(HealthCheckRequest {
@@ -981,6 +972,24 @@ async fn registry_restart_keeps_all_state() {
         late.register(Some(&token)).await.unwrap().state(),
         pb::RegistrationState::Approved
     );
+}
+
+/// Asks the gRPC health service behind `health` about `service`; it must be SERVING.
+async fn assert_serving(
+    mut health: tonic_health::pb::health_client::HealthClient<Channel>,
+    service: &str,
+) {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let status = health
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status();
+    assert_eq!(status, ServingStatus::Serving, "{service}");
 }
 
 /// Runs a command and returns stdout, failing the test with stderr if it fails.

@@ -192,12 +192,6 @@ impl VerifiedConf {
             .iter()
             .filter(move |s| s.clients.contains(&id))
     }
-
-    /// Member record, if registered.
-    pub fn member(&self, id: &MemberId) -> Option<&lintas_proto::globalconf::v1::Member> {
-        let id = id.to_string();
-        self.conf.members.iter().find(|m| m.id == id)
-    }
 }
 
 /// Verifies a signed blob against `anchor` at `now`: size, signer listed in the anchor and

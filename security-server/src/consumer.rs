@@ -29,7 +29,7 @@ use tonic::metadata::MetadataMap;
 use tonic::server::ClientStreamingService;
 use tonic::{Code, Request, Response, Status, Streaming};
 
-use crate::daemon::{ErrorSource, LocalAuth, SecurityServer, bytes, error, now_ms};
+use crate::daemon::{ErrorSource, LocalAuth, SecurityServer, error, now_ms};
 use crate::envelope::{self, RESPONSE_DOMAIN};
 use crate::raw::RawCodec;
 
@@ -340,7 +340,7 @@ async fn relay(
                 };
                 return Err(error(code, source, answer.status_message));
             }
-            let mut reply = Response::new(bytes(response.body));
+            let mut reply = Response::new(Bytes::from(response.body));
             if let Ok(v) = message_id.parse() {
                 reply.metadata_mut().insert("lintas-message-id", v);
             }

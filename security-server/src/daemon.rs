@@ -14,7 +14,6 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use lintas_certs::pem::cert_from_pem;
 use lintas_certs::{CertInfo, KeyPair, Role};
 use lintas_globalconf::{Clock, ConfClient, VerifiedConf};
@@ -665,11 +664,6 @@ pub async fn serve(
     a.map_err(|e| SsError::Serve(format!("admin socket: {e}")))?;
     tracing::info!(server = %server.id, "security server stopped");
     Ok(())
-}
-
-/// A body as the bytes type tonic's raw codec uses.
-pub(crate) fn bytes(v: Vec<u8>) -> Bytes {
-    Bytes::from(v)
 }
 
 /// Opens an enrolled server from its configuration file.

@@ -19,7 +19,7 @@ use prost::Message;
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::{Code, Request, Response, Status};
 
-use crate::daemon::{ErrorSource, SecurityServer, bytes, error, now_ms};
+use crate::daemon::{ErrorSource, SecurityServer, error, now_ms};
 use crate::envelope::{self, Context, REQUEST_DOMAIN};
 use crate::raw::RawCodec;
 
@@ -276,7 +276,7 @@ async fn call_app(s: &SecurityServer, accepted: &Accepted, body: Vec<u8>) -> App
         Ok(p) => p,
         Err(e) => return AppAnswer::server(Code::Internal, format!("method path: {e}")),
     };
-    let mut request = Request::new(tokio_stream::once(bytes(body)));
+    let mut request = Request::new(tokio_stream::once(bytes::Bytes::from(body)));
     for (key, v) in forwarded(&accepted.header) {
         if !v.is_empty()
             && let Ok(v) = v.parse()

@@ -994,8 +994,7 @@ async fn a_provider_application_can_be_reached_over_tls() {
 
 #[tokio::test]
 async fn security_server_endpoints_answer_grpc_health_checks() {
-    use tonic_health::pb::health_check_response::ServingStatus;
-    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    use tonic_health::pb::health_client::HealthClient;
     let net = network().await;
     let channel = tonic::transport::Endpoint::from_shared(net.consumer_url.clone())
         .unwrap()
@@ -1021,16 +1020,7 @@ async fn security_server_endpoints_answer_grpc_health_checks() {
         (provider_endpoint.clone(), ""),
         (provider_endpoint, "lintas.exchange.v1.Exchange"),
     ] {
-        let mut health = HealthClient::new(channel);
-        let status = health
-            .check(HealthCheckRequest {
-                service: service.into(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .status();
-        assert_eq!(status, ServingStatus::Serving, "{service}");
+        assert_serving(HealthClient::new(channel), service).await;
     }
 }
 
