@@ -108,20 +108,43 @@ async fn measure(
     })?;
 
     println!(
-        "lintas bench: {} byte payloads, {} s per run after 1 s warm-up; through the bus every call is signed twice, verified twice and recorded durably four times (consumer endpoint in development mode: plaintext loopback)",
+        "lintas bench: {} byte payloads, {} s per run after 1 s warm-up; through the bus every call's request and response headers are signed (in batches), verified, and recorded durably on both servers (consumer endpoint in development mode: plaintext loopback)",
         args.payload, args.seconds
     );
     println!(
-        "{:<8} {:>10} {:>12} {:>9} {:>9}",
-        "path", "in flight", "calls/s", "p50 ms", "p99 ms"
+        "{:<8} {:>10} {:>12} {:>9} {:>9} {:>15} {:>18}",
+        "path", "in flight", "calls/s", "p50 ms", "p99 ms", "records/flush", "headers/signature"
     );
+    // Records and flushes of both logs, headers and signatures of both signers.
+    let counters = || {
+        servers.iter().fold([0u64; 4], |mut c, s| {
+            let (signatures, headers) = s.signing_stats();
+            c[0] += s.log.len();
+            c[1] += s.log.flushes();
+            c[2] += headers;
+            c[3] += signatures;
+            c
+        })
+    };
     let mut table = Vec::new();
     for in_flight in [1usize, 64] {
         for (name, url, via_bus) in [("direct", &app_url, false), ("bus", &consumer_url, true)] {
+            let before = counters();
             let f = load(url, via_bus, in_flight, args).await?;
+            let after = counters();
+            let per = |a: usize, b: usize| match after[b] - before[b] {
+                0 => "-".to_string(),
+                d => format!("{:.1}", (after[a] - before[a]) as f64 / d as f64),
+            };
             println!(
-                "{:<8} {:>10} {:>12.0} {:>9.3} {:>9.3}",
-                name, in_flight, f.calls_per_sec, f.p50_ms, f.p99_ms
+                "{:<8} {:>10} {:>12.0} {:>9.3} {:>9.3} {:>15} {:>18}",
+                name,
+                in_flight,
+                f.calls_per_sec,
+                f.p50_ms,
+                f.p99_ms,
+                per(0, 1),
+                per(2, 3)
             );
             table.push(f);
         }

@@ -518,8 +518,12 @@ async fn inject_tampered_signature(
         &lintas_certs::keys::read(&consumer.sign_key())?,
         read(consumer.sign_cert())?,
     )?;
-    let last = signed.signature.len() - 2;
-    signed.signature[last] ^= 0x01;
+    let signature = signed
+        .signature
+        .as_mut()
+        .context("sign_request made no signature")?;
+    let last = signature.value.len() - 2;
+    signature.value[last] ^= 0x01;
     let conf = provider.conf().current()?;
     let address = conf
         .server(&PROVIDER.parse()?)

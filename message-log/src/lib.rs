@@ -4,8 +4,8 @@
 //! Appends are group-committed: callers hand their encoded [`Record`] to one writer
 //! thread, which takes everything waiting, writes it as one batch, makes it durable with
 //! one flush, and only then answers each caller with its record's index. Under load one
-//! flush serves many calls; an idle append costs one flush. sled's `flush_async` is never
-//! used (it can deadlock under concurrency); the writer calls the blocking `flush`.
+//! flush serves many calls; an idle append costs one flush. Records go to append-only,
+//! preallocated segment files ([`file`]): one write and one `fdatasync` per batch.
 //!
 //! If a write fails, the log refuses every later append: what reached the disk is
 //! unknown, and a record that cannot be stored means the call must fail.
@@ -15,6 +15,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 
+pub mod file;
+
+pub use file::FileBackend;
 pub use lintas_proto::log::v1::{Record, RecordKind};
 use prost::Message;
 use tokio::sync::oneshot;
@@ -41,7 +44,7 @@ pub enum LogError {
 }
 
 /// Where batches go. The writer thread calls `write_batch`; readers call `get` at the
-/// same time, so implementations synchronise internally (sled does).
+/// same time, so implementations synchronise internally.
 pub trait Backend: Send + Sync + 'static {
     /// Writes `records` at consecutive indexes from `first`; returns once durable.
     fn write_batch(&self, first: u64, records: &[Vec<u8>]) -> Result<(), String>;
@@ -85,54 +88,6 @@ fn open_sled_waiting(dir: &Path, wait: std::time::Duration) -> Result<sled::Db, 
 /// How long [`open_sled`] waits for a database's file lock.
 pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// The default backend: one sled tree keyed by big-endian index.
-pub struct SledBackend {
-    db: sled::Db,
-    tree: sled::Tree,
-}
-
-impl SledBackend {
-    pub fn open(dir: &Path) -> Result<Self, LogError> {
-        let db = open_sled(dir).map_err(LogError::Storage)?;
-        let tree = db
-            .open_tree("records")
-            .map_err(|e| LogError::Storage(e.to_string()))?;
-        Ok(SledBackend { db, tree })
-    }
-}
-
-impl Backend for SledBackend {
-    fn write_batch(&self, first: u64, records: &[Vec<u8>]) -> Result<(), String> {
-        let mut batch = sled::Batch::default();
-        for (i, r) in records.iter().enumerate() {
-            batch.insert(&(first + i as u64).to_be_bytes(), r.as_slice());
-        }
-        self.tree.apply_batch(batch).map_err(|e| e.to_string())?;
-        self.db.flush().map_err(|e| e.to_string())?;
-        Ok(())
-    }
-
-    fn next_index(&self) -> Result<u64, String> {
-        match self.tree.last().map_err(|e| e.to_string())? {
-            None => Ok(0),
-            Some((k, _)) => {
-                let bytes: [u8; 8] = k
-                    .as_ref()
-                    .try_into()
-                    .map_err(|_| "record key is not 8 bytes".to_string())?;
-                Ok(u64::from_be_bytes(bytes) + 1)
-            }
-        }
-    }
-
-    fn get(&self, index: u64) -> Result<Option<Vec<u8>>, String> {
-        self.tree
-            .get(index.to_be_bytes())
-            .map(|v| v.map(|v| v.to_vec()))
-            .map_err(|e| e.to_string())
-    }
-}
-
 struct Job {
     record: Vec<u8>,
     done: oneshot::Sender<Result<u64, LogError>>,
@@ -150,15 +105,17 @@ pub struct RecordLog {
 struct Shared {
     /// Records durably stored.
     len: AtomicU64,
+    /// Durable writes (batches) made.
+    flushes: AtomicU64,
     failed: AtomicBool,
     backend: Arc<dyn Backend>,
     writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl RecordLog {
-    /// Opens the sled log in `dir`.
+    /// Opens the log in `dir` (append-only segment files, see [`file`]).
     pub fn open(dir: &Path) -> Result<Self, LogError> {
-        Self::with_backend(SledBackend::open(dir)?)
+        Self::with_backend(FileBackend::open(dir).map_err(LogError::Storage)?)
     }
 
     /// A log over any backend.
@@ -169,6 +126,7 @@ impl RecordLog {
         let writer_backend = backend.clone();
         let shared = Arc::new(Shared {
             len: AtomicU64::new(len),
+            flushes: AtomicU64::new(0),
             failed: AtomicBool::new(false),
             backend,
             writer: std::sync::Mutex::new(None),
@@ -209,6 +167,11 @@ impl RecordLog {
     /// Number of durable records.
     pub fn len(&self) -> u64 {
         self.shared.len.load(Ordering::SeqCst)
+    }
+
+    /// Durable writes made since the log was opened; each stored one batch of records.
+    pub fn flushes(&self) -> u64 {
+        self.shared.flushes.load(Ordering::SeqCst)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -287,6 +250,7 @@ fn writer(
                 next = first_index + jobs.len() as u64;
                 if let Some(s) = shared.upgrade() {
                     s.len.store(next, Ordering::SeqCst);
+                    s.flushes.fetch_add(1, Ordering::SeqCst);
                 }
                 for (i, j) in jobs.into_iter().enumerate() {
                     let _ = j.done.send(Ok(first_index + i as u64));

@@ -30,7 +30,7 @@ use tonic::server::ClientStreamingService;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::daemon::{ErrorSource, LocalAuth, SecurityServer, error, now_ms};
-use crate::envelope::{self, RESPONSE_DOMAIN};
+use crate::envelope::{self, REQUEST_DOMAIN, RESPONSE_DOMAIN};
 use crate::raw::RawCodec;
 
 /// Longest optional text field (user id, purpose, issue).
@@ -268,26 +268,28 @@ async fn relay(
         .try_into()
         .map_err(|_| consumer_error(Code::Internal, "configuration: bad certificate hash"))?;
 
-    let signed = crate::daemon::sign_request(
-        ex::RequestHeader {
-            message_id: message_id.clone(),
-            client: client.to_string(),
-            service_provider: provider.to_string(),
-            method: method.to_string(),
-            consumer_server: s.id.to_string(),
-            provider_server: target.id.clone(),
-            time_unix_ms: now_ms(&*s.clock),
-            conf_serial: conf.serial(),
-            user_id,
-            purpose,
-            issue,
-            ..Default::default()
-        },
-        body.to_vec(),
-        &s.sign_key,
-        s.sign_cert.clone(),
-    )
-    .map_err(|e| consumer_error(Code::Internal, e.to_string()))?;
+    let body_sha256 = lintas_certs::sha256(&body);
+    let header = ex::RequestHeader {
+        message_id: message_id.clone(),
+        client: client.to_string(),
+        service_provider: provider.to_string(),
+        method: method.to_string(),
+        consumer_server: s.id.to_string(),
+        provider_server: target.id.clone(),
+        time_unix_ms: now_ms(&*s.clock),
+        body_sha256: body_sha256.to_vec(),
+        body_len: body.len() as u64,
+        conf_serial: conf.serial(),
+        user_id,
+        purpose,
+        issue,
+    }
+    .encode_to_vec();
+    let signature = s
+        .signer
+        .sign(REQUEST_DOMAIN, &header)
+        .await
+        .map_err(|e| consumer_error(Code::Internal, format!("signing the request: {e}")))?;
     let ctx = envelope::Context {
         message_id: message_id.clone(),
         client: client.to_string(),
@@ -296,13 +298,15 @@ async fn relay(
         peer_server: target.id.clone(),
         peer_cert_sha256: pin.to_vec(),
     };
-    let body_sha256 = lintas_certs::sha256(&body);
-    s.record(
+    // The record of what was signed is written while the request travels: the
+    // application is answered only after a later record of this exchange is durable,
+    // and records become durable in order.
+    let sent = s.record_soon(
         ctx.record(
             RecordKind::RequestSent,
             now_ms(&*s.clock),
-            &signed.header,
-            &signed.signature,
+            &header,
+            Some(&signature),
             &s.sign_cert,
             &body_sha256,
             body.len() as u64,
@@ -310,8 +314,13 @@ async fn relay(
             "",
         ),
         ErrorSource::ConsumerServer,
-    )
-    .await?;
+    )?;
+    let signed = ex::SignedRequest {
+        header,
+        signature: Some(signature),
+        signer_cert: s.sign_cert.clone(),
+        body: body.to_vec(),
+    };
 
     // From here every outcome is recorded before the application hears of it.
     match exchange(&s, &conf, &target, &provider, pin, signed).await {
@@ -322,7 +331,7 @@ async fn relay(
                     RecordKind::ResponseReceived,
                     now_ms(&*s.clock),
                     &response.header,
-                    &response.signature,
+                    response.signature.as_ref(),
                     &response.signer_cert,
                     &answer.body_sha256,
                     answer.body_len,
@@ -332,6 +341,7 @@ async fn relay(
                 ErrorSource::ConsumerServer,
             )
             .await?;
+            sent.await?;
             if code != Code::Ok {
                 let source = if answer.error_source == ErrorSource::ProviderServer.as_str() {
                     ErrorSource::ProviderServer
@@ -360,7 +370,7 @@ async fn relay(
                     RecordKind::Failed,
                     now_ms(&*s.clock),
                     header,
-                    &r.signature,
+                    r.signature.as_ref(),
                     &r.signer_cert,
                     &lintas_certs::sha256(&r.body),
                     r.body.len() as u64,
@@ -370,6 +380,7 @@ async fn relay(
                 ErrorSource::ConsumerServer,
             )
             .await?;
+            sent.await?;
             Err(status)
         }
     }
@@ -453,7 +464,7 @@ async fn exchange(
             &response.signer_cert,
             RESPONSE_DOMAIN,
             &response.header,
-            &response.signature,
+            response.signature.as_ref(),
         )
     };
     if let Err(why) = verify(conf, &target.signing_certs) {

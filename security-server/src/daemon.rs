@@ -25,6 +25,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::access::Access;
+use crate::batch::{BatchSigner, VerifiedRoots};
 use crate::{Node, SsConfig, SsError};
 
 pub use crate::envelope::{REQUEST_DOMAIN, RESPONSE_DOMAIN};
@@ -82,7 +83,10 @@ pub fn sign_request(
     header.body_len = body.len() as u64;
     let header = header.encode_to_vec();
     Ok(lintas_proto::exchange::v1::SignedRequest {
-        signature: lintas_certs::sig::sign(key, REQUEST_DOMAIN, &header)?,
+        signature: Some(
+            crate::batch::sign_one(key, REQUEST_DOMAIN, &header)
+                .map_err(lintas_certs::CertError::Signing)?,
+        ),
         header,
         signer_cert,
         body,
@@ -99,7 +103,8 @@ pub struct SecurityServer {
     pub access: Access,
     /// Message ids used within the replay window, by "client/id", with their time.
     seen: Mutex<Seen>,
-    pub(crate) sign_key: KeyPair,
+    /// Signs headers with the member signing key, in batches under load.
+    pub(crate) signer: BatchSigner,
     pub(crate) sign_cert: Vec<u8>,
     pub(crate) tls_key: KeyPair,
     pub(crate) tls_cert: Vec<u8>,
@@ -115,6 +120,8 @@ pub struct SecurityServer {
     last_refresh: tokio::sync::Mutex<Option<std::time::Instant>>,
     /// Member signing certificates already verified under a configuration serial.
     signers: Mutex<HashMap<[u8; 32], VerifiedSigner>>,
+    /// Batch roots whose signatures were verified.
+    pub(crate) verified_roots: VerifiedRoots,
 }
 
 /// A signing certificate checked under configuration `.0`.
@@ -246,7 +253,7 @@ impl SecurityServer {
             log,
             access,
             seen,
-            sign_key: node.sign_key,
+            signer: BatchSigner::new(node.sign_key),
             sign_cert,
             tls_key: node.tls_key,
             tls_cert,
@@ -255,7 +262,13 @@ impl SecurityServer {
             apps: Mutex::new(HashMap::new()),
             last_refresh: tokio::sync::Mutex::new(None),
             signers: Mutex::new(HashMap::new()),
+            verified_roots: VerifiedRoots::default(),
         }))
+    }
+
+    /// Batch signatures made and the headers they covered, since the start.
+    pub fn signing_stats(&self) -> (u64, u64) {
+        self.signer.stats()
     }
 
     /// The configuration client (tests and tools fetch through it).
@@ -272,14 +285,27 @@ impl SecurityServer {
 
     /// Appends a record durably; a record that cannot be stored fails the call.
     pub(crate) async fn record(&self, record: Record, side: ErrorSource) -> Result<u64, Status> {
-        self.log.append(&record).await.map_err(|e| {
+        self.record_soon(record, side)?.await
+    }
+
+    /// Hands a record to the log at once and returns a future that resolves when it is
+    /// durable. Records are written in the order they are handed over, so a later
+    /// record being durable means this one is too.
+    pub(crate) fn record_soon(
+        &self,
+        record: Record,
+        side: ErrorSource,
+    ) -> Result<impl Future<Output = Result<u64, Status>> + use<>, Status> {
+        let failed = move |e: lintas_log::LogError| {
             tracing::error!(error = %e, "record not stored; call refused");
             error(
                 Code::Unavailable,
                 side,
                 format!("the security server could not record the exchange: {e}"),
             )
-        })
+        };
+        let durable = self.log.submit(&record).map_err(failed)?;
+        Ok(async move { durable.await.map_err(failed) })
     }
 
     /// A pooled mutual-TLS channel to a peer security server, pinned to the certificate

@@ -71,7 +71,7 @@ pub fn verify_signed(
     signer_cert: &[u8],
     domain: &str,
     header: &[u8],
-    signature: &[u8],
+    signature: Option<&ex::BatchSignature>,
 ) -> Result<(), Unverified> {
     let signer = server
         .verify_signer(conf, signer_cert, server.clock.now())
@@ -82,8 +82,11 @@ pub fn verify_signed(
             signer.identity
         )));
     }
-    lintas_certs::sig::verify(&signer.public_key, domain, header, signature)
-        .map_err(|_| unverified("signature does not verify".into()))?;
+    let signature = signature.ok_or_else(|| unverified("the header is not signed".into()))?;
+    server
+        .verified_roots
+        .verify(&signer.public_key, domain, header, signature)
+        .map_err(unverified)?;
     if !listed.iter().any(|c| c == signer_cert) {
         return Err(Unverified {
             reason: "the signing certificate is not one the global configuration lists for the peer server"
@@ -94,13 +97,14 @@ pub fn verify_signed(
     Ok(())
 }
 
-/// Signs a response header; returns its bytes and the signature.
+/// Signs a response header on its own (a batch of one); returns its bytes and the
+/// signature. The provider server signs through its batch signer instead.
 pub fn sign_response(
     header: &ex::ResponseHeader,
     key: &KeyPair,
-) -> Result<(Vec<u8>, Vec<u8>), lintas_certs::CertError> {
+) -> Result<(Vec<u8>, ex::BatchSignature), String> {
     let bytes = header.encode_to_vec();
-    let signature = lintas_certs::sig::sign(key, RESPONSE_DOMAIN, &bytes)?;
+    let signature = crate::batch::sign_one(key, RESPONSE_DOMAIN, &bytes)?;
     Ok((bytes, signature))
 }
 
@@ -123,7 +127,7 @@ impl Context {
         kind: RecordKind,
         time_unix_ms: i64,
         header: &[u8],
-        signature: &[u8],
+        signature: Option<&ex::BatchSignature>,
         signer_cert: &[u8],
         body_sha256: &[u8],
         body_len: u64,
@@ -139,7 +143,7 @@ impl Context {
             method: self.method.clone(),
             peer_server: self.peer_server.clone(),
             header: header.to_vec(),
-            signature: signature.to_vec(),
+            signature: signature.cloned(),
             signer_cert_sha256: if signer_cert.is_empty() {
                 Vec::new()
             } else {

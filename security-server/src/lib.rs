@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod batch;
 pub mod config;
 mod consumer;
 pub mod daemon;

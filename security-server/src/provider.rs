@@ -168,7 +168,7 @@ fn check(
         &signed.signer_cert,
         REQUEST_DOMAIN,
         &signed.header,
-        &signed.signature,
+        signed.signature.as_ref(),
     )
     .map_err(|why| {
         // A renewed signing certificate is listed from the next configuration on.
@@ -410,7 +410,7 @@ async fn handle(
                     RecordKind::Rejection,
                     now_ms(&*s.clock),
                     header,
-                    &signed.signature,
+                    signed.signature.as_ref(),
                     &signed.signer_cert,
                     &lintas_certs::sha256(&signed.body),
                     signed.body.len() as u64,
@@ -438,7 +438,7 @@ async fn handle(
                 RecordKind::RequestReceived,
                 now_ms(&*s.clock),
                 &signed.header,
-                &signed.signature,
+                signed.signature.as_ref(),
                 &signed.signer_cert,
                 &h.body_sha256,
                 h.body_len,
@@ -467,14 +467,18 @@ async fn handle(
             String::new()
         },
     };
-    let (header, signature) = envelope::sign_response(&response, &s.sign_key)
-        .map_err(|e| error(Code::Internal, side, e.to_string()))?;
+    let header = response.encode_to_vec();
+    let signature = s
+        .signer
+        .sign(envelope::RESPONSE_DOMAIN, &header)
+        .await
+        .map_err(|e| error(Code::Internal, side, format!("signing the response: {e}")))?;
     s.record(
         ctx.record(
             RecordKind::ResponseSent,
             now_ms(&*s.clock),
             &header,
-            &signature,
+            Some(&signature),
             &s.sign_cert,
             &body_sha256,
             answer.body.len() as u64,
@@ -486,7 +490,7 @@ async fn handle(
     .await?;
     Ok(ex::SignedResponse {
         header,
-        signature,
+        signature: Some(signature),
         signer_cert: s.sign_cert.clone(),
         body: answer.body,
     })

@@ -442,10 +442,30 @@ async fn the_provider_server_refuses_forged_and_replayed_requests() {
 
     // Signature tampered.
     let mut tampered = net.sign(net.header(), &body);
-    let n = tampered.signature.len();
-    tampered.signature[n - 2] ^= 1;
+    let value = &mut tampered.signature.as_mut().unwrap().value;
+    let n = value.len();
+    value[n - 2] ^= 1;
     let err = net.send(tampered, None).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+
+    // A batch signature whose inclusion proof was altered: it leads to another root.
+    let mut moved = net.sign(net.header(), &body);
+    let sig = moved.signature.as_mut().unwrap();
+    sig.tree_size = 2;
+    sig.path = vec![vec![0x42; 32]];
+    let err = net.send(moved, None).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    assert!(
+        err.message().contains("signature does not verify"),
+        "{err:?}"
+    );
+
+    // No signature at all.
+    let mut unsigned = net.sign(net.header(), &body);
+    unsigned.signature = None;
+    let err = net.send(unsigned, None).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    assert!(err.message().contains("not signed"), "{err:?}");
 
     // Header tampered after signing.
     let mut altered = net.sign(net.header(), &body);
@@ -502,8 +522,10 @@ async fn the_provider_server_refuses_forged_and_replayed_requests() {
     // Signed with another member's key (the provider's own).
     let mut foreign = net.sign(net.header(), &body);
     let key = lintas_certs::keys::read(&net.provider_paths.sign_key()).unwrap();
-    foreign.signature =
-        lintas_certs::sig::sign(&key, lintas_ss::daemon::REQUEST_DOMAIN, &foreign.header).unwrap();
+    foreign.signature = Some(
+        lintas_ss::batch::sign_one(&key, lintas_ss::daemon::REQUEST_DOMAIN, &foreign.header)
+            .unwrap(),
+    );
     foreign.signer_cert = read_cert(&net.provider_paths.sign_cert());
     let err = net.send(foreign, None).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
@@ -544,7 +566,7 @@ async fn the_provider_server_refuses_forged_and_replayed_requests() {
         .iter()
         .filter(|r| r.kind == RecordKind::Rejection as i32)
         .count();
-    assert_eq!(rejections, 13);
+    assert_eq!(rejections, 15);
 }
 
 #[tokio::test]
@@ -1103,7 +1125,7 @@ impl ex::exchange_server::Exchange for Impostor {
         };
         Ok(tonic::Response::new(ex::SignedResponse {
             header,
-            signature,
+            signature: Some(signature),
             signer_cert: cert.clone(),
             body,
         }))
@@ -1161,6 +1183,6 @@ async fn forged_responses_are_refused_and_recorded_by_the_consumer_server() {
             .unwrap();
         assert_eq!(last.kind, RecordKind::Failed as i32);
         assert_eq!(last.status_code, Code::DataLoss as i32);
-        assert!(!last.header.is_empty() && !last.signature.is_empty());
+        assert!(!last.header.is_empty() && last.signature.is_some());
     }
 }

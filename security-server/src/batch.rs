@@ -1,0 +1,344 @@
+//! Batch signatures: one signature over the Merkle root of every header signed at the
+//! same moment, each header carrying its inclusion proof (see
+//! `proto/lintas/exchange/v1/exchange.proto`). Under load one ECDSA signature serves a
+//! whole batch, and the receiving server verifies it once: a root it has verified is
+//! remembered, so the other headers of the batch cost a few hashes each. A header signed
+//! alone is a batch of one, at the cost of a single signature as before.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use lintas_certs::KeyPair;
+use lintas_merkle::Hash;
+use lintas_proto::exchange::v1::BatchSignature;
+use tokio::sync::oneshot;
+
+/// Signature domain of batch roots.
+pub const BATCH_DOMAIN: &str = "lintas/batch/v1";
+/// Most headers one signature covers (a proof then has at most 10 hashes).
+pub const MAX_BATCH: usize = 1024;
+/// Rounds a caller signs for others before handing the work to a task of its own.
+const MAX_ROUNDS: usize = 4;
+/// Verified roots remembered; beyond it the memory starts over.
+const MAX_VERIFIED_ROOTS: usize = 4096;
+
+/// The leaf hash of `header` signed in `domain`: SHA-256(0x00 || domain || 0x00 || header).
+pub fn leaf(domain: &str, header: &[u8]) -> Hash {
+    let mut entry = Vec::with_capacity(domain.len() + 1 + header.len());
+    entry.extend_from_slice(domain.as_bytes());
+    entry.push(0);
+    entry.extend_from_slice(header);
+    lintas_merkle::leaf_hash(&entry)
+}
+
+/// Signs a batch of leaf hashes; returns each leaf's signature, in order.
+pub fn sign_leaves(key: &KeyPair, leaves: Vec<Hash>) -> Result<Vec<BatchSignature>, String> {
+    let size = leaves.len() as u64;
+    let tree = lintas_merkle::Tree::new(leaves).ok_or("nothing to sign")?;
+    let value =
+        lintas_certs::sig::sign(key, BATCH_DOMAIN, &tree.root()).map_err(|e| e.to_string())?;
+    (0..size)
+        .map(|i| {
+            let path = tree
+                .inclusion_proof(i)
+                .ok_or("leaf index out of range")?
+                .iter()
+                .map(|h| h.to_vec())
+                .collect();
+            Ok(BatchSignature {
+                value: value.clone(),
+                leaf_index: i,
+                tree_size: size,
+                path,
+            })
+        })
+        .collect()
+}
+
+/// Signs one header on its own (a batch of one).
+pub fn sign_one(key: &KeyPair, domain: &str, header: &[u8]) -> Result<BatchSignature, String> {
+    sign_leaves(key, vec![leaf(domain, header)])?
+        .pop()
+        .ok_or_else(|| "no signature made".into())
+}
+
+/// The batch root a signature claims for `header`, from its inclusion proof.
+pub fn claimed_root(domain: &str, header: &[u8], sig: &BatchSignature) -> Result<Hash, String> {
+    if sig.tree_size == 0 || sig.tree_size > MAX_BATCH as u64 {
+        return Err(format!(
+            "batch of {} headers (1 to {MAX_BATCH} allowed)",
+            sig.tree_size
+        ));
+    }
+    let path = sig
+        .path
+        .iter()
+        .map(|h| Hash::try_from(h.as_slice()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| "inclusion proof holds a hash that is not 32 bytes".to_string())?;
+    lintas_merkle::root_from_inclusion(&leaf(domain, header), sig.leaf_index, sig.tree_size, &path)
+        .map_err(|e| format!("inclusion proof: {e}"))
+}
+
+/// Checks that `sig` covers `header` in `domain` and was made with `public_key`, without
+/// any memory of earlier checks (for auditors and tools).
+pub fn verify(
+    public_key: &[u8],
+    domain: &str,
+    header: &[u8],
+    sig: &BatchSignature,
+) -> Result<(), String> {
+    let root = claimed_root(domain, header, sig)?;
+    lintas_certs::sig::verify(public_key, BATCH_DOMAIN, &root, &sig.value)
+        .map_err(|_| "signature does not verify".into())
+}
+
+/// Batch roots whose signature this server has verified, by the hash of public key,
+/// root and signature.
+#[derive(Default)]
+pub struct VerifiedRoots(Mutex<HashSet<Hash>>);
+
+impl VerifiedRoots {
+    /// [`verify`], skipping the signature check for a root verified before.
+    pub fn verify(
+        &self,
+        public_key: &[u8],
+        domain: &str,
+        header: &[u8],
+        sig: &BatchSignature,
+    ) -> Result<(), String> {
+        let root = claimed_root(domain, header, sig)?;
+        let mut id = Vec::with_capacity(public_key.len() + 32 + sig.value.len());
+        id.extend_from_slice(public_key);
+        id.extend_from_slice(&root);
+        id.extend_from_slice(&sig.value);
+        let id = lintas_certs::sha256(&id);
+        if self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&id)
+        {
+            return Ok(());
+        }
+        lintas_certs::sig::verify(public_key, BATCH_DOMAIN, &root, &sig.value)
+            .map_err(|_| "signature does not verify".to_string())?;
+        let mut known = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if known.len() >= MAX_VERIFIED_ROOTS {
+            known.clear();
+        }
+        known.insert(id);
+        Ok(())
+    }
+}
+
+type Waiter = oneshot::Sender<Result<BatchSignature, String>>;
+
+/// Signs headers in batches with one key. Whoever asks while no batch is being signed
+/// signs at once, for itself and for everyone who asked meanwhile; there is no timer
+/// and no waiting for a batch to fill, so a lone call costs one signature and no delay.
+#[derive(Clone)]
+pub struct BatchSigner(Arc<Signer>);
+
+struct Signer {
+    key: KeyPair,
+    state: Mutex<Queue>,
+    signatures: AtomicU64,
+    headers: AtomicU64,
+}
+
+#[derive(Default)]
+struct Queue {
+    waiting: Vec<(Hash, Waiter)>,
+    /// Someone is signing and will take `waiting` when done.
+    busy: bool,
+}
+
+impl BatchSigner {
+    pub fn new(key: KeyPair) -> Self {
+        BatchSigner(Arc::new(Signer {
+            key,
+            state: Mutex::new(Queue::default()),
+            signatures: AtomicU64::new(0),
+            headers: AtomicU64::new(0),
+        }))
+    }
+
+    pub fn key(&self) -> &KeyPair {
+        &self.0.key
+    }
+
+    /// Signatures made and headers they covered, since the start.
+    pub fn stats(&self) -> (u64, u64) {
+        (
+            self.0.signatures.load(Ordering::Relaxed),
+            self.0.headers.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Signs `header` in `domain`, possibly together with others.
+    pub async fn sign(&self, domain: &str, header: &[u8]) -> Result<BatchSignature, String> {
+        let (tx, rx) = oneshot::channel();
+        let lead = {
+            let mut q = self.0.lock();
+            q.waiting.push((leaf(domain, header), tx));
+            !std::mem::replace(&mut q.busy, true)
+        };
+        if lead {
+            // Let tasks that are ready to run reach this point first: under load they
+            // join the batch; when idle, nothing is ready and this costs nothing.
+            tokio::task::yield_now().await;
+            self.0.clone().lead();
+        }
+        rx.await
+            .map_err(|_| "the batch signer stopped".to_string())?
+    }
+}
+
+impl Signer {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Signs what is waiting, round after round, until nothing is; after a few rounds
+    /// the work moves to a task of its own, so that the caller who started it is not
+    /// held up signing for everyone else.
+    fn lead(self: Arc<Self>) {
+        for _ in 0..MAX_ROUNDS {
+            let batch = {
+                let mut q = self.lock();
+                if q.waiting.is_empty() {
+                    q.busy = false;
+                    return;
+                }
+                let n = q.waiting.len().min(MAX_BATCH);
+                q.waiting.drain(..n).collect::<Vec<_>>()
+            };
+            let (leaves, waiters): (Vec<Hash>, Vec<Waiter>) = batch.into_iter().unzip();
+            self.signatures.fetch_add(1, Ordering::Relaxed);
+            self.headers
+                .fetch_add(leaves.len() as u64, Ordering::Relaxed);
+            match sign_leaves(&self.key, leaves) {
+                Ok(sigs) => {
+                    for (w, s) in waiters.into_iter().zip(sigs) {
+                        let _ = w.send(Ok(s));
+                    }
+                }
+                Err(e) => {
+                    for w in waiters {
+                        let _ = w.send(Err(e.clone()));
+                    }
+                }
+            }
+        }
+        tokio::spawn(async move { self.lead() });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_signature_verifies_for_its_own_header_only() {
+        let key = lintas_certs::keys::generate().unwrap();
+        let pk = key.public_key_raw().to_vec();
+        let headers: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 40]).collect();
+        let sigs = sign_leaves(
+            &key,
+            headers
+                .iter()
+                .map(|h| leaf("lintas/request/v1", h))
+                .collect(),
+        )
+        .unwrap();
+        assert!(
+            sigs.iter()
+                .all(|s| s.value == sigs[0].value && s.tree_size == 5)
+        );
+        let roots = VerifiedRoots::default();
+        for (h, s) in headers.iter().zip(&sigs) {
+            verify(&pk, "lintas/request/v1", h, s).unwrap();
+            roots.verify(&pk, "lintas/request/v1", h, s).unwrap();
+        }
+        // Another header, another domain, another leaf position, a damaged signature.
+        let err = |r: Result<(), String>| r.unwrap_err();
+        assert_eq!(
+            err(roots.verify(&pk, "lintas/request/v1", &headers[1], &sigs[0])),
+            "signature does not verify"
+        );
+        assert_eq!(
+            err(roots.verify(&pk, "lintas/response/v1", &headers[0], &sigs[0])),
+            "signature does not verify"
+        );
+        let mut moved = sigs[2].clone();
+        moved.leaf_index = 3;
+        assert!(
+            roots
+                .verify(&pk, "lintas/request/v1", &headers[2], &moved)
+                .is_err()
+        );
+        let mut damaged = sigs[4].clone();
+        let n = damaged.value.len();
+        damaged.value[n - 2] ^= 1;
+        assert!(verify(&pk, "lintas/request/v1", &headers[4], &damaged).is_err());
+        let mut short = sigs[0].clone();
+        short.path[0].pop();
+        assert!(err(verify(&pk, "lintas/request/v1", &headers[0], &short)).contains("32 bytes"));
+        let mut huge = sigs[0].clone();
+        huge.tree_size = u64::MAX;
+        assert!(err(verify(&pk, "lintas/request/v1", &headers[0], &huge)).contains("batch of"));
+        let other = lintas_certs::keys::generate().unwrap();
+        assert!(
+            verify(
+                other.public_key_raw(),
+                "lintas/request/v1",
+                &headers[0],
+                &sigs[0]
+            )
+            .is_err()
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn callers_waiting_during_a_signature_share_the_next_one() {
+        let key = lintas_certs::keys::generate().unwrap();
+        let pk = key.public_key_raw().to_vec();
+        let signer = BatchSigner::new(key);
+        // As if a batch were being signed: everyone who asks now waits for the next.
+        signer.0.lock().busy = true;
+        let tasks: Vec<_> = (0..200u32)
+            .map(|i| {
+                let signer = signer.clone();
+                tokio::spawn(async move {
+                    let header = i.to_be_bytes().to_vec();
+                    let sig = signer.sign("lintas/response/v1", &header).await.unwrap();
+                    (header, sig)
+                })
+            })
+            .collect();
+        while signer.0.lock().waiting.len() < 200 {
+            tokio::task::yield_now().await;
+        }
+        // The batch in progress ends; its signer takes everything waiting.
+        signer.0.clone().lead();
+        let mut signatures = HashSet::new();
+        for t in tasks {
+            let (header, sig) = t.await.unwrap();
+            verify(&pk, "lintas/response/v1", &header, &sig).unwrap();
+            assert_eq!(sig.tree_size, 200);
+            signatures.insert(sig.value);
+        }
+        assert_eq!(
+            signatures.len(),
+            1,
+            "one signature for the 200 waiting headers"
+        );
+        assert!(!signer.0.lock().busy);
+        // Alone, a header is a batch of one.
+        let alone = signer.sign("lintas/response/v1", b"alone").await.unwrap();
+        assert_eq!((alone.tree_size, alone.path.len()), (1, 0));
+        verify(&pk, "lintas/response/v1", b"alone", &alone).unwrap();
+    }
+}
