@@ -35,12 +35,16 @@ struct Network {
     provider_paths: lintas_ss::Paths,
     app_address: String,
     _stops: Vec<tokio::sync::oneshot::Sender<()>>,
-    /// Stops the provider's security server; its task ends when the server has stopped.
-    provider_stop: Option<(
-        tokio::sync::oneshot::Sender<()>,
-        tokio::task::JoinHandle<()>,
-    )>,
+    /// Stop the provider's and the consumer's security server; each task ends when its
+    /// server has stopped.
+    provider_stop: Option<ServerStop>,
+    consumer_stop: Option<ServerStop>,
 }
+
+type ServerStop = (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+);
 
 fn stopper() -> (
     tokio::sync::oneshot::Sender<()>,
@@ -97,6 +101,7 @@ async fn network_with(dev: bool) -> Network {
 
     let mut consumer_url = String::new();
     let mut provider_stop = None;
+    let mut consumer_stop = None;
     for (server, peer) in [
         (provider.clone(), provider_peer),
         (consumer.clone(), consumer_peer),
@@ -115,7 +120,7 @@ async fn network_with(dev: bool) -> Network {
         if is_provider {
             provider_stop = Some((tx, task));
         } else {
-            stops.push(tx);
+            consumer_stop = Some((tx, task));
         }
     }
     Network {
@@ -129,6 +134,7 @@ async fn network_with(dev: bool) -> Network {
         app_address,
         _stops: stops,
         provider_stop,
+        consumer_stop,
     }
 }
 
@@ -1185,4 +1191,119 @@ async fn forged_responses_are_refused_and_recorded_by_the_consumer_server() {
         assert_eq!(last.status_code, Code::DataLoss as i32);
         assert!(!last.header.is_empty() && last.signature.is_some());
     }
+}
+
+/// A provider application that answers only when released, and tells when a request
+/// has reached it.
+struct GatedApp {
+    arrived: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    release: tokio::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
+}
+
+#[tonic::async_trait]
+impl lintas_examples::kependudukan::v1::penduduk_server::Penduduk for GatedApp {
+    async fn cari_nik(
+        &self,
+        request: Request<CariNikRequest>,
+    ) -> Result<tonic::Response<DataPenduduk>, Status> {
+        if let Some(arrived) = self.arrived.lock().unwrap().take() {
+            let _ = arrived.send(());
+        }
+        if let Some(release) = self.release.lock().await.take() {
+            let _ = release.await;
+        }
+        Ok(tonic::Response::new(DataPenduduk {
+            nik: request.into_inner().nik,
+            nama: "Answered after shutdown began".into(),
+            ..Default::default()
+        }))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_both_servers_drains_a_call_in_flight_and_keeps_its_records() {
+    let mut net = network().await;
+    let (arrived_tx, arrived) = tokio::sync::oneshot::channel();
+    let (release, release_rx) = tokio::sync::oneshot::channel();
+    let app = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", app.local_addr().unwrap());
+    let (_stop_app, stop) = stopper();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(
+                lintas_examples::kependudukan::v1::penduduk_server::PendudukServer::new(GatedApp {
+                    arrived: std::sync::Mutex::new(Some(arrived_tx)),
+                    release: tokio::sync::Mutex::new(Some(release_rx)),
+                }),
+            )
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(app),
+                stop,
+            ),
+    );
+    net.provider
+        .access
+        .add_service(ServiceEntry {
+            provider: PROVIDER_CLIENT.parse().unwrap(),
+            service: SERVICE.parse().unwrap(),
+            endpoint,
+            ca_pem: None,
+        })
+        .unwrap();
+    let (consumer_records, provider_records) = (net.consumer.log.len(), net.provider.log.len());
+
+    let channel = tonic::transport::Endpoint::from_shared(net.consumer_url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let call = tokio::spawn(cari_over(channel, CONSUMER_CLIENT));
+    arrived.await.unwrap();
+
+    // Both servers are told to stop while the call waits in the provider application.
+    let (stop_provider, provider_task) = net.provider_stop.take().unwrap();
+    let (stop_consumer, consumer_task) = net.consumer_stop.take().unwrap();
+    stop_provider.send(()).unwrap();
+    stop_consumer.send(()).unwrap();
+    tokio::task::yield_now().await;
+    assert!(
+        !provider_task.is_finished() && !consumer_task.is_finished(),
+        "a server stopped with a call in flight"
+    );
+
+    release.send(()).unwrap();
+    let answer = call.await.unwrap().expect("the call in flight is answered");
+    assert_eq!(answer.nama, "Answered after shutdown began");
+    provider_task.await.unwrap();
+    consumer_task.await.unwrap();
+
+    // Its four records were durable before the answer.
+    let kinds = |s: &SecurityServer, from: u64| -> Vec<i32> {
+        (from..s.log.len())
+            .map(|i| s.log.get(i).unwrap().unwrap().kind)
+            .collect()
+    };
+    assert_eq!(
+        kinds(&net.consumer, consumer_records),
+        [
+            RecordKind::RequestSent as i32,
+            RecordKind::ResponseReceived as i32
+        ]
+    );
+    assert_eq!(
+        kinds(&net.provider, provider_records),
+        [
+            RecordKind::RequestReceived as i32,
+            RecordKind::ResponseSent as i32
+        ]
+    );
+    // Stopped: new calls are not taken.
+    let refused = tonic::transport::Endpoint::from_shared(net.consumer_url.clone())
+        .unwrap()
+        .connect()
+        .await;
+    assert!(
+        refused.is_err(),
+        "the stopped consumer server still accepts connections"
+    );
 }
