@@ -273,6 +273,171 @@ pub fn verify_consistency(
     }
 }
 
+/// The right edge of a growing tree: the roots of its complete subtrees, largest
+/// first. Enough to append leaves and know the head at every size, in O(log n) memory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Frontier {
+    size: u64,
+    /// (level, hash) of each complete subtree on the right edge, left to right.
+    nodes: Vec<(u32, Hash)>,
+}
+
+impl Frontier {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Appends a leaf hash; returns the complete subtrees it closed, as
+    /// (level, index, hash), lowest first (the leaf itself is level 0).
+    pub fn push(&mut self, leaf: Hash) -> Vec<(u32, u64, Hash)> {
+        let mut closed = vec![(0, self.size, leaf)];
+        let (mut level, mut hash) = (0u32, leaf);
+        while let Some(&(l, left)) = self.nodes.last() {
+            if l != level {
+                break;
+            }
+            self.nodes.pop();
+            hash = node_hash(&left, &hash);
+            level += 1;
+            closed.push((level, self.size >> level, hash));
+        }
+        self.nodes.push((level, hash));
+        self.size += 1;
+        closed
+    }
+
+    /// The frontier of a stored tree at `size` leaves.
+    pub fn at<S: Subtrees>(src: &S, size: u64) -> Result<Self, S::Error> {
+        let mut nodes = Vec::new();
+        let mut start = 0u64;
+        for level in (0..u64::BITS).rev() {
+            if size & (1 << level) != 0 {
+                nodes.push((level, src.subtree(level, start >> level)?));
+                start += 1 << level;
+            }
+        }
+        Ok(Frontier { size, nodes })
+    }
+
+    /// The tree head at the current size.
+    pub fn root(&self) -> Hash {
+        let mut nodes = self.nodes.iter().rev();
+        let Some(&(_, mut root)) = nodes.next() else {
+            return empty_root();
+        };
+        for (_, left) in nodes {
+            root = node_hash(left, &root);
+        }
+        root
+    }
+}
+
+/// Where the hashes of complete subtrees of a stored tree come from: the subtree of
+/// `2^level` leaves starting at leaf `index * 2^level`. A log that keeps these (each is
+/// written once, when its last leaf arrives) can give heads and proofs for any earlier
+/// size with O(log² n) reads.
+pub trait Subtrees {
+    type Error;
+    fn subtree(&self, level: u32, index: u64) -> Result<Hash, Self::Error>;
+}
+
+/// MTH of the `len` leaves from `start`, for ranges the RFC's recursion produces
+/// (`start` is a multiple of the largest power of two not above `len`).
+fn range_root<S: Subtrees>(src: &S, start: u64, len: u64) -> Result<Hash, S::Error> {
+    if len.is_power_of_two() {
+        let level = len.trailing_zeros();
+        return src.subtree(level, start >> level);
+    }
+    let k = split64(len);
+    let left = src.subtree(k.trailing_zeros(), start >> k.trailing_zeros())?;
+    let right = range_root(src, start + k, len - k)?;
+    Ok(node_hash(&left, &right))
+}
+
+fn split64(n: u64) -> u64 {
+    1 << (u64::BITS - 1 - (n - 1).leading_zeros())
+}
+
+/// The head of the stored tree at `size` leaves.
+pub fn root_at<S: Subtrees>(src: &S, size: u64) -> Result<Hash, S::Error> {
+    if size == 0 {
+        return Ok(empty_root());
+    }
+    range_root(src, 0, size)
+}
+
+/// The inclusion proof of leaf `index` in the stored tree at `size` leaves; `None` if
+/// `index` is not below `size`.
+pub fn inclusion_proof_at<S: Subtrees>(
+    src: &S,
+    index: u64,
+    size: u64,
+) -> Result<Option<Vec<Hash>>, S::Error> {
+    if index >= size {
+        return Ok(None);
+    }
+    let mut proof = Vec::new();
+    // Walk down from the whole tree, collecting siblings root side first.
+    let (mut start, mut len, mut m) = (0u64, size, index);
+    while len > 1 {
+        let k = split64(len);
+        if m < k {
+            proof.push(range_root(src, start + k, len - k)?);
+            len = k;
+        } else {
+            proof.push(range_root(src, start, k)?);
+            start += k;
+            len -= k;
+            m -= k;
+        }
+    }
+    proof.reverse();
+    Ok(Some(proof))
+}
+
+/// The consistency proof between the stored tree's sizes `first` and `second`; `None`
+/// if `first` exceeds `second`.
+pub fn consistency_proof_at<S: Subtrees>(
+    src: &S,
+    first: u64,
+    second: u64,
+) -> Result<Option<Vec<Hash>>, S::Error> {
+    if first > second {
+        return Ok(None);
+    }
+    let mut proof = Vec::new();
+    if first == 0 || first == second {
+        return Ok(Some(proof));
+    }
+    // SUBPROOF(m, D[start, start+len), whole), iteratively, root side first.
+    let (mut start, mut len, mut m, mut whole) = (0u64, second, first, true);
+    loop {
+        if m == len {
+            if !whole {
+                proof.push(range_root(src, start, len)?);
+            }
+            break;
+        }
+        let k = split64(len);
+        if m <= k {
+            proof.push(range_root(src, start + k, len - k)?);
+            len = k;
+        } else {
+            proof.push(range_root(src, start, k)?);
+            start += k;
+            len -= k;
+            m -= k;
+            whole = false;
+        }
+    }
+    proof.reverse();
+    Ok(Some(proof))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -479,6 +644,71 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Complete subtrees computed from the leaves, as a store would hold them.
+    struct Stored(Vec<Hash>);
+
+    impl Subtrees for Stored {
+        type Error = String;
+        fn subtree(&self, level: u32, index: u64) -> Result<Hash, String> {
+            let from = (index << level) as usize;
+            let to = from + (1usize << level);
+            if to > self.0.len() {
+                return Err(format!("subtree {level}/{index} is not complete"));
+            }
+            Ok(root(&self.0[from..to]))
+        }
+    }
+
+    #[test]
+    fn stored_subtrees_give_the_same_heads_and_proofs() {
+        let all = many(70);
+        let stored = Stored(all.clone());
+        for n in 0..=all.len() {
+            let l = &all[..n];
+            assert_eq!(root_at(&stored, n as u64).unwrap(), root(l), "size {n}");
+            if n > 0 {
+                let tree = Tree::new(l.to_vec()).unwrap();
+                for i in 0..n as u64 {
+                    assert_eq!(
+                        inclusion_proof_at(&stored, i, n as u64).unwrap(),
+                        tree.inclusion_proof(i),
+                        "leaf {i} of {n}"
+                    );
+                }
+            }
+            assert_eq!(
+                inclusion_proof_at(&stored, n as u64, n as u64).unwrap(),
+                None
+            );
+            for m in 0..=n as u64 {
+                assert_eq!(
+                    consistency_proof_at(&stored, m, n as u64).unwrap(),
+                    consistency_proof(l, m),
+                    "{m} to {n}"
+                );
+            }
+            assert_eq!(
+                consistency_proof_at(&stored, n as u64 + 1, n as u64).unwrap(),
+                None
+            );
+        }
+        // A frontier fed the same leaves agrees at every size and names each complete
+        // subtree as it closes.
+        let mut frontier = Frontier::new();
+        assert_eq!(frontier.root(), empty_root());
+        for (i, leaf) in all.iter().enumerate() {
+            for (level, index, hash) in frontier.push(*leaf) {
+                assert_eq!(Ok(hash), stored.subtree(level, index), "{level}/{index}");
+            }
+            assert_eq!(frontier.size(), i as u64 + 1);
+            assert_eq!(frontier.root(), root(&all[..=i]));
+            assert_eq!(Frontier::at(&stored, i as u64 + 1).unwrap(), frontier);
+        }
+        // The reference vectors, through the store.
+        let reference = Stored(leaves());
+        assert_eq!(root_at(&reference, 8).unwrap(), unhex(ROOTS[7]));
     }
 
     proptest! {

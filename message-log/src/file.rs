@@ -24,6 +24,9 @@ use std::sync::Mutex;
 
 use crate::Backend;
 
+/// A record's RFC 9162 leaf hash.
+pub type Leaf = lintas_merkle::Hash;
+
 /// Bytes preallocated per segment; a new segment starts when a batch would not fit.
 pub const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 /// Largest record accepted (headers are capped far below this).
@@ -64,6 +67,8 @@ fn io(what: &str, path: &Path, e: std::io::Error) -> String {
 /// What a scan of a segment found.
 struct Scan {
     offsets: Vec<u64>,
+    /// The leaf hash of each record, checked against the record.
+    leaves: Vec<lintas_merkle::Hash>,
     end: u64,
     /// Why the scan stopped before a zero length, if it did.
     damage: Option<String>,
@@ -73,6 +78,7 @@ struct Scan {
 /// whether the end was clean.
 fn scan(file: &File, len: u64) -> Result<Scan, std::io::Error> {
     let mut offsets = Vec::new();
+    let mut leaves = Vec::new();
     let mut pos = 0u64;
     let mut head = [0u8; FRAME_HEAD];
     let mut record = Vec::new();
@@ -80,6 +86,7 @@ fn scan(file: &File, len: u64) -> Result<Scan, std::io::Error> {
         if pos + FRAME_HEAD as u64 > len {
             return Ok(Scan {
                 offsets,
+                leaves,
                 end: pos,
                 damage: None,
             });
@@ -89,12 +96,14 @@ fn scan(file: &File, len: u64) -> Result<Scan, std::io::Error> {
         if n == 0 {
             return Ok(Scan {
                 offsets,
+                leaves,
                 end: pos,
                 damage: None,
             });
         }
         let damaged = |why: String| Scan {
             offsets: offsets.clone(),
+            leaves: leaves.clone(),
             end: pos,
             damage: Some(why),
         };
@@ -105,12 +114,14 @@ fn scan(file: &File, len: u64) -> Result<Scan, std::io::Error> {
         }
         record.resize(n, 0);
         file.read_exact_at(&mut record, pos + FRAME_HEAD as u64)?;
-        if lintas_merkle::leaf_hash(&record)[..] != head[4..] {
+        let leaf = lintas_merkle::leaf_hash(&record);
+        if leaf[..] != head[4..] {
             return Ok(damaged(format!(
                 "the record at byte {pos} does not match its hash"
             )));
         }
         offsets.push(pos);
+        leaves.push(leaf);
         pos += (FRAME_HEAD + n) as u64;
     }
 }
@@ -134,13 +145,21 @@ fn create_segment(dir: &Path, first: u64, capacity: u64) -> Result<File, String>
 }
 
 impl FileBackend {
-    /// Opens (creating if needed) the log in `dir`. A damaged tail left by a crash
+    /// Opens (creating if needed) the log in `dir`, reading and checking every record:
+    /// `on_leaf` gets each one's leaf hash, in order. A damaged tail left by a crash
     /// during a write is cut off and zeroed; damage anywhere else is refused.
-    pub fn open(dir: &Path) -> Result<Self, String> {
-        Self::open_with_segments_of(dir, SEGMENT_BYTES)
+    pub fn open(
+        dir: &Path,
+        on_leaf: &mut dyn FnMut(Leaf) -> Result<(), String>,
+    ) -> Result<Self, String> {
+        Self::open_with_segments_of(dir, SEGMENT_BYTES, on_leaf)
     }
 
-    fn open_with_segments_of(dir: &Path, segment_bytes: u64) -> Result<Self, String> {
+    fn open_with_segments_of(
+        dir: &Path,
+        segment_bytes: u64,
+        on_leaf: &mut dyn FnMut(Leaf) -> Result<(), String>,
+    ) -> Result<Self, String> {
         std::fs::create_dir_all(dir).map_err(|e| io("creating", dir, e))?;
         let lock_path = dir.join(LOCK_FILE);
         let lock = OpenOptions::new()
@@ -184,22 +203,6 @@ impl FileBackend {
                 _lock: lock,
             });
         };
-        let path = segment_path(dir, last);
-        let active = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| io("opening", &path, e))?;
-        let capacity = active
-            .metadata()
-            .map_err(|e| io("reading", &path, e))?
-            .len();
-        let found = scan(&active, capacity).map_err(|e| io("reading", &path, e))?;
-        if let Some(why) = &found.damage {
-            tracing::warn!(segment = %path.display(), records = found.offsets.len(), damage = %why,
-                "record log: cutting off an unfinished write left by a crash");
-        }
-        zero_after(&active, found.end, capacity).map_err(|e| io("repairing", &path, e))?;
         // Every sealed segment must hold exactly the records up to the next one's first.
         for pair in segments.windows(2) {
             let (first, next) = (pair[0], pair[1]);
@@ -220,6 +223,28 @@ impl FileBackend {
                     s.offsets.len()
                 ));
             }
+            for leaf in s.leaves {
+                on_leaf(leaf)?;
+            }
+        }
+        let path = segment_path(dir, last);
+        let active = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| io("opening", &path, e))?;
+        let capacity = active
+            .metadata()
+            .map_err(|e| io("reading", &path, e))?
+            .len();
+        let found = scan(&active, capacity).map_err(|e| io("reading", &path, e))?;
+        if let Some(why) = &found.damage {
+            tracing::warn!(segment = %path.display(), records = found.offsets.len(), damage = %why,
+                "record log: cutting off an unfinished write left by a crash");
+        }
+        zero_after(&active, found.end, capacity).map_err(|e| io("repairing", &path, e))?;
+        for leaf in &found.leaves {
+            on_leaf(*leaf)?;
         }
         Ok(FileBackend {
             dir: dir.to_owned(),
@@ -381,7 +406,7 @@ mod tests {
     #[test]
     fn records_survive_reopening_and_read_back_by_index() {
         let dir = tempfile::tempdir().unwrap();
-        let log = FileBackend::open(dir.path()).unwrap();
+        let log = FileBackend::open(dir.path(), &mut |_| Ok(())).unwrap();
         assert_eq!(log.next_index().unwrap(), 0);
         log.write_batch(0, &[rec(0), rec(1)]).unwrap();
         log.write_batch(2, &[rec(2)]).unwrap();
@@ -393,7 +418,7 @@ mod tests {
         );
         assert!(log.write_batch(3, &[Vec::new()]).is_err());
         drop(log);
-        let log = FileBackend::open(dir.path()).unwrap();
+        let log = FileBackend::open(dir.path(), &mut |_| Ok(())).unwrap();
         assert_eq!(log.next_index().unwrap(), 3);
         for i in 0..3 {
             assert_eq!(log.get(i).unwrap(), Some(rec(i)));
@@ -404,15 +429,17 @@ mod tests {
     #[test]
     fn a_second_opener_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let _held = FileBackend::open(dir.path()).unwrap();
-        let err = FileBackend::open(dir.path()).err().unwrap();
+        let _held = FileBackend::open(dir.path(), &mut |_| Ok(())).unwrap();
+        let err = FileBackend::open(dir.path(), &mut |_| Ok(()))
+            .err()
+            .unwrap();
         assert!(err.contains("another lintas process"), "{err}");
     }
 
     #[test]
     fn an_unfinished_write_is_cut_off_and_cannot_come_back() {
         let dir = tempfile::tempdir().unwrap();
-        let log = FileBackend::open(dir.path()).unwrap();
+        let log = FileBackend::open(dir.path(), &mut |_| Ok(())).unwrap();
         log.write_batch(0, &[rec(0), rec(1), rec(2)]).unwrap();
         drop(log);
         // A crash lost the page of record 1 but kept record 2's.
@@ -425,12 +452,12 @@ mod tests {
         let second = (FRAME_HEAD + rec(0).len()) as u64;
         f.write_all_at(&[0u8; 8], second).unwrap();
         drop(f);
-        let log = FileBackend::open(dir.path()).unwrap();
+        let log = FileBackend::open(dir.path(), &mut |_| Ok(())).unwrap();
         assert_eq!(log.next_index().unwrap(), 1);
         // A record of the same size as the lost one must not resurrect record 2.
         log.write_batch(1, &[rec(7)]).unwrap();
         drop(log);
-        let log = FileBackend::open(dir.path()).unwrap();
+        let log = FileBackend::open(dir.path(), &mut |_| Ok(())).unwrap();
         assert_eq!(log.next_index().unwrap(), 2);
         assert_eq!(log.get(1).unwrap(), Some(rec(7)));
         assert_eq!(log.get(2).unwrap(), None);
@@ -439,7 +466,7 @@ mod tests {
     #[test]
     fn a_changed_byte_in_a_sealed_segment_is_refused_and_reading_checks_hashes() {
         let dir = tempfile::tempdir().unwrap();
-        let log = FileBackend::open_with_segments_of(dir.path(), 4096).unwrap();
+        let log = FileBackend::open_with_segments_of(dir.path(), 4096, &mut |_| Ok(())).unwrap();
         log.write_batch(0, &[rec(0)]).unwrap();
         // A batch larger than what is left starts a new segment, as large as it needs.
         let big = vec![7u8; 3000];
@@ -449,7 +476,7 @@ mod tests {
         assert_eq!(log.get(2).unwrap(), Some(big));
         assert_eq!(log.get(3).unwrap(), Some(rec(3)));
         drop(log);
-        let log = FileBackend::open_with_segments_of(dir.path(), 4096).unwrap();
+        let log = FileBackend::open_with_segments_of(dir.path(), 4096, &mut |_| Ok(())).unwrap();
         assert_eq!(log.next_index().unwrap(), 4);
         assert_eq!(log.get(0).unwrap(), Some(rec(0)));
         drop(log);
@@ -461,7 +488,9 @@ mod tests {
             .unwrap();
         f.write_all_at(b"X", FRAME_HEAD as u64 + 2).unwrap();
         drop(f);
-        let err = FileBackend::open(dir.path()).err().unwrap();
+        let err = FileBackend::open(dir.path(), &mut |_| Ok(()))
+            .err()
+            .unwrap();
         assert!(
             err.contains("is damaged") && err.contains("does not match its hash"),
             "{err}"

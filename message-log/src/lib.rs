@@ -13,14 +13,18 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, RwLock, mpsc};
+
+use lintas_merkle::Hash;
 
 pub mod file;
+pub mod tree;
 
 pub use file::FileBackend;
 pub use lintas_proto::log::v1::{Record, RecordKind};
 use prost::Message;
 use tokio::sync::oneshot;
+use tree::{TreeFiles, TreeOpener};
 
 /// Most records written in one batch.
 pub const MAX_BATCH: usize = 1024;
@@ -41,6 +45,8 @@ pub enum LogError {
     Overloaded,
     #[error("stored record {index} is damaged: {detail}")]
     Damaged { index: u64, detail: String },
+    #[error("the log holds {len} records; {size} were asked for")]
+    Beyond { size: u64, len: u64 },
 }
 
 /// Where batches go. The writer thread calls `write_batch`; readers call `get` at the
@@ -103,8 +109,13 @@ pub struct RecordLog {
 }
 
 struct Shared {
+    /// The index the next submitted record gets; held while handing it to the writer,
+    /// so records reach the writer in index order.
+    next: std::sync::Mutex<u64>,
     /// Records durably stored.
     len: AtomicU64,
+    /// The Merkle tree over the durable records.
+    tree: RwLock<TreeFiles>,
     /// Durable writes (batches) made.
     flushes: AtomicU64,
     failed: AtomicBool,
@@ -113,19 +124,53 @@ struct Shared {
 }
 
 impl RecordLog {
-    /// Opens the log in `dir` (append-only segment files, see [`file`]).
+    /// Opens the log in `dir`: records in append-only segment files (see [`file`]),
+    /// the Merkle tree over them in `dir/tree` (see [`tree`]). Every record is read and
+    /// checked against its hash, and the stored tree against the records.
     pub fn open(dir: &Path) -> Result<Self, LogError> {
-        Self::with_backend(FileBackend::open(dir).map_err(LogError::Storage)?)
+        let mut opener = TreeOpener::new(&dir.join("tree")).map_err(LogError::Storage)?;
+        let backend =
+            FileBackend::open(dir, &mut |leaf| opener.leaf(leaf)).map_err(LogError::Storage)?;
+        Self::start(backend, opener)
     }
 
-    /// A log over any backend.
-    pub fn with_backend(backend: impl Backend) -> Result<Self, LogError> {
+    /// A log over any backend, its tree in `tree_dir`.
+    pub fn with_backend(backend: impl Backend, tree_dir: &Path) -> Result<Self, LogError> {
+        let mut opener = TreeOpener::new(tree_dir).map_err(LogError::Storage)?;
+        for i in 0..backend.next_index().map_err(LogError::Storage)? {
+            let record = backend
+                .get(i)
+                .map_err(LogError::Storage)?
+                .ok_or_else(|| LogError::Storage(format!("record {i} is missing")))?;
+            opener
+                .leaf(lintas_merkle::leaf_hash(&record))
+                .map_err(LogError::Storage)?;
+        }
+        Self::start(backend, opener)
+    }
+
+    fn start(backend: impl Backend, opener: TreeOpener) -> Result<Self, LogError> {
         let len = backend.next_index().map_err(LogError::Storage)?;
+        let (tree, repaired) = opener.finish().map_err(LogError::Storage)?;
+        if tree.size() != len {
+            return Err(LogError::Storage(format!(
+                "the log holds {len} records but its tree {}",
+                tree.size()
+            )));
+        }
+        if repaired > 0 {
+            tracing::warn!(
+                records = repaired,
+                "record log: tree nodes were missing or wrong and were rebuilt from the records"
+            );
+        }
         let backend: Arc<dyn Backend> = Arc::new(backend);
         let (tx, rx) = mpsc::sync_channel::<Job>(MAX_QUEUED);
         let writer_backend = backend.clone();
         let shared = Arc::new(Shared {
+            next: std::sync::Mutex::new(len),
             len: AtomicU64::new(len),
+            tree: RwLock::new(tree),
             flushes: AtomicU64::new(0),
             failed: AtomicBool::new(false),
             backend,
@@ -141,17 +186,20 @@ impl RecordLog {
     }
 
     /// Appends `record` and returns its index once it is durable.
-    pub async fn append(&self, record: &Record) -> Result<u64, LogError> {
+    pub async fn append(&self, record: Record) -> Result<u64, LogError> {
         self.submit(record)?.await
     }
 
-    /// Hands `record` to the writer now; the returned future resolves with its index
-    /// once it is durable.
+    /// Gives `record` its index and hands it to the writer now; the returned future
+    /// resolves with the index once the record is durable. Records become durable in
+    /// the order they are submitted.
     pub fn submit(
         &self,
-        record: &Record,
+        mut record: Record,
     ) -> Result<impl std::future::Future<Output = Result<u64, LogError>> + use<>, LogError> {
         let (done, wait) = oneshot::channel();
+        let mut next = self.shared.next.lock().unwrap_or_else(|p| p.into_inner());
+        record.index = *next;
         self.tx
             .try_send(Job {
                 record: record.encode_to_vec(),
@@ -161,7 +209,61 @@ impl RecordLog {
                 mpsc::TrySendError::Full(_) => LogError::Overloaded,
                 mpsc::TrySendError::Disconnected(_) => LogError::Closed,
             })?;
+        *next += 1;
+        drop(next);
         Ok(async move { wait.await.map_err(|_| LogError::Closed)? })
+    }
+
+    /// The size of the tree over the durable records and its head, taken together.
+    pub fn head(&self) -> (u64, Hash) {
+        let tree = self.shared.tree.read().unwrap_or_else(|p| p.into_inner());
+        (tree.size(), tree.root())
+    }
+
+    /// The head of the tree at an earlier `size`.
+    pub fn root_at(&self, size: u64) -> Result<Hash, LogError> {
+        let tree = self.shared.tree.read().unwrap_or_else(|p| p.into_inner());
+        if size > tree.size() {
+            return Err(LogError::Beyond {
+                size,
+                len: tree.size(),
+            });
+        }
+        lintas_merkle::root_at(&*tree, size).map_err(LogError::Storage)
+    }
+
+    /// The inclusion proof of record `index` in the tree at `size` records.
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, LogError> {
+        let tree = self.shared.tree.read().unwrap_or_else(|p| p.into_inner());
+        if size > tree.size() || index >= size {
+            return Err(LogError::Beyond {
+                size: size.max(index + 1),
+                len: tree.size(),
+            });
+        }
+        lintas_merkle::inclusion_proof_at(&*tree, index, size)
+            .map_err(LogError::Storage)?
+            .ok_or(LogError::Beyond {
+                size,
+                len: tree.size(),
+            })
+    }
+
+    /// The consistency proof between the tree at `first` and at `second` records.
+    pub fn consistency_proof(&self, first: u64, second: u64) -> Result<Vec<Hash>, LogError> {
+        let tree = self.shared.tree.read().unwrap_or_else(|p| p.into_inner());
+        if second > tree.size() || first > second {
+            return Err(LogError::Beyond {
+                size: second.max(first),
+                len: tree.size(),
+            });
+        }
+        lintas_merkle::consistency_proof_at(&*tree, first, second)
+            .map_err(LogError::Storage)?
+            .ok_or(LogError::Beyond {
+                size: first,
+                len: second,
+            })
     }
 
     /// Number of durable records.
@@ -249,6 +351,17 @@ fn writer(
             Ok(()) => {
                 next = first_index + jobs.len() as u64;
                 if let Some(s) = shared.upgrade() {
+                    let leaves: Vec<Hash> = records
+                        .iter()
+                        .map(|r| lintas_merkle::leaf_hash(r))
+                        .collect();
+                    let mut tree = s.tree.write().unwrap_or_else(|p| p.into_inner());
+                    // The nodes follow from the records and are repaired on opening; a
+                    // failure here leaves proofs unavailable, not records lost.
+                    if let Err(e) = tree.append(&leaves) {
+                        tracing::error!(error = %e, "record log: writing the tree failed");
+                    }
+                    drop(tree);
                     s.len.store(next, Ordering::SeqCst);
                     s.flushes.fetch_add(1, Ordering::SeqCst);
                 }
@@ -293,7 +406,7 @@ mod tests {
             let log = log.clone();
             tasks.push(tokio::spawn(async move {
                 let id = format!("m{i}");
-                (log.append(&record(&id)).await.unwrap(), id)
+                (log.append(record(&id)).await.unwrap(), id)
             }));
         }
         let mut seen = BTreeMap::new();
@@ -314,7 +427,54 @@ mod tests {
         log.close();
         let log = RecordLog::open(dir.path()).unwrap();
         assert_eq!(log.len(), 200);
-        assert_eq!(log.append(&record("next")).await.unwrap(), 200);
+        assert_eq!(log.append(record("next")).await.unwrap(), 200);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_log_is_a_merkle_tree_over_its_exact_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = RecordLog::open(dir.path()).unwrap();
+        assert_eq!(log.head(), (0, lintas_merkle::empty_root()));
+        let tasks: Vec<_> = (0..50)
+            .map(|i| {
+                let log = log.clone();
+                tokio::spawn(async move { log.append(record(&format!("m{i}"))).await.unwrap() })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let early = log.head();
+        assert_eq!(early.0, 50);
+        for i in 50..77 {
+            log.append(record(&format!("m{i}"))).await.unwrap();
+        }
+        // Each stored record carries its own index, and its exact bytes are the leaves.
+        let leaves: Vec<Hash> = (0..77)
+            .map(|i| {
+                let r = log.get(i).unwrap().unwrap();
+                assert_eq!(r.index, i);
+                lintas_merkle::leaf_hash(&r.encode_to_vec())
+            })
+            .collect();
+        let (size, root) = log.head();
+        assert_eq!((size, root), (77, lintas_merkle::root(&leaves)));
+        assert_eq!(log.root_at(50).unwrap(), early.1);
+        let proof = log.inclusion_proof(33, 77).unwrap();
+        lintas_merkle::verify_inclusion(&leaves[33], 33, 77, &proof, &root).unwrap();
+        let proof = log.consistency_proof(50, 77).unwrap();
+        lintas_merkle::verify_consistency(50, 77, &early.1, &root, &proof).unwrap();
+        assert!(matches!(
+            log.inclusion_proof(77, 77),
+            Err(LogError::Beyond { .. })
+        ));
+        assert!(matches!(log.root_at(78), Err(LogError::Beyond { .. })));
+        log.close();
+        // Reopened, the tree is checked against the records and is the same.
+        let log = RecordLog::open(dir.path()).unwrap();
+        assert_eq!(log.head(), (77, root));
+        assert_eq!(log.append(record("next")).await.unwrap(), 77);
+        assert_eq!(log.get(77).unwrap().unwrap().index, 77);
     }
 
     /// A backend that fails when told to, counting batches.
@@ -348,21 +508,25 @@ mod tests {
         let fail = Arc::new(AtomicBool::new(false));
         let stored = Arc::new(Mutex::new(Vec::new()));
         let batches = Arc::new(AtomicU64::new(0));
-        let log = RecordLog::with_backend(Flaky {
-            fail: fail.clone(),
-            stored: stored.clone(),
-            batches: batches.clone(),
-        })
+        let tree = tempfile::tempdir().unwrap();
+        let log = RecordLog::with_backend(
+            Flaky {
+                fail: fail.clone(),
+                stored: stored.clone(),
+                batches: batches.clone(),
+            },
+            tree.path(),
+        )
         .unwrap();
-        assert_eq!(log.append(&record("a")).await.unwrap(), 0);
+        assert_eq!(log.append(record("a")).await.unwrap(), 0);
         fail.store(true, Ordering::SeqCst);
         assert!(matches!(
-            log.append(&record("b")).await,
+            log.append(record("b")).await,
             Err(LogError::Storage(_))
         ));
         fail.store(false, Ordering::SeqCst);
         assert!(matches!(
-            log.append(&record("c")).await,
+            log.append(record("c")).await,
             Err(LogError::Failed(_))
         ));
         assert!(log.failed());
@@ -415,18 +579,22 @@ mod tests {
         let (entered_tx, entered) = std::sync::mpsc::channel();
         let (release, release_rx) = std::sync::mpsc::channel();
         let batches = Arc::new(Mutex::new(Vec::new()));
-        let log = RecordLog::with_backend(Gated {
-            entered: Mutex::new(Some(entered_tx)),
-            release: Mutex::new(Some(release_rx)),
-            stored: Mutex::new(Vec::new()),
-            batches: batches.clone(),
-        })
+        let tree = tempfile::tempdir().unwrap();
+        let log = RecordLog::with_backend(
+            Gated {
+                entered: Mutex::new(Some(entered_tx)),
+                release: Mutex::new(Some(release_rx)),
+                stored: Mutex::new(Vec::new()),
+                batches: batches.clone(),
+            },
+            tree.path(),
+        )
         .unwrap();
-        let first = log.submit(&record("first")).unwrap();
+        let first = log.submit(record("first")).unwrap();
         // The writer is inside the first write; everything submitted now waits.
         entered.recv().unwrap();
         let rest: Vec<_> = (0..100)
-            .map(|i| log.submit(&record(&i.to_string())).unwrap())
+            .map(|i| log.submit(record(&i.to_string())).unwrap())
             .collect();
         release.send(()).unwrap();
         assert_eq!(first.await.unwrap(), 0);

@@ -304,7 +304,7 @@ impl SecurityServer {
                 format!("the security server could not record the exchange: {e}"),
             )
         };
-        let durable = self.log.submit(&record).map_err(failed)?;
+        let durable = self.log.submit(record).map_err(failed)?;
         Ok(async move { durable.await.map_err(failed) })
     }
 
@@ -737,13 +737,13 @@ mod tests {
             time_unix_ms: time,
             ..Default::default()
         };
-        log.append(&record(RecordKind::RequestReceived, "old", now - 200_000))
+        log.append(record(RecordKind::RequestReceived, "old", now - 200_000))
             .await
             .unwrap();
-        log.append(&record(RecordKind::RequestReceived, "recent", now - 1_000))
+        log.append(record(RecordKind::RequestReceived, "recent", now - 1_000))
             .await
             .unwrap();
-        log.append(&record(RecordKind::Rejection, "refused", now - 500))
+        log.append(record(RecordKind::Rejection, "refused", now - 500))
             .await
             .unwrap();
         let seen = recent_requests(&log, now, 120_000).unwrap();

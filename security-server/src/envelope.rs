@@ -154,6 +154,8 @@ impl Context {
             status_code: code as i32,
             detail: detail.to_owned(),
             peer_cert_sha256: self.peer_cert_sha256.clone(),
+            // The log gives each record its index.
+            index: 0,
         }
     }
 }
