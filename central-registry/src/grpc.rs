@@ -86,6 +86,7 @@ impl Registration for RegistrationService {
             address: r.address,
             tls_csr: r.tls_csr,
             signing_csr: r.signing_csr,
+            log_csr: r.log_csr,
             clients: r.clients,
             member_name: r.member_name,
             enrolment_token: r.enrolment_token,
@@ -119,6 +120,28 @@ impl Registration for RegistrationService {
         let reg = self.0.clone();
         let conf_serial = blocking(move || reg.report_services(cert.as_deref(), services)).await?;
         Ok(Response::new(pb::ServiceReportReply { conf_serial }))
+    }
+
+    async fn add_checkpoint(
+        &self,
+        request: Request<pb::AddCheckpointRequest>,
+    ) -> Result<Response<lintas_proto::log::v1::Cosignature>, Status> {
+        let cert = lintas_transport::peer_cert(&request);
+        let req = request.into_inner();
+        let reg = self.0.clone();
+        let cosignature = blocking(move || reg.add_checkpoint(cert.as_deref(), req)).await?;
+        Ok(Response::new(cosignature))
+    }
+
+    async fn witnessed_checkpoint(
+        &self,
+        request: Request<pb::WitnessedCheckpointRequest>,
+    ) -> Result<Response<lintas_proto::log::v1::SignedCheckpoint>, Status> {
+        let origin = request.into_inner().origin;
+        let reg = self.0.clone();
+        Ok(Response::new(
+            blocking(move || reg.witnessed(&origin)).await?,
+        ))
     }
 
     async fn get_global_conf(

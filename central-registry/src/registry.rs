@@ -20,6 +20,8 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::store::{Put, RegistryStore};
 
+mod witness;
+
 /// Longest free-text field (names, reasons, descriptions).
 pub const MAX_TEXT: usize = 256;
 /// Most subsystems one registration may ask to host.
@@ -132,6 +134,9 @@ pub struct ServerRec {
     pub address: HostPort,
     pub clients: BTreeSet<SubsystemId>,
     pub certs: Vec<IssuedCert>,
+    /// The key that signs the server's log checkpoints (uncompressed P-256 point, hex).
+    #[serde(default)]
+    pub log_key_hex: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,6 +158,9 @@ pub struct RegistrationRec {
     pub signing_csr_hex: String,
     pub tls_key_fingerprint: String,
     pub signing_key_fingerprint: String,
+    /// The requested log (checkpoint) key, uncompressed P-256 point in hex.
+    #[serde(default)]
+    pub log_key_hex: String,
     pub state: RegState,
     pub reason: String,
     pub submitted_at: i64,
@@ -275,6 +283,8 @@ pub struct Registry {
     poisoned: AtomicBool,
     /// Held across a service report's comparison and commit.
     reports: Mutex<()>,
+    /// The newest checkpoint witnessed for each log, by origin.
+    witnessed: Mutex<BTreeMap<String, witness::WitnessRec>>,
 }
 
 impl Registry {
@@ -288,6 +298,7 @@ impl Registry {
     ) -> Result<Self> {
         let mut state = State::default();
         let mut latest = Vec::new();
+        let mut witnessed = BTreeMap::new();
         for (key, value) in store.load().map_err(internal)? {
             let (kind, id) = key.split_once('/').unwrap_or((key.as_str(), ""));
             match kind {
@@ -323,6 +334,12 @@ impl Registry {
                     let seq = u64::from_str_radix(id, 16).unwrap_or(0);
                     state.audit_seq = state.audit_seq.max(seq + 1);
                 }
+                "witness" => {
+                    let w: witness::WitnessRec = decode(&key, &value)?;
+                    witnessed.insert(w.origin.clone(), w);
+                }
+                // Evidence of a forked log, kept for the administrators; not state.
+                "witness-refusal" => {}
                 "conf" => {
                     let m: ConfMeta = decode(&key, &value)?;
                     state.conf_serial = m.serial;
@@ -344,6 +361,7 @@ impl Registry {
             latest: RwLock::new(Arc::new(latest)),
             poisoned: AtomicBool::new(false),
             reports: Mutex::new(()),
+            witnessed: Mutex::new(witnessed),
         })
     }
 
@@ -494,6 +512,7 @@ impl Registry {
                             .filter(|c| c.kind == CertKind::Signing)
                             .map(IssuedCert::der)
                             .collect(),
+                        log_public_key: lintas_certs::unhex(&s.log_key_hex).unwrap_or_default(),
                     }
                 })
                 .collect(),
@@ -567,6 +586,15 @@ impl Registry {
                 "uses the same key as tls_csr; the signing key must be separate",
             ));
         }
+        let log_key = CsrKey::from_der(&req.log_csr).map_err(|e| invalid("log_csr", e))?;
+        if log_key.fingerprint() == tls_key.fingerprint()
+            || log_key.fingerprint() == signing_key.fingerprint()
+        {
+            return Err(invalid(
+                "log_csr",
+                "uses the same key as tls_csr or signing_csr; the log key must be separate",
+            ));
+        }
         let request_id = random_hex(16)?;
         let token_hash = (!req.enrolment_token.is_empty())
             .then(|| lintas_certs::hex(&lintas_certs::sha256(req.enrolment_token.as_bytes())));
@@ -581,6 +609,7 @@ impl Registry {
             signing_csr_hex: lintas_certs::hex(&req.signing_csr),
             tls_key_fingerprint: tls_key.fingerprint(),
             signing_key_fingerprint: signing_key.fingerprint(),
+            log_key_hex: lintas_certs::hex(&log_key.public_key_raw()),
             state: RegState::Pending,
             reason: String::new(),
             submitted_at: now,
@@ -785,8 +814,10 @@ impl Registry {
                 address: rec.address.clone(),
                 clients: BTreeSet::new(),
                 certs: Vec::new(),
+                log_key_hex: String::new(),
             });
         server.address = rec.address.clone();
+        server.log_key_hex = rec.log_key_hex.clone();
         server.clients.extend(rec.clients.iter().cloned());
         server.certs.push(IssuedCert::new(CertKind::Tls, &tls)?);
         server
@@ -1067,15 +1098,12 @@ impl Registry {
     /// A security server, identified by its current TLS certificate, reports the complete
     /// list of services it provides. Only its own hosted subsystems may be named. The
     /// configuration is re-signed only when the catalogue changed.
-    pub fn report_services(
-        &self,
-        peer_cert: Option<&[u8]>,
-        services: Vec<(String, String)>,
-    ) -> Result<u64> {
+    /// The registered security server whose unrevoked TLS certificate `peer_cert` is.
+    fn peer_server(&self, peer_cert: Option<&[u8]>, doing: &str) -> Result<ServerId> {
         let der = peer_cert.ok_or_else(|| {
-            RegistryError::PermissionDenied(
-                "reporting services needs the security server's TLS client certificate".into(),
-            )
+            RegistryError::PermissionDenied(format!(
+                "{doing} needs the security server's TLS client certificate"
+            ))
         })?;
         let info = self
             .trust
@@ -1087,6 +1115,28 @@ impl Registry {
                 "not a security server".into(),
             ));
         };
+        let state = self.lock();
+        let server = state.servers.get(&server_id).ok_or_else(|| {
+            RegistryError::PermissionDenied(format!("{server_id} is not a registered server"))
+        })?;
+        if !server
+            .certs
+            .iter()
+            .any(|c| c.kind == CertKind::Tls && c.serial == serial_hex && c.revoked.is_none())
+        {
+            return Err(RegistryError::PermissionDenied(
+                "this TLS certificate is revoked or not registered for the server".into(),
+            ));
+        }
+        Ok(server_id)
+    }
+
+    pub fn report_services(
+        &self,
+        peer_cert: Option<&[u8]>,
+        services: Vec<(String, String)>,
+    ) -> Result<u64> {
+        let server_id = self.peer_server(peer_cert, "reporting services")?;
         if services.len() > MAX_CLIENTS {
             return Err(invalid("services", format!("more than {MAX_CLIENTS}")));
         }
@@ -1108,15 +1158,6 @@ impl Registry {
             let server = state.servers.get(&server_id).ok_or_else(|| {
                 RegistryError::PermissionDenied(format!("{server_id} is not a registered server"))
             })?;
-            if !server
-                .certs
-                .iter()
-                .any(|c| c.kind == CertKind::Tls && c.serial == serial_hex && c.revoked.is_none())
-            {
-                return Err(RegistryError::PermissionDenied(
-                    "this TLS certificate is revoked or not registered for the server".into(),
-                ));
-            }
             if let Some((p, _)) = reported.iter().find(|(p, _)| !server.clients.contains(p)) {
                 return Err(RegistryError::PermissionDenied(format!(
                     "{server_id} does not host {p}"
@@ -1177,6 +1218,7 @@ pub struct Submission {
     pub address: String,
     pub tls_csr: Vec<u8>,
     pub signing_csr: Vec<u8>,
+    pub log_csr: Vec<u8>,
     pub clients: Vec<String>,
     pub member_name: String,
     pub enrolment_token: String,

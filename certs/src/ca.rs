@@ -222,6 +222,12 @@ impl CsrKey {
     pub fn fingerprint(&self) -> String {
         crate::keys::fingerprint(&self.0)
     }
+
+    /// The public key as an uncompressed P-256 point, as [`crate::sig::verify`] takes it.
+    pub fn public_key_raw(&self) -> Vec<u8> {
+        use rcgen::PublicKeyData;
+        self.0.der_bytes().to_vec()
+    }
 }
 
 /// A certificate signing request for `key` (subject is informational only: the CA sets

@@ -559,6 +559,7 @@ async fn malformed_registration(url: &str, anchor: &Path) -> Result<String> {
             address: "127.0.0.1:9".into(),
             tls_csr: b"not a CSR".to_vec(),
             signing_csr: b"not a CSR".to_vec(),
+            log_csr: b"not a CSR".to_vec(),
             ..Default::default()
         })
         .await

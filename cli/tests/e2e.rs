@@ -306,6 +306,7 @@ async fn enrolment_tokens_pre_approve_once_for_one_server() {
         address: "127.0.0.1:6666".into(),
         tls_csr: csr(),
         signing_csr: csr(),
+        log_csr: csr(),
         ..Default::default()
     };
     squat_request.member_name = "squatter".into();
@@ -757,6 +758,7 @@ async fn bad_registrations_and_admin_input_are_refused_with_clear_errors() {
         address: "127.0.0.1:5500".into(),
         tls_csr: csr(),
         signing_csr: csr(),
+        log_csr: csr(),
         clients: vec![PROVIDER_CLIENT.into()],
         ..Default::default()
     };
@@ -786,6 +788,17 @@ async fn bad_registrations_and_admin_input_are_refused_with_clear_errors() {
     let mut r = good();
     r.signing_csr = r.tls_csr.clone();
     refused(Code::InvalidArgument, "separate")(reg.submit(r).await);
+
+    let mut r = good();
+    r.log_csr = Vec::new();
+    refused(
+        Code::InvalidArgument,
+        "log_csr: certificate signing request refused: empty",
+    )(reg.submit(r).await);
+
+    let mut r = good();
+    r.log_csr = r.signing_csr.clone();
+    refused(Code::InvalidArgument, "the log key must be separate")(reg.submit(r).await);
 
     let mut r = good();
     r.server_id = "ID/GOV/KEMEN DAGRI/SS1".into();

@@ -17,6 +17,7 @@ use std::sync::{Arc, RwLock, mpsc};
 
 use lintas_merkle::Hash;
 
+pub mod checkpoint;
 pub mod file;
 pub mod tree;
 

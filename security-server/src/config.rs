@@ -54,6 +54,12 @@ pub struct SsConfig {
     /// How long a provider application may take to answer.
     #[serde(default = "default_app_timeout")]
     pub app_timeout_secs: u64,
+    /// How often the log is checkpointed while it grows.
+    #[serde(default = "default_checkpoint_interval")]
+    pub checkpoint_interval_ms: u64,
+    /// How often the newest checkpoint is handed to the registry to witness.
+    #[serde(default = "default_witness_interval")]
+    pub witness_interval_secs: u64,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -80,6 +86,12 @@ fn default_skew() -> u64 {
 fn default_app_timeout() -> u64 {
     30
 }
+fn default_checkpoint_interval() -> u64 {
+    1000
+}
+fn default_witness_interval() -> u64 {
+    10
+}
 
 impl SsConfig {
     /// A configuration with every optional key at its default.
@@ -98,6 +110,8 @@ impl SsConfig {
             max_message_bytes: default_max_message(),
             clock_skew_secs: default_skew(),
             app_timeout_secs: default_app_timeout(),
+            checkpoint_interval_ms: default_checkpoint_interval(),
+            witness_interval_secs: default_witness_interval(),
         }
     }
 
@@ -137,6 +151,13 @@ impl SsConfig {
         });
         p.check((1..=3600).contains(&self.app_timeout_secs), || {
             "app_timeout_secs must be between 1 and 3600".into()
+        });
+        p.check(
+            (100..=60_000).contains(&self.checkpoint_interval_ms),
+            || "checkpoint_interval_ms must be between 100 and 60000".into(),
+        );
+        p.check((1..=3600).contains(&self.witness_interval_secs), || {
+            "witness_interval_secs must be between 1 and 3600".into()
         });
         for c in &self.clients {
             p.check(c.member == self.server_id.owner, || {

@@ -26,6 +26,7 @@ use tonic::{Code, Status};
 
 use crate::access::Access;
 use crate::batch::{BatchSigner, VerifiedRoots};
+use crate::checkpoints::Checkpoints;
 use crate::{Node, SsConfig, SsError};
 
 pub use crate::envelope::{REQUEST_DOMAIN, RESPONSE_DOMAIN};
@@ -100,6 +101,10 @@ pub struct SecurityServer {
     pub(crate) clients: Vec<SubsystemId>,
     pub(crate) conf: ConfClient,
     pub log: RecordLog,
+    /// The log's signed checkpoints.
+    pub checkpoints: Checkpoints,
+    checkpoint_interval: Duration,
+    witness_interval: Duration,
     pub access: Access,
     /// Message ids used within the replay window, by "client/id", with their time.
     seen: Mutex<Seen>,
@@ -222,7 +227,8 @@ impl SecurityServer {
         let tls_cert = read(node.paths.tls_cert())?;
         let sign_cert = read(node.paths.sign_cert())?;
         let conf = node.conf_client(clock.clone())?;
-        let log = RecordLog::open(&node.paths.0.join("records"))?;
+        let records = node.paths.0.join("records");
+        let log = RecordLog::open(&records)?;
         let db = lintas_log::open_sled(&node.paths.0.join("state")).map_err(crate::state_error)?;
         let access = Access::open(&db)?;
         let seen = Mutex::new(recent_requests(
@@ -237,6 +243,12 @@ impl SecurityServer {
             let (cert, key) = consumer_identity(&node)?;
             LocalAuth::Tls { cert, key }
         };
+        let checkpoints = Checkpoints::open(
+            &records.join("checkpoints"),
+            node.config.server_id.to_string(),
+            node.log_key,
+            &log,
+        )?;
         let c = &node.config;
         Ok(Arc::new(SecurityServer {
             id: c.server_id.clone(),
@@ -248,6 +260,9 @@ impl SecurityServer {
                 app_timeout: Duration::from_secs(c.app_timeout_secs),
             },
             conf_poll: Duration::from_secs(c.conf_poll_secs),
+            checkpoint_interval: Duration::from_millis(c.checkpoint_interval_ms),
+            witness_interval: Duration::from_secs(c.witness_interval_secs),
+            checkpoints,
             local_auth,
             conf,
             log,
@@ -422,8 +437,11 @@ impl SecurityServer {
 
     /// Reports the services this server provides to the registry's catalogue, over mutual
     /// TLS with this server's certificate. Returns the configuration serial listing them.
-    pub async fn report_services(&self) -> Result<u64, SsError> {
-        use lintas_proto::registry::v1 as reg;
+    /// A client of the registry that authenticates as this server.
+    fn registry(
+        &self,
+    ) -> Result<lintas_proto::registry::v1::registration_client::RegistrationClient<Channel>, SsError>
+    {
         let anchor = self.conf.anchor();
         let tls = lintas_transport::client_config(
             anchor.trust_store(),
@@ -431,6 +449,33 @@ impl SecurityServer {
             Some((&self.tls_cert, &self.tls_key)),
         )?;
         let channel = lintas_transport::channel(&anchor.registry_url, tls)?;
+        Ok(lintas_proto::registry::v1::registration_client::RegistrationClient::new(channel))
+    }
+
+    /// Signs a checkpoint of the log if it grew since the last one.
+    pub fn checkpoint_now(
+        &self,
+    ) -> Result<Option<lintas_log::checkpoint::SignedCheckpoint>, SsError> {
+        self.checkpoints
+            .checkpoint_now(&self.log, now_ms(&*self.clock))
+    }
+
+    /// Learns the checkpoint the witness holds and checks the log against it.
+    pub async fn sync_with_witness(&self) -> Result<u64, SsError> {
+        self.checkpoints
+            .sync_with_witness(&self.log, &mut self.registry()?)
+            .await
+    }
+
+    /// Hands the newest checkpoint to the witness; returns the size now witnessed.
+    pub async fn witness_now(&self) -> Result<u64, SsError> {
+        self.checkpoints
+            .witness(&self.log, &mut self.registry()?)
+            .await
+    }
+
+    pub async fn report_services(&self) -> Result<u64, SsError> {
+        use lintas_proto::registry::v1 as reg;
         let services = self
             .access
             .services()
@@ -440,7 +485,8 @@ impl SecurityServer {
                 service: s.service.to_string(),
             })
             .collect();
-        let reply = reg::registration_client::RegistrationClient::new(channel)
+        let reply = self
+            .registry()?
             .report_services(reg::ServiceReport { services })
             .await?;
         Ok(reply.into_inner().conf_serial)
@@ -562,6 +608,15 @@ pub async fn serve(
         ),
     }
 
+    // A log the witness saw longer, or with another head, was cut back or rewritten.
+    match tokio::time::timeout(REPORT_TIMEOUT, server.sync_with_witness()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e @ SsError::State(_))) => return Err(e),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "could not ask the witness about this log; will retry")
+        }
+        Err(_) => tracing::warn!("the witness did not answer; will retry"),
+    }
     let stop = lintas_transport::Stop::on(shutdown);
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -677,13 +732,58 @@ pub async fn serve(
         }
     };
 
-    let (p, c, a, (), ()) = tokio::join!(
+    // Checkpoints about every second while the log grows; the witness sees the newest
+    // one every witness interval.
+    let cp_server = server.clone();
+    let cp_stop = stop.clone();
+    let checkpointer = async move {
+        let mut last_witness: Option<std::time::Instant> = None;
+        let mut in_step = true;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(cp_server.checkpoint_interval) => {}
+                _ = cp_stop.stopped() => return,
+            }
+            if let Err(e) = cp_server.checkpoint_now() {
+                tracing::error!(error = %e, "signing a log checkpoint failed");
+            }
+            if last_witness.is_some_and(|t| t.elapsed() < cp_server.witness_interval) {
+                continue;
+            }
+            last_witness = Some(std::time::Instant::now());
+            if !in_step {
+                match cp_server.sync_with_witness().await {
+                    Ok(_) => in_step = true,
+                    Err(e) => {
+                        tracing::error!(error = %e, "checking the log against the witness failed");
+                        continue;
+                    }
+                }
+            }
+            match tokio::time::timeout(REPORT_TIMEOUT, cp_server.witness_now()).await {
+                Ok(Ok(size)) => tracing::debug!(size, "log checkpoint witnessed"),
+                Ok(Err(e)) => {
+                    // The witness may hold another checkpoint than this server believes.
+                    in_step = false;
+                    tracing::warn!(error = %e, "the witness did not cosign the checkpoint; retrying");
+                }
+                Err(_) => tracing::warn!("the witness did not answer; retrying"),
+            }
+        }
+    };
+
+    let (p, c, a, (), (), ()) = tokio::join!(
         stop.part(provider_server),
         stop.part(consumer_server),
         stop.part(admin_server),
         poller,
-        reporter
+        reporter,
+        checkpointer
     );
+    // Every call has drained: the last checkpoint covers every record.
+    if let Err(e) = server.checkpoint_now() {
+        tracing::error!(error = %e, "signing the final log checkpoint failed");
+    }
     let _ = std::fs::remove_file(server.data_dir.join(crate::admin::SOCKET));
     p.map_err(|e| SsError::Serve(format!("provider endpoint: {e}")))?;
     c.map_err(|e| SsError::Serve(format!("consumer endpoint: {e}")))?;

@@ -7,6 +7,7 @@
 pub mod access;
 pub mod admin;
 pub mod batch;
+pub mod checkpoints;
 pub mod config;
 mod consumer;
 pub mod daemon;
@@ -116,6 +117,10 @@ impl Paths {
     pub fn sign_cert(&self) -> PathBuf {
         self.0.join("sign.crt.pem")
     }
+    /// The key that signs this server's log checkpoints.
+    pub fn log_key(&self) -> PathBuf {
+        self.0.join("log.key.pem")
+    }
     pub fn registration(&self) -> PathBuf {
         self.0.join("registration.toml")
     }
@@ -153,6 +158,7 @@ pub fn init(dir: &Path, config: &SsConfig, anchor_path: &Path) -> Result<PathBuf
     lintas_certs::files::write_new(&paths.anchor(), anchor.text.as_bytes(), 0o644)?;
     keys::write(&paths.tls_key(), &keys::generate()?)?;
     keys::write(&paths.sign_key(), &keys::generate()?)?;
+    keys::write(&paths.log_key(), &keys::generate()?)?;
     Ok(config_path)
 }
 
@@ -163,6 +169,7 @@ pub struct Node {
     pub anchor: Anchor,
     tls_key: KeyPair,
     sign_key: KeyPair,
+    log_key: KeyPair,
 }
 
 /// What `registration.toml` remembers between `register` and `status`.
@@ -187,6 +194,7 @@ impl Node {
             anchor: Anchor::load(&paths.anchor())?,
             tls_key: keys::read(&paths.tls_key())?,
             sign_key: keys::read(&paths.sign_key())?,
+            log_key: keys::read(&paths.log_key())?,
             config,
             paths,
         })
@@ -211,6 +219,7 @@ impl Node {
             address: self.config.address.to_string(),
             tls_csr: make_csr(&self.tls_key, &format!("{id} TLS"))?,
             signing_csr: make_csr(&self.sign_key, &format!("{} signing", id.owner))?,
+            log_csr: make_csr(&self.log_key, &format!("{id} log"))?,
             clients: self
                 .config
                 .clients

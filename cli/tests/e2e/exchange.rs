@@ -1307,3 +1307,137 @@ async fn stopping_both_servers_drains_a_call_in_flight_and_keeps_its_records() {
         "the stopped consumer server still accepts connections"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_are_checkpointed_and_witnessed_and_a_forked_log_is_refused() {
+    use lintas_log::checkpoint::{self, Checkpoint};
+    use lintas_proto::registry::v1 as reg;
+    let net = network().await;
+    net.cari(CONSUMER_CLIENT, NIK).await.unwrap();
+    let p = &net.provider;
+    let signed = p.checkpoint_now().unwrap().unwrap();
+    assert!(p.checkpoint_now().unwrap().is_none(), "nothing new to sign");
+    let size = p.witness_now().await.unwrap();
+    assert_eq!(size, p.log.len());
+
+    // Anyone can fetch what the registry holds: the provider's checkpoint, signed with
+    // the log key the global configuration lists, cosigned with the registry's
+    // configuration-signing certificate.
+    let mut public = reg::registration_client::RegistrationClient::new(net.inst.channel(None));
+    let held = public
+        .witnessed_checkpoint(reg::WitnessedCheckpointRequest {
+            origin: PROVIDER.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(held.checkpoint, signed.checkpoint);
+    let conf = p.conf().current().unwrap();
+    let listed = conf.server(&PROVIDER.parse().unwrap()).unwrap();
+    let v = checkpoint::verify(&held, &listed.log_public_key).unwrap();
+    assert_eq!(
+        (v.checkpoint.size, v.root),
+        (size, p.log.root_at(size).unwrap())
+    );
+    let anchor = lintas_globalconf::Anchor::load(&net.inst.anchor()).unwrap();
+    let witness = anchor
+        .trust_store()
+        .verify(
+            &held.cosignatures[0].signer_cert,
+            lintas_certs::Role::GlobalConf,
+            std::time::SystemTime::now(),
+        )
+        .unwrap();
+    checkpoint::verify_cosignature(&held.cosignatures[0], &witness.public_key, &held.checkpoint)
+        .unwrap();
+    let err = public
+        .witnessed_checkpoint(reg::WitnessedCheckpointRequest {
+            origin: "ID/GOV/NOBODY/SS1".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+
+    // The log grows; the next checkpoint is accepted with a consistency proof.
+    net.cari(CONSUMER_CLIENT, NIK).await.unwrap();
+    p.checkpoint_now().unwrap().unwrap();
+    let witnessed = p.witness_now().await.unwrap();
+    assert!(witnessed > size);
+
+    // A fork: the provider's log key signs another history of the next real size, and
+    // hands it in with the real consistency proof. The registry refuses it.
+    net.cari(CONSUMER_CLIENT, NIK).await.unwrap();
+    let now = p.log.len();
+    let log_key = lintas_certs::keys::read(&net.provider_paths.log_key()).unwrap();
+    let fork = checkpoint::sign(
+        &log_key,
+        &Checkpoint {
+            origin: PROVIDER.into(),
+            size: now,
+            root: vec![0x42; 32],
+            time_unix_ms: lintas_ss::daemon::now_ms(&*net.inst.clock),
+        },
+    )
+    .unwrap();
+    let proof: Vec<Vec<u8>> = p
+        .log
+        .consistency_proof(witnessed, now)
+        .unwrap()
+        .iter()
+        .map(|h| h.to_vec())
+        .collect();
+    let tls = |paths: &lintas_ss::Paths| {
+        (
+            read_cert(&paths.tls_cert()),
+            lintas_certs::keys::read(&paths.tls_key()).unwrap(),
+        )
+    };
+    let (cert, key) = tls(&net.provider_paths);
+    let mut as_provider =
+        reg::registration_client::RegistrationClient::new(net.inst.channel(Some((&cert, &key))));
+    let add = |checkpoint: &lintas_log::checkpoint::SignedCheckpoint, old_size: u64| {
+        reg::AddCheckpointRequest {
+            checkpoint: Some(checkpoint.clone()),
+            old_size,
+            consistency_proof: proof.clone(),
+        }
+    };
+    let err = as_provider
+        .add_checkpoint(add(&fork, witnessed))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("forked or rewritten"), "{err:?}");
+    // A proof from a size the registry does not hold is refused as such.
+    let err = as_provider.add_checkpoint(add(&fork, 1)).await.unwrap_err();
+    assert!(
+        err.message()
+            .contains(&format!("holds the checkpoint of size {witnessed}")),
+        "{err:?}"
+    );
+    // Nobody else can hand in the provider's checkpoints, and nobody anonymously.
+    let real = p.checkpoint_now().unwrap().unwrap();
+    let (cert, key) = tls(&net.consumer_paths);
+    let mut as_consumer =
+        reg::registration_client::RegistrationClient::new(net.inst.channel(Some((&cert, &key))));
+    let err = as_consumer
+        .add_checkpoint(add(&real, witnessed))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    let err = public
+        .add_checkpoint(add(&real, witnessed))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    // The registry still holds the true history, and it goes on from there.
+    assert_eq!(p.witness_now().await.unwrap(), now);
+    let held = public
+        .witnessed_checkpoint(reg::WitnessedCheckpointRequest {
+            origin: PROVIDER.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(held.checkpoint, real.checkpoint);
+}

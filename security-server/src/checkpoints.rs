@@ -1,0 +1,374 @@
+//! The server's log checkpoints: signed with its log key about every second while the
+//! log grows, kept in an append-only file beside the records, checked against the log
+//! when the server starts, and handed to the registry (the witness) to cosign.
+//!
+//! The file holds length-prefixed `SignedCheckpoint`s; a checkpoint once cosigned is
+//! written again with its cosignature. The last entry is the newest state.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use lintas_certs::KeyPair;
+use lintas_log::RecordLog;
+use lintas_log::checkpoint::{self, Checkpoint, SignedCheckpoint, Verified};
+use lintas_merkle::Hash;
+use prost::Message;
+
+use crate::SsError;
+
+/// Largest stored entry (a checkpoint with a few cosignatures and certificates).
+const MAX_ENTRY_BYTES: usize = 64 * 1024;
+
+/// Signed checkpoints of one log.
+pub struct Checkpoints {
+    path: PathBuf,
+    origin: String,
+    key: KeyPair,
+    state: Mutex<State>,
+}
+
+struct State {
+    file: File,
+    /// The newest checkpoint, verified.
+    latest: Option<(SignedCheckpoint, Verified)>,
+    /// Size and head of the newest checkpoint the witness cosigned.
+    witnessed: Option<(u64, Hash)>,
+}
+
+fn io(what: &str, path: &Path, e: std::io::Error) -> SsError {
+    SsError::State(format!("{what} {}: {e}", path.display()))
+}
+
+impl Checkpoints {
+    /// Opens the checkpoints in `path` and checks the newest against `log`: a log
+    /// shorter than it, or with another head at its size, lost or changed records, and
+    /// the server refuses to start.
+    pub fn open(
+        path: &Path,
+        origin: String,
+        key: KeyPair,
+        log: &RecordLog,
+    ) -> Result<Self, SsError> {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(|e| io("opening", path, e))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .map_err(|e| io("reading", path, e))?;
+        let mut pos = 0usize;
+        let mut latest = None;
+        let mut witnessed = None;
+        while pos + 4 <= bytes.len() {
+            let n = u32::from_be_bytes([bytes[pos], bytes[pos + 1], bytes[pos + 2], bytes[pos + 3]])
+                as usize;
+            if n == 0 || n > MAX_ENTRY_BYTES || pos + 4 + n > bytes.len() {
+                break;
+            }
+            let Ok(signed) = SignedCheckpoint::decode(&bytes[pos + 4..pos + 4 + n]) else {
+                break;
+            };
+            let v = checkpoint::verify(&signed, key.public_key_raw()).map_err(|e| {
+                SsError::State(format!(
+                    "{}: a stored checkpoint does not verify with this server's log key: {e}",
+                    path.display()
+                ))
+            })?;
+            if !signed.cosignatures.is_empty() {
+                witnessed = Some((v.checkpoint.size, v.root));
+            }
+            latest = Some((signed, v));
+            pos += 4 + n;
+        }
+        if pos < bytes.len() {
+            // A write cut short by a crash: never acknowledged to anyone.
+            tracing::warn!(file = %path.display(), "cutting off an unfinished checkpoint write");
+            file.set_len(pos as u64)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| io("repairing", path, e))?;
+        }
+        if let Some((_, v)) = &latest {
+            let size = v.checkpoint.size;
+            if size > log.len() {
+                return Err(SsError::State(format!(
+                    "the record log holds {} records but its checkpoint of {} covers {size}: records were lost",
+                    log.len(),
+                    lintas_globalconf::iso8601(v.checkpoint.time_unix_ms / 1000)
+                )));
+            }
+            let root = log.root_at(size)?;
+            if root != v.root {
+                return Err(SsError::State(format!(
+                    "the record log does not match its checkpoint of {size} records: records were changed"
+                )));
+            }
+        }
+        Ok(Checkpoints {
+            path: path.to_owned(),
+            origin,
+            key,
+            state: Mutex::new(State {
+                file,
+                latest,
+                witnessed,
+            }),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The newest checkpoint.
+    pub fn latest(&self) -> Option<SignedCheckpoint> {
+        self.lock().latest.as_ref().map(|(s, _)| s.clone())
+    }
+
+    /// Size of the newest checkpoint the witness cosigned (0 for none).
+    pub fn witnessed_size(&self) -> u64 {
+        self.lock().witnessed.map(|w| w.0).unwrap_or(0)
+    }
+
+    fn append(&self, state: &mut State, signed: &SignedCheckpoint) -> Result<(), SsError> {
+        let bytes = signed.encode_to_vec();
+        let mut entry = Vec::with_capacity(4 + bytes.len());
+        entry.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+        entry.extend_from_slice(&bytes);
+        state
+            .file
+            .write_all(&entry)
+            .and_then(|()| state.file.sync_data())
+            .map_err(|e| io("writing", &self.path, e))
+    }
+
+    /// Signs and stores a checkpoint of the log's head if the log grew since the last
+    /// one; returns it.
+    pub fn checkpoint_now(
+        &self,
+        log: &RecordLog,
+        now_ms: i64,
+    ) -> Result<Option<SignedCheckpoint>, SsError> {
+        let mut state = self.lock();
+        let (size, root) = log.head();
+        if state
+            .latest
+            .as_ref()
+            .is_some_and(|(_, v)| v.checkpoint.size >= size)
+        {
+            return Ok(None);
+        }
+        let cp = Checkpoint {
+            origin: self.origin.clone(),
+            size,
+            root: root.to_vec(),
+            time_unix_ms: now_ms,
+        };
+        let signed = checkpoint::sign(&self.key, &cp)?;
+        self.append(&mut state, &signed)?;
+        state.latest = Some((
+            signed.clone(),
+            Verified {
+                checkpoint: cp,
+                root,
+            },
+        ));
+        Ok(Some(signed))
+    }
+
+    /// Learns which checkpoint the witness holds for this log and checks that the log
+    /// contains it: a log that does not was cut back or rewritten after the witness
+    /// saw it, which is refused.
+    pub async fn sync_with_witness(
+        &self,
+        log: &RecordLog,
+        registry: &mut lintas_proto::registry::v1::registration_client::RegistrationClient<
+            tonic::transport::Channel,
+        >,
+    ) -> Result<u64, SsError> {
+        let held = match registry
+            .witnessed_checkpoint(lintas_proto::registry::v1::WitnessedCheckpointRequest {
+                origin: self.origin.clone(),
+            })
+            .await
+        {
+            Ok(r) => r.into_inner(),
+            Err(s) if s.code() == tonic::Code::NotFound => {
+                self.lock().witnessed = None;
+                return Ok(0);
+            }
+            Err(s) => return Err(s.into()),
+        };
+        let v = checkpoint::verify(&held, self.key.public_key_raw()).map_err(|e| {
+            SsError::State(format!(
+                "the checkpoint the witness holds for this log does not verify with this server's log key: {e}"
+            ))
+        })?;
+        let size = v.checkpoint.size;
+        if size > log.len() || log.root_at(size)? != v.root {
+            return Err(SsError::State(format!(
+                "the witness holds a checkpoint of {size} records that this log does not contain: records were lost or changed after it was witnessed"
+            )));
+        }
+        self.lock().witnessed = Some((size, v.root));
+        Ok(size)
+    }
+
+    /// Hands the newest checkpoint to the witness if it is newer than the last one the
+    /// witness cosigned, with the consistency proof from that one; stores the
+    /// cosignature. Returns the size now witnessed.
+    pub async fn witness(
+        &self,
+        log: &RecordLog,
+        registry: &mut lintas_proto::registry::v1::registration_client::RegistrationClient<
+            tonic::transport::Channel,
+        >,
+    ) -> Result<u64, SsError> {
+        let (signed, v, old_size) = {
+            let state = self.lock();
+            let Some((signed, v)) = state.latest.clone() else {
+                return Ok(0);
+            };
+            let old = state.witnessed.map(|w| w.0).unwrap_or(0);
+            if v.checkpoint.size <= old {
+                return Ok(old);
+            }
+            (signed, v, old)
+        };
+        let proof = log
+            .consistency_proof(old_size, v.checkpoint.size)?
+            .iter()
+            .map(|h| h.to_vec())
+            .collect();
+        let cosignature = registry
+            .add_checkpoint(lintas_proto::registry::v1::AddCheckpointRequest {
+                checkpoint: Some(signed.clone()),
+                old_size,
+                consistency_proof: proof,
+            })
+            .await?
+            .into_inner();
+        let mut cosigned = signed;
+        cosigned.cosignatures = vec![cosignature];
+        let mut state = self.lock();
+        self.append(&mut state, &cosigned)?;
+        if state
+            .latest
+            .as_ref()
+            .is_some_and(|(_, l)| l.checkpoint.size == v.checkpoint.size)
+        {
+            state.latest = Some((cosigned, v.clone()));
+        }
+        state.witnessed = Some((v.checkpoint.size, v.root));
+        Ok(v.checkpoint.size)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lintas_log::{Record, RecordKind};
+
+    fn record(id: &str) -> Record {
+        Record {
+            kind: RecordKind::RequestReceived as i32,
+            message_id: id.into(),
+            ..Default::default()
+        }
+    }
+
+    async fn log_with(dir: &Path, n: usize) -> RecordLog {
+        let log = RecordLog::open(dir).unwrap();
+        for i in 0..n {
+            log.append(record(&format!("m{i}"))).await.unwrap();
+        }
+        log
+    }
+
+    const ORIGIN: &str = "ID/GOV/KEMENDAGRI/SS1";
+
+    fn open(dir: &Path, key: &str, log: &RecordLog) -> Result<Checkpoints, SsError> {
+        Checkpoints::open(
+            &dir.join("checkpoints"),
+            ORIGIN.into(),
+            lintas_certs::keys::from_pem(key).unwrap(),
+            log,
+        )
+    }
+
+    #[tokio::test]
+    async fn checkpoints_are_signed_as_the_log_grows_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = lintas_certs::keys::generate().unwrap().serialize_pem();
+        let log = log_with(dir.path(), 5).await;
+        let cps = open(dir.path(), &key, &log).unwrap();
+        assert!(cps.latest().is_none());
+        let first = cps.checkpoint_now(&log, 1000).unwrap().unwrap();
+        assert!(
+            cps.checkpoint_now(&log, 2000).unwrap().is_none(),
+            "nothing new"
+        );
+        log.append(record("m5")).await.unwrap();
+        let second = cps.checkpoint_now(&log, 3000).unwrap().unwrap();
+        let pk = lintas_certs::keys::from_pem(&key).unwrap();
+        let v = checkpoint::verify(&second, pk.public_key_raw()).unwrap();
+        assert_eq!(
+            (v.checkpoint.origin.as_str(), v.checkpoint.size, v.root),
+            (ORIGIN, 6, log.head().1)
+        );
+        assert_ne!(first, second);
+        drop(cps);
+        let cps = open(dir.path(), &key, &log).unwrap();
+        assert_eq!(cps.latest(), Some(second));
+        // Another key did not sign these.
+        let other = lintas_certs::keys::generate().unwrap().serialize_pem();
+        let err = open(dir.path(), &other, &log).err().unwrap().to_string();
+        assert!(err.contains("does not verify"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_log_changed_or_cut_back_after_its_checkpoint_is_refused() {
+        let key = lintas_certs::keys::generate().unwrap().serialize_pem();
+        // A record rewritten, frame hash and all, while the server was stopped.
+        let dir = tempfile::tempdir().unwrap();
+        let log = log_with(dir.path(), 4).await;
+        open(dir.path(), &key, &log)
+            .unwrap()
+            .checkpoint_now(&log, 1000)
+            .unwrap();
+        log.close();
+        let seg = dir.path().join("00000000000000000000.seg");
+        let bytes = std::fs::read(&seg).unwrap();
+        let n = u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize;
+        let mut forged = record("m0");
+        forged.message_id = "mX".into();
+        forged.index = 0;
+        let forged = forged.encode_to_vec();
+        assert_eq!(forged.len(), n, "same length, so the frames stay aligned");
+        let mut changed = bytes.clone();
+        changed[4..36].copy_from_slice(&lintas_merkle::leaf_hash(&forged));
+        changed[36..36 + n].copy_from_slice(&forged);
+        std::fs::write(&seg, &changed).unwrap();
+        let log = RecordLog::open(dir.path()).unwrap();
+        let err = open(dir.path(), &key, &log).err().unwrap().to_string();
+        assert!(err.contains("records were changed"), "{err}");
+        log.close();
+
+        // Records cut off after the checkpoint that covered them.
+        std::fs::write(&seg, &bytes).unwrap();
+        let log = RecordLog::open(dir.path()).unwrap();
+        open(dir.path(), &key, &log).unwrap();
+        log.close();
+        let mut cut = bytes.clone();
+        let second = 36 + n;
+        cut[second..].fill(0);
+        std::fs::write(&seg, &cut).unwrap();
+        let log = RecordLog::open(dir.path()).unwrap();
+        assert_eq!(log.len(), 1);
+        let err = open(dir.path(), &key, &log).err().unwrap().to_string();
+        assert!(err.contains("records were lost"), "{err}");
+    }
+}
