@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "lintas/exchange/v1/exchange.proto",
         "lintas/log/v1/log.proto",
         "lintas/ss/v1/admin.proto",
+        "lintas/audit/v1/evidence.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");

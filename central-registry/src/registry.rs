@@ -285,6 +285,8 @@ pub struct Registry {
     reports: Mutex<()>,
     /// The newest checkpoint witnessed for each log, by origin.
     witnessed: Mutex<BTreeMap<String, witness::WitnessRec>>,
+    /// (origin, held size) of every refusal stored as evidence.
+    witness_refusals: Mutex<BTreeSet<(String, u64)>>,
 }
 
 impl Registry {
@@ -299,6 +301,7 @@ impl Registry {
         let mut state = State::default();
         let mut latest = Vec::new();
         let mut witnessed = BTreeMap::new();
+        let mut refusals = BTreeSet::new();
         for (key, value) in store.load().map_err(internal)? {
             let (kind, id) = key.split_once('/').unwrap_or((key.as_str(), ""));
             match kind {
@@ -338,8 +341,14 @@ impl Registry {
                     let w: witness::WitnessRec = decode(&key, &value)?;
                     witnessed.insert(w.origin.clone(), w);
                 }
-                // Evidence of a forked log, kept for the administrators; not state.
-                "witness-refusal" => {}
+                // Evidence of a forked log, kept for the administrators.
+                "witness-refusal" => {
+                    if let Some((origin, held)) = id.rsplit_once('/')
+                        && let Ok(held) = u64::from_str_radix(held, 16)
+                    {
+                        refusals.insert((origin.to_owned(), held));
+                    }
+                }
                 "conf" => {
                     let m: ConfMeta = decode(&key, &value)?;
                     state.conf_serial = m.serial;
@@ -362,6 +371,7 @@ impl Registry {
             poisoned: AtomicBool::new(false),
             reports: Mutex::new(()),
             witnessed: Mutex::new(witnessed),
+            witness_refusals: Mutex::new(refusals),
         })
     }
 
@@ -1095,9 +1105,6 @@ impl Registry {
         Ok(())
     }
 
-    /// A security server, identified by its current TLS certificate, reports the complete
-    /// list of services it provides. Only its own hosted subsystems may be named. The
-    /// configuration is re-signed only when the catalogue changed.
     /// The registered security server whose unrevoked TLS certificate `peer_cert` is.
     fn peer_server(&self, peer_cert: Option<&[u8]>, doing: &str) -> Result<ServerId> {
         let der = peer_cert.ok_or_else(|| {
@@ -1131,6 +1138,9 @@ impl Registry {
         Ok(server_id)
     }
 
+    /// A security server, identified by its current TLS certificate, reports the complete
+    /// list of services it provides. Only its own hosted subsystems may be named. The
+    /// configuration is re-signed only when the catalogue changed.
     pub fn report_services(
         &self,
         peer_cert: Option<&[u8]>,

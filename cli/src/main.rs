@@ -2,6 +2,7 @@
 //! libraries, and waits for a signal; all logic lives in the library crates.
 #![forbid(unsafe_code)]
 
+mod audit_cmd;
 mod bench;
 mod certs_cmd;
 mod demo;
@@ -33,6 +34,8 @@ enum Command {
     Ss(ss_cmd::Args),
     /// Certificates: throw-away development PKI, inspection and verification.
     Certs(certs_cmd::Args),
+    /// Evidence: export bundles from a security server's log; verify them offline.
+    Audit(audit_cmd::Args),
     /// Measure calls through the bus against direct calls to the application.
     Bench(bench::Args),
     /// Run a whole instance on loopback: registry, two members joining it, and the
@@ -79,6 +82,7 @@ fn main() -> std::process::ExitCode {
             Command::Registry(a) => registry_cmd::run(a).await,
             Command::Ss(a) => ss_cmd::run(a).await,
             Command::Certs(a) => certs_cmd::run(a),
+            Command::Audit(a) => audit_cmd::run(a).await,
             Command::Demo(a) => demo::run(a).await,
             Command::Bench(a) => bench::run(a).await,
         }

@@ -173,7 +173,7 @@ impl Args {
     }
 }
 
-async fn admin(
+pub async fn admin(
     config: &std::path::Path,
 ) -> Result<
     lintas_proto::ss::v1::security_server_admin_client::SecurityServerAdminClient<

@@ -115,11 +115,6 @@ impl Tree {
     }
 }
 
-/// The largest power of two strictly below `n` (`n` at least 2).
-fn split(n: usize) -> usize {
-    1 << (usize::BITS - 1 - (n - 1).leading_zeros())
-}
-
 /// The consistency proof (RFC 9162 `PROOF`) that the tree over the first `first` of
 /// `leaves` is a prefix of the tree over all of them; `None` if `first` exceeds the
 /// number of leaves.
@@ -143,7 +138,7 @@ fn subproof(m: usize, leaves: &[Hash], whole: bool, proof: &mut Vec<Hash>) {
         }
         return;
     }
-    let k = split(n);
+    let k = split64(n as u64) as usize;
     if m <= k {
         subproof(m, &leaves[..k], whole, proof);
         proof.push(root(&leaves[k..]));
@@ -358,6 +353,7 @@ fn range_root<S: Subtrees>(src: &S, start: u64, len: u64) -> Result<Hash, S::Err
     Ok(node_hash(&left, &right))
 }
 
+/// The largest power of two strictly below `n` (`n` at least 2).
 fn split64(n: u64) -> u64 {
     1 << (u64::BITS - 1 - (n - 1).leading_zeros())
 }

@@ -103,6 +103,34 @@ pub fn verify_cosignature(
     Ok(cosigned)
 }
 
+/// Checks a cosignature made by the registry of `instance`: its certificate chains to
+/// `trust` as the configuration-signing certificate of that instance at the time the
+/// cosignature states, and it signs the checkpoint bytes `checkpoint`.
+pub fn verify_witness(
+    cosignature: &Cosignature,
+    trust: &lintas_certs::TrustStore,
+    instance: &lintas_identifiers::Code,
+    checkpoint: &[u8],
+) -> Result<Cosigned, String> {
+    let claimed = Cosigned::decode(cosignature.cosigned.as_slice())
+        .map_err(|e| format!("cosignature is malformed: {e}"))?;
+    let at = std::time::UNIX_EPOCH
+        + std::time::Duration::from_millis(u64::try_from(claimed.time_unix_ms).unwrap_or(0));
+    let info = trust
+        .verify(&cosignature.signer_cert, lintas_certs::Role::GlobalConf, at)
+        .map_err(|e| format!("the witness certificate is not the registry's: {e}"))?;
+    let registry = lintas_certs::Identity::GlobalConf {
+        instance: instance.clone(),
+    };
+    if info.identity != registry {
+        return Err(format!(
+            "cosigned by {}, not the registry of {instance}",
+            info.identity
+        ));
+    }
+    verify_cosignature(cosignature, &info.public_key, checkpoint)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

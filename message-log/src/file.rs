@@ -242,7 +242,7 @@ impl FileBackend {
             tracing::warn!(segment = %path.display(), records = found.offsets.len(), damage = %why,
                 "record log: cutting off an unfinished write left by a crash");
         }
-        zero_after(&active, found.end, capacity).map_err(|e| io("repairing", &path, e))?;
+        set_aside_after(&active, &path, found.end, capacity)?;
         for leaf in &found.leaves {
             on_leaf(*leaf)?;
         }
@@ -266,26 +266,45 @@ impl FileBackend {
     }
 }
 
-/// Overwrites with zeros whatever is not zero after `end`, and makes it durable.
-fn zero_after(file: &File, end: u64, capacity: u64) -> Result<(), std::io::Error> {
+/// Whatever is not zero after `end` (the bytes of a write cut short, or damage) is
+/// copied, durably, to `<segment>.damaged-<end>` beside the segment, then overwritten
+/// with zeros, so that nothing is lost and no stale frame can come back.
+fn set_aside_after(file: &File, path: &Path, end: u64, capacity: u64) -> Result<(), String> {
     const CHUNK: u64 = 1 << 20;
     let mut buf = vec![0u8; CHUNK as usize];
-    let mut pos = end;
-    let mut changed = false;
+    // Where the non-zero bytes stop.
+    let (mut pos, mut stop) = (end, end);
     while pos < capacity {
         let n = CHUNK.min(capacity - pos) as usize;
-        file.read_exact_at(&mut buf[..n], pos)?;
-        if buf[..n].iter().any(|&b| b != 0) {
-            buf[..n].fill(0);
-            file.write_all_at(&buf[..n], pos)?;
-            changed = true;
+        file.read_exact_at(&mut buf[..n], pos)
+            .map_err(|e| io("reading", path, e))?;
+        if let Some(last) = buf[..n].iter().rposition(|&b| b != 0) {
+            stop = pos + last as u64 + 1;
         }
         pos += n as u64;
     }
-    if changed {
-        file.sync_data()?;
+    if stop == end {
+        return Ok(());
     }
-    Ok(())
+    let mut kept = vec![0u8; (stop - end) as usize];
+    file.read_exact_at(&mut kept, end)
+        .map_err(|e| io("reading", path, e))?;
+    let aside = path.with_extension(format!("seg.damaged-{end}"));
+    let f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&aside)
+        .map_err(|e| io("creating", &aside, e))?;
+    f.write_all_at(&kept, 0)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| io("writing", &aside, e))?;
+    tracing::warn!(segment = %path.display(), at = end, bytes = kept.len(), kept = %aside.display(),
+        "record log: bytes after the last whole record were set aside (an unfinished write, or damage)");
+    kept.fill(0);
+    file.write_all_at(&kept, end)
+        .and_then(|()| file.sync_data())
+        .map_err(|e| io("repairing", path, e))
 }
 
 impl Backend for FileBackend {
@@ -312,6 +331,17 @@ impl Backend for FileBackend {
             frames.extend_from_slice(r);
         }
         let need = frames.len() as u64;
+        if st.end + need > st.capacity && st.offsets.is_empty() {
+            // The active segment holds nothing yet (or was left empty by a crash while
+            // being created): it grows instead.
+            let capacity = self.segment_bytes.max(need + FRAME_HEAD as u64);
+            let path = segment_path(&self.dir, *st.segments.last().unwrap_or(&0));
+            st.active
+                .set_len(capacity)
+                .and_then(|()| st.active.sync_all())
+                .map_err(|e| io("preallocating", &path, e))?;
+            st.capacity = capacity;
+        }
         if st.end + need > st.capacity {
             // A new segment, sized for this batch if it is larger than usual; a zero
             // length after the last frame ends the old one.
@@ -454,6 +484,9 @@ mod tests {
         drop(f);
         let log = FileBackend::open(dir.path(), &mut |_| Ok(())).unwrap();
         assert_eq!(log.next_index().unwrap(), 1);
+        // What followed the cut was kept aside, not destroyed.
+        let aside = std::fs::read(seg.with_extension(format!("seg.damaged-{second}"))).unwrap();
+        assert!(aside.ends_with(&rec(2)));
         // A record of the same size as the lost one must not resurrect record 2.
         log.write_batch(1, &[rec(7)]).unwrap();
         drop(log);
@@ -461,6 +494,24 @@ mod tests {
         assert_eq!(log.next_index().unwrap(), 2);
         assert_eq!(log.get(1).unwrap(), Some(rec(7)));
         assert_eq!(log.get(2).unwrap(), None);
+    }
+
+    #[test]
+    fn an_empty_segment_left_by_a_crash_grows_instead_of_blocking_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = FileBackend::open(dir.path(), &mut |_| Ok(())).unwrap();
+        log.write_batch(0, &[rec(0)]).unwrap();
+        drop(log);
+        // A crash after creating the next segment, before preallocating it.
+        File::create(segment_path(dir.path(), 1)).unwrap();
+        let log = FileBackend::open(dir.path(), &mut |_| Ok(())).unwrap();
+        assert_eq!(log.next_index().unwrap(), 1);
+        log.write_batch(1, &[rec(1)]).unwrap();
+        drop(log);
+        let log = FileBackend::open(dir.path(), &mut |_| Ok(())).unwrap();
+        assert_eq!(log.next_index().unwrap(), 2);
+        assert_eq!(log.get(0).unwrap(), Some(rec(0)));
+        assert_eq!(log.get(1).unwrap(), Some(rec(1)));
     }
 
     #[test]

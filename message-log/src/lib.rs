@@ -286,6 +286,11 @@ impl RecordLog {
         self.shared.failed.load(Ordering::SeqCst)
     }
 
+    /// The record at `index` exactly as stored (its bytes are its leaf entry).
+    pub fn get_bytes(&self, index: u64) -> Result<Option<Vec<u8>>, LogError> {
+        self.shared.backend.get(index).map_err(LogError::Storage)
+    }
+
     /// The record at `index`, decoded.
     pub fn get(&self, index: u64) -> Result<Option<Record>, LogError> {
         match self.shared.backend.get(index).map_err(LogError::Storage)? {

@@ -25,6 +25,9 @@ pub struct TreeFiles {
     /// Nodes stored per level.
     counts: Vec<u64>,
     frontier: Frontier,
+    /// Set when writing nodes failed: the files may have gaps, so no proof is given
+    /// from them until the log is opened again (which repairs them).
+    failed: Option<String>,
 }
 
 fn level_path(dir: &Path, level: u32) -> PathBuf {
@@ -63,6 +66,14 @@ impl TreeFiles {
     /// Appends the leaf hashes of newly durable records, writing every subtree they
     /// complete.
     pub fn append(&mut self, leaves: &[Hash]) -> Result<(), String> {
+        let result = self.write(leaves);
+        if let Err(e) = &result {
+            self.failed = Some(e.clone());
+        }
+        result
+    }
+
+    fn write(&mut self, leaves: &[Hash]) -> Result<(), String> {
         let mut writes: Vec<Vec<u8>> = Vec::new();
         let mut firsts: Vec<u64> = Vec::new();
         for leaf in leaves {
@@ -126,6 +137,7 @@ impl TreeOpener {
             levels: Vec::new(),
             counts: Vec::new(),
             frontier: Frontier::new(),
+            failed: None,
         };
         // Every level stored, so that none is left holding nodes beyond the records.
         let mut level = 0;
@@ -206,6 +218,11 @@ impl Subtrees for TreeFiles {
     type Error = String;
 
     fn subtree(&self, level: u32, index: u64) -> Result<Hash, String> {
+        if let Some(e) = &self.failed {
+            return Err(format!(
+                "the log's tree could not be written ({e}); proofs are unavailable until the log is opened again"
+            ));
+        }
         let l = level as usize;
         if l >= self.counts.len() || index >= self.counts[l] {
             return Err(format!(

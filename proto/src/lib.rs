@@ -33,3 +33,9 @@ pub mod ss {
         tonic::include_proto!("lintas.ss.v1");
     }
 }
+
+pub mod audit {
+    pub mod v1 {
+        tonic::include_proto!("lintas.audit.v1");
+    }
+}

@@ -83,6 +83,9 @@ impl AdminService {
     }
 }
 
+/// Largest answer on the admin socket (an evidence bundle of many exchanges).
+pub const MAX_REPLY_BYTES: usize = 256 * 1024 * 1024;
+
 fn state(e: SsError) -> Status {
     Status::internal(e.to_string())
 }
@@ -243,6 +246,19 @@ impl SecurityServerAdmin for AdminService {
         }))
     }
 
+    async fn export_evidence(
+        &self,
+        request: Request<pb::EvidenceQuery>,
+    ) -> Result<Response<lintas_proto::audit::v1::EvidenceBundle>, Status> {
+        let q = request.into_inner();
+        crate::evidence::check_query(&q).map_err(Status::invalid_argument)?;
+        self.0
+            .export(&q)
+            .await
+            .map(Response::new)
+            .map_err(|e| Status::failed_precondition(e.to_string()))
+    }
+
     async fn list_grants(
         &self,
         _: Request<pb::ListRequest>,
@@ -295,5 +311,5 @@ pub async fn connect(dir: &Path) -> Result<SecurityServerAdminClient<Channel>, S
                 "cannot reach the running server at {shown}: {e} (is `lintas ss serve` running?)"
             ))
         })?;
-    Ok(SecurityServerAdminClient::new(channel))
+    Ok(SecurityServerAdminClient::new(channel).max_decoding_message_size(MAX_REPLY_BYTES))
 }

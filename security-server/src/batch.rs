@@ -187,12 +187,26 @@ impl BatchSigner {
         };
         if lead {
             // Let tasks that are ready to run reach this point first: under load they
-            // join the batch; when idle, nothing is ready and this costs nothing.
+            // join the batch; when idle, nothing is ready and this costs nothing. If this
+            // call is dropped meanwhile (its caller gave up), the guard still leads, so
+            // the others are not left waiting.
+            let guard = Leader(Some(self.0.clone()));
             tokio::task::yield_now().await;
-            self.0.clone().lead();
+            drop(guard);
         }
         rx.await
             .map_err(|_| "the batch signer stopped".to_string())?
+    }
+}
+
+/// Leads when dropped: the one who took leadership signs, however its call ends.
+struct Leader(Option<Arc<Signer>>);
+
+impl Drop for Leader {
+    fn drop(&mut self) {
+        if let Some(signer) = self.0.take() {
+            signer.lead();
+        }
     }
 }
 
@@ -299,6 +313,28 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[tokio::test]
+    async fn a_leader_that_gives_up_still_signs_for_the_others() {
+        let key = lintas_certs::keys::generate().unwrap();
+        let pk = key.public_key_raw().to_vec();
+        let signer = BatchSigner::new(key);
+        // The first caller becomes the leader and is dropped at its first await.
+        let mut first = Box::pin(signer.sign("lintas/request/v1", b"abandoned"));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(first.as_mut().poll(&mut cx).is_pending());
+        assert!(signer.0.lock().busy, "the first caller leads");
+        drop(first);
+        assert!(!signer.0.lock().busy, "leadership was handed back");
+        let sig = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            signer.sign("lintas/request/v1", b"next"),
+        )
+        .await
+        .expect("a later caller is not left waiting")
+        .unwrap();
+        verify(&pk, "lintas/request/v1", b"next", &sig).unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

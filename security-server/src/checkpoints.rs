@@ -60,30 +60,64 @@ impl Checkpoints {
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)
             .map_err(|e| io("reading", path, e))?;
+        // Entries are decoded; only the two that matter are verified (a year of
+        // checkpoints is millions of entries).
         let mut pos = 0usize;
-        let mut latest = None;
-        let mut witnessed = None;
+        let mut newest: Option<(u64, SignedCheckpoint)> = None;
+        let mut newest_cosigned: Option<(u64, SignedCheckpoint)> = None;
+        let damaged = |at: usize, why: &str| {
+            SsError::State(format!(
+                "{}: the entry at byte {at} is damaged ({why}); the file needs an operator's attention",
+                path.display()
+            ))
+        };
         while pos + 4 <= bytes.len() {
             let n = u32::from_be_bytes([bytes[pos], bytes[pos + 1], bytes[pos + 2], bytes[pos + 3]])
                 as usize;
-            if n == 0 || n > MAX_ENTRY_BYTES || pos + 4 + n > bytes.len() {
+            if n == 0 || n > MAX_ENTRY_BYTES {
+                return Err(damaged(pos, "impossible length"));
+            }
+            if pos + 4 + n > bytes.len() {
                 break;
             }
-            let Ok(signed) = SignedCheckpoint::decode(&bytes[pos + 4..pos + 4 + n]) else {
-                break;
-            };
-            let v = checkpoint::verify(&signed, key.public_key_raw()).map_err(|e| {
+            let signed = SignedCheckpoint::decode(&bytes[pos + 4..pos + 4 + n])
+                .map_err(|e| damaged(pos, &e.to_string()))?;
+            let size = Checkpoint::decode(signed.checkpoint.as_slice())
+                .map_err(|e| damaged(pos, &e.to_string()))?
+                .size;
+            // A later entry of the same size (the same checkpoint, cosigned) wins.
+            if newest.as_ref().is_none_or(|(s, _)| size >= *s) {
+                newest = Some((size, signed.clone()));
+            }
+            if !signed.cosignatures.is_empty()
+                && newest_cosigned.as_ref().is_none_or(|(s, _)| size >= *s)
+            {
+                newest_cosigned = Some((size, signed));
+            }
+            pos += 4 + n;
+        }
+        let verify = |signed: &SignedCheckpoint| {
+            checkpoint::verify(signed, key.public_key_raw()).map_err(|e| {
                 SsError::State(format!(
                     "{}: a stored checkpoint does not verify with this server's log key: {e}",
                     path.display()
                 ))
-            })?;
-            if !signed.cosignatures.is_empty() {
-                witnessed = Some((v.checkpoint.size, v.root));
+            })
+        };
+        let latest = match newest {
+            Some((_, signed)) => {
+                let v = verify(&signed)?;
+                Some((signed, v))
             }
-            latest = Some((signed, v));
-            pos += 4 + n;
-        }
+            None => None,
+        };
+        let witnessed = match newest_cosigned {
+            Some((_, signed)) => {
+                let v = verify(&signed)?;
+                Some((v.checkpoint.size, v.root))
+            }
+            None => None,
+        };
         if pos < bytes.len() {
             // A write cut short by a crash: never acknowledged to anyone.
             tracing::warn!(file = %path.display(), "cutting off an unfinished checkpoint write");
@@ -223,6 +257,7 @@ impl Checkpoints {
     pub async fn witness(
         &self,
         log: &RecordLog,
+        anchor: &lintas_globalconf::Anchor,
         registry: &mut lintas_proto::registry::v1::registration_client::RegistrationClient<
             tonic::transport::Channel,
         >,
@@ -251,6 +286,13 @@ impl Checkpoints {
             })
             .await?
             .into_inner();
+        checkpoint::verify_witness(
+            &cosignature,
+            anchor.trust_store(),
+            &anchor.instance,
+            &signed.checkpoint,
+        )
+        .map_err(|e| SsError::State(format!("the registry's cosignature: {e}")))?;
         let mut cosigned = signed;
         cosigned.cosignatures = vec![cosignature];
         let mut state = self.lock();

@@ -27,6 +27,7 @@ use tonic::{Code, Status};
 use crate::access::Access;
 use crate::batch::{BatchSigner, VerifiedRoots};
 use crate::checkpoints::Checkpoints;
+use crate::evidence::Material;
 use crate::{Node, SsConfig, SsError};
 
 pub use crate::envelope::{REQUEST_DOMAIN, RESPONSE_DOMAIN};
@@ -103,6 +104,8 @@ pub struct SecurityServer {
     pub log: RecordLog,
     /// The log's signed checkpoints.
     pub checkpoints: Checkpoints,
+    /// Certificates and configurations kept as evidence.
+    pub(crate) material: Material,
     checkpoint_interval: Duration,
     witness_interval: Duration,
     pub access: Access,
@@ -249,6 +252,8 @@ impl SecurityServer {
             node.log_key,
             &log,
         )?;
+        let material = Material::open(&records.join("evidence"))?;
+        material.remember_cert(&sign_cert)?;
         let c = &node.config;
         Ok(Arc::new(SecurityServer {
             id: c.server_id.clone(),
@@ -263,6 +268,7 @@ impl SecurityServer {
             checkpoint_interval: Duration::from_millis(c.checkpoint_interval_ms),
             witness_interval: Duration::from_secs(c.witness_interval_secs),
             checkpoints,
+            material,
             local_auth,
             conf,
             log,
@@ -293,9 +299,19 @@ impl SecurityServer {
 
     /// The current global configuration, or the error callers see.
     pub(crate) fn current_conf(&self, side: ErrorSource) -> Result<Arc<VerifiedConf>, Status> {
-        self.conf
+        let conf = self
+            .conf
             .current()
-            .map_err(|e| error(Code::Unavailable, side, e.to_string()))
+            .map_err(|e| error(Code::Unavailable, side, e.to_string()))?;
+        // Evidence: the configuration every exchange was checked under.
+        self.material.remember_conf(&conf).map_err(|e| {
+            error(
+                Code::Unavailable,
+                side,
+                format!("the security server could not keep the configuration as evidence: {e}"),
+            )
+        })?;
+        Ok(conf)
     }
 
     /// Appends a record durably; a record that cannot be stored fails the call.
@@ -427,6 +443,12 @@ impl SecurityServer {
             return Ok(info);
         }
         let info = Arc::new(conf.trust_store().verify(der, Role::Member, now)?);
+        // Evidence: records name signing certificates by hash.
+        if let Err(e) = self.material.remember_cert(der) {
+            return Err(lintas_certs::CertError::Signing(format!(
+                "keeping the signing certificate as evidence: {e}"
+            )));
+        }
         let mut signers = self.signers.lock().unwrap_or_else(|p| p.into_inner());
         if signers.len() >= MAX_CACHED_SIGNERS {
             signers.clear();
@@ -435,8 +457,6 @@ impl SecurityServer {
         Ok(info)
     }
 
-    /// Reports the services this server provides to the registry's catalogue, over mutual
-    /// TLS with this server's certificate. Returns the configuration serial listing them.
     /// A client of the registry that authenticates as this server.
     fn registry(
         &self,
@@ -470,10 +490,12 @@ impl SecurityServer {
     /// Hands the newest checkpoint to the witness; returns the size now witnessed.
     pub async fn witness_now(&self) -> Result<u64, SsError> {
         self.checkpoints
-            .witness(&self.log, &mut self.registry()?)
+            .witness(&self.log, self.conf.anchor(), &mut self.registry()?)
             .await
     }
 
+    /// Reports the services this server provides to the registry's catalogue, over mutual
+    /// TLS with this server's certificate. Returns the configuration serial listing them.
     pub async fn report_services(&self) -> Result<u64, SsError> {
         use lintas_proto::registry::v1 as reg;
         let services = self
@@ -609,14 +631,20 @@ pub async fn serve(
     }
 
     // A log the witness saw longer, or with another head, was cut back or rewritten.
-    match tokio::time::timeout(REPORT_TIMEOUT, server.sync_with_witness()).await {
-        Ok(Ok(_)) => {}
+    // If the registry cannot be reached, the server starts (a registry outage must not
+    // stop every ministry's services) and checks as soon as it answers.
+    let synced = match tokio::time::timeout(REPORT_TIMEOUT, server.sync_with_witness()).await {
+        Ok(Ok(_)) => true,
         Ok(Err(e @ SsError::State(_))) => return Err(e),
         Ok(Err(e)) => {
-            tracing::warn!(error = %e, "could not ask the witness about this log; will retry")
+            tracing::warn!(error = %e, "could not ask the witness about this log; will retry");
+            false
         }
-        Err(_) => tracing::warn!("the witness did not answer; will retry"),
-    }
+        Err(_) => {
+            tracing::warn!("the witness did not answer; will retry");
+            false
+        }
+    };
     let stop = lintas_transport::Stop::on(shutdown);
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -675,7 +703,8 @@ pub async fn serve(
         .add_service(
             lintas_proto::ss::v1::security_server_admin_server::SecurityServerAdminServer::new(
                 crate::admin::AdminService(server.clone()),
-            ),
+            )
+            .max_encoding_message_size(crate::admin::MAX_REPLY_BYTES),
         )
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::UnixListenerStream::new(admin_socket),
@@ -738,7 +767,7 @@ pub async fn serve(
     let cp_stop = stop.clone();
     let checkpointer = async move {
         let mut last_witness: Option<std::time::Instant> = None;
-        let mut in_step = true;
+        let mut in_step = synced;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(cp_server.checkpoint_interval) => {}

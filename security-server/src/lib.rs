@@ -12,6 +12,7 @@ pub mod config;
 mod consumer;
 pub mod daemon;
 pub mod envelope;
+pub mod evidence;
 mod provider;
 mod raw;
 

@@ -120,6 +120,13 @@ fn check(
         .conf
         .current()
         .map_err(|e| refuse(Code::Unavailable, e.to_string()))?;
+    // Evidence: the configuration this request is checked under.
+    s.material.remember_conf(&conf).map_err(|e| {
+        refuse(
+            Code::Unavailable,
+            format!("the security server could not keep the configuration as evidence: {e}"),
+        )
+    })?;
 
     // 2. The TLS peer is a registered server that hosts the client.
     let peer_cert = peer_cert

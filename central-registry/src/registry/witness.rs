@@ -125,24 +125,39 @@ impl Registry {
                 offered_proof_hex: proof.iter().map(|h| lintas_certs::hex(h)).collect(),
             };
             drop(witnessed);
-            let actor = format!("server {server_id}");
-            self.commit(&actor, Publish::No, |_, change| {
-                change.put(format!("witness-refusal/{origin}/{now_ms:016x}"), &refusal)?;
-                Ok((
-                    (),
-                    format!("witness refused a checkpoint of {origin}: {reason}"),
-                ))
-            })?;
-            tracing::error!(%origin, %reason, "witness refused an inconsistent checkpoint");
+            // The first refusal against a held checkpoint is the evidence; repeats (a
+            // server retrying) are not stored again.
+            let first = self
+                .witness_refusals
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert((origin.clone(), held_size));
+            if first {
+                let actor = format!("server {server_id}");
+                self.commit(&actor, Publish::No, |_, change| {
+                    change.put(
+                        format!("witness-refusal/{origin}/{held_size:016x}"),
+                        &refusal,
+                    )?;
+                    Ok((
+                        (),
+                        format!("witness refused a checkpoint of {origin}: {reason}"),
+                    ))
+                })?;
+                tracing::error!(%origin, %reason, "witness refused an inconsistent checkpoint");
+            }
             return Err(RegistryError::FailedPrecondition(reason));
         }
         if let Some(h) = held.filter(|h| h.size == v.checkpoint.size) {
-            // Nothing new: the same head again; its cosignature stands.
-            return decode_signed(&h.signed_hex)?
-                .cosignatures
-                .into_iter()
-                .next()
-                .ok_or_else(|| internal("stored checkpoint has no cosignature"));
+            let stored = decode_signed(&h.signed_hex)?;
+            if stored.checkpoint == signed.checkpoint {
+                // The very checkpoint again: its cosignature stands.
+                return stored
+                    .cosignatures
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| internal("stored checkpoint has no cosignature"));
+            }
         }
         let cosignature = checkpoint::cosign(
             &self.keys.conf_key,

@@ -1441,3 +1441,157 @@ async fn logs_are_checkpointed_and_witnessed_and_a_forked_log_is_refused() {
         .into_inner();
     assert_eq!(held.checkpoint, real.checkpoint);
 }
+
+/// Calls CariNik through the bus with a chosen message id.
+async fn cari_with_id(net: &Network, id: &str) {
+    let channel = tonic::transport::Endpoint::from_shared(net.consumer_url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut req = Request::new(CariNikRequest { nik: NIK.into() });
+    let md = req.metadata_mut();
+    md.insert("lintas-client", CONSUMER_CLIENT.parse().unwrap());
+    md.insert("lintas-service", PROVIDER_CLIENT.parse().unwrap());
+    md.insert("lintas-message-id", id.parse().unwrap());
+    PendudukClient::new(channel).cari_nik(req).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evidence_bundles_verify_offline_and_every_tampering_is_caught() {
+    use lintas_proto::audit::v1::EvidenceBundle;
+    let net = network().await;
+    cari_with_id(&net, "bukti-0001").await;
+    cari_with_id(&net, "bukti-0002").await;
+    let q = lintas_proto::ss::v1::EvidenceQuery {
+        message_id: "bukti-0001".into(),
+        ..Default::default()
+    };
+    let consumer = net.consumer.export(&q).await.unwrap();
+    let provider = net.provider.export(&q).await.unwrap();
+    assert_eq!(
+        consumer.entries.len(),
+        2,
+        "request sent and response received"
+    );
+    assert_eq!(
+        provider.entries.len(),
+        2,
+        "request received and response sent"
+    );
+    let anchor = lintas_globalconf::Anchor::load(&net.inst.anchor()).unwrap();
+
+    let c = lintas_audit::verify(&consumer, &anchor);
+    assert!(c.verified, "{:#?}", c.failures);
+    let p = lintas_audit::verify(&provider, &anchor);
+    assert!(p.verified, "{:#?}", p.failures);
+    let words = c.proven.join("\n");
+    for needle in [
+        "entries of the log of ID/GOV/KEMENSOS/SS1",
+        "witnessed by the registry of instance ID",
+        &format!(
+            "{CONSUMER_CLIENT} requested /{SERVICE}/CariNik of {PROVIDER_CLIENT} (message bukti-0001"
+        ),
+        "signed by member ID/GOV/KEMENSOS",
+        &format!("{PROVIDER_CLIENT} answered that request with Ok"),
+        "signed by member ID/GOV/KEMENDAGRI",
+    ] {
+        assert!(words.contains(needle), "'{needle}' not in:\n{words}");
+    }
+    let x = &c.exchanges[0];
+    assert_eq!(
+        (x.message_id.as_str(), x.status.as_ref().map(|s| s.0)),
+        ("bukti-0001", Some(0))
+    );
+    let (proven, failed) = lintas_audit::cross_check(&c, &p);
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(proven.len(), 1);
+    assert!(proven[0].contains("the same signed request and the same signed response"));
+
+    // Each kind of tampering, and what catches it.
+    let fails = |b: &EvidenceBundle| {
+        let r = lintas_audit::verify(b, &anchor);
+        assert!(!r.verified, "a tampered bundle verified");
+        r.failures.join("\n")
+    };
+    let expect = |b: &EvidenceBundle, needle: &str| {
+        let f = fails(b);
+        assert!(f.contains(needle), "'{needle}' not in:\n{f}");
+    };
+    // A byte of an entry changed (the message id, same length).
+    let mut b = consumer.clone();
+    let rec = &mut b.entries[1].record;
+    let at = rec.windows(10).position(|w| w == b"bukti-0001").unwrap();
+    rec[at + 9] = b'9';
+    expect(
+        &b,
+        "is not the record ID/GOV/KEMENSOS/SS1's checkpointed log holds",
+    );
+    // An entry deleted: the response is left without its request.
+    let mut b = consumer.clone();
+    b.entries.remove(0);
+    expect(&b, "holds no record of its request");
+    // Two entries reordered.
+    let mut b = consumer.clone();
+    b.entries.swap(0, 1);
+    expect(&b, "out of order");
+    // A certificate swapped for another member's.
+    let mut b = consumer.clone();
+    let own = lintas_certs::sha256(&read_cert(&net.consumer_paths.sign_cert()));
+    let provider_cert = read_cert(&net.provider_paths.sign_cert());
+    for cert in &mut b.certificates {
+        if lintas_certs::sha256(cert) == own {
+            *cert = provider_cert.clone();
+        }
+    }
+    expect(&b, "signing certificate");
+    // A backdated entry: the record's time changed, the bytes no longer in the log.
+    let mut b = consumer.clone();
+    let mut r = lintas_log::Record::decode(b.entries[0].record.as_slice()).unwrap();
+    r.time_unix_ms -= 86_400_000;
+    b.entries[0].record = r.encode_to_vec();
+    expect(&b, "is not the record");
+    // A checkpoint of another history, even signed with the right log key: the entries
+    // are not in it and the witness's cosignature is for another checkpoint.
+    let mut b = consumer.clone();
+    let key = lintas_certs::keys::read(&net.consumer_paths.log_key()).unwrap();
+    let mut cp = lintas_log::checkpoint::Checkpoint::decode(
+        b.checkpoint.as_ref().unwrap().checkpoint.as_slice(),
+    )
+    .unwrap();
+    cp.root = vec![0x11; 32];
+    let mut forged = lintas_log::checkpoint::sign(&key, &cp).unwrap();
+    forged.cosignatures = b.checkpoint.as_ref().unwrap().cosignatures.clone();
+    b.checkpoint = Some(forged);
+    let f = fails(&b);
+    assert!(
+        f.contains("cosignature 1 of the checkpoint: the cosignature is for another checkpoint"),
+        "{f}"
+    );
+    assert!(f.contains("is not the record"), "{f}");
+    // The other server's checkpoint: not signed with this log's key.
+    let mut b = consumer.clone();
+    b.checkpoint = provider.checkpoint.clone();
+    expect(&b, "the checkpoint is not ID/GOV/KEMENSOS/SS1's");
+    // The two sides do not match when one holds another exchange.
+    let other = net
+        .provider
+        .export(&lintas_proto::ss::v1::EvidenceQuery {
+            message_id: "bukti-0002".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (_, failed) = lintas_audit::cross_check(&c, &lintas_audit::verify(&other, &anchor));
+    assert!(failed[0].contains("no exchange in common"), "{failed:?}");
+    // Another instance's anchor trusts none of it.
+    let foreign = Instance::start().await;
+    let foreign_anchor = lintas_globalconf::Anchor::load(&foreign.anchor()).unwrap();
+    let r = lintas_audit::verify(&consumer, &foreign_anchor);
+    assert!(!r.verified);
+    assert!(
+        r.failures[0].contains("does not verify against the anchor"),
+        "{:?}",
+        r.failures
+    );
+}

@@ -1,0 +1,649 @@
+//! Offline verification of evidence bundles (`lintas audit verify`).
+//!
+//! Trusting only the anchor the auditor supplies, [`verify`] checks a bundle exported
+//! by one security server: the global configurations against the anchor; the log
+//! checkpoint against the server's log key those configurations list, and the witness's
+//! cosignature against the anchor; every record's inclusion proof in the checkpoint's
+//! tree; every signed header against its signer's certificate, the certification
+//! authorities the configuration approves and the member the header names; and the
+//! binding of each response to its request. It says what is proven, what failed, and
+//! what the bundle cannot establish. [`cross_check`] compares the two parties' bundles
+//! of the same exchanges.
+#![forbid(unsafe_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use lintas_certs::{Identity, Role};
+use lintas_globalconf::{Anchor, VerifiedConf, iso8601};
+use lintas_identifiers::{MemberId, ServerId, SubsystemId};
+use lintas_log::checkpoint::{self, Cosigned};
+use lintas_log::{Record, RecordKind};
+use lintas_proto::audit::v1::EvidenceBundle;
+use lintas_proto::exchange::v1 as ex;
+use lintas_ss::envelope::{REQUEST_DOMAIN, RESPONSE_DOMAIN};
+use prost::Message;
+use serde::Serialize;
+
+pub use lintas_ss::evidence::FORMAT;
+
+/// What the bundle's checkpoint establishes.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckpointFacts {
+    pub size: u64,
+    pub root: String,
+    /// When the server signed it (its own clock).
+    pub signed_at: String,
+    /// The witness that cosigned it, and when (the witness's clock).
+    pub witnessed_by: Option<String>,
+    pub witnessed_at: Option<String>,
+}
+
+/// A signed header that verified.
+#[derive(Debug, Clone, Serialize)]
+pub struct SignedFact {
+    /// The member whose signing certificate signed it.
+    pub signed_by: String,
+    /// The time in the header (the signer's clock).
+    pub signed_at: String,
+    pub header_sha256: String,
+    pub body_sha256: String,
+    pub body_len: u64,
+}
+
+/// One exchange (a client's message id) as this log records it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExchangeFacts {
+    pub message_id: String,
+    pub client: String,
+    pub provider: String,
+    pub method: String,
+    pub consumer_server: String,
+    pub provider_server: String,
+    /// The log's record indexes of this exchange.
+    pub records: Vec<u64>,
+    pub request: Option<SignedFact>,
+    pub response: Option<SignedFact>,
+    /// gRPC status code and message of the answer.
+    pub status: Option<(i32, String)>,
+    /// What the server recorded as the outcome when the exchange did not complete.
+    pub outcome: Option<String>,
+}
+
+/// The result of verifying one bundle.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub origin: String,
+    /// True when nothing failed.
+    pub verified: bool,
+    pub checkpoint: Option<CheckpointFacts>,
+    pub exchanges: Vec<ExchangeFacts>,
+    /// Statements that are proven, in plain words.
+    pub proven: Vec<String>,
+    /// Checks that failed; any makes the bundle unverified.
+    pub failures: Vec<String>,
+    /// What the bundle cannot establish.
+    pub not_established: Vec<String>,
+    /// Signed header bytes and signatures by (client, message id), for cross-checks.
+    #[serde(skip)]
+    signed: BTreeMap<(String, String), SignedPair>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+struct SignedPair {
+    request: Option<(Vec<u8>, ex::BatchSignature)>,
+    response: Option<(Vec<u8>, ex::BatchSignature)>,
+}
+
+fn hex8(bytes: &[u8]) -> String {
+    let h = lintas_certs::hex(bytes);
+    h.get(..16).map(|s| format!("{s}…")).unwrap_or(h)
+}
+
+fn at_ms(ms: i64) -> String {
+    iso8601(ms.div_euclid(1000))
+}
+
+fn system_time(ms: i64) -> SystemTime {
+    if ms >= 0 {
+        UNIX_EPOCH + Duration::from_millis(ms as u64)
+    } else {
+        UNIX_EPOCH
+    }
+}
+
+fn status_name(code: i32) -> String {
+    format!("{:?}", tonic_code(code))
+}
+
+fn tonic_code(code: i32) -> tonic::Code {
+    tonic::Code::from_i32(code)
+}
+
+impl Report {
+    fn fail(&mut self, why: String) {
+        self.failures.push(why);
+    }
+}
+
+/// Verifies `bundle` against `anchor`, offline.
+pub fn verify(bundle: &EvidenceBundle, anchor: &Anchor) -> Report {
+    let mut r = Report {
+        origin: bundle.origin.clone(),
+        verified: false,
+        checkpoint: None,
+        exchanges: Vec::new(),
+        proven: Vec::new(),
+        failures: Vec::new(),
+        not_established: Vec::new(),
+        signed: BTreeMap::new(),
+    };
+    check(bundle, anchor, &mut r);
+    r.verified = r.failures.is_empty();
+    r
+}
+
+fn check(bundle: &EvidenceBundle, anchor: &Anchor, r: &mut Report) {
+    if bundle.format != FORMAT {
+        r.fail(format!(
+            "not a lintas evidence bundle (format '{}', expected '{FORMAT}')",
+            bundle.format
+        ));
+        return;
+    }
+    let origin: ServerId = match bundle.origin.parse() {
+        Ok(o) => o,
+        Err(e) => {
+            return r.fail(format!(
+                "the bundle's origin '{}' is not a server id: {e}",
+                bundle.origin
+            ));
+        }
+    };
+
+    // The configurations, each signed by the registry the anchor names.
+    let now = SystemTime::now();
+    let mut confs: Vec<VerifiedConf> = Vec::new();
+    for (i, blob) in bundle.global_confs.iter().enumerate() {
+        match lintas_globalconf::verify_ignoring_expiry(blob, anchor, now) {
+            Ok(c) => confs.push(c),
+            Err(e) => r.fail(format!(
+                "global configuration {} of the bundle does not verify against the anchor: {e}",
+                i + 1
+            )),
+        }
+    }
+    confs.sort_by_key(|c| std::cmp::Reverse(c.serial()));
+    if confs.is_empty() {
+        return r.fail(
+            "the bundle holds no global configuration that verifies against the anchor".into(),
+        );
+    }
+
+    // The checkpoint, signed with the log key the configuration lists for the origin.
+    let Some((log_key, key_serial)) = confs.iter().find_map(|c| {
+        c.server(&origin)
+            .filter(|s| !s.log_public_key.is_empty())
+            .map(|s| (s.log_public_key.clone(), c.serial()))
+    }) else {
+        return r.fail(format!(
+            "no global configuration in the bundle lists a log key for {origin}"
+        ));
+    };
+    let Some(signed) = &bundle.checkpoint else {
+        return r.fail("the bundle holds no checkpoint".into());
+    };
+    let cp = match checkpoint::verify(signed, &log_key) {
+        Ok(v) => v,
+        Err(e) => return r.fail(format!("the checkpoint is not {origin}'s: {e}")),
+    };
+    if cp.checkpoint.origin != bundle.origin {
+        return r.fail(format!(
+            "the checkpoint is of {}'s log, the bundle claims {origin}'s",
+            cp.checkpoint.origin
+        ));
+    }
+    let size = cp.checkpoint.size;
+    let mut facts = CheckpointFacts {
+        size,
+        root: lintas_certs::hex(&cp.root),
+        signed_at: at_ms(cp.checkpoint.time_unix_ms),
+        witnessed_by: None,
+        witnessed_at: None,
+    };
+    for (i, c) in signed.cosignatures.iter().enumerate() {
+        match cosignature(c, anchor, &signed.checkpoint) {
+            Ok(stated) => {
+                facts.witnessed_by = Some(format!("the registry of instance {}", stated.witness));
+                facts.witnessed_at = Some(at_ms(stated.time_unix_ms));
+            }
+            Err(e) => r.fail(format!("cosignature {} of the checkpoint: {e}", i + 1)),
+        }
+    }
+    let witnessed = facts.witnessed_at.as_ref().map(|t| {
+        format!(
+            " and witnessed by {} at {t}",
+            facts.witnessed_by.clone().unwrap_or_default()
+        )
+    });
+    if witnessed.is_none() {
+        r.not_established.push(
+            "no witness cosigned the checkpoint, so it is not established that the log showed everyone the same history".into(),
+        );
+    }
+    r.checkpoint = Some(facts.clone());
+
+    // Every entry is the record the checkpoint's tree holds at its index.
+    let mut records: Vec<(u64, Record)> = Vec::new();
+    let mut last: Option<u64> = None;
+    for (i, e) in bundle.entries.iter().enumerate() {
+        let n = i + 1;
+        let rec = match Record::decode(e.record.as_slice()) {
+            Ok(rec) => rec,
+            Err(err) => {
+                r.fail(format!("entry {n} is not a record: {err}"));
+                continue;
+            }
+        };
+        let index = rec.index;
+        if index >= size {
+            r.fail(format!(
+                "entry {n} claims record {index}, beyond the {size} records the checkpoint covers"
+            ));
+            continue;
+        }
+        if last.is_some_and(|l| l >= index) {
+            r.fail(format!(
+                "entry {n} (record {index}) is out of order: a bundle lists records in the log's order"
+            ));
+        }
+        last = Some(index);
+        let proof: Result<Vec<lintas_merkle::Hash>, _> = e
+            .inclusion_proof
+            .iter()
+            .map(|h| lintas_merkle::Hash::try_from(h.as_slice()))
+            .collect();
+        let included = proof
+            .map_err(|_| "a proof hash is not 32 bytes".to_string())
+            .and_then(|p| {
+                lintas_merkle::verify_inclusion(
+                    &lintas_merkle::leaf_hash(&e.record),
+                    index,
+                    size,
+                    &p,
+                    &cp.root,
+                )
+                .map_err(|e| e.to_string())
+            });
+        if let Err(why) = included {
+            r.fail(format!(
+                "entry {n} (record {index}) is not the record {origin}'s checkpointed log holds at that position ({why}): it was changed or does not belong to this log"
+            ));
+            continue;
+        }
+        records.push((index, rec));
+    }
+    if records.is_empty() {
+        return r.fail("the bundle holds no record that verifies".into());
+    }
+    r.proven.push(format!(
+        "{} records are entries of the log of {origin}: its checkpoint of {size} records (head {}), signed at {} with the log key that global configuration {key_serial} lists for it{}, includes each of them{}.",
+        records.len(),
+        hex8(&cp.root),
+        facts.signed_at,
+        witnessed.clone().unwrap_or_default(),
+        facts
+            .witnessed_at
+            .as_ref()
+            .map(|t| format!(", so they were recorded no later than {t}"))
+            .unwrap_or_default()
+    ));
+
+    // The exchanges, in the order the log first recorded them.
+    let certs: HashMap<[u8; 32], &Vec<u8>> = bundle
+        .certificates
+        .iter()
+        .map(|c| (lintas_certs::sha256(c), c))
+        .collect();
+    let mut order: Vec<(String, String)> = Vec::new();
+    let mut by_exchange: BTreeMap<(String, String), Vec<(u64, Record)>> = BTreeMap::new();
+    for (index, rec) in records {
+        let key = (rec.client.clone(), rec.message_id.clone());
+        if !by_exchange.contains_key(&key) {
+            order.push(key.clone());
+        }
+        by_exchange.entry(key).or_default().push((index, rec));
+    }
+    for key in order {
+        let recs = by_exchange.remove(&key).unwrap_or_default();
+        exchange(&origin, &confs, &certs, recs, r);
+    }
+    r.not_established.push(
+        "when the exchanges took place beyond the signers' own clocks and the witness's upper bound: the bundle holds no trusted timestamp".into(),
+    );
+}
+
+fn cosignature(
+    c: &lintas_log::checkpoint::Cosignature,
+    anchor: &Anchor,
+    checkpoint: &[u8],
+) -> Result<Cosigned, String> {
+    checkpoint::verify_witness(c, anchor.trust_store(), &anchor.instance, checkpoint)
+}
+
+/// Checks a signed header: the certificate the record names, its chain to an authority
+/// a configuration approves at the header's time, its member, and the batch signature.
+#[allow(clippy::too_many_arguments)]
+fn signed_header(
+    what: &str,
+    rec: &Record,
+    domain: &str,
+    time_ms: i64,
+    member: &MemberId,
+    confs: &[VerifiedConf],
+    certs: &HashMap<[u8; 32], &Vec<u8>>,
+) -> Result<SignedFact, String> {
+    let hash: [u8; 32] = rec
+        .signer_cert_sha256
+        .as_slice()
+        .try_into()
+        .map_err(|_| format!("the {what} record names no signing certificate"))?;
+    let cert = certs.get(&hash).ok_or_else(|| {
+        format!(
+            "the {what}'s signing certificate ({}) is not in the bundle",
+            hex8(&hash)
+        )
+    })?;
+    let at = system_time(time_ms);
+    let mut last_error = String::from("no configuration");
+    let info = confs
+        .iter()
+        .find_map(|c| match c.trust_store().verify(cert, Role::Member, at) {
+            Ok(info) => Some(info),
+            Err(e) => {
+                last_error = e.to_string();
+                None
+            }
+        })
+        .ok_or_else(|| {
+            format!(
+                "the {what}'s signing certificate was not valid at {} under any configuration in the bundle: {last_error}",
+                at_ms(time_ms)
+            )
+        })?;
+    if info.identity != Identity::Member(member.clone()) {
+        return Err(format!(
+            "the {what} was signed by {}, not by member {member}",
+            info.identity
+        ));
+    }
+    let signature = rec
+        .signature
+        .as_ref()
+        .ok_or_else(|| format!("the {what} record holds no signature"))?;
+    lintas_ss::batch::verify(&info.public_key, domain, &rec.header, signature)
+        .map_err(|e| format!("the {what}'s signature: {e}"))?;
+    Ok(SignedFact {
+        signed_by: member.to_string(),
+        signed_at: at_ms(time_ms),
+        header_sha256: lintas_certs::hex(&lintas_certs::sha256(&rec.header)),
+        body_sha256: lintas_certs::hex(&rec.body_sha256),
+        body_len: rec.body_len,
+    })
+}
+
+fn is(rec: &Record, kinds: &[RecordKind]) -> bool {
+    kinds.iter().any(|k| rec.kind == *k as i32)
+}
+
+fn exchange(
+    origin: &ServerId,
+    confs: &[VerifiedConf],
+    certs: &HashMap<[u8; 32], &Vec<u8>>,
+    recs: Vec<(u64, Record)>,
+    r: &mut Report,
+) {
+    let (client, message_id) = (recs[0].1.client.clone(), recs[0].1.message_id.clone());
+    let name = format!("exchange {message_id} of {client}");
+    let mut facts = ExchangeFacts {
+        message_id: message_id.clone(),
+        client: client.clone(),
+        provider: recs[0].1.service_provider.clone(),
+        method: recs[0].1.method.clone(),
+        consumer_server: String::new(),
+        provider_server: String::new(),
+        records: recs.iter().map(|(i, _)| *i).collect(),
+        request: None,
+        response: None,
+        status: None,
+        outcome: None,
+    };
+    let mut pair = SignedPair::default();
+    let failures_before = r.failures.len();
+
+    // The request: signed by the client's member.
+    let request = recs
+        .iter()
+        .find(|(_, rec)| is(rec, &[RecordKind::RequestSent, RecordKind::RequestReceived]));
+    let mut request_header = None;
+    if let Some((index, rec)) = request {
+        let sent = is(rec, &[RecordKind::RequestSent]);
+        match ex::RequestHeader::decode(rec.header.as_slice()) {
+            Err(e) => r.fail(format!(
+                "{name}: request header (record {index}) is malformed: {e}"
+            )),
+            Ok(h) => {
+                facts.consumer_server = h.consumer_server.clone();
+                facts.provider_server = h.provider_server.clone();
+                let here = if sent {
+                    &h.consumer_server
+                } else {
+                    &h.provider_server
+                };
+                let member = h.client.parse::<SubsystemId>().map(|c| c.member);
+                if *here != origin.to_string() {
+                    r.fail(format!(
+                        "{name}: the request names {here}, not {origin}, as this side's server"
+                    ));
+                }
+                if h.message_id != rec.message_id
+                    || h.client != rec.client
+                    || h.method != rec.method
+                    || h.service_provider != rec.service_provider
+                {
+                    r.fail(format!(
+                        "{name}: record {index} does not describe the request header it holds"
+                    ));
+                }
+                if h.body_sha256 != rec.body_sha256 || h.body_len != rec.body_len {
+                    r.fail(format!(
+                        "{name}: record {index} names another body than its signed header"
+                    ));
+                }
+                match member.map_err(|e| e.to_string()).and_then(|m| {
+                    signed_header(
+                        "request",
+                        rec,
+                        REQUEST_DOMAIN,
+                        h.time_unix_ms,
+                        &m,
+                        confs,
+                        certs,
+                    )
+                }) {
+                    Ok(f) => {
+                        facts.request = Some(f);
+                        pair.request = rec.signature.clone().map(|s| (rec.header.clone(), s));
+                        request_header = Some((rec.header.clone(), h, *index));
+                    }
+                    Err(e) => r.fail(format!("{name}: {e}")),
+                }
+            }
+        }
+    } else {
+        r.fail(format!("{name}: the bundle holds no record of its request"));
+    }
+
+    // The answer: signed by the provider's member and bound to the request.
+    if let Some((index, rec)) = recs.iter().find(|(_, rec)| {
+        is(
+            rec,
+            &[RecordKind::ResponseSent, RecordKind::ResponseReceived],
+        )
+    }) {
+        match ex::ResponseHeader::decode(rec.header.as_slice()) {
+            Err(e) => r.fail(format!(
+                "{name}: response header (record {index}) is malformed: {e}"
+            )),
+            Ok(h) => {
+                let bound = request_header.as_ref().is_some_and(|(bytes, req, _)| {
+                    h.request_header_sha256 == lintas_certs::sha256(bytes)
+                        && h.message_id == req.message_id
+                        && h.provider_server == req.provider_server
+                });
+                if !bound {
+                    r.fail(format!(
+                        "{name}: the response (record {index}) is not bound to a request this bundle holds"
+                    ));
+                }
+                if h.body_sha256 != rec.body_sha256 || h.body_len != rec.body_len {
+                    r.fail(format!(
+                        "{name}: record {index} names another body than its signed header"
+                    ));
+                }
+                match facts
+                    .provider
+                    .parse::<SubsystemId>()
+                    .map_err(|e| e.to_string())
+                    .and_then(|p| {
+                        signed_header(
+                            "response",
+                            rec,
+                            RESPONSE_DOMAIN,
+                            h.time_unix_ms,
+                            &p.member,
+                            confs,
+                            certs,
+                        )
+                    }) {
+                    Ok(f) => {
+                        facts.response = Some(f);
+                        facts.status = Some((h.status_code, h.status_message.clone()));
+                        pair.response = rec.signature.clone().map(|s| (rec.header.clone(), s));
+                    }
+                    Err(e) => r.fail(format!("{name}: {e}")),
+                }
+            }
+        }
+    }
+    if let Some((index, rec)) = recs
+        .iter()
+        .find(|(_, rec)| is(rec, &[RecordKind::Failed, RecordKind::Rejection]))
+    {
+        let what = if is(rec, &[RecordKind::Rejection]) {
+            "refused the request"
+        } else {
+            "recorded that the exchange failed"
+        };
+        facts.outcome = Some(format!(
+            "{origin} {what} (record {index}): {} {}",
+            status_name(rec.status_code),
+            rec.detail
+        ));
+    }
+    if r.failures.len() > failures_before {
+        r.exchanges.push(facts);
+        return;
+    }
+
+    // In plain words.
+    if let Some(req) = &facts.request {
+        let travelled = if facts.consumer_server == origin.to_string() {
+            format!(
+                "sent it through its server {} to {}",
+                facts.consumer_server, facts.provider_server
+            )
+        } else {
+            format!(
+                "and {} received it from {}",
+                facts.provider_server, facts.consumer_server
+            )
+        };
+        r.proven.push(format!(
+            "{client} requested {} of {} (message {message_id}; body SHA-256 {}, {} bytes), signed by member {} at {} by its clock, {travelled}.",
+            facts.method,
+            facts.provider,
+            hex8(&lintas_certs::unhex(&req.body_sha256).unwrap_or_default()),
+            req.body_len,
+            req.signed_by,
+            req.signed_at
+        ));
+    }
+    match (&facts.response, &facts.status) {
+        (Some(resp), Some((code, message))) => r.proven.push(format!(
+            "{} answered that request with {}{} (body SHA-256 {}, {} bytes), signed by member {} at {} by its clock and bound to the request by its hash.",
+            facts.provider,
+            status_name(*code),
+            if message.is_empty() { String::new() } else { format!(" \"{message}\"") },
+            hex8(&lintas_certs::unhex(&resp.body_sha256).unwrap_or_default()),
+            resp.body_len,
+            resp.signed_by,
+            resp.signed_at
+        )),
+        _ => r.not_established.push(format!(
+            "{name}: no signed answer is recorded{}",
+            facts
+                .outcome
+                .as_ref()
+                .map(|o| format!("; {o}"))
+                .unwrap_or_default()
+        )),
+    }
+    r.signed.insert((client, message_id), pair);
+    r.exchanges.push(facts);
+}
+
+/// Compares two verified reports of the same exchanges (a consumer's and a provider's):
+/// for every exchange both hold, the signed request and the signed response must be the
+/// same bytes with the same signatures. Returns what is proven and what failed.
+pub fn cross_check(a: &Report, b: &Report) -> (Vec<String>, Vec<String>) {
+    let (mut proven, mut failed) = (Vec::new(), Vec::new());
+    if a.origin == b.origin {
+        failed.push(format!(
+            "both bundles are from {}; a cross-check needs the two sides of the exchanges",
+            a.origin
+        ));
+        return (proven, failed);
+    }
+    let mut shared = 0;
+    for (key, pa) in &a.signed {
+        let Some(pb) = b.signed.get(key) else {
+            continue;
+        };
+        shared += 1;
+        let (client, id) = key;
+        if pa.request != pb.request {
+            failed.push(format!(
+                "exchange {id} of {client}: {} and {} hold different signed requests",
+                a.origin, b.origin
+            ));
+        } else if pa.response != pb.response {
+            failed.push(format!(
+                "exchange {id} of {client}: {} and {} hold different signed responses",
+                a.origin, b.origin
+            ));
+        } else {
+            proven.push(format!(
+                "exchange {id} of {client}: {} and {} hold the same signed request and the same signed response.",
+                a.origin, b.origin
+            ));
+        }
+    }
+    if shared == 0 {
+        failed.push(format!(
+            "the bundles of {} and {} have no exchange in common",
+            a.origin, b.origin
+        ));
+    }
+    (proven, failed)
+}

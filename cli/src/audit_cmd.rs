@@ -1,0 +1,208 @@
+//! `lintas audit`: export evidence bundles from a security server's log, and verify them
+//! offline against an instance anchor.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use lintas_proto::audit::v1::EvidenceBundle;
+use prost::Message;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write the evidence of matching exchanges from a running security server's log to
+    /// one self-contained file. Every option given must match; an exchange matches when
+    /// any of its records does.
+    Export {
+        /// The security server's configuration file.
+        #[arg(long, default_value = "ss.toml")]
+        config: PathBuf,
+        /// The exchange's message id.
+        #[arg(long)]
+        message_id: Option<String>,
+        /// The calling client, INSTANCE/CLASS/MEMBER/SUBSYSTEM.
+        #[arg(long)]
+        client: Option<String>,
+        /// The provider, INSTANCE/CLASS/MEMBER/SUBSYSTEM.
+        #[arg(long)]
+        provider: Option<String>,
+        /// Records from this time on (RFC 3339, e.g. 2026-11-22T08:00:00Z).
+        #[arg(long)]
+        from: Option<String>,
+        /// Records up to this time (RFC 3339).
+        #[arg(long)]
+        to: Option<String>,
+        /// Where to write the bundle (must not exist).
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+    /// Verify evidence bundles offline, trusting only the anchor. With two bundles (the
+    /// two sides of the same exchanges) they are also checked against each other.
+    /// Exits non-zero if anything fails.
+    Verify {
+        /// One bundle, or the consumer's and the provider's.
+        #[arg(required = true, num_args = 1..=2)]
+        bundles: Vec<PathBuf>,
+        /// The instance's anchor file, obtained from the instance operator out of band.
+        #[arg(long)]
+        anchor: PathBuf,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn rfc3339_ms(what: &str, text: &str) -> Result<i64> {
+    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .with_context(|| {
+            format!("--{what} '{text}' is not an RFC 3339 time such as 2026-11-22T08:00:00Z")
+        })?;
+    Ok((t.unix_timestamp_nanos() / 1_000_000) as i64)
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    match args.command {
+        Command::Export {
+            config,
+            message_id,
+            client,
+            provider,
+            from,
+            to,
+            out,
+        } => {
+            let query = lintas_proto::ss::v1::EvidenceQuery {
+                message_id: message_id.unwrap_or_default(),
+                client: client.unwrap_or_default(),
+                service_provider: provider.unwrap_or_default(),
+                from_unix_ms: from
+                    .map(|t| rfc3339_ms("from", &t))
+                    .transpose()?
+                    .unwrap_or(0),
+                to_unix_ms: to.map(|t| rfc3339_ms("to", &t)).transpose()?.unwrap_or(0),
+            };
+            lintas_ss::evidence::check_query(&query).map_err(anyhow::Error::msg)?;
+            let bundle = crate::ss_cmd::admin(&config)
+                .await?
+                .export_evidence(query)
+                .await
+                .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+                .into_inner();
+            write_bundle(&out, &bundle)?;
+            println!(
+                "wrote {} records of {} to {}; verify with: lintas audit verify {} --anchor ANCHOR",
+                bundle.entries.len(),
+                bundle.origin,
+                out.display(),
+                out.display()
+            );
+            Ok(())
+        }
+        Command::Verify {
+            bundles,
+            anchor,
+            json,
+        } => {
+            let anchor = lintas_globalconf::Anchor::load(&anchor)
+                .with_context(|| format!("reading the anchor {}", anchor.display()))?;
+            let mut reports = Vec::new();
+            for path in &bundles {
+                reports.push(lintas_audit::verify(&read_bundle(path)?, &anchor));
+            }
+            let cross = match reports.as_slice() {
+                [a, b] => Some(lintas_audit::cross_check(a, b)),
+                _ => None,
+            };
+            let ok = reports.iter().all(|r| r.verified)
+                && cross.as_ref().is_none_or(|(_, failed)| failed.is_empty());
+            if json {
+                let out = serde_json::json!({
+                    "verified": ok,
+                    "bundles": reports,
+                    "cross_check": cross.as_ref().map(|(proven, failures)| serde_json::json!({
+                        "proven": proven, "failures": failures
+                    })),
+                });
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                for (path, r) in bundles.iter().zip(&reports) {
+                    print!("{}", describe(path, r));
+                }
+                if let Some((proven, failures)) = &cross {
+                    println!("Both sides, checked against each other:");
+                    for p in proven {
+                        println!("  proven: {p}");
+                    }
+                    for f in failures {
+                        println!("  FAILED: {f}");
+                    }
+                }
+                println!(
+                    "{}",
+                    if ok {
+                        "Result: the evidence verifies."
+                    } else {
+                        "Result: the evidence does NOT verify."
+                    }
+                );
+            }
+            if !ok {
+                bail!("the evidence does not verify");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A verification report in plain words.
+pub fn describe(path: &Path, r: &lintas_audit::Report) -> String {
+    let mut s = format!(
+        "Evidence from the log of {} ({}): {}\n",
+        r.origin,
+        path.display(),
+        if r.verified {
+            "verified"
+        } else {
+            "NOT VERIFIED"
+        }
+    );
+    for p in &r.proven {
+        s.push_str(&format!("  proven: {p}\n"));
+    }
+    for f in &r.failures {
+        s.push_str(&format!("  FAILED: {f}\n"));
+    }
+    for n in &r.not_established {
+        s.push_str(&format!("  not established: {n}\n"));
+    }
+    s
+}
+
+pub fn write_bundle(path: &Path, bundle: &EvidenceBundle) -> Result<()> {
+    lintas_certs::files::write_new(path, &bundle.encode_to_vec(), 0o644)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Largest bundle file read.
+const MAX_BUNDLE_BYTES: u64 = 1 << 30;
+
+pub fn read_bundle(path: &Path) -> Result<EvidenceBundle> {
+    let len = std::fs::metadata(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .len();
+    if len > MAX_BUNDLE_BYTES {
+        bail!(
+            "{} is {len} bytes; bundles are at most {MAX_BUNDLE_BYTES}",
+            path.display()
+        );
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    EvidenceBundle::decode(bytes.as_slice())
+        .with_context(|| format!("{} is not an evidence bundle", path.display()))
+}
