@@ -2,8 +2,10 @@
 //! ports and no setup. A registry starts; a population registry (Kemendagri, provider)
 //! and a social-assistance ministry (Kemensos, consumer) join through the real
 //! registration flow, run their security servers, and make real calls: one allowed, one
-//! denied by access rights, one with a tampered signature. Every step uses the real
-//! components; the demo fails if anything that must be refused is not.
+//! denied by access rights, one with a tampered signature, one after a revocation. At
+//! the end an auditor verifies both servers' evidence of the answered call offline.
+//! Every step uses the real components; the demo fails if anything that must be
+//! refused is not, or if the evidence does not verify.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -306,9 +308,17 @@ async fn scenario(
     let (dtks, pkh) = (&apps[0], &apps[1]);
 
     step(8, "Real calls through the bus.");
-    let person = cari(&consumer_url, &consumer_cert, dtks, DTKS)
+    let answer = cari(&consumer_url, &consumer_cert, dtks, DTKS)
         .await
         .context("the allowed call failed")?;
+    // The consumer server tells the application the message id it signed under.
+    let message_id = answer
+        .metadata()
+        .get("lintas-message-id")
+        .and_then(|v| v.to_str().ok())
+        .context("the answer carries no lintas-message-id")?
+        .to_owned();
+    let person = answer.into_inner();
     println!(
         "    {DTKS} asks for NIK {NIK}: {} born {} in {}, {} — signed, verified and recorded on both sides",
         person.nama, person.tanggal_lahir, person.tempat_lahir, person.provinsi
@@ -414,7 +424,49 @@ async fn scenario(
         source(&refused),
         refused.message()
     );
+
+    step(
+        10,
+        "An auditor verifies the evidence of the first call offline, trusting only the anchor.",
+    );
+    let query = lintas_proto::ss::v1::EvidenceQuery {
+        message_id: message_id.clone(),
+        ..Default::default()
+    };
+    let anchor_file = lintas_globalconf::Anchor::load(anchor)?;
+    let mut reports = Vec::new();
+    for (server, file) in [
+        (consumer, "evidence-kemensos.pb"),
+        (provider, "evidence-kemendagri.pb"),
+    ] {
+        let bundle = server.export(&query).await?;
+        let path = root.join(file);
+        crate::audit_cmd::write_bundle(&path, &bundle)?;
+        let report = lintas_audit::verify(&bundle, &anchor_file);
+        print!("{}", indent(&crate::audit_cmd::describe(&path, &report)));
+        if !report.verified {
+            bail!("the evidence of {} did not verify", server.id);
+        }
+        reports.push(report);
+    }
+    let (proven, failed) = lintas_audit::cross_check(&reports[0], &reports[1]);
+    if !failed.is_empty() {
+        bail!("the two sides' evidence disagrees: {}", failed.join("; "));
+    }
+    for p in proven {
+        println!("    proven from both logs: {p}");
+    }
+    println!(
+        "    (the same check from a shell, with the demo run with --dir DIR to keep the files:\n     lintas audit verify {} {} --anchor {})",
+        root.join("evidence-kemensos.pb").display(),
+        root.join("evidence-kemendagri.pb").display(),
+        anchor.display()
+    );
     Ok(())
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("    {l}\n")).collect()
 }
 
 /// A local application of KEMENSOS: its subsystem and TLS client credentials.
@@ -430,7 +482,7 @@ async fn cari(
     consumer_cert: &Path,
     app: &App,
     client: &str,
-) -> Result<DataPenduduk, tonic::Status> {
+) -> Result<tonic::Response<DataPenduduk>, tonic::Status> {
     let internal = |e: &dyn std::fmt::Display| tonic::Status::internal(e.to_string());
     let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| internal(&e));
     let tls = tonic::transport::ClientTlsConfig::new()
@@ -464,10 +516,7 @@ async fn cari(
             v.parse().map_err(|_| tonic::Status::internal("metadata"))?,
         );
     }
-    PendudukClient::new(channel)
-        .cari_nik(request)
-        .await
-        .map(|r| r.into_inner())
+    PendudukClient::new(channel).cari_nik(request).await
 }
 
 fn source(status: &tonic::Status) -> &str {

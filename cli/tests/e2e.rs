@@ -1281,8 +1281,10 @@ fn the_dev_pki_commands_issue_certificates_that_verify() {
 
 #[test]
 fn the_demo_runs_to_completion() {
+    let dir = tempfile::tempdir().unwrap();
     let run = std::process::Command::new(env!("CARGO_BIN_EXE_lintas"))
-        .arg("demo")
+        .args(["demo", "--dir"])
+        .arg(dir.path())
         .output()
         .unwrap();
     let out = String::from_utf8_lossy(&run.stdout);
@@ -1302,6 +1304,9 @@ fn the_demo_runs_to_completion() {
         "PKH's application claims to be ID/GOV/KEMENSOS/DTKS: refused by the consumer-server",
         "lists certificate",
         "asks again: refused by the provider-server: request signing certificate refused",
+        "evidence-kemensos.pb): verified",
+        "evidence-kemendagri.pb): verified",
+        "hold the same signed request and the same signed response",
         "Demo finished",
     ] {
         assert!(
@@ -1309,7 +1314,52 @@ fn the_demo_runs_to_completion() {
             "demo output lacks '{expected}':\n{out}"
         );
     }
+
+    // The bundles it wrote verify from the command line too, as an auditor would run it.
+    let bundles = [
+        dir.path().join("evidence-kemensos.pb"),
+        dir.path().join("evidence-kemendagri.pb"),
+    ];
+    let anchor = dir.path().join("registry/anchor.toml");
+    let verify = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_lintas"))
+            .args(["audit", "verify"])
+            .args(&bundles)
+            .arg("--anchor")
+            .arg(&anchor)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let run = verify(&[]);
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{out}");
+    assert!(out.contains("Result: the evidence verifies."), "{out}");
+    let run = verify(&["--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(json["verified"], true);
+    assert_eq!(json["bundles"][0]["origin"], "ID/GOV/KEMENSOS/SS1");
+    assert_eq!(json["bundles"][1]["exchanges"][0]["status"][0], 0);
+
+    // One changed byte in a record, and the command fails saying where.
+    let mut bytes = std::fs::read(&bundles[1]).unwrap();
+    let at = bytes
+        .windows(DUKCAPIL_BYTES.len())
+        .position(|w| w == DUKCAPIL_BYTES)
+        .unwrap();
+    bytes[at + DUKCAPIL_BYTES.len() - 1] ^= 0x20;
+    std::fs::write(&bundles[1], &bytes).unwrap();
+    let run = verify(&[]);
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert!(!run.status.success(), "{out}");
+    assert!(out.contains("FAILED: entry"), "{out}");
+    assert!(
+        out.contains("Result: the evidence does NOT verify."),
+        "{out}"
+    );
 }
+
+const DUKCAPIL_BYTES: &[u8] = b"ID/GOV/KEMENDAGRI/DUKCAPIL";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_keeps_running_when_asked_and_can_be_called() {
