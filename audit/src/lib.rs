@@ -480,7 +480,12 @@ fn exchange(
                 }
             }
         }
-    } else {
+    } else if recs.iter().any(|(_, rec)| {
+        is(
+            rec,
+            &[RecordKind::ResponseSent, RecordKind::ResponseReceived],
+        )
+    }) {
         r.fail(format!("{name}: the bundle holds no record of its request"));
     }
 
@@ -603,17 +608,26 @@ fn exchange(
     r.exchanges.push(facts);
 }
 
+/// What comparing two parties' bundles shows.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CrossCheck {
+    pub proven: Vec<String>,
+    pub failures: Vec<String>,
+    pub not_established: Vec<String>,
+}
+
 /// Compares two verified reports of the same exchanges (a consumer's and a provider's):
-/// for every exchange both hold, the signed request and the signed response must be the
-/// same bytes with the same signatures. Returns what is proven and what failed.
-pub fn cross_check(a: &Report, b: &Report) -> (Vec<String>, Vec<String>) {
-    let (mut proven, mut failed) = (Vec::new(), Vec::new());
+/// for every exchange both hold, the signed request must be the same bytes with the same
+/// signature, and so must the signed response where both hold one (a response the
+/// provider signed may never have arrived, if a server or the network failed).
+pub fn cross_check(a: &Report, b: &Report) -> CrossCheck {
+    let mut c = CrossCheck::default();
     if a.origin == b.origin {
-        failed.push(format!(
+        c.failures.push(format!(
             "both bundles are from {}; a cross-check needs the two sides of the exchanges",
             a.origin
         ));
-        return (proven, failed);
+        return c;
     }
     let mut shared = 0;
     for (key, pa) in &a.signed {
@@ -623,27 +637,37 @@ pub fn cross_check(a: &Report, b: &Report) -> (Vec<String>, Vec<String>) {
         shared += 1;
         let (client, id) = key;
         if pa.request != pb.request {
-            failed.push(format!(
+            c.failures.push(format!(
                 "exchange {id} of {client}: {} and {} hold different signed requests",
                 a.origin, b.origin
             ));
-        } else if pa.response != pb.response {
-            failed.push(format!(
+            continue;
+        }
+        match (&pa.response, &pb.response) {
+            (Some(ra), Some(rb)) if ra != rb => c.failures.push(format!(
                 "exchange {id} of {client}: {} and {} hold different signed responses",
                 a.origin, b.origin
-            ));
-        } else {
-            proven.push(format!(
+            )),
+            (Some(_), Some(_)) => c.proven.push(format!(
                 "exchange {id} of {client}: {} and {} hold the same signed request and the same signed response.",
                 a.origin, b.origin
-            ));
+            )),
+            _ => {
+                c.proven.push(format!(
+                    "exchange {id} of {client}: {} and {} hold the same signed request.",
+                    a.origin, b.origin
+                ));
+                c.not_established.push(format!(
+                    "exchange {id} of {client}: only one side holds a signed response, so whether it reached the other is not established"
+                ));
+            }
         }
     }
     if shared == 0 {
-        failed.push(format!(
+        c.failures.push(format!(
             "the bundles of {} and {} have no exchange in common",
             a.origin, b.origin
         ));
     }
-    (proven, failed)
+    c
 }

@@ -120,27 +120,28 @@ pub async fn run(args: Args) -> Result<()> {
                 _ => None,
             };
             let ok = reports.iter().all(|r| r.verified)
-                && cross.as_ref().is_none_or(|(_, failed)| failed.is_empty());
+                && cross.as_ref().is_none_or(|c| c.failures.is_empty());
             if json {
                 let out = serde_json::json!({
                     "verified": ok,
                     "bundles": reports,
-                    "cross_check": cross.as_ref().map(|(proven, failures)| serde_json::json!({
-                        "proven": proven, "failures": failures
-                    })),
+                    "cross_check": cross,
                 });
                 println!("{}", serde_json::to_string_pretty(&out)?);
             } else {
                 for (path, r) in bundles.iter().zip(&reports) {
                     print!("{}", describe(path, r));
                 }
-                if let Some((proven, failures)) = &cross {
+                if let Some(c) = &cross {
                     println!("Both sides, checked against each other:");
-                    for p in proven {
+                    for p in &c.proven {
                         println!("  proven: {p}");
                     }
-                    for f in failures {
+                    for f in &c.failures {
                         println!("  FAILED: {f}");
+                    }
+                    for n in &c.not_established {
+                        println!("  not established: {n}");
                     }
                 }
                 println!(

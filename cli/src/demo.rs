@@ -449,11 +449,14 @@ async fn scenario(
         }
         reports.push(report);
     }
-    let (proven, failed) = lintas_audit::cross_check(&reports[0], &reports[1]);
-    if !failed.is_empty() {
-        bail!("the two sides' evidence disagrees: {}", failed.join("; "));
+    let cross = lintas_audit::cross_check(&reports[0], &reports[1]);
+    if !cross.failures.is_empty() {
+        bail!(
+            "the two sides' evidence disagrees: {}",
+            cross.failures.join("; ")
+        );
     }
-    for p in proven {
+    for p in cross.proven {
         println!("    proven from both logs: {p}");
     }
     println!(

@@ -28,6 +28,7 @@ pub struct Material {
     dir: PathBuf,
     certs: Mutex<HashSet<[u8; 32]>>,
     confs: Mutex<BTreeSet<u64>>,
+    writing: Mutex<()>,
 }
 
 fn io(what: &str, path: &Path, e: impl std::fmt::Display) -> SsError {
@@ -59,6 +60,7 @@ impl Material {
             dir: dir.to_owned(),
             certs: Mutex::new(certs),
             confs: Mutex::new(confs),
+            writing: Mutex::new(()),
         })
     }
 
@@ -75,38 +77,48 @@ impl Material {
     /// Keeps a certificate that was verified.
     pub fn remember_cert(&self, der: &[u8]) -> Result<(), SsError> {
         let hash = lintas_certs::sha256(der);
-        if self
-            .certs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&hash)
-        {
-            return Ok(());
-        }
-        lintas_certs::files::write_atomic(&self.cert_path(&hash), der, 0o644)?;
-        self.certs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(hash);
-        Ok(())
+        let set = || self.certs.lock().unwrap_or_else(|p| p.into_inner());
+        self.keep(
+            || set().contains(&hash),
+            || {
+                set().insert(hash);
+            },
+            &self.cert_path(&hash),
+            der,
+        )
     }
 
     /// Keeps a configuration that was used.
     pub fn remember_conf(&self, conf: &VerifiedConf) -> Result<(), SsError> {
         let serial = conf.serial();
-        if self
-            .confs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&serial)
-        {
+        let set = || self.confs.lock().unwrap_or_else(|p| p.into_inner());
+        self.keep(
+            || set().contains(&serial),
+            || {
+                set().insert(serial);
+            },
+            &self.conf_path(serial),
+            &conf.blob,
+        )
+    }
+
+    /// Writes `data` to `path` once: the first caller writes (durably), later ones find
+    /// it `known`. Calls run concurrently, so writing is one at a time.
+    fn keep(
+        &self,
+        known: impl Fn() -> bool,
+        add: impl FnOnce(),
+        path: &Path,
+        data: &[u8],
+    ) -> Result<(), SsError> {
+        if known() {
             return Ok(());
         }
-        lintas_certs::files::write_atomic(&self.conf_path(serial), &conf.blob, 0o644)?;
-        self.confs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(serial);
+        let _one_writer = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        if !known() {
+            lintas_certs::files::write_atomic(path, data, 0o644)?;
+            add();
+        }
         Ok(())
     }
 

@@ -659,14 +659,23 @@ async fn an_unreachable_provider_application_is_reported_as_such() {
 }
 
 /// A `lintas ss serve` child process, stopped with SIGTERM when dropped.
-struct Daemon(std::process::Child);
+struct Daemon(Option<std::process::Child>);
+
+impl Daemon {
+    /// Sends `signal` and waits for the process to end.
+    fn stop_with(&mut self, signal: &str) {
+        if let Some(mut child) = self.0.take() {
+            let _ = std::process::Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+}
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.wait();
+        self.stop_with("-TERM");
     }
 }
 
@@ -678,23 +687,50 @@ fn free_port() -> String {
         .to_string()
 }
 
-// Multi-threaded: the registry serves in this process while the test blocks on children.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_binary_runs_two_security_servers_configured_while_running() {
+/// A `lintas ss serve` child process and what it was started with.
+struct BinServer {
+    daemon: Daemon,
+    config: String,
+    dir: std::path::PathBuf,
+    consumer_listen: String,
+    peer: String,
+}
+
+fn lintas_cmd(args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_lintas"));
+    cmd.args(args);
+    cmd
+}
+
+/// Starts `lintas ss serve` in `dir` (with the default, relative `--config`) and waits
+/// until it says it is listening.
+fn serve_child(dir: &std::path::Path, consumer_listen: &str, peer: &str) -> Daemon {
     use std::io::BufRead;
-    let bin = env!("CARGO_BIN_EXE_lintas");
-    let inst = Instance::start().await;
-    let lintas = |args: &[&str]| {
-        let mut cmd = std::process::Command::new(bin);
-        cmd.args(args);
-        cmd
-    };
-    // Each server: init, register, approval by the administrator, certificates fetched.
+    let mut child = lintas_cmd(&["ss", "serve"])
+        .current_dir(dir)
+        .env("LINTAS_SS_CONSUMER_LISTEN", consumer_listen)
+        .env("LINTAS_SS_DEV_PLAINTEXT_LOOPBACK", "true")
+        .env("LINTAS_SS_PROVIDER_LISTEN", peer)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("listening: consumer="), "{line}");
+    Daemon(Some(child))
+}
+
+/// The provider's and the consumer's security servers as real processes: each
+/// initialised, registered, approved by the administrator and serving.
+async fn binary_pair(inst: &Instance) -> Vec<BinServer> {
     let mut servers = Vec::new();
     for (id, client) in [(PROVIDER, PROVIDER_CLIENT), (CONSUMER, CONSUMER_CLIENT)] {
         let dir = inst.root.join(format!("bin-{}", id.replace('/', "_")));
         let peer = free_port();
-        run(lintas(&[
+        run(lintas_cmd(&[
             "ss",
             "init",
             "--server-id",
@@ -710,7 +746,7 @@ async fn the_binary_runs_two_security_servers_configured_while_running() {
         .arg(inst.anchor()));
         let config = dir.join("ss.toml");
         let config = config.to_str().unwrap().to_owned();
-        run(&mut lintas(&["ss", "register", "--config", &config]));
+        run(&mut lintas_cmd(&["ss", "register", "--config", &config]));
         let pending = inst
             .admin()
             .list_registrations(pb::ListRegistrationsRequest {
@@ -727,31 +763,52 @@ async fn the_binary_runs_two_security_servers_configured_while_running() {
             })
             .await
             .unwrap();
-        run(&mut lintas(&["ss", "status", "--config", &config]));
+        run(&mut lintas_cmd(&["ss", "status", "--config", &config]));
         let consumer_listen = free_port();
-        // Started from inside its directory with the default, relative `--config`.
-        let mut child = lintas(&["ss", "serve"])
-            .current_dir(&dir)
-            .env("LINTAS_SS_CONSUMER_LISTEN", &consumer_listen)
-            .env("LINTAS_SS_DEV_PLAINTEXT_LOOPBACK", "true")
-            .env("LINTAS_SS_PROVIDER_LISTEN", &peer)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(line.contains("listening: consumer="), "{line}");
-        servers.push((Daemon(child), config, consumer_listen));
+        let daemon = serve_child(&dir, &consumer_listen, &peer);
+        servers.push(BinServer {
+            daemon,
+            config,
+            dir,
+            consumer_listen,
+            peer,
+        });
     }
+    servers
+}
+
+/// Calls CariNik through the consumer endpoint at `listen` (development mode).
+async fn cari_at(listen: &str, message_id: Option<&str>) -> Result<DataPenduduk, Status> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{listen}"))
+        .unwrap()
+        .connect()
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+    let mut req = Request::new(CariNikRequest { nik: NIK.into() });
+    let md = req.metadata_mut();
+    md.insert("lintas-client", CONSUMER_CLIENT.parse().unwrap());
+    md.insert("lintas-service", PROVIDER_CLIENT.parse().unwrap());
+    if let Some(id) = message_id {
+        md.insert("lintas-message-id", id.parse().unwrap());
+    }
+    PendudukClient::new(channel)
+        .cari_nik(req)
+        .await
+        .map(|r| r.into_inner())
+}
+
+// Multi-threaded: the registry serves in this process while the test blocks on children.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_runs_two_security_servers_configured_while_running() {
+    let inst = Instance::start().await;
+    let lintas = lintas_cmd;
+    let servers = binary_pair(&inst).await;
     let app = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let app_url = format!("http://{}", app.local_addr().unwrap());
     let (_stop_app, stop) = stopper();
     tokio::spawn(lintas_examples::population_registry::serve(app, stop));
 
-    let provider_config = &servers[0].1;
+    let provider_config = &servers[0].config;
     let out = run(&mut lintas(&[
         "ss",
         "service",
@@ -764,19 +821,7 @@ async fn the_binary_runs_two_security_servers_configured_while_running() {
         provider_config,
     ]));
     assert!(out.contains("is served by"), "{out}");
-    let call = || async {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", servers[1].2))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let mut req = Request::new(CariNikRequest { nik: NIK.into() });
-        req.metadata_mut()
-            .insert("lintas-client", CONSUMER_CLIENT.parse().unwrap());
-        req.metadata_mut()
-            .insert("lintas-service", PROVIDER_CLIENT.parse().unwrap());
-        PendudukClient::new(channel).cari_nik(req).await
-    };
+    let call = || cari_at(&servers[1].consumer_listen, None);
     // No grant yet: refused by the provider server.
     let err = call().await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
@@ -797,7 +842,7 @@ async fn the_binary_runs_two_security_servers_configured_while_running() {
     let provider_dir = std::path::Path::new(provider_config).parent().unwrap();
     let listed = run(lintas(&["ss", "acl", "list"]).current_dir(provider_dir));
     assert!(listed.contains(CONSUMER_CLIENT), "{listed}");
-    assert_eq!(call().await.unwrap().into_inner().nama, "Siti Rahayu");
+    assert_eq!(call().await.unwrap().nama, "Siti Rahayu");
 
     // Bad administrative input is refused with the reason.
     let bad = lintas(&[
@@ -1503,10 +1548,10 @@ async fn evidence_bundles_verify_offline_and_every_tampering_is_caught() {
         (x.message_id.as_str(), x.status.as_ref().map(|s| s.0)),
         ("bukti-0001", Some(0))
     );
-    let (proven, failed) = lintas_audit::cross_check(&c, &p);
-    assert!(failed.is_empty(), "{failed:?}");
-    assert_eq!(proven.len(), 1);
-    assert!(proven[0].contains("the same signed request and the same signed response"));
+    let cross = lintas_audit::cross_check(&c, &p);
+    assert!(cross.failures.is_empty(), "{:?}", cross.failures);
+    assert_eq!(cross.proven.len(), 1);
+    assert!(cross.proven[0].contains("the same signed request and the same signed response"));
 
     // Each kind of tampering, and what catches it.
     let fails = |b: &EvidenceBundle| {
@@ -1582,7 +1627,7 @@ async fn evidence_bundles_verify_offline_and_every_tampering_is_caught() {
         })
         .await
         .unwrap();
-    let (_, failed) = lintas_audit::cross_check(&c, &lintas_audit::verify(&other, &anchor));
+    let failed = lintas_audit::cross_check(&c, &lintas_audit::verify(&other, &anchor)).failures;
     assert!(failed[0].contains("no exchange in common"), "{failed:?}");
     // Another instance's anchor trusts none of it.
     let foreign = Instance::start().await;
@@ -1594,4 +1639,122 @@ async fn evidence_bundles_verify_offline_and_every_tampering_is_caught() {
         "{:?}",
         r.failures
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_with_calls_in_flight_restarts_and_every_answered_call_is_in_both_logs() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let inst = Instance::start().await;
+    let mut servers = binary_pair(&inst).await;
+    let app = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app_url = format!("http://{}", app.local_addr().unwrap());
+    let (_stop_app, stop) = stopper();
+    tokio::spawn(lintas_examples::population_registry::serve(app, stop));
+    let provider_config = servers[0].config.clone();
+    run(&mut lintas_cmd(&[
+        "ss",
+        "service",
+        "add",
+        PROVIDER_CLIENT,
+        SERVICE,
+        "--endpoint",
+        &app_url,
+        "--config",
+        &provider_config,
+    ]));
+    run(&mut lintas_cmd(&[
+        "ss",
+        "acl",
+        "grant",
+        PROVIDER_CLIENT,
+        SERVICE,
+        CONSUMER_CLIENT,
+        "--config",
+        &provider_config,
+    ]));
+
+    // Sixteen callers, each with its own message ids, until told to stop.
+    let answered = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let count = Arc::new(AtomicUsize::new(0));
+    let enough = Arc::new(tokio::sync::Notify::new());
+    let done = Arc::new(AtomicBool::new(false));
+    let callers: Vec<_> = (0..16)
+        .map(|t| {
+            let (answered, count, enough, done) = (
+                answered.clone(),
+                count.clone(),
+                enough.clone(),
+                done.clone(),
+            );
+            let listen = servers[1].consumer_listen.clone();
+            tokio::spawn(async move {
+                let mut i = 0;
+                while !done.load(Ordering::SeqCst) {
+                    let id = format!("crash-{t}-{i}");
+                    i += 1;
+                    if cari_at(&listen, Some(&id)).await.is_ok() {
+                        answered.lock().unwrap().push(id);
+                        if count.fetch_add(1, Ordering::SeqCst) + 1 == 60 {
+                            enough.notify_one();
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    enough.notified().await;
+    // The provider's server dies at once, with calls in flight.
+    servers[0].daemon.stop_with("-KILL");
+    done.store(true, Ordering::SeqCst);
+    for c in callers {
+        c.await.unwrap();
+    }
+    let answered = answered.lock().unwrap().clone();
+    assert!(answered.len() >= 60);
+
+    // It starts again: its log is checked against its last checkpoint and the witness.
+    let p = &servers[0];
+    servers[0].daemon = serve_child(&p.dir, &p.consumer_listen, &p.peer);
+
+    // Every call a client saw answered is in both logs, and the evidence verifies.
+    let anchor = lintas_globalconf::Anchor::load(&inst.anchor()).unwrap();
+    let mut reports = Vec::new();
+    for s in &servers {
+        let out = s.dir.join("all.evidence");
+        run(lintas_cmd(&[
+            "audit",
+            "export",
+            "--client",
+            CONSUMER_CLIENT,
+            "--config",
+            &s.config,
+        ])
+        .arg("--out")
+        .arg(&out));
+        let bundle = lintas_proto::audit::v1::EvidenceBundle::decode(
+            std::fs::read(&out).unwrap().as_slice(),
+        )
+        .unwrap();
+        let report = lintas_audit::verify(&bundle, &anchor);
+        assert!(report.verified, "{}: {:#?}", s.config, report.failures);
+        reports.push(report);
+    }
+    let failed = lintas_audit::cross_check(&reports[0], &reports[1]).failures;
+    assert!(failed.is_empty(), "{failed:?}");
+    for id in &answered {
+        for r in &reports {
+            let x = r
+                .exchanges
+                .iter()
+                .find(|x| &x.message_id == id)
+                .unwrap_or_else(|| {
+                    panic!("answered call {id} is missing from the log of {}", r.origin)
+                });
+            assert!(
+                x.request.is_some() && x.response.is_some(),
+                "answered call {id} lacks its signed request or response in the log of {}",
+                r.origin
+            );
+        }
+    }
 }
