@@ -68,6 +68,10 @@ pub struct ExchangeFacts {
     pub status: Option<(i32, String)>,
     /// What the server recorded as the outcome when the exchange did not complete.
     pub outcome: Option<String>,
+    /// Trusted time: the exchange's records were written after the first and no later
+    /// than the second (RFC 3161 time-stamps of the log).
+    pub recorded_after: Option<String>,
+    pub recorded_before: Option<String>,
 }
 
 /// The result of verifying one bundle.
@@ -299,6 +303,46 @@ fn check(bundle: &EvidenceBundle, anchor: &Anchor, r: &mut Report) {
             .unwrap_or_default()
     ));
 
+    // Trusted time: each time-stamped checkpoint is the origin's, its token covers it
+    // and comes from a TSA a configuration lists, and it is a prefix of the bundle's
+    // checkpoint. A record is younger than the token it names and no younger than
+    // the first time-stamped checkpoint that includes it.
+    let mut stamps: Vec<(u64, i64, [u8; 32])> = Vec::new();
+    for (i, t) in bundle.timestamps.iter().enumerate() {
+        match stamp(t, &log_key, &origin, &confs, size, &cp.root) {
+            Ok(s) => stamps.push(s),
+            Err(e) => r.fail(format!("time-stamp {} of the bundle: {e}", i + 1)),
+        }
+    }
+    let mut bounds: HashMap<u64, (Option<i64>, Option<i64>)> = HashMap::new();
+    for (index, rec) in &records {
+        let after = if rec.timestamp_sha256.is_empty() {
+            None
+        } else {
+            match stamps.iter().find(|s| s.2[..] == rec.timestamp_sha256[..]) {
+                Some(s) => Some(s.1),
+                None => {
+                    r.fail(format!(
+                        "record {index} names a time-stamp the bundle does not hold"
+                    ));
+                    None
+                }
+            }
+        };
+        let before = stamps.iter().filter(|s| s.0 > *index).map(|s| s.1).min();
+        // The TSA states seconds with one second of accuracy.
+        let claimed = rec.time_unix_ms.div_euclid(1000);
+        if after.is_some_and(|a| claimed < a - 1) || before.is_some_and(|b| claimed > b + 1) {
+            r.fail(format!(
+                "record {index} says it was written at {}, outside the window trusted time-stamps allow ({} to {}): it was backdated or postdated",
+                at_ms(rec.time_unix_ms),
+                after.map(iso8601).unwrap_or_else(|| "-".into()),
+                before.map(iso8601).unwrap_or_else(|| "-".into())
+            ));
+        }
+        bounds.insert(*index, (after, before));
+    }
+
     // The exchanges, in the order the log first recorded them.
     let certs: HashMap<[u8; 32], &Vec<u8>> = bundle
         .certificates
@@ -316,11 +360,68 @@ fn check(bundle: &EvidenceBundle, anchor: &Anchor, r: &mut Report) {
     }
     for key in order {
         let recs = by_exchange.remove(&key).unwrap_or_default();
-        exchange(&origin, &confs, &certs, recs, r);
+        // Bounds that hold for every record of the exchange.
+        let every = |lower: bool| {
+            recs.iter()
+                .map(|(i, _)| bounds.get(i).and_then(|b| if lower { b.0 } else { b.1 }))
+                .collect::<Option<Vec<i64>>>()
+        };
+        let after = every(true).and_then(|v| v.into_iter().min());
+        let before = every(false).and_then(|v| v.into_iter().max());
+        exchange(&origin, &confs, &certs, recs, (after, before), r);
     }
-    r.not_established.push(
-        "when the exchanges took place beyond the signers' own clocks and the witness's upper bound: the bundle holds no trusted timestamp".into(),
-    );
+}
+
+/// Checks one time-stamped checkpoint of the bundle; returns its size, the stamped time
+/// and the token's SHA-256.
+fn stamp(
+    t: &lintas_proto::audit::v1::Timestamp,
+    log_key: &[u8],
+    origin: &ServerId,
+    confs: &[VerifiedConf],
+    size: u64,
+    root: &lintas_merkle::Hash,
+) -> Result<(u64, i64, [u8; 32]), String> {
+    let stamped = t.stamped.as_ref().ok_or("it is empty")?;
+    let signed = stamped
+        .checkpoint
+        .as_ref()
+        .ok_or("it holds no checkpoint")?;
+    let v = checkpoint::verify(signed, log_key)
+        .map_err(|e| format!("its checkpoint is not {origin}'s: {e}"))?;
+    if v.checkpoint.origin != origin.to_string() {
+        return Err(format!(
+            "its checkpoint is of {}'s log",
+            v.checkpoint.origin
+        ));
+    }
+    let digest = lintas_certs::sha256(&signed.checkpoint);
+    let mut why = String::from("no configuration");
+    let time = confs
+        .iter()
+        .find_map(
+            |c| match lintas_ss::timestamps::verify_token(&stamped.token, &digest, c) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    why = e;
+                    None
+                }
+            },
+        )
+        .ok_or_else(|| format!("the token does not verify: {why}"))?;
+    let proof = t
+        .consistency_proof
+        .iter()
+        .map(|h| lintas_merkle::Hash::try_from(h.as_slice()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| "a proof hash is not 32 bytes".to_string())?;
+    lintas_merkle::verify_consistency(v.checkpoint.size, size, &v.root, root, &proof)
+        .map_err(|e| format!("its checkpoint is not an earlier state of the bundle's log ({e})"))?;
+    Ok((
+        v.checkpoint.size,
+        time,
+        lintas_certs::sha256(&stamped.token),
+    ))
 }
 
 fn cosignature(
@@ -401,6 +502,7 @@ fn exchange(
     confs: &[VerifiedConf],
     certs: &HashMap<[u8; 32], &Vec<u8>>,
     recs: Vec<(u64, Record)>,
+    (after, before): (Option<i64>, Option<i64>),
     r: &mut Report,
 ) {
     let (client, message_id) = (recs[0].1.client.clone(), recs[0].1.message_id.clone());
@@ -417,6 +519,8 @@ fn exchange(
         response: None,
         status: None,
         outcome: None,
+        recorded_after: after.map(iso8601),
+        recorded_before: before.map(iso8601),
     };
     let mut pair = SignedPair::default();
     let failures_before = r.failures.len();
@@ -602,6 +706,30 @@ fn exchange(
                 .as_ref()
                 .map(|o| format!("; {o}"))
                 .unwrap_or_default()
+        )),
+    }
+    match (&facts.recorded_after, &facts.recorded_before) {
+        (Some(a), Some(b)) => r.proven.push(format!(
+            "The records of {name} were written between {a} and {b}, by trusted time (RFC 3161 time-stamps of the log's checkpoints)."
+        )),
+        (None, Some(b)) => {
+            r.proven.push(format!(
+                "The records of {name} were written no later than {b}, by trusted time (an RFC 3161 time-stamp of a checkpoint that includes them)."
+            ));
+            r.not_established.push(format!(
+                "{name}: no trusted time-stamp bounds from below when its records were written"
+            ));
+        }
+        (Some(a), None) => {
+            r.proven.push(format!(
+                "The records of {name} were written after {a}, by trusted time (the RFC 3161 time-stamp they name)."
+            ));
+            r.not_established.push(format!(
+                "{name}: no trusted time-stamp bounds from above when its records were written"
+            ));
+        }
+        (None, None) => r.not_established.push(format!(
+            "{name}: when its records were written is not bounded by any trusted time-stamp"
         )),
     }
     r.signed.insert((client, message_id), pair);

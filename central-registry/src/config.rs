@@ -41,6 +41,14 @@ pub struct RegistryConfig {
     /// Largest gRPC request accepted.
     #[serde(default = "default_max_request")]
     pub max_request_bytes: usize,
+    /// Where security servers send RFC 3161 time-stamp requests (served on
+    /// `http_listen` at `/tsa`); empty: the host of the first `globalconf_urls` entry.
+    #[serde(default)]
+    pub tsa_url: String,
+    /// The policy OID named in issued time-stamp tokens; an instance in production sets
+    /// one under its own arc.
+    #[serde(default = "default_tsa_policy")]
+    pub tsa_policy: String,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -60,6 +68,9 @@ fn default_token_ttl() -> u64 {
 }
 fn default_max_request() -> usize {
     64 * 1024
+}
+fn default_tsa_policy() -> String {
+    lintas_timestamp::DEFAULT_POLICY.into()
 }
 
 pub use lintas_settings::SettingsError as ConfigError;
@@ -117,7 +128,36 @@ impl RegistryConfig {
         p.check(self.max_request_bytes >= 4096, || {
             "max_request_bytes must be at least 4096".into()
         });
+        p.check(
+            self.tsa_url.is_empty() || self.tsa_url.starts_with("http://"),
+            || format!("tsa_url '{}' must start with http://", self.tsa_url),
+        );
+        p.check(
+            lintas_timestamp::check_policy(&self.tsa_policy).is_ok(),
+            || {
+                format!(
+                    "tsa_policy '{}' is not a dotted object identifier",
+                    self.tsa_policy
+                )
+            },
+        );
         p.into_result(shown)
+    }
+
+    /// Where the TSA is reached: `tsa_url`, or `/tsa` on the host of the first
+    /// `globalconf_urls` entry.
+    pub fn effective_tsa_url(&self) -> String {
+        if !self.tsa_url.is_empty() {
+            return self.tsa_url.clone();
+        }
+        let first = self
+            .globalconf_urls
+            .first()
+            .map(String::as_str)
+            .unwrap_or("");
+        let rest = first.strip_prefix("http://").unwrap_or(first);
+        let host = rest.split('/').next().unwrap_or(rest);
+        format!("http://{host}/tsa")
     }
 
     /// The TOML text written by `lintas registry init`.

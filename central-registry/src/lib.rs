@@ -220,6 +220,8 @@ pub fn init(opts: &InitOptions, clock: Arc<dyn Clock>) -> Result<InitReport, Reg
         cert_validity_days: 730,
         token_ttl_secs: 86400,
         max_request_bytes: 64 * 1024,
+        tsa_url: format!("http://{http_public}/tsa"),
+        tsa_policy: lintas_timestamp::DEFAULT_POLICY.into(),
     };
     let anchor = Anchor::new(
         instance.clone(),
@@ -286,6 +288,7 @@ pub fn open(
         conf_validity: Duration::from_secs(config.conf_validity_secs),
         cert_validity: Duration::from_secs(config.cert_validity_days * 86400),
         token_ttl: Duration::from_secs(config.token_ttl_secs),
+        tsa_url: config.effective_tsa_url(),
     };
     Ok(Arc::new(Registry::open(
         Arc::new(store),
@@ -346,6 +349,15 @@ pub async fn serve(
         .serve_with_incoming_shutdown(lintas_transport::incoming(grpc, tls), stop.stopped());
 
     let http_registry = registry.clone();
+    let tsa = Arc::new(
+        lintas_timestamp::Tsa::new(
+            keys::read(&paths.tsa_key())?,
+            read_cert(&paths.tsa_cert())?,
+            &config.tsa_policy,
+        )
+        .map_err(|e| RegistryServeError::Cert(CertError::Issue(e.to_string())))?,
+    );
+    let tsa_registry = registry.clone();
     let app = axum::Router::new()
         .route(
             "/globalconf",
@@ -358,6 +370,27 @@ pub async fn serve(
                             (axum::http::header::CACHE_CONTROL, "public, max-age=30"),
                         ],
                         blob.as_ref().clone(),
+                    )
+                }
+            }),
+        )
+        .route(
+            "/tsa",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let (tsa, registry) = (tsa.clone(), tsa_registry.clone());
+                async move {
+                    // Signing is quick but CPU-bound: the blocking pool keeps HTTP responsive.
+                    let reply = tokio::task::spawn_blocking(move || {
+                        tsa.respond(&body, registry.unix_now())
+                    })
+                    .await
+                    .unwrap_or_default();
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            lintas_timestamp::REPLY_MEDIA_TYPE,
+                        )],
+                        reply,
                     )
                 }
             }),

@@ -255,6 +255,8 @@ pub struct Policy {
     pub conf_validity: Duration,
     pub cert_validity: Duration,
     pub token_ttl: Duration,
+    /// Where the registry's TSA is reached, as published in the configuration.
+    pub tsa_url: String,
 }
 
 /// Whether a change alters what the global configuration publishes (and so needs a new
@@ -377,6 +379,11 @@ impl Registry {
 
     fn now(&self) -> i64 {
         unix_secs(self.clock.now())
+    }
+
+    /// The registry's clock, Unix seconds.
+    pub fn unix_now(&self) -> i64 {
+        self.now()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -529,7 +536,7 @@ impl Registry {
             approved_cas: vec![self.keys.ca.cert_der().to_vec()],
             timestamping_authorities: vec![gc::TimestampingAuthority {
                 name: format!("{} registry TSA", self.policy.instance),
-                url: String::new(),
+                url: self.policy.tsa_url.clone(),
                 cert: self.keys.tsa_cert.clone(),
             }],
             groups: state
@@ -1312,6 +1319,7 @@ mod tests {
             conf_validity: Duration::from_secs(3600),
             cert_validity: year,
             token_ttl: Duration::from_secs(3600),
+            tsa_url: "http://127.0.0.1:1/tsa".into(),
         };
         Registry::open(store, keys, policy, Arc::new(SystemClock)).unwrap()
     }

@@ -60,6 +60,12 @@ pub struct SsConfig {
     /// How often the newest checkpoint is handed to the registry to witness.
     #[serde(default = "default_witness_interval")]
     pub witness_interval_secs: u64,
+    /// How often the newest checkpoint is time-stamped (RFC 3161).
+    #[serde(default = "default_timestamp_interval")]
+    pub timestamp_interval_secs: u64,
+    /// How long without a time-stamp before the server refuses calls.
+    #[serde(default = "default_timestamp_fail_closed")]
+    pub timestamp_fail_closed_secs: u64,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -92,6 +98,12 @@ fn default_checkpoint_interval() -> u64 {
 fn default_witness_interval() -> u64 {
     10
 }
+fn default_timestamp_interval() -> u64 {
+    60
+}
+fn default_timestamp_fail_closed() -> u64 {
+    3600
+}
 
 impl SsConfig {
     /// A configuration with every optional key at its default.
@@ -112,6 +124,8 @@ impl SsConfig {
             app_timeout_secs: default_app_timeout(),
             checkpoint_interval_ms: default_checkpoint_interval(),
             witness_interval_secs: default_witness_interval(),
+            timestamp_interval_secs: default_timestamp_interval(),
+            timestamp_fail_closed_secs: default_timestamp_fail_closed(),
         }
     }
 
@@ -159,6 +173,14 @@ impl SsConfig {
         p.check((1..=3600).contains(&self.witness_interval_secs), || {
             "witness_interval_secs must be between 1 and 3600".into()
         });
+        p.check((1..=86400).contains(&self.timestamp_interval_secs), || {
+            "timestamp_interval_secs must be between 1 and 86400".into()
+        });
+        p.check(
+            self.timestamp_fail_closed_secs >= 2 * self.timestamp_interval_secs
+                && self.timestamp_fail_closed_secs <= 30 * 86400,
+            || "timestamp_fail_closed_secs must be at least twice timestamp_interval_secs and at most 2592000 (30 days)".into(),
+        );
         for c in &self.clients {
             p.check(c.member == self.server_id.owner, || {
                 format!(

@@ -239,6 +239,7 @@ async fn relay(
     }
 
     let mut conf = s.current_conf(ErrorSource::ConsumerServer)?;
+    s.check_trusted_time(ErrorSource::ConsumerServer)?;
     // A provider or client admitted since the last poll: fetch once before refusing.
     let listed = |c: &VerifiedConf| {
         c.has_client(&client.clone().into()) && c.servers_hosting(&provider).next().is_some()

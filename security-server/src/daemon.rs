@@ -28,6 +28,7 @@ use crate::access::Access;
 use crate::batch::{BatchSigner, VerifiedRoots};
 use crate::checkpoints::Checkpoints;
 use crate::evidence::Material;
+use crate::timestamps::Timestamps;
 use crate::{Node, SsConfig, SsError};
 
 pub use crate::envelope::{REQUEST_DOMAIN, RESPONSE_DOMAIN};
@@ -106,6 +107,10 @@ pub struct SecurityServer {
     pub checkpoints: Checkpoints,
     /// Certificates and configurations kept as evidence.
     pub(crate) material: Material,
+    /// RFC 3161 tokens over checkpoints.
+    pub timestamps: Timestamps,
+    timestamp_interval: Duration,
+    timestamp_fail_closed: u64,
     checkpoint_interval: Duration,
     witness_interval: Duration,
     pub access: Access,
@@ -253,6 +258,10 @@ impl SecurityServer {
             &log,
         )?;
         let material = Material::open(&records.join("evidence"))?;
+        let timestamps = Timestamps::open(
+            &records.join("timestamps"),
+            lintas_certs::unix_secs(clock.now()),
+        )?;
         material.remember_cert(&sign_cert)?;
         let c = &node.config;
         Ok(Arc::new(SecurityServer {
@@ -268,6 +277,9 @@ impl SecurityServer {
             checkpoint_interval: Duration::from_millis(c.checkpoint_interval_ms),
             witness_interval: Duration::from_secs(c.witness_interval_secs),
             checkpoints,
+            timestamps,
+            timestamp_interval: Duration::from_secs(c.timestamp_interval_secs),
+            timestamp_fail_closed: c.timestamp_fail_closed_secs,
             material,
             local_auth,
             conf,
@@ -335,6 +347,12 @@ impl SecurityServer {
                 format!("the security server could not record the exchange: {e}"),
             )
         };
+        let mut record = record;
+        record.timestamp_sha256 = self
+            .timestamps
+            .latest_sha256()
+            .map(|h| h.to_vec())
+            .unwrap_or_default();
         let durable = self.log.submit(record).map_err(failed)?;
         Ok(async move { durable.await.map_err(failed) })
     }
@@ -478,6 +496,42 @@ impl SecurityServer {
     ) -> Result<Option<lintas_log::checkpoint::SignedCheckpoint>, SsError> {
         self.checkpoints
             .checkpoint_now(&self.log, now_ms(&*self.clock))
+    }
+
+    /// Has the newest checkpoint time-stamped if it is newer than the last one stamped;
+    /// returns the stamped time, or `None` when there was nothing new.
+    pub async fn timestamp_now(&self) -> Result<Option<i64>, SsError> {
+        let Some(latest) = self.checkpoints.latest() else {
+            return Ok(None);
+        };
+        use prost::Message;
+        let size = lintas_log::checkpoint::Checkpoint::decode(latest.checkpoint.as_slice())
+            .map_err(|e| SsError::State(format!("checkpoint: {e}")))?
+            .size;
+        if size <= self.timestamps.latest_size() {
+            return Ok(None);
+        }
+        let conf = self.conf.current()?;
+        let now = lintas_certs::unix_secs(self.clock.now());
+        self.timestamps.stamp(latest, &conf, now).await.map(Some)
+    }
+
+    /// Refuses calls once no time-stamp could be had for `timestamp_fail_closed_secs`.
+    pub(crate) fn check_trusted_time(&self, side: ErrorSource) -> Result<(), Status> {
+        let age = self
+            .timestamps
+            .age(lintas_certs::unix_secs(self.clock.now()));
+        if age > self.timestamp_fail_closed as i64 {
+            return Err(error(
+                Code::Unavailable,
+                side,
+                format!(
+                    "no trusted time-stamp for {age} s (timestamp_fail_closed_secs is {}): calls are refused until the time-stamping authority answers",
+                    self.timestamp_fail_closed
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Learns the checkpoint the witness holds and checks the log against it.
@@ -801,13 +855,38 @@ pub async fn serve(
         }
     };
 
-    let (p, c, a, (), (), ()) = tokio::join!(
+    // Trusted time: the newest checkpoint is time-stamped every interval. Failures
+    // raise an alarm in the log at once; calls are refused once they last too long.
+    let ts_server = server.clone();
+    let ts_stop = stop.clone();
+    let timestamper = async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(ts_server.timestamp_interval) => {}
+                _ = ts_stop.stopped() => return,
+            }
+            if let Err(e) = ts_server.timestamp_now().await {
+                let age = ts_server
+                    .timestamps
+                    .age(lintas_certs::unix_secs(ts_server.clock.now()));
+                tracing::error!(
+                    error = %e,
+                    seconds_without_timestamp = age,
+                    fail_closed_after = ts_server.timestamp_fail_closed,
+                    "ALARM: time-stamping the log failed"
+                );
+            }
+        }
+    };
+
+    let (p, c, a, (), (), (), ()) = tokio::join!(
         stop.part(provider_server),
         stop.part(consumer_server),
         stop.part(admin_server),
         poller,
         reporter,
-        checkpointer
+        checkpointer,
+        timestamper
     );
     // Every call has drained: the last checkpoint covers every record.
     if let Err(e) = server.checkpoint_now() {

@@ -154,8 +154,9 @@ impl Context {
             status_code: code as i32,
             detail: detail.to_owned(),
             peer_cert_sha256: self.peer_cert_sha256.clone(),
-            // The log gives each record its index.
+            // The log gives each record its index, the server the time-stamp it follows.
             index: 0,
+            timestamp_sha256: Vec::new(),
         }
     }
 }

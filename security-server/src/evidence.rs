@@ -228,6 +228,15 @@ impl crate::daemon::SecurityServer {
                 "the witness did not answer; exporting with an uncosigned checkpoint"
             ),
         }
+        match tokio::time::timeout(std::time::Duration::from_secs(10), self.timestamp_now()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "exporting without a time-stamp of the newest checkpoint")
+            }
+            Err(_) => tracing::warn!(
+                "the TSA did not answer; exporting without a time-stamp of the newest checkpoint"
+            ),
+        }
         let checkpoint = self
             .checkpoints
             .latest()
@@ -245,12 +254,29 @@ impl crate::daemon::SecurityServer {
         }
         let mut entries = Vec::with_capacity(records.len());
         let mut cert_hashes = BTreeSet::new();
+        // Time-stamped checkpoints bounding each record: the one it names and the first
+        // after it, by token hash.
+        let mut stamps: std::collections::BTreeMap<
+            Vec<u8>,
+            lintas_proto::log::v1::TimestampedCheckpoint,
+        > = std::collections::BTreeMap::new();
         for (index, bytes) in records {
             let proof = self.log.inclusion_proof(index, size)?;
             let r = lintas_log::Record::decode(bytes.as_slice())
                 .map_err(|e| SsError::State(format!("record {index} does not decode: {e}")))?;
             if !r.signer_cert_sha256.is_empty() {
-                cert_hashes.insert(r.signer_cert_sha256);
+                cert_hashes.insert(r.signer_cert_sha256.clone());
+            }
+            let named = if r.timestamp_sha256.is_empty() {
+                None
+            } else {
+                self.timestamps.by_token(&r.timestamp_sha256)?
+            };
+            for t in named
+                .into_iter()
+                .chain(self.timestamps.first_covering(index)?)
+            {
+                stamps.insert(lintas_certs::sha256(&t.token).to_vec(), t);
             }
             entries.push(audit::Entry {
                 record: bytes,
@@ -276,7 +302,27 @@ impl crate::daemon::SecurityServer {
             .iter()
             .filter_map(|h| self.material.cert(h))
             .collect();
+        let mut timestamps = Vec::new();
+        for (_, t) in stamps {
+            let stamped_size = t
+                .checkpoint
+                .as_ref()
+                .and_then(|c| {
+                    lintas_log::checkpoint::Checkpoint::decode(c.checkpoint.as_slice()).ok()
+                })
+                .map(|c| c.size)
+                .unwrap_or(0);
+            if stamped_size > size {
+                continue;
+            }
+            let proof = self.log.consistency_proof(stamped_size, size)?;
+            timestamps.push(audit::Timestamp {
+                stamped: Some(t),
+                consistency_proof: proof.iter().map(|h| h.to_vec()).collect(),
+            });
+        }
         Ok(audit::EvidenceBundle {
+            timestamps,
             format: FORMAT.into(),
             origin: self.id.to_string(),
             entries,

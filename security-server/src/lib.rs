@@ -15,6 +15,7 @@ pub mod envelope;
 pub mod evidence;
 mod provider;
 mod raw;
+pub mod timestamps;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -120,6 +120,10 @@ fn check(
         .conf
         .current()
         .map_err(|e| refuse(Code::Unavailable, e.to_string()))?;
+    // 1b. Trusted time: a server that could not have its log time-stamped for too long
+    // fails closed.
+    s.check_trusted_time(ErrorSource::ProviderServer)
+        .map_err(|status| refuse(status.code(), status.message().to_owned()))?;
     // Evidence: the configuration this request is checked under.
     s.material.remember_conf(&conf).map_err(|e| {
         refuse(

@@ -33,6 +33,14 @@ const ECDSA_WITH_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.84
 /// documentation arc of RFC 5612 (`1.3.6.1.4.1.32473`). An instance in production sets
 /// an OID under its own arc (the registry's `tsa_policy`).
 pub const DEFAULT_POLICY: &str = "1.3.6.1.4.1.32473.3161.1";
+/// Whether `policy` is a dotted object identifier a TSA can name.
+pub fn check_policy(policy: &str) -> Result<(), String> {
+    policy
+        .parse::<ObjectIdentifier>()
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 /// Largest request or token handled.
 pub const MAX_BYTES: usize = 64 * 1024;
 /// The HTTP media types of RFC 3161 section 3.4.

@@ -1506,6 +1506,13 @@ async fn cari_with_id(net: &Network, id: &str) {
 async fn evidence_bundles_verify_offline_and_every_tampering_is_caught() {
     use lintas_proto::audit::v1::EvidenceBundle;
     let net = network().await;
+    // A first call, then both logs are checkpointed and time-stamped by the registry's
+    // TSA: the later records name that token, which bounds them from below.
+    cari_with_id(&net, "bukti-0000").await;
+    for s in [&net.consumer, &net.provider] {
+        s.checkpoint_now().unwrap().unwrap();
+        s.timestamp_now().await.unwrap().unwrap();
+    }
     cari_with_id(&net, "bukti-0001").await;
     cari_with_id(&net, "bukti-0002").await;
     let q = lintas_proto::ss::v1::EvidenceQuery {
@@ -1540,9 +1547,15 @@ async fn evidence_bundles_verify_offline_and_every_tampering_is_caught() {
         "signed by member ID/GOV/KEMENSOS",
         &format!("{PROVIDER_CLIENT} answered that request with Ok"),
         "signed by member ID/GOV/KEMENDAGRI",
+        "were written between",
+        "by trusted time (RFC 3161 time-stamps of the log's checkpoints)",
     ] {
         assert!(words.contains(needle), "'{needle}' not in:\n{words}");
     }
+    assert!(
+        consumer.timestamps.len() >= 2,
+        "the named time-stamp and the covering one"
+    );
     let x = &c.exchanges[0];
     assert_eq!(
         (x.message_id.as_str(), x.status.as_ref().map(|s| s.0)),
@@ -1614,6 +1627,20 @@ async fn evidence_bundles_verify_offline_and_every_tampering_is_caught() {
         "{f}"
     );
     assert!(f.contains("is not the record"), "{f}");
+    // A time-stamp token substituted by another (the provider's, over its own log).
+    let mut b = consumer.clone();
+    b.timestamps[0].stamped.as_mut().unwrap().token = provider.timestamps[0]
+        .stamped
+        .as_ref()
+        .unwrap()
+        .token
+        .clone();
+    expect(&b, "the token does not verify");
+    expect(&b, "stamps another digest");
+    // A time-stamp the records name, removed.
+    let mut b = consumer.clone();
+    b.timestamps.clear();
+    expect(&b, "names a time-stamp the bundle does not hold");
     // The other server's checkpoint: not signed with this log's key.
     let mut b = consumer.clone();
     b.checkpoint = provider.checkpoint.clone();
@@ -1757,4 +1784,36 @@ async fn a_server_killed_with_calls_in_flight_restarts_and_every_answered_call_i
             );
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_time_stamp_for_too_long_the_servers_fail_closed_until_one_is_had() {
+    let net = network().await;
+    net.cari(CONSUMER_CLIENT, NIK).await.unwrap();
+    // An hour passes without a time-stamp (the default timestamp_fail_closed_secs).
+    net.inst.clock.advance(Duration::from_secs(3601));
+    // The configuration stays fresh: any change republishes it, and both servers fetch.
+    net.inst
+        .admin()
+        .add_member(pb::AddMemberRequest {
+            id: "ID/GOV/BARU".into(),
+            name: "Baru".into(),
+        })
+        .await
+        .unwrap();
+    net.consumer.conf().fetch().await.unwrap();
+    net.provider.conf().fetch().await.unwrap();
+    let err = net.cari(CONSUMER_CLIENT, NIK).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(
+        err.message().contains("no trusted time-stamp for 3601 s"),
+        "{}",
+        err.message()
+    );
+    // Once the logs are time-stamped again, calls go through.
+    for s in [&net.consumer, &net.provider] {
+        s.checkpoint_now().unwrap();
+        s.timestamp_now().await.unwrap().unwrap();
+    }
+    net.cari(CONSUMER_CLIENT, NIK).await.unwrap();
 }

@@ -1,0 +1,274 @@
+//! Trusted time for the log: the newest checkpoint is time-stamped by an RFC 3161 TSA
+//! that the global configuration lists, every `timestamp_interval_secs`. Tokens are
+//! kept in an append-only file beside the records (`records/timestamps`), and every
+//! later record names the newest token it was written after. If no token could be had
+//! for `timestamp_fail_closed_secs`, the server refuses calls until one is had.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock};
+
+use lintas_certs::Role;
+use lintas_globalconf::VerifiedConf;
+use lintas_log::checkpoint::{Checkpoint, SignedCheckpoint};
+use lintas_proto::log::v1::TimestampedCheckpoint;
+use prost::Message;
+
+use crate::SsError;
+
+const MAX_ENTRY_BYTES: usize = 128 * 1024;
+
+/// One stored token, indexed.
+#[derive(Debug, Clone)]
+struct Stamp {
+    size: u64,
+    token_sha256: [u8; 32],
+    offset: u64,
+    len: usize,
+}
+
+/// The time-stamped checkpoints of one log.
+pub struct Timestamps {
+    path: PathBuf,
+    file: Mutex<File>,
+    stamps: RwLock<Vec<Stamp>>,
+    /// When a token was last had (or the server started), Unix seconds.
+    last_success: std::sync::atomic::AtomicI64,
+}
+
+fn io(what: &str, path: &Path, e: impl std::fmt::Display) -> SsError {
+    SsError::State(format!("{what} {}: {e}", path.display()))
+}
+
+impl Timestamps {
+    pub fn open(path: &Path, now: i64) -> Result<Self, SsError> {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(|e| io("opening", path, e))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .map_err(|e| io("reading", path, e))?;
+        let mut stamps = Vec::new();
+        let mut pos = 0usize;
+        while pos + 4 <= bytes.len() {
+            let n = u32::from_be_bytes([bytes[pos], bytes[pos + 1], bytes[pos + 2], bytes[pos + 3]])
+                as usize;
+            if n == 0 || n > MAX_ENTRY_BYTES {
+                return Err(io(
+                    "reading",
+                    path,
+                    format!("the entry at byte {pos} is damaged"),
+                ));
+            }
+            if pos + 4 + n > bytes.len() {
+                break;
+            }
+            let body = &bytes[pos + 4..pos + 4 + n];
+            let entry = TimestampedCheckpoint::decode(body)
+                .map_err(|e| io("reading", path, format!("the entry at byte {pos}: {e}")))?;
+            let size = entry
+                .checkpoint
+                .as_ref()
+                .and_then(|c| Checkpoint::decode(c.checkpoint.as_slice()).ok())
+                .map(|c| c.size)
+                .unwrap_or(0);
+            stamps.push(Stamp {
+                size,
+                token_sha256: lintas_certs::sha256(&entry.token),
+                offset: (pos + 4) as u64,
+                len: n,
+            });
+            pos += 4 + n;
+        }
+        if pos < bytes.len() {
+            tracing::warn!(file = %path.display(), "cutting off an unfinished time-stamp write");
+            file.set_len(pos as u64)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| io("repairing", path, e))?;
+        }
+        Ok(Timestamps {
+            path: path.to_owned(),
+            file: Mutex::new(file),
+            stamps: RwLock::new(stamps),
+            last_success: std::sync::atomic::AtomicI64::new(now),
+        })
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Stamp>> {
+        self.stamps.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// SHA-256 of the newest token, which new records name.
+    pub fn latest_sha256(&self) -> Option<[u8; 32]> {
+        self.read().last().map(|s| s.token_sha256)
+    }
+
+    /// Size of the newest time-stamped checkpoint (0 for none).
+    pub fn latest_size(&self) -> u64 {
+        self.read().last().map(|s| s.size).unwrap_or(0)
+    }
+
+    /// Seconds since a token was last had (or the server started).
+    pub fn age(&self, now: i64) -> i64 {
+        now - self.last_success.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn load(&self, s: &Stamp) -> Result<TimestampedCheckpoint, SsError> {
+        let mut buf = vec![0u8; s.len];
+        use std::os::unix::fs::FileExt;
+        self.file
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .read_exact_at(&mut buf, s.offset)
+            .map_err(|e| io("reading", &self.path, e))?;
+        TimestampedCheckpoint::decode(buf.as_slice()).map_err(|e| io("reading", &self.path, e))
+    }
+
+    /// The stored entry whose token has SHA-256 `hash`.
+    pub fn by_token(&self, hash: &[u8]) -> Result<Option<TimestampedCheckpoint>, SsError> {
+        let found = self
+            .read()
+            .iter()
+            .find(|s| s.token_sha256[..] == *hash)
+            .cloned();
+        found.map(|s| self.load(&s)).transpose()
+    }
+
+    /// The first time-stamped checkpoint that covers record `index`.
+    pub fn first_covering(&self, index: u64) -> Result<Option<TimestampedCheckpoint>, SsError> {
+        let found = self.read().iter().find(|s| s.size > index).cloned();
+        found.map(|s| self.load(&s)).transpose()
+    }
+
+    fn add(&self, entry: &TimestampedCheckpoint, size: u64, now: i64) -> Result<(), SsError> {
+        let bytes = entry.encode_to_vec();
+        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        let offset = file
+            .metadata()
+            .map_err(|e| io("reading", &self.path, e))?
+            .len()
+            + 4;
+        let mut framed = (bytes.len() as u32).to_be_bytes().to_vec();
+        framed.extend_from_slice(&bytes);
+        file.write_all(&framed)
+            .and_then(|()| file.sync_data())
+            .map_err(|e| io("writing", &self.path, e))?;
+        drop(file);
+        self.stamps
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Stamp {
+                size,
+                token_sha256: lintas_certs::sha256(&entry.token),
+                offset,
+                len: bytes.len(),
+            });
+        self.last_success
+            .store(now, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Has `checkpoint` time-stamped by the first TSA `conf` lists with a URL, checks
+    /// the token, and keeps it. Returns the stamped time.
+    pub async fn stamp(
+        &self,
+        checkpoint: SignedCheckpoint,
+        conf: &VerifiedConf,
+        now: i64,
+    ) -> Result<i64, SsError> {
+        let size = Checkpoint::decode(checkpoint.checkpoint.as_slice())
+            .map_err(|e| SsError::State(format!("checkpoint: {e}")))?
+            .size;
+        let tsa = conf
+            .conf
+            .timestamping_authorities
+            .iter()
+            .find(|t| !t.url.is_empty())
+            .ok_or_else(|| {
+                SsError::State(
+                    "the global configuration lists no time-stamping authority with a URL".into(),
+                )
+            })?;
+        let digest = lintas_certs::sha256(&checkpoint.checkpoint);
+        let request =
+            lintas_timestamp::request(&digest, None).map_err(|e| SsError::State(e.to_string()))?;
+        let response = post(&tsa.url, request).await?;
+        let token = lintas_timestamp::token_from_response(&response)
+            .map_err(|e| SsError::State(format!("TSA {}: {e}", tsa.url)))?;
+        let stamped = verify_token(&token, &digest, conf)
+            .map_err(|e| SsError::State(format!("TSA {}: {e}", tsa.url)))?;
+        self.add(
+            &TimestampedCheckpoint {
+                checkpoint: Some(checkpoint),
+                token,
+            },
+            size,
+            now,
+        )?;
+        Ok(stamped)
+    }
+}
+
+/// Verifies a token over `digest`: its TSA certificate must be one `conf` lists and
+/// chain to an approved authority at the stamped time. Returns the stamped time.
+pub fn verify_token(token: &[u8], digest: &[u8; 32], conf: &VerifiedConf) -> Result<i64, String> {
+    lintas_timestamp::verify(token, digest, &[], |cert, time| {
+        if !conf
+            .conf
+            .timestamping_authorities
+            .iter()
+            .any(|t| t.cert == cert)
+        {
+            return Err("the TSA is not one the global configuration lists".into());
+        }
+        let at = std::time::UNIX_EPOCH
+            + std::time::Duration::from_secs(u64::try_from(time).unwrap_or(0));
+        conf.trust_store()
+            .verify(cert, Role::Tsa, at)
+            .map(|i| i.public_key)
+            .map_err(|e| e.to_string())
+    })
+    .map(|s| s.time)
+    .map_err(|e| e.to_string())
+}
+
+/// POSTs an RFC 3161 request over plain HTTP (the token is signed; the transport needs
+/// no protection of its own).
+async fn post(url: &str, body: Vec<u8>) -> Result<Vec<u8>, SsError> {
+    use http_body_util::{BodyExt, Full, Limited};
+    let err = |e: String| SsError::State(format!("TSA {url}: {e}"));
+    let uri: hyper::Uri = url.parse().map_err(|e| err(format!("not a URL: {e}")))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(err("only http:// TSA URLs are supported".into()));
+    }
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<bytes::Bytes>>();
+    let request = hyper::Request::post(uri)
+        .header(
+            hyper::header::CONTENT_TYPE,
+            lintas_timestamp::QUERY_MEDIA_TYPE,
+        )
+        .body(Full::new(bytes::Bytes::from(body)))
+        .map_err(|e| err(e.to_string()))?;
+    let work = async {
+        let resp = client
+            .request(request)
+            .await
+            .map_err(|e| err(format!("request failed: {e}")))?;
+        if !resp.status().is_success() {
+            return Err(err(format!("HTTP status {}", resp.status())));
+        }
+        Limited::new(resp.into_body(), lintas_timestamp::MAX_BYTES)
+            .collect()
+            .await
+            .map(|b| b.to_bytes().to_vec())
+            .map_err(|e| err(format!("reading the answer: {e}")))
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), work)
+        .await
+        .map_err(|_| err("no answer within 10 s".into()))?
+}
