@@ -240,6 +240,7 @@ fn check(bundle: &EvidenceBundle, anchor: &Anchor, r: &mut Report) {
     // Every entry is the record the checkpoint's tree holds at its index.
     let mut records: Vec<(u64, Record)> = Vec::new();
     let mut last: Option<u64> = None;
+    let mut bodies = 0;
     for (i, e) in bundle.entries.iter().enumerate() {
         let n = i + 1;
         let rec = match Record::decode(e.record.as_slice()) {
@@ -285,7 +286,22 @@ fn check(bundle: &EvidenceBundle, anchor: &Anchor, r: &mut Report) {
             ));
             continue;
         }
+        if !e.body.is_empty()
+            && (lintas_certs::sha256(&e.body)[..] != rec.body_sha256[..]
+                || e.body.len() as u64 != rec.body_len)
+        {
+            r.fail(format!(
+                "entry {n} (record {index}) carries a body that is not the one its record describes"
+            ));
+        } else if !e.body.is_empty() {
+            bodies += 1;
+        }
         records.push((index, rec));
+    }
+    if bodies > 0 {
+        r.proven.push(format!(
+            "{bodies} message bodies in the bundle are the ones their records describe (SHA-256 and length)."
+        ));
     }
     if records.is_empty() {
         return r.fail("the bundle holds no record that verifies".into());

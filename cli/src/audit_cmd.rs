@@ -41,6 +41,9 @@ enum Command {
         /// Where to write the bundle (must not exist).
         #[arg(long, short)]
         out: PathBuf,
+        /// Include the message bodies the server still keeps (body_retention_days).
+        #[arg(long)]
+        with_bodies: bool,
     },
     /// Verify evidence bundles offline, trusting only the anchor. With two bundles (the
     /// two sides of the same exchanges) they are also checked against each other.
@@ -76,6 +79,7 @@ pub async fn run(args: Args) -> Result<()> {
             from,
             to,
             out,
+            with_bodies,
         } => {
             let query = lintas_proto::ss::v1::EvidenceQuery {
                 message_id: message_id.unwrap_or_default(),
@@ -86,6 +90,7 @@ pub async fn run(args: Args) -> Result<()> {
                     .transpose()?
                     .unwrap_or(0),
                 to_unix_ms: to.map(|t| rfc3339_ms("to", &t)).transpose()?.unwrap_or(0),
+                with_bodies,
             };
             lintas_ss::evidence::check_query(&query).map_err(anyhow::Error::msg)?;
             let bundle = crate::ss_cmd::admin(&config)

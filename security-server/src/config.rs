@@ -66,6 +66,9 @@ pub struct SsConfig {
     /// How long without a time-stamp before the server refuses calls.
     #[serde(default = "default_timestamp_fail_closed")]
     pub timestamp_fail_closed_secs: u64,
+    /// Days message bodies are kept beside the records (0: bodies are not kept).
+    #[serde(default = "default_body_retention")]
+    pub body_retention_days: u32,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -104,6 +107,9 @@ fn default_timestamp_interval() -> u64 {
 fn default_timestamp_fail_closed() -> u64 {
     3600
 }
+fn default_body_retention() -> u32 {
+    30
+}
 
 impl SsConfig {
     /// A configuration with every optional key at its default.
@@ -126,6 +132,7 @@ impl SsConfig {
             witness_interval_secs: default_witness_interval(),
             timestamp_interval_secs: default_timestamp_interval(),
             timestamp_fail_closed_secs: default_timestamp_fail_closed(),
+            body_retention_days: default_body_retention(),
         }
     }
 
@@ -181,6 +188,9 @@ impl SsConfig {
                 && self.timestamp_fail_closed_secs <= 30 * 86400,
             || "timestamp_fail_closed_secs must be at least twice timestamp_interval_secs and at most 2592000 (30 days)".into(),
         );
+        p.check(self.body_retention_days <= 3650, || {
+            "body_retention_days must be at most 3650 (0 keeps no bodies)".into()
+        });
         for c in &self.clients {
             p.check(c.member == self.server_id.owner, || {
                 format!(

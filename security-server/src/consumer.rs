@@ -327,22 +327,24 @@ async fn relay(
     match exchange(&s, &conf, &target, &provider, pin, signed).await {
         Ok((response, answer)) => {
             let code = Code::from_i32(answer.status_code);
-            s.record(
-                ctx.record(
-                    RecordKind::ResponseReceived,
-                    now_ms(&*s.clock),
-                    &response.header,
-                    response.signature.as_ref(),
-                    &response.signer_cert,
-                    &answer.body_sha256,
-                    answer.body_len,
-                    code,
-                    &answer.status_message,
-                ),
-                ErrorSource::ConsumerServer,
-            )
-            .await?;
-            sent.await?;
+            let received = s
+                .record(
+                    ctx.record(
+                        RecordKind::ResponseReceived,
+                        now_ms(&*s.clock),
+                        &response.header,
+                        response.signature.as_ref(),
+                        &response.signer_cert,
+                        &answer.body_sha256,
+                        answer.body_len,
+                        code,
+                        &answer.status_message,
+                    ),
+                    ErrorSource::ConsumerServer,
+                )
+                .await?;
+            let sent = sent.await?;
+            s.keep_bodies(&[(sent, &body), (received, &response.body)]);
             if code != Code::Ok {
                 let source = if answer.error_source == ErrorSource::ProviderServer.as_str() {
                     ErrorSource::ProviderServer

@@ -26,6 +26,7 @@ use tonic::{Code, Status};
 
 use crate::access::Access;
 use crate::batch::{BatchSigner, VerifiedRoots};
+use crate::bodies::Bodies;
 use crate::checkpoints::Checkpoints;
 use crate::evidence::Material;
 use crate::timestamps::Timestamps;
@@ -109,6 +110,8 @@ pub struct SecurityServer {
     pub(crate) material: Material,
     /// RFC 3161 tokens over checkpoints.
     pub timestamps: Timestamps,
+    /// Message bodies, kept for `body_retention_days`.
+    pub bodies: Bodies,
     timestamp_interval: Duration,
     timestamp_fail_closed: u64,
     checkpoint_interval: Duration,
@@ -239,6 +242,10 @@ impl SecurityServer {
         let log = RecordLog::open(&records)?;
         let db = lintas_log::open_sled(&node.paths.0.join("state")).map_err(crate::state_error)?;
         let access = Access::open(&db)?;
+        let bodies = Bodies::open(
+            &db,
+            (node.config.body_retention_days > 0).then_some(node.config.body_retention_days),
+        )?;
         let seen = Mutex::new(recent_requests(
             &log,
             now_ms(&*clock),
@@ -277,6 +284,7 @@ impl SecurityServer {
             checkpoint_interval: Duration::from_millis(c.checkpoint_interval_ms),
             witness_interval: Duration::from_secs(c.witness_interval_secs),
             checkpoints,
+            bodies,
             timestamps,
             timestamp_interval: Duration::from_secs(c.timestamp_interval_secs),
             timestamp_fail_closed: c.timestamp_fail_closed_secs,
@@ -514,6 +522,17 @@ impl SecurityServer {
         let conf = self.conf.current()?;
         let now = lintas_certs::unix_secs(self.clock.now());
         self.timestamps.stamp(latest, &conf, now).await.map(Some)
+    }
+
+    /// Keeps message bodies beside their records; a failure loses no evidence the
+    /// records hold (they carry each body's hash), so it is logged, not fatal.
+    pub(crate) fn keep_bodies(&self, bodies: &[(u64, &[u8])]) {
+        let now = now_ms(&*self.clock);
+        for (index, body) in bodies {
+            if let Err(e) = self.bodies.put(*index, now, body) {
+                tracing::warn!(error = %e, record = index, "message body not kept");
+            }
+        }
     }
 
     /// Refuses calls once no time-stamp could be had for `timestamp_fail_closed_secs`.
@@ -821,6 +840,7 @@ pub async fn serve(
     let cp_stop = stop.clone();
     let checkpointer = async move {
         let mut last_witness: Option<std::time::Instant> = None;
+        let mut last_purge: Option<std::time::Instant> = None;
         let mut in_step = synced;
         loop {
             tokio::select! {
@@ -829,6 +849,26 @@ pub async fn serve(
             }
             if let Err(e) = cp_server.checkpoint_now() {
                 tracing::error!(error = %e, "signing a log checkpoint failed");
+            }
+            // Bodies kept since the last tick become durable; old ones go, hourly.
+            let bodies = cp_server.clone();
+            let purge = last_purge.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600));
+            if purge {
+                last_purge = Some(std::time::Instant::now());
+            }
+            let kept = tokio::task::spawn_blocking(move || {
+                bodies.bodies.flush()?;
+                if purge {
+                    let removed = bodies.bodies.purge(now_ms(&*bodies.clock))?;
+                    if removed > 0 {
+                        tracing::info!(removed, "message bodies past their retention purged");
+                    }
+                }
+                Ok::<_, SsError>(())
+            })
+            .await;
+            if let Ok(Err(e)) = kept {
+                tracing::error!(error = %e, "keeping or purging message bodies failed");
             }
             if last_witness.is_some_and(|t| t.elapsed() < cp_server.witness_interval) {
                 continue;

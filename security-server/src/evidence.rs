@@ -278,9 +278,15 @@ impl crate::daemon::SecurityServer {
             {
                 stamps.insert(lintas_certs::sha256(&t.token).to_vec(), t);
             }
+            let body = if q.with_bodies {
+                self.bodies.get(index)?.unwrap_or_default()
+            } else {
+                Vec::new()
+            };
             entries.push(audit::Entry {
                 record: bytes,
                 inclusion_proof: proof.iter().map(|h| h.to_vec()).collect(),
+                body,
             });
         }
         let mut global_confs = Vec::new();

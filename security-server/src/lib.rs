@@ -7,6 +7,7 @@
 pub mod access;
 pub mod admin;
 pub mod batch;
+pub mod bodies;
 pub mod checkpoints;
 pub mod config;
 mod consumer;

@@ -460,6 +460,7 @@ async fn handle(
         )
         .await?;
 
+    s.keep_bodies(&[(request_record, &signed.body)]);
     let answer = call_app(&s, &accepted, signed.body).await;
     let body_sha256 = lintas_certs::sha256(&answer.body).to_vec();
     let response = ex::ResponseHeader {
@@ -484,21 +485,23 @@ async fn handle(
         .sign(envelope::RESPONSE_DOMAIN, &header)
         .await
         .map_err(|e| error(Code::Internal, side, format!("signing the response: {e}")))?;
-    s.record(
-        ctx.record(
-            RecordKind::ResponseSent,
-            now_ms(&*s.clock),
-            &header,
-            Some(&signature),
-            &s.sign_cert,
-            &body_sha256,
-            answer.body.len() as u64,
-            answer.code,
-            &answer.message,
-        ),
-        side,
-    )
-    .await?;
+    let response_record = s
+        .record(
+            ctx.record(
+                RecordKind::ResponseSent,
+                now_ms(&*s.clock),
+                &header,
+                Some(&signature),
+                &s.sign_cert,
+                &body_sha256,
+                answer.body.len() as u64,
+                answer.code,
+                &answer.message,
+            ),
+            side,
+        )
+        .await?;
+    s.keep_bodies(&[(response_record, &answer.body)]);
     Ok(ex::SignedResponse {
         header,
         signature: Some(signature),

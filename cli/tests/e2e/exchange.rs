@@ -1656,6 +1656,36 @@ async fn evidence_bundles_verify_offline_and_every_tampering_is_caught() {
         .unwrap();
     let failed = lintas_audit::cross_check(&c, &lintas_audit::verify(&other, &anchor)).failures;
     assert!(failed[0].contains("no exchange in common"), "{failed:?}");
+    // Bodies, kept beside the records, come with the evidence when asked for; one that
+    // is not the body its record describes is caught.
+    let with_bodies = lintas_proto::ss::v1::EvidenceQuery {
+        with_bodies: true,
+        ..q.clone()
+    };
+    let bundled = net.consumer.export(&with_bodies).await.unwrap();
+    assert!(bundled.entries.iter().all(|e| !e.body.is_empty()));
+    let r = lintas_audit::verify(&bundled, &anchor);
+    assert!(r.verified, "{:?}", r.failures);
+    assert!(
+        r.proven
+            .iter()
+            .any(|p| p
+                .contains("2 message bodies in the bundle are the ones their records describe"))
+    );
+    let mut b = bundled.clone();
+    b.entries[1].body[0] ^= 1;
+    expect(
+        &b,
+        "carries a body that is not the one its record describes",
+    );
+    // Past the retention period the bodies are purged; the proofs do not need them.
+    let later = lintas_ss::daemon::now_ms(&*net.inst.clock) + 31 * 86_400_000;
+    assert!(net.consumer.bodies.purge(later).unwrap() >= 2);
+    let purged = net.consumer.export(&with_bodies).await.unwrap();
+    assert!(purged.entries.iter().all(|e| e.body.is_empty()));
+    let r = lintas_audit::verify(&purged, &anchor);
+    assert!(r.verified, "{:?}", r.failures);
+
     // Another instance's anchor trusts none of it.
     let foreign = Instance::start().await;
     let foreign_anchor = lintas_globalconf::Anchor::load(&foreign.anchor()).unwrap();
