@@ -815,3 +815,156 @@ pub fn cross_check(a: &Report, b: &Report) -> CrossCheck {
     }
     c
 }
+
+/// What verifying an archive of sealed segments shows.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ArchiveReport {
+    pub origin: String,
+    pub verified: bool,
+    pub proven: Vec<String>,
+    pub failures: Vec<String>,
+    pub not_established: Vec<String>,
+}
+
+/// Verifies an archive written by `lintas audit archive`: `manifest` and the segment
+/// files in `dir`, against `anchor`. Every record of every segment is read and checked
+/// against its frame, the tree head over them must be the manifest's, and that head
+/// must be an earlier state of the log the checkpoint (signed with the origin's listed
+/// log key, and cosigned) commits to.
+pub fn verify_archive(
+    manifest: &lintas_proto::audit::v1::Archive,
+    dir: &std::path::Path,
+    anchor: &Anchor,
+) -> ArchiveReport {
+    let mut r = ArchiveReport {
+        origin: manifest.origin.clone(),
+        ..Default::default()
+    };
+    if let Err(e) = check_archive(manifest, dir, anchor, &mut r) {
+        r.failures.push(e);
+    }
+    r.verified = r.failures.is_empty();
+    r
+}
+
+fn check_archive(
+    m: &lintas_proto::audit::v1::Archive,
+    dir: &std::path::Path,
+    anchor: &Anchor,
+    r: &mut ArchiveReport,
+) -> Result<(), String> {
+    if m.format != lintas_ss::evidence::ARCHIVE_FORMAT {
+        return Err(format!(
+            "not a lintas archive manifest (format '{}')",
+            m.format
+        ));
+    }
+    let origin: ServerId = m
+        .origin
+        .parse()
+        .map_err(|e| format!("the origin '{}' is not a server id: {e}", m.origin))?;
+    let now = SystemTime::now();
+    let confs: Vec<VerifiedConf> = m
+        .global_confs
+        .iter()
+        .filter_map(|b| lintas_globalconf::verify_ignoring_expiry(b, anchor, now).ok())
+        .collect();
+    let log_key = confs
+        .iter()
+        .find_map(|c| c.server(&origin).map(|s| s.log_public_key.clone()))
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| format!("no configuration in the archive that verifies against the anchor lists a log key for {origin}"))?;
+    let signed = m
+        .checkpoint
+        .as_ref()
+        .ok_or("the archive holds no checkpoint")?;
+    let cp = checkpoint::verify(signed, &log_key)
+        .map_err(|e| format!("the checkpoint is not {origin}'s: {e}"))?;
+    if cp.checkpoint.origin != m.origin {
+        return Err(format!(
+            "the checkpoint is of {}'s log",
+            cp.checkpoint.origin
+        ));
+    }
+    let mut witnessed = None;
+    for c in &signed.cosignatures {
+        let stated = checkpoint::verify_witness(
+            c,
+            anchor.trust_store(),
+            &anchor.instance,
+            &signed.checkpoint,
+        )
+        .map_err(|e| format!("the checkpoint's cosignature: {e}"))?;
+        witnessed = Some(at_ms(stated.time_unix_ms));
+    }
+    // Every segment, in order from record 0, unchanged, each record matching its frame.
+    let mut frontier = lintas_merkle::Frontier::new();
+    for s in &m.segments {
+        if s.first != frontier.size() {
+            return Err(format!(
+                "segment {} starts at record {}, but the segments before it end at {}: one is missing or out of order",
+                s.file,
+                s.first,
+                frontier.size()
+            ));
+        }
+        if s.file.contains('/') || s.file.contains("..") {
+            return Err(format!("segment name '{}' is not a file name", s.file));
+        }
+        let path = dir.join(&s.file);
+        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        if lintas_certs::sha256(&bytes)[..] != s.sha256[..] {
+            return Err(format!(
+                "segment {} is not the file the manifest names (its SHA-256 differs)",
+                s.file
+            ));
+        }
+        let leaves = lintas_log::file::segment_leaves(&path)?;
+        if leaves.len() as u64 != s.count {
+            return Err(format!(
+                "segment {} holds {} records, the manifest says {}",
+                s.file,
+                leaves.len(),
+                s.count
+            ));
+        }
+        for leaf in leaves {
+            frontier.push(leaf);
+        }
+    }
+    if frontier.size() != m.size || frontier.root()[..] != m.root[..] {
+        return Err("the segments' records do not form the tree head the manifest names".into());
+    }
+    let proof = m
+        .consistency_proof
+        .iter()
+        .map(|h| lintas_merkle::Hash::try_from(h.as_slice()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| "a proof hash is not 32 bytes".to_string())?;
+    lintas_merkle::verify_consistency(
+        m.size,
+        cp.checkpoint.size,
+        &frontier.root(),
+        &cp.root,
+        &proof,
+    )
+    .map_err(|e| {
+        format!("the archived records are not the beginning of the checkpointed log ({e})")
+    })?;
+    r.proven.push(format!(
+        "The {} segments hold records 0 to {} of the log of {origin}, unchanged: they are the beginning of the log its checkpoint of {} records (signed at {} with its listed log key{}) commits to.",
+        m.segments.len(),
+        m.size.saturating_sub(1),
+        cp.checkpoint.size,
+        at_ms(cp.checkpoint.time_unix_ms),
+        witnessed
+            .as_ref()
+            .map(|t| format!(", witnessed by the registry at {t}"))
+            .unwrap_or_default()
+    ));
+    if witnessed.is_none() {
+        r.not_established
+            .push("no witness cosigned the checkpoint".into());
+    }
+    Ok(())
+}

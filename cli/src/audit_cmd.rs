@@ -45,6 +45,26 @@ enum Command {
         #[arg(long)]
         with_bodies: bool,
     },
+    /// Copy the sealed segments of a running security server's log into a new
+    /// directory, with a manifest that proves they are the beginning of its log.
+    Archive {
+        /// The security server's configuration file.
+        #[arg(long, default_value = "ss.toml")]
+        config: PathBuf,
+        /// The directory to create.
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+    /// Verify an archive of sealed segments offline, trusting only the anchor.
+    VerifyArchive {
+        /// The directory `lintas audit archive` wrote.
+        dir: PathBuf,
+        #[arg(long)]
+        anchor: PathBuf,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Verify evidence bundles offline, trusting only the anchor. With two bundles (the
     /// two sides of the same exchanges) they are also checked against each other.
     /// Exits non-zero if anything fails.
@@ -107,6 +127,77 @@ pub async fn run(args: Args) -> Result<()> {
                 out.display(),
                 out.display()
             );
+            Ok(())
+        }
+        Command::Archive { config, out } => {
+            let manifest = crate::ss_cmd::admin(&config)
+                .await?
+                .archive_manifest(lintas_proto::ss::v1::ArchiveRequest {})
+                .await
+                .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+                .into_inner();
+            let settings = lintas_ss::SsConfig::load(&config, crate::env())?;
+            let records = settings.data_dir.join("records");
+            std::fs::create_dir(&out).with_context(|| format!("creating {}", out.display()))?;
+            for s in &manifest.segments {
+                let bytes = std::fs::read(records.join(&s.file))
+                    .with_context(|| format!("reading segment {}", s.file))?;
+                // Sealed segments never change; a copy that differs is refused.
+                if lintas_certs::sha256(&bytes)[..] != s.sha256[..] {
+                    bail!("segment {} changed while it was copied", s.file);
+                }
+                lintas_certs::files::write_new(&out.join(&s.file), &bytes, 0o644)?;
+            }
+            lintas_certs::files::write_new(
+                &out.join("manifest.pb"),
+                &manifest.encode_to_vec(),
+                0o644,
+            )?;
+            println!(
+                "archived records 0 to {} of {} ({} sealed segments) in {}; verify with: lintas audit verify-archive {} --anchor ANCHOR",
+                manifest.size.saturating_sub(1),
+                manifest.origin,
+                manifest.segments.len(),
+                out.display(),
+                out.display()
+            );
+            Ok(())
+        }
+        Command::VerifyArchive { dir, anchor, json } => {
+            let anchor = lintas_globalconf::Anchor::load(&anchor)
+                .with_context(|| format!("reading the anchor {}", anchor.display()))?;
+            let path = dir.join("manifest.pb");
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            let manifest = lintas_proto::audit::v1::Archive::decode(bytes.as_slice())
+                .with_context(|| format!("{} is not an archive manifest", path.display()))?;
+            let report = lintas_audit::verify_archive(&manifest, &dir, &anchor);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "Archive of the log of {} ({}): {}",
+                    report.origin,
+                    dir.display(),
+                    if report.verified {
+                        "verified"
+                    } else {
+                        "NOT VERIFIED"
+                    }
+                );
+                for p in &report.proven {
+                    println!("  proven: {p}");
+                }
+                for f in &report.failures {
+                    println!("  FAILED: {f}");
+                }
+                for n in &report.not_established {
+                    println!("  not established: {n}");
+                }
+            }
+            if !report.verified {
+                bail!("the archive does not verify");
+            }
             Ok(())
         }
         Command::Verify {

@@ -155,7 +155,8 @@ impl FileBackend {
         Self::open_with_segments_of(dir, SEGMENT_BYTES, on_leaf)
     }
 
-    fn open_with_segments_of(
+    /// [`FileBackend::open`] with new segments of `segment_bytes`.
+    pub fn open_with_segments_of(
         dir: &Path,
         segment_bytes: u64,
         on_leaf: &mut dyn FnMut(Leaf) -> Result<(), String>,
@@ -422,6 +423,37 @@ impl Backend for FileBackend {
             ));
         }
         Ok(Some(record))
+    }
+}
+
+/// The sealed segments of the log in `dir` (every one but the one being written), as
+/// (file name, first index, number of records), in order.
+pub fn sealed_segments(dir: &Path) -> Result<Vec<(String, u64, u64)>, String> {
+    let mut firsts = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| io("reading", dir, e))? {
+        let name = entry.map_err(|e| io("reading", dir, e))?.file_name();
+        if let Some(first) = name.to_string_lossy().strip_suffix(".seg")
+            && let Ok(first) = first.parse::<u64>()
+        {
+            firsts.push(first);
+        }
+    }
+    firsts.sort_unstable();
+    Ok(firsts
+        .windows(2)
+        .map(|w| (format!("{:020}.seg", w[0]), w[0], w[1] - w[0]))
+        .collect())
+}
+
+/// The leaf hashes of every record of a sealed segment file, each checked against its
+/// record; any damage is an error.
+pub fn segment_leaves(path: &Path) -> Result<Vec<lintas_merkle::Hash>, String> {
+    let f = File::open(path).map_err(|e| io("opening", path, e))?;
+    let len = f.metadata().map_err(|e| io("reading", path, e))?.len();
+    let s = scan(&f, len).map_err(|e| io("reading", path, e))?;
+    match s.damage {
+        Some(why) => Err(format!("{} is damaged: {why}", path.display())),
+        None => Ok(s.leaves),
     }
 }
 

@@ -129,9 +129,15 @@ impl RecordLog {
     /// the Merkle tree over them in `dir/tree` (see [`tree`]). Every record is read and
     /// checked against its hash, and the stored tree against the records.
     pub fn open(dir: &Path) -> Result<Self, LogError> {
+        Self::open_with_segments_of(dir, file::SEGMENT_BYTES)
+    }
+
+    /// [`RecordLog::open`] with segments of `segment_bytes` (new segments only).
+    pub fn open_with_segments_of(dir: &Path, segment_bytes: u64) -> Result<Self, LogError> {
         let mut opener = TreeOpener::new(&dir.join("tree")).map_err(LogError::Storage)?;
         let backend =
-            FileBackend::open(dir, &mut |leaf| opener.leaf(leaf)).map_err(LogError::Storage)?;
+            FileBackend::open_with_segments_of(dir, segment_bytes, &mut |leaf| opener.leaf(leaf))
+                .map_err(LogError::Storage)?;
         Self::start(backend, opener)
     }
 

@@ -259,6 +259,17 @@ impl SecurityServerAdmin for AdminService {
             .map_err(|e| Status::failed_precondition(e.to_string()))
     }
 
+    async fn archive_manifest(
+        &self,
+        _: Request<pb::ArchiveRequest>,
+    ) -> Result<Response<lintas_proto::audit::v1::Archive>, Status> {
+        self.0
+            .archive_manifest()
+            .await
+            .map(Response::new)
+            .map_err(|e| Status::failed_precondition(e.to_string()))
+    }
+
     async fn list_grants(
         &self,
         _: Request<pb::ListRequest>,

@@ -69,6 +69,9 @@ pub struct SsConfig {
     /// Days message bodies are kept beside the records (0: bodies are not kept).
     #[serde(default = "default_body_retention")]
     pub body_retention_days: u32,
+    /// Size of the record log's segment files; a full one is sealed and can be archived.
+    #[serde(default = "default_log_segment_kib")]
+    pub log_segment_kib: u64,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -110,6 +113,9 @@ fn default_timestamp_fail_closed() -> u64 {
 fn default_body_retention() -> u32 {
     30
 }
+fn default_log_segment_kib() -> u64 {
+    64 * 1024
+}
 
 impl SsConfig {
     /// A configuration with every optional key at its default.
@@ -133,6 +139,7 @@ impl SsConfig {
             timestamp_interval_secs: default_timestamp_interval(),
             timestamp_fail_closed_secs: default_timestamp_fail_closed(),
             body_retention_days: default_body_retention(),
+            log_segment_kib: default_log_segment_kib(),
         }
     }
 
@@ -188,6 +195,9 @@ impl SsConfig {
                 && self.timestamp_fail_closed_secs <= 30 * 86400,
             || "timestamp_fail_closed_secs must be at least twice timestamp_interval_secs and at most 2592000 (30 days)".into(),
         );
+        p.check((4..=1024 * 1024).contains(&self.log_segment_kib), || {
+            "log_segment_kib must be between 4 and 1048576 (1 GiB)".into()
+        });
         p.check(self.body_retention_days <= 3650, || {
             "body_retention_days must be at most 3650 (0 keeps no bodies)".into()
         });

@@ -239,7 +239,7 @@ impl SecurityServer {
         let sign_cert = read(node.paths.sign_cert())?;
         let conf = node.conf_client(clock.clone())?;
         let records = node.paths.0.join("records");
-        let log = RecordLog::open(&records)?;
+        let log = RecordLog::open_with_segments_of(&records, node.config.log_segment_kib * 1024)?;
         let db = lintas_log::open_sled(&node.paths.0.join("state")).map_err(crate::state_error)?;
         let access = Access::open(&db)?;
         let bodies = Bodies::open(

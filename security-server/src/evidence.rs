@@ -209,7 +209,80 @@ pub fn select(
     Ok((out, serials))
 }
 
+/// The format name written into archive manifests.
+pub const ARCHIVE_FORMAT: &str = "lintas-archive/v1";
+
 impl crate::daemon::SecurityServer {
+    /// The records directory (segments, tree, checkpoints, evidence material).
+    pub fn records_dir(&self) -> std::path::PathBuf {
+        self.data_dir.join("records")
+    }
+
+    /// The manifest of the log's sealed segments: their files and hashes, the tree head
+    /// over them, and a fresh checkpoint (cosigned if the witness answers) with the
+    /// consistency proof from that head to it.
+    pub async fn archive_manifest(&self) -> Result<audit::Archive, SsError> {
+        self.checkpoint_now()?;
+        if let Ok(Err(e)) =
+            tokio::time::timeout(std::time::Duration::from_secs(10), self.witness_now()).await
+        {
+            tracing::warn!(error = %e, "archiving with a checkpoint the witness has not cosigned");
+        }
+        let checkpoint = self
+            .checkpoints
+            .latest()
+            .ok_or_else(|| SsError::State("the log has no records yet".into()))?;
+        let cp_size = lintas_log::checkpoint::Checkpoint::decode(checkpoint.checkpoint.as_slice())
+            .map_err(|e| SsError::State(format!("stored checkpoint: {e}")))?
+            .size;
+        let dir = self.records_dir();
+        let sealed = tokio::task::spawn_blocking(move || -> Result<_, SsError> {
+            let mut out = Vec::new();
+            for (file, first, count) in
+                lintas_log::file::sealed_segments(&dir).map_err(SsError::State)?
+            {
+                let bytes = std::fs::read(dir.join(&file))
+                    .map_err(|e| SsError::State(format!("reading {file}: {e}")))?;
+                out.push(audit::ArchivedSegment {
+                    sha256: lintas_certs::sha256(&bytes).to_vec(),
+                    file,
+                    first,
+                    count,
+                });
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| SsError::State(e.to_string()))??;
+        let size = sealed.last().map(|s| s.first + s.count).unwrap_or(0);
+        if size == 0 {
+            return Err(SsError::State(
+                "no segment is sealed yet: the log still fits in its first segment".into(),
+            ));
+        }
+        if size > cp_size {
+            return Err(SsError::State(
+                "the checkpoint does not cover the sealed segments".into(),
+            ));
+        }
+        let root = self.log.root_at(size)?;
+        let proof = self.log.consistency_proof(size, cp_size)?;
+        let global_confs = match self.conf.current() {
+            Ok(c) => vec![c.blob.clone()],
+            Err(_) => Vec::new(),
+        };
+        Ok(audit::Archive {
+            format: ARCHIVE_FORMAT.into(),
+            origin: self.id.to_string(),
+            segments: sealed,
+            size,
+            root: root.to_vec(),
+            checkpoint: Some(checkpoint),
+            consistency_proof: proof.iter().map(|h| h.to_vec()).collect(),
+            global_confs,
+        })
+    }
+
     /// An evidence bundle of the exchanges matching `q`: their records with inclusion
     /// proofs in a fresh checkpoint (cosigned if the witness answers), the
     /// configurations in force and the certificates the records name.

@@ -711,6 +711,8 @@ fn serve_child(dir: &std::path::Path, consumer_listen: &str, peer: &str) -> Daem
         .env("LINTAS_SS_CONSUMER_LISTEN", consumer_listen)
         .env("LINTAS_SS_DEV_PLAINTEXT_LOOPBACK", "true")
         .env("LINTAS_SS_PROVIDER_LISTEN", peer)
+        // Small log segments, so that these runs seal and archive some.
+        .env("LINTAS_SS_LOG_SEGMENT_KIB", "4")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -1814,6 +1816,41 @@ async fn a_server_killed_with_calls_in_flight_restarts_and_every_answered_call_i
             );
         }
     }
+
+    // The provider's sealed segments, archived and verified offline.
+    let archive = servers[0].dir.join("archive");
+    run(
+        lintas_cmd(&["audit", "archive", "--config", &servers[0].config])
+            .arg("--out")
+            .arg(&archive),
+    );
+    let verify = || {
+        lintas_cmd(&["audit", "verify-archive"])
+            .arg(&archive)
+            .arg("--anchor")
+            .arg(inst.anchor())
+            .output()
+            .unwrap()
+    };
+    let out = verify();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("unchanged: they are the beginning of the log"),
+        "{text}"
+    );
+    // One changed byte in an archived segment is found.
+    let first = archive.join("00000000000000000000.seg");
+    let mut bytes = std::fs::read(&first).unwrap();
+    bytes[100] ^= 1;
+    std::fs::write(&first, &bytes).unwrap();
+    let out = verify();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("is not the file the manifest names"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
