@@ -55,6 +55,12 @@ enum Command {
         #[arg(long, default_value = "ss.toml")]
         config: PathBuf,
     },
+    /// The state of the running server's log: records, checkpoints, witness, trusted
+    /// time. Exits non-zero while time-stamping is failing (the alarm).
+    LogStatus {
+        #[arg(long, default_value = "ss.toml")]
+        config: PathBuf,
+    },
     /// Run the security server: consumer endpoint for local applications, provider
     /// endpoint for peer servers, admin socket.
     Serve {
@@ -435,6 +441,38 @@ pub async fn run(args: Args) -> Result<()> {
                 s.decided_by
             ),
         },
+        Command::LogStatus { config } => {
+            let st = admin(&config)
+                .await?
+                .log_status(pb::ListRequest {})
+                .await?
+                .into_inner();
+            println!("records: {}", st.records);
+            println!(
+                "newest checkpoint: {} records, signed {}",
+                st.checkpoint_size,
+                iso8601(st.checkpoint_unix_ms / 1000)
+            );
+            println!("witnessed by the registry: {} records", st.witnessed_size);
+            println!(
+                "time-stamped: {} records; {} s since the last time-stamp, {} failed attempts since",
+                st.timestamped_size, st.seconds_without_timestamp, st.timestamp_failures
+            );
+            if st.failing_closed {
+                anyhow::bail!(
+                    "ALARM: no time-stamp for {} s (more than timestamp_fail_closed_secs = {}): the server refuses calls",
+                    st.seconds_without_timestamp,
+                    st.timestamp_fail_closed_secs
+                );
+            }
+            if st.timestamp_failures > 0 {
+                anyhow::bail!(
+                    "ALARM: time-stamping is failing ({} attempts); calls will be refused after {} s without a time-stamp",
+                    st.timestamp_failures,
+                    st.timestamp_fail_closed_secs
+                );
+            }
+        }
         Command::Conf { config } => {
             let node = open(&config)?;
             let client = node.conf_client(Arc::new(SystemClock))?;

@@ -259,6 +259,13 @@ impl SecurityServerAdmin for AdminService {
             .map_err(|e| Status::failed_precondition(e.to_string()))
     }
 
+    async fn log_status(
+        &self,
+        _: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::LogStatusReply>, Status> {
+        Ok(Response::new(self.0.log_status()))
+    }
+
     async fn archive_manifest(
         &self,
         _: Request<pb::ArchiveRequest>,

@@ -535,6 +535,29 @@ impl SecurityServer {
         }
     }
 
+    /// The log's state, for `lintas ss log-status`.
+    pub fn log_status(&self) -> lintas_proto::ss::v1::LogStatusReply {
+        use prost::Message;
+        let now = lintas_certs::unix_secs(self.clock.now());
+        let (checkpoint_size, checkpoint_unix_ms) = self
+            .checkpoints
+            .latest()
+            .and_then(|c| lintas_log::checkpoint::Checkpoint::decode(c.checkpoint.as_slice()).ok())
+            .map(|c| (c.size, c.time_unix_ms))
+            .unwrap_or_default();
+        lintas_proto::ss::v1::LogStatusReply {
+            records: self.log.len(),
+            checkpoint_size,
+            checkpoint_unix_ms,
+            witnessed_size: self.checkpoints.witnessed_size(),
+            timestamped_size: self.timestamps.latest_size(),
+            seconds_without_timestamp: self.timestamps.age(now),
+            timestamp_failures: self.timestamps.failures(),
+            failing_closed: self.timestamps.age(now) > self.timestamp_fail_closed as i64,
+            timestamp_fail_closed_secs: self.timestamp_fail_closed as i64,
+        }
+    }
+
     /// Refuses calls once no time-stamp could be had for `timestamp_fail_closed_secs`.
     pub(crate) fn check_trusted_time(&self, side: ErrorSource) -> Result<(), Status> {
         let age = self
@@ -899,13 +922,35 @@ pub async fn serve(
     // raise an alarm in the log at once; calls are refused once they last too long.
     let ts_server = server.clone();
     let ts_stop = stop.clone();
+    let ts_health = health.clone();
     let timestamper = async move {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(ts_server.timestamp_interval) => {}
                 _ = ts_stop.stopped() => return,
             }
-            if let Err(e) = ts_server.timestamp_now().await {
+            let stamped = ts_server.timestamp_now().await;
+            // Health follows trusted time: failing closed is not serving.
+            let failing = ts_server
+                .check_trusted_time(ErrorSource::ProviderServer)
+                .is_err();
+            if failing {
+                ts_health
+                    .set_not_serving::<ExchangeServer<crate::provider::ProviderService>>()
+                    .await;
+                ts_health
+                    .set_service_status("", tonic_health::ServingStatus::NotServing)
+                    .await;
+            } else {
+                ts_health
+                    .set_serving::<ExchangeServer<crate::provider::ProviderService>>()
+                    .await;
+                ts_health
+                    .set_service_status("", tonic_health::ServingStatus::Serving)
+                    .await;
+            }
+            if let Err(e) = stamped {
+                ts_server.timestamps.failed();
                 let age = ts_server
                     .timestamps
                     .age(lintas_certs::unix_secs(ts_server.clock.now()));

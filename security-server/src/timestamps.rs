@@ -35,6 +35,8 @@ pub struct Timestamps {
     stamps: RwLock<Vec<Stamp>>,
     /// When a token was last had (or the server started), Unix seconds.
     last_success: std::sync::atomic::AtomicI64,
+    /// Failed attempts since then.
+    failures: std::sync::atomic::AtomicU64,
 }
 
 fn io(what: &str, path: &Path, e: impl std::fmt::Display) -> SsError {
@@ -95,6 +97,7 @@ impl Timestamps {
             file: Mutex::new(file),
             stamps: RwLock::new(stamps),
             last_success: std::sync::atomic::AtomicI64::new(now),
+            failures: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -110,6 +113,17 @@ impl Timestamps {
     /// Size of the newest time-stamped checkpoint (0 for none).
     pub fn latest_size(&self) -> u64 {
         self.read().last().map(|s| s.size).unwrap_or(0)
+    }
+
+    /// Failed attempts since a token was last had.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Counts a failed attempt.
+    pub fn failed(&self) {
+        self.failures
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Seconds since a token was last had (or the server started).
@@ -169,6 +183,7 @@ impl Timestamps {
             });
         self.last_success
             .store(now, std::sync::atomic::Ordering::SeqCst);
+        self.failures.store(0, std::sync::atomic::Ordering::SeqCst);
         Ok(())
     }
 

@@ -1817,6 +1817,15 @@ async fn a_server_killed_with_calls_in_flight_restarts_and_every_answered_call_i
         }
     }
 
+    // The running server reports its log's state.
+    let out = run(&mut lintas_cmd(&[
+        "ss",
+        "log-status",
+        "--config",
+        &servers[1].config,
+    ]));
+    assert!(out.contains("witnessed by the registry:"), "{out}");
+
     // The provider's sealed segments, archived and verified offline.
     let archive = servers[0].dir.join("archive");
     run(
@@ -1877,10 +1886,17 @@ async fn without_a_time_stamp_for_too_long_the_servers_fail_closed_until_one_is_
         "{}",
         err.message()
     );
+    let status = net.consumer.log_status();
+    assert!(status.failing_closed && status.seconds_without_timestamp == 3601);
     // Once the logs are time-stamped again, calls go through.
     for s in [&net.consumer, &net.provider] {
         s.checkpoint_now().unwrap();
         s.timestamp_now().await.unwrap().unwrap();
     }
     net.cari(CONSUMER_CLIENT, NIK).await.unwrap();
+    let status = net.consumer.log_status();
+    assert!(
+        !status.failing_closed && status.timestamped_size > 0,
+        "{status:?}"
+    );
 }
