@@ -243,7 +243,7 @@ impl SecurityServer {
         let db = lintas_log::open_sled(&node.paths.0.join("state")).map_err(crate::state_error)?;
         let access = Access::open(&db)?;
         let bodies = Bodies::open(
-            &db,
+            &records.join("bodies"),
             (node.config.body_retention_days > 0).then_some(node.config.body_retention_days),
         )?;
         let seen = Mutex::new(recent_requests(
