@@ -263,6 +263,26 @@ impl RegistryAdmin for AdminService {
         }))
     }
 
+    async fn add_timestamping_authority(
+        &self,
+        request: Request<pb::TimestampingAuthorityRequest>,
+    ) -> Result<Response<pb::AdminResponse>, Status> {
+        self.admin(request, |reg, admin, r| {
+            reg.add_tsa(admin, &r.name, &r.url, &r.cert)
+        })
+        .await
+        .map(serial)
+    }
+
+    async fn remove_timestamping_authority(
+        &self,
+        request: Request<pb::TimestampingAuthorityRequest>,
+    ) -> Result<Response<pb::AdminResponse>, Status> {
+        self.admin(request, |reg, admin, r| reg.remove_tsa(admin, &r.name))
+            .await
+            .map(serial)
+    }
+
     async fn add_group(
         &self,
         request: Request<pb::AddGroupRequest>,

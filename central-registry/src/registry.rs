@@ -53,6 +53,9 @@ pub enum RegistryError {
 
 type Result<T> = std::result::Result<T, RegistryError>;
 
+/// The name the registry's own TSA is listed under.
+pub const REGISTRY_TSA: &str = "registry";
+
 fn invalid(what: &str, e: impl std::fmt::Display) -> RegistryError {
     RegistryError::InvalidArgument(format!("{what}: {e}"))
 }
@@ -172,6 +175,16 @@ pub struct RegistrationRec {
     pub renewal: bool,
 }
 
+/// A time-stamping authority an administrator listed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TsaRec {
+    pub name: Code,
+    pub url: String,
+    pub cert_hex: String,
+    /// False once removed (records are never deleted).
+    pub listed: bool,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GroupRec {
     pub code: Code,
@@ -218,6 +231,8 @@ struct State {
     admin_certs: BTreeMap<String, IssuedCert>,
     /// Services each security server reported, by server.
     catalogue: BTreeMap<ServerId, BTreeSet<(SubsystemId, ServiceName)>>,
+    /// Other time-stamping authorities listed besides the registry's own, by name.
+    tsas: BTreeMap<Code, TsaRec>,
     audit_seq: u64,
     conf_serial: u64,
 }
@@ -330,6 +345,10 @@ impl Registry {
                 "catalogue" => {
                     let c: CatalogueRec = decode(&key, &value)?;
                     state.catalogue.insert(c.server, c.services);
+                }
+                "tsa" => {
+                    let t: TsaRec = decode(&key, &value)?;
+                    state.tsas.insert(t.name.clone(), t);
                 }
                 "admincert" => {
                     let c: IssuedCert = decode(&key, &value)?;
@@ -534,11 +553,23 @@ impl Registry {
                 })
                 .collect(),
             approved_cas: vec![self.keys.ca.cert_der().to_vec()],
-            timestamping_authorities: vec![gc::TimestampingAuthority {
-                name: format!("{} registry TSA", self.policy.instance),
+            timestamping_authorities: std::iter::once(gc::TimestampingAuthority {
+                name: REGISTRY_TSA.into(),
                 url: self.policy.tsa_url.clone(),
                 cert: self.keys.tsa_cert.clone(),
-            }],
+            })
+            .chain(
+                state
+                    .tsas
+                    .values()
+                    .filter(|t| t.listed)
+                    .map(|t| gc::TimestampingAuthority {
+                        name: t.name.to_string(),
+                        url: t.url.clone(),
+                        cert: lintas_certs::unhex(&t.cert_hex).unwrap_or_default(),
+                    }),
+            )
+            .collect(),
             groups: state
                 .groups
                 .values()
@@ -921,6 +952,61 @@ impl Registry {
 
     pub fn servers(&self) -> Vec<ServerRec> {
         self.lock().servers.values().cloned().collect()
+    }
+
+    /// Lists (or replaces) a time-stamping authority in the configuration.
+    pub fn add_tsa(&self, admin: &str, name: &str, url: &str, cert: &[u8]) -> Result<u64> {
+        let name = Code::parse_part(name, "TSA name").map_err(|e| invalid("name", e))?;
+        if name.as_str() == REGISTRY_TSA {
+            return Err(invalid("name", "\"registry\" is the registry's own TSA"));
+        }
+        if !url.starts_with("http://") || url.len() > 2048 {
+            return Err(invalid(
+                "url",
+                "must be an http:// URL of at most 2048 characters",
+            ));
+        }
+        check_text("url", url)?;
+        let info = CertInfo::parse(cert).map_err(|e| invalid("cert", e))?;
+        if !info.time_stamping {
+            return Err(invalid(
+                "cert",
+                "the certificate does not allow time-stamping (extended key usage)",
+            ));
+        }
+        let rec = TsaRec {
+            name: name.clone(),
+            url: url.to_owned(),
+            cert_hex: lintas_certs::hex(cert),
+            listed: true,
+        };
+        let ((), serial) = self.commit(admin, Publish::Yes, |state, change| {
+            change.put(format!("tsa/{name}"), &rec)?;
+            state.tsas.insert(name.clone(), rec.clone());
+            Ok((
+                (),
+                format!("listed time-stamping authority {name} at {url}"),
+            ))
+        })?;
+        Ok(serial)
+    }
+
+    /// Removes a listed time-stamping authority from the configuration.
+    pub fn remove_tsa(&self, admin: &str, name: &str) -> Result<u64> {
+        let name = Code::parse_part(name, "TSA name").map_err(|e| invalid("name", e))?;
+        let ((), serial) = self.commit(admin, Publish::Yes, |state, change| {
+            let rec = state
+                .tsas
+                .get_mut(&name)
+                .filter(|t| t.listed)
+                .ok_or_else(|| {
+                    RegistryError::NotFound(format!("no time-stamping authority {name} is listed"))
+                })?;
+            rec.listed = false;
+            change.put(format!("tsa/{name}"), &*rec)?;
+            Ok(((), format!("removed time-stamping authority {name}")))
+        })?;
+        Ok(serial)
     }
 
     pub fn add_group(&self, admin: &str, code: &str, description: &str) -> Result<u64> {

@@ -98,6 +98,19 @@ enum AdminCommand {
     Members,
     /// List security servers and their certificates.
     Servers,
+    /// List another RFC 3161 time-stamping authority in the global configuration (or
+    /// replace the one of that name); servers use it with `timestamping_authority`.
+    TsaAdd {
+        name: String,
+        /// Where RFC 3161 requests are POSTed (http://).
+        #[arg(long)]
+        url: String,
+        /// The TSA's certificate (PEM), with the timeStamping extended key usage.
+        #[arg(long)]
+        cert: std::path::PathBuf,
+    },
+    /// Remove a listed time-stamping authority from the global configuration.
+    TsaRemove { name: String },
     /// Create a global group.
     GroupAdd {
         code: String,
@@ -360,6 +373,28 @@ async fn admin(a: AdminArgs) -> Result<()> {
                 }
             }
         }
+        AdminCommand::TsaAdd { name, url, cert } => {
+            let pem = std::fs::read_to_string(&cert)
+                .with_context(|| format!("reading {}", cert.display()))?;
+            let der = lintas_certs::pem::cert_from_pem(&pem, &cert.display().to_string())?;
+            serial(
+                client
+                    .add_timestamping_authority(pb::TimestampingAuthorityRequest {
+                        name,
+                        url,
+                        cert: der,
+                    })
+                    .await?,
+            )
+        }
+        AdminCommand::TsaRemove { name } => serial(
+            client
+                .remove_timestamping_authority(pb::TimestampingAuthorityRequest {
+                    name,
+                    ..Default::default()
+                })
+                .await?,
+        ),
         AdminCommand::GroupAdd { code, description } => serial(
             client
                 .add_group(pb::AddGroupRequest { code, description })

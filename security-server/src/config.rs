@@ -66,6 +66,10 @@ pub struct SsConfig {
     /// How long without a time-stamp before the server refuses calls.
     #[serde(default = "default_timestamp_fail_closed")]
     pub timestamp_fail_closed_secs: u64,
+    /// Which time-stamping authority of the global configuration to use, by name
+    /// ("registry": the registry's own).
+    #[serde(default = "default_tsa")]
+    pub timestamping_authority: String,
     /// Days message bodies are kept beside the records (0: bodies are not kept).
     #[serde(default = "default_body_retention")]
     pub body_retention_days: u32,
@@ -110,6 +114,9 @@ fn default_timestamp_interval() -> u64 {
 fn default_timestamp_fail_closed() -> u64 {
     3600
 }
+fn default_tsa() -> String {
+    "registry".into()
+}
 fn default_body_retention() -> u32 {
     30
 }
@@ -139,6 +146,7 @@ impl SsConfig {
             timestamp_interval_secs: default_timestamp_interval(),
             timestamp_fail_closed_secs: default_timestamp_fail_closed(),
             body_retention_days: default_body_retention(),
+            timestamping_authority: default_tsa(),
             log_segment_kib: default_log_segment_kib(),
         }
     }

@@ -114,6 +114,8 @@ pub struct SecurityServer {
     pub bodies: Bodies,
     timestamp_interval: Duration,
     timestamp_fail_closed: u64,
+    /// The configuration's name of the TSA to use.
+    timestamping_authority: String,
     checkpoint_interval: Duration,
     witness_interval: Duration,
     pub access: Access,
@@ -288,6 +290,7 @@ impl SecurityServer {
             timestamps,
             timestamp_interval: Duration::from_secs(c.timestamp_interval_secs),
             timestamp_fail_closed: c.timestamp_fail_closed_secs,
+            timestamping_authority: c.timestamping_authority.clone(),
             material,
             local_auth,
             conf,
@@ -521,7 +524,10 @@ impl SecurityServer {
         }
         let conf = self.conf.current()?;
         let now = lintas_certs::unix_secs(self.clock.now());
-        self.timestamps.stamp(latest, &conf, now).await.map(Some)
+        self.timestamps
+            .stamp(latest, &conf, &self.timestamping_authority, now)
+            .await
+            .map(Some)
     }
 
     /// Keeps message bodies beside their records; a failure loses no evidence the

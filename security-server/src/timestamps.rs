@@ -9,7 +9,6 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
-use lintas_certs::Role;
 use lintas_globalconf::VerifiedConf;
 use lintas_log::checkpoint::{Checkpoint, SignedCheckpoint};
 use lintas_proto::log::v1::TimestampedCheckpoint;
@@ -193,6 +192,7 @@ impl Timestamps {
         &self,
         checkpoint: SignedCheckpoint,
         conf: &VerifiedConf,
+        tsa_name: &str,
         now: i64,
     ) -> Result<i64, SsError> {
         let size = Checkpoint::decode(checkpoint.checkpoint.as_slice())
@@ -202,11 +202,18 @@ impl Timestamps {
             .conf
             .timestamping_authorities
             .iter()
-            .find(|t| !t.url.is_empty())
+            .find(|t| t.name == tsa_name && !t.url.is_empty())
             .ok_or_else(|| {
-                SsError::State(
-                    "the global configuration lists no time-stamping authority with a URL".into(),
-                )
+                let listed: Vec<&str> = conf
+                    .conf
+                    .timestamping_authorities
+                    .iter()
+                    .map(|t| t.name.as_str())
+                    .collect();
+                SsError::State(format!(
+                    "the global configuration lists no time-stamping authority '{tsa_name}' with a URL (it lists: {})",
+                    listed.join(", ")
+                ))
             })?;
         let digest = lintas_certs::sha256(&checkpoint.checkpoint);
         let request =
@@ -228,8 +235,10 @@ impl Timestamps {
     }
 }
 
-/// Verifies a token over `digest`: its TSA certificate must be one `conf` lists and
-/// chain to an approved authority at the stamped time. Returns the stamped time.
+/// Verifies a token over `digest`: its TSA certificate must be one `conf` lists (the
+/// signed configuration is what vouches for it, the registry's own or another), carry
+/// the critical timeStamping extended key usage, and be valid at the stamped time.
+/// Returns the stamped time.
 pub fn verify_token(token: &[u8], digest: &[u8; 32], conf: &VerifiedConf) -> Result<i64, String> {
     lintas_timestamp::verify(token, digest, &[], |cert, time| {
         if !conf
@@ -240,12 +249,18 @@ pub fn verify_token(token: &[u8], digest: &[u8; 32], conf: &VerifiedConf) -> Res
         {
             return Err("the TSA is not one the global configuration lists".into());
         }
+        let info = lintas_certs::CertInfo::parse(cert).map_err(|e| e.to_string())?;
         let at = std::time::UNIX_EPOCH
             + std::time::Duration::from_secs(u64::try_from(time).unwrap_or(0));
-        conf.trust_store()
-            .verify(cert, Role::Tsa, at)
-            .map(|i| i.public_key)
-            .map_err(|e| e.to_string())
+        if !info.time_stamping || !info.eku_critical {
+            return Err(
+                "the TSA certificate lacks the critical timeStamping extended key usage".into(),
+            );
+        }
+        if at < info.not_before || at >= info.not_after {
+            return Err("the TSA certificate was not valid at the stamped time".into());
+        }
+        Ok(info.public_key)
     })
     .map(|s| s.time)
     .map_err(|e| e.to_string())

@@ -1900,3 +1900,102 @@ async fn without_a_time_stamp_for_too_long_the_servers_fail_closed_until_one_is_
         "{status:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_can_use_another_time_stamping_authority_the_configuration_lists() {
+    use lintas_certs::ca::{Ca, Validity};
+    let inst = Instance::start().await;
+    // Another authority, outside the instance's PKI (say, a national one), with its own
+    // CA and an RFC 3161 service on loopback.
+    let validity =
+        Validity::starting(std::time::SystemTime::now(), Duration::from_secs(86400)).unwrap();
+    let other: lintas_identifiers::Code = "BSRE".parse().unwrap();
+    let ca = Ca::create(&other, validity).unwrap();
+    let key = lintas_certs::keys::generate().unwrap();
+    let cert = ca
+        .issue_for_key(
+            &key,
+            &lintas_certs::Profile::Tsa {
+                instance: other,
+                name: "tsa".parse().unwrap(),
+            },
+            validity,
+        )
+        .unwrap();
+    let tsa = Arc::new(
+        lintas_timestamp::Tsa::new(key, cert.clone(), lintas_timestamp::DEFAULT_POLICY).unwrap(),
+    );
+    let clock = inst.clock.clone();
+    let app = axum::Router::new().route(
+        "/tsa",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let tsa = tsa.clone();
+            let now = lintas_certs::unix_secs(lintas_globalconf::Clock::now(&*clock));
+            async move { tsa.respond(&body, now) }
+        }),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/tsa", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    // A certificate that cannot time-stamp is refused; the TSA's is listed.
+    let err = inst
+        .admin()
+        .add_timestamping_authority(pb::TimestampingAuthorityRequest {
+            name: "bsre".into(),
+            url: url.clone(),
+            cert: ca.cert_der().to_vec(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    inst.admin()
+        .add_timestamping_authority(pb::TimestampingAuthorityRequest {
+            name: "bsre".into(),
+            url,
+            cert: cert.clone(),
+        })
+        .await
+        .unwrap();
+
+    // A server configured to use it has its checkpoints stamped there.
+    let mut node = inst.node(CONSUMER, &[CONSUMER_CLIENT]);
+    inst.enrol(&node).await;
+    node.config.timestamping_authority = "bsre".into();
+    let server = SecurityServer::open(node, inst.clock.clone()).unwrap();
+    server.conf().fetch().await.unwrap();
+    server
+        .log
+        .append(lintas_log::Record {
+            kind: RecordKind::System as i32,
+            detail: "started".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    server.checkpoint_now().unwrap().unwrap();
+    server.timestamp_now().await.unwrap().unwrap();
+    assert_eq!(server.timestamps.latest_size(), 1);
+
+    // Removed from the configuration, it is no longer used.
+    inst.admin()
+        .remove_timestamping_authority(pb::TimestampingAuthorityRequest {
+            name: "bsre".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    server.conf().fetch().await.unwrap();
+    server
+        .log
+        .append(lintas_log::Record {
+            kind: RecordKind::System as i32,
+            detail: "again".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    server.checkpoint_now().unwrap().unwrap();
+    let err = server.timestamp_now().await.unwrap_err().to_string();
+    assert!(err.contains("no time-stamping authority 'bsre'"), "{err}");
+}
