@@ -88,16 +88,24 @@ pub struct Report {
     pub failures: Vec<String>,
     /// What the bundle cannot establish.
     pub not_established: Vec<String>,
-    /// Signed header bytes and signatures by (client, message id), for cross-checks.
+    /// Signed headers and signatures by the request header's SHA-256, for cross-checks.
     #[serde(skip)]
-    signed: BTreeMap<(String, String), SignedPair>,
+    signed: BTreeMap<[u8; 32], SignedPair>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
 struct SignedPair {
+    client: String,
+    message_id: String,
     request: Option<(Vec<u8>, ex::BatchSignature)>,
     response: Option<(Vec<u8>, ex::BatchSignature)>,
 }
+
+/// The largest archived segment file read (segments are at most 1 GiB plus one batch).
+const MAX_SEGMENT_BYTES: u64 = 2 << 30;
+
+/// The most a signed header's time may differ from its record's.
+const MAX_SIGNING_SKEW_MS: i64 = 3_600_000;
 
 fn hex8(bytes: &[u8]) -> String {
     let h = lintas_certs::hex(bytes);
@@ -330,13 +338,24 @@ fn check(bundle: &EvidenceBundle, anchor: &Anchor, r: &mut Report) {
             Err(e) => r.fail(format!("time-stamp {} of the bundle: {e}", i + 1)),
         }
     }
+    // By token hash (the lower bound a record names), and by size with the earliest
+    // time among all stamps at or beyond each position (the upper bound).
+    let by_token: HashMap<[u8; 32], i64> = stamps.iter().map(|s| (s.2, s.1)).collect();
+    stamps.sort_by_key(|s| s.0);
+    let mut earliest_from = vec![i64::MAX; stamps.len() + 1];
+    for (i, s) in stamps.iter().enumerate().rev() {
+        earliest_from[i] = earliest_from[i + 1].min(s.1);
+    }
     let mut bounds: HashMap<u64, (Option<i64>, Option<i64>)> = HashMap::new();
     for (index, rec) in &records {
         let after = if rec.timestamp_sha256.is_empty() {
             None
         } else {
-            match stamps.iter().find(|s| s.2[..] == rec.timestamp_sha256[..]) {
-                Some(s) => Some(s.1),
+            match <[u8; 32]>::try_from(rec.timestamp_sha256.as_slice())
+                .ok()
+                .and_then(|h| by_token.get(&h))
+            {
+                Some(t) => Some(*t),
                 None => {
                     r.fail(format!(
                         "record {index} names a time-stamp the bundle does not hold"
@@ -345,7 +364,8 @@ fn check(bundle: &EvidenceBundle, anchor: &Anchor, r: &mut Report) {
                 }
             }
         };
-        let before = stamps.iter().filter(|s| s.0 > *index).map(|s| s.1).min();
+        let first_covering = stamps.partition_point(|s| s.0 <= *index);
+        let before = Some(earliest_from[first_covering]).filter(|t| *t != i64::MAX);
         // The TSA states seconds with one second of accuracy.
         let claimed = rec.time_unix_ms.div_euclid(1000);
         if after.is_some_and(|a| claimed < a - 1) || before.is_some_and(|b| claimed > b + 1) {
@@ -365,14 +385,61 @@ fn check(bundle: &EvidenceBundle, anchor: &Anchor, r: &mut Report) {
         .iter()
         .map(|c| (lintas_certs::sha256(c), c))
         .collect();
-    let mut order: Vec<(String, String)> = Vec::new();
-    let mut by_exchange: BTreeMap<(String, String), Vec<(u64, Record)>> = BTreeMap::new();
+    // An exchange is one signed request (by its header's hash): its record, the
+    // responses bound to that hash, and the failure the consumer recorded for it.
+    // Refusals stand alone: what they hold is what a peer claimed, never verified.
+    let mut order: Vec<[u8; 32]> = Vec::new();
+    let mut by_exchange: HashMap<[u8; 32], Vec<(u64, Record)>> = HashMap::new();
+    let mut last_sent: HashMap<(String, String), [u8; 32]> = HashMap::new();
     for (index, rec) in records {
-        let key = (rec.client.clone(), rec.message_id.clone());
-        if !by_exchange.contains_key(&key) {
-            order.push(key.clone());
+        if is(
+            &rec,
+            &[RecordKind::RequestSent, RecordKind::RequestReceived],
+        ) {
+            let key = lintas_certs::sha256(&rec.header);
+            if by_exchange.contains_key(&key) {
+                r.fail(format!(
+                    "record {index} repeats a request header an earlier record of this log holds"
+                ));
+                continue;
+            }
+            if is(&rec, &[RecordKind::RequestSent]) {
+                last_sent.insert((rec.client.clone(), rec.message_id.clone()), key);
+            }
+            order.push(key);
+            by_exchange.insert(key, vec![(index, rec)]);
+        } else if is(
+            &rec,
+            &[RecordKind::ResponseSent, RecordKind::ResponseReceived],
+        ) {
+            let key = ex::ResponseHeader::decode(rec.header.as_slice())
+                .ok()
+                .and_then(|h| <[u8; 32]>::try_from(h.request_header_sha256.as_slice()).ok());
+            match key.and_then(|k| by_exchange.get_mut(&k)) {
+                Some(recs) => recs.push((index, rec)),
+                None => r.fail(format!(
+                    "record {index} is a response to a request this bundle does not hold"
+                )),
+            }
+        } else if is(&rec, &[RecordKind::Failed]) {
+            match last_sent
+                .get(&(rec.client.clone(), rec.message_id.clone()))
+                .and_then(|k| by_exchange.get_mut(k))
+            {
+                Some(recs) => recs.push((index, rec)),
+                None => r.fail(format!(
+                    "record {index} records a failure of a request this bundle does not hold"
+                )),
+            }
+        } else if is(&rec, &[RecordKind::Rejection]) {
+            r.not_established.push(format!(
+                "{origin} refused a request (record {index}) that claimed to be message {} of {}: {} {}; what a refused request claims is not verified",
+                rec.message_id,
+                rec.client,
+                status_name(rec.status_code),
+                rec.detail
+            ));
         }
-        by_exchange.entry(key).or_default().push((index, rec));
     }
     for key in order {
         let recs = by_exchange.remove(&key).unwrap_or_default();
@@ -384,7 +451,7 @@ fn check(bundle: &EvidenceBundle, anchor: &Anchor, r: &mut Report) {
         };
         let after = every(true).and_then(|v| v.into_iter().min());
         let before = every(false).and_then(|v| v.into_iter().max());
-        exchange(&origin, &confs, &certs, recs, (after, before), r);
+        exchange(&origin, &confs, &certs, key, recs, (after, before), r);
     }
 }
 
@@ -488,6 +555,34 @@ fn signed_header(
                 at_ms(time_ms)
             )
         })?;
+    // A header dated long before or after its record was not signed when it claims:
+    // servers refuse requests outside their clock skew (at most an hour), and the
+    // record's own time is held to the trusted window.
+    if (time_ms - rec.time_unix_ms).abs() > MAX_SIGNING_SKEW_MS {
+        return Err(format!(
+            "the {what} says it was signed at {}, more than an hour from when it was recorded ({})",
+            at_ms(time_ms),
+            at_ms(rec.time_unix_ms)
+        ));
+    }
+    // A certificate revoked by the time of signing, in any configuration the bundle
+    // holds, does not count.
+    for c in confs {
+        if let Some(rv) = c
+            .conf
+            .revoked
+            .iter()
+            // Revocation times are whole seconds: within the same second the order is
+            // not known, and the signature is not held against the certificate.
+            .find(|rv| rv.serial == info.serial && rv.revoked_at < time_ms.div_euclid(1000))
+        {
+            return Err(format!(
+                "the {what}'s signing certificate was revoked at {} ({}), before it was signed",
+                iso8601(rv.revoked_at),
+                rv.reason
+            ));
+        }
+    }
     if info.identity != Identity::Member(member.clone()) {
         return Err(format!(
             "the {what} was signed by {}, not by member {member}",
@@ -517,6 +612,7 @@ fn exchange(
     origin: &ServerId,
     confs: &[VerifiedConf],
     certs: &HashMap<[u8; 32], &Vec<u8>>,
+    key: [u8; 32],
     recs: Vec<(u64, Record)>,
     (after, before): (Option<i64>, Option<i64>),
     r: &mut Report,
@@ -540,6 +636,22 @@ fn exchange(
     };
     let mut pair = SignedPair::default();
     let failures_before = r.failures.len();
+    if recs
+        .iter()
+        .filter(|(_, rec)| {
+            is(
+                rec,
+                &[RecordKind::ResponseSent, RecordKind::ResponseReceived],
+            )
+        })
+        .count()
+        > 1
+    {
+        r.fail(format!(
+            "{name}: more than one response is recorded for its request"
+        ));
+        return;
+    }
 
     // The request: signed by the client's member.
     let request = recs
@@ -600,13 +712,6 @@ fn exchange(
                 }
             }
         }
-    } else if recs.iter().any(|(_, rec)| {
-        is(
-            rec,
-            &[RecordKind::ResponseSent, RecordKind::ResponseReceived],
-        )
-    }) {
-        r.fail(format!("{name}: the bundle holds no record of its request"));
     }
 
     // The answer: signed by the provider's member and bound to the request.
@@ -748,7 +853,9 @@ fn exchange(
             "{name}: when its records were written is not bounded by any trusted time-stamp"
         )),
     }
-    r.signed.insert((client, message_id), pair);
+    pair.client = client;
+    pair.message_id = message_id;
+    r.signed.insert(key, pair);
     r.exchanges.push(facts);
 }
 
@@ -779,7 +886,7 @@ pub fn cross_check(a: &Report, b: &Report) -> CrossCheck {
             continue;
         };
         shared += 1;
-        let (client, id) = key;
+        let (client, id) = (&pa.client, &pa.message_id);
         if pa.request != pb.request {
             c.failures.push(format!(
                 "exchange {id} of {client}: {} and {} hold different signed requests",
@@ -898,6 +1005,9 @@ fn check_archive(
         witnessed = Some(at_ms(stated.time_unix_ms));
     }
     // Every segment, in order from record 0, unchanged, each record matching its frame.
+    if m.segments.is_empty() {
+        return Err("the archive holds no segment".into());
+    }
     let mut frontier = lintas_merkle::Frontier::new();
     for s in &m.segments {
         if s.first != frontier.size() {
@@ -908,10 +1018,21 @@ fn check_archive(
                 frontier.size()
             ));
         }
-        if s.file.contains('/') || s.file.contains("..") {
-            return Err(format!("segment name '{}' is not a file name", s.file));
+        if s.file != format!("{:020}.seg", s.first) {
+            return Err(format!(
+                "segment name '{}' is not the name of a segment starting at record {}",
+                s.file, s.first
+            ));
         }
         let path = dir.join(&s.file);
+        let meta =
+            std::fs::symlink_metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        if !meta.is_file() || meta.len() > MAX_SEGMENT_BYTES {
+            return Err(format!(
+                "{} is not a regular file of at most {MAX_SEGMENT_BYTES} bytes",
+                path.display()
+            ));
+        }
         let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         if lintas_certs::sha256(&bytes)[..] != s.sha256[..] {
             return Err(format!(

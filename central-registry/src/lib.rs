@@ -301,6 +301,9 @@ pub fn open(
 /// Serves `registry` on already-bound listeners until `shutdown` completes: the gRPC API
 /// over TLS 1.3 on `grpc`, the signed global configuration over HTTP on `http`, and a
 /// periodic re-signing of the configuration before it expires.
+/// Time-stamp requests signed at once; more wait.
+const TSA_CONCURRENT_SIGNATURES: usize = 4;
+
 pub async fn serve(
     registry: Arc<Registry>,
     config: &RegistryConfig,
@@ -358,6 +361,7 @@ pub async fn serve(
         .map_err(|e| RegistryServeError::Cert(CertError::Issue(e.to_string())))?,
     );
     let tsa_registry = registry.clone();
+    let tsa_signing = Arc::new(tokio::sync::Semaphore::new(TSA_CONCURRENT_SIGNATURES));
     let app = axum::Router::new()
         .route(
             "/globalconf",
@@ -377,8 +381,20 @@ pub async fn serve(
         .route(
             "/tsa",
             axum::routing::post(move |body: axum::body::Bytes| {
-                let (tsa, registry) = (tsa.clone(), tsa_registry.clone());
+                let (tsa, registry, signing) =
+                    (tsa.clone(), tsa_registry.clone(), tsa_signing.clone());
                 async move {
+                    // Anyone may ask: at most a few signatures run at once, the others
+                    // wait their turn, so requests cannot crowd out the registry.
+                    let Ok(_turn) = signing.acquire_owned().await else {
+                        return (
+                            [(
+                                axum::http::header::CONTENT_TYPE,
+                                lintas_timestamp::REPLY_MEDIA_TYPE,
+                            )],
+                            Vec::new(),
+                        );
+                    };
                     // Signing is quick but CPU-bound: the blocking pool keeps HTTP responsive.
                     let reply = tokio::task::spawn_blocking(move || {
                         tsa.respond(&body, registry.unix_now())

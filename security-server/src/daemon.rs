@@ -267,10 +267,9 @@ impl SecurityServer {
             &log,
         )?;
         let material = Material::open(&records.join("evidence"))?;
-        let timestamps = Timestamps::open(
-            &records.join("timestamps"),
-            lintas_certs::unix_secs(clock.now()),
-        )?;
+        let timestamps = Timestamps::open(&records.join("timestamps"))?;
+        // Records written before a restart and not yet covered keep their age.
+        timestamps.recount(&log)?;
         material.remember_cert(&sign_cert)?;
         let c = &node.config;
         Ok(Arc::new(SecurityServer {
@@ -359,6 +358,7 @@ impl SecurityServer {
             )
         };
         let mut record = record;
+        self.timestamps.note_record(record.time_unix_ms);
         record.timestamp_sha256 = self
             .timestamps
             .latest_sha256()
@@ -520,14 +520,17 @@ impl SecurityServer {
             .map_err(|e| SsError::State(format!("checkpoint: {e}")))?
             .size;
         if size <= self.timestamps.latest_size() {
+            // Nothing new: every record up to the newest checkpoint is covered.
+            self.timestamps.recount(&self.log)?;
             return Ok(None);
         }
         let conf = self.conf.current()?;
-        let now = lintas_certs::unix_secs(self.clock.now());
-        self.timestamps
-            .stamp(latest, &conf, &self.timestamping_authority, now)
-            .await
-            .map(Some)
+        let stamped = self
+            .timestamps
+            .stamp(latest, &conf, &self.timestamping_authority)
+            .await?;
+        self.timestamps.recount(&self.log)?;
+        Ok(Some(stamped))
     }
 
     /// Keeps message bodies beside their records; a failure loses no evidence the
@@ -574,7 +577,7 @@ impl SecurityServer {
                 Code::Unavailable,
                 side,
                 format!(
-                    "no trusted time-stamp for {age} s (timestamp_fail_closed_secs is {}): calls are refused until the time-stamping authority answers",
+                    "the oldest record without a trusted time-stamp has waited {age} s (timestamp_fail_closed_secs is {}): calls are refused until the time-stamping authority answers",
                     self.timestamp_fail_closed
                 ),
             ));

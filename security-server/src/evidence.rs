@@ -351,8 +351,16 @@ impl crate::daemon::SecurityServer {
             {
                 stamps.insert(lintas_certs::sha256(&t.token).to_vec(), t);
             }
+            // A body lost or overwritten in a crash (bodies are flushed about every
+            // second) is left out rather than exported against the wrong record.
             let body = if q.with_bodies {
-                self.bodies.get(index)?.unwrap_or_default()
+                self.bodies
+                    .get(index)?
+                    .filter(|b| {
+                        b.len() as u64 == r.body_len
+                            && lintas_certs::sha256(b)[..] == r.body_sha256[..]
+                    })
+                    .unwrap_or_default()
             } else {
                 Vec::new()
             };

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
 use lintas_globalconf::VerifiedConf;
+use lintas_log::RecordLog;
 use lintas_log::checkpoint::{Checkpoint, SignedCheckpoint};
 use lintas_proto::log::v1::TimestampedCheckpoint;
 use prost::Message;
@@ -32,8 +33,9 @@ pub struct Timestamps {
     path: PathBuf,
     file: Mutex<File>,
     stamps: RwLock<Vec<Stamp>>,
-    /// When a token was last had (or the server started), Unix seconds.
-    last_success: std::sync::atomic::AtomicI64,
+    /// When the oldest record no time-stamped checkpoint covers yet was written, Unix
+    /// ms; 0 when every record is covered.
+    uncovered_since: std::sync::atomic::AtomicI64,
     /// Failed attempts since then.
     failures: std::sync::atomic::AtomicU64,
 }
@@ -43,7 +45,7 @@ fn io(what: &str, path: &Path, e: impl std::fmt::Display) -> SsError {
 }
 
 impl Timestamps {
-    pub fn open(path: &Path, now: i64) -> Result<Self, SsError> {
+    pub fn open(path: &Path) -> Result<Self, SsError> {
         let mut file = OpenOptions::new()
             .read(true)
             .append(true)
@@ -95,7 +97,7 @@ impl Timestamps {
             path: path.to_owned(),
             file: Mutex::new(file),
             stamps: RwLock::new(stamps),
-            last_success: std::sync::atomic::AtomicI64::new(now),
+            uncovered_since: std::sync::atomic::AtomicI64::new(0),
             failures: std::sync::atomic::AtomicU64::new(0),
         })
     }
@@ -125,9 +127,38 @@ impl Timestamps {
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
-    /// Seconds since a token was last had (or the server started).
+    /// Seconds the oldest record without a time-stamp has waited for one (0: none).
     pub fn age(&self, now: i64) -> i64 {
-        now - self.last_success.load(std::sync::atomic::Ordering::SeqCst)
+        match self
+            .uncovered_since
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            0 => 0,
+            since => (now - since.div_euclid(1000)).max(0),
+        }
+    }
+
+    /// A record was written at `time_ms`: if every earlier one was covered, it is now
+    /// the oldest waiting for a time-stamp.
+    pub fn note_record(&self, time_ms: i64) {
+        let _ = self.uncovered_since.compare_exchange(
+            0,
+            time_ms.max(1),
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst,
+        );
+    }
+
+    /// After a time-stamp (or finding nothing new to stamp): the oldest record still
+    /// uncovered is the one at the newest stamped size, if the log holds it.
+    pub fn recount(&self, log: &RecordLog) -> Result<(), SsError> {
+        let since = match log.get(self.latest_size())? {
+            Some(r) => r.time_unix_ms.max(1),
+            None => 0,
+        };
+        self.uncovered_since
+            .store(since, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
     }
 
     fn load(&self, s: &Stamp) -> Result<TimestampedCheckpoint, SsError> {
@@ -157,19 +188,21 @@ impl Timestamps {
         found.map(|s| self.load(&s)).transpose()
     }
 
-    fn add(&self, entry: &TimestampedCheckpoint, size: u64, now: i64) -> Result<(), SsError> {
+    fn add(&self, entry: &TimestampedCheckpoint, size: u64) -> Result<(), SsError> {
         let bytes = entry.encode_to_vec();
         let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        let offset = file
+        let end = file
             .metadata()
             .map_err(|e| io("reading", &self.path, e))?
-            .len()
-            + 4;
+            .len();
+        let offset = end + 4;
         let mut framed = (bytes.len() as u32).to_be_bytes().to_vec();
         framed.extend_from_slice(&bytes);
-        file.write_all(&framed)
-            .and_then(|()| file.sync_data())
-            .map_err(|e| io("writing", &self.path, e))?;
+        if let Err(e) = file.write_all(&framed).and_then(|()| file.sync_data()) {
+            // A partial entry must not stay in front of the next one.
+            let _ = file.set_len(end).and_then(|()| file.sync_data());
+            return Err(io("writing", &self.path, e));
+        }
         drop(file);
         self.stamps
             .write()
@@ -180,8 +213,6 @@ impl Timestamps {
                 offset,
                 len: bytes.len(),
             });
-        self.last_success
-            .store(now, std::sync::atomic::Ordering::SeqCst);
         self.failures.store(0, std::sync::atomic::Ordering::SeqCst);
         Ok(())
     }
@@ -193,7 +224,6 @@ impl Timestamps {
         checkpoint: SignedCheckpoint,
         conf: &VerifiedConf,
         tsa_name: &str,
-        now: i64,
     ) -> Result<i64, SsError> {
         let size = Checkpoint::decode(checkpoint.checkpoint.as_slice())
             .map_err(|e| SsError::State(format!("checkpoint: {e}")))?
@@ -229,7 +259,6 @@ impl Timestamps {
                 token,
             },
             size,
-            now,
         )?;
         Ok(stamped)
     }
@@ -240,7 +269,14 @@ impl Timestamps {
 /// the critical timeStamping extended key usage, and be valid at the stamped time.
 /// Returns the stamped time.
 pub fn verify_token(token: &[u8], digest: &[u8; 32], conf: &VerifiedConf) -> Result<i64, String> {
-    lintas_timestamp::verify(token, digest, &[], |cert, time| {
+    // A token need not carry its TSA's certificate: the configuration lists it.
+    let listed: Vec<Vec<u8>> = conf
+        .conf
+        .timestamping_authorities
+        .iter()
+        .map(|t| t.cert.clone())
+        .collect();
+    lintas_timestamp::verify(token, digest, &listed, |cert, time| {
         if !conf
             .conf
             .timestamping_authorities

@@ -415,6 +415,38 @@ pub fn verify(
     let SignerIdentifier::IssuerAndSerialNumber(sid) = &signer.sid else {
         return Err(bad("the signer is not named by issuer and serial".into()));
     };
+    if signer.digest_alg.oid != ID_SHA256 {
+        return Err(bad(
+            "only SHA-256 is accepted as the digest algorithm".into()
+        ));
+    }
+    let attrs = signer
+        .signed_attrs
+        .as_ref()
+        .ok_or_else(|| bad("no signed attributes".into()))?;
+    let single = |oid: ObjectIdentifier| -> Result<&Any, TspError> {
+        let found: Vec<&Attribute> = attrs.iter().filter(|a| a.oid == oid).collect();
+        match found.as_slice() {
+            [a] if a.values.len() == 1 => a
+                .values
+                .iter()
+                .next()
+                .ok_or_else(|| bad(format!("attribute {oid} has no value"))),
+            _ => Err(bad(format!(
+                "attribute {oid} must appear once with one value"
+            ))),
+        }
+    };
+    // The signed ESS attribute names the signer's certificate by hash: that, not the
+    // unsigned certificate list, decides which certificate is the signer's.
+    let ess: SigningCertificateV2 = single(ID_SIGNING_CERTIFICATE_V2)?
+        .decode_as()
+        .map_err(malformed("signing certificate"))?;
+    let named = ess
+        .certs
+        .first()
+        .map(|c| c.cert_hash.as_bytes().to_vec())
+        .ok_or_else(|| bad("the signing certificate attribute names no certificate".into()))?;
     let mut candidates: Vec<Vec<u8>> = extra_certs.to_vec();
     if let Some(set) = &sd.certificates {
         for c in set.0.iter() {
@@ -425,29 +457,15 @@ pub fn verify(
     }
     let cert_der = candidates
         .into_iter()
-        .find(|der| {
-            x509_cert::Certificate::from_der(der).is_ok_and(|c| {
-                c.tbs_certificate.issuer == sid.issuer
-                    && c.tbs_certificate.serial_number == sid.serial_number
-            })
-        })
-        .ok_or_else(|| bad("the signer's certificate is not available".into()))?;
+        .find(|der| sha256(der)[..] == named[..])
+        .ok_or_else(|| bad("the certificate the signature names is not available".into()))?;
+    let cert = x509_cert::Certificate::from_der(&cert_der).map_err(malformed("certificate"))?;
+    if cert.tbs_certificate.issuer != sid.issuer
+        || cert.tbs_certificate.serial_number != sid.serial_number
+    {
+        return Err(bad("the signer identifier names another certificate".into()));
+    }
     let public_key = accept(&cert_der, time).map_err(bad)?;
-    let attrs = signer
-        .signed_attrs
-        .as_ref()
-        .ok_or_else(|| bad("no signed attributes".into()))?;
-    let single = |oid: ObjectIdentifier| -> Result<&Any, TspError> {
-        let found: Vec<&Attribute> = attrs.iter().filter(|a| a.oid == oid).collect();
-        match found.as_slice() {
-            [a] if a.values.len() == 1 => {
-                Ok(a.values.iter().next().unwrap_or_else(|| unreachable!()))
-            }
-            _ => Err(bad(format!(
-                "attribute {oid} must appear once with one value"
-            ))),
-        }
-    };
     let content_type: ObjectIdentifier = single(ID_CONTENT_TYPE)?
         .decode_as()
         .map_err(malformed("content type"))?;
@@ -460,14 +478,6 @@ pub fn verify(
     if md.as_bytes() != sha256(&tst_der) {
         return Err(bad(
             "the message digest attribute does not match the TSTInfo".into(),
-        ));
-    }
-    let ess: SigningCertificateV2 = single(ID_SIGNING_CERTIFICATE_V2)?
-        .decode_as()
-        .map_err(malformed("signing certificate"))?;
-    if ess.certs.first().map(|c| c.cert_hash.as_bytes()) != Some(&sha256(&cert_der)[..]) {
-        return Err(bad(
-            "the signing certificate attribute names another certificate".into(),
         ));
     }
     if signer.signature_algorithm.oid != ECDSA_WITH_SHA256 {

@@ -1515,6 +1515,15 @@ async fn evidence_bundles_verify_offline_and_every_tampering_is_caught() {
         s.checkpoint_now().unwrap().unwrap();
         s.timestamp_now().await.unwrap().unwrap();
     }
+    // A peer sends the provider a request it cannot sign, claiming the same message
+    // id and another method: it is refused, and its refusal record must not bend the
+    // evidence of the real exchange that follows it.
+    let mut claim = net.header();
+    claim.message_id = "bukti-0001".into();
+    claim.method = "/rahasia.v1.Data/Curi".into();
+    let mut forged = net.sign(claim, b"x");
+    forged.signature.as_mut().unwrap().value[8] ^= 1;
+    net.send(forged, None).await.unwrap_err();
     cari_with_id(&net, "bukti-0001").await;
     cari_with_id(&net, "bukti-0002").await;
     let q = lintas_proto::ss::v1::EvidenceQuery {
@@ -1530,8 +1539,8 @@ async fn evidence_bundles_verify_offline_and_every_tampering_is_caught() {
     );
     assert_eq!(
         provider.entries.len(),
-        2,
-        "request received and response sent"
+        3,
+        "request received, response sent, the refusal"
     );
     let anchor = lintas_globalconf::Anchor::load(&net.inst.anchor()).unwrap();
 
@@ -1539,6 +1548,16 @@ async fn evidence_bundles_verify_offline_and_every_tampering_is_caught() {
     assert!(c.verified, "{:#?}", c.failures);
     let p = lintas_audit::verify(&provider, &anchor);
     assert!(p.verified, "{:#?}", p.failures);
+    assert_eq!(p.exchanges.len(), 1);
+    assert_eq!(p.exchanges[0].method, format!("/{SERVICE}/CariNik"));
+    assert!(
+        p.not_established
+            .iter()
+            .any(|n| n.contains("refused a request")
+                && n.contains("what a refused request claims is not verified")),
+        "{:?}",
+        p.not_established
+    );
     let words = c.proven.join("\n");
     for needle in [
         "entries of the log of ID/GOV/KEMENSOS/SS1",
@@ -1590,7 +1609,7 @@ async fn evidence_bundles_verify_offline_and_every_tampering_is_caught() {
     // An entry deleted: the response is left without its request.
     let mut b = consumer.clone();
     b.entries.remove(0);
-    expect(&b, "holds no record of its request");
+    expect(&b, "is a response to a request this bundle does not hold");
     // Two entries reordered.
     let mut b = consumer.clone();
     b.entries.swap(0, 1);
@@ -1865,29 +1884,46 @@ async fn a_server_killed_with_calls_in_flight_restarts_and_every_answered_call_i
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_time_stamp_for_too_long_the_servers_fail_closed_until_one_is_had() {
     let net = network().await;
+    // A fresh configuration at the current (manual) time: any change republishes it.
+    let refresh = |name: &'static str| {
+        let net = &net;
+        async move {
+            net.inst
+                .admin()
+                .add_member(pb::AddMemberRequest {
+                    id: format!("ID/GOV/{name}"),
+                    name: name.into(),
+                })
+                .await
+                .unwrap();
+            net.consumer.conf().fetch().await.unwrap();
+            net.provider.conf().fetch().await.unwrap();
+        }
+    };
+    // A call (the servers are up), its records time-stamped; then an idle hour: no
+    // record waits for a time-stamp, so nothing is refused.
     net.cari(CONSUMER_CLIENT, NIK).await.unwrap();
-    // An hour passes without a time-stamp (the default timestamp_fail_closed_secs).
+    for s in [&net.consumer, &net.provider] {
+        s.checkpoint_now().unwrap();
+        s.timestamp_now().await.unwrap().unwrap();
+    }
     net.inst.clock.advance(Duration::from_secs(3601));
-    // The configuration stays fresh: any change republishes it, and both servers fetch.
-    net.inst
-        .admin()
-        .add_member(pb::AddMemberRequest {
-            id: "ID/GOV/BARU".into(),
-            name: "Baru".into(),
-        })
-        .await
-        .unwrap();
-    net.consumer.conf().fetch().await.unwrap();
-    net.provider.conf().fetch().await.unwrap();
+    refresh("SATU").await;
+    net.cari(CONSUMER_CLIENT, NIK).await.unwrap();
+    // An hour passes with those records never time-stamped (the TSA unreachable, say).
+    net.inst.clock.advance(Duration::from_secs(3601));
+    refresh("DUA").await;
     let err = net.cari(CONSUMER_CLIENT, NIK).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
     assert!(
-        err.message().contains("no trusted time-stamp for 3601 s"),
+        err.message()
+            .contains("without a trusted time-stamp has waited")
+            && err.message().contains("timestamp_fail_closed_secs is 3600"),
         "{}",
         err.message()
     );
     let status = net.consumer.log_status();
-    assert!(status.failing_closed && status.seconds_without_timestamp == 3601);
+    assert!(status.failing_closed && status.seconds_without_timestamp >= 3600);
     // Once the logs are time-stamped again, calls go through.
     for s in [&net.consumer, &net.provider] {
         s.checkpoint_now().unwrap();
