@@ -173,48 +173,22 @@ fn check(bundle: &EvidenceBundle, anchor: &Anchor, r: &mut Report) {
         }
     };
 
-    // The configurations, each signed by the registry the anchor names.
-    let now = SystemTime::now();
-    let mut confs: Vec<VerifiedConf> = Vec::new();
-    for (i, blob) in bundle.global_confs.iter().enumerate() {
-        match lintas_globalconf::verify_ignoring_expiry(blob, anchor, now) {
-            Ok(c) => confs.push(c),
-            Err(e) => r.fail(format!(
-                "global configuration {} of the bundle does not verify against the anchor: {e}",
-                i + 1
-            )),
-        }
-    }
-    confs.sort_by_key(|c| std::cmp::Reverse(c.serial()));
-    if confs.is_empty() {
-        return r.fail(
-            "the bundle holds no global configuration that verifies against the anchor".into(),
-        );
-    }
-
-    // The checkpoint, signed with the log key the configuration lists for the origin.
-    let Some((log_key, key_serial)) = confs.iter().find_map(|c| {
-        c.server(&origin)
-            .filter(|s| !s.log_public_key.is_empty())
-            .map(|s| (s.log_public_key.clone(), c.serial()))
-    }) else {
-        return r.fail(format!(
-            "no global configuration in the bundle lists a log key for {origin}"
-        ));
+    let Some(Anchored {
+        confs,
+        log_key,
+        key_serial,
+        cp,
+        witnessed_by,
+    }) = anchored(
+        &origin,
+        &bundle.global_confs,
+        bundle.checkpoint.as_ref(),
+        anchor,
+        &mut r.failures,
+    )
+    else {
+        return;
     };
-    let Some(signed) = &bundle.checkpoint else {
-        return r.fail("the bundle holds no checkpoint".into());
-    };
-    let cp = match checkpoint::verify(signed, &log_key) {
-        Ok(v) => v,
-        Err(e) => return r.fail(format!("the checkpoint is not {origin}'s: {e}")),
-    };
-    if cp.checkpoint.origin != bundle.origin {
-        return r.fail(format!(
-            "the checkpoint is of {}'s log, the bundle claims {origin}'s",
-            cp.checkpoint.origin
-        ));
-    }
     let size = cp.checkpoint.size;
     let mut facts = CheckpointFacts {
         size,
@@ -223,14 +197,9 @@ fn check(bundle: &EvidenceBundle, anchor: &Anchor, r: &mut Report) {
         witnessed_by: None,
         witnessed_at: None,
     };
-    for (i, c) in signed.cosignatures.iter().enumerate() {
-        match cosignature(c, anchor, &signed.checkpoint) {
-            Ok(stated) => {
-                facts.witnessed_by = Some(format!("the registry of instance {}", stated.witness));
-                facts.witnessed_at = Some(at_ms(stated.time_unix_ms));
-            }
-            Err(e) => r.fail(format!("cosignature {} of the checkpoint: {e}", i + 1)),
-        }
+    if let Some(stated) = &witnessed_by {
+        facts.witnessed_by = Some(format!("the registry of instance {}", stated.witness));
+        facts.witnessed_at = Some(at_ms(stated.time_unix_ms));
     }
     let witnessed = facts.witnessed_at.as_ref().map(|t| {
         format!(
@@ -507,12 +476,90 @@ fn stamp(
     ))
 }
 
-fn cosignature(
-    c: &lintas_log::checkpoint::Cosignature,
+/// What the anchor establishes about a log: the configurations that verify against it
+/// (newest first), the log key the newest one listing the origin gives and that serial,
+/// the checkpoint signed with that key, and what a witness stated about it.
+struct Anchored {
+    confs: Vec<VerifiedConf>,
+    log_key: Vec<u8>,
+    key_serial: u64,
+    cp: checkpoint::Verified,
+    witnessed_by: Option<Cosigned>,
+}
+
+/// Checks configurations, log key, checkpoint and cosignatures; pushes what fails onto
+/// `failures` and returns `None` when nothing further can be checked.
+fn anchored(
+    origin: &ServerId,
+    global_confs: &[Vec<u8>],
+    signed: Option<&checkpoint::SignedCheckpoint>,
     anchor: &Anchor,
-    checkpoint: &[u8],
-) -> Result<Cosigned, String> {
-    checkpoint::verify_witness(c, anchor.trust_store(), &anchor.instance, checkpoint)
+    failures: &mut Vec<String>,
+) -> Option<Anchored> {
+    let now = SystemTime::now();
+    let mut confs: Vec<VerifiedConf> = Vec::new();
+    for (i, blob) in global_confs.iter().enumerate() {
+        match lintas_globalconf::verify_ignoring_expiry(blob, anchor, now) {
+            Ok(c) if confs.iter().any(|k| k.serial() == c.serial()) => {}
+            Ok(c) => confs.push(c),
+            Err(e) => failures.push(format!(
+                "global configuration {} does not verify against the anchor: {e}",
+                i + 1
+            )),
+        }
+    }
+    confs.sort_by_key(|c| std::cmp::Reverse(c.serial()));
+    if confs.is_empty() {
+        failures.push("no global configuration verifies against the anchor".into());
+        return None;
+    }
+    let Some((log_key, key_serial)) = confs.iter().find_map(|c| {
+        c.server(origin)
+            .filter(|s| !s.log_public_key.is_empty())
+            .map(|s| (s.log_public_key.clone(), c.serial()))
+    }) else {
+        failures.push(format!(
+            "no global configuration lists a log key for {origin}"
+        ));
+        return None;
+    };
+    let Some(signed) = signed else {
+        failures.push("there is no checkpoint".into());
+        return None;
+    };
+    let cp = match checkpoint::verify(signed, &log_key) {
+        Ok(v) => v,
+        Err(e) => {
+            failures.push(format!("the checkpoint is not {origin}'s: {e}"));
+            return None;
+        }
+    };
+    if cp.checkpoint.origin != origin.to_string() {
+        failures.push(format!(
+            "the checkpoint is of {}'s log, not {origin}'s",
+            cp.checkpoint.origin
+        ));
+        return None;
+    }
+    let mut witnessed_by = None;
+    for (i, c) in signed.cosignatures.iter().enumerate() {
+        match checkpoint::verify_witness(
+            c,
+            anchor.trust_store(),
+            &anchor.instance,
+            &signed.checkpoint,
+        ) {
+            Ok(stated) => witnessed_by = Some(stated),
+            Err(e) => failures.push(format!("cosignature {} of the checkpoint: {e}", i + 1)),
+        }
+    }
+    Some(Anchored {
+        confs,
+        log_key,
+        key_serial,
+        cp,
+        witnessed_by,
+    })
 }
 
 /// Checks a signed header: the certificate the record names, its chain to an authority
@@ -970,40 +1017,22 @@ fn check_archive(
         .origin
         .parse()
         .map_err(|e| format!("the origin '{}' is not a server id: {e}", m.origin))?;
-    let now = SystemTime::now();
-    let confs: Vec<VerifiedConf> = m
-        .global_confs
-        .iter()
-        .filter_map(|b| lintas_globalconf::verify_ignoring_expiry(b, anchor, now).ok())
-        .collect();
-    let log_key = confs
-        .iter()
-        .find_map(|c| c.server(&origin).map(|s| s.log_public_key.clone()))
-        .filter(|k| !k.is_empty())
-        .ok_or_else(|| format!("no configuration in the archive that verifies against the anchor lists a log key for {origin}"))?;
-    let signed = m
-        .checkpoint
-        .as_ref()
-        .ok_or("the archive holds no checkpoint")?;
-    let cp = checkpoint::verify(signed, &log_key)
-        .map_err(|e| format!("the checkpoint is not {origin}'s: {e}"))?;
-    if cp.checkpoint.origin != m.origin {
-        return Err(format!(
-            "the checkpoint is of {}'s log",
-            cp.checkpoint.origin
-        ));
-    }
-    let mut witnessed = None;
-    for c in &signed.cosignatures {
-        let stated = checkpoint::verify_witness(
-            c,
-            anchor.trust_store(),
-            &anchor.instance,
-            &signed.checkpoint,
-        )
-        .map_err(|e| format!("the checkpoint's cosignature: {e}"))?;
-        witnessed = Some(at_ms(stated.time_unix_ms));
-    }
+    let mut failures = Vec::new();
+    let anchored = anchored(
+        &origin,
+        &m.global_confs,
+        m.checkpoint.as_ref(),
+        anchor,
+        &mut failures,
+    );
+    r.failures.extend(failures);
+    let Some(Anchored {
+        cp, witnessed_by, ..
+    }) = anchored
+    else {
+        return Ok(());
+    };
+    let witnessed = witnessed_by.map(|s| at_ms(s.time_unix_ms));
     // Every segment, in order from record 0, unchanged, each record matching its frame.
     if m.segments.is_empty() {
         return Err("the archive holds no segment".into());

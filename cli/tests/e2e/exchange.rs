@@ -1662,6 +1662,11 @@ async fn evidence_bundles_verify_offline_and_every_tampering_is_caught() {
     let mut b = consumer.clone();
     b.timestamps.clear();
     expect(&b, "names a time-stamp the bundle does not hold");
+    // A cosignature under another certificate of the instance: not the registry's.
+    let mut b = consumer.clone();
+    b.checkpoint.as_mut().unwrap().cosignatures[0].signer_cert =
+        read_cert(&net.consumer_paths.sign_cert());
+    expect(&b, "the witness certificate is not the registry's");
     // The other server's checkpoint: not signed with this log's key.
     let mut b = consumer.clone();
     b.checkpoint = provider.checkpoint.clone();
@@ -2034,4 +2039,13 @@ async fn a_server_can_use_another_time_stamping_authority_the_configuration_list
     server.checkpoint_now().unwrap().unwrap();
     let err = server.timestamp_now().await.unwrap_err().to_string();
     assert!(err.contains("no time-stamping authority 'bsre'"), "{err}");
+    // Its earlier token is no longer trusted under the new configuration.
+    let stamped = server.timestamps.first_covering(0).unwrap().unwrap();
+    let digest = lintas_certs::sha256(&stamped.checkpoint.unwrap().checkpoint);
+    let conf = server.conf().current().unwrap();
+    let err = lintas_ss::timestamps::verify_token(&stamped.token, &digest, &conf).unwrap_err();
+    assert!(
+        err.contains("not one the global configuration lists"),
+        "{err}"
+    );
 }
