@@ -967,13 +967,7 @@ impl Registry {
             ));
         }
         check_text("url", url)?;
-        let info = CertInfo::parse(cert).map_err(|e| invalid("cert", e))?;
-        if !info.time_stamping {
-            return Err(invalid(
-                "cert",
-                "the certificate does not allow time-stamping (extended key usage)",
-            ));
-        }
+        lintas_timestamp::check_tsa_cert(cert, None).map_err(|e| invalid("cert", e))?;
         let rec = TsaRec {
             name: name.clone(),
             url: url.to_owned(),

@@ -285,18 +285,7 @@ pub fn verify_token(token: &[u8], digest: &[u8; 32], conf: &VerifiedConf) -> Res
         {
             return Err("the TSA is not one the global configuration lists".into());
         }
-        let info = lintas_certs::CertInfo::parse(cert).map_err(|e| e.to_string())?;
-        let at = std::time::UNIX_EPOCH
-            + std::time::Duration::from_secs(u64::try_from(time).unwrap_or(0));
-        if !info.time_stamping || !info.eku_critical {
-            return Err(
-                "the TSA certificate lacks the critical timeStamping extended key usage".into(),
-            );
-        }
-        if at < info.not_before || at >= info.not_after {
-            return Err("the TSA certificate was not valid at the stamped time".into());
-        }
-        Ok(info.public_key)
+        lintas_timestamp::check_tsa_cert(cert, Some(time))
     })
     .map(|s| s.time)
     .map_err(|e| e.to_string())

@@ -29,6 +29,11 @@ const ID_SIGNING_CERTIFICATE_V2: ObjectIdentifier =
     ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.16.2.47");
 const ID_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.1");
 const ECDSA_WITH_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
+const SHA256_WITH_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.11");
+const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+const ID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+const ID_CE_EXT_KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.37");
+const ID_KP_TIME_STAMPING: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.8");
 /// The policy OID a TSA names in its tokens when its operator has not set one: the
 /// documentation arc of RFC 5612 (`1.3.6.1.4.1.32473`). An instance in production sets
 /// an OID under its own arc (the registry's `tsa_policy`).
@@ -126,6 +131,38 @@ fn attribute(oid: ObjectIdentifier, value: Any) -> Result<Attribute, der::Error>
 
 fn sha256(data: &[u8]) -> [u8; 32] {
     lintas_certs::sha256(data)
+}
+
+/// Checks that `der` is a certificate a TSA may sign tokens with: the critical
+/// timeStamping extended key usage (RFC 3161 section 2.3), an ECDSA P-256 or RSA key,
+/// and, when `at` (Unix seconds) is given, validity at that time. Any issuer: who vouches
+/// for a TSA is decided by whoever lists its certificate.
+pub fn check_tsa_cert(der: &[u8], at: Option<i64>) -> Result<(), String> {
+    let cert =
+        x509_cert::Certificate::from_der(der).map_err(|e| format!("not a certificate: {e}"))?;
+    let tbs = &cert.tbs_certificate;
+    let eku = tbs
+        .extensions
+        .iter()
+        .flatten()
+        .find(|e| e.extn_id == ID_CE_EXT_KEY_USAGE)
+        .ok_or("the certificate lacks the critical timeStamping extended key usage")?;
+    let purposes = x509_cert::ext::pkix::ExtendedKeyUsage::from_der(eku.extn_value.as_bytes())
+        .map_err(|e| format!("its extended key usage is malformed: {e}"))?;
+    if !eku.critical || !purposes.0.contains(&ID_KP_TIME_STAMPING) {
+        return Err("the certificate lacks the critical timeStamping extended key usage".into());
+    }
+    let alg = tbs.subject_public_key_info.algorithm.oid;
+    if alg != ID_EC_PUBLIC_KEY && alg != RSA_ENCRYPTION {
+        return Err("only ECDSA P-256 and RSA keys are supported".into());
+    }
+    if let Some(at) = at {
+        let secs = |t: x509_cert::time::Time| t.to_unix_duration().as_secs() as i64;
+        if at < secs(tbs.validity.not_before) || at >= secs(tbs.validity.not_after) {
+            return Err("the certificate was not valid at the stamped time".into());
+        }
+    }
+    Ok(())
 }
 
 /// A time-stamping authority: its key and certificate (which must carry the critical
@@ -283,9 +320,16 @@ impl Tsa {
             }),
             digest_alg: sha256_alg(),
             signed_attrs: Some(attrs),
-            signature_algorithm: AlgorithmIdentifierOwned {
-                oid: ECDSA_WITH_SHA256,
-                parameters: None,
+            signature_algorithm: if self.key.algorithm() == &rcgen::PKCS_RSA_SHA256 {
+                AlgorithmIdentifierOwned {
+                    oid: SHA256_WITH_RSA,
+                    parameters: Some(Any::null()),
+                }
+            } else {
+                AlgorithmIdentifierOwned {
+                    oid: ECDSA_WITH_SHA256,
+                    parameters: None,
+                }
             },
             signature: OctetString::new(signature).map_err(enc)?,
             unsigned_attrs: None,
@@ -375,7 +419,7 @@ pub fn verify(
     token_der: &[u8],
     digest: &[u8; 32],
     extra_certs: &[Vec<u8>],
-    accept: impl Fn(&[u8], i64) -> Result<Vec<u8>, String>,
+    accept: impl Fn(&[u8], i64) -> Result<(), String>,
 ) -> Result<Stamped, TspError> {
     let bad = |s: String| TspError::Invalid(s);
     if token_der.len() > MAX_BYTES {
@@ -465,7 +509,22 @@ pub fn verify(
     {
         return Err(bad("the signer identifier names another certificate".into()));
     }
-    let public_key = accept(&cert_der, time).map_err(bad)?;
+    accept(&cert_der, time).map_err(bad)?;
+    let spki = &cert.tbs_certificate.subject_public_key_info;
+    let public_key = spki.subject_public_key.raw_bytes();
+    let algorithm: &dyn aws_lc_rs::signature::VerificationAlgorithm =
+        match (spki.algorithm.oid, signer.signature_algorithm.oid) {
+            (ID_EC_PUBLIC_KEY, ECDSA_WITH_SHA256) => &aws_lc_rs::signature::ECDSA_P256_SHA256_ASN1,
+            (RSA_ENCRYPTION, SHA256_WITH_RSA | RSA_ENCRYPTION) => {
+                &aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA256
+            }
+            _ => {
+                return Err(bad(
+                    "only ECDSA P-256 and RSA (PKCS #1 v1.5) signatures with SHA-256 are accepted"
+                        .into(),
+                ));
+            }
+        };
     let content_type: ObjectIdentifier = single(ID_CONTENT_TYPE)?
         .decode_as()
         .map_err(malformed("content type"))?;
@@ -480,16 +539,10 @@ pub fn verify(
             "the message digest attribute does not match the TSTInfo".into(),
         ));
     }
-    if signer.signature_algorithm.oid != ECDSA_WITH_SHA256 {
-        return Err(bad("only ECDSA with SHA-256 is accepted".into()));
-    }
     let signed = attrs.to_der().map_err(malformed("signed attributes"))?;
-    aws_lc_rs::signature::UnparsedPublicKey::new(
-        &aws_lc_rs::signature::ECDSA_P256_SHA256_ASN1,
-        &public_key,
-    )
-    .verify(&signed, signer.signature.as_bytes())
-    .map_err(|_| bad("the TSA's signature does not verify".into()))?;
+    aws_lc_rs::signature::UnparsedPublicKey::new(algorithm, public_key)
+        .verify(&signed, signer.signature.as_bytes())
+        .map_err(|_| bad("the TSA's signature does not verify".into()))?;
     Ok(Stamped {
         time,
         tsa_cert: cert_der,
@@ -535,14 +588,63 @@ mod tests {
         }
     }
 
-    fn accept(trust: &TrustStore) -> impl Fn(&[u8], i64) -> Result<Vec<u8>, String> + '_ {
+    fn accept(trust: &TrustStore) -> impl Fn(&[u8], i64) -> Result<(), String> + '_ {
         move |der, time| {
             let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(time as u64);
             trust
                 .verify(der, Role::Tsa, at)
-                .map(|i| i.public_key)
+                .map(|_| ())
                 .map_err(|e| e.to_string())
         }
+    }
+
+    /// Another authority's TSA: an RSA key, a certificate with no lintas identity,
+    /// issued by nobody lintas knows (here: itself).
+    #[test]
+    fn tokens_of_an_rsa_tsa_outside_the_instance_verify() {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            "Balai Sertifikasi Elektronik TSA",
+        );
+        let mut eku = rcgen::CustomExtension::from_oid_content(
+            &[2, 5, 29, 37],
+            vec![
+                0x30, 0x0a, 0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x08,
+            ],
+        );
+        eku.set_criticality(true);
+        params.custom_extensions.push(eku);
+        let cert = params.self_signed(&key).unwrap().der().to_vec();
+        check_tsa_cert(&cert, Some(now())).unwrap();
+        let tsa = Tsa::new(key, cert.clone(), DEFAULT_POLICY).unwrap();
+        let digest = sha256(b"checkpoint");
+        let token =
+            token_from_response(&tsa.respond(&request(&digest, None).unwrap(), now())).unwrap();
+        let stamped = verify(&token, &digest, &[], |der, t| check_tsa_cert(der, Some(t))).unwrap();
+        assert_eq!(stamped.tsa_cert, cert);
+        let mut damaged = token.clone();
+        let n = damaged.len();
+        damaged[n - 10] ^= 1;
+        assert!(
+            verify(&damaged, &digest, &[], |der, t| check_tsa_cert(
+                der,
+                Some(t)
+            ))
+            .is_err()
+        );
+        // A certificate without the timeStamping purpose cannot be a TSA's.
+        let plain_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+        let plain = rcgen::CertificateParams::new(Vec::<String>::new())
+            .unwrap()
+            .self_signed(&plain_key)
+            .unwrap();
+        assert!(
+            check_tsa_cert(plain.der(), None)
+                .unwrap_err()
+                .contains("timeStamping")
+        );
     }
 
     fn now() -> i64 {
