@@ -28,11 +28,25 @@ struct Stamp {
     len: usize,
 }
 
+/// The stored stamps in the order of growing sizes, and where each token is.
+#[derive(Default)]
+struct Stamps {
+    list: Vec<Stamp>,
+    by_token: std::collections::HashMap<[u8; 32], usize>,
+}
+
+impl Stamps {
+    fn push(&mut self, s: Stamp) {
+        self.by_token.insert(s.token_sha256, self.list.len());
+        self.list.push(s);
+    }
+}
+
 /// The time-stamped checkpoints of one log.
 pub struct Timestamps {
     path: PathBuf,
     file: Mutex<File>,
-    stamps: RwLock<Vec<Stamp>>,
+    stamps: RwLock<Stamps>,
     /// When the oldest record no time-stamped checkpoint covers yet was written, Unix
     /// ms; 0 when every record is covered.
     uncovered_since: std::sync::atomic::AtomicI64,
@@ -55,7 +69,7 @@ impl Timestamps {
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)
             .map_err(|e| io("reading", path, e))?;
-        let mut stamps = Vec::new();
+        let mut stamps = Stamps::default();
         let mut pos = 0usize;
         while pos + 4 <= bytes.len() {
             let n = u32::from_be_bytes([bytes[pos], bytes[pos + 1], bytes[pos + 2], bytes[pos + 3]])
@@ -102,18 +116,18 @@ impl Timestamps {
         })
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Stamp>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Stamps> {
         self.stamps.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// SHA-256 of the newest token, which new records name.
     pub fn latest_sha256(&self) -> Option<[u8; 32]> {
-        self.read().last().map(|s| s.token_sha256)
+        self.read().list.last().map(|s| s.token_sha256)
     }
 
     /// Size of the newest time-stamped checkpoint (0 for none).
     pub fn latest_size(&self) -> u64 {
-        self.read().last().map(|s| s.size).unwrap_or(0)
+        self.read().list.last().map(|s| s.size).unwrap_or(0)
     }
 
     /// Failed attempts since a token was last had.
@@ -174,17 +188,26 @@ impl Timestamps {
 
     /// The stored entry whose token has SHA-256 `hash`.
     pub fn by_token(&self, hash: &[u8]) -> Result<Option<TimestampedCheckpoint>, SsError> {
-        let found = self
-            .read()
-            .iter()
-            .find(|s| s.token_sha256[..] == *hash)
-            .cloned();
+        let found = {
+            let stamps = self.read();
+            <[u8; 32]>::try_from(hash)
+                .ok()
+                .and_then(|h| stamps.by_token.get(&h))
+                .and_then(|i| stamps.list.get(*i))
+                .cloned()
+        };
         found.map(|s| self.load(&s)).transpose()
     }
 
     /// The first time-stamped checkpoint that covers record `index`.
     pub fn first_covering(&self, index: u64) -> Result<Option<TimestampedCheckpoint>, SsError> {
-        let found = self.read().iter().find(|s| s.size > index).cloned();
+        // Stamps are kept in the order of growing sizes.
+        let stamps = self.read();
+        let found = stamps
+            .list
+            .get(stamps.list.partition_point(|s| s.size <= index))
+            .cloned();
+        drop(stamps);
         found.map(|s| self.load(&s)).transpose()
     }
 
