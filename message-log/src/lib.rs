@@ -54,7 +54,8 @@ pub enum LogError {
 /// same time, so implementations synchronise internally.
 pub trait Backend: Send + Sync + 'static {
     /// Writes `records` at consecutive indexes from `first`; returns once durable.
-    fn write_batch(&self, first: u64, records: &[Vec<u8>]) -> Result<(), String>;
+    /// `leaves` are their leaf hashes, computed once by the writer for the tree too.
+    fn write_batch(&self, first: u64, records: &[Vec<u8>], leaves: &[Hash]) -> Result<(), String>;
     /// Number of records stored, which is the index the next record gets.
     fn next_index(&self) -> Result<u64, String>;
     fn get(&self, index: u64) -> Result<Option<Vec<u8>>, String>;
@@ -359,14 +360,14 @@ fn writer(
             .iter_mut()
             .map(|j| std::mem::take(&mut j.record))
             .collect();
-        match backend.write_batch(first_index, &records) {
+        let leaves: Vec<Hash> = records
+            .iter()
+            .map(|r| lintas_merkle::leaf_hash(r))
+            .collect();
+        match backend.write_batch(first_index, &records, &leaves) {
             Ok(()) => {
                 next = first_index + jobs.len() as u64;
                 if let Some(s) = shared.upgrade() {
-                    let leaves: Vec<Hash> = records
-                        .iter()
-                        .map(|r| lintas_merkle::leaf_hash(r))
-                        .collect();
                     let mut tree = s.tree.write().unwrap_or_else(|p| p.into_inner());
                     // The nodes follow from the records and are repaired on opening; a
                     // failure here leaves proofs unavailable, not records lost.
@@ -497,7 +498,7 @@ mod tests {
     }
 
     impl Backend for Flaky {
-        fn write_batch(&self, first: u64, records: &[Vec<u8>]) -> Result<(), String> {
+        fn write_batch(&self, first: u64, records: &[Vec<u8>], _: &[Hash]) -> Result<(), String> {
             if self.fail.load(Ordering::SeqCst) {
                 return Err("disk on fire".into());
             }
@@ -566,7 +567,7 @@ mod tests {
     }
 
     impl Backend for Gated {
-        fn write_batch(&self, first: u64, records: &[Vec<u8>]) -> Result<(), String> {
+        fn write_batch(&self, first: u64, records: &[Vec<u8>], _: &[Hash]) -> Result<(), String> {
             if let Some(entered) = self.entered.lock().unwrap().take() {
                 entered.send(()).unwrap();
                 let release = self.release.lock().unwrap().take().unwrap();

@@ -5,9 +5,7 @@
 //! The file holds length-prefixed `SignedCheckpoint`s; a checkpoint once cosigned is
 //! written again with its cosignature. The last entry is the newest state.
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
 use lintas_certs::KeyPair;
@@ -17,28 +15,24 @@ use lintas_merkle::Hash;
 use prost::Message;
 
 use crate::SsError;
+use crate::entries::Entries;
 
 /// Largest stored entry (a checkpoint with a few cosignatures and certificates).
 const MAX_ENTRY_BYTES: usize = 64 * 1024;
 
 /// Signed checkpoints of one log.
 pub struct Checkpoints {
-    path: PathBuf,
     origin: String,
     key: KeyPair,
     state: Mutex<State>,
 }
 
 struct State {
-    file: File,
+    file: Entries,
     /// The newest checkpoint, verified.
     latest: Option<(SignedCheckpoint, Verified)>,
     /// Size and head of the newest checkpoint the witness cosigned.
     witnessed: Option<(u64, Hash)>,
-}
-
-fn io(what: &str, path: &Path, e: std::io::Error) -> SsError {
-    SsError::State(format!("{what} {}: {e}", path.display()))
 }
 
 impl Checkpoints {
@@ -51,39 +45,22 @@ impl Checkpoints {
         key: KeyPair,
         log: &RecordLog,
     ) -> Result<Self, SsError> {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(path)
-            .map_err(|e| io("opening", path, e))?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)
-            .map_err(|e| io("reading", path, e))?;
+        let (file, entries) = Entries::open(path, MAX_ENTRY_BYTES)?;
         // Entries are decoded; only the two that matter are verified (a year of
         // checkpoints is millions of entries).
-        let mut pos = 0usize;
         let mut newest: Option<(u64, SignedCheckpoint)> = None;
         let mut newest_cosigned: Option<(u64, SignedCheckpoint)> = None;
-        let damaged = |at: usize, why: &str| {
+        let damaged = |at: u64, why: &str| {
             SsError::State(format!(
                 "{}: the entry at byte {at} is damaged ({why}); the file needs an operator's attention",
                 path.display()
             ))
         };
-        while pos + 4 <= bytes.len() {
-            let n = u32::from_be_bytes([bytes[pos], bytes[pos + 1], bytes[pos + 2], bytes[pos + 3]])
-                as usize;
-            if n == 0 || n > MAX_ENTRY_BYTES {
-                return Err(damaged(pos, "impossible length"));
-            }
-            if pos + 4 + n > bytes.len() {
-                break;
-            }
-            let signed = SignedCheckpoint::decode(&bytes[pos + 4..pos + 4 + n])
-                .map_err(|e| damaged(pos, &e.to_string()))?;
+        for (at, bytes) in entries {
+            let signed = SignedCheckpoint::decode(bytes.as_slice())
+                .map_err(|e| damaged(at, &e.to_string()))?;
             let size = Checkpoint::decode(signed.checkpoint.as_slice())
-                .map_err(|e| damaged(pos, &e.to_string()))?
+                .map_err(|e| damaged(at, &e.to_string()))?
                 .size;
             // A later entry of the same size (the same checkpoint, cosigned) wins.
             if newest.as_ref().is_none_or(|(s, _)| size >= *s) {
@@ -94,7 +71,6 @@ impl Checkpoints {
             {
                 newest_cosigned = Some((size, signed));
             }
-            pos += 4 + n;
         }
         let verify = |signed: &SignedCheckpoint| {
             checkpoint::verify(signed, key.public_key_raw()).map_err(|e| {
@@ -118,13 +94,6 @@ impl Checkpoints {
             }
             None => None,
         };
-        if pos < bytes.len() {
-            // A write cut short by a crash: never acknowledged to anyone.
-            tracing::warn!(file = %path.display(), "cutting off an unfinished checkpoint write");
-            file.set_len(pos as u64)
-                .and_then(|()| file.sync_all())
-                .map_err(|e| io("repairing", path, e))?;
-        }
         if let Some((_, v)) = &latest {
             let size = v.checkpoint.size;
             if size > log.len() {
@@ -142,7 +111,6 @@ impl Checkpoints {
             }
         }
         Ok(Checkpoints {
-            path: path.to_owned(),
             origin,
             key,
             state: Mutex::new(State {
@@ -162,21 +130,21 @@ impl Checkpoints {
         self.lock().latest.as_ref().map(|(s, _)| s.clone())
     }
 
+    /// The newest checkpoint with what it states (size, head, time).
+    pub fn latest_stated(&self) -> Option<(SignedCheckpoint, Checkpoint)> {
+        self.lock()
+            .latest
+            .as_ref()
+            .map(|(s, v)| (s.clone(), v.checkpoint.clone()))
+    }
+
     /// Size of the newest checkpoint the witness cosigned (0 for none).
     pub fn witnessed_size(&self) -> u64 {
         self.lock().witnessed.map(|w| w.0).unwrap_or(0)
     }
 
     fn append(&self, state: &mut State, signed: &SignedCheckpoint) -> Result<(), SsError> {
-        let bytes = signed.encode_to_vec();
-        let mut entry = Vec::with_capacity(4 + bytes.len());
-        entry.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
-        entry.extend_from_slice(&bytes);
-        state
-            .file
-            .write_all(&entry)
-            .and_then(|()| state.file.sync_data())
-            .map_err(|e| io("writing", &self.path, e))
+        state.file.append(&signed.encode_to_vec()).map(|_| ())
     }
 
     /// Signs and stores a checkpoint of the log's head if the log grew since the last

@@ -512,14 +512,10 @@ impl SecurityServer {
     /// Has the newest checkpoint time-stamped if it is newer than the last one stamped;
     /// returns the stamped time, or `None` when there was nothing new.
     pub async fn timestamp_now(&self) -> Result<Option<i64>, SsError> {
-        let Some(latest) = self.checkpoints.latest() else {
+        let Some((latest, stated)) = self.checkpoints.latest_stated() else {
             return Ok(None);
         };
-        use prost::Message;
-        let size = lintas_log::checkpoint::Checkpoint::decode(latest.checkpoint.as_slice())
-            .map_err(|e| SsError::State(format!("checkpoint: {e}")))?
-            .size;
-        if size <= self.timestamps.latest_size() {
+        if stated.size <= self.timestamps.latest_size() {
             // Nothing new: every record up to the newest checkpoint is covered.
             self.timestamps.recount(&self.log)?;
             return Ok(None);
@@ -527,7 +523,7 @@ impl SecurityServer {
         let conf = self.conf.current()?;
         let stamped = self
             .timestamps
-            .stamp(latest, &conf, &self.timestamping_authority)
+            .stamp(latest, stated.size, &conf, &self.timestamping_authority)
             .await?;
         self.timestamps.recount(&self.log)?;
         Ok(Some(stamped))
@@ -546,13 +542,11 @@ impl SecurityServer {
 
     /// The log's state, for `lintas ss log-status`.
     pub fn log_status(&self) -> lintas_proto::ss::v1::LogStatusReply {
-        use prost::Message;
         let now = lintas_certs::unix_secs(self.clock.now());
         let (checkpoint_size, checkpoint_unix_ms) = self
             .checkpoints
-            .latest()
-            .and_then(|c| lintas_log::checkpoint::Checkpoint::decode(c.checkpoint.as_slice()).ok())
-            .map(|c| (c.size, c.time_unix_ms))
+            .latest_stated()
+            .map(|(_, c)| (c.size, c.time_unix_ms))
             .unwrap_or_default();
         lintas_proto::ss::v1::LogStatusReply {
             records: self.log.len(),

@@ -228,13 +228,11 @@ impl crate::daemon::SecurityServer {
         {
             tracing::warn!(error = %e, "archiving with a checkpoint the witness has not cosigned");
         }
-        let checkpoint = self
+        let (checkpoint, stated) = self
             .checkpoints
-            .latest()
+            .latest_stated()
             .ok_or_else(|| SsError::State("the log has no records yet".into()))?;
-        let cp_size = lintas_log::checkpoint::Checkpoint::decode(checkpoint.checkpoint.as_slice())
-            .map_err(|e| SsError::State(format!("stored checkpoint: {e}")))?
-            .size;
+        let cp_size = stated.size;
         let dir = self.records_dir();
         let sealed = tokio::task::spawn_blocking(move || -> Result<_, SsError> {
             let mut out = Vec::new();
@@ -310,13 +308,11 @@ impl crate::daemon::SecurityServer {
                 "the TSA did not answer; exporting without a time-stamp of the newest checkpoint"
             ),
         }
-        let checkpoint = self
+        let (checkpoint, stated) = self
             .checkpoints
-            .latest()
+            .latest_stated()
             .ok_or_else(|| SsError::State("the log has no records yet".into()))?;
-        let size = lintas_log::checkpoint::Checkpoint::decode(checkpoint.checkpoint.as_slice())
-            .map_err(|e| SsError::State(format!("stored checkpoint: {e}")))?
-            .size;
+        let size = stated.size;
         let log = self.log.clone();
         let query = q.clone();
         let (records, serials) = tokio::task::spawn_blocking(move || select(&log, &query, size))

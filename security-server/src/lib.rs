@@ -12,6 +12,7 @@ pub mod checkpoints;
 pub mod config;
 mod consumer;
 pub mod daemon;
+mod entries;
 pub mod envelope;
 pub mod evidence;
 mod provider;

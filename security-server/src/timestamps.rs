@@ -4,9 +4,7 @@
 //! later record names the newest token it was written after. If no token could be had
 //! for `timestamp_fail_closed_secs`, the server refuses calls until one is had.
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Mutex, RwLock};
 
 use lintas_globalconf::VerifiedConf;
@@ -16,6 +14,7 @@ use lintas_proto::log::v1::TimestampedCheckpoint;
 use prost::Message;
 
 use crate::SsError;
+use crate::entries::Entries;
 
 const MAX_ENTRY_BYTES: usize = 128 * 1024;
 
@@ -44,8 +43,7 @@ impl Stamps {
 
 /// The time-stamped checkpoints of one log.
 pub struct Timestamps {
-    path: PathBuf,
-    file: Mutex<File>,
+    file: Mutex<Entries>,
     stamps: RwLock<Stamps>,
     /// When the oldest record no time-stamped checkpoint covers yet was written, Unix
     /// ms; 0 when every record is covered.
@@ -54,39 +52,17 @@ pub struct Timestamps {
     failures: std::sync::atomic::AtomicU64,
 }
 
-fn io(what: &str, path: &Path, e: impl std::fmt::Display) -> SsError {
-    SsError::State(format!("{what} {}: {e}", path.display()))
-}
-
 impl Timestamps {
     pub fn open(path: &Path) -> Result<Self, SsError> {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(path)
-            .map_err(|e| io("opening", path, e))?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)
-            .map_err(|e| io("reading", path, e))?;
+        let (file, entries) = Entries::open(path, MAX_ENTRY_BYTES)?;
         let mut stamps = Stamps::default();
-        let mut pos = 0usize;
-        while pos + 4 <= bytes.len() {
-            let n = u32::from_be_bytes([bytes[pos], bytes[pos + 1], bytes[pos + 2], bytes[pos + 3]])
-                as usize;
-            if n == 0 || n > MAX_ENTRY_BYTES {
-                return Err(io(
-                    "reading",
-                    path,
-                    format!("the entry at byte {pos} is damaged"),
-                ));
-            }
-            if pos + 4 + n > bytes.len() {
-                break;
-            }
-            let body = &bytes[pos + 4..pos + 4 + n];
-            let entry = TimestampedCheckpoint::decode(body)
-                .map_err(|e| io("reading", path, format!("the entry at byte {pos}: {e}")))?;
+        for (offset, bytes) in entries {
+            let entry = TimestampedCheckpoint::decode(bytes.as_slice()).map_err(|e| {
+                SsError::State(format!(
+                    "{}: the entry at byte {offset} is damaged: {e}",
+                    path.display()
+                ))
+            })?;
             let size = entry
                 .checkpoint
                 .as_ref()
@@ -96,19 +72,11 @@ impl Timestamps {
             stamps.push(Stamp {
                 size,
                 token_sha256: lintas_certs::sha256(&entry.token),
-                offset: (pos + 4) as u64,
-                len: n,
+                offset,
+                len: bytes.len(),
             });
-            pos += 4 + n;
-        }
-        if pos < bytes.len() {
-            tracing::warn!(file = %path.display(), "cutting off an unfinished time-stamp write");
-            file.set_len(pos as u64)
-                .and_then(|()| file.sync_all())
-                .map_err(|e| io("repairing", path, e))?;
         }
         Ok(Timestamps {
-            path: path.to_owned(),
             file: Mutex::new(file),
             stamps: RwLock::new(stamps),
             uncovered_since: std::sync::atomic::AtomicI64::new(0),
@@ -176,14 +144,14 @@ impl Timestamps {
     }
 
     fn load(&self, s: &Stamp) -> Result<TimestampedCheckpoint, SsError> {
-        let mut buf = vec![0u8; s.len];
-        use std::os::unix::fs::FileExt;
-        self.file
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .read_exact_at(&mut buf, s.offset)
-            .map_err(|e| io("reading", &self.path, e))?;
-        TimestampedCheckpoint::decode(buf.as_slice()).map_err(|e| io("reading", &self.path, e))
+        let file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        let bytes = file.read_at(s.offset, s.len)?;
+        TimestampedCheckpoint::decode(bytes.as_slice()).map_err(|e| {
+            SsError::State(format!(
+                "{}: an entry does not decode: {e}",
+                file.path().display()
+            ))
+        })
     }
 
     /// The stored entry whose token has SHA-256 `hash`.
@@ -213,20 +181,11 @@ impl Timestamps {
 
     fn add(&self, entry: &TimestampedCheckpoint, size: u64) -> Result<(), SsError> {
         let bytes = entry.encode_to_vec();
-        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        let end = file
-            .metadata()
-            .map_err(|e| io("reading", &self.path, e))?
-            .len();
-        let offset = end + 4;
-        let mut framed = (bytes.len() as u32).to_be_bytes().to_vec();
-        framed.extend_from_slice(&bytes);
-        if let Err(e) = file.write_all(&framed).and_then(|()| file.sync_data()) {
-            // A partial entry must not stay in front of the next one.
-            let _ = file.set_len(end).and_then(|()| file.sync_data());
-            return Err(io("writing", &self.path, e));
-        }
-        drop(file);
+        let offset = self
+            .file
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .append(&bytes)?;
         self.stamps
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -245,12 +204,10 @@ impl Timestamps {
     pub async fn stamp(
         &self,
         checkpoint: SignedCheckpoint,
+        size: u64,
         conf: &VerifiedConf,
         tsa_name: &str,
     ) -> Result<i64, SsError> {
-        let size = Checkpoint::decode(checkpoint.checkpoint.as_slice())
-            .map_err(|e| SsError::State(format!("checkpoint: {e}")))?
-            .size;
         let tsa = conf
             .conf
             .timestamping_authorities
