@@ -240,13 +240,8 @@ fn check(bundle: &EvidenceBundle, anchor: &Anchor, r: &mut Report) {
             ));
         }
         last = Some(index);
-        let proof: Result<Vec<lintas_merkle::Hash>, _> = e
-            .inclusion_proof
-            .iter()
-            .map(|h| lintas_merkle::Hash::try_from(h.as_slice()))
-            .collect();
-        let included = proof
-            .map_err(|_| "a proof hash is not 32 bytes".to_string())
+        let included = lintas_merkle::hashes_from(&e.inclusion_proof)
+            .ok_or_else(|| "a proof hash is not 32 bytes".to_string())
             .and_then(|p| {
                 lintas_merkle::verify_inclusion(
                     &lintas_merkle::leaf_hash(&e.record),
@@ -461,12 +456,8 @@ fn stamp(
             },
         )
         .ok_or_else(|| format!("the token does not verify: {why}"))?;
-    let proof = t
-        .consistency_proof
-        .iter()
-        .map(|h| lintas_merkle::Hash::try_from(h.as_slice()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|_| "a proof hash is not 32 bytes".to_string())?;
+    let proof = lintas_merkle::hashes_from(&t.consistency_proof)
+        .ok_or_else(|| "a proof hash is not 32 bytes".to_string())?;
     lintas_merkle::verify_consistency(v.checkpoint.size, size, &v.root, root, &proof)
         .map_err(|e| format!("its checkpoint is not an earlier state of the bundle's log ({e})"))?;
     Ok((
@@ -1069,7 +1060,9 @@ fn check_archive(
                 s.file
             ));
         }
-        let leaves = lintas_log::file::segment_leaves(&path)?;
+        // The bytes that were hashed are the ones read for records.
+        let leaves = lintas_log::file::segment_leaves(&bytes)
+            .map_err(|e| format!("segment {}: {e}", s.file))?;
         if leaves.len() as u64 != s.count {
             return Err(format!(
                 "segment {} holds {} records, the manifest says {}",
@@ -1085,12 +1078,8 @@ fn check_archive(
     if frontier.size() != m.size || frontier.root()[..] != m.root[..] {
         return Err("the segments' records do not form the tree head the manifest names".into());
     }
-    let proof = m
-        .consistency_proof
-        .iter()
-        .map(|h| lintas_merkle::Hash::try_from(h.as_slice()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|_| "a proof hash is not 32 bytes".to_string())?;
+    let proof = lintas_merkle::hashes_from(&m.consistency_proof)
+        .ok_or_else(|| "a proof hash is not 32 bytes".to_string())?;
     lintas_merkle::verify_consistency(
         m.size,
         cp.checkpoint.size,

@@ -130,13 +130,13 @@ pub async fn run(args: Args) -> Result<()> {
             Ok(())
         }
         Command::Archive { config, out } => {
-            let manifest = crate::ss_cmd::admin(&config)
+            let settings = lintas_ss::SsConfig::load(&config, crate::env())?;
+            let manifest = lintas_ss::admin::connect(&settings.data_dir)
                 .await?
                 .archive_manifest(lintas_proto::ss::v1::ArchiveRequest {})
                 .await
                 .map_err(|s| anyhow::anyhow!("{}", s.message()))?
                 .into_inner();
-            let settings = lintas_ss::SsConfig::load(&config, crate::env())?;
             let records = settings.data_dir.join("records");
             std::fs::create_dir(&out).with_context(|| format!("creating {}", out.display()))?;
             for s in &manifest.segments {
@@ -166,11 +166,8 @@ pub async fn run(args: Args) -> Result<()> {
         Command::VerifyArchive { dir, anchor, json } => {
             let anchor = lintas_globalconf::Anchor::load(&anchor)
                 .with_context(|| format!("reading the anchor {}", anchor.display()))?;
-            let path = dir.join("manifest.pb");
-            let bytes =
-                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-            let manifest = lintas_proto::audit::v1::Archive::decode(bytes.as_slice())
-                .with_context(|| format!("{} is not an archive manifest", path.display()))?;
+            let manifest: lintas_proto::audit::v1::Archive =
+                read_message(&dir.join("manifest.pb"), "an archive manifest")?;
             let report = lintas_audit::verify_archive(&manifest, &dir, &anchor);
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
@@ -179,21 +176,12 @@ pub async fn run(args: Args) -> Result<()> {
                     "Archive of the log of {} ({}): {}",
                     report.origin,
                     dir.display(),
-                    if report.verified {
-                        "verified"
-                    } else {
-                        "NOT VERIFIED"
-                    }
+                    verdict(report.verified)
                 );
-                for p in &report.proven {
-                    println!("  proven: {p}");
-                }
-                for f in &report.failures {
-                    println!("  FAILED: {f}");
-                }
-                for n in &report.not_established {
-                    println!("  not established: {n}");
-                }
+                print!(
+                    "{}",
+                    findings(&report.proven, &report.failures, &report.not_established)
+                );
             }
             if !report.verified {
                 bail!("the archive does not verify");
@@ -230,15 +218,7 @@ pub async fn run(args: Args) -> Result<()> {
                 }
                 if let Some(c) = &cross {
                     println!("Both sides, checked against each other:");
-                    for p in &c.proven {
-                        println!("  proven: {p}");
-                    }
-                    for f in &c.failures {
-                        println!("  FAILED: {f}");
-                    }
-                    for n in &c.not_established {
-                        println!("  not established: {n}");
-                    }
+                    print!("{}", findings(&c.proven, &c.failures, &c.not_established));
                 }
                 println!(
                     "{}",
@@ -259,24 +239,30 @@ pub async fn run(args: Args) -> Result<()> {
 
 /// A verification report in plain words.
 pub fn describe(path: &Path, r: &lintas_audit::Report) -> String {
-    let mut s = format!(
-        "Evidence from the log of {} ({}): {}\n",
+    format!(
+        "Evidence from the log of {} ({}): {}\n{}",
         r.origin,
         path.display(),
-        if r.verified {
-            "verified"
-        } else {
-            "NOT VERIFIED"
+        verdict(r.verified),
+        findings(&r.proven, &r.failures, &r.not_established)
+    )
+}
+
+fn verdict(verified: bool) -> &'static str {
+    if verified { "verified" } else { "NOT VERIFIED" }
+}
+
+/// What is proven, what failed and what is not established, a line each.
+fn findings(proven: &[String], failures: &[String], not_established: &[String]) -> String {
+    let mut s = String::new();
+    for (label, lines) in [
+        ("proven", proven),
+        ("FAILED", failures),
+        ("not established", not_established),
+    ] {
+        for l in lines {
+            s.push_str(&format!("  {label}: {l}\n"));
         }
-    );
-    for p in &r.proven {
-        s.push_str(&format!("  proven: {p}\n"));
-    }
-    for f in &r.failures {
-        s.push_str(&format!("  FAILED: {f}\n"));
-    }
-    for n in &r.not_established {
-        s.push_str(&format!("  not established: {n}\n"));
     }
     s
 }
@@ -286,20 +272,24 @@ pub fn write_bundle(path: &Path, bundle: &EvidenceBundle) -> Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
-/// Largest bundle file read.
-const MAX_BUNDLE_BYTES: u64 = 1 << 30;
+/// Largest bundle or manifest file read.
+const MAX_FILE_BYTES: u64 = 1 << 30;
 
 pub fn read_bundle(path: &Path) -> Result<EvidenceBundle> {
+    read_message(path, "an evidence bundle")
+}
+
+/// Reads a protobuf file of at most [`MAX_FILE_BYTES`].
+fn read_message<M: Message + Default>(path: &Path, what: &str) -> Result<M> {
     let len = std::fs::metadata(path)
         .with_context(|| format!("reading {}", path.display()))?
         .len();
-    if len > MAX_BUNDLE_BYTES {
+    if len > MAX_FILE_BYTES {
         bail!(
-            "{} is {len} bytes; bundles are at most {MAX_BUNDLE_BYTES}",
+            "{} is {len} bytes; {what} is at most {MAX_FILE_BYTES}",
             path.display()
         );
     }
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    EvidenceBundle::decode(bytes.as_slice())
-        .with_context(|| format!("{} is not an evidence bundle", path.display()))
+    M::decode(bytes.as_slice()).with_context(|| format!("{} is not {what}", path.display()))
 }

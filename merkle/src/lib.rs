@@ -35,6 +35,14 @@ fn sha256(parts: &[&[u8]]) -> Hash {
     out
 }
 
+/// Hashes as they travel (bytes each), checked to be 32 bytes; `None` if one is not.
+pub fn hashes_from(bytes: &[Vec<u8>]) -> Option<Vec<Hash>> {
+    bytes
+        .iter()
+        .map(|h| Hash::try_from(h.as_slice()).ok())
+        .collect()
+}
+
 /// `SHA-256(0x00 || entry)`.
 pub fn leaf_hash(entry: &[u8]) -> Hash {
     sha256(&[&[0x00], entry])

@@ -76,7 +76,30 @@ struct Scan {
 
 /// Reads the frames of `file` from the start: their offsets, where they end, and
 /// whether the end was clean.
-fn scan(file: &File, len: u64) -> Result<Scan, std::io::Error> {
+/// Where a scan reads frames from: a segment file, or its bytes already in memory.
+trait ReadAt {
+    fn frame_bytes(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
+}
+
+impl ReadAt for File {
+    fn frame_bytes(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        FileExt::read_exact_at(self, buf, offset)
+    }
+}
+
+impl ReadAt for [u8] {
+    fn frame_bytes(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        let src = start
+            .checked_add(buf.len())
+            .and_then(|end| self.get(start..end))
+            .ok_or(std::io::ErrorKind::UnexpectedEof)?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+}
+
+fn scan<R: ReadAt + ?Sized>(file: &R, len: u64) -> Result<Scan, std::io::Error> {
     let mut offsets = Vec::new();
     let mut leaves = Vec::new();
     let mut pos = 0u64;
@@ -91,7 +114,7 @@ fn scan(file: &File, len: u64) -> Result<Scan, std::io::Error> {
                 damage: None,
             });
         }
-        file.read_exact_at(&mut head, pos)?;
+        file.frame_bytes(&mut head, pos)?;
         let n = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
         if n == 0 {
             return Ok(Scan {
@@ -113,7 +136,7 @@ fn scan(file: &File, len: u64) -> Result<Scan, std::io::Error> {
             )));
         }
         record.resize(n, 0);
-        file.read_exact_at(&mut record, pos + FRAME_HEAD as u64)?;
+        file.frame_bytes(&mut record, pos + FRAME_HEAD as u64)?;
         let leaf = lintas_merkle::leaf_hash(&record);
         if leaf[..] != head[4..] {
             return Ok(damaged(format!(
@@ -453,14 +476,12 @@ pub fn sealed_segments(dir: &Path) -> Result<Vec<(String, u64, u64)>, String> {
         .collect())
 }
 
-/// The leaf hashes of every record of a sealed segment file, each checked against its
-/// record; any damage is an error.
-pub fn segment_leaves(path: &Path) -> Result<Vec<lintas_merkle::Hash>, String> {
-    let f = File::open(path).map_err(|e| io("opening", path, e))?;
-    let len = f.metadata().map_err(|e| io("reading", path, e))?.len();
-    let s = scan(&f, len).map_err(|e| io("reading", path, e))?;
+/// The leaf hashes of every record of a sealed segment, given its bytes, each checked
+/// against its record; any damage is an error.
+pub fn segment_leaves(bytes: &[u8]) -> Result<Vec<lintas_merkle::Hash>, String> {
+    let s = scan(bytes, bytes.len() as u64).map_err(|e| format!("reading the segment: {e}"))?;
     match s.damage {
-        Some(why) => Err(format!("{} is damaged: {why}", path.display())),
+        Some(why) => Err(format!("the segment is damaged: {why}")),
         None => Ok(s.leaves),
     }
 }

@@ -71,12 +71,8 @@ pub fn claimed_root(domain: &str, header: &[u8], sig: &BatchSignature) -> Result
             sig.tree_size
         ));
     }
-    let path = sig
-        .path
-        .iter()
-        .map(|h| Hash::try_from(h.as_slice()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|_| "inclusion proof holds a hash that is not 32 bytes".to_string())?;
+    let path = lintas_merkle::hashes_from(&sig.path)
+        .ok_or_else(|| "inclusion proof holds a hash that is not 32 bytes".to_string())?;
     lintas_merkle::root_from_inclusion(&leaf(domain, header), sig.leaf_index, sig.tree_size, &path)
         .map_err(|e| format!("inclusion proof: {e}"))
 }

@@ -324,7 +324,7 @@ async fn relay(
     };
 
     // From here every outcome is recorded before the application hears of it.
-    match exchange(&s, &conf, &target, &provider, pin, signed).await {
+    match exchange(&s, &conf, &target, &provider, pin, &message_id, signed).await {
         Ok((response, answer)) => {
             let code = Code::from_i32(answer.status_code);
             let received = s
@@ -398,13 +398,11 @@ async fn exchange(
     target: &lintas_proto::globalconf::v1::SecurityServer,
     provider: &SubsystemId,
     pin: [u8; 32],
+    message_id: &str,
     signed: ex::SignedRequest,
 ) -> Result<(ex::SignedResponse, ex::ResponseHeader), (Status, Option<ex::SignedResponse>)> {
     let fail = |status: Status| (status, None);
-    let request_header = signed.header.clone();
-    let message_id = ex::RequestHeader::decode(request_header.as_slice())
-        .map(|h| h.message_id)
-        .unwrap_or_default();
+    let request_header_sha256 = lintas_certs::sha256(&signed.header);
     let channel = s.peer_channel(conf, &target.address, pin).map_err(fail)?;
     let limit = s.settings.max_message_bytes + envelope::ENVELOPE_MARGIN;
     let mut peer = ex::exchange_client::ExchangeClient::new(channel)
@@ -492,7 +490,7 @@ async fn exchange(
         Ok(a) => a,
         Err(e) => return Err(refused(format!("header is malformed: {e}"), response)),
     };
-    if answer.request_header_sha256 != lintas_certs::sha256(&request_header)
+    if answer.request_header_sha256 != request_header_sha256
         || answer.message_id != message_id
         || answer.provider_server != target.id
     {

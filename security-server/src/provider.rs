@@ -91,7 +91,7 @@ impl AppAnswer {
 
 fn check(
     s: &SecurityServer,
-    peer_cert: Option<&[u8]>,
+    peer_hash: Option<[u8; 32]>,
     signed: &ex::SignedRequest,
 ) -> Result<Accepted, Refusal> {
     if signed.header.len() > envelope::MAX_HEADER_BYTES {
@@ -115,27 +115,18 @@ fn check(
         .parse()
         .map_err(|e| refuse(Code::InvalidArgument, format!("client: {e}")))?;
 
-    // 1. Configuration fresh.
+    // 1. Configuration fresh (and kept as evidence). 1b. Trusted time: a server that
+    // could not have its log time-stamped for too long fails closed.
+    let as_refusal = |status: Status| refuse(status.code(), status.message().to_owned());
     let conf = s
-        .conf
-        .current()
-        .map_err(|e| refuse(Code::Unavailable, e.to_string()))?;
-    // 1b. Trusted time: a server that could not have its log time-stamped for too long
-    // fails closed.
+        .current_conf(ErrorSource::ProviderServer)
+        .map_err(as_refusal)?;
     s.check_trusted_time(ErrorSource::ProviderServer)
-        .map_err(|status| refuse(status.code(), status.message().to_owned()))?;
-    // Evidence: the configuration this request is checked under.
-    s.material.remember_conf(&conf).map_err(|e| {
-        refuse(
-            Code::Unavailable,
-            format!("the security server could not keep the configuration as evidence: {e}"),
-        )
-    })?;
+        .map_err(as_refusal)?;
 
     // 2. The TLS peer is a registered server that hosts the client.
-    let peer_cert = peer_cert
+    let peer_hash = peer_hash
         .ok_or_else(|| refuse(Code::Unauthenticated, "peer presented no TLS certificate"))?;
-    let peer_hash = lintas_certs::sha256(peer_cert);
     let peer_entry = conf
         .conf
         .servers
@@ -382,17 +373,15 @@ async fn handle(
     signed: ex::SignedRequest,
 ) -> Result<ex::SignedResponse, Status> {
     let side = ErrorSource::ProviderServer;
-    let mut checked = check(&s, peer_cert.as_deref(), &signed);
+    let peer_hash = peer_cert.as_deref().map(lintas_certs::sha256);
+    let mut checked = check(&s, peer_hash, &signed);
     if let Err(r) = &checked
         && r.newer_conf_may_help
         && s.refresh_conf_now().await
     {
-        checked = check(&s, peer_cert.as_deref(), &signed);
+        checked = check(&s, peer_hash, &signed);
     }
-    let peer_cert_sha256 = peer_cert
-        .as_deref()
-        .map(|c| lintas_certs::sha256(c).to_vec())
-        .unwrap_or_default();
+    let peer_cert_sha256 = peer_hash.map(|h| h.to_vec()).unwrap_or_default();
     let accepted = match checked {
         Ok(a) => a,
         Err(refusal) => {

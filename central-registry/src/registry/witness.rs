@@ -80,12 +80,8 @@ impl Registry {
                 format!("more than {MAX_PROOF_HASHES} hashes"),
             ));
         }
-        let proof = req
-            .consistency_proof
-            .iter()
-            .map(|h| lintas_merkle::Hash::try_from(h.as_slice()))
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|_| invalid("consistency_proof", "a hash is not 32 bytes"))?;
+        let proof = lintas_merkle::hashes_from(&req.consistency_proof)
+            .ok_or_else(|| invalid("consistency_proof", "a hash is not 32 bytes"))?;
 
         let origin = v.checkpoint.origin.clone();
         let mut witnessed = self.witnessed.lock().unwrap_or_else(|p| p.into_inner());

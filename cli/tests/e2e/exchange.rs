@@ -158,18 +158,7 @@ fn source(status: &Status) -> &str {
 impl Network {
     /// Calls CariNik through the consumer's security server with a generated client.
     async fn cari(&self, client: &str, nik: &str) -> Result<DataPenduduk, Status> {
-        let channel = tonic::transport::Endpoint::from_shared(self.consumer_url.clone())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let mut c = PendudukClient::new(channel);
-        let mut req = Request::new(CariNikRequest { nik: nik.into() });
-        req.metadata_mut()
-            .insert("lintas-client", client.parse().unwrap());
-        req.metadata_mut()
-            .insert("lintas-service", PROVIDER_CLIENT.parse().unwrap());
-        c.cari_nik(req).await.map(|r| r.into_inner())
+        cari_nik(plain_channel(&self.consumer_url).await?, client, nik, None).await
     }
 
     fn records(server: &SecurityServer) -> Vec<lintas_log::Record> {
@@ -781,22 +770,17 @@ async fn binary_pair(inst: &Instance) -> Vec<BinServer> {
 
 /// Calls CariNik through the consumer endpoint at `listen` (development mode).
 async fn cari_at(listen: &str, message_id: Option<&str>) -> Result<DataPenduduk, Status> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{listen}"))
-        .unwrap()
+    let channel = plain_channel(&format!("http://{listen}")).await?;
+    cari_nik(channel, CONSUMER_CLIENT, NIK, message_id).await
+}
+
+/// A plaintext channel to a consumer endpoint (development mode).
+async fn plain_channel(url: &str) -> Result<tonic::transport::Channel, Status> {
+    tonic::transport::Endpoint::from_shared(url.to_owned())
+        .map_err(|e| Status::invalid_argument(e.to_string()))?
         .connect()
         .await
-        .map_err(|e| Status::unavailable(e.to_string()))?;
-    let mut req = Request::new(CariNikRequest { nik: NIK.into() });
-    let md = req.metadata_mut();
-    md.insert("lintas-client", CONSUMER_CLIENT.parse().unwrap());
-    md.insert("lintas-service", PROVIDER_CLIENT.parse().unwrap());
-    if let Some(id) = message_id {
-        md.insert("lintas-message-id", id.parse().unwrap());
-    }
-    PendudukClient::new(channel)
-        .cari_nik(req)
-        .await
-        .map(|r| r.into_inner())
+        .map_err(|e| Status::unavailable(e.to_string()))
 }
 
 // Multi-threaded: the registry serves in this process while the test blocks on children.
@@ -887,15 +871,21 @@ async fn tls_channel(
         .await
 }
 
-async fn cari_over(
+/// Calls CariNik for `nik` as `client` through a consumer endpoint, optionally under
+/// a chosen message id.
+async fn cari_nik(
     channel: tonic::transport::Channel,
     client: &str,
+    nik: &str,
+    message_id: Option<&str>,
 ) -> Result<DataPenduduk, Status> {
-    let mut req = Request::new(CariNikRequest { nik: NIK.into() });
-    req.metadata_mut()
-        .insert("lintas-client", client.parse().unwrap());
-    req.metadata_mut()
-        .insert("lintas-service", PROVIDER_CLIENT.parse().unwrap());
+    let mut req = Request::new(CariNikRequest { nik: nik.into() });
+    let md = req.metadata_mut();
+    md.insert("lintas-client", client.parse().unwrap());
+    md.insert("lintas-service", PROVIDER_CLIENT.parse().unwrap());
+    if let Some(id) = message_id {
+        md.insert("lintas-message-id", id.parse().unwrap());
+    }
     PendudukClient::new(channel)
         .cari_nik(req)
         .await
@@ -932,7 +922,10 @@ async fn local_applications_are_authenticated_by_registered_client_certificates(
         .await
         .unwrap();
     assert_eq!(
-        cari_over(dtks.clone(), CONSUMER_CLIENT).await.unwrap().nama,
+        cari_nik(dtks.clone(), CONSUMER_CLIENT, NIK, None)
+            .await
+            .unwrap()
+            .nama,
         "Siti Rahayu"
     );
 
@@ -940,7 +933,7 @@ async fn local_applications_are_authenticated_by_registered_client_certificates(
     let pkh = tls_channel(&net, Some((&pkh_cert, &pkh_key)))
         .await
         .unwrap();
-    let err = cari_over(pkh, CONSUMER_CLIENT).await.unwrap_err();
+    let err = cari_nik(pkh, CONSUMER_CLIENT, NIK, None).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
     assert!(
         err.message().contains("registered for ID/GOV/KEMENSOS/PKH"),
@@ -954,7 +947,9 @@ async fn local_applications_are_authenticated_by_registered_client_certificates(
             Err(e) => format!("{e:?}"),
             Ok(channel) => format!(
                 "{:?}",
-                cari_over(channel, CONSUMER_CLIENT).await.unwrap_err()
+                cari_nik(channel, CONSUMER_CLIENT, NIK, None)
+                    .await
+                    .unwrap_err()
             ),
         };
         // The server refuses the certificate: the client sees the server's alert.
@@ -972,7 +967,9 @@ async fn local_applications_are_authenticated_by_registered_client_certificates(
             .remove_client_cert(&fingerprint)
             .unwrap()
     );
-    let err = cari_over(dtks, CONSUMER_CLIENT).await.unwrap_err();
+    let err = cari_nik(dtks, CONSUMER_CLIENT, NIK, None)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
     assert_eq!(
         net.provider.log.len(),
@@ -1304,7 +1301,7 @@ async fn stopping_both_servers_drains_a_call_in_flight_and_keeps_its_records() {
         .connect()
         .await
         .unwrap();
-    let call = tokio::spawn(cari_over(channel, CONSUMER_CLIENT));
+    let call = tokio::spawn(cari_nik(channel, CONSUMER_CLIENT, NIK, None));
     arrived.await.unwrap();
 
     // Both servers are told to stop while the call waits in the provider application.
@@ -1491,17 +1488,10 @@ async fn logs_are_checkpointed_and_witnessed_and_a_forked_log_is_refused() {
 
 /// Calls CariNik through the bus with a chosen message id.
 async fn cari_with_id(net: &Network, id: &str) {
-    let channel = tonic::transport::Endpoint::from_shared(net.consumer_url.clone())
-        .unwrap()
-        .connect()
+    let channel = plain_channel(&net.consumer_url).await.unwrap();
+    cari_nik(channel, CONSUMER_CLIENT, NIK, Some(id))
         .await
         .unwrap();
-    let mut req = Request::new(CariNikRequest { nik: NIK.into() });
-    let md = req.metadata_mut();
-    md.insert("lintas-client", CONSUMER_CLIENT.parse().unwrap());
-    md.insert("lintas-service", PROVIDER_CLIENT.parse().unwrap());
-    md.insert("lintas-message-id", id.parse().unwrap());
-    PendudukClient::new(channel).cari_nik(req).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
