@@ -45,33 +45,31 @@ impl Checkpoints {
         key: KeyPair,
         log: &RecordLog,
     ) -> Result<Self, SsError> {
-        let (file, entries) = Entries::open(path, MAX_ENTRY_BYTES)?;
-        // Entries are decoded; only the two that matter are verified (a year of
-        // checkpoints is millions of entries).
+        // Entries are decoded as they are read, and only the two that matter are kept
+        // and verified (a year of checkpoints is millions of entries).
         let mut newest: Option<(u64, SignedCheckpoint)> = None;
         let mut newest_cosigned: Option<(u64, SignedCheckpoint)> = None;
-        let damaged = |at: u64, why: &str| {
-            SsError::State(format!(
-                "{}: the entry at byte {at} is damaged ({why}); the file needs an operator's attention",
-                path.display()
-            ))
-        };
-        for (at, bytes) in entries {
-            let signed = SignedCheckpoint::decode(bytes.as_slice())
-                .map_err(|e| damaged(at, &e.to_string()))?;
+        let file = Entries::open(path, MAX_ENTRY_BYTES, |at, bytes| {
+            let damaged = |why: String| {
+                SsError::State(format!(
+                    "{}: the entry at byte {at} is damaged ({why}); the file needs an operator's attention",
+                    path.display()
+                ))
+            };
+            let signed = SignedCheckpoint::decode(bytes).map_err(|e| damaged(e.to_string()))?;
             let size = Checkpoint::decode(signed.checkpoint.as_slice())
-                .map_err(|e| damaged(at, &e.to_string()))?
+                .map_err(|e| damaged(e.to_string()))?
                 .size;
             // A later entry of the same size (the same checkpoint, cosigned) wins.
+            let cosigned = !signed.cosignatures.is_empty();
+            if cosigned && newest_cosigned.as_ref().is_none_or(|(s, _)| size >= *s) {
+                newest_cosigned = Some((size, signed.clone()));
+            }
             if newest.as_ref().is_none_or(|(s, _)| size >= *s) {
-                newest = Some((size, signed.clone()));
+                newest = Some((size, signed));
             }
-            if !signed.cosignatures.is_empty()
-                && newest_cosigned.as_ref().is_none_or(|(s, _)| size >= *s)
-            {
-                newest_cosigned = Some((size, signed));
-            }
-        }
+            Ok(())
+        })?;
         let verify = |signed: &SignedCheckpoint| {
             checkpoint::verify(signed, key.public_key_raw()).map_err(|e| {
                 SsError::State(format!(

@@ -11,9 +11,6 @@ fn io(what: &str, path: &Path, e: impl std::fmt::Display) -> SsError {
     SsError::State(format!("{what} {}: {e}", path.display()))
 }
 
-/// One stored entry: the byte offset of its bytes, and the bytes.
-pub type Entry = (u64, Vec<u8>);
-
 /// An open entries file.
 pub struct Entries {
     path: PathBuf,
@@ -21,10 +18,14 @@ pub struct Entries {
 }
 
 impl Entries {
-    /// Opens (creating) the file and reads every entry: (byte offset of its bytes, the
-    /// bytes). An entry cut short by a crash at the end (never acknowledged) is cut
-    /// off; an impossible length elsewhere is damage, refused.
-    pub fn open(path: &Path, max_entry: usize) -> Result<(Self, Vec<Entry>), SsError> {
+    /// Opens (creating) the file and hands `each` every entry: the byte offset of its
+    /// bytes, and the bytes. An entry cut short by a crash at the end (never
+    /// acknowledged) is cut off; an impossible length elsewhere is damage, refused.
+    pub fn open(
+        path: &Path,
+        max_entry: usize,
+        mut each: impl FnMut(u64, &[u8]) -> Result<(), SsError>,
+    ) -> Result<Self, SsError> {
         let mut file = OpenOptions::new()
             .read(true)
             .append(true)
@@ -34,7 +35,6 @@ impl Entries {
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)
             .map_err(|e| io("reading", path, e))?;
-        let mut entries = Vec::new();
         let mut pos = 0usize;
         while pos + 4 <= bytes.len() {
             let n = u32::from_be_bytes([bytes[pos], bytes[pos + 1], bytes[pos + 2], bytes[pos + 3]])
@@ -51,7 +51,7 @@ impl Entries {
             if pos + 4 + n > bytes.len() {
                 break;
             }
-            entries.push(((pos + 4) as u64, bytes[pos + 4..pos + 4 + n].to_vec()));
+            each((pos + 4) as u64, &bytes[pos + 4..pos + 4 + n])?;
             pos += 4 + n;
         }
         if pos < bytes.len() {
@@ -60,13 +60,10 @@ impl Entries {
                 .and_then(|()| file.sync_all())
                 .map_err(|e| io("repairing", path, e))?;
         }
-        Ok((
-            Entries {
-                path: path.to_owned(),
-                file,
-            },
-            entries,
-        ))
+        Ok(Entries {
+            path: path.to_owned(),
+            file,
+        })
     }
 
     pub fn path(&self) -> &Path {

@@ -54,10 +54,9 @@ pub struct Timestamps {
 
 impl Timestamps {
     pub fn open(path: &Path) -> Result<Self, SsError> {
-        let (file, entries) = Entries::open(path, MAX_ENTRY_BYTES)?;
         let mut stamps = Stamps::default();
-        for (offset, bytes) in entries {
-            let entry = TimestampedCheckpoint::decode(bytes.as_slice()).map_err(|e| {
+        let file = Entries::open(path, MAX_ENTRY_BYTES, |offset, bytes| {
+            let entry = TimestampedCheckpoint::decode(bytes).map_err(|e| {
                 SsError::State(format!(
                     "{}: the entry at byte {offset} is damaged: {e}",
                     path.display()
@@ -75,7 +74,8 @@ impl Timestamps {
                 offset,
                 len: bytes.len(),
             });
-        }
+            Ok(())
+        })?;
         Ok(Timestamps {
             file: Mutex::new(file),
             stamps: RwLock::new(stamps),
