@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-use lintas_certs::pem::cert_from_pem;
 use lintas_certs::{TrustStore, keys};
 use lintas_proto::registry::v1::registry_admin_client::RegistryAdminClient;
 use tonic::transport::Channel;
@@ -21,18 +20,11 @@ pub fn ca_path(dir: &Path) -> PathBuf {
     dir.join("ca.crt.pem")
 }
 
-fn read(path: &Path) -> Result<String, RegistryServeError> {
-    std::fs::read_to_string(path).map_err(|source| RegistryServeError::Io {
-        what: path.display().to_string(),
-        source,
-    })
-}
-
 /// Connects to the registry at `url` with the credentials in `dir`.
 pub fn connect(dir: &Path, url: &str) -> Result<RegistryAdminClient<Channel>, RegistryServeError> {
-    let cert = cert_from_pem(&read(&cert_path(dir))?, "admin.crt.pem")?;
+    let cert = lintas_certs::files::read_cert(&cert_path(dir))?;
     let key = keys::read(&key_path(dir))?;
-    let ca = cert_from_pem(&read(&ca_path(dir))?, "ca.crt.pem")?;
+    let ca = lintas_certs::files::read_cert(&ca_path(dir))?;
     let trust = TrustStore::new([ca.as_slice()])?;
     let tls =
         lintas_transport::client_config(&trust, lintas_certs::Role::Registry, Some((&cert, &key)))?;

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lintas_certs::ca::Validity;
-use lintas_certs::pem::{cert_from_pem, cert_to_pem};
+use lintas_certs::pem::cert_to_pem;
 use lintas_certs::{Ca, CertError, KeyPair, Profile, TrustStore, keys};
 use lintas_globalconf::{Anchor, Clock, ConfError};
 use lintas_identifiers::{Code, HostPort};
@@ -257,8 +257,7 @@ pub fn init(opts: &InitOptions, clock: Arc<dyn Clock>) -> Result<InitReport, Reg
 }
 
 fn read_cert(path: &Path) -> Result<Vec<u8>, RegistryServeError> {
-    let pem = std::fs::read_to_string(path).map_err(io(path.display().to_string()))?;
-    Ok(cert_from_pem(&pem, &path.display().to_string())?)
+    Ok(lintas_certs::files::read_cert(path)?)
 }
 
 /// Loads the registry's keys and database. Used by `serve` and by `--check-config`.

@@ -15,6 +15,15 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CertError + '_ {
 }
 
 /// Creates `path` with `mode` and writes `data` durably; refuses to replace a file.
+/// Reads the one certificate in a PEM file.
+pub fn read_cert(path: &Path) -> Result<Vec<u8>, CertError> {
+    let pem = std::fs::read_to_string(path).map_err(|source| CertError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    crate::pem::cert_from_pem(&pem, &path.display().to_string())
+}
+
 pub fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<(), CertError> {
     let mut f = OpenOptions::new()
         .write(true)

@@ -1,12 +1,12 @@
 //! `lintas certs …`: a throw-away development PKI and certificate inspection.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use lintas_certs::ca::{CsrKey, Validity, make_csr};
-use lintas_certs::pem::{cert_from_pem, cert_to_pem, csr_from_pem_or_der, csr_to_pem};
+use lintas_certs::pem::{cert_to_pem, csr_from_pem_or_der, csr_to_pem};
 use lintas_certs::{Ca, CertInfo, Profile, Role, TrustStore, keys};
 use lintas_globalconf::{iso8601, unix_secs};
 use lintas_identifiers::Code;
@@ -71,10 +71,6 @@ enum Command {
     },
 }
 
-fn read(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).with_context(|| path.display().to_string())
-}
-
 fn role(name: &str) -> Result<Role> {
     Ok(match name {
         "server" => Role::Server,
@@ -129,7 +125,7 @@ pub fn run(args: Args) -> Result<()> {
             days,
             out,
         } => {
-            let ca_cert = cert_from_pem(&read(&ca.join("ca.crt.pem"))?, "ca.crt.pem")?;
+            let ca_cert = lintas_certs::files::read_cert(&ca.join("ca.crt.pem"))?;
             let ca = Ca::load(ca_cert, keys::read(&ca.join("ca.key.pem"))?)?;
             let data = std::fs::read(&csr).with_context(|| csr.display().to_string())?;
             let key = CsrKey::from_der(&csr_from_pem_or_der(&data, "CSR")?)?;
@@ -163,8 +159,7 @@ pub fn run(args: Args) -> Result<()> {
             println!("{} issued to {}", profile.identity(), out.display());
         }
         Command::Show { cert } => {
-            let info =
-                CertInfo::parse(&cert_from_pem(&read(&cert)?, &cert.display().to_string())?)?;
+            let info = CertInfo::parse(&lintas_certs::files::read_cert(&cert)?)?;
             println!("identity:  {}", info.identity);
             println!("role:      {}", info.identity.role());
             println!("serial:    {}", info.serial_hex());
@@ -197,8 +192,8 @@ pub fn run(args: Args) -> Result<()> {
             );
         }
         Command::Verify { ca, role: r, cert } => {
-            let ca = cert_from_pem(&read(&ca)?, "CA")?;
-            let der = cert_from_pem(&read(&cert)?, &cert.display().to_string())?;
+            let ca = lintas_certs::files::read_cert(&ca)?;
+            let der = lintas_certs::files::read_cert(&cert)?;
             let info =
                 TrustStore::new([ca.as_slice()])?.verify(&der, role(&r)?, SystemTime::now())?;
             println!(

@@ -549,12 +549,7 @@ async fn inject_tampered_signature(
     consumer: &lintas_ss::Paths,
 ) -> Result<String> {
     use lintas_proto::exchange::v1 as ex;
-    let read = |p: PathBuf| -> Result<Vec<u8>> {
-        Ok(lintas_certs::pem::cert_from_pem(
-            &std::fs::read_to_string(&p)?,
-            &p.display().to_string(),
-        )?)
-    };
+    let read = |p: PathBuf| lintas_certs::files::read_cert(&p);
     let mut signed = lintas_ss::daemon::sign_request(
         ex::RequestHeader {
             message_id: "demo-tampered".into(),

@@ -374,9 +374,7 @@ async fn admin(a: AdminArgs) -> Result<()> {
             }
         }
         AdminCommand::TsaAdd { name, url, cert } => {
-            let pem = std::fs::read_to_string(&cert)
-                .with_context(|| format!("reading {}", cert.display()))?;
-            let der = lintas_certs::pem::cert_from_pem(&pem, &cert.display().to_string())?;
+            let der = lintas_certs::files::read_cert(&cert)?;
             serial(
                 client
                     .add_timestamping_authority(pb::TimestampingAuthorityRequest {

@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use lintas_certs::pem::cert_from_pem;
 use lintas_certs::{CertError, Role};
 use lintas_globalconf::{ConfError, ManualClock};
 use lintas_proto::registry::v1 as pb;
@@ -172,7 +171,7 @@ const CONSUMER: &str = "ID/GOV/KEMENSOS/SS1";
 const CONSUMER_CLIENT: &str = "ID/GOV/KEMENSOS/DTKS";
 
 fn read_cert(path: &Path) -> Vec<u8> {
-    cert_from_pem(&std::fs::read_to_string(path).unwrap(), "test").unwrap()
+    lintas_certs::files::read_cert(path).unwrap()
 }
 
 #[tokio::test]

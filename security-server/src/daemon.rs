@@ -14,7 +14,6 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lintas_certs::pem::cert_from_pem;
 use lintas_certs::{CertInfo, KeyPair, Role};
 use lintas_globalconf::{Clock, ConfClient, VerifiedConf};
 use lintas_identifiers::{ServerId, SubsystemId};
@@ -201,10 +200,8 @@ fn consumer_identity(node: &Node) -> Result<(Vec<u8>, KeyPair), SsError> {
             0o644,
         )?;
     }
-    let pem = std::fs::read_to_string(&cert_path)
-        .map_err(|e| SsError::State(format!("{}: {e}", cert_path.display())))?;
     Ok((
-        cert_from_pem(&pem, &cert_path.display().to_string())?,
+        lintas_certs::files::read_cert(&cert_path)?,
         lintas_certs::keys::read(&key_path)?,
     ))
 }
@@ -230,12 +227,13 @@ impl SecurityServer {
     /// Opens an enrolled server's state: certificates, configuration client, record log,
     /// services and grants.
     pub fn open(node: Node, clock: Arc<dyn Clock>) -> Result<Arc<Self>, SsError> {
-        let read = |path: std::path::PathBuf| -> Result<Vec<u8>, SsError> {
-            match std::fs::read_to_string(&path) {
-                Ok(pem) => Ok(cert_from_pem(&pem, &path.display().to_string())?),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(SsError::NotEnrolled),
-                Err(e) => Err(SsError::State(format!("{}: {e}", path.display()))),
+        let read = |path: std::path::PathBuf| match lintas_certs::files::read_cert(&path) {
+            Err(lintas_certs::CertError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Err(SsError::NotEnrolled)
             }
+            other => Ok(other?),
         };
         let tls_cert = read(node.paths.tls_cert())?;
         let sign_cert = read(node.paths.sign_cert())?;
