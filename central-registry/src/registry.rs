@@ -1192,17 +1192,28 @@ impl Registry {
         Ok(())
     }
 
+    /// The TLS client certificate of a caller, chained to the instance CA for `role`.
+    fn verified_peer(
+        &self,
+        peer_cert: Option<&[u8]>,
+        role: Role,
+        missing: &str,
+        not: &str,
+    ) -> Result<CertInfo> {
+        let der = peer_cert.ok_or_else(|| RegistryError::PermissionDenied(missing.into()))?;
+        self.trust
+            .verify(der, role, self.clock.now())
+            .map_err(|e| RegistryError::PermissionDenied(format!("{not}: {e}")))
+    }
+
     /// The registered security server whose unrevoked TLS certificate `peer_cert` is.
     fn peer_server(&self, peer_cert: Option<&[u8]>, doing: &str) -> Result<ServerId> {
-        let der = peer_cert.ok_or_else(|| {
-            RegistryError::PermissionDenied(format!(
-                "{doing} needs the security server's TLS client certificate"
-            ))
-        })?;
-        let info = self
-            .trust
-            .verify(der, Role::Server, self.clock.now())
-            .map_err(|e| RegistryError::PermissionDenied(format!("not a security server: {e}")))?;
+        let info = self.verified_peer(
+            peer_cert,
+            Role::Server,
+            &format!("{doing} needs the security server's TLS client certificate"),
+            "not a security server",
+        )?;
         let serial_hex = info.serial_hex();
         let Identity::Server(server_id) = info.identity else {
             return Err(RegistryError::PermissionDenied(
@@ -1277,15 +1288,12 @@ impl Registry {
     /// Checks a TLS client certificate presented for an administrative call: chain, role,
     /// issued through this registry, not revoked. Returns "administrator NAME".
     pub fn authorize_admin(&self, peer_cert: Option<&[u8]>) -> Result<String> {
-        let der = peer_cert.ok_or_else(|| {
-            RegistryError::PermissionDenied(
-                "administrative calls need an administrator client certificate".into(),
-            )
-        })?;
-        let info = self
-            .trust
-            .verify(der, Role::Admin, self.clock.now())
-            .map_err(|e| RegistryError::PermissionDenied(format!("not an administrator: {e}")))?;
+        let info = self.verified_peer(
+            peer_cert,
+            Role::Admin,
+            "administrative calls need an administrator client certificate",
+            "not an administrator",
+        )?;
         match self.lock().admin_certs.get(&info.serial_hex()) {
             None => {
                 return Err(RegistryError::PermissionDenied(
