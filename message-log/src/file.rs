@@ -52,8 +52,9 @@ struct State {
     offsets: Vec<u64>,
     end: u64,
     capacity: u64,
-    /// The most recently read sealed segment's offsets, to read around in it cheaply.
-    cached: Option<(u64, Vec<u64>)>,
+    /// The most recently read sealed segment's offsets and file, to read around in it
+    /// cheaply.
+    cached: Option<(u64, Vec<u64>, std::sync::Arc<File>)>,
 }
 
 fn segment_path(dir: &Path, first: u64) -> PathBuf {
@@ -402,38 +403,47 @@ impl Backend for FileBackend {
     }
 
     fn get(&self, index: u64) -> Result<Option<Vec<u8>>, String> {
-        let mut st = self.lock();
-        let seg = match st.segments.binary_search(&index) {
-            Ok(i) => i,
-            Err(0) => return Ok(None),
-            Err(i) => i - 1,
+        // Where the record is, found under the lock; the reading happens after it.
+        let (first, found) = {
+            let st = self.lock();
+            let seg = match st.segments.binary_search(&index) {
+                Ok(i) => i,
+                Err(0) => return Ok(None),
+                Err(i) => i - 1,
+            };
+            let first = st.segments[seg];
+            let at = (index - first) as usize;
+            let found = if seg + 1 == st.segments.len() {
+                let path = segment_path(&self.dir, first);
+                let file = st.active.try_clone().map_err(|e| io("opening", &path, e))?;
+                Some((st.offsets.get(at).copied(), std::sync::Arc::new(file)))
+            } else {
+                st.cached
+                    .as_ref()
+                    .filter(|c| c.0 == first)
+                    .map(|(_, offsets, file)| (offsets.get(at).copied(), file.clone()))
+            };
+            (first, found)
         };
-        let first = st.segments[seg];
-        let at = (index - first) as usize;
         let path = segment_path(&self.dir, first);
-        let offset = if seg + 1 == st.segments.len() {
-            match st.offsets.get(at) {
-                Some(&o) => o,
-                None => return Ok(None),
-            }
-        } else {
-            if st.cached.as_ref().map(|c| c.0) != Some(first) {
+        let (offset, file) = match found {
+            Some((Some(offset), file)) => (offset, file),
+            Some((None, _)) => return Ok(None),
+            None => {
+                // A sealed segment read for the first time: its frames are found
+                // without holding the lock, so the writer is not kept waiting.
                 let f = File::open(&path).map_err(|e| io("opening", &path, e))?;
                 let len = f.metadata().map_err(|e| io("reading", &path, e))?.len();
-                let s = scan(&f, len).map_err(|e| io("reading", &path, e))?;
-                st.cached = Some((first, s.offsets));
-            }
-            match st.cached.as_ref().and_then(|c| c.1.get(at)) {
-                Some(&o) => o,
-                None => return Ok(None),
+                let offsets = scan(&f, len).map_err(|e| io("reading", &path, e))?.offsets;
+                let file = std::sync::Arc::new(f);
+                let offset = offsets.get((index - first) as usize).copied();
+                self.lock().cached = Some((first, offsets, file.clone()));
+                match offset {
+                    Some(o) => (o, file),
+                    None => return Ok(None),
+                }
             }
         };
-        let file = if seg + 1 == st.segments.len() {
-            st.active.try_clone().map_err(|e| io("opening", &path, e))?
-        } else {
-            File::open(&path).map_err(|e| io("opening", &path, e))?
-        };
-        drop(st);
         let mut head = [0u8; FRAME_HEAD];
         file.read_exact_at(&mut head, offset)
             .map_err(|e| io("reading", &path, e))?;
