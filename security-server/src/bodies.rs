@@ -36,7 +36,7 @@ struct DayFile {
 }
 
 fn io(what: &str, path: &Path, e: impl std::fmt::Display) -> SsError {
-    SsError::State(format!("message bodies: {what} {}: {e}", path.display()))
+    crate::state_error_at(&format!("message bodies: {what}"), path, e)
 }
 
 impl Bodies {

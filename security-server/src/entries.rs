@@ -7,9 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::SsError;
 
-fn io(what: &str, path: &Path, e: impl std::fmt::Display) -> SsError {
-    SsError::State(format!("{what} {}: {e}", path.display()))
-}
+use crate::state_error_at as io;
 
 /// An open entries file.
 pub struct Entries {

@@ -31,15 +31,13 @@ pub struct Material {
     writing: Mutex<()>,
 }
 
-fn io(what: &str, path: &Path, e: impl std::fmt::Display) -> SsError {
-    SsError::State(format!("{what} {}: {e}", path.display()))
-}
+use crate::state_error_at as io;
 
 impl Material {
     pub fn open(dir: &Path) -> Result<Self, SsError> {
         let mut certs = HashSet::new();
         let mut confs = BTreeSet::new();
-        for (sub, _) in [("certs", ()), ("confs", ())] {
+        for sub in ["certs", "confs"] {
             let d = dir.join(sub);
             std::fs::create_dir_all(&d).map_err(|e| io("creating", &d, e))?;
             for entry in std::fs::read_dir(&d).map_err(|e| io("reading", &d, e))? {

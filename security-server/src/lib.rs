@@ -80,6 +80,15 @@ pub(crate) fn state_error(e: impl std::fmt::Display) -> SsError {
     SsError::State(e.to_string())
 }
 
+/// A failure of the server's own stored state at `path`: "{what} {path}: {e}".
+pub(crate) fn state_error_at(
+    what: &str,
+    path: &std::path::Path,
+    e: impl std::fmt::Display,
+) -> SsError {
+    SsError::State(format!("{what} {}: {e}", path.display()))
+}
+
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SsError {
     let what = what.into();
     move |source| SsError::Io { what, source }

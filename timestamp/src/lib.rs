@@ -129,9 +129,7 @@ fn attribute(oid: ObjectIdentifier, value: Any) -> Result<Attribute, der::Error>
     Ok(Attribute { oid, values })
 }
 
-fn sha256(data: &[u8]) -> [u8; 32] {
-    lintas_certs::sha256(data)
-}
+use lintas_certs::sha256;
 
 /// Checks that `der` is a certificate a TSA may sign tokens with: the critical
 /// timeStamping extended key usage (RFC 3161 section 2.3), an ECDSA P-256 or RSA key,
