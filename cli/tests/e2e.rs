@@ -773,55 +773,47 @@ async fn bad_registrations_and_admin_input_are_refused_with_clear_errors() {
         }
     };
 
-    let mut r = good();
-    r.tls_csr = b"\x30\x03garbage".to_vec();
-    refused(Code::InvalidArgument, "tls_csr")(reg.submit(r).await);
-
-    let mut r = good();
-    let mut bad = csr();
-    let n = bad.len();
-    bad[n - 5] ^= 0xff; // signature damaged: no proof of possession
-    r.signing_csr = bad;
-    refused(Code::InvalidArgument, "signing_csr")(reg.submit(r).await);
-
-    let mut r = good();
-    r.signing_csr = r.tls_csr.clone();
-    refused(Code::InvalidArgument, "separate")(reg.submit(r).await);
-
-    let mut r = good();
-    r.log_csr = Vec::new();
-    refused(
-        Code::InvalidArgument,
-        "log_csr: certificate signing request refused: empty",
-    )(reg.submit(r).await);
-
-    let mut r = good();
-    r.log_csr = r.signing_csr.clone();
-    refused(Code::InvalidArgument, "the log key must be separate")(reg.submit(r).await);
-
-    let mut r = good();
-    r.server_id = "ID/GOV/KEMEN DAGRI/SS1".into();
-    refused(Code::InvalidArgument, "character ' '")(reg.submit(r).await);
-
-    let mut r = good();
-    r.server_id = format!("ID/GOV/{}/SS1", "A".repeat(70));
-    refused(Code::InvalidArgument, "at most 64")(reg.submit(r).await);
-
-    let mut r = good();
-    r.server_id = "XX/GOV/KEMENDAGRI/SS1".into();
-    refused(Code::InvalidArgument, "instance")(reg.submit(r).await);
-
-    let mut r = good();
-    r.clients = vec!["ID/GOV/KEMENSOS/DTKS".into()];
-    refused(Code::InvalidArgument, "not a subsystem of")(reg.submit(r).await);
-
-    let mut r = good();
-    r.address = "127.0.0.1".into();
-    refused(Code::InvalidArgument, "address")(reg.submit(r).await);
-
-    let mut r = good();
-    r.member_name = "x".repeat(300);
-    refused(Code::InvalidArgument, "member_name")(reg.submit(r).await);
+    // Each bad request, and what the refusal must say.
+    type Spoil = fn(&mut pb::RegistrationRequest);
+    let bad: [(Spoil, &str); 11] = [
+        (|r| r.tls_csr = b"\x30\x03garbage".to_vec(), "tls_csr"),
+        (
+            |r| {
+                let n = r.signing_csr.len();
+                r.signing_csr[n - 5] ^= 0xff; // signature damaged: no proof of possession
+            },
+            "signing_csr",
+        ),
+        (|r| r.signing_csr = r.tls_csr.clone(), "separate"),
+        (
+            |r| r.log_csr = Vec::new(),
+            "log_csr: certificate signing request refused: empty",
+        ),
+        (
+            |r| r.log_csr = r.signing_csr.clone(),
+            "the log key must be separate",
+        ),
+        (
+            |r| r.server_id = "ID/GOV/KEMEN DAGRI/SS1".into(),
+            "character ' '",
+        ),
+        (
+            |r| r.server_id = format!("ID/GOV/{}/SS1", "A".repeat(70)),
+            "at most 64",
+        ),
+        (|r| r.server_id = "XX/GOV/KEMENDAGRI/SS1".into(), "instance"),
+        (
+            |r| r.clients = vec!["ID/GOV/KEMENSOS/DTKS".into()],
+            "not a subsystem of",
+        ),
+        (|r| r.address = "127.0.0.1".into(), "address"),
+        (|r| r.member_name = "x".repeat(300), "member_name"),
+    ];
+    for (spoil, needle) in bad {
+        let mut r = good();
+        spoil(&mut r);
+        refused(Code::InvalidArgument, needle)(reg.submit(r).await);
+    }
 
     // Oversized requests are cut off before they are decoded.
     let mut r = good();
