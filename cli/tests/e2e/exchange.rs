@@ -99,30 +99,8 @@ async fn network_with(dev: bool) -> Network {
         .unwrap();
     provider.access.grant(grant(Some("CariNik"))).unwrap();
 
-    let mut consumer_url = String::new();
-    let mut provider_stop = None;
-    let mut consumer_stop = None;
-    for (server, peer) in [
-        (provider.clone(), provider_peer),
-        (consumer.clone(), consumer_peer),
-    ] {
-        let local = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        if Arc::ptr_eq(&server, &consumer) {
-            consumer_url = format!("http://{}", local.local_addr().unwrap());
-        }
-        let is_provider = Arc::ptr_eq(&server, &provider);
-        let (tx, stop) = stopper();
-        let task = tokio::spawn(async move {
-            lintas_ss::daemon::serve(server, local, peer, stop)
-                .await
-                .unwrap();
-        });
-        if is_provider {
-            provider_stop = Some((tx, task));
-        } else {
-            consumer_stop = Some((tx, task));
-        }
-    }
+    let (_, provider_stop) = start(provider.clone(), provider_peer).await;
+    let (consumer_url, consumer_stop) = start(consumer.clone(), consumer_peer).await;
     Network {
         inst,
         provider,
@@ -133,9 +111,23 @@ async fn network_with(dev: bool) -> Network {
         provider_paths,
         app_address,
         _stops: stops,
-        provider_stop,
-        consumer_stop,
+        provider_stop: Some(provider_stop),
+        consumer_stop: Some(consumer_stop),
     }
+}
+
+/// Serves `server` (consumer endpoint on a new loopback port, provider endpoint on
+/// `peer`); returns the consumer endpoint's URL and how to stop it.
+async fn start(server: Arc<SecurityServer>, peer: TcpListener) -> (String, ServerStop) {
+    let local = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", local.local_addr().unwrap());
+    let (tx, stop) = stopper();
+    let task = tokio::spawn(async move {
+        lintas_ss::daemon::serve(server, local, peer, stop)
+            .await
+            .unwrap();
+    });
+    (url, (tx, task))
 }
 
 fn grant(method: Option<&str>) -> Grant {
