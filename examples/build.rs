@@ -1,7 +1,11 @@
 //! Compiles the example applications' protobuf files with protox (no system `protoc`).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["kependudukan/v1/penduduk.proto", "echo/v1/echo.proto"];
+    let files = [
+        "kependudukan/v1/penduduk.proto",
+        "echo/v1/echo.proto",
+        "dukcapil/v1/kependudukan.proto",
+    ];
     for f in files {
         println!("cargo:rerun-if-changed=proto/{f}");
     }

@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "lintas/log/v1/log.proto",
         "lintas/ss/v1/admin.proto",
         "lintas/audit/v1/evidence.proto",
+        "lintas/discovery/v1/discovery.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");

@@ -111,15 +111,21 @@ impl Registration for RegistrationService {
         request: Request<pb::ServiceReport>,
     ) -> Result<Response<pb::ServiceReportReply>, Status> {
         let cert = lintas_transport::peer_cert(&request);
-        let services = request
-            .into_inner()
-            .services
-            .into_iter()
-            .map(|s| (s.provider, s.service))
-            .collect();
+        let services = request.into_inner().services;
         let reg = self.0.clone();
         let conf_serial = blocking(move || reg.report_services(cert.as_deref(), services)).await?;
         Ok(Response::new(pb::ServiceReportReply { conf_serial }))
+    }
+
+    async fn get_service_descriptor(
+        &self,
+        request: Request<pb::ServiceDescriptorRequest>,
+    ) -> Result<Response<pb::ServiceDescriptor>, Status> {
+        let sha256 = request.into_inner().sha256;
+        let descriptor = self.0.descriptor(&sha256)?;
+        Ok(Response::new(pb::ServiceDescriptor {
+            descriptor_set: descriptor.as_ref().clone(),
+        }))
     }
 
     async fn add_checkpoint(

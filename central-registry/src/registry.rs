@@ -16,6 +16,7 @@ use lintas_certs::{Ca, CertInfo, Identity, KeyPair, Profile, Role, TrustStore};
 use lintas_globalconf::{Clock, iso8601, unix_secs};
 use lintas_identifiers::{ClientId, Code, HostPort, MemberId, ServerId, ServiceName, SubsystemId};
 use lintas_proto::globalconf::v1 as gc;
+use lintas_proto::registry::v1 as pb;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::store::{Put, RegistryStore};
@@ -204,8 +205,27 @@ pub struct TokenRec {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct CatalogueRec {
     server: ServerId,
-    services: BTreeSet<(SubsystemId, ServiceName)>,
+    services: Vec<CatalogueService>,
 }
+
+/// One service in the catalogue, as its server reported it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+struct CatalogueService {
+    provider: SubsystemId,
+    service: ServiceName,
+    /// SHA-256 of its descriptor set, hex; empty when none was published.
+    #[serde(default)]
+    descriptor_sha256: String,
+    /// (method or empty, subject) as the provider server granted.
+    #[serde(default)]
+    grants: Vec<(String, String)>,
+}
+
+/// Largest descriptor set a server may publish for one service, in bytes.
+pub const MAX_DESCRIPTOR_BYTES: usize = 1024 * 1024;
+
+/// Most grants listed for one service.
+const MAX_GRANTS: usize = 10_000;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AuditRec {
@@ -229,8 +249,10 @@ struct State {
     groups: BTreeMap<Code, GroupRec>,
     tokens: BTreeMap<String, TokenRec>,
     admin_certs: BTreeMap<String, IssuedCert>,
-    /// Services each security server reported, by server.
-    catalogue: BTreeMap<ServerId, BTreeSet<(SubsystemId, ServiceName)>>,
+    /// Services each security server reported, by server, sorted.
+    catalogue: BTreeMap<ServerId, Vec<CatalogueService>>,
+    /// Published descriptor sets by SHA-256 (hex).
+    descriptors: BTreeMap<String, Arc<Vec<u8>>>,
     /// Other time-stamping authorities listed besides the registry's own, by name.
     tsas: BTreeMap<Code, TsaRec>,
     audit_seq: u64,
@@ -244,6 +266,10 @@ struct Change {
 }
 
 impl Change {
+    fn put_raw(&mut self, key: String, value: Vec<u8>) {
+        self.puts.push(Put { key, value });
+    }
+
     fn put<T: Serialize>(&mut self, key: String, value: &T) -> Result<()> {
         let value = serde_json::to_vec(value).map_err(internal)?;
         self.puts.push(Put { key, value });
@@ -345,6 +371,9 @@ impl Registry {
                 "catalogue" => {
                     let c: CatalogueRec = decode(&key, &value)?;
                     state.catalogue.insert(c.server, c.services);
+                }
+                "descriptor" => {
+                    state.descriptors.insert(id.to_owned(), Arc::new(value));
                 }
                 "tsa" => {
                     let t: TsaRec = decode(&key, &value)?;
@@ -584,13 +613,21 @@ impl Registry {
                 .catalogue
                 .iter()
                 .flat_map(|(server, services)| {
-                    services
-                        .iter()
-                        .map(move |(provider, service)| gc::ServiceRef {
-                            provider: provider.to_string(),
-                            service: service.to_string(),
-                            server: server.to_string(),
-                        })
+                    services.iter().map(move |c| gc::ServiceRef {
+                        provider: c.provider.to_string(),
+                        service: c.service.to_string(),
+                        server: server.to_string(),
+                        descriptor_sha256: lintas_certs::unhex(&c.descriptor_sha256)
+                            .unwrap_or_default(),
+                        grants: c
+                            .grants
+                            .iter()
+                            .map(|(method, subject)| gc::AccessGrant {
+                                method: method.clone(),
+                                subject: subject.clone(),
+                            })
+                            .collect(),
+                    })
                 })
                 .collect(),
         }
@@ -1242,18 +1279,46 @@ impl Registry {
     pub fn report_services(
         &self,
         peer_cert: Option<&[u8]>,
-        services: Vec<(String, String)>,
+        services: Vec<pb::ReportedService>,
     ) -> Result<u64> {
         let server_id = self.peer_server(peer_cert, "reporting services")?;
         if services.len() > MAX_CLIENTS {
             return Err(invalid("services", format!("more than {MAX_CLIENTS}")));
         }
-        let mut reported = BTreeSet::new();
-        for (provider, service) in services {
-            let provider: SubsystemId = provider.parse().map_err(|e| invalid("provider", e))?;
-            let service: ServiceName = service.parse().map_err(|e| invalid("service", e))?;
-            reported.insert((provider, service));
+        let mut reported = Vec::new();
+        let mut new_descriptors = BTreeMap::new();
+        for s in services {
+            let provider: SubsystemId = s.provider.parse().map_err(|e| invalid("provider", e))?;
+            let service: ServiceName = s.service.parse().map_err(|e| invalid("service", e))?;
+            let what = format!("service {service} of {provider}");
+            let descriptor_sha256 = if s.descriptor_set.is_empty() {
+                String::new()
+            } else {
+                check_descriptor(&s.descriptor_set, &service.to_string())
+                    .map_err(|e| invalid(&what, e))?;
+                let hash = lintas_certs::hex(&lintas_certs::sha256(&s.descriptor_set));
+                new_descriptors.insert(hash.clone(), s.descriptor_set);
+                hash
+            };
+            if s.grants.len() > MAX_GRANTS {
+                return Err(invalid(&what, format!("more than {MAX_GRANTS} grants")));
+            }
+            let mut grants = Vec::new();
+            for g in s.grants {
+                check_grant(&g).map_err(|e| invalid(&what, e))?;
+                grants.push((g.method, g.subject));
+            }
+            grants.sort();
+            grants.dedup();
+            reported.push(CatalogueService {
+                provider,
+                service,
+                descriptor_sha256,
+                grants,
+            });
         }
+        reported.sort();
+        reported.dedup_by(|a, b| a.provider == b.provider && a.service == b.service);
         let _one_report_at_a_time = self.reports.lock().unwrap_or_else(|p| p.into_inner());
         let unchanged = {
             let state = self.lock();
@@ -1266,10 +1331,22 @@ impl Registry {
             let server = state.servers.get(&server_id).ok_or_else(|| {
                 RegistryError::PermissionDenied(format!("{server_id} is not a registered server"))
             })?;
-            if let Some((p, _)) = reported.iter().find(|(p, _)| !server.clients.contains(p)) {
+            if let Some(c) = reported
+                .iter()
+                .find(|c| !server.clients.contains(&c.provider))
+            {
                 return Err(RegistryError::PermissionDenied(format!(
-                    "{server_id} does not host {p}"
+                    "{server_id} does not host {}",
+                    c.provider
                 )));
+            }
+            for (hash, bytes) in new_descriptors {
+                if let std::collections::btree_map::Entry::Vacant(slot) =
+                    state.descriptors.entry(hash)
+                {
+                    change.put_raw(format!("descriptor/{}", slot.key()), bytes.clone());
+                    slot.insert(Arc::new(bytes));
+                }
             }
             let action = format!("{server_id} reported {} service(s)", reported.len());
             change.put(
@@ -1283,6 +1360,20 @@ impl Registry {
             Ok(((), action))
         })?;
         Ok(serial)
+    }
+
+    /// A published descriptor set by its SHA-256.
+    pub fn descriptor(&self, sha256: &[u8]) -> Result<Arc<Vec<u8>>> {
+        self.lock()
+            .descriptors
+            .get(&lintas_certs::hex(sha256))
+            .cloned()
+            .ok_or_else(|| {
+                RegistryError::NotFound(format!(
+                    "no descriptors with SHA-256 {} are published",
+                    lintas_certs::hex(sha256)
+                ))
+            })
     }
 
     /// Checks a TLS client certificate presented for an administrative call: chain, role,
@@ -1349,6 +1440,43 @@ fn random_hex(bytes: usize) -> Result<String> {
         .fill(&mut buf)
         .map_err(|_| internal("random number generator failed"))?;
     Ok(lintas_certs::hex(&buf))
+}
+
+/// A descriptor set must be small, well formed, self-contained and define `service`.
+fn check_descriptor(bytes: &[u8], service: &str) -> std::result::Result<(), String> {
+    if bytes.len() > MAX_DESCRIPTOR_BYTES {
+        return Err(format!(
+            "descriptors larger than {MAX_DESCRIPTOR_BYTES} bytes"
+        ));
+    }
+    let pool =
+        prost_reflect::DescriptorPool::decode(bytes).map_err(|e| format!("descriptors: {e}"))?;
+    if pool.get_service_by_name(service).is_none() {
+        return Err(format!("the descriptors do not define {service}"));
+    }
+    Ok(())
+}
+
+/// A grant names a method (or none) and a client or `group:CODE`.
+fn check_grant(g: &gc::AccessGrant) -> std::result::Result<(), String> {
+    let method_ok = g.method.len() <= 128
+        && g.method.starts_with(|c: char| c.is_ascii_alphabetic())
+        && g.method
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !g.method.is_empty() && !method_ok {
+        return Err(format!("grant method '{}' is not a method name", g.method));
+    }
+    match g.subject.strip_prefix("group:") {
+        Some(code) => Code::parse_part(code, "group code")
+            .map(|_| ())
+            .map_err(|e| format!("grant subject: {e}")),
+        None => g
+            .subject
+            .parse::<ClientId>()
+            .map(|_| ())
+            .map_err(|e| format!("grant subject: {e}")),
+    }
 }
 
 #[cfg(test)]

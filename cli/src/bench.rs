@@ -99,6 +99,7 @@ async fn measure(
         service: SERVICE.parse()?,
         endpoint: app_url.clone(),
         ca_pem: None,
+        descriptor_set: None,
     })?;
     servers[0].access.grant(Grant {
         provider: PROVIDER_CLIENT.parse()?,

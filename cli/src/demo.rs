@@ -269,6 +269,7 @@ async fn scenario(
         service: SERVICE.parse()?,
         endpoint: app_url.clone(),
         ca_pem: None,
+        descriptor_set: None,
     })?;
     provider.access.grant(Grant {
         provider: DUKCAPIL.parse()?,

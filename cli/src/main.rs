@@ -2,6 +2,7 @@
 //! libraries, and waits for a signal; all logic lives in the library crates.
 #![forbid(unsafe_code)]
 
+mod adapter_cmd;
 mod audit_cmd;
 mod bench;
 mod certs_cmd;
@@ -36,6 +37,8 @@ enum Command {
     Certs(certs_cmd::Args),
     /// Evidence: export bundles from a security server's log; verify them offline.
     Audit(audit_cmd::Args),
+    /// Adapters: serve a legacy REST/JSON, SOAP or SQL system as a gRPC service.
+    Adapter(adapter_cmd::Args),
     /// Measure calls through the bus against direct calls to the application.
     Bench(bench::Args),
     /// Run a whole instance on loopback: registry, two members joining it, and the
@@ -61,6 +64,7 @@ fn main() -> std::process::ExitCode {
     let serving = match &cli.command {
         Command::Registry(a) => a.serving(),
         Command::Ss(a) => a.serving(),
+        Command::Adapter(a) => a.serving(),
         _ => false,
     };
     // The demo narrates on stdout; its refusals are expected, so only errors are logged.
@@ -83,6 +87,7 @@ fn main() -> std::process::ExitCode {
             Command::Ss(a) => ss_cmd::run(a).await,
             Command::Certs(a) => certs_cmd::run(a),
             Command::Audit(a) => audit_cmd::run(a).await,
+            Command::Adapter(a) => adapter_cmd::run(a).await,
             Command::Demo(a) => demo::run(a).await,
             Command::Bench(a) => bench::run(a).await,
         }

@@ -108,6 +108,13 @@ enum ServiceCommand {
         /// PEM file of the certificates to trust for an https endpoint.
         #[arg(long)]
         ca: Option<PathBuf>,
+        /// The .proto file defining the service, for applications that do not serve gRPC
+        /// reflection (otherwise the server asks the application).
+        #[arg(long)]
+        proto: Option<PathBuf>,
+        /// Where the .proto file's imports are found (default: its folder). Repeatable.
+        #[arg(long = "proto-path")]
+        proto_paths: Vec<PathBuf>,
     },
     Remove {
         provider: String,
@@ -232,7 +239,13 @@ pub async fn run(args: Args) -> Result<()> {
                     service,
                     endpoint,
                     ca,
+                    proto,
+                    proto_paths,
                 } => {
+                    let descriptor_set = match proto {
+                        Some(file) => compile_proto(&file, &proto_paths)?,
+                        None => Vec::new(),
+                    };
                     let ca_pem = match ca {
                         Some(path) => std::fs::read_to_string(&path)
                             .with_context(|| path.display().to_string())?,
@@ -244,6 +257,8 @@ pub async fn run(args: Args) -> Result<()> {
                             service,
                             endpoint,
                             ca_pem,
+                            descriptor_set,
+                            methods: Vec::new(),
                         })
                         .await?;
                     println!("{}", r.into_inner().message);
@@ -261,6 +276,11 @@ pub async fn run(args: Args) -> Result<()> {
                     }
                     for s in list.services {
                         println!("{}  {}  ->  {}", s.provider, s.service, s.endpoint);
+                        if s.methods.is_empty() {
+                            println!("    (no descriptors published)");
+                        } else {
+                            println!("    methods: {}", s.methods.join(", "));
+                        }
                     }
                 }
             }
@@ -510,4 +530,26 @@ pub async fn run(args: Args) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Compiles a .proto file (and its imports) to an encoded descriptor set.
+fn compile_proto(file: &std::path::Path, paths: &[PathBuf]) -> anyhow::Result<Vec<u8>> {
+    let folder = file
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let (includes, name) = if paths.is_empty() {
+        (
+            vec![folder],
+            PathBuf::from(file.file_name().unwrap_or_default()),
+        )
+    } else {
+        (paths.to_vec(), file.to_path_buf())
+    };
+    let mut compiler = protox::Compiler::new(&includes)?;
+    compiler.include_imports(true).include_source_info(false);
+    compiler
+        .open_file(&name)
+        .with_context(|| file.display().to_string())?;
+    Ok(compiler.encode_file_descriptor_set())
 }

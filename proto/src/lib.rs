@@ -39,3 +39,9 @@ pub mod audit {
         tonic::include_proto!("lintas.audit.v1");
     }
 }
+
+pub mod discovery {
+    pub mod v1 {
+        tonic::include_proto!("lintas.discovery.v1");
+    }
+}

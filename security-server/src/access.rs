@@ -23,6 +23,10 @@ pub struct ServiceEntry {
     /// certificate or its CA).
     #[serde(default)]
     pub ca_pem: Option<String>,
+    /// The service's descriptors (an encoded `FileDescriptorSet`), published in the
+    /// catalogue; `None` when the application gave none.
+    #[serde(default)]
+    pub descriptor_set: Option<Vec<u8>>,
 }
 
 /// Who a grant is for.
@@ -32,6 +36,44 @@ pub enum Subject {
     Client(ClientId),
     /// Every member of a global group of the instance.
     Group(Code),
+}
+
+impl Subject {
+    /// As written in grants on the wire: a client identifier, or `group:CODE`.
+    pub fn wire(&self) -> String {
+        match self {
+            Subject::Client(c) => c.to_string(),
+            Subject::Group(code) => format!("group:{code}"),
+        }
+    }
+
+    pub fn parse_wire(text: &str) -> Result<Subject, String> {
+        match text.strip_prefix("group:") {
+            Some(code) => Ok(Subject::Group(
+                Code::parse_part(code, "group code").map_err(|e| e.to_string())?,
+            )),
+            None => Ok(Subject::Client(
+                text.parse::<ClientId>().map_err(|e| e.to_string())?,
+            )),
+        }
+    }
+
+    /// Whether this subject covers `client`: the subsystem itself, its member, or a global
+    /// group of `conf` that lists either.
+    pub fn covers(&self, conf: &VerifiedConf, client: &SubsystemId) -> bool {
+        match self {
+            Subject::Client(ClientId::Subsystem(s)) => s == client,
+            Subject::Client(ClientId::Member(m)) => *m == client.member,
+            Subject::Group(code) => {
+                let as_client = ClientId::Subsystem(client.clone()).to_string();
+                let as_member = client.member.to_string();
+                conf.conf.groups.iter().any(|g| {
+                    g.code == code.as_str()
+                        && g.members.iter().any(|m| *m == as_client || *m == as_member)
+                })
+            }
+        }
+    }
 }
 
 impl std::fmt::Display for Subject {
@@ -73,12 +115,13 @@ pub struct Access {
     services: RwLock<BTreeMap<ServiceKey, ServiceEntry>>,
     grants: RwLock<Vec<Grant>>,
     client_certs: RwLock<BTreeMap<[u8; 32], ClientCert>>,
-    /// Woken whenever the set of services changes (they are reported to the registry).
+    /// Woken whenever services or grants change (both are reported to the registry's
+    /// catalogue).
     pub services_changed: tokio::sync::Notify,
 }
 
 /// `http://host:port` without a CA, or `https://host:port` with parseable CA certificates.
-fn check_endpoint(entry: &ServiceEntry) -> Result<(), SsError> {
+pub(crate) fn check_endpoint(entry: &ServiceEntry) -> Result<(), SsError> {
     let bad = |why: &str| SsError::InvalidInput(format!("endpoint '{}': {why}", entry.endpoint));
     let (tls, rest) = if let Some(rest) = entry.endpoint.strip_prefix("https://") {
         (true, rest)
@@ -237,6 +280,7 @@ impl Access {
         let mut grants = self.grants.write().unwrap_or_else(|p| p.into_inner());
         grants.push(grant);
         grants.sort();
+        self.services_changed.notify_one();
         Ok(true)
     }
 
@@ -251,6 +295,7 @@ impl Access {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|g| g != grant);
+        self.services_changed.notify_one();
         Ok(true)
     }
 
@@ -343,24 +388,12 @@ impl Access {
         provider: &SubsystemId,
         method: &MethodPath,
     ) -> bool {
-        let as_client = ClientId::Subsystem(client.clone()).to_string();
-        let as_member = client.member.to_string();
-        let in_group = |code: &Code| {
-            conf.conf.groups.iter().any(|g| {
-                g.code == code.as_str()
-                    && g.members.iter().any(|m| *m == as_client || *m == as_member)
-            })
-        };
         self.grants
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
             .filter(|g| &g.provider == provider && g.service == method.service)
             .filter(|g| g.method.as_ref().is_none_or(|m| *m == method.method))
-            .any(|g| match &g.subject {
-                Subject::Client(ClientId::Subsystem(s)) => s == client,
-                Subject::Client(ClientId::Member(m)) => *m == client.member,
-                Subject::Group(code) => in_group(code),
-            })
+            .any(|g| g.subject.covers(conf, client))
     }
 }

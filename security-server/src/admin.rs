@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use hyper_util::rt::TokioIo;
-use lintas_identifiers::{ClientId, Code, MethodPath, ServiceName, SubsystemId};
+use lintas_identifiers::{MethodPath, ServiceName, SubsystemId};
 use lintas_proto::ss::v1 as pb;
 use pb::security_server_admin_client::SecurityServerAdminClient;
 use pb::security_server_admin_server::SecurityServerAdmin;
@@ -15,6 +15,9 @@ use tonic::{Request, Response, Status};
 use crate::SsError;
 use crate::access::{Access, Grant, ServiceEntry, Subject};
 use crate::daemon::SecurityServer;
+
+/// How long an application may take to describe its service by reflection.
+const REFLECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The socket's file name inside the data directory.
 pub const SOCKET: &str = "admin.sock";
@@ -64,16 +67,7 @@ impl AdminService {
                 .map_err(|e| invalid("method", e))?;
             Some(g.method)
         };
-        let subject = match g.subject.strip_prefix("group:") {
-            Some(code) => Subject::Group(
-                Code::parse_part(code, "group code").map_err(|e| invalid("subject", e))?,
-            ),
-            None => Subject::Client(
-                g.subject
-                    .parse::<ClientId>()
-                    .map_err(|e| invalid("subject", e))?,
-            ),
-        };
+        let subject = Subject::parse_wire(&g.subject).map_err(|e| invalid("subject", e))?;
         Ok(Grant {
             provider,
             service,
@@ -99,10 +93,7 @@ fn grant_to_pb(g: Grant) -> pb::Grant {
         provider: g.provider.to_string(),
         service: g.service.to_string(),
         method: g.method.unwrap_or_default(),
-        subject: match g.subject {
-            Subject::Client(c) => c.to_string(),
-            Subject::Group(code) => format!("group:{code}"),
-        },
+        subject: g.subject.wire(),
     }
 }
 
@@ -125,16 +116,55 @@ impl SecurityServerAdmin for AdminService {
         request: Request<pb::Service>,
     ) -> Result<Response<pb::AdminReply>, Status> {
         let s = request.into_inner();
-        let entry = ServiceEntry {
+        let mut entry = ServiceEntry {
             provider: self.provider(&s.provider)?,
             service: s.service.parse().map_err(|e| invalid("service", e))?,
             endpoint: s.endpoint,
             ca_pem: (!s.ca_pem.is_empty()).then_some(s.ca_pem),
+            descriptor_set: None,
         };
-        let text = format!(
+        crate::access::check_endpoint(&entry).map_err(|e| invalid("service", e))?;
+        let name = entry.service.to_string();
+        // The descriptors the administrator gave, else those the application serves by
+        // reflection. Without any, the service is provided but not discoverable.
+        let described = if s.descriptor_set.is_empty() {
+            let channel = self.0.app_channel(&entry)?;
+            match tokio::time::timeout(
+                REFLECTION_TIMEOUT,
+                crate::descriptors::fetch(channel, &name),
+            )
+            .await
+            {
+                Ok(Ok(set)) => Ok(set),
+                Ok(Err(why)) => Err(why),
+                Err(_) => Err(format!(
+                    "the application did not answer reflection within {} s",
+                    REFLECTION_TIMEOUT.as_secs()
+                )),
+            }
+        } else {
+            crate::descriptors::methods(&s.descriptor_set, &name)
+                .map_err(|e| invalid("descriptor_set", e))?;
+            Ok(s.descriptor_set)
+        };
+        let mut text = format!(
             "{} of {} is served by {}",
             entry.service, entry.provider, entry.endpoint
         );
+        match described {
+            Ok(set) => {
+                let methods = crate::descriptors::methods(&set, &name).unwrap_or_default();
+                text.push_str(&format!(
+                    "; its descriptors ({} methods: {}) are published",
+                    methods.len(),
+                    methods.join(", ")
+                ));
+                entry.descriptor_set = Some(set);
+            }
+            Err(why) => text.push_str(&format!(
+                "; no descriptors are published ({why}), so consumers cannot discover its methods or call it by REST"
+            )),
+        }
         self.change(move |a| a.add_service(entry)).await?;
         Ok(reply(text))
     }
@@ -166,10 +196,16 @@ impl SecurityServerAdmin for AdminService {
                 .services()
                 .into_iter()
                 .map(|s| pb::Service {
+                    methods: s
+                        .descriptor_set
+                        .as_deref()
+                        .and_then(|d| crate::descriptors::methods(d, &s.service.to_string()).ok())
+                        .unwrap_or_default(),
                     provider: s.provider.to_string(),
                     service: s.service.to_string(),
                     endpoint: s.endpoint,
                     ca_pem: s.ca_pem.unwrap_or_default(),
+                    descriptor_set: Vec::new(),
                 })
                 .collect(),
         }))

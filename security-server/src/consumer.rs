@@ -31,10 +31,10 @@ use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::daemon::{ErrorSource, LocalAuth, SecurityServer, error, now_ms};
 use crate::envelope::{self, REQUEST_DOMAIN, RESPONSE_DOMAIN};
-use crate::raw::RawCodec;
+use lintas_transport::RawCodec;
 
 /// Longest optional text field (user id, purpose, issue).
-const MAX_FIELD: usize = 256;
+pub(crate) const MAX_FIELD: usize = 256;
 
 /// Catches every path that is not the health service.
 #[derive(Clone)]
@@ -52,18 +52,11 @@ impl tower::Service<http::Request<axum::body::Body>> for ConsumerEndpoint {
     fn call(&mut self, req: http::Request<axum::body::Body>) -> Self::Future {
         let server = self.0.clone();
         Box::pin(async move {
-            use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
-            let ext = req.extensions();
-            let tls = ext.get::<TlsConnectInfo<TcpConnectInfo>>();
+            let (remote, peer_cert) = caller(req.extensions());
             let call = ConsumerCall {
                 path: req.uri().path().to_owned(),
-                remote: ext
-                    .get::<TcpConnectInfo>()
-                    .or_else(|| tls.map(|t| t.get_ref()))
-                    .and_then(|i| i.remote_addr()),
-                peer_cert: tls
-                    .and_then(|t| t.peer_certs())
-                    .and_then(|c| c.first().map(|c| lintas_certs::sha256(c.as_ref()))),
+                remote,
+                peer_cert,
                 server: server.clone(),
             };
             let max = server.settings.max_message_bytes;
@@ -73,6 +66,21 @@ impl tower::Service<http::Request<axum::body::Body>> for ConsumerEndpoint {
             Ok(grpc.client_streaming(call, req).await)
         })
     }
+}
+
+/// The caller's address and the SHA-256 of its TLS client certificate (when the
+/// endpoint speaks TLS).
+pub(crate) fn caller(ext: &http::Extensions) -> (Option<SocketAddr>, Option<[u8; 32]>) {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    let tls = ext.get::<TlsConnectInfo<TcpConnectInfo>>();
+    let remote = ext
+        .get::<TcpConnectInfo>()
+        .or_else(|| tls.map(|t| t.get_ref()))
+        .and_then(|i| i.remote_addr());
+    let peer_cert = tls
+        .and_then(|t| t.peer_certs())
+        .and_then(|c| c.first().map(|c| lintas_certs::sha256(c.as_ref())));
+    (remote, peer_cert)
 }
 
 struct ConsumerCall {
@@ -136,7 +144,7 @@ fn subsystem(metadata: &MetadataMap, key: &str) -> Result<SubsystemId, Status> {
         .map_err(|e| consumer_error(Code::InvalidArgument, format!("metadata {key}: {e}")))
 }
 
-fn random_id() -> Result<String, Status> {
+pub(crate) fn random_id() -> Result<String, Status> {
     use aws_lc_rs::rand::SecureRandom;
     let mut b = [0u8; 16];
     aws_lc_rs::rand::SystemRandom::new()
@@ -145,14 +153,14 @@ fn random_id() -> Result<String, Status> {
     Ok(lintas_certs::hex(&b))
 }
 
-/// Establishes which subsystem is calling: the one its TLS client certificate is
-/// registered for, or (development) the one it names on loopback.
-fn authenticate(
+/// Checks that the caller is a local application: on loopback (development), or
+/// presenting a registered TLS client certificate. Returns the subsystem that
+/// certificate is registered for.
+pub(crate) fn authenticate_connection(
     s: &SecurityServer,
-    claimed: &SubsystemId,
     remote: Option<SocketAddr>,
     peer_cert: Option<[u8; 32]>,
-) -> Result<(), Status> {
+) -> Result<Option<SubsystemId>, Status> {
     match &s.local_auth {
         LocalAuth::DevPlaintextLoopback => {
             if !remote.is_some_and(|r| r.ip().is_loopback()) {
@@ -161,6 +169,7 @@ fn authenticate(
                     "only local applications on loopback may call this endpoint",
                 ));
             }
+            Ok(None)
         }
         LocalAuth::Tls { .. } => {
             let hash = peer_cert.ok_or_else(|| {
@@ -169,24 +178,31 @@ fn authenticate(
                     "a TLS client certificate is required",
                 )
             })?;
-            match s.access.client_for_cert(&hash) {
-                Some(registered) if &registered == claimed => {}
-                Some(registered) => {
-                    return Err(consumer_error(
-                        Code::PermissionDenied,
-                        format!(
-                            "this client certificate is registered for {registered}, not for {claimed}"
-                        ),
-                    ));
-                }
-                None => {
-                    return Err(consumer_error(
-                        Code::Unauthenticated,
-                        "client certificate is not registered on this security server",
-                    ));
-                }
-            }
+            s.access.client_for_cert(&hash).map(Some).ok_or_else(|| {
+                consumer_error(
+                    Code::Unauthenticated,
+                    "client certificate is not registered on this security server",
+                )
+            })
         }
+    }
+}
+
+/// Establishes which subsystem is calling: the one its TLS client certificate is
+/// registered for, or (development) the one it names on loopback.
+pub(crate) fn authenticate(
+    s: &SecurityServer,
+    claimed: &SubsystemId,
+    remote: Option<SocketAddr>,
+    peer_cert: Option<[u8; 32]>,
+) -> Result<(), Status> {
+    if let Some(registered) = authenticate_connection(s, remote, peer_cert)?
+        && &registered != claimed
+    {
+        return Err(consumer_error(
+            Code::PermissionDenied,
+            format!("this client certificate is registered for {registered}, not for {claimed}"),
+        ));
     }
     if !s.hosts(claimed) {
         return Err(consumer_error(
@@ -237,7 +253,58 @@ async fn relay(
             "the call carried more than one request message; only unary calls are supported yet",
         ));
     }
+    let call = Call {
+        client,
+        provider,
+        method,
+        message_id,
+        user_id,
+        purpose,
+        issue,
+    };
+    let answer = call_provider(&s, call, body).await?;
+    let mut reply = Response::new(answer.body);
+    if let Ok(v) = answer.message_id.parse() {
+        reply.metadata_mut().insert("lintas-message-id", v);
+    }
+    Ok(reply)
+}
 
+/// One call of a local application, authenticated, with its metadata checked.
+pub(crate) struct Call {
+    pub client: SubsystemId,
+    pub provider: SubsystemId,
+    pub method: MethodPath,
+    pub message_id: String,
+    pub user_id: String,
+    pub purpose: String,
+    pub issue: String,
+}
+
+/// The provider's answer to a call.
+pub(crate) struct Answer {
+    pub body: Bytes,
+    pub message_id: String,
+    /// SHA-256 of the signed request header, which the signed response names.
+    pub request_hash: [u8; 32],
+}
+
+/// Signs and logs the request, exchanges it with the provider's server, verifies and
+/// logs the answer: the whole consumer side of an exchange.
+pub(crate) async fn call_provider(
+    s: &Arc<SecurityServer>,
+    call: Call,
+    body: Bytes,
+) -> Result<Answer, Status> {
+    let Call {
+        client,
+        provider,
+        method,
+        message_id,
+        user_id,
+        purpose,
+        issue,
+    } = call;
     let mut conf = s.current_conf(ErrorSource::ConsumerServer)?;
     s.check_trusted_time(ErrorSource::ConsumerServer)?;
     // A provider or client admitted since the last poll: fetch once before refusing.
@@ -286,6 +353,7 @@ async fn relay(
         issue,
     }
     .encode_to_vec();
+    let request_hash = lintas_certs::sha256(&header);
     let signature = s
         .signer
         .sign(REQUEST_DOMAIN, &header)
@@ -324,7 +392,7 @@ async fn relay(
     };
 
     // From here every outcome is recorded before the application hears of it.
-    match exchange(&s, &conf, &target, &provider, pin, &message_id, signed).await {
+    match exchange(s, &conf, &target, &provider, pin, &message_id, signed).await {
         Ok((response, answer)) => {
             let code = Code::from_i32(answer.status_code);
             let received = s
@@ -353,11 +421,11 @@ async fn relay(
                 };
                 return Err(error(code, source, answer.status_message));
             }
-            let mut reply = Response::new(Bytes::from(response.body));
-            if let Ok(v) = message_id.parse() {
-                reply.metadata_mut().insert("lintas-message-id", v);
-            }
-            Ok(reply)
+            Ok(Answer {
+                body: Bytes::from(response.body),
+                message_id,
+                request_hash,
+            })
         }
         Err((status, received)) => {
             let empty = ex::SignedResponse::default();

@@ -131,6 +131,8 @@ pub struct SecurityServer {
     pub(crate) local_auth: LocalAuth,
     peers: Mutex<HashMap<PeerKey, Channel>>,
     apps: Mutex<HashMap<String, Channel>>,
+    /// Descriptors of catalogue services, fetched from the registry.
+    pub(crate) descriptors: crate::catalogue::DescriptorCache,
     conf_poll: Duration,
     /// When the configuration was last fetched out of turn (see `refresh_conf_now`);
     /// held across the fetch so concurrent callers wait for it instead of failing.
@@ -301,6 +303,7 @@ impl SecurityServer {
             clock,
             peers: Mutex::new(HashMap::new()),
             apps: Mutex::new(HashMap::new()),
+            descriptors: Default::default(),
             last_refresh: tokio::sync::Mutex::new(None),
             signers: Mutex::new(HashMap::new()),
             verified_roots: VerifiedRoots::default(),
@@ -485,7 +488,7 @@ impl SecurityServer {
     }
 
     /// A client of the registry that authenticates as this server.
-    fn registry(
+    pub(crate) fn registry(
         &self,
     ) -> Result<lintas_proto::registry::v1::registration_client::RegistrationClient<Channel>, SsError>
     {
@@ -595,13 +598,23 @@ impl SecurityServer {
     /// TLS with this server's certificate. Returns the configuration serial listing them.
     pub async fn report_services(&self) -> Result<u64, SsError> {
         use lintas_proto::registry::v1 as reg;
+        let grants = self.access.grants();
         let services = self
             .access
             .services()
             .into_iter()
             .map(|s| reg::ReportedService {
+                grants: grants
+                    .iter()
+                    .filter(|g| g.provider == s.provider && g.service == s.service)
+                    .map(|g| lintas_proto::globalconf::v1::AccessGrant {
+                        method: g.method.clone().unwrap_or_default(),
+                        subject: g.subject.wire(),
+                    })
+                    .collect(),
                 provider: s.provider.to_string(),
                 service: s.service.to_string(),
+                descriptor_set: s.descriptor_set.unwrap_or_default(),
             })
             .collect();
         let reply = self
@@ -765,6 +778,7 @@ pub async fn serve(
     let routes = tonic::service::Routes::new(health_service)
         .prepare()
         .into_axum_router()
+        .merge(crate::rest::routes(server.clone()))
         .fallback_service(crate::consumer::ConsumerEndpoint(server.clone()));
     let consumer_routes = tonic::service::Routes::from(routes);
     let consumer_server: std::pin::Pin<
@@ -772,6 +786,7 @@ pub async fn serve(
     > = match &server.local_auth {
         LocalAuth::DevPlaintextLoopback => Box::pin(
             tonic::transport::Server::builder()
+                .accept_http1(true)
                 .add_routes(consumer_routes)
                 .serve_with_incoming_shutdown(
                     tonic::transport::server::TcpIncoming::from(consumer).with_nodelay(Some(true)),
@@ -785,11 +800,15 @@ pub async fn serve(
                 key,
                 Arc::new(move |hash| registry.access.client_for_cert(hash).is_some()),
             )?;
+            // The REST entry also serves HTTP/1.1 clients.
+            let mut tls = (*tls).clone();
+            tls.alpn_protocols.push(b"http/1.1".to_vec());
             Box::pin(
                 tonic::transport::Server::builder()
+                    .accept_http1(true)
                     .add_routes(consumer_routes)
                     .serve_with_incoming_shutdown(
-                        lintas_transport::incoming(consumer, tls),
+                        lintas_transport::incoming(consumer, Arc::new(tls)),
                         stop.stopped(),
                     ),
             )

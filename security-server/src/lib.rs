@@ -8,15 +8,17 @@ pub mod access;
 pub mod admin;
 pub mod batch;
 pub mod bodies;
+pub mod catalogue;
 pub mod checkpoints;
 pub mod config;
 mod consumer;
 pub mod daemon;
+pub mod descriptors;
 mod entries;
 pub mod envelope;
 pub mod evidence;
 mod provider;
-mod raw;
+pub mod rest;
 pub mod timestamps;
 
 use std::path::{Path, PathBuf};

@@ -21,7 +21,7 @@ use tonic::{Code, Request, Response, Status};
 
 use crate::daemon::{ErrorSource, SecurityServer, error, now_ms};
 use crate::envelope::{self, Context, REQUEST_DOMAIN};
-use crate::raw::RawCodec;
+use lintas_transport::RawCodec;
 
 pub struct ProviderService(pub Arc<SecurityServer>);
 

@@ -10,6 +10,9 @@
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
+mod raw;
+pub use raw::RawCodec;
+
 use hyper_util::rt::TokioIo;
 use lintas_certs::{KeyPair, Role, TrustStore};
 use rustls::client::WebPkiServerVerifier;

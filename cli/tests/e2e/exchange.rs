@@ -95,6 +95,7 @@ async fn network_with(dev: bool) -> Network {
             service: SERVICE.parse().unwrap(),
             endpoint: format!("http://{app_address}"),
             ca_pem: None,
+            descriptor_set: None,
         })
         .unwrap();
     provider.access.grant(grant(Some("CariNik"))).unwrap();
@@ -620,6 +621,7 @@ async fn an_unreachable_provider_application_is_reported_as_such() {
             service: SERVICE.parse().unwrap(),
             endpoint: format!("http://{closed}"),
             ca_pem: None,
+            descriptor_set: None,
         })
         .unwrap();
     let err = net.cari(CONSUMER_CLIENT, NIK).await.unwrap_err();
@@ -634,6 +636,7 @@ async fn an_unreachable_provider_application_is_reported_as_such() {
             service: SERVICE.parse().unwrap(),
             endpoint: format!("http://{}", net.app_address),
             ca_pem: None,
+            descriptor_set: None,
         })
         .unwrap();
     net.cari(CONSUMER_CLIENT, NIK).await.unwrap();
@@ -995,6 +998,7 @@ async fn provided_services_reach_the_registry_catalogue() {
             service: SERVICE.parse().unwrap(),
             endpoint: "http://127.0.0.1:9".into(),
             ca_pem: None,
+            descriptor_set: None,
         })
         .unwrap();
     let err = net.consumer.report_services().await.unwrap_err();
@@ -1029,6 +1033,7 @@ async fn a_provider_application_can_be_reached_over_tls() {
         service: SERVICE.parse().unwrap(),
         endpoint: endpoint.clone(),
         ca_pem,
+        descriptor_set: None,
     };
     net.provider
         .access
@@ -1284,6 +1289,7 @@ async fn stopping_both_servers_drains_a_call_in_flight_and_keeps_its_records() {
             service: SERVICE.parse().unwrap(),
             endpoint,
             ca_pem: None,
+            descriptor_set: None,
         })
         .unwrap();
     let (consumer_records, provider_records) = (net.consumer.log.len(), net.provider.log.len());
@@ -2031,3 +2037,5 @@ async fn a_server_can_use_another_time_stamping_authority_the_configuration_list
         "{err}"
     );
 }
+#[path = "adapters.rs"]
+mod adapters;

@@ -1,0 +1,186 @@
+//! The HTTP/1.1 client of the REST and SOAP backends: pooled connections, TLS with the
+//! configured CA certificates, a timeout and a bound on the answer's size.
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::{HeaderMap, Method, StatusCode, Uri};
+use hyper_util::client::legacy::Client as Pool;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tonic::{Code, Status};
+
+use crate::{AdapterError, backend_status};
+
+#[derive(Clone)]
+pub struct Client {
+    pool: Pool<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// Where the backend is, without a trailing slash, for messages.
+    pub base: String,
+    timeout: Duration,
+    max_response_bytes: usize,
+}
+
+/// A backend's answer.
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Client {
+    /// A client for the backend at `base_url` (`http://` or `https://`). An `https://`
+    /// backend needs `ca_file`: the PEM certificates to trust for it.
+    pub fn new(
+        base_url: &str,
+        ca_file: Option<&Path>,
+        timeout: Duration,
+        max_response_bytes: usize,
+    ) -> Result<Self, AdapterError> {
+        let bad = |why: String| AdapterError::Config(format!("base_url '{base_url}': {why}"));
+        let uri: Uri = base_url.parse().map_err(|e| bad(format!("{e}")))?;
+        let tls = match (uri.scheme_str(), ca_file) {
+            (Some("http"), None) => None,
+            (Some("http"), Some(_)) => {
+                return Err(bad("ca_file is only for https:// backends".into()));
+            }
+            (Some("https"), Some(ca)) => {
+                let pem = std::fs::read_to_string(ca)
+                    .map_err(|e| bad(format!("ca_file {}: {e}", ca.display())))?;
+                let mut roots = rustls::RootCertStore::empty();
+                for der in lintas_certs::pem::certs_from_pem(&pem, "ca_file")
+                    .map_err(|e| bad(e.to_string()))?
+                {
+                    roots
+                        .add(der.into())
+                        .map_err(|e| bad(format!("ca_file {}: {e}", ca.display())))?;
+                }
+                Some(
+                    rustls::ClientConfig::builder()
+                        .with_root_certificates(roots)
+                        .with_no_client_auth(),
+                )
+            }
+            (Some("https"), None) => {
+                return Err(bad(
+                    "an https:// backend needs ca_file: the PEM certificates to trust for it"
+                        .into(),
+                ));
+            }
+            _ => return Err(bad("must start with http:// or https://".into())),
+        };
+        if uri.host().is_none() {
+            return Err(bad("no host".into()));
+        }
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(timeout));
+        let builder = hyper_rustls::HttpsConnectorBuilder::new();
+        let connector = match tls {
+            Some(config) => builder.with_tls_config(config).https_only(),
+            // Never used for TLS: the scheme was checked to be http.
+            None => builder
+                .with_tls_config(
+                    rustls::ClientConfig::builder()
+                        .with_root_certificates(rustls::RootCertStore::empty())
+                        .with_no_client_auth(),
+                )
+                .https_or_http(),
+        }
+        .enable_http1()
+        .wrap_connector(http);
+        Ok(Client {
+            pool: Pool::builder(TokioExecutor::new()).build(connector),
+            base: base_url.trim_end_matches('/').to_owned(),
+            timeout,
+            max_response_bytes,
+        })
+    }
+
+    /// Sends one request to `path_and_query` (starting with `/`) under the base URL.
+    pub async fn send(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        headers: &[(hyper::header::HeaderName, hyper::header::HeaderValue)],
+        body: Option<Bytes>,
+    ) -> Result<Answer, Status> {
+        let url = format!("{}{path_and_query}", self.base);
+        let mut request = hyper::Request::builder().method(method).uri(&url);
+        for (k, v) in headers {
+            request = request.header(k, v);
+        }
+        let request = request
+            .body(Full::new(body.unwrap_or_default()))
+            .map_err(|e| backend_status(Code::Internal, format!("building a request: {e}")))?;
+        let exchange = async {
+            let response = self.pool.request(request).await.map_err(|e| {
+                let cause = std::error::Error::source(&e)
+                    .map(|c| format!(": {c}"))
+                    .unwrap_or_default();
+                backend_status(
+                    Code::Unavailable,
+                    format!("backend {} unreachable: {e}{cause}", self.base),
+                )
+            })?;
+            let (parts, body) = response.into_parts();
+            let body = Limited::new(body, self.max_response_bytes)
+                .collect()
+                .await
+                .map_err(|e| {
+                    backend_status(
+                        Code::Unavailable,
+                        format!(
+                            "reading the answer of {url}: {e} (limit {} bytes)",
+                            self.max_response_bytes
+                        ),
+                    )
+                })?
+                .to_bytes();
+            Ok(Answer {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| {
+                backend_status(
+                    Code::DeadlineExceeded,
+                    format!(
+                        "backend {} did not answer within {} ms",
+                        self.base,
+                        self.timeout.as_millis()
+                    ),
+                )
+            })?
+    }
+}
+
+/// The gRPC status for a backend's HTTP error status (as grpc-gateway maps them).
+pub fn status_code(status: StatusCode) -> Code {
+    match status.as_u16() {
+        401 => Code::Unauthenticated,
+        403 => Code::PermissionDenied,
+        404 => Code::NotFound,
+        409 => Code::Aborted,
+        412 => Code::FailedPrecondition,
+        429 => Code::ResourceExhausted,
+        499 => Code::Cancelled,
+        501 => Code::Unimplemented,
+        502..=503 => Code::Unavailable,
+        504 => Code::DeadlineExceeded,
+        // 400 and every other client error.
+        400..=499 => Code::InvalidArgument,
+        _ => Code::Internal,
+    }
+}
+
+/// The answer's body as text for an error message, shortened.
+pub fn body_text(body: &[u8]) -> String {
+    crate::values::shorten(String::from_utf8_lossy(body).trim(), 512)
+}

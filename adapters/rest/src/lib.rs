@@ -1,0 +1,453 @@
+//! The REST/JSON backend: each gRPC method becomes one HTTP request, by rules like those
+//! of `google.api.http` annotations.
+//!
+//! ```toml
+//! [rest]
+//! base_url = "http://127.0.0.1:8081"   # https:// needs ca_file
+//! timeout_ms = 10000                   # default 10 s
+//! field_names = "proto"                # JSON keys: "proto" (as in the .proto) or "json" (lowerCamelCase)
+//! headers = { "X-Api-Key" = "..." }    # sent with every request
+//!
+//! [rest.methods.CariNik]
+//! verb = "GET"                # GET, POST, PUT, PATCH or DELETE
+//! path = "/penduduk/{nik}"    # {field} is filled from the request, percent-encoded
+//! body = "*"                  # optional: "*" = every field not in the path, or one field's name
+//! response = "data"           # optional: where the answer sits in the returned JSON (dot path)
+//! ```
+//!
+//! Fields in neither the path nor the body go in the query string (set fields only;
+//! repeated scalars as repeated parameters). The answer is read by the protobuf JSON
+//! mapping (both key styles accepted; unknown keys ignored). An HTTP error status
+//! becomes the gRPC status grpc-gateway would give it, with the backend's text.
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use hyper::{Method, StatusCode};
+use lintas_adapter::values::scalar_text;
+use lintas_adapter::{Adapter, AdapterError, Backend, CallFuture, backend_status, http};
+use prost_reflect::{
+    DeserializeOptions, DynamicMessage, FieldDescriptor, Kind, MethodDescriptor, ReflectMessage,
+    SerializeOptions, Value,
+};
+use serde::Deserialize;
+use tonic::{Code, Status};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Section {
+    base_url: String,
+    #[serde(default = "default_timeout")]
+    timeout_ms: u64,
+    ca_file: Option<PathBuf>,
+    #[serde(default)]
+    field_names: FieldNames,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default = "default_max_response")]
+    max_response_bytes: usize,
+    #[serde(default)]
+    methods: toml::Table,
+}
+
+fn default_timeout() -> u64 {
+    10_000
+}
+
+fn default_max_response() -> usize {
+    4 * 1024 * 1024
+}
+
+#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum FieldNames {
+    #[default]
+    Proto,
+    Json,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Mapping {
+    verb: String,
+    path: String,
+    body: Option<String>,
+    response: Option<String>,
+}
+
+enum Part {
+    Text(String),
+    Field(FieldDescriptor),
+}
+
+enum Body {
+    None,
+    /// Every field not in the path.
+    Rest,
+    One(FieldDescriptor),
+}
+
+struct Route {
+    verb: Method,
+    path: Vec<Part>,
+    body: Body,
+    query: Vec<FieldDescriptor>,
+    response: Vec<String>,
+}
+
+pub struct RestBackend {
+    client: http::Client,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    serialize: SerializeOptions,
+    /// JSON keys are the .proto field names (else lowerCamelCase).
+    proto_names: bool,
+    routes: BTreeMap<String, Arc<Route>>,
+}
+
+/// Builds the backend from the adapter's `[rest]` section.
+pub fn build(adapter: &Adapter, section: toml::Table) -> Result<Arc<dyn Backend>, AdapterError> {
+    let section: Section = toml::Value::Table(section)
+        .try_into()
+        .map_err(|e| AdapterError::Config(format!("[rest]: {}", e.to_string().trim_end())))?;
+    let client = http::Client::new(
+        &section.base_url,
+        section.ca_file.map(|p| adapter.path(&p)).as_deref(),
+        Duration::from_millis(section.timeout_ms),
+        section.max_response_bytes,
+    )
+    .map_err(|e| AdapterError::Config(format!("[rest] {e}")))?;
+    let headers = section
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            let bad = |e: &dyn std::fmt::Display| {
+                AdapterError::Config(format!("[rest] headers: '{k}': {e}"))
+            };
+            Ok((
+                HeaderName::try_from(k.as_str()).map_err(|e| bad(&e))?,
+                HeaderValue::try_from(v.as_str()).map_err(|e| bad(&e))?,
+            ))
+        })
+        .collect::<Result<_, AdapterError>>()?;
+    let mut routes = BTreeMap::new();
+    for (method, mapping) in
+        lintas_adapter::method_mappings::<Mapping>(&adapter.service, "rest", section.methods)?
+    {
+        let route = route(&method, mapping).map_err(|why| {
+            AdapterError::Config(format!("[rest.methods.{}]: {why}", method.name()))
+        })?;
+        routes.insert(method.name().to_owned(), Arc::new(route));
+    }
+    let proto_names = section.field_names == FieldNames::Proto;
+    Ok(Arc::new(RestBackend {
+        client,
+        headers,
+        proto_names,
+        serialize: SerializeOptions::new()
+            .use_proto_field_name(proto_names)
+            .skip_default_fields(false)
+            .stringify_64_bit_integers(false),
+        routes,
+    }))
+}
+
+fn route(method: &MethodDescriptor, m: Mapping) -> Result<Route, String> {
+    let input = method.input();
+    let field = |name: &str| {
+        input.get_field_by_name(name).ok_or_else(|| {
+            format!(
+                "{} has no field '{name}' (it has: {})",
+                input.full_name(),
+                input
+                    .fields()
+                    .map(|f| f.name().to_owned())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+    };
+    let verb = match m.verb.to_ascii_uppercase().as_str() {
+        "GET" => Method::GET,
+        "POST" => Method::POST,
+        "PUT" => Method::PUT,
+        "PATCH" => Method::PATCH,
+        "DELETE" => Method::DELETE,
+        other => {
+            return Err(format!(
+                "verb '{other}' is not one of GET, POST, PUT, PATCH, DELETE"
+            ));
+        }
+    };
+    if !m.path.starts_with('/') {
+        return Err(format!("path '{}' must start with /", m.path));
+    }
+    let mut path = Vec::new();
+    let mut rest = m.path.as_str();
+    while let Some(open) = rest.find('{') {
+        let close = rest[open..]
+            .find('}')
+            .map(|c| open + c)
+            .ok_or_else(|| format!("path '{}': '{{' without '}}'", m.path))?;
+        if rest[..open].contains('}') {
+            return Err(format!("path '{}': '}}' without '{{'", m.path));
+        }
+        path.push(Part::Text(rest[..open].to_owned()));
+        let f = field(&rest[open + 1..close])?;
+        if f.is_list() || f.is_map() || matches!(f.kind(), Kind::Message(_)) {
+            return Err(format!(
+                "path field '{}' must be a single scalar, not a list or a message",
+                f.name()
+            ));
+        }
+        path.push(Part::Field(f));
+        rest = &rest[close + 1..];
+    }
+    if rest.contains('}') {
+        return Err(format!("path '{}': '}}' without '{{'", m.path));
+    }
+    path.push(Part::Text(rest.to_owned()));
+    let in_path = |f: &FieldDescriptor| {
+        path.iter()
+            .any(|p| matches!(p, Part::Field(g) if g.number() == f.number()))
+    };
+    let body = match m.body.as_deref() {
+        None => Body::None,
+        Some(_) if verb == Method::GET => return Err("a GET request carries no body".into()),
+        Some("*") => Body::Rest,
+        Some(name) => {
+            let f = field(name)?;
+            if in_path(&f) {
+                return Err(format!(
+                    "field '{name}' cannot be both in the path and the body"
+                ));
+            }
+            Body::One(f)
+        }
+    };
+    let mut query = Vec::new();
+    if !matches!(body, Body::Rest) {
+        for f in input.fields() {
+            if in_path(&f) || matches!(&body, Body::One(b) if b.number() == f.number()) {
+                continue;
+            }
+            if f.is_map() || matches!(f.kind(), Kind::Message(_)) {
+                return Err(format!(
+                    "field '{}' is a message or a map and cannot go in the query string; map it to the body (body = \"*\" or body = \"{}\")",
+                    f.name(),
+                    f.name()
+                ));
+            }
+            query.push(f);
+        }
+    }
+    let response = match m.response.as_deref() {
+        None | Some("") => Vec::new(),
+        Some(p) => p.split('.').map(str::to_owned).collect(),
+    };
+    Ok(Route {
+        verb,
+        path,
+        body,
+        query,
+        response,
+    })
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+fn encode(text: &str, out: &mut String) {
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+}
+
+impl RestBackend {
+    fn to_json(&self, message: &DynamicMessage) -> Result<serde_json::Value, Status> {
+        message
+            .serialize_with_options(serde_json::value::Serializer, &self.serialize)
+            .map_err(|e| Status::internal(format!("encoding the request as JSON: {e}")))
+    }
+
+    fn request(
+        &self,
+        route: &Route,
+        mut message: DynamicMessage,
+    ) -> Result<(String, Option<Bytes>), Status> {
+        let mut target = String::new();
+        for part in &route.path {
+            match part {
+                Part::Text(t) => target.push_str(t),
+                Part::Field(f) => {
+                    let v = message.get_field(f);
+                    let text = scalar_text(f, &v).unwrap_or_default();
+                    if text.is_empty() {
+                        return Err(Status::invalid_argument(format!(
+                            "field {} is needed: it fills the URL path",
+                            f.name()
+                        )));
+                    }
+                    encode(&text, &mut target);
+                    message.clear_field(f);
+                }
+            }
+        }
+        let mut sep = '?';
+        for f in &route.query {
+            if !message.has_field(f) {
+                continue;
+            }
+            let v = message.get_field(f);
+            let values: Vec<String> = match v.as_ref() {
+                Value::List(items) => items.iter().filter_map(|i| scalar_text(f, i)).collect(),
+                one => scalar_text(f, one).into_iter().collect(),
+            };
+            for text in values {
+                target.push(sep);
+                sep = '&';
+                encode(f.name(), &mut target);
+                target.push('=');
+                encode(&text, &mut target);
+            }
+        }
+        let body = match &route.body {
+            Body::None => None,
+            Body::Rest => Some(self.to_json(&message)?),
+            Body::One(f) => {
+                let mut only = DynamicMessage::new(message.descriptor());
+                only.set_field(f, message.get_field(f).into_owned());
+                let key = if self.proto_names {
+                    f.name()
+                } else {
+                    f.json_name()
+                };
+                Some(
+                    self.to_json(&only)?
+                        .get(key)
+                        .cloned()
+                        .unwrap_or(serde_json::Value::Null),
+                )
+            }
+        };
+        let body = body
+            .map(|b| serde_json::to_vec(&b).map(Bytes::from))
+            .transpose()
+            .map_err(|e| Status::internal(format!("encoding the request as JSON: {e}")))?;
+        Ok((target, body))
+    }
+}
+
+/// Reads the backend's JSON answer as `method`'s output message.
+fn answer(
+    method: &MethodDescriptor,
+    response: &[String],
+    body: &[u8],
+) -> Result<DynamicMessage, Status> {
+    let output = method.output();
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(DynamicMessage::new(output));
+    }
+    let mut json: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        backend_status(
+            Code::Internal,
+            format!(
+                "the backend's answer is not JSON ({e}): {}",
+                http::body_text(body)
+            ),
+        )
+    })?;
+    for (depth, key) in response.iter().enumerate() {
+        json = match json {
+            serde_json::Value::Object(mut o) => o.remove(key).ok_or_else(|| {
+                backend_status(
+                    Code::Internal,
+                    format!(
+                        "the backend's answer has no '{}'",
+                        response[..=depth].join(".")
+                    ),
+                )
+            })?,
+            _ => {
+                return Err(backend_status(
+                    Code::Internal,
+                    format!(
+                        "the backend's answer has no object at '{}'",
+                        response[..depth].join(".")
+                    ),
+                ));
+            }
+        };
+    }
+    DynamicMessage::deserialize_with_options(
+        output.clone(),
+        json,
+        &DeserializeOptions::new().deny_unknown_fields(false),
+    )
+    .map_err(|e| {
+        backend_status(
+            Code::Internal,
+            format!(
+                "the backend's answer does not fit {}: {e}",
+                output.full_name()
+            ),
+        )
+    })
+}
+
+impl Backend for RestBackend {
+    fn call(&self, method: &MethodDescriptor, request: DynamicMessage) -> CallFuture {
+        let prepared = self
+            .routes
+            .get(method.name())
+            .ok_or_else(|| Status::unimplemented(format!("no mapping for {}", method.full_name())));
+        let prepared = prepared.and_then(|route| {
+            let (target, body) = self.request(route, request)?;
+            Ok((route.clone(), target, body))
+        });
+        let (route, target, body) = match prepared {
+            Ok(p) => p,
+            Err(status) => return Box::pin(async move { Err(status) }),
+        };
+        let mut headers = self.headers.clone();
+        headers.push((
+            hyper::header::ACCEPT,
+            HeaderValue::from_static("application/json"),
+        ));
+        if body.is_some() {
+            headers.push((CONTENT_TYPE, HeaderValue::from_static("application/json")));
+        }
+        let client = self.client.clone();
+        let method = method.clone();
+        Box::pin(async move {
+            let a = client
+                .send(route.verb.clone(), &target, &headers, body)
+                .await?;
+            let verb = &route.verb;
+            if !a.status.is_success() {
+                return Err(backend_status(
+                    http::status_code(a.status),
+                    format!(
+                        "backend answered {verb} {target} with HTTP {}: {}",
+                        status_text(a.status),
+                        http::body_text(&a.body)
+                    ),
+                ));
+            }
+            answer(&method, &route.response, &a.body)
+        })
+    }
+}
+
+fn status_text(s: StatusCode) -> String {
+    match s.canonical_reason() {
+        Some(r) => format!("{} {r}", s.as_u16()),
+        None => s.as_u16().to_string(),
+    }
+}

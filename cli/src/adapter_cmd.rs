@@ -1,0 +1,89 @@
+//! `lintas adapter`: serve a legacy system (REST/JSON, SOAP, SQL) as a gRPC service.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Subcommand;
+use lintas_adapter::{Adapter, Backend, BackendSection};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve the service a configuration file describes, until SIGINT or SIGTERM.
+    Serve {
+        /// The adapter's configuration file (its [adapter] section and one backend
+        /// section: [rest], [soap] or [sql]).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Check a configuration file, its .proto file and every mapping, then exit.
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+impl Args {
+    pub fn serving(&self) -> bool {
+        matches!(self.command, Cmd::Serve { .. })
+    }
+}
+
+/// The backend a loaded configuration names.
+pub fn backend(adapter: &Adapter) -> Result<Arc<dyn Backend>, lintas_adapter::AdapterError> {
+    match &adapter.backend {
+        BackendSection::Rest(t) => lintas_adapter_rest::build(adapter, t.clone()),
+        BackendSection::Soap(_) | BackendSection::Sql(_) => {
+            Err(lintas_adapter::AdapterError::Config(
+                "this build of lintas has no SOAP or SQL adapter yet".into(),
+            ))
+        }
+    }
+}
+
+fn load(config: &std::path::Path) -> anyhow::Result<(Adapter, Arc<dyn Backend>)> {
+    let adapter = lintas_adapter::load(config)?;
+    let backend = backend(&adapter).with_context(|| config.display().to_string())?;
+    Ok((adapter, backend))
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    match args.command {
+        Cmd::Check { config } => {
+            let (adapter, _) = load(&config)?;
+            println!(
+                "{}: {} with {} methods: {}",
+                config.display(),
+                adapter.service.full_name(),
+                adapter.service.methods().len(),
+                adapter
+                    .service
+                    .methods()
+                    .map(|m| m.name().to_owned())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            Ok(())
+        }
+        Cmd::Serve { config } => {
+            let (adapter, backend) = load(&config)?;
+            let stop = crate::shutdown_signal()?;
+            let listener = tokio::net::TcpListener::bind(&adapter.listen)
+                .await
+                .with_context(|| format!("binding {}", adapter.listen))?;
+            println!(
+                "lintas adapter for {} listening on {}",
+                adapter.service.full_name(),
+                listener.local_addr()?
+            );
+            lintas_adapter::serve(listener, &adapter, backend, stop).await?;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,601 @@
+//! Legacy systems on the bus: a REST/JSON system behind the REST adapter, called through
+//! two security servers by gRPC and by an X-Road-style REST client, with the catalogue's
+//! descriptors and the discovery metaservices.
+
+use lintas_examples::dukcapil::v1::kependudukan_client::KependudukanClient;
+use lintas_examples::dukcapil::v1::{CariKeluargaRequest, CariNikRequest as DukcapilNik};
+use lintas_proto::ss::v1 as admin_pb;
+use lintas_proto::ss::v1::security_server_admin_server::SecurityServerAdmin;
+use serde_json::Value;
+
+use super::*;
+
+const DUKCAPIL: &str = "dukcapil.v1.Kependudukan";
+
+fn examples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}
+
+/// The example adapter configuration, pointed at `base_url`, with `edit` applied.
+fn adapter_config(dir: &Path, base_url: &str, edit: impl Fn(String) -> String) -> PathBuf {
+    let text = std::fs::read_to_string(examples_dir().join("adapters/dukcapil-rest.toml"))
+        .unwrap()
+        .replace("http://127.0.0.1:8081", base_url)
+        .replace("127.0.0.1:7101", "127.0.0.1:0")
+        .replace(
+            "[\"../proto\"]",
+            &format!("[{:?}]", examples_dir().join("proto").display().to_string()),
+        );
+    let path = dir.join(format!("adapter-{}.toml", rand_suffix()));
+    std::fs::write(&path, edit(text)).unwrap();
+    path
+}
+
+fn load_adapter(
+    path: &Path,
+) -> Result<(lintas_adapter::Adapter, Arc<dyn lintas_adapter::Backend>), String> {
+    let adapter = lintas_adapter::load(path).map_err(|e| e.to_string())?;
+    let backend = match &adapter.backend {
+        lintas_adapter::BackendSection::Rest(t) => {
+            lintas_adapter_rest::build(&adapter, t.clone()).map_err(|e| e.to_string())?
+        }
+        other => panic!("not a REST configuration: {other:?}"),
+    };
+    Ok((adapter, backend))
+}
+
+/// Serves the adapter configured at `path`; returns its endpoint URL.
+async fn serve_adapter(path: &Path, stops: &mut Vec<tokio::sync::oneshot::Sender<()>>) -> String {
+    let (adapter, backend) = load_adapter(path).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, stop) = stopper();
+    stops.push(tx);
+    tokio::spawn(async move { lintas_adapter::serve(listener, &adapter, backend, stop).await });
+    url
+}
+
+/// Adds `service` at `endpoint` on the provider's server as its administrator would
+/// (descriptors by reflection), grants it to the consumer's client, and publishes it.
+async fn publish(net: &Network, service: &str, endpoint: &str) -> String {
+    let admin = lintas_ss::admin::AdminService(net.provider.clone());
+    let reply = admin
+        .add_service(Request::new(admin_pb::Service {
+            provider: PROVIDER_CLIENT.into(),
+            service: service.into(),
+            endpoint: endpoint.into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .message;
+    SecurityServerAdmin::grant(
+        &admin,
+        Request::new(admin_pb::Grant {
+            provider: PROVIDER_CLIENT.into(),
+            service: service.into(),
+            method: String::new(),
+            subject: CONSUMER_CLIENT.into(),
+        }),
+    )
+    .await
+    .unwrap();
+    let serial = net.provider.report_services().await.unwrap();
+    let conf = net.consumer.conf().fetch().await.unwrap();
+    assert!(conf.serial() >= serial);
+    reply
+}
+
+/// An HTTP/1.1 exchange over a bare TCP connection: status, headers (lower-case
+/// names) and body.
+async fn http(
+    address: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, std::collections::HashMap<String, String>, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let mut lines = head.lines();
+    let status: u16 = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(": "))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.to_owned()))
+        .collect::<std::collections::HashMap<_, _>>();
+    let body = if headers
+        .get("transfer-encoding")
+        .is_some_and(|t| t == "chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    (status, headers, body)
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n").unwrap();
+        let size = usize::from_str_radix(size.trim(), 16).unwrap();
+        if size == 0 {
+            return out;
+        }
+        out.push_str(&rest[..size]);
+        body = &rest[size + 2..];
+    }
+}
+
+fn json(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+async fn dukcapil_nik(
+    net: &Network,
+    nik: &str,
+) -> Result<lintas_examples::dukcapil::v1::Penduduk, Status> {
+    let mut req = Request::new(DukcapilNik { nik: nik.into() });
+    req.metadata_mut()
+        .insert("lintas-client", CONSUMER_CLIENT.parse().unwrap());
+    req.metadata_mut()
+        .insert("lintas-service", PROVIDER_CLIENT.parse().unwrap());
+    KependudukanClient::new(plain_channel(&net.consumer_url).await?)
+        .cari_nik(req)
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[tokio::test]
+async fn a_rest_system_behind_the_adapter_is_called_through_the_bus() {
+    let mut net = network().await;
+    let legacy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let legacy_url = format!("http://{}", legacy.local_addr().unwrap());
+    let (stop_legacy, stop) = stopper();
+    tokio::spawn(lintas_examples::dukcapil_rest::serve(legacy, stop));
+    let config = adapter_config(&net.inst.root, &legacy_url, |t| t);
+    let endpoint = serve_adapter(&config, &mut net._stops).await;
+    let reply = publish(&net, DUKCAPIL, &endpoint).await;
+    assert!(
+        reply.contains("its descriptors (2 methods: CariNik, CariKeluarga) are published"),
+        "{reply}"
+    );
+
+    // gRPC through both security servers, to the adapter, to the REST API.
+    let siti = dukcapil_nik(&net, NIK).await.unwrap();
+    assert_eq!(siti.nama, "Siti Rahayu");
+    assert_eq!(siti.no_kk, "3174010101090001");
+    let mut req = Request::new(CariKeluargaRequest {
+        no_kk: "3174010101090001".into(),
+        aktif_saja: true,
+    });
+    req.metadata_mut()
+        .insert("lintas-client", CONSUMER_CLIENT.parse().unwrap());
+    req.metadata_mut()
+        .insert("lintas-service", PROVIDER_CLIENT.parse().unwrap());
+    let family = KependudukanClient::new(plain_channel(&net.consumer_url).await.unwrap())
+        .cari_keluarga(req)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(family.kepala_keluarga, "Siti Rahayu");
+    // The query string carried aktif_saja: the deceased grandfather is left out.
+    assert_eq!(family.anggota.len(), 3);
+
+    // The backend's errors reach the caller as the application's own.
+    let unknown = dukcapil_nik(&net, "3174019999990009").await.unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+    assert_eq!(source(&unknown), "provider-app");
+    assert!(
+        unknown.message().contains("HTTP 404 Not Found"),
+        "{unknown:?}"
+    );
+    assert!(unknown.message().contains("tidak ditemukan"), "{unknown:?}");
+    let malformed = dukcapil_nik(&net, "123").await.unwrap_err();
+    assert_eq!(malformed.code(), Code::InvalidArgument);
+    assert!(
+        malformed.message().contains("harus 16 digit"),
+        "{malformed:?}"
+    );
+
+    // An X-Road REST client: plain HTTP/1.1, JSON in and out.
+    let address = net.consumer_url.trim_start_matches("http://").to_owned();
+    let call_path = format!("/r1/{PROVIDER_CLIENT}/{DUKCAPIL}/CariNik");
+    let (status, headers, body) = http(
+        &address,
+        "POST",
+        &call_path,
+        &[
+            ("X-Road-Client", CONSUMER_CLIENT),
+            ("X-Road-Id", "rest-call-1"),
+            ("Content-Type", "application/json"),
+        ],
+        &format!(r#"{{"nik": "{NIK}"}}"#),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let answer = json(&body);
+    assert_eq!(answer["nama"], "Siti Rahayu");
+    assert_eq!(answer["tempat_lahir"], "Jakarta");
+    assert_eq!(headers["x-road-request-id"], "rest-call-1");
+    assert_eq!(headers["x-road-id"], "rest-call-1");
+    assert_eq!(headers["x-road-client"], CONSUMER_CLIENT);
+    assert_eq!(
+        headers["x-road-service"],
+        format!("{PROVIDER_CLIENT}/{DUKCAPIL}")
+    );
+    assert!(!headers.contains_key("x-road-error"));
+    // The request hash is the SHA-256 of the signed request header both logs hold.
+    use base64::Engine;
+    let hash = base64::engine::general_purpose::STANDARD
+        .decode(&headers["x-road-request-hash"])
+        .unwrap();
+    for server in [&net.consumer, &net.provider] {
+        let logged = Network::records(server)
+            .into_iter()
+            .find(|r| {
+                r.message_id == "rest-call-1"
+                    && matches!(
+                        r.kind(),
+                        RecordKind::RequestSent | RecordKind::RequestReceived
+                    )
+            })
+            .expect("the REST call is logged");
+        assert_eq!(lintas_certs::sha256(&logged.header).to_vec(), hash);
+    }
+
+    // Errors: the service's own (no X-Road-Error), the caller's, the bus's.
+    let (status, headers, body) = http(
+        &address,
+        "POST",
+        &call_path,
+        &[("X-Road-Client", CONSUMER_CLIENT)],
+        r#"{"nik": "3174019999990009"}"#,
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert!(!headers.contains_key("x-road-error"));
+    let e = json(&body);
+    assert_eq!(e["type"], "Service.NotFound");
+    assert!(e["message"].as_str().unwrap().contains("tidak ditemukan"));
+    assert!(!e["detail"].as_str().unwrap().is_empty(), "the message id");
+
+    // (headers, path, body, HTTP status, error type, words in the message)
+    type Case<'a> = (
+        &'a [(&'a str, &'a str)],
+        &'a str,
+        &'a str,
+        u16,
+        &'a str,
+        &'a str,
+    );
+    let cases: &[Case] = &[
+        (
+            &[],
+            &call_path,
+            r#"{"nik": "1"}"#,
+            400,
+            "Client.MissingHeader",
+            "X-Road-Client header is required",
+        ),
+        (
+            &[("X-Road-Client", "ID/GOV/KEMENSOS")],
+            &call_path,
+            "{}",
+            400,
+            "Client.InvalidClientIdentifier",
+            "X-Road-Client",
+        ),
+        (
+            &[("X-Road-Client", CONSUMER_CLIENT)],
+            &call_path,
+            r#"{"nik": 5"#,
+            400,
+            "Client.InvalidRequest",
+            "not a valid dukcapil.v1.CariNikRequest",
+        ),
+        (
+            &[("X-Road-Client", CONSUMER_CLIENT)],
+            &call_path,
+            r#"{"nomor": "1"}"#,
+            400,
+            "Client.InvalidRequest",
+            "nomor",
+        ),
+        (
+            &[("X-Road-Client", CONSUMER_CLIENT)],
+            &format!("/r1/{PROVIDER_CLIENT}/{DUKCAPIL}/Hapus"),
+            "{}",
+            404,
+            "Client.InvalidRequest",
+            "has no method Hapus",
+        ),
+        (
+            &[("X-Road-Client", CONSUMER_CLIENT)],
+            &format!("/r1/{PROVIDER_CLIENT}/tidak.Ada/CariNik"),
+            "{}",
+            404,
+            "Server.ClientProxy.NotFound",
+            "lists no service tidak.Ada",
+        ),
+        (
+            &[("X-Road-Client", OTHER_CLIENT)],
+            &call_path,
+            &format!(r#"{{"nik": "{NIK}"}}"#),
+            403,
+            "Server.ServerProxy.PermissionDenied",
+            "is not allowed to call",
+        ),
+    ];
+    for (headers, path, body, want_status, want_type, want_text) in cases {
+        let (status, got_headers, got) = http(&address, "POST", path, headers, body).await;
+        let e = json(&got);
+        assert_eq!(
+            (status, e["type"].as_str().unwrap()),
+            (*want_status, *want_type),
+            "{got}"
+        );
+        assert_eq!(
+            got_headers.get("x-road-error").map(String::as_str),
+            Some(*want_type)
+        );
+        assert!(e["message"].as_str().unwrap().contains(want_text), "{got}");
+    }
+
+    // Discovery metaservices.
+    let get = |path: String, client: &'static str| {
+        let address = address.clone();
+        async move {
+            let (status, _, body) =
+                http(&address, "GET", &path, &[("X-Road-Client", client)], "").await;
+            assert_eq!(status, 200, "{path}: {body}");
+            json(&body)
+        }
+    };
+    let clients = get("/listClients".into(), CONSUMER_CLIENT).await;
+    let members = clients["member"].as_array().unwrap();
+    assert!(members.iter().any(|m| m["id"]
+        == serde_json::json!({"object_type": "SUBSYSTEM", "xroad_instance": "ID",
+            "member_class": "GOV", "member_code": "KEMENDAGRI", "subsystem_code": "DUKCAPIL"})));
+    assert!(
+        members
+            .iter()
+            .any(|m| m["id"]["object_type"] == "MEMBER" && m["id"]["member_code"] == "KEMENSOS")
+    );
+
+    let listed = get(
+        format!("/r1/{PROVIDER_CLIENT}/listMethods"),
+        CONSUMER_CLIENT,
+    )
+    .await;
+    let services: Vec<(String, Value)> = listed["service"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["service_code"].as_str().unwrap().to_owned(),
+                s["methods"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        services,
+        [
+            (
+                DUKCAPIL.to_owned(),
+                serde_json::json!(["CariNik", "CariKeluarga"])
+            ),
+            // Added without descriptors: listed, its methods unknown.
+            (SERVICE.to_owned(), serde_json::json!([])),
+        ]
+    );
+    let allowed = get(
+        format!("/r1/{PROVIDER_CLIENT}/allowedMethods"),
+        CONSUMER_CLIENT,
+    )
+    .await;
+    assert_eq!(allowed["service"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        allowed["service"][0]["methods"],
+        serde_json::json!(["CariNik", "CariKeluarga"])
+    );
+    // Granted one method by name only.
+    assert_eq!(
+        allowed["service"][1]["methods"],
+        serde_json::json!(["CariNik"])
+    );
+    let none = get("/allowedMethods".into(), OTHER_CLIENT).await;
+    assert_eq!(none["service"], serde_json::json!([]));
+
+    let spec = get(
+        format!("/r1/{PROVIDER_CLIENT}/getOpenAPI?serviceCode={DUKCAPIL}"),
+        CONSUMER_CLIENT,
+    )
+    .await;
+    assert_eq!(spec["openapi"], "3.0.3");
+    let op = &spec["paths"][&call_path]["post"];
+    assert_eq!(
+        op["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/dukcapil.v1.CariNikRequest"
+    );
+    let schemas = &spec["components"]["schemas"];
+    assert_eq!(
+        schemas["dukcapil.v1.Penduduk"]["properties"]["nik"]["type"],
+        "string"
+    );
+    assert_eq!(
+        schemas["dukcapil.v1.Keluarga"]["properties"]["anggota"]["type"],
+        "array"
+    );
+    assert_eq!(
+        schemas["dukcapil.v1.CariKeluargaRequest"]["properties"]["aktif_saja"]["type"],
+        "boolean"
+    );
+    let (status, headers, _) = http(
+        &address,
+        "GET",
+        &format!("/r1/{PROVIDER_CLIENT}/getOpenAPI?serviceCode={SERVICE}"),
+        &[("X-Road-Client", CONSUMER_CLIENT)],
+        "",
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert_eq!(headers["x-road-error"], "Client.ServiceNotDescribed");
+
+    // A mapping whose answer does not fit the declared types.
+    let mismatch = adapter_config(&net.inst.root, &legacy_url, |t| {
+        t.replace("dukcapil/v1/kependudukan.proto", "uji.proto")
+            .replace("dukcapil.v1.Kependudukan", "uji.v1.Salah")
+            .replace(
+                &format!("[{:?}]", examples_dir().join("proto").display().to_string()),
+                "[\".\"]",
+            )
+            .replace("[rest.methods.CariKeluarga]\nverb = \"GET\"\npath = \"/api/v1/kk/{no_kk}\"\nresponse = \"data\"\n", "")
+    });
+    std::fs::write(
+        net.inst.root.join("uji.proto"),
+        "syntax = \"proto3\"; package uji.v1;\n\
+         service Salah { rpc CariNik(Nik) returns (Orang); }\n\
+         message Nik { string nik = 1; }\n\
+         message Orang { string nik = 1; bool nama = 2; }\n",
+    )
+    .unwrap();
+    let wrong = serve_adapter(&mismatch, &mut net._stops).await;
+    publish(&net, "uji.v1.Salah", &wrong).await;
+    let (status, headers, body) = http(
+        &address,
+        "POST",
+        &format!("/r1/{PROVIDER_CLIENT}/uji.v1.Salah/CariNik"),
+        &[("X-Road-Client", CONSUMER_CLIENT)],
+        &format!(r#"{{"nik": "{NIK}"}}"#),
+    )
+    .await;
+    assert_eq!(status, 500, "{body}");
+    assert!(!headers.contains_key("x-road-error"));
+    let e = json(&body);
+    assert_eq!(e["type"], "Service.Internal");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("the backend's answer does not fit uji.v1.Orang"),
+        "{body}"
+    );
+
+    // The backend is down: the adapter says so, and the caller hears it.
+    stop_legacy.send(()).unwrap();
+    let down = loop {
+        match dukcapil_nik(&net, NIK).await {
+            Ok(_) => tokio::task::yield_now().await,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(down.code(), Code::Unavailable, "{down:?}");
+    assert_eq!(source(&down), "provider-app");
+    assert!(down.message().contains("unreachable"), "{down:?}");
+}
+
+#[test]
+fn bad_adapter_mappings_are_refused_with_precise_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "path = \"/api/v1/penduduk/{nik}\"",
+            "path = \"/api/v1/penduduk/{nomor}\"",
+            "[rest.methods.CariNik]: dukcapil.v1.CariNikRequest has no field 'nomor' (it has: nik)",
+        ),
+        (
+            "verb = \"GET\"\npath = \"/api/v1/penduduk",
+            "verbb = \"GET\"\npath = \"/api/v1/penduduk",
+            "[rest.methods.CariNik]: unknown field `verbb`",
+        ),
+        (
+            "[rest.methods.CariKeluarga]",
+            "[rest.methods.CariKK]",
+            "[rest.methods.CariKK]: service dukcapil.v1.Kependudukan has no method CariKK (it has: CariKeluarga, CariNik)",
+        ),
+        (
+            "path = \"/api/v1/kk/{no_kk}\"",
+            "path = \"/api/v1/kk/{no_kk\"",
+            "'{' without '}'",
+        ),
+        (
+            "verb = \"GET\"\npath = \"/api/v1/penduduk",
+            "verb = \"FETCH\"\npath = \"/api/v1/penduduk",
+            "verb 'FETCH' is not one of",
+        ),
+        (
+            "response = \"data\"\n\n[rest.methods.CariKeluarga]",
+            "body = \"*\"\n\n[rest.methods.CariKeluarga]",
+            "a GET request carries no body",
+        ),
+        (
+            "service = \"dukcapil.v1.Kependudukan\"",
+            "service = \"dukcapil.v1.Tidak\"",
+            "service dukcapil.v1.Tidak is not defined by dukcapil/v1/kependudukan.proto (it defines: dukcapil.v1.Kependudukan)",
+        ),
+        (
+            "timeout_ms = 5000",
+            "timeout_ms = 5000\nretries = 3",
+            "[rest]: unknown field `retries`",
+        ),
+        (
+            "base_url = \"http://127.0.0.1:9\"",
+            "base_url = \"https://127.0.0.1:9\"",
+            "an https:// backend needs ca_file",
+        ),
+        (
+            "proto = \"dukcapil/v1/kependudukan.proto\"",
+            "proto = \"dukcapil/v1/hilang.proto\"",
+            "proto dukcapil/v1/hilang.proto",
+        ),
+    ];
+    for (from, to, want) in cases {
+        let path = adapter_config(dir.path(), "http://127.0.0.1:9", |t| {
+            assert!(t.contains(from), "{from}");
+            t.replacen(from, to, 1)
+        });
+        let err = load_adapter(&path).map(|_| ()).unwrap_err();
+        assert!(err.contains(want), "{to}: {err}");
+    }
+    // A method without a mapping.
+    let path = adapter_config(dir.path(), "http://127.0.0.1:9", |t| {
+        t[..t.find("[rest.methods.CariKeluarga]").unwrap()].to_owned()
+    });
+    let err = load_adapter(&path).map(|_| ()).unwrap_err();
+    assert!(
+        err.contains("method dukcapil.v1.Kependudukan.CariKeluarga has no mapping: add a [rest.methods.CariKeluarga] table"),
+        "{err}"
+    );
+
+    // The command checks the shipped example as it stands.
+    let out = run(lintas_cmd(&["adapter", "check", "--config"])
+        .arg(examples_dir().join("adapters/dukcapil-rest.toml")));
+    assert!(
+        out.contains("dukcapil.v1.Kependudukan with 2 methods: CariNik, CariKeluarga"),
+        "{out}"
+    );
+}
