@@ -41,6 +41,9 @@ const PKH: &str = "ID/GOV/KEMENSOS/PKH";
 const SERVICE: &str = "kependudukan.v1.Penduduk";
 const NIK: &str = "3174012305870001";
 const PROTO: &str = include_str!("../../examples/proto/kependudukan/v1/penduduk.proto");
+const LEGACY_SERVICE: &str = "dukcapil.v1.Kependudukan";
+const DUKCAPIL_PROTO: &str = include_str!("../../examples/proto/dukcapil/v1/kependudukan.proto");
+const DUKCAPIL_ADAPTER: &str = include_str!("../../examples/adapters/dukcapil-rest.toml");
 
 fn step(n: u32, text: &str) {
     println!("\n[{n}] {text}");
@@ -344,6 +347,16 @@ async fn scenario(
     );
     let forged = inject_tampered_signature(provider, &consumer_paths).await?;
     println!("    a request whose signature was altered in transit: refused: {forged}");
+    legacy_rest(
+        root,
+        running,
+        provider,
+        consumer,
+        &consumer_url,
+        &consumer_cert,
+        dtks,
+    )
+    .await?;
 
     println!("\n    Records (durable before any answer was given):");
     for server in [provider, consumer] {
@@ -487,27 +500,7 @@ async fn cari(
     app: &App,
     client: &str,
 ) -> Result<tonic::Response<DataPenduduk>, tonic::Status> {
-    let internal = |e: &dyn std::fmt::Display| tonic::Status::internal(e.to_string());
-    let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| internal(&e));
-    let tls = tonic::transport::ClientTlsConfig::new()
-        .ca_certificate(tonic::transport::Certificate::from_pem(read(
-            consumer_cert,
-        )?))
-        .identity(tonic::transport::Identity::from_pem(
-            read(&app.cert)?,
-            read(&app.key)?,
-        ))
-        .domain_name("localhost");
-    let channel =
-        tonic::transport::Endpoint::from_shared(consumer_url.replace("http://", "https://"))
-            .map_err(|e| internal(&e))?
-            .tls_config(tls)
-            .map_err(|e| internal(&e))?
-            .connect()
-            .await
-            .map_err(|e| {
-                tonic::Status::unavailable(format!("{} cannot connect: {e}", app.client))
-            })?;
+    let channel = app_channel(consumer_url, consumer_cert, app).await?;
     let mut request = tonic::Request::new(CariNikRequest { nik: NIK.into() });
     let md = request.metadata_mut();
     for (k, v) in [
@@ -521,6 +514,136 @@ async fn cari(
         );
     }
     PendudukClient::new(channel).cari_nik(request).await
+}
+
+/// `app`'s TLS connection to its security server's consumer endpoint.
+async fn app_channel(
+    consumer_url: &str,
+    consumer_cert: &Path,
+    app: &App,
+) -> Result<tonic::transport::Channel, tonic::Status> {
+    let internal = |e: &dyn std::fmt::Display| tonic::Status::internal(e.to_string());
+    let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| internal(&e));
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(read(
+            consumer_cert,
+        )?))
+        .identity(tonic::transport::Identity::from_pem(
+            read(&app.cert)?,
+            read(&app.key)?,
+        ))
+        .domain_name("localhost");
+    tonic::transport::Endpoint::from_shared(consumer_url.replace("http://", "https://"))
+        .map_err(|e| internal(&e))?
+        .tls_config(tls)
+        .map_err(|e| internal(&e))?
+        .connect()
+        .await
+        .map_err(|e| tonic::Status::unavailable(format!("{} cannot connect: {e}", app.client)))
+}
+
+/// Dukcapil's legacy REST API joins through the REST adapter, configured by the shipped
+/// example file: the provider's server learns the adapter's descriptors by reflection
+/// and publishes them, and DTKS calls it through the bus.
+async fn legacy_rest(
+    root: &Path,
+    running: &mut crate::network::Running,
+    provider: &Arc<SecurityServer>,
+    consumer: &Arc<SecurityServer>,
+    consumer_url: &str,
+    consumer_cert: &Path,
+    dtks: &App,
+) -> Result<()> {
+    use lintas_examples::dukcapil::v1::CariKeluargaRequest;
+    use lintas_examples::dukcapil::v1::kependudukan_client::KependudukanClient;
+    use lintas_proto::ss::v1 as admin_pb;
+    use lintas_proto::ss::v1::security_server_admin_server::SecurityServerAdmin;
+
+    let legacy = TcpListener::bind("127.0.0.1:0").await?;
+    let legacy_url = format!("http://{}", legacy.local_addr()?);
+    let stop = running.stopper();
+    running.tasks.push(tokio::spawn(async move {
+        Ok(lintas_examples::dukcapil_rest::serve(legacy, stop).await?)
+    }));
+    println!("    Dukcapil's legacy REST API (no gRPC, no lintas) answers at {legacy_url}");
+
+    let proto_dir = root.join("dukcapil/v1");
+    std::fs::create_dir_all(&proto_dir)?;
+    std::fs::write(proto_dir.join("kependudukan.proto"), DUKCAPIL_PROTO)?;
+    let config = root.join("dukcapil-rest.toml");
+    std::fs::write(
+        &config,
+        DUKCAPIL_ADAPTER
+            .replace("http://127.0.0.1:8081", &legacy_url)
+            .replace("127.0.0.1:7101", "127.0.0.1:0")
+            .replace("[\"../proto\"]", "[\".\"]"),
+    )?;
+    let adapter = lintas_adapter::load(&config)?;
+    let backend = crate::adapter_cmd::backend(&adapter)?;
+    let listener = TcpListener::bind(&adapter.listen).await?;
+    let adapter_url = format!("http://{}", listener.local_addr()?);
+    let stop = running.stopper();
+    running.tasks.push(tokio::spawn(async move {
+        Ok(lintas_adapter::serve(listener, &adapter, backend, stop).await?)
+    }));
+    println!(
+        "    the REST adapter serves {LEGACY_SERVICE} at {adapter_url}, configured by {}",
+        config.display()
+    );
+
+    let admin = lintas_ss::admin::AdminService(provider.clone());
+    let added = admin
+        .add_service(tonic::Request::new(admin_pb::Service {
+            provider: DUKCAPIL.into(),
+            service: LEGACY_SERVICE.into(),
+            endpoint: adapter_url,
+            ..Default::default()
+        }))
+        .await?
+        .into_inner()
+        .message;
+    println!("    KEMENDAGRI's server: {added}");
+    SecurityServerAdmin::grant(
+        &admin,
+        tonic::Request::new(admin_pb::Grant {
+            provider: DUKCAPIL.into(),
+            service: LEGACY_SERVICE.into(),
+            method: String::new(),
+            subject: DTKS.into(),
+        }),
+    )
+    .await?;
+    let serial = provider.report_services().await?;
+    consumer.conf().fetch().await?;
+    println!("    the catalogue lists it with its descriptors from configuration serial {serial}");
+
+    let channel = app_channel(consumer_url, consumer_cert, dtks).await?;
+    let mut request = tonic::Request::new(CariKeluargaRequest {
+        no_kk: "3174010101090001".into(),
+        aktif_saja: true,
+    });
+    for (k, v) in [("lintas-client", DTKS), ("lintas-service", DUKCAPIL)] {
+        request.metadata_mut().insert(k, v.parse()?);
+    }
+    let family = KependudukanClient::new(channel)
+        .cari_keluarga(request)
+        .await
+        .context("the call to the legacy system failed")?
+        .into_inner();
+    println!(
+        "    {DTKS} asks for family card {}: head {}, {} living members ({}) — the adapter called GET /api/v1/kk/{}?aktif_saja=true",
+        family.no_kk,
+        family.kepala_keluarga,
+        family.anggota.len(),
+        family
+            .anggota
+            .iter()
+            .map(|a| a.nama.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        family.no_kk
+    );
+    Ok(())
 }
 
 fn source(status: &tonic::Status) -> &str {

@@ -776,6 +776,16 @@ pub async fn serve(
         );
 
     let routes = tonic::service::Routes::new(health_service)
+        .add_service(
+            lintas_proto::discovery::v1::discovery_server::DiscoveryServer::new(
+                crate::discovery::Discovery(server.clone()),
+            ),
+        )
+        .add_service(
+            tonic_reflection::pb::v1::server_reflection_server::ServerReflectionServer::new(
+                crate::discovery::Reflection(server.clone()),
+            ),
+        )
         .prepare()
         .into_axum_router()
         .merge(crate::rest::routes(server.clone()))

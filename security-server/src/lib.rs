@@ -14,6 +14,7 @@ pub mod config;
 mod consumer;
 pub mod daemon;
 pub mod descriptors;
+pub mod discovery;
 mod entries;
 pub mod envelope;
 pub mod evidence;

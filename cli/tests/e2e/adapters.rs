@@ -4,9 +4,13 @@
 
 use lintas_examples::dukcapil::v1::kependudukan_client::KependudukanClient;
 use lintas_examples::dukcapil::v1::{CariKeluargaRequest, CariNikRequest as DukcapilNik};
+use lintas_proto::discovery::v1 as discovery_pb;
+use lintas_proto::discovery::v1::discovery_client::DiscoveryClient;
 use lintas_proto::ss::v1 as admin_pb;
 use lintas_proto::ss::v1::security_server_admin_server::SecurityServerAdmin;
 use serde_json::Value;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
 use super::*;
 
@@ -505,6 +509,92 @@ async fn a_rest_system_behind_the_adapter_is_called_through_the_bus() {
         "{body}"
     );
 
+    // Discovery over gRPC, and reflection listing exactly what each client may call.
+    assert_eq!(
+        reflected_services(&net, CONSUMER_CLIENT).await,
+        [DUKCAPIL, "uji.v1.Salah"]
+    );
+    assert!(reflected_services(&net, OTHER_CLIENT).await.is_empty());
+    let files = reflect(
+        &net,
+        CONSUMER_CLIENT,
+        MessageRequest::FileContainingSymbol(format!("{DUKCAPIL}.CariNik")),
+    )
+    .await;
+    let Some(MessageResponse::FileDescriptorResponse(r)) = files.message_response else {
+        panic!("{files:?}")
+    };
+    let file =
+        prost_types::FileDescriptorProto::decode(r.file_descriptor_proto[0].as_slice()).unwrap();
+    assert_eq!(file.name(), "dukcapil/v1/kependudukan.proto");
+    assert_eq!(file.service[0].method.len(), 2);
+    let hidden = reflect(
+        &net,
+        OTHER_CLIENT,
+        MessageRequest::FileContainingSymbol(DUKCAPIL.into()),
+    )
+    .await;
+    assert!(
+        matches!(
+            hidden.message_response,
+            Some(MessageResponse::ErrorResponse(_))
+        ),
+        "{hidden:?}"
+    );
+
+    let mut discovery = DiscoveryClient::new(plain_channel(&net.consumer_url).await.unwrap());
+    let allowed = discovery
+        .allowed_methods(with_client(discovery_pb::AllowedMethodsRequest {
+            provider: PROVIDER_CLIENT.into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let listed: Vec<(&str, Vec<String>)> = allowed
+        .services
+        .iter()
+        .map(|s| (s.service.as_str(), s.methods.clone()))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            (
+                DUKCAPIL,
+                vec!["CariNik".to_owned(), "CariKeluarga".to_owned()]
+            ),
+            (SERVICE, vec!["CariNik".to_owned()]),
+            ("uji.v1.Salah", vec!["CariNik".to_owned()]),
+        ]
+    );
+    let clients = discovery
+        .list_clients(with_client(discovery_pb::ListClientsRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(clients.clients.iter().any(|c| c.id == PROVIDER_CLIENT));
+    let set = discovery
+        .get_service_descriptor(with_client(discovery_pb::ServiceDescriptorRequest {
+            provider: PROVIDER_CLIENT.into(),
+            service: DUKCAPIL.into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .descriptor_set;
+    let pool = prost_reflect::DescriptorPool::decode(set.as_slice()).unwrap();
+    assert!(pool.get_message_by_name("dukcapil.v1.Keluarga").is_some());
+    let err = discovery
+        .list_services(Request::new(discovery_pb::ListServicesRequest {
+            provider: PROVIDER_CLIENT.into(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("lintas-client is required"),
+        "{err:?}"
+    );
+
     // The backend is down: the adapter says so, and the caller hears it.
     stop_legacy.send(()).unwrap();
     let down = loop {
@@ -516,6 +606,45 @@ async fn a_rest_system_behind_the_adapter_is_called_through_the_bus() {
     assert_eq!(down.code(), Code::Unavailable, "{down:?}");
     assert_eq!(source(&down), "provider-app");
     assert!(down.message().contains("unreachable"), "{down:?}");
+}
+
+fn with_client<T>(message: T) -> Request<T> {
+    let mut r = Request::new(message);
+    r.metadata_mut()
+        .insert("lintas-client", CONSUMER_CLIENT.parse().unwrap());
+    r
+}
+
+async fn reflect(
+    net: &Network,
+    client: &str,
+    request: MessageRequest,
+) -> tonic_reflection::pb::v1::ServerReflectionResponse {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    let mut r = Request::new(tokio_stream::iter([
+        tonic_reflection::pb::v1::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(request),
+        },
+    ]));
+    r.metadata_mut()
+        .insert("lintas-client", client.parse().unwrap());
+    let mut answers = ServerReflectionClient::new(plain_channel(&net.consumer_url).await.unwrap())
+        .server_reflection_info(r)
+        .await
+        .unwrap()
+        .into_inner();
+    answers.message().await.unwrap().unwrap()
+}
+
+async fn reflected_services(net: &Network, client: &str) -> Vec<String> {
+    let answer = reflect(net, client, MessageRequest::ListServices(String::new())).await;
+    match answer.message_response {
+        Some(MessageResponse::ListServicesResponse(list)) => {
+            list.service.into_iter().map(|s| s.name).collect()
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]

@@ -1,0 +1,272 @@
+//! Discovery on the consumer endpoint, over gRPC: the `lintas.discovery.v1.Discovery`
+//! service and gRPC server reflection (v1) that lists exactly the services the calling
+//! client may call, so that tools such as grpcurl can describe and call them. The
+//! caller names itself with `lintas-client` and is authenticated as for any call.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use lintas_identifiers::{MemberId, SubsystemId};
+use lintas_proto::discovery::v1 as pb;
+use prost::Message;
+use prost_reflect::DescriptorPool;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Code, Request, Response, Status, Streaming};
+use tonic_reflection::pb::v1 as refl;
+
+use crate::catalogue::allowed_methods;
+use crate::consumer::{authenticate, caller};
+use crate::daemon::{ErrorSource, SecurityServer, error};
+
+fn invalid(message: String) -> Status {
+    error(Code::InvalidArgument, ErrorSource::ConsumerServer, message)
+}
+
+/// The authenticated client a request names in `lintas-client`.
+fn client_of<T>(s: &SecurityServer, request: &Request<T>) -> Result<SubsystemId, Status> {
+    let text = request
+        .metadata()
+        .get("lintas-client")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| invalid("metadata lintas-client is required".into()))?;
+    let client: SubsystemId = text
+        .parse()
+        .map_err(|e| invalid(format!("metadata lintas-client: {e}")))?;
+    let (remote, peer_cert) = caller(request.extensions());
+    authenticate(s, &client, remote, peer_cert)?;
+    Ok(client)
+}
+
+fn provider(text: &str) -> Result<Option<SubsystemId>, Status> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|e| invalid(format!("provider: {e}")))
+}
+
+pub struct Discovery(pub Arc<SecurityServer>);
+
+#[tonic::async_trait]
+impl pb::discovery_server::Discovery for Discovery {
+    async fn list_clients(
+        &self,
+        request: Request<pb::ListClientsRequest>,
+    ) -> Result<Response<pb::ClientList>, Status> {
+        client_of(&self.0, &request)?;
+        let conf = self.0.current_conf(ErrorSource::ConsumerServer)?;
+        let mut clients = Vec::new();
+        for m in &conf.conf.members {
+            if m.id.parse::<MemberId>().is_err() {
+                continue;
+            }
+            clients.push(pb::Client {
+                id: m.id.clone(),
+                name: m.name.clone(),
+            });
+            for code in &m.subsystems {
+                clients.push(pb::Client {
+                    id: format!("{}/{code}", m.id),
+                    name: m.name.clone(),
+                });
+            }
+        }
+        Ok(Response::new(pb::ClientList { clients }))
+    }
+
+    async fn list_services(
+        &self,
+        request: Request<pb::ListServicesRequest>,
+    ) -> Result<Response<pb::ServiceList>, Status> {
+        client_of(&self.0, &request)?;
+        let provider = provider(&request.get_ref().provider)?
+            .ok_or_else(|| invalid("provider is required".into()))?;
+        let conf = self.0.current_conf(ErrorSource::ConsumerServer)?;
+        let services = self
+            .0
+            .catalogue(&conf, Some(&provider))
+            .await?
+            .into_iter()
+            .map(|d| pb::Service {
+                methods: d.methods(),
+                provider: d.entry.provider,
+                service: d.entry.service,
+            })
+            .collect();
+        Ok(Response::new(pb::ServiceList { services }))
+    }
+
+    async fn allowed_methods(
+        &self,
+        request: Request<pb::AllowedMethodsRequest>,
+    ) -> Result<Response<pb::ServiceList>, Status> {
+        let client = client_of(&self.0, &request)?;
+        let provider = provider(&request.get_ref().provider)?;
+        let conf = self.0.current_conf(ErrorSource::ConsumerServer)?;
+        let services = self
+            .0
+            .catalogue(&conf, provider.as_ref())
+            .await?
+            .into_iter()
+            .filter_map(|d| {
+                let methods = allowed_methods(&conf, &d, &client);
+                (!methods.is_empty()).then_some(pb::Service {
+                    methods,
+                    provider: d.entry.provider,
+                    service: d.entry.service,
+                })
+            })
+            .collect();
+        Ok(Response::new(pb::ServiceList { services }))
+    }
+
+    async fn get_service_descriptor(
+        &self,
+        request: Request<pb::ServiceDescriptorRequest>,
+    ) -> Result<Response<pb::ServiceDescriptor>, Status> {
+        client_of(&self.0, &request)?;
+        let r = request.get_ref();
+        let provider =
+            provider(&r.provider)?.ok_or_else(|| invalid("provider is required".into()))?;
+        let conf = self.0.current_conf(ErrorSource::ConsumerServer)?;
+        let d = self.0.described(&conf, &provider, &r.service).await?;
+        let service = d.service.ok_or_else(|| {
+            error(
+                Code::NotFound,
+                ErrorSource::ConsumerServer,
+                format!("{} of {provider} published no descriptors", r.service),
+            )
+        })?;
+        Ok(Response::new(pb::ServiceDescriptor {
+            descriptor_set: service.parent_pool().encode_to_vec(),
+        }))
+    }
+}
+
+/// gRPC server reflection over the services the caller may call.
+pub struct Reflection(pub Arc<SecurityServer>);
+
+type ReflectionStream =
+    Pin<Box<dyn Stream<Item = Result<refl::ServerReflectionResponse, Status>> + Send>>;
+
+impl Reflection {
+    /// The descriptors of every described service `client` may call at least one
+    /// method of, in one pool, with their names.
+    async fn visible(&self, client: &SubsystemId) -> Result<(DescriptorPool, Vec<String>), Status> {
+        let conf = self.0.current_conf(ErrorSource::ConsumerServer)?;
+        let mut pool = DescriptorPool::new();
+        let mut names = Vec::new();
+        for d in self.0.catalogue(&conf, None).await? {
+            let Some(service) = &d.service else { continue };
+            if allowed_methods(&conf, &d, client).is_empty()
+                || names.iter().any(|n| n == service.full_name())
+            {
+                continue;
+            }
+            // A service whose files clash with one already added (same name, other
+            // contents) is left out rather than described wrongly.
+            let mut with = pool.clone();
+            if with
+                .add_file_descriptor_protos(service.parent_pool().file_descriptor_protos().cloned())
+                .is_ok()
+            {
+                pool = with;
+                names.push(service.full_name().to_owned());
+            }
+        }
+        Ok((pool, names))
+    }
+}
+
+fn answer(
+    pool: &DescriptorPool,
+    names: &[String],
+    request: refl::ServerReflectionRequest,
+) -> refl::ServerReflectionResponse {
+    use refl::server_reflection_request::MessageRequest;
+    use refl::server_reflection_response::MessageResponse;
+    let not_found = |what: String| {
+        MessageResponse::ErrorResponse(refl::ErrorResponse {
+            error_code: Code::NotFound as i32,
+            error_message: what,
+        })
+    };
+    // A file with everything it imports, the file first.
+    let files = |file: prost_reflect::FileDescriptor| {
+        let mut out = vec![file.clone()];
+        let mut i = 0;
+        while i < out.len() {
+            let deps: Vec<_> = out[i].dependencies().collect();
+            for dep in deps {
+                if !out.iter().any(|f| f.name() == dep.name()) {
+                    out.push(dep);
+                }
+            }
+            i += 1;
+        }
+        MessageResponse::FileDescriptorResponse(refl::FileDescriptorResponse {
+            file_descriptor_proto: out
+                .iter()
+                .map(|f| f.file_descriptor_proto().encode_to_vec())
+                .collect(),
+        })
+    };
+    let response = match &request.message_request {
+        Some(MessageRequest::ListServices(_)) => {
+            MessageResponse::ListServicesResponse(refl::ListServiceResponse {
+                service: names
+                    .iter()
+                    .map(|n| refl::ServiceResponse { name: n.clone() })
+                    .collect(),
+            })
+        }
+        Some(MessageRequest::FileByFilename(name)) => match pool.get_file_by_name(name) {
+            Some(f) => files(f),
+            None => not_found(format!("no file {name}")),
+        },
+        Some(MessageRequest::FileContainingSymbol(symbol)) => {
+            // A method's symbol is its service's name plus the method name.
+            let parent = symbol.rsplit_once('.').map(|(p, _)| p).unwrap_or("");
+            let file = pool
+                .get_service_by_name(symbol)
+                .map(|s| s.parent_file())
+                .or_else(|| pool.get_message_by_name(symbol).map(|m| m.parent_file()))
+                .or_else(|| pool.get_enum_by_name(symbol).map(|e| e.parent_file()))
+                .or_else(|| pool.get_service_by_name(parent).map(|s| s.parent_file()));
+            match file {
+                Some(f) => files(f),
+                None => not_found(format!("no symbol {symbol}")),
+            }
+        }
+        Some(MessageRequest::FileContainingExtension(_))
+        | Some(MessageRequest::AllExtensionNumbersOfType(_)) => {
+            not_found("no extensions are described".into())
+        }
+        None => MessageResponse::ErrorResponse(refl::ErrorResponse {
+            error_code: Code::InvalidArgument as i32,
+            error_message: "empty request".into(),
+        }),
+    };
+    refl::ServerReflectionResponse {
+        valid_host: request.host.clone(),
+        original_request: Some(request),
+        message_response: Some(response),
+    }
+}
+
+#[tonic::async_trait]
+impl refl::server_reflection_server::ServerReflection for Reflection {
+    type ServerReflectionInfoStream = ReflectionStream;
+
+    async fn server_reflection_info(
+        &self,
+        request: Request<Streaming<refl::ServerReflectionRequest>>,
+    ) -> Result<Response<ReflectionStream>, Status> {
+        let client = client_of(&self.0, &request)?;
+        let (pool, names) = self.visible(&client).await?;
+        let requests = request.into_inner();
+        let answers = requests.map(move |r| r.map(|r| answer(&pool, &names, r)));
+        Ok(Response::new(Box::pin(answers)))
+    }
+}
