@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "kependudukan/v1/penduduk.proto",
         "echo/v1/echo.proto",
         "dukcapil/v1/kependudukan.proto",
+        "bpjs/v1/kepesertaan.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed=proto/{f}");

@@ -39,11 +39,10 @@ impl Args {
 pub fn backend(adapter: &Adapter) -> Result<Arc<dyn Backend>, lintas_adapter::AdapterError> {
     match &adapter.backend {
         BackendSection::Rest(t) => lintas_adapter_rest::build(adapter, t.clone()),
-        BackendSection::Soap(_) | BackendSection::Sql(_) => {
-            Err(lintas_adapter::AdapterError::Config(
-                "this build of lintas has no SOAP or SQL adapter yet".into(),
-            ))
-        }
+        BackendSection::Soap(t) => lintas_adapter_soap::build(adapter, t.clone()),
+        BackendSection::Sql(_) => Err(lintas_adapter::AdapterError::Config(
+            "this build of lintas has no SQL adapter yet".into(),
+        )),
     }
 }
 
@@ -58,10 +57,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Cmd::Check { config } => {
             let (adapter, _) = load(&config)?;
             println!(
-                "{}: {} with {} methods: {}",
+                "{}: {} (methods: {})",
                 config.display(),
                 adapter.service.full_name(),
-                adapter.service.methods().len(),
                 adapter
                     .service
                     .methods()

@@ -155,8 +155,7 @@ impl SecurityServerAdmin for AdminService {
             Ok(set) => {
                 let methods = crate::descriptors::methods(&set, &name).unwrap_or_default();
                 text.push_str(&format!(
-                    "; its descriptors ({} methods: {}) are published",
-                    methods.len(),
+                    "; its descriptors are published (methods: {})",
                     methods.join(", ")
                 ));
                 entry.descriptor_set = Some(set);

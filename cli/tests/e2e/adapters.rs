@@ -2,6 +2,8 @@
 //! two security servers by gRPC and by an X-Road-style REST client, with the catalogue's
 //! descriptors and the discovery metaservices.
 
+use lintas_examples::bpjs::v1::kepesertaan_client::KepesertaanClient;
+use lintas_examples::bpjs::v1::{CekPesertaRequest, Peserta};
 use lintas_examples::dukcapil::v1::kependudukan_client::KependudukanClient;
 use lintas_examples::dukcapil::v1::{CariKeluargaRequest, CariNikRequest as DukcapilNik};
 use lintas_proto::discovery::v1 as discovery_pb;
@@ -15,17 +17,31 @@ use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 use super::*;
 
 const DUKCAPIL: &str = "dukcapil.v1.Kependudukan";
+const BPJS: &str = "bpjs.v1.Kepesertaan";
 
 fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
 }
 
-/// The example adapter configuration, pointed at `base_url`, with `edit` applied.
+/// The REST example's configuration, pointed at `base_url`, with `edit` applied.
 fn adapter_config(dir: &Path, base_url: &str, edit: impl Fn(String) -> String) -> PathBuf {
-    let text = std::fs::read_to_string(examples_dir().join("adapters/dukcapil-rest.toml"))
+    example_config(dir, "dukcapil-rest.toml", base_url, edit)
+}
+
+/// An example adapter configuration (`examples/adapters/NAME`) listening on an OS-chosen
+/// port, with its backend at `backend` and `edit` applied.
+fn example_config(
+    dir: &Path,
+    name: &str,
+    backend: &str,
+    edit: impl Fn(String) -> String,
+) -> PathBuf {
+    let text = std::fs::read_to_string(examples_dir().join("adapters").join(name))
         .unwrap()
-        .replace("http://127.0.0.1:8081", base_url)
+        .replace("http://127.0.0.1:8081", backend)
+        .replace("http://127.0.0.1:8082", backend)
         .replace("127.0.0.1:7101", "127.0.0.1:0")
+        .replace("127.0.0.1:7102", "127.0.0.1:0")
         .replace(
             "[\"../proto\"]",
             &format!("[{:?}]", examples_dir().join("proto").display().to_string()),
@@ -40,11 +56,11 @@ fn load_adapter(
 ) -> Result<(lintas_adapter::Adapter, Arc<dyn lintas_adapter::Backend>), String> {
     let adapter = lintas_adapter::load(path).map_err(|e| e.to_string())?;
     let backend = match &adapter.backend {
-        lintas_adapter::BackendSection::Rest(t) => {
-            lintas_adapter_rest::build(&adapter, t.clone()).map_err(|e| e.to_string())?
-        }
-        other => panic!("not a REST configuration: {other:?}"),
-    };
+        lintas_adapter::BackendSection::Rest(t) => lintas_adapter_rest::build(&adapter, t.clone()),
+        lintas_adapter::BackendSection::Soap(t) => lintas_adapter_soap::build(&adapter, t.clone()),
+        other => panic!("not a REST or SOAP configuration: {other:?}"),
+    }
+    .map_err(|e| e.to_string())?;
     Ok((adapter, backend))
 }
 
@@ -183,7 +199,7 @@ async fn a_rest_system_behind_the_adapter_is_called_through_the_bus() {
     let endpoint = serve_adapter(&config, &mut net._stops).await;
     let reply = publish(&net, DUKCAPIL, &endpoint).await;
     assert!(
-        reply.contains("its descriptors (2 methods: CariNik, CariKeluarga) are published"),
+        reply.contains("its descriptors are published (methods: CariNik, CariKeluarga)"),
         "{reply}"
     );
 
@@ -647,6 +663,99 @@ async fn reflected_services(net: &Network, client: &str) -> Vec<String> {
     }
 }
 
+async fn cek_peserta(net: &Network, nik: &str) -> Result<Peserta, Status> {
+    let mut req = Request::new(CekPesertaRequest { nik: nik.into() });
+    req.metadata_mut()
+        .insert("lintas-client", CONSUMER_CLIENT.parse().unwrap());
+    req.metadata_mut()
+        .insert("lintas-service", PROVIDER_CLIENT.parse().unwrap());
+    KepesertaanClient::new(plain_channel(&net.consumer_url).await?)
+        .cek_peserta(req)
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[tokio::test]
+async fn a_soap_service_behind_the_adapter_is_called_through_the_bus() {
+    let mut net = network().await;
+    let legacy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let legacy_url = format!("http://{}", legacy.local_addr().unwrap());
+    let (stop_legacy, stop) = stopper();
+    tokio::spawn(lintas_examples::bpjs_soap::serve(legacy, stop));
+    let config = example_config(&net.inst.root, "bpjs-soap.toml", &legacy_url, |t| t);
+    let endpoint = serve_adapter(&config, &mut net._stops).await;
+    let reply = publish(&net, BPJS, &endpoint).await;
+    assert!(
+        reply.contains("its descriptors are published (methods: CekPeserta)"),
+        "{reply}"
+    );
+
+    let siti = cek_peserta(&net, NIK).await.unwrap();
+    assert_eq!(
+        (
+            siti.nama.as_str(),
+            siti.status.as_str(),
+            siti.kelas_rawat,
+            siti.pbi
+        ),
+        ("Siti Rahayu", "AKTIF", 3, true)
+    );
+    assert_eq!(siti.faskes, "Puskesmas Duren Sawit");
+
+    // A SOAP fault is the application's error, with the fault's own words.
+    let unknown = cek_peserta(&net, "3174019999990009").await.unwrap_err();
+    assert_eq!(unknown.code(), Code::InvalidArgument);
+    assert_eq!(source(&unknown), "provider-app");
+    assert_eq!(
+        unknown.message(),
+        "SOAP fault soapenv:Client: NIK 3174019999990009 tidak terdaftar sebagai peserta JKN"
+    );
+
+    // An answer that does not fit the declared types, called by an X-Road REST client.
+    std::fs::write(
+        net.inst.root.join("ujisoap.proto"),
+        "syntax = \"proto3\"; package uji.v1;\n\
+         service SalahSoap { rpc CekPeserta(Nik) returns (Orang); }\n\
+         message Nik { string nik = 1; }\n\
+         message Orang { int32 nama = 3; }\n",
+    )
+    .unwrap();
+    let mismatch = example_config(&net.inst.root, "bpjs-soap.toml", &legacy_url, |t| {
+        t.replace("bpjs/v1/kepesertaan.proto", "ujisoap.proto")
+            .replace("bpjs.v1.Kepesertaan", "uji.v1.SalahSoap")
+            .replace(
+                &format!("[{:?}]", examples_dir().join("proto").display().to_string()),
+                "[\".\"]",
+            )
+    });
+    let wrong = serve_adapter(&mismatch, &mut net._stops).await;
+    publish(&net, "uji.v1.SalahSoap", &wrong).await;
+    let address = net.consumer_url.trim_start_matches("http://").to_owned();
+    let (status, _, body) = http(
+        &address,
+        "POST",
+        &format!("/r1/{PROVIDER_CLIENT}/uji.v1.SalahSoap/CekPeserta"),
+        &[("X-Road-Client", CONSUMER_CLIENT)],
+        &format!(r#"{{"nik": "{NIK}"}}"#),
+    )
+    .await;
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(
+        json(&body)["message"],
+        "the backend's answer does not fit uji.v1.Orang: field nama: 'Siti Rahayu' is not a 32-bit integer"
+    );
+
+    stop_legacy.send(()).unwrap();
+    let down = loop {
+        match cek_peserta(&net, NIK).await {
+            Ok(_) => tokio::task::yield_now().await,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(down.code(), Code::Unavailable, "{down:?}");
+    assert!(down.message().contains("unreachable"), "{down:?}");
+}
+
 #[test]
 fn bad_adapter_mappings_are_refused_with_precise_errors() {
     let dir = tempfile::tempdir().unwrap();
@@ -710,6 +819,42 @@ fn bad_adapter_mappings_are_refused_with_precise_errors() {
         let err = load_adapter(&path).map(|_| ()).unwrap_err();
         assert!(err.contains(want), "{to}: {err}");
     }
+    let soap_cases: &[(&str, &str, &str)] = &[
+        (
+            "operation = \"CekPesertaRequest\"",
+            "operation = \"Cek Peserta\"",
+            "[soap.methods.CekPeserta]: operation 'Cek Peserta' is not an XML element name",
+        ),
+        (
+            "version = \"1.1\"",
+            "version = \"1.3\"",
+            "unknown variant `1.3`",
+        ),
+        (
+            "namespace = \"http://bpjs-kesehatan.go.id/ws/kepesertaan\"\n",
+            "",
+            "missing field `namespace`",
+        ),
+        (
+            "action = \"http",
+            "actoin = \"http",
+            "unknown field `actoin`",
+        ),
+        (
+            "endpoint = \"http://127.0.0.1:9/ws/kepesertaan\"",
+            "endpoint = \"/ws/kepesertaan\"",
+            "must be an absolute http:// or https:// URL",
+        ),
+    ];
+    for (from, to, want) in soap_cases {
+        let path = example_config(dir.path(), "bpjs-soap.toml", "http://127.0.0.1:9", |t| {
+            assert!(t.contains(from), "{from}");
+            t.replacen(from, to, 1)
+        });
+        let err = load_adapter(&path).map(|_| ()).unwrap_err();
+        assert!(err.contains(want), "{to}: {err}");
+    }
+
     // A method without a mapping.
     let path = adapter_config(dir.path(), "http://127.0.0.1:9", |t| {
         t[..t.find("[rest.methods.CariKeluarga]").unwrap()].to_owned()
@@ -720,11 +865,19 @@ fn bad_adapter_mappings_are_refused_with_precise_errors() {
         "{err}"
     );
 
-    // The command checks the shipped example as it stands.
-    let out = run(lintas_cmd(&["adapter", "check", "--config"])
-        .arg(examples_dir().join("adapters/dukcapil-rest.toml")));
-    assert!(
-        out.contains("dukcapil.v1.Kependudukan with 2 methods: CariNik, CariKeluarga"),
-        "{out}"
-    );
+    // The command checks the shipped examples as they stand.
+    for (file, want) in [
+        (
+            "dukcapil-rest.toml",
+            "dukcapil.v1.Kependudukan (methods: CariNik, CariKeluarga)",
+        ),
+        (
+            "bpjs-soap.toml",
+            "bpjs.v1.Kepesertaan (methods: CekPeserta)",
+        ),
+    ] {
+        let out = run(lintas_cmd(&["adapter", "check", "--config"])
+            .arg(examples_dir().join("adapters").join(file)));
+        assert!(out.contains(want), "{out}");
+    }
 }
