@@ -113,8 +113,11 @@ impl Registration for RegistrationService {
         let cert = lintas_transport::peer_cert(&request);
         let services = request.into_inner().services;
         let reg = self.0.clone();
-        let conf_serial = blocking(move || reg.report_services(cert.as_deref(), services)).await?;
-        Ok(Response::new(pb::ServiceReportReply { conf_serial }))
+        let outcome = blocking(move || reg.report_services(cert.as_deref(), services)).await?;
+        Ok(Response::new(pb::ServiceReportReply {
+            conf_serial: outcome.conf_serial,
+            missing_descriptors: outcome.missing,
+        }))
     }
 
     async fn get_service_descriptor(
@@ -387,6 +390,24 @@ impl RegistryAdmin for AdminService {
             .await?;
         Ok(Response::new(pb::IssueAdminCertificateResponse {
             certificate,
+        }))
+    }
+}
+
+pub struct CatalogueService(pub Arc<Registry>);
+
+#[tonic::async_trait]
+impl pb::catalogue_server::Catalogue for CatalogueService {
+    async fn upload_descriptor(
+        &self,
+        request: Request<pb::ServiceDescriptor>,
+    ) -> Result<Response<pb::UploadDescriptorReply>, Status> {
+        let cert = lintas_transport::peer_cert(&request);
+        let set = request.into_inner().descriptor_set;
+        let reg = self.0.clone();
+        let sha256 = blocking(move || reg.upload_descriptor(cert.as_deref(), set)).await?;
+        Ok(Response::new(pb::UploadDescriptorReply {
+            sha256: sha256.to_vec(),
         }))
     }
 }

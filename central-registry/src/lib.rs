@@ -348,6 +348,12 @@ pub async fn serve(
             RegistryAdminServer::new(grpc::AdminService(registry.clone()))
                 .max_decoding_message_size(max),
         )
+        .add_service(
+            lintas_proto::registry::v1::catalogue_server::CatalogueServer::new(
+                grpc::CatalogueService(registry.clone()),
+            )
+            .max_decoding_message_size(registry::MAX_DESCRIPTOR_BYTES + 1024),
+        )
         .serve_with_incoming_shutdown(lintas_transport::incoming(grpc, tls), stop.stopped());
 
     let http_registry = registry.clone();

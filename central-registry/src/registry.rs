@@ -227,6 +227,20 @@ pub const MAX_DESCRIPTOR_BYTES: usize = 1024 * 1024;
 /// Most grants listed for one service.
 const MAX_GRANTS: usize = 10_000;
 
+/// Uploaded descriptor sets held per server until its next report.
+const MAX_STAGED: usize = 64;
+
+/// Encoded descriptor sets by SHA-256 (hex).
+type DescriptorSets = BTreeMap<String, Arc<Vec<u8>>>;
+
+/// What a service report achieved.
+pub struct ReportOutcome {
+    /// The configuration serial listing the services; 0 when sets are missing.
+    pub conf_serial: u64,
+    /// SHA-256 of each named descriptor set the registry does not hold.
+    pub missing: Vec<Vec<u8>>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AuditRec {
     pub at: i64,
@@ -251,8 +265,8 @@ struct State {
     admin_certs: BTreeMap<String, IssuedCert>,
     /// Services each security server reported, by server, sorted.
     catalogue: BTreeMap<ServerId, Vec<CatalogueService>>,
-    /// Published descriptor sets by SHA-256 (hex).
-    descriptors: BTreeMap<String, Arc<Vec<u8>>>,
+    /// Published descriptor sets.
+    descriptors: DescriptorSets,
     /// Other time-stamping authorities listed besides the registry's own, by name.
     tsas: BTreeMap<Code, TsaRec>,
     audit_seq: u64,
@@ -268,6 +282,13 @@ struct Change {
 impl Change {
     fn put_raw(&mut self, key: String, value: Vec<u8>) {
         self.puts.push(Put { key, value });
+    }
+
+    fn remove(&mut self, key: String) {
+        self.puts.push(Put {
+            key,
+            value: Vec::new(),
+        });
     }
 
     fn put<T: Serialize>(&mut self, key: String, value: &T) -> Result<()> {
@@ -326,6 +347,8 @@ pub struct Registry {
     poisoned: AtomicBool,
     /// Held across a service report's comparison and commit.
     reports: Mutex<()>,
+    /// Descriptor sets uploaded by each server and not yet named in a report, by hash.
+    staged: Mutex<BTreeMap<ServerId, DescriptorSets>>,
     /// The newest checkpoint witnessed for each log, by origin.
     witnessed: Mutex<BTreeMap<String, witness::WitnessRec>>,
     /// (origin, held size) of every refusal stored as evidence.
@@ -420,6 +443,7 @@ impl Registry {
             latest: RwLock::new(Arc::new(latest)),
             poisoned: AtomicBool::new(false),
             reports: Mutex::new(()),
+            staged: Mutex::new(BTreeMap::new()),
             witnessed: Mutex::new(witnessed),
             witness_refusals: Mutex::new(refusals),
         })
@@ -1276,29 +1300,49 @@ impl Registry {
     /// A security server, identified by its current TLS certificate, reports the complete
     /// list of services it provides. Only its own hosted subsystems may be named. The
     /// configuration is re-signed only when the catalogue changed.
+    /// Holds a descriptor set a server is about to name in a service report. Returns its
+    /// SHA-256.
+    pub fn upload_descriptor(&self, peer_cert: Option<&[u8]>, set: Vec<u8>) -> Result<[u8; 32]> {
+        let server_id = self.peer_server(peer_cert, "uploading descriptors")?;
+        descriptor_pool(&set).map_err(|e| invalid("descriptor set", e))?;
+        let hash = lintas_certs::sha256(&set);
+        let mut staged = self.staged.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = staged.entry(server_id).or_default();
+        if mine.len() >= MAX_STAGED && !mine.contains_key(&lintas_certs::hex(&hash)) {
+            // An upload that was never reported makes room.
+            if let Some(first) = mine.keys().next().cloned() {
+                mine.remove(&first);
+            }
+        }
+        mine.insert(lintas_certs::hex(&hash), Arc::new(set));
+        Ok(hash)
+    }
+
+    /// A service report: either the serial of the configuration listing the services, or
+    /// the descriptor sets it names that the registry does not hold (nothing changed).
     pub fn report_services(
         &self,
         peer_cert: Option<&[u8]>,
         services: Vec<pb::ReportedService>,
-    ) -> Result<u64> {
+    ) -> Result<ReportOutcome> {
         let server_id = self.peer_server(peer_cert, "reporting services")?;
         if services.len() > MAX_CLIENTS {
             return Err(invalid("services", format!("more than {MAX_CLIENTS}")));
         }
         let mut reported = Vec::new();
-        let mut new_descriptors = BTreeMap::new();
+        let mut named = BTreeMap::new();
         for s in services {
             let provider: SubsystemId = s.provider.parse().map_err(|e| invalid("provider", e))?;
             let service: ServiceName = s.service.parse().map_err(|e| invalid("service", e))?;
             let what = format!("service {service} of {provider}");
-            let descriptor_sha256 = if s.descriptor_set.is_empty() {
-                String::new()
-            } else {
-                check_descriptor(&s.descriptor_set, &service.to_string())
-                    .map_err(|e| invalid(&what, e))?;
-                let hash = lintas_certs::hex(&lintas_certs::sha256(&s.descriptor_set));
-                new_descriptors.insert(hash.clone(), s.descriptor_set);
-                hash
+            let descriptor_sha256 = match s.descriptor_sha256.len() {
+                0 => String::new(),
+                32 => {
+                    let hash = lintas_certs::hex(&s.descriptor_sha256);
+                    named.insert(hash.clone(), service.to_string());
+                    hash
+                }
+                _ => return Err(invalid(&what, "descriptor_sha256 is not a SHA-256")),
             };
             if s.grants.len() > MAX_GRANTS {
                 return Err(invalid(&what, format!("more than {MAX_GRANTS} grants")));
@@ -1320,6 +1364,33 @@ impl Registry {
         reported.sort();
         reported.dedup_by(|a, b| a.provider == b.provider && a.service == b.service);
         let _one_report_at_a_time = self.reports.lock().unwrap_or_else(|p| p.into_inner());
+        // Every named set must be held already or uploaded by this server, and define
+        // the service it is named for.
+        let mut new_descriptors = BTreeMap::new();
+        let mut missing = Vec::new();
+        {
+            let state = self.lock();
+            let staged = self.staged.lock().unwrap_or_else(|p| p.into_inner());
+            for (hash, service) in &named {
+                if state.descriptors.contains_key(hash) {
+                    continue;
+                }
+                match staged.get(&server_id).and_then(|m| m.get(hash)) {
+                    Some(set) => {
+                        check_descriptor(set, service)
+                            .map_err(|e| invalid(&format!("service {service}"), e))?;
+                        new_descriptors.insert(hash.clone(), set.clone());
+                    }
+                    None => missing.push(lintas_certs::unhex(hash).unwrap_or_default()),
+                }
+            }
+        }
+        if !missing.is_empty() {
+            return Ok(ReportOutcome {
+                conf_serial: 0,
+                missing,
+            });
+        }
         let unchanged = {
             let state = self.lock();
             state.catalogue.get(&server_id) == Some(&reported)
@@ -1341,12 +1412,8 @@ impl Registry {
                 )));
             }
             for (hash, bytes) in new_descriptors {
-                if let std::collections::btree_map::Entry::Vacant(slot) =
-                    state.descriptors.entry(hash)
-                {
-                    change.put_raw(format!("descriptor/{}", slot.key()), bytes.clone());
-                    slot.insert(Arc::new(bytes));
-                }
+                change.put_raw(format!("descriptor/{hash}"), bytes.as_ref().clone());
+                state.descriptors.insert(hash, bytes);
             }
             let action = format!("{server_id} reported {} service(s)", reported.len());
             change.put(
@@ -1357,9 +1424,37 @@ impl Registry {
                 },
             )?;
             state.catalogue.insert(server_id.clone(), reported);
+            // Sets no service names any more are removed.
+            let used: BTreeSet<&String> = state
+                .catalogue
+                .values()
+                .flatten()
+                .map(|c| &c.descriptor_sha256)
+                .collect();
+            let unused: Vec<String> = state
+                .descriptors
+                .keys()
+                .filter(|h| !used.contains(h))
+                .cloned()
+                .collect();
+            for hash in unused {
+                change.remove(format!("descriptor/{hash}"));
+                state.descriptors.remove(&hash);
+            }
             Ok(((), action))
         })?;
-        Ok(serial)
+        if let Some(mine) = self
+            .staged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(&server_id)
+        {
+            mine.retain(|h, _| !named.contains_key(h));
+        }
+        Ok(ReportOutcome {
+            conf_serial: serial,
+            missing: Vec::new(),
+        })
     }
 
     /// A published descriptor set by its SHA-256.
@@ -1442,15 +1537,19 @@ fn random_hex(bytes: usize) -> Result<String> {
     Ok(lintas_certs::hex(&buf))
 }
 
-/// A descriptor set must be small, well formed, self-contained and define `service`.
-fn check_descriptor(bytes: &[u8], service: &str) -> std::result::Result<(), String> {
+/// A descriptor set must be small, well formed and self-contained.
+fn descriptor_pool(bytes: &[u8]) -> std::result::Result<prost_reflect::DescriptorPool, String> {
     if bytes.len() > MAX_DESCRIPTOR_BYTES {
         return Err(format!(
             "descriptors larger than {MAX_DESCRIPTOR_BYTES} bytes"
         ));
     }
-    let pool =
-        prost_reflect::DescriptorPool::decode(bytes).map_err(|e| format!("descriptors: {e}"))?;
+    prost_reflect::DescriptorPool::decode(bytes).map_err(|e| format!("descriptors: {e}"))
+}
+
+/// A descriptor set must also define the service it is named for.
+fn check_descriptor(bytes: &[u8], service: &str) -> std::result::Result<(), String> {
+    let pool = descriptor_pool(bytes)?;
     if pool.get_service_by_name(service).is_none() {
         return Err(format!("the descriptors do not define {service}"));
     }

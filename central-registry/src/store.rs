@@ -11,10 +11,11 @@ use std::path::Path;
 #[error("registry database: {0}")]
 pub struct StoreError(pub String);
 
-/// One put in a change batch.
+/// One put (or, with an empty value, removal) in a change batch.
 #[derive(Debug, Clone)]
 pub struct Put {
     pub key: String,
+    /// The new value; empty removes the key.
     pub value: Vec<u8>,
 }
 
@@ -22,7 +23,7 @@ pub struct Put {
 pub trait RegistryStore: Send + Sync + 'static {
     /// Every stored key and value, in key order.
     fn load(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
-    /// Applies all puts atomically and durably.
+    /// Applies all puts (and removals, as empty values) atomically and durably.
     fn apply(&self, batch: Vec<Put>) -> Result<(), StoreError>;
 }
 
@@ -55,7 +56,11 @@ impl RegistryStore for SledStore {
     fn apply(&self, batch: Vec<Put>) -> Result<(), StoreError> {
         let mut b = sled::Batch::default();
         for put in batch {
-            b.insert(put.key.as_bytes(), put.value);
+            if put.value.is_empty() {
+                b.remove(put.key.as_bytes());
+            } else {
+                b.insert(put.key.as_bytes(), put.value);
+            }
         }
         self.db
             .apply_batch(b)

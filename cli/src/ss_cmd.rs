@@ -546,10 +546,6 @@ fn compile_proto(file: &std::path::Path, paths: &[PathBuf]) -> anyhow::Result<Ve
     } else {
         (paths.to_vec(), file.to_path_buf())
     };
-    let mut compiler = protox::Compiler::new(&includes)?;
-    compiler.include_imports(true).include_source_info(false);
-    compiler
-        .open_file(&name)
-        .with_context(|| file.display().to_string())?;
+    let compiler = lintas_adapter::compile(&name, &includes).map_err(anyhow::Error::msg)?;
     Ok(compiler.encode_file_descriptor_set())
 }

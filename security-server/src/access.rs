@@ -24,9 +24,28 @@ pub struct ServiceEntry {
     #[serde(default)]
     pub ca_pem: Option<String>,
     /// The service's descriptors (an encoded `FileDescriptorSet`), published in the
-    /// catalogue; `None` when the application gave none.
-    #[serde(default)]
+    /// catalogue; `None` when the application gave none. Stored as base64.
+    #[serde(default, with = "base64_bytes")]
     pub descriptor_set: Option<Vec<u8>>,
+}
+
+mod base64_bytes {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(bytes) => s.serialize_some(&STANDARD.encode(bytes)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|t| STANDARD.decode(t).map_err(serde::de::Error::custom))
+            .transpose()
+    }
 }
 
 /// Who a grant is for.

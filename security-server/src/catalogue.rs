@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use lintas_globalconf::VerifiedConf;
-use lintas_identifiers::SubsystemId;
+use lintas_identifiers::{ClientId, MemberId, SubsystemId};
 use lintas_proto::globalconf::v1 as gc;
 use prost_reflect::{DescriptorPool, ServiceDescriptor};
 use tonic::{Code, Status};
@@ -18,8 +18,11 @@ use crate::daemon::{ErrorSource, SecurityServer, error};
 #[derive(Default)]
 pub struct DescriptorCache(Mutex<HashMap<[u8; 32], DescriptorPool>>);
 
-/// Descriptor sets kept in memory, at most; beyond, the cache starts again.
+/// Descriptor sets kept in memory, at most; beyond, one is dropped for each new one.
 const MAX_CACHED: usize = 4096;
+
+/// How long the registry may take to hand out one descriptor set.
+const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn unavailable(message: String) -> Status {
     error(Code::Unavailable, ErrorSource::ConsumerServer, message)
@@ -52,9 +55,25 @@ fn grant_covers(
         && Subject::parse_wire(&grant.subject).is_ok_and(|subject| subject.covers(conf, client))
 }
 
+/// Whether any grant of `entry` lets `client` call something.
+pub fn may_call_any(conf: &VerifiedConf, entry: &gc::ServiceRef, client: &SubsystemId) -> bool {
+    entry
+        .grants
+        .iter()
+        .any(|g| grant_covers(conf, g, client, None))
+}
+
 /// The methods of a described service that `client` may call, by the catalogue's
-/// grants. Without descriptors, only the method names granted one by one are known.
-pub fn allowed_methods(conf: &VerifiedConf, d: &Described, client: &SubsystemId) -> Vec<String> {
+/// grants; `None` when it may call none. Without descriptors only the methods granted by
+/// name are known, so a grant of the whole service gives an empty list.
+pub fn allowed_methods(
+    conf: &VerifiedConf,
+    d: &Described,
+    client: &SubsystemId,
+) -> Option<Vec<String>> {
+    if !may_call_any(conf, &d.entry, client) {
+        return None;
+    }
     let known = d.methods();
     if known.is_empty() {
         let mut named: Vec<String> = d
@@ -66,9 +85,14 @@ pub fn allowed_methods(conf: &VerifiedConf, d: &Described, client: &SubsystemId)
             .collect();
         named.sort();
         named.dedup();
-        return named;
+        let whole = d
+            .entry
+            .grants
+            .iter()
+            .any(|g| g.method.is_empty() && grant_covers(conf, g, client, None));
+        return Some(if whole { Vec::new() } else { named });
     }
-    known
+    let allowed: Vec<String> = known
         .into_iter()
         .filter(|m| {
             d.entry
@@ -76,7 +100,25 @@ pub fn allowed_methods(conf: &VerifiedConf, d: &Described, client: &SubsystemId)
                 .iter()
                 .any(|g| grant_covers(conf, g, client, Some(m)))
         })
-        .collect()
+        .collect();
+    (!allowed.is_empty()).then_some(allowed)
+}
+
+/// The members of the instance and their subsystems, with the member's name.
+pub fn clients(conf: &VerifiedConf) -> Vec<(ClientId, String)> {
+    let mut out = Vec::new();
+    for m in &conf.conf.members {
+        let Ok(member) = m.id.parse::<MemberId>() else {
+            continue;
+        };
+        out.push((ClientId::Member(member.clone()), m.name.clone()));
+        for code in &m.subsystems {
+            if let Ok(sub) = format!("{member}/{code}").parse::<SubsystemId>() {
+                out.push((ClientId::Subsystem(sub), m.name.clone()));
+            }
+        }
+    }
+    out
 }
 
 impl SecurityServer {
@@ -98,11 +140,18 @@ impl SecurityServer {
             .registry()
             .map_err(|e| unavailable(format!("registry: {e}")))?
             .max_decoding_message_size(crate::descriptors::MAX_DESCRIPTOR_BYTES + 1024);
-        let set = registry
-            .get_service_descriptor(lintas_proto::registry::v1::ServiceDescriptorRequest {
+        let fetch =
+            registry.get_service_descriptor(lintas_proto::registry::v1::ServiceDescriptorRequest {
                 sha256: key.to_vec(),
-            })
+            });
+        let set = tokio::time::timeout(FETCH_TIMEOUT, fetch)
             .await
+            .map_err(|_| {
+                unavailable(format!(
+                    "the registry did not hand out descriptors within {} s",
+                    FETCH_TIMEOUT.as_secs()
+                ))
+            })?
             .map_err(|s| {
                 unavailable(format!(
                     "fetching descriptors from the registry: {}",
@@ -119,8 +168,10 @@ impl SecurityServer {
         }
         let pool = crate::descriptors::pool(&set).map_err(unavailable)?;
         let mut cache = self.descriptors.0.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= MAX_CACHED {
-            cache.clear();
+        if cache.len() >= MAX_CACHED
+            && let Some(evicted) = cache.keys().next().copied()
+        {
+            cache.remove(&evicted);
         }
         cache.insert(key, pool.clone());
         Ok(pool)
@@ -162,25 +213,41 @@ impl SecurityServer {
         Ok(Described { entry, service })
     }
 
-    /// Every service of the catalogue (of one provider, if given), described.
+    /// Every service of the catalogue (of one provider, if given; only those `caller`
+    /// may call, if given), described. A service whose descriptors cannot be had now is
+    /// listed without them rather than failing the whole list.
     pub(crate) async fn catalogue(
         &self,
         conf: &VerifiedConf,
         provider: Option<&SubsystemId>,
-    ) -> Result<Vec<Described>, Status> {
+        caller: Option<&SubsystemId>,
+    ) -> Vec<Described> {
         let provider = provider.map(ToString::to_string);
-        // One entry per provider and service, whichever servers host it.
-        let entries: BTreeMap<(String, String), gc::ServiceRef> = conf
-            .conf
-            .services
-            .iter()
-            .filter(|s| provider.as_ref().is_none_or(|p| *p == s.provider))
-            .map(|s| ((s.provider.clone(), s.service.clone()), s.clone()))
-            .collect();
+        // One entry per provider and service: the first server listed, as for calls.
+        let mut entries: BTreeMap<(String, String), gc::ServiceRef> = BTreeMap::new();
+        for s in &conf.conf.services {
+            if provider.as_ref().is_some_and(|p| *p != s.provider)
+                || caller.is_some_and(|c| !may_call_any(conf, s, c))
+            {
+                continue;
+            }
+            entries
+                .entry((s.provider.clone(), s.service.clone()))
+                .or_insert_with(|| s.clone());
+        }
         let mut out = Vec::new();
         for entry in entries.into_values() {
-            out.push(self.describe(entry).await?);
+            match self.describe(entry.clone()).await {
+                Ok(d) => out.push(d),
+                Err(e) => {
+                    tracing::warn!(service = %entry.service, provider = %entry.provider, error = %e.message(), "descriptors unavailable; listed without them");
+                    out.push(Described {
+                        entry,
+                        service: None,
+                    });
+                }
+            }
         }
-        Ok(out)
+        out
     }
 }

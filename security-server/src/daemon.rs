@@ -492,14 +492,22 @@ impl SecurityServer {
         &self,
     ) -> Result<lintas_proto::registry::v1::registration_client::RegistrationClient<Channel>, SsError>
     {
+        Ok(
+            lintas_proto::registry::v1::registration_client::RegistrationClient::new(
+                self.registry_channel()?,
+            ),
+        )
+    }
+
+    /// A mutual-TLS channel to the registry, as this server.
+    fn registry_channel(&self) -> Result<Channel, SsError> {
         let anchor = self.conf.anchor();
         let tls = lintas_transport::client_config(
             anchor.trust_store(),
             Role::Registry,
             Some((&self.tls_cert, &self.tls_key)),
         )?;
-        let channel = lintas_transport::channel(&anchor.registry_url, tls)?;
-        Ok(lintas_proto::registry::v1::registration_client::RegistrationClient::new(channel))
+        Ok(lintas_transport::channel(&anchor.registry_url, tls)?)
     }
 
     /// Signs a checkpoint of the log if it grew since the last one.
@@ -614,14 +622,48 @@ impl SecurityServer {
                     .collect(),
                 provider: s.provider.to_string(),
                 service: s.service.to_string(),
-                descriptor_set: s.descriptor_set.unwrap_or_default(),
+                descriptor_sha256: s
+                    .descriptor_set
+                    .as_deref()
+                    .map(|d| lintas_certs::sha256(d).to_vec())
+                    .unwrap_or_default(),
             })
             .collect();
-        let reply = self
-            .registry()?
-            .report_services(reg::ServiceReport { services })
-            .await?;
-        Ok(reply.into_inner().conf_serial)
+        let report = reg::ServiceReport { services };
+        let mut registry = self.registry()?;
+        let reply = registry.report_services(report.clone()).await?.into_inner();
+        if reply.missing_descriptors.is_empty() {
+            return Ok(reply.conf_serial);
+        }
+        // The registry lacks some descriptor sets: upload them, then report again.
+        let mut catalogue = reg::catalogue_client::CatalogueClient::new(self.registry_channel()?)
+            .max_encoding_message_size(crate::descriptors::MAX_DESCRIPTOR_BYTES + 1024);
+        let sets: Vec<Vec<u8>> = self
+            .access
+            .services()
+            .into_iter()
+            .filter_map(|s| s.descriptor_set)
+            .collect();
+        for hash in &reply.missing_descriptors {
+            if let Some(set) = sets
+                .iter()
+                .find(|s| lintas_certs::sha256(s).as_slice() == hash)
+            {
+                catalogue
+                    .upload_descriptor(reg::ServiceDescriptor {
+                        descriptor_set: set.clone(),
+                    })
+                    .await?;
+            }
+        }
+        let reply = registry.report_services(report).await?.into_inner();
+        if !reply.missing_descriptors.is_empty() {
+            return Err(SsError::InvalidInput(format!(
+                "the registry still lacks {} descriptor set(s) after they were uploaded",
+                reply.missing_descriptors.len()
+            )));
+        }
+        Ok(reply.conf_serial)
     }
 
     /// Marks `id` of `client` as used at `time_ms`; false if it was used before.

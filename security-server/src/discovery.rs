@@ -6,7 +6,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use lintas_identifiers::{MemberId, SubsystemId};
+use lintas_identifiers::SubsystemId;
 use lintas_proto::discovery::v1 as pb;
 use prost::Message;
 use prost_reflect::DescriptorPool;
@@ -56,22 +56,13 @@ impl pb::discovery_server::Discovery for Discovery {
     ) -> Result<Response<pb::ClientList>, Status> {
         client_of(&self.0, &request)?;
         let conf = self.0.current_conf(ErrorSource::ConsumerServer)?;
-        let mut clients = Vec::new();
-        for m in &conf.conf.members {
-            if m.id.parse::<MemberId>().is_err() {
-                continue;
-            }
-            clients.push(pb::Client {
-                id: m.id.clone(),
-                name: m.name.clone(),
-            });
-            for code in &m.subsystems {
-                clients.push(pb::Client {
-                    id: format!("{}/{code}", m.id),
-                    name: m.name.clone(),
-                });
-            }
-        }
+        let clients = crate::catalogue::clients(&conf)
+            .into_iter()
+            .map(|(id, name)| pb::Client {
+                id: id.to_string(),
+                name,
+            })
+            .collect();
         Ok(Response::new(pb::ClientList { clients }))
     }
 
@@ -85,8 +76,8 @@ impl pb::discovery_server::Discovery for Discovery {
         let conf = self.0.current_conf(ErrorSource::ConsumerServer)?;
         let services = self
             .0
-            .catalogue(&conf, Some(&provider))
-            .await?
+            .catalogue(&conf, Some(&provider), None)
+            .await
             .into_iter()
             .map(|d| pb::Service {
                 methods: d.methods(),
@@ -106,12 +97,11 @@ impl pb::discovery_server::Discovery for Discovery {
         let conf = self.0.current_conf(ErrorSource::ConsumerServer)?;
         let services = self
             .0
-            .catalogue(&conf, provider.as_ref())
-            .await?
+            .catalogue(&conf, provider.as_ref(), Some(&client))
+            .await
             .into_iter()
             .filter_map(|d| {
-                let methods = allowed_methods(&conf, &d, &client);
-                (!methods.is_empty()).then_some(pb::Service {
+                allowed_methods(&conf, &d, &client).map(|methods| pb::Service {
                     methods,
                     provider: d.entry.provider,
                     service: d.entry.service,
@@ -157,9 +147,9 @@ impl Reflection {
         let conf = self.0.current_conf(ErrorSource::ConsumerServer)?;
         let mut pool = DescriptorPool::new();
         let mut names = Vec::new();
-        for d in self.0.catalogue(&conf, None).await? {
+        for d in self.0.catalogue(&conf, None, Some(client)).await {
             let Some(service) = &d.service else { continue };
-            if allowed_methods(&conf, &d, client).is_empty()
+            if allowed_methods(&conf, &d, client).is_none()
                 || names.iter().any(|n| n == service.full_name())
             {
                 continue;

@@ -3,7 +3,7 @@
 //!
 //! | request | answer |
 //! |---|---|
-//! | `POST /r1/{instance}/{class}/{member}/{subsystem}/{package.Service}/{Method}` with `X-Road-Client` and a JSON body | the method's response message as JSON |
+//! | `POST /r1/{instance}/{class}/{member}/{subsystem}/{package.Service}/{Method}` with `X-Road-Client` and a JSON body (any verb is accepted; no body is the empty message) | the method's response message as JSON |
 //! | `GET /listClients` | the members and subsystems of the instance |
 //! | `GET /r1/{provider subsystem}/listMethods` | the provider's services and methods |
 //! | `GET /r1/{provider subsystem}/allowedMethods` | those the client may call |
@@ -197,22 +197,10 @@ async fn list_clients(State(s): State<Arc<SecurityServer>>, req: Request) -> Res
         let conf = s
             .current_conf(ErrorSource::ConsumerServer)
             .map_err(|st| Failure::from_status(&st, ""))?;
-        let mut members = Vec::new();
-        for m in &conf.conf.members {
-            let Ok(id) = m.id.parse::<MemberId>() else {
-                continue;
-            };
-            members.push(
-                json!({"id": identifier_json(&ClientId::Member(id.clone())), "name": m.name}),
-            );
-            for code in &m.subsystems {
-                if let Ok(sub) = format!("{id}/{code}").parse::<SubsystemId>() {
-                    members.push(
-                        json!({"id": identifier_json(&ClientId::Subsystem(sub)), "name": m.name}),
-                    );
-                }
-            }
-        }
+        let members: Vec<Value> = crate::catalogue::clients(&conf)
+            .iter()
+            .map(|(id, name)| json!({"id": identifier_json(id), "name": name}))
+            .collect();
         Ok::<_, Failure>(json!({ "member": members }))
     }
     .await;
@@ -244,16 +232,10 @@ async fn allowed(
     let conf = s
         .current_conf(ErrorSource::ConsumerServer)
         .map_err(|st| Failure::from_status(&st, ""))?;
-    let services = s
-        .catalogue(&conf, provider)
-        .await
-        .map_err(|st| Failure::from_status(&st, ""))?;
+    let services = s.catalogue(&conf, provider, Some(client)).await;
     let list: Vec<Value> = services
         .iter()
-        .filter_map(|d| {
-            let methods = allowed_methods(&conf, d, client);
-            (!methods.is_empty()).then(|| service_json(d, methods))
-        })
+        .filter_map(|d| allowed_methods(&conf, d, client).map(|m| service_json(d, m)))
         .collect();
     Ok(json!({ "service": list }))
 }
@@ -280,7 +262,12 @@ async fn r1(State(s): State<Arc<SecurityServer>>, req: Request) -> Response {
 
 async fn r1_inner(s: &Arc<SecurityServer>, req: Request) -> Result<Response, Failure> {
     let (remote, peer_cert) = caller(req.extensions());
-    let path = req.uri().path().trim_start_matches("/r1/").to_owned();
+    let path = req
+        .uri()
+        .path()
+        .strip_prefix("/r1/")
+        .unwrap_or_default()
+        .to_owned();
     let query = req.uri().query().unwrap_or_default().to_owned();
     let parts: Vec<&str> = path.split('/').collect();
     if parts.len() < 5 || parts.len() > 6 || parts.iter().any(|p| p.is_empty()) {
@@ -312,10 +299,7 @@ async fn r1_inner(s: &Arc<SecurityServer>, req: Request) -> Result<Response, Fai
                 let conf = s
                     .current_conf(ErrorSource::ConsumerServer)
                     .map_err(conf_error)?;
-                let services = s
-                    .catalogue(&conf, Some(&provider))
-                    .await
-                    .map_err(conf_error)?;
+                let services = s.catalogue(&conf, Some(&provider), None).await;
                 let list: Vec<Value> = services
                     .iter()
                     .map(|d| service_json(d, d.methods()))

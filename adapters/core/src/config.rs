@@ -91,12 +91,7 @@ pub fn load(path: &Path) -> Result<Adapter, AdapterError> {
     } else {
         a.import_paths.iter().map(|p| base_dir.join(p)).collect()
     };
-    let mut compiler = protox::Compiler::new(&imports)
-        .map_err(|e| config_error(path, format!("import paths: {e}")))?;
-    compiler.include_imports(true).include_source_info(false);
-    compiler
-        .open_file(&a.proto)
-        .map_err(|e| config_error(path, format!("proto {}: {e}", a.proto.display())))?;
+    let compiler = compile(&a.proto, &imports).map_err(|e| config_error(path, e))?;
     let pool = compiler.descriptor_pool();
     let service = pool.get_service_by_name(&a.service).ok_or_else(|| {
         let known: Vec<String> = pool.services().map(|s| s.full_name().to_owned()).collect();
@@ -132,6 +127,16 @@ pub fn load(path: &Path) -> Result<Adapter, AdapterError> {
         backend,
         base_dir,
     })
+}
+
+/// Compiles `proto` (a path under one of `imports`) with everything it imports.
+pub fn compile(proto: &Path, imports: &[PathBuf]) -> Result<protox::Compiler, String> {
+    let mut compiler = protox::Compiler::new(imports).map_err(|e| format!("import paths: {e}"))?;
+    compiler.include_imports(true).include_source_info(false);
+    compiler
+        .open_file(proto)
+        .map_err(|e| format!("proto {}: {e}", proto.display()))?;
+    Ok(compiler)
 }
 
 /// Reads a backend's per-method mappings from `methods` (the `[<section>.methods]` table):

@@ -161,7 +161,8 @@ impl Client {
     }
 }
 
-/// The gRPC status for a backend's HTTP error status (as grpc-gateway maps them).
+/// The gRPC status for a backend's HTTP error status (the reverse of grpc-gateway's
+/// mapping, with 412 as FAILED_PRECONDITION and other client errors as INVALID_ARGUMENT).
 pub fn status_code(status: StatusCode) -> Code {
     match status.as_u16() {
         401 => Code::Unauthenticated,

@@ -26,7 +26,7 @@ pub mod values;
 use std::future::Future;
 use std::pin::Pin;
 
-pub use config::{Adapter, BackendSection, load, method_mappings};
+pub use config::{Adapter, BackendSection, compile, load, method_mappings};
 use prost_reflect::{DynamicMessage, MethodDescriptor};
 pub use server::serve;
 use tonic::Status;
@@ -51,14 +51,5 @@ pub enum AdapterError {
 
 /// A backend error for the application, with the backend's own words (bounded).
 pub fn backend_status(code: tonic::Code, what: impl std::fmt::Display) -> Status {
-    let mut text = what.to_string();
-    if text.len() > 1024 {
-        let mut cut = 1024;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push('…');
-    }
-    Status::new(code, text)
+    Status::new(code, values::shorten(&what.to_string(), 1024))
 }

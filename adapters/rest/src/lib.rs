@@ -111,6 +111,10 @@ pub struct RestBackend {
 
 /// Builds the backend from the adapter's `[rest]` section.
 pub fn build(adapter: &Adapter, section: toml::Table) -> Result<Arc<dyn Backend>, AdapterError> {
+    Ok(Arc::new(backend(adapter, section)?))
+}
+
+fn backend(adapter: &Adapter, section: toml::Table) -> Result<RestBackend, AdapterError> {
     let section: Section = toml::Value::Table(section)
         .try_into()
         .map_err(|e| AdapterError::Config(format!("[rest]: {}", e.to_string().trim_end())))?;
@@ -144,7 +148,7 @@ pub fn build(adapter: &Adapter, section: toml::Table) -> Result<Arc<dyn Backend>
         routes.insert(method.name().to_owned(), Arc::new(route));
     }
     let proto_names = section.field_names == FieldNames::Proto;
-    Ok(Arc::new(RestBackend {
+    Ok(RestBackend {
         client,
         headers,
         proto_names,
@@ -153,7 +157,7 @@ pub fn build(adapter: &Adapter, section: toml::Table) -> Result<Arc<dyn Backend>
             .skip_default_fields(false)
             .stringify_64_bit_integers(false),
         routes,
-    }))
+    })
 }
 
 fn route(method: &MethodDescriptor, m: Mapping) -> Result<Route, String> {
@@ -185,6 +189,12 @@ fn route(method: &MethodDescriptor, m: Mapping) -> Result<Route, String> {
     };
     if !m.path.starts_with('/') {
         return Err(format!("path '{}' must start with /", m.path));
+    }
+    if m.path.contains(['?', '#']) {
+        return Err(format!(
+            "path '{}' must not hold a query or fragment: fields outside the path and body go in the query string",
+            m.path
+        ));
     }
     let mut path = Vec::new();
     let mut rest = m.path.as_str();
@@ -270,6 +280,15 @@ fn encode(text: &str, out: &mut String) {
 }
 
 impl RestBackend {
+    /// A field's name in JSON and in the query string.
+    fn json_key<'a>(&self, f: &'a FieldDescriptor) -> &'a str {
+        if self.proto_names {
+            f.name()
+        } else {
+            f.json_name()
+        }
+    }
+
     fn to_json(&self, message: &DynamicMessage) -> Result<serde_json::Value, Status> {
         message
             .serialize_with_options(serde_json::value::Serializer, &self.serialize)
@@ -312,22 +331,29 @@ impl RestBackend {
             for text in values {
                 target.push(sep);
                 sep = '&';
-                encode(f.name(), &mut target);
+                encode(self.json_key(f), &mut target);
                 target.push('=');
                 encode(&text, &mut target);
             }
         }
         let body = match &route.body {
             Body::None => None,
-            Body::Rest => Some(self.to_json(&message)?),
+            Body::Rest => {
+                // Every field but those in the path (proto3 writes defaults too).
+                let mut json = self.to_json(&message)?;
+                if let Some(object) = json.as_object_mut() {
+                    for part in &route.path {
+                        if let Part::Field(f) = part {
+                            object.remove(self.json_key(f));
+                        }
+                    }
+                }
+                Some(json)
+            }
             Body::One(f) => {
                 let mut only = DynamicMessage::new(message.descriptor());
                 only.set_field(f, message.get_field(f).into_owned());
-                let key = if self.proto_names {
-                    f.name()
-                } else {
-                    f.json_name()
-                };
+                let key = self.json_key(f);
                 Some(
                     self.to_json(&only)?
                         .get(key)
@@ -449,5 +475,124 @@ fn status_text(s: StatusCode) -> String {
     match s.canonical_reason() {
         Some(r) => format!("{} {r}", s.as_u16()),
         None => s.as_u16().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backend_for(
+        field_names: &str,
+    ) -> (
+        RestBackend,
+        prost_reflect::ServiceDescriptor,
+        tempfile::TempDir,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("u.proto"),
+            r#"syntax = "proto3"; package u;
+            service U { rpc Ubah(UbahReq) returns (Res); rpc Cari(CariReq) returns (Res); }
+            message UbahReq { string id = 1; string nama = 2; int64 umur = 3; }
+            message CariReq { repeated string tag = 1; bool aktif = 2; string q = 3; string no_kk = 4; }
+            message Res {}"#,
+        )
+        .unwrap();
+        let config = dir.path().join("a.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"[adapter]
+                listen = "127.0.0.1:0"
+                proto = "u.proto"
+                service = "u.U"
+                [rest]
+                base_url = "http://127.0.0.1:9"
+                field_names = "{field_names}"
+                [rest.methods.Ubah]
+                verb = "PUT"
+                path = "/users/{{id}}"
+                body = "*"
+                [rest.methods.Cari]
+                verb = "GET"
+                path = "/users"
+                "#
+            ),
+        )
+        .unwrap();
+        let adapter = lintas_adapter::load(&config).unwrap();
+        let lintas_adapter::BackendSection::Rest(t) = &adapter.backend else {
+            panic!()
+        };
+        (
+            backend(&adapter, t.clone()).unwrap(),
+            adapter.service.clone(),
+            dir,
+        )
+    }
+
+    fn request(
+        b: &RestBackend,
+        service: &prost_reflect::ServiceDescriptor,
+        method: &str,
+        fields: &[(&str, Value)],
+    ) -> (String, Option<serde_json::Value>) {
+        let m = service.methods().find(|m| m.name() == method).unwrap();
+        let mut msg = DynamicMessage::new(m.input());
+        for (name, v) in fields {
+            msg.set_field_by_name(name, v.clone());
+        }
+        let (target, body) = b.request(&b.routes[method], msg).unwrap();
+        (target, body.map(|b| serde_json::from_slice(&b).unwrap()))
+    }
+
+    #[test]
+    fn path_fields_leave_the_body_and_the_rest_go_to_the_query_string() {
+        let (b, service, _dir) = backend_for("proto");
+        let (target, body) = request(
+            &b,
+            &service,
+            "Ubah",
+            &[
+                ("id", Value::String("a/b c".into())),
+                ("nama", Value::String("Siti".into())),
+                ("umur", Value::I64(38)),
+            ],
+        );
+        assert_eq!(target, "/users/a%2Fb%20c");
+        assert_eq!(body, Some(serde_json::json!({"nama": "Siti", "umur": 38})));
+
+        let (target, body) = request(
+            &b,
+            &service,
+            "Cari",
+            &[
+                (
+                    "tag",
+                    Value::List(vec![Value::String("x&y".into()), Value::String("z".into())]),
+                ),
+                ("aktif", Value::Bool(true)),
+                ("no_kk", Value::String("1".into())),
+            ],
+        );
+        assert_eq!(target, "/users?tag=x%26y&tag=z&aktif=true&no_kk=1");
+        assert_eq!(body, None);
+
+        let (b, service, _dir) = backend_for("json");
+        let (target, _) = request(
+            &b,
+            &service,
+            "Cari",
+            &[("no_kk", Value::String("1".into()))],
+        );
+        assert_eq!(target, "/users?noKk=1");
+        let err = b
+            .request(
+                &b.routes["Ubah"],
+                DynamicMessage::new(service.methods().next().unwrap().input()),
+            )
+            .unwrap_err();
+        assert_eq!(err.message(), "field id is needed: it fills the URL path");
     }
 }

@@ -449,6 +449,21 @@ async fn a_rest_system_behind_the_adapter_is_called_through_the_bus() {
     );
     let none = get("/allowedMethods".into(), OTHER_CLIENT).await;
     assert_eq!(none["service"], serde_json::json!([]));
+    // A whole service granted, without descriptors: listed, its methods unknown.
+    net.provider
+        .access
+        .grant(Grant {
+            method: None,
+            subject: Subject::Client(ClientId::Subsystem(OTHER_CLIENT.parse().unwrap())),
+            ..grant(None)
+        })
+        .unwrap();
+    net.provider.report_services().await.unwrap();
+    net.consumer.conf().fetch().await.unwrap();
+    let whole = get("/allowedMethods".into(), OTHER_CLIENT).await;
+    assert_eq!(whole["service"].as_array().unwrap().len(), 1, "{whole}");
+    assert_eq!(whole["service"][0]["service_code"], SERVICE);
+    assert_eq!(whole["service"][0]["methods"], serde_json::json!([]));
 
     let spec = get(
         format!("/r1/{PROVIDER_CLIENT}/getOpenAPI?serviceCode={DUKCAPIL}"),
@@ -661,6 +676,131 @@ async fn reflected_services(net: &Network, client: &str) -> Vec<String> {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// The registry's side of descriptor publication: sets are uploaded before the report
+/// that names them, checked, and removed once no service names them.
+#[tokio::test]
+async fn the_registry_checks_published_descriptors_and_drops_unused_ones() {
+    use lintas_proto::registry::v1 as reg;
+    let net = network().await;
+    let (cert, key) = (
+        read_cert(&net.provider_paths.tls_cert()),
+        lintas_certs::keys::read(&net.provider_paths.tls_key()).unwrap(),
+    );
+    let mut as_provider =
+        reg::registration_client::RegistrationClient::new(net.inst.channel(Some((&cert, &key))));
+    let mut upload =
+        reg::catalogue_client::CatalogueClient::new(net.inst.channel(Some((&cert, &key))));
+    let mut compiler = protox::Compiler::new([examples_dir().join("proto")]).unwrap();
+    compiler.include_imports(true);
+    compiler
+        .open_file("dukcapil/v1/kependudukan.proto")
+        .unwrap();
+    let set = compiler.encode_file_descriptor_set();
+    let hash = lintas_certs::sha256(&set).to_vec();
+    let report = |service: &str, hash: &[u8], subject: &str| reg::ServiceReport {
+        services: vec![reg::ReportedService {
+            provider: PROVIDER_CLIENT.into(),
+            service: service.into(),
+            descriptor_sha256: hash.to_vec(),
+            grants: vec![lintas_proto::globalconf::v1::AccessGrant {
+                method: String::new(),
+                subject: subject.into(),
+            }],
+        }],
+    };
+
+    // Named before it was uploaded: nothing changes, the set is asked for.
+    let first = as_provider
+        .report_services(report(DUKCAPIL, &hash, CONSUMER_CLIENT))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.missing_descriptors, std::slice::from_ref(&hash));
+    assert_eq!(first.conf_serial, 0);
+
+    // Malformed sets are refused at upload; a set is refused for a service it does not define.
+    let garbage = upload
+        .upload_descriptor(reg::ServiceDescriptor {
+            descriptor_set: b"not a descriptor set".to_vec(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(garbage.code(), Code::InvalidArgument);
+    assert!(garbage.message().contains("descriptors:"), "{garbage:?}");
+    let uploaded = upload
+        .upload_descriptor(reg::ServiceDescriptor {
+            descriptor_set: set.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(uploaded.sha256, hash);
+    let wrong = as_provider
+        .report_services(report("lain.v1.Layanan", &hash, CONSUMER_CLIENT))
+        .await
+        .unwrap_err();
+    assert!(
+        wrong.message().contains("do not define lain.v1.Layanan"),
+        "{wrong:?}"
+    );
+    let bad_grant = as_provider
+        .report_services(report(DUKCAPIL, &hash, "group:bukan kode"))
+        .await
+        .unwrap_err();
+    assert!(
+        bad_grant.message().contains("grant subject"),
+        "{bad_grant:?}"
+    );
+
+    // Now it is accepted and served by hash to anyone.
+    let serial = as_provider
+        .report_services(report(DUKCAPIL, &hash, CONSUMER_CLIENT))
+        .await
+        .unwrap()
+        .into_inner()
+        .conf_serial;
+    assert!(serial > 0);
+    let mut public = reg::registration_client::RegistrationClient::new(net.inst.channel(None));
+    let fetched = public
+        .get_service_descriptor(reg::ServiceDescriptorRequest {
+            sha256: hash.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(fetched.descriptor_set, set);
+    let conf = net.consumer.conf().fetch().await.unwrap();
+    let listed = conf
+        .conf
+        .services
+        .iter()
+        .find(|s| s.service == DUKCAPIL)
+        .unwrap();
+    assert_eq!(listed.descriptor_sha256, hash);
+    assert_eq!(listed.grants[0].subject, CONSUMER_CLIENT);
+
+    // Once no service names it, it is gone.
+    as_provider
+        .report_services(reg::ServiceReport { services: vec![] })
+        .await
+        .unwrap();
+    let gone = public
+        .get_service_descriptor(reg::ServiceDescriptorRequest { sha256: hash })
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound);
+
+    // Only registered servers may upload.
+    let mut anonymous = reg::catalogue_client::CatalogueClient::new(net.inst.channel(None));
+    let refused = anonymous
+        .upload_descriptor(reg::ServiceDescriptor {
+            descriptor_set: set,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
 }
 
 async fn cek_peserta(net: &Network, nik: &str) -> Result<Peserta, Status> {
