@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "echo/v1/echo.proto",
         "dukcapil/v1/kependudukan.proto",
         "bpjs/v1/kepesertaan.proto",
+        "dapodik/v1/sekolah.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed=proto/{f}");

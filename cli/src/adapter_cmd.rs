@@ -40,9 +40,7 @@ pub fn backend(adapter: &Adapter) -> Result<Arc<dyn Backend>, lintas_adapter::Ad
     match &adapter.backend {
         BackendSection::Rest(t) => lintas_adapter_rest::build(adapter, t.clone()),
         BackendSection::Soap(t) => lintas_adapter_soap::build(adapter, t.clone()),
-        BackendSection::Sql(_) => Err(lintas_adapter::AdapterError::Config(
-            "this build of lintas has no SQL adapter yet".into(),
-        )),
+        BackendSection::Sql(t) => lintas_adapter_sql::build(adapter, t.clone()),
     }
 }
 

@@ -464,3 +464,28 @@ pub mod bpjs_soap {
             .await
     }
 }
+
+pub mod dapodik {
+    pub mod v1 {
+        tonic::include_proto!("dapodik.v1");
+    }
+}
+
+/// The school database behind the SQL adapter example: `examples/sql/sekolah.sql`.
+pub mod sekolah_db {
+    use std::path::Path;
+
+    /// The schema and its rows; valid SQLite and PostgreSQL.
+    pub const SCRIPT: &str = include_str!("../sql/sekolah.sql");
+
+    /// Creates the SQLite database at `path` (which must not exist yet).
+    pub fn create_sqlite(path: &Path) -> Result<(), String> {
+        if path.exists() {
+            return Err(format!("{} exists already", path.display()));
+        }
+        let db =
+            rusqlite::Connection::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        db.execute_batch(SCRIPT)
+            .map_err(|e| format!("{}: {e}", path.display()))
+    }
+}

@@ -4,6 +4,8 @@
 
 use lintas_examples::bpjs::v1::kepesertaan_client::KepesertaanClient;
 use lintas_examples::bpjs::v1::{CekPesertaRequest, Peserta};
+use lintas_examples::dapodik::v1::sekolah_client::SekolahClient;
+use lintas_examples::dapodik::v1::{CariSiswaRequest, DaftarSiswaRequest, Siswa};
 use lintas_examples::dukcapil::v1::kependudukan_client::KependudukanClient;
 use lintas_examples::dukcapil::v1::{CariKeluargaRequest, CariNikRequest as DukcapilNik};
 use lintas_proto::discovery::v1 as discovery_pb;
@@ -18,6 +20,11 @@ use super::*;
 
 const DUKCAPIL: &str = "dukcapil.v1.Kependudukan";
 const BPJS: &str = "bpjs.v1.Kepesertaan";
+const DAPODIK: &str = "dapodik.v1.Sekolah";
+
+/// A PostgreSQL server of the test's own.
+#[path = "../../../adapters/sql/tests/pg/mod.rs"]
+mod pg;
 
 fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
@@ -42,6 +49,7 @@ fn example_config(
         .replace("http://127.0.0.1:8082", backend)
         .replace("127.0.0.1:7101", "127.0.0.1:0")
         .replace("127.0.0.1:7102", "127.0.0.1:0")
+        .replace("127.0.0.1:7103", "127.0.0.1:0")
         .replace(
             "[\"../proto\"]",
             &format!("[{:?}]", examples_dir().join("proto").display().to_string()),
@@ -58,7 +66,7 @@ fn load_adapter(
     let backend = match &adapter.backend {
         lintas_adapter::BackendSection::Rest(t) => lintas_adapter_rest::build(&adapter, t.clone()),
         lintas_adapter::BackendSection::Soap(t) => lintas_adapter_soap::build(&adapter, t.clone()),
-        other => panic!("not a REST or SOAP configuration: {other:?}"),
+        lintas_adapter::BackendSection::Sql(t) => lintas_adapter_sql::build(&adapter, t.clone()),
     }
     .map_err(|e| e.to_string())?;
     Ok((adapter, backend))
@@ -90,7 +98,7 @@ async fn publish(net: &Network, service: &str, endpoint: &str) -> String {
         .unwrap()
         .into_inner()
         .message;
-    SecurityServerAdmin::grant(
+    let granted = SecurityServerAdmin::grant(
         &admin,
         Request::new(admin_pb::Grant {
             provider: PROVIDER_CLIENT.into(),
@@ -99,8 +107,11 @@ async fn publish(net: &Network, service: &str, endpoint: &str) -> String {
             subject: CONSUMER_CLIENT.into(),
         }),
     )
-    .await
-    .unwrap();
+    .await;
+    // Publishing a new endpoint for a service already granted keeps the grant.
+    if let Err(e) = granted {
+        assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
+    }
     let serial = net.provider.report_services().await.unwrap();
     let conf = net.consumer.conf().fetch().await.unwrap();
     assert!(conf.serial() >= serial);
@@ -683,7 +694,11 @@ async fn reflected_services(net: &Network, client: &str) -> Vec<String> {
 #[tokio::test]
 async fn the_registry_checks_published_descriptors_and_drops_unused_ones() {
     use lintas_proto::registry::v1 as reg;
-    let net = network().await;
+    let mut net = network().await;
+    // The provider's server is stopped: its own reports would race with the test's.
+    let (stop, stopped) = net.provider_stop.take().unwrap();
+    stop.send(()).unwrap();
+    stopped.await.unwrap();
     let (cert, key) = (
         read_cert(&net.provider_paths.tls_cert()),
         lintas_certs::keys::read(&net.provider_paths.tls_key()).unwrap(),
@@ -894,6 +909,106 @@ async fn a_soap_service_behind_the_adapter_is_called_through_the_bus() {
     };
     assert_eq!(down.code(), Code::Unavailable, "{down:?}");
     assert!(down.message().contains("unreachable"), "{down:?}");
+}
+
+async fn cari_siswa(net: &Network, nik: &str) -> Result<Siswa, Status> {
+    let mut req = Request::new(CariSiswaRequest { nik: nik.into() });
+    req.metadata_mut()
+        .insert("lintas-client", CONSUMER_CLIENT.parse().unwrap());
+    req.metadata_mut()
+        .insert("lintas-service", PROVIDER_CLIENT.parse().unwrap());
+    SekolahClient::new(plain_channel(&net.consumer_url).await?)
+        .cari_siswa(req)
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[tokio::test]
+async fn a_school_database_behind_the_sql_adapter_is_called_through_the_bus() {
+    let mut net = network().await;
+    // SQLite, embedded: the default.
+    let db = net.inst.root.join("sekolah.db");
+    lintas_examples::sekolah_db::create_sqlite(&db).unwrap();
+    let sqlite = format!("sqlite:{}", db.display());
+    let on = |database: String| move |t: String| t.replace("sqlite:../sql/sekolah.db", &database);
+    let config = example_config(&net.inst.root, "dapodik-sql.toml", "", on(sqlite.clone()));
+    let endpoint = serve_adapter(&config, &mut net._stops).await;
+    let reply = publish(&net, DAPODIK, &endpoint).await;
+    assert!(
+        reply.contains("(methods: CariSiswa, DaftarSiswa)"),
+        "{reply}"
+    );
+
+    let dewi = cari_siswa(&net, "3174014107120003").await.unwrap();
+    assert_eq!(
+        (
+            dewi.nama.as_str(),
+            dewi.sekolah.as_str(),
+            dewi.tingkat,
+            dewi.aktif
+        ),
+        ("Dewi Rahayu", "SMP Negeri 109 Jakarta", 8, true)
+    );
+    let mut req = Request::new(DaftarSiswaRequest {
+        npsn: "20100002".into(),
+        aktif_saja: true,
+    });
+    req.metadata_mut()
+        .insert("lintas-client", CONSUMER_CLIENT.parse().unwrap());
+    req.metadata_mut()
+        .insert("lintas-service", PROVIDER_CLIENT.parse().unwrap());
+    let pupils = SekolahClient::new(plain_channel(&net.consumer_url).await.unwrap())
+        .daftar_siswa(req)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(pupils.siswa.len(), 1, "the pupil who left is not listed");
+
+    let unknown = cari_siswa(&net, "3174019999990009").await.unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+    assert_eq!(source(&unknown), "provider-app");
+    assert_eq!(unknown.message(), "the query found no row");
+
+    // A column that does not fit its field, called by an X-Road REST client.
+    let mismatch = example_config(&net.inst.root, "dapodik-sql.toml", "", |t| {
+        on(sqlite.clone())(t).replacen("s.tingkat, s.aktif", "s.nama AS tingkat, s.aktif", 1)
+    });
+    let wrong = serve_adapter(&mismatch, &mut net._stops).await;
+    publish(&net, DAPODIK, &wrong).await;
+    let address = net.consumer_url.trim_start_matches("http://").to_owned();
+    let (status, _, body) = http(
+        &address,
+        "POST",
+        &format!("/r1/{PROVIDER_CLIENT}/{DAPODIK}/CariSiswa"),
+        &[("X-Road-Client", CONSUMER_CLIENT)],
+        r#"{"nik": "3174014107120003"}"#,
+    )
+    .await;
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(
+        json(&body)["message"],
+        "the database's answer does not fit dapodik.v1.Siswa: column tingkat: field tingkat: 'Dewi Rahayu' is not a 32-bit integer"
+    );
+
+    // PostgreSQL, the same example; then the database goes down.
+    let server = pg::Server::start();
+    let (client, connection) = tokio_postgres::connect(&server.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(lintas_examples::sekolah_db::SCRIPT)
+        .await
+        .unwrap();
+    let postgres = example_config(&net.inst.root, "dapodik-sql.toml", "", on(server.url()));
+    let endpoint = serve_adapter(&postgres, &mut net._stops).await;
+    publish(&net, DAPODIK, &endpoint).await;
+    let dewi = cari_siswa(&net, "3174014107120003").await.unwrap();
+    assert_eq!(dewi.sekolah, "SMP Negeri 109 Jakarta");
+    server.stop();
+    let down = cari_siswa(&net, "3174014107120003").await.unwrap_err();
+    assert_eq!(down.code(), Code::Unavailable, "{down:?}");
+    assert_eq!(source(&down), "provider-app");
 }
 
 #[test]

@@ -1,0 +1,141 @@
+//! The SQL adapter against a real PostgreSQL server, started for the test in a temporary
+//! directory on a loopback port (initdb and pg_ctl must be installed; `.ci/run` installs
+//! them). Runs the shipped school-database example on PostgreSQL.
+
+mod pg;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use lintas_adapter::{Backend, BackendSection};
+use prost_reflect::{DynamicMessage, Value};
+use tonic::Code;
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+async fn call(
+    adapter: &lintas_adapter::Adapter,
+    backend: &Arc<dyn Backend>,
+    method: &str,
+    fields: &[(&str, Value)],
+) -> Result<DynamicMessage, tonic::Status> {
+    let m = adapter
+        .service
+        .methods()
+        .find(|m| m.name() == method)
+        .unwrap();
+    let mut req = DynamicMessage::new(m.input());
+    for (k, v) in fields {
+        req.set_field_by_name(k, v.clone());
+    }
+    backend.call(&m, req).await
+}
+
+#[tokio::test]
+async fn the_school_database_example_runs_on_postgresql() {
+    let server = pg::Server::start();
+    let (client, connection) = tokio_postgres::connect(&server.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(lintas_examples::sekolah_db::SCRIPT)
+        .await
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("dapodik.toml");
+    let text = std::fs::read_to_string(examples().join("adapters/dapodik-sql.toml"))
+        .unwrap()
+        .replace("sqlite:../sql/sekolah.db", &server.url())
+        .replace(
+            "[\"../proto\"]",
+            &format!("[{:?}]", examples().join("proto").display().to_string()),
+        );
+    std::fs::write(&config, text).unwrap();
+    let adapter = lintas_adapter::load(&config).unwrap();
+    let BackendSection::Sql(t) = &adapter.backend else {
+        panic!()
+    };
+    let backend = lintas_adapter_sql::build(&adapter, t.clone()).unwrap();
+
+    let dewi = call(
+        &adapter,
+        &backend,
+        "CariSiswa",
+        &[("nik", Value::String("3174014107120003".into()))],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        dewi.get_field_by_name("nama").unwrap().as_str(),
+        Some("Dewi Rahayu")
+    );
+    assert_eq!(
+        dewi.get_field_by_name("sekolah").unwrap().as_str(),
+        Some("SMP Negeri 109 Jakarta")
+    );
+    assert_eq!(dewi.get_field_by_name("tingkat").unwrap().as_i32(), Some(8));
+    assert_eq!(
+        dewi.get_field_by_name("aktif").unwrap().as_bool(),
+        Some(true)
+    );
+
+    let pupils = |aktif_saja: bool| {
+        let (adapter, backend) = (&adapter, &backend);
+        async move {
+            let list = call(
+                adapter,
+                backend,
+                "DaftarSiswa",
+                &[
+                    ("npsn", Value::String("20100002".into())),
+                    ("aktif_saja", Value::Bool(aktif_saja)),
+                ],
+            )
+            .await
+            .unwrap();
+            list.get_field_by_name("siswa")
+                .unwrap()
+                .as_list()
+                .unwrap()
+                .len()
+        }
+    };
+    assert_eq!(pupils(true).await, 1);
+    assert_eq!(pupils(false).await, 2);
+
+    let none = call(
+        &adapter,
+        &backend,
+        "CariSiswa",
+        &[("nik", Value::String("0".into()))],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(none.code(), Code::NotFound);
+
+    // The server goes away: the caller hears the database is unreachable.
+    server.stop();
+    let down = call(
+        &adapter,
+        &backend,
+        "CariSiswa",
+        &[("nik", Value::String("3174014107120003".into()))],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(down.code(), Code::Unavailable, "{down:?}");
+    let again = call(
+        &adapter,
+        &backend,
+        "CariSiswa",
+        &[("nik", Value::String("3174014107120003".into()))],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(again.code(), Code::Unavailable, "{again:?}");
+    assert!(again.message().contains("unreachable"), "{again:?}");
+}

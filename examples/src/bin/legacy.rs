@@ -1,0 +1,65 @@
+//! The example legacy systems as programs of their own:
+//!
+//! ```sh
+//! legacy dukcapil-rest [ADDRESS]   # population REST/JSON API (default 127.0.0.1:8081)
+//! legacy bpjs-soap [ADDRESS]       # health insurer SOAP web service (default 127.0.0.1:8082)
+//! legacy sekolah-db PATH           # creates the school database (SQLite)
+//! ```
+//!
+//! The servers run until Ctrl-C.
+
+use std::process::ExitCode;
+
+async fn serve(
+    name: &str,
+    address: &str,
+    run: impl AsyncFnOnce(tokio::net::TcpListener) -> std::io::Result<()>,
+) -> Result<(), String> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| format!("binding {address}: {e}"))?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("{name} listening on {bound} (Ctrl-C stops it)");
+    run(listener).await.map_err(|e| e.to_string())
+}
+
+async fn stop() {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize, default: &str| args.get(i).cloned().unwrap_or_else(|| default.into());
+    let result = match args.first().map(String::as_str) {
+        Some("dukcapil-rest") => {
+            serve("Dukcapil REST API", &arg(1, "127.0.0.1:8081"), async |l| {
+                lintas_examples::dukcapil_rest::serve(l, stop()).await
+            })
+            .await
+        }
+        Some("bpjs-soap") => {
+            serve(
+                "BPJS SOAP web service",
+                &arg(1, "127.0.0.1:8082"),
+                async |l| lintas_examples::bpjs_soap::serve(l, stop()).await,
+            )
+            .await
+        }
+        Some("sekolah-db") => match args.get(1) {
+            Some(path) => lintas_examples::sekolah_db::create_sqlite(path.as_ref())
+                .map(|()| println!("school database created at {path}")),
+            None => Err("sekolah-db needs the path of the database to create".into()),
+        },
+        _ => Err(
+            "usage: legacy dukcapil-rest [ADDRESS] | bpjs-soap [ADDRESS] | sekolah-db PATH".into(),
+        ),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
