@@ -41,9 +41,18 @@ const PKH: &str = "ID/GOV/KEMENSOS/PKH";
 const SERVICE: &str = "kependudukan.v1.Penduduk";
 const NIK: &str = "3174012305870001";
 const PROTO: &str = include_str!("../../examples/proto/kependudukan/v1/penduduk.proto");
-const LEGACY_SERVICE: &str = "dukcapil.v1.Kependudukan";
+type AdminClient = pb::registry_admin_client::RegistryAdminClient<tonic::transport::Channel>;
+
+const BPJS_SERVER: &str = "ID/GOV/BPJSKES/SS1";
+const BPJS_CLIENT: &str = "ID/GOV/BPJSKES/JKN";
+const SCHOOL_SERVER: &str = "ID/GOV/KEMENDIKBUD/SS1";
+const SCHOOL_CLIENT: &str = "ID/GOV/KEMENDIKBUD/DAPODIK";
 const DUKCAPIL_PROTO: &str = include_str!("../../examples/proto/dukcapil/v1/kependudukan.proto");
+const BPJS_PROTO: &str = include_str!("../../examples/proto/bpjs/v1/kepesertaan.proto");
+const DAPODIK_PROTO: &str = include_str!("../../examples/proto/dapodik/v1/sekolah.proto");
 const DUKCAPIL_ADAPTER: &str = include_str!("../../examples/adapters/dukcapil-rest.toml");
+const BPJS_ADAPTER: &str = include_str!("../../examples/adapters/bpjs-soap.toml");
+const DAPODIK_ADAPTER: &str = include_str!("../../examples/adapters/dapodik-sql.toml");
 
 fn step(n: u32, text: &str) {
     println!("\n[{n}] {text}");
@@ -347,16 +356,6 @@ async fn scenario(
     );
     let forged = inject_tampered_signature(provider, &consumer_paths).await?;
     println!("    a request whose signature was altered in transit: refused: {forged}");
-    legacy_rest(
-        root,
-        running,
-        provider,
-        consumer,
-        &consumer_url,
-        &consumer_cert,
-        dtks,
-    )
-    .await?;
 
     println!("\n    Records (durable before any answer was given):");
     for server in [provider, consumer] {
@@ -377,6 +376,23 @@ async fn scenario(
         );
     }
 
+    step(
+        9,
+        "Legacy systems join through adapters; KEMENSOS's bansos application calls all three.",
+    );
+    legacy_systems(
+        root,
+        anchor,
+        &mut admin,
+        running,
+        provider,
+        consumer,
+        &consumer_url,
+        &consumer_cert,
+        dtks,
+    )
+    .await?;
+
     if keep_running {
         let proto_path = root.join("penduduk.proto");
         std::fs::write(&proto_path, PROTO)?;
@@ -389,13 +405,20 @@ async fn scenario(
             root.display(),
             consumer_url.trim_start_matches("http://")
         );
+        println!(
+            "Its reflection lists what DTKS may call, the legacy services among them:\n    grpcurl -cacert {} -cert {} -key {} -servername localhost \\\n      -H 'lintas-client: {DTKS}' {} list",
+            consumer_cert.display(),
+            dtks.cert.display(),
+            dtks.key.display(),
+            consumer_url.trim_start_matches("http://")
+        );
         println!("Stop with Ctrl-C.");
         crate::shutdown_signal()?.await;
         return Ok(());
     }
 
     step(
-        9,
+        10,
         "The administrator revokes KEMENSOS's signing certificate.",
     );
     let servers_listed = admin
@@ -440,7 +463,7 @@ async fn scenario(
     );
 
     step(
-        10,
+        11,
         "An auditor verifies the evidence of the first call offline, trusting only the anchor.",
     );
     let query = lintas_proto::ss::v1::EvidenceQuery {
@@ -542,11 +565,108 @@ async fn app_channel(
         .map_err(|e| tonic::Status::unavailable(format!("{} cannot connect: {e}", app.client)))
 }
 
-/// Dukcapil's legacy REST API joins through the REST adapter, configured by the shipped
-/// example file: the provider's server learns the adapter's descriptors by reflection
-/// and publishes them, and DTKS calls it through the bus.
-async fn legacy_rest(
+/// A member that joins for the legacy step: enrolled with a one-time token, then served.
+async fn join(
     root: &Path,
+    anchor: &Path,
+    admin: &mut AdminClient,
+    running: &mut crate::network::Running,
+    server: &str,
+    client: &str,
+    name: &'static str,
+) -> Result<Arc<SecurityServer>> {
+    let m = crate::network::new_server(root, anchor, server, &[client], name, false).await?;
+    let token = admin
+        .create_enrolment_token(pb::CreateEnrolmentTokenRequest {
+            server_id: server.into(),
+            ttl_seconds: 600,
+        })
+        .await?
+        .into_inner();
+    let status = m.node.register(Some(&token.token)).await?;
+    if status.state() != pb::RegistrationState::Approved {
+        bail!("{server}: the enrolment token did not approve the registration");
+    }
+    let local = TcpListener::bind("127.0.0.1:0").await?;
+    let s = SecurityServer::open(m.node, Arc::new(SystemClock))?;
+    let serving = s.clone();
+    let stop = running.stopper();
+    running.tasks.push(tokio::spawn(async move {
+        Ok(lintas_ss::daemon::serve(serving, local, m.peer, stop).await?)
+    }));
+    Ok(s)
+}
+
+/// Serves the example adapter configuration `file` (its backend at `backend`, its files
+/// written under `root`); returns the adapter's endpoint.
+async fn adapter(
+    root: &Path,
+    running: &mut crate::network::Running,
+    file: &str,
+    text: &str,
+    backend: (&str, &str),
+) -> Result<String> {
+    let config = root.join(file);
+    std::fs::write(
+        &config,
+        text.replace(backend.0, backend.1)
+            .replace("[\"../proto\"]", "[\"proto\"]"),
+    )?;
+    let adapter = lintas_adapter::load(&config)?;
+    let backend = crate::adapter_cmd::backend(&adapter)?;
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let stop = running.stopper();
+    running.tasks.push(tokio::spawn(async move {
+        Ok(lintas_adapter::serve(listener, &adapter, backend, stop).await?)
+    }));
+    Ok(url)
+}
+
+/// Adds `service` of `provider` at `endpoint` as the server's administrator would
+/// (descriptors learned by reflection), grants it to DTKS and publishes it.
+async fn publish(
+    server: &Arc<SecurityServer>,
+    provider: &str,
+    service: &str,
+    endpoint: String,
+) -> Result<()> {
+    use lintas_proto::ss::v1 as admin_pb;
+    use lintas_proto::ss::v1::security_server_admin_server::SecurityServerAdmin;
+    let admin = lintas_ss::admin::AdminService(server.clone());
+    let added = admin
+        .add_service(tonic::Request::new(admin_pb::Service {
+            provider: provider.into(),
+            service: service.into(),
+            endpoint,
+            ..Default::default()
+        }))
+        .await?
+        .into_inner()
+        .message;
+    println!("    {}: {added}", server.id);
+    SecurityServerAdmin::grant(
+        &admin,
+        tonic::Request::new(admin_pb::Grant {
+            provider: provider.into(),
+            service: service.into(),
+            method: String::new(),
+            subject: DTKS.into(),
+        }),
+    )
+    .await?;
+    server.report_services().await?;
+    Ok(())
+}
+
+/// Three legacy systems join through adapters: Dukcapil's REST API on KEMENDAGRI's
+/// server, BPJS Kesehatan's SOAP service and a school database on servers of their own.
+/// KEMENSOS's bansos application then assesses a household with all three.
+#[allow(clippy::too_many_arguments)]
+async fn legacy_systems(
+    root: &Path,
+    anchor: &Path,
+    admin: &mut AdminClient,
     running: &mut crate::network::Running,
     provider: &Arc<SecurityServer>,
     consumer: &Arc<SecurityServer>,
@@ -554,95 +674,114 @@ async fn legacy_rest(
     consumer_cert: &Path,
     dtks: &App,
 ) -> Result<()> {
-    use lintas_examples::dukcapil::v1::CariKeluargaRequest;
-    use lintas_examples::dukcapil::v1::kependudukan_client::KependudukanClient;
-    use lintas_proto::ss::v1 as admin_pb;
-    use lintas_proto::ss::v1::security_server_admin_server::SecurityServerAdmin;
-
-    let legacy = TcpListener::bind("127.0.0.1:0").await?;
-    let legacy_url = format!("http://{}", legacy.local_addr()?);
-    let stop = running.stopper();
-    running.tasks.push(tokio::spawn(async move {
-        Ok(lintas_examples::dukcapil_rest::serve(legacy, stop).await?)
-    }));
-    println!("    Dukcapil's legacy REST API (no gRPC, no lintas) answers at {legacy_url}");
-
-    let proto_dir = root.join("dukcapil/v1");
-    std::fs::create_dir_all(&proto_dir)?;
-    std::fs::write(proto_dir.join("kependudukan.proto"), DUKCAPIL_PROTO)?;
-    let config = root.join("dukcapil-rest.toml");
-    std::fs::write(
-        &config,
-        DUKCAPIL_ADAPTER
-            .replace("http://127.0.0.1:8081", &legacy_url)
-            .replace("127.0.0.1:7101", "127.0.0.1:0")
-            .replace("[\"../proto\"]", "[\".\"]"),
-    )?;
-    let adapter = lintas_adapter::load(&config)?;
-    let backend = crate::adapter_cmd::backend(&adapter)?;
-    let listener = TcpListener::bind(&adapter.listen).await?;
-    let adapter_url = format!("http://{}", listener.local_addr()?);
-    let stop = running.stopper();
-    running.tasks.push(tokio::spawn(async move {
-        Ok(lintas_adapter::serve(listener, &adapter, backend, stop).await?)
-    }));
-    println!(
-        "    the REST adapter serves {LEGACY_SERVICE} at {adapter_url}, configured by {}",
-        config.display()
-    );
-
-    let admin = lintas_ss::admin::AdminService(provider.clone());
-    let added = admin
-        .add_service(tonic::Request::new(admin_pb::Service {
-            provider: DUKCAPIL.into(),
-            service: LEGACY_SERVICE.into(),
-            endpoint: adapter_url,
-            ..Default::default()
-        }))
-        .await?
-        .into_inner()
-        .message;
-    println!("    KEMENDAGRI's server: {added}");
-    SecurityServerAdmin::grant(
-        &admin,
-        tonic::Request::new(admin_pb::Grant {
-            provider: DUKCAPIL.into(),
-            service: LEGACY_SERVICE.into(),
-            method: String::new(),
-            subject: DTKS.into(),
-        }),
+    let bpjs = join(
+        root,
+        anchor,
+        admin,
+        running,
+        BPJS_SERVER,
+        BPJS_CLIENT,
+        "BPJS Kesehatan (health insurance)",
     )
     .await?;
-    let serial = provider.report_services().await?;
-    consumer.conf().fetch().await?;
-    println!("    the catalogue lists it with its descriptors from configuration serial {serial}");
+    let kemendikbud = join(
+        root,
+        anchor,
+        admin,
+        running,
+        SCHOOL_SERVER,
+        SCHOOL_CLIENT,
+        "Kementerian Pendidikan (school data)",
+    )
+    .await?;
+    println!("    {BPJS_SERVER} and {SCHOOL_SERVER} enrol with one-time tokens and start");
+
+    for (file, text) in [
+        ("proto/dukcapil/v1/kependudukan.proto", DUKCAPIL_PROTO),
+        ("proto/bpjs/v1/kepesertaan.proto", BPJS_PROTO),
+        ("proto/dapodik/v1/sekolah.proto", DAPODIK_PROTO),
+    ] {
+        let path = root.join(file);
+        std::fs::create_dir_all(path.parent().context("proto folder")?)?;
+        std::fs::write(path, text)?;
+    }
+    let rest_api = TcpListener::bind("127.0.0.1:0").await?;
+    let soap_api = TcpListener::bind("127.0.0.1:0").await?;
+    let (rest_url, soap_url) = (
+        format!("http://{}", rest_api.local_addr()?),
+        format!("http://{}", soap_api.local_addr()?),
+    );
+    let stop = running.stopper();
+    running.tasks.push(tokio::spawn(async move {
+        Ok(lintas_examples::dukcapil_rest::serve(rest_api, stop).await?)
+    }));
+    let stop = running.stopper();
+    running.tasks.push(tokio::spawn(async move {
+        Ok(lintas_examples::bpjs_soap::serve(soap_api, stop).await?)
+    }));
+    let db = root.join("sekolah.db");
+    lintas_examples::sekolah_db::create_sqlite(&db).map_err(anyhow::Error::msg)?;
+    println!(
+        "    legacy systems, none of which knows lintas: Dukcapil's REST API at {rest_url}, BPJS's SOAP service at {soap_url}, a school database at {}",
+        db.display()
+    );
+
+    let sqlite = format!("sqlite:{}", db.display());
+    let endpoints = [
+        adapter(
+            root,
+            running,
+            "dukcapil-rest.toml",
+            DUKCAPIL_ADAPTER,
+            ("http://127.0.0.1:8081", &rest_url),
+        )
+        .await?,
+        adapter(
+            root,
+            running,
+            "bpjs-soap.toml",
+            BPJS_ADAPTER,
+            ("http://127.0.0.1:8082", &soap_url),
+        )
+        .await?,
+        adapter(
+            root,
+            running,
+            "dapodik-sql.toml",
+            DAPODIK_ADAPTER,
+            ("sqlite:../sql/sekolah.db", &sqlite),
+        )
+        .await?,
+    ];
+    println!(
+        "    three adapters serve them as gRPC services, configured by {}",
+        ["dukcapil-rest.toml", "bpjs-soap.toml", "dapodik-sql.toml"]
+            .map(|f| root.join(f).display().to_string())
+            .join(", ")
+    );
+    let [dukcapil_at, bpjs_at, school_at] = endpoints;
+    publish(provider, DUKCAPIL, "dukcapil.v1.Kependudukan", dukcapil_at).await?;
+    publish(&bpjs, BPJS_CLIENT, "bpjs.v1.Kepesertaan", bpjs_at).await?;
+    publish(&kemendikbud, SCHOOL_CLIENT, "dapodik.v1.Sekolah", school_at).await?;
+    let serial = consumer.conf().fetch().await?.serial();
+    println!(
+        "    the catalogue lists the three services with their descriptors (configuration serial {serial})"
+    );
 
     let channel = app_channel(consumer_url, consumer_cert, dtks).await?;
-    let mut request = tonic::Request::new(CariKeluargaRequest {
-        no_kk: "3174010101090001".into(),
-        aktif_saja: true,
-    });
-    for (k, v) in [("lintas-client", DTKS), ("lintas-service", DUKCAPIL)] {
-        request.metadata_mut().insert(k, v.parse()?);
-    }
-    let family = KependudukanClient::new(channel)
-        .cari_keluarga(request)
+    let providers = lintas_examples::bansos::Providers {
+        dukcapil: DUKCAPIL.into(),
+        bpjs: BPJS_CLIENT.into(),
+        dapodik: SCHOOL_CLIENT.into(),
+    };
+    let assessment = lintas_examples::bansos::assess(channel, DTKS, &providers, "3174010101090001")
         .await
-        .context("the call to the legacy system failed")?
-        .into_inner();
+        .map_err(anyhow::Error::msg)
+        .context("the household assessment failed")?;
     println!(
-        "    {DTKS} asks for family card {}: head {}, {} living members ({}) — the adapter called GET /api/v1/kk/{}?aktif_saja=true",
-        family.no_kk,
-        family.kepala_keluarga,
-        family.anggota.len(),
-        family
-            .anggota
-            .iter()
-            .map(|a| a.nama.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
-        family.no_kk
+        "    {DTKS}'s bansos application asks Dukcapil (gRPC), BPJS (gRPC) and the school database (X-Road REST: POST /r1/{SCHOOL_CLIENT}/dapodik.v1.Sekolah/CariSiswa):"
     );
+    print!("{}", indent(&indent(&assessment.to_string())));
     Ok(())
 }
 

@@ -996,6 +996,28 @@ async fn assert_serving(
     assert_eq!(status, ServingStatus::Serving, "{service}");
 }
 
+/// A child process of a test, stopped with SIGTERM when dropped (also when the test
+/// fails), so no server outlives its test.
+struct Daemon(Option<std::process::Child>);
+
+impl Daemon {
+    /// Sends `signal` and waits for the process to end.
+    fn stop_with(&mut self, signal: &str) {
+        if let Some(mut child) = self.0.take() {
+            let _ = std::process::Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop_with("-TERM");
+    }
+}
+
 /// Runs a command and returns stdout, failing the test with stderr if it fails.
 fn run(cmd: &mut std::process::Command) -> String {
     let out = cmd.output().expect("command runs");
@@ -1295,6 +1317,9 @@ fn the_demo_runs_to_completion() {
         "PKH's application claims to be ID/GOV/KEMENSOS/DTKS: refused by the consumer-server",
         "lists certificate",
         "asks again: refused by the provider-server: request signing certificate refused",
+        "its descriptors are published (methods: CekPeserta)",
+        "Dewi Rahayu (3174014107120003): no JKN membership; pupil at SMP Negeri 109 Jakarta, grade 8",
+        "PKH: eligible; education components: 1",
         "evidence-kemensos.pb): verified",
         "evidence-kemendagri.pb): verified",
         "hold the same signed request and the same signed response",
@@ -1364,6 +1389,7 @@ async fn the_demo_keeps_running_when_asked_and_can_be_called() {
         .spawn()
         .unwrap();
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut demo = Daemon(Some(child));
     let mut printed = Vec::new();
     for line in lines.by_ref() {
         let line = line.unwrap();
@@ -1412,10 +1438,48 @@ async fn the_demo_keeps_running_when_asked_and_can_be_called() {
         "lintas-service",
         "ID/GOV/KEMENDAGRI/DUKCAPIL".parse().unwrap(),
     );
-    let answer = PendudukClient::new(channel).cari_nik(req).await.unwrap();
+    let answer = PendudukClient::new(channel.clone())
+        .cari_nik(req)
+        .await
+        .unwrap();
     assert_eq!(answer.into_inner().nama, "Ni Made Ayu");
-    run(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]));
+
+    // Reflection, as grpcurl's `list` uses it: the legacy services DTKS may call.
+    use tonic_reflection::pb::v1 as refl;
+    let mut ask = tonic::Request::new(tokio_stream::iter([refl::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            refl::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+    }]));
+    ask.metadata_mut()
+        .insert("lintas-client", "ID/GOV/KEMENSOS/DTKS".parse().unwrap());
+    let answer = refl::server_reflection_client::ServerReflectionClient::new(channel)
+        .server_reflection_info(ask)
+        .await
+        .unwrap()
+        .into_inner()
+        .message()
+        .await
+        .unwrap()
+        .unwrap();
+    let Some(refl::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        answer.message_response
+    else {
+        panic!("{answer:?}")
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert_eq!(
+        names,
+        [
+            "bpjs.v1.Kepesertaan",
+            "dukcapil.v1.Kependudukan",
+            "dapodik.v1.Sekolah"
+        ]
+    );
+    run(std::process::Command::new("kill")
+        .args(["-TERM", &demo.0.as_ref().unwrap().id().to_string()]));
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    assert!(child.wait().unwrap().success());
+    assert!(demo.0.take().unwrap().wait().unwrap().success());
     assert!(rest.iter().any(|l| l.contains("Demo finished")), "{rest:?}");
 }

@@ -1011,6 +1011,111 @@ async fn a_school_database_behind_the_sql_adapter_is_called_through_the_bus() {
     assert_eq!(source(&down), "provider-app");
 }
 
+/// The examples' social-assistance consumer checks a household with all three legacy
+/// systems: two over gRPC, the school database through the REST entry.
+#[tokio::test]
+async fn the_social_assistance_consumer_calls_all_three_legacy_systems() {
+    let mut net = network().await;
+    let root = net.inst.root.clone();
+    let rest_api = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let soap_api = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let rest_url = format!("http://{}", rest_api.local_addr().unwrap());
+    let soap_url = format!("http://{}", soap_api.local_addr().unwrap());
+    let (stop_rest, stop) = stopper();
+    tokio::spawn(lintas_examples::dukcapil_rest::serve(rest_api, stop));
+    let (stop_soap, stop) = stopper();
+    tokio::spawn(lintas_examples::bpjs_soap::serve(soap_api, stop));
+    let db = root.join("sekolah.db");
+    lintas_examples::sekolah_db::create_sqlite(&db).unwrap();
+    let configs = [
+        (
+            DUKCAPIL,
+            example_config(&root, "dukcapil-rest.toml", &rest_url, |t| t),
+        ),
+        (
+            BPJS,
+            example_config(&root, "bpjs-soap.toml", &soap_url, |t| t),
+        ),
+        (
+            DAPODIK,
+            example_config(&root, "dapodik-sql.toml", "", |t| {
+                t.replace(
+                    "sqlite:../sql/sekolah.db",
+                    &format!("sqlite:{}", db.display()),
+                )
+            }),
+        ),
+    ];
+    for (service, config) in &configs {
+        let endpoint = serve_adapter(config, &mut net._stops).await;
+        publish(&net, service, &endpoint).await;
+    }
+
+    let providers = lintas_examples::bansos::Providers {
+        dukcapil: PROVIDER_CLIENT.into(),
+        bpjs: PROVIDER_CLIENT.into(),
+        dapodik: PROVIDER_CLIENT.into(),
+    };
+    let channel = plain_channel(&net.consumer_url).await.unwrap();
+    let a =
+        lintas_examples::bansos::assess(channel, CONSUMER_CLIENT, &providers, "3174010101090001")
+            .await
+            .unwrap();
+    let found: Vec<(&str, bool, bool)> = a
+        .members
+        .iter()
+        .map(|m| {
+            (
+                m.nama.as_str(),
+                m.jkn.as_ref().is_some_and(|j| j.1),
+                m.school.is_some(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("Siti Rahayu", true, false),
+            ("Agus Rahayu", true, false),
+            ("Dewi Rahayu", false, true),
+        ]
+    );
+    assert!(a.eligible());
+    assert_eq!(a.pupils(), 1);
+    let text = a.to_string();
+    assert!(text.contains("Dewi Rahayu (3174014107120003): no JKN membership; pupil at SMP Negeri 109 Jakarta, grade 8"), "{text}");
+    // Each REST call was an exchange of its own, logged under the id it was answered with.
+    let dewi = &a.members[2];
+    assert!(
+        Network::records(&net.consumer)
+            .iter()
+            .any(|r| r.message_id == dewi.school_message_id
+                && r.method == format!("/{DAPODIK}/CariSiswa"))
+    );
+
+    // A legacy system that is down stops the assessment with the reason.
+    stop_soap.send(()).unwrap();
+    let err = loop {
+        let channel = plain_channel(&net.consumer_url).await.unwrap();
+        match lintas_examples::bansos::assess(
+            channel,
+            CONSUMER_CLIENT,
+            &providers,
+            "3174010101090001",
+        )
+        .await
+        {
+            Ok(_) => tokio::task::yield_now().await,
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        err.starts_with("BPJS: ") && err.contains("unreachable"),
+        "{err}"
+    );
+    drop(stop_rest);
+}
+
 #[test]
 fn bad_adapter_mappings_are_refused_with_precise_errors() {
     let dir = tempfile::tempdir().unwrap();

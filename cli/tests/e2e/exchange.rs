@@ -643,26 +643,6 @@ async fn an_unreachable_provider_application_is_reported_as_such() {
 }
 
 /// A `lintas ss serve` child process, stopped with SIGTERM when dropped.
-struct Daemon(Option<std::process::Child>);
-
-impl Daemon {
-    /// Sends `signal` and waits for the process to end.
-    fn stop_with(&mut self, signal: &str) {
-        if let Some(mut child) = self.0.take() {
-            let _ = std::process::Command::new("kill")
-                .args([signal, &child.id().to_string()])
-                .status();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.stop_with("-TERM");
-    }
-}
-
 fn free_port() -> String {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -4,6 +4,10 @@
 //! legacy dukcapil-rest [ADDRESS]   # population REST/JSON API (default 127.0.0.1:8081)
 //! legacy bpjs-soap [ADDRESS]       # health insurer SOAP web service (default 127.0.0.1:8082)
 //! legacy sekolah-db PATH           # creates the school database (SQLite)
+//! legacy bansos CONSUMER_URL CLIENT DUKCAPIL BPJS DAPODIK NO_KK
+//!     # Kemensos's household check through a security server whose consumer endpoint
+//!     # takes plaintext calls on loopback (dev_plaintext_loopback); the three provider
+//!     # subsystems, then a family card number
 //! ```
 //!
 //! The servers run until Ctrl-C.
@@ -25,6 +29,23 @@ async fn serve(
 
 async fn stop() {
     let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn bansos(args: &[String]) -> Result<(), String> {
+    let channel = tonic::transport::Endpoint::from_shared(args[0].clone())
+        .map_err(|e| format!("{}: {e}", args[0]))?
+        .connect()
+        .await
+        .map_err(|e| format!("{}: {e}", args[0]))?;
+    let providers = lintas_examples::bansos::Providers {
+        dukcapil: args[2].clone(),
+        bpjs: args[3].clone(),
+        dapodik: args[4].clone(),
+    };
+    let assessment =
+        lintas_examples::bansos::assess(channel, &args[1], &providers, &args[5]).await?;
+    println!("{assessment}");
+    Ok(())
 }
 
 #[tokio::main]
@@ -51,9 +72,8 @@ async fn main() -> ExitCode {
                 .map(|()| println!("school database created at {path}")),
             None => Err("sekolah-db needs the path of the database to create".into()),
         },
-        _ => Err(
-            "usage: legacy dukcapil-rest [ADDRESS] | bpjs-soap [ADDRESS] | sekolah-db PATH".into(),
-        ),
+        Some("bansos") if args.len() == 7 => bansos(&args[1..]).await,
+        _ => Err("usage: legacy dukcapil-rest [ADDRESS] | bpjs-soap [ADDRESS] | sekolah-db PATH | bansos CONSUMER_URL CLIENT DUKCAPIL BPJS DAPODIK NO_KK".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
