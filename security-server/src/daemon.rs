@@ -133,6 +133,9 @@ pub struct SecurityServer {
     apps: Mutex<HashMap<String, Channel>>,
     /// Descriptors of catalogue services, fetched from the registry.
     pub(crate) descriptors: crate::catalogue::DescriptorCache,
+    /// Held across a service report, from reading the services to the registry's
+    /// answer: a report can then never land after a newer one.
+    reporting: tokio::sync::Mutex<()>,
     conf_poll: Duration,
     /// When the configuration was last fetched out of turn (see `refresh_conf_now`);
     /// held across the fetch so concurrent callers wait for it instead of failing.
@@ -304,6 +307,7 @@ impl SecurityServer {
             peers: Mutex::new(HashMap::new()),
             apps: Mutex::new(HashMap::new()),
             descriptors: Default::default(),
+            reporting: tokio::sync::Mutex::new(()),
             last_refresh: tokio::sync::Mutex::new(None),
             signers: Mutex::new(HashMap::new()),
             verified_roots: VerifiedRoots::default(),
@@ -606,6 +610,7 @@ impl SecurityServer {
     /// TLS with this server's certificate. Returns the configuration serial listing them.
     pub async fn report_services(&self) -> Result<u64, SsError> {
         use lintas_proto::registry::v1 as reg;
+        let _one_at_a_time = self.reporting.lock().await;
         let grants = self.access.grants();
         let services = self
             .access
@@ -825,6 +830,11 @@ pub async fn serve(
         )
         .add_service(
             tonic_reflection::pb::v1::server_reflection_server::ServerReflectionServer::new(
+                crate::discovery::Reflection(server.clone()),
+            ),
+        )
+        .add_service(
+            tonic_reflection::pb::v1alpha::server_reflection_server::ServerReflectionServer::new(
                 crate::discovery::Reflection(server.clone()),
             ),
         )

@@ -260,3 +260,34 @@ impl refl::server_reflection_server::ServerReflection for Reflection {
         Ok(Response::new(Box::pin(answers)))
     }
 }
+
+type AlphaStream = Pin<
+    Box<
+        dyn Stream<Item = Result<tonic_reflection::pb::v1alpha::ServerReflectionResponse, Status>>
+            + Send,
+    >,
+>;
+
+/// The same reflection for clients that speak only v1alpha (older grpcurl releases):
+/// the two versions' messages are identical on the wire, so each is transcoded.
+#[tonic::async_trait]
+impl tonic_reflection::pb::v1alpha::server_reflection_server::ServerReflection for Reflection {
+    type ServerReflectionInfoStream = AlphaStream;
+
+    async fn server_reflection_info(
+        &self,
+        request: Request<Streaming<tonic_reflection::pb::v1alpha::ServerReflectionRequest>>,
+    ) -> Result<Response<AlphaStream>, Status> {
+        let client = client_of(&self.0, &request)?;
+        let (pool, names) = self.visible(&client).await?;
+        let requests = request.into_inner();
+        let answers = requests.map(move |r| {
+            let r = refl::ServerReflectionRequest::decode(r?.encode_to_vec().as_slice())
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let answer = answer(&pool, &names, r).encode_to_vec();
+            tonic_reflection::pb::v1alpha::ServerReflectionResponse::decode(answer.as_slice())
+                .map_err(|e| Status::internal(e.to_string()))
+        });
+        Ok(Response::new(Box::pin(answers)))
+    }
+}

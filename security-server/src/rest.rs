@@ -159,7 +159,7 @@ fn client(
     remote: Option<SocketAddr>,
     peer_cert: Option<[u8; 32]>,
 ) -> Result<SubsystemId, Failure> {
-    let text = header_text(headers, "x-road-client")?.ok_or_else(|| {
+    let text = header_text(headers, "X-Road-Client")?.ok_or_else(|| {
         Failure::client(
             "MissingHeader",
             "the X-Road-Client header is required: INSTANCE/CLASS/MEMBER/SUBSYSTEM",
@@ -288,7 +288,8 @@ async fn r1_inner(s: &Arc<SecurityServer>, req: Request) -> Result<Response, Fai
     let client = client(s, req.headers(), remote, peer_cert)?;
     let conf_error = |st: tonic::Status| Failure::from_status(&st, "");
     if parts.len() == 5 {
-        if req.method() != tonic::codegen::http::Method::GET {
+        let known = ["listMethods", "allowedMethods", "getOpenAPI"].contains(&parts[4]);
+        if known && req.method() != tonic::codegen::http::Method::GET {
             return Err(Failure {
                 http: StatusCode::METHOD_NOT_ALLOWED,
                 ..Failure::client("InvalidRequest", "metaservices are called with GET")
@@ -365,7 +366,7 @@ async fn call(
     method_name: &str,
 ) -> Result<Response, Failure> {
     let headers = req.headers().clone();
-    let message_id = match header_text(&headers, "x-road-id")? {
+    let message_id = match header_text(&headers, "X-Road-Id")? {
         Some(id) => {
             crate::envelope::check_message_id(id)
                 .map_err(|why| Failure::client("InvalidMessageId", format!("X-Road-Id {why}")))?;
@@ -388,7 +389,7 @@ async fn call(
             Ok(v.to_owned())
         })
     };
-    let (user_id, issue) = (field("x-road-userid")?, field("x-road-issue")?);
+    let (user_id, issue) = (field("X-Road-UserId")?, field("X-Road-Issue")?);
     if req.uri().query().is_some_and(|q| !q.is_empty()) {
         return Err(Failure::client(
             "InvalidRequest",

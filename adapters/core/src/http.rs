@@ -185,3 +185,156 @@ pub fn status_code(status: StatusCode) -> Code {
 pub fn body_text(body: &[u8]) -> String {
     crate::values::shorten(String::from_utf8_lossy(body).trim(), 512)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    fn identity() -> (lintas_certs::KeyPair, Vec<u8>) {
+        let validity = lintas_certs::ca::Validity::starting(
+            std::time::SystemTime::now(),
+            Duration::from_secs(3600),
+        )
+        .unwrap();
+        lintas_certs::ca::self_signed(
+            &["localhost".into(), "127.0.0.1".into()],
+            "backend",
+            validity,
+        )
+        .unwrap()
+    }
+
+    /// A TLS server on loopback answering every request with `answer` (or never, when
+    /// `answer` is empty); returns its port.
+    async fn tls_backend(cert: Vec<u8>, key: &lintas_certs::KeyPair, answer: &'static str) -> u16 {
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from(cert)],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            )
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tls.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    if answer.is_empty() {
+                        // Holds the connection without answering.
+                        let _ = tls.read(&mut buf).await;
+                        return;
+                    }
+                    let _ = tls.write_all(answer.as_bytes()).await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        port
+    }
+
+    const OK: &str = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\nconnection: close\r\n\r\n{\"ok\":true}";
+
+    #[tokio::test]
+    async fn https_backends_are_trusted_through_ca_file_only() {
+        let (key, cert) = identity();
+        let port = tls_backend(cert.clone(), &key, OK).await;
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, lintas_certs::pem::cert_to_pem(&cert)).unwrap();
+        let url = format!("https://localhost:{port}");
+        let client = Client::new(&url, Some(&ca), Duration::from_secs(5), 1024).unwrap();
+        let answer = client.send(Method::GET, "/x", &[], None).await.unwrap();
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(&answer.body[..], b"{\"ok\":true}");
+
+        // Another certificate in ca_file: the handshake is refused.
+        let (_, other) = identity();
+        let wrong = dir.path().join("wrong.pem");
+        std::fs::write(&wrong, lintas_certs::pem::cert_to_pem(&other)).unwrap();
+        let client = Client::new(&url, Some(&wrong), Duration::from_secs(5), 1024).unwrap();
+        let err = client
+            .send(Method::GET, "/x", &[], None)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(err.code(), Code::Unavailable);
+        assert!(err.message().contains("unreachable"), "{err:?}");
+        assert!(
+            err.message().to_lowercase().contains("certificate"),
+            "{err:?}"
+        );
+
+        // An answer larger than allowed is refused, not read whole.
+        let small = Client::new(&url, Some(&ca), Duration::from_secs(5), 4).unwrap();
+        let err = small
+            .send(Method::GET, "/x", &[], None)
+            .await
+            .err()
+            .unwrap();
+        assert!(err.message().contains("(limit 4 bytes)"), "{err:?}");
+
+        for (base, ca_file, want) in [
+            ("https://localhost:1", None, "needs ca_file"),
+            (
+                "http://localhost:1",
+                Some(ca.as_path()),
+                "only for https://",
+            ),
+            (
+                "ftp://localhost:1",
+                None,
+                "must start with http:// or https://",
+            ),
+        ] {
+            let err = Client::new(base, ca_file, Duration::from_secs(1), 1)
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(err.contains(want), "{base}: {err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_backend_that_does_not_answer_times_out() {
+        let (key, cert) = identity();
+        let port = tls_backend(cert.clone(), &key, "").await;
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, lintas_certs::pem::cert_to_pem(&cert)).unwrap();
+        let client = Client::new(
+            &format!("https://localhost:{port}"),
+            Some(&ca),
+            Duration::from_millis(200),
+            1024,
+        )
+        .unwrap();
+        let err = client
+            .send(Method::GET, "/x", &[], None)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(err.code(), Code::DeadlineExceeded);
+        assert!(
+            err.message().contains("did not answer within 200 ms"),
+            "{err:?}"
+        );
+    }
+}

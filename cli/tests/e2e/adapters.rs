@@ -380,7 +380,70 @@ async fn a_rest_system_behind_the_adapter_is_called_through_the_bus() {
             "is not allowed to call",
         ),
     ];
-    for (headers, path, body, want_status, want_type, want_text) in cases {
+    let too_long = "x".repeat(300);
+    let too_large = format!(r#"{{"nik": "{}"}}"#, "1".repeat(5 * 1024 * 1024));
+    let more: &[Case] = &[
+        (
+            &[("X-Road-Client", CONSUMER_CLIENT), ("X-Road-Id", "a b")],
+            &call_path,
+            "{}",
+            400,
+            "Client.InvalidMessageId",
+            "X-Road-Id",
+        ),
+        (
+            &[
+                ("X-Road-Client", CONSUMER_CLIENT),
+                ("X-Road-UserId", &too_long),
+            ],
+            &call_path,
+            "{}",
+            400,
+            "Client.InvalidHttpHeader",
+            "X-Road-UserId is longer than 256",
+        ),
+        (
+            &[("X-Road-Client", CONSUMER_CLIENT)],
+            &format!("{call_path}?nik=1"),
+            "{}",
+            400,
+            "Client.InvalidRequest",
+            "query parameters are not mapped",
+        ),
+        (
+            &[("X-Road-Client", CONSUMER_CLIENT)],
+            &format!("/r1/{PROVIDER_CLIENT}/listMethods"),
+            "",
+            405,
+            "Client.InvalidRequest",
+            "metaservices are called with GET",
+        ),
+        (
+            &[("X-Road-Client", CONSUMER_CLIENT)],
+            &format!("/r1/{PROVIDER_CLIENT}/hapusSemua"),
+            "",
+            404,
+            "Client.InvalidRequest",
+            "no metaservice hapusSemua",
+        ),
+        (
+            &[("X-Road-Client", CONSUMER_CLIENT)],
+            "/r1/ID/GOV/KEMENDAGRI",
+            "",
+            404,
+            "Client.InvalidRequest",
+            "expected /r1/INSTANCE",
+        ),
+        (
+            &[("X-Road-Client", CONSUMER_CLIENT)],
+            &call_path,
+            &too_large,
+            413,
+            "Client.InvalidRequest",
+            "limit",
+        ),
+    ];
+    for (headers, path, body, want_status, want_type, want_text) in cases.iter().chain(more) {
         let (status, got_headers, got) = http(&address, "POST", path, headers, body).await;
         let e = json(&got);
         assert_eq!(
@@ -557,6 +620,36 @@ async fn a_rest_system_behind_the_adapter_is_called_through_the_bus() {
         [DUKCAPIL, "uji.v1.Salah"]
     );
     assert!(reflected_services(&net, OTHER_CLIENT).await.is_empty());
+    // Older clients ask by v1alpha and hear the same.
+    {
+        use tonic_reflection::pb::v1alpha as alpha;
+        let mut r = Request::new(tokio_stream::iter([alpha::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(
+                alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+            ),
+        }]));
+        r.metadata_mut()
+            .insert("lintas-client", CONSUMER_CLIENT.parse().unwrap());
+        let answer = alpha::server_reflection_client::ServerReflectionClient::new(
+            plain_channel(&net.consumer_url).await.unwrap(),
+        )
+        .server_reflection_info(r)
+        .await
+        .unwrap()
+        .into_inner()
+        .message()
+        .await
+        .unwrap()
+        .unwrap();
+        let Some(alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+            answer.message_response
+        else {
+            panic!("{answer:?}")
+        };
+        let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        assert_eq!(names, [DUKCAPIL, "uji.v1.Salah"]);
+    }
     let files = reflect(
         &net,
         CONSUMER_CLIENT,
@@ -1000,11 +1093,28 @@ async fn a_school_database_behind_the_sql_adapter_is_called_through_the_bus() {
         .batch_execute(lintas_examples::sekolah_db::SCRIPT)
         .await
         .unwrap();
-    let postgres = example_config(&net.inst.root, "dapodik-sql.toml", "", on(server.url()));
+    let postgres = example_config(&net.inst.root, "dapodik-sql.toml", "", |t| {
+        on(server.url())(t).replace(
+            "WHERE s.npsn = :npsn AND",
+            "WHERE s.npsn = :npsn AND 1 / (length(:npsn) - 8) >= 0 AND",
+        )
+    });
     let endpoint = serve_adapter(&postgres, &mut net._stops).await;
     publish(&net, DAPODIK, &endpoint).await;
     let dewi = cari_siswa(&net, "3174014107120003").await.unwrap();
     assert_eq!(dewi.sekolah, "SMP Negeri 109 Jakarta");
+    // An error the database raises reaches the caller as the application's.
+    let (status, _, body) = http(
+        &address,
+        "POST",
+        &format!("/r1/{PROVIDER_CLIENT}/{DAPODIK}/DaftarSiswa"),
+        &[("X-Road-Client", CONSUMER_CLIENT)],
+        r#"{"npsn": "20100002"}"#,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(json(&body)["type"], "Service.InvalidArgument");
+    assert_eq!(json(&body)["message"], "database: division by zero");
     server.stop();
     let down = cari_siswa(&net, "3174014107120003").await.unwrap_err();
     assert_eq!(down.code(), Code::Unavailable, "{down:?}");
