@@ -230,8 +230,14 @@ const MAX_GRANTS: usize = 10_000;
 /// Uploaded descriptor sets held per server until its next report.
 const MAX_STAGED: usize = 64;
 
+/// Bytes of uploaded, not yet reported descriptor sets held for all servers together.
+const MAX_STAGED_BYTES: usize = 64 * 1024 * 1024;
+
 /// Encoded descriptor sets by SHA-256 (hex).
 type DescriptorSets = BTreeMap<String, Arc<Vec<u8>>>;
+
+/// An uploaded descriptor set and its SHA-256 (hex), in upload order.
+type Staged = (String, Arc<Vec<u8>>);
 
 /// What a service report achieved.
 pub struct ReportOutcome {
@@ -281,19 +287,22 @@ struct Change {
 
 impl Change {
     fn put_raw(&mut self, key: String, value: Vec<u8>) {
-        self.puts.push(Put { key, value });
+        self.puts.push(Put {
+            key,
+            value: Some(value),
+        });
     }
 
     fn remove(&mut self, key: String) {
-        self.puts.push(Put {
-            key,
-            value: Vec::new(),
-        });
+        self.puts.push(Put { key, value: None });
     }
 
     fn put<T: Serialize>(&mut self, key: String, value: &T) -> Result<()> {
         let value = serde_json::to_vec(value).map_err(internal)?;
-        self.puts.push(Put { key, value });
+        self.puts.push(Put {
+            key,
+            value: Some(value),
+        });
         Ok(())
     }
 }
@@ -348,7 +357,7 @@ pub struct Registry {
     /// Held across a service report's comparison and commit.
     reports: Mutex<()>,
     /// Descriptor sets uploaded by each server and not yet named in a report, by hash.
-    staged: Mutex<BTreeMap<ServerId, DescriptorSets>>,
+    staged: Mutex<BTreeMap<ServerId, Vec<Staged>>>,
     /// The newest checkpoint witnessed for each log, by origin.
     witnessed: Mutex<BTreeMap<String, witness::WitnessRec>>,
     /// (origin, held size) of every refusal stored as evidence.
@@ -1297,24 +1306,27 @@ impl Registry {
         Ok(server_id)
     }
 
-    /// A security server, identified by its current TLS certificate, reports the complete
-    /// list of services it provides. Only its own hosted subsystems may be named. The
-    /// configuration is re-signed only when the catalogue changed.
-    /// Holds a descriptor set a server is about to name in a service report. Returns its
-    /// SHA-256.
+    /// Holds a descriptor set a server is about to name in a service report, until that
+    /// report. Returns its SHA-256.
     pub fn upload_descriptor(&self, peer_cert: Option<&[u8]>, set: Vec<u8>) -> Result<[u8; 32]> {
         let server_id = self.peer_server(peer_cert, "uploading descriptors")?;
         descriptor_pool(&set).map_err(|e| invalid("descriptor set", e))?;
         let hash = lintas_certs::sha256(&set);
+        let hex = lintas_certs::hex(&hash);
         let mut staged = self.staged.lock().unwrap_or_else(|p| p.into_inner());
-        let mine = staged.entry(server_id).or_default();
-        if mine.len() >= MAX_STAGED && !mine.contains_key(&lintas_certs::hex(&hash)) {
-            // An upload that was never reported makes room.
-            if let Some(first) = mine.keys().next().cloned() {
-                mine.remove(&first);
-            }
+        let held: usize = staged.values().flatten().map(|(_, b)| b.len()).sum();
+        if held + set.len() > MAX_STAGED_BYTES {
+            return Err(RegistryError::ResourceExhausted(format!(
+                "the registry holds {held} bytes of descriptor sets not yet reported; report the uploaded ones first"
+            )));
         }
-        mine.insert(lintas_certs::hex(&hash), Arc::new(set));
+        let mine = staged.entry(server_id).or_default();
+        mine.retain(|(h, _)| *h != hex);
+        if mine.len() >= MAX_STAGED {
+            // The oldest upload that was never reported makes room.
+            mine.remove(0);
+        }
+        mine.push((hex, Arc::new(set)));
         Ok(hash)
     }
 
@@ -1330,7 +1342,8 @@ impl Registry {
             return Err(invalid("services", format!("more than {MAX_CLIENTS}")));
         }
         let mut reported = Vec::new();
-        let mut named = BTreeMap::new();
+        // (hash, service) for every service that names a set.
+        let mut named = Vec::new();
         for s in services {
             let provider: SubsystemId = s.provider.parse().map_err(|e| invalid("provider", e))?;
             let service: ServiceName = s.service.parse().map_err(|e| invalid("service", e))?;
@@ -1339,7 +1352,7 @@ impl Registry {
                 0 => String::new(),
                 32 => {
                     let hash = lintas_certs::hex(&s.descriptor_sha256);
-                    named.insert(hash.clone(), service.to_string());
+                    named.push((hash.clone(), service.to_string()));
                     hash
                 }
                 _ => return Err(invalid(&what, "descriptor_sha256 is not a SHA-256")),
@@ -1365,26 +1378,45 @@ impl Registry {
         reported.dedup_by(|a, b| a.provider == b.provider && a.service == b.service);
         let _one_report_at_a_time = self.reports.lock().unwrap_or_else(|p| p.into_inner());
         // Every named set must be held already or uploaded by this server, and define
-        // the service it is named for.
+        // the service it is named for (checked unless this server listed the same pair
+        // before).
         let mut new_descriptors = BTreeMap::new();
         let mut missing = Vec::new();
         {
             let state = self.lock();
             let staged = self.staged.lock().unwrap_or_else(|p| p.into_inner());
+            let before: BTreeSet<(&str, String)> = state
+                .catalogue
+                .get(&server_id)
+                .into_iter()
+                .flatten()
+                .map(|c| (c.descriptor_sha256.as_str(), c.service.to_string()))
+                .collect();
             for (hash, service) in &named {
-                if state.descriptors.contains_key(hash) {
-                    continue;
-                }
-                match staged.get(&server_id).and_then(|m| m.get(hash)) {
-                    Some(set) => {
-                        check_descriptor(set, service)
-                            .map_err(|e| invalid(&format!("service {service}"), e))?;
-                        new_descriptors.insert(hash.clone(), set.clone());
-                    }
-                    None => missing.push(lintas_certs::unhex(hash).unwrap_or_default()),
+                let set = match state.descriptors.get(hash) {
+                    Some(set) => set.clone(),
+                    None => match staged
+                        .get(&server_id)
+                        .and_then(|m| m.iter().find(|(h, _)| h == hash))
+                    {
+                        Some((_, set)) => {
+                            new_descriptors.insert(hash.clone(), set.clone());
+                            set.clone()
+                        }
+                        None => {
+                            missing.push(lintas_certs::unhex(hash).unwrap_or_default());
+                            continue;
+                        }
+                    },
+                };
+                if !before.contains(&(hash.as_str(), service.clone())) {
+                    check_descriptor(&set, service)
+                        .map_err(|e| invalid(&format!("service {service}"), e))?;
                 }
             }
         }
+        missing.sort();
+        missing.dedup();
         if !missing.is_empty() {
             return Ok(ReportOutcome {
                 conf_serial: 0,
@@ -1443,14 +1475,11 @@ impl Registry {
             }
             Ok(((), action))
         })?;
-        if let Some(mine) = self
-            .staged
+        // Uploads are for the next report only.
+        self.staged
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get_mut(&server_id)
-        {
-            mine.retain(|h, _| !named.contains_key(h));
-        }
+            .remove(&server_id);
         Ok(ReportOutcome {
             conf_serial: serial,
             missing: Vec::new(),
@@ -1602,7 +1631,10 @@ mod tests {
             }
             let mut data = self.data.lock().unwrap();
             for p in batch {
-                data.insert(p.key, p.value);
+                match p.value {
+                    Some(v) => data.insert(p.key, v),
+                    None => data.remove(&p.key),
+                };
             }
             Ok(())
         }

@@ -11,19 +11,19 @@ use std::path::Path;
 #[error("registry database: {0}")]
 pub struct StoreError(pub String);
 
-/// One put (or, with an empty value, removal) in a change batch.
+/// One put (or removal) in a change batch.
 #[derive(Debug, Clone)]
 pub struct Put {
     pub key: String,
-    /// The new value; empty removes the key.
-    pub value: Vec<u8>,
+    /// The new value; `None` removes the key.
+    pub value: Option<Vec<u8>>,
 }
 
 /// Persistence for the registry.
 pub trait RegistryStore: Send + Sync + 'static {
     /// Every stored key and value, in key order.
     fn load(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
-    /// Applies all puts (and removals, as empty values) atomically and durably.
+    /// Applies all puts and removals atomically and durably.
     fn apply(&self, batch: Vec<Put>) -> Result<(), StoreError>;
 }
 
@@ -56,10 +56,9 @@ impl RegistryStore for SledStore {
     fn apply(&self, batch: Vec<Put>) -> Result<(), StoreError> {
         let mut b = sled::Batch::default();
         for put in batch {
-            if put.value.is_empty() {
-                b.remove(put.key.as_bytes());
-            } else {
-                b.insert(put.key.as_bytes(), put.value);
+            match put.value {
+                Some(v) => b.insert(put.key.as_bytes(), v),
+                None => b.remove(put.key.as_bytes()),
             }
         }
         self.db

@@ -122,19 +122,24 @@ pub fn clients(conf: &VerifiedConf) -> Vec<(ClientId, String)> {
 }
 
 impl SecurityServer {
+    /// The linked descriptors published under `hash`, if held in memory.
+    fn cached_pool(&self, hash: &[u8]) -> Option<DescriptorPool> {
+        let key: [u8; 32] = hash.try_into().ok()?;
+        self.descriptors
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned()
+    }
+
     /// The linked descriptors published under `hash`, from memory or the registry.
     pub(crate) async fn descriptor_pool(&self, hash: &[u8]) -> Result<DescriptorPool, Status> {
         let key: [u8; 32] = hash
             .try_into()
             .map_err(|_| unavailable("the catalogue lists a malformed descriptor hash".into()))?;
-        if let Some(p) = self
-            .descriptors
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-        {
-            return Ok(p.clone());
+        if let Some(p) = self.cached_pool(hash) {
+            return Ok(p);
         }
         let mut registry = self
             .registry()
@@ -236,10 +241,25 @@ impl SecurityServer {
                 .or_insert_with(|| s.clone());
         }
         let mut out = Vec::new();
+        // After one failed fetch the registry is not asked again for this list: the rest
+        // come from memory or are listed without descriptors.
+        let mut registry_failed = false;
         for entry in entries.into_values() {
-            match self.describe(entry.clone()).await {
+            let described = if registry_failed {
+                let service = self
+                    .cached_pool(&entry.descriptor_sha256)
+                    .and_then(|p| p.get_service_by_name(&entry.service));
+                Ok(Described {
+                    entry: entry.clone(),
+                    service,
+                })
+            } else {
+                self.describe(entry.clone()).await
+            };
+            match described {
                 Ok(d) => out.push(d),
                 Err(e) => {
+                    registry_failed = true;
                     tracing::warn!(service = %entry.service, provider = %entry.provider, error = %e.message(), "descriptors unavailable; listed without them");
                     out.push(Described {
                         entry,

@@ -612,6 +612,8 @@ impl SecurityServer {
         use lintas_proto::registry::v1 as reg;
         let _one_at_a_time = self.reporting.lock().await;
         let grants = self.access.grants();
+        // The sets the report names, from the same snapshot, by hash.
+        let mut sets = std::collections::HashMap::new();
         let services = self
             .access
             .services()
@@ -627,11 +629,14 @@ impl SecurityServer {
                     .collect(),
                 provider: s.provider.to_string(),
                 service: s.service.to_string(),
-                descriptor_sha256: s
-                    .descriptor_set
-                    .as_deref()
-                    .map(|d| lintas_certs::sha256(d).to_vec())
-                    .unwrap_or_default(),
+                descriptor_sha256: match s.descriptor_set {
+                    Some(set) => {
+                        let hash = lintas_certs::sha256(&set).to_vec();
+                        sets.insert(hash.clone(), set);
+                        hash
+                    }
+                    None => Vec::new(),
+                },
             })
             .collect();
         let report = reg::ServiceReport { services };
@@ -643,23 +648,18 @@ impl SecurityServer {
         // The registry lacks some descriptor sets: upload them, then report again.
         let mut catalogue = reg::catalogue_client::CatalogueClient::new(self.registry_channel()?)
             .max_encoding_message_size(crate::descriptors::MAX_DESCRIPTOR_BYTES + 1024);
-        let sets: Vec<Vec<u8>> = self
-            .access
-            .services()
-            .into_iter()
-            .filter_map(|s| s.descriptor_set)
-            .collect();
         for hash in &reply.missing_descriptors {
-            if let Some(set) = sets
-                .iter()
-                .find(|s| lintas_certs::sha256(s).as_slice() == hash)
-            {
-                catalogue
-                    .upload_descriptor(reg::ServiceDescriptor {
-                        descriptor_set: set.clone(),
-                    })
-                    .await?;
-            }
+            let set = sets.remove(hash).ok_or_else(|| {
+                SsError::InvalidInput(format!(
+                    "the registry asked for descriptor set {}, which this report does not name",
+                    lintas_certs::hex(hash)
+                ))
+            })?;
+            catalogue
+                .upload_descriptor(reg::ServiceDescriptor {
+                    descriptor_set: set,
+                })
+                .await?;
         }
         let reply = registry.report_services(report).await?.into_inner();
         if !reply.missing_descriptors.is_empty() {

@@ -189,12 +189,14 @@ pub fn build(adapter: &Adapter, section: toml::Table) -> Result<Arc<dyn Backend>
         let checked = check_name("operation", &element)
             .and_then(|()| check_name("response", &response))
             .and_then(|()| {
-                if m.action.contains('"') {
-                    Err("action must not contain '\"'".to_owned())
+                if m.action.contains('"') || HeaderValue::from_str(&m.action).is_err() {
+                    Err("action must be printable ASCII without '\"'".to_owned())
                 } else {
                     Ok(())
                 }
-            });
+            })
+            .and_then(|()| no_maps(&method.input(), &mut Vec::new()))
+            .and_then(|()| no_maps(&method.output(), &mut Vec::new()));
         checked.map_err(|why| {
             AdapterError::Config(format!("[soap.methods.{}]: {why}", method.name()))
         })?;
@@ -216,6 +218,27 @@ pub fn build(adapter: &Adapter, section: toml::Table) -> Result<Arc<dyn Backend>
         headers,
         operations,
     }))
+}
+
+/// SOAP elements have no map form: a message with a map field (at any depth) is refused.
+fn no_maps(desc: &MessageDescriptor, seen: &mut Vec<String>) -> Result<(), String> {
+    if seen.iter().any(|s| s == desc.full_name()) {
+        return Ok(());
+    }
+    seen.push(desc.full_name().to_owned());
+    for f in desc.fields() {
+        if f.is_map() {
+            return Err(format!(
+                "field {} of {} is a map, which has no SOAP form",
+                f.name(),
+                desc.full_name()
+            ));
+        }
+        if let Kind::Message(inner) = f.kind() {
+            no_maps(&inner, seen)?;
+        }
+    }
+    Ok(())
 }
 
 fn element_name(f: &FieldDescriptor, json_names: bool) -> &str {

@@ -6,7 +6,7 @@
 //! # postgres://user:password@host:port/database
 //! database = "sqlite:sekolah.db"
 //! timeout_ms = 5000
-//! connections = 4          # pooled SQLite connections (PostgreSQL pipelines on one)
+//! connections = 4          # pooled connections, each running one query at a time
 //!
 //! [sql.methods.DaftarSiswa]
 //! query = "SELECT nisn, nama, kelas FROM siswa WHERE npsn = :npsn ORDER BY nama"
@@ -248,7 +248,8 @@ pub fn build(adapter: &Adapter, section: toml::Table) -> Result<Arc<dyn Backend>
     } else if section.database.starts_with("postgres://")
         || section.database.starts_with("postgresql://")
     {
-        let c = postgres::Connection::new(&section.database, timeout).map_err(bad)?;
+        let c = postgres::Connection::new(&section.database, section.connections, timeout)
+            .map_err(bad)?;
         (Database::Postgres(Box::new(c)), Style::Dollar)
     } else {
         return Err(bad(format!(
@@ -265,7 +266,9 @@ pub fn build(adapter: &Adapter, section: toml::Table) -> Result<Arc<dyn Backend>
         let st = statement(&method, mapping, style).map_err(at)?;
         // SQLite checks the statement and its columns now; PostgreSQL at each call.
         if let Database::Sqlite(pool) = &database {
-            let columns = pool.columns(&st.query.sql).map_err(at)?;
+            let columns = pool
+                .columns(&st.query.sql, st.query.names.len())
+                .map_err(at)?;
             match (&st.shape, row_message(&method, &st.shape)) {
                 (Shape::Affected(_), _) if !columns.is_empty() => {
                     return Err(at(
@@ -459,11 +462,18 @@ impl Backend for SqlBackend {
         let database = self.database.clone();
         let timeout = self.timeout;
         let method = method.clone();
+        // A task of its own: a caller that stops waiting cannot take a connection with it.
+        let query = st.clone();
+        let work = tokio::spawn(async move {
+            match database.as_ref() {
+                Database::Sqlite(pool) => pool.run(&query.query.sql, values, timeout).await,
+                Database::Postgres(c) => c.run(&query.query.sql, values, timeout).await,
+            }
+        });
         Box::pin(async move {
-            let outcome = match database.as_ref() {
-                Database::Sqlite(pool) => pool.run(&st.query.sql, values, timeout).await?,
-                Database::Postgres(c) => c.run(&st.query.sql, values, timeout).await?,
-            };
+            let outcome = work
+                .await
+                .map_err(|e| database_error(format!("query task failed: {e}")))??;
             answer(&method, &st, outcome)
         })
     }

@@ -1,13 +1,15 @@
-//! PostgreSQL: one pipelined connection, opened on first use and again after it broke.
-//! Parameters are converted to the types the server infers for the statement; columns
-//! are read by their declared types.
+//! PostgreSQL: a pool of connections, each running one query at a time, opened on first
+//! use and again after it broke. A query that outlives the timeout is cancelled on the
+//! server and its connection dropped. Parameters are converted to the types the server
+//! infers for the statement; columns are read by their declared types; rows are read as
+//! a stream and refused past `MAX_ROWS`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use lintas_adapter::backend_status;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Config, NoTls, Row};
+use tokio_stream::StreamExt;
 use tonic::{Code, Status};
 
 use crate::{Outcome, SqlValue, sqlite::MAX_ROWS};
@@ -16,21 +18,27 @@ pub struct Connection {
     config: Config,
     /// host:port, for messages.
     target: String,
-    client: tokio::sync::Mutex<Option<Arc<Client>>>,
+    /// Each slot is one connection, used by one query at a time.
+    slots: Vec<tokio::sync::Mutex<Option<Client>>>,
+    free: tokio::sync::Semaphore,
 }
 
 type Param = Box<dyn ToSql + Sync + Send>;
 
 fn pg_status(e: tokio_postgres::Error) -> Status {
-    let code = match e.code() {
+    let code = match e.code().map(|c| c.code()) {
         // Class 23: integrity constraint violation; P0001: raise_exception.
-        Some(c) if c.code().starts_with("23") || c.code() == "P0001" => Code::FailedPrecondition,
+        Some(c) if c.starts_with("23") || c == "P0001" => Code::FailedPrecondition,
         // Class 22: data exception (bad input value).
-        Some(c) if c.code().starts_with("22") => Code::InvalidArgument,
-        Some(c) if c.code() == "57014" => Code::DeadlineExceeded,
+        Some(c) if c.starts_with("22") => Code::InvalidArgument,
+        Some("57014") => Code::DeadlineExceeded,
+        // Connection exceptions, too many connections, the server shutting down.
+        Some(c) if c.starts_with("08") || c.starts_with("53") || c.starts_with("57P0") => {
+            Code::Unavailable
+        }
         Some(_) => Code::Internal,
         None if e.is_closed() => Code::Unavailable,
-        None => Code::Unavailable,
+        None => Code::Internal,
     };
     let text = match e.as_db_error() {
         Some(db) => format!("database: {}", db.message()),
@@ -151,7 +159,7 @@ fn column(row: &Row, i: usize) -> Result<SqlValue, String> {
 }
 
 impl Connection {
-    pub fn new(url: &str, timeout: Duration) -> Result<Self, String> {
+    pub fn new(url: &str, connections: usize, timeout: Duration) -> Result<Self, String> {
         let mut config: Config = url
             .parse()
             .map_err(|e| format!("database '{url}' is not a PostgreSQL URL: {e}"))?;
@@ -161,18 +169,18 @@ impl Connection {
             (Some(tokio_postgres::config::Host::Tcp(h)), None) => format!("{h}:5432"),
             _ => "PostgreSQL".into(),
         };
+        let connections = connections.max(1);
         Ok(Connection {
             config,
             target,
-            client: tokio::sync::Mutex::new(None),
+            slots: (0..connections)
+                .map(|_| tokio::sync::Mutex::new(None))
+                .collect(),
+            free: tokio::sync::Semaphore::new(connections),
         })
     }
 
-    async fn client(&self) -> Result<Arc<Client>, Status> {
-        let mut held = self.client.lock().await;
-        if let Some(c) = held.as_ref().filter(|c| !c.is_closed()) {
-            return Ok(c.clone());
-        }
+    async fn connect(&self) -> Result<Client, Status> {
         let (client, connection) = self.config.connect(NoTls).await.map_err(|e| {
             backend_status(
                 Code::Unavailable,
@@ -184,8 +192,6 @@ impl Connection {
                 tracing::warn!(error = %e, "PostgreSQL connection ended");
             }
         });
-        let client = Arc::new(client);
-        *held = Some(client.clone());
         Ok(client)
     }
 
@@ -221,19 +227,23 @@ impl Connection {
             let n = client.execute(&stmt, &refs).await.map_err(pg_status)?;
             return Ok(Outcome::Affected(n));
         }
-        let rows = client.query(&stmt, &refs).await.map_err(pg_status)?;
-        if rows.len() > MAX_ROWS {
-            return Err(backend_status(
-                Code::ResourceExhausted,
-                format!("the query returned more than {MAX_ROWS} rows; narrow it or add a LIMIT"),
-            ));
-        }
+        let rows = client.query_raw(&stmt, refs).await.map_err(pg_status)?;
+        tokio::pin!(rows);
         let columns: Vec<String> = stmt.columns().iter().map(|c| c.name().to_owned()).collect();
-        let mut out = Vec::with_capacity(rows.len());
-        for row in &rows {
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().await {
+            let row = row.map_err(pg_status)?;
+            if out.len() == MAX_ROWS {
+                return Err(backend_status(
+                    Code::ResourceExhausted,
+                    format!(
+                        "the query returned more than {MAX_ROWS} rows; narrow it or add a LIMIT"
+                    ),
+                ));
+            }
             out.push(
                 (0..columns.len())
-                    .map(|i| column(row, i))
+                    .map(|i| column(&row, i))
                     .collect::<Result<Vec<_>, String>>()
                     .map_err(|e| backend_status(Code::Internal, e))?,
             );
@@ -241,32 +251,53 @@ impl Connection {
         Ok(Outcome::Rows(columns, out))
     }
 
-    /// Runs `sql` with `values`, cancelling it on the server after `timeout`.
+    /// Runs `sql` with `values` on a connection of its own, cancelling it on the server
+    /// after `timeout`.
     pub async fn run(
         &self,
         sql: &str,
         values: Vec<SqlValue>,
         timeout: Duration,
     ) -> Result<Outcome, Status> {
-        let client = tokio::time::timeout(timeout, self.client())
+        let _permit = self
+            .free
+            .acquire()
             .await
-            .map_err(|_| {
-                backend_status(
-                    Code::Unavailable,
-                    format!(
-                        "database at {} did not accept a connection within {} ms",
-                        self.target,
-                        timeout.as_millis()
-                    ),
-                )
-            })??;
-        match tokio::time::timeout(timeout, self.query(&client, sql, values)).await {
+            .map_err(|_| backend_status(Code::Unavailable, "the connection pool is closed"))?;
+        // The permit leaves at least one slot nobody holds.
+        let mut slot = self
+            .slots
+            .iter()
+            .find_map(|s| s.try_lock().ok())
+            .ok_or_else(|| backend_status(Code::Unavailable, "no free connection"))?;
+        if slot.as_ref().is_none_or(Client::is_closed) {
+            let connected = tokio::time::timeout(timeout, self.connect())
+                .await
+                .map_err(|_| {
+                    backend_status(
+                        Code::Unavailable,
+                        format!(
+                            "database at {} did not accept a connection within {} ms",
+                            self.target,
+                            timeout.as_millis()
+                        ),
+                    )
+                })??;
+            *slot = Some(connected);
+        }
+        let Some(client) = slot.as_ref() else {
+            return Err(backend_status(Code::Internal, "no connection"));
+        };
+        match tokio::time::timeout(timeout, self.query(client, sql, values)).await {
             Ok(outcome) => outcome,
             Err(_) => {
+                // This connection runs only this query, so the cancel reaches nobody
+                // else's. The connection is not used again.
                 let cancel = client.cancel_token();
                 tokio::spawn(async move {
                     let _ = cancel.cancel_query(NoTls).await;
                 });
+                *slot = None;
                 Err(backend_status(
                     Code::DeadlineExceeded,
                     format!(

@@ -1,7 +1,7 @@
 //! SQLite, embedded: a small pool of connections used on the blocking thread pool, each
 //! query interrupted when it outlives the timeout.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -16,6 +16,8 @@ use lintas_adapter::backend_status;
 pub const MAX_ROWS: usize = 10_000;
 
 pub struct Pool {
+    path: PathBuf,
+    timeout: Duration,
     idle: Mutex<Vec<Connection>>,
     permits: tokio::sync::Semaphore,
 }
@@ -96,41 +98,50 @@ impl Pool {
         }
         let mut idle = Vec::new();
         for _ in 0..connections {
-            let c = Connection::open_with_flags(
-                path,
-                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )
-            .map_err(|e| format!("database {}: {e}", path.display()))?;
-            c.busy_timeout(timeout)
-                .map_err(|e| format!("database {}: {e}", path.display()))?;
-            idle.push(c);
+            idle.push(connect(path, timeout)?);
         }
         Ok(Pool {
+            path: path.to_owned(),
+            timeout,
             permits: tokio::sync::Semaphore::new(idle.len()),
             idle: Mutex::new(idle),
         })
     }
 
-    fn take(&self) -> Option<Connection> {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()
+    /// An idle connection, or a new one when a failed query took one with it.
+    fn take(&self) -> Result<Connection, Status> {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        match idle {
+            Some(c) => Ok(c),
+            None => {
+                connect(&self.path, self.timeout).map_err(|e| backend_status(Code::Unavailable, e))
+            }
+        }
     }
 
     fn give(&self, c: Connection) {
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(c);
     }
 
-    /// The columns `sql` returns (none for a statement without rows), checking it.
-    pub fn columns(&self, sql: &str) -> Result<Vec<String>, String> {
-        let conn = self.take().ok_or("no idle connection")?;
-        let out = conn
-            .prepare(sql)
-            .map(|s| s.column_names().map(str::to_owned).collect())
-            .map_err(|e| format!("the query does not prepare: {e}"));
+    /// The columns `sql` returns (none for a statement without rows), checking it and
+    /// that every parameter is a named one.
+    pub fn columns(&self, sql: &str, parameters: usize) -> Result<Vec<String>, String> {
+        let conn = self.take().map_err(|s| s.message().to_owned())?;
+        let out = match conn.prepare(sql) {
+            Ok(s) if s.parameter_count() != parameters => Err(format!(
+                "the query has {} parameters but names {parameters} fields; write parameters as :field",
+                s.parameter_count()
+            )),
+            Ok(s) => Ok(s.column_names().map(str::to_owned).collect()),
+            Err(e) => Err(format!("the query does not prepare: {e}")),
+        };
         self.give(conn);
         out
     }
 
-    /// Runs `sql` with `values` bound, interrupting it after `timeout`.
+    /// Runs `sql` with `values` bound, interrupting it after `timeout`. The connection
+    /// returns to the pool even when the caller stops waiting: run this in a task of its
+    /// own.
     pub async fn run(
         &self,
         sql: &str,
@@ -141,10 +152,8 @@ impl Pool {
             .permits
             .acquire()
             .await
-            .map_err(|_| database_error("the connection pool is closed"))?;
-        let conn = self
-            .take()
-            .ok_or_else(|| database_error("no idle connection"))?;
+            .map_err(|_| backend_status(Code::Unavailable, "the connection pool is closed"))?;
+        let conn = self.take()?;
         let interrupt = conn.get_interrupt_handle();
         let sql = sql.to_owned();
         let mut task = tokio::task::spawn_blocking(move || {
@@ -152,19 +161,45 @@ impl Pool {
             (conn, outcome)
         });
         let lost = |e: tokio::task::JoinError| database_error(format!("query task failed: {e}"));
-        let (conn, outcome) = tokio::select! {
-            done = &mut task => done.map_err(lost)?,
-            _ = tokio::time::sleep(timeout) => {
-                interrupt.interrupt();
-                let (conn, _) = task.await.map_err(lost)?;
-                self.give(conn);
-                return Err(backend_status(
-                    Code::DeadlineExceeded,
-                    format!("the database did not answer within {} ms", timeout.as_millis()),
-                ));
+        let mut timed_out = false;
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        let (conn, outcome) = loop {
+            tokio::select! {
+                done = &mut task => break done.map_err(lost)?,
+                _ = &mut deadline, if !timed_out => {
+                    timed_out = true;
+                    interrupt.interrupt();
+                }
+                // A statement that had not started yet when interrupted is interrupted
+                // again until it gives up.
+                _ = tokio::time::sleep(Duration::from_millis(20)), if timed_out => {
+                    interrupt.interrupt();
+                }
             }
         };
         self.give(conn);
+        if timed_out {
+            return Err(backend_status(
+                Code::DeadlineExceeded,
+                format!(
+                    "the database did not answer within {} ms",
+                    timeout.as_millis()
+                ),
+            ));
+        }
         outcome
     }
+}
+
+fn connect(path: &Path, timeout: Duration) -> Result<Connection, String> {
+    let c = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| format!("database {}: {e}", path.display()))?;
+    // Waiting for another writer's lock counts against the same deadline.
+    c.busy_timeout(timeout)
+        .map_err(|e| format!("database {}: {e}", path.display()))?;
+    Ok(c)
 }

@@ -226,7 +226,22 @@ query = "SELECT umur AS n FROM orang WHERE nama = :nama AND umur = :umur"
         slow.message().contains("did not answer within 200 ms"),
         "{slow:?}"
     );
-    // The pool still works after an interrupted query.
+    // Callers that give up before the database answers take no connection with them:
+    // more of them than the pool holds, then an ordinary call.
+    for _ in 0..6 {
+        let gave_up = tokio::time::timeout(
+            Duration::from_millis(10),
+            call(
+                &a,
+                &b,
+                "Banyak",
+                &[("kota", Value::String("Jakarta".into()))],
+            ),
+        )
+        .await;
+        assert!(gave_up.is_err());
+    }
+    // The pool still works after interrupted queries.
     let n = call(
         &a,
         &b,

@@ -117,6 +117,41 @@ async fn the_school_database_example_runs_on_postgresql() {
     .unwrap_err();
     assert_eq!(none.code(), Code::NotFound);
 
+    // A slow query is cancelled at the timeout; a query beside it is not.
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("timeout_ms = 5000", "timeout_ms = 300")
+            .replacen(
+                "WHERE s.nik = :nik",
+                "WHERE s.nik = :nik AND (SELECT count(*) FROM pg_sleep(2)) = 1",
+                1,
+            ),
+    )
+    .unwrap();
+    let slow_adapter = lintas_adapter::load(&config).unwrap();
+    let BackendSection::Sql(t) = &slow_adapter.backend else {
+        panic!()
+    };
+    let slow_backend = lintas_adapter_sql::build(&slow_adapter, t.clone()).unwrap();
+    let nik = [("nik", Value::String("3174014107120003".into()))];
+    let aktif = [
+        ("npsn", Value::String("20100002".into())),
+        ("aktif_saja", Value::Bool(true)),
+    ];
+    let (slow, quick) = tokio::join!(
+        call(&slow_adapter, &slow_backend, "CariSiswa", &nik),
+        call(&slow_adapter, &slow_backend, "DaftarSiswa", &aktif),
+    );
+    let slow = slow.unwrap_err();
+    assert_eq!(slow.code(), Code::DeadlineExceeded, "{slow:?}");
+    assert!(
+        slow.message().contains("did not answer within 300 ms"),
+        "{slow:?}"
+    );
+    assert!(quick.is_ok(), "{quick:?}");
+
     // The server goes away: the caller hears the database is unreachable.
     server.stop();
     let down = call(
@@ -138,4 +173,19 @@ async fn the_school_database_example_runs_on_postgresql() {
     .unwrap_err();
     assert_eq!(again.code(), Code::Unavailable, "{again:?}");
     assert!(again.message().contains("unreachable"), "{again:?}");
+
+    // It comes back: the next call connects again.
+    server.resume();
+    let back = call(
+        &adapter,
+        &backend,
+        "CariSiswa",
+        &[("nik", Value::String("3174014107120003".into()))],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        back.get_field_by_name("nama").unwrap().as_str(),
+        Some("Dewi Rahayu")
+    );
 }

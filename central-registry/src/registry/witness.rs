@@ -174,7 +174,7 @@ impl Registry {
         self.store
             .apply(vec![Put {
                 key: format!("witness/{origin}"),
-                value: serde_json::to_vec(&rec).map_err(internal)?,
+                value: Some(serde_json::to_vec(&rec).map_err(internal)?),
             }])
             .map_err(internal)?;
         witnessed.insert(origin, rec);

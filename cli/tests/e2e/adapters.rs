@@ -805,18 +805,21 @@ async fn the_registry_checks_published_descriptors_and_drops_unused_ones() {
     compiler
         .open_file("dukcapil/v1/kependudukan.proto")
         .unwrap();
+    compiler.open_file("bpjs/v1/kepesertaan.proto").unwrap();
+    // One set defining two services.
     let set = compiler.encode_file_descriptor_set();
     let hash = lintas_certs::sha256(&set).to_vec();
-    let report = |service: &str, hash: &[u8], subject: &str| reg::ServiceReport {
-        services: vec![reg::ReportedService {
-            provider: PROVIDER_CLIENT.into(),
-            service: service.into(),
-            descriptor_sha256: hash.to_vec(),
-            grants: vec![lintas_proto::globalconf::v1::AccessGrant {
-                method: String::new(),
-                subject: subject.into(),
-            }],
+    let reported = |service: &str, hash: &[u8], subject: &str| reg::ReportedService {
+        provider: PROVIDER_CLIENT.into(),
+        service: service.into(),
+        descriptor_sha256: hash.to_vec(),
+        grants: vec![lintas_proto::globalconf::v1::AccessGrant {
+            method: String::new(),
+            subject: subject.into(),
         }],
+    };
+    let report = |service: &str, hash: &[u8], subject: &str| reg::ServiceReport {
+        services: vec![reported(service, hash, subject)],
     };
 
     // Named before it was uploaded: nothing changes, the set is asked for.
@@ -827,6 +830,24 @@ async fn the_registry_checks_published_descriptors_and_drops_unused_ones() {
         .into_inner();
     assert_eq!(first.missing_descriptors, std::slice::from_ref(&hash));
     assert_eq!(first.conf_serial, 0);
+
+    // A set another server uploaded does not count for this one.
+    let (their_cert, their_key) = (
+        read_cert(&net.consumer_paths.tls_cert()),
+        lintas_certs::keys::read(&net.consumer_paths.tls_key()).unwrap(),
+    );
+    reg::catalogue_client::CatalogueClient::new(net.inst.channel(Some((&their_cert, &their_key))))
+        .upload_descriptor(reg::ServiceDescriptor {
+            descriptor_set: set.clone(),
+        })
+        .await
+        .unwrap();
+    let still = as_provider
+        .report_services(report(DUKCAPIL, &hash, CONSUMER_CLIENT))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(still.missing_descriptors, std::slice::from_ref(&hash));
 
     // Malformed sets are refused at upload; a set is refused for a service it does not define.
     let garbage = upload
@@ -889,6 +910,26 @@ async fn the_registry_checks_published_descriptors_and_drops_unused_ones() {
     assert_eq!(listed.descriptor_sha256, hash);
     assert_eq!(listed.grants[0].subject, CONSUMER_CLIENT);
 
+    // Held while any service names it; gone once none does.
+    as_provider
+        .report_services(reg::ServiceReport {
+            services: vec![
+                reported(DUKCAPIL, &hash, CONSUMER_CLIENT),
+                reported(BPJS, &hash, CONSUMER_CLIENT),
+            ],
+        })
+        .await
+        .unwrap();
+    as_provider
+        .report_services(report(BPJS, &hash, CONSUMER_CLIENT))
+        .await
+        .unwrap();
+    public
+        .get_service_descriptor(reg::ServiceDescriptorRequest {
+            sha256: hash.clone(),
+        })
+        .await
+        .unwrap();
     // Once no service names it, it is gone.
     as_provider
         .report_services(reg::ServiceReport { services: vec![] })
@@ -1119,6 +1160,9 @@ async fn a_school_database_behind_the_sql_adapter_is_called_through_the_bus() {
     let down = cari_siswa(&net, "3174014107120003").await.unwrap_err();
     assert_eq!(down.code(), Code::Unavailable, "{down:?}");
     assert_eq!(source(&down), "provider-app");
+    server.resume();
+    let back = cari_siswa(&net, "3174014107120003").await.unwrap();
+    assert_eq!(back.nama, "Dewi Rahayu");
 }
 
 /// The examples' social-assistance consumer checks a household with all three legacy

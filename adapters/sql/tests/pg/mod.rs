@@ -115,6 +115,29 @@ impl Server {
         server
     }
 
+    /// Starts the stopped server again on the same port.
+    pub fn resume(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -F",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("log").display().to_string();
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data(),
+                "-o",
+                &options,
+                "-l",
+                &log,
+                "-w",
+                "start",
+            ],
+        );
+    }
+
     pub fn url(&self) -> String {
         format!("postgres://lintas@127.0.0.1:{}/postgres", self.port)
     }
