@@ -996,6 +996,43 @@ async fn assert_serving(
     assert_eq!(status, ServingStatus::Serving, "{service}");
 }
 
+/// Asks gRPC server reflection (v1) at `channel` one question as `client`.
+async fn reflect(
+    channel: Channel,
+    client: &str,
+    request: tonic_reflection::pb::v1::server_reflection_request::MessageRequest,
+) -> tonic_reflection::pb::v1::ServerReflectionResponse {
+    use tonic_reflection::pb::v1 as refl;
+    let mut r = tonic::Request::new(tokio_stream::iter([refl::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(request),
+    }]));
+    r.metadata_mut()
+        .insert("lintas-client", client.parse().unwrap());
+    refl::server_reflection_client::ServerReflectionClient::new(channel)
+        .server_reflection_info(r)
+        .await
+        .unwrap()
+        .into_inner()
+        .message()
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// The services reflection at `channel` lists for `client`.
+async fn reflected_services(channel: Channel, client: &str) -> Vec<String> {
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let answer = reflect(channel, client, MessageRequest::ListServices(String::new())).await;
+    match answer.message_response {
+        Some(MessageResponse::ListServicesResponse(list)) => {
+            list.service.into_iter().map(|s| s.name).collect()
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 /// A child process of a test, stopped with SIGTERM when dropped (also when the test
 /// fails), so no server outlives its test.
 struct Daemon(Option<std::process::Child>);
@@ -1445,30 +1482,7 @@ async fn the_demo_keeps_running_when_asked_and_can_be_called() {
     assert_eq!(answer.into_inner().nama, "Ni Made Ayu");
 
     // Reflection, as grpcurl's `list` uses it: the legacy services DTKS may call.
-    use tonic_reflection::pb::v1 as refl;
-    let mut ask = tonic::Request::new(tokio_stream::iter([refl::ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(
-            refl::server_reflection_request::MessageRequest::ListServices(String::new()),
-        ),
-    }]));
-    ask.metadata_mut()
-        .insert("lintas-client", "ID/GOV/KEMENSOS/DTKS".parse().unwrap());
-    let answer = refl::server_reflection_client::ServerReflectionClient::new(channel)
-        .server_reflection_info(ask)
-        .await
-        .unwrap()
-        .into_inner()
-        .message()
-        .await
-        .unwrap()
-        .unwrap();
-    let Some(refl::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
-        answer.message_response
-    else {
-        panic!("{answer:?}")
-    };
-    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    let names = reflected_services(channel, "ID/GOV/KEMENSOS/DTKS").await;
     assert_eq!(
         names,
         [

@@ -161,6 +161,54 @@ impl Client {
     }
 }
 
+/// Default `timeout_ms` of HTTP backends.
+pub fn default_timeout_ms() -> u64 {
+    10_000
+}
+
+/// Default `max_response_bytes` of HTTP backends.
+pub fn default_max_response() -> usize {
+    4 * 1024 * 1024
+}
+
+/// How message fields are named in JSON keys or XML elements: as in the `.proto` file,
+/// or in lowerCamelCase (`field_names = "proto" | "json"`).
+#[derive(serde::Deserialize, Default, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "lowercase")]
+pub enum FieldNames {
+    #[default]
+    Proto,
+    Json,
+}
+
+impl FieldNames {
+    pub fn of(self, f: &prost_reflect::FieldDescriptor) -> &str {
+        match self {
+            FieldNames::Proto => f.name(),
+            FieldNames::Json => f.json_name(),
+        }
+    }
+}
+
+/// The `headers` table of section `section` as header names and values.
+pub fn header_list(
+    section: &str,
+    headers: &std::collections::BTreeMap<String, String>,
+) -> Result<Vec<(hyper::header::HeaderName, hyper::header::HeaderValue)>, AdapterError> {
+    headers
+        .iter()
+        .map(|(k, v)| {
+            let bad = |e: &dyn std::fmt::Display| {
+                AdapterError::Config(format!("[{section}] headers: '{k}': {e}"))
+            };
+            Ok((
+                hyper::header::HeaderName::try_from(k.as_str()).map_err(|e| bad(&e))?,
+                hyper::header::HeaderValue::try_from(v.as_str()).map_err(|e| bad(&e))?,
+            ))
+        })
+        .collect()
+}
+
 /// The gRPC status for a backend's HTTP error status (the reverse of grpc-gateway's
 /// mapping, with 412 as FAILED_PRECONDITION and other client errors as INVALID_ARGUMENT).
 pub fn status_code(status: StatusCode) -> Code {

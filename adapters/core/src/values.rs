@@ -93,6 +93,20 @@ pub fn scalar_text(field: &FieldDescriptor, value: &Value) -> Option<String> {
     })
 }
 
+/// The names of `message`'s fields, for messages that list them.
+pub fn field_list(message: &prost_reflect::MessageDescriptor) -> String {
+    message
+        .fields()
+        .map(|f| f.name().to_owned())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Whether `f` holds one scalar value (not a list, a map or a message).
+pub fn is_scalar(f: &FieldDescriptor) -> bool {
+    !f.is_list() && !f.is_map() && !matches!(f.kind(), Kind::Message(_))
+}
+
 /// At most `max` bytes of `text`, cut on a character boundary.
 pub fn shorten(text: &str, max: usize) -> String {
     if text.len() <= max {

@@ -29,7 +29,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use hyper::{Method, StatusCode};
-use lintas_adapter::values::scalar_text;
+use lintas_adapter::values::{field_list, is_scalar, scalar_text};
 use lintas_adapter::{Adapter, AdapterError, Backend, CallFuture, backend_status, http};
 use prost_reflect::{
     DeserializeOptions, DynamicMessage, FieldDescriptor, Kind, MethodDescriptor, ReflectMessage,
@@ -42,33 +42,17 @@ use tonic::{Code, Status};
 #[serde(deny_unknown_fields)]
 struct Section {
     base_url: String,
-    #[serde(default = "default_timeout")]
+    #[serde(default = "http::default_timeout_ms")]
     timeout_ms: u64,
     ca_file: Option<PathBuf>,
     #[serde(default)]
-    field_names: FieldNames,
+    field_names: http::FieldNames,
     #[serde(default)]
     headers: BTreeMap<String, String>,
-    #[serde(default = "default_max_response")]
+    #[serde(default = "http::default_max_response")]
     max_response_bytes: usize,
     #[serde(default)]
     methods: toml::Table,
-}
-
-fn default_timeout() -> u64 {
-    10_000
-}
-
-fn default_max_response() -> usize {
-    4 * 1024 * 1024
-}
-
-#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-enum FieldNames {
-    #[default]
-    Proto,
-    Json,
 }
 
 #[derive(Deserialize)]
@@ -104,8 +88,8 @@ pub struct RestBackend {
     client: http::Client,
     headers: Vec<(HeaderName, HeaderValue)>,
     serialize: SerializeOptions,
-    /// JSON keys are the .proto field names (else lowerCamelCase).
-    proto_names: bool,
+    /// How fields are named in JSON keys and the query string.
+    names: http::FieldNames,
     routes: BTreeMap<String, Arc<Route>>,
 }
 
@@ -125,19 +109,7 @@ fn backend(adapter: &Adapter, section: toml::Table) -> Result<RestBackend, Adapt
         section.max_response_bytes,
     )
     .map_err(|e| AdapterError::Config(format!("[rest] {e}")))?;
-    let headers = section
-        .headers
-        .iter()
-        .map(|(k, v)| {
-            let bad = |e: &dyn std::fmt::Display| {
-                AdapterError::Config(format!("[rest] headers: '{k}': {e}"))
-            };
-            Ok((
-                HeaderName::try_from(k.as_str()).map_err(|e| bad(&e))?,
-                HeaderValue::try_from(v.as_str()).map_err(|e| bad(&e))?,
-            ))
-        })
-        .collect::<Result<_, AdapterError>>()?;
+    let headers = http::header_list("rest", &section.headers)?;
     let mut routes = BTreeMap::new();
     for (method, mapping) in
         lintas_adapter::method_mappings::<Mapping>(&adapter.service, "rest", section.methods)?
@@ -147,13 +119,12 @@ fn backend(adapter: &Adapter, section: toml::Table) -> Result<RestBackend, Adapt
         })?;
         routes.insert(method.name().to_owned(), Arc::new(route));
     }
-    let proto_names = section.field_names == FieldNames::Proto;
     Ok(RestBackend {
         client,
         headers,
-        proto_names,
+        names: section.field_names,
         serialize: SerializeOptions::new()
-            .use_proto_field_name(proto_names)
+            .use_proto_field_name(section.field_names == http::FieldNames::Proto)
             .skip_default_fields(false)
             .stringify_64_bit_integers(false),
         routes,
@@ -167,11 +138,7 @@ fn route(method: &MethodDescriptor, m: Mapping) -> Result<Route, String> {
             format!(
                 "{} has no field '{name}' (it has: {})",
                 input.full_name(),
-                input
-                    .fields()
-                    .map(|f| f.name().to_owned())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                field_list(&input)
             )
         })
     };
@@ -208,7 +175,7 @@ fn route(method: &MethodDescriptor, m: Mapping) -> Result<Route, String> {
         }
         path.push(Part::Text(rest[..open].to_owned()));
         let f = field(&rest[open + 1..close])?;
-        if f.is_list() || f.is_map() || matches!(f.kind(), Kind::Message(_)) {
+        if !is_scalar(&f) {
             return Err(format!(
                 "path field '{}' must be a single scalar, not a list or a message",
                 f.name()
@@ -282,11 +249,7 @@ fn encode(text: &str, out: &mut String) {
 impl RestBackend {
     /// A field's name in JSON and in the query string.
     fn json_key<'a>(&self, f: &'a FieldDescriptor) -> &'a str {
-        if self.proto_names {
-            f.name()
-        } else {
-            f.json_name()
-        }
+        self.names.of(f)
     }
 
     fn to_json(&self, message: &DynamicMessage) -> Result<serde_json::Value, Status> {

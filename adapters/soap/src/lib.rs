@@ -37,8 +37,7 @@ use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use lintas_adapter::values::{parse_text, scalar_text, set_or_push, shorten};
 use lintas_adapter::{Adapter, AdapterError, Backend, CallFuture, backend_status, http};
 use prost_reflect::{
-    DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, MethodDescriptor, ReflectMessage,
-    Value,
+    DynamicMessage, Kind, MessageDescriptor, MethodDescriptor, ReflectMessage, Value,
 };
 use serde::Deserialize;
 use tonic::{Code, Status};
@@ -52,25 +51,17 @@ struct Section {
     #[serde(default)]
     version: Version,
     namespace: String,
-    #[serde(default = "default_timeout")]
+    #[serde(default = "http::default_timeout_ms")]
     timeout_ms: u64,
     ca_file: Option<PathBuf>,
     #[serde(default)]
-    field_names: FieldNames,
+    field_names: http::FieldNames,
     #[serde(default)]
     headers: BTreeMap<String, String>,
-    #[serde(default = "default_max_response")]
+    #[serde(default = "http::default_max_response")]
     max_response_bytes: usize,
     #[serde(default)]
     methods: toml::Table,
-}
-
-fn default_timeout() -> u64 {
-    10_000
-}
-
-fn default_max_response() -> usize {
-    4 * 1024 * 1024
 }
 
 #[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq)]
@@ -89,14 +80,6 @@ impl Version {
             Version::V12 => "http://www.w3.org/2003/05/soap-envelope",
         }
     }
-}
-
-#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-enum FieldNames {
-    #[default]
-    Proto,
-    Json,
 }
 
 #[derive(Deserialize)]
@@ -120,7 +103,7 @@ pub struct SoapBackend {
     /// The endpoint's path (and query), requested under the client's base.
     path: String,
     version: Version,
-    json_names: bool,
+    names: http::FieldNames,
     headers: Vec<(HeaderName, HeaderValue)>,
     operations: BTreeMap<String, Arc<Operation>>,
 }
@@ -167,19 +150,7 @@ pub fn build(adapter: &Adapter, section: toml::Table) -> Result<Arc<dyn Backend>
         section.max_response_bytes,
     )
     .map_err(|e| AdapterError::Config(format!("[soap] {e}")))?;
-    let headers = section
-        .headers
-        .iter()
-        .map(|(k, v)| {
-            let bad = |e: &dyn std::fmt::Display| {
-                AdapterError::Config(format!("[soap] headers: '{k}': {e}"))
-            };
-            Ok((
-                HeaderName::try_from(k.as_str()).map_err(|e| bad(&e))?,
-                HeaderValue::try_from(v.as_str()).map_err(|e| bad(&e))?,
-            ))
-        })
-        .collect::<Result<_, AdapterError>>()?;
+    let headers = http::header_list("soap", &section.headers)?;
     let mut operations = BTreeMap::new();
     for (method, m) in
         lintas_adapter::method_mappings::<Mapping>(&adapter.service, "soap", section.methods)?
@@ -214,7 +185,7 @@ pub fn build(adapter: &Adapter, section: toml::Table) -> Result<Arc<dyn Backend>
         client,
         path,
         version: section.version,
-        json_names: section.field_names == FieldNames::Json,
+        names: section.field_names,
         headers,
         operations,
     }))
@@ -241,17 +212,13 @@ fn no_maps(desc: &MessageDescriptor, seen: &mut Vec<String>) -> Result<(), Strin
     Ok(())
 }
 
-fn element_name(f: &FieldDescriptor, json_names: bool) -> &str {
-    if json_names { f.json_name() } else { f.name() }
-}
-
 /// Writes the set fields of `message` as child elements.
-fn write_fields(message: &DynamicMessage, json_names: bool, out: &mut String) {
+fn write_fields(message: &DynamicMessage, names: http::FieldNames, out: &mut String) {
     for f in message.descriptor().fields() {
         if !message.has_field(&f) {
             continue;
         }
-        let name = element_name(&f, json_names).to_owned();
+        let name = names.of(&f).to_owned();
         let value = message.get_field(&f);
         let items: Vec<&Value> = match value.as_ref() {
             Value::List(items) => items.iter().collect(),
@@ -262,7 +229,7 @@ fn write_fields(message: &DynamicMessage, json_names: bool, out: &mut String) {
             out.push_str(&name);
             out.push('>');
             match item {
-                Value::Message(inner) => write_fields(inner, json_names, out),
+                Value::Message(inner) => write_fields(inner, names, out),
                 scalar => {
                     let text = scalar_text(&f, scalar).unwrap_or_default();
                     out.push_str(&quick_xml::escape::escape(text.as_str()));
@@ -278,7 +245,7 @@ fn write_fields(message: &DynamicMessage, json_names: bool, out: &mut String) {
 impl SoapBackend {
     fn envelope(&self, op: &Operation, request: &DynamicMessage) -> String {
         let mut body = String::new();
-        write_fields(request, self.json_names, &mut body);
+        write_fields(request, self.names, &mut body);
         format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\
              <soap:Envelope xmlns:soap=\"{}\"><soap:Body>\
@@ -295,14 +262,12 @@ impl SoapBackend {
 fn read_message(
     element: &Element,
     desc: &MessageDescriptor,
-    json_names: bool,
+    names: http::FieldNames,
     depth: usize,
 ) -> Result<DynamicMessage, String> {
     let mut message = DynamicMessage::new(desc.clone());
     for child in &element.children {
-        let field = desc
-            .fields()
-            .find(|f| element_name(f, json_names) == child.name);
+        let field = desc.fields().find(|f| names.of(f) == child.name);
         let Some(field) = field else { continue };
         if child.nil {
             continue;
@@ -318,7 +283,7 @@ fn read_message(
                 if depth >= xml::MAX_DEPTH {
                     return Err("the answer nests too deeply".into());
                 }
-                Value::Message(read_message(child, &inner, json_names, depth + 1)?)
+                Value::Message(read_message(child, &inner, names, depth + 1)?)
             }
             _ => parse_text(&field, &child.text)?,
         };
@@ -358,7 +323,7 @@ fn fault(body: &Element) -> Option<Status> {
 fn answer(
     method: &MethodDescriptor,
     op: &Operation,
-    json_names: bool,
+    names: http::FieldNames,
     status: hyper::StatusCode,
     body: &[u8],
 ) -> Result<DynamicMessage, Status> {
@@ -399,7 +364,7 @@ fn answer(
             format!("the backend's answer has no {} element", op.response),
         )
     })?;
-    read_message(response, &method.output(), json_names, 0).map_err(|why| {
+    read_message(response, &method.output(), names, 0).map_err(|why| {
         backend_status(
             Code::Internal,
             format!(
@@ -435,13 +400,13 @@ impl Backend for SoapBackend {
         }
         let client = self.client.clone();
         let path = self.path.clone();
-        let json_names = self.json_names;
+        let names = self.names;
         let method = method.clone();
         Box::pin(async move {
             let a = client
                 .send(Method::POST, &path, &headers, Some(Bytes::from(envelope)))
                 .await?;
-            answer(&method, &op, json_names, a.status, &a.body)
+            answer(&method, &op, names, a.status, &a.body)
         })
     }
 }

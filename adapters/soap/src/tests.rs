@@ -51,7 +51,7 @@ fn request_fields_become_escaped_child_elements() {
     inner.set_field_by_name("n", Value::I32(7));
     req.set_field_by_name("inner", Value::Message(inner));
     let mut body = String::new();
-    write_fields(&req, false, &mut body);
+    write_fields(&req, http::FieldNames::Proto, &mut body);
     assert_eq!(
         body,
         "<nik>&lt;31&amp;74&gt;</nik><tag>a</tag><tag>b</tag><inner><n>7</n></inner>"
@@ -75,7 +75,14 @@ const OK: &str = r#"<?xml version="1.0"?>
 #[test]
 fn answers_are_read_by_local_names_and_declared_types() {
     let m = method();
-    let res = answer(&m, &op(), false, hyper::StatusCode::OK, OK.as_bytes()).unwrap();
+    let res = answer(
+        &m,
+        &op(),
+        http::FieldNames::Proto,
+        hyper::StatusCode::OK,
+        OK.as_bytes(),
+    )
+    .unwrap();
     assert_eq!(
         res.get_field_by_name("nama").unwrap().as_str(),
         Some("Siti & Agus A")
@@ -102,7 +109,7 @@ fn faults_mismatches_and_malformed_answers_are_precise_errors() {
         answer(
             &m,
             &op(),
-            false,
+            http::FieldNames::Proto,
             hyper::StatusCode::from_u16(status).unwrap(),
             body.as_bytes(),
         )

@@ -37,7 +37,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lintas_adapter::values::{parse_text, set_or_push};
+use lintas_adapter::values::{field_list, is_scalar, parse_text, set_or_push};
 use lintas_adapter::{Adapter, AdapterError, Backend, CallFuture, backend_status};
 use prost_reflect::{
     DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, MethodDescriptor, Value,
@@ -155,14 +155,10 @@ fn statement(method: &MethodDescriptor, m: Mapping, style: Style) -> Result<Stat
                 format!(
                     "the query names :{name}, but {} has no field {name} (it has: {})",
                     input.full_name(),
-                    input
-                        .fields()
-                        .map(|f| f.name().to_owned())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    field_list(&input)
                 )
             })?;
-            if f.is_list() || f.is_map() || matches!(f.kind(), Kind::Message(_)) {
+            if !is_scalar(&f) {
                 return Err(format!(
                     "parameter :{name} must be a single scalar field, not a list or a message"
                 ));
@@ -217,14 +213,10 @@ fn check_columns(columns: &[String], message: &MessageDescriptor) -> Result<(), 
             format!(
                 "column {c} has no field in {} (fields: {}); rename it with AS",
                 message.full_name(),
-                message
-                    .fields()
-                    .map(|f| f.name().to_owned())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                field_list(message)
             )
         })?;
-        if f.is_list() || f.is_map() || matches!(f.kind(), Kind::Message(_)) {
+        if !is_scalar(&f) {
             return Err(format!(
                 "column {c} cannot fill field {}: it is a list or a message",
                 f.name()
@@ -483,6 +475,3 @@ impl Backend for SqlBackend {
 fn database_error(what: impl std::fmt::Display) -> Status {
     backend_status(Code::Internal, format!("database: {what}"))
 }
-
-#[cfg(test)]
-mod tests;

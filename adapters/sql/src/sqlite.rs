@@ -154,7 +154,9 @@ impl Pool {
             .await
             .map_err(|_| backend_status(Code::Unavailable, "the connection pool is closed"))?;
         let conn = self.take()?;
-        let interrupt = conn.get_interrupt_handle();
+        // Interrupts the query if this future goes away first (the runtime shutting
+        // down), so no blocking thread is left running it.
+        let interrupt = InterruptOnDrop(Some(conn.get_interrupt_handle()));
         let sql = sql.to_owned();
         let mut task = tokio::task::spawn_blocking(move || {
             let outcome = execute(&conn, &sql, &values);
@@ -178,6 +180,7 @@ impl Pool {
                 }
             }
         };
+        interrupt.disarm();
         self.give(conn);
         if timed_out {
             return Err(backend_status(
@@ -189,6 +192,26 @@ impl Pool {
             ));
         }
         outcome
+    }
+}
+
+struct InterruptOnDrop(Option<rusqlite::InterruptHandle>);
+
+impl InterruptOnDrop {
+    fn interrupt(&self) {
+        if let Some(h) = &self.0 {
+            h.interrupt();
+        }
+    }
+
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for InterruptOnDrop {
+    fn drop(&mut self) {
+        self.interrupt();
     }
 }
 

@@ -2,48 +2,24 @@
 //! directory on a loopback port (initdb and pg_ctl must be installed; `.ci/run` installs
 //! them). Runs the shipped school-database example on PostgreSQL.
 
+mod common;
 mod pg;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use lintas_adapter::{Backend, BackendSection};
-use prost_reflect::{DynamicMessage, Value};
+use common::call;
+use lintas_adapter::BackendSection;
+use prost_reflect::Value;
 use tonic::Code;
 
 fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
 }
 
-async fn call(
-    adapter: &lintas_adapter::Adapter,
-    backend: &Arc<dyn Backend>,
-    method: &str,
-    fields: &[(&str, Value)],
-) -> Result<DynamicMessage, tonic::Status> {
-    let m = adapter
-        .service
-        .methods()
-        .find(|m| m.name() == method)
-        .unwrap();
-    let mut req = DynamicMessage::new(m.input());
-    for (k, v) in fields {
-        req.set_field_by_name(k, v.clone());
-    }
-    backend.call(&m, req).await
-}
-
 #[tokio::test]
 async fn the_school_database_example_runs_on_postgresql() {
     let server = pg::Server::start();
-    let (client, connection) = tokio_postgres::connect(&server.url(), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    client
-        .batch_execute(lintas_examples::sekolah_db::SCRIPT)
-        .await
-        .unwrap();
+    server.load(lintas_examples::sekolah_db::SCRIPT).await;
 
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("dapodik.toml");
@@ -60,15 +36,11 @@ async fn the_school_database_example_runs_on_postgresql() {
         panic!()
     };
     let backend = lintas_adapter_sql::build(&adapter, t.clone()).unwrap();
+    let dewi_nik = [("nik", Value::String("3174014107120003".into()))];
 
-    let dewi = call(
-        &adapter,
-        &backend,
-        "CariSiswa",
-        &[("nik", Value::String("3174014107120003".into()))],
-    )
-    .await
-    .unwrap();
+    let dewi = call(&adapter, &backend, "CariSiswa", &dewi_nik)
+        .await
+        .unwrap();
     assert_eq!(
         dewi.get_field_by_name("nama").unwrap().as_str(),
         Some("Dewi Rahayu")
@@ -135,13 +107,12 @@ async fn the_school_database_example_runs_on_postgresql() {
         panic!()
     };
     let slow_backend = lintas_adapter_sql::build(&slow_adapter, t.clone()).unwrap();
-    let nik = [("nik", Value::String("3174014107120003".into()))];
     let aktif = [
         ("npsn", Value::String("20100002".into())),
         ("aktif_saja", Value::Bool(true)),
     ];
     let (slow, quick) = tokio::join!(
-        call(&slow_adapter, &slow_backend, "CariSiswa", &nik),
+        call(&slow_adapter, &slow_backend, "CariSiswa", &dewi_nik),
         call(&slow_adapter, &slow_backend, "DaftarSiswa", &aktif),
     );
     let slow = slow.unwrap_err();
@@ -154,36 +125,21 @@ async fn the_school_database_example_runs_on_postgresql() {
 
     // The server goes away: the caller hears the database is unreachable.
     server.stop();
-    let down = call(
-        &adapter,
-        &backend,
-        "CariSiswa",
-        &[("nik", Value::String("3174014107120003".into()))],
-    )
-    .await
-    .unwrap_err();
+    let down = call(&adapter, &backend, "CariSiswa", &dewi_nik)
+        .await
+        .unwrap_err();
     assert_eq!(down.code(), Code::Unavailable, "{down:?}");
-    let again = call(
-        &adapter,
-        &backend,
-        "CariSiswa",
-        &[("nik", Value::String("3174014107120003".into()))],
-    )
-    .await
-    .unwrap_err();
+    let again = call(&adapter, &backend, "CariSiswa", &dewi_nik)
+        .await
+        .unwrap_err();
     assert_eq!(again.code(), Code::Unavailable, "{again:?}");
     assert!(again.message().contains("unreachable"), "{again:?}");
 
     // It comes back: the next call connects again.
     server.resume();
-    let back = call(
-        &adapter,
-        &backend,
-        "CariSiswa",
-        &[("nik", Value::String("3174014107120003".into()))],
-    )
-    .await
-    .unwrap();
+    let back = call(&adapter, &backend, "CariSiswa", &dewi_nik)
+        .await
+        .unwrap();
     assert_eq!(
         back.get_field_by_name("nama").unwrap().as_str(),
         Some("Dewi Rahayu")

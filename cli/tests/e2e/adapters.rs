@@ -616,10 +616,21 @@ async fn a_rest_system_behind_the_adapter_is_called_through_the_bus() {
 
     // Discovery over gRPC, and reflection listing exactly what each client may call.
     assert_eq!(
-        reflected_services(&net, CONSUMER_CLIENT).await,
+        reflected_services(
+            plain_channel(&net.consumer_url).await.unwrap(),
+            CONSUMER_CLIENT
+        )
+        .await,
         [DUKCAPIL, "uji.v1.Salah"]
     );
-    assert!(reflected_services(&net, OTHER_CLIENT).await.is_empty());
+    assert!(
+        reflected_services(
+            plain_channel(&net.consumer_url).await.unwrap(),
+            OTHER_CLIENT
+        )
+        .await
+        .is_empty()
+    );
     // Older clients ask by v1alpha and hear the same.
     {
         use tonic_reflection::pb::v1alpha as alpha;
@@ -651,7 +662,7 @@ async fn a_rest_system_behind_the_adapter_is_called_through_the_bus() {
         assert_eq!(names, [DUKCAPIL, "uji.v1.Salah"]);
     }
     let files = reflect(
-        &net,
+        plain_channel(&net.consumer_url).await.unwrap(),
         CONSUMER_CLIENT,
         MessageRequest::FileContainingSymbol(format!("{DUKCAPIL}.CariNik")),
     )
@@ -664,7 +675,7 @@ async fn a_rest_system_behind_the_adapter_is_called_through_the_bus() {
     assert_eq!(file.name(), "dukcapil/v1/kependudukan.proto");
     assert_eq!(file.service[0].method.len(), 2);
     let hidden = reflect(
-        &net,
+        plain_channel(&net.consumer_url).await.unwrap(),
         OTHER_CLIENT,
         MessageRequest::FileContainingSymbol(DUKCAPIL.into()),
     )
@@ -748,38 +759,6 @@ fn with_client<T>(message: T) -> Request<T> {
     r.metadata_mut()
         .insert("lintas-client", CONSUMER_CLIENT.parse().unwrap());
     r
-}
-
-async fn reflect(
-    net: &Network,
-    client: &str,
-    request: MessageRequest,
-) -> tonic_reflection::pb::v1::ServerReflectionResponse {
-    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-    let mut r = Request::new(tokio_stream::iter([
-        tonic_reflection::pb::v1::ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(request),
-        },
-    ]));
-    r.metadata_mut()
-        .insert("lintas-client", client.parse().unwrap());
-    let mut answers = ServerReflectionClient::new(plain_channel(&net.consumer_url).await.unwrap())
-        .server_reflection_info(r)
-        .await
-        .unwrap()
-        .into_inner();
-    answers.message().await.unwrap().unwrap()
-}
-
-async fn reflected_services(net: &Network, client: &str) -> Vec<String> {
-    let answer = reflect(net, client, MessageRequest::ListServices(String::new())).await;
-    match answer.message_response {
-        Some(MessageResponse::ListServicesResponse(list)) => {
-            list.service.into_iter().map(|s| s.name).collect()
-        }
-        other => panic!("{other:?}"),
-    }
 }
 
 /// The registry's side of descriptor publication: sets are uploaded before the report
@@ -1126,14 +1105,7 @@ async fn a_school_database_behind_the_sql_adapter_is_called_through_the_bus() {
 
     // PostgreSQL, the same example; then the database goes down.
     let server = pg::Server::start();
-    let (client, connection) = tokio_postgres::connect(&server.url(), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    client
-        .batch_execute(lintas_examples::sekolah_db::SCRIPT)
-        .await
-        .unwrap();
+    server.load(lintas_examples::sekolah_db::SCRIPT).await;
     let postgres = example_config(&net.inst.root, "dapodik-sql.toml", "", |t| {
         on(server.url())(t).replace(
             "WHERE s.npsn = :npsn AND",

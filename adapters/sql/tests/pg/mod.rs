@@ -138,6 +138,15 @@ impl Server {
         );
     }
 
+    /// Runs an SQL script (a schema and its rows).
+    pub async fn load(&self, script: &str) {
+        let (client, connection) = tokio_postgres::connect(&self.url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client.batch_execute(script).await.unwrap();
+    }
+
     pub fn url(&self) -> String {
         format!("postgres://lintas@127.0.0.1:{}/postgres", self.port)
     }

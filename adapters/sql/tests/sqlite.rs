@@ -1,6 +1,16 @@
-use std::path::{Path, PathBuf};
+//! The SQL adapter on SQLite: queries, conversions, refusals, timeouts and bad mappings.
 
-use super::*;
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::call;
+use lintas_adapter::{Adapter, Backend};
+use lintas_adapter_sql::build;
+use prost_reflect::Value;
+use tonic::Code;
 
 const PROTO: &str = r#"syntax = "proto3"; package t;
 service S {
@@ -62,24 +72,6 @@ fn load(dir: &Path, methods: &str) -> Result<(Adapter, Arc<dyn Backend>), String
     };
     let backend = build(&adapter, t.clone()).map_err(|e| e.to_string())?;
     Ok((adapter, backend))
-}
-
-async fn call(
-    adapter: &Adapter,
-    backend: &Arc<dyn Backend>,
-    method: &str,
-    fields: &[(&str, Value)],
-) -> Result<DynamicMessage, Status> {
-    let m = adapter
-        .service
-        .methods()
-        .find(|m| m.name() == method)
-        .unwrap();
-    let mut req = DynamicMessage::new(m.input());
-    for (k, v) in fields {
-        req.set_field_by_name(k, v.clone());
-    }
-    backend.call(&m, req).await
 }
 
 #[tokio::test]
