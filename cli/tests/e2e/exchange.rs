@@ -782,6 +782,41 @@ async fn the_binary_runs_two_security_servers_configured_while_running() {
         provider_config,
     ]));
     assert!(out.contains("is served by"), "{out}");
+    // The population registry serves no reflection: the server says what that means.
+    assert!(
+        out.contains(
+            "no descriptors are published (the application does not serve gRPC server reflection)"
+        ),
+        "{out}"
+    );
+    // Given the .proto file, the same service is published with its descriptors.
+    let proto = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/proto/kependudukan/v1/penduduk.proto");
+    let out = run(lintas(&[
+        "ss",
+        "service",
+        "add",
+        PROVIDER_CLIENT,
+        SERVICE,
+        "--endpoint",
+        &app_url,
+        "--config",
+        provider_config,
+        "--proto",
+    ])
+    .arg(&proto));
+    assert!(
+        out.contains("its descriptors are published (methods: CariNik)"),
+        "{out}"
+    );
+    let listed = run(&mut lintas(&[
+        "ss",
+        "service",
+        "list",
+        "--config",
+        provider_config,
+    ]));
+    assert!(listed.contains("methods: CariNik"), "{listed}");
     let call = || cari_at(&servers[1].consumer_listen, None);
     // No grant yet: refused by the provider server.
     let err = call().await.unwrap_err();
