@@ -182,6 +182,14 @@ impl SecurityServer {
         Ok(pool)
     }
 
+    /// The configuration a discovery answer is made from: fetched out of turn first
+    /// (at most every few seconds), so a service or grant published since the last
+    /// poll shows at once rather than a poll interval later.
+    pub(crate) async fn discovery_conf(&self) -> Result<std::sync::Arc<VerifiedConf>, Status> {
+        self.refresh_conf_now().await;
+        self.current_conf(ErrorSource::ConsumerServer)
+    }
+
     /// `service` of `provider` as the catalogue lists it, with its descriptor.
     pub(crate) async fn described(
         &self,

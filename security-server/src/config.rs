@@ -125,8 +125,10 @@ fn default_log_segment_kib() -> u64 {
 }
 
 impl SsConfig {
-    /// A configuration with every optional key at its default.
+    /// A configuration with every optional key at its default; the provider endpoint
+    /// listens on all interfaces at the port `address` gives peers.
     pub fn new(server_id: ServerId, address: HostPort) -> Self {
+        let provider_listen = SocketAddr::from(([0, 0, 0, 0], address.port()));
         SsConfig {
             server_id,
             address,
@@ -134,7 +136,7 @@ impl SsConfig {
             member_name: String::new(),
             data_dir: default_data_dir(),
             consumer_listen: default_consumer_listen(),
-            provider_listen: default_provider_listen(),
+            provider_listen,
             dev_plaintext_loopback: false,
             consumer_hostnames: default_consumer_hostnames(),
             conf_poll_secs: default_poll(),

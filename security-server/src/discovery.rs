@@ -55,7 +55,7 @@ impl pb::discovery_server::Discovery for Discovery {
         request: Request<pb::ListClientsRequest>,
     ) -> Result<Response<pb::ClientList>, Status> {
         client_of(&self.0, &request)?;
-        let conf = self.0.current_conf(ErrorSource::ConsumerServer)?;
+        let conf = self.0.discovery_conf().await?;
         let clients = crate::catalogue::clients(&conf)
             .into_iter()
             .map(|(id, name)| pb::Client {
@@ -73,7 +73,7 @@ impl pb::discovery_server::Discovery for Discovery {
         client_of(&self.0, &request)?;
         let provider = provider(&request.get_ref().provider)?
             .ok_or_else(|| invalid("provider is required".into()))?;
-        let conf = self.0.current_conf(ErrorSource::ConsumerServer)?;
+        let conf = self.0.discovery_conf().await?;
         let services = self
             .0
             .catalogue(&conf, Some(&provider), None)
@@ -94,7 +94,7 @@ impl pb::discovery_server::Discovery for Discovery {
     ) -> Result<Response<pb::ServiceList>, Status> {
         let client = client_of(&self.0, &request)?;
         let provider = provider(&request.get_ref().provider)?;
-        let conf = self.0.current_conf(ErrorSource::ConsumerServer)?;
+        let conf = self.0.discovery_conf().await?;
         let services = self
             .0
             .catalogue(&conf, provider.as_ref(), Some(&client))
@@ -119,7 +119,7 @@ impl pb::discovery_server::Discovery for Discovery {
         let r = request.get_ref();
         let provider =
             provider(&r.provider)?.ok_or_else(|| invalid("provider is required".into()))?;
-        let conf = self.0.current_conf(ErrorSource::ConsumerServer)?;
+        let conf = self.0.discovery_conf().await?;
         let d = self.0.described(&conf, &provider, &r.service).await?;
         let service = d.service.ok_or_else(|| {
             error(
@@ -144,7 +144,7 @@ impl Reflection {
     /// The descriptors of every described service `client` may call at least one
     /// method of, in one pool, with their names.
     async fn visible(&self, client: &SubsystemId) -> Result<(DescriptorPool, Vec<String>), Status> {
-        let conf = self.0.current_conf(ErrorSource::ConsumerServer)?;
+        let conf = self.0.discovery_conf().await?;
         let mut pool = DescriptorPool::new();
         let mut names = Vec::new();
         for d in self.0.catalogue(&conf, None, Some(client)).await {

@@ -195,7 +195,8 @@ async fn list_clients(State(s): State<Arc<SecurityServer>>, req: Request) -> Res
         crate::consumer::authenticate_connection(&s, remote, peer_cert)
             .map_err(|st| Failure::from_status(&st, ""))?;
         let conf = s
-            .current_conf(ErrorSource::ConsumerServer)
+            .discovery_conf()
+            .await
             .map_err(|st| Failure::from_status(&st, ""))?;
         let members: Vec<Value> = crate::catalogue::clients(&conf)
             .iter()
@@ -230,7 +231,8 @@ async fn allowed(
     provider: Option<&SubsystemId>,
 ) -> Result<Value, Failure> {
     let conf = s
-        .current_conf(ErrorSource::ConsumerServer)
+        .discovery_conf()
+        .await
         .map_err(|st| Failure::from_status(&st, ""))?;
     let services = s.catalogue(&conf, provider, Some(client)).await;
     let list: Vec<Value> = services
@@ -297,9 +299,7 @@ async fn r1_inner(s: &Arc<SecurityServer>, req: Request) -> Result<Response, Fai
         }
         let body = match parts[4] {
             "listMethods" => {
-                let conf = s
-                    .current_conf(ErrorSource::ConsumerServer)
-                    .map_err(conf_error)?;
+                let conf = s.discovery_conf().await.map_err(conf_error)?;
                 let services = s.catalogue(&conf, Some(&provider), None).await;
                 let list: Vec<Value> = services
                     .iter()
@@ -318,9 +318,7 @@ async fn r1_inner(s: &Arc<SecurityServer>, req: Request) -> Result<Response, Fai
                             "getOpenAPI needs ?serviceCode=package.Service",
                         )
                     })?;
-                let conf = s
-                    .current_conf(ErrorSource::ConsumerServer)
-                    .map_err(conf_error)?;
+                let conf = s.discovery_conf().await.map_err(conf_error)?;
                 let d = s
                     .described(&conf, &provider, code)
                     .await
@@ -399,10 +397,18 @@ async fn call(
     let conf = s
         .current_conf(ErrorSource::ConsumerServer)
         .map_err(|st| Failure::from_status(&st, &message_id))?;
-    let d = s
-        .described(&conf, &provider, service)
-        .await
-        .map_err(|st| Failure::from_status(&st, &message_id))?;
+    // A service published since the last poll: fetch once before refusing.
+    let d = match s.described(&conf, &provider, service).await {
+        Err(st) if st.code() == Code::NotFound => {
+            let conf = s
+                .discovery_conf()
+                .await
+                .map_err(|st| Failure::from_status(&st, &message_id))?;
+            s.described(&conf, &provider, service).await
+        }
+        other => other,
+    }
+    .map_err(|st| Failure::from_status(&st, &message_id))?;
     let descriptor = d.service.ok_or_else(|| not_described(&provider, service))?;
     let method = descriptor
         .methods()

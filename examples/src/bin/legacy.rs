@@ -14,6 +14,8 @@
 
 use std::process::ExitCode;
 
+const USAGE: &str = "legacy dukcapil-rest [ADDRESS] | bpjs-soap [ADDRESS] | sekolah-db PATH | bansos CONSUMER_URL CLIENT DUKCAPIL BPJS DAPODIK NO_KK";
+
 async fn serve(
     name: &str,
     address: &str,
@@ -73,7 +75,11 @@ async fn main() -> ExitCode {
             None => Err("sekolah-db needs the path of the database to create".into()),
         },
         Some("bansos") if args.len() == 7 => bansos(&args[1..]).await,
-        _ => Err("usage: legacy dukcapil-rest [ADDRESS] | bpjs-soap [ADDRESS] | sekolah-db PATH | bansos CONSUMER_URL CLIENT DUKCAPIL BPJS DAPODIK NO_KK".into()),
+        Some("-h" | "--help") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        _ => Err(format!("usage: {USAGE}")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
