@@ -221,8 +221,7 @@ struct CatalogueService {
     grants: Vec<(String, String)>,
 }
 
-/// Largest descriptor set a server may publish for one service, in bytes.
-pub const MAX_DESCRIPTOR_BYTES: usize = 1024 * 1024;
+pub use lintas_globalconf::descriptors::MAX_DESCRIPTOR_BYTES;
 
 /// Most grants listed for one service.
 const MAX_GRANTS: usize = 10_000;
@@ -1310,7 +1309,7 @@ impl Registry {
     /// report. Returns its SHA-256.
     pub fn upload_descriptor(&self, peer_cert: Option<&[u8]>, set: Vec<u8>) -> Result<[u8; 32]> {
         let server_id = self.peer_server(peer_cert, "uploading descriptors")?;
-        descriptor_pool(&set).map_err(|e| invalid("descriptor set", e))?;
+        lintas_globalconf::descriptors::pool(&set).map_err(|e| invalid("descriptor set", e))?;
         let hash = lintas_certs::sha256(&set);
         let hex = lintas_certs::hex(&hash);
         let mut staged = self.staged.lock().unwrap_or_else(|p| p.into_inner());
@@ -1410,7 +1409,7 @@ impl Registry {
                     },
                 };
                 if !before.contains(&(hash.as_str(), service.clone())) {
-                    check_descriptor(&set, service)
+                    lintas_globalconf::descriptors::methods(&set, service)
                         .map_err(|e| invalid(&format!("service {service}"), e))?;
                 }
             }
@@ -1564,25 +1563,6 @@ fn random_hex(bytes: usize) -> Result<String> {
         .fill(&mut buf)
         .map_err(|_| internal("random number generator failed"))?;
     Ok(lintas_certs::hex(&buf))
-}
-
-/// A descriptor set must be small, well formed and self-contained.
-fn descriptor_pool(bytes: &[u8]) -> std::result::Result<prost_reflect::DescriptorPool, String> {
-    if bytes.len() > MAX_DESCRIPTOR_BYTES {
-        return Err(format!(
-            "descriptors larger than {MAX_DESCRIPTOR_BYTES} bytes"
-        ));
-    }
-    prost_reflect::DescriptorPool::decode(bytes).map_err(|e| format!("descriptors: {e}"))
-}
-
-/// A descriptor set must also define the service it is named for.
-fn check_descriptor(bytes: &[u8], service: &str) -> std::result::Result<(), String> {
-    let pool = descriptor_pool(bytes)?;
-    if pool.get_service_by_name(service).is_none() {
-        return Err(format!("the descriptors do not define {service}"));
-    }
-    Ok(())
 }
 
 /// A grant names a method (or none) and a client or `group:CODE`.

@@ -10,6 +10,7 @@
 
 pub mod anchor;
 pub mod client;
+pub mod descriptors;
 mod fetch;
 
 use std::sync::Mutex;

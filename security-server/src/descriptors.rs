@@ -2,36 +2,14 @@
 //! published in the registry's catalogue, and read back by consumers (as encoded
 //! `google.protobuf.FileDescriptorSet`s).
 
+pub use lintas_globalconf::descriptors::{MAX_DESCRIPTOR_BYTES, methods, pool};
 use prost::Message;
-use prost_reflect::DescriptorPool;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 use tonic_reflection::pb::v1 as refl;
 
-/// Largest descriptor set accepted, in bytes.
-pub const MAX_DESCRIPTOR_BYTES: usize = 1024 * 1024;
-
 /// Files fetched by reflection for one service, at most.
 const MAX_FILES: usize = 256;
-
-/// The methods of `service` as `descriptor_set` defines them, or why it does not.
-pub fn methods(descriptor_set: &[u8], service: &str) -> Result<Vec<String>, String> {
-    let pool = pool(descriptor_set)?;
-    let s = pool
-        .get_service_by_name(service)
-        .ok_or_else(|| format!("the descriptors do not define service {service}"))?;
-    Ok(s.methods().map(|m| m.name().to_owned()).collect())
-}
-
-/// Decodes and links a descriptor set.
-pub fn pool(descriptor_set: &[u8]) -> Result<DescriptorPool, String> {
-    if descriptor_set.len() > MAX_DESCRIPTOR_BYTES {
-        return Err(format!(
-            "the descriptors are larger than {MAX_DESCRIPTOR_BYTES} bytes"
-        ));
-    }
-    DescriptorPool::decode(descriptor_set).map_err(|e| format!("descriptors: {e}"))
-}
 
 /// Asks the application at `channel` for the files defining `service` and everything
 /// they import, by gRPC server reflection (v1). Returns the encoded descriptor set.

@@ -195,7 +195,7 @@ query = "SELECT umur AS n FROM orang WHERE nama = :nama AND umur = :umur"
 "#,
     )
     .unwrap();
-    // Text that is a number fits an integer field; text that is not, does not.
+    // NULL leaves the field unset; two rows where one is expected are refused.
     let siti = call(&a, &b, "Satu", &[("kota", Value::String("Bandung".into()))])
         .await
         .unwrap();

@@ -46,6 +46,20 @@ type ServerStop = (
     tokio::task::JoinHandle<()>,
 );
 
+/// Appends a system record to `server`'s log and signs a checkpoint over it.
+async fn record_and_checkpoint(server: &SecurityServer, detail: &str) {
+    server
+        .log
+        .append(lintas_log::Record {
+            kind: RecordKind::System as i32,
+            detail: detail.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    server.checkpoint_now().unwrap().unwrap();
+}
+
 fn stopper() -> (
     tokio::sync::oneshot::Sender<()>,
     impl Future<Output = ()> + Send + 'static,
@@ -2008,16 +2022,7 @@ async fn a_server_can_use_another_time_stamping_authority_the_configuration_list
     node.config.timestamping_authority = "bsre".into();
     let server = SecurityServer::open(node, inst.clock.clone()).unwrap();
     server.conf().fetch().await.unwrap();
-    server
-        .log
-        .append(lintas_log::Record {
-            kind: RecordKind::System as i32,
-            detail: "started".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    server.checkpoint_now().unwrap().unwrap();
+    record_and_checkpoint(&server, "started").await;
     server.timestamp_now().await.unwrap().unwrap();
     assert_eq!(server.timestamps.latest_size(), 1);
 
@@ -2030,16 +2035,7 @@ async fn a_server_can_use_another_time_stamping_authority_the_configuration_list
         .await
         .unwrap();
     server.conf().fetch().await.unwrap();
-    server
-        .log
-        .append(lintas_log::Record {
-            kind: RecordKind::System as i32,
-            detail: "again".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    server.checkpoint_now().unwrap().unwrap();
+    record_and_checkpoint(&server, "again").await;
     let err = server.timestamp_now().await.unwrap_err().to_string();
     assert!(err.contains("no time-stamping authority 'bsre'"), "{err}");
     // Its earlier token is no longer trusted under the new configuration.
