@@ -61,6 +61,17 @@ pub trait Backend: Send + Sync + 'static {
     fn get(&self, index: u64) -> Result<Option<Vec<u8>>, String>;
 }
 
+/// Opens `path` for reading and writing, creating it empty if it does not exist and
+/// never truncating it: how every append-only file of the log and its neighbours opens.
+pub fn open_append_only(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+}
+
 /// Opens a sled database the way every lintas component does: without sled's
 /// background flusher (each write path flushes explicitly), and waiting up to
 /// [`LOCK_WAIT`] for the file lock. sled's IO threads may hold the last handle of a

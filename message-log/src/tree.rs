@@ -7,7 +7,7 @@
 //! The files are not flushed on every batch: they follow from the records and are
 //! checked against them, and repaired, each time the log opens.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -39,13 +39,7 @@ impl TreeFiles {
         while self.levels.len() <= level as usize {
             let l = self.levels.len() as u32;
             let path = level_path(&self.dir, l);
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
-                .map_err(|e| io("opening", &path, e))?;
+            let file = crate::open_append_only(&path).map_err(|e| io("opening", &path, e))?;
             let len = file.metadata().map_err(|e| io("reading", &path, e))?.len();
             self.levels.push(file);
             self.counts.push(len / 32);
@@ -285,7 +279,7 @@ mod tests {
         drop(tree);
         // The last ten records' nodes were never written (a crash), and a level-2 node
         // covering records 8 to 11 was altered.
-        let f = OpenOptions::new()
+        let f = std::fs::OpenOptions::new()
             .write(true)
             .open(level_path(dir.path(), 2))
             .unwrap();

@@ -10,7 +10,7 @@
 //! lost in a crash loses nothing the records prove, and the hot path stays at two
 //! positioned writes.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -43,13 +43,7 @@ impl Bodies {
     pub fn open(dir: &Path, retention_days: Option<u32>) -> Result<Self, SsError> {
         std::fs::create_dir_all(dir).map_err(|e| io("creating", dir, e))?;
         let path = dir.join("index");
-        let index = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| io("opening", &path, e))?;
+        let index = lintas_log::open_append_only(&path).map_err(|e| io("opening", &path, e))?;
         Ok(Bodies {
             dir: dir.to_owned(),
             index,
@@ -73,13 +67,7 @@ impl Bodies {
         let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         if w.as_ref().is_none_or(|d| d.day != day) {
             let path = self.day_path(day);
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
-                .map_err(|e| io("opening", &path, e))?;
+            let file = lintas_log::open_append_only(&path).map_err(|e| io("opening", &path, e))?;
             let end = file.metadata().map_err(|e| io("reading", &path, e))?.len();
             if let Some(old) = w.take() {
                 let _ = old.file.sync_data();
