@@ -49,8 +49,25 @@ pub struct RegistryConfig {
     /// one under its own arc.
     #[serde(default = "default_tsa_policy")]
     pub tsa_policy: String,
+    /// Limits the gRPC and HTTP listeners apply (see the README, "Operating a node").
+    #[serde(default)]
+    pub connection_limits: lintas_transport::Limits,
+    /// Where the operations listener serves `/metrics`, `/healthz` and `/readyz`
+    /// (plain HTTP: keep it on loopback or a management network).
+    #[serde(default = "default_ops_listen")]
+    pub ops_listen: SocketAddr,
+    /// Warn (log, health, metrics) when one of the registry's own certificates expires
+    /// within this many days.
+    #[serde(default = "default_warn_cert_expiry_days")]
+    pub warn_cert_expiry_days: u64,
 }
 
+pub(crate) fn default_ops_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 4490))
+}
+fn default_warn_cert_expiry_days() -> u64 {
+    30
+}
 fn default_data_dir() -> PathBuf {
     PathBuf::from(".")
 }
@@ -125,6 +142,12 @@ impl RegistryConfig {
         p.check((60..=30 * 86400).contains(&self.token_ttl_secs), || {
             "token_ttl_secs must be between 60 and 2592000 (30 days)".into()
         });
+        p.check((1..=3650).contains(&self.warn_cert_expiry_days), || {
+            "warn_cert_expiry_days must be between 1 and 3650".into()
+        });
+        for problem in self.connection_limits.problems() {
+            p.check(false, || problem);
+        }
         p.check(self.max_request_bytes >= 4096, || {
             "max_request_bytes must be at least 4096".into()
         });

@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod config;
 pub mod grpc;
+mod ops;
 pub mod registry;
 pub mod store;
 
@@ -222,6 +223,9 @@ pub fn init(opts: &InitOptions, clock: Arc<dyn Clock>) -> Result<InitReport, Reg
         max_request_bytes: 64 * 1024,
         tsa_url: format!("http://{http_public}/tsa"),
         tsa_policy: lintas_timestamp::DEFAULT_POLICY.into(),
+        connection_limits: Default::default(),
+        ops_listen: config::default_ops_listen(),
+        warn_cert_expiry_days: 30,
     };
     let anchor = Anchor::new(
         instance.clone(),
@@ -303,13 +307,23 @@ pub fn open(
 /// Time-stamp requests signed at once; more wait.
 const TSA_CONCURRENT_SIGNATURES: usize = 4;
 
+/// The listeners a registry serves on, already bound.
+pub struct Listeners {
+    /// The gRPC API (TLS 1.3).
+    pub grpc: TcpListener,
+    /// The signed global configuration and the TSA (plain HTTP).
+    pub http: TcpListener,
+    /// `/metrics`, `/healthz` and `/readyz`.
+    pub ops: TcpListener,
+}
+
 pub async fn serve(
     registry: Arc<Registry>,
     config: &RegistryConfig,
-    grpc: TcpListener,
-    http: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RegistryServeError> {
+    let Listeners { grpc, http, ops } = listeners;
     let paths = Paths(config.data_dir.clone());
     // A fresh serial and expiry at every start: the stored document may have expired.
     let started = registry.clone();
@@ -329,16 +343,66 @@ pub async fn serve(
 
     let stop = lintas_transport::Stop::on(shutdown);
 
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<RegistrationServer<grpc::RegistrationService>>()
-        .await;
-    health
-        .set_serving::<RegistryAdminServer<grpc::AdminService>>()
-        .await;
+    let limits = &config.connection_limits;
+    let grpc_admission = lintas_transport::Admission::new("grpc", *limits);
+    let http_admission = lintas_transport::Admission::new("http", *limits);
+    let ops_admission = lintas_transport::Admission::new("ops", *limits);
+    let operations = ops::install(
+        &registry,
+        &paths,
+        Duration::from_secs(config.warn_cert_expiry_days * 86400),
+    )?;
+    operations.metrics.listeners(vec![
+        grpc_admission.clone(),
+        http_admission.clone(),
+        ops_admission.clone(),
+    ]);
+    let http_metrics = ops::HttpMetrics::register(&operations.metrics);
+
+    // gRPC health follows readiness.
+    let (grpc_health, health_service) = tonic_health::server::health_reporter();
+    let watch_health = operations.health.clone();
+    let watch_stop = stop.clone();
+    let health_watcher = async move {
+        let (tx, mut rx) = tokio::sync::watch::channel(true);
+        let forward = async {
+            while rx.changed().await.is_ok() {
+                let status = if *rx.borrow_and_update() {
+                    tonic_health::ServingStatus::Serving
+                } else {
+                    tonic_health::ServingStatus::NotServing
+                };
+                grpc_health.set_service_status("", status).await;
+                for name in [
+                    <RegistrationServer<grpc::RegistrationService> as tonic::server::NamedService>::NAME,
+                    <RegistryAdminServer<grpc::AdminService> as tonic::server::NamedService>::NAME,
+                ] {
+                    grpc_health.set_service_status(name, status).await;
+                }
+            }
+        };
+        let watch = watch_health.watch(Duration::from_secs(1), watch_stop.stopped(), |report| {
+            let _ = tx.send(report.ready);
+        });
+        tokio::select! {
+            () = watch => {}
+            () = forward => {}
+        }
+    };
+    let ops_server = lintas_ops::serve(ops, ops_admission, operations.clone(), stop.stopped());
+
     let max = config.max_request_bytes;
-    let grpc_server = tonic::transport::Server::builder()
+    let grpc_server = lintas_transport::grpc_server(limits)
         .timeout(Duration::from_secs(30))
+        .layer(lintas_ops::grpc::GrpcMetricsLayer::new(
+            &operations.metrics,
+            &[
+                <RegistrationServer<grpc::RegistrationService> as tonic::server::NamedService>::NAME,
+                <RegistryAdminServer<grpc::AdminService> as tonic::server::NamedService>::NAME,
+                <lintas_proto::registry::v1::catalogue_server::CatalogueServer<grpc::CatalogueService> as tonic::server::NamedService>::NAME,
+                "grpc.health.v1.Health",
+            ],
+        ))
         .add_service(health_service)
         .add_service(
             RegistrationServer::new(grpc::RegistrationService(registry.clone()))
@@ -354,7 +418,10 @@ pub async fn serve(
             )
             .max_decoding_message_size(registry::MAX_DESCRIPTOR_BYTES + 1024),
         )
-        .serve_with_incoming_shutdown(lintas_transport::incoming(grpc, tls), stop.stopped());
+        .serve_with_incoming_shutdown(
+            lintas_transport::incoming(grpc, tls, grpc_admission.clone()),
+            stop.stopped(),
+        );
 
     let http_registry = registry.clone();
     let tsa = Arc::new(
@@ -366,12 +433,15 @@ pub async fn serve(
         .map_err(|e| RegistryServeError::Cert(CertError::Issue(e.to_string())))?,
     );
     let tsa_registry = registry.clone();
+    let public_health = operations.health.clone();
+    let tsa_requests = http_metrics.tsa_requests.clone();
     let tsa_signing = Arc::new(tokio::sync::Semaphore::new(TSA_CONCURRENT_SIGNATURES));
     let app = axum::Router::new()
         .route(
             "/globalconf",
             axum::routing::get(move || {
                 let blob = http_registry.latest_conf();
+                http_metrics.conf_fetches.inc();
                 async move {
                     (
                         [
@@ -388,6 +458,7 @@ pub async fn serve(
             axum::routing::post(move |body: axum::body::Bytes| {
                 let (tsa, registry, signing) =
                     (tsa.clone(), tsa_registry.clone(), tsa_signing.clone());
+                let requests = tsa_requests.clone();
                 async move {
                     // Anyone may ask: at most a few signatures run at once, the others
                     // wait their turn, so requests cannot crowd out the registry.
@@ -406,6 +477,14 @@ pub async fn serve(
                     })
                     .await
                     .unwrap_or_default();
+                    let result = if reply.is_empty() {
+                        "failed"
+                    } else {
+                        "answered"
+                    };
+                    requests
+                        .get_or_create(&vec![("result", result.to_owned())])
+                        .inc();
                     (
                         [(
                             axum::http::header::CONTENT_TYPE,
@@ -416,8 +495,27 @@ pub async fn serve(
                 }
             }),
         )
-        .route("/healthz", axum::routing::get(|| async { "ok\n" }));
-    let http_server = axum::serve(http, app).with_graceful_shutdown(stop.stopped());
+        .route(
+            "/healthz",
+            axum::routing::get(move || {
+                // Load balancers in front of the registry see its readiness here too.
+                let report = public_health.report();
+                async move {
+                    if report.ready {
+                        (axum::http::StatusCode::OK, "ok\n".to_owned())
+                    } else {
+                        (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            report.to_string(),
+                        )
+                    }
+                }
+            }),
+        );
+    let http_server = async {
+        lintas_transport::serve_http(http, http_admission.clone(), app, stop.stopped()).await;
+        Ok::<(), std::io::Error>(())
+    };
 
     let refresh_registry = registry.clone();
     let refresh_every = Duration::from_secs(config.conf_refresh_secs);
@@ -441,8 +539,13 @@ pub async fn serve(
         }
     };
 
-    let (grpc_result, http_result, ()) =
-        tokio::join!(stop.part(grpc_server), stop.part(http_server), refresher);
+    let (grpc_result, http_result, (), (), ()) = tokio::join!(
+        stop.part(grpc_server),
+        stop.part(http_server),
+        stop.part(ops_server),
+        health_watcher,
+        refresher
+    );
     grpc_result?;
     http_result.map_err(io("HTTP server"))?;
     tracing::info!("registry stopped");

@@ -342,6 +342,15 @@ enum Publish {
 pub const MAX_PENDING: usize = 10_000;
 
 /// The registry.
+/// What the registry holds, counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub members: usize,
+    pub servers: usize,
+    pub pending_registrations: usize,
+    pub conf_serial: u64,
+}
+
 pub struct Registry {
     state: Mutex<State>,
     store: Arc<dyn RegistryStore>,
@@ -466,6 +475,11 @@ impl Registry {
         self.now()
     }
 
+    /// The registry's clock.
+    pub fn clock_now(&self) -> std::time::SystemTime {
+        self.clock.now()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -480,6 +494,26 @@ impl Registry {
 
     pub fn instance(&self) -> &Code {
         &self.policy.instance
+    }
+
+    /// Whether an earlier write failed, so that changes are refused until a restart.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::SeqCst)
+    }
+
+    /// How much the registry holds, for metrics.
+    pub fn counts(&self) -> Counts {
+        let state = self.lock();
+        Counts {
+            members: state.members.len(),
+            servers: state.servers.len(),
+            pending_registrations: state
+                .registrations
+                .values()
+                .filter(|r| r.state == RegState::Pending)
+                .count(),
+            conf_serial: state.conf_serial,
+        }
     }
 
     /// Applies `mutate` to a copy of the state, writes the records (with, when `publish`

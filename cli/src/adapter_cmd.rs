@@ -73,12 +73,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(&adapter.listen)
                 .await
                 .with_context(|| format!("binding {}", adapter.listen))?;
+            let ops = tokio::net::TcpListener::bind(&adapter.ops_listen)
+                .await
+                .with_context(|| format!("binding ops_listen {}", adapter.ops_listen))?;
             println!(
-                "lintas adapter for {} listening on {}",
+                "lintas adapter for {} listening on {} (ops {})",
                 adapter.service.full_name(),
-                listener.local_addr()?
+                listener.local_addr()?,
+                ops.local_addr()?
             );
-            lintas_adapter::serve(listener, &adapter, backend, stop).await?;
+            let listeners = lintas_adapter::Listeners {
+                grpc: listener,
+                ops,
+            };
+            lintas_adapter::serve(listeners, &adapter, backend, stop).await?;
             Ok(())
         }
     }

@@ -263,13 +263,21 @@ async fn scenario(
     for m in [provider, consumer] {
         let local = TcpListener::bind("127.0.0.1:0").await?;
         let local_addr = local.local_addr()?;
+        let ops = TcpListener::bind("127.0.0.1:0").await?;
+        let ops_addr = ops.local_addr()?;
         let server = SecurityServer::open(m.node, Arc::new(SystemClock))?;
         let stop = running.stopper();
         let serving = server.clone();
+        let listeners = lintas_ss::daemon::Listeners {
+            consumer: local,
+            provider: m.peer,
+            ops,
+        };
         running.tasks.push(tokio::spawn(async move {
-            Ok(lintas_ss::daemon::serve(serving, local, m.peer, stop).await?)
+            Ok(lintas_ss::daemon::serve(serving, listeners, stop).await?)
         }));
         println!("    {}: local applications call {local_addr}", server.id);
+        println!("      metrics http://{ops_addr}/metrics, health http://{ops_addr}/readyz");
         if server.id.to_string() == CONSUMER {
             consumer_url = format!("http://{local_addr}");
         }
@@ -587,12 +595,16 @@ async fn join(
     if status.state() != pb::RegistrationState::Approved {
         bail!("{server}: the enrolment token did not approve the registration");
     }
-    let local = TcpListener::bind("127.0.0.1:0").await?;
+    let listeners = lintas_ss::daemon::Listeners {
+        consumer: TcpListener::bind("127.0.0.1:0").await?,
+        provider: m.peer,
+        ops: TcpListener::bind("127.0.0.1:0").await?,
+    };
     let s = SecurityServer::open(m.node, Arc::new(SystemClock))?;
     let serving = s.clone();
     let stop = running.stopper();
     running.tasks.push(tokio::spawn(async move {
-        Ok(lintas_ss::daemon::serve(serving, local, m.peer, stop).await?)
+        Ok(lintas_ss::daemon::serve(serving, listeners, stop).await?)
     }));
     Ok(s)
 }
@@ -617,8 +629,12 @@ async fn adapter(
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     let stop = running.stopper();
+    let listeners = lintas_adapter::Listeners {
+        grpc: listener,
+        ops: TcpListener::bind("127.0.0.1:0").await?,
+    };
     running.tasks.push(tokio::spawn(async move {
-        Ok(lintas_adapter::serve(listener, &adapter, backend, stop).await?)
+        Ok(lintas_adapter::serve(listeners, &adapter, backend, stop).await?)
     }));
     Ok(url)
 }

@@ -96,7 +96,9 @@ pub async fn start_registry(
     let serve_config = config.clone();
     let stop = running.stopper();
     running.tasks.push(tokio::spawn(async move {
-        lintas_registry::serve(registry, &serve_config, grpc, http, stop)
+        let ops = TcpListener::bind("127.0.0.1:0").await?;
+        let listeners = lintas_registry::Listeners { grpc, http, ops };
+        lintas_registry::serve(registry, &serve_config, listeners, stop)
             .await
             .context("registry")
     }));

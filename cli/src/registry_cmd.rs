@@ -227,13 +227,18 @@ async fn serve(path: PathBuf, check_only: bool) -> Result<()> {
     let http = tokio::net::TcpListener::bind(config.http_listen)
         .await
         .with_context(|| format!("binding http_listen {}", config.http_listen))?;
+    let ops = tokio::net::TcpListener::bind(config.ops_listen)
+        .await
+        .with_context(|| format!("binding ops_listen {}", config.ops_listen))?;
     let shutdown = crate::shutdown_signal().context("installing signal handlers")?;
     println!(
-        "lintas registry listening: grpc={} http={}",
+        "lintas registry listening: grpc={} http={} ops={}",
         grpc.local_addr()?,
-        http.local_addr()?
+        http.local_addr()?,
+        ops.local_addr()?
     );
-    lintas_registry::serve(registry, &config, grpc, http, shutdown).await?;
+    let listeners = lintas_registry::Listeners { grpc, http, ops };
+    lintas_registry::serve(registry, &config, listeners, shutdown).await?;
     Ok(())
 }
 

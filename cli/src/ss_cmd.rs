@@ -205,8 +205,11 @@ pub async fn run(args: Args) -> Result<()> {
             check_config,
         } => {
             let settings = SsConfig::load(&config, crate::env())?;
-            let (consumer_addr, provider_addr) =
-                (settings.consumer_listen, settings.provider_listen);
+            let (consumer_addr, provider_addr, ops_addr) = (
+                settings.consumer_listen,
+                settings.provider_listen,
+                settings.ops_listen,
+            );
             let server = lintas_ss::daemon::open_from_config(settings, Arc::new(SystemClock))?;
             if check_config {
                 println!(
@@ -222,14 +225,23 @@ pub async fn run(args: Args) -> Result<()> {
             let provider = tokio::net::TcpListener::bind(provider_addr)
                 .await
                 .with_context(|| format!("binding provider_listen {provider_addr}"))?;
+            let ops = tokio::net::TcpListener::bind(ops_addr)
+                .await
+                .with_context(|| format!("binding ops_listen {ops_addr}"))?;
             let shutdown = crate::shutdown_signal().context("installing signal handlers")?;
             println!(
-                "lintas security server {} listening: consumer={} provider={}",
+                "lintas security server {} listening: consumer={} provider={} ops={}",
                 server.id,
                 consumer.local_addr()?,
-                provider.local_addr()?
+                provider.local_addr()?,
+                ops.local_addr()?
             );
-            lintas_ss::daemon::serve(server, consumer, provider, shutdown).await?;
+            let listeners = lintas_ss::daemon::Listeners {
+                consumer,
+                provider,
+                ops,
+            };
+            lintas_ss::daemon::serve(server, listeners, shutdown).await?;
         }
         Command::Service { config, command } => {
             let mut client = admin(&config).await?;

@@ -27,6 +27,8 @@ struct Instance {
     clock: Arc<ManualClock>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// The operations listener, `host:port`.
+    ops: String,
 }
 
 impl Instance {
@@ -56,18 +58,22 @@ impl Instance {
             clock,
             stop: None,
             task: None,
+            ops: String::new(),
         };
-        instance.serve(grpc, http);
+        instance.serve(grpc, http).await;
         instance
     }
 
-    fn serve(&mut self, grpc: TcpListener, http: TcpListener) {
+    async fn serve(&mut self, grpc: TcpListener, http: TcpListener) {
+        let ops = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        self.ops = ops.local_addr().unwrap().to_string();
         let registry = lintas_registry::open(&self.config, self.clock.clone()).unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let config = self.config.clone();
         self.stop = Some(tx);
         self.task = Some(tokio::spawn(async move {
-            lintas_registry::serve(registry, &config, grpc, http, async {
+            let listeners = lintas_registry::Listeners { grpc, http, ops };
+            lintas_registry::serve(registry, &config, listeners, async {
                 let _ = rx.await;
             })
             .await
@@ -89,7 +95,7 @@ impl Instance {
         self.stop().await;
         let grpc = TcpListener::bind(self.config.grpc_listen).await.unwrap();
         let http = TcpListener::bind(self.config.http_listen).await.unwrap();
-        self.serve(grpc, http);
+        self.serve(grpc, http).await;
     }
 
     fn anchor(&self) -> PathBuf {
@@ -724,7 +730,11 @@ async fn an_enrolled_server_cannot_pose_as_the_registry() {
             .unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("https://{}", listener.local_addr().unwrap());
-    let mut incoming = lintas_transport::incoming(listener, config);
+    let mut incoming = lintas_transport::incoming(
+        listener,
+        config,
+        lintas_transport::Admission::new("test", Default::default()),
+    );
     tokio::spawn(async move { while incoming.next().await.is_some() {} });
 
     let connect = |role| {
@@ -1199,11 +1209,14 @@ fn the_binary_inits_checks_serves_and_stops_on_sigterm() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("listen_everywhere"));
 
+    // Its log goes to a file, as under a service manager: plain text, no colour codes.
+    let log_path = dir.path().join("registry.log");
     let mut child = std::process::Command::new(bin)
         .args(["registry", "serve", "--config"])
         .arg(&config)
+        .env("LINTAS_REGISTRY_OPS_LISTEN", "127.0.0.1:0")
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
         .spawn()
         .unwrap();
     let mut line = String::new();
@@ -1217,6 +1230,9 @@ fn the_binary_inits_checks_serves_and_stops_on_sigterm() {
     run(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]));
     let status = child.wait().unwrap();
     assert!(status.success(), "registry exited with {status}");
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("operations listener"), "{log}");
+    assert!(!log.contains('\x1b'), "ANSI codes in a log file:\n{log}");
 }
 
 #[test]

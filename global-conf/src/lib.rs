@@ -195,6 +195,13 @@ impl VerifiedConf {
     }
 }
 
+/// When a signed blob says it expires (Unix seconds), read without verifying it: for a
+/// publisher's own monitoring, never for trust.
+pub fn expiry_of(blob: &[u8]) -> Option<i64> {
+    let signed = SignedGlobalConf::decode(blob).ok()?;
+    Some(GlobalConf::decode(signed.conf.as_slice()).ok()?.expires_at)
+}
+
 /// Verifies a signed blob against `anchor` at `now`: size, signer listed in the anchor and
 /// chaining to an anchor CA, signature over the exact bytes, instance, identifiers,
 /// generation time and expiry.

@@ -76,6 +76,21 @@ pub struct SsConfig {
     /// Size of the record log's segment files; a full one is sealed and can be archived.
     #[serde(default = "default_log_segment_kib")]
     pub log_segment_kib: u64,
+    /// Limits every listener of this server applies (see the README, "Operating a node").
+    #[serde(default)]
+    pub connection_limits: lintas_transport::Limits,
+    /// Where the operations listener serves `/metrics`, `/healthz` and `/readyz`
+    /// (plain HTTP: keep it on loopback or a management network).
+    #[serde(default = "default_ops_listen")]
+    pub ops_listen: SocketAddr,
+    /// Warn (log, health, metrics) when one of the server's own certificates expires
+    /// within this many days.
+    #[serde(default = "default_warn_cert_expiry_days")]
+    pub warn_cert_expiry_days: u64,
+    /// Warn when the held global configuration expires within this many seconds (newer
+    /// ones could not be fetched).
+    #[serde(default = "default_warn_conf_expiry")]
+    pub warn_conf_expiry_secs: u64,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -123,6 +138,15 @@ fn default_body_retention() -> u32 {
 fn default_log_segment_kib() -> u64 {
     64 * 1024
 }
+fn default_ops_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 5590))
+}
+fn default_warn_cert_expiry_days() -> u64 {
+    30
+}
+fn default_warn_conf_expiry() -> u64 {
+    1800
+}
 
 impl SsConfig {
     /// A configuration with every optional key at its default; the provider endpoint
@@ -150,6 +174,10 @@ impl SsConfig {
             body_retention_days: default_body_retention(),
             timestamping_authority: default_tsa(),
             log_segment_kib: default_log_segment_kib(),
+            connection_limits: Default::default(),
+            ops_listen: default_ops_listen(),
+            warn_cert_expiry_days: default_warn_cert_expiry_days(),
+            warn_conf_expiry_secs: default_warn_conf_expiry(),
         }
     }
 
@@ -211,6 +239,15 @@ impl SsConfig {
         p.check(self.body_retention_days <= 3650, || {
             "body_retention_days must be at most 3650 (0 keeps no bodies)".into()
         });
+        p.check((1..=3650).contains(&self.warn_cert_expiry_days), || {
+            "warn_cert_expiry_days must be between 1 and 3650".into()
+        });
+        p.check(self.warn_conf_expiry_secs <= 30 * 86400, || {
+            "warn_conf_expiry_secs must be at most 2592000 (30 days)".into()
+        });
+        for problem in self.connection_limits.problems() {
+            p.check(false, || problem);
+        }
         for c in &self.clients {
             p.check(c.member == self.server_id.owner, || {
                 format!(

@@ -244,15 +244,30 @@ async fn relay(
     );
 
     let mut stream = request.into_inner();
-    let body = stream.message().await?.ok_or_else(|| {
-        consumer_error(Code::InvalidArgument, "the call carried no request message")
-    })?;
-    if stream.message().await?.is_some() {
-        return Err(consumer_error(
-            Code::Unimplemented,
-            "the call carried more than one request message; only unary calls are supported yet",
-        ));
-    }
+    // A request that arrives slowly holds a stream: it gets a deadline.
+    let limit = s.settings.connection_limits.request_timeout();
+    let body = tokio::time::timeout(limit, async {
+        let body = stream.message().await?.ok_or_else(|| {
+            consumer_error(Code::InvalidArgument, "the call carried no request message")
+        })?;
+        if stream.message().await?.is_some() {
+            return Err(consumer_error(
+                Code::Unimplemented,
+                "the call carried more than one request message; only unary calls are supported yet",
+            ));
+        }
+        Ok(body)
+    })
+    .await
+    .map_err(|_| {
+        consumer_error(
+            Code::DeadlineExceeded,
+            format!(
+                "the request message did not arrive within {} s (connection_limits.request_timeout_secs)",
+                limit.as_secs()
+            ),
+        )
+    })??;
     let call = Call {
         client,
         provider,

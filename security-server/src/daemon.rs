@@ -111,12 +111,12 @@ pub struct SecurityServer {
     pub timestamps: Timestamps,
     /// Message bodies, kept for `body_retention_days`.
     pub bodies: Bodies,
-    timestamp_interval: Duration,
-    timestamp_fail_closed: u64,
+    pub(crate) timestamp_interval: Duration,
+    pub(crate) timestamp_fail_closed: u64,
     /// The configuration's name of the TSA to use.
     timestamping_authority: String,
-    checkpoint_interval: Duration,
-    witness_interval: Duration,
+    pub(crate) checkpoint_interval: Duration,
+    pub(crate) witness_interval: Duration,
     pub access: Access,
     /// Message ids used within the replay window, by "client/id", with their time.
     seen: Mutex<Seen>,
@@ -136,7 +136,9 @@ pub struct SecurityServer {
     /// Held across a service report, from reading the services to the registry's
     /// answer: a report can then never land after a newer one.
     reporting: tokio::sync::Mutex<()>,
-    conf_poll: Duration,
+    pub(crate) conf_poll: Duration,
+    /// When warnings are raised ahead of failures.
+    pub(crate) warnings: crate::ops::Warnings,
     /// When the configuration was last fetched out of turn (see `refresh_conf_now`);
     /// held across the fetch so concurrent callers wait for it instead of failing.
     last_refresh: tokio::sync::Mutex<Option<std::time::Instant>>,
@@ -165,10 +167,8 @@ const MAX_APP_CHANNELS: usize = 256;
 /// Most signing certificates remembered as verified (one or two per peer member).
 const MAX_CACHED_SIGNERS: usize = 10_000;
 
-/// How soon a failed service report is retried.
-const REPORT_RETRY: Duration = Duration::from_secs(30);
-/// How long one service report may take.
-const REPORT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often time-dependent health (expiries) is re-read between changes.
+const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// Least time between out-of-turn configuration fetches, so unknown peers cannot make
 /// this server hammer the registry.
@@ -217,6 +217,7 @@ pub struct Settings {
     pub max_message_bytes: usize,
     pub clock_skew: Duration,
     pub app_timeout: Duration,
+    pub connection_limits: lintas_transport::Limits,
 }
 
 /// A pooled connection is for one address, one pinned certificate, and the trust of one
@@ -283,8 +284,13 @@ impl SecurityServer {
                 max_message_bytes: c.max_message_bytes,
                 clock_skew: Duration::from_secs(c.clock_skew_secs),
                 app_timeout: Duration::from_secs(c.app_timeout_secs),
+                connection_limits: c.connection_limits,
             },
             conf_poll: Duration::from_secs(c.conf_poll_secs),
+            warnings: crate::ops::Warnings {
+                cert_expiry: Duration::from_secs(c.warn_cert_expiry_days * 86400),
+                conf_expiry: Duration::from_secs(c.warn_conf_expiry_secs),
+            },
             checkpoint_interval: Duration::from_millis(c.checkpoint_interval_ms),
             witness_interval: Duration::from_secs(c.witness_interval_secs),
             checkpoints,
@@ -719,15 +725,24 @@ impl SecurityServer {
     }
 }
 
-/// Serves the consumer endpoint on `consumer` (TLS with registered client certificates,
-/// or plaintext loopback in development) and the provider endpoint on `provider`
-/// (mutual TLS 1.3) until `shutdown` completes; polls the global configuration and
-/// reports services meanwhile. On shutdown the endpoints stop accepting and in-flight
+/// The listeners a security server serves on, already bound.
+pub struct Listeners {
+    /// Local applications (the consumer endpoint and the REST entry).
+    pub consumer: TcpListener,
+    /// Peer security servers (mutual TLS).
+    pub provider: TcpListener,
+    /// `/metrics`, `/healthz` and `/readyz`.
+    pub ops: TcpListener,
+}
+
+/// Serves the consumer endpoint (TLS with registered client certificates, or plaintext
+/// loopback in development), the provider endpoint (mutual TLS 1.3) and the operations
+/// listener until `shutdown` completes, with the background tasks (see `tasks`). A
+/// fatal finding of a task stops the server with its error. On shutdown the endpoints stop accepting and in-flight
 /// calls finish; every answered call's records were durable before it was answered.
 pub async fn serve(
     server: Arc<SecurityServer>,
-    consumer: TcpListener,
-    provider: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), SsError> {
     // The data directory holds keys, records and the admin socket: owner only.
@@ -737,7 +752,8 @@ pub async fn serve(
             .map_err(|e| SsError::Serve(format!("{}: {e}", server.data_dir.display())))?;
     }
     let admin_socket = crate::admin::bind(&server.data_dir.join(crate::admin::SOCKET))?;
-    let local = consumer
+    let local = listeners
+        .consumer
         .local_addr()
         .map_err(|e| SsError::Serve(e.to_string()))?;
     if matches!(server.local_auth, LocalAuth::DevPlaintextLoopback) && !local.ip().is_loopback() {
@@ -790,7 +806,12 @@ pub async fn serve(
     // A log the witness saw longer, or with another head, was cut back or rewritten.
     // If the registry cannot be reached, the server starts (a registry outage must not
     // stop every ministry's services) and checks as soon as it answers.
-    let synced = match tokio::time::timeout(REPORT_TIMEOUT, server.sync_with_witness()).await {
+    let synced = match tokio::time::timeout(
+        crate::tasks::REGISTRY_TIMEOUT,
+        server.sync_with_witness(),
+    )
+    .await
+    {
         Ok(Ok(_)) => true,
         Ok(Err(e @ SsError::State(_))) => return Err(e),
         Ok(Err(e)) => {
@@ -804,13 +825,71 @@ pub async fn serve(
     };
     let stop = lintas_transport::Stop::on(shutdown);
 
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<ExchangeServer<crate::provider::ProviderService>>()
-        .await;
+    // Operations: health components, metrics, and the listener serving them.
+    let ops = lintas_ops::Ops {
+        health: lintas_ops::Health::new(),
+        metrics: lintas_ops::Metrics::new("security_server"),
+    };
+    crate::ops::install(&server, &ops.health, &ops.metrics, server.warnings);
+    let witness_health = ops.health.component(
+        "witness",
+        if synced {
+            lintas_ops::Condition::Ready
+        } else {
+            lintas_ops::Condition::Warning(
+                "the log has not been checked against the witness yet".into(),
+            )
+        },
+    );
+    let catalogue_health = ops
+        .health
+        .component("catalogue", lintas_ops::Condition::Ready);
+    let limits = &server.settings.connection_limits;
+    let provider_admission = lintas_transport::Admission::new("provider", *limits);
+    let consumer_admission = lintas_transport::Admission::new("consumer", *limits);
+    let ops_admission = lintas_transport::Admission::new("ops", *limits);
+    ops.metrics.listeners(vec![
+        consumer_admission.clone(),
+        provider_admission.clone(),
+        ops_admission.clone(),
+    ]);
+    ops.metrics.health(ops.health.clone());
+
+    // gRPC health follows readiness on both endpoints.
+    let (grpc_health, health_service) = tonic_health::server::health_reporter();
+    let watch_health = ops.health.clone();
+    let watch_stop = stop.clone();
+    let health_watcher = async move {
+        let (tx, mut rx) = tokio::sync::watch::channel(true);
+        let forward = async {
+            while rx.changed().await.is_ok() {
+                let status = if *rx.borrow_and_update() {
+                    tonic_health::ServingStatus::Serving
+                } else {
+                    tonic_health::ServingStatus::NotServing
+                };
+                grpc_health.set_service_status("", status).await;
+                grpc_health
+                    .set_service_status(
+                        <ExchangeServer<crate::provider::ProviderService> as tonic::server::NamedService>::NAME,
+                        status,
+                    )
+                    .await;
+            }
+        };
+        let watch = watch_health.watch(HEALTH_CHECK_EVERY, watch_stop.stopped(), |report| {
+            let _ = tx.send(report.ready);
+        });
+        tokio::select! {
+            () = watch => {}
+            () = forward => {}
+        }
+    };
+    let ops_server = lintas_ops::serve(listeners.ops, ops_admission, ops, stop.stopped());
+
     // Room for the signed envelope around a maximal body.
     let envelope = server.settings.max_message_bytes + crate::envelope::ENVELOPE_MARGIN;
-    let provider_server = tonic::transport::Server::builder()
+    let provider_server = lintas_transport::grpc_server(limits)
         .add_service(health_service.clone())
         .add_service(
             ExchangeServer::new(crate::provider::ProviderService(server.clone()))
@@ -818,7 +897,7 @@ pub async fn serve(
                 .max_encoding_message_size(envelope),
         )
         .serve_with_incoming_shutdown(
-            lintas_transport::incoming(provider, peer_tls),
+            lintas_transport::incoming(listeners.provider, peer_tls, provider_admission),
             stop.stopped(),
         );
 
@@ -843,15 +922,16 @@ pub async fn serve(
         .merge(crate::rest::routes(server.clone()))
         .fallback_service(crate::consumer::ConsumerEndpoint(server.clone()));
     let consumer_routes = tonic::service::Routes::from(routes);
+    let consumer = listeners.consumer;
     let consumer_server: std::pin::Pin<
         Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>,
     > = match &server.local_auth {
         LocalAuth::DevPlaintextLoopback => Box::pin(
-            tonic::transport::Server::builder()
+            lintas_transport::grpc_server(limits)
                 .accept_http1(true)
                 .add_routes(consumer_routes)
                 .serve_with_incoming_shutdown(
-                    tonic::transport::server::TcpIncoming::from(consumer).with_nodelay(Some(true)),
+                    lintas_transport::incoming_plain(consumer, consumer_admission),
                     stop.stopped(),
                 ),
         ),
@@ -866,11 +946,11 @@ pub async fn serve(
             let mut tls = (*tls).clone();
             tls.alpn_protocols.push(b"http/1.1".to_vec());
             Box::pin(
-                tonic::transport::Server::builder()
+                lintas_transport::grpc_server(limits)
                     .accept_http1(true)
                     .add_routes(consumer_routes)
                     .serve_with_incoming_shutdown(
-                        lintas_transport::incoming(consumer, Arc::new(tls)),
+                        lintas_transport::incoming(consumer, Arc::new(tls), consumer_admission),
                         stop.stopped(),
                     ),
             )
@@ -889,177 +969,30 @@ pub async fn serve(
             stop.stopped(),
         );
 
-    // The catalogue: report at start and after every change, retrying until accepted.
-    let report_server = server.clone();
-    let report_stop = stop.clone();
-    let reporter = async move {
-        let mut pending = true;
-        loop {
-            if pending {
-                let report = tokio::time::timeout(REPORT_TIMEOUT, report_server.report_services());
-                tokio::select! {
-                    outcome = report => match outcome {
-                        Ok(Ok(serial)) => {
-                            pending = false;
-                            tracing::info!(serial, "services reported to the registry");
-                        }
-                        Ok(Err(e)) => tracing::warn!(error = %e, "reporting services failed; retrying"),
-                        Err(_) => tracing::warn!("the registry did not answer the service report; retrying"),
-                    },
-                    _ = report_stop.stopped() => return,
-                }
-            }
-            let retry = if pending { REPORT_RETRY } else { Duration::MAX };
-            tokio::select! {
-                _ = report_server.access.services_changed.notified() => pending = true,
-                _ = tokio::time::sleep(retry.min(Duration::from_secs(86400))) => {}
-                _ = report_stop.stopped() => return,
-            }
-        }
-    };
-
-    let poll_server = server.clone();
-    let poll_stop = stop.clone();
-    let poller = async move {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(poll_server.conf_poll) => {}
-                _ = poll_stop.stopped() => return,
-            }
-            if let Err(e) = poll_server.conf.fetch().await {
-                match poll_server.conf.current() {
-                    Ok(c) => {
-                        tracing::warn!(error = %e, serial = c.serial(), "keeping the held global configuration")
-                    }
-                    Err(held) => {
-                        tracing::error!(error = %e, held = %held, "no usable global configuration")
-                    }
-                }
-            }
-        }
-    };
-
-    // Checkpoints about every second while the log grows; the witness sees the newest
-    // one every witness interval.
-    let cp_server = server.clone();
-    let cp_stop = stop.clone();
-    let checkpointer = async move {
-        let mut last_witness: Option<std::time::Instant> = None;
-        let mut last_purge: Option<std::time::Instant> = None;
-        let mut in_step = synced;
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(cp_server.checkpoint_interval) => {}
-                _ = cp_stop.stopped() => return,
-            }
-            if let Err(e) = cp_server.checkpoint_now() {
-                tracing::error!(error = %e, "signing a log checkpoint failed");
-            }
-            // Bodies kept since the last tick become durable; old ones go, hourly.
-            let bodies = cp_server.clone();
-            let purge = last_purge.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600));
-            if purge {
-                last_purge = Some(std::time::Instant::now());
-            }
-            let kept = tokio::task::spawn_blocking(move || {
-                bodies.bodies.flush()?;
-                if purge {
-                    let removed = bodies.bodies.purge(now_ms(&*bodies.clock))?;
-                    if removed > 0 {
-                        tracing::info!(removed, "message bodies past their retention purged");
-                    }
-                }
-                Ok::<_, SsError>(())
-            })
-            .await;
-            if let Ok(Err(e)) = kept {
-                tracing::error!(error = %e, "keeping or purging message bodies failed");
-            }
-            if last_witness.is_some_and(|t| t.elapsed() < cp_server.witness_interval) {
-                continue;
-            }
-            last_witness = Some(std::time::Instant::now());
-            if !in_step {
-                match cp_server.sync_with_witness().await {
-                    Ok(_) => in_step = true,
-                    Err(e) => {
-                        tracing::error!(error = %e, "checking the log against the witness failed");
-                        continue;
-                    }
-                }
-            }
-            match tokio::time::timeout(REPORT_TIMEOUT, cp_server.witness_now()).await {
-                Ok(Ok(size)) => tracing::debug!(size, "log checkpoint witnessed"),
-                Ok(Err(e)) => {
-                    // The witness may hold another checkpoint than this server believes.
-                    in_step = false;
-                    tracing::warn!(error = %e, "the witness did not cosign the checkpoint; retrying");
-                }
-                Err(_) => tracing::warn!("the witness did not answer; retrying"),
-            }
-        }
-    };
-
-    // Trusted time: the newest checkpoint is time-stamped every interval. Failures
-    // raise an alarm in the log at once; calls are refused once they last too long.
-    let ts_server = server.clone();
-    let ts_stop = stop.clone();
-    let ts_health = health.clone();
-    let timestamper = async move {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(ts_server.timestamp_interval) => {}
-                _ = ts_stop.stopped() => return,
-            }
-            let stamped = ts_server.timestamp_now().await;
-            // Health follows trusted time: failing closed is not serving.
-            let failing = ts_server
-                .check_trusted_time(ErrorSource::ProviderServer)
-                .is_err();
-            if failing {
-                ts_health
-                    .set_not_serving::<ExchangeServer<crate::provider::ProviderService>>()
-                    .await;
-                ts_health
-                    .set_service_status("", tonic_health::ServingStatus::NotServing)
-                    .await;
-            } else {
-                ts_health
-                    .set_serving::<ExchangeServer<crate::provider::ProviderService>>()
-                    .await;
-                ts_health
-                    .set_service_status("", tonic_health::ServingStatus::Serving)
-                    .await;
-            }
-            if let Err(e) = stamped {
-                ts_server.timestamps.failed();
-                let age = ts_server
-                    .timestamps
-                    .age(lintas_certs::unix_secs(ts_server.clock.now()));
-                tracing::error!(
-                    error = %e,
-                    seconds_without_timestamp = age,
-                    fail_closed_after = ts_server.timestamp_fail_closed,
-                    "ALARM: time-stamping the log failed"
-                );
-            }
-        }
-    };
-
-    let (p, c, a, (), (), (), ()) = tokio::join!(
+    let (p, c, a, (), (), (), (), (), checkpointed) = tokio::join!(
         stop.part(provider_server),
         stop.part(consumer_server),
         stop.part(admin_server),
-        poller,
-        reporter,
-        checkpointer,
-        timestamper
+        stop.part(ops_server),
+        health_watcher,
+        crate::tasks::poll_configuration(server.clone(), stop.clone()),
+        crate::tasks::report_services(server.clone(), catalogue_health, stop.clone()),
+        crate::tasks::timestamp(server.clone(), stop.clone()),
+        stop.part(crate::tasks::checkpoint(
+            server.clone(),
+            witness_health,
+            synced,
+            stop.clone()
+        )),
     );
     // Every call has drained: the last checkpoint covers every record.
     if let Err(e) = server.checkpoint_now() {
         tracing::error!(error = %e, "signing the final log checkpoint failed");
     }
     let _ = std::fs::remove_file(server.data_dir.join(crate::admin::SOCKET));
+    if let Err(crate::tasks::Fatal(e)) = checkpointed {
+        return Err(SsError::State(e));
+    }
     p.map_err(|e| SsError::Serve(format!("provider endpoint: {e}")))?;
     c.map_err(|e| SsError::Serve(format!("consumer endpoint: {e}")))?;
     a.map_err(|e| SsError::Serve(format!("admin socket: {e}")))?;

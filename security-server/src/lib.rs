@@ -18,8 +18,10 @@ pub mod discovery;
 mod entries;
 pub mod envelope;
 pub mod evidence;
+pub mod ops;
 mod provider;
 pub mod rest;
+mod tasks;
 pub mod timestamps;
 
 use std::path::{Path, PathBuf};

@@ -421,8 +421,19 @@ async fn call(
             )
         })?;
     let limit = s.settings.max_message_bytes;
-    let body = axum::body::to_bytes(req.into_body(), limit)
+    let deadline = s.settings.connection_limits.request_timeout();
+    let body = tokio::time::timeout(deadline, axum::body::to_bytes(req.into_body(), limit))
         .await
+        .map_err(|_| Failure {
+            http: StatusCode::REQUEST_TIMEOUT,
+            ..Failure::client(
+                "InvalidRequest",
+                format!(
+                    "the request body did not arrive within {} s (connection_limits.request_timeout_secs)",
+                    deadline.as_secs()
+                ),
+            )
+        })?
         .map_err(|e| Failure {
             http: StatusCode::PAYLOAD_TOO_LARGE,
             ..Failure::client(

@@ -10,7 +10,11 @@
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
+pub mod admission;
+mod http;
 mod raw;
+pub use admission::{Admission, Conn, Limits, Refusal};
+pub use http::{grpc_server, serve_http};
 pub use raw::RawCodec;
 
 use hyper_util::rt::TokioIo;
@@ -24,13 +28,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint, Uri};
-
-/// How long a peer may take to complete the TLS handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Handshakes in progress at once; further connections wait in the listen backlog, so
-/// slow or idle peers cannot make the server spawn without bound.
-pub const MAX_PENDING_HANDSHAKES: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -348,50 +345,91 @@ impl<F: Fn() -> Arc<ServerConfig> + Send + 'static> ConfigSource for F {
     }
 }
 
-/// Handshaken TLS connections from `listener`, for `serve_with_incoming_shutdown`.
-/// Each connection uses the configuration `source` gives at accept time. Handshakes run
-/// concurrently, each bounded by [`HANDSHAKE_TIMEOUT`]; failed ones are logged and
-/// dropped. Accepting stops when the returned stream is dropped.
+/// Handshaken TLS connections from `listener`, for `serve_with_incoming_shutdown`, each
+/// admitted by `admission` first (see [`admission`]). Each connection uses the
+/// configuration `source` gives at accept time. Handshakes run concurrently, each
+/// bounded by the listener's `handshake_timeout`; accepting never waits for them.
+/// Accepting stops when the returned stream is dropped.
 pub fn incoming(
     listener: TcpListener,
     source: impl ConfigSource,
-) -> ReceiverStream<Result<tokio_rustls::server::TlsStream<TcpStream>, std::io::Error>> {
+    admission: Arc<Admission>,
+) -> ReceiverStream<Result<tokio_rustls::server::TlsStream<Conn>, std::io::Error>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
     tokio::spawn(async move {
         loop {
-            let Ok(slot) = slots.clone().acquire_owned().await else {
+            let Some((tcp, peer)) = accept(&listener, &tx).await else {
                 return;
             };
-            let (tcp, peer) = tokio::select! {
-                _ = tx.closed() => return,
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of file descriptors and the like: pause instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
+            let Ok(ticket) = admission.admit(peer, true) else {
+                continue;
             };
-            let _ = tcp.set_nodelay(true);
             let acceptor = TlsAcceptor::from(source.config());
-            let tx = tx.clone();
+            let (tx, admission) = (tx.clone(), admission.clone());
             tokio::spawn(async move {
-                let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
-                drop(slot);
+                let timeout = admission.limits().handshake_timeout();
+                let handshake =
+                    tokio::time::timeout(timeout, acceptor.accept(Conn::new(tcp, peer, ticket)))
+                        .await;
                 match handshake {
-                    Ok(Ok(tls)) => {
+                    Ok(Ok(mut tls)) => {
+                        tls.get_mut().0.ticket().handshake_done();
                         let _ = tx.send(Ok(tls)).await;
                     }
-                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        admission.refused(peer, Refusal::HandshakeFailed);
+                    }
+                    Err(_) => admission.refused(peer, Refusal::HandshakeTimeout),
                 }
             });
         }
     });
     ReceiverStream::new(rx)
+}
+
+/// Plaintext connections from `listener`, admitted by `admission`.
+pub fn incoming_plain(
+    listener: TcpListener,
+    admission: Arc<Admission>,
+) -> ReceiverStream<Result<Conn, std::io::Error>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let Some((tcp, peer)) = accept(&listener, &tx).await else {
+                return;
+            };
+            if let Ok(ticket) = admission.admit(peer, false)
+                && tx.send(Ok(Conn::new(tcp, peer, ticket))).await.is_err()
+            {
+                return;
+            }
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+/// The next TCP connection, or `None` once nobody takes connections any more.
+async fn accept<T>(
+    listener: &TcpListener,
+    tx: &tokio::sync::mpsc::Sender<T>,
+) -> Option<(TcpStream, std::net::SocketAddr)> {
+    loop {
+        tokio::select! {
+            _ = tx.closed() => return None,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    let _ = tcp.set_nodelay(true);
+                    return Some((tcp, peer));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: pause instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
 }
 
 /// A lazily connecting gRPC channel to `url` (`https://host:port`) over our TLS client

@@ -22,10 +22,16 @@ struct File {
 #[serde(deny_unknown_fields)]
 struct Section {
     listen: String,
+    #[serde(default = "default_ops_listen")]
+    ops_listen: String,
     proto: PathBuf,
     #[serde(default)]
     import_paths: Vec<PathBuf>,
     service: String,
+}
+
+fn default_ops_listen() -> String {
+    "127.0.0.1:0".into()
 }
 
 /// The backend section of the file, for the backend's crate to read.
@@ -41,6 +47,9 @@ pub enum BackendSection {
 pub struct Adapter {
     /// `host:port` to listen on.
     pub listen: String,
+    /// `host:port` of the operations listener (`/metrics`, `/healthz`, `/readyz`); port 0
+    /// lets the OS choose (the address is printed at start).
+    pub ops_listen: String,
     pub service: ServiceDescriptor,
     /// The file defining the service and everything it imports, for reflection.
     pub descriptor_set: prost_types::FileDescriptorSet,
@@ -122,6 +131,7 @@ pub fn load(path: &Path) -> Result<Adapter, AdapterError> {
     }
     Ok(Adapter {
         listen: a.listen,
+        ops_listen: a.ops_listen,
         service,
         descriptor_set: compiler.file_descriptor_set(),
         backend,

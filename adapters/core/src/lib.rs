@@ -8,6 +8,7 @@
 //! ```toml
 //! [adapter]
 //! listen = "127.0.0.1:7101"                  # where the security server reaches it
+//! ops_listen = "127.0.0.1:7191"              # /metrics, /healthz, /readyz (default: an OS-chosen port)
 //! proto = "kependudukan/v1/penduduk.proto"   # relative to an import path
 //! import_paths = ["proto"]                   # relative to this file; default: its folder
 //! service = "kependudukan.v1.Penduduk"
@@ -28,7 +29,7 @@ use std::pin::Pin;
 
 pub use config::{Adapter, BackendSection, compile, load, method_mappings};
 use prost_reflect::{DynamicMessage, MethodDescriptor};
-pub use server::serve;
+pub use server::{Listeners, serve};
 use tonic::Status;
 
 /// What a backend's call returns.

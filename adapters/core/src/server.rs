@@ -21,13 +21,21 @@ use crate::{Adapter, AdapterError, Backend};
 /// Largest request or response message, in bytes.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
-/// Serves `adapter`'s service on `listener`, answering through `backend`, until
-/// `shutdown` completes.
+/// The listeners an adapter serves on, already bound.
+pub struct Listeners {
+    /// The service, reflection and health (plain gRPC, for the security server).
+    pub grpc: tokio::net::TcpListener,
+    /// `/metrics`, `/healthz` and `/readyz`.
+    pub ops: tokio::net::TcpListener,
+}
+
+/// Serves `adapter`'s service, answering through `backend`, and the operations listener
+/// until `shutdown` completes.
 pub async fn serve(
-    listener: tokio::net::TcpListener,
+    listeners: Listeners,
     adapter: &Adapter,
     backend: Arc<dyn Backend>,
-    shutdown: impl Future<Output = ()> + Send,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AdapterError> {
     let serve_error = |e: &dyn std::fmt::Display| AdapterError::Serve(e.to_string());
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -65,14 +73,42 @@ pub async fn serve(
         .prepare()
         .into_axum_router()
         .fallback_service(endpoint);
-    tonic::transport::Server::builder()
+    let limits = lintas_transport::Limits::default();
+    let ops = lintas_ops::Ops {
+        health: lintas_ops::Health::new(),
+        metrics: lintas_ops::Metrics::new("adapter"),
+    };
+    // The adapter holds no state of its own: it is ready while it serves. Its backend's
+    // failures show as the service's error codes.
+    ops.health
+        .component("service", lintas_ops::Condition::Ready);
+    ops.metrics.health(ops.health.clone());
+    let grpc_admission = lintas_transport::Admission::new("grpc", limits);
+    let ops_admission = lintas_transport::Admission::new("ops", limits);
+    ops.metrics
+        .listeners(vec![grpc_admission.clone(), ops_admission.clone()]);
+    let requests = lintas_ops::grpc::GrpcMetricsLayer::new(
+        &ops.metrics,
+        &[adapter.service.full_name(), "grpc.health.v1.Health"],
+    );
+    let stop = lintas_transport::Stop::on(shutdown);
+    let grpc = lintas_transport::grpc_server(&limits)
+        .layer(requests)
         .add_routes(tonic::service::Routes::from(routes))
         .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        )
-        .await
-        .map_err(|e| serve_error(&e))
+            lintas_transport::incoming_plain(listeners.grpc, grpc_admission),
+            stop.stopped(),
+        );
+    let (served, ()) = tokio::join!(
+        stop.part(grpc),
+        stop.part(lintas_ops::serve(
+            listeners.ops,
+            ops_admission,
+            ops,
+            stop.stopped()
+        ))
+    );
+    served.map_err(|e| serve_error(&e))
 }
 
 /// Every path that is not health or reflection: the configured service's methods.

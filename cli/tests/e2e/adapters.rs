@@ -31,7 +31,11 @@ fn examples_dir() -> PathBuf {
 }
 
 /// The REST example's configuration, pointed at `base_url`, with `edit` applied.
-fn adapter_config(dir: &Path, base_url: &str, edit: impl Fn(String) -> String) -> PathBuf {
+pub(super) fn adapter_config(
+    dir: &Path,
+    base_url: &str,
+    edit: impl Fn(String) -> String,
+) -> PathBuf {
     example_config(dir, "dukcapil-rest.toml", base_url, edit)
 }
 
@@ -50,6 +54,9 @@ fn example_config(
         .replace("127.0.0.1:7101", "127.0.0.1:0")
         .replace("127.0.0.1:7102", "127.0.0.1:0")
         .replace("127.0.0.1:7103", "127.0.0.1:0")
+        .replace("127.0.0.1:7191", "127.0.0.1:0")
+        .replace("127.0.0.1:7192", "127.0.0.1:0")
+        .replace("127.0.0.1:7193", "127.0.0.1:0")
         .replace(
             "[\"../proto\"]",
             &format!("[{:?}]", examples_dir().join("proto").display().to_string()),
@@ -59,7 +66,7 @@ fn example_config(
     path
 }
 
-fn load_adapter(
+pub(super) fn load_adapter(
     path: &Path,
 ) -> Result<(lintas_adapter::Adapter, Arc<dyn lintas_adapter::Backend>), String> {
     let adapter = lintas_adapter::load(path).map_err(|e| e.to_string())?;
@@ -73,13 +80,20 @@ fn load_adapter(
 }
 
 /// Serves the adapter configured at `path`; returns its endpoint URL.
-async fn serve_adapter(path: &Path, stops: &mut Vec<tokio::sync::oneshot::Sender<()>>) -> String {
+pub(super) async fn serve_adapter(
+    path: &Path,
+    stops: &mut Vec<tokio::sync::oneshot::Sender<()>>,
+) -> String {
     let (adapter, backend) = load_adapter(path).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (tx, stop) = stopper();
     stops.push(tx);
-    tokio::spawn(async move { lintas_adapter::serve(listener, &adapter, backend, stop).await });
+    let listeners = lintas_adapter::Listeners {
+        grpc: listener,
+        ops: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    };
+    tokio::spawn(async move { lintas_adapter::serve(listeners, &adapter, backend, stop).await });
     url
 }
 
@@ -120,7 +134,7 @@ async fn publish(net: &Network, service: &str, endpoint: &str) -> String {
 
 /// An HTTP/1.1 exchange over a bare TCP connection: status, headers (lower-case
 /// names) and body.
-async fn http(
+pub(super) async fn http(
     address: &str,
     method: &str,
     path: &str,

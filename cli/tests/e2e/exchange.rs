@@ -39,6 +39,17 @@ struct Network {
     /// server has stopped.
     provider_stop: Option<ServerStop>,
     consumer_stop: Option<ServerStop>,
+    /// Each server's operations listener, `host:port`.
+    provider_ops: String,
+    consumer_ops: String,
+}
+
+/// Where a started server listens.
+struct Urls {
+    /// The consumer endpoint, `http://host:port`.
+    consumer: String,
+    /// The operations listener, `host:port`.
+    ops: String,
 }
 
 type ServerStop = (
@@ -114,8 +125,9 @@ async fn network_with(dev: bool) -> Network {
         .unwrap();
     provider.access.grant(grant(Some("CariNik"))).unwrap();
 
-    let (_, provider_stop) = start(provider.clone(), provider_peer).await;
-    let (consumer_url, consumer_stop) = start(consumer.clone(), consumer_peer).await;
+    let (provider_urls, provider_stop) = start(provider.clone(), provider_peer).await;
+    let (consumer_urls, consumer_stop) = start(consumer.clone(), consumer_peer).await;
+    let consumer_url = consumer_urls.consumer.clone();
     Network {
         inst,
         provider,
@@ -128,17 +140,28 @@ async fn network_with(dev: bool) -> Network {
         _stops: stops,
         provider_stop: Some(provider_stop),
         consumer_stop: Some(consumer_stop),
+        provider_ops: provider_urls.ops,
+        consumer_ops: consumer_urls.ops,
     }
 }
 
-/// Serves `server` (consumer endpoint on a new loopback port, provider endpoint on
-/// `peer`); returns the consumer endpoint's URL and how to stop it.
-async fn start(server: Arc<SecurityServer>, peer: TcpListener) -> (String, ServerStop) {
+/// Serves `server` (consumer endpoint and operations listener on new loopback ports,
+/// provider endpoint on `peer`); returns where it listens and how to stop it.
+async fn start(server: Arc<SecurityServer>, peer: TcpListener) -> (Urls, ServerStop) {
     let local = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", local.local_addr().unwrap());
+    let ops = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = Urls {
+        consumer: format!("http://{}", local.local_addr().unwrap()),
+        ops: ops.local_addr().unwrap().to_string(),
+    };
     let (tx, stop) = stopper();
+    let listeners = lintas_ss::daemon::Listeners {
+        consumer: local,
+        provider: peer,
+        ops,
+    };
     let task = tokio::spawn(async move {
-        lintas_ss::daemon::serve(server, local, peer, stop)
+        lintas_ss::daemon::serve(server, listeners, stop)
             .await
             .unwrap();
     });
@@ -689,6 +712,7 @@ fn serve_child(dir: &std::path::Path, consumer_listen: &str, peer: &str) -> Daem
         .env("LINTAS_SS_CONSUMER_LISTEN", consumer_listen)
         .env("LINTAS_SS_DEV_PLAINTEXT_LOOPBACK", "true")
         .env("LINTAS_SS_PROVIDER_LISTEN", peer)
+        .env("LINTAS_SS_OPS_LISTEN", "127.0.0.1:0")
         // Small log segments, so that these runs seal and archive some.
         .env("LINTAS_SS_LOG_SEGMENT_KIB", "4")
         .stdout(std::process::Stdio::piped())
@@ -1238,7 +1262,14 @@ async fn forged_responses_are_refused_and_recorded_by_the_consumer_server() {
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(ex::exchange_server::ExchangeServer::new(impostor))
-            .serve_with_incoming_shutdown(lintas_transport::incoming(listener, tls), stopped),
+            .serve_with_incoming_shutdown(
+                lintas_transport::incoming(
+                    listener,
+                    tls,
+                    lintas_transport::Admission::new("impostor", Default::default()),
+                ),
+                stopped,
+            ),
     );
 
     for (f, reason) in [
@@ -2050,3 +2081,4 @@ async fn a_server_can_use_another_time_stamping_authority_the_configuration_list
 }
 #[path = "adapters.rs"]
 mod adapters;
+mod ops;

@@ -1,0 +1,369 @@
+//! Operating a node: every daemon's metrics (checked by promtool), truthful readiness,
+//! and listeners that survive floods of idle, slow and abusive connections.
+
+use std::time::Instant;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::adapters::{adapter_config, http, load_adapter};
+use super::*;
+
+/// `promtool check metrics` over `text`; its complaint when it has one.
+fn promtool_check(text: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's prometheus package; .ci/run installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// The value of the series `series` (name and labels exactly as exposed).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_daemon_serves_metrics_promtool_accepts_and_readiness_tells_the_truth() {
+    let net = network().await;
+    net.cari(CONSUMER_CLIENT, NIK).await.unwrap();
+
+    // An adapter with its own operations listener.
+    let config = adapter_config(&net.inst.root, "http://127.0.0.1:9", |t| t);
+    let (adapter, backend) = load_adapter(&config).unwrap();
+    let adapter_ops = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let adapter_ops_addr = adapter_ops.local_addr().unwrap().to_string();
+    let listeners = lintas_adapter::Listeners {
+        grpc: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        ops: adapter_ops,
+    };
+    let (_adapter_stop, stop) = stopper();
+    tokio::spawn(async move { lintas_adapter::serve(listeners, &adapter, backend, stop).await });
+
+    let daemons = [
+        ("registry", net.inst.ops.clone()),
+        ("provider", net.provider_ops.clone()),
+        ("consumer", net.consumer_ops.clone()),
+        ("adapter", adapter_ops_addr),
+    ];
+    for (name, ops) in &daemons {
+        let (status, headers, text) = http(ops, "GET", "/metrics", &[], "").await;
+        assert_eq!(status, 200, "{name}");
+        assert!(
+            headers["content-type"].starts_with("text/plain; version=0.0.4"),
+            "{name}: {headers:?}"
+        );
+        if let Err(complaint) = promtool_check(&text) {
+            panic!("promtool refuses {name}'s metrics:\n{complaint}\n{text}");
+        }
+        assert_eq!(sample(&text, "lintas_ready"), Some(1.0), "{name}:\n{text}");
+        let (status, _, body) = http(ops, "GET", "/readyz", &[], "").await;
+        assert_eq!(status, 200, "{name}: {body}");
+        assert!(body.starts_with("ready\n"), "{name}: {body}");
+        let (status, _, body) = http(ops, "GET", "/healthz", &[], "").await;
+        assert_eq!((status, body.as_str()), (200, "alive\n"), "{name}");
+        let (_, headers, open) = http(
+            ops,
+            "GET",
+            "/metrics",
+            &[("Accept", "application/openmetrics-text; version=1.0.0")],
+            "",
+        )
+        .await;
+        assert!(headers["content-type"].starts_with("application/openmetrics-text"));
+        assert!(open.ends_with("# EOF\n"), "{name}");
+    }
+
+    let (_, _, registry) = http(&net.inst.ops, "GET", "/metrics", &[], "").await;
+    for (series, at_least) in [
+        ("lintas_registry_servers", 2.0),
+        ("lintas_registry_members", 2.0),
+        ("lintas_globalconf_serial", 1.0),
+        ("lintas_globalconf_fetches_total", 1.0),
+        (
+            "lintas_grpc_requests_total{service=\"lintas.registry.v1.Registration\",method=\"Submit\",code=\"Ok\"}",
+            2.0,
+        ),
+    ] {
+        let value = sample(&registry, series).unwrap_or_else(|| panic!("{series}:\n{registry}"));
+        assert!(value >= at_least, "{series} = {value}");
+    }
+    let (_, _, provider) = http(&net.provider_ops, "GET", "/metrics", &[], "").await;
+    for series in [
+        "lintas_globalconf_serial",
+        "lintas_globalconf_expiry_seconds",
+        "lintas_certificate_expiry_seconds{certificate=\"signing\"}",
+        "lintas_certificate_expiry_seconds{certificate=\"tls\"}",
+        "lintas_log_records",
+        "lintas_connections_open{listener=\"provider\"}",
+        "lintas_connections_accepted_total{listener=\"provider\"}",
+        "lintas_health_component{component=\"configuration\",state=\"ready\"}",
+    ] {
+        assert!(sample(&provider, series).is_some(), "{series}:\n{provider}");
+    }
+    assert!(sample(&provider, "lintas_log_records").unwrap() >= 2.0);
+
+    // The configuration expires (the registry's re-signing is an hour away): calls are
+    // refused, and every way of asking says why.
+    let mut watch = tonic_health::pb::health_client::HealthClient::new(
+        plain_channel(&net.consumer_url).await.unwrap(),
+    )
+    .watch(tonic_health::pb::HealthCheckRequest {
+        service: String::new(),
+    })
+    .await
+    .unwrap()
+    .into_inner();
+    let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+    assert_eq!(watch.message().await.unwrap().unwrap().status, serving);
+    net.inst
+        .clock
+        .advance(Duration::from_secs(net.inst.config.conf_validity_secs + 1));
+    let next = tokio::time::timeout(Duration::from_secs(10), watch.message())
+        .await
+        .expect("gRPC health follows readiness")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        next.status,
+        tonic_health::pb::health_check_response::ServingStatus::NotServing as i32
+    );
+    let (status, _, body) = http(&net.consumer_ops, "GET", "/readyz", &[], "").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("configuration") && body.contains("expired"),
+        "{body}"
+    );
+    let (status, _, json) = http(&net.consumer_ops, "GET", "/readyz?format=json", &[], "").await;
+    assert_eq!(status, 503);
+    let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(report["ready"], false);
+    assert!(
+        report["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "configuration" && c["state"] == "not_ready"),
+        "{json}"
+    );
+    let (_, _, text) = http(&net.consumer_ops, "GET", "/metrics", &[], "").await;
+    assert_eq!(sample(&text, "lintas_ready"), Some(0.0));
+    // The registry's published configuration expired too (by its clock).
+    let (status, _, body) = http(&net.inst.ops, "GET", "/readyz", &[], "").await;
+    assert_eq!(status, 503, "{body}");
+    let public = net.inst.config.globalconf_urls[0]
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let (status, _, body) = http(&public, "GET", "/healthz", &[], "").await;
+    assert_eq!(
+        status, 503,
+        "the registry's public health follows readiness: {body}"
+    );
+}
+
+/// A TCP connection to `to` from the loopback address `from`.
+async fn connect_from(
+    from: std::net::Ipv4Addr,
+    to: &str,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind((from, 0).into())?;
+    socket.connect(to.parse().unwrap()).await
+}
+
+/// Whether `stream` is closed by the other side within `within`.
+async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(within, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floods_of_idle_and_slow_connections_do_not_stall_legitimate_calls() {
+    let net = network().await;
+    net.cari(CONSUMER_CLIENT, NIK).await.unwrap();
+    let provider_ops = net.provider_ops.clone();
+    let consumer_address = net.consumer_url.trim_start_matches("http://").to_owned();
+
+    // 1,000 connections that never send a byte, from 100 other loopback addresses, half
+    // against the provider port (TLS) and half against the consumer endpoint.
+    let mut idle = Vec::new();
+    for n in 0..1000u32 {
+        let from = std::net::Ipv4Addr::new(127, 0, 1, (n % 100) as u8 + 2);
+        let to = if n % 2 == 0 {
+            &net.provider_address
+        } else {
+            &consumer_address
+        };
+        idle.push(connect_from(from, to).await.unwrap());
+    }
+    // One source opening more handshakes than it may: the extra ones are closed at once.
+    let greedy = std::net::Ipv4Addr::new(127, 0, 2, 2);
+    let mut extra = Vec::new();
+    for _ in 0..40 {
+        extra.push(connect_from(greedy, &net.provider_address).await.unwrap());
+    }
+    // A client sending its TLS handshake one byte per second.
+    let mut slow = connect_from(std::net::Ipv4Addr::new(127, 0, 2, 3), &net.provider_address)
+        .await
+        .unwrap();
+    let slow_started = Instant::now();
+    let slow_writer = tokio::spawn(async move {
+        let hello = [
+            0x16u8, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+        ];
+        for byte in hello.iter().cycle().take(30) {
+            if slow.write_all(&[*byte]).await.is_err() {
+                return (slow, true);
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        (slow, false)
+    });
+
+    // Legitimate calls from 127.0.0.1: through both servers, and a fresh TLS connection
+    // straight to the provider port.
+    let mut best = Duration::MAX;
+    for _ in 0..3 {
+        let started = Instant::now();
+        net.cari(CONSUMER_CLIENT, NIK).await.unwrap();
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(2), "a call stalled for {took:?}");
+        best = best.min(took);
+    }
+    assert!(best < Duration::from_millis(200), "best call took {best:?}");
+    let started = Instant::now();
+    // Whatever the provider server answers, it answers after a new handshake.
+    let _ = net.send(net.sign(net.header(), b"x"), None).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(200),
+        "a new TLS connection waited {:?}",
+        started.elapsed()
+    );
+
+    let mut refused = 0;
+    for stream in &mut extra {
+        if closed_within(stream, Duration::from_millis(500)).await {
+            refused += 1;
+        }
+    }
+    assert!(refused >= 40 - 16, "only {refused} of 40 were refused");
+    let (slow, cut) = slow_writer.await.unwrap();
+    drop(slow);
+    assert!(cut, "the slow handshake was never cut off");
+    let limit = lintas_transport::Limits::default().handshake_timeout();
+    assert!(
+        slow_started.elapsed() < limit + Duration::from_secs(3),
+        "cut after {:?}",
+        slow_started.elapsed()
+    );
+
+    let (_, _, text) = http(&provider_ops, "GET", "/metrics", &[], "").await;
+    let count = |reason: &str| {
+        sample(
+            &text,
+            &format!(
+                "lintas_connections_refused_total{{listener=\"provider\",reason=\"{reason}\"}}"
+            ),
+        )
+        .unwrap_or(0.0)
+    };
+    assert!(count("per_source_handshake_limit") >= 24.0, "{text}");
+    assert!(count("handshake_timeout") >= 1.0, "{text}");
+    drop(idle);
+}
+
+/// An HTTP/2 frame header: length, type, flags, stream.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_opens_and_resets_streams_in_a_loop_is_cut_off() {
+    let net = network().await;
+    let address = net.consumer_url.trim_start_matches("http://").to_owned();
+    let stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let (mut read, mut write) = stream.into_split();
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend(frame(0x4, 0, 0, &[]));
+    write.write_all(&hello).await.unwrap();
+
+    // Frames from the server until it closes: (type, payload).
+    let reader = tokio::spawn(async move {
+        let mut frames = Vec::new();
+        let mut header = [0u8; 9];
+        while read.read_exact(&mut header).await.is_ok() {
+            let len = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+            let mut payload = vec![0u8; len];
+            if read.read_exact(&mut payload).await.is_err() {
+                break;
+            }
+            frames.push((header[3], payload));
+        }
+        frames
+    });
+    // HEADERS (POST, http, /: indexed from HPACK's static table) and RST_STREAM
+    // (CANCEL), written together, again and again.
+    let mut sent = 0;
+    for n in 0..20_000u32 {
+        let id = 2 * n + 1;
+        let mut pair = frame(0x1, 0x4, id, &[0x83, 0x86, 0x84]);
+        pair.extend(frame(0x3, 0, id, &8u32.to_be_bytes()));
+        if write.write_all(&pair).await.is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    let frames = tokio::time::timeout(Duration::from_secs(10), reader)
+        .await
+        .expect("the server closes the connection")
+        .unwrap();
+    assert!(
+        frames.iter().any(|(kind, _)| *kind == 0x7),
+        "no GOAWAY after {sent} resets"
+    );
+    // The server's first SETTINGS carry the stream limit.
+    let settings = &frames.iter().find(|(k, _)| *k == 0x4).unwrap().1;
+    let limit = settings
+        .chunks(6)
+        .find(|s| s[..2] == [0, 3])
+        .map(|s| u32::from_be_bytes([s[2], s[3], s[4], s[5]]));
+    assert_eq!(
+        limit,
+        Some(lintas_transport::Limits::default().max_concurrent_streams)
+    );
+}

@@ -1,0 +1,280 @@
+//! The security server's health components and state metrics, in one place: what makes
+//! the server not ready (or worth a warning), and the values sampled at each scrape. The
+//! decisions are plain functions over what they read, tested with tables; the daemon
+//! wires them to its parts.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use lintas_globalconf::{ConfError, VerifiedConf};
+use lintas_ops::metrics::Labels;
+use lintas_ops::prometheus_client::metrics::MetricType;
+use lintas_ops::prometheus_client::registry::Unit;
+use lintas_ops::{Condition, Health, Metrics};
+
+use crate::daemon::SecurityServer;
+
+/// When warnings are raised ahead of a failure (`[ops]` in the configuration).
+#[derive(Debug, Clone, Copy)]
+pub struct Warnings {
+    pub cert_expiry: Duration,
+    pub conf_expiry: Duration,
+}
+
+/// The global configuration: not ready when none is usable, a warning when the held one
+/// expires within `warn` (fetching has been failing).
+pub fn conf_condition(
+    conf: Result<&VerifiedConf, &ConfError>,
+    now: SystemTime,
+    warn: Duration,
+) -> Condition {
+    let conf = match conf {
+        Ok(c) => c,
+        Err(e) => return Condition::NotReady(e.to_string()),
+    };
+    let left = conf.conf.expires_at - lintas_certs::unix_secs(now);
+    if left <= 0 {
+        return Condition::NotReady(format!(
+            "global configuration serial {} has expired",
+            conf.serial()
+        ));
+    }
+    if (left as u64) < warn.as_secs() {
+        return Condition::Warning(format!(
+            "global configuration serial {} expires in {left} s and no newer one could be fetched",
+            conf.serial()
+        ));
+    }
+    Condition::Ready
+}
+
+/// Trusted time: not ready once the oldest uncovered record has waited past the fail-closed
+/// limit (calls are refused), a warning while attempts fail.
+pub fn timestamp_condition(age: i64, failures: u64, fail_closed: u64) -> Condition {
+    if age > fail_closed as i64 {
+        Condition::NotReady(format!(
+            "no trusted time-stamp for {age} s (timestamp_fail_closed_secs is {fail_closed}): calls are refused"
+        ))
+    } else if failures > 0 {
+        Condition::Warning(format!(
+            "{failures} time-stamping attempt(s) failed in a row; the oldest uncovered record has waited {age} s of {fail_closed}"
+        ))
+    } else {
+        Condition::Ready
+    }
+}
+
+/// Registers the server's probes on `health` and its state metrics on `metrics`.
+pub fn install(server: &Arc<SecurityServer>, health: &Health, metrics: &Metrics, warn: Warnings) {
+    let s = server.clone();
+    health.probe("configuration", move || {
+        let now = s.clock.now();
+        match s.conf.current() {
+            Ok(c) => conf_condition(Ok(&c), now, warn.conf_expiry),
+            Err(e) => conf_condition(Err(&e), now, warn.conf_expiry),
+        }
+    });
+    let s = server.clone();
+    health.probe("log", move || {
+        if s.log.failed() {
+            Condition::NotReady(
+                "a write to the record log failed; calls are refused until the server is restarted"
+                    .into(),
+            )
+        } else {
+            Condition::Ready
+        }
+    });
+    let s = server.clone();
+    health.probe("timestamping", move || {
+        let now = lintas_certs::unix_secs(s.clock.now());
+        timestamp_condition(
+            s.timestamps.age(now),
+            s.timestamps.failures(),
+            s.timestamp_fail_closed,
+        )
+    });
+    let s = server.clone();
+    health.probe("certificates", move || {
+        let now = s.clock.now();
+        let conf = s.conf.current().ok();
+        let check = |der: &[u8], role| match &conf {
+            Some(c) => c
+                .trust_store()
+                .verify(der, role, now)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            // Without a configuration there is nothing to check against; the
+            // configuration component says so.
+            None => Ok(()),
+        };
+        let sign = lintas_ops::health::cert_condition(
+            "signing",
+            &s.sign_cert,
+            check(&s.sign_cert, lintas_certs::Role::Member),
+            now,
+            warn.cert_expiry,
+        );
+        let tls = lintas_ops::health::cert_condition(
+            "TLS",
+            &s.tls_cert,
+            check(&s.tls_cert, lintas_certs::Role::Server),
+            now,
+            warn.cert_expiry,
+        );
+        lintas_ops::health::worst(sign, tls)
+    });
+
+    let s = server.clone();
+    metrics.sampled(
+        "globalconf_serial",
+        "Serial of the global configuration held (0: none)",
+        None,
+        MetricType::Gauge,
+        move || vec![(Vec::new(), s.conf.held_serial().unwrap_or(0) as f64)],
+    );
+    let s = server.clone();
+    metrics.sampled(
+        "globalconf_expiry",
+        "Seconds until the held global configuration expires (negative: expired)",
+        Some(Unit::Seconds),
+        MetricType::Gauge,
+        move || match s.conf.current() {
+            Ok(c) => vec![(
+                Vec::new(),
+                (c.conf.expires_at - lintas_certs::unix_secs(s.clock.now())) as f64,
+            )],
+            Err(_) => Vec::new(),
+        },
+    );
+    let s = server.clone();
+    metrics.sampled(
+        "certificate_expiry",
+        "Seconds until each of the server's own certificates expires",
+        Some(Unit::Seconds),
+        MetricType::Gauge,
+        move || {
+            let now = s.clock.now();
+            [("signing", &s.sign_cert), ("tls", &s.tls_cert)]
+                .into_iter()
+                .filter_map(|(which, der)| {
+                    let labels: Labels = vec![("certificate", which.to_owned())];
+                    Some((labels, lintas_ops::health::seconds_left(der, now)?))
+                })
+                .collect()
+        },
+    );
+    let s = server.clone();
+    metrics.sampled(
+        "log_records",
+        "Records in the message log",
+        None,
+        MetricType::Gauge,
+        move || vec![(Vec::new(), s.log.len() as f64)],
+    );
+    let s = server.clone();
+    metrics.sampled(
+        "log_flushes",
+        "Batches the message log has written and synced",
+        None,
+        MetricType::Counter,
+        move || vec![(Vec::new(), s.log.flushes() as f64)],
+    );
+    let s = server.clone();
+    metrics.sampled(
+        "log_unsealed_records",
+        "Records not yet covered by a signed checkpoint",
+        None,
+        MetricType::Gauge,
+        move || {
+            let covered = s
+                .checkpoints
+                .latest_stated()
+                .map(|(_, c)| c.size)
+                .unwrap_or(0);
+            vec![(Vec::new(), s.log.len().saturating_sub(covered) as f64)]
+        },
+    );
+    let s = server.clone();
+    metrics.sampled(
+        "checkpoint_age",
+        "Seconds since the newest signed checkpoint",
+        Some(Unit::Seconds),
+        MetricType::Gauge,
+        move || match s.checkpoints.latest_stated() {
+            Some((_, c)) => {
+                let now = crate::daemon::now_ms(&*s.clock);
+                vec![(Vec::new(), (now - c.time_unix_ms) as f64 / 1000.0)]
+            }
+            None => Vec::new(),
+        },
+    );
+    let s = server.clone();
+    metrics.sampled(
+        "timestamp_wait",
+        "Seconds the oldest record without a trusted time-stamp has waited (0: all covered)",
+        Some(Unit::Seconds),
+        MetricType::Gauge,
+        move || {
+            let now = lintas_certs::unix_secs(s.clock.now());
+            vec![(Vec::new(), s.timestamps.age(now) as f64)]
+        },
+    );
+    let s = server.clone();
+    metrics.sampled(
+        "timestamp_failures",
+        "Time-stamping attempts failed since a token was last had",
+        None,
+        MetricType::Gauge,
+        move || vec![(Vec::new(), s.timestamps.failures() as f64)],
+    );
+    let s = server.clone();
+    metrics.sampled(
+        "witnessed_size",
+        "Log size of the newest checkpoint the registry has cosigned",
+        None,
+        MetricType::Gauge,
+        move || vec![(Vec::new(), s.checkpoints.witnessed_size() as f64)],
+    );
+    let s = server.clone();
+    metrics.sampled(
+        "batch_signatures",
+        "Batch signatures made (one ECDSA signature over many headers)",
+        None,
+        MetricType::Counter,
+        move || vec![(Vec::new(), s.signing_stats().0 as f64)],
+    );
+    let s = server.clone();
+    metrics.sampled(
+        "signed_headers",
+        "Request and response headers signed",
+        None,
+        MetricType::Counter,
+        move || vec![(Vec::new(), s.signing_stats().1 as f64)],
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamping_warns_then_fails_closed() {
+        // (age, failures, fail_closed, expected state)
+        let cases = [
+            (0, 0, 3600, "ready"),
+            (30, 0, 3600, "ready"),
+            (30, 2, 3600, "warning"),
+            (3600, 5, 3600, "warning"),
+            (3601, 5, 3600, "not_ready"),
+            (3601, 0, 3600, "not_ready"),
+        ];
+        for (age, failures, limit, state) in cases {
+            assert_eq!(
+                timestamp_condition(age, failures, limit).state(),
+                state,
+                "age {age}, failures {failures}"
+            );
+        }
+    }
+}

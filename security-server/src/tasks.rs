@@ -1,0 +1,185 @@
+//! The security server's background tasks, each a loop of its own that reports its own
+//! health component and ends when the server stops: the configuration poller, the
+//! service reporter, the checkpointer (with the witness and the body keeper) and the
+//! time-stamper. A task that finds something fatal (the log forked from what the witness
+//! holds) returns it, and the server stops.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lintas_ops::Handle;
+use lintas_transport::Stop;
+
+use crate::SsError;
+use crate::daemon::{SecurityServer, now_ms};
+
+/// How soon a failed service report is retried.
+const REPORT_RETRY: Duration = Duration::from_secs(30);
+/// How long one call to the registry (a report, a witness round) may take.
+pub(crate) const REGISTRY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Message bodies past their retention are purged this often.
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
+
+/// A finding that stops the server.
+#[derive(Debug)]
+pub struct Fatal(pub String);
+
+/// Fetches the global configuration every poll interval. Health follows from the held
+/// document (the `configuration` probe), so a failed fetch is only logged here.
+pub async fn poll_configuration(server: Arc<SecurityServer>, stop: Stop) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(server.conf_poll) => {}
+            _ = stop.stopped() => return,
+        }
+        if let Err(e) = server.conf.fetch().await {
+            match server.conf.current() {
+                Ok(c) => {
+                    tracing::warn!(error = %e, serial = c.serial(), "keeping the held global configuration")
+                }
+                Err(held) => {
+                    tracing::error!(error = %e, held = %held, "no usable global configuration")
+                }
+            }
+        }
+    }
+}
+
+/// Reports the provided services to the registry at start and after every change,
+/// retrying until accepted; `health` warns while the catalogue is out of date.
+pub async fn report_services(server: Arc<SecurityServer>, health: Handle, stop: Stop) {
+    let mut pending = true;
+    loop {
+        if pending {
+            let report = tokio::time::timeout(REGISTRY_TIMEOUT, server.report_services());
+            tokio::select! {
+                outcome = report => match outcome {
+                    Ok(Ok(serial)) => {
+                        pending = false;
+                        health.ready();
+                        tracing::info!(serial, "services reported to the registry");
+                    }
+                    Ok(Err(e)) => {
+                        health.warn(format!("the registry's catalogue is out of date: reporting services failed ({e}); retrying"));
+                    }
+                    Err(_) => health.warn("the registry's catalogue is out of date: the registry did not answer the service report; retrying"),
+                },
+                _ = stop.stopped() => return,
+            }
+        }
+        let retry = if pending {
+            REPORT_RETRY
+        } else {
+            Duration::from_secs(86400)
+        };
+        tokio::select! {
+            _ = server.access.services_changed.notified() => pending = true,
+            _ = tokio::time::sleep(retry) => {}
+            _ = stop.stopped() => return,
+        }
+    }
+}
+
+/// Signs a checkpoint about every interval while the log grows, keeps message bodies
+/// durable and purges old ones, and hands the newest checkpoint to the witness every
+/// witness interval. `in_step` says whether the log was already checked against the
+/// witness. A log that forked from what the witness holds is fatal.
+pub async fn checkpoint(
+    server: Arc<SecurityServer>,
+    witness: Handle,
+    mut in_step: bool,
+    stop: Stop,
+) -> Result<(), Fatal> {
+    let mut last_witness: Option<std::time::Instant> = None;
+    let mut last_purge: Option<std::time::Instant> = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(server.checkpoint_interval) => {}
+            _ = stop.stopped() => return Ok(()),
+        }
+        if let Err(e) = server.checkpoint_now() {
+            tracing::error!(error = %e, "signing a log checkpoint failed");
+        }
+        let purge = last_purge.is_none_or(|t| t.elapsed() >= PURGE_EVERY);
+        if purge {
+            last_purge = Some(std::time::Instant::now());
+        }
+        keep_bodies(&server, purge).await;
+        if last_witness.is_some_and(|t| t.elapsed() < server.witness_interval) {
+            continue;
+        }
+        last_witness = Some(std::time::Instant::now());
+        if !in_step {
+            match server.sync_with_witness().await {
+                Ok(_) => in_step = true,
+                Err(SsError::State(e)) => {
+                    tracing::error!(error = %e, "FATAL: the log does not match what the witness holds; stopping");
+                    witness.not_ready(format!(
+                        "the log does not match what the witness holds: {e}"
+                    ));
+                    return Err(Fatal(e));
+                }
+                Err(e) => {
+                    witness.warn(format!("cannot check the log against the witness: {e}"));
+                    continue;
+                }
+            }
+        }
+        match tokio::time::timeout(REGISTRY_TIMEOUT, server.witness_now()).await {
+            Ok(Ok(size)) => {
+                witness.ready();
+                tracing::debug!(size, "log checkpoint witnessed");
+            }
+            Ok(Err(e)) => {
+                // The witness may hold another checkpoint than this server believes.
+                in_step = false;
+                witness.warn(format!(
+                    "the witness did not cosign the newest checkpoint: {e}"
+                ));
+            }
+            Err(_) => witness.warn("the witness did not answer"),
+        }
+    }
+}
+
+/// Bodies kept since the last tick become durable; old ones go when `purge`.
+async fn keep_bodies(server: &Arc<SecurityServer>, purge: bool) {
+    let s = server.clone();
+    let kept = tokio::task::spawn_blocking(move || {
+        s.bodies.flush()?;
+        if purge {
+            let removed = s.bodies.purge(now_ms(&*s.clock))?;
+            if removed > 0 {
+                tracing::info!(removed, "message bodies past their retention purged");
+            }
+        }
+        Ok::<_, SsError>(())
+    })
+    .await;
+    if let Ok(Err(e)) = kept {
+        tracing::error!(error = %e, "keeping or purging message bodies failed");
+    }
+}
+
+/// Time-stamps the newest checkpoint every interval. A failure raises an alarm in the
+/// log at once and counts towards failing closed (the `timestamping` probe).
+pub async fn timestamp(server: Arc<SecurityServer>, stop: Stop) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(server.timestamp_interval) => {}
+            _ = stop.stopped() => return,
+        }
+        if let Err(e) = server.timestamp_now().await {
+            server.timestamps.failed();
+            let age = server
+                .timestamps
+                .age(lintas_certs::unix_secs(server.clock.now()));
+            tracing::error!(
+                error = %e,
+                seconds_without_timestamp = age,
+                fail_closed_after = server.timestamp_fail_closed,
+                "ALARM: time-stamping the log failed"
+            );
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! HTTP serving through the admission layer: the limits every gRPC server gets, and a
+//! plain HTTP server (HTTP/1.1 and HTTP/2) for axum routers with header and request
+//! deadlines.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+use crate::admission::{Admission, Conn, Limits};
+
+/// Streams a peer may open and reset before they are served; more closes the
+/// connection (protection against rapid resets).
+const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
+/// Streams the server may reset for a peer's protocol errors before it closes the
+/// connection.
+const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 256;
+/// An idle HTTP/2 connection is pinged this often; one that does not answer within
+/// [`KEEPALIVE_TIMEOUT`] is dropped.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A tonic server builder with the HTTP/2 limits of `limits`.
+pub fn grpc_server(limits: &Limits) -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .http2_max_header_list_size(limits.max_header_list_bytes)
+        .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_ACCEPT_RESET_STREAMS))
+        .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS))
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+}
+
+/// Longest a plain HTTP request may take to send its headers.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `router` over plain HTTP on `listener`, each connection admitted by
+/// `admission`, until `shutdown` completes; connections then finish their requests.
+/// Headers must arrive within [`HEADER_READ_TIMEOUT`] and a whole request (its body
+/// included) be answered within the limits' `request_timeout_secs`, or it gets 408.
+pub async fn serve_http(
+    listener: TcpListener,
+    admission: Arc<Admission>,
+    router: axum::Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let limits = *admission.limits();
+    let request_timeout = limits.request_timeout();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_header_list_size(limits.max_header_list_bytes)
+        .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESET_STREAMS)
+        .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESET_STREAMS)
+        .keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut incoming = crate::incoming_plain(listener, admission);
+    tokio::pin!(shutdown);
+    loop {
+        let conn: Conn = tokio::select! {
+            _ = &mut shutdown => break,
+            next = tokio_stream::StreamExt::next(&mut incoming) => match next {
+                Some(Ok(conn)) => conn,
+                _ => break,
+            },
+        };
+        let router = router.clone();
+        let service =
+            hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let router = router.clone();
+                async move {
+                    let answer = tokio::time::timeout(
+                        request_timeout,
+                        tower::ServiceExt::oneshot(router, req.map(axum::body::Body::new)),
+                    )
+                    .await;
+                    Ok::<_, Infallible>(match answer {
+                        Ok(Ok(response)) => response,
+                        Ok(Err(never)) => match never {},
+                        Err(_) => {
+                            let mut r = axum::response::Response::new(axum::body::Body::from(
+                                "request not completed in time\n",
+                            ));
+                            *r.status_mut() = axum::http::StatusCode::REQUEST_TIMEOUT;
+                            r
+                        }
+                    })
+                }
+            });
+        let connection = builder
+            .serve_connection(TokioIo::new(conn), service)
+            .into_owned();
+        let watched = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = watched.await {
+                tracing::debug!(error = %e, "HTTP connection ended with an error");
+            }
+        });
+    }
+    graceful.shutdown().await;
+}
