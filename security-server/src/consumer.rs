@@ -305,8 +305,43 @@ pub(crate) struct Answer {
 }
 
 /// Signs and logs the request, exchanges it with the provider's server, verifies and
-/// logs the answer: the whole consumer side of an exchange.
+/// logs the answer: the whole consumer side of an exchange, counted in the metrics.
 pub(crate) async fn call_provider(
+    s: &Arc<SecurityServer>,
+    call: Call,
+    body: Bytes,
+) -> Result<Answer, Status> {
+    let started = std::time::Instant::now();
+    let (client, provider, method) = (
+        call.client.to_string(),
+        call.provider.to_string(),
+        call.method.to_string(),
+    );
+    let bytes_out = body.len();
+    let answer = exchange_with_provider(s, call, body).await;
+    s.exchanges.record(crate::ops::Exchanged {
+        side: "consumer",
+        client: &client,
+        provider: &provider,
+        method: &method,
+        code: match &answer {
+            Ok(_) => "Ok".into(),
+            Err(status) => format!("{:?}", status.code()),
+        },
+        source: answer
+            .as_ref()
+            .err()
+            .and_then(|st| st.metadata().get(crate::daemon::ERROR_SOURCE))
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(""),
+        elapsed: started.elapsed(),
+        bytes_in: answer.as_ref().map(|a| a.body.len()).unwrap_or(0),
+        bytes_out,
+    });
+    answer
+}
+
+async fn exchange_with_provider(
     s: &Arc<SecurityServer>,
     call: Call,
     body: Bytes,

@@ -139,6 +139,8 @@ pub struct SecurityServer {
     pub(crate) conf_poll: Duration,
     /// When warnings are raised ahead of failures.
     pub(crate) warnings: crate::ops::Warnings,
+    /// Exchange counts and latencies, registered with the metrics when serving.
+    pub(crate) exchanges: crate::ops::ExchangeMetrics,
     /// When the configuration was last fetched out of turn (see `refresh_conf_now`);
     /// held across the fetch so concurrent callers wait for it instead of failing.
     last_refresh: tokio::sync::Mutex<Option<std::time::Instant>>,
@@ -287,6 +289,7 @@ impl SecurityServer {
                 connection_limits: c.connection_limits,
             },
             conf_poll: Duration::from_secs(c.conf_poll_secs),
+            exchanges: Default::default(),
             warnings: crate::ops::Warnings {
                 cert_expiry: Duration::from_secs(c.warn_cert_expiry_days * 86400),
                 conf_expiry: Duration::from_secs(c.warn_conf_expiry_secs),
@@ -831,6 +834,7 @@ pub async fn serve(
         metrics: lintas_ops::Metrics::new("security_server"),
     };
     crate::ops::install(&server, &ops.health, &ops.metrics, server.warnings);
+    server.exchanges.register(&ops.metrics);
     let witness_health = ops.health.component(
         "witness",
         if synced {

@@ -506,15 +506,47 @@ impl ex::exchange_server::Exchange for ProviderService {
         request: Request<ex::SignedRequest>,
     ) -> Result<Response<ex::SignedResponse>, Status> {
         let peer_cert = lintas_transport::peer_cert(&request);
-        let work = tokio::spawn(handle(self.0.clone(), peer_cert, request.into_inner()));
-        work.await
-            .map_err(|e| {
-                error(
-                    Code::Internal,
-                    ErrorSource::ProviderServer,
-                    format!("exchange task failed: {e}"),
-                )
-            })?
-            .map(Response::new)
+        let started = std::time::Instant::now();
+        let signed = request.into_inner();
+        // Labels from the header as sent; the metrics bound how many there can be.
+        let header = ex::RequestHeader::decode(signed.header.as_slice()).unwrap_or_default();
+        let bytes_in = signed.body.len();
+        let work = tokio::spawn(handle(self.0.clone(), peer_cert, signed));
+        let answer = work.await.map_err(|e| {
+            error(
+                Code::Internal,
+                ErrorSource::ProviderServer,
+                format!("exchange task failed: {e}"),
+            )
+        })?;
+        let (code, source) = match &answer {
+            Ok(r) => {
+                let h = ex::ResponseHeader::decode(r.header.as_slice()).unwrap_or_default();
+                let code = Code::from_i32(h.status_code);
+                let by_server = h.error_source == ErrorSource::ProviderServer.as_str();
+                let source = match code {
+                    Code::Ok => "",
+                    _ if by_server => ErrorSource::ProviderServer.as_str(),
+                    _ => ErrorSource::ProviderApp.as_str(),
+                };
+                (format!("{code:?}"), source)
+            }
+            Err(st) => (
+                format!("{:?}", st.code()),
+                ErrorSource::ProviderServer.as_str(),
+            ),
+        };
+        self.0.exchanges.record(crate::ops::Exchanged {
+            side: "provider",
+            client: &header.client,
+            provider: &header.service_provider,
+            method: &header.method,
+            code,
+            source,
+            elapsed: started.elapsed(),
+            bytes_in,
+            bytes_out: answer.as_ref().map(|r| r.body.len()).unwrap_or(0),
+        });
+        answer.map(Response::new)
     }
 }

@@ -121,6 +121,18 @@ async fn every_daemon_serves_metrics_promtool_accepts_and_readiness_tells_the_tr
         assert!(sample(&provider, series).is_some(), "{series}:\n{provider}");
     }
     assert!(sample(&provider, "lintas_log_records").unwrap() >= 2.0);
+    // The call is counted at both edges, by who called what and how it ended.
+    let (_, _, consumer) = http(&net.consumer_ops, "GET", "/metrics", &[], "").await;
+    for (side, text) in [("consumer", &consumer), ("provider", &provider)] {
+        let series = format!(
+            "lintas_exchanges_total{{side=\"{side}\",client=\"{CONSUMER_CLIENT}\",provider=\"{PROVIDER_CLIENT}\",service=\"{SERVICE}\",method=\"CariNik\",code=\"Ok\",source=\"\"}}"
+        );
+        assert_eq!(sample(text, &series), Some(1.0), "{series}:\n{text}");
+        let latency = format!(
+            "lintas_exchange_duration_seconds_count{{side=\"{side}\",service=\"{SERVICE}\",method=\"CariNik\"}}"
+        );
+        assert_eq!(sample(text, &latency), Some(1.0), "{latency}");
+    }
 
     // The configuration expires (the registry's re-signing is an hour away): calls are
     // refused, and every way of asking says why.
