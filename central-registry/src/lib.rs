@@ -361,34 +361,15 @@ pub async fn serve(
 
     // gRPC health follows readiness.
     let (grpc_health, health_service) = tonic_health::server::health_reporter();
-    let watch_health = operations.health.clone();
-    let watch_stop = stop.clone();
-    let health_watcher = async move {
-        let (tx, mut rx) = tokio::sync::watch::channel(true);
-        let forward = async {
-            while rx.changed().await.is_ok() {
-                let status = if *rx.borrow_and_update() {
-                    tonic_health::ServingStatus::Serving
-                } else {
-                    tonic_health::ServingStatus::NotServing
-                };
-                grpc_health.set_service_status("", status).await;
-                for name in [
-                    <RegistrationServer<grpc::RegistrationService> as tonic::server::NamedService>::NAME,
-                    <RegistryAdminServer<grpc::AdminService> as tonic::server::NamedService>::NAME,
-                ] {
-                    grpc_health.set_service_status(name, status).await;
-                }
-            }
-        };
-        let watch = watch_health.watch(Duration::from_secs(1), watch_stop.stopped(), |report| {
-            let _ = tx.send(report.ready);
-        });
-        tokio::select! {
-            () = watch => {}
-            () = forward => {}
-        }
-    };
+    let health_watcher = lintas_ops::grpc::follow_health(
+        operations.health.clone(),
+        grpc_health,
+        vec![
+            <RegistrationServer<grpc::RegistrationService> as tonic::server::NamedService>::NAME,
+            <RegistryAdminServer<grpc::AdminService> as tonic::server::NamedService>::NAME,
+        ],
+        stop.stopped(),
+    );
     let ops_server = lintas_ops::serve(ops, ops_admission, operations.clone(), stop.stopped());
 
     let max = config.max_request_bytes;
@@ -501,13 +482,11 @@ pub async fn serve(
                 // Load balancers in front of the registry see its readiness here too.
                 let report = public_health.report();
                 async move {
+                    // The reasons stay on the operations listener's /readyz.
                     if report.ready {
-                        (axum::http::StatusCode::OK, "ok\n".to_owned())
+                        (axum::http::StatusCode::OK, "ok\n")
                     } else {
-                        (
-                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                            report.to_string(),
-                        )
+                        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
                     }
                 }
             }),

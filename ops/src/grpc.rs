@@ -153,6 +153,45 @@ where
     }
 }
 
+/// Keeps the gRPC health service in step with `health`: `""` and each of `services`
+/// are SERVING while the daemon is ready and NOT_SERVING while not, changed only when
+/// readiness changes. Returns when `stop` completes.
+pub async fn follow_health(
+    health: crate::Health,
+    reporter: tonic_health::server::HealthReporter,
+    services: Vec<&'static str>,
+    stop: impl Future<Output = ()>,
+) {
+    let (tx, mut rx) = tokio::sync::watch::channel(None::<bool>);
+    let forward = async {
+        while rx.changed().await.is_ok() {
+            let Some(ready) = *rx.borrow_and_update() else {
+                continue;
+            };
+            let status = if ready {
+                tonic_health::ServingStatus::Serving
+            } else {
+                tonic_health::ServingStatus::NotServing
+            };
+            reporter.set_service_status("", status).await;
+            for name in &services {
+                reporter.set_service_status(*name, status).await;
+            }
+        }
+    };
+    let watch = health.watch(std::time::Duration::from_secs(1), stop, |report| {
+        tx.send_if_modified(|held| {
+            let changed = *held != Some(report.ready);
+            *held = Some(report.ready);
+            changed
+        });
+    });
+    tokio::select! {
+        () = watch => {}
+        () = forward => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -150,8 +150,8 @@ impl Health {
         }
     }
 
-    /// A component whose condition `probe` computes each time the health is read. The
-    /// probe runs under the health's lock: it must be quick and must not read health.
+    /// A component whose condition `probe` computes each time the health is read (outside
+    /// the health's lock). It must be quick: readiness checks and scrapes call it.
     pub fn probe(&self, name: &str, probe: impl Fn() -> Condition + Send + Sync + 'static) {
         self.lock()
             .push((name.to_owned(), Source::Probe(Arc::new(probe))));
@@ -189,9 +189,11 @@ impl Health {
         }
     }
 
-    /// Calls `on_change` with each new report whose conditions differ from the last one
-    /// (and once at the start), checking when a component is set and every `every` (for
-    /// probes); logs every component that changes. Returns when `stop` completes.
+    /// Calls `on_change` with each new report whose components' states differ from the
+    /// last one (and once at the start), checking when a component is set and every
+    /// `every` (for probes); logs every component whose state changes. Reasons that
+    /// only count on (seconds left, seconds waited) are not changes. Returns when `stop`
+    /// completes.
     pub async fn watch(
         &self,
         every: Duration,
@@ -203,7 +205,7 @@ impl Health {
         tokio::pin!(stop);
         loop {
             let report = self.report();
-            if last.as_ref() != Some(&report) {
+            if last.as_ref().map(Report::states) != Some(report.states()) {
                 log_changes(last.as_ref(), &report);
                 on_change(&report);
                 last = Some(report);
@@ -220,7 +222,7 @@ impl Health {
 fn log_changes(before: Option<&Report>, now: &Report) {
     for c in &now.components {
         let was = before.and_then(|b| b.components.iter().find(|p| p.name == c.name));
-        if was.map(|w| &w.condition) == Some(&c.condition) {
+        if was.map(|w| w.condition.state()) == Some(c.condition.state()) {
             continue;
         }
         match &c.condition {
@@ -292,6 +294,14 @@ pub struct Report {
 }
 
 impl Report {
+    /// Each component's name and state, without the reasons.
+    pub fn states(&self) -> Vec<(&str, &'static str)> {
+        self.components
+            .iter()
+            .map(|c| (c.name.as_str(), c.condition.state()))
+            .collect()
+    }
+
     /// "component: reason" for each component that is not ready.
     pub fn reasons(&self) -> Vec<String> {
         self.with(|c| matches!(c, Condition::NotReady(_)))
@@ -466,6 +476,8 @@ mod tests {
         part.ready();
         part.not_ready("gone");
         assert_eq!(rx.recv().await, Some(false));
+        // Only the reason changes (a count, say): no new report.
+        part.not_ready("gone for 2 s");
         stop_tx.send(()).unwrap();
         task.await.unwrap();
         assert!(rx.try_recv().is_err(), "no report without a change");

@@ -245,6 +245,10 @@ impl SsConfig {
         p.check(self.warn_conf_expiry_secs <= 30 * 86400, || {
             "warn_conf_expiry_secs must be at most 2592000 (30 days)".into()
         });
+        p.check(
+            self.connection_limits.idle_timeout_secs > self.app_timeout_secs,
+            || "connection_limits.idle_timeout_secs must be longer than app_timeout_secs: a connection waiting for an application's answer is idle".into(),
+        );
         for problem in self.connection_limits.problems() {
             p.check(false, || problem);
         }

@@ -169,9 +169,6 @@ const MAX_APP_CHANNELS: usize = 256;
 /// Most signing certificates remembered as verified (one or two per peer member).
 const MAX_CACHED_SIGNERS: usize = 10_000;
 
-/// How often time-dependent health (expiries) is re-read between changes.
-const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(1);
-
 /// Least time between out-of-turn configuration fetches, so unknown peers cannot make
 /// this server hammer the registry.
 const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
@@ -861,34 +858,14 @@ pub async fn serve(
 
     // gRPC health follows readiness on both endpoints.
     let (grpc_health, health_service) = tonic_health::server::health_reporter();
-    let watch_health = ops.health.clone();
-    let watch_stop = stop.clone();
-    let health_watcher = async move {
-        let (tx, mut rx) = tokio::sync::watch::channel(true);
-        let forward = async {
-            while rx.changed().await.is_ok() {
-                let status = if *rx.borrow_and_update() {
-                    tonic_health::ServingStatus::Serving
-                } else {
-                    tonic_health::ServingStatus::NotServing
-                };
-                grpc_health.set_service_status("", status).await;
-                grpc_health
-                    .set_service_status(
-                        <ExchangeServer<crate::provider::ProviderService> as tonic::server::NamedService>::NAME,
-                        status,
-                    )
-                    .await;
-            }
-        };
-        let watch = watch_health.watch(HEALTH_CHECK_EVERY, watch_stop.stopped(), |report| {
-            let _ = tx.send(report.ready);
-        });
-        tokio::select! {
-            () = watch => {}
-            () = forward => {}
-        }
-    };
+    let health_watcher = lintas_ops::grpc::follow_health(
+        ops.health.clone(),
+        grpc_health,
+        vec![
+            <ExchangeServer<crate::provider::ProviderService> as tonic::server::NamedService>::NAME,
+        ],
+        stop.stopped(),
+    );
     let ops_server = lintas_ops::serve(listeners.ops, ops_admission, ops, stop.stopped());
 
     // Room for the signed envelope around a maximal body.

@@ -24,6 +24,25 @@ const PURGE_EVERY: Duration = Duration::from_secs(3600);
 #[derive(Debug)]
 pub struct Fatal(pub String);
 
+/// `work` within [`REGISTRY_TIMEOUT`], or `None` once the server stops or time runs
+/// out: a registry or TSA that stops answering can neither freeze a task nor hold up
+/// shutdown.
+async fn bounded<T>(stop: &Stop, work: impl std::future::Future<Output = T>) -> Bounded<T> {
+    tokio::select! {
+        out = tokio::time::timeout(REGISTRY_TIMEOUT, work) => match out {
+            Ok(v) => Bounded::Done(v),
+            Err(_) => Bounded::TimedOut,
+        },
+        _ = stop.stopped() => Bounded::Stopped,
+    }
+}
+
+enum Bounded<T> {
+    Done(T),
+    TimedOut,
+    Stopped,
+}
+
 /// Fetches the global configuration every poll interval. Health follows from the held
 /// document (the `configuration` probe), so a failed fetch is only logged here.
 pub async fn poll_configuration(server: Arc<SecurityServer>, stop: Stop) {
@@ -32,7 +51,12 @@ pub async fn poll_configuration(server: Arc<SecurityServer>, stop: Stop) {
             _ = tokio::time::sleep(server.conf_poll) => {}
             _ = stop.stopped() => return,
         }
-        if let Err(e) = server.conf.fetch().await {
+        let fetched = match bounded(&stop, server.conf.fetch()).await {
+            Bounded::Done(r) => r.map(|_| ()).map_err(|e| e.to_string()),
+            Bounded::TimedOut => Err("the registry did not answer".into()),
+            Bounded::Stopped => return,
+        };
+        if let Err(e) = fetched {
             match server.conf.current() {
                 Ok(c) => {
                     tracing::warn!(error = %e, serial = c.serial(), "keeping the held global configuration")
@@ -51,20 +75,19 @@ pub async fn report_services(server: Arc<SecurityServer>, health: Handle, stop: 
     let mut pending = true;
     loop {
         if pending {
-            let report = tokio::time::timeout(REGISTRY_TIMEOUT, server.report_services());
-            tokio::select! {
-                outcome = report => match outcome {
-                    Ok(Ok(serial)) => {
-                        pending = false;
-                        health.ready();
-                        tracing::info!(serial, "services reported to the registry");
-                    }
-                    Ok(Err(e)) => {
-                        health.warn(format!("the registry's catalogue is out of date: reporting services failed ({e}); retrying"));
-                    }
-                    Err(_) => health.warn("the registry's catalogue is out of date: the registry did not answer the service report; retrying"),
-                },
-                _ = stop.stopped() => return,
+            match bounded(&stop, server.report_services()).await {
+                Bounded::Done(Ok(serial)) => {
+                    pending = false;
+                    health.ready();
+                    tracing::info!(serial, "services reported to the registry");
+                }
+                Bounded::Done(Err(e)) => health.warn(format!(
+                    "the registry's catalogue is out of date: reporting services failed ({e}); retrying"
+                )),
+                Bounded::TimedOut => health.warn(
+                    "the registry's catalogue is out of date: the registry did not answer the service report; retrying",
+                ),
+                Bounded::Stopped => return,
             }
         }
         let retry = if pending {
@@ -169,7 +192,12 @@ pub async fn timestamp(server: Arc<SecurityServer>, stop: Stop) {
             _ = tokio::time::sleep(server.timestamp_interval) => {}
             _ = stop.stopped() => return,
         }
-        if let Err(e) = server.timestamp_now().await {
+        let stamped = match bounded(&stop, server.timestamp_now()).await {
+            Bounded::Done(r) => r.map(|_| ()).map_err(|e| e.to_string()),
+            Bounded::TimedOut => Err("the time-stamping authority did not answer".into()),
+            Bounded::Stopped => return,
+        };
+        if let Err(e) = stamped {
             server.timestamps.failed();
             let age = server
                 .timestamps

@@ -183,6 +183,21 @@ struct State {
     logged: HashMap<IpAddr, Instant>,
 }
 
+/// The source a connection counts against: its IPv4 address, or its IPv6 /64 (one host
+/// is usually given a whole /64, so counting single IPv6 addresses would not limit it).
+pub fn source_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+            }
+        },
+    }
+}
+
 /// Sources remembered for "logged once"; beyond it the memory starts over.
 const MAX_LOGGED_SOURCES: usize = 4096;
 /// A source's refusals are logged at most this often.
@@ -238,7 +253,7 @@ impl Admission {
     /// Admits a connection from `peer`, handshaking when `tls`, or says why not.
     pub fn admit(self: &Arc<Self>, peer: SocketAddr, tls: bool) -> Result<Ticket, Refusal> {
         let mut state = self.lock();
-        let ip = peer.ip();
+        let ip = source_of(peer.ip());
         let source = state.sources.get(&ip);
         let refusal = if state.open >= self.limits.max_connections {
             Some(Refusal::Total)
@@ -273,10 +288,11 @@ impl Admission {
     pub fn refused(&self, peer: SocketAddr, why: Refusal) {
         self.refused[why.index()].fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
+        let source = source_of(peer.ip());
         let mut state = self.lock();
         if state
             .logged
-            .get(&peer.ip())
+            .get(&source)
             .is_some_and(|t| now.duration_since(*t) < LOG_EVERY)
         {
             return;
@@ -284,11 +300,11 @@ impl Admission {
         if state.logged.len() >= MAX_LOGGED_SOURCES {
             state.logged.clear();
         }
-        state.logged.insert(peer.ip(), now);
+        state.logged.insert(source, now);
         drop(state);
         tracing::warn!(
             listener = %self.name,
-            source = %peer.ip(),
+            source = %source,
             reason = why.as_str(),
             "connection refused or closed by a limit (logged once a minute per source)"
         );
@@ -473,6 +489,24 @@ mod tests {
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn ipv6_sources_count_by_their_64() {
+        let cases = [
+            ("127.0.0.2", "127.0.0.2"),
+            ("::ffff:10.1.2.3", "10.1.2.3"),
+            ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::"),
+            ("2001:db8:1:2:ffff::1", "2001:db8:1:2::"),
+            ("::1", "::"),
+        ];
+        for (ip, source) in cases {
+            assert_eq!(
+                source_of(ip.parse().unwrap()),
+                source.parse::<IpAddr>().unwrap(),
+                "{ip}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -18,20 +18,16 @@ const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
 /// Streams the server may reset for a peer's protocol errors before it closes the
 /// connection.
 const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 256;
-/// An idle HTTP/2 connection is pinged this often; one that does not answer within
-/// [`KEEPALIVE_TIMEOUT`] is dropped.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// A tonic server builder with the HTTP/2 limits of `limits`.
+/// A tonic server builder with the HTTP/2 limits of `limits`. The server sends no
+/// keepalive pings of its own: every answered ping would count as activity, and a
+/// connection without a byte either way for the idle timeout is to be closed.
 pub fn grpc_server(limits: &Limits) -> tonic::transport::Server {
     tonic::transport::Server::builder()
         .max_concurrent_streams(limits.max_concurrent_streams)
         .http2_max_header_list_size(limits.max_header_list_bytes)
         .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_ACCEPT_RESET_STREAMS))
         .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS))
-        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
-        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
 }
 
 /// Longest a plain HTTP request may take to send its headers.
@@ -61,8 +57,7 @@ pub async fn serve_http(
         .max_header_list_size(limits.max_header_list_bytes)
         .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESET_STREAMS)
         .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESET_STREAMS)
-        .keep_alive_interval(KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(KEEPALIVE_TIMEOUT);
+        .keep_alive_interval(None);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut incoming = crate::incoming_plain(listener, admission);
     tokio::pin!(shutdown);

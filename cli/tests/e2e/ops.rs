@@ -150,15 +150,12 @@ async fn every_daemon_serves_metrics_promtool_accepts_and_readiness_tells_the_tr
     net.inst
         .clock
         .advance(Duration::from_secs(net.inst.config.conf_validity_secs + 1));
-    let next = tokio::time::timeout(Duration::from_secs(10), watch.message())
-        .await
-        .expect("gRPC health follows readiness")
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        next.status,
-        tonic_health::pb::health_check_response::ServingStatus::NotServing as i32
-    );
+    let not_serving = tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while watch.message().await.unwrap().unwrap().status != not_serving {}
+    })
+    .await
+    .expect("gRPC health follows readiness");
     let (status, _, body) = http(&net.consumer_ops, "GET", "/readyz", &[], "").await;
     assert_eq!(status, 503, "{body}");
     assert!(
@@ -226,6 +223,10 @@ async fn floods_of_idle_and_slow_connections_do_not_stall_legitimate_calls() {
     net.cari(CONSUMER_CLIENT, NIK).await.unwrap();
     let provider_ops = net.provider_ops.clone();
     let consumer_address = net.consumer_url.trim_start_matches("http://").to_owned();
+    // A fresh mutual-TLS connection to the provider port before the flood, for scale.
+    let started = Instant::now();
+    let _ = net.send(net.sign(net.header(), b"x"), None).await;
+    let baseline = started.elapsed();
 
     // 1,000 connections that never send a byte, from 100 other loopback addresses, half
     // against the provider port (TLS) and half against the consumer endpoint.
@@ -245,22 +246,32 @@ async fn floods_of_idle_and_slow_connections_do_not_stall_legitimate_calls() {
     for _ in 0..40 {
         extra.push(connect_from(greedy, &net.provider_address).await.unwrap());
     }
-    // A client sending its TLS handshake one byte per second.
-    let mut slow = connect_from(std::net::Ipv4Addr::new(127, 0, 2, 3), &net.provider_address)
+    // A client sending its TLS handshake one byte per second; the time the server cuts
+    // it off is when its reading side sees the end.
+    let slow = connect_from(std::net::Ipv4Addr::new(127, 0, 2, 3), &net.provider_address)
         .await
         .unwrap();
     let slow_started = Instant::now();
+    let (mut slow_read, mut slow_write) = slow.into_split();
     let slow_writer = tokio::spawn(async move {
         let hello = [
             0x16u8, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
         ];
         for byte in hello.iter().cycle().take(30) {
-            if slow.write_all(&[*byte]).await.is_err() {
-                return (slow, true);
+            if slow_write.write_all(&[*byte]).await.is_err() {
+                return;
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        (slow, false)
+    });
+    let slow_cut = tokio::spawn(async move {
+        let mut buf = [0u8; 64];
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while matches!(slow_read.read(&mut buf).await, Ok(n) if n > 0) {}
+        })
+        .await
+        .ok()
+        .map(|()| Instant::now())
     });
 
     // Legitimate calls from 127.0.0.1: through both servers, and a fresh TLS connection
@@ -274,13 +285,14 @@ async fn floods_of_idle_and_slow_connections_do_not_stall_legitimate_calls() {
         best = best.min(took);
     }
     assert!(best < Duration::from_millis(200), "best call took {best:?}");
+    // Whatever the provider server answers, it answers after a new handshake, and the
+    // flood does not make it wait.
     let started = Instant::now();
-    // Whatever the provider server answers, it answers after a new handshake.
     let _ = net.send(net.sign(net.header(), b"x"), None).await;
+    let took = started.elapsed();
     assert!(
-        started.elapsed() < Duration::from_millis(200),
-        "a new TLS connection waited {:?}",
-        started.elapsed()
+        took < Duration::from_millis(200).max(baseline * 4),
+        "a new TLS connection took {took:?} (before the flood: {baseline:?})"
     );
 
     let mut refused = 0;
@@ -290,14 +302,16 @@ async fn floods_of_idle_and_slow_connections_do_not_stall_legitimate_calls() {
         }
     }
     assert!(refused >= 40 - 16, "only {refused} of 40 were refused");
-    let (slow, cut) = slow_writer.await.unwrap();
-    drop(slow);
-    assert!(cut, "the slow handshake was never cut off");
+    let cut = slow_cut
+        .await
+        .unwrap()
+        .expect("the slow handshake is cut off");
+    slow_writer.abort();
     let limit = lintas_transport::Limits::default().handshake_timeout();
+    let after = cut - slow_started;
     assert!(
-        slow_started.elapsed() < limit + Duration::from_secs(3),
-        "cut after {:?}",
-        slow_started.elapsed()
+        after >= limit && after < limit + Duration::from_secs(2),
+        "cut after {after:?}"
     );
 
     let (_, _, text) = http(&provider_ops, "GET", "/metrics", &[], "").await;
