@@ -111,9 +111,12 @@ impl Registration for RegistrationService {
         request: Request<pb::ServiceReport>,
     ) -> Result<Response<pb::ServiceReportReply>, Status> {
         let cert = lintas_transport::peer_cert(&request);
-        let services = request.into_inner().services;
+        let report = request.into_inner();
         let reg = self.0.clone();
-        let outcome = blocking(move || reg.report_services(cert.as_deref(), services)).await?;
+        let outcome = blocking(move || {
+            reg.report_services(cert.as_deref(), report.services, report.maintenance)
+        })
+        .await?;
         Ok(Response::new(pb::ServiceReportReply {
             conf_serial: outcome.conf_serial,
             missing_descriptors: outcome.missing,

@@ -141,6 +141,9 @@ pub struct ServerRec {
     /// The key that signs the server's log checkpoints (uncompressed P-256 point, hex).
     #[serde(default)]
     pub log_key_hex: String,
+    /// The server reported that it is in maintenance.
+    #[serde(default)]
+    pub maintenance: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -644,6 +647,7 @@ impl Registry {
                             .map(IssuedCert::der)
                             .collect(),
                         log_public_key: lintas_certs::unhex(&s.log_key_hex).unwrap_or_default(),
+                        maintenance: s.maintenance,
                     }
                 })
                 .collect(),
@@ -966,6 +970,7 @@ impl Registry {
                 clients: BTreeSet::new(),
                 certs: Vec::new(),
                 log_key_hex: String::new(),
+                maintenance: false,
             });
         server.address = rec.address.clone();
         server.log_key_hex = rec.log_key_hex.clone();
@@ -1369,6 +1374,7 @@ impl Registry {
         &self,
         peer_cert: Option<&[u8]>,
         services: Vec<pb::ReportedService>,
+        maintenance: bool,
     ) -> Result<ReportOutcome> {
         let server_id = self.peer_server(peer_cert, "reporting services")?;
         if services.len() > MAX_CLIENTS {
@@ -1458,8 +1464,13 @@ impl Registry {
         }
         let unchanged = {
             let state = self.lock();
-            state.catalogue.get(&server_id) == Some(&reported)
-                || (reported.is_empty() && !state.catalogue.contains_key(&server_id))
+            let same_maintenance = state
+                .servers
+                .get(&server_id)
+                .is_some_and(|s| s.maintenance == maintenance);
+            same_maintenance
+                && (state.catalogue.get(&server_id) == Some(&reported)
+                    || (reported.is_empty() && !state.catalogue.contains_key(&server_id)))
         };
         let publish = if unchanged { Publish::No } else { Publish::Yes };
         let actor = format!("server {server_id}");
@@ -1476,11 +1487,21 @@ impl Registry {
                     c.provider
                 )));
             }
+            if server.maintenance != maintenance {
+                let mut server = server.clone();
+                server.maintenance = maintenance;
+                change.put(format!("server/{}", server.id), &server)?;
+                state.servers.insert(server_id.clone(), server);
+            }
             for (hash, bytes) in new_descriptors {
                 change.put_raw(format!("descriptor/{hash}"), bytes.as_ref().clone());
                 state.descriptors.insert(hash, bytes);
             }
-            let action = format!("{server_id} reported {} service(s)", reported.len());
+            let action = format!(
+                "{server_id} reported {} service(s){}",
+                reported.len(),
+                if maintenance { ", in maintenance" } else { "" }
+            );
             change.put(
                 format!("catalogue/{server_id}"),
                 &CatalogueRec {

@@ -45,10 +45,24 @@ enum Command {
         #[arg(long, env = "LINTAS_ENROLMENT_TOKEN")]
         token: Option<String>,
     },
-    /// Ask the registry about the registration; store certificates once approved.
+    /// Ask the registry about the registration (storing certificates once approved);
+    /// once enrolled and running, whether the server can serve and why not, in plain
+    /// words or `--json`. Exits non-zero while it is not ready.
     Status {
         #[arg(long, default_value = "ss.toml")]
         config: PathBuf,
+        /// The running server's readiness as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Maintenance mode: `on` makes readiness fail, lets exchanges in flight finish and
+    /// refuses new ones (UNAVAILABLE, retriable), and publishes it in the global
+    /// configuration; `off` ends it. Kept across restarts.
+    Maintenance {
+        #[arg(long, default_value = "ss.toml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: MaintenanceCommand,
     },
     /// Fetch, verify and cache the global configuration; check this server is in it.
     Conf {
@@ -169,8 +183,38 @@ enum AclCommand {
     List,
 }
 
+/// A running server's readiness in plain words: the verdict, then every component.
+fn health_words(health: &lintas_proto::ss::v1::HealthReply) -> String {
+    let mut out = if health.ready {
+        "ready: the server can serve\n".to_owned()
+    } else {
+        "NOT READY: the server refuses new exchanges or cannot serve them\n".to_owned()
+    };
+    for c in &health.components {
+        let line = match c.state.as_str() {
+            "ready" => format!("  {:<14} ok\n", c.name),
+            "warning" => format!("  {:<14} warning: {}\n", c.name, c.reason),
+            _ => format!("  {:<14} NOT READY: {}\n", c.name, c.reason),
+        };
+        out.push_str(&line);
+    }
+    out
+}
+
 fn open(config: &std::path::Path) -> Result<Node> {
     Ok(Node::open(SsConfig::load(config, crate::env())?)?)
+}
+
+#[derive(Subcommand)]
+pub enum MaintenanceCommand {
+    /// Take the server out of service.
+    On {
+        /// Why, for peers' operators and the log (one line).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Put the server back into service.
+    Off,
 }
 
 impl Args {
@@ -461,18 +505,77 @@ pub async fn run(args: Args) -> Result<()> {
                 println!("then run: lintas ss status --config {}", config.display());
             }
         }
-        Command::Status { config } => match open(&config)?.poll().await? {
-            Enrolment::Pending(s) => println!(
-                "registration {} is pending since {}",
-                s.request_id,
-                iso8601(s.submitted_at)
-            ),
-            Enrolment::Approved(s) => println!(
-                "registration approved at {} by {}; certificates stored",
-                iso8601(s.decided_at),
-                s.decided_by
-            ),
-        },
+        Command::Status { config, json } => {
+            if !json {
+                match open(&config)?.poll().await {
+                    Err(e) => {
+                        println!("the registry could not be asked about the registration: {e}")
+                    }
+                    Ok(Enrolment::Pending(s)) => {
+                        println!(
+                            "registration {} is pending since {}",
+                            s.request_id,
+                            iso8601(s.submitted_at)
+                        );
+                        return Ok(());
+                    }
+                    Ok(Enrolment::Approved(s)) => println!(
+                        "registration approved at {} by {}; certificates stored",
+                        iso8601(s.decided_at),
+                        s.decided_by
+                    ),
+                }
+            }
+            let mut client = match admin(&config).await {
+                Ok(c) => c,
+                // Not serving yet (right after enrolment): nothing more to say, unless
+                // a script asked whether it is ready.
+                Err(e) if json => return Err(e.context("the server is not running")),
+                Err(_) => {
+                    println!("the server is not running (start it with `lintas ss serve`)");
+                    return Ok(());
+                }
+            };
+            let health = client.health(pb::ListRequest {}).await?.into_inner();
+            if json {
+                let components: Vec<serde_json::Value> = health
+                    .components
+                    .iter()
+                    .map(|c| {
+                        serde_json::json!({"name": c.name, "state": c.state, "reason": c.reason})
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "ready": health.ready,
+                        "maintenance": health.maintenance,
+                        "maintenance_reason": health.maintenance_reason,
+                        "components": components,
+                    }))?
+                );
+            } else {
+                print!("{}", health_words(&health));
+            }
+            if !health.ready {
+                anyhow::bail!("the security server is not ready");
+            }
+        }
+        Command::Maintenance { config, command } => {
+            let request = match command {
+                MaintenanceCommand::On { reason } => pb::MaintenanceRequest { on: true, reason },
+                MaintenanceCommand::Off => pb::MaintenanceRequest {
+                    on: false,
+                    reason: String::new(),
+                },
+            };
+            let reply = admin(&config)
+                .await?
+                .set_maintenance(request)
+                .await?
+                .into_inner();
+            println!("{}", reply.message);
+        }
         Command::LogStatus { config } => {
             let st = admin(&config)
                 .await?

@@ -301,6 +301,56 @@ impl SecurityServerAdmin for AdminService {
         Ok(Response::new(self.0.log_status()))
     }
 
+    async fn health(
+        &self,
+        _: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::HealthReply>, Status> {
+        let report = self.0.ops.health.report();
+        let reason = self.0.maintenance.reason();
+        Ok(Response::new(pb::HealthReply {
+            ready: report.ready,
+            components: report
+                .components
+                .into_iter()
+                .map(|c| pb::HealthComponent {
+                    state: c.condition.state().into(),
+                    reason: c.condition.reason().unwrap_or_default().into(),
+                    name: c.name,
+                })
+                .collect(),
+            maintenance: reason.is_some(),
+            maintenance_reason: reason.unwrap_or_default(),
+        }))
+    }
+
+    async fn set_maintenance(
+        &self,
+        request: Request<pb::MaintenanceRequest>,
+    ) -> Result<Response<pb::AdminReply>, Status> {
+        let r = request.into_inner();
+        if r.reason.len() > 1024 || r.reason.contains(['\n', '\r']) {
+            return Err(Status::invalid_argument(
+                "the reason must be one line of at most 1024 bytes",
+            ));
+        }
+        let on = r.on.then(|| r.reason.trim().to_owned());
+        self.0
+            .maintenance
+            .set(on)
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        // The next service report publishes it in the global configuration.
+        self.0.access.services_changed.notify_one();
+        let message = if r.on {
+            "maintenance on: readiness fails, exchanges in flight finish, new ones are refused; the registry publishes it with the next service report"
+        } else {
+            "maintenance off: new exchanges are accepted"
+        };
+        tracing::warn!(on = r.on, reason = %r.reason, "maintenance mode changed by the administrator");
+        Ok(Response::new(pb::AdminReply {
+            message: message.into(),
+        }))
+    }
+
     async fn archive_manifest(
         &self,
         _: Request<pb::ArchiveRequest>,

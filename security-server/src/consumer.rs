@@ -355,6 +355,7 @@ async fn exchange_with_provider(
         purpose,
         issue,
     } = call;
+    s.maintenance.admit(ErrorSource::ConsumerServer)?;
     let mut conf = s.current_conf(ErrorSource::ConsumerServer)?;
     s.check_trusted_time(ErrorSource::ConsumerServer)?;
     // A provider or client admitted since the last poll: fetch once before refusing.

@@ -139,8 +139,16 @@ pub struct SecurityServer {
     pub(crate) conf_poll: Duration,
     /// When warnings are raised ahead of failures.
     pub(crate) warnings: crate::ops::Warnings,
-    /// Exchange counts and latencies, registered with the metrics when serving.
+    /// Exchange counts and latencies.
     pub(crate) exchanges: crate::ops::ExchangeMetrics,
+    /// Health components and metrics, served by the operations listener.
+    pub(crate) ops: lintas_ops::Ops,
+    /// Maintenance mode (on: new exchanges refused, readiness fails).
+    pub(crate) maintenance: crate::maintenance::Maintenance,
+    /// Whether the log matches what the witness holds, and the witness answers.
+    pub(crate) witness_health: lintas_ops::Handle,
+    /// Whether the registry's catalogue has this server's newest service report.
+    pub(crate) catalogue_health: lintas_ops::Handle,
     /// When the configuration was last fetched out of turn (see `refresh_conf_now`);
     /// held across the fetch so concurrent callers wait for it instead of failing.
     last_refresh: tokio::sync::Mutex<Option<std::time::Instant>>,
@@ -274,8 +282,20 @@ impl SecurityServer {
         // Records written before a restart and not yet covered keep their age.
         timestamps.recount(&log)?;
         material.remember_cert(&sign_cert)?;
+        let health = lintas_ops::Health::new();
+        let maintenance = crate::maintenance::Maintenance::open(
+            node.paths.0.join("maintenance"),
+            health.component("maintenance", lintas_ops::Condition::Ready),
+        )?;
+        let witness_health = health.component(
+            "witness",
+            lintas_ops::Condition::Warning(
+                "the log has not been checked against the witness yet".into(),
+            ),
+        );
+        let catalogue_health = health.component("catalogue", lintas_ops::Condition::Ready);
         let c = &node.config;
-        Ok(Arc::new(SecurityServer {
+        let server = Arc::new(SecurityServer {
             id: c.server_id.clone(),
             data_dir: node.paths.0.clone(),
             clients: c.clients.clone(),
@@ -287,6 +307,13 @@ impl SecurityServer {
             },
             conf_poll: Duration::from_secs(c.conf_poll_secs),
             exchanges: Default::default(),
+            ops: lintas_ops::Ops {
+                health,
+                metrics: lintas_ops::Metrics::new("security_server"),
+            },
+            maintenance,
+            witness_health,
+            catalogue_health,
             warnings: crate::ops::Warnings {
                 cert_expiry: Duration::from_secs(c.warn_cert_expiry_days * 86400),
                 conf_expiry: Duration::from_secs(c.warn_conf_expiry_secs),
@@ -317,7 +344,9 @@ impl SecurityServer {
             last_refresh: tokio::sync::Mutex::new(None),
             signers: Mutex::new(HashMap::new()),
             verified_roots: VerifiedRoots::default(),
-        }))
+        });
+        crate::ops::install(&server);
+        Ok(server)
     }
 
     /// Batch signatures made and the headers they covered, since the start.
@@ -645,7 +674,10 @@ impl SecurityServer {
                 },
             })
             .collect();
-        let report = reg::ServiceReport { services };
+        let report = reg::ServiceReport {
+            services,
+            maintenance: self.maintenance.reason().is_some(),
+        };
         let mut registry = self.registry()?;
         let reply = registry.report_services(report.clone()).await?.into_inner();
         if reply.missing_descriptors.is_empty() {
@@ -825,26 +857,11 @@ pub async fn serve(
     };
     let stop = lintas_transport::Stop::on(shutdown);
 
-    // Operations: health components, metrics, and the listener serving them.
-    let ops = lintas_ops::Ops {
-        health: lintas_ops::Health::new(),
-        metrics: lintas_ops::Metrics::new("security_server"),
-    };
-    crate::ops::install(&server, &ops.health, &ops.metrics, server.warnings);
-    server.exchanges.register(&ops.metrics);
-    let witness_health = ops.health.component(
-        "witness",
-        if synced {
-            lintas_ops::Condition::Ready
-        } else {
-            lintas_ops::Condition::Warning(
-                "the log has not been checked against the witness yet".into(),
-            )
-        },
-    );
-    let catalogue_health = ops
-        .health
-        .component("catalogue", lintas_ops::Condition::Ready);
+    // Operations: the listener serving health and metrics.
+    let ops = server.ops.clone();
+    if synced {
+        server.witness_health.ready();
+    }
     let limits = &server.settings.connection_limits;
     let provider_admission = lintas_transport::Admission::new("provider", *limits);
     let consumer_admission = lintas_transport::Admission::new("consumer", *limits);
@@ -854,7 +871,6 @@ pub async fn serve(
         provider_admission.clone(),
         ops_admission.clone(),
     ]);
-    ops.metrics.health(ops.health.clone());
 
     // gRPC health follows readiness on both endpoints.
     let (grpc_health, health_service) = tonic_health::server::health_reporter();
@@ -957,11 +973,10 @@ pub async fn serve(
         stop.part(ops_server),
         health_watcher,
         crate::tasks::poll_configuration(server.clone(), stop.clone()),
-        crate::tasks::report_services(server.clone(), catalogue_health, stop.clone()),
+        crate::tasks::report_services(server.clone(), stop.clone()),
         crate::tasks::timestamp(server.clone(), stop.clone()),
         stop.part(crate::tasks::checkpoint(
             server.clone(),
-            witness_health,
             synced,
             stop.clone()
         )),

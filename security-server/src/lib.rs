@@ -18,6 +18,7 @@ pub mod discovery;
 mod entries;
 pub mod envelope;
 pub mod evidence;
+pub mod maintenance;
 pub mod ops;
 mod provider;
 pub mod rest;

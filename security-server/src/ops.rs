@@ -13,7 +13,7 @@ use lintas_ops::prometheus_client::metrics::counter::Counter;
 use lintas_ops::prometheus_client::metrics::family::Family;
 use lintas_ops::prometheus_client::metrics::histogram::Histogram;
 use lintas_ops::prometheus_client::registry::Unit;
-use lintas_ops::{Condition, Health, Metrics};
+use lintas_ops::{Condition, Metrics};
 
 use crate::daemon::SecurityServer;
 
@@ -177,18 +177,18 @@ pub fn timestamp_condition(age: i64, failures: u64, fail_closed: u64) -> Conditi
     }
 }
 
-/// Registers the server's probes on `health` and its state metrics on `metrics`.
-pub fn install(server: &Arc<SecurityServer>, health: &Health, metrics: &Metrics, warn: Warnings) {
-    let s = server.clone();
-    health.probe("configuration", move || {
+/// Registers the server's probes on its health and its state metrics on its metrics.
+/// They hold the server weakly: the server owns its health, and a stopped server is
+/// dropped.
+pub fn install(server: &Arc<SecurityServer>) {
+    probe(server, "configuration", |s| {
         let now = s.clock.now();
         match s.conf.current() {
-            Ok(c) => conf_condition(Ok(&c), now, warn.conf_expiry),
-            Err(e) => conf_condition(Err(&e), now, warn.conf_expiry),
+            Ok(c) => conf_condition(Ok(&c), now, s.warnings.conf_expiry),
+            Err(e) => conf_condition(Err(&e), now, s.warnings.conf_expiry),
         }
     });
-    let s = server.clone();
-    health.probe("log", move || {
+    probe(server, "log", |s| {
         if s.log.failed() {
             Condition::NotReady(
                 "a write to the record log failed; calls are refused until the server is restarted"
@@ -198,8 +198,7 @@ pub fn install(server: &Arc<SecurityServer>, health: &Health, metrics: &Metrics,
             Condition::Ready
         }
     });
-    let s = server.clone();
-    health.probe("timestamping", move || {
+    probe(server, "timestamping", |s| {
         let now = lintas_certs::unix_secs(s.clock.now());
         timestamp_condition(
             s.timestamps.age(now),
@@ -207,8 +206,7 @@ pub fn install(server: &Arc<SecurityServer>, health: &Health, metrics: &Metrics,
             s.timestamp_fail_closed,
         )
     });
-    let s = server.clone();
-    health.probe("certificates", move || {
+    probe(server, "certificates", |s| {
         let now = s.clock.now();
         let conf = s.conf.current().ok();
         let check = |der: &[u8], role| match &conf {
@@ -221,52 +219,51 @@ pub fn install(server: &Arc<SecurityServer>, health: &Health, metrics: &Metrics,
             // configuration component says so.
             None => Ok(()),
         };
+        let warn = s.warnings.cert_expiry;
         let sign = lintas_ops::health::cert_condition(
             "signing",
             &s.sign_cert,
             check(&s.sign_cert, lintas_certs::Role::Member),
             now,
-            warn.cert_expiry,
+            warn,
         );
         let tls = lintas_ops::health::cert_condition(
             "TLS",
             &s.tls_cert,
             check(&s.tls_cert, lintas_certs::Role::Server),
             now,
-            warn.cert_expiry,
+            warn,
         );
         lintas_ops::health::worst(sign, tls)
     });
 
-    let s = server.clone();
-    metrics.sampled(
+    use MetricType::{Counter as C, Gauge as G};
+    sampled(
+        server,
         "globalconf_serial",
         "Serial of the global configuration held (0: none)",
         None,
-        MetricType::Gauge,
-        move || vec![(Vec::new(), s.conf.held_serial().unwrap_or(0) as f64)],
+        G,
+        |s| single(s.conf.held_serial().unwrap_or(0) as f64),
     );
-    let s = server.clone();
-    metrics.sampled(
+    sampled(
+        server,
         "globalconf_expiry",
         "Seconds until the held global configuration expires (negative: expired)",
         Some(Unit::Seconds),
-        MetricType::Gauge,
-        move || match s.conf.current() {
-            Ok(c) => vec![(
-                Vec::new(),
-                (c.conf.expires_at - lintas_certs::unix_secs(s.clock.now())) as f64,
-            )],
+        G,
+        |s| match s.conf.current() {
+            Ok(c) => single((c.conf.expires_at - lintas_certs::unix_secs(s.clock.now())) as f64),
             Err(_) => Vec::new(),
         },
     );
-    let s = server.clone();
-    metrics.sampled(
+    sampled(
+        server,
         "certificate_expiry",
         "Seconds until each of the server's own certificates expires",
         Some(Unit::Seconds),
-        MetricType::Gauge,
-        move || {
+        G,
+        |s| {
             let now = s.clock.now();
             [("signing", &s.sign_cert), ("tls", &s.tls_cert)]
                 .into_iter()
@@ -277,94 +274,128 @@ pub fn install(server: &Arc<SecurityServer>, health: &Health, metrics: &Metrics,
                 .collect()
         },
     );
-    let s = server.clone();
-    metrics.sampled(
+    sampled(
+        server,
         "log_records",
         "Records in the message log",
         None,
-        MetricType::Gauge,
-        move || vec![(Vec::new(), s.log.len() as f64)],
+        G,
+        |s| single(s.log.len() as f64),
     );
-    let s = server.clone();
-    metrics.sampled(
+    sampled(
+        server,
         "log_flushes",
         "Batches the message log has written and synced",
         None,
-        MetricType::Counter,
-        move || vec![(Vec::new(), s.log.flushes() as f64)],
+        C,
+        |s| single(s.log.flushes() as f64),
     );
-    let s = server.clone();
-    metrics.sampled(
+    sampled(
+        server,
         "log_unsealed_records",
         "Records not yet covered by a signed checkpoint",
         None,
-        MetricType::Gauge,
-        move || {
+        G,
+        |s| {
             let covered = s
                 .checkpoints
                 .latest_stated()
                 .map(|(_, c)| c.size)
                 .unwrap_or(0);
-            vec![(Vec::new(), s.log.len().saturating_sub(covered) as f64)]
+            single(s.log.len().saturating_sub(covered) as f64)
         },
     );
-    let s = server.clone();
-    metrics.sampled(
+    sampled(
+        server,
         "checkpoint_age",
         "Seconds since the newest signed checkpoint",
         Some(Unit::Seconds),
-        MetricType::Gauge,
-        move || match s.checkpoints.latest_stated() {
+        G,
+        |s| match s.checkpoints.latest_stated() {
             Some((_, c)) => {
-                let now = crate::daemon::now_ms(&*s.clock);
-                vec![(Vec::new(), (now - c.time_unix_ms) as f64 / 1000.0)]
+                single((crate::daemon::now_ms(&*s.clock) - c.time_unix_ms) as f64 / 1000.0)
             }
             None => Vec::new(),
         },
     );
-    let s = server.clone();
-    metrics.sampled(
+    sampled(
+        server,
         "timestamp_wait",
         "Seconds the oldest record without a trusted time-stamp has waited (0: all covered)",
         Some(Unit::Seconds),
-        MetricType::Gauge,
-        move || {
-            let now = lintas_certs::unix_secs(s.clock.now());
-            vec![(Vec::new(), s.timestamps.age(now) as f64)]
-        },
+        G,
+        |s| single(s.timestamps.age(lintas_certs::unix_secs(s.clock.now())) as f64),
     );
-    let s = server.clone();
-    metrics.sampled(
+    sampled(
+        server,
         "timestamp_failures",
         "Time-stamping attempts failed since a token was last had",
         None,
-        MetricType::Gauge,
-        move || vec![(Vec::new(), s.timestamps.failures() as f64)],
+        G,
+        |s| single(s.timestamps.failures() as f64),
     );
-    let s = server.clone();
-    metrics.sampled(
+    sampled(
+        server,
         "witnessed_size",
         "Log size of the newest checkpoint the registry has cosigned",
         None,
-        MetricType::Gauge,
-        move || vec![(Vec::new(), s.checkpoints.witnessed_size() as f64)],
+        G,
+        |s| single(s.checkpoints.witnessed_size() as f64),
     );
-    let s = server.clone();
-    metrics.sampled(
+    sampled(
+        server,
         "batch_signatures",
         "Batch signatures made (one ECDSA signature over many headers)",
         None,
-        MetricType::Counter,
-        move || vec![(Vec::new(), s.signing_stats().0 as f64)],
+        C,
+        |s| single(s.signing_stats().0 as f64),
     );
-    let s = server.clone();
-    metrics.sampled(
+    sampled(
+        server,
         "signed_headers",
         "Request and response headers signed",
         None,
-        MetricType::Counter,
-        move || vec![(Vec::new(), s.signing_stats().1 as f64)],
+        C,
+        |s| single(s.signing_stats().1 as f64),
     );
+    sampled(
+        server,
+        "maintenance",
+        "1 while the server is in maintenance",
+        None,
+        G,
+        |s| single(f64::from(u8::from(s.maintenance.reason().is_some()))),
+    );
+    server.ops.metrics.health(server.ops.health.clone());
+    server.exchanges.register(&server.ops.metrics);
+}
+
+fn single(v: f64) -> Vec<(Labels, f64)> {
+    vec![(Vec::new(), v)]
+}
+
+/// A component computed from the server each time health is read.
+fn probe(server: &Arc<SecurityServer>, name: &str, f: fn(&SecurityServer) -> Condition) {
+    let weak = Arc::downgrade(server);
+    server.ops.health.probe(name, move || match weak.upgrade() {
+        Some(s) => f(&s),
+        None => Condition::NotReady("the security server has stopped".into()),
+    });
+}
+
+/// A metric sampled from the server at each scrape.
+fn sampled(
+    server: &Arc<SecurityServer>,
+    name: &'static str,
+    help: &'static str,
+    unit: Option<Unit>,
+    kind: MetricType,
+    f: fn(&SecurityServer) -> Vec<(Labels, f64)>,
+) {
+    let weak = Arc::downgrade(server);
+    server.ops.metrics.sampled(name, help, unit, kind, move || {
+        weak.upgrade().map(|s| f(&s)).unwrap_or_default()
+    });
 }
 
 #[cfg(test)]

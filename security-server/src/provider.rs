@@ -373,6 +373,8 @@ async fn handle(
     signed: ex::SignedRequest,
 ) -> Result<ex::SignedResponse, Status> {
     let side = ErrorSource::ProviderServer;
+    // In maintenance nothing new starts; the consumer's server records the refusal.
+    s.maintenance.admit(side)?;
     let peer_hash = peer_cert.as_deref().map(lintas_certs::sha256);
     let mut checked = check(&s, peer_hash, &signed);
     if let Err(r) = &checked

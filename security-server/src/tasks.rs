@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lintas_ops::Handle;
 use lintas_transport::Stop;
 
 use crate::SsError;
@@ -71,7 +70,8 @@ pub async fn poll_configuration(server: Arc<SecurityServer>, stop: Stop) {
 
 /// Reports the provided services to the registry at start and after every change,
 /// retrying until accepted; `health` warns while the catalogue is out of date.
-pub async fn report_services(server: Arc<SecurityServer>, health: Handle, stop: Stop) {
+pub async fn report_services(server: Arc<SecurityServer>, stop: Stop) {
+    let health = &server.catalogue_health;
     let mut pending = true;
     loop {
         if pending {
@@ -109,10 +109,10 @@ pub async fn report_services(server: Arc<SecurityServer>, health: Handle, stop: 
 /// witness. A log that forked from what the witness holds is fatal.
 pub async fn checkpoint(
     server: Arc<SecurityServer>,
-    witness: Handle,
     mut in_step: bool,
     stop: Stop,
 ) -> Result<(), Fatal> {
+    let witness = &server.witness_health;
     let mut last_witness: Option<std::time::Instant> = None;
     let mut last_purge: Option<std::time::Instant> = None;
     loop {

@@ -813,6 +813,7 @@ async fn the_registry_checks_published_descriptors_and_drops_unused_ones() {
     };
     let report = |service: &str, hash: &[u8], subject: &str| reg::ServiceReport {
         services: vec![reported(service, hash, subject)],
+        maintenance: false,
     };
 
     // Named before it was uploaded: nothing changes, the set is asked for.
@@ -910,6 +911,7 @@ async fn the_registry_checks_published_descriptors_and_drops_unused_ones() {
                 reported(DUKCAPIL, &hash, CONSUMER_CLIENT),
                 reported(BPJS, &hash, CONSUMER_CLIENT),
             ],
+            maintenance: false,
         })
         .await
         .unwrap();
@@ -925,7 +927,10 @@ async fn the_registry_checks_published_descriptors_and_drops_unused_ones() {
         .unwrap();
     // Once no service names it, it is gone.
     as_provider
-        .report_services(reg::ServiceReport { services: vec![] })
+        .report_services(reg::ServiceReport {
+            services: vec![],
+            maintenance: false,
+        })
         .await
         .unwrap();
     let gone = public

@@ -767,7 +767,9 @@ async fn binary_pair(inst: &Instance) -> Vec<BinServer> {
             })
             .await
             .unwrap();
-        run(&mut lintas_cmd(&["ss", "status", "--config", &config]));
+        let status = run(&mut lintas_cmd(&["ss", "status", "--config", &config]));
+        assert!(status.contains("certificates stored"), "{status}");
+        assert!(status.contains("not running"), "{status}");
         let consumer_listen = free_port();
         let daemon = serve_child(&dir, &consumer_listen, &peer);
         servers.push(BinServer {
@@ -876,6 +878,44 @@ async fn the_binary_runs_two_security_servers_configured_while_running() {
     let provider_dir = std::path::Path::new(provider_config).parent().unwrap();
     let listed = run(lintas(&["ss", "acl", "list"]).current_dir(provider_dir));
     assert!(listed.contains(CONSUMER_CLIENT), "{listed}");
+    assert_eq!(call().await.unwrap().nama, "Siti Rahayu");
+
+    // The operator's view of the running server: ready, then in maintenance, then back.
+    let status = run(&mut lintas(&["ss", "status", "--config", provider_config]));
+    assert!(status.contains("ready: the server can serve"), "{status}");
+    let out = run(&mut lintas(&[
+        "ss",
+        "maintenance",
+        "on",
+        "--reason",
+        "upgrade",
+        "--config",
+        provider_config,
+    ]));
+    assert!(out.contains("maintenance on"), "{out}");
+    let json = lintas(&["ss", "status", "--json", "--config", provider_config])
+        .output()
+        .unwrap();
+    assert!(!json.status.success(), "not ready exits non-zero");
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(report["ready"], false);
+    assert_eq!(report["maintenance_reason"], "upgrade");
+    let err = call().await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    run(&mut lintas(&[
+        "ss",
+        "maintenance",
+        "off",
+        "--config",
+        provider_config,
+    ]));
+    run(&mut lintas(&[
+        "ss",
+        "status",
+        "--json",
+        "--config",
+        provider_config,
+    ]));
     assert_eq!(call().await.unwrap().nama, "Siti Rahayu");
 
     // Bad administrative input is refused with the reason.

@@ -393,3 +393,97 @@ async fn a_peer_that_opens_and_resets_streams_in_a_loop_is_cut_off() {
         Some(lintas_transport::Limits::default().max_concurrent_streams)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_drains_refuses_new_exchanges_and_is_published() {
+    use lintas_proto::ss::v1 as ss;
+    use lintas_proto::ss::v1::security_server_admin_server::SecurityServerAdmin;
+    let net = network().await;
+    // The provider application holds the first call until released.
+    let (arrived_tx, arrived) = tokio::sync::oneshot::channel();
+    let (release, release_rx) = tokio::sync::oneshot::channel();
+    let app = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", app.local_addr().unwrap());
+    let (_stop_app, stop) = stopper();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(
+                lintas_examples::kependudukan::v1::penduduk_server::PendudukServer::new(GatedApp {
+                    arrived: std::sync::Mutex::new(Some(arrived_tx)),
+                    release: tokio::sync::Mutex::new(Some(release_rx)),
+                }),
+            )
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(app),
+                stop,
+            ),
+    );
+    net.provider
+        .access
+        .add_service(ServiceEntry {
+            provider: PROVIDER_CLIENT.parse().unwrap(),
+            service: SERVICE.parse().unwrap(),
+            endpoint,
+            ca_pem: None,
+            descriptor_set: None,
+        })
+        .unwrap();
+    let in_flight = tokio::spawn(cari_nik(
+        plain_channel(&net.consumer_url).await.unwrap(),
+        CONSUMER_CLIENT,
+        NIK,
+        None,
+    ));
+    arrived.await.unwrap();
+
+    let admin = lintas_ss::admin::AdminService(net.provider.clone());
+    admin
+        .set_maintenance(Request::new(ss::MaintenanceRequest {
+            on: true,
+            reason: "moving racks".into(),
+        }))
+        .await
+        .unwrap();
+    let (status, _, body) = http(&net.provider_ops, "GET", "/readyz", &[], "").await;
+    assert_eq!(status, 503);
+    assert!(
+        body.contains("maintenance") && body.contains("moving racks"),
+        "{body}"
+    );
+    let health = admin
+        .health(Request::new(ss::ListRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!health.ready && health.maintenance);
+    assert_eq!(health.maintenance_reason, "moving racks");
+
+    // A new exchange is refused, retriably, and says why.
+    let refused = net.cari(CONSUMER_CLIENT, NIK).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert_eq!(source(&refused), "provider-server");
+    assert!(refused.message().contains("maintenance"), "{refused:?}");
+    // The one in flight finishes.
+    release.send(()).unwrap();
+    assert_eq!(in_flight.await.unwrap().unwrap().nik, NIK);
+
+    // Published: the next configuration marks the provider's server.
+    let serial = net.provider.report_services().await.unwrap();
+    let conf = net.consumer.conf().fetch().await.unwrap();
+    assert!(conf.serial() >= serial);
+    assert!(conf.server(&PROVIDER.parse().unwrap()).unwrap().maintenance);
+
+    admin
+        .set_maintenance(Request::new(ss::MaintenanceRequest {
+            on: false,
+            reason: String::new(),
+        }))
+        .await
+        .unwrap();
+    assert_eq!(net.cari(CONSUMER_CLIENT, NIK).await.unwrap().nik, NIK);
+    let (status, _, _) = http(&net.provider_ops, "GET", "/readyz", &[], "").await;
+    assert_eq!(status, 200);
+    net.provider.report_services().await.unwrap();
+    let conf = net.consumer.conf().fetch().await.unwrap();
+    assert!(!conf.server(&PROVIDER.parse().unwrap()).unwrap().maintenance);
+}
