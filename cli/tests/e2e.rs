@@ -1233,6 +1233,7 @@ fn the_binary_inits_checks_serves_and_stops_on_sigterm() {
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(log.contains("operations listener"), "{log}");
     assert!(!log.contains('\x1b'), "ANSI codes in a log file:\n{log}");
+    assert!(!log.contains("PRIVATE KEY"), "a key in the log:\n{log}");
 }
 
 #[test]

@@ -160,9 +160,12 @@ fn column(row: &Row, i: usize) -> Result<SqlValue, String> {
 
 impl Connection {
     pub fn new(url: &str, connections: usize, timeout: Duration) -> Result<Self, String> {
-        let mut config: Config = url
-            .parse()
-            .map_err(|e| format!("database '{url}' is not a PostgreSQL URL: {e}"))?;
+        let mut config: Config = url.parse().map_err(|e| {
+            format!(
+                "database '{}' is not a PostgreSQL URL: {e}",
+                crate::redact_url(url)
+            )
+        })?;
         config.connect_timeout(timeout);
         let target = match (config.get_hosts().first(), config.get_ports().first()) {
             (Some(tokio_postgres::config::Host::Tcp(h)), Some(p)) => format!("{h}:{p}"),

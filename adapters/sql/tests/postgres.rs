@@ -145,3 +145,63 @@ async fn the_school_database_example_runs_on_postgresql() {
         Some("Dewi Rahayu")
     );
 }
+
+/// The school example pointed at `database`: the adapter, or the error building it.
+fn school_at(
+    dir: &Path,
+    database: &str,
+) -> (
+    lintas_adapter::Adapter,
+    Result<std::sync::Arc<dyn lintas_adapter::Backend>, String>,
+) {
+    let config = dir.join("dapodik.toml");
+    let text = std::fs::read_to_string(examples().join("adapters/dapodik-sql.toml"))
+        .unwrap()
+        .replace("sqlite:../sql/sekolah.db", database)
+        .replace(
+            "[\"../proto\"]",
+            &format!("[{:?}]", examples().join("proto").display().to_string()),
+        );
+    std::fs::write(&config, text).unwrap();
+    let adapter = lintas_adapter::load(&config).unwrap();
+    let BackendSection::Sql(t) = &adapter.backend else {
+        panic!()
+    };
+    let backend = lintas_adapter_sql::build(&adapter, t.clone()).map_err(|e| e.to_string());
+    (adapter, backend)
+}
+
+#[tokio::test]
+async fn database_passwords_never_appear_in_errors() {
+    const SECRET: &str = "Sup3r-S3cret";
+    let dir = tempfile::tempdir().unwrap();
+    // A URL that does not parse: the message names it without the password.
+    let (_, built) = school_at(
+        dir.path(),
+        &format!("postgres://lintas:{SECRET}@127.0.0.1:notaport/sekolah"),
+    );
+    let err = built.err().expect("a bad port is refused");
+    assert!(err.contains("lintas:***@127.0.0.1"), "{err}");
+    assert!(!err.contains(SECRET), "{err}");
+    // A server that is not there: the call fails, without the password.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (adapter, built) = school_at(
+        dir.path(),
+        &format!("postgres://lintas:{SECRET}@127.0.0.1:{port}/sekolah?password={SECRET}"),
+    );
+    let backend = built.unwrap();
+    let status = call(
+        &adapter,
+        &backend,
+        "CariSiswa",
+        &[("nik", Value::String("3174014107120003".into()))],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(!format!("{status:?}").contains(SECRET), "{status:?}");
+}
