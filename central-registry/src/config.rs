@@ -60,8 +60,33 @@ pub struct RegistryConfig {
     /// within this many days.
     #[serde(default = "default_warn_cert_expiry_days")]
     pub warn_cert_expiry_days: u64,
+    /// Registration requests without an enrolment token waiting for an administrator,
+    /// in all and from one source address (IPv4, or IPv6 /64).
+    #[serde(default = "default_max_pending")]
+    pub max_pending_registrations: usize,
+    #[serde(default = "default_max_pending_per_source")]
+    pub max_pending_per_source: usize,
+    /// Seconds an undecided registration request is kept before it expires.
+    #[serde(default = "default_registration_ttl")]
+    pub registration_ttl_secs: u64,
+    /// Time-stamp requests one source address may make per minute (registered servers
+    /// ask about once a minute each).
+    #[serde(default = "default_tsa_per_source")]
+    pub tsa_requests_per_minute_per_source: u32,
 }
 
+fn default_max_pending() -> usize {
+    10_000
+}
+fn default_max_pending_per_source() -> usize {
+    20
+}
+fn default_registration_ttl() -> u64 {
+    7 * 86400
+}
+fn default_tsa_per_source() -> u32 {
+    120
+}
 pub(crate) fn default_ops_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 4490))
 }
@@ -145,6 +170,22 @@ impl RegistryConfig {
         p.check((1..=3650).contains(&self.warn_cert_expiry_days), || {
             "warn_cert_expiry_days must be between 1 and 3650".into()
         });
+        p.check(
+            (1..=1_000_000).contains(&self.max_pending_registrations),
+            || "max_pending_registrations must be between 1 and 1000000".into(),
+        );
+        p.check(
+            (1..=self.max_pending_registrations).contains(&self.max_pending_per_source),
+            || "max_pending_per_source must be between 1 and max_pending_registrations".into(),
+        );
+        p.check(
+            (60..=365 * 86400).contains(&self.registration_ttl_secs),
+            || "registration_ttl_secs must be between 60 and 31536000 (a year)".into(),
+        );
+        p.check(
+            (1..=60_000).contains(&self.tsa_requests_per_minute_per_source),
+            || "tsa_requests_per_minute_per_source must be between 1 and 60000".into(),
+        );
         for problem in self.connection_limits.problems() {
             p.check(false, || problem);
         }

@@ -68,6 +68,7 @@ fn status_to_pb(r: RegistrationRec) -> pb::RegistrationStatus {
         decided_by: r.decided_by,
         member_name: r.member_name,
         renewal: r.renewal,
+        source: r.source,
     }
 }
 
@@ -80,8 +81,13 @@ impl Registration for RegistrationService {
         &self,
         request: Request<pb::RegistrationRequest>,
     ) -> Result<Response<pb::RegistrationStatus>, Status> {
+        let source = request
+            .remote_addr()
+            .map(|a| lintas_transport::admission::source_of(a.ip()).to_string())
+            .unwrap_or_default();
         let r = request.into_inner();
         let sub = Submission {
+            source,
             server_id: r.server_id,
             address: r.address,
             tls_csr: r.tls_csr,

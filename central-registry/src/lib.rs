@@ -14,6 +14,7 @@ pub mod grpc;
 mod ops;
 pub mod registry;
 pub mod store;
+mod tsa_http;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -226,6 +227,10 @@ pub fn init(opts: &InitOptions, clock: Arc<dyn Clock>) -> Result<InitReport, Reg
         connection_limits: Default::default(),
         ops_listen: config::default_ops_listen(),
         warn_cert_expiry_days: 30,
+        max_pending_registrations: 10_000,
+        max_pending_per_source: 20,
+        registration_ttl_secs: 7 * 86400,
+        tsa_requests_per_minute_per_source: 120,
     };
     let anchor = Anchor::new(
         instance.clone(),
@@ -288,6 +293,11 @@ pub fn open(
     let store = store::SledStore::open(&paths.db())?;
     let policy = Policy {
         instance: config.instance.clone(),
+        registration: registry::PendingLimits {
+            max_total: config.max_pending_registrations,
+            max_per_source: config.max_pending_per_source,
+            ttl_secs: i64::try_from(config.registration_ttl_secs).unwrap_or(i64::MAX),
+        },
         conf_validity: Duration::from_secs(config.conf_validity_secs),
         cert_validity: Duration::from_secs(config.cert_validity_days * 86400),
         token_ttl: Duration::from_secs(config.token_ttl_secs),
@@ -301,12 +311,6 @@ pub fn open(
     )?))
 }
 
-/// Serves `registry` on already-bound listeners until `shutdown` completes: the gRPC API
-/// over TLS 1.3 on `grpc`, the signed global configuration over HTTP on `http`, and a
-/// periodic re-signing of the configuration before it expires.
-/// Time-stamp requests signed at once; more wait.
-const TSA_CONCURRENT_SIGNATURES: usize = 4;
-
 /// The listeners a registry serves on, already bound.
 pub struct Listeners {
     /// The gRPC API (TLS 1.3).
@@ -317,6 +321,10 @@ pub struct Listeners {
     pub ops: TcpListener,
 }
 
+/// Serves `registry` on already-bound listeners until `shutdown` completes: the gRPC API
+/// over TLS 1.3, the signed global configuration and the TSA over HTTP, the operations
+/// listener, a periodic re-signing of the configuration before it expires (which also
+/// expires undecided registration requests).
 pub async fn serve(
     registry: Arc<Registry>,
     config: &RegistryConfig,
@@ -405,18 +413,18 @@ pub async fn serve(
         );
 
     let http_registry = registry.clone();
-    let tsa = Arc::new(
+    let tsa = tsa_http::TsaEndpoint::new(
         lintas_timestamp::Tsa::new(
             keys::read(&paths.tsa_key())?,
             read_cert(&paths.tsa_cert())?,
             &config.tsa_policy,
         )
         .map_err(|e| RegistryServeError::Cert(CertError::Issue(e.to_string())))?,
+        registry.clone(),
+        config.tsa_requests_per_minute_per_source,
+        http_metrics.tsa_requests.clone(),
     );
-    let tsa_registry = registry.clone();
     let public_health = operations.health.clone();
-    let tsa_requests = http_metrics.tsa_requests.clone();
-    let tsa_signing = Arc::new(tokio::sync::Semaphore::new(TSA_CONCURRENT_SIGNATURES));
     let app = axum::Router::new()
         .route(
             "/globalconf",
@@ -436,45 +444,12 @@ pub async fn serve(
         )
         .route(
             "/tsa",
-            axum::routing::post(move |body: axum::body::Bytes| {
-                let (tsa, registry, signing) =
-                    (tsa.clone(), tsa_registry.clone(), tsa_signing.clone());
-                let requests = tsa_requests.clone();
-                async move {
-                    // Anyone may ask: at most a few signatures run at once, the others
-                    // wait their turn, so requests cannot crowd out the registry.
-                    let Ok(_turn) = signing.acquire_owned().await else {
-                        return (
-                            [(
-                                axum::http::header::CONTENT_TYPE,
-                                lintas_timestamp::REPLY_MEDIA_TYPE,
-                            )],
-                            Vec::new(),
-                        );
-                    };
-                    // Signing is quick but CPU-bound: the blocking pool keeps HTTP responsive.
-                    let reply = tokio::task::spawn_blocking(move || {
-                        tsa.respond(&body, registry.unix_now())
-                    })
-                    .await
-                    .unwrap_or_default();
-                    let result = if reply.is_empty() {
-                        "failed"
-                    } else {
-                        "answered"
-                    };
-                    requests
-                        .get_or_create(&vec![("result", result.to_owned())])
-                        .inc();
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            lintas_timestamp::REPLY_MEDIA_TYPE,
-                        )],
-                        reply,
-                    )
-                }
-            }),
+            axum::routing::post(
+                move |axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<
+                    std::net::SocketAddr,
+                >,
+                      body: axum::body::Bytes| { tsa.clone().answer(peer, body) },
+            ),
         )
         .route(
             "/healthz",
@@ -506,8 +481,14 @@ pub async fn serve(
                 _ = refresh_stop.stopped() => return,
             }
             let reg = refresh_registry.clone();
-            match tokio::task::spawn_blocking(move || reg.republish("registry", "periodic refresh"))
-                .await
+            // Undecided registration requests past their time go too.
+            match tokio::task::spawn_blocking(move || {
+                if let Err(e) = reg.expire_registrations() {
+                    tracing::error!(error = %e, "expiring registration requests failed");
+                }
+                reg.republish("registry", "periodic refresh")
+            })
+            .await
             {
                 Ok(Ok(serial)) => tracing::debug!(serial, "global configuration re-signed"),
                 Ok(Err(e)) => {

@@ -21,7 +21,10 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::store::{Put, RegistryStore};
 
+mod pending;
 mod witness;
+
+pub use pending::Limits as PendingLimits;
 
 /// Longest free-text field (names, reasons, descriptions).
 pub const MAX_TEXT: usize = 256;
@@ -177,6 +180,10 @@ pub struct RegistrationRec {
     pub signing_cert_hex: String,
     /// The server was already registered when this request arrived.
     pub renewal: bool,
+    /// Where the request came from (an IPv4 address or IPv6 /64); pending requests are
+    /// limited per source.
+    #[serde(default)]
+    pub source: String,
 }
 
 /// A time-stamping authority an administrator listed.
@@ -325,6 +332,8 @@ pub struct Keys {
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub instance: Code,
+    /// Limits on pending registration requests.
+    pub registration: pending::Limits,
     pub conf_validity: Duration,
     pub cert_validity: Duration,
     pub token_ttl: Duration,
@@ -369,6 +378,8 @@ pub struct Registry {
     reports: Mutex<()>,
     /// Descriptor sets uploaded by each server and not yet named in a report, by hash.
     staged: Mutex<BTreeMap<ServerId, Vec<Staged>>>,
+    /// Registration requests waiting for an administrator (decided ones are in `state`).
+    pending: Mutex<pending::PendingSet>,
     /// The newest checkpoint witnessed for each log, by origin.
     witnessed: Mutex<BTreeMap<String, witness::WitnessRec>>,
     /// (origin, held size) of every refusal stored as evidence.
@@ -388,6 +399,7 @@ impl Registry {
         let mut latest = Vec::new();
         let mut witnessed = BTreeMap::new();
         let mut refusals = BTreeSet::new();
+        let mut pending = pending::PendingSet::default();
         for (key, value) in store.load().map_err(internal)? {
             let (kind, id) = key.split_once('/').unwrap_or((key.as_str(), ""));
             match kind {
@@ -401,7 +413,11 @@ impl Registry {
                 }
                 "registration" => {
                     let r: RegistrationRec = decode(&key, &value)?;
-                    state.registrations.insert(r.request_id.clone(), r);
+                    if r.state == RegState::Pending {
+                        pending.insert(r);
+                    } else {
+                        state.registrations.insert(r.request_id.clone(), r);
+                    }
                 }
                 "group" => {
                     let g: GroupRec = decode(&key, &value)?;
@@ -466,6 +482,7 @@ impl Registry {
             staged: Mutex::new(BTreeMap::new()),
             witnessed: Mutex::new(witnessed),
             witness_refusals: Mutex::new(refusals),
+            pending: Mutex::new(pending),
         })
     }
 
@@ -485,6 +502,11 @@ impl Registry {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Taken after `state` when both are held.
+    fn pending_set(&self) -> std::sync::MutexGuard<'_, pending::PendingSet> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The newest signed global configuration blob.
@@ -510,11 +532,7 @@ impl Registry {
         Counts {
             members: state.members.len(),
             servers: state.servers.len(),
-            pending_registrations: state
-                .registrations
-                .values()
-                .filter(|r| r.state == RegState::Pending)
-                .count(),
+            pending_registrations: self.pending_set().len(),
             conf_serial: state.conf_serial,
         }
     }
@@ -773,40 +791,12 @@ impl Registry {
             tls_cert_hex: String::new(),
             signing_cert_hex: String::new(),
             renewal: false,
+            source: req.source.clone(),
         };
-        let actor = format!("server {server_id}");
         let Some(hash) = token_hash else {
-            let (rec, _) = self.commit(&actor, Publish::No, |state, change| {
-                let pending = state
-                    .registrations
-                    .values()
-                    .filter(|r| r.state == RegState::Pending);
-                let mut count = 0;
-                for p in pending {
-                    if p.server_id == server_id {
-                        return Err(RegistryError::AlreadyExists(format!(
-                            "a registration for {server_id} is already pending since {}; an administrator must approve or reject it first",
-                            iso8601(p.submitted_at)
-                        )));
-                    }
-                    count += 1;
-                }
-                if count >= MAX_PENDING {
-                    return Err(RegistryError::ResourceExhausted(format!(
-                        "{count} registrations are pending; try again after the administrators have decided some"
-                    )));
-                }
-                rec.renewal = state.servers.contains_key(&server_id);
-                change.put(format!("registration/{request_id}"), &rec)?;
-                state.registrations.insert(request_id.clone(), rec.clone());
-                let action = format!(
-                    "submitted registration {request_id} for {server_id} at {}",
-                    rec.address
-                );
-                Ok((rec, action))
-            })?;
-            return Ok(rec);
+            return self.file_pending(rec);
         };
+        let actor = format!("enrolment token for server {server_id}");
         // An enrolment token is checked before anything else, so nobody can block a
         // token holder by filing a pending request for the same server first.
         let (rec, _) = self.commit(&actor, Publish::Yes, |state, change| {
@@ -832,21 +822,13 @@ impl Registry {
             }
             token.used = true;
             change.put(format!("token/{hash}"), &*token)?;
-            let superseded: Vec<String> = state
-                .registrations
-                .values()
-                .filter(|r| r.server_id == server_id && r.state == RegState::Pending)
-                .map(|r| r.request_id.clone())
-                .collect();
-            for id in superseded {
-                if let Some(other) = state.registrations.get_mut(&id) {
-                    other.state = RegState::Rejected;
-                    other.reason = "superseded by a registration with an enrolment token".into();
-                    other.decided_at = now;
-                    other.decided_by = "enrolment-token".into();
-                    change.put(format!("registration/{id}"), &*other)?;
-                }
-            }
+            let settled = self.supersede(
+                state,
+                change,
+                &server_id,
+                "superseded by a registration with an enrolment token",
+                "enrolment-token",
+            )?;
             rec.renewal = state.servers.contains_key(&server_id);
             self.approve_into(
                 state,
@@ -862,26 +844,161 @@ impl Registry {
                 "registration {request_id} for {server_id} at {} approved by enrolment token",
                 rec.address
             );
-            Ok((rec, action))
+            Ok(((rec, settled), action))
         })?;
+        self.settled(&rec.1);
+        Ok(rec.0)
+    }
+
+    /// Files a request without a token for an administrator to decide: one record
+    /// and an audit entry, written without copying the state, so the cost does not grow
+    /// with the number pending. The claimed server id is only a claim until then.
+    fn file_pending(&self, mut rec: RegistrationRec) -> Result<RegistrationRec> {
+        let limits = self.policy.registration;
+        let source = if rec.source.is_empty() {
+            "an unknown address".to_owned()
+        } else {
+            rec.source.clone()
+        };
+        let actor = format!(
+            "unverified requester from {source} claiming server {}",
+            rec.server_id
+        );
+        if self.poisoned.load(Ordering::SeqCst) {
+            return Err(RegistryError::Internal(
+                "an earlier write to the registry database failed; restart the registry to reload its state".into(),
+            ));
+        }
+        if self.pending_set().room_for(&rec.source, &limits).is_err() {
+            // Full: requests past their time go first.
+            self.expire_registrations()?;
+        }
+        let mut state = self.lock();
+        let mut pending = self.pending_set();
+        match pending.room_for(&rec.source, &limits) {
+            Ok(()) => {}
+            Err(pending::Full::Total(n)) => {
+                return Err(RegistryError::ResourceExhausted(format!(
+                    "{n} registrations are pending; try again after the administrators have decided some"
+                )));
+            }
+            Err(pending::Full::Source(n)) => {
+                return Err(RegistryError::ResourceExhausted(format!(
+                    "{n} registrations from {source} are pending, the most one address may have; ask the registry administrators to decide them"
+                )));
+            }
+        }
+        rec.renewal = state.servers.contains_key(&rec.server_id);
+        let action = format!(
+            "submitted registration {} for {} at {} (tls key {}, signing key {})",
+            rec.request_id,
+            rec.server_id,
+            rec.address,
+            rec.tls_key_fingerprint,
+            rec.signing_key_fingerprint
+        );
+        let seq = state.audit_seq;
+        let mut change = Change::default();
+        change.put(format!("registration/{}", rec.request_id), &rec)?;
+        change.put(
+            format!("audit/{seq:016x}"),
+            &AuditRec {
+                at: self.now(),
+                actor: actor.clone(),
+                action: action.clone(),
+            },
+        )?;
+        if let Err(e) = self.store.apply(change.puts) {
+            self.poisoned.store(true, Ordering::SeqCst);
+            tracing::error!(error = %e, "registry database write failed; refusing changes until restart");
+            return Err(internal(e));
+        }
+        state.audit_seq += 1;
+        pending.insert(rec.clone());
+        tracing::info!(actor, action = %action, "registry change");
         Ok(rec)
     }
 
+    /// Removes pending requests filed `registration_ttl_secs` ago or earlier (records
+    /// and memory; an audit entry says how many). Returns how many went.
+    pub fn expire_registrations(&self) -> Result<usize> {
+        let ttl = self.policy.registration.ttl_secs;
+        let now = self.now();
+        if self.pending_set().expired(now, ttl).is_empty() {
+            return Ok(0);
+        }
+        let (expired, _) = self.commit("registry", Publish::No, |_, change| {
+            let expired = self.pending_set().expired(now, ttl);
+            for id in &expired {
+                change.puts.push(crate::store::Put {
+                    key: format!("registration/{id}"),
+                    value: None,
+                });
+            }
+            let action = format!(
+                "{} registration request(s) expired undecided after {ttl} s",
+                expired.len()
+            );
+            Ok((expired, action))
+        })?;
+        self.settled(&expired);
+        Ok(expired.len())
+    }
+
+    /// Closes every other pending request for `server` as rejected with `reason`;
+    /// returns their ids, to leave the pending set once the change is durable.
+    fn supersede(
+        &self,
+        state: &mut State,
+        change: &mut Change,
+        server: &ServerId,
+        reason: &str,
+        by: &str,
+    ) -> Result<Vec<String>> {
+        let others: Vec<RegistrationRec> = {
+            let pending = self.pending_set();
+            pending
+                .for_server(server)
+                .iter()
+                .filter(|id| !state.registrations.contains_key(*id))
+                .filter_map(|id| pending.get(id).cloned())
+                .collect()
+        };
+        let mut ids = Vec::new();
+        for mut other in others {
+            other.state = RegState::Rejected;
+            other.reason = reason.into();
+            other.decided_at = self.now();
+            other.decided_by = by.into();
+            change.put(format!("registration/{}", other.request_id), &other)?;
+            ids.push(other.request_id.clone());
+            state.registrations.insert(other.request_id.clone(), other);
+        }
+        Ok(ids)
+    }
+
     pub fn status(&self, request_id: &str) -> Result<RegistrationRec> {
-        self.lock()
-            .registrations
-            .get(request_id)
-            .cloned()
-            .ok_or_else(|| RegistryError::NotFound("no registration request with that id".into()))
+        let state = self.lock();
+        if let Some(rec) = state.registrations.get(request_id) {
+            return Ok(rec.clone());
+        }
+        self.pending_set().get(request_id).cloned().ok_or_else(|| {
+            RegistryError::NotFound(format!(
+                "no registration request with that id (undecided requests expire after {} s)",
+                self.policy.registration.ttl_secs
+            ))
+        })
     }
 
     // ----- administration -----
 
     pub fn list_registrations(&self, state: Option<RegState>) -> Vec<RegistrationRec> {
-        let mut out: Vec<_> = self
-            .lock()
+        let decided = self.lock();
+        let pending = self.pending_set();
+        let mut out: Vec<_> = decided
             .registrations
             .values()
+            .chain(pending.values())
             .filter(|r| state.is_none_or(|s| r.state == s))
             .cloned()
             .collect();
@@ -891,7 +1008,7 @@ impl Registry {
 
     pub fn approve(&self, admin: &str, request_id: &str) -> Result<RegistrationRec> {
         let (rec, _) = self.commit(admin, Publish::Yes, |state, change| {
-            let mut rec = pending(state, request_id)?;
+            let mut rec = self.pending_rec(state, request_id)?;
             let csr = |hex: &str| {
                 CsrKey::from_der(&lintas_certs::unhex(hex).unwrap_or_default()).map_err(internal)
             };
@@ -901,10 +1018,22 @@ impl Registry {
             state
                 .registrations
                 .insert(request_id.to_owned(), rec.clone());
-            let action = format!("approved registration {request_id} of {}", rec.server_id);
-            Ok((rec, action))
+            let mut settled = self.supersede(
+                state,
+                change,
+                &rec.server_id,
+                &format!("superseded: registration {request_id} for this server was approved"),
+                admin,
+            )?;
+            settled.push(request_id.to_owned());
+            let action = format!(
+                "approved registration {request_id} of {} (tls key {}, from {})",
+                rec.server_id, rec.tls_key_fingerprint, rec.source
+            );
+            Ok(((rec, settled), action))
         })?;
-        Ok(rec)
+        self.settled(&rec.1);
+        Ok(rec.0)
     }
 
     /// Issues the certificates, creates member, subsystems and server, marks approved.
@@ -998,7 +1127,7 @@ impl Registry {
         }
         check_text("reason", reason)?;
         let (rec, _) = self.commit(admin, Publish::No, |state, change| {
-            let mut rec = pending(state, request_id)?;
+            let mut rec = self.pending_rec(state, request_id)?;
             rec.state = RegState::Rejected;
             rec.reason = reason.to_owned();
             rec.decided_at = self.now();
@@ -1010,6 +1139,7 @@ impl Registry {
             let action = format!("rejected registration of {}: {reason}", rec.server_id);
             Ok((rec, action))
         })?;
+        self.settled(std::slice::from_ref(&rec.request_id));
         Ok(rec)
     }
 
@@ -1596,19 +1726,33 @@ pub struct Submission {
     pub clients: Vec<String>,
     pub member_name: String,
     pub enrolment_token: String,
+    /// The requester's address as the connection showed it (empty: unknown).
+    pub source: String,
 }
 
-fn pending(state: &State, request_id: &str) -> Result<RegistrationRec> {
-    let rec = state.registrations.get(request_id).ok_or_else(|| {
-        RegistryError::NotFound(format!("no registration request '{request_id}'"))
-    })?;
-    if rec.state != RegState::Pending {
-        return Err(RegistryError::FailedPrecondition(format!(
-            "registration {request_id} was already decided ({:?})",
-            rec.state
-        )));
+impl Registry {
+    /// A pending request, to be decided in a change; it leaves the pending set once the
+    /// change is durable ([`Registry::settled`]). A decided request is in `state`, so
+    /// it cannot be decided twice.
+    fn pending_rec(&self, state: &State, request_id: &str) -> Result<RegistrationRec> {
+        if let Some(rec) = state.registrations.get(request_id) {
+            return Err(RegistryError::FailedPrecondition(format!(
+                "registration {request_id} was already decided ({:?})",
+                rec.state
+            )));
+        }
+        self.pending_set().get(request_id).cloned().ok_or_else(|| {
+            RegistryError::NotFound(format!("no registration request '{request_id}'"))
+        })
     }
-    Ok(rec.clone())
+
+    /// Requests decided by a durable change leave the pending set.
+    fn settled(&self, ids: &[String]) {
+        let mut pending = self.pending_set();
+        for id in ids {
+            pending.remove(id);
+        }
+    }
 }
 
 fn random_hex(bytes: usize) -> Result<String> {
@@ -1676,7 +1820,11 @@ mod tests {
     }
 
     fn registry(store: Arc<FlakyStore>) -> Registry {
-        let now = std::time::SystemTime::now();
+        registry_with(store, Arc::new(SystemClock))
+    }
+
+    fn registry_with(store: Arc<FlakyStore>, clock: Arc<dyn Clock>) -> Registry {
+        let now = clock.now();
         let year = Duration::from_secs(365 * 86400);
         let instance: Code = "ID".parse().unwrap();
         let ca = Ca::create(&instance, Validity::starting(now, year).unwrap()).unwrap();
@@ -1698,12 +1846,114 @@ mod tests {
         };
         let policy = Policy {
             instance,
+            registration: PendingLimits {
+                max_total: 100,
+                max_per_source: 10,
+                ttl_secs: 3600,
+            },
             conf_validity: Duration::from_secs(3600),
             cert_validity: year,
             token_ttl: Duration::from_secs(3600),
             tsa_url: "http://127.0.0.1:1/tsa".into(),
         };
-        Registry::open(store, keys, policy, Arc::new(SystemClock)).unwrap()
+        Registry::open(store, keys, policy, clock).unwrap()
+    }
+
+    /// A registration request for `server` from `source`, with fresh keys.
+    fn submission(server: &str, source: &str) -> Submission {
+        let csr = || {
+            let key = lintas_certs::keys::generate().unwrap();
+            lintas_certs::ca::make_csr(&key, "test").unwrap()
+        };
+        Submission {
+            server_id: server.into(),
+            address: "ss.example:5500".into(),
+            tls_csr: csr(),
+            signing_csr: csr(),
+            log_csr: csr(),
+            clients: Vec::new(),
+            member_name: "A".into(),
+            enrolment_token: String::new(),
+            source: source.into(),
+        }
+    }
+
+    #[test]
+    fn anonymous_requests_are_limited_per_source_expire_and_never_block_the_real_operator() {
+        let store = Arc::new(FlakyStore::default());
+        let clock = Arc::new(lintas_globalconf::ManualClock::new(
+            std::time::SystemTime::now(),
+        ));
+        let reg = registry_with(store.clone(), clock.clone());
+        let server = "ID/GOV/A/SS1";
+        // A flood from one source stops at its limit (10 here)...
+        for _ in 0..10 {
+            reg.submit(submission(server, "10.9.9.9")).unwrap();
+        }
+        let err = reg.submit(submission(server, "10.9.9.9")).unwrap_err();
+        assert!(
+            matches!(&err, RegistryError::ResourceExhausted(m) if m.contains("10.9.9.9")),
+            "{err}"
+        );
+        // ...while the real operator, elsewhere, files for the same server id.
+        let real = reg.submit(submission(server, "10.1.1.1")).unwrap();
+        assert_eq!(reg.list_registrations(Some(RegState::Pending)).len(), 11);
+        assert_eq!(reg.counts().pending_registrations, 11);
+        // The audit says the server id is a claim, and by whom.
+        let audit: Vec<String> = store
+            .data
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.starts_with("audit/"))
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .collect();
+        assert!(
+            audit
+                .iter()
+                .any(|a| a
+                    .contains("unverified requester from 10.1.1.1 claiming server ID/GOV/A/SS1")),
+            "{audit:?}"
+        );
+        // Approving the real one closes the others for that server.
+        reg.approve("administrator admin", &real.request_id)
+            .unwrap();
+        assert_eq!(reg.counts().pending_registrations, 0);
+        let closed = reg.list_registrations(Some(RegState::Rejected));
+        assert_eq!(closed.len(), 10);
+        assert!(
+            closed[0].reason.contains("superseded"),
+            "{}",
+            closed[0].reason
+        );
+        assert!(
+            reg.approve("administrator admin", &real.request_id)
+                .is_err(),
+            "decided once"
+        );
+
+        // Undecided requests expire, and a restart finds the pending ones.
+        let old = reg.submit(submission("ID/GOV/B/SS1", "10.9.9.9")).unwrap();
+        clock.advance(Duration::from_secs(1800));
+        let young = reg.submit(submission("ID/GOV/B/SS1", "10.9.9.9")).unwrap();
+        clock.advance(Duration::from_secs(1800));
+        assert_eq!(reg.expire_registrations().unwrap(), 1);
+        let gone = reg.status(&old.request_id).unwrap_err();
+        assert!(gone.to_string().contains("expire"), "{gone}");
+        assert!(
+            !store
+                .data
+                .lock()
+                .unwrap()
+                .contains_key(&format!("registration/{}", old.request_id))
+        );
+        drop(reg);
+        let reg = registry_with(store, clock);
+        assert_eq!(
+            reg.status(&young.request_id).unwrap().state,
+            RegState::Pending
+        );
+        assert_eq!(reg.counts().pending_registrations, 1);
     }
 
     #[test]

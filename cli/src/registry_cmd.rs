@@ -266,7 +266,15 @@ pub fn print_registration(r: &pb::RegistrationStatus) {
     println!("    server:    {} at {}", r.server_id, r.address);
     println!("    member:    {}", r.member_name);
     println!("    clients:   {}", r.clients.join(", "));
-    println!("    submitted: {}", iso8601(r.submitted_at));
+    println!(
+        "    submitted: {}{}",
+        iso8601(r.submitted_at),
+        if r.source.is_empty() {
+            String::new()
+        } else {
+            format!(" from {}", r.source)
+        }
+    );
     println!("    TLS key:     {}", r.tls_key_fingerprint);
     println!("    signing key: {}", r.signing_key_fingerprint);
     if r.decided_at > 0 {

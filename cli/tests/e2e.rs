@@ -208,9 +208,33 @@ async fn registration_round_trip_with_admin_approval() {
     assert_eq!(pending[0].signing_key_fingerprint, sign_fp);
     assert_eq!(pending[0].server_id, PROVIDER);
 
-    // A second registration while one is pending is refused.
-    let err = node.register(None).await.unwrap_err();
-    assert!(err.to_string().contains("already pending"), "{err}");
+    // Someone else asks for the same server id with keys of their own: that does not
+    // block the real operator; the administrator sees both, each with its fingerprints
+    // and source, and approving the real one closes the other.
+    let impostor = {
+        let dir = inst.root.join("impostor");
+        let mut config =
+            SsConfig::new(PROVIDER.parse().unwrap(), "127.0.0.1:5599".parse().unwrap());
+        config.clients = vec![PROVIDER_CLIENT.parse().unwrap()];
+        let path = lintas_ss::init(&dir, &config, &inst.anchor()).unwrap();
+        Node::open(SsConfig::load(&path, std::iter::empty()).unwrap()).unwrap()
+    };
+    let claim = impostor.register(None).await.unwrap();
+    assert_eq!(claim.state(), pb::RegistrationState::Pending);
+    let both = admin
+        .list_registrations(pb::ListRegistrationsRequest {
+            state: pb::RegistrationState::Pending as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .registrations;
+    assert_eq!(both.len(), 2);
+    assert!(
+        both.iter()
+            .all(|r| r.server_id == PROVIDER && r.source == "127.0.0.1")
+    );
+    assert_ne!(both[0].tls_key_fingerprint, both[1].tls_key_fingerprint);
 
     // Not in the configuration before approval, and a pending request changes nothing
     // published: no new serial.
@@ -232,6 +256,8 @@ async fn registration_round_trip_with_admin_approval() {
         panic!("not approved");
     };
     assert_eq!(status.decided_by, "administrator admin");
+    let err = impostor.poll().await.unwrap_err();
+    assert!(err.to_string().contains("superseded"), "{err}");
 
     // Certificates are stored, chain to the anchor CA and hold this server's keys.
     let trust = node.anchor.trust_store();

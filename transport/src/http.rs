@@ -35,6 +35,7 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `router` over plain HTTP on `listener`, each connection admitted by
 /// `admission`, until `shutdown` completes; connections then finish their requests.
+/// Each request carries `axum::extract::ConnectInfo<SocketAddr>` of its peer.
 /// Headers must arrive within [`HEADER_READ_TIMEOUT`] and a whole request (its body
 /// included) be answered within the limits' `request_timeout_secs`, or it gets 408.
 pub async fn serve_http(
@@ -70,9 +71,14 @@ pub async fn serve_http(
             },
         };
         let router = router.clone();
+        let peer = conn.peer();
         let service =
             hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 let router = router.clone();
+                let mut req = req;
+                // Handlers learn the caller's address with axum's ConnectInfo.
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
                 async move {
                     let answer = tokio::time::timeout(
                         request_timeout,

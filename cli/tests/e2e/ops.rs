@@ -487,3 +487,57 @@ async fn maintenance_drains_refuses_new_exchanges_and_is_published() {
     let conf = net.consumer.conf().fetch().await.unwrap();
     assert!(!conf.server(&PROVIDER.parse().unwrap()).unwrap().maintenance);
 }
+
+/// An HTTP/1.1 POST from the loopback address `from`; the status code.
+async fn post_from(from: std::net::Ipv4Addr, address: &str, path: &str, body: &[u8]) -> u16 {
+    let mut stream = connect_from(from, address).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    String::from_utf8_lossy(&raw)
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_time_stamp_requests_is_limited_per_source_and_servers_still_get_tokens() {
+    let net = network().await;
+    let tsa = net.inst.config.globalconf_urls[0]
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let request = lintas_timestamp::request(&[7u8; 32], Some(1)).unwrap();
+    let flooder = std::net::Ipv4Addr::new(127, 0, 3, 2);
+    let mut statuses = std::collections::BTreeMap::new();
+    for _ in 0..100 {
+        *statuses
+            .entry(post_from(flooder, &tsa, "/tsa", &request).await)
+            .or_insert(0) += 1;
+    }
+    // A burst of a tenth of the default 120 a minute, then 429.
+    assert!(
+        statuses.get(&200).copied().unwrap_or(0) <= 13,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.get(&429).copied().unwrap_or(0) >= 87,
+        "{statuses:?}"
+    );
+    // The servers, from their own address, still get their tokens.
+    record_and_checkpoint(&net.provider, "after the flood").await;
+    assert!(net.provider.timestamp_now().await.unwrap().is_some());
+    let (_, _, text) = http(&net.inst.ops, "GET", "/metrics", &[], "").await;
+    assert!(
+        sample(&text, "lintas_tsa_requests_total{result=\"limited\"}").unwrap_or(0.0) >= 87.0,
+        "{text}"
+    );
+}
