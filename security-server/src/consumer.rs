@@ -242,6 +242,10 @@ async fn relay(
         field("lintas-purpose")?,
         field("lintas-issue")?,
     );
+    let trace = crate::trace::TraceContext::continue_or_start(
+        text(md, "traceparent").ok().flatten(),
+        text(md, "tracestate").ok().flatten(),
+    );
 
     let mut stream = request.into_inner();
     // A request that arrives slowly holds a stream: it gets a deadline.
@@ -276,11 +280,16 @@ async fn relay(
         user_id,
         purpose,
         issue,
+        trace: trace.clone(),
     };
     let answer = call_provider(&s, call, body).await?;
     let mut reply = Response::new(answer.body);
     if let Ok(v) = answer.message_id.parse() {
         reply.metadata_mut().insert("lintas-message-id", v);
+    }
+    // The caller learns the trace it is part of (one may have been started for it).
+    if let Ok(v) = trace.traceparent.parse() {
+        reply.metadata_mut().insert("traceparent", v);
     }
     Ok(reply)
 }
@@ -294,6 +303,7 @@ pub(crate) struct Call {
     pub user_id: String,
     pub purpose: String,
     pub issue: String,
+    pub trace: crate::trace::TraceContext,
 }
 
 /// The provider's answer to a call.
@@ -318,7 +328,14 @@ pub(crate) async fn call_provider(
         call.method.to_string(),
     );
     let bytes_out = body.len();
-    let answer = exchange_with_provider(s, call, body).await;
+    // Every log line of the exchange names its trace and message.
+    let span = tracing::info_span!(
+        "exchange",
+        side = "consumer",
+        trace_id = %call.trace.trace_id(),
+        message_id = %call.message_id
+    );
+    let answer = tracing::Instrument::instrument(exchange_with_provider(s, call, body), span).await;
     s.exchanges.record(crate::ops::Exchanged {
         side: "consumer",
         client: &client,
@@ -354,6 +371,7 @@ async fn exchange_with_provider(
         user_id,
         purpose,
         issue,
+        trace,
     } = call;
     s.maintenance.admit(ErrorSource::ConsumerServer)?;
     let mut conf = s.current_conf(ErrorSource::ConsumerServer)?;
@@ -402,6 +420,8 @@ async fn exchange_with_provider(
         user_id,
         purpose,
         issue,
+        traceparent: trace.traceparent.clone(),
+        tracestate: trace.tracestate.clone(),
     }
     .encode_to_vec();
     let request_hash = lintas_certs::sha256(&header);
@@ -417,6 +437,7 @@ async fn exchange_with_provider(
         method: method.to_string(),
         peer_server: target.id.clone(),
         peer_cert_sha256: pin.to_vec(),
+        trace_id: trace.trace_id().to_owned(),
     };
     // The record of what was signed is written while the request travels: the
     // application is answered only after a later record of this exchange is durable,

@@ -117,6 +117,8 @@ pub struct Context {
     pub method: String,
     pub peer_server: String,
     pub peer_cert_sha256: Vec<u8>,
+    /// The exchange's W3C trace id (32 hex digits), empty when it has none.
+    pub trace_id: String,
 }
 
 impl Context {
@@ -153,6 +155,7 @@ impl Context {
             body_len,
             status_code: code as i32,
             detail: detail.to_owned(),
+            trace_id: self.trace_id.clone(),
             peer_cert_sha256: self.peer_cert_sha256.clone(),
             // The log gives each record its index, the server the time-stamp it follows.
             index: 0,

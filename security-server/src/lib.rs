@@ -24,6 +24,7 @@ mod provider;
 pub mod rest;
 mod tasks;
 pub mod timestamps;
+pub mod trace;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -58,14 +58,17 @@ struct Accepted {
     peer: ServerId,
 }
 
-/// Metadata passed on to the provider application, so it knows who calls and why.
-fn forwarded(h: &ex::RequestHeader) -> [(&'static str, &str); 5] {
+/// Metadata passed on to the provider application, so it knows who calls and why, and
+/// the caller's trace context, unchanged.
+fn forwarded(h: &ex::RequestHeader) -> [(&'static str, &str); 7] {
     [
         ("lintas-client", &h.client),
         ("lintas-message-id", &h.message_id),
         ("lintas-user-id", &h.user_id),
         ("lintas-purpose", &h.purpose),
         ("lintas-issue", &h.issue),
+        ("traceparent", &h.traceparent),
+        ("tracestate", &h.tracestate),
     ]
 }
 
@@ -392,7 +395,10 @@ async fn handle(
             } else {
                 ex::RequestHeader::default()
             };
-            tracing::warn!(client = %claimed.client, code = ?refusal.code, reason = %refusal.message, "request refused");
+            let trace_id = crate::trace::trace_id_of(&claimed.traceparent)
+                .unwrap_or_default()
+                .to_owned();
+            tracing::warn!(client = %claimed.client, code = ?refusal.code, reason = %refusal.message, trace_id, "request refused");
             let ctx = Context {
                 message_id: claimed.message_id,
                 client: claimed.client,
@@ -400,6 +406,7 @@ async fn handle(
                 method: claimed.method,
                 peer_server: claimed.consumer_server,
                 peer_cert_sha256,
+                trace_id,
             };
             // Oversized headers are not copied into the record; their hash is enough.
             let header = if signed.header.len() <= envelope::MAX_HEADER_BYTES {
@@ -433,6 +440,9 @@ async fn handle(
         method: h.method.clone(),
         peer_server: accepted.peer.to_string(),
         peer_cert_sha256,
+        trace_id: crate::trace::trace_id_of(&h.traceparent)
+            .unwrap_or_default()
+            .to_owned(),
     };
     let request_record = s
         .record(
@@ -513,7 +523,16 @@ impl ex::exchange_server::Exchange for ProviderService {
         // Labels from the header as sent; the metrics bound how many there can be.
         let header = ex::RequestHeader::decode(signed.header.as_slice()).unwrap_or_default();
         let bytes_in = signed.body.len();
-        let work = tokio::spawn(handle(self.0.clone(), peer_cert, signed));
+        let span = tracing::info_span!(
+            "exchange",
+            side = "provider",
+            trace_id = %crate::trace::trace_id_of(&header.traceparent).unwrap_or_default(),
+            message_id = %header.message_id
+        );
+        let work = tokio::spawn(tracing::Instrument::instrument(
+            handle(self.0.clone(), peer_cert, signed),
+            span,
+        ));
         let answer = work.await.map_err(|e| {
             error(
                 Code::Internal,

@@ -388,6 +388,10 @@ async fn call(
         })
     };
     let (user_id, issue) = (field("X-Road-UserId")?, field("X-Road-Issue")?);
+    let trace = crate::trace::TraceContext::continue_or_start(
+        header_text(&headers, "traceparent").ok().flatten(),
+        header_text(&headers, "tracestate").ok().flatten(),
+    );
     if req.uri().query().is_some_and(|q| !q.is_empty()) {
         return Err(Failure::client(
             "InvalidRequest",
@@ -467,6 +471,7 @@ async fn call(
         user_id,
         purpose: String::new(),
         issue,
+        trace: trace.clone(),
     };
     let answer = call_provider(s, call, Bytes::from(input.encode_to_vec()))
         .await
@@ -505,6 +510,7 @@ async fn call(
         ("x-road-request-hash", hash.as_str()),
         ("x-road-client", &client.to_string()),
         ("x-road-service", &format!("{provider}/{service}")),
+        ("traceparent", trace.traceparent.as_str()),
     ] {
         if let Ok(v) = HeaderValue::from_str(value) {
             h.insert(name, v);

@@ -541,3 +541,153 @@ async fn a_flood_of_time_stamp_requests_is_limited_per_source_and_servers_still_
         "{text}"
     );
 }
+
+/// A population registry that remembers the trace context each call arrived with.
+type Seen = Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
+struct TraceApp {
+    seen: Seen,
+}
+
+#[tonic::async_trait]
+impl lintas_examples::kependudukan::v1::penduduk_server::Penduduk for TraceApp {
+    async fn cari_nik(
+        &self,
+        request: Request<CariNikRequest>,
+    ) -> Result<tonic::Response<DataPenduduk>, Status> {
+        let md = request.metadata();
+        let get = |k| {
+            md.get(k)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned()
+        };
+        self.seen
+            .lock()
+            .unwrap()
+            .push((get("traceparent"), get("tracestate")));
+        Ok(tonic::Response::new(DataPenduduk {
+            nik: request.into_inner().nik,
+            nama: "Traced".into(),
+            ..Default::default()
+        }))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_context_reaches_the_provider_application_and_both_logs() {
+    use lintas_proto::ss::v1 as ss;
+    use lintas_proto::ss::v1::security_server_admin_server::SecurityServerAdmin;
+    const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let net = network().await;
+    let seen = Seen::default();
+    let app = TraceApp { seen: seen.clone() };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let (_stop_app, stop) = stopper();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(
+                lintas_examples::kependudukan::v1::penduduk_server::PendudukServer::new(app),
+            )
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                stop,
+            ),
+    );
+    // Published with its descriptors, so the REST entry can call it too.
+    let mut compiler = protox::Compiler::new([
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/proto")
+    ])
+    .unwrap();
+    compiler.include_imports(true);
+    compiler
+        .open_file("kependudukan/v1/penduduk.proto")
+        .unwrap();
+    let admin = lintas_ss::admin::AdminService(net.provider.clone());
+    admin
+        .add_service(Request::new(ss::Service {
+            provider: PROVIDER_CLIENT.into(),
+            service: SERVICE.into(),
+            endpoint,
+            descriptor_set: compiler.encode_file_descriptor_set(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    net.provider.report_services().await.unwrap();
+    net.consumer.conf().fetch().await.unwrap();
+
+    let trace_ids = |id: &str| -> Vec<String> {
+        [&net.consumer, &net.provider]
+            .iter()
+            .flat_map(|s| Network::records(s))
+            .filter(|r| r.message_id == id)
+            .map(|r| r.trace_id)
+            .collect()
+    };
+    let grpc = |traceparent: Option<&'static str>, id: &'static str| {
+        let url = net.consumer_url.clone();
+        async move {
+            let mut req = Request::new(CariNikRequest { nik: NIK.into() });
+            let md = req.metadata_mut();
+            md.insert("lintas-client", CONSUMER_CLIENT.parse().unwrap());
+            md.insert("lintas-service", PROVIDER_CLIENT.parse().unwrap());
+            md.insert("lintas-message-id", id.parse().unwrap());
+            if let Some(t) = traceparent {
+                md.insert("traceparent", t.parse().unwrap());
+                md.insert("tracestate", "lintas=test,other=1".parse().unwrap());
+            }
+            PendudukClient::new(plain_channel(&url).await.unwrap())
+                .cari_nik(req)
+                .await
+                .unwrap()
+        }
+    };
+
+    // The application's own trace context arrives unchanged and names both records.
+    let answer = grpc(Some(PARENT), "traced-1").await;
+    assert_eq!(answer.metadata().get("traceparent").unwrap(), PARENT);
+    assert_eq!(
+        seen.lock().unwrap().last().unwrap(),
+        &(PARENT.to_owned(), "lintas=test,other=1".to_owned())
+    );
+    let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    assert_eq!(trace_ids("traced-1"), vec![id; 4]);
+
+    // Without one, the consumer's server starts one, which the caller is told.
+    let answer = grpc(None, "traced-2").await;
+    let started = answer
+        .metadata()
+        .get("traceparent")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let started_id = lintas_ss::trace::trace_id_of(&started)
+        .expect("a valid traceparent")
+        .to_owned();
+    assert_ne!(started_id, id);
+    assert_eq!(seen.lock().unwrap().last().unwrap().0, started);
+    assert_eq!(trace_ids("traced-2"), vec![started_id; 4]);
+
+    // The REST entry takes it from the HTTP header.
+    let address = net.consumer_url.trim_start_matches("http://").to_owned();
+    let (status, headers, body) = http(
+        &address,
+        "POST",
+        &format!("/r1/{PROVIDER_CLIENT}/{SERVICE}/CariNik"),
+        &[
+            ("X-Road-Client", CONSUMER_CLIENT),
+            ("X-Road-Id", "traced-3"),
+            ("traceparent", PARENT),
+            ("Content-Type", "application/json"),
+        ],
+        &format!(r#"{{"nik": "{NIK}"}}"#),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["traceparent"], PARENT);
+    assert_eq!(seen.lock().unwrap().last().unwrap().0, PARENT);
+    assert_eq!(trace_ids("traced-3"), vec![id; 4]);
+}
