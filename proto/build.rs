@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "lintas/ss/v1/admin.proto",
         "lintas/audit/v1/evidence.proto",
         "lintas/discovery/v1/discovery.proto",
+        "lintas/opmon/v1/opmon.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");

@@ -81,7 +81,7 @@ enum Command {
     },
 }
 
-fn rfc3339_ms(what: &str, text: &str) -> Result<i64> {
+pub(crate) fn rfc3339_ms(what: &str, text: &str) -> Result<i64> {
     let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
         .with_context(|| {
             format!("--{what} '{text}' is not an RFC 3339 time such as 2026-11-22T08:00:00Z")

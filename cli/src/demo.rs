@@ -384,6 +384,14 @@ async fn scenario(
         );
     }
 
+    println!(
+        "\n    Operational monitoring on {} (`lintas ss opmon`), one record per exchange:",
+        provider.id
+    );
+    for line in opmon_lines(provider).await? {
+        println!("    {line}");
+    }
+
     step(
         9,
         "Legacy systems join through adapters; KEMENSOS's bansos application calls all three.",
@@ -511,6 +519,16 @@ async fn scenario(
         anchor.display()
     );
     Ok(())
+}
+
+/// The provider server's monitoring records, as `lintas ss opmon` prints them.
+async fn opmon_lines(server: &Arc<SecurityServer>) -> Result<Vec<String>> {
+    use lintas_proto::ss::v1::security_server_admin_server::SecurityServerAdmin;
+    let page = lintas_ss::admin::AdminService(server.clone())
+        .operational_data(tonic::Request::new(Default::default()))
+        .await?
+        .into_inner();
+    Ok(page.records.iter().map(crate::opmon_cmd::line).collect())
 }
 
 fn indent(text: &str) -> String {

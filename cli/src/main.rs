@@ -8,6 +8,7 @@ mod bench;
 mod certs_cmd;
 mod demo;
 mod network;
+mod opmon_cmd;
 mod registry_cmd;
 mod ss_cmd;
 

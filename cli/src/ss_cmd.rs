@@ -69,6 +69,33 @@ enum Command {
         #[arg(long, default_value = "ss.toml")]
         config: PathBuf,
     },
+    /// Operational monitoring: one record per exchange of the running server (who
+    /// called what, sizes, how it ended, how long each part took, trace id), newest
+    /// hours kept per opmon_retention_days; one page at a time.
+    Opmon {
+        #[arg(long, default_value = "ss.toml")]
+        config: PathBuf,
+        /// Exchanges that started at or after this RFC 3339 time.
+        #[arg(long)]
+        from: Option<String>,
+        /// Exchanges that started before this RFC 3339 time.
+        #[arg(long)]
+        to: Option<String>,
+        /// Only this client (INSTANCE/CLASS/MEMBER/SUBSYSTEM).
+        #[arg(long)]
+        client: Option<String>,
+        /// Only this service (package.Service).
+        #[arg(long)]
+        service: Option<String>,
+        /// Where the previous page ended (printed after it).
+        #[arg(long)]
+        cursor: Option<String>,
+        /// Records per page (at most 1000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
     /// The state of the running server's log: records, checkpoints, witness, trusted
     /// time. Exits non-zero while time-stamping is failing (the alarm).
     LogStatus {
@@ -575,6 +602,30 @@ pub async fn run(args: Args) -> Result<()> {
                 .await?
                 .into_inner();
             println!("{}", reply.message);
+        }
+        Command::Opmon {
+            config,
+            from,
+            to,
+            client,
+            service,
+            cursor,
+            limit,
+            json,
+        } => {
+            crate::opmon_cmd::run(
+                &config,
+                crate::opmon_cmd::Query {
+                    from: from.as_deref(),
+                    to: to.as_deref(),
+                    client,
+                    service,
+                    cursor,
+                    limit,
+                    json,
+                },
+            )
+            .await?
         }
         Command::LogStatus { config } => {
             let st = admin(&config)

@@ -45,3 +45,8 @@ pub mod discovery {
         tonic::include_proto!("lintas.discovery.v1");
     }
 }
+pub mod opmon {
+    pub mod v1 {
+        tonic::include_proto!("lintas.opmon.v1");
+    }
+}

@@ -351,6 +351,23 @@ impl SecurityServerAdmin for AdminService {
         }))
     }
 
+    async fn operational_data(
+        &self,
+        request: Request<lintas_proto::opmon::v1::OpQuery>,
+    ) -> Result<Response<lintas_proto::opmon::v1::OpPage>, Status> {
+        let q = request.into_inner();
+        let s = self.0.clone();
+        s.opmon.settle().await;
+        tokio::task::spawn_blocking(move || s.opmon.query(&q))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map(Response::new)
+            .map_err(|e| match e {
+                SsError::InvalidInput(m) => Status::invalid_argument(m),
+                e => Status::internal(e.to_string()),
+            })
+    }
+
     async fn archive_manifest(
         &self,
         _: Request<pb::ArchiveRequest>,

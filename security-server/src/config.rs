@@ -91,6 +91,17 @@ pub struct SsConfig {
     /// ones could not be fetched).
     #[serde(default = "default_warn_conf_expiry")]
     pub warn_conf_expiry_secs: u64,
+    /// Days operational monitoring records are kept (one per exchange, no bodies).
+    #[serde(default = "default_opmon_days")]
+    pub opmon_retention_days: u32,
+    /// Most space operational monitoring records may take, in MiB (the oldest hours go
+    /// first).
+    #[serde(default = "default_opmon_mib")]
+    pub opmon_max_mib: u64,
+    /// Keep end users' ids (lintas-user-id) as given in monitoring records; by default
+    /// only their SHA-256 is kept.
+    #[serde(default)]
+    pub opmon_plain_user_ids: bool,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -138,6 +149,12 @@ fn default_body_retention() -> u32 {
 fn default_log_segment_kib() -> u64 {
     64 * 1024
 }
+fn default_opmon_days() -> u32 {
+    7
+}
+fn default_opmon_mib() -> u64 {
+    1024
+}
 fn default_ops_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 5590))
 }
@@ -178,6 +195,9 @@ impl SsConfig {
             ops_listen: default_ops_listen(),
             warn_cert_expiry_days: default_warn_cert_expiry_days(),
             warn_conf_expiry_secs: default_warn_conf_expiry(),
+            opmon_retention_days: default_opmon_days(),
+            opmon_max_mib: default_opmon_mib(),
+            opmon_plain_user_ids: false,
         }
     }
 
@@ -241,6 +261,12 @@ impl SsConfig {
         });
         p.check((1..=3650).contains(&self.warn_cert_expiry_days), || {
             "warn_cert_expiry_days must be between 1 and 3650".into()
+        });
+        p.check((1..=3650).contains(&self.opmon_retention_days), || {
+            "opmon_retention_days must be between 1 and 3650".into()
+        });
+        p.check((1..=1024 * 1024).contains(&self.opmon_max_mib), || {
+            "opmon_max_mib must be between 1 and 1048576 (1 TiB)".into()
         });
         p.check(self.warn_conf_expiry_secs <= 30 * 86400, || {
             "warn_conf_expiry_secs must be at most 2592000 (30 days)".into()

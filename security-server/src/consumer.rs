@@ -322,39 +322,58 @@ pub(crate) async fn call_provider(
     body: Bytes,
 ) -> Result<Answer, Status> {
     let started = std::time::Instant::now();
+    let started_unix_ms = now_ms(&*s.clock);
     let (client, provider, method) = (
         call.client.to_string(),
         call.provider.to_string(),
         call.method.to_string(),
+    );
+    let (message_id, trace_id, user_id) = (
+        call.message_id.clone(),
+        call.trace.trace_id().to_owned(),
+        call.user_id.clone(),
     );
     let bytes_out = body.len();
     // Every log line of the exchange names its trace and message.
     let span = tracing::info_span!(
         "exchange",
         side = "consumer",
-        trace_id = %call.trace.trace_id(),
-        message_id = %call.message_id
+        trace_id = %trace_id,
+        message_id = %message_id
     );
-    let answer = tracing::Instrument::instrument(exchange_with_provider(s, call, body), span).await;
-    s.exchanges.record(crate::ops::Exchanged {
-        side: "consumer",
-        client: &client,
-        provider: &provider,
-        method: &method,
-        code: match &answer {
-            Ok(_) => "Ok".into(),
-            Err(status) => format!("{:?}", status.code()),
+    let progress = crate::outcome::Progress::default();
+    let answer =
+        tracing::Instrument::instrument(exchange_with_provider(s, call, body, &progress), span)
+            .await;
+    crate::outcome::finished(
+        s,
+        crate::outcome::Finished {
+            exchanged: crate::outcome::Exchanged {
+                side: "consumer",
+                client: &client,
+                provider: &provider,
+                method: &method,
+                code: match &answer {
+                    Ok(_) => "Ok".into(),
+                    Err(status) => format!("{:?}", status.code()),
+                },
+                source: answer
+                    .as_ref()
+                    .err()
+                    .and_then(|st| st.metadata().get(crate::daemon::ERROR_SOURCE))
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or(""),
+                elapsed: started.elapsed(),
+                bytes_in: answer.as_ref().map(|a| a.body.len()).unwrap_or(0),
+                bytes_out,
+            },
+            started_unix_ms,
+            message_id: &message_id,
+            trace_id: &trace_id,
+            user_id: &user_id,
+            progress: &progress,
         },
-        source: answer
-            .as_ref()
-            .err()
-            .and_then(|st| st.metadata().get(crate::daemon::ERROR_SOURCE))
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or(""),
-        elapsed: started.elapsed(),
-        bytes_in: answer.as_ref().map(|a| a.body.len()).unwrap_or(0),
-        bytes_out,
-    });
+    );
     answer
 }
 
@@ -362,7 +381,9 @@ async fn exchange_with_provider(
     s: &Arc<SecurityServer>,
     call: Call,
     body: Bytes,
+    progress: &crate::outcome::Progress,
 ) -> Result<Answer, Status> {
+    use crate::outcome::Stage;
     let Call {
         client,
         provider,
@@ -425,9 +446,9 @@ async fn exchange_with_provider(
     }
     .encode_to_vec();
     let request_hash = lintas_certs::sha256(&header);
-    let signature = s
-        .signer
-        .sign(REQUEST_DOMAIN, &header)
+    progress.set_peer(&target.id);
+    let signature = progress
+        .time(Stage::Signing, s.signer.sign(REQUEST_DOMAIN, &header))
         .await
         .map_err(|e| consumer_error(Code::Internal, format!("signing the request: {e}")))?;
     let ctx = envelope::Context {
@@ -464,9 +485,14 @@ async fn exchange_with_provider(
     };
 
     // From here every outcome is recorded before the application hears of it.
-    match exchange(s, &conf, &target, &provider, pin, &message_id, signed).await {
+    let exchanged = progress.time(
+        Stage::Peer,
+        exchange(s, &conf, &target, &provider, pin, &message_id, signed),
+    );
+    match exchanged.await {
         Ok((response, answer)) => {
             let code = Code::from_i32(answer.status_code);
+            let durable = std::time::Instant::now();
             let received = s
                 .record(
                     ctx.record(
@@ -484,6 +510,7 @@ async fn exchange_with_provider(
                 )
                 .await?;
             let sent = sent.await?;
+            progress.add(Stage::Durable, durable.elapsed());
             s.keep_bodies(&[(sent, &body), (received, &response.body)]);
             if code != Code::Ok {
                 let source = if answer.error_source == ErrorSource::ProviderServer.as_str() {

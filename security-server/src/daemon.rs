@@ -140,7 +140,11 @@ pub struct SecurityServer {
     /// When warnings are raised ahead of failures.
     pub(crate) warnings: crate::ops::Warnings,
     /// Exchange counts and latencies.
-    pub(crate) exchanges: crate::ops::ExchangeMetrics,
+    pub(crate) exchanges: crate::outcome::ExchangeMetrics,
+    /// One record per exchange (operational monitoring).
+    pub(crate) opmon: crate::opmon::OpMon,
+    /// Keep end users' ids as given in the monitoring records (else their SHA-256).
+    pub(crate) opmon_plain_user_ids: bool,
     /// Health components and metrics, served by the operations listener.
     pub(crate) ops: lintas_ops::Ops,
     /// Maintenance mode (on: new exchanges refused, readiness fails).
@@ -307,6 +311,14 @@ impl SecurityServer {
             },
             conf_poll: Duration::from_secs(c.conf_poll_secs),
             exchanges: Default::default(),
+            opmon: crate::opmon::OpMon::open(
+                &node.paths.0.join("opmon"),
+                crate::opmon::Retention {
+                    days: c.opmon_retention_days,
+                    max_bytes: c.opmon_max_mib * 1024 * 1024,
+                },
+            )?,
+            opmon_plain_user_ids: c.opmon_plain_user_ids,
             ops: lintas_ops::Ops {
                 health,
                 metrics: lintas_ops::Metrics::new("security_server"),
@@ -352,6 +364,11 @@ impl SecurityServer {
     /// Batch signatures made and the headers they covered, since the start.
     pub fn signing_stats(&self) -> (u64, u64) {
         self.signer.stats()
+    }
+
+    /// The operational monitoring records.
+    pub fn opmon(&self) -> &crate::opmon::OpMon {
+        &self.opmon
     }
 
     /// The configuration client (tests and tools fetch through it).
@@ -966,6 +983,19 @@ pub async fn serve(
             stop.stopped(),
         );
 
+    // Monitoring records are written until every exchange has ended, after the
+    // endpoints have drained.
+    let (opmon_done, opmon_stop) = tokio::sync::oneshot::channel::<()>();
+    let opmon_server = server.clone();
+    let opmon_writer = tokio::spawn(async move {
+        let clock = opmon_server.clock.clone();
+        opmon_server
+            .opmon
+            .write(move || lintas_certs::unix_secs(clock.now()), async {
+                let _ = opmon_stop.await;
+            })
+            .await
+    });
     let (p, c, a, (), (), (), (), (), checkpointed) = tokio::join!(
         stop.part(provider_server),
         stop.part(consumer_server),
@@ -981,6 +1011,8 @@ pub async fn serve(
             stop.clone()
         )),
     );
+    let _ = opmon_done.send(());
+    let _ = opmon_writer.await;
     // Every call has drained: the last checkpoint covers every record.
     if let Err(e) = server.checkpoint_now() {
         tracing::error!(error = %e, "signing the final log checkpoint failed");

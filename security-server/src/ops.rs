@@ -7,125 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use lintas_globalconf::{ConfError, VerifiedConf};
+use lintas_ops::Condition;
 use lintas_ops::metrics::Labels;
 use lintas_ops::prometheus_client::metrics::MetricType;
-use lintas_ops::prometheus_client::metrics::counter::Counter;
-use lintas_ops::prometheus_client::metrics::family::Family;
-use lintas_ops::prometheus_client::metrics::histogram::Histogram;
 use lintas_ops::prometheus_client::registry::Unit;
-use lintas_ops::{Condition, Metrics};
 
 use crate::daemon::SecurityServer;
-
-/// Distinct (side, client, provider, service, method) series the exchange metrics label;
-/// beyond it new ones are counted under `other`, so callers cannot grow them unbounded.
-const MAX_EXCHANGE_SERIES: usize = 4096;
-
-/// What one exchange came to, for the metrics.
-pub struct Exchanged<'a> {
-    /// `consumer` or `provider`.
-    pub side: &'static str,
-    pub client: &'a str,
-    pub provider: &'a str,
-    /// `/package.Service/Method`.
-    pub method: &'a str,
-    /// `Ok`, or the gRPC code's name.
-    pub code: String,
-    /// Who produced an error (`consumer-server`, `provider-server`, `provider-app`);
-    /// empty when the call was answered.
-    pub source: &'a str,
-    pub elapsed: Duration,
-    pub bytes_in: usize,
-    pub bytes_out: usize,
-}
-
-/// Exchanges by side, client, provider, service, method and outcome, with their
-/// latency and bytes: recorded once per exchange at each endpoint's edge.
-#[derive(Clone)]
-pub struct ExchangeMetrics {
-    exchanges: Family<Labels, Counter>,
-    duration: Family<Labels, Histogram>,
-    bytes: Family<Labels, Counter>,
-    series: Arc<lintas_ops::metrics::LabelCap>,
-}
-
-impl Default for ExchangeMetrics {
-    fn default() -> Self {
-        ExchangeMetrics {
-            exchanges: Family::default(),
-            duration: Family::new_with_constructor(|| {
-                Histogram::new(lintas_ops::metrics::latency_buckets())
-            }),
-            bytes: Family::default(),
-            series: Arc::new(lintas_ops::metrics::LabelCap::new(MAX_EXCHANGE_SERIES)),
-        }
-    }
-}
-
-impl ExchangeMetrics {
-    pub fn register(&self, metrics: &Metrics) {
-        metrics.register(
-            "exchanges",
-            "Exchanges, by side, client, provider, service, method, gRPC code and error source",
-            None,
-            self.exchanges.clone(),
-        );
-        metrics.register(
-            "exchange_duration",
-            "Time from receiving a call to answering it, by side, service and method",
-            Some(Unit::Seconds),
-            self.duration.clone(),
-        );
-        metrics.register(
-            "exchange_message",
-            "Message bytes received (in) and sent (out), by side and service",
-            Some(Unit::Bytes),
-            self.bytes.clone(),
-        );
-    }
-
-    pub fn record(&self, e: Exchanged<'_>) {
-        let (service, method) = e
-            .method
-            .trim_start_matches('/')
-            .split_once('/')
-            .unwrap_or((e.method, ""));
-        let key = format!("{} {} {} {}", e.side, e.client, e.provider, e.method);
-        let (client, provider, service, method) = if self.series.admit(&key) {
-            (e.client, e.provider, service, method)
-        } else {
-            ("other", "other", "other", "other")
-        };
-        let side = ("side", e.side.to_owned());
-        self.exchanges
-            .get_or_create(&vec![
-                side.clone(),
-                ("client", client.to_owned()),
-                ("provider", provider.to_owned()),
-                ("service", service.to_owned()),
-                ("method", method.to_owned()),
-                ("code", e.code),
-                ("source", e.source.to_owned()),
-            ])
-            .inc();
-        self.duration
-            .get_or_create(&vec![
-                side.clone(),
-                ("service", service.to_owned()),
-                ("method", method.to_owned()),
-            ])
-            .observe(e.elapsed.as_secs_f64());
-        for (direction, n) in [("in", e.bytes_in), ("out", e.bytes_out)] {
-            self.bytes
-                .get_or_create(&vec![
-                    side.clone(),
-                    ("service", service.to_owned()),
-                    ("direction", direction.to_owned()),
-                ])
-                .inc_by(n as u64);
-        }
-    }
-}
 
 /// When warnings are raised ahead of a failure (`[ops]` in the configuration).
 #[derive(Debug, Clone, Copy)]
@@ -366,6 +253,22 @@ pub fn install(server: &Arc<SecurityServer>) {
         G,
         |s| single(f64::from(u8::from(s.maintenance.reason().is_some()))),
     );
+    sampled(
+        server,
+        "opmon_records",
+        "Operational monitoring records written",
+        None,
+        C,
+        |s| single(s.opmon.stats().1 as f64),
+    );
+    sampled(
+        server,
+        "opmon_dropped",
+        "Operational monitoring records dropped because the writer fell behind",
+        None,
+        C,
+        |s| single(s.opmon.stats().0 as f64),
+    );
     server.ops.metrics.health(server.ops.health.clone());
     server.exchanges.register(&server.ops.metrics);
 }
@@ -401,40 +304,6 @@ fn sampled(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn exchanges_are_labelled_within_a_bound() {
-        let metrics = Metrics::new("test");
-        let exchanges = ExchangeMetrics::default();
-        exchanges.register(&metrics);
-        let record = |method: &str, code: &str| {
-            exchanges.record(Exchanged {
-                side: "consumer",
-                client: "ID/GOV/A/B",
-                provider: "ID/GOV/C/D",
-                method,
-                code: code.into(),
-                source: if code == "Ok" { "" } else { "provider-app" },
-                elapsed: Duration::from_millis(3),
-                bytes_in: 10,
-                bytes_out: 20,
-            })
-        };
-        record("/a.v1.A/Get", "Ok");
-        record("/a.v1.A/Get", "NotFound");
-        for n in 0..MAX_EXCHANGE_SERIES {
-            record(&format!("/a.v1.A/M{n}"), "Ok");
-        }
-        let text = metrics.text();
-        for expected in [
-            "lintas_exchanges_total{side=\"consumer\",client=\"ID/GOV/A/B\",provider=\"ID/GOV/C/D\",service=\"a.v1.A\",method=\"Get\",code=\"Ok\",source=\"\"} 1\n",
-            "code=\"NotFound\",source=\"provider-app\"} 1\n",
-            "lintas_exchange_message_bytes_total{side=\"consumer\",service=\"a.v1.A\",direction=\"out\"}",
-            "lintas_exchanges_total{side=\"consumer\",client=\"other\",provider=\"other\",service=\"other\",method=\"other\",code=\"Ok\",source=\"\"} 1\n",
-        ] {
-            assert!(text.contains(expected), "{expected} missing");
-        }
-    }
 
     #[test]
     fn timestamping_warns_then_fails_closed() {

@@ -54,8 +54,16 @@ struct Accepted {
     header: ex::RequestHeader,
     client: SubsystemId,
     method: MethodPath,
-    service: crate::access::ServiceEntry,
+    target: Target,
     peer: ServerId,
+}
+
+/// Who answers an accepted request.
+enum Target {
+    /// The application behind the service.
+    App(crate::access::ServiceEntry),
+    /// This server itself: its operational monitoring records.
+    OperationalData,
 }
 
 /// Metadata passed on to the provider application, so it knows who calls and why, and
@@ -247,6 +255,32 @@ fn check(
             format!("{provider} is not hosted on security server {}", s.id),
         ));
     }
+    if method.service.as_str() == crate::opmon::SERVICE {
+        // Built in: this server's monitoring records, for its owner's own subsystems
+        // when the owner granted them.
+        if client.member != s.id.owner {
+            return Err(refuse(
+                Code::PermissionDenied,
+                format!(
+                    "only subsystems of {} may read the operational data of security server {}",
+                    s.id.owner, s.id
+                ),
+            ));
+        }
+        if !s.access.allowed(&conf, &client, &provider, &method) {
+            return Err(refuse(
+                Code::PermissionDenied,
+                format!("{client} is not allowed to call {method} of {provider}"),
+            ));
+        }
+        return Ok(Accepted {
+            header,
+            client,
+            method,
+            target: Target::OperationalData,
+            peer,
+        });
+    }
     let service = s
         .access
         .service(&provider, &method.service)
@@ -266,14 +300,49 @@ fn check(
         header,
         client,
         method,
-        service,
+        target: Target::App(service),
         peer,
     })
 }
 
-/// Calls the application with the request body.
-async fn call_app(s: &SecurityServer, accepted: &Accepted, body: Vec<u8>) -> AppAnswer {
-    let channel = match s.app_channel(&accepted.service) {
+/// Answers from this server's monitoring records (`OperationalData/Query`).
+async fn operational_data(
+    s: &Arc<SecurityServer>,
+    method: &MethodPath,
+    body: Vec<u8>,
+) -> AppAnswer {
+    if method.method != "Query" {
+        return AppAnswer::server(
+            Code::Unimplemented,
+            format!("{} has no method {}", crate::opmon::SERVICE, method.method),
+        );
+    }
+    let query = match lintas_proto::opmon::v1::OpQuery::decode(body.as_slice()) {
+        Ok(q) => q,
+        Err(e) => return AppAnswer::server(Code::InvalidArgument, format!("OpQuery: {e}")),
+    };
+    let server = s.clone();
+    s.opmon.settle().await;
+    match tokio::task::spawn_blocking(move || server.opmon.query(&query)).await {
+        Ok(Ok(page)) => AppAnswer {
+            code: Code::Ok,
+            message: String::new(),
+            body: page.encode_to_vec(),
+            by_server: true,
+        },
+        Ok(Err(crate::SsError::InvalidInput(m))) => AppAnswer::server(Code::InvalidArgument, m),
+        Ok(Err(e)) => AppAnswer::server(Code::Internal, e.to_string()),
+        Err(e) => AppAnswer::server(Code::Internal, e.to_string()),
+    }
+}
+
+/// Calls the application with the request body (or answers for this server).
+async fn call_app(s: &Arc<SecurityServer>, accepted: &Accepted, body: Vec<u8>) -> AppAnswer {
+    let service = match &accepted.target {
+        Target::App(service) => service,
+        Target::OperationalData => return operational_data(s, &accepted.method, body).await,
+    };
+    let channel = match s.app_channel(service) {
         Ok(c) => c,
         Err(status) => return AppAnswer::server(status.code(), status.message()),
     };
@@ -374,7 +443,9 @@ async fn handle(
     s: Arc<SecurityServer>,
     peer_cert: Option<Vec<u8>>,
     signed: ex::SignedRequest,
+    progress: Arc<crate::outcome::Progress>,
 ) -> Result<ex::SignedResponse, Status> {
+    use crate::outcome::Stage;
     let side = ErrorSource::ProviderServer;
     // In maintenance nothing new starts; the consumer's server records the refusal.
     s.maintenance.admit(side)?;
@@ -444,25 +515,30 @@ async fn handle(
             .unwrap_or_default()
             .to_owned(),
     };
-    let request_record = s
-        .record(
-            ctx.record(
-                RecordKind::RequestReceived,
-                now_ms(&*s.clock),
-                &signed.header,
-                signed.signature.as_ref(),
-                &signed.signer_cert,
-                &h.body_sha256,
-                h.body_len,
-                Code::Ok,
-                "",
+    let request_record = progress
+        .time(
+            Stage::Durable,
+            s.record(
+                ctx.record(
+                    RecordKind::RequestReceived,
+                    now_ms(&*s.clock),
+                    &signed.header,
+                    signed.signature.as_ref(),
+                    &signed.signer_cert,
+                    &h.body_sha256,
+                    h.body_len,
+                    Code::Ok,
+                    "",
+                ),
+                side,
             ),
-            side,
         )
         .await?;
 
     s.keep_bodies(&[(request_record, &signed.body)]);
-    let answer = call_app(&s, &accepted, signed.body).await;
+    let answer = progress
+        .time(Stage::App, call_app(&s, &accepted, signed.body))
+        .await;
     let body_sha256 = lintas_certs::sha256(&answer.body).to_vec();
     let response = ex::ResponseHeader {
         request_header_sha256: lintas_certs::sha256(&signed.header).to_vec(),
@@ -481,25 +557,30 @@ async fn handle(
         },
     };
     let header = response.encode_to_vec();
-    let signature = s
-        .signer
-        .sign(envelope::RESPONSE_DOMAIN, &header)
+    let signature = progress
+        .time(
+            Stage::Signing,
+            s.signer.sign(envelope::RESPONSE_DOMAIN, &header),
+        )
         .await
         .map_err(|e| error(Code::Internal, side, format!("signing the response: {e}")))?;
-    let response_record = s
-        .record(
-            ctx.record(
-                RecordKind::ResponseSent,
-                now_ms(&*s.clock),
-                &header,
-                Some(&signature),
-                &s.sign_cert,
-                &body_sha256,
-                answer.body.len() as u64,
-                answer.code,
-                &answer.message,
+    let response_record = progress
+        .time(
+            Stage::Durable,
+            s.record(
+                ctx.record(
+                    RecordKind::ResponseSent,
+                    now_ms(&*s.clock),
+                    &header,
+                    Some(&signature),
+                    &s.sign_cert,
+                    &body_sha256,
+                    answer.body.len() as u64,
+                    answer.code,
+                    &answer.message,
+                ),
+                side,
             ),
-            side,
         )
         .await?;
     s.keep_bodies(&[(response_record, &answer.body)]);
@@ -519,18 +600,29 @@ impl ex::exchange_server::Exchange for ProviderService {
     ) -> Result<Response<ex::SignedResponse>, Status> {
         let peer_cert = lintas_transport::peer_cert(&request);
         let started = std::time::Instant::now();
+        let started_unix_ms = now_ms(&*self.0.clock);
         let signed = request.into_inner();
-        // Labels from the header as sent; the metrics bound how many there can be.
-        let header = ex::RequestHeader::decode(signed.header.as_slice()).unwrap_or_default();
+        // The header as sent, for the metrics and the monitoring record (which bound
+        // and say what they hold); the checks decide whether it is true.
+        let header = if signed.header.len() <= envelope::MAX_HEADER_BYTES {
+            ex::RequestHeader::decode(signed.header.as_slice()).unwrap_or_default()
+        } else {
+            ex::RequestHeader::default()
+        };
+        let trace_id = crate::trace::trace_id_of(&header.traceparent)
+            .unwrap_or_default()
+            .to_owned();
         let bytes_in = signed.body.len();
         let span = tracing::info_span!(
             "exchange",
             side = "provider",
-            trace_id = %crate::trace::trace_id_of(&header.traceparent).unwrap_or_default(),
+            trace_id = %trace_id,
             message_id = %header.message_id
         );
+        let progress = Arc::new(crate::outcome::Progress::default());
+        progress.set_peer(&header.consumer_server);
         let work = tokio::spawn(tracing::Instrument::instrument(
-            handle(self.0.clone(), peer_cert, signed),
+            handle(self.0.clone(), peer_cert, signed, progress.clone()),
             span,
         ));
         let answer = work.await.map_err(|e| {
@@ -557,17 +649,27 @@ impl ex::exchange_server::Exchange for ProviderService {
                 ErrorSource::ProviderServer.as_str(),
             ),
         };
-        self.0.exchanges.record(crate::ops::Exchanged {
-            side: "provider",
-            client: &header.client,
-            provider: &header.service_provider,
-            method: &header.method,
-            code,
-            source,
-            elapsed: started.elapsed(),
-            bytes_in,
-            bytes_out: answer.as_ref().map(|r| r.body.len()).unwrap_or(0),
-        });
+        crate::outcome::finished(
+            &self.0,
+            crate::outcome::Finished {
+                exchanged: crate::outcome::Exchanged {
+                    side: "provider",
+                    client: &header.client,
+                    provider: &header.service_provider,
+                    method: &header.method,
+                    code,
+                    source,
+                    elapsed: started.elapsed(),
+                    bytes_in,
+                    bytes_out: answer.as_ref().map(|r| r.body.len()).unwrap_or(0),
+                },
+                started_unix_ms,
+                message_id: &header.message_id,
+                trace_id: &trace_id,
+                user_id: &header.user_id,
+                progress: &progress,
+            },
+        );
         answer.map(Response::new)
     }
 }

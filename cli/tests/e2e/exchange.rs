@@ -39,6 +39,8 @@ struct Network {
     /// server has stopped.
     provider_stop: Option<ServerStop>,
     consumer_stop: Option<ServerStop>,
+    /// The provider's server's own consumer endpoint (its subsystems call through it).
+    provider_url: String,
     /// Each server's operations listener, `host:port`.
     provider_ops: String,
     consumer_ops: String,
@@ -140,6 +142,7 @@ async fn network_with(dev: bool) -> Network {
         _stops: stops,
         provider_stop: Some(provider_stop),
         consumer_stop: Some(consumer_stop),
+        provider_url: provider_urls.consumer,
         provider_ops: provider_urls.ops,
         consumer_ops: consumer_urls.ops,
     }
@@ -917,6 +920,37 @@ async fn the_binary_runs_two_security_servers_configured_while_running() {
         provider_config,
     ]));
     assert_eq!(call().await.unwrap().nama, "Siti Rahayu");
+    // Every exchange has its monitoring record, refusals included.
+    let json = run(&mut lintas(&[
+        "ss",
+        "opmon",
+        "--json",
+        "--config",
+        provider_config,
+    ]));
+    let page: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let records = page["records"].as_array().unwrap();
+    assert!(
+        records
+            .iter()
+            .any(|r| r["code"] == "Ok" && r["method"] == "CariNik"),
+        "{json}"
+    );
+    assert!(
+        records.iter().any(|r| r["code"] == "PermissionDenied"),
+        "{json}"
+    );
+    let text = run(&mut lintas(&[
+        "ss",
+        "opmon",
+        "--client",
+        CONSUMER_CLIENT,
+        "--limit",
+        "1",
+        "--config",
+        provider_config,
+    ]));
+    assert!(text.contains("more: add --cursor"), "{text}");
 
     // Bad administrative input is refused with the reason.
     let bad = lintas(&[

@@ -691,3 +691,146 @@ async fn trace_context_reaches_the_provider_application_and_both_logs() {
     assert_eq!(seen.lock().unwrap().last().unwrap().0, PARENT);
     assert_eq!(trace_ids("traced-3"), vec![id; 4]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_exchange_has_an_operational_record_that_the_owner_can_query() {
+    use lintas_proto::opmon::v1 as om;
+    use lintas_proto::ss::v1::security_server_admin_server::SecurityServerAdmin;
+    let net = network().await;
+    let started = lintas_ss::daemon::now_ms(&*net.inst.clock);
+    // One answered call with a user id, one refused (no grant for this client).
+    let mut req = Request::new(CariNikRequest { nik: NIK.into() });
+    let md = req.metadata_mut();
+    md.insert("lintas-client", CONSUMER_CLIENT.parse().unwrap());
+    md.insert("lintas-service", PROVIDER_CLIENT.parse().unwrap());
+    md.insert("lintas-message-id", "opmon-1".parse().unwrap());
+    md.insert("lintas-user-id", "ID3174012305870001".parse().unwrap());
+    PendudukClient::new(plain_channel(&net.consumer_url).await.unwrap())
+        .cari_nik(req)
+        .await
+        .unwrap();
+    net.cari(OTHER_CLIENT, NIK).await.unwrap_err();
+
+    // Records are written by a task of their own: two exchanges, two records each side.
+    for server in [&net.consumer, &net.provider] {
+        tokio::time::timeout(Duration::from_secs(10), server.opmon().written(2))
+            .await
+            .expect("monitoring records are written");
+    }
+    let query = |server: &Arc<lintas_ss::daemon::SecurityServer>, q: om::OpQuery| {
+        let admin = lintas_ss::admin::AdminService(server.clone());
+        async move {
+            admin
+                .operational_data(Request::new(q))
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let all = om::OpQuery {
+        from_unix_ms: started - 1000,
+        ..Default::default()
+    };
+    for (server, side) in [(&net.consumer, "consumer"), (&net.provider, "provider")] {
+        let page = query(server, all.clone()).await;
+        let ok = page
+            .records
+            .iter()
+            .find(|r| r.message_id == "opmon-1")
+            .unwrap_or_else(|| panic!("{side}: {page:?}"));
+        assert_eq!(ok.side, side);
+        assert_eq!(ok.client, CONSUMER_CLIENT);
+        assert_eq!(ok.provider, PROVIDER_CLIENT);
+        assert_eq!(
+            (ok.service.as_str(), ok.method.as_str()),
+            (SERVICE, "CariNik")
+        );
+        assert_eq!(ok.code, "Ok");
+        assert_eq!(ok.trace_id.len(), 32);
+        assert!(ok.request_bytes > 0 && ok.response_bytes > 0, "{ok:?}");
+        // Never the id itself: its hash.
+        assert!(ok.user_id.starts_with("sha256:"), "{ok:?}");
+        assert!(!format!("{page:?}").contains("ID3174012305870001"));
+        assert!(
+            ok.total_us > 0 && ok.signing_us > 0 && ok.durable_us > 0,
+            "{ok:?}"
+        );
+        if side == "consumer" {
+            assert!(ok.peer_us > 0 && ok.peer_server == PROVIDER, "{ok:?}");
+        } else {
+            assert!(ok.app_us > 0 && ok.peer_server == CONSUMER, "{ok:?}");
+        }
+        let refused = page
+            .records
+            .iter()
+            .find(|r| r.client == OTHER_CLIENT)
+            .unwrap_or_else(|| panic!("{side}: {page:?}"));
+        assert_eq!(refused.code, "PermissionDenied");
+        assert_eq!(refused.error_source, "provider-server");
+    }
+    // Filters.
+    let only = query(
+        &net.provider,
+        om::OpQuery {
+            client: OTHER_CLIENT.into(),
+            ..all.clone()
+        },
+    )
+    .await;
+    assert!(only.records.iter().all(|r| r.client == OTHER_CLIENT));
+    let later = lintas_ss::daemon::now_ms(&*net.inst.clock) + 60_000;
+    let none = lintas_ss::admin::AdminService(net.provider.clone())
+        .operational_data(Request::new(om::OpQuery {
+            from_unix_ms: later,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(none.records.is_empty());
+
+    // Through the bus: the owner's own subsystem, once granted, reads the server's
+    // records; another member's subsystem never can.
+    let call = |url: String, client: &'static str| async move {
+        let mut req = Request::new(om::OpQuery {
+            from_unix_ms: started - 1000,
+            ..Default::default()
+        });
+        req.metadata_mut()
+            .insert("lintas-client", client.parse().unwrap());
+        req.metadata_mut()
+            .insert("lintas-service", PROVIDER_CLIENT.parse().unwrap());
+        om::operational_data_client::OperationalDataClient::new(plain_channel(&url).await.unwrap())
+            .query(req)
+            .await
+    };
+    let foreign = call(net.consumer_url.clone(), CONSUMER_CLIENT)
+        .await
+        .unwrap_err();
+    assert_eq!(foreign.code(), Code::PermissionDenied, "{foreign:?}");
+    assert!(
+        foreign.message().contains("only subsystems of"),
+        "{foreign:?}"
+    );
+    let ungranted = call(net.provider_url.clone(), PROVIDER_CLIENT)
+        .await
+        .unwrap_err();
+    assert_eq!(ungranted.code(), Code::PermissionDenied, "{ungranted:?}");
+    net.provider
+        .access
+        .grant(Grant {
+            provider: PROVIDER_CLIENT.parse().unwrap(),
+            service: lintas_ss::opmon::SERVICE.parse().unwrap(),
+            method: None,
+            subject: Subject::Client(ClientId::Subsystem(PROVIDER_CLIENT.parse().unwrap())),
+        })
+        .unwrap();
+    let page = call(net.provider_url.clone(), PROVIDER_CLIENT)
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        page.records.iter().any(|r| r.message_id == "opmon-1"),
+        "{page:?}"
+    );
+}
