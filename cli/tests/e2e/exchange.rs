@@ -90,6 +90,11 @@ async fn network() -> Network {
 /// `dev`: the consumer takes local applications over plaintext loopback; otherwise over
 /// TLS with registered client certificates.
 async fn network_with(dev: bool) -> Network {
+    network_edited(dev, |_| {}).await
+}
+
+/// A network whose servers' configurations `edit` changes before they open.
+async fn network_edited(dev: bool, edit: impl Fn(&mut SsConfig)) -> Network {
     let inst = Instance::start().await;
     let provider_peer = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let consumer_peer = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -103,6 +108,9 @@ async fn network_with(dev: bool) -> Network {
     );
     inst.enrol(&p_node).await;
     inst.enrol(&c_node).await;
+    let (mut p_node, mut c_node) = (p_node, c_node);
+    edit(&mut p_node.config);
+    edit(&mut c_node.config);
     let consumer_paths = c_node.paths.clone();
     let provider_paths = p_node.paths.clone();
     let provider = SecurityServer::open(p_node, inst.clock.clone()).unwrap();

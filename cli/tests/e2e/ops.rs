@@ -240,6 +240,16 @@ async fn floods_of_idle_and_slow_connections_do_not_stall_legitimate_calls() {
         };
         idle.push(connect_from(from, to).await.unwrap());
     }
+    // And idle connections against the registry's gRPC (TLS) and HTTP ports.
+    for n in 0..400u32 {
+        let from = std::net::Ipv4Addr::new(127, 0, 4, (n % 40) as u8 + 2);
+        let to = if n % 2 == 0 {
+            net.inst.config.grpc_listen
+        } else {
+            net.inst.config.http_listen
+        };
+        idle.push(connect_from(from, &to.to_string()).await.unwrap());
+    }
     // One source opening more handshakes than it may: the extra ones are closed at once.
     let greedy = std::net::Ipv4Addr::new(127, 0, 2, 2);
     let mut extra = Vec::new();
@@ -285,6 +295,19 @@ async fn floods_of_idle_and_slow_connections_do_not_stall_legitimate_calls() {
         best = best.min(took);
     }
     assert!(best < Duration::from_millis(200), "best call took {best:?}");
+    // The registry still answers: the configuration over HTTP, its API over TLS.
+    let started = Instant::now();
+    net.consumer.conf().fetch().await.unwrap();
+    net.inst
+        .admin()
+        .list_registrations(lintas_proto::registry::v1::ListRegistrationsRequest::default())
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "the registry stalled for {took:?}"
+    );
     // Whatever the provider server answers, it answers after a new handshake, and the
     // flood does not make it wait.
     let started = Instant::now();
@@ -576,8 +599,6 @@ impl lintas_examples::kependudukan::v1::penduduk_server::Penduduk for TraceApp {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trace_context_reaches_the_provider_application_and_both_logs() {
-    use lintas_proto::ss::v1 as ss;
-    use lintas_proto::ss::v1::security_server_admin_server::SecurityServerAdmin;
     const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let net = network().await;
     let seen = Seen::default();
@@ -596,27 +617,7 @@ async fn trace_context_reaches_the_provider_application_and_both_logs() {
             ),
     );
     // Published with its descriptors, so the REST entry can call it too.
-    let mut compiler = protox::Compiler::new([
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/proto")
-    ])
-    .unwrap();
-    compiler.include_imports(true);
-    compiler
-        .open_file("kependudukan/v1/penduduk.proto")
-        .unwrap();
-    let admin = lintas_ss::admin::AdminService(net.provider.clone());
-    admin
-        .add_service(Request::new(ss::Service {
-            provider: PROVIDER_CLIENT.into(),
-            service: SERVICE.into(),
-            endpoint,
-            descriptor_set: compiler.encode_file_descriptor_set(),
-            ..Default::default()
-        }))
-        .await
-        .unwrap();
-    net.provider.report_services().await.unwrap();
-    net.consumer.conf().fetch().await.unwrap();
+    publish_described(&net, endpoint).await;
 
     let trace_ids = |id: &str| -> Vec<String> {
         [&net.consumer, &net.provider]
@@ -833,4 +834,85 @@ async fn every_exchange_has_an_operational_record_that_the_owner_can_query() {
         page.records.iter().any(|r| r.message_id == "opmon-1"),
         "{page:?}"
     );
+}
+
+/// Publishes the population service at `endpoint` with its descriptors (so the REST
+/// entry can call it), and has the consumer's server fetch the configuration.
+async fn publish_described(net: &Network, endpoint: String) {
+    use lintas_proto::ss::v1 as ss;
+    use lintas_proto::ss::v1::security_server_admin_server::SecurityServerAdmin;
+    let mut compiler = protox::Compiler::new([
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/proto")
+    ])
+    .unwrap();
+    compiler.include_imports(true);
+    compiler
+        .open_file("kependudukan/v1/penduduk.proto")
+        .unwrap();
+    lintas_ss::admin::AdminService(net.provider.clone())
+        .add_service(Request::new(ss::Service {
+            provider: PROVIDER_CLIENT.into(),
+            service: SERVICE.into(),
+            endpoint,
+            descriptor_set: compiler.encode_file_descriptor_set(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    net.provider.report_services().await.unwrap();
+    net.consumer.conf().fetch().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_whose_bodies_never_arrive_end_at_the_deadline() {
+    let net = network_edited(true, |c| c.connection_limits.request_timeout_secs = 1).await;
+    publish_described(&net, format!("http://{}", net.app_address)).await;
+    let address = net.consumer_url.trim_start_matches("http://").to_owned();
+
+    // A REST request that promises a body and sends a tenth of it.
+    let started = Instant::now();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let head = format!(
+        "POST /r1/{PROVIDER_CLIENT}/{SERVICE}/CariNik HTTP/1.1\r\nHost: {address}\r\nX-Road-Client: {CONSUMER_CLIENT}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"nik\":"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut answer))
+        .await
+        .expect("the server answers")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout_secs"), "{answer}");
+    assert!(started.elapsed() >= Duration::from_secs(1));
+
+    // A gRPC call whose request message never comes.
+    let channel = plain_channel(&net.consumer_url).await.unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let mut req = Request::new(tokio_stream::pending::<Bytes>());
+    req.metadata_mut()
+        .insert("lintas-client", CONSUMER_CLIENT.parse().unwrap());
+    req.metadata_mut()
+        .insert("lintas-service", PROVIDER_CLIENT.parse().unwrap());
+    let started = Instant::now();
+    let status = tokio::time::timeout(
+        Duration::from_secs(10),
+        grpc.streaming(
+            req,
+            format!("/{SERVICE}/CariNik").parse().unwrap(),
+            lintas_transport::RawCodec,
+        ),
+    )
+    .await
+    .expect("the server answers")
+    .unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(
+        status.message().contains("request_timeout_secs"),
+        "{status:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    // The endpoint still serves.
+    net.cari(CONSUMER_CLIENT, NIK).await.unwrap();
 }
