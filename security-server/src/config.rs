@@ -102,6 +102,10 @@ pub struct SsConfig {
     /// only their SHA-256 is kept.
     #[serde(default)]
     pub opmon_plain_user_ids: bool,
+    /// An OpenTelemetry collector (`http://host:4318`) to send one span per exchange to,
+    /// over OTLP/HTTP with JSON; empty (the default): none.
+    #[serde(default)]
+    pub otlp_endpoint: String,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -198,6 +202,7 @@ impl SsConfig {
             opmon_retention_days: default_opmon_days(),
             opmon_max_mib: default_opmon_mib(),
             opmon_plain_user_ids: false,
+            otlp_endpoint: String::new(),
         }
     }
 
@@ -268,6 +273,17 @@ impl SsConfig {
         p.check((1..=1024 * 1024).contains(&self.opmon_max_mib), || {
             "opmon_max_mib must be between 1 and 1048576 (1 TiB)".into()
         });
+        p.check(
+            self.otlp_endpoint.is_empty()
+                || (self.otlp_endpoint.starts_with("http://")
+                    && self.otlp_endpoint.parse::<hyper::Uri>().is_ok()),
+            || {
+                format!(
+                    "otlp_endpoint '{}' must be empty or an http:// URL of an OTLP/HTTP collector",
+                    self.otlp_endpoint
+                )
+            },
+        );
         p.check(self.warn_conf_expiry_secs <= 30 * 86400, || {
             "warn_conf_expiry_secs must be at most 2592000 (30 days)".into()
         });

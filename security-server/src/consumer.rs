@@ -328,11 +328,12 @@ pub(crate) async fn call_provider(
         call.provider.to_string(),
         call.method.to_string(),
     );
-    let (message_id, trace_id, user_id) = (
+    let (message_id, traceparent, user_id) = (
         call.message_id.clone(),
-        call.trace.trace_id().to_owned(),
+        call.trace.traceparent.clone(),
         call.user_id.clone(),
     );
+    let trace_id = call.trace.trace_id().to_owned();
     let bytes_out = body.len();
     // Every log line of the exchange names its trace and message.
     let span = tracing::info_span!(
@@ -369,7 +370,7 @@ pub(crate) async fn call_provider(
             },
             started_unix_ms,
             message_id: &message_id,
-            trace_id: &trace_id,
+            traceparent: &traceparent,
             user_id: &user_id,
             progress: &progress,
         },

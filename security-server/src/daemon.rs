@@ -145,6 +145,8 @@ pub struct SecurityServer {
     pub(crate) opmon: crate::opmon::OpMon,
     /// Keep end users' ids as given in the monitoring records (else their SHA-256).
     pub(crate) opmon_plain_user_ids: bool,
+    /// Where spans go, when a collector is configured.
+    pub(crate) otlp: Option<crate::otlp::Exporter>,
     /// Health components and metrics, served by the operations listener.
     pub(crate) ops: lintas_ops::Ops,
     /// Maintenance mode (on: new exchanges refused, readiness fails).
@@ -319,6 +321,8 @@ impl SecurityServer {
                 },
             )?,
             opmon_plain_user_ids: c.opmon_plain_user_ids,
+            otlp: (!c.otlp_endpoint.is_empty())
+                .then(|| crate::otlp::Exporter::new(&c.otlp_endpoint, &c.server_id.to_string())),
             ops: lintas_ops::Ops {
                 health,
                 metrics: lintas_ops::Metrics::new("security_server"),
@@ -989,12 +993,19 @@ pub async fn serve(
     let opmon_server = server.clone();
     let opmon_writer = tokio::spawn(async move {
         let clock = opmon_server.clock.clone();
-        opmon_server
-            .opmon
-            .write(move || lintas_certs::unix_secs(clock.now()), async {
-                let _ = opmon_stop.await;
-            })
-            .await
+        let stopped = lintas_transport::Stop::on(async {
+            let _ = opmon_stop.await;
+        });
+        let write = opmon_server.opmon.write(
+            move || lintas_certs::unix_secs(clock.now()),
+            stopped.stopped(),
+        );
+        match &opmon_server.otlp {
+            Some(exporter) => {
+                tokio::join!(write, exporter.run(stopped.stopped()));
+            }
+            None => write.await,
+        }
     });
     let (p, c, a, (), (), (), (), (), checkpointed) = tokio::join!(
         stop.part(provider_server),

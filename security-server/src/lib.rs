@@ -21,6 +21,7 @@ pub mod evidence;
 pub mod maintenance;
 pub mod opmon;
 pub mod ops;
+pub mod otlp;
 pub mod outcome;
 mod provider;
 pub mod rest;

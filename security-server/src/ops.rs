@@ -269,6 +269,22 @@ pub fn install(server: &Arc<SecurityServer>) {
         C,
         |s| single(s.opmon.stats().0 as f64),
     );
+    sampled(
+        server,
+        "otlp_spans_exported",
+        "Spans sent to the OTLP collector (when one is configured)",
+        None,
+        C,
+        |s| single(s.otlp.as_ref().map(|o| o.stats().0).unwrap_or(0) as f64),
+    );
+    sampled(
+        server,
+        "otlp_spans_dropped",
+        "Spans dropped: the queue was full or the collector did not take them",
+        None,
+        C,
+        |s| single(s.otlp.as_ref().map(|o| o.stats().1).unwrap_or(0) as f64),
+    );
     server.ops.metrics.health(server.ops.health.clone());
     server.exchanges.register(&server.ops.metrics);
 }

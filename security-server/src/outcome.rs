@@ -102,7 +102,7 @@ pub struct Finished<'a> {
     pub exchanged: Exchanged<'a>,
     pub started_unix_ms: i64,
     pub message_id: &'a str,
-    pub trace_id: &'a str,
+    pub traceparent: &'a str,
     pub user_id: &'a str,
     pub progress: &'a Progress,
 }
@@ -111,6 +111,27 @@ pub struct Finished<'a> {
 pub fn finished(s: &SecurityServer, f: Finished<'_>) {
     let e = &f.exchanged;
     let (service, method) = split_method(e.method);
+    let trace_id = crate::trace::trace_id_of(f.traceparent).unwrap_or_default();
+    if let Some(exporter) = &s.otlp {
+        exporter.export(crate::otlp::Span {
+            traceparent: f.traceparent,
+            side: e.side,
+            method: e.method,
+            start_unix_nanos: u128::try_from(f.started_unix_ms).unwrap_or(0) * 1_000_000,
+            duration: e.elapsed,
+            code: &e.code,
+            attributes: vec![
+                ("lintas.server", s.id.to_string()),
+                ("lintas.client", e.client.to_owned()),
+                ("lintas.provider", e.provider.to_owned()),
+                ("lintas.message_id", f.message_id.to_owned()),
+                ("lintas.peer_server", f.progress.peer()),
+                ("lintas.error_source", e.source.to_owned()),
+                ("rpc.service", service.to_owned()),
+                ("rpc.method", method.to_owned()),
+            ],
+        });
+    }
     s.opmon.record(lintas_proto::opmon::v1::OpRecord {
         time_unix_ms: f.started_unix_ms,
         side: e.side.into(),
@@ -121,7 +142,7 @@ pub fn finished(s: &SecurityServer, f: Finished<'_>) {
         service: service.into(),
         method: method.into(),
         peer_server: f.progress.peer(),
-        trace_id: f.trace_id.into(),
+        trace_id: trace_id.into(),
         user_id: crate::opmon::user_id(f.user_id, s.opmon_plain_user_ids),
         request_bytes: (if e.side == "consumer" {
             e.bytes_out

@@ -665,7 +665,7 @@ impl ex::exchange_server::Exchange for ProviderService {
                 },
                 started_unix_ms,
                 message_id: &header.message_id,
-                trace_id: &trace_id,
+                traceparent: &header.traceparent,
                 user_id: &header.user_id,
                 progress: &progress,
             },

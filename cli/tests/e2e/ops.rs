@@ -916,3 +916,82 @@ async fn requests_whose_bodies_never_arrive_end_at_the_deadline() {
     // The endpoint still serves.
     net.cari(CONSUMER_CLIENT, NIK).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_go_to_an_otlp_collector_when_one_is_configured() {
+    const PARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    // The collector's side of OTLP/HTTP: JSON bodies POSTed to /v1/traces.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<serde_json::Value>();
+    let collector = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", collector.local_addr().unwrap());
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(serde_json::from_slice(&body).unwrap_or_default());
+                "{}"
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(collector, app).await });
+    let net = network_edited(true, |c| c.otlp_endpoint = endpoint.clone()).await;
+
+    let mut req = Request::new(CariNikRequest { nik: NIK.into() });
+    let md = req.metadata_mut();
+    md.insert("lintas-client", CONSUMER_CLIENT.parse().unwrap());
+    md.insert("lintas-service", PROVIDER_CLIENT.parse().unwrap());
+    md.insert("traceparent", PARENT.parse().unwrap());
+    PendudukClient::new(plain_channel(&net.consumer_url).await.unwrap())
+        .cari_nik(req)
+        .await
+        .unwrap();
+
+    // One span from each server, both children of the caller's span.
+    let mut spans = std::collections::BTreeMap::new();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while spans.len() < 2 {
+            let body = rx.recv().await.unwrap();
+            for rs in body["resourceSpans"].as_array().into_iter().flatten() {
+                let server = rs["resource"]["attributes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|a| a["key"] == "lintas.server")
+                    .map(|a| a["value"]["stringValue"].as_str().unwrap().to_owned())
+                    .unwrap();
+                for span in rs["scopeSpans"][0]["spans"].as_array().unwrap() {
+                    spans.insert(server.clone(), span.clone());
+                }
+            }
+        }
+    })
+    .await
+    .expect("both servers export their span");
+    for (server, kind) in [(CONSUMER, 3), (PROVIDER, 2)] {
+        let span = &spans[server];
+        assert_eq!(
+            span["traceId"], "0af7651916cd43dd8448eb211c80319c",
+            "{span}"
+        );
+        assert_eq!(span["parentSpanId"], "b7ad6b7169203331");
+        assert_eq!(span["kind"], kind);
+        assert!(
+            span["name"].as_str().unwrap().ends_with("CariNik"),
+            "{span}"
+        );
+        assert_eq!(span["status"]["code"], 1);
+        assert!(
+            span["attributes"].as_array().unwrap().iter().any(
+                |a| a["key"] == "lintas.client" && a["value"]["stringValue"] == CONSUMER_CLIENT
+            ),
+            "{span}"
+        );
+    }
+    let (_, _, text) = http(&net.consumer_ops, "GET", "/metrics", &[], "").await;
+    // Counted once the collector has answered, which may be a moment after it received.
+    assert!(
+        sample(&text, "lintas_otlp_spans_exported_total").is_some(),
+        "{text}"
+    );
+}
