@@ -128,7 +128,7 @@ impl SecurityServerAdmin for AdminService {
         // The descriptors the administrator gave, else those the application serves by
         // reflection. Without any, the service is provided but not discoverable.
         let described = if s.descriptor_set.is_empty() {
-            let channel = self.0.app_channel(&entry)?;
+            let channel = self.0.apps.channel(&entry)?;
             match tokio::time::timeout(
                 REFLECTION_TIMEOUT,
                 crate::descriptors::fetch(channel, &name),

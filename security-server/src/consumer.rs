@@ -571,7 +571,10 @@ async fn exchange(
 ) -> Result<(ex::SignedResponse, ex::ResponseHeader), (Status, Option<ex::SignedResponse>)> {
     let fail = |status: Status| (status, None);
     let request_header_sha256 = lintas_certs::sha256(&signed.header);
-    let channel = s.peer_channel(conf, &target.address, pin).map_err(fail)?;
+    let channel = s
+        .peers
+        .channel(conf, &target.address, pin, (&s.tls_cert, &s.tls_key))
+        .map_err(fail)?;
     let limit = s.settings.max_message_bytes + envelope::ENVELOPE_MARGIN;
     let mut peer = ex::exchange_client::ExchangeClient::new(channel)
         .max_decoding_message_size(limit)

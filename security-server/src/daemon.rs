@@ -1,4 +1,8 @@
-//! The running security server: its state, the two endpoints, and their lifecycle.
+//! The running security server's state: opened from an enrolled node, it holds the
+//! parts the endpoints use (the signer, the record log, the access rules, the
+//! configuration client, the channel pools in `pools`, the signer cache in `signers`,
+//! the replay window in `replay`, health and metrics, the monitoring records), and
+//! `serve` (in `serve`) wires them to the listeners and the background tasks.
 //!
 //! - The consumer endpoint (`consumer` module) takes ordinary gRPC calls from local
 //!   applications for any `/package.Service/Method`, signs a request header, records it,
@@ -9,17 +13,14 @@
 //!
 //! Nothing is answered before its record is durable (see `lintas-log`).
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use lintas_certs::{CertInfo, KeyPair, Role};
+use lintas_certs::{KeyPair, Role};
 use lintas_globalconf::{Clock, ConfClient, VerifiedConf};
 use lintas_identifiers::{ServerId, SubsystemId};
 use lintas_log::{Record, RecordLog};
-use lintas_proto::exchange::v1::exchange_server::ExchangeServer;
-use tokio::net::TcpListener;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
@@ -32,6 +33,7 @@ use crate::timestamps::Timestamps;
 use crate::{Node, SsConfig, SsError};
 
 pub use crate::envelope::{REQUEST_DOMAIN, RESPONSE_DOMAIN};
+pub use crate::serve::{Listeners, serve};
 /// Metadata key telling the caller which part of the bus produced an error.
 pub const ERROR_SOURCE: &str = "lintas-error-source";
 
@@ -118,8 +120,8 @@ pub struct SecurityServer {
     pub(crate) checkpoint_interval: Duration,
     pub(crate) witness_interval: Duration,
     pub access: Access,
-    /// Message ids used within the replay window, by "client/id", with their time.
-    seen: Mutex<Seen>,
+    /// Message ids used within the replay window.
+    pub(crate) replay: crate::replay::ReplayWindow,
     /// Signs headers with the member signing key, in batches under load.
     pub(crate) signer: BatchSigner,
     pub(crate) sign_cert: Vec<u8>,
@@ -129,8 +131,10 @@ pub struct SecurityServer {
     pub(crate) settings: Settings,
     /// How local applications are authenticated.
     pub(crate) local_auth: LocalAuth,
-    peers: Mutex<HashMap<PeerKey, Channel>>,
-    apps: Mutex<HashMap<String, Channel>>,
+    /// Pooled channels to peer security servers.
+    pub(crate) peers: crate::pools::PeerPool,
+    /// Pooled channels to provider applications.
+    pub(crate) apps: crate::pools::AppPool,
     /// Descriptors of catalogue services, fetched from the registry.
     pub(crate) descriptors: crate::catalogue::DescriptorCache,
     /// Held across a service report, from reading the services to the registry's
@@ -159,29 +163,10 @@ pub struct SecurityServer {
     /// held across the fetch so concurrent callers wait for it instead of failing.
     last_refresh: tokio::sync::Mutex<Option<std::time::Instant>>,
     /// Member signing certificates already verified under a configuration serial.
-    signers: Mutex<HashMap<[u8; 32], VerifiedSigner>>,
+    pub(crate) signers: crate::signers::SignerCache,
     /// Batch roots whose signatures were verified.
     pub(crate) verified_roots: VerifiedRoots,
 }
-
-/// A signing certificate checked under configuration `.0`.
-type VerifiedSigner = (u64, Arc<CertInfo>);
-
-/// Replay protection: every message id used within the window. Requests older than the
-/// clock skew are refused by the time check, so ids older than twice the skew are
-/// forgotten. At start the set is rebuilt from the durable `REQUEST_RECEIVED` records,
-/// so a crash does not reopen the window for requests already delivered.
-#[derive(Default)]
-struct Seen {
-    ids: HashMap<String, i64>,
-    last_prune_ms: i64,
-}
-
-/// Most application channels kept; beyond it the pool starts over.
-const MAX_APP_CHANNELS: usize = 256;
-
-/// Most signing certificates remembered as verified (one or two per peer member).
-const MAX_CACHED_SIGNERS: usize = 10_000;
 
 /// Least time between out-of-turn configuration fetches, so unknown peers cannot make
 /// this server hammer the registry.
@@ -233,15 +218,6 @@ pub struct Settings {
     pub connection_limits: lintas_transport::Limits,
 }
 
-/// A pooled connection is for one address, one pinned certificate, and the trust of one
-/// configuration serial (revocations change trust).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct PeerKey {
-    address: String,
-    pin: [u8; 32],
-    serial: u64,
-}
-
 impl SecurityServer {
     /// Opens an enrolled server's state: certificates, configuration client, record log,
     /// services and grants.
@@ -265,12 +241,12 @@ impl SecurityServer {
             &records.join("bodies"),
             (node.config.body_retention_days > 0).then_some(node.config.body_retention_days),
         )?;
-        let seen = Mutex::new(recent_requests(
+        let replay = crate::replay::ReplayWindow::rebuild(
             &log,
             now_ms(&*clock),
             2 * i64::try_from(Duration::from_secs(node.config.clock_skew_secs).as_millis())
                 .unwrap_or(i64::MAX / 4),
-        )?);
+        )?;
         let local_auth = if node.config.dev_plaintext_loopback {
             LocalAuth::DevPlaintextLoopback
         } else {
@@ -347,18 +323,18 @@ impl SecurityServer {
             conf,
             log,
             access,
-            seen,
+            replay,
             signer: BatchSigner::new(node.sign_key),
             sign_cert,
             tls_key: node.tls_key,
             tls_cert,
             clock,
-            peers: Mutex::new(HashMap::new()),
-            apps: Mutex::new(HashMap::new()),
+            peers: crate::pools::PeerPool::default(),
+            apps: crate::pools::AppPool::default(),
             descriptors: Default::default(),
             reporting: tokio::sync::Mutex::new(()),
             last_refresh: tokio::sync::Mutex::new(None),
-            signers: Mutex::new(HashMap::new()),
+            signers: crate::signers::SignerCache::default(),
             verified_roots: VerifiedRoots::default(),
         });
         crate::ops::install(&server);
@@ -427,124 +403,6 @@ impl SecurityServer {
             .unwrap_or_default();
         let durable = self.log.submit(record).map_err(failed)?;
         Ok(async move { durable.await.map_err(failed) })
-    }
-
-    /// A pooled mutual-TLS channel to a peer security server, pinned to the certificate
-    /// the configuration lists for it.
-    pub(crate) fn peer_channel(
-        &self,
-        conf: &VerifiedConf,
-        address: &str,
-        pin: [u8; 32],
-    ) -> Result<Channel, Status> {
-        let key = PeerKey {
-            address: address.to_owned(),
-            pin,
-            serial: conf.serial(),
-        };
-        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = peers.get(&key) {
-            return Ok(c.clone());
-        }
-        let internal = |e: &dyn std::fmt::Display| {
-            error(Code::Internal, ErrorSource::ConsumerServer, e.to_string())
-        };
-        let tls = lintas_transport::pinned_client_config(
-            conf.trust_store(),
-            Role::Server,
-            Some(pin),
-            Some((&self.tls_cert, &self.tls_key)),
-        )
-        .map_err(|e| internal(&e))?;
-        let channel = lintas_transport::channel(&format!("https://{address}"), tls)
-            .map_err(|e| internal(&e))?;
-        // Connections for older serials are dropped once a newer configuration is used.
-        peers.retain(|k, _| k.serial >= key.serial);
-        peers.insert(key, channel.clone());
-        Ok(channel)
-    }
-
-    /// A pooled plaintext channel to a provider application.
-    /// A pooled channel to a provider application (TLS when the endpoint is https).
-    pub(crate) fn app_channel(
-        &self,
-        service: &crate::access::ServiceEntry,
-    ) -> Result<Channel, Status> {
-        let key = format!(
-            "{} {}",
-            service.endpoint,
-            service
-                .ca_pem
-                .as_deref()
-                .map(|p| lintas_certs::hex(&lintas_certs::sha256(p.as_bytes())))
-                .unwrap_or_default()
-        );
-        let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = apps.get(&key) {
-            return Ok(c.clone());
-        }
-        let bad = |e: &dyn std::fmt::Display| {
-            error(
-                Code::Internal,
-                ErrorSource::ProviderServer,
-                format!("service endpoint '{}': {e}", service.endpoint),
-            )
-        };
-        let mut endpoint = tonic::transport::Endpoint::from_shared(service.endpoint.clone())
-            .map_err(|e| bad(&e))?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true);
-        if let Some(ca) = &service.ca_pem {
-            let tls = tonic::transport::ClientTlsConfig::new()
-                .ca_certificate(tonic::transport::Certificate::from_pem(ca));
-            endpoint = endpoint.tls_config(tls).map_err(|e| bad(&e))?;
-        }
-        let channel = endpoint.connect_lazy();
-        if apps.len() >= MAX_APP_CHANNELS {
-            apps.clear();
-        }
-        apps.insert(key, channel.clone());
-        Ok(channel)
-    }
-
-    /// Verifies a member signing certificate against `conf` (chain to an approved CA,
-    /// role, key usages, not revoked) at `now`. The same certificate signs every message
-    /// of its member, so a result is remembered for the configuration serial it was
-    /// checked under: a new serial (which may revoke it) checks again, and validity
-    /// dates are checked every time.
-    pub(crate) fn verify_signer(
-        &self,
-        conf: &VerifiedConf,
-        der: &[u8],
-        now: std::time::SystemTime,
-    ) -> Result<Arc<CertInfo>, lintas_certs::CertError> {
-        let hash = lintas_certs::sha256(der);
-        let cached = self
-            .signers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&hash)
-            .filter(|(serial, _)| *serial == conf.serial())
-            .map(|(_, info)| info.clone());
-        if let Some(info) = cached
-            && info.not_before <= now
-            && now < info.not_after
-        {
-            return Ok(info);
-        }
-        let info = Arc::new(conf.trust_store().verify(der, Role::Member, now)?);
-        // Evidence: records name signing certificates by hash.
-        if let Err(e) = self.material.remember_cert(der) {
-            return Err(lintas_certs::CertError::Signing(format!(
-                "keeping the signing certificate as evidence: {e}"
-            )));
-        }
-        let mut signers = self.signers.lock().unwrap_or_else(|p| p.into_inner());
-        if signers.len() >= MAX_CACHED_SIGNERS {
-            signers.clear();
-        }
-        signers.insert(hash, (conf.serial(), info.clone()));
-        Ok(info)
     }
 
     /// A client of the registry that authenticates as this server.
@@ -730,26 +588,6 @@ impl SecurityServer {
         Ok(reply.conf_serial)
     }
 
-    /// Marks `id` of `client` as used at `time_ms`; false if it was used before.
-    pub(crate) fn first_use(&self, client: &str, id: &str, time_ms: i64) -> bool {
-        let now = now_ms(&*self.clock);
-        let window =
-            2 * i64::try_from(self.settings.clock_skew.as_millis()).unwrap_or(i64::MAX / 4);
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        // Forget what the time check already refuses, at most once a second.
-        if now - seen.last_prune_ms > 1000 {
-            seen.ids.retain(|_, t| *t >= now - window);
-            seen.last_prune_ms = now;
-        }
-        match seen.ids.entry(format!("{client}/{id}")) {
-            std::collections::hash_map::Entry::Occupied(_) => false,
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(time_ms);
-                true
-            }
-        }
-    }
-
     /// Fetches the global configuration out of turn, at most once per
     /// [`MIN_REFRESH_INTERVAL`]: a peer or client admitted since the last poll would
     /// otherwise be refused until the next one. True when a newer serial than the caller
@@ -778,330 +616,10 @@ impl SecurityServer {
     }
 }
 
-/// The listeners a security server serves on, already bound.
-pub struct Listeners {
-    /// Local applications (the consumer endpoint and the REST entry).
-    pub consumer: TcpListener,
-    /// Peer security servers (mutual TLS).
-    pub provider: TcpListener,
-    /// `/metrics`, `/healthz` and `/readyz`.
-    pub ops: TcpListener,
-}
-
-/// Serves the consumer endpoint (TLS with registered client certificates, or plaintext
-/// loopback in development), the provider endpoint (mutual TLS 1.3) and the operations
-/// listener until `shutdown` completes, with the background tasks (see `tasks`). A
-/// fatal finding of a task stops the server with its error. On shutdown the endpoints stop accepting and in-flight
-/// calls finish; every answered call's records were durable before it was answered.
-pub async fn serve(
-    server: Arc<SecurityServer>,
-    listeners: Listeners,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), SsError> {
-    // The data directory holds keys, records and the admin socket: owner only.
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&server.data_dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| SsError::Serve(format!("{}: {e}", server.data_dir.display())))?;
-    }
-    let admin_socket = crate::admin::bind(&server.data_dir.join(crate::admin::SOCKET))?;
-    let local = listeners
-        .consumer
-        .local_addr()
-        .map_err(|e| SsError::Serve(e.to_string()))?;
-    if matches!(server.local_auth, LocalAuth::DevPlaintextLoopback) && !local.ip().is_loopback() {
-        return Err(SsError::Serve(format!(
-            "with dev_plaintext_loopback the consumer endpoint must listen on loopback (got {local})"
-        )));
-    }
-    if server.conf.current().is_err() {
-        server.conf.fetch().await?;
-    }
-    let conf = server.conf.current()?;
-    // Peers are trusted per the configuration in force when they connect: a CA added
-    // later is trusted from its configuration serial on, without a restart.
-    let peer_tls = {
-        let server = server.clone();
-        let first = lintas_transport::server_config(
-            &server.tls_cert,
-            &server.tls_key,
-            conf.trust_store(),
-            lintas_transport::ClientAuth::Required,
-        )?;
-        let cache = Mutex::new((conf.serial(), first));
-        move || {
-            let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
-            if let Ok(current) = server.conf.current()
-                && current.serial() != cache.0
-            {
-                match lintas_transport::server_config(
-                    &server.tls_cert,
-                    &server.tls_key,
-                    current.trust_store(),
-                    lintas_transport::ClientAuth::Required,
-                ) {
-                    Ok(config) => *cache = (current.serial(), config),
-                    Err(e) => tracing::error!(error = %e, "peer TLS configuration not rebuilt"),
-                }
-            }
-            cache.1.clone()
-        }
-    };
-    match conf.server(&server.id) {
-        Some(e) if e.tls_cert_sha256 == lintas_certs::sha256(&server.tls_cert) => {}
-        _ => tracing::warn!(
-            server = %server.id,
-            serial = conf.serial(),
-            "this server is not listed with its TLS certificate in the global configuration; peers will refuse it until it is"
-        ),
-    }
-
-    // A log the witness saw longer, or with another head, was cut back or rewritten.
-    // If the registry cannot be reached, the server starts (a registry outage must not
-    // stop every ministry's services) and checks as soon as it answers.
-    let synced = match tokio::time::timeout(
-        crate::tasks::REGISTRY_TIMEOUT,
-        server.sync_with_witness(),
-    )
-    .await
-    {
-        Ok(Ok(_)) => true,
-        Ok(Err(e @ SsError::State(_))) => return Err(e),
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "could not ask the witness about this log; will retry");
-            false
-        }
-        Err(_) => {
-            tracing::warn!("the witness did not answer; will retry");
-            false
-        }
-    };
-    let stop = lintas_transport::Stop::on(shutdown);
-
-    // Operations: the listener serving health and metrics.
-    let ops = server.ops.clone();
-    if synced {
-        server.witness_health.ready();
-    }
-    let limits = &server.settings.connection_limits;
-    let provider_admission = lintas_transport::Admission::new("provider", *limits);
-    let consumer_admission = lintas_transport::Admission::new("consumer", *limits);
-    let ops_admission = lintas_transport::Admission::new("ops", *limits);
-    ops.metrics.listeners(vec![
-        consumer_admission.clone(),
-        provider_admission.clone(),
-        ops_admission.clone(),
-    ]);
-
-    // gRPC health follows readiness on both endpoints.
-    let (grpc_health, health_service) = tonic_health::server::health_reporter();
-    let health_watcher = lintas_ops::grpc::follow_health(
-        ops.health.clone(),
-        grpc_health,
-        vec![
-            <ExchangeServer<crate::provider::ProviderService> as tonic::server::NamedService>::NAME,
-        ],
-        stop.stopped(),
-    );
-    let ops_server = lintas_ops::serve(listeners.ops, ops_admission, ops, stop.stopped());
-
-    // Room for the signed envelope around a maximal body.
-    let envelope = server.settings.max_message_bytes + crate::envelope::ENVELOPE_MARGIN;
-    let provider_server = lintas_transport::grpc_server(limits)
-        .add_service(health_service.clone())
-        .add_service(
-            ExchangeServer::new(crate::provider::ProviderService(server.clone()))
-                .max_decoding_message_size(envelope)
-                .max_encoding_message_size(envelope),
-        )
-        .serve_with_incoming_shutdown(
-            lintas_transport::incoming(listeners.provider, peer_tls, provider_admission),
-            stop.stopped(),
-        );
-
-    let routes = tonic::service::Routes::new(health_service)
-        .add_service(
-            lintas_proto::discovery::v1::discovery_server::DiscoveryServer::new(
-                crate::discovery::Discovery(server.clone()),
-            ),
-        )
-        .add_service(
-            tonic_reflection::pb::v1::server_reflection_server::ServerReflectionServer::new(
-                crate::discovery::Reflection(server.clone()),
-            ),
-        )
-        .add_service(
-            tonic_reflection::pb::v1alpha::server_reflection_server::ServerReflectionServer::new(
-                crate::discovery::Reflection(server.clone()),
-            ),
-        )
-        .prepare()
-        .into_axum_router()
-        .merge(crate::rest::routes(server.clone()))
-        .fallback_service(crate::consumer::ConsumerEndpoint(server.clone()));
-    let consumer_routes = tonic::service::Routes::from(routes);
-    let consumer = listeners.consumer;
-    let consumer_server: std::pin::Pin<
-        Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>,
-    > = match &server.local_auth {
-        LocalAuth::DevPlaintextLoopback => Box::pin(
-            lintas_transport::grpc_server(limits)
-                .accept_http1(true)
-                .add_routes(consumer_routes)
-                .serve_with_incoming_shutdown(
-                    lintas_transport::incoming_plain(consumer, consumer_admission),
-                    stop.stopped(),
-                ),
-        ),
-        LocalAuth::Tls { cert, key } => {
-            let registry = server.clone();
-            let tls = lintas_transport::server_config_registered_clients(
-                cert,
-                key,
-                Arc::new(move |hash| registry.access.client_for_cert(hash).is_some()),
-            )?;
-            // The REST entry also serves HTTP/1.1 clients.
-            let mut tls = (*tls).clone();
-            tls.alpn_protocols.push(b"http/1.1".to_vec());
-            Box::pin(
-                lintas_transport::grpc_server(limits)
-                    .accept_http1(true)
-                    .add_routes(consumer_routes)
-                    .serve_with_incoming_shutdown(
-                        lintas_transport::incoming(consumer, Arc::new(tls), consumer_admission),
-                        stop.stopped(),
-                    ),
-            )
-        }
-    };
-
-    let admin_server = tonic::transport::Server::builder()
-        .add_service(
-            lintas_proto::ss::v1::security_server_admin_server::SecurityServerAdminServer::new(
-                crate::admin::AdminService(server.clone()),
-            )
-            .max_encoding_message_size(crate::admin::MAX_REPLY_BYTES),
-        )
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::UnixListenerStream::new(admin_socket),
-            stop.stopped(),
-        );
-
-    // Monitoring records are written until every exchange has ended, after the
-    // endpoints have drained.
-    let (opmon_done, opmon_stop) = tokio::sync::oneshot::channel::<()>();
-    let opmon_server = server.clone();
-    let opmon_writer = tokio::spawn(async move {
-        let clock = opmon_server.clock.clone();
-        let stopped = lintas_transport::Stop::on(async {
-            let _ = opmon_stop.await;
-        });
-        let write = opmon_server.opmon.write(
-            move || lintas_certs::unix_secs(clock.now()),
-            stopped.stopped(),
-        );
-        match &opmon_server.otlp {
-            Some(exporter) => {
-                tokio::join!(write, exporter.run(stopped.stopped()));
-            }
-            None => write.await,
-        }
-    });
-    let (p, c, a, (), (), (), (), (), checkpointed) = tokio::join!(
-        stop.part(provider_server),
-        stop.part(consumer_server),
-        stop.part(admin_server),
-        stop.part(ops_server),
-        health_watcher,
-        crate::tasks::poll_configuration(server.clone(), stop.clone()),
-        crate::tasks::report_services(server.clone(), stop.clone()),
-        crate::tasks::timestamp(server.clone(), stop.clone()),
-        stop.part(crate::tasks::checkpoint(
-            server.clone(),
-            synced,
-            stop.clone()
-        )),
-    );
-    let _ = opmon_done.send(());
-    let _ = opmon_writer.await;
-    // Every call has drained: the last checkpoint covers every record.
-    if let Err(e) = server.checkpoint_now() {
-        tracing::error!(error = %e, "signing the final log checkpoint failed");
-    }
-    let _ = std::fs::remove_file(server.data_dir.join(crate::admin::SOCKET));
-    if let Err(crate::tasks::Fatal(e)) = checkpointed {
-        return Err(SsError::State(e));
-    }
-    p.map_err(|e| SsError::Serve(format!("provider endpoint: {e}")))?;
-    c.map_err(|e| SsError::Serve(format!("consumer endpoint: {e}")))?;
-    a.map_err(|e| SsError::Serve(format!("admin socket: {e}")))?;
-    tracing::info!(server = %server.id, "security server stopped");
-    Ok(())
-}
-
 /// Opens an enrolled server from its configuration file.
 pub fn open_from_config(
     config: SsConfig,
     clock: Arc<dyn Clock>,
 ) -> Result<Arc<SecurityServer>, SsError> {
     SecurityServer::open(Node::open(config)?, clock)
-}
-
-/// Message ids of requests this server accepted within the last `window_ms`, from the
-/// record log (newest first until older than the window).
-fn recent_requests(log: &RecordLog, now: i64, window_ms: i64) -> Result<Seen, SsError> {
-    let mut seen = Seen {
-        last_prune_ms: now,
-        ..Seen::default()
-    };
-    for index in (0..log.len()).rev() {
-        let Some(r) = log.get(index)? else { continue };
-        if r.time_unix_ms < now.saturating_sub(window_ms) {
-            break;
-        }
-        if r.kind == lintas_log::RecordKind::RequestReceived as i32 {
-            seen.ids
-                .insert(format!("{}/{}", r.client, r.message_id), r.time_unix_ms);
-        }
-    }
-    Ok(seen)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use lintas_log::RecordKind;
-
-    #[tokio::test]
-    async fn the_replay_window_is_rebuilt_from_durable_records() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = RecordLog::open(dir.path()).unwrap();
-        let now = 1_000_000_000;
-        let record = |kind: RecordKind, id: &str, time: i64| lintas_log::Record {
-            kind: kind as i32,
-            client: "ID/GOV/A/B".into(),
-            message_id: id.into(),
-            time_unix_ms: time,
-            ..Default::default()
-        };
-        log.append(record(RecordKind::RequestReceived, "old", now - 200_000))
-            .await
-            .unwrap();
-        log.append(record(RecordKind::RequestReceived, "recent", now - 1_000))
-            .await
-            .unwrap();
-        log.append(record(RecordKind::Rejection, "refused", now - 500))
-            .await
-            .unwrap();
-        let seen = recent_requests(&log, now, 120_000).unwrap();
-        assert!(seen.ids.contains_key("ID/GOV/A/B/recent"));
-        assert!(
-            !seen.ids.contains_key("ID/GOV/A/B/old"),
-            "outside the window"
-        );
-        assert!(
-            !seen.ids.contains_key("ID/GOV/A/B/refused"),
-            "never delivered"
-        );
-    }
 }

@@ -74,7 +74,8 @@ pub fn verify_signed(
     signature: Option<&ex::BatchSignature>,
 ) -> Result<(), Unverified> {
     let signer = server
-        .verify_signer(conf, signer_cert, server.clock.now())
+        .signers
+        .verify(conf, signer_cert, server.clock.now(), &server.material)
         .map_err(|e| unverified(format!("signing certificate refused: {e}")))?;
     if signer.identity != Identity::Member(member.clone()) {
         return Err(unverified(format!(

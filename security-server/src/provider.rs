@@ -222,7 +222,12 @@ fn check(
     // 6. Never seen before.
     envelope::check_message_id(&header.message_id)
         .map_err(|why| refuse(Code::InvalidArgument, format!("message id {why}")))?;
-    if !s.first_use(&header.client, &header.message_id, header.time_unix_ms) {
+    if !s.replay.first_use(
+        &header.client,
+        &header.message_id,
+        header.time_unix_ms,
+        now_ms(&*s.clock),
+    ) {
         return Err(refuse(
             Code::AlreadyExists,
             format!(
@@ -342,7 +347,7 @@ async fn call_app(s: &Arc<SecurityServer>, accepted: &Accepted, body: Vec<u8>) -
         Target::App(service) => service,
         Target::OperationalData => return operational_data(s, &accepted.method, body).await,
     };
-    let channel = match s.app_channel(service) {
+    let channel = match s.apps.channel(service) {
         Ok(c) => c,
         Err(status) => return AppAnswer::server(status.code(), status.message()),
     };
