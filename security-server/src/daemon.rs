@@ -452,6 +452,8 @@ impl SecurityServer {
             .timestamps
             .stamp(latest, stated.size, &conf, &self.timestamping_authority)
             .await?;
+        self.timestamps
+            .succeeded(lintas_certs::unix_secs(self.clock.now()));
         self.timestamps.recount(&self.log)?;
         Ok(Some(stamped))
     }

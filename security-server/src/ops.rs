@@ -215,6 +215,17 @@ pub fn install(server: &Arc<SecurityServer>) {
     );
     sampled(
         server,
+        "timestamp_age",
+        "Seconds since a trusted time-stamp was last had (absent until the first since the start)",
+        Some(Unit::Seconds),
+        G,
+        |s| match s.timestamps.last_success() {
+            Some(t) => single((lintas_certs::unix_secs(s.clock.now()) - t) as f64),
+            None => Vec::new(),
+        },
+    );
+    sampled(
+        server,
         "timestamp_failures",
         "Time-stamping attempts failed since a token was last had",
         None,

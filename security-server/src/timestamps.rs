@@ -48,6 +48,8 @@ pub struct Timestamps {
     /// When the oldest record no time-stamped checkpoint covers yet was written, Unix
     /// ms; 0 when every record is covered.
     uncovered_since: std::sync::atomic::AtomicI64,
+    /// When a token was last had since the start (Unix seconds; 0: not yet).
+    last_success: std::sync::atomic::AtomicI64,
     /// Failed attempts since then.
     failures: std::sync::atomic::AtomicU64,
 }
@@ -80,6 +82,7 @@ impl Timestamps {
             file: Mutex::new(file),
             stamps: RwLock::new(stamps),
             uncovered_since: std::sync::atomic::AtomicI64::new(0),
+            last_success: std::sync::atomic::AtomicI64::new(0),
             failures: std::sync::atomic::AtomicU64::new(0),
         })
     }
@@ -96,6 +99,20 @@ impl Timestamps {
     /// Size of the newest time-stamped checkpoint (0 for none).
     pub fn latest_size(&self) -> u64 {
         self.read().list.last().map(|s| s.size).unwrap_or(0)
+    }
+
+    /// A token was had at `now` (Unix seconds).
+    pub fn succeeded(&self, now: i64) {
+        self.last_success
+            .store(now, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// When a token was last had since the start (Unix seconds).
+    pub fn last_success(&self) -> Option<i64> {
+        match self.last_success.load(std::sync::atomic::Ordering::SeqCst) {
+            0 => None,
+            t => Some(t),
+        }
     }
 
     /// Failed attempts since a token was last had.

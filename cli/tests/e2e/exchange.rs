@@ -638,6 +638,16 @@ async fn a_revoked_signing_certificate_is_refused() {
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
     assert_eq!(source(&err), "provider-server");
     assert!(err.message().contains("revoked"), "{}", err.message());
+    // The consumer's server, once it holds that configuration, says it cannot serve.
+    net.consumer.conf().fetch().await.unwrap();
+    let (status, _, body) = ops::ops_get(&net.consumer_ops, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("certificates")
+            && body.contains("signing certificate")
+            && body.contains("revoked"),
+        "{body}"
+    );
 }
 
 #[tokio::test]

@@ -36,6 +36,14 @@ fn promtool_check(text: &str) -> Result<(), String> {
     }
 }
 
+/// GET `path` on an operations listener: status, headers and body.
+pub(super) async fn ops_get(
+    ops: &str,
+    path: &str,
+) -> (u16, std::collections::HashMap<String, String>, String) {
+    http(ops, "GET", path, &[], "").await
+}
+
 /// The value of the series `series` (name and labels exactly as exposed).
 fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
@@ -558,6 +566,11 @@ async fn a_flood_of_time_stamp_requests_is_limited_per_source_and_servers_still_
     // The servers, from their own address, still get their tokens.
     record_and_checkpoint(&net.provider, "after the flood").await;
     assert!(net.provider.timestamp_now().await.unwrap().is_some());
+    let (_, _, provider) = ops_get(&net.provider_ops, "/metrics").await;
+    assert!(
+        sample(&provider, "lintas_timestamp_age_seconds").is_some(),
+        "{provider}"
+    );
     let (_, _, text) = http(&net.inst.ops, "GET", "/metrics", &[], "").await;
     assert!(
         sample(&text, "lintas_tsa_requests_total{result=\"limited\"}").unwrap_or(0.0) >= 87.0,
