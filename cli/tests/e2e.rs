@@ -1074,6 +1074,11 @@ async fn reflected_services(channel: Channel, client: &str) -> Vec<String> {
 struct Daemon(Option<std::process::Child>);
 
 impl Daemon {
+    /// The process id.
+    fn pid(&self) -> u32 {
+        self.0.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
     /// Sends `signal` and waits for the process to end.
     fn stop_with(&mut self, signal: &str) {
         if let Some(mut child) = self.0.take() {

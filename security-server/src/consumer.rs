@@ -53,6 +53,11 @@ impl tower::Service<http::Request<axum::body::Body>> for ConsumerEndpoint {
         let server = self.0.clone();
         Box::pin(async move {
             let (remote, peer_cert) = caller(req.extensions());
+            // Held until the call ends: requests in progress are bounded.
+            let _ticket = match admit(&server, remote) {
+                Ok(t) => t,
+                Err(status) => return Ok(status.into_http()),
+            };
             let call = ConsumerCall {
                 path: req.uri().path().to_owned(),
                 remote,
@@ -66,6 +71,23 @@ impl tower::Service<http::Request<axum::body::Body>> for ConsumerEndpoint {
             Ok(grpc.client_streaming(call, req).await)
         })
     }
+}
+
+/// A place among the consumer endpoint's requests in progress, or why there is none.
+pub(crate) fn admit(
+    s: &SecurityServer,
+    remote: Option<SocketAddr>,
+) -> Result<lintas_transport::admission::Ticket, Status> {
+    let peer = remote.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+    s.consumer_requests.admit(peer, false).map_err(|why| {
+        consumer_error(
+            Code::ResourceExhausted,
+            format!(
+                "too many requests in progress ({}); retry later",
+                why.as_str().replace('_', " ")
+            ),
+        )
+    })
 }
 
 /// The caller's address and the SHA-256 of its TLS client certificate (when the

@@ -131,6 +131,9 @@ pub struct SecurityServer {
     pub(crate) settings: Settings,
     /// How local applications are authenticated.
     pub(crate) local_auth: LocalAuth,
+    /// Requests in progress at once on each endpoint, in all and per source.
+    pub(crate) consumer_requests: Arc<lintas_transport::Admission>,
+    pub(crate) provider_requests: Arc<lintas_transport::Admission>,
     /// Pooled channels to peer security servers.
     pub(crate) peers: crate::pools::PeerPool,
     /// Pooled channels to provider applications.
@@ -329,6 +332,14 @@ impl SecurityServer {
             tls_key: node.tls_key,
             tls_cert,
             clock,
+            consumer_requests: lintas_transport::Admission::requests(
+                "consumer-requests",
+                c.connection_limits,
+            ),
+            provider_requests: lintas_transport::Admission::requests(
+                "provider-requests",
+                c.connection_limits,
+            ),
             peers: crate::pools::PeerPool::default(),
             apps: crate::pools::AppPool::default(),
             descriptors: Default::default(),

@@ -604,6 +604,20 @@ impl ex::exchange_server::Exchange for ProviderService {
         request: Request<ex::SignedRequest>,
     ) -> Result<Response<ex::SignedResponse>, Status> {
         let peer_cert = lintas_transport::peer_cert(&request);
+        // Held until the exchange ends: requests in progress are bounded.
+        let peer = request
+            .remote_addr()
+            .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+        let _ticket = self.0.provider_requests.admit(peer, false).map_err(|why| {
+            error(
+                Code::ResourceExhausted,
+                ErrorSource::ProviderServer,
+                format!(
+                    "too many requests in progress ({}); retry later",
+                    why.as_str().replace('_', " ")
+                ),
+            )
+        })?;
         let started = std::time::Instant::now();
         let started_unix_ms = now_ms(&*self.0.clock);
         let signed = request.into_inner();

@@ -264,6 +264,11 @@ async fn r1(State(s): State<Arc<SecurityServer>>, req: Request) -> Response {
 
 async fn r1_inner(s: &Arc<SecurityServer>, req: Request) -> Result<Response, Failure> {
     let (remote, peer_cert) = caller(req.extensions());
+    // Held until the request ends: requests in progress are bounded.
+    let _ticket = crate::consumer::admit(s, remote).map_err(|st| Failure {
+        http: StatusCode::SERVICE_UNAVAILABLE,
+        ..Failure::from_status(&st, "")
+    })?;
     let path = req
         .uri()
         .path()

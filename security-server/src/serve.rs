@@ -96,6 +96,8 @@ pub async fn serve(
         consumer_admission.clone(),
         provider_admission.clone(),
         ops_admission.clone(),
+        server.consumer_requests.clone(),
+        server.provider_requests.clone(),
     ]);
 
     // gRPC health follows readiness on both endpoints.

@@ -40,6 +40,12 @@ pub struct Limits {
     pub max_header_list_bytes: u32,
     /// How long an HTTP entry may take to receive a whole request, body included.
     pub request_timeout_secs: u64,
+    /// Requests (calls, HTTP/2 streams) in progress on one listener at once; beyond it
+    /// new ones are refused at once (RESOURCE_EXHAUSTED, 503), so held requests cost
+    /// bounded memory.
+    pub max_requests: usize,
+    /// Requests in progress from one source address at once.
+    pub max_requests_per_source: usize,
 }
 
 impl Default for Limits {
@@ -53,6 +59,8 @@ impl Default for Limits {
             max_concurrent_streams: 256,
             max_header_list_bytes: 16 * 1024,
             request_timeout_secs: 30,
+            max_requests: 4096,
+            max_requests_per_source: 512,
         }
     }
 }
@@ -72,7 +80,7 @@ impl Limits {
 
     /// What is wrong with these limits, each said with its key.
     pub fn problems(&self) -> Vec<String> {
-        let checks: [(bool, &str); 8] = [
+        let checks: [(bool, &str); 10] = [
             (
                 (1..=1_000_000).contains(&self.max_connections),
                 "max_connections must be between 1 and 1000000",
@@ -104,6 +112,14 @@ impl Limits {
             (
                 (1..=3600).contains(&self.request_timeout_secs),
                 "request_timeout_secs must be between 1 and 3600",
+            ),
+            (
+                (1..=1_000_000).contains(&self.max_requests),
+                "max_requests must be between 1 and 1000000",
+            ),
+            (
+                (1..=self.max_requests).contains(&self.max_requests_per_source),
+                "max_requests_per_source must be between 1 and max_requests",
             ),
         ];
         checks
@@ -258,6 +274,20 @@ pub struct Admission {
 }
 
 impl Admission {
+    /// Admission of requests rather than connections: `max_requests` in all and
+    /// `max_requests_per_source` from one source in progress at once. A request holds
+    /// its [`Ticket`] until it ends.
+    pub fn requests(name: impl Into<String>, limits: Limits) -> Arc<Self> {
+        Self::new(
+            name,
+            Limits {
+                max_connections: limits.max_requests,
+                max_connections_per_source: limits.max_requests_per_source,
+                ..limits
+            },
+        )
+    }
+
     /// `name` names the listener in logs and metrics (`consumer`, `provider`, …).
     pub fn new(name: impl Into<String>, limits: Limits) -> Arc<Self> {
         Arc::new(Admission {

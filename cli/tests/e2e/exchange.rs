@@ -724,8 +724,8 @@ fn lintas_cmd(args: &[&str]) -> std::process::Command {
     cmd
 }
 
-/// Starts `lintas ss serve` in `dir` (with the default, relative `--config`) and waits
-/// until it says it is listening.
+/// Starts `lintas ss serve` in `dir` (with the default, relative `--config`, its log in
+/// `serve.log`) and waits until it says it is listening.
 fn serve_child(dir: &std::path::Path, consumer_listen: &str, peer: &str) -> Daemon {
     use std::io::BufRead;
     let mut child = lintas_cmd(&["ss", "serve"])
@@ -737,7 +737,14 @@ fn serve_child(dir: &std::path::Path, consumer_listen: &str, peer: &str) -> Daem
         // Small log segments, so that these runs seal and archive some.
         .env("LINTAS_SS_LOG_SEGMENT_KIB", "4")
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        // Its log, as a service manager would keep it.
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("serve.log"))
+                .unwrap(),
+        )
         .spawn()
         .unwrap();
     let mut line = String::new();

@@ -1008,3 +1008,134 @@ async fn spans_go_to_an_otlp_collector_when_one_is_configured() {
         "{text}"
     );
 }
+
+/// Resident memory of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// An HPACK literal header field without indexing, new name, no Huffman coding.
+fn hpack_literal(name: &str, value: &str) -> Vec<u8> {
+    let mut out = vec![0x00, name.len() as u8];
+    out.extend_from_slice(name.as_bytes());
+    out.push(value.len() as u8);
+    out.extend_from_slice(value.as_bytes());
+    out
+}
+
+/// Reads HTTP/2 frames from `read` until one of type `kind` arrives; its flags and payload.
+async fn frame_of(read: &mut tokio::net::tcp::OwnedReadHalf, kind: u8) -> (u8, u32, Vec<u8>) {
+    let mut header = [0u8; 9];
+    loop {
+        read.read_exact(&mut header).await.unwrap();
+        let len = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+        let mut payload = vec![0u8; len];
+        read.read_exact(&mut payload).await.unwrap();
+        let stream = u32::from_be_bytes([header[5], header[6], header[7], header[8]]) & 0x7fff_ffff;
+        if header[3] == kind {
+            return (header[4], stream, payload);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_streams_cost_bounded_memory_and_refusals_are_logged_once() {
+    let inst = Instance::start().await;
+    let servers = binary_pair(&inst).await;
+    let consumer = &servers[1];
+    let limits = lintas_transport::Limits::default();
+    let per_connection = limits.max_concurrent_streams;
+    let connections = 8;
+    let before = rss_kib(consumer.daemon.pid());
+
+    // gRPC calls that send their headers and never a message, as many as the server
+    // lets each connection have, on several connections.
+    let path = "/kependudukan.v1.Penduduk/CariNik";
+    let mut headers = vec![0x83u8, 0x86, 0x04, path.len() as u8];
+    headers.extend_from_slice(path.as_bytes());
+    for (name, value) in [
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+        ("lintas-client", CONSUMER_CLIENT),
+        ("lintas-service", PROVIDER_CLIENT),
+    ] {
+        headers.extend(hpack_literal(name, value));
+    }
+    let mut held = Vec::new();
+    let mut refused_extra = 0;
+    for _ in 0..connections {
+        let stream = tokio::net::TcpStream::connect(&consumer.consumer_listen)
+            .await
+            .unwrap();
+        let (mut read, mut write) = stream.into_split();
+        let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        hello.extend(frame(0x4, 0, 0, &[]));
+        write.write_all(&hello).await.unwrap();
+        // The server's settings, acknowledged, so that its stream limit applies.
+        loop {
+            let (flags, _, _) = frame_of(&mut read, 0x4).await;
+            if flags & 1 == 0 {
+                break;
+            }
+        }
+        write.write_all(&frame(0x4, 1, 0, &[])).await.unwrap();
+        let mut burst = Vec::new();
+        for n in 0..=per_connection {
+            burst.extend(frame(0x1, 0x4, 2 * n + 1, &headers));
+        }
+        // A PING after them: its answer means every HEADERS before it was handled.
+        burst.extend(frame(0x6, 0, 0, b"lintas!!"));
+        write.write_all(&burst).await.unwrap();
+        // One stream past the limit is refused (RST_STREAM, REFUSED_STREAM).
+        let (_, stream_id, payload) =
+            tokio::time::timeout(Duration::from_secs(10), frame_of(&mut read, 0x3))
+                .await
+                .expect("the stream past the limit is refused");
+        assert_eq!(stream_id, 2 * per_connection + 1);
+        assert_eq!(u32::from_be_bytes(payload[..4].try_into().unwrap()), 7);
+        refused_extra += 1;
+        tokio::time::timeout(Duration::from_secs(10), frame_of(&mut read, 0x6))
+            .await
+            .expect("the server answers the PING");
+        held.push((read, write));
+    }
+    assert_eq!(refused_extra, connections);
+    let after = rss_kib(consumer.daemon.pid());
+    let streams = u64::from(per_connection) * connections as u64;
+    let grown = after.saturating_sub(before);
+    println!(
+        "{streams} held streams: resident memory {before} KiB -> {after} KiB ({} KiB a stream)",
+        grown / streams
+    );
+    assert!(
+        grown < 64 * 1024,
+        "{streams} held streams grew the server by {grown} KiB"
+    );
+
+    // Refusals by a limit are counted and logged once per source: a source opening more
+    // handshakes than it may on the provider port.
+    let greedy = std::net::Ipv4Addr::new(127, 0, 5, 2);
+    let mut extra = Vec::new();
+    for _ in 0..40 {
+        extra.push(connect_from(greedy, &consumer.peer).await.unwrap());
+    }
+    let mut closed = 0;
+    for stream in &mut extra {
+        if closed_within(stream, Duration::from_millis(500)).await {
+            closed += 1;
+        }
+    }
+    assert!(closed >= 24, "{closed}");
+    drop((held, extra));
+    let log = std::fs::read_to_string(consumer.dir.join("serve.log")).unwrap();
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("refused or closed by a limit") && l.contains("127.0.5.2"))
+        .count();
+    assert_eq!(lines, 1, "{log}");
+}
