@@ -292,6 +292,9 @@ struct State {
 #[derive(Default)]
 struct Change {
     puts: Vec<Put>,
+    /// Pending requests this change decides or removes: they leave the pending set
+    /// once it is durable, under the same lock as the state it is swapped into.
+    settle: Vec<String>,
 }
 
 impl Change {
@@ -574,12 +577,19 @@ impl Registry {
                 action: action.clone(),
             },
         )?;
+        let settle = std::mem::take(&mut change.settle);
         if let Err(e) = self.store.apply(change.puts) {
             self.poisoned.store(true, Ordering::SeqCst);
             tracing::error!(error = %e, "registry database write failed; refusing changes until restart");
             return Err(internal(e));
         }
         *guard = next;
+        if !settle.is_empty() {
+            let mut pending = self.pending_set();
+            for id in &settle {
+                pending.remove(id);
+            }
+        }
         if let Some(blob) = blob {
             *self.latest.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(blob);
         }
@@ -822,7 +832,7 @@ impl Registry {
             }
             token.used = true;
             change.put(format!("token/{hash}"), &*token)?;
-            let settled = self.supersede(
+            self.supersede(
                 state,
                 change,
                 &server_id,
@@ -844,10 +854,9 @@ impl Registry {
                 "registration {request_id} for {server_id} at {} approved by enrolment token",
                 rec.address
             );
-            Ok(((rec, settled), action))
+            Ok((rec, action))
         })?;
-        self.settled(&rec.1);
-        Ok(rec.0)
+        Ok(rec)
     }
 
     /// Files a request without a token for an administrator to decide: one record
@@ -869,8 +878,10 @@ impl Registry {
                 "an earlier write to the registry database failed; restart the registry to reload its state".into(),
             ));
         }
-        if self.pending_set().room_for(&rec.source, &limits).is_err() {
-            // Full: requests past their time go first.
+        let full = self.pending_set().room_for(&rec.source, &limits);
+        if matches!(full, Err(pending::Full::Total(_))) {
+            // Full: requests past their time go first. (A source at its own limit waits
+            // for the periodic sweep; it cannot make every submission scan.)
             self.expire_registrations()?;
         }
         let mut state = self.lock();
@@ -935,18 +946,17 @@ impl Registry {
                     value: None,
                 });
             }
+            change.settle.extend(expired.iter().cloned());
             let action = format!(
                 "{} registration request(s) expired undecided after {ttl} s",
                 expired.len()
             );
-            Ok((expired, action))
+            Ok((expired.len(), action))
         })?;
-        self.settled(&expired);
-        Ok(expired.len())
+        Ok(expired)
     }
 
-    /// Closes every other pending request for `server` as rejected with `reason`;
-    /// returns their ids, to leave the pending set once the change is durable.
+    /// Closes every other pending request for `server` as rejected with `reason`.
     fn supersede(
         &self,
         state: &mut State,
@@ -954,7 +964,7 @@ impl Registry {
         server: &ServerId,
         reason: &str,
         by: &str,
-    ) -> Result<Vec<String>> {
+    ) -> Result<()> {
         let others: Vec<RegistrationRec> = {
             let pending = self.pending_set();
             pending
@@ -964,17 +974,16 @@ impl Registry {
                 .filter_map(|id| pending.get(id).cloned())
                 .collect()
         };
-        let mut ids = Vec::new();
         for mut other in others {
             other.state = RegState::Rejected;
             other.reason = reason.into();
             other.decided_at = self.now();
             other.decided_by = by.into();
             change.put(format!("registration/{}", other.request_id), &other)?;
-            ids.push(other.request_id.clone());
+            change.settle.push(other.request_id.clone());
             state.registrations.insert(other.request_id.clone(), other);
         }
-        Ok(ids)
+        Ok(())
     }
 
     pub fn status(&self, request_id: &str) -> Result<RegistrationRec> {
@@ -1018,22 +1027,21 @@ impl Registry {
             state
                 .registrations
                 .insert(request_id.to_owned(), rec.clone());
-            let mut settled = self.supersede(
+            self.supersede(
                 state,
                 change,
                 &rec.server_id,
                 &format!("superseded: registration {request_id} for this server was approved"),
                 admin,
             )?;
-            settled.push(request_id.to_owned());
+            change.settle.push(request_id.to_owned());
             let action = format!(
                 "approved registration {request_id} of {} (tls key {}, from {})",
                 rec.server_id, rec.tls_key_fingerprint, rec.source
             );
-            Ok(((rec, settled), action))
+            Ok((rec, action))
         })?;
-        self.settled(&rec.1);
-        Ok(rec.0)
+        Ok(rec)
     }
 
     /// Issues the certificates, creates member, subsystems and server, marks approved.
@@ -1137,9 +1145,9 @@ impl Registry {
                 .registrations
                 .insert(request_id.to_owned(), rec.clone());
             let action = format!("rejected registration of {}: {reason}", rec.server_id);
+            change.settle.push(rec.request_id.clone());
             Ok((rec, action))
         })?;
-        self.settled(std::slice::from_ref(&rec.request_id));
         Ok(rec)
     }
 
@@ -1731,9 +1739,9 @@ pub struct Submission {
 }
 
 impl Registry {
-    /// A pending request, to be decided in a change; it leaves the pending set once the
-    /// change is durable ([`Registry::settled`]). A decided request is in `state`, so
-    /// it cannot be decided twice.
+    /// A pending request, to be decided in a change; it leaves the pending set when the
+    /// change is durable (`Change::settle`), under the state's lock, so it cannot be
+    /// decided twice.
     fn pending_rec(&self, state: &State, request_id: &str) -> Result<RegistrationRec> {
         if let Some(rec) = state.registrations.get(request_id) {
             return Err(RegistryError::FailedPrecondition(format!(
@@ -1741,17 +1749,15 @@ impl Registry {
                 rec.state
             )));
         }
-        self.pending_set().get(request_id).cloned().ok_or_else(|| {
+        let rec = self.pending_set().get(request_id).cloned().ok_or_else(|| {
             RegistryError::NotFound(format!("no registration request '{request_id}'"))
-        })
-    }
-
-    /// Requests decided by a durable change leave the pending set.
-    fn settled(&self, ids: &[String]) {
-        let mut pending = self.pending_set();
-        for id in ids {
-            pending.remove(id);
+        })?;
+        if rec.submitted_at + self.policy.registration.ttl_secs <= self.now() {
+            return Err(RegistryError::FailedPrecondition(format!(
+                "registration {request_id} expired undecided; the server must register again"
+            )));
         }
+        Ok(rec)
     }
 }
 

@@ -25,7 +25,7 @@ pub(crate) struct TsaEndpoint {
     tsa: lintas_timestamp::Tsa,
     registry: Arc<Registry>,
     signing: Arc<tokio::sync::Semaphore>,
-    per_source: lintas_transport::admission::RateLimit,
+    per_source: lintas_transport::rate::RateLimit,
     requests: Family<Labels, Counter>,
 }
 
@@ -40,7 +40,7 @@ impl TsaEndpoint {
             tsa,
             registry,
             signing: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_SIGNATURES)),
-            per_source: lintas_transport::admission::RateLimit::per_minute(per_minute),
+            per_source: lintas_transport::rate::RateLimit::per_minute(per_minute),
             requests,
         })
     }
@@ -63,7 +63,7 @@ impl TsaEndpoint {
                 .into_response();
         }
         let turn = tokio::time::timeout(WAIT_FOR_TURN, self.signing.clone().acquire_owned()).await;
-        let Ok(Ok(_turn)) = turn else {
+        let Ok(Ok(turn)) = turn else {
             self.count("busy");
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -74,10 +74,13 @@ impl TsaEndpoint {
         };
         // Signing is quick but CPU-bound: the blocking pool keeps HTTP responsive.
         let me = self.clone();
-        let reply =
-            tokio::task::spawn_blocking(move || me.tsa.respond(&body, me.registry.unix_now()))
-                .await
-                .unwrap_or_default();
+        // The turn goes with the signing: a caller that leaves does not free it early.
+        let reply = tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            me.tsa.respond(&body, me.registry.unix_now())
+        })
+        .await
+        .unwrap_or_default();
         self.count(if reply.is_empty() {
             "failed"
         } else {

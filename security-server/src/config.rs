@@ -99,7 +99,7 @@ pub struct SsConfig {
     #[serde(default = "default_opmon_mib")]
     pub opmon_max_mib: u64,
     /// Keep end users' ids (lintas-user-id) as given in monitoring records; by default
-    /// only their SHA-256 is kept.
+    /// only an HMAC-SHA-256 of each under this server's key (`opmon.key`) is kept.
     #[serde(default)]
     pub opmon_plain_user_ids: bool,
     /// An OpenTelemetry collector (`http://host:4318`) to send one span per exchange to,

@@ -150,8 +150,8 @@ pub struct SecurityServer {
     pub(crate) exchanges: crate::outcome::ExchangeMetrics,
     /// One record per exchange (operational monitoring).
     pub(crate) opmon: crate::opmon::OpMon,
-    /// Keep end users' ids as given in the monitoring records (else their SHA-256).
-    pub(crate) opmon_plain_user_ids: bool,
+    /// The key end users' ids are kept under in monitoring records (none: as given).
+    pub(crate) opmon_user_key: Option<[u8; 32]>,
     /// Where spans go, when a collector is configured.
     pub(crate) otlp: Option<crate::otlp::Exporter>,
     /// Health components and metrics, served by the operations listener.
@@ -299,7 +299,11 @@ impl SecurityServer {
                     max_bytes: c.opmon_max_mib * 1024 * 1024,
                 },
             )?,
-            opmon_plain_user_ids: c.opmon_plain_user_ids,
+            opmon_user_key: if c.opmon_plain_user_ids {
+                None
+            } else {
+                Some(crate::opmon::user_id_key(&node.paths.0.join("opmon.key"))?)
+            },
             otlp: (!c.otlp_endpoint.is_empty())
                 .then(|| crate::otlp::Exporter::new(&c.otlp_endpoint, &c.server_id.to_string())),
             ops: lintas_ops::Ops {

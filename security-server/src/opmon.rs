@@ -29,6 +29,9 @@ pub const MAX_PAGE: usize = 1000;
 const DEFAULT_PAGE: usize = 100;
 /// Largest record accepted when reading (records are a few hundred bytes).
 const MAX_RECORD: usize = 64 * 1024;
+/// Bytes one query reads at most before it answers with what it found and a cursor:
+/// a selective filter over many hours costs pages, not one unbounded scan.
+const MAX_SCAN: u64 = 64 * 1024 * 1024;
 
 /// How long records are kept (`opmon_retention_days`, `opmon_max_mib`).
 #[derive(Debug, Clone, Copy)]
@@ -179,7 +182,12 @@ impl OpMon {
             .create(true)
             .open(&path)
             .map_err(io(&path))?;
-        f.write_all(&bytes).map_err(io(&path))?;
+        let before = f.metadata().map_err(io(&path))?.len();
+        if let Err(e) = f.write_all(&bytes) {
+            // A write cut short would hide every later record of the hour: cut it back.
+            let _ = f.set_len(before);
+            return Err(io(&path)(e));
+        }
         self.written
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         self.wrote.notify_waiters();
@@ -225,18 +233,21 @@ impl OpMon {
 
     /// Cuts the newest file back to its last whole record (a crash can leave half of one).
     fn repair_newest(&self) -> Result<(), SsError> {
-        let Some((_, path, _)) = self.files()?.pop() else {
+        let Some((_, path, size)) = self.files()?.pop() else {
             return Ok(());
         };
-        let bytes = std::fs::read(&path).map_err(io(&path))?;
-        let good = whole_records(&bytes);
-        if good < bytes.len() {
-            tracing::warn!(file = %path.display(), cut = bytes.len() - good, "operational monitoring: a record cut short was dropped");
+        let mut reader = std::io::BufReader::new(std::fs::File::open(&path).map_err(io(&path))?);
+        let mut good = 0u64;
+        while let Some((_, len)) = next_record(&mut reader) {
+            good += len;
+        }
+        if good < size {
+            tracing::warn!(file = %path.display(), cut = size - good, "operational monitoring: a record cut short was dropped");
             let f = std::fs::OpenOptions::new()
                 .write(true)
                 .open(&path)
                 .map_err(io(&path))?;
-            f.set_len(good as u64).map_err(io(&path))?;
+            f.set_len(good).map_err(io(&path))?;
         }
         Ok(())
     }
@@ -261,31 +272,26 @@ impl OpMon {
             to => to.div_euclid(3_600_000) + 2,
         };
         let mut records = Vec::new();
+        let mut scanned = 0u64;
         for (hour, path, _) in self.files()? {
             if hour < from_hour || hour > last_hour {
                 continue;
             }
             let mut f = std::fs::File::open(&path).map_err(io(&path))?;
-            let start = if hour == from_hour { offset } else { 0 };
-            f.seek(std::io::SeekFrom::Start(start)).map_err(io(&path))?;
-            let mut bytes = Vec::new();
-            f.read_to_end(&mut bytes).map_err(io(&path))?;
-            let (mut at, end) = (0, whole_records(&bytes));
-            while at < end {
-                let mut rest = &bytes[at..];
-                let before = rest.len();
-                let Ok(r) = OpRecord::decode_length_delimited(&mut rest) else {
-                    break;
-                };
-                at += before - rest.len();
+            let mut at = if hour == from_hour { offset } else { 0 };
+            f.seek(std::io::SeekFrom::Start(at)).map_err(io(&path))?;
+            let mut reader = std::io::BufReader::new(f);
+            while let Some((r, len)) = next_record(&mut reader) {
+                at += len;
+                scanned += len;
                 if matches(q, &r) {
                     records.push(r);
-                    if records.len() == limit {
-                        return Ok(OpPage {
-                            records,
-                            next_cursor: format!("{hour}:{}", start + at as u64),
-                        });
-                    }
+                }
+                if records.len() == limit || scanned >= MAX_SCAN {
+                    return Ok(OpPage {
+                        records,
+                        next_cursor: format!("{hour}:{at}"),
+                    });
                 }
             }
         }
@@ -296,23 +302,25 @@ impl OpMon {
     }
 }
 
-/// Bytes of `bytes` that are whole records.
-fn whole_records(bytes: &[u8]) -> usize {
-    let mut at = 0;
-    while at < bytes.len() {
-        let mut rest = &bytes[at..];
-        let before = rest.len();
-        let Ok(len) = prost::encoding::decode_varint(&mut rest) else {
-            break;
-        };
-        let header = before - rest.len();
-        let Ok(len) = usize::try_from(len) else { break };
-        if len > MAX_RECORD || rest.len() < len || OpRecord::decode(&rest[..len]).is_err() {
+/// The next whole record from `reader` and the bytes it took; none at the end or at a
+/// record that is cut short or does not decode.
+fn next_record(reader: &mut impl Read) -> Option<(OpRecord, u64)> {
+    let mut len = 0u64;
+    let mut header = 0u64;
+    for shift in (0..64).step_by(7) {
+        let mut byte = [0u8];
+        reader.read_exact(&mut byte).ok()?;
+        header += 1;
+        len |= u64::from(byte[0] & 0x7f) << shift;
+        if byte[0] & 0x80 == 0 {
             break;
         }
-        at += header + len;
     }
-    at
+    let len = usize::try_from(len).ok().filter(|l| *l <= MAX_RECORD)?;
+    let mut bytes = vec![0u8; len];
+    reader.read_exact(&mut bytes).ok()?;
+    let record = OpRecord::decode(bytes.as_slice()).ok()?;
+    Some((record, header + len as u64))
 }
 
 fn parse_cursor(cursor: &str) -> Result<(i64, u64), SsError> {
@@ -335,15 +343,38 @@ fn matches(q: &OpQuery, r: &OpRecord) -> bool {
         && (q.service.is_empty() || r.service == q.service)
 }
 
-/// How an end user's id appears in a record: its SHA-256, unless kept as given.
-pub fn user_id(user_id: &str, keep_plain: bool) -> String {
-    match (user_id.is_empty(), keep_plain) {
+/// How an end user's id appears in a record: keyed with this server's monitoring key
+/// (HMAC-SHA-256, so that nobody without the key can test guesses of a structured id
+/// against it), or as given when the operator chose so (`key` none).
+pub fn user_id(user_id: &str, key: Option<&[u8; 32]>) -> String {
+    match (user_id.is_empty(), key) {
         (true, _) => String::new(),
-        (false, true) => user_id.to_owned(),
-        (false, false) => format!(
-            "sha256:{}",
-            lintas_certs::hex(&lintas_certs::sha256(user_id.as_bytes()))
-        ),
+        (false, None) => user_id.to_owned(),
+        (false, Some(key)) => {
+            let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key);
+            let tag = aws_lc_rs::hmac::sign(&key, user_id.as_bytes());
+            format!("hmac:{}", lintas_certs::hex(tag.as_ref()))
+        }
+    }
+}
+
+/// This server's key for end users' ids in monitoring records (`opmon.key` in the data
+/// directory, 0600), made at first start.
+pub fn user_id_key(path: &Path) -> Result<[u8; 32], SsError> {
+    match std::fs::read(path) {
+        Ok(bytes) => bytes
+            .try_into()
+            .map_err(|_| SsError::State(format!("{} is not a 32-byte key", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use aws_lc_rs::rand::SecureRandom;
+            let mut key = [0u8; 32];
+            aws_lc_rs::rand::SystemRandom::new()
+                .fill(&mut key)
+                .map_err(|_| SsError::State("no randomness for the monitoring key".into()))?;
+            lintas_certs::files::write_atomic(path, &key, 0o600)?;
+            Ok(key)
+        }
+        Err(e) => Err(io(path)(e)),
     }
 }
 
@@ -460,14 +491,27 @@ mod tests {
     }
 
     #[test]
-    fn user_ids_are_hashed_unless_kept() {
-        assert_eq!(user_id("", false), "");
-        assert_eq!(user_id("ID1234", true), "ID1234");
-        let hashed = user_id("ID1234", false);
-        assert!(
-            hashed.starts_with("sha256:") && hashed.len() == 71,
-            "{hashed}"
+    fn user_ids_are_keyed_unless_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("opmon.key");
+        let key = user_id_key(&path).unwrap();
+        assert_eq!(user_id_key(&path).unwrap(), key, "made once, then read");
+        let other = [7u8; 32];
+        assert_eq!(user_id("", Some(&key)), "");
+        assert_eq!(user_id("ID1234", None), "ID1234");
+        let keyed = user_id("ID1234", Some(&key));
+        assert!(keyed.starts_with("hmac:") && keyed.len() == 69, "{keyed}");
+        assert_eq!(
+            keyed,
+            user_id("ID1234", Some(&key)),
+            "the same id, the same tag"
         );
-        assert!(!hashed.contains("ID1234"));
+        assert_ne!(
+            keyed,
+            user_id("ID1234", Some(&other)),
+            "another key, another tag"
+        );
+        std::fs::write(&path, b"short").unwrap();
+        assert!(user_id_key(&path).is_err());
     }
 }

@@ -46,6 +46,8 @@ struct Measured {
     took: [Duration; 4],
     seen: [bool; 4],
     peer: String,
+    /// The provider's checks accepted the request, so what its header says is true.
+    verified: bool,
 }
 
 /// What the exchange code learns as it goes: the time each part took and the peer.
@@ -72,6 +74,11 @@ impl Progress {
         let out = work.await;
         self.add(stage, started.elapsed());
         out
+    }
+
+    /// The request passed the provider's checks.
+    pub fn verified(&self) {
+        self.lock().verified = true;
     }
 
     pub fn set_peer(&self, peer: &str) {
@@ -107,8 +114,12 @@ pub struct Finished<'a> {
     pub progress: &'a Progress,
 }
 
-/// Records an ended exchange in the metrics and the operational monitoring.
-pub fn finished(s: &SecurityServer, f: Finished<'_>) {
+/// Records an ended exchange in the metrics and the operational monitoring. On the
+/// provider side a request the checks refused is labelled `unverified` in the metrics
+/// (anyone with a peer certificate can claim anything), and its monitoring record keeps
+/// the claimed values marked as claims.
+pub fn finished(s: &SecurityServer, mut f: Finished<'_>) {
+    let unverified = f.exchanged.side == "provider" && !f.progress.lock().verified;
     let e = &f.exchanged;
     let (service, method) = split_method(e.method);
     let trace_id = crate::trace::trace_id_of(f.traceparent).unwrap_or_default();
@@ -143,7 +154,7 @@ pub fn finished(s: &SecurityServer, f: Finished<'_>) {
         method: method.into(),
         peer_server: f.progress.peer(),
         trace_id: trace_id.into(),
-        user_id: crate::opmon::user_id(f.user_id, s.opmon_plain_user_ids),
+        user_id: crate::opmon::user_id(f.user_id, s.opmon_user_key.as_ref()),
         request_bytes: (if e.side == "consumer" {
             e.bytes_out
         } else {
@@ -161,7 +172,17 @@ pub fn finished(s: &SecurityServer, f: Finished<'_>) {
         durable_us: micros(f.progress.get(Stage::Durable)),
         peer_us: micros(f.progress.get(Stage::Peer)),
         app_us: micros(f.progress.get(Stage::App)),
+        unverified,
     });
+    if unverified {
+        for label in [
+            &mut f.exchanged.client,
+            &mut f.exchanged.provider,
+            &mut f.exchanged.method,
+        ] {
+            *label = "unverified";
+        }
+    }
     s.exchanges.record(f.exchanged, f.progress);
 }
 

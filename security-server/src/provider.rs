@@ -448,7 +448,7 @@ async fn handle(
     s: Arc<SecurityServer>,
     peer_cert: Option<Vec<u8>>,
     signed: ex::SignedRequest,
-    progress: Arc<crate::outcome::Progress>,
+    progress: &crate::outcome::Progress,
 ) -> Result<ex::SignedResponse, Status> {
     use crate::outcome::Stage;
     let side = ErrorSource::ProviderServer;
@@ -464,7 +464,10 @@ async fn handle(
     }
     let peer_cert_sha256 = peer_hash.map(|h| h.to_vec()).unwrap_or_default();
     let accepted = match checked {
-        Ok(a) => a,
+        Ok(a) => {
+            progress.verified();
+            a
+        }
         Err(refusal) => {
             let claimed = if signed.header.len() <= envelope::MAX_HEADER_BYTES {
                 ex::RequestHeader::decode(signed.header.as_slice()).unwrap_or_default()
@@ -608,7 +611,7 @@ impl ex::exchange_server::Exchange for ProviderService {
         let peer = request
             .remote_addr()
             .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
-        let _ticket = self.0.provider_requests.admit(peer, false).map_err(|why| {
+        let ticket = self.0.provider_requests.admit(peer, false).map_err(|why| {
             error(
                 Code::ResourceExhausted,
                 ErrorSource::ProviderServer,
@@ -618,77 +621,94 @@ impl ex::exchange_server::Exchange for ProviderService {
                 ),
             )
         })?;
-        let started = std::time::Instant::now();
-        let started_unix_ms = now_ms(&*self.0.clock);
+        let server = self.0.clone();
         let signed = request.into_inner();
-        // The header as sent, for the metrics and the monitoring record (which bound
-        // and say what they hold); the checks decide whether it is true.
-        let header = if signed.header.len() <= envelope::MAX_HEADER_BYTES {
-            ex::RequestHeader::decode(signed.header.as_slice()).unwrap_or_default()
-        } else {
-            ex::RequestHeader::default()
-        };
-        let trace_id = crate::trace::trace_id_of(&header.traceparent)
-            .unwrap_or_default()
-            .to_owned();
-        let bytes_in = signed.body.len();
-        let span = tracing::info_span!(
-            "exchange",
-            side = "provider",
-            trace_id = %trace_id,
-            message_id = %header.message_id
-        );
-        let progress = Arc::new(crate::outcome::Progress::default());
-        progress.set_peer(&header.consumer_server);
-        let work = tokio::spawn(tracing::Instrument::instrument(
-            handle(self.0.clone(), peer_cert, signed, progress.clone()),
-            span,
-        ));
-        let answer = work.await.map_err(|e| {
-            error(
-                Code::Internal,
-                ErrorSource::ProviderServer,
-                format!("exchange task failed: {e}"),
-            )
-        })?;
-        let (code, source) = match &answer {
-            Ok(r) => {
-                let h = ex::ResponseHeader::decode(r.header.as_slice()).unwrap_or_default();
-                let code = Code::from_i32(h.status_code);
-                let by_server = h.error_source == ErrorSource::ProviderServer.as_str();
-                let source = match code {
-                    Code::Ok => "",
-                    _ if by_server => ErrorSource::ProviderServer.as_str(),
-                    _ => ErrorSource::ProviderApp.as_str(),
-                };
-                (format!("{code:?}"), source)
-            }
-            Err(st) => (
-                format!("{:?}", st.code()),
-                ErrorSource::ProviderServer.as_str(),
-            ),
-        };
-        crate::outcome::finished(
-            &self.0,
-            crate::outcome::Finished {
-                exchanged: crate::outcome::Exchanged {
-                    side: "provider",
-                    client: &header.client,
-                    provider: &header.service_provider,
-                    method: &header.method,
-                    code,
-                    source,
-                    elapsed: started.elapsed(),
-                    bytes_in,
-                    bytes_out: answer.as_ref().map(|r| r.body.len()).unwrap_or(0),
-                },
-                started_unix_ms,
-                message_id: &header.message_id,
-                traceparent: &header.traceparent,
-                user_id: &header.user_id,
-                progress: &progress,
-            },
-        );
-        answer.map(Response::new)
+        // Its own task: a peer that gives up cannot cut the exchange short between
+        // calling the application and recording the outcome, nor give its place back
+        // before the exchange ends.
+        let work = tokio::spawn(async move {
+            let _ticket = ticket;
+            exchange_and_account(server, peer_cert, signed).await
+        });
+        work.await
+            .map_err(|e| {
+                error(
+                    Code::Internal,
+                    ErrorSource::ProviderServer,
+                    format!("exchange task failed: {e}"),
+                )
+            })?
+            .map(Response::new)
     }
+}
+
+/// The whole exchange for one request, then its metrics and monitoring record.
+async fn exchange_and_account(
+    s: Arc<SecurityServer>,
+    peer_cert: Option<Vec<u8>>,
+    signed: ex::SignedRequest,
+) -> Result<ex::SignedResponse, Status> {
+    let started = std::time::Instant::now();
+    let started_unix_ms = now_ms(&*s.clock);
+    // The header as sent; the checks decide whether it is true, and until they have,
+    // the metrics and the monitoring record say so.
+    let header = if signed.header.len() <= envelope::MAX_HEADER_BYTES {
+        ex::RequestHeader::decode(signed.header.as_slice()).unwrap_or_default()
+    } else {
+        ex::RequestHeader::default()
+    };
+    let trace_id = crate::trace::trace_id_of(&header.traceparent)
+        .unwrap_or_default()
+        .to_owned();
+    let bytes_in = signed.body.len();
+    let span = tracing::info_span!(
+        "exchange",
+        side = "provider",
+        trace_id = %trace_id,
+        message_id = %header.message_id
+    );
+    let progress = crate::outcome::Progress::default();
+    progress.set_peer(&header.consumer_server);
+    let answer =
+        tracing::Instrument::instrument(handle(s.clone(), peer_cert, signed, &progress), span)
+            .await;
+    let (code, source) = match &answer {
+        Ok(r) => {
+            let h = ex::ResponseHeader::decode(r.header.as_slice()).unwrap_or_default();
+            let code = Code::from_i32(h.status_code);
+            let by_server = h.error_source == ErrorSource::ProviderServer.as_str();
+            let source = match code {
+                Code::Ok => "",
+                _ if by_server => ErrorSource::ProviderServer.as_str(),
+                _ => ErrorSource::ProviderApp.as_str(),
+            };
+            (format!("{code:?}"), source)
+        }
+        Err(st) => (
+            format!("{:?}", st.code()),
+            ErrorSource::ProviderServer.as_str(),
+        ),
+    };
+    crate::outcome::finished(
+        &s,
+        crate::outcome::Finished {
+            exchanged: crate::outcome::Exchanged {
+                side: "provider",
+                client: &header.client,
+                provider: &header.service_provider,
+                method: &header.method,
+                code,
+                source,
+                elapsed: started.elapsed(),
+                bytes_in,
+                bytes_out: answer.as_ref().map(|r| r.body.len()).unwrap_or(0),
+            },
+            started_unix_ms,
+            message_id: &header.message_id,
+            traceparent: &header.traceparent,
+            user_id: &header.user_id,
+            progress: &progress,
+        },
+    );
+    answer
 }

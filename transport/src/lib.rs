@@ -12,6 +12,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 pub mod admission;
 mod http;
+pub mod rate;
 mod raw;
 pub use admission::{Admission, Conn, Limits, Refusal};
 pub use http::{grpc_server, serve_http};

@@ -2180,4 +2180,6 @@ async fn a_server_can_use_another_time_stamping_authority_the_configuration_list
 }
 #[path = "adapters.rs"]
 mod adapters;
+mod limits;
+mod monitoring;
 mod ops;
