@@ -17,6 +17,7 @@ pub mod descriptors;
 pub mod discovery;
 mod entries;
 pub mod envelope;
+pub mod errors;
 pub mod evidence;
 pub mod maintenance;
 pub mod opmon;

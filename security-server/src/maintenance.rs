@@ -12,7 +12,7 @@ use lintas_ops::Handle;
 use tonic::{Code, Status};
 
 use crate::SsError;
-use crate::daemon::{ErrorSource, error};
+use crate::errors::{ErrorSource, error};
 
 pub struct Maintenance {
     path: PathBuf,

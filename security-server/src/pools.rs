@@ -10,7 +10,7 @@ use lintas_globalconf::VerifiedConf;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-use crate::daemon::{ErrorSource, error};
+use crate::errors::{ErrorSource, error};
 
 /// Most application channels kept; beyond it the pool starts over.
 const MAX_APP_CHANNELS: usize = 256;
