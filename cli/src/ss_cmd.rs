@@ -47,7 +47,8 @@ enum Command {
     },
     /// Ask the registry about the registration (storing certificates once approved);
     /// once enrolled and running, whether the server can serve and why not, in plain
-    /// words or `--json`. Exits non-zero while it is not ready.
+    /// words or `--json`. Exits non-zero while the running server is not ready (with
+    /// `--json`, also when it is not running).
     Status {
         #[arg(long, default_value = "ss.toml")]
         config: PathBuf,
@@ -93,6 +94,7 @@ enum Command {
         /// Records per page (at most 1000).
         #[arg(long, default_value_t = 100)]
         limit: u32,
+        /// Print the page as JSON (records and next_cursor).
         #[arg(long)]
         json: bool,
     },
