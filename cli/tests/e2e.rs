@@ -118,6 +118,18 @@ impl Instance {
         lintas_transport::channel(&self.config.public_url, tls).unwrap()
     }
 
+    /// The registration requests waiting for an administrator.
+    async fn pending(&self) -> Vec<pb::RegistrationStatus> {
+        self.admin()
+            .list_registrations(pb::ListRegistrationsRequest {
+                state: pb::RegistrationState::Pending as i32,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .registrations
+    }
+
     fn admin(&self) -> RegistryAdminClient<Channel> {
         lintas_registry::admin::connect(&self.admin_dir(), &self.config.public_url).unwrap()
     }
@@ -194,14 +206,7 @@ async fn registration_round_trip_with_admin_approval() {
 
     // The administrator sees the request with the server's key fingerprints.
     let mut admin = inst.admin();
-    let pending = admin
-        .list_registrations(pb::ListRegistrationsRequest {
-            state: pb::RegistrationState::Pending as i32,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .registrations;
+    let pending = inst.pending().await;
     assert_eq!(pending.len(), 1);
     let (tls_fp, sign_fp) = node.key_fingerprints();
     assert_eq!(pending[0].tls_key_fingerprint, tls_fp);
@@ -221,14 +226,7 @@ async fn registration_round_trip_with_admin_approval() {
     };
     let claim = impostor.register(None).await.unwrap();
     assert_eq!(claim.state(), pb::RegistrationState::Pending);
-    let both = admin
-        .list_registrations(pb::ListRegistrationsRequest {
-            state: pb::RegistrationState::Pending as i32,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .registrations;
+    let both = inst.pending().await;
     assert_eq!(both.len(), 2);
     assert!(
         both.iter()
@@ -287,14 +285,7 @@ async fn registration_round_trip_with_admin_approval() {
 
     // Registering again (key renewal, new address) is marked as such for the reviewer.
     let again = node.register(None).await.unwrap();
-    let listed = admin
-        .list_registrations(pb::ListRegistrationsRequest {
-            state: pb::RegistrationState::Pending as i32,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .registrations;
+    let listed = inst.pending().await;
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].request_id, again.request_id);
     assert!(listed[0].renewal);
@@ -976,14 +967,7 @@ async fn registry_restart_keeps_all_state() {
         .servers;
     assert_eq!(servers.len(), 1);
     assert_eq!(servers[0].certificates.len(), 2);
-    let pending_now = admin
-        .list_registrations(pb::ListRegistrationsRequest {
-            state: pb::RegistrationState::Pending as i32,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .registrations;
+    let pending_now = inst.pending().await;
     assert_eq!(pending_now.len(), 1);
     assert_eq!(pending_now[0].request_id, pending_id);
 

@@ -22,20 +22,9 @@ async fn the_school_database_example_runs_on_postgresql() {
     server.load(lintas_examples::sekolah_db::SCRIPT).await;
 
     let dir = tempfile::tempdir().unwrap();
+    let (adapter, backend) = school_at(dir.path(), &server.url());
+    let backend = backend.unwrap();
     let config = dir.path().join("dapodik.toml");
-    let text = std::fs::read_to_string(examples().join("adapters/dapodik-sql.toml"))
-        .unwrap()
-        .replace("sqlite:../sql/sekolah.db", &server.url())
-        .replace(
-            "[\"../proto\"]",
-            &format!("[{:?}]", examples().join("proto").display().to_string()),
-        );
-    std::fs::write(&config, text).unwrap();
-    let adapter = lintas_adapter::load(&config).unwrap();
-    let BackendSection::Sql(t) = &adapter.backend else {
-        panic!()
-    };
-    let backend = lintas_adapter_sql::build(&adapter, t.clone()).unwrap();
     let dewi_nik = [("nik", Value::String("3174014107120003".into()))];
 
     let dewi = call(&adapter, &backend, "CariSiswa", &dewi_nik)
@@ -146,7 +135,8 @@ async fn the_school_database_example_runs_on_postgresql() {
     );
 }
 
-/// The school example pointed at `database`: the adapter, or the error building it.
+/// The school example pointed at `database`, written to `dir/dapodik.toml`: the adapter,
+/// and its backend or the error building it.
 fn school_at(
     dir: &Path,
     database: &str,

@@ -779,15 +779,7 @@ async fn binary_pair(inst: &Instance) -> Vec<BinServer> {
         let config = dir.join("ss.toml");
         let config = config.to_str().unwrap().to_owned();
         run(&mut lintas_cmd(&["ss", "register", "--config", &config]));
-        let pending = inst
-            .admin()
-            .list_registrations(pb::ListRegistrationsRequest {
-                state: pb::RegistrationState::Pending as i32,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .registrations;
+        let pending = inst.pending().await;
         inst.admin()
             .approve(pb::DecisionRequest {
                 request_id: pending[0].request_id.clone(),
@@ -1420,27 +1412,44 @@ impl lintas_examples::kependudukan::v1::penduduk_server::Penduduk for GatedApp {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stopping_both_servers_drains_a_call_in_flight_and_keeps_its_records() {
-    let mut net = network().await;
-    let (arrived_tx, arrived) = tokio::sync::oneshot::channel();
-    let (release, release_rx) = tokio::sync::oneshot::channel();
-    let app = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", app.local_addr().unwrap());
-    let (_stop_app, stop) = stopper();
+/// Serves `app` as a population registry on a new loopback port until the returned
+/// sender is dropped; returns its endpoint URL.
+async fn serve_population_app(
+    app: impl lintas_examples::kependudukan::v1::penduduk_server::Penduduk,
+) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, stop) = stopper();
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(
-                lintas_examples::kependudukan::v1::penduduk_server::PendudukServer::new(GatedApp {
-                    arrived: std::sync::Mutex::new(Some(arrived_tx)),
-                    release: tokio::sync::Mutex::new(Some(release_rx)),
-                }),
+                lintas_examples::kependudukan::v1::penduduk_server::PendudukServer::new(app),
             )
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(app),
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
                 stop,
             ),
     );
+    (endpoint, tx)
+}
+
+/// Publishes, as the provider's service, a population registry that holds its first
+/// call until released; returns the signal that the call arrived, the release, and
+/// the app's stop.
+async fn publish_gated_app(
+    net: &Network,
+) -> (
+    tokio::sync::oneshot::Receiver<()>,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let (arrived_tx, arrived) = tokio::sync::oneshot::channel();
+    let (release, release_rx) = tokio::sync::oneshot::channel();
+    let (endpoint, stop_app) = serve_population_app(GatedApp {
+        arrived: std::sync::Mutex::new(Some(arrived_tx)),
+        release: tokio::sync::Mutex::new(Some(release_rx)),
+    })
+    .await;
     net.provider
         .access
         .add_service(ServiceEntry {
@@ -1451,6 +1460,13 @@ async fn stopping_both_servers_drains_a_call_in_flight_and_keeps_its_records() {
             descriptor_set: None,
         })
         .unwrap();
+    (arrived, release, stop_app)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_both_servers_drains_a_call_in_flight_and_keeps_its_records() {
+    let mut net = network().await;
+    let (arrived, release, _stop_app) = publish_gated_app(&net).await;
     let (consumer_records, provider_records) = (net.consumer.log.len(), net.provider.log.len());
 
     let channel = tonic::transport::Endpoint::from_shared(net.consumer_url.clone())

@@ -43,19 +43,7 @@ async fn trace_context_reaches_the_provider_application_and_both_logs() {
     let net = network().await;
     let seen = Seen::default();
     let app = TraceApp { seen: seen.clone() };
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    let (_stop_app, stop) = stopper();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(
-                lintas_examples::kependudukan::v1::penduduk_server::PendudukServer::new(app),
-            )
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                stop,
-            ),
-    );
+    let (endpoint, _stop_app) = serve_population_app(app).await;
     // Published with its descriptors, so the REST entry can call it too.
     publish_described(&net, endpoint).await;
 

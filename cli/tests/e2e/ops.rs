@@ -202,34 +202,7 @@ async fn maintenance_drains_refuses_new_exchanges_and_is_published() {
     use lintas_proto::ss::v1::security_server_admin_server::SecurityServerAdmin;
     let net = network().await;
     // The provider application holds the first call until released.
-    let (arrived_tx, arrived) = tokio::sync::oneshot::channel();
-    let (release, release_rx) = tokio::sync::oneshot::channel();
-    let app = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", app.local_addr().unwrap());
-    let (_stop_app, stop) = stopper();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(
-                lintas_examples::kependudukan::v1::penduduk_server::PendudukServer::new(GatedApp {
-                    arrived: std::sync::Mutex::new(Some(arrived_tx)),
-                    release: tokio::sync::Mutex::new(Some(release_rx)),
-                }),
-            )
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(app),
-                stop,
-            ),
-    );
-    net.provider
-        .access
-        .add_service(ServiceEntry {
-            provider: PROVIDER_CLIENT.parse().unwrap(),
-            service: SERVICE.parse().unwrap(),
-            endpoint,
-            ca_pem: None,
-            descriptor_set: None,
-        })
-        .unwrap();
+    let (arrived, release, _stop_app) = publish_gated_app(&net).await;
     let in_flight = tokio::spawn(cari_nik(
         plain_channel(&net.consumer_url).await.unwrap(),
         CONSUMER_CLIENT,
