@@ -60,10 +60,12 @@ pub async fn run(config: &Path, q: Query<'_>) -> Result<()> {
 pub(crate) fn line(r: &OpRecord) -> String {
     let ms = |us: u64| us as f64 / 1000.0;
     format!(
-        "{} {:<8} {} -> {} {}/{} {}{} {:.1} ms (sign {:.1}, durable {:.1}, peer {:.1}, app {:.1}) id {} trace {}",
+        "{} {:<8} {}{} -> {} {}/{} {}{} {:.2} ms (sign {:.2}, durable {:.2}, peer {:.2}, app {:.2}) id {} trace {}",
         lintas_globalconf::iso8601(r.time_unix_ms.div_euclid(1000)),
         r.side,
         r.client,
+        // Refused by the provider's checks: the names are claims.
+        if r.unverified { " (unverified)" } else { "" },
         r.provider,
         r.service,
         r.method,
@@ -109,6 +111,7 @@ fn page_json(page: &OpPage) -> serde_json::Value {
                 "durable_us": r.durable_us,
                 "peer_us": r.peer_us,
                 "app_us": r.app_us,
+                "unverified": r.unverified,
             })
         })
         .collect();
