@@ -137,38 +137,11 @@ impl Metrics {
         });
     }
 
-    /// `lintas_ready` and `lintas_health_component{component,state}` from `health`.
+    /// `lintas_ready` and `lintas_health_component{component,state}` from `health`,
+    /// from one reading of it per scrape (probes can be costly: they check
+    /// certificates).
     pub fn health(&self, health: Health) {
-        let for_ready = health.clone();
-        self.sampled(
-            "ready",
-            "1 when the daemon can serve (every component ready), 0 when not",
-            None,
-            MetricType::Gauge,
-            move || vec![(Vec::new(), f64::from(u8::from(for_ready.report().ready)))],
-        );
-        self.sampled(
-            "health_component",
-            "1 for each component's present state (ready, warning or not_ready)",
-            None,
-            MetricType::Gauge,
-            move || {
-                health
-                    .report()
-                    .components
-                    .into_iter()
-                    .map(|c| {
-                        (
-                            vec![
-                                ("component", c.name),
-                                ("state", c.condition.state().to_owned()),
-                            ],
-                            1.0,
-                        )
-                    })
-                    .collect()
-            },
-        );
+        self.collector(HealthCollector(health));
     }
 
     /// Connection metrics of each listener's admission layer.
@@ -263,24 +236,80 @@ impl std::fmt::Debug for Sampled {
 
 impl Collector for Sampled {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let series = (self.sample)();
-        let mut family =
-            encoder.encode_descriptor(self.name, self.help, self.unit.as_ref(), self.kind)?;
-        for (labels, value) in series {
-            let labels: Vec<(Cow<'static, str>, String)> = labels
-                .into_iter()
-                .map(|(k, v)| (Cow::Borrowed(k), v))
-                .collect();
-            let series = family.encode_family(&labels)?;
-            match self.kind {
-                MetricType::Counter => {
-                    prometheus_client::metrics::counter::ConstCounter::new(value.max(0.0))
-                        .encode(series)?
-                }
-                _ => ConstGauge::new(value).encode(series)?,
+        encode_series(
+            &mut encoder,
+            (self.name, self.help, self.unit.as_ref(), self.kind),
+            (self.sample)(),
+        )
+    }
+}
+
+/// Encodes one family: `(name, help, unit, kind)` and its series.
+fn encode_series(
+    encoder: &mut DescriptorEncoder,
+    (name, help, unit, kind): (&str, &str, Option<&Unit>, MetricType),
+    series: Vec<(Labels, f64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, unit, kind)?;
+    for (labels, value) in series {
+        let labels: Vec<(Cow<'static, str>, String)> = labels
+            .into_iter()
+            .map(|(k, v)| (Cow::Borrowed(k), v))
+            .collect();
+        let series = family.encode_family(&labels)?;
+        match kind {
+            MetricType::Counter => {
+                prometheus_client::metrics::counter::ConstCounter::new(value.max(0.0))
+                    .encode(series)?
             }
+            _ => ConstGauge::new(value).encode(series)?,
         }
-        Ok(())
+    }
+    Ok(())
+}
+
+struct HealthCollector(Health);
+
+impl std::fmt::Debug for HealthCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HealthCollector").finish()
+    }
+}
+
+impl Collector for HealthCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let report = self.0.report();
+        encode_series(
+            &mut encoder,
+            (
+                "ready",
+                "1 when the daemon can serve (every component ready), 0 when not",
+                None,
+                MetricType::Gauge,
+            ),
+            vec![(Vec::new(), f64::from(u8::from(report.ready)))],
+        )?;
+        let components = report
+            .components
+            .into_iter()
+            .map(|c| {
+                let labels: Labels = vec![
+                    ("component", c.name),
+                    ("state", c.condition.state().to_owned()),
+                ];
+                (labels, 1.0)
+            })
+            .collect();
+        encode_series(
+            &mut encoder,
+            (
+                "health_component",
+                "1 for each component's present state (ready, warning or not_ready)",
+                None,
+                MetricType::Gauge,
+            ),
+            components,
+        )
     }
 }
 

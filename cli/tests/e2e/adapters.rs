@@ -16,6 +16,7 @@ use serde_json::Value;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
+use super::binary::lintas_cmd;
 use super::*;
 
 const DUKCAPIL: &str = "dukcapil.v1.Kependudukan";

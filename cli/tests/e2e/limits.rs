@@ -6,6 +6,7 @@ use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::adapters::http;
+use super::binary::binary_pair;
 use super::ops::{ops_get, publish_described, sample};
 use super::*;
 

@@ -1,0 +1,193 @@
+//! The registry's unit tests: failed writes, and registration requests under abuse.
+use super::*;
+use crate::store::StoreError;
+use lintas_globalconf::SystemClock;
+use std::sync::atomic::AtomicBool;
+
+/// An in-memory store whose writes can be made to fail.
+#[derive(Default)]
+struct FlakyStore {
+    data: Mutex<BTreeMap<String, Vec<u8>>>,
+    fail: AtomicBool,
+}
+
+impl RegistryStore for FlakyStore {
+    fn load(&self) -> std::result::Result<Vec<(String, Vec<u8>)>, StoreError> {
+        Ok(self.data.lock().unwrap().clone().into_iter().collect())
+    }
+    fn apply(&self, batch: Vec<Put>) -> std::result::Result<(), StoreError> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(StoreError("disk full".into()));
+        }
+        let mut data = self.data.lock().unwrap();
+        for p in batch {
+            match p.value {
+                Some(v) => data.insert(p.key, v),
+                None => data.remove(&p.key),
+            };
+        }
+        Ok(())
+    }
+}
+
+fn registry(store: Arc<FlakyStore>) -> Registry {
+    registry_with(store, Arc::new(SystemClock))
+}
+
+fn registry_with(store: Arc<FlakyStore>, clock: Arc<dyn Clock>) -> Registry {
+    let now = clock.now();
+    let year = Duration::from_secs(365 * 86400);
+    let instance: Code = "ID".parse().unwrap();
+    let ca = Ca::create(&instance, Validity::starting(now, year).unwrap()).unwrap();
+    let conf_key = lintas_certs::keys::generate().unwrap();
+    let conf_cert = ca
+        .issue_for_key(
+            &conf_key,
+            &Profile::GlobalConf {
+                instance: instance.clone(),
+            },
+            Validity::starting(now, year).unwrap(),
+        )
+        .unwrap();
+    let keys = Keys {
+        ca,
+        conf_key,
+        conf_cert,
+        tsa_cert: Vec::new(),
+    };
+    let policy = Policy {
+        instance,
+        registration: PendingLimits {
+            max_total: 100,
+            max_per_source: 10,
+            ttl_secs: 3600,
+        },
+        conf_validity: Duration::from_secs(3600),
+        cert_validity: year,
+        token_ttl: Duration::from_secs(3600),
+        tsa_url: "http://127.0.0.1:1/tsa".into(),
+    };
+    Registry::open(store, keys, policy, clock).unwrap()
+}
+
+/// A registration request for `server` from `source`, with fresh keys.
+fn submission(server: &str, source: &str) -> Submission {
+    let csr = || {
+        let key = lintas_certs::keys::generate().unwrap();
+        lintas_certs::ca::make_csr(&key, "test").unwrap()
+    };
+    Submission {
+        server_id: server.into(),
+        address: "ss.example:5500".into(),
+        tls_csr: csr(),
+        signing_csr: csr(),
+        log_csr: csr(),
+        clients: Vec::new(),
+        member_name: "A".into(),
+        enrolment_token: String::new(),
+        source: source.into(),
+    }
+}
+
+#[test]
+fn anonymous_requests_are_limited_per_source_expire_and_never_block_the_real_operator() {
+    let store = Arc::new(FlakyStore::default());
+    let clock = Arc::new(lintas_globalconf::ManualClock::new(
+        std::time::SystemTime::now(),
+    ));
+    let reg = registry_with(store.clone(), clock.clone());
+    let server = "ID/GOV/A/SS1";
+    // A flood from one source stops at its limit (10 here)...
+    for _ in 0..10 {
+        reg.submit(submission(server, "10.9.9.9")).unwrap();
+    }
+    let err = reg.submit(submission(server, "10.9.9.9")).unwrap_err();
+    assert!(
+        matches!(&err, RegistryError::ResourceExhausted(m) if m.contains("10.9.9.9")),
+        "{err}"
+    );
+    // ...while the real operator, elsewhere, files for the same server id.
+    let real = reg.submit(submission(server, "10.1.1.1")).unwrap();
+    assert_eq!(reg.list_registrations(Some(RegState::Pending)).len(), 11);
+    assert_eq!(reg.counts().pending_registrations, 11);
+    // The audit says the server id is a claim, and by whom.
+    let audit: Vec<String> = store
+        .data
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| k.starts_with("audit/"))
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.contains("unverified requester from 10.1.1.1 claiming server ID/GOV/A/SS1")),
+        "{audit:?}"
+    );
+    // Approving the real one closes the others for that server.
+    reg.approve("administrator admin", &real.request_id)
+        .unwrap();
+    assert_eq!(reg.counts().pending_registrations, 0);
+    let closed = reg.list_registrations(Some(RegState::Rejected));
+    assert_eq!(closed.len(), 10);
+    assert!(
+        closed[0].reason.contains("superseded"),
+        "{}",
+        closed[0].reason
+    );
+    assert!(
+        reg.approve("administrator admin", &real.request_id)
+            .is_err(),
+        "decided once"
+    );
+
+    // Undecided requests expire, and a restart finds the pending ones.
+    let old = reg.submit(submission("ID/GOV/B/SS1", "10.9.9.9")).unwrap();
+    clock.advance(Duration::from_secs(1800));
+    let young = reg.submit(submission("ID/GOV/B/SS1", "10.9.9.9")).unwrap();
+    clock.advance(Duration::from_secs(1800));
+    assert_eq!(reg.expire_registrations().unwrap(), 1);
+    let gone = reg.status(&old.request_id).unwrap_err();
+    assert!(gone.to_string().contains("expire"), "{gone}");
+    assert!(
+        !store
+            .data
+            .lock()
+            .unwrap()
+            .contains_key(&format!("registration/{}", old.request_id))
+    );
+    drop(reg);
+    let reg = registry_with(store, clock);
+    assert_eq!(
+        reg.status(&young.request_id).unwrap().state,
+        RegState::Pending
+    );
+    assert_eq!(reg.counts().pending_registrations, 1);
+}
+
+#[test]
+fn a_failed_write_changes_nothing_and_stops_further_changes_until_restart() {
+    let store = Arc::new(FlakyStore::default());
+    let reg = registry(store.clone());
+    let serial = reg.add_member("t", "ID/GOV/A", "A").unwrap();
+    let published = reg.latest_conf();
+
+    store.fail.store(true, Ordering::SeqCst);
+    let err = reg.add_member("t", "ID/GOV/B", "B").unwrap_err();
+    assert!(matches!(err, RegistryError::Internal(_)), "{err}");
+    // Memory and the published document are as before the failed change.
+    assert_eq!(reg.members().len(), 1);
+    assert_eq!(reg.latest_conf(), published);
+
+    // Even once the disk works again, the registry refuses until restarted, because
+    // it cannot know what the failed write left behind.
+    store.fail.store(false, Ordering::SeqCst);
+    let err = reg.add_member("t", "ID/GOV/C", "C").unwrap_err();
+    assert!(err.to_string().contains("restart"), "{err}");
+
+    // A restart reloads from the store and works again, continuing the serial.
+    let reg = registry(store);
+    assert_eq!(reg.members().len(), 1);
+    assert!(reg.add_member("t", "ID/GOV/C", "C").unwrap() > serial);
+}

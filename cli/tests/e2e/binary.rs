@@ -1,0 +1,443 @@
+//! The real `lintas` binary: two security servers run as processes, configured while
+//! running, and one killed with calls in flight and restarted.
+
+use super::*;
+
+/// A free loopback port, for a child process to listen on.
+fn free_port() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string()
+}
+
+/// A `lintas ss serve` child process and what it was started with.
+pub(super) struct BinServer {
+    pub(super) daemon: Daemon,
+    pub(super) config: String,
+    pub(super) dir: std::path::PathBuf,
+    pub(super) consumer_listen: String,
+    pub(super) peer: String,
+}
+
+pub(super) fn lintas_cmd(args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_lintas"));
+    cmd.args(args);
+    cmd
+}
+
+/// Starts `lintas ss serve` in `dir` (with the default, relative `--config`, its log in
+/// `serve.log`) and waits until it says it is listening.
+fn serve_child(dir: &std::path::Path, consumer_listen: &str, peer: &str) -> Daemon {
+    use std::io::BufRead;
+    let mut child = lintas_cmd(&["ss", "serve"])
+        .current_dir(dir)
+        .env("LINTAS_SS_CONSUMER_LISTEN", consumer_listen)
+        .env("LINTAS_SS_DEV_PLAINTEXT_LOOPBACK", "true")
+        .env("LINTAS_SS_PROVIDER_LISTEN", peer)
+        .env("LINTAS_SS_OPS_LISTEN", "127.0.0.1:0")
+        // Small log segments, so that these runs seal and archive some.
+        .env("LINTAS_SS_LOG_SEGMENT_KIB", "4")
+        .stdout(std::process::Stdio::piped())
+        // Its log, as a service manager would keep it.
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("serve.log"))
+                .unwrap(),
+        )
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("listening: consumer="), "{line}");
+    Daemon(Some(child))
+}
+
+/// The provider's and the consumer's security servers as real processes: each
+/// initialised, registered, approved by the administrator and serving.
+pub(super) async fn binary_pair(inst: &Instance) -> Vec<BinServer> {
+    let mut servers = Vec::new();
+    for (id, client) in [(PROVIDER, PROVIDER_CLIENT), (CONSUMER, CONSUMER_CLIENT)] {
+        let dir = inst.root.join(format!("bin-{}", id.replace('/', "_")));
+        let peer = free_port();
+        run(lintas_cmd(&[
+            "ss",
+            "init",
+            "--server-id",
+            id,
+            "--client",
+            client,
+            "--address",
+            &peer,
+        ])
+        .arg("--dir")
+        .arg(&dir)
+        .arg("--anchor")
+        .arg(inst.anchor()));
+        let config = dir.join("ss.toml");
+        let config = config.to_str().unwrap().to_owned();
+        run(&mut lintas_cmd(&["ss", "register", "--config", &config]));
+        let pending = inst.pending().await;
+        inst.admin()
+            .approve(pb::DecisionRequest {
+                request_id: pending[0].request_id.clone(),
+                reason: String::new(),
+            })
+            .await
+            .unwrap();
+        let status = run(&mut lintas_cmd(&["ss", "status", "--config", &config]));
+        assert!(status.contains("certificates stored"), "{status}");
+        assert!(status.contains("not running"), "{status}");
+        let consumer_listen = free_port();
+        let daemon = serve_child(&dir, &consumer_listen, &peer);
+        servers.push(BinServer {
+            daemon,
+            config,
+            dir,
+            consumer_listen,
+            peer,
+        });
+    }
+    servers
+}
+
+/// Calls CariNik through the consumer endpoint at `listen` (development mode).
+async fn cari_at(listen: &str, message_id: Option<&str>) -> Result<DataPenduduk, Status> {
+    let channel = plain_channel(&format!("http://{listen}")).await?;
+    cari_nik(channel, CONSUMER_CLIENT, NIK, message_id).await
+}
+
+// Multi-threaded: the registry serves in this process while the test blocks on children.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_runs_two_security_servers_configured_while_running() {
+    let inst = Instance::start().await;
+    let lintas = lintas_cmd;
+    let servers = binary_pair(&inst).await;
+    let app = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app_url = format!("http://{}", app.local_addr().unwrap());
+    let (_stop_app, stop) = stopper();
+    tokio::spawn(lintas_examples::population_registry::serve(app, stop));
+
+    let provider_config = &servers[0].config;
+    let out = run(&mut lintas(&[
+        "ss",
+        "service",
+        "add",
+        PROVIDER_CLIENT,
+        SERVICE,
+        "--endpoint",
+        &app_url,
+        "--config",
+        provider_config,
+    ]));
+    assert!(out.contains("is served by"), "{out}");
+    // The population registry serves no reflection: the server says what that means.
+    assert!(
+        out.contains(
+            "no descriptors are published (the application does not serve gRPC server reflection)"
+        ),
+        "{out}"
+    );
+    // Given the .proto file, the same service is published with its descriptors.
+    let proto = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/proto/kependudukan/v1/penduduk.proto");
+    let out = run(lintas(&[
+        "ss",
+        "service",
+        "add",
+        PROVIDER_CLIENT,
+        SERVICE,
+        "--endpoint",
+        &app_url,
+        "--config",
+        provider_config,
+        "--proto",
+    ])
+    .arg(&proto));
+    assert!(
+        out.contains("its descriptors are published (methods: CariNik)"),
+        "{out}"
+    );
+    let listed = run(&mut lintas(&[
+        "ss",
+        "service",
+        "list",
+        "--config",
+        provider_config,
+    ]));
+    assert!(listed.contains("methods: CariNik"), "{listed}");
+    let call = || cari_at(&servers[1].consumer_listen, None);
+    // No grant yet: refused by the provider server.
+    let err = call().await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+
+    let out = run(&mut lintas(&[
+        "ss",
+        "acl",
+        "grant",
+        PROVIDER_CLIENT,
+        SERVICE,
+        CONSUMER_CLIENT,
+        "--method",
+        "CariNik",
+        "--config",
+        provider_config,
+    ]));
+    assert!(out.contains("granted"), "{out}");
+    let provider_dir = std::path::Path::new(provider_config).parent().unwrap();
+    let listed = run(lintas(&["ss", "acl", "list"]).current_dir(provider_dir));
+    assert!(listed.contains(CONSUMER_CLIENT), "{listed}");
+    assert_eq!(call().await.unwrap().nama, "Siti Rahayu");
+
+    // The operator's view of the running server: ready, then in maintenance, then back.
+    let status = run(&mut lintas(&["ss", "status", "--config", provider_config]));
+    assert!(status.contains("ready: the server can serve"), "{status}");
+    let out = run(&mut lintas(&[
+        "ss",
+        "maintenance",
+        "on",
+        "--reason",
+        "upgrade",
+        "--config",
+        provider_config,
+    ]));
+    assert!(out.contains("maintenance on"), "{out}");
+    let json = lintas(&["ss", "status", "--json", "--config", provider_config])
+        .output()
+        .unwrap();
+    assert!(!json.status.success(), "not ready exits non-zero");
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(report["ready"], false);
+    assert_eq!(report["maintenance_reason"], "upgrade");
+    let err = call().await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    run(&mut lintas(&[
+        "ss",
+        "maintenance",
+        "off",
+        "--config",
+        provider_config,
+    ]));
+    run(&mut lintas(&[
+        "ss",
+        "status",
+        "--json",
+        "--config",
+        provider_config,
+    ]));
+    assert_eq!(call().await.unwrap().nama, "Siti Rahayu");
+    // Every exchange has its monitoring record, refusals included.
+    let json = run(&mut lintas(&[
+        "ss",
+        "opmon",
+        "--json",
+        "--config",
+        provider_config,
+    ]));
+    let page: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let records = page["records"].as_array().unwrap();
+    assert!(
+        records
+            .iter()
+            .any(|r| r["code"] == "Ok" && r["method"] == "CariNik"),
+        "{json}"
+    );
+    assert!(
+        records.iter().any(|r| r["code"] == "PermissionDenied"),
+        "{json}"
+    );
+    let text = run(&mut lintas(&[
+        "ss",
+        "opmon",
+        "--client",
+        CONSUMER_CLIENT,
+        "--limit",
+        "1",
+        "--config",
+        provider_config,
+    ]));
+    assert!(text.contains("more: add --cursor"), "{text}");
+
+    // Bad administrative input is refused with the reason.
+    let bad = lintas(&[
+        "ss",
+        "acl",
+        "grant",
+        "ID/GOV/KEMENSOS/DTKS",
+        SERVICE,
+        CONSUMER_CLIENT,
+        "--config",
+        provider_config,
+    ])
+    .output()
+    .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not hosted on this server"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_with_calls_in_flight_restarts_and_every_answered_call_is_in_both_logs() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let inst = Instance::start().await;
+    let mut servers = binary_pair(&inst).await;
+    let app = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app_url = format!("http://{}", app.local_addr().unwrap());
+    let (_stop_app, stop) = stopper();
+    tokio::spawn(lintas_examples::population_registry::serve(app, stop));
+    let provider_config = servers[0].config.clone();
+    run(&mut lintas_cmd(&[
+        "ss",
+        "service",
+        "add",
+        PROVIDER_CLIENT,
+        SERVICE,
+        "--endpoint",
+        &app_url,
+        "--config",
+        &provider_config,
+    ]));
+    run(&mut lintas_cmd(&[
+        "ss",
+        "acl",
+        "grant",
+        PROVIDER_CLIENT,
+        SERVICE,
+        CONSUMER_CLIENT,
+        "--config",
+        &provider_config,
+    ]));
+
+    // Sixteen callers, each with its own message ids, until told to stop.
+    let answered = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let count = Arc::new(AtomicUsize::new(0));
+    let enough = Arc::new(tokio::sync::Notify::new());
+    let done = Arc::new(AtomicBool::new(false));
+    let callers: Vec<_> = (0..16)
+        .map(|t| {
+            let (answered, count, enough, done) = (
+                answered.clone(),
+                count.clone(),
+                enough.clone(),
+                done.clone(),
+            );
+            let listen = servers[1].consumer_listen.clone();
+            tokio::spawn(async move {
+                let mut i = 0;
+                while !done.load(Ordering::SeqCst) {
+                    let id = format!("crash-{t}-{i}");
+                    i += 1;
+                    if cari_at(&listen, Some(&id)).await.is_ok() {
+                        answered.lock().unwrap().push(id);
+                        if count.fetch_add(1, Ordering::SeqCst) + 1 == 60 {
+                            enough.notify_one();
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    enough.notified().await;
+    // The provider's server dies at once, with calls in flight.
+    servers[0].daemon.stop_with("-KILL");
+    done.store(true, Ordering::SeqCst);
+    for c in callers {
+        c.await.unwrap();
+    }
+    let answered = answered.lock().unwrap().clone();
+    assert!(answered.len() >= 60);
+
+    // It starts again: its log is checked against its last checkpoint and the witness.
+    let p = &servers[0];
+    servers[0].daemon = serve_child(&p.dir, &p.consumer_listen, &p.peer);
+
+    // Every call a client saw answered is in both logs, and the evidence verifies.
+    let anchor = lintas_globalconf::Anchor::load(&inst.anchor()).unwrap();
+    let mut reports = Vec::new();
+    for s in &servers {
+        let out = s.dir.join("all.evidence");
+        run(lintas_cmd(&[
+            "audit",
+            "export",
+            "--client",
+            CONSUMER_CLIENT,
+            "--config",
+            &s.config,
+        ])
+        .arg("--out")
+        .arg(&out));
+        let bundle = lintas_proto::audit::v1::EvidenceBundle::decode(
+            std::fs::read(&out).unwrap().as_slice(),
+        )
+        .unwrap();
+        let report = lintas_audit::verify(&bundle, &anchor);
+        assert!(report.verified, "{}: {:#?}", s.config, report.failures);
+        reports.push(report);
+    }
+    let failed = lintas_audit::cross_check(&reports[0], &reports[1]).failures;
+    assert!(failed.is_empty(), "{failed:?}");
+    for id in &answered {
+        for r in &reports {
+            let x = r
+                .exchanges
+                .iter()
+                .find(|x| &x.message_id == id)
+                .unwrap_or_else(|| {
+                    panic!("answered call {id} is missing from the log of {}", r.origin)
+                });
+            assert!(
+                x.request.is_some() && x.response.is_some(),
+                "answered call {id} lacks its signed request or response in the log of {}",
+                r.origin
+            );
+        }
+    }
+
+    // The running server reports its log's state.
+    let out = run(&mut lintas_cmd(&[
+        "ss",
+        "log-status",
+        "--config",
+        &servers[1].config,
+    ]));
+    assert!(out.contains("witnessed by the registry:"), "{out}");
+
+    // The provider's sealed segments, archived and verified offline.
+    let archive = servers[0].dir.join("archive");
+    run(
+        lintas_cmd(&["audit", "archive", "--config", &servers[0].config])
+            .arg("--out")
+            .arg(&archive),
+    );
+    let verify = || {
+        lintas_cmd(&["audit", "verify-archive"])
+            .arg(&archive)
+            .arg("--anchor")
+            .arg(inst.anchor())
+            .output()
+            .unwrap()
+    };
+    let out = verify();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("unchanged: they are the beginning of the log"),
+        "{text}"
+    );
+    // One changed byte in an archived segment is found.
+    let first = archive.join("00000000000000000000.seg");
+    let mut bytes = std::fs::read(&first).unwrap();
+    bytes[100] ^= 1;
+    std::fs::write(&first, &bytes).unwrap();
+    let out = verify();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("is not the file the manifest names"),
+        "{text}"
+    );
+}
