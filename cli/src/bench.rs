@@ -83,13 +83,13 @@ async fn measure(
         }
         let stop = running.stopper();
         let serving = server.clone();
-        let listeners = lintas_ss::daemon::Listeners {
+        let listeners = lintas_ss::serve::Listeners {
             consumer: local,
             provider: member.peer,
             ops: TcpListener::bind("127.0.0.1:0").await?,
         };
         running.tasks.push(tokio::spawn(async move {
-            Ok(lintas_ss::daemon::serve(serving, listeners, stop).await?)
+            Ok(lintas_ss::serve::serve(serving, listeners, stop).await?)
         }));
         servers.push(server);
     }

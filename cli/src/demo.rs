@@ -268,13 +268,13 @@ async fn scenario(
         let server = SecurityServer::open(m.node, Arc::new(SystemClock))?;
         let stop = running.stopper();
         let serving = server.clone();
-        let listeners = lintas_ss::daemon::Listeners {
+        let listeners = lintas_ss::serve::Listeners {
             consumer: local,
             provider: m.peer,
             ops,
         };
         running.tasks.push(tokio::spawn(async move {
-            Ok(lintas_ss::daemon::serve(serving, listeners, stop).await?)
+            Ok(lintas_ss::serve::serve(serving, listeners, stop).await?)
         }));
         println!("    {}: local applications call {local_addr}", server.id);
         println!("      metrics http://{ops_addr}/metrics, health http://{ops_addr}/readyz");
@@ -492,7 +492,7 @@ async fn scenario(
         (consumer, "evidence-kemensos.pb"),
         (provider, "evidence-kemendagri.pb"),
     ] {
-        let bundle = server.export(&query).await?;
+        let bundle = server.evidence.export(&query).await?;
         let path = root.join(file);
         crate::audit_cmd::write_bundle(&path, &bundle)?;
         let report = lintas_audit::verify(&bundle, &anchor_file);
@@ -524,7 +524,8 @@ async fn scenario(
 /// The provider server's monitoring records, as `lintas ss opmon` prints them.
 async fn opmon_lines(server: &Arc<SecurityServer>) -> Result<Vec<String>> {
     use lintas_proto::ss::v1::security_server_admin_server::SecurityServerAdmin;
-    let page = lintas_ss::admin::AdminService(server.clone())
+    let page = server
+        .admin()
         .operational_data(tonic::Request::new(Default::default()))
         .await?
         .into_inner();
@@ -613,7 +614,7 @@ async fn join(
     if status.state() != pb::RegistrationState::Approved {
         bail!("{server}: the enrolment token did not approve the registration");
     }
-    let listeners = lintas_ss::daemon::Listeners {
+    let listeners = lintas_ss::serve::Listeners {
         consumer: TcpListener::bind("127.0.0.1:0").await?,
         provider: m.peer,
         ops: TcpListener::bind("127.0.0.1:0").await?,
@@ -622,7 +623,7 @@ async fn join(
     let serving = s.clone();
     let stop = running.stopper();
     running.tasks.push(tokio::spawn(async move {
-        Ok(lintas_ss::daemon::serve(serving, listeners, stop).await?)
+        Ok(lintas_ss::serve::serve(serving, listeners, stop).await?)
     }));
     Ok(s)
 }
@@ -667,7 +668,7 @@ async fn publish(
 ) -> Result<()> {
     use lintas_proto::ss::v1 as admin_pb;
     use lintas_proto::ss::v1::security_server_admin_server::SecurityServerAdmin;
-    let admin = lintas_ss::admin::AdminService(server.clone());
+    let admin = server.admin();
     let added = admin
         .add_service(tonic::Request::new(admin_pb::Service {
             provider: provider.into(),

@@ -309,12 +309,12 @@ pub async fn run(args: Args) -> Result<()> {
                 provider.local_addr()?,
                 ops.local_addr()?
             );
-            let listeners = lintas_ss::daemon::Listeners {
+            let listeners = lintas_ss::serve::Listeners {
                 consumer,
                 provider,
                 ops,
             };
-            lintas_ss::daemon::serve(server, listeners, shutdown).await?;
+            lintas_ss::serve::serve(server, listeners, shutdown).await?;
         }
         Command::Service { config, command } => {
             let mut client = admin(&config).await?;

@@ -14,7 +14,11 @@ use tonic::{Request, Response, Status};
 
 use crate::SsError;
 use crate::access::{Access, Grant, ServiceEntry, Subject};
-use crate::daemon::SecurityServer;
+use crate::evidence::Evidence;
+use crate::maintenance::Maintenance;
+use crate::opmon::OpMon;
+use crate::own::Own;
+use crate::pools::AppPool;
 
 /// How long an application may take to describe its service by reflection.
 const REFLECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -22,7 +26,16 @@ const REFLECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5
 /// The socket's file name inside the data directory.
 pub const SOCKET: &str = "admin.sock";
 
-pub struct AdminService(pub Arc<SecurityServer>);
+/// What administration reads and changes.
+pub struct AdminService {
+    pub own: Arc<Own>,
+    pub access: Arc<Access>,
+    pub apps: Arc<AppPool>,
+    pub evidence: Arc<Evidence>,
+    pub health: lintas_ops::Health,
+    pub maintenance: Arc<Maintenance>,
+    pub opmon: Arc<OpMon>,
+}
 
 fn invalid(what: &str, e: impl std::fmt::Display) -> Status {
     Status::invalid_argument(format!("{what}: {e}"))
@@ -35,8 +48,8 @@ impl AdminService {
         &self,
         f: impl FnOnce(&Access) -> Result<T, SsError> + Send + 'static,
     ) -> Result<T, Status> {
-        let server = self.0.clone();
-        tokio::task::spawn_blocking(move || f(&server.access))
+        let access = self.access.clone();
+        tokio::task::spawn_blocking(move || f(&access))
             .await
             .map_err(|e| Status::internal(format!("admin task failed: {e}")))?
             .map_err(|e| match e {
@@ -48,7 +61,7 @@ impl AdminService {
     /// A subsystem hosted here (provider of a service, or owner of a client certificate).
     fn provider(&self, text: &str) -> Result<SubsystemId, Status> {
         let provider: SubsystemId = text.parse().map_err(|e| invalid("subsystem", e))?;
-        if !self.0.hosts(&provider) {
+        if !self.own.hosts(&provider) {
             return Err(Status::failed_precondition(format!(
                 "{provider} is not hosted on this server (see `clients` in ss.toml)"
             )));
@@ -128,7 +141,7 @@ impl SecurityServerAdmin for AdminService {
         // The descriptors the administrator gave, else those the application serves by
         // reflection. Without any, the service is provided but not discoverable.
         let described = if s.descriptor_set.is_empty() {
-            let channel = self.0.apps.channel(&entry)?;
+            let channel = self.apps.channel(&entry)?;
             match tokio::time::timeout(
                 REFLECTION_TIMEOUT,
                 crate::descriptors::fetch(channel, &name),
@@ -190,7 +203,6 @@ impl SecurityServerAdmin for AdminService {
     ) -> Result<Response<pb::ServiceList>, Status> {
         Ok(Response::new(pb::ServiceList {
             services: self
-                .0
                 .access
                 .services()
                 .into_iter()
@@ -267,7 +279,6 @@ impl SecurityServerAdmin for AdminService {
     ) -> Result<Response<pb::ClientCertList>, Status> {
         Ok(Response::new(pb::ClientCertList {
             certs: self
-                .0
                 .access
                 .client_certs()
                 .into_iter()
@@ -287,7 +298,7 @@ impl SecurityServerAdmin for AdminService {
     ) -> Result<Response<lintas_proto::audit::v1::EvidenceBundle>, Status> {
         let q = request.into_inner();
         crate::evidence::check_query(&q).map_err(Status::invalid_argument)?;
-        self.0
+        self.evidence
             .export(&q)
             .await
             .map(Response::new)
@@ -298,15 +309,15 @@ impl SecurityServerAdmin for AdminService {
         &self,
         _: Request<pb::ListRequest>,
     ) -> Result<Response<pb::LogStatusReply>, Status> {
-        Ok(Response::new(self.0.log_status()))
+        Ok(Response::new(self.evidence.log_status()))
     }
 
     async fn health(
         &self,
         _: Request<pb::ListRequest>,
     ) -> Result<Response<pb::HealthReply>, Status> {
-        let report = self.0.ops.health.report();
-        let reason = self.0.maintenance.reason();
+        let report = self.health.report();
+        let reason = self.maintenance.reason();
         Ok(Response::new(pb::HealthReply {
             ready: report.ready,
             components: report
@@ -334,12 +345,11 @@ impl SecurityServerAdmin for AdminService {
             ));
         }
         let on = r.on.then(|| r.reason.trim().to_owned());
-        self.0
-            .maintenance
+        self.maintenance
             .set(on)
             .map_err(|e| Status::failed_precondition(e.to_string()))?;
         // The next service report publishes it in the global configuration.
-        self.0.access.services_changed.notify_one();
+        self.access.services_changed.notify_one();
         let message = if r.on {
             "maintenance on: readiness fails, exchanges in flight finish, new ones are refused; the registry publishes it with the next service report"
         } else {
@@ -356,9 +366,9 @@ impl SecurityServerAdmin for AdminService {
         request: Request<lintas_proto::opmon::v1::OpQuery>,
     ) -> Result<Response<lintas_proto::opmon::v1::OpPage>, Status> {
         let q = request.into_inner();
-        let s = self.0.clone();
-        s.opmon.settle().await;
-        tokio::task::spawn_blocking(move || s.opmon.query(&q))
+        let opmon = self.opmon.clone();
+        opmon.settle().await;
+        tokio::task::spawn_blocking(move || opmon.query(&q))
             .await
             .map_err(|e| Status::internal(e.to_string()))?
             .map(Response::new)
@@ -372,7 +382,7 @@ impl SecurityServerAdmin for AdminService {
         &self,
         _: Request<pb::ArchiveRequest>,
     ) -> Result<Response<lintas_proto::audit::v1::Archive>, Status> {
-        self.0
+        self.evidence
             .archive_manifest()
             .await
             .map(Response::new)
@@ -384,13 +394,7 @@ impl SecurityServerAdmin for AdminService {
         _: Request<pb::ListRequest>,
     ) -> Result<Response<pb::GrantList>, Status> {
         Ok(Response::new(pb::GrantList {
-            grants: self
-                .0
-                .access
-                .grants()
-                .into_iter()
-                .map(grant_to_pb)
-                .collect(),
+            grants: self.access.grants().into_iter().map(grant_to_pb).collect(),
         }))
     }
 }

@@ -3,7 +3,7 @@
 //! signed configuration lists, and kept in memory).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use lintas_globalconf::VerifiedConf;
 use lintas_identifiers::{ClientId, MemberId, SubsystemId};
@@ -12,11 +12,17 @@ use prost_reflect::{DescriptorPool, ServiceDescriptor};
 use tonic::{Code, Status};
 
 use crate::access::Subject;
-use crate::daemon::{ErrorSource, SecurityServer, error};
+use crate::conf_view::ConfView;
+use crate::errors::{ErrorSource, error};
+use crate::registry_link::RegistryLink;
 
-/// Descriptor pools by the SHA-256 of their encoded set.
-#[derive(Default)]
-pub struct DescriptorCache(Mutex<HashMap<[u8; 32], DescriptorPool>>);
+/// The catalogue of the configuration in force, described with descriptor pools fetched
+/// from the registry and kept by the SHA-256 of their encoded set.
+pub struct Catalogue {
+    conf: Arc<ConfView>,
+    registry: RegistryLink,
+    descriptors: Mutex<HashMap<[u8; 32], DescriptorPool>>,
+}
 
 /// Descriptor sets kept in memory, at most; beyond, one is dropped for each new one.
 const MAX_CACHED: usize = 4096;
@@ -121,12 +127,19 @@ pub fn clients(conf: &VerifiedConf) -> Vec<(ClientId, String)> {
     out
 }
 
-impl SecurityServer {
+impl Catalogue {
+    pub fn new(conf: Arc<ConfView>, registry: RegistryLink) -> Self {
+        Catalogue {
+            conf,
+            registry,
+            descriptors: Mutex::default(),
+        }
+    }
+
     /// The linked descriptors published under `hash`, if held in memory.
     fn cached_pool(&self, hash: &[u8]) -> Option<DescriptorPool> {
         let key: [u8; 32] = hash.try_into().ok()?;
         self.descriptors
-            .0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&key)
@@ -142,7 +155,8 @@ impl SecurityServer {
             return Ok(p);
         }
         let mut registry = self
-            .registry()
+            .registry
+            .registration()
             .map_err(|e| unavailable(format!("registry: {e}")))?
             .max_decoding_message_size(crate::descriptors::MAX_DESCRIPTOR_BYTES + 1024);
         let fetch =
@@ -172,7 +186,7 @@ impl SecurityServer {
             ));
         }
         let pool = crate::descriptors::pool(&set).map_err(unavailable)?;
-        let mut cache = self.descriptors.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cache = self.descriptors.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= MAX_CACHED
             && let Some(evicted) = cache.keys().next().copied()
         {
@@ -185,9 +199,8 @@ impl SecurityServer {
     /// The configuration a discovery answer is made from: fetched out of turn first
     /// (at most every few seconds), so a service or grant published since the last
     /// poll shows at once rather than a poll interval later.
-    pub(crate) async fn discovery_conf(&self) -> Result<std::sync::Arc<VerifiedConf>, Status> {
-        self.refresh_conf_now().await;
-        self.current_conf(ErrorSource::ConsumerServer)
+    pub(crate) async fn discovery_conf(&self) -> Result<Arc<VerifiedConf>, Status> {
+        self.conf.freshest(ErrorSource::ConsumerServer).await
     }
 
     /// `service` of `provider` as the catalogue lists it, with its descriptor.
@@ -229,7 +242,7 @@ impl SecurityServer {
     /// Every service of the catalogue (of one provider, if given; only those `caller`
     /// may call, if given), described. A service whose descriptors cannot be had now is
     /// listed without them rather than failing the whole list.
-    pub(crate) async fn catalogue(
+    pub(crate) async fn list(
         &self,
         conf: &VerifiedConf,
         provider: Option<&SubsystemId>,

@@ -108,6 +108,26 @@ pub struct SsConfig {
     pub otlp_endpoint: String,
 }
 
+/// The exchange settings both endpoints apply, taken from the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub max_message_bytes: usize,
+    pub clock_skew: std::time::Duration,
+    pub app_timeout: std::time::Duration,
+    pub connection_limits: lintas_transport::Limits,
+}
+
+impl Settings {
+    pub fn of(c: &SsConfig) -> Self {
+        Settings {
+            max_message_bytes: c.max_message_bytes,
+            clock_skew: std::time::Duration::from_secs(c.clock_skew_secs),
+            app_timeout: std::time::Duration::from_secs(c.app_timeout_secs),
+            connection_limits: c.connection_limits,
+        }
+    }
+}
+
 fn default_data_dir() -> PathBuf {
     PathBuf::from(".")
 }

@@ -29,16 +29,41 @@ use tonic::metadata::MetadataMap;
 use tonic::server::ClientStreamingService;
 use tonic::{Code, Request, Response, Status, Streaming};
 
-use crate::daemon::{ErrorSource, LocalAuth, SecurityServer, error, now_ms};
-use crate::envelope::{self, REQUEST_DOMAIN, RESPONSE_DOMAIN};
-use lintas_transport::RawCodec;
+use crate::conf_view::ConfView;
+use crate::config::Settings;
+use crate::envelope::{self, REQUEST_DOMAIN, RESPONSE_DOMAIN, Verifier};
+use crate::errors::{ERROR_SOURCE, ErrorSource, error};
+use crate::local::{LocalApps, caller};
+use crate::maintenance::Maintenance;
+use crate::outcome::Outcomes;
+use crate::own::Own;
+use crate::pools::PeerPool;
+use crate::recorder::Recorder;
+use lintas_transport::{Admission, RawCodec};
 
 /// Longest optional text field (user id, purpose, issue).
 pub(crate) const MAX_FIELD: usize = 256;
 
+/// The consumer side of exchanges: what authenticating a local application's call,
+/// signing it, relaying it to the provider's server and recording it takes.
+pub struct Consumer {
+    pub own: Arc<Own>,
+    pub conf: Arc<ConfView>,
+    pub recorder: Arc<Recorder>,
+    pub verifier: Arc<Verifier>,
+    pub local: Arc<LocalApps>,
+    pub maintenance: Arc<Maintenance>,
+    pub settings: Settings,
+    /// Requests in progress at once, in all and per source.
+    pub requests: Arc<Admission>,
+    /// Pooled channels to peer security servers.
+    pub peers: PeerPool,
+    pub outcomes: Arc<Outcomes>,
+}
+
 /// Catches every path that is not the health service.
 #[derive(Clone)]
-pub struct ConsumerEndpoint(pub Arc<SecurityServer>);
+pub struct ConsumerEndpoint(pub Arc<Consumer>);
 
 impl tower::Service<http::Request<axum::body::Body>> for ConsumerEndpoint {
     type Response = http::Response<tonic::body::Body>;
@@ -54,7 +79,7 @@ impl tower::Service<http::Request<axum::body::Body>> for ConsumerEndpoint {
         Box::pin(async move {
             let (remote, peer_cert) = caller(req.extensions());
             // Held until the call ends: requests in progress are bounded.
-            let _ticket = match admit(&server, remote) {
+            let _ticket = match server.admit(remote) {
                 Ok(t) => t,
                 Err(status) => return Ok(status.into_http()),
             };
@@ -73,36 +98,23 @@ impl tower::Service<http::Request<axum::body::Body>> for ConsumerEndpoint {
     }
 }
 
-/// A place among the consumer endpoint's requests in progress, or why there is none.
-pub(crate) fn admit(
-    s: &SecurityServer,
-    remote: Option<SocketAddr>,
-) -> Result<lintas_transport::admission::Ticket, Status> {
-    let peer = remote.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-    s.consumer_requests.admit(peer, false).map_err(|why| {
-        consumer_error(
-            Code::ResourceExhausted,
-            format!(
-                "too many requests in progress ({}); retry later",
-                why.as_str().replace('_', " ")
-            ),
-        )
-    })
-}
-
-/// The caller's address and the SHA-256 of its TLS client certificate (when the
-/// endpoint speaks TLS).
-pub(crate) fn caller(ext: &http::Extensions) -> (Option<SocketAddr>, Option<[u8; 32]>) {
-    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
-    let tls = ext.get::<TlsConnectInfo<TcpConnectInfo>>();
-    let remote = ext
-        .get::<TcpConnectInfo>()
-        .or_else(|| tls.map(|t| t.get_ref()))
-        .and_then(|i| i.remote_addr());
-    let peer_cert = tls
-        .and_then(|t| t.peer_certs())
-        .and_then(|c| c.first().map(|c| lintas_certs::sha256(c.as_ref())));
-    (remote, peer_cert)
+impl Consumer {
+    /// A place among the consumer endpoint's requests in progress, or why there is none.
+    pub fn admit(
+        &self,
+        remote: Option<SocketAddr>,
+    ) -> Result<lintas_transport::admission::Ticket, Status> {
+        let peer = remote.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        self.requests.admit(peer, false).map_err(|why| {
+            consumer_error(
+                Code::ResourceExhausted,
+                format!(
+                    "too many requests in progress ({}); retry later",
+                    why.as_str().replace('_', " ")
+                ),
+            )
+        })
+    }
 }
 
 struct ConsumerCall {
@@ -110,7 +122,7 @@ struct ConsumerCall {
     remote: Option<SocketAddr>,
     /// SHA-256 of the TLS client certificate, when the endpoint speaks TLS.
     peer_cert: Option<[u8; 32]>,
-    server: Arc<SecurityServer>,
+    server: Arc<Consumer>,
 }
 
 impl ClientStreamingService<Bytes> for ConsumerCall {
@@ -175,68 +187,8 @@ pub(crate) fn random_id() -> Result<String, Status> {
     Ok(lintas_certs::hex(&b))
 }
 
-/// Checks that the caller is a local application: on loopback (development), or
-/// presenting a registered TLS client certificate. Returns the subsystem that
-/// certificate is registered for.
-pub(crate) fn authenticate_connection(
-    s: &SecurityServer,
-    remote: Option<SocketAddr>,
-    peer_cert: Option<[u8; 32]>,
-) -> Result<Option<SubsystemId>, Status> {
-    match &s.local_auth {
-        LocalAuth::DevPlaintextLoopback => {
-            if !remote.is_some_and(|r| r.ip().is_loopback()) {
-                return Err(consumer_error(
-                    Code::PermissionDenied,
-                    "only local applications on loopback may call this endpoint",
-                ));
-            }
-            Ok(None)
-        }
-        LocalAuth::Tls { .. } => {
-            let hash = peer_cert.ok_or_else(|| {
-                consumer_error(
-                    Code::Unauthenticated,
-                    "a TLS client certificate is required",
-                )
-            })?;
-            s.access.client_for_cert(&hash).map(Some).ok_or_else(|| {
-                consumer_error(
-                    Code::Unauthenticated,
-                    "client certificate is not registered on this security server",
-                )
-            })
-        }
-    }
-}
-
-/// Establishes which subsystem is calling: the one its TLS client certificate is
-/// registered for, or (development) the one it names on loopback.
-pub(crate) fn authenticate(
-    s: &SecurityServer,
-    claimed: &SubsystemId,
-    remote: Option<SocketAddr>,
-    peer_cert: Option<[u8; 32]>,
-) -> Result<(), Status> {
-    if let Some(registered) = authenticate_connection(s, remote, peer_cert)?
-        && &registered != claimed
-    {
-        return Err(consumer_error(
-            Code::PermissionDenied,
-            format!("this client certificate is registered for {registered}, not for {claimed}"),
-        ));
-    }
-    if !s.hosts(claimed) {
-        return Err(consumer_error(
-            Code::PermissionDenied,
-            format!("client {claimed} is not hosted on security server {}", s.id),
-        ));
-    }
-    Ok(())
-}
-
 async fn relay(
-    s: Arc<SecurityServer>,
+    s: Arc<Consumer>,
     path: String,
     remote: Option<SocketAddr>,
     peer_cert: Option<[u8; 32]>,
@@ -244,7 +196,7 @@ async fn relay(
 ) -> Result<Response<Bytes>, Status> {
     let md = request.metadata();
     let client = subsystem(md, "lintas-client")?;
-    authenticate(&s, &client, remote, peer_cert)?;
+    s.local.authenticate(&client, remote, peer_cert)?;
     let provider = subsystem(md, "lintas-service")?;
     let method: MethodPath = path
         .parse()
@@ -338,13 +290,9 @@ pub(crate) struct Answer {
 
 /// Signs and logs the request, exchanges it with the provider's server, verifies and
 /// logs the answer: the whole consumer side of an exchange, counted in the metrics.
-pub(crate) async fn call_provider(
-    s: &Arc<SecurityServer>,
-    call: Call,
-    body: Bytes,
-) -> Result<Answer, Status> {
+pub(crate) async fn call_provider(s: &Consumer, call: Call, body: Bytes) -> Result<Answer, Status> {
     let started = std::time::Instant::now();
-    let started_unix_ms = now_ms(&*s.clock);
+    let started_unix_ms = s.recorder.now_ms();
     let (client, provider, method) = (
         call.client.to_string(),
         call.provider.to_string(),
@@ -368,40 +316,37 @@ pub(crate) async fn call_provider(
     let answer =
         tracing::Instrument::instrument(exchange_with_provider(s, call, body, &progress), span)
             .await;
-    crate::outcome::finished(
-        s,
-        crate::outcome::Finished {
-            exchanged: crate::outcome::Exchanged {
-                side: "consumer",
-                client: &client,
-                provider: &provider,
-                method: &method,
-                code: match &answer {
-                    Ok(_) => "Ok".into(),
-                    Err(status) => format!("{:?}", status.code()),
-                },
-                source: answer
-                    .as_ref()
-                    .err()
-                    .and_then(|st| st.metadata().get(crate::daemon::ERROR_SOURCE))
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or(""),
-                elapsed: started.elapsed(),
-                bytes_in: answer.as_ref().map(|a| a.body.len()).unwrap_or(0),
-                bytes_out,
+    s.outcomes.finished(crate::outcome::Finished {
+        exchanged: crate::outcome::Exchanged {
+            side: "consumer",
+            client: &client,
+            provider: &provider,
+            method: &method,
+            code: match &answer {
+                Ok(_) => "Ok".into(),
+                Err(status) => format!("{:?}", status.code()),
             },
-            started_unix_ms,
-            message_id: &message_id,
-            traceparent: &traceparent,
-            user_id: &user_id,
-            progress: &progress,
+            source: answer
+                .as_ref()
+                .err()
+                .and_then(|st| st.metadata().get(ERROR_SOURCE))
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(""),
+            elapsed: started.elapsed(),
+            bytes_in: answer.as_ref().map(|a| a.body.len()).unwrap_or(0),
+            bytes_out,
         },
-    );
+        started_unix_ms,
+        message_id: &message_id,
+        traceparent: &traceparent,
+        user_id: &user_id,
+        progress: &progress,
+    });
     answer
 }
 
 async fn exchange_with_provider(
-    s: &Arc<SecurityServer>,
+    s: &Consumer,
     call: Call,
     body: Bytes,
     progress: &crate::outcome::Progress,
@@ -418,14 +363,14 @@ async fn exchange_with_provider(
         trace,
     } = call;
     s.maintenance.admit(ErrorSource::ConsumerServer)?;
-    let mut conf = s.current_conf(ErrorSource::ConsumerServer)?;
-    s.check_trusted_time(ErrorSource::ConsumerServer)?;
+    let mut conf = s.conf.current(ErrorSource::ConsumerServer)?;
+    s.recorder.check_trusted_time(ErrorSource::ConsumerServer)?;
     // A provider or client admitted since the last poll: fetch once before refusing.
     let listed = |c: &VerifiedConf| {
         c.has_client(&client.clone().into()) && c.servers_hosting(&provider).next().is_some()
     };
-    if !listed(&conf) && s.refresh_conf_now().await {
-        conf = s.current_conf(ErrorSource::ConsumerServer)?;
+    if !listed(&conf) && s.conf.refresh_now().await {
+        conf = s.conf.current(ErrorSource::ConsumerServer)?;
     }
     if !conf.has_client(&client.clone().into()) {
         return Err(consumer_error(
@@ -455,9 +400,9 @@ async fn exchange_with_provider(
         client: client.to_string(),
         service_provider: provider.to_string(),
         method: method.to_string(),
-        consumer_server: s.id.to_string(),
+        consumer_server: s.own.id.to_string(),
         provider_server: target.id.clone(),
-        time_unix_ms: now_ms(&*s.clock),
+        time_unix_ms: s.recorder.now_ms(),
         body_sha256: body_sha256.to_vec(),
         body_len: body.len() as u64,
         conf_serial: conf.serial(),
@@ -471,7 +416,7 @@ async fn exchange_with_provider(
     let request_hash = lintas_certs::sha256(&header);
     progress.set_peer(&target.id);
     let signature = progress
-        .time(Stage::Signing, s.signer.sign(REQUEST_DOMAIN, &header))
+        .time(Stage::Signing, s.own.signer.sign(REQUEST_DOMAIN, &header))
         .await
         .map_err(|e| consumer_error(Code::Internal, format!("signing the request: {e}")))?;
     let ctx = envelope::Context {
@@ -486,13 +431,13 @@ async fn exchange_with_provider(
     // The record of what was signed is written while the request travels: the
     // application is answered only after a later record of this exchange is durable,
     // and records become durable in order.
-    let sent = s.record_soon(
+    let sent = s.recorder.record_soon(
         ctx.record(
             RecordKind::RequestSent,
-            now_ms(&*s.clock),
+            s.recorder.now_ms(),
             &header,
             Some(&signature),
-            &s.sign_cert,
+            &s.own.sign_cert,
             &body_sha256,
             body.len() as u64,
             Code::Ok,
@@ -503,7 +448,7 @@ async fn exchange_with_provider(
     let signed = ex::SignedRequest {
         header,
         signature: Some(signature),
-        signer_cert: s.sign_cert.clone(),
+        signer_cert: s.own.sign_cert.clone(),
         body: body.to_vec(),
     };
 
@@ -517,10 +462,11 @@ async fn exchange_with_provider(
             let code = Code::from_i32(answer.status_code);
             let durable = std::time::Instant::now();
             let received = s
+                .recorder
                 .record(
                     ctx.record(
                         RecordKind::ResponseReceived,
-                        now_ms(&*s.clock),
+                        s.recorder.now_ms(),
                         &response.header,
                         response.signature.as_ref(),
                         &response.signer_cert,
@@ -534,7 +480,8 @@ async fn exchange_with_provider(
                 .await?;
             let sent = sent.await?;
             progress.add(Stage::Durable, durable.elapsed());
-            s.keep_bodies(&[(sent, &body), (received, &response.body)]);
+            s.recorder
+                .keep_bodies(&[(sent, &body), (received, &response.body)]);
             if code != Code::Ok {
                 let source = if answer.error_source == ErrorSource::ProviderServer.as_str() {
                     ErrorSource::ProviderServer
@@ -558,21 +505,22 @@ async fn exchange_with_provider(
             } else {
                 &[]
             };
-            s.record(
-                ctx.record(
-                    RecordKind::Failed,
-                    now_ms(&*s.clock),
-                    header,
-                    r.signature.as_ref(),
-                    &r.signer_cert,
-                    &lintas_certs::sha256(&r.body),
-                    r.body.len() as u64,
-                    status.code(),
-                    status.message(),
-                ),
-                ErrorSource::ConsumerServer,
-            )
-            .await?;
+            s.recorder
+                .record(
+                    ctx.record(
+                        RecordKind::Failed,
+                        s.recorder.now_ms(),
+                        header,
+                        r.signature.as_ref(),
+                        &r.signer_cert,
+                        &lintas_certs::sha256(&r.body),
+                        r.body.len() as u64,
+                        status.code(),
+                        status.message(),
+                    ),
+                    ErrorSource::ConsumerServer,
+                )
+                .await?;
             sent.await?;
             Err(status)
         }
@@ -583,7 +531,7 @@ async fn exchange_with_provider(
 /// On failure returns the status for the application and, if one arrived, the
 /// response that was refused.
 async fn exchange(
-    s: &SecurityServer,
+    s: &Consumer,
     conf: &VerifiedConf,
     target: &lintas_proto::globalconf::v1::SecurityServer,
     provider: &SubsystemId,
@@ -595,7 +543,12 @@ async fn exchange(
     let request_header_sha256 = lintas_certs::sha256(&signed.header);
     let channel = s
         .peers
-        .channel(conf, &target.address, pin, (&s.tls_cert, &s.tls_key))
+        .channel(
+            conf,
+            &target.address,
+            pin,
+            (&s.own.tls_cert, &s.own.tls_key),
+        )
         .map_err(fail)?;
     let limit = s.settings.max_message_bytes + envelope::ENVELOPE_MARGIN;
     let mut peer = ex::exchange_client::ExchangeClient::new(channel)
@@ -650,8 +603,7 @@ async fn exchange(
         return Err(refused("header too large".into(), response));
     }
     let verify = |conf: &VerifiedConf, listed: &[Vec<u8>]| {
-        envelope::verify_signed(
-            s,
+        s.verifier.verify_signed(
             conf,
             &provider.member,
             listed,
@@ -663,8 +615,8 @@ async fn exchange(
     };
     if let Err(why) = verify(conf, &target.signing_certs) {
         // A renewed provider certificate is listed from the next configuration on.
-        let newer = if why.not_listed && s.refresh_conf_now().await {
-            s.conf.current().ok()
+        let newer = if why.not_listed && s.conf.refresh_now().await {
+            s.conf.client().current().ok()
         } else {
             None
         };

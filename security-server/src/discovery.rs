@@ -14,16 +14,16 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Code, Request, Response, Status, Streaming};
 use tonic_reflection::pb::v1 as refl;
 
-use crate::catalogue::allowed_methods;
-use crate::consumer::{authenticate, caller};
-use crate::daemon::{ErrorSource, SecurityServer, error};
+use crate::catalogue::{Catalogue, allowed_methods};
+use crate::errors::{ErrorSource, error};
+use crate::local::{LocalApps, caller};
 
 fn invalid(message: String) -> Status {
     error(Code::InvalidArgument, ErrorSource::ConsumerServer, message)
 }
 
 /// The authenticated client a request names in `lintas-client`.
-fn client_of<T>(s: &SecurityServer, request: &Request<T>) -> Result<SubsystemId, Status> {
+fn client_of<T>(local: &LocalApps, request: &Request<T>) -> Result<SubsystemId, Status> {
     let text = request
         .metadata()
         .get("lintas-client")
@@ -33,7 +33,7 @@ fn client_of<T>(s: &SecurityServer, request: &Request<T>) -> Result<SubsystemId,
         .parse()
         .map_err(|e| invalid(format!("metadata lintas-client: {e}")))?;
     let (remote, peer_cert) = caller(request.extensions());
-    authenticate(s, &client, remote, peer_cert)?;
+    local.authenticate(&client, remote, peer_cert)?;
     Ok(client)
 }
 
@@ -46,7 +46,12 @@ fn provider(text: &str) -> Result<Option<SubsystemId>, Status> {
         .map_err(|e| invalid(format!("provider: {e}")))
 }
 
-pub struct Discovery(pub Arc<SecurityServer>);
+/// Discovery's parts: who may ask, and the catalogue answered from.
+#[derive(Clone)]
+pub struct Discovery {
+    pub local: Arc<LocalApps>,
+    pub catalogue: Arc<Catalogue>,
+}
 
 #[tonic::async_trait]
 impl pb::discovery_server::Discovery for Discovery {
@@ -54,8 +59,8 @@ impl pb::discovery_server::Discovery for Discovery {
         &self,
         request: Request<pb::ListClientsRequest>,
     ) -> Result<Response<pb::ClientList>, Status> {
-        client_of(&self.0, &request)?;
-        let conf = self.0.discovery_conf().await?;
+        client_of(&self.local, &request)?;
+        let conf = self.catalogue.discovery_conf().await?;
         let clients = crate::catalogue::clients(&conf)
             .into_iter()
             .map(|(id, name)| pb::Client {
@@ -70,13 +75,13 @@ impl pb::discovery_server::Discovery for Discovery {
         &self,
         request: Request<pb::ListServicesRequest>,
     ) -> Result<Response<pb::ServiceList>, Status> {
-        client_of(&self.0, &request)?;
+        client_of(&self.local, &request)?;
         let provider = provider(&request.get_ref().provider)?
             .ok_or_else(|| invalid("provider is required".into()))?;
-        let conf = self.0.discovery_conf().await?;
+        let conf = self.catalogue.discovery_conf().await?;
         let services = self
-            .0
-            .catalogue(&conf, Some(&provider), None)
+            .catalogue
+            .list(&conf, Some(&provider), None)
             .await
             .into_iter()
             .map(|d| pb::Service {
@@ -92,12 +97,12 @@ impl pb::discovery_server::Discovery for Discovery {
         &self,
         request: Request<pb::AllowedMethodsRequest>,
     ) -> Result<Response<pb::ServiceList>, Status> {
-        let client = client_of(&self.0, &request)?;
+        let client = client_of(&self.local, &request)?;
         let provider = provider(&request.get_ref().provider)?;
-        let conf = self.0.discovery_conf().await?;
+        let conf = self.catalogue.discovery_conf().await?;
         let services = self
-            .0
-            .catalogue(&conf, provider.as_ref(), Some(&client))
+            .catalogue
+            .list(&conf, provider.as_ref(), Some(&client))
             .await
             .into_iter()
             .filter_map(|d| {
@@ -115,12 +120,15 @@ impl pb::discovery_server::Discovery for Discovery {
         &self,
         request: Request<pb::ServiceDescriptorRequest>,
     ) -> Result<Response<pb::ServiceDescriptor>, Status> {
-        client_of(&self.0, &request)?;
+        client_of(&self.local, &request)?;
         let r = request.get_ref();
         let provider =
             provider(&r.provider)?.ok_or_else(|| invalid("provider is required".into()))?;
-        let conf = self.0.discovery_conf().await?;
-        let d = self.0.described(&conf, &provider, &r.service).await?;
+        let conf = self.catalogue.discovery_conf().await?;
+        let d = self
+            .catalogue
+            .described(&conf, &provider, &r.service)
+            .await?;
         let service = d.service.ok_or_else(|| {
             error(
                 Code::NotFound,
@@ -135,7 +143,7 @@ impl pb::discovery_server::Discovery for Discovery {
 }
 
 /// gRPC server reflection over the services the caller may call.
-pub struct Reflection(pub Arc<SecurityServer>);
+pub struct Reflection(pub Discovery);
 
 type ReflectionStream =
     Pin<Box<dyn Stream<Item = Result<refl::ServerReflectionResponse, Status>> + Send>>;
@@ -144,10 +152,10 @@ impl Reflection {
     /// The descriptors of every described service `client` may call at least one
     /// method of, in one pool, with their names.
     async fn visible(&self, client: &SubsystemId) -> Result<(DescriptorPool, Vec<String>), Status> {
-        let conf = self.0.discovery_conf().await?;
+        let conf = self.0.catalogue.discovery_conf().await?;
         let mut pool = DescriptorPool::new();
         let mut names = Vec::new();
-        for d in self.0.catalogue(&conf, None, Some(client)).await {
+        for d in self.0.catalogue.list(&conf, None, Some(client)).await {
             let Some(service) = &d.service else { continue };
             if allowed_methods(&conf, &d, client).is_none()
                 || names.iter().any(|n| n == service.full_name())
@@ -253,7 +261,7 @@ impl refl::server_reflection_server::ServerReflection for Reflection {
         &self,
         request: Request<Streaming<refl::ServerReflectionRequest>>,
     ) -> Result<Response<ReflectionStream>, Status> {
-        let client = client_of(&self.0, &request)?;
+        let client = client_of(&self.0.local, &request)?;
         let (pool, names) = self.visible(&client).await?;
         let requests = request.into_inner();
         let answers = requests.map(move |r| r.map(|r| answer(&pool, &names, r)));
@@ -278,7 +286,7 @@ impl tonic_reflection::pb::v1alpha::server_reflection_server::ServerReflection f
         &self,
         request: Request<Streaming<tonic_reflection::pb::v1alpha::ServerReflectionRequest>>,
     ) -> Result<Response<AlphaStream>, Status> {
-        let client = client_of(&self.0, &request)?;
+        let client = client_of(&self.0.local, &request)?;
         let (pool, names) = self.visible(&client).await?;
         let requests = request.into_inner();
         let answers = requests.map(move |r| {

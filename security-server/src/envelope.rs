@@ -9,7 +9,13 @@ use lintas_proto::exchange::v1 as ex;
 use prost::Message;
 use tonic::Code;
 
-use crate::daemon::SecurityServer;
+use std::sync::Arc;
+
+use lintas_globalconf::Clock;
+
+use crate::batch::VerifiedRoots;
+use crate::material::Material;
+use crate::signers::SignerCache;
 
 /// Signature domain of request headers.
 pub const REQUEST_DOMAIN: &str = "lintas/request/v1";
@@ -58,44 +64,64 @@ fn unverified(reason: String) -> Unverified {
     }
 }
 
-/// Checks that `signature` over `header` in `domain` was made with `signer_cert`, that
-/// the certificate is a valid, unrevoked signing certificate of `member` from an
-/// approved CA, and that the configuration lists it among `listed` (the signing
-/// certificates of the peer security server).
-#[allow(clippy::too_many_arguments)]
-pub fn verify_signed(
-    server: &SecurityServer,
-    conf: &VerifiedConf,
-    member: &MemberId,
-    listed: &[Vec<u8>],
-    signer_cert: &[u8],
-    domain: &str,
-    header: &[u8],
-    signature: Option<&ex::BatchSignature>,
-) -> Result<(), Unverified> {
-    let signer = server
-        .signers
-        .verify(conf, signer_cert, server.clock.now(), &server.material)
-        .map_err(|e| unverified(format!("signing certificate refused: {e}")))?;
-    if signer.identity != Identity::Member(member.clone()) {
-        return Err(unverified(format!(
-            "signed by {}, not by {member}",
-            signer.identity
-        )));
+/// Verifies the signed envelopes of peers: their signing certificates (each verified
+/// once per configuration serial and kept as evidence) and batch signatures (each root
+/// verified once).
+pub struct Verifier {
+    signers: SignerCache,
+    roots: VerifiedRoots,
+    material: Arc<Material>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Verifier {
+    pub fn new(material: Arc<Material>, clock: Arc<dyn Clock>) -> Self {
+        Verifier {
+            signers: SignerCache::default(),
+            roots: VerifiedRoots::default(),
+            material,
+            clock,
+        }
     }
-    let signature = signature.ok_or_else(|| unverified("the header is not signed".into()))?;
-    server
-        .verified_roots
-        .verify(&signer.public_key, domain, header, signature)
-        .map_err(unverified)?;
-    if !listed.iter().any(|c| c == signer_cert) {
-        return Err(Unverified {
-            reason: "the signing certificate is not one the global configuration lists for the peer server"
-                .into(),
-            not_listed: true,
-        });
+
+    /// Checks that `signature` over `header` in `domain` was made with `signer_cert`,
+    /// that the certificate is a valid, unrevoked signing certificate of `member` from
+    /// an approved CA, and that the configuration lists it among `listed` (the signing
+    /// certificates of the peer security server).
+    #[allow(clippy::too_many_arguments)]
+    pub fn verify_signed(
+        &self,
+        conf: &VerifiedConf,
+        member: &MemberId,
+        listed: &[Vec<u8>],
+        signer_cert: &[u8],
+        domain: &str,
+        header: &[u8],
+        signature: Option<&ex::BatchSignature>,
+    ) -> Result<(), Unverified> {
+        let signer = self
+            .signers
+            .verify(conf, signer_cert, self.clock.now(), &self.material)
+            .map_err(|e| unverified(format!("signing certificate refused: {e}")))?;
+        if signer.identity != Identity::Member(member.clone()) {
+            return Err(unverified(format!(
+                "signed by {}, not by {member}",
+                signer.identity
+            )));
+        }
+        let signature = signature.ok_or_else(|| unverified("the header is not signed".into()))?;
+        self.roots
+            .verify(&signer.public_key, domain, header, signature)
+            .map_err(unverified)?;
+        if !listed.iter().any(|c| c == signer_cert) {
+            return Err(Unverified {
+                reason: "the signing certificate is not one the global configuration lists for the peer server"
+                    .into(),
+                not_listed: true,
+            });
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Signs a response header on its own (a batch of one); returns its bytes and the

@@ -1,141 +1,47 @@
-//! Evidence: what an auditor needs besides the records, kept beside them, and the
-//! export of self-contained bundles.
-//!
-//! Records name certificates by hash and headers name the configuration serial they
-//! were signed under, so the server keeps, under `records/evidence/`, every signing
-//! certificate it verified (`certs/<sha256>.der`) and every global configuration it used
-//! (`confs/<serial>.conf`), each written once, durably, when first seen.
+//! The log's evidence as a whole: checkpoints signed and cosigned by the witness,
+//! time-stamps over them, the log's status, and the export of self-contained bundles
+//! and archive manifests an auditor verifies offline.
 
-use std::collections::{BTreeSet, HashSet};
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::collections::BTreeSet;
+use std::sync::Arc;
 
-use lintas_globalconf::VerifiedConf;
+use lintas_globalconf::{Clock, ConfClient};
+use lintas_identifiers::ServerId;
 use lintas_log::RecordLog;
 use lintas_proto::audit::v1 as audit;
 use lintas_proto::exchange::v1 as ex;
 use prost::Message;
 
 use crate::SsError;
+use crate::bodies::Bodies;
+use crate::checkpoints::Checkpoints;
+use crate::errors::now_ms;
+use crate::material::Material;
+use crate::registry_link::RegistryLink;
+use crate::timestamps::Timestamps;
+
+/// The log and what proves it, with the parts that keep the proof current.
+pub struct Evidence {
+    pub(crate) id: ServerId,
+    pub(crate) log: RecordLog,
+    /// The records directory (segments, tree, checkpoints, evidence material).
+    pub(crate) records_dir: std::path::PathBuf,
+    pub(crate) checkpoints: Arc<Checkpoints>,
+    pub(crate) timestamps: Arc<Timestamps>,
+    pub(crate) bodies: Arc<Bodies>,
+    pub(crate) material: Arc<Material>,
+    pub(crate) conf: ConfClient,
+    pub(crate) registry: RegistryLink,
+    pub(crate) clock: Arc<dyn Clock>,
+    /// The configuration's name of the TSA to use.
+    pub(crate) timestamping_authority: String,
+    pub(crate) timestamp_fail_closed: u64,
+}
 
 /// The format name written into bundles.
 pub const FORMAT: &str = "lintas-evidence/v1";
 /// Most exchanges one bundle holds.
 pub const MAX_EXCHANGES: usize = 10_000;
-
-/// Certificates and configurations kept for evidence.
-pub struct Material {
-    dir: PathBuf,
-    certs: Mutex<HashSet<[u8; 32]>>,
-    confs: Mutex<BTreeSet<u64>>,
-    writing: Mutex<()>,
-}
-
-use crate::state_error_at as io;
-
-impl Material {
-    pub fn open(dir: &Path) -> Result<Self, SsError> {
-        let mut certs = HashSet::new();
-        let mut confs = BTreeSet::new();
-        for sub in ["certs", "confs"] {
-            let d = dir.join(sub);
-            std::fs::create_dir_all(&d).map_err(|e| io("creating", &d, e))?;
-            for entry in std::fs::read_dir(&d).map_err(|e| io("reading", &d, e))? {
-                let name = entry.map_err(|e| io("reading", &d, e))?.file_name();
-                let name = name.to_string_lossy();
-                if let Some(hex) = name.strip_suffix(".der")
-                    && let Some(hash) = lintas_certs::unhex(hex).and_then(|h| h.try_into().ok())
-                {
-                    certs.insert(hash);
-                } else if let Some(serial) = name.strip_suffix(".conf")
-                    && let Ok(serial) = serial.parse()
-                {
-                    confs.insert(serial);
-                }
-            }
-        }
-        Ok(Material {
-            dir: dir.to_owned(),
-            certs: Mutex::new(certs),
-            confs: Mutex::new(confs),
-            writing: Mutex::new(()),
-        })
-    }
-
-    fn cert_path(&self, hash: &[u8]) -> PathBuf {
-        self.dir
-            .join("certs")
-            .join(format!("{}.der", lintas_certs::hex(hash)))
-    }
-
-    fn conf_path(&self, serial: u64) -> PathBuf {
-        self.dir.join("confs").join(format!("{serial:020}.conf"))
-    }
-
-    /// Keeps a certificate that was verified.
-    pub fn remember_cert(&self, der: &[u8]) -> Result<(), SsError> {
-        let hash = lintas_certs::sha256(der);
-        let set = || self.certs.lock().unwrap_or_else(|p| p.into_inner());
-        self.keep(
-            || set().contains(&hash),
-            || {
-                set().insert(hash);
-            },
-            &self.cert_path(&hash),
-            der,
-        )
-    }
-
-    /// Keeps a configuration that was used.
-    pub fn remember_conf(&self, conf: &VerifiedConf) -> Result<(), SsError> {
-        let serial = conf.serial();
-        let set = || self.confs.lock().unwrap_or_else(|p| p.into_inner());
-        self.keep(
-            || set().contains(&serial),
-            || {
-                set().insert(serial);
-            },
-            &self.conf_path(serial),
-            &conf.blob,
-        )
-    }
-
-    /// Writes `data` to `path` once: the first caller writes (durably), later ones find
-    /// it `known`. Calls run concurrently, so writing is one at a time.
-    fn keep(
-        &self,
-        known: impl Fn() -> bool,
-        add: impl FnOnce(),
-        path: &Path,
-        data: &[u8],
-    ) -> Result<(), SsError> {
-        if known() {
-            return Ok(());
-        }
-        let _one_writer = self.writing.lock().unwrap_or_else(|p| p.into_inner());
-        if !known() {
-            lintas_certs::files::write_atomic(path, data, 0o644)?;
-            add();
-        }
-        Ok(())
-    }
-
-    fn cert(&self, hash: &[u8]) -> Option<Vec<u8>> {
-        std::fs::read(self.cert_path(hash)).ok()
-    }
-
-    /// The configuration of `serial`, or the newest kept before it.
-    fn conf_at(&self, serial: u64) -> Option<Vec<u8>> {
-        let at = self
-            .confs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .range(..=serial)
-            .next_back()
-            .copied()?;
-        std::fs::read(self.conf_path(at)).ok()
-    }
-}
 
 /// Which exchanges to export (see `EvidenceQuery` in the admin protocol).
 pub fn check_query(q: &lintas_proto::ss::v1::EvidenceQuery) -> Result<(), String> {
@@ -210,10 +116,74 @@ pub fn select(
 /// The format name written into archive manifests.
 pub const ARCHIVE_FORMAT: &str = "lintas-archive/v1";
 
-impl crate::daemon::SecurityServer {
-    /// The records directory (segments, tree, checkpoints, evidence material).
-    pub fn records_dir(&self) -> std::path::PathBuf {
-        self.data_dir.join("records")
+impl Evidence {
+    /// Signs a checkpoint of the log if it grew since the last one.
+    pub fn checkpoint_now(
+        &self,
+    ) -> Result<Option<lintas_log::checkpoint::SignedCheckpoint>, SsError> {
+        self.checkpoints
+            .checkpoint_now(&self.log, now_ms(&*self.clock))
+    }
+
+    /// Has the newest checkpoint time-stamped if it is newer than the last one stamped;
+    /// returns the stamped time, or `None` when there was nothing new.
+    pub async fn timestamp_now(&self) -> Result<Option<i64>, SsError> {
+        let Some((latest, stated)) = self.checkpoints.latest_stated() else {
+            return Ok(None);
+        };
+        if stated.size <= self.timestamps.latest_size() {
+            // Nothing new: every record up to the newest checkpoint is covered.
+            self.timestamps.recount(&self.log)?;
+            return Ok(None);
+        }
+        let conf = self.conf.current()?;
+        let stamped = self
+            .timestamps
+            .stamp(latest, stated.size, &conf, &self.timestamping_authority)
+            .await?;
+        self.timestamps
+            .succeeded(lintas_certs::unix_secs(self.clock.now()));
+        self.timestamps.recount(&self.log)?;
+        Ok(Some(stamped))
+    }
+
+    /// Learns the checkpoint the witness holds and checks the log against it.
+    pub async fn sync_with_witness(&self) -> Result<u64, SsError> {
+        self.checkpoints
+            .sync_with_witness(&self.log, &mut self.registry.registration()?)
+            .await
+    }
+
+    /// Hands the newest checkpoint to the witness; returns the size now witnessed.
+    pub async fn witness_now(&self) -> Result<u64, SsError> {
+        self.checkpoints
+            .witness(
+                &self.log,
+                self.conf.anchor(),
+                &mut self.registry.registration()?,
+            )
+            .await
+    }
+
+    /// The log's state, for `lintas ss log-status`.
+    pub fn log_status(&self) -> lintas_proto::ss::v1::LogStatusReply {
+        let now = lintas_certs::unix_secs(self.clock.now());
+        let (checkpoint_size, checkpoint_unix_ms) = self
+            .checkpoints
+            .latest_stated()
+            .map(|(_, c)| (c.size, c.time_unix_ms))
+            .unwrap_or_default();
+        lintas_proto::ss::v1::LogStatusReply {
+            records: self.log.len(),
+            checkpoint_size,
+            checkpoint_unix_ms,
+            witnessed_size: self.checkpoints.witnessed_size(),
+            timestamped_size: self.timestamps.latest_size(),
+            seconds_without_timestamp: self.timestamps.age(now),
+            timestamp_failures: self.timestamps.failures(),
+            failing_closed: self.timestamps.age(now) > self.timestamp_fail_closed as i64,
+            timestamp_fail_closed_secs: self.timestamp_fail_closed as i64,
+        }
     }
 
     /// The manifest of the log's sealed segments: their files and hashes, the tree head
@@ -231,7 +201,7 @@ impl crate::daemon::SecurityServer {
             .latest_stated()
             .ok_or_else(|| SsError::State("the log has no records yet".into()))?;
         let cp_size = stated.size;
-        let dir = self.records_dir();
+        let dir = self.records_dir.clone();
         let sealed = tokio::task::spawn_blocking(move || -> Result<_, SsError> {
             let mut out = Vec::new();
             for (file, first, count) in
@@ -410,7 +380,7 @@ impl crate::daemon::SecurityServer {
             checkpoint: Some(checkpoint),
             global_confs,
             certificates,
-            exported_unix_ms: crate::daemon::now_ms(&*self.clock),
+            exported_unix_ms: now_ms(&*self.clock),
         })
     }
 }

@@ -12,7 +12,10 @@ use lintas_ops::metrics::Labels;
 use lintas_ops::prometheus_client::metrics::MetricType;
 use lintas_ops::prometheus_client::registry::Unit;
 
-use crate::daemon::SecurityServer;
+use crate::evidence::Evidence;
+use crate::maintenance::Maintenance;
+use crate::outcome::Outcomes;
+use crate::own::Own;
 
 /// When warnings are raised ahead of a failure (`[ops]` in the configuration).
 #[derive(Debug, Clone, Copy)]
@@ -64,19 +67,28 @@ pub fn timestamp_condition(age: i64, failures: u64, fail_closed: u64) -> Conditi
     }
 }
 
-/// Registers the server's probes on its health and its state metrics on its metrics.
-/// They hold the server weakly: the server owns its health, and a stopped server is
-/// dropped.
-pub fn install(server: &Arc<SecurityServer>) {
-    probe(server, "configuration", |s| {
-        let now = s.clock.now();
-        match s.conf.current() {
+/// The parts health and the state metrics read.
+pub struct Watched {
+    pub own: Arc<Own>,
+    pub evidence: Arc<Evidence>,
+    pub maintenance: Arc<Maintenance>,
+    pub outcomes: Arc<Outcomes>,
+    pub warnings: Warnings,
+}
+
+/// Registers the server's probes on `ops.health` and its state metrics on
+/// `ops.metrics`. They hold the parts weakly: the parts own health components, and a
+/// stopped server is dropped.
+pub fn install(server: &Arc<Watched>, ops: &lintas_ops::Ops) {
+    probe(server, ops, "configuration", |s| {
+        let now = s.evidence.clock.now();
+        match s.evidence.conf.current() {
             Ok(c) => conf_condition(Ok(&c), now, s.warnings.conf_expiry),
             Err(e) => conf_condition(Err(&e), now, s.warnings.conf_expiry),
         }
     });
-    probe(server, "log", |s| {
-        if s.log.failed() {
+    probe(server, ops, "log", |s| {
+        if s.evidence.log.failed() {
             Condition::NotReady(
                 "a write to the record log failed; calls are refused until the server is restarted"
                     .into(),
@@ -85,17 +97,17 @@ pub fn install(server: &Arc<SecurityServer>) {
             Condition::Ready
         }
     });
-    probe(server, "timestamping", |s| {
-        let now = lintas_certs::unix_secs(s.clock.now());
+    probe(server, ops, "timestamping", |s| {
+        let now = lintas_certs::unix_secs(s.evidence.clock.now());
         timestamp_condition(
-            s.timestamps.age(now),
-            s.timestamps.failures(),
-            s.timestamp_fail_closed,
+            s.evidence.timestamps.age(now),
+            s.evidence.timestamps.failures(),
+            s.evidence.timestamp_fail_closed,
         )
     });
-    probe(server, "certificates", |s| {
-        let now = s.clock.now();
-        let conf = s.conf.current().ok();
+    probe(server, ops, "certificates", |s| {
+        let now = s.evidence.clock.now();
+        let conf = s.evidence.conf.current().ok();
         let check = |der: &[u8], role| match &conf {
             Some(c) => c
                 .trust_store()
@@ -109,15 +121,15 @@ pub fn install(server: &Arc<SecurityServer>) {
         let warn = s.warnings.cert_expiry;
         let sign = lintas_ops::health::cert_condition(
             "signing",
-            &s.sign_cert,
-            check(&s.sign_cert, lintas_certs::Role::Member),
+            &s.own.sign_cert,
+            check(&s.own.sign_cert, lintas_certs::Role::Member),
             now,
             warn,
         );
         let tls = lintas_ops::health::cert_condition(
             "TLS",
-            &s.tls_cert,
-            check(&s.tls_cert, lintas_certs::Role::Server),
+            &s.own.tls_cert,
+            check(&s.own.tls_cert, lintas_certs::Role::Server),
             now,
             warn,
         );
@@ -127,32 +139,37 @@ pub fn install(server: &Arc<SecurityServer>) {
     use MetricType::{Counter as C, Gauge as G};
     sampled(
         server,
+        ops,
         "globalconf_serial",
         "Serial of the global configuration held (0: none)",
         None,
         G,
-        |s| single(s.conf.held_serial().unwrap_or(0) as f64),
+        |s| single(s.evidence.conf.held_serial().unwrap_or(0) as f64),
     );
     sampled(
         server,
+        ops,
         "globalconf_expiry",
         "Seconds until the held global configuration expires (negative: expired)",
         Some(Unit::Seconds),
         G,
-        |s| match s.conf.current() {
-            Ok(c) => single((c.conf.expires_at - lintas_certs::unix_secs(s.clock.now())) as f64),
+        |s| match s.evidence.conf.current() {
+            Ok(c) => {
+                single((c.conf.expires_at - lintas_certs::unix_secs(s.evidence.clock.now())) as f64)
+            }
             Err(_) => Vec::new(),
         },
     );
     sampled(
         server,
+        ops,
         "certificate_expiry",
         "Seconds until each of the server's own certificates expires",
         Some(Unit::Seconds),
         G,
         |s| {
-            let now = s.clock.now();
-            [("signing", &s.sign_cert), ("tls", &s.tls_cert)]
+            let now = s.evidence.clock.now();
+            [("signing", &s.own.sign_cert), ("tls", &s.own.tls_cert)]
                 .into_iter()
                 .filter_map(|(which, der)| {
                     let labels: Labels = vec![("certificate", which.to_owned())];
@@ -163,101 +180,119 @@ pub fn install(server: &Arc<SecurityServer>) {
     );
     sampled(
         server,
+        ops,
         "log_records",
         "Records in the message log",
         None,
         G,
-        |s| single(s.log.len() as f64),
+        |s| single(s.evidence.log.len() as f64),
     );
     sampled(
         server,
+        ops,
         "log_flushes",
         "Batches the message log has written and synced",
         None,
         C,
-        |s| single(s.log.flushes() as f64),
+        |s| single(s.evidence.log.flushes() as f64),
     );
     sampled(
         server,
+        ops,
         "log_unsealed_records",
         "Records not yet covered by a signed checkpoint",
         None,
         G,
         |s| {
             let covered = s
+                .evidence
                 .checkpoints
                 .latest_stated()
                 .map(|(_, c)| c.size)
                 .unwrap_or(0);
-            single(s.log.len().saturating_sub(covered) as f64)
+            single(s.evidence.log.len().saturating_sub(covered) as f64)
         },
     );
     sampled(
         server,
+        ops,
         "checkpoint_age",
         "Seconds since the newest signed checkpoint",
         Some(Unit::Seconds),
         G,
-        |s| match s.checkpoints.latest_stated() {
+        |s| match s.evidence.checkpoints.latest_stated() {
             Some((_, c)) => {
-                single((crate::daemon::now_ms(&*s.clock) - c.time_unix_ms) as f64 / 1000.0)
+                single((crate::errors::now_ms(&*s.evidence.clock) - c.time_unix_ms) as f64 / 1000.0)
             }
             None => Vec::new(),
         },
     );
     sampled(
         server,
+        ops,
         "timestamp_wait",
         "Seconds the oldest record without a trusted time-stamp has waited (0: all covered)",
         Some(Unit::Seconds),
         G,
-        |s| single(s.timestamps.age(lintas_certs::unix_secs(s.clock.now())) as f64),
+        |s| {
+            single(
+                s.evidence
+                    .timestamps
+                    .age(lintas_certs::unix_secs(s.evidence.clock.now())) as f64,
+            )
+        },
     );
     sampled(
         server,
+        ops,
         "timestamp_age",
         "Seconds since a trusted time-stamp was last had (absent until the first since the start)",
         Some(Unit::Seconds),
         G,
-        |s| match s.timestamps.last_success() {
-            Some(t) => single((lintas_certs::unix_secs(s.clock.now()) - t) as f64),
+        |s| match s.evidence.timestamps.last_success() {
+            Some(t) => single((lintas_certs::unix_secs(s.evidence.clock.now()) - t) as f64),
             None => Vec::new(),
         },
     );
     sampled(
         server,
+        ops,
         "timestamp_failures",
         "Time-stamping attempts failed since a token was last had",
         None,
         G,
-        |s| single(s.timestamps.failures() as f64),
+        |s| single(s.evidence.timestamps.failures() as f64),
     );
     sampled(
         server,
+        ops,
         "witnessed_size",
         "Log size of the newest checkpoint the registry has cosigned",
         None,
         G,
-        |s| single(s.checkpoints.witnessed_size() as f64),
+        |s| single(s.evidence.checkpoints.witnessed_size() as f64),
     );
     sampled(
         server,
+        ops,
         "batch_signatures",
         "Batch signatures made (one ECDSA signature over many headers)",
         None,
         C,
-        |s| single(s.signing_stats().0 as f64),
+        |s| single(s.own.signing_stats().0 as f64),
     );
     sampled(
         server,
+        ops,
         "signed_headers",
         "Request and response headers signed",
         None,
         C,
-        |s| single(s.signing_stats().1 as f64),
+        |s| single(s.own.signing_stats().1 as f64),
     );
     sampled(
         server,
+        ops,
         "maintenance",
         "1 while the server is in maintenance",
         None,
@@ -266,38 +301,42 @@ pub fn install(server: &Arc<SecurityServer>) {
     );
     sampled(
         server,
+        ops,
         "opmon_records",
         "Operational monitoring records written",
         None,
         C,
-        |s| single(s.opmon.stats().1 as f64),
+        |s| single(s.outcomes.opmon.stats().1 as f64),
     );
     sampled(
         server,
+        ops,
         "opmon_dropped",
         "Operational monitoring records dropped because the writer fell behind",
         None,
         C,
-        |s| single(s.opmon.stats().0 as f64),
+        |s| single(s.outcomes.opmon.stats().0 as f64),
     );
     sampled(
         server,
+        ops,
         "otlp_spans_exported",
         "Spans sent to the OTLP collector (when one is configured)",
         None,
         C,
-        |s| single(s.otlp.as_ref().map(|o| o.stats().0).unwrap_or(0) as f64),
+        |s| single(s.outcomes.otlp.as_ref().map(|o| o.stats().0).unwrap_or(0) as f64),
     );
     sampled(
         server,
+        ops,
         "otlp_spans_dropped",
         "Spans dropped: the queue was full or the collector did not take them",
         None,
         C,
-        |s| single(s.otlp.as_ref().map(|o| o.stats().1).unwrap_or(0) as f64),
+        |s| single(s.outcomes.otlp.as_ref().map(|o| o.stats().1).unwrap_or(0) as f64),
     );
-    server.ops.metrics.health(server.ops.health.clone());
-    server.exchanges.register(&server.ops.metrics);
+    ops.metrics.health(ops.health.clone());
+    server.outcomes.exchanges.register(&ops.metrics);
 }
 
 fn single(v: f64) -> Vec<(Labels, f64)> {
@@ -305,9 +344,9 @@ fn single(v: f64) -> Vec<(Labels, f64)> {
 }
 
 /// A component computed from the server each time health is read.
-fn probe(server: &Arc<SecurityServer>, name: &str, f: fn(&SecurityServer) -> Condition) {
+fn probe(server: &Arc<Watched>, ops: &lintas_ops::Ops, name: &str, f: fn(&Watched) -> Condition) {
     let weak = Arc::downgrade(server);
-    server.ops.health.probe(name, move || match weak.upgrade() {
+    ops.health.probe(name, move || match weak.upgrade() {
         Some(s) => f(&s),
         None => Condition::NotReady("the security server has stopped".into()),
     });
@@ -315,15 +354,16 @@ fn probe(server: &Arc<SecurityServer>, name: &str, f: fn(&SecurityServer) -> Con
 
 /// A metric sampled from the server at each scrape.
 fn sampled(
-    server: &Arc<SecurityServer>,
+    server: &Arc<Watched>,
+    ops: &lintas_ops::Ops,
     name: &'static str,
     help: &'static str,
     unit: Option<Unit>,
     kind: MetricType,
-    f: fn(&SecurityServer) -> Vec<(Labels, f64)>,
+    f: fn(&Watched) -> Vec<(Labels, f64)>,
 ) {
     let weak = Arc::downgrade(server);
-    server.ops.metrics.sampled(name, help, unit, kind, move || {
+    ops.metrics.sampled(name, help, unit, kind, move || {
         weak.upgrade().map(|s| f(&s)).unwrap_or_default()
     });
 }

@@ -13,7 +13,8 @@ use lintas_ops::prometheus_client::metrics::family::Family;
 use lintas_ops::prometheus_client::metrics::histogram::Histogram;
 use lintas_ops::prometheus_client::registry::Unit;
 
-use crate::daemon::SecurityServer;
+use crate::opmon::OpMon;
+use crate::otlp::Exporter;
 
 /// The parts of an exchange whose time is measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,11 +115,29 @@ pub struct Finished<'a> {
     pub progress: &'a Progress,
 }
 
-/// Records an ended exchange in the metrics and the operational monitoring. On the
-/// provider side a request the checks refused is labelled `unverified` in the metrics
-/// (anyone with a peer certificate can claim anything), and its monitoring record keeps
-/// the claimed values marked as claims.
-pub fn finished(s: &SecurityServer, mut f: Finished<'_>) {
+/// Where ended exchanges go: the metrics, the monitoring records and, when a collector
+/// is configured, spans.
+pub struct Outcomes {
+    /// This server's id, as records and spans name it.
+    pub server: String,
+    pub exchanges: ExchangeMetrics,
+    pub opmon: Arc<OpMon>,
+    /// The key end users' ids are kept under in monitoring records (none: as given).
+    pub user_key: Option<[u8; 32]>,
+    pub otlp: Option<Arc<Exporter>>,
+}
+
+impl Outcomes {
+    /// Records an ended exchange in the metrics and the operational monitoring. On the
+    /// provider side a request the checks refused is labelled `unverified` in the
+    /// metrics (anyone with a peer certificate can claim anything), and its monitoring
+    /// record keeps the claimed values marked as claims.
+    pub fn finished(&self, f: Finished<'_>) {
+        finished(self, f)
+    }
+}
+
+fn finished(s: &Outcomes, mut f: Finished<'_>) {
     let unverified = f.exchanged.side == "provider" && !f.progress.lock().verified;
     let e = &f.exchanged;
     let (service, method) = split_method(e.method);
@@ -132,7 +151,7 @@ pub fn finished(s: &SecurityServer, mut f: Finished<'_>) {
             duration: e.elapsed,
             code: &e.code,
             attributes: vec![
-                ("lintas.server", s.id.to_string()),
+                ("lintas.server", s.server.clone()),
                 ("lintas.client", e.client.to_owned()),
                 ("lintas.provider", e.provider.to_owned()),
                 ("lintas.message_id", f.message_id.to_owned()),
@@ -146,7 +165,7 @@ pub fn finished(s: &SecurityServer, mut f: Finished<'_>) {
     s.opmon.record(lintas_proto::opmon::v1::OpRecord {
         time_unix_ms: f.started_unix_ms,
         side: e.side.into(),
-        server: s.id.to_string(),
+        server: s.server.clone(),
         message_id: f.message_id.into(),
         client: e.client.into(),
         provider: e.provider.into(),
@@ -154,7 +173,7 @@ pub fn finished(s: &SecurityServer, mut f: Finished<'_>) {
         method: method.into(),
         peer_server: f.progress.peer(),
         trace_id: trace_id.into(),
-        user_id: crate::opmon::user_id(f.user_id, s.opmon_user_key.as_ref()),
+        user_id: crate::opmon::user_id(f.user_id, s.user_key.as_ref()),
         request_bytes: (if e.side == "consumer" {
             e.bytes_out
         } else {

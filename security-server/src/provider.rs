@@ -19,11 +19,40 @@ use prost::Message;
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::{Code, Request, Response, Status};
 
-use crate::daemon::{ErrorSource, SecurityServer, error, now_ms};
-use crate::envelope::{self, Context, REQUEST_DOMAIN};
-use lintas_transport::RawCodec;
+use crate::access::Access;
+use crate::conf_view::ConfView;
+use crate::config::Settings;
+use crate::envelope::{self, Context, REQUEST_DOMAIN, Verifier};
+use crate::errors::{ErrorSource, error};
+use crate::maintenance::Maintenance;
+use crate::opmon::OpMon;
+use crate::outcome::Outcomes;
+use crate::own::Own;
+use crate::pools::AppPool;
+use crate::recorder::Recorder;
+use crate::replay::ReplayWindow;
+use lintas_transport::{Admission, RawCodec};
 
-pub struct ProviderService(pub Arc<SecurityServer>);
+/// The provider side of exchanges: what checking a peer's signed request, calling the
+/// application and signing and recording the answer takes.
+pub struct Provider {
+    pub own: Arc<Own>,
+    pub conf: Arc<ConfView>,
+    pub recorder: Arc<Recorder>,
+    pub verifier: Arc<Verifier>,
+    pub access: Arc<Access>,
+    /// Message ids used within the replay window.
+    pub replay: ReplayWindow,
+    pub maintenance: Arc<Maintenance>,
+    pub settings: Settings,
+    /// Requests in progress at once, in all and per source.
+    pub requests: Arc<Admission>,
+    /// Pooled channels to provider applications.
+    pub apps: Arc<AppPool>,
+    pub outcomes: Arc<Outcomes>,
+}
+
+pub struct ProviderService(pub Arc<Provider>);
 
 /// Why a request was refused, before anything was delivered.
 struct Refusal {
@@ -101,7 +130,7 @@ impl AppAnswer {
 }
 
 fn check(
-    s: &SecurityServer,
+    s: &Provider,
     peer_hash: Option<[u8; 32]>,
     signed: &ex::SignedRequest,
 ) -> Result<Accepted, Refusal> {
@@ -130,9 +159,11 @@ fn check(
     // could not have its log time-stamped for too long fails closed.
     let as_refusal = |status: Status| refuse(status.code(), status.message().to_owned());
     let conf = s
-        .current_conf(ErrorSource::ProviderServer)
+        .conf
+        .current(ErrorSource::ProviderServer)
         .map_err(as_refusal)?;
-    s.check_trusted_time(ErrorSource::ProviderServer)
+    s.recorder
+        .check_trusted_time(ErrorSource::ProviderServer)
         .map_err(as_refusal)?;
 
     // 2. The TLS peer is a registered server that hosts the client.
@@ -173,40 +204,40 @@ fn check(
         .map_err(|e| refuse(Code::Internal, format!("configuration: {e}")))?;
 
     // 3. Signed by the client's member with a certificate listed for the peer server.
-    envelope::verify_signed(
-        s,
-        &conf,
-        &client.member,
-        &peer_entry.signing_certs,
-        &signed.signer_cert,
-        REQUEST_DOMAIN,
-        &signed.header,
-        signed.signature.as_ref(),
-    )
-    .map_err(|why| {
-        // A renewed signing certificate is listed from the next configuration on.
-        let message = format!("request {why}");
-        if why.not_listed {
-            refuse_unless_newer_conf(Code::Unauthenticated, message)
-        } else {
-            refuse(Code::Unauthenticated, message)
-        }
-    })?;
+    s.verifier
+        .verify_signed(
+            &conf,
+            &client.member,
+            &peer_entry.signing_certs,
+            &signed.signer_cert,
+            REQUEST_DOMAIN,
+            &signed.header,
+            signed.signature.as_ref(),
+        )
+        .map_err(|why| {
+            // A renewed signing certificate is listed from the next configuration on.
+            let message = format!("request {why}");
+            if why.not_listed {
+                refuse_unless_newer_conf(Code::Unauthenticated, message)
+            } else {
+                refuse(Code::Unauthenticated, message)
+            }
+        })?;
 
     // 4. Addressed to this server.
-    if header.provider_server != s.id.to_string() {
+    if header.provider_server != s.own.id.to_string() {
         return Err(refuse(
             Code::FailedPrecondition,
             format!(
                 "request is addressed to security server {}, not to this one ({})",
-                header.provider_server, s.id
+                header.provider_server, s.own.id
             ),
         ));
     }
 
     // 5. Signed recently.
     let skew = i64::try_from(s.settings.clock_skew.as_millis()).unwrap_or(i64::MAX);
-    let age = now_ms(&*s.clock).saturating_sub(header.time_unix_ms);
+    let age = s.recorder.now_ms().saturating_sub(header.time_unix_ms);
     if age.saturating_abs() > skew {
         return Err(refuse(
             Code::FailedPrecondition,
@@ -226,7 +257,7 @@ fn check(
         &header.client,
         &header.message_id,
         header.time_unix_ms,
-        now_ms(&*s.clock),
+        s.recorder.now_ms(),
     ) {
         return Err(refuse(
             Code::AlreadyExists,
@@ -254,21 +285,21 @@ fn check(
         .method
         .parse()
         .map_err(|e| refuse(Code::InvalidArgument, format!("method: {e}")))?;
-    if !s.hosts(&provider) {
+    if !s.own.hosts(&provider) {
         return Err(refuse(
             Code::NotFound,
-            format!("{provider} is not hosted on security server {}", s.id),
+            format!("{provider} is not hosted on security server {}", s.own.id),
         ));
     }
     if method.service.as_str() == crate::opmon::SERVICE {
         // Built in: this server's monitoring records, for its owner's own subsystems
         // when the owner granted them.
-        if client.member != s.id.owner {
+        if client.member != s.own.id.owner {
             return Err(refuse(
                 Code::PermissionDenied,
                 format!(
                     "only subsystems of {} may read the operational data of security server {}",
-                    s.id.owner, s.id
+                    s.own.id.owner, s.own.id
                 ),
             ));
         }
@@ -311,11 +342,7 @@ fn check(
 }
 
 /// Answers from this server's monitoring records (`OperationalData/Query`).
-async fn operational_data(
-    s: &Arc<SecurityServer>,
-    method: &MethodPath,
-    body: Vec<u8>,
-) -> AppAnswer {
+async fn operational_data(opmon: &Arc<OpMon>, method: &MethodPath, body: Vec<u8>) -> AppAnswer {
     if method.method != "Query" {
         return AppAnswer::server(
             Code::Unimplemented,
@@ -326,9 +353,9 @@ async fn operational_data(
         Ok(q) => q,
         Err(e) => return AppAnswer::server(Code::InvalidArgument, format!("OpQuery: {e}")),
     };
-    let server = s.clone();
-    s.opmon.settle().await;
-    match tokio::task::spawn_blocking(move || server.opmon.query(&query)).await {
+    let records = opmon.clone();
+    opmon.settle().await;
+    match tokio::task::spawn_blocking(move || records.query(&query)).await {
         Ok(Ok(page)) => AppAnswer {
             code: Code::Ok,
             message: String::new(),
@@ -342,10 +369,12 @@ async fn operational_data(
 }
 
 /// Calls the application with the request body (or answers for this server).
-async fn call_app(s: &Arc<SecurityServer>, accepted: &Accepted, body: Vec<u8>) -> AppAnswer {
+async fn call_app(s: &Provider, accepted: &Accepted, body: Vec<u8>) -> AppAnswer {
     let service = match &accepted.target {
         Target::App(service) => service,
-        Target::OperationalData => return operational_data(s, &accepted.method, body).await,
+        Target::OperationalData => {
+            return operational_data(&s.outcomes.opmon, &accepted.method, body).await;
+        }
     };
     let channel = match s.apps.channel(service) {
         Ok(c) => c,
@@ -445,7 +474,7 @@ fn app_status(status: Status) -> AppAnswer {
 
 /// The whole exchange for one request, in its own task.
 async fn handle(
-    s: Arc<SecurityServer>,
+    s: Arc<Provider>,
     peer_cert: Option<Vec<u8>>,
     signed: ex::SignedRequest,
     progress: &crate::outcome::Progress,
@@ -458,7 +487,7 @@ async fn handle(
     let mut checked = check(&s, peer_hash, &signed);
     if let Err(r) = &checked
         && r.newer_conf_may_help
-        && s.refresh_conf_now().await
+        && s.conf.refresh_now().await
     {
         checked = check(&s, peer_hash, &signed);
     }
@@ -493,21 +522,22 @@ async fn handle(
             } else {
                 &[]
             };
-            s.record(
-                ctx.record(
-                    RecordKind::Rejection,
-                    now_ms(&*s.clock),
-                    header,
-                    signed.signature.as_ref(),
-                    &signed.signer_cert,
-                    &lintas_certs::sha256(&signed.body),
-                    signed.body.len() as u64,
-                    refusal.code,
-                    &refusal.message,
-                ),
-                side,
-            )
-            .await?;
+            s.recorder
+                .record(
+                    ctx.record(
+                        RecordKind::Rejection,
+                        s.recorder.now_ms(),
+                        header,
+                        signed.signature.as_ref(),
+                        &signed.signer_cert,
+                        &lintas_certs::sha256(&signed.body),
+                        signed.body.len() as u64,
+                        refusal.code,
+                        &refusal.message,
+                    ),
+                    side,
+                )
+                .await?;
             return Err(error(refusal.code, side, refusal.message));
         }
     };
@@ -526,10 +556,10 @@ async fn handle(
     let request_record = progress
         .time(
             Stage::Durable,
-            s.record(
+            s.recorder.record(
                 ctx.record(
                     RecordKind::RequestReceived,
-                    now_ms(&*s.clock),
+                    s.recorder.now_ms(),
                     &signed.header,
                     signed.signature.as_ref(),
                     &signed.signer_cert,
@@ -543,7 +573,7 @@ async fn handle(
         )
         .await?;
 
-    s.keep_bodies(&[(request_record, &signed.body)]);
+    s.recorder.keep_bodies(&[(request_record, &signed.body)]);
     let answer = progress
         .time(Stage::App, call_app(&s, &accepted, signed.body))
         .await;
@@ -555,8 +585,8 @@ async fn handle(
         status_message: answer.message.clone(),
         body_sha256: body_sha256.clone(),
         body_len: answer.body.len() as u64,
-        time_unix_ms: now_ms(&*s.clock),
-        provider_server: s.id.to_string(),
+        time_unix_ms: s.recorder.now_ms(),
+        provider_server: s.own.id.to_string(),
         request_record,
         error_source: if answer.by_server {
             side.as_str().into()
@@ -568,20 +598,20 @@ async fn handle(
     let signature = progress
         .time(
             Stage::Signing,
-            s.signer.sign(envelope::RESPONSE_DOMAIN, &header),
+            s.own.signer.sign(envelope::RESPONSE_DOMAIN, &header),
         )
         .await
         .map_err(|e| error(Code::Internal, side, format!("signing the response: {e}")))?;
     let response_record = progress
         .time(
             Stage::Durable,
-            s.record(
+            s.recorder.record(
                 ctx.record(
                     RecordKind::ResponseSent,
-                    now_ms(&*s.clock),
+                    s.recorder.now_ms(),
                     &header,
                     Some(&signature),
-                    &s.sign_cert,
+                    &s.own.sign_cert,
                     &body_sha256,
                     answer.body.len() as u64,
                     answer.code,
@@ -591,11 +621,11 @@ async fn handle(
             ),
         )
         .await?;
-    s.keep_bodies(&[(response_record, &answer.body)]);
+    s.recorder.keep_bodies(&[(response_record, &answer.body)]);
     Ok(ex::SignedResponse {
         header,
         signature: Some(signature),
-        signer_cert: s.sign_cert.clone(),
+        signer_cert: s.own.sign_cert.clone(),
         body: answer.body,
     })
 }
@@ -611,7 +641,7 @@ impl ex::exchange_server::Exchange for ProviderService {
         let peer = request
             .remote_addr()
             .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
-        let ticket = self.0.provider_requests.admit(peer, false).map_err(|why| {
+        let ticket = self.0.requests.admit(peer, false).map_err(|why| {
             error(
                 Code::ResourceExhausted,
                 ErrorSource::ProviderServer,
@@ -644,12 +674,12 @@ impl ex::exchange_server::Exchange for ProviderService {
 
 /// The whole exchange for one request, then its metrics and monitoring record.
 async fn exchange_and_account(
-    s: Arc<SecurityServer>,
+    s: Arc<Provider>,
     peer_cert: Option<Vec<u8>>,
     signed: ex::SignedRequest,
 ) -> Result<ex::SignedResponse, Status> {
     let started = std::time::Instant::now();
-    let started_unix_ms = now_ms(&*s.clock);
+    let started_unix_ms = s.recorder.now_ms();
     // The header as sent; the checks decide whether it is true, and until they have,
     // the metrics and the monitoring record say so.
     let header = if signed.header.len() <= envelope::MAX_HEADER_BYTES {
@@ -689,26 +719,23 @@ async fn exchange_and_account(
             ErrorSource::ProviderServer.as_str(),
         ),
     };
-    crate::outcome::finished(
-        &s,
-        crate::outcome::Finished {
-            exchanged: crate::outcome::Exchanged {
-                side: "provider",
-                client: &header.client,
-                provider: &header.service_provider,
-                method: &header.method,
-                code,
-                source,
-                elapsed: started.elapsed(),
-                bytes_in,
-                bytes_out: answer.as_ref().map(|r| r.body.len()).unwrap_or(0),
-            },
-            started_unix_ms,
-            message_id: &header.message_id,
-            traceparent: &header.traceparent,
-            user_id: &header.user_id,
-            progress: &progress,
+    s.outcomes.finished(crate::outcome::Finished {
+        exchanged: crate::outcome::Exchanged {
+            side: "provider",
+            client: &header.client,
+            provider: &header.service_provider,
+            method: &header.method,
+            code,
+            source,
+            elapsed: started.elapsed(),
+            bytes_in,
+            bytes_out: answer.as_ref().map(|r| r.body.len()).unwrap_or(0),
         },
-    );
+        started_unix_ms,
+        message_id: &header.message_id,
+        traceparent: &header.traceparent,
+        user_id: &header.user_id,
+        progress: &progress,
+    });
     answer
 }

@@ -35,17 +35,24 @@ use serde_json::{Value, json};
 use tonic::Code;
 use tonic::codegen::http::{HeaderMap, HeaderValue, StatusCode, header};
 
-use crate::catalogue::{Described, allowed_methods};
-use crate::consumer::{Call, authenticate, call_provider, caller, random_id};
-use crate::daemon::{ERROR_SOURCE, ErrorSource, SecurityServer};
+use crate::catalogue::{Catalogue, Described, allowed_methods};
+use crate::consumer::{Call, Consumer, call_provider, random_id};
+use crate::errors::{ERROR_SOURCE, ErrorSource};
+use crate::local::caller;
+
+/// What the REST entry uses: the consumer side of exchanges and the catalogue.
+pub struct Rest {
+    pub consumer: Arc<Consumer>,
+    pub catalogue: Arc<Catalogue>,
+}
 
 /// The REST routes, to be merged into the consumer endpoint's router.
-pub fn routes(server: Arc<SecurityServer>) -> axum::Router {
+pub fn routes(rest: Arc<Rest>) -> axum::Router {
     axum::Router::new()
         .route("/r1/{*rest}", any(r1))
         .route("/listClients", get(list_clients))
         .route("/allowedMethods", get(all_allowed))
-        .with_state(server)
+        .with_state(rest)
 }
 
 /// An error answer: bus failures carry `X-Road-Error`.
@@ -154,7 +161,7 @@ fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>
 
 /// The calling client, named by `X-Road-Client` and authenticated as gRPC callers are.
 fn client(
-    s: &SecurityServer,
+    s: &Rest,
     headers: &HeaderMap,
     remote: Option<SocketAddr>,
     peer_cert: Option<[u8; 32]>,
@@ -168,7 +175,10 @@ fn client(
     let client: SubsystemId = text
         .parse()
         .map_err(|e| Failure::client("InvalidClientIdentifier", format!("X-Road-Client: {e}")))?;
-    authenticate(s, &client, remote, peer_cert).map_err(|st| Failure::from_status(&st, ""))?;
+    s.consumer
+        .local
+        .authenticate(&client, remote, peer_cert)
+        .map_err(|st| Failure::from_status(&st, ""))?;
     Ok(client)
 }
 
@@ -189,12 +199,15 @@ fn identifier_json(id: &ClientId) -> Value {
     v
 }
 
-async fn list_clients(State(s): State<Arc<SecurityServer>>, req: Request) -> Response {
+async fn list_clients(State(s): State<Arc<Rest>>, req: Request) -> Response {
     let (remote, peer_cert) = caller(req.extensions());
     let outcome = async {
-        crate::consumer::authenticate_connection(&s, remote, peer_cert)
+        s.consumer
+            .local
+            .authenticate_connection(remote, peer_cert)
             .map_err(|st| Failure::from_status(&st, ""))?;
         let conf = s
+            .catalogue
             .discovery_conf()
             .await
             .map_err(|st| Failure::from_status(&st, ""))?;
@@ -226,15 +239,16 @@ fn service_json(d: &Described, methods: Vec<String>) -> Value {
 /// The services (of one provider, or all) with the methods `client` may call; those it
 /// may call none of are left out.
 async fn allowed(
-    s: &SecurityServer,
+    s: &Rest,
     client: &SubsystemId,
     provider: Option<&SubsystemId>,
 ) -> Result<Value, Failure> {
     let conf = s
+        .catalogue
         .discovery_conf()
         .await
         .map_err(|st| Failure::from_status(&st, ""))?;
-    let services = s.catalogue(&conf, provider, Some(client)).await;
+    let services = s.catalogue.list(&conf, provider, Some(client)).await;
     let list: Vec<Value> = services
         .iter()
         .filter_map(|d| allowed_methods(&conf, d, client).map(|m| service_json(d, m)))
@@ -242,7 +256,7 @@ async fn allowed(
     Ok(json!({ "service": list }))
 }
 
-async fn all_allowed(State(s): State<Arc<SecurityServer>>, req: Request) -> Response {
+async fn all_allowed(State(s): State<Arc<Rest>>, req: Request) -> Response {
     let (remote, peer_cert) = caller(req.extensions());
     let outcome = match client(&s, req.headers(), remote, peer_cert) {
         Ok(client) => allowed(&s, &client, None).await,
@@ -255,17 +269,17 @@ async fn all_allowed(State(s): State<Arc<SecurityServer>>, req: Request) -> Resp
 }
 
 /// Everything under `/r1/`: a service call or a provider's metaservice.
-async fn r1(State(s): State<Arc<SecurityServer>>, req: Request) -> Response {
+async fn r1(State(s): State<Arc<Rest>>, req: Request) -> Response {
     match r1_inner(&s, req).await {
         Ok(r) => r,
         Err(f) => f.into_response(),
     }
 }
 
-async fn r1_inner(s: &Arc<SecurityServer>, req: Request) -> Result<Response, Failure> {
+async fn r1_inner(s: &Rest, req: Request) -> Result<Response, Failure> {
     let (remote, peer_cert) = caller(req.extensions());
     // Held until the request ends: requests in progress are bounded.
-    let _ticket = crate::consumer::admit(s, remote).map_err(|st| Failure {
+    let _ticket = s.consumer.admit(remote).map_err(|st| Failure {
         http: StatusCode::SERVICE_UNAVAILABLE,
         ..Failure::from_status(&st, "")
     })?;
@@ -304,8 +318,8 @@ async fn r1_inner(s: &Arc<SecurityServer>, req: Request) -> Result<Response, Fai
         }
         let body = match parts[4] {
             "listMethods" => {
-                let conf = s.discovery_conf().await.map_err(conf_error)?;
-                let services = s.catalogue(&conf, Some(&provider), None).await;
+                let conf = s.catalogue.discovery_conf().await.map_err(conf_error)?;
+                let services = s.catalogue.list(&conf, Some(&provider), None).await;
                 let list: Vec<Value> = services
                     .iter()
                     .map(|d| service_json(d, d.methods()))
@@ -323,8 +337,9 @@ async fn r1_inner(s: &Arc<SecurityServer>, req: Request) -> Result<Response, Fai
                             "getOpenAPI needs ?serviceCode=package.Service",
                         )
                     })?;
-                let conf = s.discovery_conf().await.map_err(conf_error)?;
+                let conf = s.catalogue.discovery_conf().await.map_err(conf_error)?;
                 let d = s
+                    .catalogue
                     .described(&conf, &provider, code)
                     .await
                     .map_err(conf_error)?;
@@ -361,7 +376,7 @@ fn not_described(provider: &SubsystemId, service: &str) -> Failure {
 }
 
 async fn call(
-    s: &Arc<SecurityServer>,
+    s: &Rest,
     req: Request,
     client: SubsystemId,
     provider: SubsystemId,
@@ -404,16 +419,19 @@ async fn call(
         ));
     }
     let conf = s
-        .current_conf(ErrorSource::ConsumerServer)
+        .consumer
+        .conf
+        .current(ErrorSource::ConsumerServer)
         .map_err(|st| Failure::from_status(&st, &message_id))?;
     // A service published since the last poll: fetch once before refusing.
-    let d = match s.described(&conf, &provider, service).await {
+    let d = match s.catalogue.described(&conf, &provider, service).await {
         Err(st) if st.code() == Code::NotFound => {
             let conf = s
+                .catalogue
                 .discovery_conf()
                 .await
                 .map_err(|st| Failure::from_status(&st, &message_id))?;
-            s.described(&conf, &provider, service).await
+            s.catalogue.described(&conf, &provider, service).await
         }
         other => other,
     }
@@ -429,8 +447,8 @@ async fn call(
                 format!("{service} has no method {method_name}"),
             )
         })?;
-    let limit = s.settings.max_message_bytes;
-    let deadline = s.settings.connection_limits.request_timeout();
+    let limit = s.consumer.settings.max_message_bytes;
+    let deadline = s.consumer.settings.connection_limits.request_timeout();
     let body = tokio::time::timeout(deadline, axum::body::to_bytes(req.into_body(), limit))
         .await
         .map_err(|_| Failure {
@@ -478,12 +496,12 @@ async fn call(
         issue,
         trace: trace.clone(),
     };
-    let answer = call_provider(s, call, Bytes::from(input.encode_to_vec()))
+    let answer = call_provider(&s.consumer, call, Bytes::from(input.encode_to_vec()))
         .await
         .map_err(|st| Failure::from_status(&st, &message_id))?;
     let output = DynamicMessage::decode(method.output(), answer.body).map_err(|e| {
         Failure::from_status(
-            &crate::daemon::error(
+            &crate::errors::error(
                 Code::DataLoss,
                 ErrorSource::ConsumerServer,
                 format!(

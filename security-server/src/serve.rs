@@ -4,12 +4,14 @@
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-use lintas_globalconf::VerifiedConf;
+use lintas_globalconf::{ConfClient, VerifiedConf};
 use lintas_proto::exchange::v1::exchange_server::ExchangeServer;
 use tokio::net::TcpListener;
 
 use crate::SsError;
-use crate::daemon::{LocalAuth, SecurityServer};
+use crate::daemon::SecurityServer;
+use crate::local::LocalAuth;
+use crate::own::Own;
 
 /// The listeners a security server serves on, already bound.
 pub struct Listeners {
@@ -42,18 +44,19 @@ pub async fn serve(
         .consumer
         .local_addr()
         .map_err(|e| SsError::Serve(e.to_string()))?;
-    if matches!(server.local_auth, LocalAuth::DevPlaintextLoopback) && !local.ip().is_loopback() {
+    if matches!(server.local.auth, LocalAuth::DevPlaintextLoopback) && !local.ip().is_loopback() {
         return Err(SsError::Serve(format!(
             "with dev_plaintext_loopback the consumer endpoint must listen on loopback (got {local})"
         )));
     }
-    if server.conf.current().is_err() {
-        server.conf.fetch().await?;
+    let conf_client = server.conf.client();
+    if conf_client.current().is_err() {
+        conf_client.fetch().await?;
     }
-    let conf = server.conf.current()?;
-    let peer_tls = peer_tls(&server, &conf)?;
+    let conf = conf_client.current()?;
+    let peer_tls = peer_tls(server.own.clone(), conf_client.clone(), &conf)?;
     match conf.server(&server.id) {
-        Some(e) if e.tls_cert_sha256 == lintas_certs::sha256(&server.tls_cert) => {}
+        Some(e) if e.tls_cert_sha256 == lintas_certs::sha256(&server.own.tls_cert) => {}
         _ => tracing::warn!(
             server = %server.id,
             serial = conf.serial(),
@@ -66,7 +69,7 @@ pub async fn serve(
     // stop every ministry's services) and checks as soon as it answers.
     let synced = match tokio::time::timeout(
         crate::tasks::REGISTRY_TIMEOUT,
-        server.sync_with_witness(),
+        server.evidence.sync_with_witness(),
     )
     .await
     {
@@ -96,8 +99,8 @@ pub async fn serve(
         consumer_admission.clone(),
         provider_admission.clone(),
         ops_admission.clone(),
-        server.consumer_requests.clone(),
-        server.provider_requests.clone(),
+        server.consumer.requests.clone(),
+        server.provider.requests.clone(),
     ]);
 
     // gRPC health follows readiness on both endpoints.
@@ -117,7 +120,7 @@ pub async fn serve(
     let provider_server = lintas_transport::grpc_server(limits)
         .add_service(health_service.clone())
         .add_service(
-            ExchangeServer::new(crate::provider::ProviderService(server.clone()))
+            ExchangeServer::new(crate::provider::ProviderService(server.provider.clone()))
                 .max_decoding_message_size(envelope)
                 .max_encoding_message_size(envelope),
         )
@@ -126,31 +129,37 @@ pub async fn serve(
             stop.stopped(),
         );
 
+    let discovery = crate::discovery::Discovery {
+        local: server.local.clone(),
+        catalogue: server.catalogue.clone(),
+    };
+    let rest = crate::rest::Rest {
+        consumer: server.consumer.clone(),
+        catalogue: server.catalogue.clone(),
+    };
     let routes = tonic::service::Routes::new(health_service)
         .add_service(
-            lintas_proto::discovery::v1::discovery_server::DiscoveryServer::new(
-                crate::discovery::Discovery(server.clone()),
-            ),
+            lintas_proto::discovery::v1::discovery_server::DiscoveryServer::new(discovery.clone()),
         )
         .add_service(
             tonic_reflection::pb::v1::server_reflection_server::ServerReflectionServer::new(
-                crate::discovery::Reflection(server.clone()),
+                crate::discovery::Reflection(discovery.clone()),
             ),
         )
         .add_service(
             tonic_reflection::pb::v1alpha::server_reflection_server::ServerReflectionServer::new(
-                crate::discovery::Reflection(server.clone()),
+                crate::discovery::Reflection(discovery),
             ),
         )
         .prepare()
         .into_axum_router()
-        .merge(crate::rest::routes(server.clone()))
-        .fallback_service(crate::consumer::ConsumerEndpoint(server.clone()));
+        .merge(crate::rest::routes(Arc::new(rest)))
+        .fallback_service(crate::consumer::ConsumerEndpoint(server.consumer.clone()));
     let consumer_routes = tonic::service::Routes::from(routes);
     let consumer = listeners.consumer;
     let consumer_server: std::pin::Pin<
         Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>,
-    > = match &server.local_auth {
+    > = match &server.local.auth {
         LocalAuth::DevPlaintextLoopback => Box::pin(
             lintas_transport::grpc_server(limits)
                 .accept_http1(true)
@@ -161,11 +170,11 @@ pub async fn serve(
                 ),
         ),
         LocalAuth::Tls { cert, key } => {
-            let registry = server.clone();
+            let access = server.access.clone();
             let tls = lintas_transport::server_config_registered_clients(
                 cert,
                 key,
-                Arc::new(move |hash| registry.access.client_for_cert(hash).is_some()),
+                Arc::new(move |hash| access.client_for_cert(hash).is_some()),
             )?;
             // The REST entry also serves HTTP/1.1 clients.
             let mut tls = (*tls).clone();
@@ -185,7 +194,7 @@ pub async fn serve(
     let admin_server = tonic::transport::Server::builder()
         .add_service(
             lintas_proto::ss::v1::security_server_admin_server::SecurityServerAdminServer::new(
-                crate::admin::AdminService(server.clone()),
+                server.admin(),
             )
             .max_encoding_message_size(crate::admin::MAX_REPLY_BYTES),
         )
@@ -197,17 +206,17 @@ pub async fn serve(
     // Monitoring records are written until every exchange has ended, after the
     // endpoints have drained.
     let (opmon_done, opmon_stop) = tokio::sync::oneshot::channel::<()>();
-    let opmon_server = server.clone();
+    let outcomes = server.outcomes.clone();
+    let clock = server.clock.clone();
     let opmon_writer = tokio::spawn(async move {
-        let clock = opmon_server.clock.clone();
         let stopped = lintas_transport::Stop::on(async {
             let _ = opmon_stop.await;
         });
-        let write = opmon_server.opmon.write(
+        let write = outcomes.opmon.write(
             move || lintas_certs::unix_secs(clock.now()),
             stopped.stopped(),
         );
-        match &opmon_server.otlp {
+        match &outcomes.otlp {
             Some(exporter) => {
                 tokio::join!(write, exporter.run(stopped.stopped()));
             }
@@ -220,11 +229,26 @@ pub async fn serve(
         stop.part(admin_server),
         stop.part(ops_server),
         health_watcher,
-        crate::tasks::poll_configuration(server.clone(), stop.clone()),
-        crate::tasks::report_services(server.clone(), stop.clone()),
-        crate::tasks::timestamp(server.clone(), stop.clone()),
+        crate::tasks::poll_configuration(
+            conf_client.clone(),
+            server.intervals.conf_poll,
+            stop.clone()
+        ),
+        crate::tasks::report_services(
+            server.reporter.clone(),
+            server.catalogue_health.clone(),
+            stop.clone()
+        ),
+        crate::tasks::timestamp(
+            server.evidence.clone(),
+            server.intervals.timestamp,
+            stop.clone()
+        ),
         stop.part(crate::tasks::checkpoint(
-            server.clone(),
+            server.evidence.clone(),
+            server.intervals.checkpoint,
+            server.intervals.witness,
+            server.witness_health.clone(),
             synced,
             stop.clone()
         )),
@@ -232,7 +256,7 @@ pub async fn serve(
     let _ = opmon_done.send(());
     let _ = opmon_writer.await;
     // Every call has drained: the last checkpoint covers every record.
-    if let Err(e) = server.checkpoint_now() {
+    if let Err(e) = server.evidence.checkpoint_now() {
         tracing::error!(error = %e, "signing the final log checkpoint failed");
     }
     let _ = std::fs::remove_file(server.data_dir.join(crate::admin::SOCKET));
@@ -250,26 +274,26 @@ pub async fn serve(
 /// in force when they connect, so a CA added later is trusted from its configuration
 /// serial on, without a restart.
 fn peer_tls(
-    server: &Arc<SecurityServer>,
+    own: Arc<Own>,
+    conf_client: ConfClient,
     conf: &VerifiedConf,
 ) -> Result<impl lintas_transport::ConfigSource, SsError> {
-    let server = server.clone();
     {
         let first = lintas_transport::server_config(
-            &server.tls_cert,
-            &server.tls_key,
+            &own.tls_cert,
+            &own.tls_key,
             conf.trust_store(),
             lintas_transport::ClientAuth::Required,
         )?;
         let cache = Mutex::new((conf.serial(), first));
         Ok(move || {
             let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
-            if let Ok(current) = server.conf.current()
+            if let Ok(current) = conf_client.current()
                 && current.serial() != cache.0
             {
                 match lintas_transport::server_config(
-                    &server.tls_cert,
-                    &server.tls_key,
+                    &own.tls_cert,
+                    &own.tls_key,
                     current.trust_store(),
                     lintas_transport::ClientAuth::Required,
                 ) {

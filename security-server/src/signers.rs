@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use lintas_certs::{CertInfo, Role};
 use lintas_globalconf::VerifiedConf;
 
-use crate::evidence::Material;
+use crate::material::Material;
 
 /// Most signing certificates remembered as verified (one or two per peer member).
 const MAX_CACHED_SIGNERS: usize = 10_000;

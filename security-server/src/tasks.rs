@@ -7,10 +7,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use lintas_globalconf::ConfClient;
+use lintas_ops::Handle;
 use lintas_transport::Stop;
 
 use crate::SsError;
-use crate::daemon::{SecurityServer, now_ms};
+use crate::errors::now_ms;
+use crate::evidence::Evidence;
+use crate::reporter::ServiceReporter;
 
 /// How soon a failed service report is retried.
 const REPORT_RETRY: Duration = Duration::from_secs(30);
@@ -44,19 +48,19 @@ enum Bounded<T> {
 
 /// Fetches the global configuration every poll interval. Health follows from the held
 /// document (the `configuration` probe), so a failed fetch is only logged here.
-pub async fn poll_configuration(server: Arc<SecurityServer>, stop: Stop) {
+pub async fn poll_configuration(conf: ConfClient, every: Duration, stop: Stop) {
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(server.conf_poll) => {}
+            _ = tokio::time::sleep(every) => {}
             _ = stop.stopped() => return,
         }
-        let fetched = match bounded(&stop, server.conf.fetch()).await {
+        let fetched = match bounded(&stop, conf.fetch()).await {
             Bounded::Done(r) => r.map(|_| ()).map_err(|e| e.to_string()),
             Bounded::TimedOut => Err("the registry did not answer".into()),
             Bounded::Stopped => return,
         };
         if let Err(e) = fetched {
-            match server.conf.current() {
+            match conf.current() {
                 Ok(c) => {
                     tracing::warn!(error = %e, serial = c.serial(), "keeping the held global configuration")
                 }
@@ -70,12 +74,11 @@ pub async fn poll_configuration(server: Arc<SecurityServer>, stop: Stop) {
 
 /// Reports the provided services to the registry at start and after every change,
 /// retrying until accepted; `health` warns while the catalogue is out of date.
-pub async fn report_services(server: Arc<SecurityServer>, stop: Stop) {
-    let health = &server.catalogue_health;
+pub async fn report_services(reporter: Arc<ServiceReporter>, health: Handle, stop: Stop) {
     let mut pending = true;
     loop {
         if pending {
-            match bounded(&stop, server.report_services()).await {
+            match bounded(&stop, reporter.report()).await {
                 Bounded::Done(Ok(serial)) => {
                     pending = false;
                     health.ready();
@@ -96,7 +99,7 @@ pub async fn report_services(server: Arc<SecurityServer>, stop: Stop) {
             Duration::from_secs(86400)
         };
         tokio::select! {
-            _ = server.access.services_changed.notified() => pending = true,
+            _ = reporter.changed() => pending = true,
             _ = tokio::time::sleep(retry) => {}
             _ = stop.stopped() => return,
         }
@@ -105,35 +108,38 @@ pub async fn report_services(server: Arc<SecurityServer>, stop: Stop) {
 
 /// Signs a checkpoint about every interval while the log grows, keeps message bodies
 /// durable and purges old ones, and hands the newest checkpoint to the witness every
-/// witness interval. `in_step` says whether the log was already checked against the
-/// witness. A log that forked from what the witness holds is fatal.
+/// witness interval; `witness` shows how that goes. `in_step` says whether the log was
+/// already checked against the witness. A log that forked from what the witness holds
+/// is fatal.
 pub async fn checkpoint(
-    server: Arc<SecurityServer>,
+    evidence: Arc<Evidence>,
+    every: Duration,
+    witness_every: Duration,
+    witness: Handle,
     mut in_step: bool,
     stop: Stop,
 ) -> Result<(), Fatal> {
-    let witness = &server.witness_health;
     let mut last_witness: Option<std::time::Instant> = None;
     let mut last_purge: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(server.checkpoint_interval) => {}
+            _ = tokio::time::sleep(every) => {}
             _ = stop.stopped() => return Ok(()),
         }
-        if let Err(e) = server.checkpoint_now() {
+        if let Err(e) = evidence.checkpoint_now() {
             tracing::error!(error = %e, "signing a log checkpoint failed");
         }
         let purge = last_purge.is_none_or(|t| t.elapsed() >= PURGE_EVERY);
         if purge {
             last_purge = Some(std::time::Instant::now());
         }
-        keep_bodies(&server, purge).await;
-        if last_witness.is_some_and(|t| t.elapsed() < server.witness_interval) {
+        keep_bodies(&evidence, purge).await;
+        if last_witness.is_some_and(|t| t.elapsed() < witness_every) {
             continue;
         }
         last_witness = Some(std::time::Instant::now());
         if !in_step {
-            match server.sync_with_witness().await {
+            match evidence.sync_with_witness().await {
                 Ok(_) => in_step = true,
                 Err(SsError::State(e)) => {
                     tracing::error!(error = %e, "FATAL: the log does not match what the witness holds; stopping");
@@ -148,7 +154,7 @@ pub async fn checkpoint(
                 }
             }
         }
-        match tokio::time::timeout(REGISTRY_TIMEOUT, server.witness_now()).await {
+        match tokio::time::timeout(REGISTRY_TIMEOUT, evidence.witness_now()).await {
             Ok(Ok(size)) => {
                 witness.ready();
                 tracing::debug!(size, "log checkpoint witnessed");
@@ -166,8 +172,8 @@ pub async fn checkpoint(
 }
 
 /// Bodies kept since the last tick become durable; old ones go when `purge`.
-async fn keep_bodies(server: &Arc<SecurityServer>, purge: bool) {
-    let s = server.clone();
+async fn keep_bodies(evidence: &Arc<Evidence>, purge: bool) {
+    let s = evidence.clone();
     let kept = tokio::task::spawn_blocking(move || {
         s.bodies.flush()?;
         if purge {
@@ -186,26 +192,26 @@ async fn keep_bodies(server: &Arc<SecurityServer>, purge: bool) {
 
 /// Time-stamps the newest checkpoint every interval. A failure raises an alarm in the
 /// log at once and counts towards failing closed (the `timestamping` probe).
-pub async fn timestamp(server: Arc<SecurityServer>, stop: Stop) {
+pub async fn timestamp(evidence: Arc<Evidence>, every: Duration, stop: Stop) {
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(server.timestamp_interval) => {}
+            _ = tokio::time::sleep(every) => {}
             _ = stop.stopped() => return,
         }
-        let stamped = match bounded(&stop, server.timestamp_now()).await {
+        let stamped = match bounded(&stop, evidence.timestamp_now()).await {
             Bounded::Done(r) => r.map(|_| ()).map_err(|e| e.to_string()),
             Bounded::TimedOut => Err("the time-stamping authority did not answer".into()),
             Bounded::Stopped => return,
         };
         if let Err(e) = stamped {
-            server.timestamps.failed();
-            let age = server
+            evidence.timestamps.failed();
+            let age = evidence
                 .timestamps
-                .age(lintas_certs::unix_secs(server.clock.now()));
+                .age(lintas_certs::unix_secs(evidence.clock.now()));
             tracing::error!(
                 error = %e,
                 seconds_without_timestamp = age,
-                fail_closed_after = server.timestamp_fail_closed,
+                fail_closed_after = evidence.timestamp_fail_closed,
                 "ALARM: time-stamping the log failed"
             );
         }

@@ -101,7 +101,7 @@ pub(super) async fn serve_adapter(
 /// Adds `service` at `endpoint` on the provider's server as its administrator would
 /// (descriptors by reflection), grants it to the consumer's client, and publishes it.
 async fn publish(net: &Network, service: &str, endpoint: &str) -> String {
-    let admin = lintas_ss::admin::AdminService(net.provider.clone());
+    let admin = net.provider.admin();
     let reply = admin
         .add_service(Request::new(admin_pb::Service {
             provider: PROVIDER_CLIENT.into(),

@@ -70,7 +70,7 @@ async fn record_and_checkpoint(server: &SecurityServer, detail: &str) {
         })
         .await
         .unwrap();
-    server.checkpoint_now().unwrap().unwrap();
+    server.evidence.checkpoint_now().unwrap().unwrap();
 }
 
 fn stopper() -> (
@@ -166,13 +166,13 @@ async fn start(server: Arc<SecurityServer>, peer: TcpListener) -> (Urls, ServerS
         ops: ops.local_addr().unwrap().to_string(),
     };
     let (tx, stop) = stopper();
-    let listeners = lintas_ss::daemon::Listeners {
+    let listeners = lintas_ss::serve::Listeners {
         consumer: local,
         provider: peer,
         ops,
     };
     let task = tokio::spawn(async move {
-        lintas_ss::daemon::serve(server, listeners, stop)
+        lintas_ss::serve::serve(server, listeners, stop)
             .await
             .unwrap();
     });
@@ -1255,9 +1255,12 @@ async fn logs_are_checkpointed_and_witnessed_and_a_forked_log_is_refused() {
     let net = network().await;
     net.cari(CONSUMER_CLIENT, NIK).await.unwrap();
     let p = &net.provider;
-    let signed = p.checkpoint_now().unwrap().unwrap();
-    assert!(p.checkpoint_now().unwrap().is_none(), "nothing new to sign");
-    let size = p.witness_now().await.unwrap();
+    let signed = p.evidence.checkpoint_now().unwrap().unwrap();
+    assert!(
+        p.evidence.checkpoint_now().unwrap().is_none(),
+        "nothing new to sign"
+    );
+    let size = p.evidence.witness_now().await.unwrap();
     assert_eq!(size, p.log.len());
 
     // Anyone can fetch what the registry holds: the provider's checkpoint, signed with
@@ -1300,8 +1303,8 @@ async fn logs_are_checkpointed_and_witnessed_and_a_forked_log_is_refused() {
 
     // The log grows; the next checkpoint is accepted with a consistency proof.
     net.cari(CONSUMER_CLIENT, NIK).await.unwrap();
-    p.checkpoint_now().unwrap().unwrap();
-    let witnessed = p.witness_now().await.unwrap();
+    p.evidence.checkpoint_now().unwrap().unwrap();
+    let witnessed = p.evidence.witness_now().await.unwrap();
     assert!(witnessed > size);
 
     // A fork: the provider's log key signs another history of the next real size, and
@@ -1356,7 +1359,7 @@ async fn logs_are_checkpointed_and_witnessed_and_a_forked_log_is_refused() {
         "{err:?}"
     );
     // Nobody else can hand in the provider's checkpoints, and nobody anonymously.
-    let real = p.checkpoint_now().unwrap().unwrap();
+    let real = p.evidence.checkpoint_now().unwrap().unwrap();
     let (cert, key) = tls(&net.consumer_paths);
     let mut as_consumer =
         reg::registration_client::RegistrationClient::new(net.inst.channel(Some((&cert, &key))));
@@ -1371,7 +1374,7 @@ async fn logs_are_checkpointed_and_witnessed_and_a_forked_log_is_refused() {
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
     // The registry still holds the true history, and it goes on from there.
-    assert_eq!(p.witness_now().await.unwrap(), now);
+    assert_eq!(p.evidence.witness_now().await.unwrap(), now);
     let held = public
         .witnessed_checkpoint(reg::WitnessedCheckpointRequest {
             origin: PROVIDER.into(),
@@ -1398,8 +1401,8 @@ async fn evidence_bundles_verify_offline_and_every_tampering_is_caught() {
     // TSA: the later records name that token, which bounds them from below.
     cari_with_id(&net, "bukti-0000").await;
     for s in [&net.consumer, &net.provider] {
-        s.checkpoint_now().unwrap().unwrap();
-        s.timestamp_now().await.unwrap().unwrap();
+        s.evidence.checkpoint_now().unwrap().unwrap();
+        s.evidence.timestamp_now().await.unwrap().unwrap();
     }
     // A peer sends the provider a request it cannot sign, claiming the same message
     // id and another method: it is refused, and its refusal record must not bend the
@@ -1416,8 +1419,8 @@ async fn evidence_bundles_verify_offline_and_every_tampering_is_caught() {
         message_id: "bukti-0001".into(),
         ..Default::default()
     };
-    let consumer = net.consumer.export(&q).await.unwrap();
-    let provider = net.provider.export(&q).await.unwrap();
+    let consumer = net.consumer.evidence.export(&q).await.unwrap();
+    let provider = net.provider.evidence.export(&q).await.unwrap();
     assert_eq!(
         consumer.entries.len(),
         2,
@@ -1560,6 +1563,7 @@ async fn evidence_bundles_verify_offline_and_every_tampering_is_caught() {
     // The two sides do not match when one holds another exchange.
     let other = net
         .provider
+        .evidence
         .export(&lintas_proto::ss::v1::EvidenceQuery {
             message_id: "bukti-0002".into(),
             ..Default::default()
@@ -1574,7 +1578,7 @@ async fn evidence_bundles_verify_offline_and_every_tampering_is_caught() {
         with_bodies: true,
         ..q.clone()
     };
-    let bundled = net.consumer.export(&with_bodies).await.unwrap();
+    let bundled = net.consumer.evidence.export(&with_bodies).await.unwrap();
     assert!(bundled.entries.iter().all(|e| !e.body.is_empty()));
     let r = lintas_audit::verify(&bundled, &anchor);
     assert!(r.verified, "{:?}", r.failures);
@@ -1593,7 +1597,7 @@ async fn evidence_bundles_verify_offline_and_every_tampering_is_caught() {
     // Past the retention period the bodies are purged; the proofs do not need them.
     let later = lintas_ss::daemon::now_ms(&*net.inst.clock) + 31 * 86_400_000;
     assert!(net.consumer.bodies.purge(later).unwrap() >= 1);
-    let purged = net.consumer.export(&with_bodies).await.unwrap();
+    let purged = net.consumer.evidence.export(&with_bodies).await.unwrap();
     assert!(purged.entries.iter().all(|e| e.body.is_empty()));
     let r = lintas_audit::verify(&purged, &anchor);
     assert!(r.verified, "{:?}", r.failures);
@@ -1633,8 +1637,8 @@ async fn without_a_time_stamp_for_too_long_the_servers_fail_closed_until_one_is_
     // record waits for a time-stamp, so nothing is refused.
     net.cari(CONSUMER_CLIENT, NIK).await.unwrap();
     for s in [&net.consumer, &net.provider] {
-        s.checkpoint_now().unwrap();
-        s.timestamp_now().await.unwrap().unwrap();
+        s.evidence.checkpoint_now().unwrap();
+        s.evidence.timestamp_now().await.unwrap().unwrap();
     }
     net.inst.clock.advance(Duration::from_secs(3601));
     refresh("SATU").await;
@@ -1651,15 +1655,15 @@ async fn without_a_time_stamp_for_too_long_the_servers_fail_closed_until_one_is_
         "{}",
         err.message()
     );
-    let status = net.consumer.log_status();
+    let status = net.consumer.evidence.log_status();
     assert!(status.failing_closed && status.seconds_without_timestamp >= 3600);
     // Once the logs are time-stamped again, calls go through.
     for s in [&net.consumer, &net.provider] {
-        s.checkpoint_now().unwrap();
-        s.timestamp_now().await.unwrap().unwrap();
+        s.evidence.checkpoint_now().unwrap();
+        s.evidence.timestamp_now().await.unwrap().unwrap();
     }
     net.cari(CONSUMER_CLIENT, NIK).await.unwrap();
-    let status = net.consumer.log_status();
+    let status = net.consumer.evidence.log_status();
     assert!(
         !status.failing_closed && status.timestamped_size > 0,
         "{status:?}"
@@ -1730,7 +1734,7 @@ async fn a_server_can_use_another_time_stamping_authority_the_configuration_list
     let server = SecurityServer::open(node, inst.clock.clone()).unwrap();
     server.conf().fetch().await.unwrap();
     record_and_checkpoint(&server, "started").await;
-    server.timestamp_now().await.unwrap().unwrap();
+    server.evidence.timestamp_now().await.unwrap().unwrap();
     assert_eq!(server.timestamps.latest_size(), 1);
 
     // Removed from the configuration, it is no longer used.
@@ -1743,7 +1747,12 @@ async fn a_server_can_use_another_time_stamping_authority_the_configuration_list
         .unwrap();
     server.conf().fetch().await.unwrap();
     record_and_checkpoint(&server, "again").await;
-    let err = server.timestamp_now().await.unwrap_err().to_string();
+    let err = server
+        .evidence
+        .timestamp_now()
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("no time-stamping authority 'bsre'"), "{err}");
     // Its earlier token is no longer trusted under the new configuration.
     let stamped = server.timestamps.first_covering(0).unwrap().unwrap();

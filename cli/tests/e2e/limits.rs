@@ -315,7 +315,14 @@ async fn a_flood_of_time_stamp_requests_is_limited_per_source_and_servers_still_
     );
     // The servers, from their own address, still get their tokens.
     record_and_checkpoint(&net.provider, "after the flood").await;
-    assert!(net.provider.timestamp_now().await.unwrap().is_some());
+    assert!(
+        net.provider
+            .evidence
+            .timestamp_now()
+            .await
+            .unwrap()
+            .is_some()
+    );
     let (_, _, provider) = ops_get(&net.provider_ops, "/metrics").await;
     assert!(
         sample(&provider, "lintas_timestamp_age_seconds").is_some(),

@@ -147,7 +147,7 @@ async fn every_exchange_has_an_operational_record_that_the_owner_can_query() {
             .expect("monitoring records are written");
     }
     let query = |server: &Arc<lintas_ss::daemon::SecurityServer>, q: om::OpQuery| {
-        let admin = lintas_ss::admin::AdminService(server.clone());
+        let admin = server.admin();
         async move {
             admin
                 .operational_data(Request::new(q))
@@ -221,7 +221,9 @@ async fn every_exchange_has_an_operational_record_that_the_owner_can_query() {
     .await;
     assert!(only.records.iter().all(|r| r.client == OTHER_CLIENT));
     let later = lintas_ss::daemon::now_ms(&*net.inst.clock) + 60_000;
-    let none = lintas_ss::admin::AdminService(net.provider.clone())
+    let none = net
+        .provider
+        .admin()
         .operational_data(Request::new(om::OpQuery {
             from_unix_ms: later,
             ..Default::default()

@@ -211,7 +211,7 @@ async fn maintenance_drains_refuses_new_exchanges_and_is_published() {
     ));
     arrived.await.unwrap();
 
-    let admin = lintas_ss::admin::AdminService(net.provider.clone());
+    let admin = net.provider.admin();
     admin
         .set_maintenance(Request::new(ss::MaintenanceRequest {
             on: true,
@@ -276,7 +276,8 @@ pub(super) async fn publish_described(net: &Network, endpoint: String) {
     compiler
         .open_file("kependudukan/v1/penduduk.proto")
         .unwrap();
-    lintas_ss::admin::AdminService(net.provider.clone())
+    net.provider
+        .admin()
         .add_service(Request::new(ss::Service {
             provider: PROVIDER_CLIENT.into(),
             service: SERVICE.into(),
