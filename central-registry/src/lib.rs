@@ -12,6 +12,7 @@ pub mod admin;
 pub mod config;
 pub mod grpc;
 mod ops;
+mod published;
 pub mod registry;
 pub mod store;
 mod tsa_http;
@@ -413,6 +414,7 @@ pub async fn serve(
         );
 
     let http_registry = registry.clone();
+    let served = Arc::new(lintas_globalconf::publish::PublishedCache::default());
     let tsa = tsa_http::TsaEndpoint::new(
         lintas_timestamp::Tsa::new(
             keys::read(&paths.tsa_key())?,
@@ -428,18 +430,18 @@ pub async fn serve(
     let app = axum::Router::new()
         .route(
             "/globalconf",
-            axum::routing::get(move || {
-                let blob = http_registry.latest_conf();
-                http_metrics.conf_fetches.inc();
-                async move {
-                    (
-                        [
-                            (axum::http::header::CONTENT_TYPE, "application/octet-stream"),
-                            (axum::http::header::CACHE_CONTROL, "public, max-age=30"),
-                        ],
-                        blob.as_ref().clone(),
-                    )
-                }
+            axum::routing::get(move |headers: axum::http::HeaderMap| {
+                let published = served.get(http_registry.latest_conf());
+                let answer = published.answer(
+                    headers
+                        .get(axum::http::header::IF_NONE_MATCH)
+                        .and_then(|v| v.to_str().ok()),
+                    headers
+                        .get(axum::http::header::ACCEPT_ENCODING)
+                        .and_then(|v| v.to_str().ok()),
+                );
+                let metrics = http_metrics.clone();
+                async move { published::response(&published, answer, &metrics) }
             }),
         )
         .route(

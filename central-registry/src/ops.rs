@@ -141,21 +141,30 @@ fn published_condition(expires_at: Option<i64>, now: i64) -> Condition {
 /// Counters of the plain HTTP port.
 #[derive(Clone)]
 pub(crate) struct HttpMetrics {
-    pub conf_fetches: Counter,
+    /// Configuration requests by answer (`full`, `gzip`, `not_modified`).
+    pub conf_fetches: Family<Labels, Counter>,
+    pub conf_bytes: Counter,
     pub tsa_requests: Family<Labels, Counter>,
 }
 
 impl HttpMetrics {
     pub fn register(metrics: &Metrics) -> Self {
         let m = HttpMetrics {
-            conf_fetches: Counter::default(),
+            conf_fetches: Family::default(),
+            conf_bytes: Counter::default(),
             tsa_requests: Family::default(),
         };
         metrics.register(
             "globalconf_fetches",
-            "Downloads of the signed global configuration",
+            "Requests for the signed global configuration, by answer (full, gzip, not_modified)",
             None,
             m.conf_fetches.clone(),
+        );
+        metrics.register(
+            "globalconf_served",
+            "Body bytes sent in answers to configuration requests",
+            Some(Unit::Bytes),
+            m.conf_bytes.clone(),
         );
         metrics.register(
             "tsa_requests",

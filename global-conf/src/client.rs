@@ -143,8 +143,15 @@ impl ConfClient {
     pub async fn fetch(&self) -> Result<Arc<VerifiedConf>, ConfError> {
         let mut last = ConfError::NotLoaded;
         for url in &self.urls {
-            let accepted = match crate::fetch::get(url, self.timeout).await {
-                Ok(blob) => {
+            let held = self.held();
+            let etag = held.as_ref().map(|c| crate::publish::etag_of(&c.blob));
+            let accepted = match crate::fetch::get(url, etag.as_deref(), self.timeout).await {
+                // Nothing newer: the held document stays (it was verified when taken).
+                Ok(crate::fetch::Fetched::NotModified) => match held {
+                    Some(held) => Ok(held),
+                    None => Err(ConfError::NotLoaded),
+                },
+                Ok(crate::fetch::Fetched::Document(blob)) => {
                     let client = self.clone();
                     tokio::task::spawn_blocking(move || client.accept(&blob))
                         .await

@@ -21,9 +21,6 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use lintas_globalconf::VerifiedConf;
 use lintas_identifiers::{MethodPath, SubsystemId};
-use lintas_log::RecordKind;
-use lintas_proto::exchange::v1 as ex;
-use prost::Message;
 use tonic::codegen::http;
 use tonic::metadata::MetadataMap;
 use tonic::server::ClientStreamingService;
@@ -31,7 +28,7 @@ use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::conf_view::ConfView;
 use crate::config::Settings;
-use crate::envelope::{self, REQUEST_DOMAIN, RESPONSE_DOMAIN, Verifier};
+use crate::envelope::{self, Verifier};
 use crate::errors::{ERROR_SOURCE, ErrorSource, error};
 use crate::local::{LocalApps, caller};
 use crate::maintenance::Maintenance;
@@ -58,6 +55,8 @@ pub struct Consumer {
     pub requests: Arc<Admission>,
     /// Pooled channels to peer security servers.
     pub peers: PeerPool,
+    /// Which of a provider's servers to try, learnt from the calls.
+    pub selector: Arc<crate::select::Selector>,
     pub outcomes: Arc<Outcomes>,
 }
 
@@ -345,29 +344,22 @@ pub(crate) async fn call_provider(s: &Consumer, call: Call, body: Bytes) -> Resu
     answer
 }
 
+/// Most servers one call is tried on.
+const MAX_ATTEMPTS: usize = 3;
+
 async fn exchange_with_provider(
     s: &Consumer,
     call: Call,
     body: Bytes,
     progress: &crate::outcome::Progress,
 ) -> Result<Answer, Status> {
-    use crate::outcome::Stage;
-    let Call {
-        client,
-        provider,
-        method,
-        message_id,
-        user_id,
-        purpose,
-        issue,
-        trace,
-    } = call;
     s.maintenance.admit(ErrorSource::ConsumerServer)?;
     let mut conf = s.conf.current(ErrorSource::ConsumerServer)?;
     s.recorder.check_trusted_time(ErrorSource::ConsumerServer)?;
+    let (client, provider) = (&call.client, &call.provider);
     // A provider or client admitted since the last poll: fetch once before refusing.
     let listed = |c: &VerifiedConf| {
-        c.has_client(&client.clone().into()) && c.servers_hosting(&provider).next().is_some()
+        c.has_client(&client.clone().into()) && c.servers_hosting(provider).next().is_some()
     };
     if !listed(&conf) && s.conf.refresh_now().await {
         conf = s.conf.current(ErrorSource::ConsumerServer)?;
@@ -378,274 +370,48 @@ async fn exchange_with_provider(
             format!("client {client} is not registered in the global configuration"),
         ));
     }
-    let target = conf
-        .servers_hosting(&provider)
-        .find(|e| e.tls_cert_sha256.len() == 32)
-        .ok_or_else(|| {
-            consumer_error(
-                Code::NotFound,
-                format!("no security server in the global configuration hosts {provider}"),
-            )
-        })?
-        .clone();
-    let pin: [u8; 32] = target
-        .tls_cert_sha256
-        .as_slice()
-        .try_into()
-        .map_err(|_| consumer_error(Code::Internal, "configuration: bad certificate hash"))?;
-
-    let body_sha256 = lintas_certs::sha256(&body);
-    let header = ex::RequestHeader {
-        message_id: message_id.clone(),
-        client: client.to_string(),
-        service_provider: provider.to_string(),
-        method: method.to_string(),
-        consumer_server: s.own.id.to_string(),
-        provider_server: target.id.clone(),
-        time_unix_ms: s.recorder.now_ms(),
-        body_sha256: body_sha256.to_vec(),
-        body_len: body.len() as u64,
-        conf_serial: conf.serial(),
-        user_id,
-        purpose,
-        issue,
-        traceparent: trace.traceparent.clone(),
-        tracestate: trace.tracestate.clone(),
-    }
-    .encode_to_vec();
-    let request_hash = lintas_certs::sha256(&header);
-    progress.set_peer(&target.id);
-    let signature = progress
-        .time(Stage::Signing, s.own.signer.sign(REQUEST_DOMAIN, &header))
-        .await
-        .map_err(|e| consumer_error(Code::Internal, format!("signing the request: {e}")))?;
-    let ctx = envelope::Context {
-        message_id: message_id.clone(),
-        client: client.to_string(),
-        service_provider: provider.to_string(),
-        method: method.to_string(),
-        peer_server: target.id.clone(),
-        peer_cert_sha256: pin.to_vec(),
-        trace_id: trace.trace_id().to_owned(),
-    };
-    // The record of what was signed is written while the request travels: the
-    // application is answered only after a later record of this exchange is durable,
-    // and records become durable in order.
-    let sent = s.recorder.record_soon(
-        ctx.record(
-            RecordKind::RequestSent,
-            s.recorder.now_ms(),
-            &header,
-            Some(&signature),
-            &s.own.sign_cert,
-            &body_sha256,
-            body.len() as u64,
-            Code::Ok,
-            "",
-        ),
-        ErrorSource::ConsumerServer,
-    )?;
-    let signed = ex::SignedRequest {
-        header,
-        signature: Some(signature),
-        signer_cert: s.own.sign_cert.clone(),
-        body: body.to_vec(),
-    };
-
-    // From here every outcome is recorded before the application hears of it.
-    let exchanged = progress.time(
-        Stage::Peer,
-        exchange(s, &conf, &target, &provider, pin, &message_id, signed),
-    );
-    match exchanged.await {
-        Ok((response, answer)) => {
-            let code = Code::from_i32(answer.status_code);
-            let durable = std::time::Instant::now();
-            let received = s
-                .recorder
-                .record(
-                    ctx.record(
-                        RecordKind::ResponseReceived,
-                        s.recorder.now_ms(),
-                        &response.header,
-                        response.signature.as_ref(),
-                        &response.signer_cert,
-                        &answer.body_sha256,
-                        answer.body_len,
-                        code,
-                        &answer.status_message,
-                    ),
-                    ErrorSource::ConsumerServer,
-                )
-                .await?;
-            let sent = sent.await?;
-            progress.add(Stage::Durable, durable.elapsed());
-            s.recorder
-                .keep_bodies(&[(sent, &body), (received, &response.body)]);
-            if code != Code::Ok {
-                let source = if answer.error_source == ErrorSource::ProviderServer.as_str() {
-                    ErrorSource::ProviderServer
-                } else {
-                    ErrorSource::ProviderApp
-                };
-                return Err(error(code, source, answer.status_message));
-            }
-            Ok(Answer {
-                body: Bytes::from(response.body),
-                message_id,
-                request_hash,
-            })
-        }
-        Err((status, received)) => {
-            let empty = ex::SignedResponse::default();
-            let r = received.as_ref().unwrap_or(&empty);
-            // An oversized header from a hostile peer is not copied; its hash is enough.
-            let header: &[u8] = if r.header.len() <= envelope::MAX_HEADER_BYTES {
-                &r.header
-            } else {
-                &[]
-            };
-            s.recorder
-                .record(
-                    ctx.record(
-                        RecordKind::Failed,
-                        s.recorder.now_ms(),
-                        header,
-                        r.signature.as_ref(),
-                        &r.signer_cert,
-                        &lintas_certs::sha256(&r.body),
-                        r.body.len() as u64,
-                        status.code(),
-                        status.message(),
-                    ),
-                    ErrorSource::ConsumerServer,
-                )
-                .await?;
-            sent.await?;
-            Err(status)
-        }
-    }
-}
-
-/// Sends the signed request to the provider server and verifies the signed response.
-/// On failure returns the status for the application and, if one arrived, the
-/// response that was refused.
-async fn exchange(
-    s: &Consumer,
-    conf: &VerifiedConf,
-    target: &lintas_proto::globalconf::v1::SecurityServer,
-    provider: &SubsystemId,
-    pin: [u8; 32],
-    message_id: &str,
-    signed: ex::SignedRequest,
-) -> Result<(ex::SignedResponse, ex::ResponseHeader), (Status, Option<ex::SignedResponse>)> {
-    let fail = |status: Status| (status, None);
-    let request_header_sha256 = lintas_certs::sha256(&signed.header);
-    let channel = s
-        .peers
-        .channel(
-            conf,
-            &target.address,
-            pin,
-            (&s.own.tls_cert, &s.own.tls_key),
-        )
-        .map_err(fail)?;
-    let limit = s.settings.max_message_bytes + envelope::ENVELOPE_MARGIN;
-    let mut peer = ex::exchange_client::ExchangeClient::new(channel)
-        .max_decoding_message_size(limit)
-        .max_encoding_message_size(limit);
-    let deadline = s.settings.app_timeout + std::time::Duration::from_secs(5);
-    let mut call = Request::new(signed);
-    call.set_timeout(deadline);
-    let response = match tokio::time::timeout(deadline, peer.call(call)).await {
-        Err(_) => {
-            return Err(fail(consumer_error(
-                Code::DeadlineExceeded,
-                format!(
-                    "provider security server {} did not answer within {} s",
-                    target.id,
-                    deadline.as_secs()
-                ),
-            )));
-        }
-        Ok(Ok(r)) => r.into_inner(),
-        // The connection failed: this side's problem to report.
-        Ok(Err(status)) if std::error::Error::source(&status).is_some() => {
-            return Err(fail(consumer_error(
-                Code::Unavailable,
-                format!(
-                    "provider security server {} at {} unreachable: {}",
-                    target.id,
-                    target.address,
-                    status.message()
-                ),
-            )));
-        }
-        // The provider server refused. Its answer is unsigned: only the code and the
-        // message are passed on, under this server's own source tag.
-        Ok(Err(status)) => {
-            return Err(fail(error(
-                status.code(),
-                ErrorSource::ProviderServer,
-                status.message(),
-            )));
-        }
-    };
-
-    // The answer must be signed by the provider's member and bound to this request.
-    let refused = |why: String, response: ex::SignedResponse| {
-        (
-            consumer_error(Code::DataLoss, format!("response refused: {why}")),
-            Some(response),
-        )
-    };
-    if response.header.len() > envelope::MAX_HEADER_BYTES {
-        return Err(refused("header too large".into(), response));
-    }
-    let verify = |conf: &VerifiedConf, listed: &[Vec<u8>]| {
-        s.verifier.verify_signed(
-            conf,
-            &provider.member,
-            listed,
-            &response.signer_cert,
-            RESPONSE_DOMAIN,
-            &response.header,
-            response.signature.as_ref(),
-        )
-    };
-    if let Err(why) = verify(conf, &target.signing_certs) {
-        // A renewed provider certificate is listed from the next configuration on.
-        let newer = if why.not_listed && s.conf.refresh_now().await {
-            s.conf.client().current().ok()
-        } else {
-            None
-        };
-        let listed_now = newer.as_ref().and_then(|c| {
-            c.conf
-                .servers
-                .iter()
-                .find(|e| e.id == target.id)
-                .map(|e| verify(c, &e.signing_certs))
-        });
-        if !matches!(listed_now, Some(Ok(()))) {
-            return Err(refused(why.to_string(), response));
-        }
-    }
-    let answer = match ex::ResponseHeader::decode(response.header.as_slice()) {
-        Ok(a) => a,
-        Err(e) => return Err(refused(format!("header is malformed: {e}"), response)),
-    };
-    if answer.request_header_sha256 != request_header_sha256
-        || answer.message_id != message_id
-        || answer.provider_server != target.id
-    {
-        return Err(refused("it does not answer this request".into(), response));
-    }
-    if !envelope::body_matches(&answer.body_sha256, answer.body_len, &response.body) {
-        return Err(refused(
-            "body does not match the signed hash".into(),
-            response,
+    let servers: Vec<_> = conf
+        .servers_hosting(provider)
+        .filter(|e| e.tls_cert_sha256.len() == 32)
+        .collect();
+    if servers.is_empty() {
+        return Err(consumer_error(
+            Code::NotFound,
+            format!("no security server in the global configuration hosts {provider}"),
         ));
     }
-    Ok((response, answer))
+    let order = s
+        .selector
+        .order(servers, std::time::Instant::now(), random_u64()?);
+    let mut previous = None;
+    let mut failed = None;
+    for (attempt, target) in order.into_iter().take(MAX_ATTEMPTS).enumerate() {
+        let tried = crate::attempt::Attempt {
+            call: &call,
+            body: &body,
+            conf: &conf,
+            target,
+            attempt: attempt as u32,
+            retry_of: previous,
+        };
+        match crate::attempt::run(s, tried, progress).await {
+            Ok(answer) => return Ok(answer),
+            Err(f) if f.retry => {
+                tracing::warn!(server = %target.id, code = ?f.status.code(), reason = %f.status.message(), "attempt did not reach the provider's application; trying another server");
+                previous = Some(f.request_hash);
+                failed = Some(f.status);
+            }
+            Err(f) => return Err(f.status),
+        }
+    }
+    Err(failed.unwrap_or_else(|| consumer_error(Code::Internal, "no attempt was made")))
+}
+
+fn random_u64() -> Result<u64, Status> {
+    use aws_lc_rs::rand::SecureRandom;
+    let mut b = [0u8; 8];
+    aws_lc_rs::rand::SystemRandom::new()
+        .fill(&mut b)
+        .map_err(|_| consumer_error(Code::Internal, "random number generator failed"))?;
+    Ok(u64::from_le_bytes(b))
 }

@@ -288,6 +288,7 @@ impl SecurityServer {
                 c.connection_limits,
             ),
             peers: Default::default(),
+            selector: Default::default(),
             outcomes: outcomes.clone(),
         });
         let provider = Arc::new(Provider {

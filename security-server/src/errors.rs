@@ -45,3 +45,21 @@ pub fn now_ms(clock: &dyn Clock) -> i64 {
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }
+
+/// Metadata key on a provider server's refusal made before the application was called:
+/// the consumer's server may then try another server of the provider.
+pub const NOT_DELIVERED: &str = "lintas-not-delivered";
+
+/// Marks a provider server's refusal as made before the application was called.
+pub fn not_delivered(mut status: Status) -> Status {
+    status.metadata_mut().insert(
+        NOT_DELIVERED,
+        tonic::metadata::MetadataValue::from_static("1"),
+    );
+    status
+}
+
+/// Whether a refusal says the application was never called.
+pub fn was_not_delivered(status: &Status) -> bool {
+    status.metadata().contains_key(NOT_DELIVERED)
+}

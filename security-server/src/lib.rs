@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod admin;
+mod attempt;
 pub mod batch;
 pub mod bodies;
 pub mod catalogue;
@@ -35,6 +36,7 @@ mod registry_link;
 mod replay;
 mod reporter;
 pub mod rest;
+mod select;
 pub mod serve;
 mod signers;
 mod tasks;

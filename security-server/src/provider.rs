@@ -23,7 +23,7 @@ use crate::access::Access;
 use crate::conf_view::ConfView;
 use crate::config::Settings;
 use crate::envelope::{self, Context, REQUEST_DOMAIN, Verifier};
-use crate::errors::{ErrorSource, error};
+use crate::errors::{ErrorSource, error, not_delivered};
 use crate::maintenance::Maintenance;
 use crate::opmon::OpMon;
 use crate::outcome::Outcomes;
@@ -482,7 +482,7 @@ async fn handle(
     use crate::outcome::Stage;
     let side = ErrorSource::ProviderServer;
     // In maintenance nothing new starts; the consumer's server records the refusal.
-    s.maintenance.admit(side)?;
+    s.maintenance.admit(side).map_err(not_delivered)?;
     let peer_hash = peer_cert.as_deref().map(lintas_certs::sha256);
     let mut checked = check(&s, peer_hash, &signed);
     if let Err(r) = &checked
@@ -537,8 +537,9 @@ async fn handle(
                     ),
                     side,
                 )
-                .await?;
-            return Err(error(refusal.code, side, refusal.message));
+                .await
+                .map_err(not_delivered)?;
+            return Err(not_delivered(error(refusal.code, side, refusal.message)));
         }
     };
     let h = &accepted.header;
@@ -571,7 +572,8 @@ async fn handle(
                 side,
             ),
         )
-        .await?;
+        .await
+        .map_err(not_delivered)?;
 
     s.recorder.keep_bodies(&[(request_record, &signed.body)]);
     let answer = progress
@@ -642,14 +644,14 @@ impl ex::exchange_server::Exchange for ProviderService {
             .remote_addr()
             .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
         let ticket = self.0.requests.admit(peer, false).map_err(|why| {
-            error(
+            not_delivered(error(
                 Code::ResourceExhausted,
                 ErrorSource::ProviderServer,
                 format!(
                     "too many requests in progress ({}); retry later",
                     why.as_str().replace('_', " ")
                 ),
-            )
+            ))
         })?;
         let server = self.0.clone();
         let signed = request.into_inner();

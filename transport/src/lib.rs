@@ -464,13 +464,48 @@ pub fn channel(url: &str, config: Arc<ClientConfig>) -> Result<Channel, Transpor
         let server_name = server_name.clone();
         let target = target.clone();
         async move {
-            let tcp = TcpStream::connect((target.0.as_str(), target.1)).await?;
-            tcp.set_nodelay(true)?;
-            let tls = connector.connect(server_name, tcp).await?;
-            Ok::<_, std::io::Error>(TokioIo::new(tls))
+            let tcp = TcpStream::connect((target.0.as_str(), target.1))
+                .await
+                .map_err(ConnectError)?;
+            tcp.set_nodelay(true).map_err(ConnectError)?;
+            let tls = connector
+                .connect(server_name, tcp)
+                .await
+                .map_err(ConnectError)?;
+            Ok::<_, ConnectError>(TokioIo::new(tls))
         }
     });
     Ok(endpoint.connect_with_connector_lazy(connect))
+}
+
+/// A connection (TCP or TLS handshake) to the peer could not be made: nothing of a
+/// request was sent on it.
+#[derive(Debug)]
+pub struct ConnectError(pub std::io::Error);
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "connecting: {}", self.0)
+    }
+}
+
+impl std::error::Error for ConnectError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// Whether `error` (or an error it was caused by) is a [`ConnectError`] of a channel
+/// made by [`channel`]: the call failed before anything was sent.
+pub fn connect_failed(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if e.is::<ConnectError>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// The leaf certificate the TLS peer presented, if any.

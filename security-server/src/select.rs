@@ -1,0 +1,290 @@
+//! Choosing which of several security servers hosting a provider subsystem to call.
+//!
+//! The consumer side asks for the candidates in order and reports each attempt's
+//! outcome; nothing else of the exchange is known here. Servers that answer are ranked
+//! by their recent latency times the calls in flight to them, two picked at random and
+//! the better one tried first (the power of two choices), so load spreads without
+//! herding. A server that failed before the request reached it is put aside for a
+//! backoff that doubles with each failure in a row (at most [`MAX_BACKOFF`]); one in
+//! maintenance (as the configuration publishes) is tried last. When its backoff ends a
+//! server is tried again, and one answer brings it back.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lintas_proto::globalconf::v1::SecurityServer as Entry;
+
+/// First backoff after a failure.
+const BASE_BACKOFF: Duration = Duration::from_millis(500);
+/// Longest backoff.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Weight of the newest latency in the moving average.
+const EWMA_WEIGHT: f64 = 0.3;
+
+/// How an attempt on one server ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The server answered (whatever the application said).
+    Answered,
+    /// The request did not reach the application: the connection or handshake failed,
+    /// or the server refused it before calling the application.
+    NotSent,
+    /// The request may have reached the application but no answer came back.
+    Lost,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Peer {
+    failures: u32,
+    down_until: Option<Instant>,
+    latency_ms: Option<f64>,
+    in_flight: u32,
+}
+
+/// What ranking needs to know of one candidate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct View {
+    pub maintenance: bool,
+    pub down: bool,
+    /// Lower is better: latency times calls in flight.
+    pub score: f64,
+}
+
+/// Candidates' indices in the order to try them. `pick` is a random number: it chooses
+/// the two ready candidates compared first.
+pub fn rank(views: &[View], pick: u64) -> Vec<usize> {
+    let tier = |v: &View| match (v.maintenance, v.down) {
+        (false, false) => 0,
+        (false, true) => 1,
+        (true, _) => 2,
+    };
+    let mut order: Vec<usize> = (0..views.len()).collect();
+    order.sort_by(|&a, &b| {
+        tier(&views[a])
+            .cmp(&tier(&views[b]))
+            .then(views[a].score.total_cmp(&views[b].score))
+    });
+    let ready = order.iter().filter(|&&i| tier(&views[i]) == 0).count();
+    if ready >= 2 {
+        // Two of the ready ones at random; the better of the two goes first.
+        let n = ready as u64;
+        let first = (pick % n) as usize;
+        let second = ((pick / n) % (n - 1)) as usize;
+        let second = if second >= first { second + 1 } else { second };
+        let (a, b) = (order[first], order[second]);
+        let best = if views[b].score < views[a].score {
+            b
+        } else {
+            a
+        };
+        let at = order.iter().position(|&i| i == best).unwrap_or(0);
+        order[..=at].rotate_right(1);
+    }
+    order
+}
+
+/// Health of the provider servers this server called, learnt from the calls.
+#[derive(Default)]
+pub struct Selector {
+    peers: Mutex<HashMap<String, Peer>>,
+}
+
+/// A call in flight to one server; counted until dropped.
+pub struct InFlight {
+    selector: Arc<Selector>,
+    server: String,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(p) = self.selector.lock().get_mut(&self.server) {
+            p.in_flight = p.in_flight.saturating_sub(1);
+        }
+    }
+}
+
+impl Selector {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Peer>> {
+        self.peers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The servers to try, best first.
+    pub fn order<'a>(&self, servers: Vec<&'a Entry>, now: Instant, pick: u64) -> Vec<&'a Entry> {
+        let views: Vec<View> = {
+            let peers = self.lock();
+            servers
+                .iter()
+                .map(|e| {
+                    let p = peers.get(&e.id).cloned().unwrap_or_default();
+                    View {
+                        maintenance: e.maintenance,
+                        down: p.down_until.is_some_and(|t| t > now),
+                        score: p.latency_ms.unwrap_or(0.0) * f64::from(p.in_flight + 1),
+                    }
+                })
+                .collect()
+        };
+        rank(&views, pick).into_iter().map(|i| servers[i]).collect()
+    }
+
+    /// Counts a call to `server` as in flight until the guard is dropped.
+    pub fn start(self: &Arc<Self>, server: &str) -> InFlight {
+        let mut peers = self.lock();
+        // Bounded: only servers of the configuration are ever called.
+        peers.entry(server.to_owned()).or_default().in_flight += 1;
+        InFlight {
+            selector: self.clone(),
+            server: server.to_owned(),
+        }
+    }
+
+    /// Learns from an attempt on `server` that took `took`.
+    pub fn report(&self, server: &str, outcome: Outcome, took: Duration, now: Instant) {
+        let mut peers = self.lock();
+        let p = peers.entry(server.to_owned()).or_default();
+        match outcome {
+            Outcome::Answered => {
+                if p.failures > 0 {
+                    tracing::info!(server, "provider server answers again");
+                }
+                p.failures = 0;
+                p.down_until = None;
+                let ms = took.as_secs_f64() * 1000.0;
+                p.latency_ms = Some(match p.latency_ms {
+                    Some(old) => old + EWMA_WEIGHT * (ms - old),
+                    None => ms,
+                });
+            }
+            Outcome::NotSent | Outcome::Lost => {
+                p.failures = p.failures.saturating_add(1);
+                let backoff = BASE_BACKOFF
+                    .saturating_mul(1 << (p.failures - 1).min(16))
+                    .min(MAX_BACKOFF);
+                p.down_until = Some(now + backoff);
+                tracing::warn!(
+                    server,
+                    failures = p.failures,
+                    backoff_ms = backoff.as_millis() as u64,
+                    "provider server put aside"
+                );
+            }
+        }
+    }
+
+    /// Forgets servers the configuration no longer lists and nothing is in flight to.
+    pub fn retain(&self, listed: &std::collections::HashSet<&str>) {
+        self.lock()
+            .retain(|id, p| p.in_flight > 0 || listed.contains(id.as_str()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(maintenance: bool, down: bool, score: f64) -> View {
+        View {
+            maintenance,
+            down,
+            score,
+        }
+    }
+
+    #[test]
+    fn ranking_prefers_ready_then_down_then_maintenance() {
+        // (candidates, pick, expected order)
+        let cases: Vec<(Vec<View>, u64, Vec<usize>)> = vec![
+            (vec![], 0, vec![]),
+            (vec![v(false, false, 5.0)], 7, vec![0]),
+            // Maintenance last, even when it is the fastest.
+            (
+                vec![v(true, false, 0.0), v(false, false, 9.0)],
+                0,
+                vec![1, 0],
+            ),
+            // A server put aside goes after the ready ones, before maintenance.
+            (
+                vec![
+                    v(true, false, 0.0),
+                    v(false, true, 0.0),
+                    v(false, false, 9.0),
+                ],
+                3,
+                vec![2, 1, 0],
+            ),
+            // Only failing servers: still tried, the lower score first.
+            (
+                vec![v(false, true, 4.0), v(false, true, 2.0)],
+                0,
+                vec![1, 0],
+            ),
+            // Two ready: the better of the two picked goes first, whatever the pick.
+            (
+                vec![v(false, false, 9.0), v(false, false, 1.0)],
+                0,
+                vec![1, 0],
+            ),
+            (
+                vec![v(false, false, 9.0), v(false, false, 1.0)],
+                1,
+                vec![1, 0],
+            ),
+        ];
+        for (views, pick, expected) in cases {
+            assert_eq!(rank(&views, pick), expected, "{views:?} pick {pick}");
+        }
+    }
+
+    #[test]
+    fn the_two_choices_spread_load_over_equal_servers() {
+        let views = vec![v(false, false, 1.0); 3];
+        let mut firsts = [0; 3];
+        for pick in 0..600 {
+            let order = rank(&views, pick);
+            assert_eq!(order.len(), 3);
+            firsts[order[0]] += 1;
+        }
+        assert!(firsts.iter().all(|&n| n > 100), "{firsts:?}");
+        // With unequal scores the worst of three never goes first.
+        let views = vec![
+            v(false, false, 1.0),
+            v(false, false, 2.0),
+            v(false, false, 3.0),
+        ];
+        assert!((0..600).all(|pick| rank(&views, pick)[0] != 2));
+    }
+
+    #[test]
+    fn failures_put_a_server_aside_and_an_answer_brings_it_back() {
+        let s = Arc::new(Selector::default());
+        let entry = |id: &str| Entry {
+            id: id.into(),
+            ..Default::default()
+        };
+        let (a, b) = (entry("A"), entry("B"));
+        let t0 = Instant::now();
+        s.report("A", Outcome::Answered, Duration::from_millis(2), t0);
+        s.report("B", Outcome::Answered, Duration::from_millis(2), t0);
+        s.report("A", Outcome::NotSent, Duration::ZERO, t0);
+        for pick in 0..10 {
+            assert_eq!(s.order(vec![&a, &b], t0, pick)[0].id, "B");
+        }
+        // Backoff doubles with each failure in a row, up to the limit.
+        s.report("A", Outcome::NotSent, Duration::ZERO, t0);
+        let aside = |t| (0..10).all(|pick| s.order(vec![&a, &b], t, pick)[0].id == "B");
+        assert!(aside(t0 + BASE_BACKOFF * 2 - Duration::from_millis(1)));
+        assert!(!aside(t0 + BASE_BACKOFF * 2));
+        for _ in 0..20 {
+            s.report("A", Outcome::Lost, Duration::ZERO, t0);
+        }
+        assert!(aside(t0 + MAX_BACKOFF - Duration::from_millis(1)));
+        assert!(!aside(t0 + MAX_BACKOFF));
+        let later = t0 + MAX_BACKOFF;
+        s.report("A", Outcome::Answered, Duration::from_millis(2), later);
+        assert!(!aside(later));
+        // Calls in flight make a server look busier.
+        let _calls: Vec<InFlight> = (0..5).map(|_| s.start("A")).collect();
+        assert!((0..10).all(|pick| s.order(vec![&a, &b], later, pick)[0].id == "B"));
+    }
+}
