@@ -146,9 +146,10 @@ impl ConfClient {
             let held = self.held();
             let etag = held.as_ref().map(|c| crate::publish::etag_of(&c.blob));
             let accepted = match crate::fetch::get(url, etag.as_deref(), self.timeout).await {
-                // Nothing newer: the held document stays (it was verified when taken).
+                // Nothing newer: the held document stays (it was verified when taken),
+                // as long as it has not expired.
                 Ok(crate::fetch::Fetched::NotModified) => match held {
-                    Some(held) => Ok(held),
+                    Some(held) => held.check_fresh(self.inner.clock.now()).map(|()| held),
                     None => Err(ConfError::NotLoaded),
                 },
                 Ok(crate::fetch::Fetched::Document(blob)) => {

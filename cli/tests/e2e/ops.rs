@@ -102,7 +102,7 @@ async fn every_daemon_serves_metrics_promtool_accepts_and_readiness_tells_the_tr
         ("lintas_registry_servers", 2.0),
         ("lintas_registry_members", 2.0),
         ("lintas_globalconf_serial", 1.0),
-        ("lintas_globalconf_fetches_total", 1.0),
+        ("lintas_globalconf_fetches_total{answer=\"gzip\"}", 1.0),
         (
             "lintas_grpc_requests_total{service=\"lintas.registry.v1.Registration\",method=\"Submit\",code=\"Ok\"}",
             2.0,
