@@ -39,6 +39,8 @@ pub struct CheckpointFacts {
     pub witnessed_at: Option<String>,
 }
 
+mod retries;
+
 /// A signed header that verified.
 #[derive(Debug, Clone, Serialize)]
 pub struct SignedFact {
@@ -72,6 +74,10 @@ pub struct ExchangeFacts {
     /// than the second (RFC 3161 time-stamps of the log).
     pub recorded_after: Option<String>,
     pub recorded_before: Option<String>,
+    /// 0 for a first attempt; n for the n-th retry of a call on another server.
+    pub attempt: u32,
+    /// For a retry: the SHA-256 (hex) of the previous attempt's signed request header.
+    pub retry_of: Option<String>,
 }
 
 /// The result of verifying one bundle.
@@ -417,6 +423,7 @@ fn check(bundle: &EvidenceBundle, anchor: &Anchor, r: &mut Report) {
         let before = every(false).and_then(|v| v.into_iter().max());
         exchange(&origin, &confs, &certs, key, recs, (after, before), r);
     }
+    retries::check(r);
 }
 
 /// Checks one time-stamped checkpoint of the bundle; returns its size, the stamped time
@@ -671,6 +678,8 @@ fn exchange(
         outcome: None,
         recorded_after: after.map(iso8601),
         recorded_before: before.map(iso8601),
+        attempt: 0,
+        retry_of: None,
     };
     let mut pair = SignedPair::default();
     let failures_before = r.failures.len();
@@ -705,6 +714,9 @@ fn exchange(
             Ok(h) => {
                 facts.consumer_server = h.consumer_server.clone();
                 facts.provider_server = h.provider_server.clone();
+                facts.attempt = h.attempt;
+                facts.retry_of =
+                    (!h.retry_of_sha256.is_empty()).then(|| lintas_certs::hex(&h.retry_of_sha256));
                 let here = if sent {
                     &h.consumer_server
                 } else {

@@ -98,6 +98,20 @@ impl Instance {
         self.serve(grpc, http).await;
     }
 
+    /// Keeps the registry's clock with the machine's while the test runs, for tests
+    /// whose security servers run as processes on the machine's clock (the TSA's
+    /// tokens must not fall behind the records they cover).
+    fn follow_system_clock(&self) {
+        let clock = self.clock.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tick.tick().await;
+                clock.catch_up(SystemTime::now());
+            }
+        });
+    }
+
     fn anchor(&self) -> PathBuf {
         self.root.join("registry/anchor.toml")
     }

@@ -101,6 +101,11 @@ impl ManualClock {
         let mut t = self.0.lock().unwrap_or_else(|p| p.into_inner());
         *t += by;
     }
+    /// Moves the clock forward to `at` if it is behind it; never back.
+    pub fn catch_up(&self, at: SystemTime) {
+        let mut t = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *t = (*t).max(at);
+    }
 }
 
 impl Clock for ManualClock {

@@ -4,7 +4,7 @@
 //! outcome; nothing else of the exchange is known here. Servers that answer are ranked
 //! by their recent latency times the calls in flight to them, two picked at random and
 //! the better one tried first (the power of two choices), so load spreads without
-//! herding. A server that failed before the request reached it is put aside for a
+//! herding; of two about as good (within a quarter), either may go first. A server that failed before the request reached it is put aside for a
 //! backoff that doubles with each failure in a row (at most [`MAX_BACKOFF`]); one in
 //! maintenance (as the configuration publishes) is tried last. When its backoff ends a
 //! server is tried again, and one answer brings it back.
@@ -19,6 +19,8 @@ use lintas_proto::globalconf::v1::SecurityServer as Entry;
 const BASE_BACKOFF: Duration = Duration::from_millis(500);
 /// Longest backoff.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Scores within this fraction of each other count as alike.
+const ALIKE: f64 = 0.25;
 /// Weight of the newest latency in the moving average.
 const EWMA_WEIGHT: f64 = 0.3;
 
@@ -73,7 +75,16 @@ pub fn rank(views: &[View], pick: u64) -> Vec<usize> {
         let second = ((pick / n) % (n - 1)) as usize;
         let second = if second >= first { second + 1 } else { second };
         let (a, b) = (order[first], order[second]);
-        let best = if views[b].score < views[a].score {
+        let (sa, sb) = (views[a].score, views[b].score);
+        // Servers about as good as each other share the calls; a clearly better one
+        // takes them.
+        let best = if (sa - sb).abs() <= ALIKE * sa.max(sb) {
+            if (pick / (n * (n - 1))).is_multiple_of(2) {
+                a
+            } else {
+                b
+            }
+        } else if sb < sa {
             b
         } else {
             a
@@ -246,6 +257,12 @@ mod tests {
             firsts[order[0]] += 1;
         }
         assert!(firsts.iter().all(|&n| n > 100), "{firsts:?}");
+        // Two servers about as fast share the calls; a clearly faster one takes them.
+        let alike = vec![v(false, false, 1.0), v(false, false, 1.2)];
+        let firsts: Vec<usize> = (0..20).map(|pick| rank(&alike, pick)[0]).collect();
+        assert!(firsts.contains(&0) && firsts.contains(&1), "{firsts:?}");
+        let apart = vec![v(false, false, 1.0), v(false, false, 2.0)];
+        assert!((0..20).all(|pick| rank(&apart, pick)[0] == 0));
         // With unequal scores the worst of three never goes first.
         let views = vec![
             v(false, false, 1.0),

@@ -19,6 +19,8 @@ pub(super) struct BinServer {
     pub(super) dir: std::path::PathBuf,
     pub(super) consumer_listen: String,
     pub(super) peer: String,
+    /// Its operations listener, `host:port`.
+    pub(super) ops: String,
 }
 
 pub(super) fn lintas_cmd(args: &[&str]) -> std::process::Command {
@@ -28,8 +30,13 @@ pub(super) fn lintas_cmd(args: &[&str]) -> std::process::Command {
 }
 
 /// Starts `lintas ss serve` in `dir` (with the default, relative `--config`, its log in
-/// `serve.log`) and waits until it says it is listening.
-fn serve_child(dir: &std::path::Path, consumer_listen: &str, peer: &str) -> Daemon {
+/// `serve.log`) and waits until it says it is listening; returns it and its operations
+/// listener.
+pub(super) fn serve_child(
+    dir: &std::path::Path,
+    consumer_listen: &str,
+    peer: &str,
+) -> (Daemon, String) {
     use std::io::BufRead;
     let mut child = lintas_cmd(&["ss", "serve"])
         .current_dir(dir)
@@ -55,14 +62,29 @@ fn serve_child(dir: &std::path::Path, consumer_listen: &str, peer: &str) -> Daem
         .read_line(&mut line)
         .unwrap();
     assert!(line.contains("listening: consumer="), "{line}");
-    Daemon(Some(child))
+    let ops = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("ops="))
+        .unwrap_or_default()
+        .to_owned();
+    (Daemon(Some(child)), ops)
 }
 
 /// The provider's and the consumer's security servers as real processes: each
 /// initialised, registered, approved by the administrator and serving.
 pub(super) async fn binary_pair(inst: &Instance) -> Vec<BinServer> {
+    binary_servers(
+        inst,
+        &[(PROVIDER, PROVIDER_CLIENT), (CONSUMER, CONSUMER_CLIENT)],
+    )
+    .await
+}
+
+/// Security servers as real processes, one per (server id, hosted subsystem), in that
+/// order: each initialised, registered, approved by the administrator and serving.
+pub(super) async fn binary_servers(inst: &Instance, which: &[(&str, &str)]) -> Vec<BinServer> {
     let mut servers = Vec::new();
-    for (id, client) in [(PROVIDER, PROVIDER_CLIENT), (CONSUMER, CONSUMER_CLIENT)] {
+    for &(id, client) in which {
         let dir = inst.root.join(format!("bin-{}", id.replace('/', "_")));
         let peer = free_port();
         run(lintas_cmd(&[
@@ -94,20 +116,24 @@ pub(super) async fn binary_pair(inst: &Instance) -> Vec<BinServer> {
         assert!(status.contains("certificates stored"), "{status}");
         assert!(status.contains("not running"), "{status}");
         let consumer_listen = free_port();
-        let daemon = serve_child(&dir, &consumer_listen, &peer);
+        let (daemon, ops) = serve_child(&dir, &consumer_listen, &peer);
         servers.push(BinServer {
             daemon,
             config,
             dir,
             consumer_listen,
             peer,
+            ops,
         });
     }
     servers
 }
 
 /// Calls CariNik through the consumer endpoint at `listen` (development mode).
-async fn cari_at(listen: &str, message_id: Option<&str>) -> Result<DataPenduduk, Status> {
+pub(super) async fn cari_at(
+    listen: &str,
+    message_id: Option<&str>,
+) -> Result<DataPenduduk, Status> {
     let channel = plain_channel(&format!("http://{listen}")).await?;
     cari_nik(channel, CONSUMER_CLIENT, NIK, message_id).await
 }
@@ -116,6 +142,7 @@ async fn cari_at(listen: &str, message_id: Option<&str>) -> Result<DataPenduduk,
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_runs_two_security_servers_configured_while_running() {
     let inst = Instance::start().await;
+    inst.follow_system_clock();
     let lintas = lintas_cmd;
     let servers = binary_pair(&inst).await;
     let app = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -284,6 +311,7 @@ async fn the_binary_runs_two_security_servers_configured_while_running() {
 async fn a_server_killed_with_calls_in_flight_restarts_and_every_answered_call_is_in_both_logs() {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     let inst = Instance::start().await;
+    inst.follow_system_clock();
     let mut servers = binary_pair(&inst).await;
     let app = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let app_url = format!("http://{}", app.local_addr().unwrap());
@@ -353,7 +381,7 @@ async fn a_server_killed_with_calls_in_flight_restarts_and_every_answered_call_i
 
     // It starts again: its log is checked against its last checkpoint and the witness.
     let p = &servers[0];
-    servers[0].daemon = serve_child(&p.dir, &p.consumer_listen, &p.peer);
+    servers[0].daemon = serve_child(&p.dir, &p.consumer_listen, &p.peer).0;
 
     // Every call a client saw answered is in both logs, and the evidence verifies.
     let anchor = lintas_globalconf::Anchor::load(&inst.anchor()).unwrap();
