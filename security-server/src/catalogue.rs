@@ -249,7 +249,8 @@ impl Catalogue {
         caller: Option<&SubsystemId>,
     ) -> Vec<Described> {
         let provider = provider.map(ToString::to_string);
-        // One entry per provider and service: the first server listed, as for calls.
+        // One entry per provider and service (the first server listing it): the servers of
+        // one provider publish the same services.
         let mut entries: BTreeMap<(String, String), gc::ServiceRef> = BTreeMap::new();
         for s in &conf.conf.services {
             if provider.as_ref().is_some_and(|p| *p != s.provider)
