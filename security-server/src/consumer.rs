@@ -370,10 +370,12 @@ async fn exchange_with_provider(
             format!("client {client} is not registered in the global configuration"),
         ));
     }
-    let servers: Vec<_> = conf
-        .servers_hosting(provider)
-        .filter(|e| e.tls_cert_sha256.len() == 32)
-        .collect();
+    let servers = crate::select::candidates(
+        conf.servers_hosting(provider).collect(),
+        &conf.conf.services,
+        &provider.to_string(),
+        call.method.service.as_str(),
+    );
     if servers.is_empty() {
         return Err(consumer_error(
             Code::NotFound,

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lintas_proto::globalconf::v1::SecurityServer as Entry;
+use lintas_proto::globalconf::v1::{SecurityServer as Entry, ServiceRef};
 
 /// First backoff after a failure.
 const BASE_BACKOFF: Duration = Duration::from_millis(500);
@@ -93,6 +93,34 @@ pub fn rank(views: &[View], pick: u64) -> Vec<usize> {
         order[..=at].rotate_right(1);
     }
     order
+}
+
+/// The servers that may answer a call of `service` of `provider`, of those `hosting` it:
+/// the ones with a TLS certificate, narrowed to those whose catalogue entry lists the
+/// service when any does (a server still being set up is not tried for it).
+pub fn candidates<'a>(
+    hosting: Vec<&'a Entry>,
+    catalogue: &[ServiceRef],
+    provider: &str,
+    service: &str,
+) -> Vec<&'a Entry> {
+    let hosting: Vec<_> = hosting
+        .into_iter()
+        .filter(|e| e.tls_cert_sha256.len() == 32)
+        .collect();
+    let publishing: Vec<&str> = catalogue
+        .iter()
+        .filter(|r| r.provider == provider && r.service == service)
+        .map(|r| r.server.as_str())
+        .collect();
+    if hosting.iter().any(|e| publishing.contains(&e.id.as_str())) {
+        hosting
+            .into_iter()
+            .filter(|e| publishing.contains(&e.id.as_str()))
+            .collect()
+    } else {
+        hosting
+    }
 }
 
 /// Health of the provider servers this server called, learnt from the calls.
@@ -182,12 +210,6 @@ impl Selector {
             }
         }
     }
-
-    /// Forgets servers the configuration no longer lists and nothing is in flight to.
-    pub fn retain(&self, listed: &std::collections::HashSet<&str>) {
-        self.lock()
-            .retain(|id, p| p.in_flight > 0 || listed.contains(id.as_str()));
-    }
 }
 
 #[cfg(test)]
@@ -270,6 +292,45 @@ mod tests {
             v(false, false, 3.0),
         ];
         assert!((0..600).all(|pick| rank(&views, pick)[0] != 2));
+    }
+
+    #[test]
+    fn only_servers_publishing_the_service_are_candidates_when_any_does() {
+        let server = |id: &str, tls: bool| Entry {
+            id: id.into(),
+            tls_cert_sha256: if tls { vec![1; 32] } else { Vec::new() },
+            ..Default::default()
+        };
+        let published = |server: &str, service: &str| ServiceRef {
+            provider: "ID/GOV/A/B".into(),
+            service: service.into(),
+            server: server.into(),
+            ..Default::default()
+        };
+        let (s1, s2, revoked) = (server("S1", true), server("S2", true), server("S3", false));
+        let all = || vec![&s1, &s2, &revoked];
+        let ids = |v: Vec<&Entry>| v.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
+        // (catalogue, service, expected)
+        let cases = [
+            (vec![], "a.A", vec!["S1", "S2"]),
+            (vec![published("S2", "a.A")], "a.A", vec!["S2"]),
+            (
+                vec![published("S1", "a.A"), published("S2", "a.A")],
+                "a.A",
+                vec!["S1", "S2"],
+            ),
+            // Listed for another service only: every hosting server may be tried.
+            (vec![published("S2", "b.B")], "a.A", vec!["S1", "S2"]),
+            // Listed only by a server without a TLS certificate (revoked).
+            (vec![published("S3", "a.A")], "a.A", vec!["S1", "S2"]),
+        ];
+        for (catalogue, service, expected) in cases {
+            assert_eq!(
+                ids(candidates(all(), &catalogue, "ID/GOV/A/B", service)),
+                expected,
+                "{catalogue:?}"
+            );
+        }
     }
 
     #[test]
