@@ -26,6 +26,11 @@ pub struct RegistryConfig {
     /// Directory with keys, certificates and the database; relative to the config file.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
+    /// Where the registry's state is kept: empty (the default) for the embedded
+    /// database in `data_dir`, or a `postgres://` URL for a PostgreSQL database that
+    /// several registry nodes share.
+    #[serde(default)]
+    pub database: String,
     /// How long a published global configuration stays valid.
     #[serde(default = "default_conf_validity")]
     pub conf_validity_secs: u64,
@@ -189,6 +194,17 @@ impl RegistryConfig {
         for problem in self.connection_limits.problems() {
             p.check(false, || problem);
         }
+        p.check(
+            self.database.is_empty()
+                || self.database.starts_with("postgres://")
+                || self.database.starts_with("postgresql://"),
+            || {
+                format!(
+                    "database '{}' must be empty (the embedded database) or a postgres:// URL",
+                    lintas_settings::redact_url(&self.database)
+                )
+            },
+        );
         p.check(self.max_request_bytes >= 4096, || {
             "max_request_bytes must be at least 4096".into()
         });

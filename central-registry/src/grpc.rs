@@ -25,6 +25,7 @@ impl From<RegistryError> for Status {
             RegistryError::FailedPrecondition(_) => Status::failed_precondition(msg),
             RegistryError::PermissionDenied(_) => Status::permission_denied(msg),
             RegistryError::ResourceExhausted(_) => Status::resource_exhausted(msg),
+            RegistryError::Unavailable(_) => Status::unavailable(msg),
             RegistryError::Internal(_) => {
                 tracing::error!(error = %msg, "registry internal error");
                 Status::internal(msg)

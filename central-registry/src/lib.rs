@@ -120,6 +120,9 @@ pub struct InitOptions {
     /// Host name or IP address security servers use to reach the registry.
     pub public_host: String,
     pub admin_name: Code,
+    /// Where the state is kept: empty for the embedded database, or a `postgres://` URL
+    /// that several registry nodes share.
+    pub database: String,
 }
 
 /// What `init` created.
@@ -218,6 +221,7 @@ pub fn init(opts: &InitOptions, clock: Arc<dyn Clock>) -> Result<InitReport, Reg
         public_url: format!("https://{grpc_public}"),
         globalconf_urls: vec![format!("http://{http_public}/globalconf")],
         data_dir: PathBuf::from("."),
+        database: opts.database.clone(),
         conf_validity_secs: 3600,
         conf_refresh_secs: 600,
         cert_validity_days: 730,
@@ -291,7 +295,11 @@ pub fn open(
         tsa_cert: read_cert(&paths.tsa_cert())?,
         ca,
     };
-    let store = store::SledStore::open(&paths.db())?;
+    let store: Arc<dyn store::RegistryStore> = if config.database.is_empty() {
+        Arc::new(store::SledStore::open(&paths.db())?)
+    } else {
+        Arc::new(store::PostgresStore::open(&config.database)?)
+    };
     let policy = Policy {
         instance: config.instance.clone(),
         registration: registry::PendingLimits {
@@ -304,13 +312,11 @@ pub fn open(
         token_ttl: Duration::from_secs(config.token_ttl_secs),
         tsa_url: config.effective_tsa_url(),
     };
-    Ok(Arc::new(Registry::open(
-        Arc::new(store),
-        keys,
-        policy,
-        clock,
-    )?))
+    Ok(Arc::new(Registry::open(store, keys, policy, clock)?))
 }
+
+/// How often a registry node looks for changes other nodes stored.
+const SYNC_EVERY: Duration = Duration::from_secs(1);
 
 /// The listeners a registry serves on, already bound.
 pub struct Listeners {
@@ -501,12 +507,34 @@ pub async fn serve(
         }
     };
 
-    let (grpc_result, http_result, (), (), ()) = tokio::join!(
+    // Changes other registry nodes made to a shared database are taken in within
+    // about a second (changes made here see them at once: a stale write is refused).
+    let sync_registry = registry.clone();
+    let sync_stop = stop.clone();
+    let syncer = async move {
+        let mut tick = tokio::time::interval(SYNC_EVERY);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = sync_stop.stopped() => return,
+            }
+            let reg = sync_registry.clone();
+            match tokio::task::spawn_blocking(move || reg.sync()).await {
+                Ok(Ok(true)) => tracing::debug!("took in changes of other registry nodes"),
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "reading the registry database failed"),
+                Err(e) => tracing::error!(error = %e, "registry sync task failed"),
+            }
+        }
+    };
+
+    let (grpc_result, http_result, (), (), (), ()) = tokio::join!(
         stop.part(grpc_server),
         stop.part(http_server),
         stop.part(ops_server),
         health_watcher,
-        refresher
+        refresher,
+        syncer
     );
     grpc_result?;
     http_result.map_err(io("HTTP server"))?;

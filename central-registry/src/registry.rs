@@ -19,12 +19,97 @@ use lintas_proto::globalconf::v1 as gc;
 use lintas_proto::registry::v1 as pb;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use crate::store::{Put, RegistryStore};
+use crate::store::{ApplyError, Expect, Put, RegistryStore, Stored};
 
 mod pending;
 mod witness;
 
 pub use pending::Limits as PendingLimits;
+
+/// Reads everything the registry keeps from `store`.
+fn load(store: &dyn RegistryStore) -> Result<Loaded> {
+    let mut state = State::default();
+    let mut latest = Vec::new();
+    let mut refusals = BTreeSet::new();
+    let mut pending = pending::PendingSet::default();
+    for Stored {
+        key,
+        value,
+        version,
+    } in store.load().map_err(internal)?
+    {
+        let (kind, id) = key.split_once('/').unwrap_or((key.as_str(), ""));
+        match kind {
+            "member" => {
+                let m: MemberRec = decode(&key, &value)?;
+                state.members.insert(m.id.clone(), m);
+            }
+            "server" => {
+                let s: ServerRec = decode(&key, &value)?;
+                state.servers.insert(s.id.clone(), s);
+            }
+            "registration" => {
+                let r: RegistrationRec = decode(&key, &value)?;
+                if r.state == RegState::Pending {
+                    pending.insert(r);
+                } else {
+                    state.registrations.insert(r.request_id.clone(), r);
+                }
+            }
+            "group" => {
+                let g: GroupRec = decode(&key, &value)?;
+                state.groups.insert(g.code.clone(), g);
+            }
+            "token" => {
+                let t: TokenRec = decode(&key, &value)?;
+                state.tokens.insert(t.hash.clone(), t);
+            }
+            "catalogue" => {
+                let c: CatalogueRec = decode(&key, &value)?;
+                state.catalogue.insert(c.server, c.services);
+            }
+            "descriptor" => {
+                state.descriptors.insert(id.to_owned(), Arc::new(value));
+            }
+            "tsa" => {
+                let t: TsaRec = decode(&key, &value)?;
+                state.tsas.insert(t.name.clone(), t);
+            }
+            "admincert" => {
+                let c: IssuedCert = decode(&key, &value)?;
+                state.admin_certs.insert(c.serial.clone(), c);
+            }
+            "audit" => {
+                let seq = u64::from_str_radix(id, 16).unwrap_or(0);
+                state.audit_seq = state.audit_seq.max(seq + 1);
+            }
+            // Read when needed (see `witness`).
+            "witness" => {}
+            "meta" if key == STATE_KEY => state.version = version,
+            // Evidence of a forked log, kept for the administrators.
+            "witness-refusal" => {
+                if let Some((origin, held)) = id.rsplit_once('/')
+                    && let Ok(held) = u64::from_str_radix(held, 16)
+                {
+                    refusals.insert((origin.to_owned(), held));
+                }
+            }
+            "conf" => {
+                let m: ConfMeta = decode(&key, &value)?;
+                state.conf_serial = m.serial;
+                latest = lintas_certs::unhex(&m.blob_hex)
+                    .ok_or_else(|| internal("stored global configuration is not hexadecimal"))?;
+            }
+            other => return Err(internal(format!("unknown record kind '{other}'"))),
+        }
+    }
+    Ok(Loaded {
+        state,
+        latest,
+        refusals,
+        pending,
+    })
+}
 
 /// Longest free-text field (names, reasons, descriptions).
 pub const MAX_TEXT: usize = 256;
@@ -51,6 +136,9 @@ pub enum RegistryError {
     PermissionDenied(String),
     #[error("{0}")]
     ResourceExhausted(String),
+    /// A passing condition (another registry node changed the same thing at once).
+    #[error("{0}")]
+    Unavailable(String),
     #[error("registry internal error: {0}")]
     Internal(String),
 }
@@ -286,6 +374,30 @@ struct State {
     tsas: BTreeMap<Code, TsaRec>,
     audit_seq: u64,
     conf_serial: u64,
+    /// The stored version of [`STATE_KEY`] this state was loaded or last written at.
+    version: u64,
+}
+
+/// Raised by every change of the state: a batch expects it unchanged since the state it
+/// was computed from, so two registry nodes never both change the same state.
+const STATE_KEY: &str = "meta/state";
+/// How often a change refused because another node changed the state first is
+/// computed again from the newer state.
+const MAX_CONFLICTS: usize = 10;
+
+/// Why a change was not written.
+enum Applied {
+    /// Another registry node changed the state first: compute the change again.
+    Conflict,
+    Failed(RegistryError),
+}
+
+/// Everything loaded from the store.
+struct Loaded {
+    state: State,
+    latest: Vec<u8>,
+    refusals: BTreeSet<(String, u64)>,
+    pending: pending::PendingSet,
 }
 
 /// A pending change: the records to write. Memory is updated only after it is durable.
@@ -383,8 +495,9 @@ pub struct Registry {
     staged: Mutex<BTreeMap<ServerId, Vec<Staged>>>,
     /// Registration requests waiting for an administrator (decided ones are in `state`).
     pending: Mutex<pending::PendingSet>,
-    /// The newest checkpoint witnessed for each log, by origin.
-    witnessed: Mutex<BTreeMap<String, witness::WitnessRec>>,
+    /// Held while a checkpoint is checked and cosigned on this node (other nodes are
+    /// kept out by the witness record's version).
+    witnessing: Mutex<()>,
     /// (origin, held size) of every refusal stored as evidence.
     witness_refusals: Mutex<BTreeSet<(String, u64)>>,
 }
@@ -398,95 +511,58 @@ impl Registry {
         policy: Policy,
         clock: Arc<dyn Clock>,
     ) -> Result<Self> {
-        let mut state = State::default();
-        let mut latest = Vec::new();
-        let mut witnessed = BTreeMap::new();
-        let mut refusals = BTreeSet::new();
-        let mut pending = pending::PendingSet::default();
-        for (key, value) in store.load().map_err(internal)? {
-            let (kind, id) = key.split_once('/').unwrap_or((key.as_str(), ""));
-            match kind {
-                "member" => {
-                    let m: MemberRec = decode(&key, &value)?;
-                    state.members.insert(m.id.clone(), m);
-                }
-                "server" => {
-                    let s: ServerRec = decode(&key, &value)?;
-                    state.servers.insert(s.id.clone(), s);
-                }
-                "registration" => {
-                    let r: RegistrationRec = decode(&key, &value)?;
-                    if r.state == RegState::Pending {
-                        pending.insert(r);
-                    } else {
-                        state.registrations.insert(r.request_id.clone(), r);
-                    }
-                }
-                "group" => {
-                    let g: GroupRec = decode(&key, &value)?;
-                    state.groups.insert(g.code.clone(), g);
-                }
-                "token" => {
-                    let t: TokenRec = decode(&key, &value)?;
-                    state.tokens.insert(t.hash.clone(), t);
-                }
-                "catalogue" => {
-                    let c: CatalogueRec = decode(&key, &value)?;
-                    state.catalogue.insert(c.server, c.services);
-                }
-                "descriptor" => {
-                    state.descriptors.insert(id.to_owned(), Arc::new(value));
-                }
-                "tsa" => {
-                    let t: TsaRec = decode(&key, &value)?;
-                    state.tsas.insert(t.name.clone(), t);
-                }
-                "admincert" => {
-                    let c: IssuedCert = decode(&key, &value)?;
-                    state.admin_certs.insert(c.serial.clone(), c);
-                }
-                "audit" => {
-                    let seq = u64::from_str_radix(id, 16).unwrap_or(0);
-                    state.audit_seq = state.audit_seq.max(seq + 1);
-                }
-                "witness" => {
-                    let w: witness::WitnessRec = decode(&key, &value)?;
-                    witnessed.insert(w.origin.clone(), w);
-                }
-                // Evidence of a forked log, kept for the administrators.
-                "witness-refusal" => {
-                    if let Some((origin, held)) = id.rsplit_once('/')
-                        && let Ok(held) = u64::from_str_radix(held, 16)
-                    {
-                        refusals.insert((origin.to_owned(), held));
-                    }
-                }
-                "conf" => {
-                    let m: ConfMeta = decode(&key, &value)?;
-                    state.conf_serial = m.serial;
-                    latest = lintas_certs::unhex(&m.blob_hex).ok_or_else(|| {
-                        internal("stored global configuration is not hexadecimal")
-                    })?;
-                }
-                other => return Err(internal(format!("unknown record kind '{other}'"))),
-            }
-        }
+        let loaded = load(&*store)?;
         let trust = TrustStore::new([keys.ca.cert_der()]).map_err(internal)?;
         Ok(Registry {
-            state: Mutex::new(state),
+            state: Mutex::new(loaded.state),
             store,
             keys,
             policy,
             clock,
             trust,
-            latest: RwLock::new(Arc::new(latest)),
+            latest: RwLock::new(Arc::new(loaded.latest)),
             poisoned: AtomicBool::new(false),
             reports: Mutex::new(()),
             staged: Mutex::new(BTreeMap::new()),
-            witnessed: Mutex::new(witnessed),
-            witness_refusals: Mutex::new(refusals),
-            pending: Mutex::new(pending),
+            witnessing: Mutex::new(()),
+            witness_refusals: Mutex::new(loaded.refusals),
+            pending: Mutex::new(loaded.pending),
         })
+    }
+
+    /// Takes the stored state in place of the one held (another registry node changed
+    /// it). Called with the state lock held.
+    fn reload(&self, state: &mut State) -> Result<()> {
+        let loaded = load(&*self.store)?;
+        *state = loaded.state;
+        *self.latest.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded.latest);
+        *self
+            .witness_refusals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = loaded.refusals;
+        *self.pending_set() = loaded.pending;
+        tracing::debug!(
+            version = state.version,
+            serial = state.conf_serial,
+            "registry state reloaded"
+        );
+        Ok(())
+    }
+
+    /// Catches up with changes other registry nodes stored (a no-op on one node).
+    /// True when something was reloaded.
+    pub fn sync(&self) -> Result<bool> {
+        let stored = self
+            .store
+            .get(STATE_KEY)
+            .map_err(internal)?
+            .map_or(0, |s| s.version);
+        let mut state = self.lock();
+        if stored == state.version {
+            return Ok(false);
+        }
+        self.reload(&mut state)?;
+        Ok(true)
     }
 
     fn now(&self) -> i64 {
@@ -552,49 +628,100 @@ impl Registry {
         &self,
         actor: &str,
         publish: Publish,
-        mutate: impl FnOnce(&mut State, &mut Change) -> Result<(T, String)>,
+        mutate: impl Fn(&mut State, &mut Change) -> Result<(T, String)>,
     ) -> Result<(T, u64)> {
+        self.refuse_if_poisoned()?;
+        let mut guard = self.lock();
+        for _ in 0..MAX_CONFLICTS {
+            let mut next = guard.clone();
+            let mut change = Change::default();
+            let (out, action) = mutate(&mut next, &mut change)?;
+            let blob = match publish {
+                Publish::Yes => Some(self.publish_into(&mut next, &mut change)?),
+                Publish::No => None,
+            };
+            self.audit(&mut next, &mut change, actor, &action)?;
+            let settle = std::mem::take(&mut change.settle);
+            match self.apply_state(&mut next, change) {
+                Ok(()) => {}
+                Err(Applied::Conflict) => {
+                    self.reload(&mut guard)?;
+                    continue;
+                }
+                Err(Applied::Failed(e)) => return Err(e),
+            }
+            *guard = next;
+            if !settle.is_empty() {
+                let mut pending = self.pending_set();
+                for id in &settle {
+                    pending.remove(id);
+                }
+            }
+            if let Some(blob) = blob {
+                *self.latest.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(blob);
+            }
+            tracing::info!(actor, action = %action, serial = guard.conf_serial, "registry change");
+            return Ok((out, guard.conf_serial));
+        }
+        Err(RegistryError::Unavailable(
+            "other registry nodes kept changing the state; try again".into(),
+        ))
+    }
+
+    fn refuse_if_poisoned(&self) -> Result<()> {
         if self.poisoned.load(Ordering::SeqCst) {
             return Err(RegistryError::Internal(
                 "an earlier write to the registry database failed; restart the registry to reload its state".into(),
             ));
         }
-        let mut guard = self.lock();
-        let mut next = guard.clone();
-        let mut change = Change::default();
-        let (out, action) = mutate(&mut next, &mut change)?;
-        let blob = match publish {
-            Publish::Yes => Some(self.publish_into(&mut next, &mut change)?),
-            Publish::No => None,
-        };
-        let seq = next.audit_seq;
-        next.audit_seq += 1;
+        Ok(())
+    }
+
+    /// Adds the audit record of `action` to a change of `state`.
+    fn audit(
+        &self,
+        state: &mut State,
+        change: &mut Change,
+        actor: &str,
+        action: &str,
+    ) -> Result<()> {
+        let seq = state.audit_seq;
+        state.audit_seq += 1;
         change.put(
             format!("audit/{seq:016x}"),
             &AuditRec {
                 at: self.now(),
                 actor: actor.to_owned(),
-                action: action.clone(),
+                action: action.to_owned(),
             },
-        )?;
-        let settle = std::mem::take(&mut change.settle);
-        if let Err(e) = self.store.apply(change.puts) {
-            self.poisoned.store(true, Ordering::SeqCst);
-            tracing::error!(error = %e, "registry database write failed; refusing changes until restart");
-            return Err(internal(e));
-        }
-        *guard = next;
-        if !settle.is_empty() {
-            let mut pending = self.pending_set();
-            for id in &settle {
-                pending.remove(id);
+        )
+    }
+
+    /// Writes a change computed from `state`, if no other node changed the state since;
+    /// raises `state`'s version. A failed write poisons the registry: what reached the
+    /// database is unknown, so changes are refused until it restarts and reloads.
+    fn apply_state(
+        &self,
+        state: &mut State,
+        mut change: Change,
+    ) -> std::result::Result<(), Applied> {
+        change.put_raw(STATE_KEY.into(), state.conf_serial.to_string().into_bytes());
+        let expect = [Expect {
+            key: STATE_KEY.into(),
+            version: state.version,
+        }];
+        match self.store.apply(&expect, change.puts) {
+            Ok(()) => {
+                state.version += 1;
+                Ok(())
+            }
+            Err(ApplyError::Conflict { .. }) => Err(Applied::Conflict),
+            Err(ApplyError::Store(e)) => {
+                self.poisoned.store(true, Ordering::SeqCst);
+                tracing::error!(error = %e, "registry database write failed; refusing changes until restart");
+                Err(Applied::Failed(internal(e)))
             }
         }
-        if let Some(blob) = blob {
-            *self.latest.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(blob);
-        }
-        tracing::info!(actor, action = %action, serial = guard.conf_serial, "registry change");
-        Ok((out, guard.conf_serial))
     }
 
     /// Re-signs the configuration with a new serial and expiry (at start and periodically).
@@ -782,7 +909,7 @@ impl Registry {
         let token_hash = (!req.enrolment_token.is_empty())
             .then(|| lintas_certs::hex(&lintas_certs::sha256(req.enrolment_token.as_bytes())));
         let now = self.now();
-        let mut rec = RegistrationRec {
+        let rec = RegistrationRec {
             request_id: request_id.clone(),
             server_id: server_id.clone(),
             address,
@@ -810,6 +937,7 @@ impl Registry {
         // An enrolment token is checked before anything else, so nobody can block a
         // token holder by filing a pending request for the same server first.
         let (rec, _) = self.commit(&actor, Publish::Yes, |state, change| {
+            let mut rec = rec.clone();
             let token = state.tokens.get_mut(&hash).ok_or_else(|| {
                 RegistryError::PermissionDenied("enrolment token is not valid".into())
             })?;
@@ -873,11 +1001,7 @@ impl Registry {
             "unverified requester from {source} claiming server {}",
             rec.server_id
         );
-        if self.poisoned.load(Ordering::SeqCst) {
-            return Err(RegistryError::Internal(
-                "an earlier write to the registry database failed; restart the registry to reload its state".into(),
-            ));
-        }
+        self.refuse_if_poisoned()?;
         let full = self.pending_set().room_for(&rec.source, &limits);
         if matches!(full, Err(pending::Full::Total(_))) {
             // Full: requests past their time go first. (A source at its own limit waits
@@ -885,49 +1009,54 @@ impl Registry {
             self.expire_registrations()?;
         }
         let mut state = self.lock();
-        let mut pending = self.pending_set();
-        match pending.room_for(&rec.source, &limits) {
-            Ok(()) => {}
-            Err(pending::Full::Total(n)) => {
-                return Err(RegistryError::ResourceExhausted(format!(
-                    "{n} registrations are pending; try again after the administrators have decided some"
-                )));
+        for _ in 0..MAX_CONFLICTS {
+            match self.pending_set().room_for(&rec.source, &limits) {
+                Ok(()) => {}
+                Err(pending::Full::Total(n)) => {
+                    return Err(RegistryError::ResourceExhausted(format!(
+                        "{n} registrations are pending; try again after the administrators have decided some"
+                    )));
+                }
+                Err(pending::Full::Source(n)) => {
+                    return Err(RegistryError::ResourceExhausted(format!(
+                        "{n} registrations from {source} are pending, the most one address may have; ask the registry administrators to decide them"
+                    )));
+                }
             }
-            Err(pending::Full::Source(n)) => {
-                return Err(RegistryError::ResourceExhausted(format!(
-                    "{n} registrations from {source} are pending, the most one address may have; ask the registry administrators to decide them"
-                )));
+            rec.renewal = state.servers.contains_key(&rec.server_id);
+            let action = format!(
+                "submitted registration {} for {} at {} (tls key {}, signing key {})",
+                rec.request_id,
+                rec.server_id,
+                rec.address,
+                rec.tls_key_fingerprint,
+                rec.signing_key_fingerprint
+            );
+            // Only the sequence and version change: the state is not copied, so the cost
+            // does not grow with what the registry holds.
+            let (seq, version) = (state.audit_seq, state.version);
+            let mut change = Change::default();
+            change.put(format!("registration/{}", rec.request_id), &rec)?;
+            self.audit(&mut state, &mut change, &actor, &action)?;
+            match self.apply_state(&mut state, change) {
+                Ok(()) => {
+                    self.pending_set().insert(rec.clone());
+                    tracing::info!(actor, action = %action, "registry change");
+                    return Ok(rec);
+                }
+                Err(Applied::Conflict) => {
+                    (state.audit_seq, state.version) = (seq, version);
+                    self.reload(&mut state)?;
+                }
+                Err(Applied::Failed(e)) => {
+                    (state.audit_seq, state.version) = (seq, version);
+                    return Err(e);
+                }
             }
         }
-        rec.renewal = state.servers.contains_key(&rec.server_id);
-        let action = format!(
-            "submitted registration {} for {} at {} (tls key {}, signing key {})",
-            rec.request_id,
-            rec.server_id,
-            rec.address,
-            rec.tls_key_fingerprint,
-            rec.signing_key_fingerprint
-        );
-        let seq = state.audit_seq;
-        let mut change = Change::default();
-        change.put(format!("registration/{}", rec.request_id), &rec)?;
-        change.put(
-            format!("audit/{seq:016x}"),
-            &AuditRec {
-                at: self.now(),
-                actor: actor.clone(),
-                action: action.clone(),
-            },
-        )?;
-        if let Err(e) = self.store.apply(change.puts) {
-            self.poisoned.store(true, Ordering::SeqCst);
-            tracing::error!(error = %e, "registry database write failed; refusing changes until restart");
-            return Err(internal(e));
-        }
-        state.audit_seq += 1;
-        pending.insert(rec.clone());
-        tracing::info!(actor, action = %action, "registry change");
-        Ok(rec)
+        Err(RegistryError::Unavailable(
+            "other registry nodes kept changing the state; try again".into(),
+        ))
     }
 
     /// Removes pending requests filed `registration_ttl_secs` ago or earlier (records
@@ -1432,7 +1561,7 @@ impl Registry {
         self.commit(actor, Publish::Yes, |state, change| {
             change.put(format!("admincert/{}", cert.serial), &cert)?;
             let action = format!("recorded admin certificate {}", cert.serial);
-            state.admin_certs.insert(cert.serial.clone(), cert);
+            state.admin_certs.insert(cert.serial.clone(), cert.clone());
             Ok(((), action))
         })?;
         Ok(())
@@ -1631,9 +1760,9 @@ impl Registry {
                 change.put(format!("server/{}", server.id), &server)?;
                 state.servers.insert(server_id.clone(), server);
             }
-            for (hash, bytes) in new_descriptors {
+            for (hash, bytes) in &new_descriptors {
                 change.put_raw(format!("descriptor/{hash}"), bytes.as_ref().clone());
-                state.descriptors.insert(hash, bytes);
+                state.descriptors.insert(hash.clone(), bytes.clone());
             }
             let action = format!(
                 "{server_id} reported {} service(s){}",
@@ -1647,7 +1776,7 @@ impl Registry {
                     services: reported.clone(),
                 },
             )?;
-            state.catalogue.insert(server_id.clone(), reported);
+            state.catalogue.insert(server_id.clone(), reported.clone());
             // Sets no service names any more are removed.
             let used: BTreeSet<&String> = state
                 .catalogue

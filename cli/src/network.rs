@@ -88,6 +88,7 @@ pub async fn start_registry(
             http_listen: http.local_addr()?,
             public_host: "127.0.0.1".into(),
             admin_name: "admin".parse()?,
+            database: String::new(),
         },
         Arc::new(SystemClock),
     )?;

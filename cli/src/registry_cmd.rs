@@ -37,6 +37,10 @@ pub enum Command {
         /// Name of the first administrator.
         #[arg(long, default_value = "admin")]
         admin_name: Code,
+        /// Keep the state in this PostgreSQL database (a postgres:// URL) instead of the
+        /// embedded one, so that several registry nodes can share it.
+        #[arg(long, default_value = "")]
+        database: String,
     },
     /// Run the registry.
     Serve {
@@ -172,6 +176,7 @@ pub async fn run(args: Args) -> Result<()> {
             http_listen,
             public_host,
             admin_name,
+            database,
         } => {
             let report = lintas_registry::init(
                 &InitOptions {
@@ -181,6 +186,7 @@ pub async fn run(args: Args) -> Result<()> {
                     http_listen,
                     public_host,
                     admin_name,
+                    database,
                 },
                 Arc::new(SystemClock),
             )?;

@@ -46,6 +46,7 @@ impl Instance {
                 http_listen: http.local_addr().unwrap(),
                 public_host: "127.0.0.1".into(),
                 admin_name: "admin".parse().unwrap(),
+                database: String::new(),
             },
             clock.clone(),
         )

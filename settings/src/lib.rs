@@ -103,6 +103,45 @@ impl Problems {
     }
 }
 
+/// A database URL fit for messages and logs: its password (in the user part or a
+/// `password=` parameter) replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let (head, query) = match url.split_once('?') {
+        Some((h, q)) => (h, Some(q)),
+        None => (url, None),
+    };
+    let mut out = match head.split_once("://") {
+        Some((scheme, rest)) => {
+            // The user part ends at the last '@' before the path.
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            match rest[..authority_end].rfind('@') {
+                Some(at) => {
+                    let user = &rest[..at];
+                    let user = match user.split_once(':') {
+                        Some((name, _)) => format!("{name}:***"),
+                        None => user.to_owned(),
+                    };
+                    format!("{scheme}://{user}{}", &rest[at..])
+                }
+                None => head.to_owned(),
+            }
+        }
+        None => head.to_owned(),
+    };
+    if let Some(query) = query {
+        let params: Vec<String> = query
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => p.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,5 +206,26 @@ mod tests {
         p.check(false, || "second".into());
         let msg = p.into_result("f.toml").unwrap_err().to_string();
         assert!(msg.contains("first") && msg.contains("second") && !msg.contains("never"));
+    }
+
+    #[test]
+    fn passwords_in_database_urls_are_redacted() {
+        let cases = [
+            (
+                "postgres://alice:s3cret@db:5432/sekolah",
+                "postgres://alice:***@db:5432/sekolah",
+            ),
+            (
+                "postgresql://alice:p@ss@db/x?sslmode=disable&password=two",
+                "postgresql://alice:***@db/x?sslmode=disable&password=***",
+            ),
+            ("postgres://alice@db/x", "postgres://alice@db/x"),
+            ("postgres://db/x?PASSWORD=z", "postgres://db/x?PASSWORD=***"),
+            ("sqlite:sekolah.db", "sqlite:sekolah.db"),
+            ("mysql://u:pw@h/d", "mysql://u:***@h/d"),
+        ];
+        for (url, shown) in cases {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
     }
 }

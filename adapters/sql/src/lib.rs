@@ -226,44 +226,7 @@ fn check_columns(columns: &[String], message: &MessageDescriptor) -> Result<(), 
     Ok(())
 }
 
-/// A database URL fit for messages and logs: its password (in the user part or a
-/// `password=` parameter) replaced by `***`.
-pub fn redact_url(url: &str) -> String {
-    let (head, query) = match url.split_once('?') {
-        Some((h, q)) => (h, Some(q)),
-        None => (url, None),
-    };
-    let mut out = match head.split_once("://") {
-        Some((scheme, rest)) => {
-            // The user part ends at the last '@' before the path.
-            let authority_end = rest.find('/').unwrap_or(rest.len());
-            match rest[..authority_end].rfind('@') {
-                Some(at) => {
-                    let user = &rest[..at];
-                    let user = match user.split_once(':') {
-                        Some((name, _)) => format!("{name}:***"),
-                        None => user.to_owned(),
-                    };
-                    format!("{scheme}://{user}{}", &rest[at..])
-                }
-                None => head.to_owned(),
-            }
-        }
-        None => head.to_owned(),
-    };
-    if let Some(query) = query {
-        let params: Vec<String> = query
-            .split('&')
-            .map(|p| match p.split_once('=') {
-                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
-                _ => p.to_owned(),
-            })
-            .collect();
-        out.push('?');
-        out.push_str(&params.join("&"));
-    }
-    out
-}
+pub use lintas_settings::redact_url;
 
 /// Builds the backend from the adapter's `[sql]` section, opening the database.
 pub fn build(adapter: &Adapter, section: toml::Table) -> Result<Arc<dyn Backend>, AdapterError> {
@@ -513,30 +476,4 @@ impl Backend for SqlBackend {
 /// The gRPC status for a database error message.
 fn database_error(what: impl std::fmt::Display) -> Status {
     backend_status(Code::Internal, format!("database: {what}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact_url;
-
-    #[test]
-    fn passwords_in_database_urls_are_redacted() {
-        let cases = [
-            (
-                "postgres://alice:s3cret@db:5432/sekolah",
-                "postgres://alice:***@db:5432/sekolah",
-            ),
-            (
-                "postgresql://alice:p@ss@db/x?sslmode=disable&password=two",
-                "postgresql://alice:***@db/x?sslmode=disable&password=***",
-            ),
-            ("postgres://alice@db/x", "postgres://alice@db/x"),
-            ("postgres://db/x?PASSWORD=z", "postgres://db/x?PASSWORD=***"),
-            ("sqlite:sekolah.db", "sqlite:sekolah.db"),
-            ("mysql://u:pw@h/d", "mysql://u:***@h/d"),
-        ];
-        for (url, shown) in cases {
-            assert_eq!(redact_url(url), shown, "{url}");
-        }
-    }
 }

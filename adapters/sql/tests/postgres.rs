@@ -3,7 +3,7 @@
 //! them). Runs the shipped school-database example on PostgreSQL.
 
 mod common;
-mod pg;
+use lintas_testkit::pg;
 
 use std::path::{Path, PathBuf};
 

@@ -7,26 +7,22 @@ use std::sync::atomic::AtomicBool;
 /// An in-memory store whose writes can be made to fail.
 #[derive(Default)]
 struct FlakyStore {
-    data: Mutex<BTreeMap<String, Vec<u8>>>,
+    data: crate::store::MemoryStore,
     fail: AtomicBool,
 }
 
 impl RegistryStore for FlakyStore {
-    fn load(&self) -> std::result::Result<Vec<(String, Vec<u8>)>, StoreError> {
-        Ok(self.data.lock().unwrap().clone().into_iter().collect())
+    fn load(&self) -> std::result::Result<Vec<Stored>, StoreError> {
+        self.data.load()
     }
-    fn apply(&self, batch: Vec<Put>) -> std::result::Result<(), StoreError> {
+    fn get(&self, key: &str) -> std::result::Result<Option<Stored>, StoreError> {
+        self.data.get(key)
+    }
+    fn apply(&self, expect: &[Expect], batch: Vec<Put>) -> std::result::Result<(), ApplyError> {
         if self.fail.load(Ordering::SeqCst) {
-            return Err(StoreError("disk full".into()));
+            return Err(StoreError("disk full".into()).into());
         }
-        let mut data = self.data.lock().unwrap();
-        for p in batch {
-            match p.value {
-                Some(v) => data.insert(p.key, v),
-                None => data.remove(&p.key),
-            };
-        }
-        Ok(())
+        self.data.apply(expect, batch)
     }
 }
 
@@ -35,6 +31,22 @@ fn registry(store: Arc<FlakyStore>) -> Registry {
 }
 
 fn registry_with(store: Arc<FlakyStore>, clock: Arc<dyn Clock>) -> Registry {
+    let (keys, policy) = keys_and_policy(&*clock);
+    Registry::open(store, keys, policy, clock).unwrap()
+}
+
+/// A second set of the same keys (another registry node of the instance).
+fn same_keys(keys: &Keys) -> Keys {
+    let copy = |k: &KeyPair| lintas_certs::keys::from_pem(&k.serialize_pem()).unwrap();
+    Keys {
+        ca: Ca::load(keys.ca.cert_der().to_vec(), copy(keys.ca.key())).unwrap(),
+        conf_key: copy(&keys.conf_key),
+        conf_cert: keys.conf_cert.clone(),
+        tsa_cert: keys.tsa_cert.clone(),
+    }
+}
+
+fn keys_and_policy(clock: &dyn Clock) -> (Keys, Policy) {
     let now = clock.now();
     let year = Duration::from_secs(365 * 86400);
     let instance: Code = "ID".parse().unwrap();
@@ -67,7 +79,7 @@ fn registry_with(store: Arc<FlakyStore>, clock: Arc<dyn Clock>) -> Registry {
         token_ttl: Duration::from_secs(3600),
         tsa_url: "http://127.0.0.1:1/tsa".into(),
     };
-    Registry::open(store, keys, policy, clock).unwrap()
+    (keys, policy)
 }
 
 /// A registration request for `server` from `source`, with fresh keys.
@@ -112,12 +124,11 @@ fn anonymous_requests_are_limited_per_source_expire_and_never_block_the_real_ope
     assert_eq!(reg.counts().pending_registrations, 11);
     // The audit says the server id is a claim, and by whom.
     let audit: Vec<String> = store
-        .data
-        .lock()
+        .load()
         .unwrap()
-        .iter()
-        .filter(|(k, _)| k.starts_with("audit/"))
-        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        .into_iter()
+        .filter(|s| s.key.starts_with("audit/"))
+        .map(|s| String::from_utf8_lossy(&s.value).into_owned())
         .collect();
     assert!(
         audit
@@ -151,11 +162,10 @@ fn anonymous_requests_are_limited_per_source_expire_and_never_block_the_real_ope
     let gone = reg.status(&old.request_id).unwrap_err();
     assert!(gone.to_string().contains("expire"), "{gone}");
     assert!(
-        !store
-            .data
-            .lock()
+        store
+            .get(&format!("registration/{}", old.request_id))
             .unwrap()
-            .contains_key(&format!("registration/{}", old.request_id))
+            .is_none()
     );
     drop(reg);
     let reg = registry_with(store, clock);
@@ -190,4 +200,69 @@ fn a_failed_write_changes_nothing_and_stops_further_changes_until_restart() {
     let reg = registry(store);
     assert_eq!(reg.members().len(), 1);
     assert!(reg.add_member("t", "ID/GOV/C", "C").unwrap() > serial);
+}
+
+#[test]
+fn two_nodes_over_one_store_make_one_history() {
+    let store = Arc::new(FlakyStore::default());
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let (keys, policy) = keys_and_policy(&*clock);
+    let b_keys = same_keys(&keys);
+    let a = Registry::open(store.clone(), keys, policy.clone(), clock.clone()).unwrap();
+    let b = Registry::open(store.clone(), b_keys, policy, clock).unwrap();
+
+    // Changes alternate between the nodes: each sees the other's and the serial only
+    // grows, one step per change, whichever node made it.
+    let mut serials = Vec::new();
+    for (n, member) in ["ID/GOV/A", "ID/GOV/B", "ID/GOV/C", "ID/GOV/D"]
+        .iter()
+        .enumerate()
+    {
+        let node = if n % 2 == 0 { &a } else { &b };
+        serials.push(node.add_member("admin", member, "M").unwrap());
+    }
+    assert!(serials.windows(2).all(|w| w[1] == w[0] + 1), "{serials:?}");
+    assert!(b.sync().unwrap() || a.sync().unwrap());
+    assert_eq!(a.members().len(), 4);
+    assert_eq!(b.members().len(), 4);
+    assert_eq!(a.latest_conf(), b.latest_conf());
+    // A member added on one node exists for the other, even before it syncs.
+    let again = b.add_member("admin", "ID/GOV/A", "again").unwrap_err();
+    assert!(matches!(again, RegistryError::AlreadyExists(_)), "{again}");
+
+    // A request filed on one node is decided once: the second approval, on the other
+    // node, finds it decided.
+    let filed = a.submit(submission("ID/GOV/A/SS1", "10.0.0.1")).unwrap();
+    b.sync().unwrap();
+    assert_eq!(b.list_registrations(Some(RegState::Pending)).len(), 1);
+    let approved = b.approve("admin", &filed.request_id).unwrap();
+    assert_eq!(approved.state, RegState::Approved);
+    let twice = a.approve("admin", &filed.request_id).unwrap_err();
+    assert!(
+        matches!(
+            twice,
+            RegistryError::FailedPrecondition(_) | RegistryError::NotFound(_)
+        ),
+        "{twice}"
+    );
+    assert_eq!(a.servers().len(), 1);
+    assert_eq!(
+        a.status(&filed.request_id).unwrap().state,
+        RegState::Approved
+    );
+
+    // Audit records of both nodes never share a key.
+    let audits = store
+        .load()
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.key.starts_with("audit/"))
+        .count();
+    assert!(audits >= 6, "{audits}");
+
+    // The witness: a record stored by one node is read by the other.
+    assert!(matches!(
+        b.witnessed("ID/GOV/A/SS1"),
+        Err(RegistryError::NotFound(_))
+    ));
 }

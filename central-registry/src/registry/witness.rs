@@ -84,8 +84,13 @@ impl Registry {
             .ok_or_else(|| invalid("consistency_proof", "a hash is not 32 bytes"))?;
 
         let origin = v.checkpoint.origin.clone();
-        let mut witnessed = self.witnessed.lock().unwrap_or_else(|p| p.into_inner());
-        let held = witnessed.get(&origin).cloned();
+        // One at a time on this node; another node is kept out by the record's version.
+        let one_at_a_time = self.witnessing.lock().unwrap_or_else(|p| p.into_inner());
+        let key = format!("witness/{origin}");
+        let (held, held_version) = match self.store.get(&key).map_err(internal)? {
+            Some(s) => (Some(decode::<WitnessRec>(&key, &s.value)?), s.version),
+            None => (None, 0),
+        };
         let (held_size, held_root) = match &held {
             Some(h) => (
                 h.size,
@@ -120,7 +125,7 @@ impl Registry {
                 offered_hex: lintas_certs::hex(&signed.encode_to_vec()),
                 offered_proof_hex: proof.iter().map(|h| lintas_certs::hex(h)).collect(),
             };
-            drop(witnessed);
+            drop(one_at_a_time);
             // The first refusal against a held checkpoint is the evidence; repeats (a
             // server retrying) are not stored again.
             let first = self
@@ -171,23 +176,30 @@ impl Registry {
             root_hex: lintas_certs::hex(&v.root),
             signed_hex: lintas_certs::hex(&stored.encode_to_vec()),
         };
-        self.store
-            .apply(vec![Put {
-                key: format!("witness/{origin}"),
-                value: Some(serde_json::to_vec(&rec).map_err(internal)?),
-            }])
-            .map_err(internal)?;
-        witnessed.insert(origin, rec);
-        Ok(cosignature)
+        let expect = [Expect {
+            key: key.clone(),
+            version: held_version,
+        }];
+        let put = Put {
+            key,
+            value: Some(serde_json::to_vec(&rec).map_err(internal)?),
+        };
+        match self.store.apply(&expect, vec![put]) {
+            Ok(()) => Ok(cosignature),
+            Err(ApplyError::Conflict { .. }) => Err(RegistryError::Unavailable(format!(
+                "another registry node witnessed a checkpoint of {origin} at the same moment; hand in the newest again"
+            ))),
+            Err(ApplyError::Store(e)) => Err(internal(e)),
+        }
     }
 
     /// The newest checkpoint witnessed for `origin`, with its cosignature.
     pub fn witnessed(&self, origin: &str) -> Result<SignedCheckpoint> {
-        let witnessed = self.witnessed.lock().unwrap_or_else(|p| p.into_inner());
-        let rec = witnessed.get(origin).ok_or_else(|| {
+        let key = format!("witness/{origin}");
+        let stored = self.store.get(&key).map_err(internal)?.ok_or_else(|| {
             RegistryError::NotFound(format!("no checkpoint of {origin} has been witnessed"))
         })?;
-        decode_signed(&rec.signed_hex)
+        decode_signed(&decode::<WitnessRec>(&key, &stored.value)?.signed_hex)
     }
 }
 

@@ -24,8 +24,7 @@ const BPJS: &str = "bpjs.v1.Kepesertaan";
 const DAPODIK: &str = "dapodik.v1.Sekolah";
 
 /// A PostgreSQL server of the test's own.
-#[path = "../../../adapters/sql/tests/pg/mod.rs"]
-mod pg;
+use lintas_testkit::pg;
 
 fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")

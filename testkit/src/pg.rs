@@ -1,6 +1,6 @@
 //! A PostgreSQL server of its own for a test: initdb and pg_ctl in a temporary directory,
 //! listening on a loopback port (run as the postgres user when the test runs as root).
-//! Shared by the SQL adapter's tests and the end-to-end tests.
+//! Shared by the SQL adapter's, the registry's and the end-to-end tests.
 
 use std::path::PathBuf;
 use std::process::Command;
