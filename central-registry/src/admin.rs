@@ -22,13 +22,22 @@ pub fn ca_path(dir: &Path) -> PathBuf {
 
 /// Connects to the registry at `url` with the credentials in `dir`.
 pub fn connect(dir: &Path, url: &str) -> Result<RegistryAdminClient<Channel>, RegistryServeError> {
+    connect_any(dir, &[url])
+}
+
+/// Connects to whichever registry node of `urls` answers first, in order, with the
+/// credentials in `dir`.
+pub fn connect_any(
+    dir: &Path,
+    urls: &[&str],
+) -> Result<RegistryAdminClient<Channel>, RegistryServeError> {
     let cert = lintas_certs::files::read_cert(&cert_path(dir))?;
     let key = keys::read(&key_path(dir))?;
     let ca = lintas_certs::files::read_cert(&ca_path(dir))?;
     let trust = TrustStore::new([ca.as_slice()])?;
     let tls =
         lintas_transport::client_config(&trust, lintas_certs::Role::Registry, Some((&cert, &key)))?;
-    Ok(RegistryAdminClient::new(lintas_transport::channel(
-        url, tls,
+    Ok(RegistryAdminClient::new(lintas_transport::channel_to_any(
+        urls, tls,
     )?))
 }

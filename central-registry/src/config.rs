@@ -21,6 +21,10 @@ pub struct RegistryConfig {
     pub http_listen: SocketAddr,
     /// How security servers reach the gRPC API (goes into the anchor).
     pub public_url: String,
+    /// The gRPC API of the other registry nodes sharing `database` (into the anchor,
+    /// after `public_url`; servers and administrators fail over to them in order).
+    #[serde(default)]
+    pub other_node_urls: Vec<String>,
     /// Where security servers fetch the global configuration (goes into the anchor).
     pub globalconf_urls: Vec<String>,
     /// Directory with keys, certificates and the database; relative to the config file.
@@ -150,6 +154,18 @@ impl RegistryConfig {
         p.check(self.public_url.starts_with("https://"), || {
             format!("public_url '{}' must start with https://", self.public_url)
         });
+        for u in &self.other_node_urls {
+            p.check(u.starts_with("https://"), || {
+                format!("other_node_urls entry '{u}' must start with https://")
+            });
+        }
+        p.check(
+            self.other_node_urls.is_empty() || !self.database.is_empty(),
+            || {
+                "other_node_urls needs database: registry nodes share one PostgreSQL database"
+                    .into()
+            },
+        );
         p.check(!self.globalconf_urls.is_empty(), || {
             "globalconf_urls must list at least one URL".into()
         });
@@ -224,20 +240,27 @@ impl RegistryConfig {
         p.into_result(shown)
     }
 
-    /// Where the TSA is reached: `tsa_url`, or `/tsa` on the host of the first
-    /// `globalconf_urls` entry.
-    pub fn effective_tsa_url(&self) -> String {
+    /// Where the TSA is reached: `tsa_url`, or `/tsa` on the host of each
+    /// `globalconf_urls` entry (every registry node serves it), the first first.
+    pub fn effective_tsa_urls(&self) -> Vec<String> {
         if !self.tsa_url.is_empty() {
-            return self.tsa_url.clone();
+            return vec![self.tsa_url.clone()];
         }
-        let first = self
-            .globalconf_urls
-            .first()
-            .map(String::as_str)
-            .unwrap_or("");
-        let rest = first.strip_prefix("http://").unwrap_or(first);
-        let host = rest.split('/').next().unwrap_or(rest);
-        format!("http://{host}/tsa")
+        self.globalconf_urls
+            .iter()
+            .map(|u| {
+                let rest = u.strip_prefix("http://").unwrap_or(u);
+                let host = rest.split('/').next().unwrap_or(rest);
+                format!("http://{host}/tsa")
+            })
+            .collect()
+    }
+
+    /// The gRPC URLs of every registry node: this configuration's, then the others.
+    pub fn node_urls(&self) -> Vec<&str> {
+        std::iter::once(self.public_url.as_str())
+            .chain(self.other_node_urls.iter().map(String::as_str))
+            .collect()
     }
 
     /// The TOML text written by `lintas registry init`.

@@ -123,6 +123,17 @@ pub struct InitOptions {
     /// Where the state is kept: empty for the embedded database, or a `postgres://` URL
     /// that several registry nodes share.
     pub database: String,
+    /// The other registry nodes over `database`, listed in the anchor after this one.
+    pub other_nodes: Vec<NodeUrls>,
+}
+
+/// Where security servers reach one registry node.
+#[derive(Debug, Clone)]
+pub struct NodeUrls {
+    /// Its gRPC API, `https://host:port`.
+    pub grpc_url: String,
+    /// Its signed configuration, `http://host:port/globalconf`.
+    pub globalconf_url: String,
 }
 
 /// What `init` created.
@@ -144,6 +155,11 @@ fn write_cert(path: &Path, der: &[u8]) -> Result<(), RegistryServeError> {
 
 /// Creates a new instance in `opts.dir` (which must not already hold one).
 pub fn init(opts: &InitOptions, clock: Arc<dyn Clock>) -> Result<InitReport, RegistryServeError> {
+    if !opts.other_nodes.is_empty() && opts.database.is_empty() {
+        return Err(RegistryServeError::Init(
+            "other registry nodes need --database: nodes share one PostgreSQL database".into(),
+        ));
+    }
     // What goes into the anchor must be reachable: a real host and real ports.
     let public = |port| {
         HostPort::new(&opts.public_host, port).map_err(|e| {
@@ -219,7 +235,14 @@ pub fn init(opts: &InitOptions, clock: Arc<dyn Clock>) -> Result<InitReport, Reg
         grpc_listen: opts.grpc_listen,
         http_listen: opts.http_listen,
         public_url: format!("https://{grpc_public}"),
-        globalconf_urls: vec![format!("http://{http_public}/globalconf")],
+        other_node_urls: opts
+            .other_nodes
+            .iter()
+            .map(|n| n.grpc_url.clone())
+            .collect(),
+        globalconf_urls: std::iter::once(format!("http://{http_public}/globalconf"))
+            .chain(opts.other_nodes.iter().map(|n| n.globalconf_url.clone()))
+            .collect(),
         data_dir: PathBuf::from("."),
         database: opts.database.clone(),
         conf_validity_secs: 3600,
@@ -239,7 +262,7 @@ pub fn init(opts: &InitOptions, clock: Arc<dyn Clock>) -> Result<InitReport, Reg
     };
     let anchor = Anchor::new(
         instance.clone(),
-        config.public_url.clone(),
+        config.node_urls().into_iter().map(str::to_owned).collect(),
         config.globalconf_urls.clone(),
         &[ca.cert_der().to_vec()],
         &[conf_cert],
@@ -310,7 +333,7 @@ pub fn open(
         conf_validity: Duration::from_secs(config.conf_validity_secs),
         cert_validity: Duration::from_secs(config.cert_validity_days * 86400),
         token_ttl: Duration::from_secs(config.token_ttl_secs),
-        tsa_url: config.effective_tsa_url(),
+        tsa_urls: config.effective_tsa_urls(),
     };
     Ok(Arc::new(Registry::open(store, keys, policy, clock)?))
 }

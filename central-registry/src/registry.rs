@@ -452,8 +452,9 @@ pub struct Policy {
     pub conf_validity: Duration,
     pub cert_validity: Duration,
     pub token_ttl: Duration,
-    /// Where the registry's TSA is reached, as published in the configuration.
-    pub tsa_url: String,
+    /// Where the registry's TSA is reached (on each node), as published in the
+    /// configuration.
+    pub tsa_urls: Vec<String>,
 }
 
 /// Whether a change alters what the global configuration publishes (and so needs a new
@@ -809,8 +810,9 @@ impl Registry {
             approved_cas: vec![self.keys.ca.cert_der().to_vec()],
             timestamping_authorities: std::iter::once(gc::TimestampingAuthority {
                 name: REGISTRY_TSA.into(),
-                url: self.policy.tsa_url.clone(),
+                url: self.policy.tsa_urls.first().cloned().unwrap_or_default(),
                 cert: self.keys.tsa_cert.clone(),
+                other_urls: self.policy.tsa_urls.iter().skip(1).cloned().collect(),
             })
             .chain(
                 state
@@ -821,6 +823,7 @@ impl Registry {
                         name: t.name.to_string(),
                         url: t.url.clone(),
                         cert: lintas_certs::unhex(&t.cert_hex).unwrap_or_default(),
+                        other_urls: Vec::new(),
                     }),
             )
             .collect(),

@@ -89,6 +89,7 @@ pub async fn start_registry(
             public_host: "127.0.0.1".into(),
             admin_name: "admin".parse()?,
             database: String::new(),
+            other_nodes: Vec::new(),
         },
         Arc::new(SystemClock),
     )?;

@@ -41,6 +41,11 @@ pub enum Command {
         /// embedded one, so that several registry nodes can share it.
         #[arg(long, default_value = "")]
         database: String,
+        /// Another registry node over the same --database, as its gRPC URL and its
+        /// configuration URL: `https://reg2.example:4400,http://reg2.example:4401/globalconf`
+        /// (repeatable). The anchor lists every node; servers fail over between them.
+        #[arg(long = "other-node", value_parser = parse_node)]
+        other_nodes: Vec<lintas_registry::NodeUrls>,
     },
     /// Run the registry.
     Serve {
@@ -63,9 +68,10 @@ pub struct AdminArgs {
     /// Administrator credentials (admin.crt.pem, admin.key.pem, ca.crt.pem).
     #[arg(long, env = "LINTAS_ADMIN_DIR")]
     admin_dir: Option<PathBuf>,
-    /// Registry gRPC URL (https://host:port).
-    #[arg(long, env = "LINTAS_ADMIN_URL")]
-    url: Option<String>,
+    /// Registry gRPC URL (https://host:port); several, comma-separated, for registry
+    /// nodes tried in order.
+    #[arg(long, env = "LINTAS_ADMIN_URL", value_delimiter = ',')]
+    url: Vec<String>,
     #[command(subcommand)]
     command: AdminCommand,
 }
@@ -167,6 +173,20 @@ impl Args {
     }
 }
 
+/// `--other-node GRPC_URL,GLOBALCONF_URL`.
+fn parse_node(text: &str) -> Result<lintas_registry::NodeUrls, String> {
+    let (grpc, conf) = text.split_once(',').ok_or(
+        "expected GRPC_URL,GLOBALCONF_URL, e.g. https://reg2:4400,http://reg2:4401/globalconf",
+    )?;
+    if !grpc.starts_with("https://") || !conf.starts_with("http://") {
+        return Err("the gRPC URL starts with https://, the configuration URL with http://".into());
+    }
+    Ok(lintas_registry::NodeUrls {
+        grpc_url: grpc.to_owned(),
+        globalconf_url: conf.to_owned(),
+    })
+}
+
 pub async fn run(args: Args) -> Result<()> {
     match args.command {
         Command::Init {
@@ -177,6 +197,7 @@ pub async fn run(args: Args) -> Result<()> {
             public_host,
             admin_name,
             database,
+            other_nodes,
         } => {
             let report = lintas_registry::init(
                 &InitOptions {
@@ -187,6 +208,7 @@ pub async fn run(args: Args) -> Result<()> {
                     public_host,
                     admin_name,
                     database,
+                    other_nodes,
                 },
                 Arc::new(SystemClock),
             )?;
@@ -296,19 +318,25 @@ pub fn print_registration(r: &pb::RegistrationStatus) {
 }
 
 async fn admin(a: AdminArgs) -> Result<()> {
-    let (dir, url) = match (a.admin_dir, a.url) {
-        (Some(d), Some(u)) => (d, u),
-        (dir, url) => {
+    let (dir, urls) = match (a.admin_dir, a.url) {
+        (Some(d), urls) if !urls.is_empty() => (d, urls),
+        (dir, urls) => {
             let config = RegistryConfig::load(&a.config, crate::env()).with_context(
                 || "give --admin-dir and --url, or --config pointing at registry.toml",
             )?;
+            let urls = if urls.is_empty() {
+                config.node_urls().into_iter().map(str::to_owned).collect()
+            } else {
+                urls
+            };
             (
                 dir.unwrap_or_else(|| lintas_registry::Paths(config.data_dir.clone()).admin_dir()),
-                url.unwrap_or(config.public_url),
+                urls,
             )
         }
     };
-    let mut client = lintas_registry::admin::connect(&dir, &url)?;
+    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let mut client = lintas_registry::admin::connect_any(&dir, &urls)?;
     let serial = |r: tonic::Response<pb::AdminResponse>| {
         println!(
             "done; global configuration serial {} includes the change",

@@ -47,6 +47,7 @@ impl Instance {
                 public_host: "127.0.0.1".into(),
                 admin_name: "admin".parse().unwrap(),
                 database: String::new(),
+                other_nodes: Vec::new(),
             },
             clock.clone(),
         )

@@ -19,6 +19,10 @@ struct AnchorFile {
     instance: Code,
     /// gRPC endpoint of the registry, e.g. `https://registry.example:4400`.
     registry_url: String,
+    /// The gRPC endpoints of further registry nodes of the instance, tried in order when
+    /// the first does not answer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    other_registry_urls: Vec<String>,
     /// Where the signed global configuration can be fetched with HTTP GET.
     globalconf_urls: Vec<String>,
     /// PEM certificates of the instance certification authorities.
@@ -31,7 +35,8 @@ struct AnchorFile {
 #[derive(Debug, Clone)]
 pub struct Anchor {
     pub instance: Code,
-    pub registry_url: String,
+    /// The registry's gRPC endpoints: its first node, then any others.
+    pub registry_urls: Vec<String>,
     pub globalconf_urls: Vec<String>,
     pub ca_certs: Vec<Vec<u8>>,
     pub signing_certs: Vec<Vec<u8>>,
@@ -46,14 +51,16 @@ impl Anchor {
     /// Builds an anchor (at registry init).
     pub fn new(
         instance: Code,
-        registry_url: String,
+        registry_urls: Vec<String>,
         globalconf_urls: Vec<String>,
         ca_certs: &[Vec<u8>],
         signing_certs: &[Vec<u8>],
     ) -> Result<Self, ConfError> {
+        let mut registry_urls = registry_urls.into_iter();
         let file = AnchorFile {
             instance,
-            registry_url,
+            registry_url: registry_urls.next().unwrap_or_default(),
+            other_registry_urls: registry_urls.collect(),
             globalconf_urls,
             ca_certs: ca_certs.iter().map(|c| cert_to_pem(c)).collect(),
             signing_certs: signing_certs.iter().map(|c| cert_to_pem(c)).collect(),
@@ -108,9 +115,15 @@ impl Anchor {
         if file.globalconf_urls.is_empty() {
             return Err(err("globalconf_urls is empty".into()));
         }
+        let registry_urls: Vec<String> = std::iter::once(file.registry_url)
+            .chain(file.other_registry_urls)
+            .collect();
+        if let Some(u) = registry_urls.iter().find(|u| !u.starts_with("https://")) {
+            return Err(err(format!("registry URL '{u}' must start with https://")));
+        }
         Ok(Anchor {
             instance: file.instance,
-            registry_url: file.registry_url,
+            registry_urls,
             globalconf_urls: file.globalconf_urls,
             ca_certs,
             signing_certs,
@@ -118,6 +131,11 @@ impl Anchor {
             fingerprint: lintas_certs::hex(&lintas_certs::sha256(text.as_bytes())),
             text: text.to_owned(),
         })
+    }
+
+    /// The registry's gRPC endpoints, as `&str`.
+    pub fn registry_urls(&self) -> Vec<&str> {
+        self.registry_urls.iter().map(String::as_str).collect()
     }
 
     /// The instance CAs (without revocations: those come with each configuration).

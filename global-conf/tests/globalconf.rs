@@ -39,7 +39,7 @@ fn fixture_with_signer_validity(signer_validity: Duration) -> Fixture {
         .unwrap();
     let anchor = Anchor::new(
         instance,
-        "https://127.0.0.1:1".into(),
+        vec!["https://127.0.0.1:1".into()],
         // Nothing listens on port 1: the "registry" is down for the whole test.
         vec!["http://127.0.0.1:1/globalconf".into()],
         &[ca.cert_der().to_vec()],

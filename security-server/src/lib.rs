@@ -243,7 +243,7 @@ impl Node {
             lintas_certs::Role::Registry,
             None,
         )?;
-        let channel = lintas_transport::channel(&self.anchor.registry_url, tls)?;
+        let channel = lintas_transport::channel_to_any(&self.anchor.registry_urls(), tls)?;
         Ok(RegistrationClient::new(channel))
     }
 

@@ -23,7 +23,8 @@ impl RegistryLink {
         RegistryLink { conf, own }
     }
 
-    /// A mutual-TLS channel to the registry, as this server.
+    /// A mutual-TLS channel to the registry, as this server: to its first node that
+    /// answers.
     pub fn channel(&self) -> Result<Channel, SsError> {
         let anchor = self.conf.anchor();
         let tls = lintas_transport::client_config(
@@ -31,7 +32,10 @@ impl RegistryLink {
             Role::Registry,
             Some((&self.own.tls_cert, &self.own.tls_key)),
         )?;
-        Ok(lintas_transport::channel(&anchor.registry_url, tls)?)
+        Ok(lintas_transport::channel_to_any(
+            &anchor.registry_urls(),
+            tls,
+        )?)
     }
 
     /// The registration service (witness, service reports), as this server.

@@ -245,11 +245,28 @@ impl Timestamps {
         let digest = lintas_certs::sha256(&checkpoint.checkpoint);
         let request =
             lintas_timestamp::request(&digest, None).map_err(|e| SsError::State(e.to_string()))?;
-        let response = post(&tsa.url, request).await?;
-        let token = lintas_timestamp::token_from_response(&response)
-            .map_err(|e| SsError::State(format!("TSA {}: {e}", tsa.url)))?;
-        let stamped = verify_token(&token, &digest, conf)
-            .map_err(|e| SsError::State(format!("TSA {}: {e}", tsa.url)))?;
+        // Its first place that answers with a good token (a TSA on several registry
+        // nodes is listed at each).
+        let mut failed = Vec::new();
+        let mut stamped = None;
+        for url in std::iter::once(&tsa.url).chain(&tsa.other_urls) {
+            let answer = async {
+                let response = post(url, request.clone()).await?;
+                let refused = |e: String| SsError::State(format!("TSA {url}: {e}"));
+                let token = lintas_timestamp::token_from_response(&response)
+                    .map_err(|e| refused(e.to_string()))?;
+                let time = verify_token(&token, &digest, conf).map_err(refused)?;
+                Ok::<_, SsError>((token, time))
+            };
+            match answer.await {
+                Ok(t) => {
+                    stamped = Some(t);
+                    break;
+                }
+                Err(e) => failed.push(e.to_string()),
+            }
+        }
+        let (token, stamped) = stamped.ok_or_else(|| SsError::State(failed.join("; ")))?;
         self.add(
             &TimestampedCheckpoint {
                 checkpoint: Some(checkpoint),

@@ -436,6 +436,21 @@ async fn accept<T>(
 /// A lazily connecting gRPC channel to `url` (`https://host:port`) over our TLS client
 /// configuration. Connection errors surface on the first call.
 pub fn channel(url: &str, config: Arc<ClientConfig>) -> Result<Channel, TransportError> {
+    channel_to_any(&[url], config)
+}
+
+/// How long one connection (TCP and TLS handshake) to one node may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where one URL of [`channel_to_any`] connects.
+#[derive(Clone)]
+struct Target {
+    host: String,
+    port: u16,
+    server_name: ServerName<'static>,
+}
+
+fn target(url: &str) -> Result<Target, TransportError> {
     let bad = |why: &str| TransportError::BadUrl {
         url: url.to_owned(),
         why: why.to_owned(),
@@ -446,33 +461,67 @@ pub fn channel(url: &str, config: Arc<ClientConfig>) -> Result<Channel, Transpor
     }
     let host = uri.host().ok_or_else(|| bad("no host"))?;
     let port = uri.port_u16().ok_or_else(|| bad("no port"))?;
-    let bare_host = host
+    let host = host
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_owned();
     let server_name =
-        ServerName::try_from(bare_host.clone()).map_err(|_| bad("host is not a valid name"))?;
-    // The scheme seen by tonic is http: TLS happens inside the connector below.
-    let endpoint = Endpoint::from_shared(format!("http://{host}:{port}"))
-        .map_err(|e| bad(&e.to_string()))?
-        .connect_timeout(Duration::from_secs(10))
+        ServerName::try_from(host.clone()).map_err(|_| bad("host is not a valid name"))?;
+    Ok(Target {
+        host,
+        port,
+        server_name,
+    })
+}
+
+/// A lazily connecting gRPC channel to whichever of `urls` (several nodes of one
+/// service, `https://host:port`) answers first, in order: each new connection tries
+/// them in turn, so when the node in use goes away the next call reconnects to another.
+/// Connection errors (when none answers) surface on the call.
+pub fn channel_to_any(urls: &[&str], config: Arc<ClientConfig>) -> Result<Channel, TransportError> {
+    let targets = urls
+        .iter()
+        .map(|u| target(u))
+        .collect::<Result<Vec<_>, _>>()?;
+    let first = targets.first().ok_or_else(|| TransportError::BadUrl {
+        url: String::new(),
+        why: "no URL given".into(),
+    })?;
+    // The URI tonic sees is only a name: TLS and the choice of node happen in the
+    // connector below.
+    let endpoint = Endpoint::from_shared(format!("http://{}:{}", first.host, first.port))
+        .map_err(|e| TransportError::BadUrl {
+            url: urls[0].to_owned(),
+            why: e.to_string(),
+        })?
+        .connect_timeout(CONNECT_TIMEOUT * targets.len() as u32)
         .tcp_nodelay(true);
     let connector = TlsConnector::from(config);
-    let target = (bare_host, port);
+    let targets = Arc::new(targets);
     let connect = tower::service_fn(move |_: Uri| {
-        let connector = connector.clone();
-        let server_name = server_name.clone();
-        let target = target.clone();
+        let (connector, targets) = (connector.clone(), targets.clone());
         async move {
-            let tcp = TcpStream::connect((target.0.as_str(), target.1))
-                .await
-                .map_err(ConnectError)?;
-            tcp.set_nodelay(true).map_err(ConnectError)?;
-            let tls = connector
-                .connect(server_name, tcp)
-                .await
-                .map_err(ConnectError)?;
-            Ok::<_, ConnectError>(TokioIo::new(tls))
+            let mut last = None;
+            for t in targets.iter() {
+                let attempt = async {
+                    let tcp = TcpStream::connect((t.host.as_str(), t.port)).await?;
+                    tcp.set_nodelay(true)?;
+                    connector.connect(t.server_name.clone(), tcp).await
+                };
+                match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
+                    Ok(Ok(tls)) => return Ok(TokioIo::new(tls)),
+                    Ok(Err(e)) => last = Some(e),
+                    Err(_) => {
+                        last = Some(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!("{}:{} did not answer", t.host, t.port),
+                        ))
+                    }
+                }
+            }
+            Err(ConnectError(last.unwrap_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no address to connect to")
+            })))
         }
     });
     Ok(endpoint.connect_with_connector_lazy(connect))

@@ -341,3 +341,185 @@ async fn a_subsystem_on_two_servers_survives_maintenance_and_a_killed_server() {
         report.proven
     );
 }
+
+/// One registry node serving in this process until stopped.
+struct RegistryNode {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RegistryNode {
+    fn serve(
+        config: RegistryConfig,
+        clock: Arc<ManualClock>,
+        grpc: TcpListener,
+        http: TcpListener,
+    ) -> Self {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let ops = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let registry =
+                tokio::task::block_in_place(|| lintas_registry::open(&config, clock)).unwrap();
+            let listeners = lintas_registry::Listeners { grpc, http, ops };
+            lintas_registry::serve(registry, &config, listeners, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        RegistryNode {
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    async fn stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+    }
+}
+
+/// A security server directory for `server` hosting `client`, registered (not yet
+/// decided) with the registry its anchor names.
+async fn registered(root: &Path, anchor: &Path, server: &str, client: &str) -> (Node, String) {
+    let dir = root.join(server.replace('/', "_"));
+    let mut config = SsConfig::new(server.parse().unwrap(), "127.0.0.1:5500".parse().unwrap());
+    config.clients = vec![client.parse().unwrap()];
+    config.member_name = "Test member".into();
+    config.dev_plaintext_loopback = true;
+    let path = lintas_ss::init(&dir, &config, anchor).unwrap();
+    let node = Node::open(SsConfig::load(&path, std::iter::empty()).unwrap()).unwrap();
+    let filed = node.register(None).await.unwrap();
+    (node, filed.request_id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_registry_nodes_over_postgresql_serve_one_instance() {
+    let pg = lintas_testkit::pg::Server::start();
+    pg.load("CREATE DATABASE registry").await;
+    let database = pg.url().replace("/postgres", "/registry");
+    let root = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(SystemTime::now()));
+    let bind = || async { TcpListener::bind("127.0.0.1:0").await.unwrap() };
+    let (grpc1, http1, grpc2, http2) = (bind().await, bind().await, bind().await, bind().await);
+    let addr = |l: &TcpListener| l.local_addr().unwrap();
+    let (g2, h2) = (addr(&grpc2), addr(&http2));
+    let report = lintas_registry::init(
+        &InitOptions {
+            instance: "ID".parse().unwrap(),
+            dir: root.path().join("registry"),
+            grpc_listen: addr(&grpc1),
+            http_listen: addr(&http1),
+            public_host: "127.0.0.1".into(),
+            admin_name: "admin".parse().unwrap(),
+            database: database.clone(),
+            other_nodes: vec![lintas_registry::NodeUrls {
+                grpc_url: format!("https://{g2}"),
+                globalconf_url: format!("http://{h2}/globalconf"),
+            }],
+        },
+        clock.clone(),
+    )
+    .unwrap();
+    // The second node: the same directory (keys) and database, its own listeners.
+    let config = RegistryConfig::load(&report.config_path, std::iter::empty()).unwrap();
+    let mut second = config.clone();
+    (second.grpc_listen, second.http_listen) = (g2, h2);
+    let node_urls: Vec<String> = config.node_urls().into_iter().map(str::to_owned).collect();
+    assert_eq!(node_urls.len(), 2);
+    let mut one = RegistryNode::serve(config, clock.clone(), grpc1, http1);
+    let mut two = RegistryNode::serve(second, clock.clone(), grpc2, http2);
+    let admin_of =
+        |urls: &[&str]| lintas_registry::admin::connect_any(&report.admin_dir, urls).unwrap();
+    let (at_one, at_two) = (admin_of(&[&node_urls[0]]), admin_of(&[&node_urls[1]]));
+    let anchor = lintas_globalconf::Anchor::load(&report.anchor_path).unwrap();
+    assert_eq!(anchor.registry_urls, node_urls);
+    assert_eq!(anchor.globalconf_urls.len(), 2);
+
+    // A request filed through one node is decided once, even when both nodes approve
+    // it at the same moment.
+    let (node, request_id) =
+        registered(root.path(), &report.anchor_path, PROVIDER, PROVIDER_CLIENT).await;
+    let approve = |mut admin: RegistryAdminClient<Channel>, id: String| async move {
+        admin
+            .approve(pb::DecisionRequest {
+                request_id: id,
+                reason: String::new(),
+            })
+            .await
+    };
+    // Each node takes in the other's changes within a second.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        let pending = at_two
+            .clone()
+            .list_registrations(pb::ListRegistrationsRequest {
+                state: pb::RegistrationState::Pending as i32,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .registrations;
+        if pending.iter().any(|r| r.request_id == request_id) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node two never saw the request"
+        );
+        tick.tick().await;
+    }
+    let (a, b) = tokio::join!(
+        approve(at_one.clone(), request_id.clone()),
+        approve(at_two.clone(), request_id.clone())
+    );
+    assert!(
+        a.is_ok() != b.is_ok(),
+        "exactly one approval goes through: {a:?} {b:?}"
+    );
+    assert!(matches!(node.poll().await.unwrap(), Enrolment::Approved(_)));
+    let client = node.conf_client(clock.clone()).unwrap();
+    let before = client.fetch().await.unwrap();
+    assert_eq!(before.conf.servers.len(), 1);
+    // Both nodes serve the same signed document.
+    let fetched_from = |url: &str| {
+        let anchor = anchor.clone();
+        let (url, clock) = (url.to_owned(), clock.clone());
+        async move {
+            let dir = tempfile::tempdir().unwrap();
+            lintas_globalconf::ConfClient::open(anchor, dir.path(), clock)
+                .unwrap()
+                .with_urls(vec![url])
+                .fetch()
+                .await
+                .map(|c| c.blob.clone())
+        }
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while fetched_from(&anchor.globalconf_urls[1]).await.unwrap() != before.blob {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the nodes serve different documents"
+        );
+        tick.tick().await;
+    }
+
+    // Node one stops: the configuration comes from node two, registrations go through
+    // it, and administrators reach it through the same list of nodes.
+    one.stop().await;
+    let (late, late_id) =
+        registered(root.path(), &report.anchor_path, CONSUMER, CONSUMER_CLIENT).await;
+    approve(admin_of(&[&node_urls[0], &node_urls[1]]), late_id)
+        .await
+        .unwrap();
+    assert!(matches!(late.poll().await.unwrap(), Enrolment::Approved(_)));
+    let after = client.fetch().await.unwrap();
+    assert!(after.serial() > before.serial());
+    assert_eq!(after.conf.servers.len(), 2);
+    two.stop().await;
+}
