@@ -153,6 +153,29 @@ fn write_cert(path: &Path, der: &[u8]) -> Result<(), RegistryServeError> {
     )?)
 }
 
+/// The hosts security servers reach the registry nodes at: this one's, then the other
+/// nodes' (from their gRPC URLs), each once.
+fn node_hosts(opts: &InitOptions) -> Result<Vec<String>, RegistryServeError> {
+    let mut hosts = vec![opts.public_host.clone()];
+    for node in &opts.other_nodes {
+        let uri: tonic::codegen::http::Uri = node.grpc_url.parse().map_err(|_| {
+            RegistryServeError::Init(format!("--other-node {}: not a URL", node.grpc_url))
+        })?;
+        let host = uri
+            .host()
+            .ok_or_else(|| {
+                RegistryServeError::Init(format!("--other-node {}: no host", node.grpc_url))
+            })?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        if !hosts.contains(&host) {
+            hosts.push(host);
+        }
+    }
+    Ok(hosts)
+}
+
 /// Creates a new instance in `opts.dir` (which must not already hold one).
 pub fn init(opts: &InitOptions, clock: Arc<dyn Clock>) -> Result<InitReport, RegistryServeError> {
     if !opts.other_nodes.is_empty() && opts.database.is_empty() {
@@ -202,7 +225,8 @@ pub fn init(opts: &InitOptions, clock: Arc<dyn Clock>) -> Result<InitReport, Reg
     issue_own(
         Profile::Registry {
             instance: instance.clone(),
-            hosts: vec![opts.public_host.clone()],
+            // Every node presents this certificate: it names each node's host.
+            hosts: node_hosts(opts)?,
         },
         paths.tls_key(),
         paths.tls_cert(),

@@ -417,9 +417,10 @@ async fn two_registry_nodes_over_postgresql_serve_one_instance() {
             public_host: "127.0.0.1".into(),
             admin_name: "admin".parse().unwrap(),
             database: database.clone(),
+            // Reached by another name: the registry's certificate must name both.
             other_nodes: vec![lintas_registry::NodeUrls {
-                grpc_url: format!("https://{g2}"),
-                globalconf_url: format!("http://{h2}/globalconf"),
+                grpc_url: format!("https://localhost:{}", g2.port()),
+                globalconf_url: format!("http://localhost:{}/globalconf", h2.port()),
             }],
         },
         clock.clone(),
