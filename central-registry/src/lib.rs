@@ -294,10 +294,16 @@ pub fn init(opts: &InitOptions, clock: Arc<dyn Clock>) -> Result<InitReport, Reg
     lintas_certs::files::write_new(&paths.anchor(), anchor.text.as_bytes(), 0o644)?;
     let header = "# lintas central registry. Keys and database live beside this file.\n\
                   # Environment variables LINTAS_REGISTRY_<KEY> override any key below.\n";
+    // A database URL may carry a password: then only the owner reads the file.
+    let mode = if lintas_settings::redact_url(&config.database) == config.database {
+        0o644
+    } else {
+        0o600
+    };
     lintas_certs::files::write_new(
         &config_path,
         format!("{header}{}", config.to_toml()).as_bytes(),
-        0o644,
+        mode,
     )?;
     // Opening the registry creates the database; recording the first administrator
     // certificate publishes configuration serial 1.
