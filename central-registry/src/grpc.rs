@@ -209,19 +209,25 @@ impl RegistryAdmin for AdminService {
         &self,
         request: Request<pb::ListRegistrationsRequest>,
     ) -> Result<Response<pb::ListRegistrationsResponse>, Status> {
-        let registrations = self
+        let (registrations, next_page_token) = self
             .admin(request, |reg, _, r| {
-                let filter = match r.state() {
+                let state = match r.state() {
                     pb::RegistrationState::Unspecified => None,
                     pb::RegistrationState::Pending => Some(RegState::Pending),
                     pb::RegistrationState::Approved => Some(RegState::Approved),
                     pb::RegistrationState::Rejected => Some(RegState::Rejected),
                 };
-                Ok(reg.list_registrations(filter))
+                reg.registrations_page(
+                    state,
+                    &r.filter,
+                    &r.page_token,
+                    lintas_proto::paging::size(r.page_size),
+                )
             })
             .await?;
         Ok(Response::new(pb::ListRegistrationsResponse {
             registrations: registrations.into_iter().map(status_to_pb).collect(),
+            next_page_token,
         }))
     }
 
@@ -269,8 +275,17 @@ impl RegistryAdmin for AdminService {
         &self,
         request: Request<pb::ListMembersRequest>,
     ) -> Result<Response<pb::ListMembersResponse>, Status> {
-        let members = self.admin(request, |reg, _, _| Ok(reg.members())).await?;
+        let (members, next_page_token) = self
+            .admin(request, |reg, _, r| {
+                reg.members_page(
+                    &r.filter,
+                    &r.page_token,
+                    lintas_proto::paging::size(r.page_size),
+                )
+            })
+            .await?;
         Ok(Response::new(pb::ListMembersResponse {
+            next_page_token,
             members: members
                 .into_iter()
                 .map(|m| lintas_proto::globalconf::v1::Member {
@@ -339,8 +354,17 @@ impl RegistryAdmin for AdminService {
         &self,
         request: Request<pb::ListServersRequest>,
     ) -> Result<Response<pb::ListServersResponse>, Status> {
-        let servers = self.admin(request, |reg, _, _| Ok(reg.servers())).await?;
+        let (servers, next_page_token) = self
+            .admin(request, |reg, _, r| {
+                reg.servers_page(
+                    &r.filter,
+                    &r.page_token,
+                    lintas_proto::paging::size(r.page_size),
+                )
+            })
+            .await?;
         Ok(Response::new(pb::ListServersResponse {
+            next_page_token,
             servers: servers
                 .into_iter()
                 .map(|s| pb::ServerInfo {

@@ -1147,6 +1147,28 @@ impl Registry {
         out
     }
 
+    /// One page of registration requests (in `state`, for servers whose id contains
+    /// `filter`), oldest first, and the next page's token.
+    pub fn registrations_page(
+        &self,
+        state: Option<RegState>,
+        filter: &str,
+        token: &str,
+        size: usize,
+    ) -> Result<(Vec<RegistrationRec>, String)> {
+        let decided = self.lock();
+        let pending = self.pending_set();
+        let items = decided
+            .registrations
+            .values()
+            .chain(pending.values())
+            .filter(|r| state.is_none_or(|s| r.state == s))
+            .filter(|r| filter.is_empty() || r.server_id.to_string().contains(filter))
+            // Oldest first: the key sorts by submission time, then id.
+            .map(|r| (format!("{:020}/{}", r.submitted_at.max(0), r.request_id), r));
+        lintas_proto::paging::page(items, token, size).map_err(|e| invalid("page_token", e))
+    }
+
     pub fn approve(&self, admin: &str, request_id: &str) -> Result<RegistrationRec> {
         let (rec, _) = self.commit(admin, Publish::Yes, |state, change| {
             let mut rec = self.pending_rec(state, request_id)?;
@@ -1330,6 +1352,38 @@ impl Registry {
 
     pub fn servers(&self) -> Vec<ServerRec> {
         self.lock().servers.values().cloned().collect()
+    }
+
+    /// One page of members whose id or name contains `filter`, by id.
+    pub fn members_page(
+        &self,
+        filter: &str,
+        token: &str,
+        size: usize,
+    ) -> Result<(Vec<MemberRec>, String)> {
+        let state = self.lock();
+        let items = state
+            .members
+            .values()
+            .map(|m| (m.id.to_string(), m))
+            .filter(|(id, m)| id.contains(filter) || m.name.contains(filter));
+        lintas_proto::paging::page(items, token, size).map_err(|e| invalid("page_token", e))
+    }
+
+    /// One page of servers whose id contains `filter`, by id.
+    pub fn servers_page(
+        &self,
+        filter: &str,
+        token: &str,
+        size: usize,
+    ) -> Result<(Vec<ServerRec>, String)> {
+        let state = self.lock();
+        let items = state
+            .servers
+            .values()
+            .map(|s| (s.id.to_string(), s))
+            .filter(|(id, _)| id.contains(filter));
+        lintas_proto::paging::page(items, token, size).map_err(|e| invalid("page_token", e))
     }
 
     /// Lists (or replaces) a time-stamping authority in the configuration.

@@ -147,6 +147,7 @@ async fn scenario(
     let pending = admin
         .list_registrations(pb::ListRegistrationsRequest {
             state: pb::RegistrationState::Pending as i32,
+            ..Default::default()
         })
         .await?
         .into_inner()
@@ -237,7 +238,10 @@ async fn scenario(
             lintas_registry::admin::ca_path(&dir),
         )?;
         let mut impostor = lintas_registry::admin::connect(&dir, url)?;
-        impostor.list_servers(pb::ListServersRequest {}).await.err()
+        impostor
+            .list_servers(pb::ListServersRequest::default())
+            .await
+            .err()
     }
     .context("a security server certificate was allowed to administer the registry")?;
     println!(
@@ -438,7 +442,7 @@ async fn scenario(
         "The administrator revokes KEMENSOS's signing certificate.",
     );
     let servers_listed = admin
-        .list_servers(pb::ListServersRequest {})
+        .list_servers(pb::ListServersRequest::default())
         .await?
         .into_inner()
         .servers;

@@ -83,6 +83,9 @@ enum AdminCommand {
         /// pending, approved, rejected or all.
         #[arg(long, default_value = "pending")]
         state: String,
+        /// Only requests for servers whose id contains this text.
+        #[arg(long, default_value = "")]
+        filter: String,
     },
     /// Approve a registration request (issues its certificates).
     Approve { request_id: String },
@@ -104,10 +107,18 @@ enum AdminCommand {
         /// INSTANCE/CLASS/MEMBER/SUBSYSTEM
         id: String,
     },
-    /// List members and subsystems.
-    Members,
-    /// List security servers and their certificates.
-    Servers,
+    /// List members and subsystems (all pages).
+    Members {
+        /// Only members whose id or name contains this text.
+        #[arg(long, default_value = "")]
+        filter: String,
+    },
+    /// List security servers and their certificates (all pages).
+    Servers {
+        /// Only servers whose id contains this text.
+        #[arg(long, default_value = "")]
+        filter: String,
+    },
     /// List another RFC 3161 time-stamping authority in the global configuration (or
     /// replace the one of that name); servers use it with `timestamping_authority`.
     TsaAdd {
@@ -185,6 +196,22 @@ fn parse_node(text: &str) -> Result<lintas_registry::NodeUrls, String> {
         grpc_url: grpc.to_owned(),
         globalconf_url: conf.to_owned(),
     })
+}
+
+fn print_servers(servers: Vec<pb::ServerInfo>) {
+    for s in servers {
+        println!("{}  {}", s.id, s.address);
+        println!("    clients: {}", s.clients.join(", "));
+        for c in s.certificates {
+            println!(
+                "    {:<8} serial {}  until {}{}",
+                c.role,
+                c.serial,
+                iso8601(c.not_after),
+                if c.revoked { "  REVOKED" } else { "" }
+            );
+        }
+    }
 }
 
 pub async fn run(args: Args) -> Result<()> {
@@ -344,7 +371,7 @@ async fn admin(a: AdminArgs) -> Result<()> {
         );
     };
     match a.command {
-        AdminCommand::Requests { state } => {
+        AdminCommand::Requests { state, filter } => {
             let state = match state.as_str() {
                 "pending" => pb::RegistrationState::Pending,
                 "approved" => pb::RegistrationState::Approved,
@@ -352,17 +379,27 @@ async fn admin(a: AdminArgs) -> Result<()> {
                 "all" => pb::RegistrationState::Unspecified,
                 other => bail!("--state must be pending, approved, rejected or all, not '{other}'"),
             };
-            let list = client
-                .list_registrations(pb::ListRegistrationsRequest {
-                    state: state as i32,
-                })
-                .await?
-                .into_inner()
-                .registrations;
-            if list.is_empty() {
+            let (mut token, mut any) = (String::new(), false);
+            loop {
+                let page = client
+                    .list_registrations(pb::ListRegistrationsRequest {
+                        state: state as i32,
+                        filter: filter.clone(),
+                        page_size: 0,
+                        page_token: token,
+                    })
+                    .await?
+                    .into_inner();
+                any |= !page.registrations.is_empty();
+                page.registrations.iter().for_each(print_registration);
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                token = page.next_page_token;
+            }
+            if !any {
                 println!("no registrations");
             }
-            list.iter().for_each(print_registration);
         }
         AdminCommand::Approve { request_id } => {
             let r = client
@@ -387,37 +424,45 @@ async fn admin(a: AdminArgs) -> Result<()> {
         AdminCommand::SubsystemAdd { id } => {
             serial(client.add_subsystem(pb::AddSubsystemRequest { id }).await?)
         }
-        AdminCommand::Members => {
-            for m in client
-                .list_members(pb::ListMembersRequest {})
-                .await?
-                .into_inner()
-                .members
-            {
-                println!("{}  {}", m.id, m.name);
-                for s in m.subsystems {
-                    println!("    {}/{s}", m.id);
+        AdminCommand::Members { filter } => {
+            let mut token = String::new();
+            loop {
+                let page = client
+                    .list_members(pb::ListMembersRequest {
+                        filter: filter.clone(),
+                        page_size: 0,
+                        page_token: token,
+                    })
+                    .await?
+                    .into_inner();
+                for m in page.members {
+                    println!("{}  {}", m.id, m.name);
+                    for s in m.subsystems {
+                        println!("    {}/{s}", m.id);
+                    }
                 }
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                token = page.next_page_token;
             }
         }
-        AdminCommand::Servers => {
-            for s in client
-                .list_servers(pb::ListServersRequest {})
-                .await?
-                .into_inner()
-                .servers
-            {
-                println!("{}  {}", s.id, s.address);
-                println!("    clients: {}", s.clients.join(", "));
-                for c in s.certificates {
-                    println!(
-                        "    {:<8} serial {}  until {}{}",
-                        c.role,
-                        c.serial,
-                        iso8601(c.not_after),
-                        if c.revoked { "  REVOKED" } else { "" }
-                    );
+        AdminCommand::Servers { filter } => {
+            let mut token = String::new();
+            loop {
+                let page = client
+                    .list_servers(pb::ListServersRequest {
+                        filter: filter.clone(),
+                        page_size: 0,
+                        page_token: token,
+                    })
+                    .await?
+                    .into_inner();
+                print_servers(page.servers);
+                if page.next_page_token.is_empty() {
+                    break;
                 }
+                token = page.next_page_token;
             }
         }
         AdminCommand::TsaAdd { name, url, cert } => {

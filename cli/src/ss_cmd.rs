@@ -355,11 +355,18 @@ pub async fn run(args: Args) -> Result<()> {
                     println!("{}", r.into_inner().message);
                 }
                 ServiceCommand::List => {
-                    let list = client.list_services(pb::ListRequest {}).await?.into_inner();
-                    if list.services.is_empty() {
+                    let services = all_pages(|r| {
+                        let mut c = client.clone();
+                        async move {
+                            let p = c.list_services(r).await?.into_inner();
+                            Ok((p.services, p.next_page_token))
+                        }
+                    })
+                    .await?;
+                    if services.is_empty() {
                         println!("no services");
                     }
-                    for s in list.services {
+                    for s in services {
                         println!("{}  {}  ->  {}", s.provider, s.service, s.endpoint);
                         if s.methods.is_empty() {
                             println!("    (no descriptors published)");
@@ -423,14 +430,18 @@ pub async fn run(args: Args) -> Result<()> {
                     println!("{}", r.into_inner().message);
                 }
                 ClientCertCommand::List => {
-                    let list = client
-                        .list_client_certs(pb::ListRequest {})
-                        .await?
-                        .into_inner();
-                    if list.certs.is_empty() {
+                    let certs = all_pages(|r| {
+                        let mut c = client.clone();
+                        async move {
+                            let p = c.list_client_certs(r).await?.into_inner();
+                            Ok((p.certs, p.next_page_token))
+                        }
+                    })
+                    .await?;
+                    if certs.is_empty() {
                         println!("no client certificates");
                     }
-                    for c in list.certs {
+                    for c in certs {
                         println!(
                             "{}  {}  until {}",
                             c.fingerprint,
@@ -473,11 +484,18 @@ pub async fn run(args: Args) -> Result<()> {
                     println!("{}", r.into_inner().message);
                 }
                 AclCommand::List => {
-                    let list = client.list_grants(pb::ListRequest {}).await?.into_inner();
-                    if list.grants.is_empty() {
+                    let grants = all_pages(|r| {
+                        let mut c = client.clone();
+                        async move {
+                            let p = c.list_grants(r).await?.into_inner();
+                            Ok((p.grants, p.next_page_token))
+                        }
+                    })
+                    .await?;
+                    if grants.is_empty() {
                         println!("no grants");
                     }
-                    for g in list.grants {
+                    for g in grants {
                         let method = if g.method.is_empty() {
                             "*".into()
                         } else {
@@ -565,7 +583,10 @@ pub async fn run(args: Args) -> Result<()> {
                     return Ok(());
                 }
             };
-            let health = client.health(pb::ListRequest {}).await?.into_inner();
+            let health = client
+                .health(pb::ListRequest::default())
+                .await?
+                .into_inner();
             if json {
                 let components: Vec<serde_json::Value> = health
                     .components
@@ -632,7 +653,7 @@ pub async fn run(args: Args) -> Result<()> {
         Command::LogStatus { config } => {
             let st = admin(&config)
                 .await?
-                .log_status(pb::ListRequest {})
+                .log_status(pb::ListRequest::default())
                 .await?
                 .into_inner();
             println!("records: {}", st.records);
@@ -716,4 +737,26 @@ fn compile_proto(file: &std::path::Path, paths: &[PathBuf]) -> anyhow::Result<Ve
     };
     let compiler = lintas_adapter::compile(&name, &includes).map_err(anyhow::Error::msg)?;
     Ok(compiler.encode_file_descriptor_set())
+}
+
+/// Every item of a list the admin socket answers in pages.
+async fn all_pages<T, F, Fut>(mut page: F) -> Result<Vec<T>>
+where
+    F: FnMut(lintas_proto::ss::v1::ListRequest) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<T>, String), tonic::Status>>,
+{
+    let mut all = Vec::new();
+    let mut token = String::new();
+    loop {
+        let (items, next) = page(lintas_proto::ss::v1::ListRequest {
+            page_token: token,
+            ..Default::default()
+        })
+        .await?;
+        all.extend(items);
+        if next.is_empty() {
+            return Ok(all);
+        }
+        token = next;
+    }
 }

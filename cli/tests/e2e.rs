@@ -139,6 +139,7 @@ impl Instance {
         self.admin()
             .list_registrations(pb::ListRegistrationsRequest {
                 state: pb::RegistrationState::Pending as i32,
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -628,7 +629,7 @@ async fn admin_api_requires_an_unrevoked_admin_certificate() {
     // No client certificate at all.
     let mut anonymous = RegistryAdminClient::new(inst.channel(None));
     let err = anonymous
-        .list_members(pb::ListMembersRequest {})
+        .list_members(pb::ListMembersRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
@@ -660,7 +661,7 @@ async fn admin_api_requires_an_unrevoked_admin_certificate() {
     let key = lintas_certs::keys::read(&lintas_registry::admin::key_path(&foreign_admin)).unwrap();
     let mut stranger = RegistryAdminClient::new(inst.channel(Some((&cert, &key))));
     let err = stranger
-        .list_members(pb::ListMembersRequest {})
+        .list_members(pb::ListMembersRequest::default())
         .await
         .unwrap_err();
     // TLS 1.3 reports a refused client certificate as an alert after the handshake.
@@ -688,7 +689,7 @@ async fn admin_api_requires_an_unrevoked_admin_certificate() {
         )
         .unwrap();
     let err = RegistryAdminClient::new(inst.channel(Some((&rogue, &rogue_key))))
-        .list_members(pb::ListMembersRequest {})
+        .list_members(pb::ListMembersRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
@@ -740,7 +741,7 @@ async fn admin_api_requires_an_unrevoked_admin_certificate() {
         .await
         .unwrap();
     let err = admin
-        .list_members(pb::ListMembersRequest {})
+        .list_members(pb::ListMembersRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
@@ -876,7 +877,7 @@ async fn bad_registrations_and_admin_input_are_refused_with_clear_errors() {
     // Nothing of the above left a trace.
     let mut admin = inst.admin();
     let all = admin
-        .list_registrations(pb::ListRegistrationsRequest { state: 0 })
+        .list_registrations(pb::ListRegistrationsRequest::default())
         .await
         .unwrap()
         .into_inner()
@@ -976,7 +977,7 @@ async fn registry_restart_keeps_all_state() {
 
     let mut admin = inst.admin();
     let servers = admin
-        .list_servers(pb::ListServersRequest {})
+        .list_servers(pb::ListServersRequest::default())
         .await
         .unwrap()
         .into_inner()

@@ -101,6 +101,19 @@ fn reply(message: String) -> Response<pb::AdminReply> {
     Response::new(pb::AdminReply { message })
 }
 
+/// One page of `items` (each with the text it is ordered and filtered by), as `r` asks.
+fn paged<T: Clone>(
+    items: Vec<(String, T)>,
+    r: &pb::ListRequest,
+) -> Result<(Vec<T>, String), Status> {
+    let kept = items
+        .iter()
+        .filter(|(key, _)| key.contains(&r.filter))
+        .map(|(key, item)| (key.clone(), item));
+    lintas_proto::paging::page(kept, &r.page_token, lintas_proto::paging::size(r.page_size))
+        .map_err(Status::invalid_argument)
+}
+
 fn grant_to_pb(g: Grant) -> pb::Grant {
     pb::Grant {
         provider: g.provider.to_string(),
@@ -199,14 +212,15 @@ impl SecurityServerAdmin for AdminService {
 
     async fn list_services(
         &self,
-        _: Request<pb::ListRequest>,
+        request: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ServiceList>, Status> {
-        Ok(Response::new(pb::ServiceList {
-            services: self
-                .access
-                .services()
-                .into_iter()
-                .map(|s| pb::Service {
+        let all = self
+            .access
+            .services()
+            .into_iter()
+            .map(|s| {
+                let key = format!("{} {}", s.provider, s.service);
+                let service = pb::Service {
                     methods: s
                         .descriptor_set
                         .as_deref()
@@ -217,8 +231,14 @@ impl SecurityServerAdmin for AdminService {
                     endpoint: s.endpoint,
                     ca_pem: s.ca_pem.unwrap_or_default(),
                     descriptor_set: Vec::new(),
-                })
-                .collect(),
+                };
+                (key, service)
+            })
+            .collect();
+        let (services, next_page_token) = paged(all, request.get_ref())?;
+        Ok(Response::new(pb::ServiceList {
+            services,
+            next_page_token,
         }))
     }
 
@@ -275,20 +295,27 @@ impl SecurityServerAdmin for AdminService {
 
     async fn list_client_certs(
         &self,
-        _: Request<pb::ListRequest>,
+        request: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ClientCertList>, Status> {
-        Ok(Response::new(pb::ClientCertList {
-            certs: self
-                .access
-                .client_certs()
-                .into_iter()
-                .map(|c| pb::ClientCert {
+        let all = self
+            .access
+            .client_certs()
+            .into_iter()
+            .map(|c| {
+                let key = format!("{} {}", c.client, c.fingerprint);
+                let cert = pb::ClientCert {
                     client: c.client.to_string(),
                     certificate: Vec::new(),
                     fingerprint: c.fingerprint,
                     not_after: c.not_after,
-                })
-                .collect(),
+                };
+                (key, cert)
+            })
+            .collect();
+        let (certs, next_page_token) = paged(all, request.get_ref())?;
+        Ok(Response::new(pb::ClientCertList {
+            certs,
+            next_page_token,
         }))
     }
 
@@ -391,10 +418,22 @@ impl SecurityServerAdmin for AdminService {
 
     async fn list_grants(
         &self,
-        _: Request<pb::ListRequest>,
+        request: Request<pb::ListRequest>,
     ) -> Result<Response<pb::GrantList>, Status> {
+        let all = self
+            .access
+            .grants()
+            .into_iter()
+            .map(grant_to_pb)
+            .map(|g| {
+                let key = format!("{} {} {} {}", g.provider, g.service, g.method, g.subject);
+                (key, g)
+            })
+            .collect();
+        let (grants, next_page_token) = paged(all, request.get_ref())?;
         Ok(Response::new(pb::GrantList {
-            grants: self.access.grants().into_iter().map(grant_to_pb).collect(),
+            grants,
+            next_page_token,
         }))
     }
 }

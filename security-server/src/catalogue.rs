@@ -248,25 +248,35 @@ impl Catalogue {
         provider: Option<&SubsystemId>,
         caller: Option<&SubsystemId>,
     ) -> Vec<Described> {
-        let provider = provider.map(ToString::to_string);
-        // One entry per provider and service (the first server listing it): the servers of
-        // one provider publish the same services.
-        let mut entries: BTreeMap<(String, String), gc::ServiceRef> = BTreeMap::new();
-        for s in &conf.conf.services {
-            if provider.as_ref().is_some_and(|p| *p != s.provider)
-                || caller.is_some_and(|c| !may_call_any(conf, s, c))
-            {
-                continue;
-            }
-            entries
-                .entry((s.provider.clone(), s.service.clone()))
-                .or_insert_with(|| s.clone());
-        }
+        self.describe_all(entries(conf, provider, caller).into_values())
+            .await
+    }
+
+    /// One page of [`Catalogue::list`], by provider and service, and the next page's
+    /// token: only the services on the page are described.
+    pub(crate) async fn list_page(
+        &self,
+        conf: &VerifiedConf,
+        provider: Option<&SubsystemId>,
+        caller: Option<&SubsystemId>,
+        token: &str,
+        size: usize,
+    ) -> Result<(Vec<Described>, String), Status> {
+        let all = entries(conf, provider, caller);
+        let keyed = all
+            .iter()
+            .map(|((p, s), entry)| (format!("{p} {s}"), entry));
+        let (page, next) = lintas_proto::paging::page(keyed, token, size)
+            .map_err(|e| error(Code::InvalidArgument, ErrorSource::ConsumerServer, e))?;
+        Ok((self.describe_all(page.into_iter()).await, next))
+    }
+
+    async fn describe_all(&self, entries: impl Iterator<Item = gc::ServiceRef>) -> Vec<Described> {
         let mut out = Vec::new();
         // After one failed fetch the registry is not asked again for this list: the rest
         // come from memory or are listed without descriptors.
         let mut registry_failed = false;
-        for entry in entries.into_values() {
+        for entry in entries {
             let described = if registry_failed {
                 let service = self
                     .cached_pool(&entry.descriptor_sha256)
@@ -292,4 +302,27 @@ impl Catalogue {
         }
         out
     }
+}
+
+/// The catalogue's services (of one provider, if given; only those `caller` may call,
+/// if given), one entry per provider and service (the first server listing it: the
+/// servers of one provider publish the same services).
+fn entries(
+    conf: &VerifiedConf,
+    provider: Option<&SubsystemId>,
+    caller: Option<&SubsystemId>,
+) -> BTreeMap<(String, String), gc::ServiceRef> {
+    let provider = provider.map(ToString::to_string);
+    let mut entries = BTreeMap::new();
+    for s in &conf.conf.services {
+        if provider.as_ref().is_some_and(|p| *p != s.provider)
+            || caller.is_some_and(|c| !may_call_any(conf, s, c))
+        {
+            continue;
+        }
+        entries
+            .entry((s.provider.clone(), s.service.clone()))
+            .or_insert_with(|| s.clone());
+    }
+    entries
 }

@@ -60,15 +60,26 @@ impl pb::discovery_server::Discovery for Discovery {
         request: Request<pb::ListClientsRequest>,
     ) -> Result<Response<pb::ClientList>, Status> {
         client_of(&self.local, &request)?;
+        let r = request.get_ref();
         let conf = self.catalogue.discovery_conf().await?;
-        let clients = crate::catalogue::clients(&conf)
+        let clients: Vec<(String, pb::Client)> = crate::catalogue::clients(&conf)
             .into_iter()
-            .map(|(id, name)| pb::Client {
-                id: id.to_string(),
-                name,
+            .map(|(id, name)| {
+                let id = id.to_string();
+                (id.clone(), pb::Client { id, name })
             })
+            .filter(|(_, c)| c.id.contains(&r.filter) || c.name.contains(&r.filter))
             .collect();
-        Ok(Response::new(pb::ClientList { clients }))
+        let (clients, next_page_token) = lintas_proto::paging::page(
+            clients.iter().map(|(k, c)| (k.clone(), c)),
+            &r.page_token,
+            lintas_proto::paging::size(r.page_size),
+        )
+        .map_err(invalid)?;
+        Ok(Response::new(pb::ClientList {
+            clients,
+            next_page_token,
+        }))
     }
 
     async fn list_services(
@@ -78,11 +89,19 @@ impl pb::discovery_server::Discovery for Discovery {
         client_of(&self.local, &request)?;
         let provider = provider(&request.get_ref().provider)?
             .ok_or_else(|| invalid("provider is required".into()))?;
+        let r = request.get_ref();
         let conf = self.catalogue.discovery_conf().await?;
-        let services = self
+        let (page, next_page_token) = self
             .catalogue
-            .list(&conf, Some(&provider), None)
-            .await
+            .list_page(
+                &conf,
+                Some(&provider),
+                None,
+                &r.page_token,
+                lintas_proto::paging::size(r.page_size),
+            )
+            .await?;
+        let services = page
             .into_iter()
             .map(|d| pb::Service {
                 methods: d.methods(),
@@ -90,7 +109,10 @@ impl pb::discovery_server::Discovery for Discovery {
                 service: d.entry.service,
             })
             .collect();
-        Ok(Response::new(pb::ServiceList { services }))
+        Ok(Response::new(pb::ServiceList {
+            services,
+            next_page_token,
+        }))
     }
 
     async fn allowed_methods(
@@ -99,11 +121,19 @@ impl pb::discovery_server::Discovery for Discovery {
     ) -> Result<Response<pb::ServiceList>, Status> {
         let client = client_of(&self.local, &request)?;
         let provider = provider(&request.get_ref().provider)?;
+        let r = request.get_ref();
         let conf = self.catalogue.discovery_conf().await?;
-        let services = self
+        let (page, next_page_token) = self
             .catalogue
-            .list(&conf, provider.as_ref(), Some(&client))
-            .await
+            .list_page(
+                &conf,
+                provider.as_ref(),
+                Some(&client),
+                &r.page_token,
+                lintas_proto::paging::size(r.page_size),
+            )
+            .await?;
+        let services = page
             .into_iter()
             .filter_map(|d| {
                 allowed_methods(&conf, &d, &client).map(|methods| pb::Service {
@@ -113,7 +143,10 @@ impl pb::discovery_server::Discovery for Discovery {
                 })
             })
             .collect();
-        Ok(Response::new(pb::ServiceList { services }))
+        Ok(Response::new(pb::ServiceList {
+            services,
+            next_page_token,
+        }))
     }
 
     async fn get_service_descriptor(

@@ -703,16 +703,29 @@ async fn a_rest_system_behind_the_adapter_is_called_through_the_bus() {
     );
 
     let mut discovery = DiscoveryClient::new(plain_channel(&net.consumer_url).await.unwrap());
-    let allowed = discovery
-        .allowed_methods(with_client(discovery_pb::AllowedMethodsRequest {
-            provider: PROVIDER_CLIENT.into(),
-        }))
-        .await
-        .unwrap()
-        .into_inner();
-    let listed: Vec<(&str, Vec<String>)> = allowed
+    // In pages of two: the first names the next, the second is the last.
+    let page = |token: String| {
+        let mut discovery = discovery.clone();
+        async move {
+            discovery
+                .allowed_methods(with_client(discovery_pb::AllowedMethodsRequest {
+                    provider: PROVIDER_CLIENT.into(),
+                    page_size: 2,
+                    page_token: token,
+                }))
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let first = page(String::new()).await;
+    assert_eq!(first.services.len(), 2);
+    let second = page(first.next_page_token.clone()).await;
+    assert!(second.next_page_token.is_empty());
+    let listed: Vec<(&str, Vec<String>)> = first
         .services
         .iter()
+        .chain(&second.services)
         .map(|s| (s.service.as_str(), s.methods.clone()))
         .collect();
     assert_eq!(
@@ -727,7 +740,7 @@ async fn a_rest_system_behind_the_adapter_is_called_through_the_bus() {
         ]
     );
     let clients = discovery
-        .list_clients(with_client(discovery_pb::ListClientsRequest {}))
+        .list_clients(with_client(discovery_pb::ListClientsRequest::default()))
         .await
         .unwrap()
         .into_inner();
@@ -746,6 +759,7 @@ async fn a_rest_system_behind_the_adapter_is_called_through_the_bus() {
     let err = discovery
         .list_services(Request::new(discovery_pb::ListServicesRequest {
             provider: PROVIDER_CLIENT.into(),
+            ..Default::default()
         }))
         .await
         .unwrap_err();

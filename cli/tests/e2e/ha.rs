@@ -461,6 +461,7 @@ async fn two_registry_nodes_over_postgresql_serve_one_instance() {
             .clone()
             .list_registrations(pb::ListRegistrationsRequest {
                 state: pb::RegistrationState::Pending as i32,
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -523,4 +524,72 @@ async fn two_registry_nodes_over_postgresql_serve_one_instance() {
     assert!(after.serial() > before.serial());
     assert_eq!(after.conf.servers.len(), 2);
     two.stop().await;
+}
+
+#[tokio::test]
+async fn admin_lists_come_in_pages_with_filters() {
+    let inst = Instance::start().await;
+    let mut admin = inst.admin();
+    for n in 0..7 {
+        admin
+            .add_member(pb::AddMemberRequest {
+                id: format!("ID/GOV/M{n}"),
+                name: if n % 2 == 0 {
+                    "Dinas even"
+                } else {
+                    "Dinas odd"
+                }
+                .into(),
+            })
+            .await
+            .unwrap();
+    }
+    let mut pages = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = admin
+            .list_members(pb::ListMembersRequest {
+                filter: String::new(),
+                page_size: 3,
+                page_token: token,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.members.len() <= 3);
+        pages.push(
+            page.members
+                .iter()
+                .map(|m| m.id.clone())
+                .collect::<Vec<_>>(),
+        );
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let all: Vec<String> = pages.concat();
+    assert_eq!(pages.len(), 3, "{pages:?}");
+    assert_eq!(
+        all,
+        (0..7).map(|n| format!("ID/GOV/M{n}")).collect::<Vec<_>>()
+    );
+    let odd = admin
+        .list_members(pb::ListMembersRequest {
+            filter: "odd".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(odd.members.len(), 3);
+    assert!(odd.next_page_token.is_empty());
+    let bad = admin
+        .list_servers(pb::ListServersRequest {
+            page_token: "not a token".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument, "{bad}");
 }

@@ -226,7 +226,7 @@ async fn maintenance_drains_refuses_new_exchanges_and_is_published() {
         "{body}"
     );
     let health = admin
-        .health(Request::new(ss::ListRequest {}))
+        .health(Request::new(ss::ListRequest::default()))
         .await
         .unwrap()
         .into_inner();
