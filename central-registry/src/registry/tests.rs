@@ -77,7 +77,7 @@ fn keys_and_policy(clock: &dyn Clock) -> (Keys, Policy) {
         conf_validity: Duration::from_secs(3600),
         cert_validity: year,
         token_ttl: Duration::from_secs(3600),
-        tsa_url: "http://127.0.0.1:1/tsa".into(),
+        tsa_urls: vec!["http://127.0.0.1:1/tsa".into()],
     };
     (keys, policy)
 }
