@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod config;
 pub mod grpc;
+pub mod mirror;
 mod ops;
 mod published;
 pub mod registry;

@@ -58,6 +58,28 @@ pub enum Command {
     },
     /// Administer a running registry with an administrator certificate.
     Admin(AdminArgs),
+    /// Serve a verified copy of the global configuration to a region's servers (a
+    /// configuration mirror). Servers name it in `globalconf_urls` of ss.toml.
+    Mirror {
+        /// The instance's trust anchor: what the mirror verifies against.
+        #[arg(long)]
+        anchor: PathBuf,
+        /// Where the verified copy is kept across restarts.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Where the region's servers fetch `/globalconf`.
+        #[arg(long, default_value = "0.0.0.0:4401")]
+        listen: SocketAddr,
+        /// Where to fetch from (repeatable; default: the anchor's configuration URLs).
+        #[arg(long)]
+        upstream: Vec<String>,
+        /// Seconds between fetches.
+        #[arg(long, default_value_t = 30)]
+        poll_secs: u64,
+        /// `/metrics`, `/healthz` and `/readyz`.
+        #[arg(long, default_value = "127.0.0.1:4492")]
+        ops_listen: SocketAddr,
+    },
 }
 
 #[derive(clap::Args)]
@@ -253,6 +275,45 @@ pub async fn run(args: Args) -> Result<()> {
             config,
             check_config,
         } => serve(config, check_config).await,
+        Command::Mirror {
+            anchor,
+            dir,
+            listen,
+            upstream,
+            poll_secs,
+            ops_listen,
+        } => {
+            anyhow::ensure!(
+                (1..=3600).contains(&poll_secs),
+                "--poll-secs must be between 1 and 3600"
+            );
+            if let Some(u) = upstream.iter().find(|u| !u.starts_with("http://")) {
+                anyhow::bail!("--upstream {u} must start with http://");
+            }
+            let opts = lintas_registry::mirror::MirrorOptions {
+                anchor: lintas_globalconf::Anchor::load(&anchor)?,
+                dir,
+                upstream,
+                poll: std::time::Duration::from_secs(poll_secs),
+                limits: Default::default(),
+            };
+            let http = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("binding --listen {listen}"))?;
+            let ops = tokio::net::TcpListener::bind(ops_listen)
+                .await
+                .with_context(|| format!("binding --ops-listen {ops_listen}"))?;
+            let shutdown = crate::shutdown_signal().context("installing signal handlers")?;
+            println!(
+                "lintas configuration mirror listening: http={} ops={}",
+                http.local_addr()?,
+                ops.local_addr()?
+            );
+            let listeners = lintas_registry::mirror::MirrorListeners { http, ops };
+            lintas_registry::mirror::serve_mirror(opts, Arc::new(SystemClock), listeners, shutdown)
+                .await?;
+            Ok(())
+        }
         Command::Admin(a) => admin(a).await,
     }
 }

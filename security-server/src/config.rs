@@ -18,6 +18,11 @@ pub struct SsConfig {
     pub server_id: ServerId,
     /// host:port where peer security servers reach this server's provider endpoint.
     pub address: HostPort,
+    /// Where to fetch the global configuration first (a regional mirror,
+    /// `http://host:port/globalconf`); the anchor's URLs are tried after these. Empty
+    /// (the default): the anchor's only.
+    #[serde(default)]
+    pub globalconf_urls: Vec<String>,
     /// Subsystems of the owning member that this server hosts.
     #[serde(default)]
     pub clients: Vec<SubsystemId>,
@@ -197,6 +202,7 @@ impl SsConfig {
         SsConfig {
             server_id,
             address,
+            globalconf_urls: Vec::new(),
             clients: Vec::new(),
             member_name: String::new(),
             data_dir: default_data_dir(),
@@ -250,6 +256,11 @@ impl SsConfig {
         p.check(!self.consumer_hostnames.is_empty(), || {
             "consumer_hostnames must name at least one host".into()
         });
+        for u in &self.globalconf_urls {
+            p.check(u.starts_with("http://"), || {
+                format!("globalconf_urls entry '{u}' must start with http://")
+            });
+        }
         p.check((5..=86400).contains(&self.conf_poll_secs), || {
             "conf_poll_secs must be between 5 and 86400".into()
         });

@@ -365,7 +365,20 @@ impl Node {
     pub fn conf_client(&self, clock: Arc<dyn Clock>) -> Result<ConfClient, SsError> {
         let dir = self.paths.conf_cache();
         std::fs::create_dir_all(&dir).map_err(io(dir.display().to_string()))?;
-        Ok(ConfClient::open(self.anchor.clone(), &dir, clock)?)
+        let client = ConfClient::open(self.anchor.clone(), &dir, clock)?;
+        if self.config.globalconf_urls.is_empty() {
+            return Ok(client);
+        }
+        // A regional mirror first, the registry's own after it: what either serves is
+        // verified against the anchor alike.
+        let urls = self
+            .config
+            .globalconf_urls
+            .iter()
+            .chain(&self.anchor.globalconf_urls)
+            .cloned()
+            .collect();
+        Ok(client.with_urls(urls))
     }
 
     /// Checks that `conf` lists this server with its current TLS certificate and the

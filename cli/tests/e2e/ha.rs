@@ -593,3 +593,136 @@ async fn admin_lists_come_in_pages_with_filters() {
         .unwrap_err();
     assert_eq!(bad.code(), Code::InvalidArgument, "{bad}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_serves_the_verified_configuration_and_servers_need_not_trust_it() {
+    let inst = Instance::start().await;
+    let anchor = lintas_globalconf::Anchor::load(&inst.anchor()).unwrap();
+    let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mirror_url = format!("http://{}/globalconf", http.local_addr().unwrap());
+    let ops = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mirror_ops = ops.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let (stop_mirror, stop) = stopper();
+    let mirror = tokio::spawn(lintas_registry::mirror::serve_mirror(
+        lintas_registry::mirror::MirrorOptions {
+            anchor: anchor.clone(),
+            dir: dir.path().to_owned(),
+            upstream: Vec::new(),
+            poll: Duration::from_millis(200),
+            limits: Default::default(),
+        },
+        inst.clock.clone(),
+        lintas_registry::mirror::MirrorListeners { http, ops },
+        stop,
+    ));
+
+    // A server whose configuration names the mirror fetches the registry's document
+    // through it, 304 included.
+    let node = inst.node("ID/GOV/KEMENDAGRI/SS9", &[PROVIDER_CLIENT]);
+    let mut config = node.config.clone();
+    config.globalconf_urls = vec![mirror_url.clone()];
+    let node = Node::open(config).unwrap();
+    let client = inst.conf_client(&node);
+    let signed = pb::registration_client::RegistrationClient::new(inst.channel(None))
+        .get_global_conf(pb::GetGlobalConfRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let registry_blob = prost::Message::encode_to_vec(&signed);
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let first = loop {
+        // Only the mirror: the registry's own URL is not asked.
+        match client
+            .clone()
+            .with_urls(vec![mirror_url.clone()])
+            .fetch()
+            .await
+        {
+            Ok(c) if c.blob == registry_blob => break c,
+            _ => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the mirror never served"
+                );
+                tick.tick().await;
+            }
+        }
+    };
+    // The server's own order asks the mirror first (and it answers 304).
+    client.fetch().await.unwrap();
+    let (_, _, metrics) = ops_get(&mirror_ops, "/metrics").await;
+    assert!(
+        sample(
+            &metrics,
+            "lintas_globalconf_fetches_total{answer=\"not_modified\"}"
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
+        "{metrics}"
+    );
+    let (status, _, _) = ops_get(&mirror_ops, "/readyz").await;
+    assert_eq!(status, 200);
+
+    // A change at the registry reaches the servers through the mirror.
+    inst.admin()
+        .add_member(pb::AddMemberRequest {
+            id: "ID/GOV/BARU".into(),
+            name: "Baru".into(),
+        })
+        .await
+        .unwrap();
+    let newer = loop {
+        let c = inst
+            .conf_client(&node)
+            .with_urls(vec![mirror_url.clone()])
+            .fetch()
+            .await
+            .unwrap();
+        if c.serial() > first.serial() {
+            break c;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the mirror kept the old serial"
+        );
+        tick.tick().await;
+    };
+    assert!(newer.conf.members.iter().any(|m| m.id == "ID/GOV/BARU"));
+
+    // A mirror that serves anything else is refused by the server, which falls back to
+    // the registry's own URL.
+    let forged = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let forged_url = format!("http://{}/globalconf", forged.local_addr().unwrap());
+    let mut tampered = newer.blob.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    tokio::spawn(async move {
+        let app = axum::Router::new().route(
+            "/globalconf",
+            axum::routing::get(move || {
+                let t = tampered.clone();
+                async move { t }
+            }),
+        );
+        axum::serve(forged, app).await.unwrap();
+    });
+    let fresh = tempfile::tempdir().unwrap();
+    let alone =
+        lintas_globalconf::ConfClient::open(anchor.clone(), fresh.path(), inst.clock.clone())
+            .unwrap()
+            .with_urls(vec![forged_url.clone()]);
+    assert!(
+        alone.fetch().await.is_err(),
+        "a tampered document was taken"
+    );
+    let with_fallback =
+        lintas_globalconf::ConfClient::open(anchor, fresh.path(), inst.clock.clone())
+            .unwrap()
+            .with_urls(vec![forged_url, inst.config.globalconf_urls[0].clone()]);
+    assert!(with_fallback.fetch().await.unwrap().serial() >= newer.serial());
+
+    stop_mirror.send(()).unwrap();
+    mirror.await.unwrap().unwrap();
+}
