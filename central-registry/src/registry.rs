@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use crate::store::{ApplyError, Expect, Put, RegistryStore, Stored};
 
 mod pending;
+mod synthetic;
 mod witness;
 
 pub use pending::Limits as PendingLimits;

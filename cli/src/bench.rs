@@ -25,6 +25,21 @@ pub struct Args {
     /// Request and response payload size in bytes.
     #[arg(long, default_value_t = 1024)]
     payload: usize,
+    /// Measure the global configuration at scale instead (see `bench_scale`).
+    #[arg(long)]
+    scale: bool,
+    /// With --scale: members of the synthetic instance.
+    #[arg(long, default_value_t = 10_000)]
+    members: usize,
+    /// With --scale: security servers (each of its own member).
+    #[arg(long, default_value_t = 1_000)]
+    servers: usize,
+    /// With --scale: services, spread over the servers.
+    #[arg(long, default_value_t = 50_000)]
+    services: usize,
+    /// With --scale: polls measured per kind of answer.
+    #[arg(long, default_value_t = 1_000)]
+    polls: usize,
 }
 
 const PROVIDER: &str = "ID/GOV/BENCH/SS1";
@@ -41,6 +56,15 @@ struct Figures {
 }
 
 pub async fn run(args: Args) -> Result<()> {
+    if args.scale {
+        return crate::bench_scale::run(crate::bench_scale::Scale {
+            members: args.members,
+            servers: args.servers,
+            services: args.services,
+            polls: args.polls,
+        })
+        .await;
+    }
     if args.seconds == 0 || args.payload > 3 * 1024 * 1024 {
         bail!("--seconds must be at least 1 and --payload at most 3 MiB");
     }

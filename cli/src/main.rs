@@ -5,6 +5,7 @@
 mod adapter_cmd;
 mod audit_cmd;
 mod bench;
+mod bench_scale;
 mod certs_cmd;
 mod demo;
 mod network;

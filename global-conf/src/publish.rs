@@ -46,6 +46,8 @@ pub fn accepts_gzip(accept_encoding: &str) -> bool {
 /// A document as served: its bytes, their tag and their gzip form.
 pub struct Published {
     blob: Arc<Vec<u8>>,
+    /// The same bytes, shared by every answer without a copy.
+    raw: Bytes,
     etag: String,
     gzip: Bytes,
 }
@@ -69,6 +71,7 @@ impl Published {
             .unwrap_or_default();
         Published {
             etag: etag_of(&blob),
+            raw: Bytes::from(blob.as_ref().clone()),
             blob,
             gzip: Bytes::from(gzip),
         }
@@ -90,7 +93,7 @@ impl Published {
             };
         }
         Answer::Full {
-            body: Bytes::from(self.blob.as_ref().clone()),
+            body: self.raw.clone(),
             gzip: false,
         }
     }
