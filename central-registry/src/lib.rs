@@ -475,6 +475,7 @@ pub async fn serve(
 
     let http_registry = registry.clone();
     let served = Arc::new(lintas_globalconf::publish::PublishedCache::default());
+    let warm = served.clone();
     let tsa = tsa_http::TsaEndpoint::new(
         lintas_timestamp::Tsa::new(
             keys::read(&paths.tsa_key())?,
@@ -572,8 +573,14 @@ pub async fn serve(
                 _ = tick.tick() => {}
                 _ = sync_stop.stopped() => return,
             }
-            let reg = sync_registry.clone();
-            match tokio::task::spawn_blocking(move || reg.sync()).await {
+            let (reg, warm) = (sync_registry.clone(), warm.clone());
+            // The newest document is hashed and compressed here, off the pollers' path.
+            let synced = move || {
+                let synced = reg.sync();
+                warm.get(reg.latest_conf());
+                synced
+            };
+            match tokio::task::spawn_blocking(synced).await {
                 Ok(Ok(true)) => tracing::debug!("took in changes of other registry nodes"),
                 Ok(Ok(false)) => {}
                 Ok(Err(e)) => tracing::warn!(error = %e, "reading the registry database failed"),

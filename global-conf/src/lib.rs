@@ -348,6 +348,13 @@ fn check_contents(conf: &GlobalConf) -> Result<(), ConfError> {
             instance(c.member(), &format!("group {}", g.code))?;
         }
     }
+    // Which server hosts which subsystem, once: the catalogue is checked against it in
+    // time that grows with its length, not with its length times the servers'.
+    let hosting: std::collections::HashSet<(&str, &str)> = conf
+        .servers
+        .iter()
+        .flat_map(|s| s.clients.iter().map(move |c| (s.id.as_str(), c.as_str())))
+        .collect();
     for r in &conf.services {
         let provider: SubsystemId = r
             .provider
@@ -356,11 +363,7 @@ fn check_contents(conf: &GlobalConf) -> Result<(), ConfError> {
         r.service
             .parse::<lintas_identifiers::ServiceName>()
             .map_err(|e| bad("service catalogue", &e))?;
-        let hosted = conf
-            .servers
-            .iter()
-            .any(|s| s.id == r.server && s.clients.contains(&r.provider));
-        if !hosted {
+        if !hosting.contains(&(r.server.as_str(), r.provider.as_str())) {
             return Err(bad(
                 "service catalogue",
                 &format!("{} lists {provider}, which it does not host", r.server),
