@@ -27,9 +27,11 @@ pub(crate) fn install(
     let r = registry.clone();
     health.probe("store", move || {
         if r.is_poisoned() {
-            Condition::NotReady(
-                "a write to the registry database failed; changes are refused until the registry is restarted".into(),
-            )
+            Condition::NotReady(if r.recovers_by_reloading() {
+                "a write to the registry database failed; changes are refused until it answers again".into()
+            } else {
+                "a write to the registry database failed; changes are refused until the registry is restarted".into()
+            })
         } else {
             Condition::Ready
         }

@@ -467,6 +467,12 @@ impl Registry {
         self.poisoned.load(Ordering::SeqCst)
     }
 
+    /// Whether a failed write is overcome by reloading once the store answers (see
+    /// [`RegistryStore::reload_recovers`]), rather than by a restart.
+    pub fn recovers_by_reloading(&self) -> bool {
+        self.store.reload_recovers()
+    }
+
     /// How much the registry holds, for metrics.
     pub fn counts(&self) -> Counts {
         let state = self.lock();

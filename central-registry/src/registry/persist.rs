@@ -134,6 +134,17 @@ impl Registry {
     /// Catches up with changes other registry nodes stored (a no-op on one node).
     /// True when something was reloaded.
     pub fn sync(&self) -> Result<bool> {
+        if self.poisoned.load(Ordering::SeqCst) && self.store.reload_recovers() {
+            // After a failed write: the database, once it answers, says what happened.
+            let mut state = self.lock();
+            self.reload(&mut state)?;
+            self.poisoned.store(false, Ordering::SeqCst);
+            tracing::warn!(
+                version = state.version,
+                "the registry database answers again; state reloaded and changes accepted"
+            );
+            return Ok(true);
+        }
         let stored = self
             .store
             .get(STATE_KEY)
@@ -201,9 +212,11 @@ impl Registry {
 
     pub(super) fn refuse_if_poisoned(&self) -> Result<()> {
         if self.poisoned.load(Ordering::SeqCst) {
-            return Err(RegistryError::Internal(
-                "an earlier write to the registry database failed; restart the registry to reload its state".into(),
-            ));
+            return Err(RegistryError::Internal(if self.store.reload_recovers() {
+                "an earlier write to the registry database failed; changes are refused until it answers again".into()
+            } else {
+                "an earlier write to the registry database failed; restart the registry to reload its state".into()
+            }));
         }
         Ok(())
     }

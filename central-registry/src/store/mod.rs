@@ -66,6 +66,12 @@ pub trait RegistryStore: Send + Sync + 'static {
     /// Applies all puts and removals atomically and durably if every expectation still
     /// holds; otherwise applies nothing.
     fn apply(&self, expect: &[Expect], batch: Vec<Put>) -> Result<(), ApplyError>;
+    /// Whether reading the store again after a failed write tells what the write did
+    /// (a database whose commits are all or nothing): the registry then reloads as soon
+    /// as the store answers instead of waiting for a restart.
+    fn reload_recovers(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]

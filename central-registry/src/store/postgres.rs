@@ -300,4 +300,10 @@ impl RegistryStore for PostgresStore {
         self.call(|r| Op::Apply(expect.to_vec(), batch, r))
             .unwrap_or_else(|| Err(gone().into()))
     }
+
+    /// A transaction was committed whole or not at all: what the database holds once it
+    /// answers again is the truth.
+    fn reload_recovers(&self) -> bool {
+        true
+    }
 }
