@@ -44,6 +44,10 @@ enum Command {
         /// Include the message bodies the server still keeps (body_retention_days).
         #[arg(long)]
         with_bodies: bool,
+        /// Exchanges per bundle: a larger export is written as several bundles, one at
+        /// a time, in one file (default and most: 10,000).
+        #[arg(long, default_value_t = 10_000)]
+        per_bundle: u32,
     },
     /// Copy the sealed segments of a running security server's log into a new
     /// directory, with a manifest that proves they are the beginning of its log.
@@ -100,6 +104,7 @@ pub async fn run(args: Args) -> Result<()> {
             to,
             out,
             with_bodies,
+            per_bundle,
         } => {
             let query = lintas_proto::ss::v1::EvidenceQuery {
                 message_id: message_id.unwrap_or_default(),
@@ -111,19 +116,34 @@ pub async fn run(args: Args) -> Result<()> {
                     .unwrap_or(0),
                 to_unix_ms: to.map(|t| rfc3339_ms("to", &t)).transpose()?.unwrap_or(0),
                 with_bodies,
+                exchanges_per_bundle: per_bundle,
             };
             lintas_ss::evidence::check_query(&query).map_err(anyhow::Error::msg)?;
-            let bundle = crate::ss_cmd::admin(&config)
+            anyhow::ensure!(
+                (1..=10_000).contains(&per_bundle),
+                "--per-bundle must be between 1 and 10000"
+            );
+            let mut stream = crate::ss_cmd::admin(&config)
                 .await?
-                .export_evidence(query)
+                .export_evidence_bundles(query)
                 .await
                 .map_err(|s| anyhow::anyhow!("{}", s.message()))?
                 .into_inner();
-            write_bundle(&out, &bundle)?;
+            let mut file = crate::bundles::Writer::create(&out)?;
+            let (mut records, mut origin) = (0, String::new());
+            while let Some(bundle) = stream
+                .message()
+                .await
+                .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+            {
+                records += bundle.entries.len();
+                origin.clone_from(&bundle.origin);
+                file.push(bundle)?;
+            }
+            let bundles = file.bundles;
+            file.finish()?;
             println!(
-                "wrote {} records of {} to {}; verify with: lintas audit verify {} --anchor ANCHOR",
-                bundle.entries.len(),
-                bundle.origin,
+                "wrote {records} records of {origin} in {bundles} bundle(s) to {}; verify with: lintas audit verify {} --anchor ANCHOR",
                 out.display(),
                 out.display()
             );
@@ -195,6 +215,9 @@ pub async fn run(args: Args) -> Result<()> {
         } => {
             let anchor = lintas_globalconf::Anchor::load(&anchor)
                 .with_context(|| format!("reading the anchor {}", anchor.display()))?;
+            if bundles.iter().any(|p| is_multi_bundle(p)) {
+                return verify_each_bundle(&bundles, &anchor, json);
+            }
             let mut reports = Vec::new();
             for path in &bundles {
                 reports.push(lintas_audit::verify(&read_bundle(path)?, &anchor));
@@ -265,6 +288,91 @@ fn findings(proven: &[String], failures: &[String], not_established: &[String]) 
         }
     }
     s
+}
+
+/// Whether `path` holds several bundles (a large export).
+fn is_multi_bundle(path: &Path) -> bool {
+    let mut head = vec![0u8; crate::bundles::MAGIC.len()];
+    std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+        .is_ok()
+        && head == crate::bundles::MAGIC
+}
+
+/// Verifies files of many bundles one bundle at a time (memory holds one bundle): each
+/// bundle's verdict and failures, and totals. The two sides of such exports are not
+/// cross-checked.
+fn verify_each_bundle(
+    paths: &[PathBuf],
+    anchor: &lintas_globalconf::Anchor,
+    json: bool,
+) -> Result<()> {
+    let mut ok = true;
+    let mut files = Vec::new();
+    for path in paths {
+        let (mut exchanges, mut failed) = (0usize, Vec::new());
+        let mut origin = String::new();
+        let bundles = crate::bundles::each(path, |n, bundle| {
+            let r = lintas_audit::verify(&bundle, anchor);
+            exchanges += r.exchanges.len();
+            origin.clone_from(&r.origin);
+            if !json {
+                println!(
+                    "{} bundle {n}: {} exchanges, {}",
+                    path.display(),
+                    r.exchanges.len(),
+                    verdict(r.verified)
+                );
+                for f in &r.failures {
+                    println!("  FAILED: {f}");
+                }
+            }
+            if !r.verified {
+                failed.extend(r.failures.into_iter().map(|f| format!("bundle {n}: {f}")));
+            }
+            Ok(())
+        })?;
+        ok &= failed.is_empty();
+        files.push(serde_json::json!({
+            "path": path.display().to_string(),
+            "origin": origin,
+            "bundles": bundles,
+            "exchanges": exchanges,
+            "verified": failed.is_empty(),
+            "failures": failed,
+        }));
+        if !json {
+            println!(
+                "Evidence from the log of {origin} ({}): {bundles} bundle(s), {exchanges} exchanges: {}",
+                path.display(),
+                verdict(failed.is_empty())
+            );
+        }
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"verified": ok, "files": files}))?
+        );
+    } else {
+        if paths.len() == 2 {
+            println!(
+                "Exports of several bundles are verified each on its own, not against each other."
+            );
+        }
+        println!(
+            "{}",
+            if ok {
+                "Result: the evidence verifies."
+            } else {
+                "Result: the evidence does NOT verify."
+            }
+        );
+    }
+    if !ok {
+        bail!("the evidence does not verify");
+    }
+    Ok(())
 }
 
 pub fn write_bundle(path: &Path, bundle: &EvidenceBundle) -> Result<()> {

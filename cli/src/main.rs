@@ -6,6 +6,7 @@ mod adapter_cmd;
 mod audit_cmd;
 mod bench;
 mod bench_scale;
+mod bundles;
 mod certs_cmd;
 mod demo;
 mod network;

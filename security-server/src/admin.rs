@@ -9,6 +9,7 @@ use lintas_identifiers::{MethodPath, ServiceName, SubsystemId};
 use lintas_proto::ss::v1 as pb;
 use pb::security_server_admin_client::SecurityServerAdminClient;
 use pb::security_server_admin_server::SecurityServerAdmin;
+use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
@@ -330,6 +331,33 @@ impl SecurityServerAdmin for AdminService {
             .await
             .map(Response::new)
             .map_err(|e| Status::failed_precondition(e.to_string()))
+    }
+
+    type ExportEvidenceBundlesStream = std::pin::Pin<
+        Box<
+            dyn tokio_stream::Stream<Item = Result<lintas_proto::audit::v1::EvidenceBundle, Status>>
+                + Send,
+        >,
+    >;
+
+    async fn export_evidence_bundles(
+        &self,
+        request: Request<pb::EvidenceQuery>,
+    ) -> Result<Response<Self::ExportEvidenceBundlesStream>, Status> {
+        let q = request.into_inner();
+        crate::evidence::check_query(&q).map_err(Status::invalid_argument)?;
+        let per_bundle = match q.exchanges_per_bundle {
+            0 => crate::evidence::MAX_EXCHANGES,
+            n => (n as usize).min(crate::evidence::MAX_EXCHANGES),
+        };
+        let bundles = self
+            .evidence
+            .export_bundles(&q, per_bundle)
+            .await
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        let stream = tokio_stream::wrappers::ReceiverStream::new(bundles)
+            .map(|b| b.map_err(|e| Status::failed_precondition(e.to_string())));
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn log_status(

@@ -9,7 +9,6 @@ use lintas_globalconf::{Clock, ConfClient};
 use lintas_identifiers::ServerId;
 use lintas_log::RecordLog;
 use lintas_proto::audit::v1 as audit;
-use lintas_proto::exchange::v1 as ex;
 use prost::Message;
 
 use crate::SsError;
@@ -59,58 +58,6 @@ pub fn check_query(q: &lintas_proto::ss::v1::EvidenceQuery) -> Result<(), String
         return Err("the time range ends before it starts".into());
     }
     Ok(())
-}
-
-fn matches(r: &lintas_log::Record, q: &lintas_proto::ss::v1::EvidenceQuery) -> bool {
-    (q.message_id.is_empty() || r.message_id == q.message_id)
-        && (q.client.is_empty() || r.client == q.client)
-        && (q.service_provider.is_empty() || r.service_provider == q.service_provider)
-        && (q.from_unix_ms == 0 || r.time_unix_ms >= q.from_unix_ms)
-        && (q.to_unix_ms == 0 || r.time_unix_ms <= q.to_unix_ms)
-}
-
-/// Records (index, stored bytes) and the configuration serials they name.
-pub type Selected = (Vec<(u64, Vec<u8>)>, BTreeSet<u64>);
-
-/// The stored bytes of every record of every exchange that matches `q` (an exchange is
-/// one client's message id), by index, and the configuration serials their request
-/// headers name. Two passes over the log: which exchanges, then their records.
-pub fn select(
-    log: &RecordLog,
-    q: &lintas_proto::ss::v1::EvidenceQuery,
-    size: u64,
-) -> Result<Selected, SsError> {
-    let mut wanted = BTreeSet::new();
-    for index in 0..size {
-        let Some(r) = log.get(index)? else { continue };
-        if !r.message_id.is_empty() && matches(&r, q) {
-            wanted.insert((r.client, r.message_id));
-            if wanted.len() > MAX_EXCHANGES {
-                return Err(SsError::State(format!(
-                    "more than {MAX_EXCHANGES} exchanges match; narrow the query"
-                )));
-            }
-        }
-    }
-    let mut out = Vec::new();
-    let mut serials = BTreeSet::new();
-    for index in 0..size {
-        let Some(bytes) = log.get_bytes(index)? else {
-            continue;
-        };
-        let r = lintas_log::Record::decode(bytes.as_slice())
-            .map_err(|e| SsError::State(format!("record {index} does not decode: {e}")))?;
-        if !wanted.contains(&(r.client, r.message_id)) {
-            continue;
-        }
-        if let Ok(h) = ex::RequestHeader::decode(r.header.as_slice())
-            && h.conf_serial != 0
-        {
-            serials.insert(h.conf_serial);
-        }
-        out.push((index, bytes));
-    }
-    Ok((out, serials))
 }
 
 /// The format name written into archive manifests.
@@ -249,14 +196,11 @@ impl Evidence {
         })
     }
 
-    /// An evidence bundle of the exchanges matching `q`: their records with inclusion
-    /// proofs in a fresh checkpoint (cosigned if the witness answers), the
-    /// configurations in force and the certificates the records name.
-    pub async fn export(
+    /// A fresh checkpoint to prove records against (cosigned if the witness answers,
+    /// time-stamped if the TSA does), and the log size it covers.
+    async fn export_checkpoint(
         &self,
-        q: &lintas_proto::ss::v1::EvidenceQuery,
-    ) -> Result<audit::EvidenceBundle, SsError> {
-        check_query(q).map_err(SsError::State)?;
+    ) -> Result<(lintas_log::checkpoint::SignedCheckpoint, u64), SsError> {
         self.checkpoint_now()?;
         match tokio::time::timeout(std::time::Duration::from_secs(10), self.witness_now()).await {
             Ok(Ok(_)) => {}
@@ -280,15 +224,97 @@ impl Evidence {
             .checkpoints
             .latest_stated()
             .ok_or_else(|| SsError::State("the log has no records yet".into()))?;
-        let size = stated.size;
-        let log = self.log.clone();
-        let query = q.clone();
-        let (records, serials) = tokio::task::spawn_blocking(move || select(&log, &query, size))
+        Ok((checkpoint, stated.size))
+    }
+
+    /// One evidence bundle of the exchanges matching `q`: their records with inclusion
+    /// proofs in a fresh checkpoint, the configurations in force and the certificates
+    /// the records name. More than [`MAX_EXCHANGES`] are refused: `export_bundles`
+    /// streams any number.
+    pub async fn export(
+        self: &Arc<Self>,
+        q: &lintas_proto::ss::v1::EvidenceQuery,
+    ) -> Result<audit::EvidenceBundle, SsError> {
+        let mut bundles = self.export_bundles(q, MAX_EXCHANGES).await?;
+        let first = bundles
+            .recv()
             .await
-            .map_err(|e| SsError::State(e.to_string()))??;
-        if records.is_empty() {
-            return Err(SsError::State("no recorded exchange matches".into()));
+            .ok_or_else(|| SsError::State("no recorded exchange matches".into()))??;
+        if bundles.recv().await.is_some() {
+            return Err(SsError::State(format!(
+                "more than {MAX_EXCHANGES} exchanges match: export them with `lintas audit export`, which writes them in several bundles"
+            )));
         }
+        Ok(first)
+    }
+
+    /// The exchanges matching `q` in bundles of at most `per_bundle` exchanges, all
+    /// proven against one fresh checkpoint, made one at a time while the log is read
+    /// once: memory holds a bundle or two whatever the number of exchanges. No exchange
+    /// is split between bundles. An empty selection is an error.
+    pub async fn export_bundles(
+        self: &Arc<Self>,
+        q: &lintas_proto::ss::v1::EvidenceQuery,
+        per_bundle: usize,
+    ) -> Result<tokio::sync::mpsc::Receiver<Result<audit::EvidenceBundle, SsError>>, SsError> {
+        check_query(q).map_err(SsError::State)?;
+        let (checkpoint, size) = self.export_checkpoint().await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let (evidence, query) = (self.clone(), q.clone());
+        tokio::task::spawn_blocking(move || {
+            let send = |b| tx.blocking_send(b).is_ok();
+            let mut selection = crate::selection::Selection::new(&query, per_bundle);
+            let mut any = false;
+            for index in 0..size {
+                let read = evidence
+                    .log
+                    .get_bytes(index)
+                    .map(|b| b.map(|bytes| (lintas_log::Record::decode(bytes.as_slice()), bytes)));
+                let (record, bytes) = match read {
+                    Ok(Some((Ok(r), bytes))) => (r, bytes),
+                    Ok(None) => continue,
+                    Ok(Some((Err(e), _))) => {
+                        send(Err(SsError::State(format!(
+                            "record {index} does not decode: {e}"
+                        ))));
+                        return;
+                    }
+                    Err(e) => {
+                        send(Err(e.into()));
+                        return;
+                    }
+                };
+                if let Some(chunk) = selection.push(index, record, bytes) {
+                    any = true;
+                    if !send(evidence.bundle(chunk, &checkpoint, size, query.with_bodies)) {
+                        return;
+                    }
+                }
+            }
+            match selection.finish() {
+                Some(chunk) => {
+                    send(evidence.bundle(chunk, &checkpoint, size, query.with_bodies));
+                }
+                None if !any => {
+                    send(Err(SsError::State("no recorded exchange matches".into())));
+                }
+                None => {}
+            }
+        });
+        Ok(rx)
+    }
+
+    /// A bundle of `chunk`'s records, proven against `checkpoint` (of `size` records).
+    fn bundle(
+        &self,
+        chunk: crate::selection::Chunk,
+        checkpoint: &lintas_log::checkpoint::SignedCheckpoint,
+        size: u64,
+        with_bodies: bool,
+    ) -> Result<audit::EvidenceBundle, SsError> {
+        let crate::selection::Chunk {
+            records, serials, ..
+        } = chunk;
         let mut entries = Vec::with_capacity(records.len());
         let mut cert_hashes = BTreeSet::new();
         // Time-stamped checkpoints bounding each record: the one it names and the first
@@ -317,7 +343,7 @@ impl Evidence {
             }
             // A body lost or overwritten in a crash (bodies are flushed about every
             // second) is left out rather than exported against the wrong record.
-            let body = if q.with_bodies {
+            let body = if with_bodies {
                 self.bodies
                     .get(index)?
                     .filter(|b| {
@@ -377,7 +403,7 @@ impl Evidence {
             format: FORMAT.into(),
             origin: self.id.to_string(),
             entries,
-            checkpoint: Some(checkpoint),
+            checkpoint: Some(checkpoint.clone()),
             global_confs,
             certificates,
             exported_unix_ms: now_ms(&*self.clock),

@@ -37,6 +37,7 @@ mod replay;
 mod reporter;
 pub mod rest;
 mod select;
+pub mod selection;
 pub mod serve;
 mod signers;
 mod tasks;

@@ -298,47 +298,62 @@ async fn a_subsystem_on_two_servers_survives_maintenance_and_a_killed_server() {
     // Every call the application saw answered is in the consumer's evidence, and the
     // retries are linked to the attempts they repeat.
     let anchor = lintas_globalconf::Anchor::load(&inst.anchor()).unwrap();
+    // In bundles of 40 exchanges, written one at a time into one file.
     let out = servers[2].dir.join("all.evidence");
-    run(binary::lintas_cmd(&[
+    let said = run(binary::lintas_cmd(&[
         "audit",
         "export",
         "--client",
         CONSUMER_CLIENT,
+        "--per-bundle",
+        "40",
         "--config",
         &servers[2].config,
     ])
     .arg("--out")
     .arg(&out));
-    let bundle =
-        lintas_proto::audit::v1::EvidenceBundle::decode(std::fs::read(&out).unwrap().as_slice())
-            .unwrap();
-    let report = lintas_audit::verify(&bundle, &anchor);
-    assert!(report.verified, "{:#?}", report.failures);
+    assert!(!said.contains("in 1 bundle(s)"), "{said}");
+    let verified = run(binary::lintas_cmd(&["audit", "verify"])
+        .arg(&out)
+        .arg("--anchor")
+        .arg(inst.anchor()));
+    assert!(
+        verified.contains("Result: the evidence verifies."),
+        "{verified}"
+    );
+    let mut exchanges = Vec::new();
+    let mut proven = Vec::new();
+    let bytes = std::fs::read(&out).unwrap();
+    let magic = b"lintas-evidence-bundles/v1\n";
+    let mut rest = bytes.strip_prefix(&magic[..]).expect("several bundles");
+    while !rest.is_empty() {
+        let bundle =
+            lintas_proto::audit::v1::EvidenceBundle::decode_length_delimited(&mut rest).unwrap();
+        let report = lintas_audit::verify(&bundle, &anchor);
+        assert!(report.verified, "{:#?}", report.failures);
+        // No exchange is split between bundles.
+        assert!(
+            report.exchanges.iter().all(|x| x.request.is_some()),
+            "an exchange without its request"
+        );
+        exchanges.extend(report.exchanges);
+        proven.extend(report.proven);
+    }
     for id in &answered {
         assert!(
-            report
-                .exchanges
+            exchanges
                 .iter()
                 .any(|x| &x.message_id == id && x.request.is_some() && x.response.is_some()),
             "answered call {id} has no signed request and response in the consumer's log"
         );
     }
-    let retries: Vec<_> = report
-        .exchanges
-        .iter()
-        .filter(|x| x.retry_of.is_some())
-        .collect();
     assert!(
-        !retries.is_empty(),
+        exchanges.iter().any(|x| x.retry_of.is_some()),
         "no call was retried on the other server"
     );
     assert!(
-        report
-            .proven
-            .iter()
-            .any(|p| p.contains("retried attempt 0 on")),
-        "{:#?}",
-        report.proven
+        proven.iter().any(|p| p.contains("retried attempt 0 on")),
+        "{proven:#?}"
     );
 }
 
