@@ -190,6 +190,42 @@ async fn measure(
         servers[1].log.len(),
         servers[0].log.len()
     );
+    evidence_rates(&servers[1], &report.anchor_path).await
+}
+
+/// Exports every exchange the consumer's server logged (in bundles of 10,000, as `audit
+/// export` does) and verifies the bundles offline, one at a time: exchanges per second
+/// for each.
+async fn evidence_rates(server: &SecurityServer, anchor: &std::path::Path) -> Result<()> {
+    let anchor = lintas_globalconf::Anchor::load(anchor)?;
+    let query = lintas_proto::ss::v1::EvidenceQuery {
+        client: CONSUMER_CLIENT.into(),
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let mut bundles = server
+        .evidence
+        .export_bundles(&query, lintas_ss::evidence::MAX_EXCHANGES)
+        .await?;
+    let (mut exported, mut verify_time, mut count) = (0usize, Duration::ZERO, 0usize);
+    while let Some(bundle) = bundles.recv().await {
+        let bundle = bundle?;
+        count += 1;
+        // Verification is timed apart from the export it interleaves with.
+        let verifying = Instant::now();
+        let report = tokio::task::block_in_place(|| lintas_audit::verify(&bundle, &anchor));
+        verify_time += verifying.elapsed();
+        if !report.verified {
+            bail!("bundle {count} does not verify: {:?}", report.failures);
+        }
+        exported += report.exchanges.len();
+    }
+    let export_time = started.elapsed().saturating_sub(verify_time);
+    println!(
+        "evidence: {exported} exchanges in {count} bundle(s); export {:.0} exchanges/s, offline verification {:.0} exchanges/s",
+        exported as f64 / export_time.as_secs_f64(),
+        exported as f64 / verify_time.as_secs_f64()
+    );
     Ok(())
 }
 
