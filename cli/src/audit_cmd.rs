@@ -243,14 +243,7 @@ pub async fn run(args: Args) -> Result<()> {
                     println!("Both sides, checked against each other:");
                     print!("{}", findings(&c.proven, &c.failures, &c.not_established));
                 }
-                println!(
-                    "{}",
-                    if ok {
-                        "Result: the evidence verifies."
-                    } else {
-                        "Result: the evidence does NOT verify."
-                    }
-                );
+                println!("{}", result_line(ok));
             }
             if !ok {
                 bail!("the evidence does not verify");
@@ -269,6 +262,14 @@ pub fn describe(path: &Path, r: &lintas_audit::Report) -> String {
         verdict(r.verified),
         findings(&r.proven, &r.failures, &r.not_established)
     )
+}
+
+fn result_line(ok: bool) -> &'static str {
+    if ok {
+        "Result: the evidence verifies."
+    } else {
+        "Result: the evidence does NOT verify."
+    }
 }
 
 fn verdict(verified: bool) -> &'static str {
@@ -360,14 +361,7 @@ fn verify_each_bundle(
                 "Exports of several bundles are verified each on its own, not against each other."
             );
         }
-        println!(
-            "{}",
-            if ok {
-                "Result: the evidence verifies."
-            } else {
-                "Result: the evidence does NOT verify."
-            }
-        );
+        println!("{}", result_line(ok));
     }
     if !ok {
         bail!("the evidence does not verify");

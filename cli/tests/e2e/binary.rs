@@ -129,6 +129,32 @@ pub(super) async fn binary_servers(inst: &Instance, which: &[(&str, &str)]) -> V
     servers
 }
 
+/// Publishes the population registry at `app_url` on the server of `config` and grants
+/// it to the consumer's client, with the CLI.
+pub(super) fn publish_with_the_cli(config: &str, app_url: &str) {
+    run(&mut lintas_cmd(&[
+        "ss",
+        "service",
+        "add",
+        PROVIDER_CLIENT,
+        SERVICE,
+        "--endpoint",
+        app_url,
+        "--config",
+        config,
+    ]));
+    run(&mut lintas_cmd(&[
+        "ss",
+        "acl",
+        "grant",
+        PROVIDER_CLIENT,
+        SERVICE,
+        CONSUMER_CLIENT,
+        "--config",
+        config,
+    ]));
+}
+
 /// Calls CariNik through the consumer endpoint at `listen` (development mode).
 pub(super) async fn cari_at(
     listen: &str,
@@ -317,28 +343,7 @@ async fn a_server_killed_with_calls_in_flight_restarts_and_every_answered_call_i
     let app_url = format!("http://{}", app.local_addr().unwrap());
     let (_stop_app, stop) = stopper();
     tokio::spawn(lintas_examples::population_registry::serve(app, stop));
-    let provider_config = servers[0].config.clone();
-    run(&mut lintas_cmd(&[
-        "ss",
-        "service",
-        "add",
-        PROVIDER_CLIENT,
-        SERVICE,
-        "--endpoint",
-        &app_url,
-        "--config",
-        &provider_config,
-    ]));
-    run(&mut lintas_cmd(&[
-        "ss",
-        "acl",
-        "grant",
-        PROVIDER_CLIENT,
-        SERVICE,
-        CONSUMER_CLIENT,
-        "--config",
-        &provider_config,
-    ]));
+    publish_with_the_cli(&servers[0].config, &app_url);
 
     // Sixteen callers, each with its own message ids, until told to stop.
     let answered = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));

@@ -138,27 +138,7 @@ async fn a_subsystem_on_two_servers_survives_maintenance_and_a_killed_server() {
     let (_stop_app, stop) = stopper();
     tokio::spawn(lintas_examples::population_registry::serve(app, stop));
     for p in &servers[..2] {
-        run(&mut binary::lintas_cmd(&[
-            "ss",
-            "service",
-            "add",
-            PROVIDER_CLIENT,
-            SERVICE,
-            "--endpoint",
-            &app_url,
-            "--config",
-            &p.config,
-        ]));
-        run(&mut binary::lintas_cmd(&[
-            "ss",
-            "acl",
-            "grant",
-            PROVIDER_CLIENT,
-            SERVICE,
-            CONSUMER_CLIENT,
-            "--config",
-            &p.config,
-        ]));
+        binary::publish_with_the_cli(&p.config, &app_url);
     }
     let consumer = servers[2].consumer_listen.clone();
     let (ops1, ops2) = (servers[0].ops.clone(), servers[1].ops.clone());
