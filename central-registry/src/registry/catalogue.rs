@@ -1,0 +1,217 @@
+//! The service catalogue: security servers report the services they provide (with
+//! their grants and descriptor sets, uploaded first) and the registry publishes them in
+//! the global configuration; descriptor sets are handed out by hash.
+
+use super::*;
+
+impl Registry {
+    /// Holds a descriptor set a server is about to name in a service report, until that
+    /// report. Returns its SHA-256.
+    pub fn upload_descriptor(&self, peer_cert: Option<&[u8]>, set: Vec<u8>) -> Result<[u8; 32]> {
+        let server_id = self.peer_server(peer_cert, "uploading descriptors")?;
+        lintas_globalconf::descriptors::pool(&set).map_err(|e| invalid("descriptor set", e))?;
+        let hash = lintas_certs::sha256(&set);
+        let hex = lintas_certs::hex(&hash);
+        let mut staged = self.staged.lock().unwrap_or_else(|p| p.into_inner());
+        let held: usize = staged.values().flatten().map(|(_, b)| b.len()).sum();
+        if held + set.len() > MAX_STAGED_BYTES {
+            return Err(RegistryError::ResourceExhausted(format!(
+                "the registry holds {held} bytes of descriptor sets not yet reported; report the uploaded ones first"
+            )));
+        }
+        let mine = staged.entry(server_id).or_default();
+        mine.retain(|(h, _)| *h != hex);
+        if mine.len() >= MAX_STAGED {
+            // The oldest upload that was never reported makes room.
+            mine.remove(0);
+        }
+        mine.push((hex, Arc::new(set)));
+        Ok(hash)
+    }
+
+    /// A service report: either the serial of the configuration listing the services, or
+    /// the descriptor sets it names that the registry does not hold (nothing changed).
+    pub fn report_services(
+        &self,
+        peer_cert: Option<&[u8]>,
+        services: Vec<pb::ReportedService>,
+        maintenance: bool,
+    ) -> Result<ReportOutcome> {
+        let server_id = self.peer_server(peer_cert, "reporting services")?;
+        if services.len() > MAX_CLIENTS {
+            return Err(invalid("services", format!("more than {MAX_CLIENTS}")));
+        }
+        let mut reported = Vec::new();
+        // (hash, service) for every service that names a set.
+        let mut named = Vec::new();
+        for s in services {
+            let provider: SubsystemId = s.provider.parse().map_err(|e| invalid("provider", e))?;
+            let service: ServiceName = s.service.parse().map_err(|e| invalid("service", e))?;
+            let what = format!("service {service} of {provider}");
+            let descriptor_sha256 = match s.descriptor_sha256.len() {
+                0 => String::new(),
+                32 => {
+                    let hash = lintas_certs::hex(&s.descriptor_sha256);
+                    named.push((hash.clone(), service.to_string()));
+                    hash
+                }
+                _ => return Err(invalid(&what, "descriptor_sha256 is not a SHA-256")),
+            };
+            if s.grants.len() > MAX_GRANTS {
+                return Err(invalid(&what, format!("more than {MAX_GRANTS} grants")));
+            }
+            let mut grants = Vec::new();
+            for g in s.grants {
+                check_grant(&g).map_err(|e| invalid(&what, e))?;
+                grants.push((g.method, g.subject));
+            }
+            grants.sort();
+            grants.dedup();
+            reported.push(CatalogueService {
+                provider,
+                service,
+                descriptor_sha256,
+                grants,
+            });
+        }
+        reported.sort();
+        reported.dedup_by(|a, b| a.provider == b.provider && a.service == b.service);
+        let _one_report_at_a_time = self.reports.lock().unwrap_or_else(|p| p.into_inner());
+        // Every named set must be held already or uploaded by this server, and define
+        // the service it is named for (checked unless this server listed the same pair
+        // before).
+        let mut new_descriptors = BTreeMap::new();
+        let mut missing = Vec::new();
+        {
+            let state = self.lock();
+            let staged = self.staged.lock().unwrap_or_else(|p| p.into_inner());
+            let before: BTreeSet<(&str, String)> = state
+                .catalogue
+                .get(&server_id)
+                .into_iter()
+                .flatten()
+                .map(|c| (c.descriptor_sha256.as_str(), c.service.to_string()))
+                .collect();
+            for (hash, service) in &named {
+                let set = match state.descriptors.get(hash) {
+                    Some(set) => set.clone(),
+                    None => match staged
+                        .get(&server_id)
+                        .and_then(|m| m.iter().find(|(h, _)| h == hash))
+                    {
+                        Some((_, set)) => {
+                            new_descriptors.insert(hash.clone(), set.clone());
+                            set.clone()
+                        }
+                        None => {
+                            missing.push(lintas_certs::unhex(hash).unwrap_or_default());
+                            continue;
+                        }
+                    },
+                };
+                if !before.contains(&(hash.as_str(), service.clone())) {
+                    lintas_globalconf::descriptors::methods(&set, service)
+                        .map_err(|e| invalid(&format!("service {service}"), e))?;
+                }
+            }
+        }
+        missing.sort();
+        missing.dedup();
+        if !missing.is_empty() {
+            return Ok(ReportOutcome {
+                conf_serial: 0,
+                missing,
+            });
+        }
+        let unchanged = {
+            let state = self.lock();
+            let same_maintenance = state
+                .servers
+                .get(&server_id)
+                .is_some_and(|s| s.maintenance == maintenance);
+            same_maintenance
+                && (state.catalogue.get(&server_id) == Some(&reported)
+                    || (reported.is_empty() && !state.catalogue.contains_key(&server_id)))
+        };
+        let publish = if unchanged { Publish::No } else { Publish::Yes };
+        let actor = format!("server {server_id}");
+        let ((), serial) = self.commit(&actor, publish, |state, change| {
+            let server = state.servers.get(&server_id).ok_or_else(|| {
+                RegistryError::PermissionDenied(format!("{server_id} is not a registered server"))
+            })?;
+            if let Some(c) = reported
+                .iter()
+                .find(|c| !server.clients.contains(&c.provider))
+            {
+                return Err(RegistryError::PermissionDenied(format!(
+                    "{server_id} does not host {}",
+                    c.provider
+                )));
+            }
+            if server.maintenance != maintenance {
+                let mut server = server.clone();
+                server.maintenance = maintenance;
+                change.put(format!("server/{}", server.id), &server)?;
+                state.servers.insert(server_id.clone(), server);
+            }
+            for (hash, bytes) in &new_descriptors {
+                change.put_raw(format!("descriptor/{hash}"), bytes.as_ref().clone());
+                state.descriptors.insert(hash.clone(), bytes.clone());
+            }
+            let action = format!(
+                "{server_id} reported {} service(s){}",
+                reported.len(),
+                if maintenance { ", in maintenance" } else { "" }
+            );
+            change.put(
+                format!("catalogue/{server_id}"),
+                &CatalogueRec {
+                    server: server_id.clone(),
+                    services: reported.clone(),
+                },
+            )?;
+            state.catalogue.insert(server_id.clone(), reported.clone());
+            // Sets no service names any more are removed.
+            let used: BTreeSet<&String> = state
+                .catalogue
+                .values()
+                .flatten()
+                .map(|c| &c.descriptor_sha256)
+                .collect();
+            let unused: Vec<String> = state
+                .descriptors
+                .keys()
+                .filter(|h| !used.contains(h))
+                .cloned()
+                .collect();
+            for hash in unused {
+                change.remove(format!("descriptor/{hash}"));
+                state.descriptors.remove(&hash);
+            }
+            Ok(((), action))
+        })?;
+        // Uploads are for the next report only.
+        self.staged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&server_id);
+        Ok(ReportOutcome {
+            conf_serial: serial,
+            missing: Vec::new(),
+        })
+    }
+
+    /// A published descriptor set by its SHA-256.
+    pub fn descriptor(&self, sha256: &[u8]) -> Result<Arc<Vec<u8>>> {
+        self.lock()
+            .descriptors
+            .get(&lintas_certs::hex(sha256))
+            .cloned()
+            .ok_or_else(|| {
+                RegistryError::NotFound(format!(
+                    "no descriptors with SHA-256 {} are published",
+                    lintas_certs::hex(sha256)
+                ))
+            })
+    }
+}
