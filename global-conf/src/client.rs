@@ -144,8 +144,8 @@ impl ConfClient {
         let mut last = ConfError::NotLoaded;
         for url in &self.urls {
             let held = self.held();
-            let etag = held.as_ref().map(|c| crate::publish::etag_of(&c.blob));
-            let accepted = match crate::fetch::get(url, etag.as_deref(), self.timeout).await {
+            let etag = held.as_ref().map(|c| c.etag());
+            let accepted = match crate::fetch::get(url, etag, self.timeout).await {
                 // Nothing newer: the held document stays (it was verified when taken),
                 // as long as it has not expired.
                 Ok(crate::fetch::Fetched::NotModified) => match held {

@@ -148,9 +148,16 @@ pub struct VerifiedConf {
     pub blob: Vec<u8>,
     pub conf: GlobalConf,
     trust: TrustStore,
+    /// The blob's `ETag` (see `publish`), computed once.
+    etag: String,
 }
 
 impl VerifiedConf {
+    /// The `ETag` a poller holding this document names (its SHA-256, quoted).
+    pub fn etag(&self) -> &str {
+        &self.etag
+    }
+
     pub fn serial(&self) -> u64 {
         self.conf.serial
     }
@@ -292,6 +299,7 @@ fn verify_signed(
         .map_err(|e| ConfError::Malformed(format!("approved CA: {e}")))?
         .with_revoked(conf.revoked.iter().map(|r| r.serial.clone()));
     Ok(VerifiedConf {
+        etag: publish::etag_of(blob),
         blob: blob.to_vec(),
         conf,
         trust,
