@@ -22,8 +22,10 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use crate::store::{ApplyError, Expect, Put, RegistryStore, Stored};
 
 mod catalogue;
+mod keys;
 mod pending;
 mod persist;
+use keys::Key;
 use persist::{Applied, MAX_CONFLICTS, load};
 mod synthetic;
 mod witness;
@@ -293,7 +295,8 @@ struct State {
     tsas: BTreeMap<Code, TsaRec>,
     audit_seq: u64,
     conf_serial: u64,
-    /// The stored version of `meta/state` (`persist::STATE_KEY`) this state was loaded or last written at.
+    /// The stored version of `meta/state` (`Key::State`) this state was loaded or last written
+    /// at: every change expects it unchanged and raises it.
     version: u64,
 }
 
@@ -497,7 +500,7 @@ impl Registry {
         let blob = lintas_globalconf::sign(&conf, &self.keys.conf_key, &self.keys.conf_cert)
             .map_err(internal)?;
         change.put(
-            "conf/latest".into(),
+            Key::ConfLatest.into(),
             &ConfMeta {
                 serial: state.conf_serial,
                 blob_hex: lintas_certs::hex(&blob),
@@ -722,7 +725,7 @@ impl Registry {
                 )));
             }
             token.used = true;
-            change.put(format!("token/{hash}"), &*token)?;
+            change.put(Key::Token(&hash).into(), &*token)?;
             self.supersede(
                 state,
                 change,
@@ -739,7 +742,7 @@ impl Registry {
                 &tls_key,
                 &signing_key,
             )?;
-            change.put(format!("registration/{request_id}"), &rec)?;
+            change.put(Key::Registration(&request_id).into(), &rec)?;
             state.registrations.insert(request_id.clone(), rec.clone());
             let action = format!(
                 "registration {request_id} for {server_id} at {} approved by enrolment token",
@@ -799,7 +802,7 @@ impl Registry {
             // does not grow with what the registry holds.
             let (seq, version) = (state.audit_seq, state.version);
             let mut change = Change::default();
-            change.put(format!("registration/{}", rec.request_id), &rec)?;
+            change.put(Key::Registration(&rec.request_id).into(), &rec)?;
             self.audit(&mut state, &mut change, &actor, &action)?;
             match self.apply_state(&mut state, change) {
                 Ok(()) => {
@@ -834,7 +837,7 @@ impl Registry {
             let expired = self.pending_set().expired(now, ttl);
             for id in &expired {
                 change.puts.push(crate::store::Put {
-                    key: format!("registration/{id}"),
+                    key: Key::Registration(id).into(),
                     value: None,
                 });
             }
@@ -871,7 +874,7 @@ impl Registry {
             other.reason = reason.into();
             other.decided_at = self.now();
             other.decided_by = by.into();
-            change.put(format!("registration/{}", other.request_id), &other)?;
+            change.put(Key::Registration(&other.request_id).into(), &other)?;
             change.settle.push(other.request_id.clone());
             state.registrations.insert(other.request_id.clone(), other);
         }
@@ -937,7 +940,7 @@ impl Registry {
             };
             let (tls, sign) = (csr(&rec.tls_csr_hex)?, csr(&rec.signing_csr_hex)?);
             self.approve_into(state, change, &mut rec, admin, &tls, &sign)?;
-            change.put(format!("registration/{request_id}"), &rec)?;
+            change.put(Key::Registration(request_id).into(), &rec)?;
             state
                 .registrations
                 .insert(request_id.to_owned(), rec.clone());
@@ -1010,7 +1013,7 @@ impl Registry {
         for c in &rec.clients {
             member.subsystems.insert(c.subsystem.clone());
         }
-        change.put(format!("member/{owner}"), &*member)?;
+        change.put(Key::Member(&owner).into(), &*member)?;
 
         let server = state
             .servers
@@ -1030,7 +1033,7 @@ impl Registry {
         server
             .certs
             .push(IssuedCert::new(CertKind::Signing, &signing)?);
-        change.put(format!("server/{}", server.id), &*server)?;
+        change.put(Key::Server(&server.id).into(), &*server)?;
 
         rec.state = RegState::Approved;
         rec.decided_at = self.now();
@@ -1054,7 +1057,7 @@ impl Registry {
             rec.reason = reason.to_owned();
             rec.decided_at = self.now();
             rec.decided_by = admin.to_owned();
-            change.put(format!("registration/{request_id}"), &rec)?;
+            change.put(Key::Registration(request_id).into(), &rec)?;
             state
                 .registrations
                 .insert(request_id.to_owned(), rec.clone());
@@ -1082,7 +1085,7 @@ impl Registry {
                 name: name.to_owned(),
                 subsystems: BTreeSet::new(),
             };
-            change.put(format!("member/{id}"), &m)?;
+            change.put(Key::Member(&id).into(), &m)?;
             state.members.insert(id.clone(), m);
             Ok(((), format!("added member {id} ({name})")))
         })?;
@@ -1100,7 +1103,7 @@ impl Registry {
                     "subsystem {id} exists"
                 )));
             }
-            change.put(format!("member/{}", id.member), &*m)?;
+            change.put(Key::Member(&id.member).into(), &*m)?;
             Ok(((), format!("added subsystem {id}")))
         })?;
         Ok(serial)
@@ -1167,7 +1170,7 @@ impl Registry {
             listed: true,
         };
         let ((), serial) = self.commit(admin, Publish::Yes, |state, change| {
-            change.put(format!("tsa/{name}"), &rec)?;
+            change.put(Key::Tsa(&name).into(), &rec)?;
             state.tsas.insert(name.clone(), rec.clone());
             Ok((
                 (),
@@ -1189,7 +1192,7 @@ impl Registry {
                     RegistryError::NotFound(format!("no time-stamping authority {name} is listed"))
                 })?;
             rec.listed = false;
-            change.put(format!("tsa/{name}"), &*rec)?;
+            change.put(Key::Tsa(&name).into(), &*rec)?;
             Ok(((), format!("removed time-stamping authority {name}")))
         })?;
         Ok(serial)
@@ -1207,7 +1210,7 @@ impl Registry {
                 description: description.to_owned(),
                 members: BTreeSet::new(),
             };
-            change.put(format!("group/{code}"), &g)?;
+            change.put(Key::Group(&code).into(), &g)?;
             state.groups.insert(code.clone(), g);
             Ok(((), format!("added global group {code}")))
         })?;
@@ -1255,7 +1258,7 @@ impl Registry {
                 }
                 format!("removed {client} from group {code}")
             };
-            change.put(format!("group/{code}"), &*g)?;
+            change.put(Key::Group(&code).into(), &*g)?;
             Ok(((), action))
         })?;
         Ok(serial)
@@ -1291,7 +1294,7 @@ impl Registry {
                         c.kind.as_str(),
                         server.id
                     );
-                    change.put(format!("server/{}", server.id), &*server)?;
+                    change.put(Key::Server(&server.id).into(), &*server)?;
                     return Ok(((), action));
                 }
             }
@@ -1300,7 +1303,7 @@ impl Registry {
                     return Err(already(c));
                 }
                 c.revoked = Some(revocation);
-                change.put(format!("admincert/{serial}"), &*c)?;
+                change.put(Key::AdminCert(&serial).into(), &*c)?;
                 return Ok(((), format!("revoked admin certificate {serial}")));
             }
             Err(RegistryError::NotFound(format!(
@@ -1336,7 +1339,7 @@ impl Registry {
                 expires_at,
                 used: false,
             };
-            change.put(format!("token/{hash}"), &rec)?;
+            change.put(Key::Token(&hash).into(), &rec)?;
             state.tokens.insert(hash.clone(), rec);
             Ok((
                 (token.clone(), expires_at),
@@ -1376,7 +1379,7 @@ impl Registry {
     pub fn record_admin_cert(&self, actor: &str, der: &[u8]) -> Result<()> {
         let cert = IssuedCert::new(CertKind::Admin, der)?;
         self.commit(actor, Publish::Yes, |state, change| {
-            change.put(format!("admincert/{}", cert.serial), &cert)?;
+            change.put(Key::AdminCert(&cert.serial).into(), &cert)?;
             let action = format!("recorded admin certificate {}", cert.serial);
             state.admin_certs.insert(cert.serial.clone(), cert.clone());
             Ok(((), action))

@@ -151,11 +151,11 @@ impl Registry {
             if server.maintenance != maintenance {
                 let mut server = server.clone();
                 server.maintenance = maintenance;
-                change.put(format!("server/{}", server.id), &server)?;
+                change.put(Key::Server(&server.id).into(), &server)?;
                 state.servers.insert(server_id.clone(), server);
             }
             for (hash, bytes) in &new_descriptors {
-                change.put_raw(format!("descriptor/{hash}"), bytes.as_ref().clone());
+                change.put_raw(Key::Descriptor(hash).into(), bytes.as_ref().clone());
                 state.descriptors.insert(hash.clone(), bytes.clone());
             }
             let action = format!(
@@ -164,7 +164,7 @@ impl Registry {
                 if maintenance { ", in maintenance" } else { "" }
             );
             change.put(
-                format!("catalogue/{server_id}"),
+                Key::Catalogue(&server_id).into(),
                 &CatalogueRec {
                     server: server_id.clone(),
                     services: reported.clone(),
@@ -185,7 +185,7 @@ impl Registry {
                 .cloned()
                 .collect();
             for hash in unused {
-                change.remove(format!("descriptor/{hash}"));
+                change.remove(Key::Descriptor(&hash).into());
                 state.descriptors.remove(&hash);
             }
             Ok(((), action))

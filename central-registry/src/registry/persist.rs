@@ -4,9 +4,6 @@
 
 use super::*;
 
-/// Raised by every change of the state: a batch expects it unchanged since the state it
-/// was computed from, so two registry nodes never both change the same state.
-pub(super) const STATE_KEY: &str = "meta/state";
 /// How often a change refused because another node changed the state first is
 /// computed again from the newer state.
 pub(super) const MAX_CONFLICTS: usize = 10;
@@ -40,15 +37,15 @@ pub(super) fn load(store: &dyn RegistryStore) -> Result<Loaded> {
     {
         let (kind, id) = key.split_once('/').unwrap_or((key.as_str(), ""));
         match kind {
-            "member" => {
+            keys::MEMBER => {
                 let m: MemberRec = decode(&key, &value)?;
                 state.members.insert(m.id.clone(), m);
             }
-            "server" => {
+            keys::SERVER => {
                 let s: ServerRec = decode(&key, &value)?;
                 state.servers.insert(s.id.clone(), s);
             }
-            "registration" => {
+            keys::REGISTRATION => {
                 let r: RegistrationRec = decode(&key, &value)?;
                 if r.state == RegState::Pending {
                     pending.insert(r);
@@ -56,45 +53,45 @@ pub(super) fn load(store: &dyn RegistryStore) -> Result<Loaded> {
                     state.registrations.insert(r.request_id.clone(), r);
                 }
             }
-            "group" => {
+            keys::GROUP => {
                 let g: GroupRec = decode(&key, &value)?;
                 state.groups.insert(g.code.clone(), g);
             }
-            "token" => {
+            keys::TOKEN => {
                 let t: TokenRec = decode(&key, &value)?;
                 state.tokens.insert(t.hash.clone(), t);
             }
-            "catalogue" => {
+            keys::CATALOGUE => {
                 let c: CatalogueRec = decode(&key, &value)?;
                 state.catalogue.insert(c.server, c.services);
             }
-            "descriptor" => {
+            keys::DESCRIPTOR => {
                 state.descriptors.insert(id.to_owned(), Arc::new(value));
             }
-            "tsa" => {
+            keys::TSA => {
                 let t: TsaRec = decode(&key, &value)?;
                 state.tsas.insert(t.name.clone(), t);
             }
-            "admincert" => {
+            keys::ADMIN_CERT => {
                 let c: IssuedCert = decode(&key, &value)?;
                 state.admin_certs.insert(c.serial.clone(), c);
             }
-            "audit" => {
+            keys::AUDIT => {
                 let seq = u64::from_str_radix(id, 16).unwrap_or(0);
                 state.audit_seq = state.audit_seq.max(seq + 1);
             }
             // Read when needed (see `witness`).
-            "witness" => {}
-            "meta" if key == STATE_KEY => state.version = version,
+            keys::WITNESS => {}
+            keys::META if key == Key::State.to_string() => state.version = version,
             // Evidence of a forked log, kept for the administrators.
-            "witness-refusal" => {
+            keys::WITNESS_REFUSAL => {
                 if let Some((origin, held)) = id.rsplit_once('/')
                     && let Ok(held) = u64::from_str_radix(held, 16)
                 {
                     refusals.insert((origin.to_owned(), held));
                 }
             }
-            "conf" => {
+            keys::CONF => {
                 let m: ConfMeta = decode(&key, &value)?;
                 state.conf_serial = m.serial;
                 latest = lintas_certs::unhex(&m.blob_hex)
@@ -147,7 +144,7 @@ impl Registry {
         }
         let stored = self
             .store
-            .get(STATE_KEY)
+            .get(&Key::State.to_string())
             .map_err(internal)?
             .map_or(0, |s| s.version);
         let mut state = self.lock();
@@ -232,7 +229,7 @@ impl Registry {
         let seq = state.audit_seq;
         state.audit_seq += 1;
         change.put(
-            format!("audit/{seq:016x}"),
+            Key::Audit(seq).into(),
             &AuditRec {
                 at: self.now(),
                 actor: actor.to_owned(),
@@ -249,9 +246,12 @@ impl Registry {
         state: &mut State,
         mut change: Change,
     ) -> std::result::Result<(), Applied> {
-        change.put_raw(STATE_KEY.into(), state.conf_serial.to_string().into_bytes());
+        change.put_raw(
+            Key::State.into(),
+            state.conf_serial.to_string().into_bytes(),
+        );
         let expect = [Expect {
-            key: STATE_KEY.into(),
+            key: Key::State.into(),
             version: state.version,
         }];
         match self.store.apply(&expect, change.puts) {

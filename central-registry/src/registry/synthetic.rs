@@ -67,11 +67,11 @@ impl Registry {
                     name: format!("Dinas {i}"),
                     subsystems: BTreeSet::from([app.clone()]),
                 };
-                change.put(format!("member/{id}"), &rec)?;
+                change.put(Key::Member(&id).into(), &rec)?;
                 state.members.insert(id, rec);
             }
             for (j, server) in server_recs.iter().enumerate() {
-                change.put(format!("server/{}", server.id), server)?;
+                change.put(Key::Server(&server.id).into(), server)?;
                 state.servers.insert(server.id.clone(), server.clone());
                 let provider = server
                     .clients
@@ -95,7 +95,7 @@ impl Registry {
                     })
                     .collect::<Result<_>>()?;
                 change.put(
-                    format!("catalogue/{}", server.id),
+                    Key::Catalogue(&server.id).into(),
                     &CatalogueRec {
                         server: server.id.clone(),
                         services: reported.clone(),

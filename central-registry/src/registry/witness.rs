@@ -86,7 +86,7 @@ impl Registry {
         let origin = v.checkpoint.origin.clone();
         // One at a time on this node; another node is kept out by the record's version.
         let one_at_a_time = self.witnessing.lock().unwrap_or_else(|p| p.into_inner());
-        let key = format!("witness/{origin}");
+        let key = Key::Witness(&origin).to_string();
         let (held, held_version) = match self.store.get(&key).map_err(internal)? {
             Some(s) => (Some(decode::<WitnessRec>(&key, &s.value)?), s.version),
             None => (None, 0),
@@ -136,10 +136,7 @@ impl Registry {
             if first {
                 let actor = format!("server {server_id}");
                 self.commit(&actor, Publish::No, |_, change| {
-                    change.put(
-                        format!("witness-refusal/{origin}/{held_size:016x}"),
-                        &refusal,
-                    )?;
+                    change.put(Key::WitnessRefusal(&origin, held_size).into(), &refusal)?;
                     Ok((
                         (),
                         format!("witness refused a checkpoint of {origin}: {reason}"),
@@ -195,7 +192,7 @@ impl Registry {
 
     /// The newest checkpoint witnessed for `origin`, with its cosignature.
     pub fn witnessed(&self, origin: &str) -> Result<SignedCheckpoint> {
-        let key = format!("witness/{origin}");
+        let key = Key::Witness(origin).to_string();
         let stored = self.store.get(&key).map_err(internal)?.ok_or_else(|| {
             RegistryError::NotFound(format!("no checkpoint of {origin} has been witnessed"))
         })?;
