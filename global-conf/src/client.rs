@@ -21,8 +21,13 @@ pub const CACHE_FILE: &str = "globalconf.bin";
 pub struct ConfClient {
     inner: Arc<Inner>,
     urls: Vec<String>,
+    /// Until when each URL that failed is tried after the others (shared by clones).
+    failed_until: Arc<Mutex<Vec<Option<std::time::Instant>>>>,
     timeout: Duration,
 }
+
+/// How long a URL that failed is tried only after the others.
+const SET_ASIDE: Duration = Duration::from_secs(60);
 
 struct Inner {
     anchor: Anchor,
@@ -63,6 +68,7 @@ impl ConfClient {
             Err(e) => return Err(cache_err(e.to_string())),
         };
         Ok(ConfClient {
+            failed_until: Arc::new(Mutex::new(vec![None; anchor.globalconf_urls.len()])),
             urls: anchor.globalconf_urls.clone(),
             inner: Arc::new(Inner {
                 anchor,
@@ -76,8 +82,31 @@ impl ConfClient {
 
     /// Fetches from these URLs instead of the anchor's (a mirror or cache).
     pub fn with_urls(mut self, urls: Vec<String>) -> Self {
+        self.failed_until = Arc::new(Mutex::new(vec![None; urls.len()]));
         self.urls = urls;
         self
+    }
+
+    /// The URLs in the order to try them: as configured, those that failed lately last.
+    fn in_order(&self) -> Vec<(usize, &str)> {
+        let now = std::time::Instant::now();
+        let failed = self
+            .failed_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let aside = |i: usize| failed.get(i).copied().flatten().is_some_and(|t| t > now);
+        let mut order: Vec<(usize, &str)> =
+            self.urls.iter().map(String::as_str).enumerate().collect();
+        order.sort_by_key(|(i, _)| aside(*i));
+        order
+    }
+
+    fn note(&self, index: usize, ok: bool) {
+        let mut failed = self.failed_until.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(slot) = failed.get_mut(index) {
+            *slot = (!ok).then(|| std::time::Instant::now() + SET_ASIDE);
+        }
     }
 
     pub fn anchor(&self) -> &Anchor {
@@ -139,10 +168,12 @@ impl ConfClient {
         Ok(conf)
     }
 
-    /// Fetches from each URL in turn until one yields a document that is accepted.
+    /// Fetches from each URL in turn until one yields a document that is accepted. A URL
+    /// that failed is tried after the others for a minute, so a dead or bad mirror or
+    /// registry node does not cost every poll an attempt.
     pub async fn fetch(&self) -> Result<Arc<VerifiedConf>, ConfError> {
         let mut last = ConfError::NotLoaded;
-        for url in &self.urls {
+        for (index, url) in self.in_order() {
             let held = self.held();
             let etag = held.as_ref().map(|c| c.etag());
             let accepted = match crate::fetch::get(url, etag, self.timeout).await {
@@ -165,6 +196,9 @@ impl ConfClient {
                 }
                 Err(e) => Err(e),
             };
+            // A place that failed (unreachable, or serving what is refused: a stale or
+            // tampered mirror) is tried after the others for a while.
+            self.note(index, accepted.is_ok());
             match accepted {
                 Ok(conf) => return Ok(conf),
                 Err(e) => {

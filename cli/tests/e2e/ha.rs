@@ -693,10 +693,13 @@ async fn a_mirror_serves_the_verified_configuration_and_servers_need_not_trust_i
     let mut tampered = newer.blob.clone();
     let last = tampered.len() - 1;
     tampered[last] ^= 1;
+    let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = asked.clone();
     tokio::spawn(async move {
         let app = axum::Router::new().route(
             "/globalconf",
             axum::routing::get(move || {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let t = tampered.clone();
                 async move { t }
             }),
@@ -717,6 +720,9 @@ async fn a_mirror_serves_the_verified_configuration_and_servers_need_not_trust_i
             .unwrap()
             .with_urls(vec![forged_url, inst.config.globalconf_urls[0].clone()]);
     assert!(with_fallback.fetch().await.unwrap().serial() >= newer.serial());
+    // Having failed, the bad mirror is asked after the registry for a while.
+    with_fallback.fetch().await.unwrap();
+    assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 2);
 
     stop_mirror.send(()).unwrap();
     mirror.await.unwrap().unwrap();
