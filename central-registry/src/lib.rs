@@ -549,11 +549,12 @@ pub async fn serve(
                 if let Err(e) = reg.expire_registrations() {
                     tracing::error!(error = %e, "expiring registration requests failed");
                 }
-                reg.republish("registry", "periodic refresh")
+                reg.refresh(refresh_every)
             })
             .await
             {
-                Ok(Ok(serial)) => tracing::debug!(serial, "global configuration re-signed"),
+                Ok(Ok(Some(serial))) => tracing::debug!(serial, "global configuration re-signed"),
+                Ok(Ok(None)) => tracing::debug!("re-signed lately by another registry node"),
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, "re-signing the global configuration failed")
                 }

@@ -32,6 +32,16 @@ mod witness;
 
 pub use pending::Limits as PendingLimits;
 
+/// Whether a document expiring at `expires_at` (Unix seconds) was signed long enough ago
+/// (half a `refresh` period, for documents valid `validity`) to be re-signed now.
+fn resign_due(expires_at: Option<i64>, now: i64, validity: Duration, refresh: Duration) -> bool {
+    let Some(expires_at) = expires_at else {
+        return true;
+    };
+    let signed_ago = validity.as_secs() as i64 - (expires_at - now);
+    signed_ago >= (refresh.as_secs() / 2) as i64
+}
+
 /// Longest free-text field (names, reasons, descriptions).
 pub const MAX_TEXT: usize = 256;
 /// Most subsystems one registration may ask to host.
@@ -492,6 +502,18 @@ impl Registry {
     pub fn republish(&self, actor: &str, why: &str) -> Result<u64> {
         let ((), serial) = self.commit(actor, Publish::Yes, |_, _| Ok(((), why.to_owned())))?;
         Ok(serial)
+    }
+
+    /// The periodic re-signing, every `refresh`: skipped when the published document
+    /// was signed less than half a period ago (by another registry node sharing the
+    /// database), so several nodes do not each re-sign. The new serial, if re-signed.
+    pub fn refresh(&self, refresh: Duration) -> Result<Option<u64>> {
+        self.sync()?;
+        let expires_at = lintas_globalconf::expiry_of(&self.latest_conf());
+        if !resign_due(expires_at, self.now(), self.policy.conf_validity, refresh) {
+            return Ok(None);
+        }
+        self.republish("registry", "periodic refresh").map(Some)
     }
 
     fn publish_into(&self, state: &mut State, change: &mut Change) -> Result<Vec<u8>> {

@@ -266,3 +266,28 @@ fn two_nodes_over_one_store_make_one_history() {
         Err(RegistryError::NotFound(_))
     ));
 }
+
+#[test]
+fn the_periodic_re_signing_is_skipped_when_another_node_did_it_lately() {
+    let (validity, refresh) = (Duration::from_secs(3600), Duration::from_secs(600));
+    // (expires at, now, due)
+    let cases = [
+        (None, 0, true),
+        // Signed just now (by another node): not due.
+        (Some(3600), 0, false),
+        // Signed 299 s ago: not yet; 300 s (half a period): due.
+        (Some(3600), 299, false),
+        (Some(3600), 300, true),
+        // A full period ago, as on a single node: due.
+        (Some(3600), 600, true),
+        // Expired: due.
+        (Some(3600), 4000, true),
+    ];
+    for (expires_at, now, due) in cases {
+        assert_eq!(
+            resign_due(expires_at, now, validity, refresh),
+            due,
+            "{expires_at:?} at {now}"
+        );
+    }
+}
