@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use lintas_globalconf::{Anchor, ConfClient, SystemClock};
-use lintas_registry::{InitOptions, RegistryConfig};
+use lintas_registry::RegistryConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// What to build.
@@ -87,18 +87,10 @@ pub async fn run(scale: Scale) -> Result<()> {
     let temp = tempfile::tempdir().context("creating a temporary directory")?;
     let root = temp.path();
     let (grpc, http) = (free_port()?, free_port()?);
-    let report = lintas_registry::init(
-        &InitOptions {
-            instance: "ID".parse()?,
-            dir: root.join("registry"),
-            grpc_listen: format!("127.0.0.1:{grpc}").parse()?,
-            http_listen: format!("127.0.0.1:{http}").parse()?,
-            public_host: "127.0.0.1".into(),
-            admin_name: "admin".parse()?,
-            database: String::new(),
-            other_nodes: Vec::new(),
-        },
-        Arc::new(SystemClock),
+    let report = crate::network::init_instance(
+        root,
+        format!("127.0.0.1:{grpc}").parse()?,
+        format!("127.0.0.1:{http}").parse()?,
     )?;
     let config = RegistryConfig::load(&report.config_path, std::iter::empty())?;
     let anchor = Anchor::load(&report.anchor_path)?;

@@ -73,6 +73,28 @@ impl Running {
     }
 }
 
+/// Creates instance ID in `root/registry` (embedded store) for a registry listening at
+/// `grpc` and `http` on loopback.
+pub fn init_instance(
+    root: &Path,
+    grpc: std::net::SocketAddr,
+    http: std::net::SocketAddr,
+) -> Result<InitReport> {
+    Ok(lintas_registry::init(
+        &InitOptions {
+            instance: "ID".parse()?,
+            dir: root.join("registry"),
+            grpc_listen: grpc,
+            http_listen: http,
+            public_host: "127.0.0.1".into(),
+            admin_name: "admin".parse()?,
+            database: String::new(),
+            other_nodes: Vec::new(),
+        },
+        Arc::new(SystemClock),
+    )?)
+}
+
 /// Creates instance ID in `root/registry` on OS-chosen loopback ports and serves it.
 pub async fn start_registry(
     root: &Path,
@@ -80,19 +102,7 @@ pub async fn start_registry(
 ) -> Result<(InitReport, RegistryConfig)> {
     let grpc = TcpListener::bind("127.0.0.1:0").await?;
     let http = TcpListener::bind("127.0.0.1:0").await?;
-    let report = lintas_registry::init(
-        &InitOptions {
-            instance: "ID".parse()?,
-            dir: root.join("registry"),
-            grpc_listen: grpc.local_addr()?,
-            http_listen: http.local_addr()?,
-            public_host: "127.0.0.1".into(),
-            admin_name: "admin".parse()?,
-            database: String::new(),
-            other_nodes: Vec::new(),
-        },
-        Arc::new(SystemClock),
-    )?;
+    let report = init_instance(root, grpc.local_addr()?, http.local_addr()?)?;
     let config = RegistryConfig::load(&report.config_path, std::iter::empty())?;
     let registry = lintas_registry::open(&config, Arc::new(SystemClock))?;
     let serve_config = config.clone();
