@@ -386,8 +386,11 @@ async fn exchange_with_provider(
         .selector
         .order(servers, std::time::Instant::now(), random_u64()?);
     let mut previous = None;
-    let mut failed = None;
+    let mut failed: Option<Status> = None;
     for (attempt, target) in order.into_iter().take(MAX_ATTEMPTS).enumerate() {
+        if let Some(status) = &failed {
+            s.outcomes.exchanges.retried(status.code());
+        }
         let tried = crate::attempt::Attempt {
             call: &call,
             body: &body,
@@ -399,7 +402,7 @@ async fn exchange_with_provider(
         match crate::attempt::run(s, tried, progress).await {
             Ok(answer) => return Ok(answer),
             Err(f) if f.retry => {
-                tracing::warn!(server = %target.id, code = ?f.status.code(), reason = %f.status.message(), "attempt did not reach the provider's application; trying another server");
+                tracing::warn!(server = %target.id, code = ?f.status.code(), reason = %f.status.message(), "attempt did not reach the provider's application; another server is tried if there is one");
                 previous = Some(f.request_hash);
                 failed = Some(f.status);
             }

@@ -246,6 +246,9 @@ pub struct ExchangeMetrics {
     duration: Family<Labels, Histogram>,
     stages: Family<Labels, Histogram>,
     bytes: Family<Labels, Counter>,
+    /// Attempts that did not reach the provider's application and were tried again on
+    /// another server, by the gRPC code the failed attempt ended with.
+    retries: Family<Labels, Counter>,
     series: Arc<lintas_ops::metrics::LabelCap>,
 }
 
@@ -260,6 +263,7 @@ impl Default for ExchangeMetrics {
                 Histogram::new(lintas_ops::metrics::latency_buckets())
             }),
             bytes: Family::default(),
+            retries: Family::default(),
             series: Arc::new(lintas_ops::metrics::LabelCap::new(MAX_EXCHANGE_SERIES)),
         }
     }
@@ -291,6 +295,20 @@ impl ExchangeMetrics {
             Some(Unit::Bytes),
             self.bytes.clone(),
         );
+        metrics.register(
+            "exchange_retries",
+            "Attempts that did not reach the provider's application and were retried on another of its servers, by the failed attempt's gRPC code",
+            None,
+            self.retries.clone(),
+        );
+    }
+
+    /// Counts an attempt that ended with `code` before reaching the application and is
+    /// tried again on another server.
+    pub fn retried(&self, code: tonic::Code) {
+        self.retries
+            .get_or_create(&vec![("code", format!("{code:?}"))])
+            .inc();
     }
 
     pub fn record(&self, e: Exchanged<'_>, progress: &Progress) {

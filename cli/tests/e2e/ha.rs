@@ -89,6 +89,16 @@ async fn log_records(ops: &str) -> f64 {
     sample(&text, "lintas_log_records").unwrap_or_else(|| panic!("{text}"))
 }
 
+/// Attempts the consumer's server whose operations listener is `ops` retried on
+/// another server, whatever the failed attempt's code.
+async fn retries(ops: &str) -> f64 {
+    let (_, _, text) = ops_get(ops, "/metrics").await;
+    text.lines()
+        .filter(|l| l.starts_with("lintas_exchange_retries_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// `rounds` rounds of `parallel` calls at once through the consumer endpoint at
 /// `listen`, with message ids `{tag}-{round}-{n}`; the ids of the answered ones, or the
 /// first failure.
@@ -227,10 +237,25 @@ async fn a_subsystem_on_two_servers_survives_maintenance_and_a_killed_server() {
     enough.notified().await;
     servers[0].daemon.stop_with("-KILL");
     *killed_at.lock().unwrap() = Some(std::time::Instant::now());
-    // Until 32 calls have started past the failover time.
+    // Until 32 calls have started past the failover time, and the dead server's backoff
+    // has ended at least once so that a call tried it, failed to connect and was
+    // retried on the other (the consumer counts the retries).
     tokio::time::timeout(Duration::from_secs(60), late_enough.notified())
         .await
         .expect("calls after the kill did not finish");
+    let consumer_ops = servers[2].ops.clone();
+    let retried = async {
+        let mut pace = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            pace.tick().await;
+            if retries(&consumer_ops).await > 0.0 {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(MAX_BACKOFF * 2, retried)
+        .await
+        .expect("no call was retried on the other server");
     done.store(true, Ordering::SeqCst);
     let mut late = 0;
     for c in callers {
