@@ -245,9 +245,24 @@ struct CatalogueService {
     /// SHA-256 of its descriptor set, hex; empty when none was published.
     #[serde(default)]
     descriptor_sha256: String,
-    /// (method or empty, subject) as the provider server granted.
+    /// The grants as the provider server made them.
     #[serde(default)]
-    grants: Vec<(String, String)>,
+    grants: Vec<CatalogueGrant>,
+    /// A REST service passed through to its backend.
+    #[serde(default)]
+    rest: bool,
+}
+
+/// One grant of a catalogue service. Written as an object; read also from the
+/// `[method, subject]` pairs of earlier versions.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+struct CatalogueGrant {
+    /// A method name, an HTTP method for a REST service, or empty for any.
+    method: String,
+    subject: String,
+    /// A REST service's path pattern, or empty for any path.
+    #[serde(default)]
+    path: String,
 }
 
 pub use lintas_globalconf::descriptors::MAX_DESCRIPTOR_BYTES;
@@ -632,12 +647,14 @@ impl Registry {
                         server: server.to_string(),
                         descriptor_sha256: lintas_certs::unhex(&c.descriptor_sha256)
                             .unwrap_or_default(),
+                        rest: c.rest,
                         grants: c
                             .grants
                             .iter()
-                            .map(|(method, subject)| gc::AccessGrant {
-                                method: method.clone(),
-                                subject: subject.clone(),
+                            .map(|g| gc::AccessGrant {
+                                method: g.method.clone(),
+                                subject: g.subject.clone(),
+                                path: g.path.clone(),
                             })
                             .collect(),
                     })
@@ -1540,6 +1557,13 @@ fn check_grant(g: &gc::AccessGrant) -> std::result::Result<(), String> {
             .all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !g.method.is_empty() && !method_ok {
         return Err(format!("grant method '{}' is not a method name", g.method));
+    }
+    // Checked in full by the provider's server; here only bounded and printable.
+    let path_ok = g.path.len() <= 1024
+        && (g.path.is_empty() || g.path.starts_with('/'))
+        && g.path.bytes().all(|b| b.is_ascii_graphic());
+    if !path_ok {
+        return Err(format!("grant path '{}' is not a path pattern", g.path));
     }
     match g.subject.strip_prefix("group:") {
         Some(code) => Code::parse_part(code, "group code")

@@ -129,12 +129,14 @@ async fn measure(
         endpoint: app_url.clone(),
         ca_pem: None,
         descriptor_set: None,
+        rest: false,
     })?;
     servers[0].access.grant(Grant {
         provider: PROVIDER_CLIENT.parse()?,
         service: SERVICE.parse()?,
         method: None,
         subject: Subject::Client(ClientId::Subsystem(CONSUMER_CLIENT.parse()?)),
+        path: None,
     })?;
 
     println!(

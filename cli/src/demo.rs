@@ -294,12 +294,14 @@ async fn scenario(
         endpoint: app_url.clone(),
         ca_pem: None,
         descriptor_set: None,
+        rest: false,
     })?;
     provider.access.grant(Grant {
         provider: DUKCAPIL.parse()?,
         service: SERVICE.parse()?,
         method: Some("CariNik".into()),
         subject: Subject::Client(ClientId::Subsystem(DTKS.parse()?)),
+        path: None,
     })?;
     println!("    {SERVICE} of {DUKCAPIL} is served by the population registry at {app_url}");
     println!("    {DTKS} may call CariNik; {PKH} may not");
@@ -691,6 +693,7 @@ async fn publish(
             service: service.into(),
             method: String::new(),
             subject: DTKS.into(),
+            path: String::new(),
         }),
     )
     .await?;

@@ -139,15 +139,21 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ServiceCommand {
-    /// Map a provider subsystem's gRPC service to the application implementing it.
+    /// Map a provider subsystem's gRPC service to the application implementing it, or
+    /// (with --rest) a REST service code to the base URL of its backend.
     Add {
         /// Provider subsystem, INSTANCE/CLASS/MEMBER/SUBSYSTEM.
         provider: String,
-        /// gRPC service, package.Service.
+        /// gRPC service, package.Service; with --rest, the service code.
         service: String,
-        /// http://host:port of the application, or https://host:port with --ca.
+        /// http://host:port of the application, or https://host:port with --ca; with
+        /// --rest, the backend's base URL (http(s)://host:port/optional/path).
         #[arg(long)]
         endpoint: String,
+        /// A REST service: calls to /r1/PROVIDER/SERVICE/PATH go to ENDPOINT/PATH as they
+        /// are (X-Road's REST protocol).
+        #[arg(long, conflicts_with_all = ["proto", "proto_paths"])]
+        rest: bool,
         /// PEM file of the certificates to trust for an https endpoint.
         #[arg(long)]
         ca: Option<PathBuf>,
@@ -199,8 +205,13 @@ enum AclCommand {
         service: String,
         /// INSTANCE/CLASS/MEMBER[/SUBSYSTEM] or group:CODE.
         subject: String,
+        /// One method; for a REST service an HTTP method (GET, POST, ...).
         #[arg(long)]
         method: Option<String>,
+        /// For a REST service, the path pattern the grant is limited to: `*` matches
+        /// within a segment, `**` across segments (/persons/*, /persons/**).
+        #[arg(long)]
+        path: Option<String>,
     },
     Revoke {
         provider: String,
@@ -208,6 +219,8 @@ enum AclCommand {
         subject: String,
         #[arg(long)]
         method: Option<String>,
+        #[arg(long)]
+        path: Option<String>,
     },
     List,
 }
@@ -323,6 +336,7 @@ pub async fn run(args: Args) -> Result<()> {
                     provider,
                     service,
                     endpoint,
+                    rest,
                     ca,
                     proto,
                     proto_paths,
@@ -344,6 +358,7 @@ pub async fn run(args: Args) -> Result<()> {
                             ca_pem,
                             descriptor_set,
                             methods: Vec::new(),
+                            rest,
                         })
                         .await?;
                     println!("{}", r.into_inner().message);
@@ -368,7 +383,12 @@ pub async fn run(args: Args) -> Result<()> {
                     }
                     for s in services {
                         println!("{}  {}  ->  {}", s.provider, s.service, s.endpoint);
-                        if s.methods.is_empty() {
+                        if s.rest {
+                            println!(
+                                "    REST: /r1/{}/{}/PATH is passed through",
+                                s.provider, s.service
+                            );
+                        } else if s.methods.is_empty() {
                             println!("    (no descriptors published)");
                         } else {
                             println!("    methods: {}", s.methods.join(", "));
@@ -454,21 +474,26 @@ pub async fn run(args: Args) -> Result<()> {
         }
         Command::Acl { config, command } => {
             let mut client = admin(&config).await?;
-            let grant = |provider, service, subject, method: Option<String>| pb::Grant {
-                provider,
-                service,
-                method: method.unwrap_or_default(),
-                subject,
-            };
+            let grant =
+                |provider, service, subject, method: Option<String>, path: Option<String>| {
+                    pb::Grant {
+                        provider,
+                        service,
+                        method: method.unwrap_or_default(),
+                        subject,
+                        path: path.unwrap_or_default(),
+                    }
+                };
             match command {
                 AclCommand::Grant {
                     provider,
                     service,
                     subject,
                     method,
+                    path,
                 } => {
                     let r = client
-                        .grant(grant(provider, service, subject, method))
+                        .grant(grant(provider, service, subject, method, path))
                         .await?;
                     println!("{}", r.into_inner().message);
                 }
@@ -477,9 +502,10 @@ pub async fn run(args: Args) -> Result<()> {
                     service,
                     subject,
                     method,
+                    path,
                 } => {
                     let r = client
-                        .revoke(grant(provider, service, subject, method))
+                        .revoke(grant(provider, service, subject, method, path))
                         .await?;
                     println!("{}", r.into_inner().message);
                 }
@@ -501,8 +527,13 @@ pub async fn run(args: Args) -> Result<()> {
                         } else {
                             g.method
                         };
+                        let path = if g.path.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" {}", g.path)
+                        };
                         println!(
-                            "{}  {}/{}  <-  {}",
+                            "{}  {}/{}{path}  <-  {}",
                             g.provider, g.service, method, g.subject
                         );
                     }

@@ -267,6 +267,22 @@ pub mod dukcapil_rest {
     }
 
     #[derive(Deserialize)]
+    struct NikQuery {
+        nik: Option<String>,
+    }
+
+    /// `GET /api/v1/penduduk?nik=...`: the same lookup with the NIK as a query parameter.
+    async fn penduduk_query(Query(q): Query<NikQuery>) -> Answer {
+        match q.nik {
+            Some(nik) => penduduk(Path(nik)).await,
+            None => refuse(
+                StatusCode::BAD_REQUEST,
+                "parameter nik wajib diisi".to_owned(),
+            ),
+        }
+    }
+
+    #[derive(Deserialize)]
     struct KkQuery {
         #[serde(default)]
         aktif_saja: bool,
@@ -302,6 +318,7 @@ pub mod dukcapil_rest {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let app = axum::Router::new()
+            .route("/api/v1/penduduk", get(penduduk_query))
             .route("/api/v1/penduduk/{nik}", get(penduduk))
             .route("/api/v1/kk/{no_kk}", get(kk));
         axum::serve(listener, app)

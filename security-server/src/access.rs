@@ -1,7 +1,9 @@
 //! What this server provides and who may call it: services (a provider subsystem's gRPC
-//! service mapped to the application endpoint that implements it) and access grants (a
-//! client or a global group may call a whole service or one method). Kept in memory for
-//! every call, written through to sled, changed without a restart.
+//! service mapped to the application endpoint that implements it, or a REST service
+//! code mapped to the base URL of its backend) and access grants (a client or a global
+//! group may call a whole service, one method, or for a REST service one HTTP method
+//! and path pattern). Kept in memory for every call, written through to sled, changed
+//! without a restart.
 
 use std::collections::BTreeMap;
 use std::sync::RwLock;
@@ -17,8 +19,12 @@ use crate::SsError;
 pub struct ServiceEntry {
     pub provider: SubsystemId,
     pub service: ServiceName,
-    /// `http://host:port`, or `https://host:port` with `ca_pem`.
+    /// `http://host:port`, or `https://host:port` with `ca_pem`; for a REST service the
+    /// base URL of its backend, which may have a path (`http://host:port/api/v1`).
     pub endpoint: String,
+    /// A REST service: calls are passed through to the backend as HTTP requests.
+    #[serde(default)]
+    pub rest: bool,
     /// PEM certificates trusted for an `https://` endpoint (the application's own
     /// certificate or its CA).
     #[serde(default)]
@@ -109,9 +115,13 @@ impl std::fmt::Display for Subject {
 pub struct Grant {
     pub provider: SubsystemId,
     pub service: ServiceName,
-    /// `None`: every method of the service.
+    /// `None`: every method of the service. For a REST service an HTTP method.
     pub method: Option<String>,
     pub subject: Subject,
+    /// For a REST service, the path pattern the grant is limited to (see
+    /// [`crate::endpoints`]); `None`: any path.
+    #[serde(default)]
+    pub path: Option<String>,
 }
 
 /// A local application's TLS client certificate, registered for one subsystem.
@@ -139,7 +149,8 @@ pub struct Access {
     pub services_changed: tokio::sync::Notify,
 }
 
-/// `http://host:port` without a CA, or `https://host:port` with parseable CA certificates.
+/// `http://host:port` without a CA, or `https://host:port` with parseable CA certificates;
+/// a REST service's base URL may go on with a path (no query or fragment).
 pub(crate) fn check_endpoint(entry: &ServiceEntry) -> Result<(), SsError> {
     let bad = |why: &str| SsError::InvalidInput(format!("endpoint '{}': {why}", entry.endpoint));
     let (tls, rest) = if let Some(rest) = entry.endpoint.strip_prefix("https://") {
@@ -149,7 +160,21 @@ pub(crate) fn check_endpoint(entry: &ServiceEntry) -> Result<(), SsError> {
     } else {
         return Err(bad("must start with http:// or https://"));
     };
-    rest.trim_end_matches('/')
+    let (authority, path) = match rest.split_once('/') {
+        Some((a, p)) => (a, p),
+        None => (rest, ""),
+    };
+    if !path.is_empty() && !entry.rest {
+        return Err(bad(
+            "only a REST service's base URL may have a path; a gRPC application is host:port",
+        ));
+    }
+    if path.contains(['?', '#']) || path.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+        return Err(bad(
+            "the path may not have a query, a fragment, spaces or control characters",
+        ));
+    }
+    authority
         .parse::<lintas_identifiers::HostPort>()
         .map_err(|e| bad(&e.to_string()))?;
     match (&entry.ca_pem, tls) {
@@ -277,8 +302,12 @@ impl Access {
     }
 
     fn grant_key(g: &Grant) -> String {
+        let path = match &g.path {
+            Some(p) => format!(" {p}"),
+            None => String::new(),
+        };
         format!(
-            "grant/{}/{}/{}/{}",
+            "grant/{}/{}/{}/{}{path}",
             g.provider,
             g.service,
             g.method.as_deref().unwrap_or("*"),
@@ -399,20 +428,30 @@ impl Access {
     }
 
     /// Whether `client` may call `method` of `provider`, directly or through a global
-    /// group of `conf` that lists the client or its member.
+    /// group of `conf` that lists the client or its member. A REST call names its path
+    /// (`rest_path`), which a grant's path pattern must match.
     pub fn allowed(
         &self,
         conf: &VerifiedConf,
         client: &SubsystemId,
         provider: &SubsystemId,
         method: &MethodPath,
+        rest_path: Option<&str>,
     ) -> bool {
         self.grants
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
             .filter(|g| &g.provider == provider && g.service == method.service)
-            .filter(|g| g.method.as_ref().is_none_or(|m| *m == method.method))
+            .filter(|g| match rest_path {
+                Some(path) => crate::endpoints::matches(
+                    g.method.as_deref(),
+                    g.path.as_deref(),
+                    &method.method,
+                    path,
+                ),
+                None => g.path.is_none() && g.method.as_ref().is_none_or(|m| *m == method.method),
+            })
             .any(|g| g.subject.covers(conf, client))
     }
 }

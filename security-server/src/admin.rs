@@ -73,13 +73,35 @@ impl AdminService {
     fn grant(&self, g: pb::Grant) -> Result<Grant, Status> {
         let provider = self.provider(&g.provider)?;
         let service: ServiceName = g.service.parse().map_err(|e| invalid("service", e))?;
+        let rest = self
+            .access
+            .service(&provider, &service)
+            .is_some_and(|s| s.rest);
         let method = if g.method.is_empty() {
             None
+        } else if rest {
+            crate::endpoints::check_method(&g.method).map_err(|e| invalid("method", e))?;
+            Some(g.method)
         } else {
             format!("/{service}/{}", g.method)
                 .parse::<MethodPath>()
                 .map_err(|e| invalid("method", e))?;
             Some(g.method)
+        };
+        let path = match (g.path.is_empty(), rest) {
+            (true, _) => None,
+            (false, true) => {
+                crate::endpoints::check_pattern(&g.path).map_err(|e| invalid("path", e))?;
+                Some(g.path)
+            }
+            (false, false) => {
+                return Err(invalid(
+                    "path",
+                    format!(
+                        "{service} of {provider} is not a REST service provided here; only REST grants have paths"
+                    ),
+                ));
+            }
         };
         let subject = Subject::parse_wire(&g.subject).map_err(|e| invalid("subject", e))?;
         Ok(Grant {
@@ -87,6 +109,7 @@ impl AdminService {
             service,
             method,
             subject,
+            path,
         })
     }
 }
@@ -121,19 +144,21 @@ fn grant_to_pb(g: Grant) -> pb::Grant {
         service: g.service.to_string(),
         method: g.method.unwrap_or_default(),
         subject: g.subject.wire(),
+        path: g.path.unwrap_or_default(),
     }
 }
 
 fn describe(g: &Grant) -> String {
-    format!(
-        "{} may call {} of {}",
-        g.subject,
-        g.method
-            .as_ref()
-            .map(|m| format!("{}/{m}", g.service))
-            .unwrap_or_else(|| format!("every method of {}", g.service)),
-        g.provider
-    )
+    let what = match (&g.method, &g.path) {
+        (None, None) => format!("every method of {}", g.service),
+        (Some(m), None) => format!("{}/{m}", g.service),
+        (m, Some(path)) => format!(
+            "{} {path} of {}",
+            m.as_deref().unwrap_or("any method"),
+            g.service
+        ),
+    };
+    format!("{} may call {what} of {}", g.subject, g.provider)
 }
 
 #[tonic::async_trait]
@@ -149,8 +174,23 @@ impl SecurityServerAdmin for AdminService {
             endpoint: s.endpoint,
             ca_pem: (!s.ca_pem.is_empty()).then_some(s.ca_pem),
             descriptor_set: None,
+            rest: s.rest,
         };
         crate::access::check_endpoint(&entry).map_err(|e| invalid("service", e))?;
+        if entry.rest {
+            if !s.descriptor_set.is_empty() {
+                return Err(invalid(
+                    "descriptor_set",
+                    "a REST service has no gRPC descriptors",
+                ));
+            }
+            let text = format!(
+                "REST service {} of {} passes calls to {}; consumers call /r1/{}/{}/PATH",
+                entry.service, entry.provider, entry.endpoint, entry.provider, entry.service
+            );
+            self.change(move |a| a.add_service(entry)).await?;
+            return Ok(reply(text));
+        }
         let name = entry.service.to_string();
         // The descriptors the administrator gave, else those the application serves by
         // reflection. Without any, the service is provided but not discoverable.
@@ -232,6 +272,7 @@ impl SecurityServerAdmin for AdminService {
                     endpoint: s.endpoint,
                     ca_pem: s.ca_pem.unwrap_or_default(),
                     descriptor_set: Vec::new(),
+                    rest: s.rest,
                 };
                 (key, service)
             })

@@ -94,6 +94,9 @@ pub(crate) async fn run(
         purpose,
         issue,
         trace,
+        rest,
+        represented_party,
+        server: _,
     } = call;
     let pin: [u8; 32] = target
         .tls_cert_sha256
@@ -119,6 +122,8 @@ pub(crate) async fn run(
         tracestate: trace.tracestate.clone(),
         attempt,
         retry_of_sha256: retry_of.map(|h| h.to_vec()).unwrap_or_default(),
+        rest: rest.clone(),
+        represented_party: represented_party.clone(),
     }
     .encode_to_vec();
     let request_hash = lintas_certs::sha256(&header);
@@ -209,10 +214,19 @@ pub(crate) async fn run(
                 };
                 return Err(error(code, source, answer.status_message).into());
             }
+            if rest.is_some() != answer.rest.is_some() {
+                return Err(error(
+                    Code::Internal,
+                    ErrorSource::ProviderServer,
+                    "the provider server answered a REST call without an HTTP status, or the reverse",
+                )
+                .into());
+            }
             Ok(Answer {
                 body: Bytes::from(response.body),
                 message_id: message_id.clone(),
                 request_hash,
+                rest: answer.rest,
             })
         }
         Err(Unanswered {
@@ -333,10 +347,13 @@ async fn exchange(
                 (true, Code::Unavailable | Code::ResourceExhausted) => Outcome::NotSent,
                 _ => Outcome::Answered,
             };
-            return Err(fail(
-                error(status.code(), ErrorSource::ProviderServer, status.message()),
-                outcome,
-            ));
+            let mut passed = error(status.code(), ErrorSource::ProviderServer, status.message());
+            if let Some(reason) = crate::errors::reason_of(&status)
+                && let Ok(v) = reason.parse()
+            {
+                passed.metadata_mut().insert(crate::errors::ERROR_REASON, v);
+            }
+            return Err(fail(passed, outcome));
         }
     };
 

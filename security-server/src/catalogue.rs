@@ -61,6 +61,28 @@ fn grant_covers(
         && Subject::parse_wire(&grant.subject).is_ok_and(|subject| subject.covers(conf, client))
 }
 
+/// The endpoints (HTTP method or `*`, path pattern or `**`) of a REST service's grants,
+/// of those that cover `client` when one is named, each once.
+pub fn rest_endpoints(
+    conf: &VerifiedConf,
+    entry: &gc::ServiceRef,
+    client: Option<&SubsystemId>,
+) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = entry
+        .grants
+        .iter()
+        .filter(|g| client.is_none_or(|c| grant_covers(conf, g, c, None)))
+        .map(|g| {
+            let method = if g.method.is_empty() { "*" } else { &g.method };
+            let path = if g.path.is_empty() { "**" } else { &g.path };
+            (method.to_owned(), path.to_owned())
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// Whether any grant of `entry` lets `client` call something.
 pub fn may_call_any(conf: &VerifiedConf, entry: &gc::ServiceRef, client: &SubsystemId) -> bool {
     entry

@@ -39,10 +39,12 @@ impl ConfView {
 
     /// The current global configuration, or the error callers see.
     pub fn current(&self, side: ErrorSource) -> Result<Arc<VerifiedConf>, Status> {
-        let conf = self
-            .client
-            .current()
-            .map_err(|e| error(Code::Unavailable, side, e.to_string()))?;
+        let conf = self.client.current().map_err(|e| {
+            crate::errors::with_reason(
+                error(Code::Unavailable, side, e.to_string()),
+                "OutdatedGlobalConf",
+            )
+        })?;
         // Evidence: the configuration every exchange was checked under.
         self.material.remember_conf(&conf).map_err(|e| {
             error(

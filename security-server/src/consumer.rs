@@ -76,6 +76,14 @@ impl tower::Service<http::Request<axum::body::Body>> for ConsumerEndpoint {
     fn call(&mut self, req: http::Request<axum::body::Body>) -> Self::Future {
         let server = self.0.clone();
         Box::pin(async move {
+            let grpc = req
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+            if !grpc {
+                let answer = crate::rest::unknown_path(req.headers(), req.uri().path());
+                return Ok(answer.map(tonic::body::Body::new));
+            }
             let (remote, peer_cert) = caller(req.extensions());
             // Held until the call ends: requests in progress are bounded.
             let _ticket = match server.admit(remote) {
@@ -254,6 +262,9 @@ async fn relay(
         purpose,
         issue,
         trace: trace.clone(),
+        rest: None,
+        represented_party: String::new(),
+        server: None,
     };
     let answer = call_provider(&s, call, body).await?;
     let mut reply = Response::new(answer.body);
@@ -277,6 +288,13 @@ pub(crate) struct Call {
     pub purpose: String,
     pub issue: String,
     pub trace: crate::trace::TraceContext,
+    /// A REST call passed through: the HTTP request (its body is the call's body).
+    pub rest: Option<lintas_proto::exchange::v1::RestRequest>,
+    /// The party the client acts for (X-Road-Represented-Party), or empty.
+    pub represented_party: String,
+    /// The provider's security server the client asked for (X-Road-Security-Server):
+    /// only it is tried.
+    pub server: Option<String>,
 }
 
 /// The provider's answer to a call.
@@ -285,6 +303,8 @@ pub(crate) struct Answer {
     pub message_id: String,
     /// SHA-256 of the signed request header, which the signed response names.
     pub request_hash: [u8; 32],
+    /// A REST backend's status and headers.
+    pub rest: Option<lintas_proto::exchange::v1::RestResponse>,
 }
 
 /// Signs and logs the request, exchanges it with the provider's server, verifies and
@@ -365,21 +385,39 @@ async fn exchange_with_provider(
         conf = s.conf.current(ErrorSource::ConsumerServer)?;
     }
     if !conf.has_client(&client.clone().into()) {
-        return Err(consumer_error(
-            Code::FailedPrecondition,
-            format!("client {client} is not registered in the global configuration"),
+        return Err(crate::errors::with_reason(
+            consumer_error(
+                Code::FailedPrecondition,
+                format!("client {client} is not registered in the global configuration"),
+            ),
+            "UnknownMember",
         ));
     }
-    let servers = crate::select::candidates(
+    let mut servers = crate::select::candidates(
         conf.servers_hosting(provider).collect(),
         &conf.conf.services,
         &provider.to_string(),
         call.method.service.as_str(),
     );
+    if let Some(asked) = &call.server {
+        servers.retain(|e| &e.id == asked);
+        if servers.is_empty() {
+            return Err(crate::errors::with_reason(
+                consumer_error(
+                    Code::NotFound,
+                    format!("security server {asked} does not host {provider}"),
+                ),
+                "InvalidSecurityServer",
+            ));
+        }
+    }
     if servers.is_empty() {
-        return Err(consumer_error(
-            Code::NotFound,
-            format!("no security server in the global configuration hosts {provider}"),
+        return Err(crate::errors::with_reason(
+            consumer_error(
+                Code::NotFound,
+                format!("no security server in the global configuration hosts {provider}"),
+            ),
+            "UnknownMember",
         ));
     }
     let order = s

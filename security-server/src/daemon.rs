@@ -305,6 +305,7 @@ impl SecurityServer {
                 c.connection_limits,
             ),
             apps: apps.clone(),
+            backends: crate::backend::Backends::default(),
             outcomes: outcomes.clone(),
         });
         let watched = Arc::new(crate::ops::Watched {

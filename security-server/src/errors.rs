@@ -63,3 +63,27 @@ pub fn not_delivered(mut status: Status) -> Status {
 pub fn was_not_delivered(status: &Status) -> bool {
     status.metadata().contains_key(NOT_DELIVERED)
 }
+
+/// Metadata key naming why an error happened in X-Road's terms (`OutdatedGlobalConf`,
+/// `AccessDenied`, ...), where the gRPC code alone does not say it. The REST entry
+/// builds X-Road's error types from it.
+pub const ERROR_REASON: &str = "lintas-error-reason";
+
+/// Tags a status with its reason in X-Road's terms.
+pub fn with_reason(mut status: Status, reason: &'static str) -> Status {
+    status.metadata_mut().insert(
+        ERROR_REASON,
+        tonic::metadata::MetadataValue::from_static(reason),
+    );
+    status
+}
+
+/// The reason a status carries, if it is a plausible one (a peer's refusal is not
+/// trusted to carry anything else).
+pub fn reason_of(status: &Status) -> Option<&str> {
+    status
+        .metadata()
+        .get(ERROR_REASON)
+        .and_then(|v| v.to_str().ok())
+        .filter(|r| (1..=40).contains(&r.len()) && r.bytes().all(|b| b.is_ascii_alphanumeric()))
+}

@@ -83,10 +83,13 @@ impl Maintenance {
     pub fn admit(&self, side: ErrorSource) -> Result<(), Status> {
         match self.reason() {
             None => Ok(()),
-            Some(r) => Err(error(
-                Code::Unavailable,
-                side,
-                format!("{}; retry later or on another server", describe(&r)),
+            Some(r) => Err(crate::errors::with_reason(
+                error(
+                    Code::Unavailable,
+                    side,
+                    format!("{}; retry later or on another server", describe(&r)),
+                ),
+                "MaintenanceMode",
             )),
         }
     }

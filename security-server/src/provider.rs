@@ -49,6 +49,8 @@ pub struct Provider {
     pub requests: Arc<Admission>,
     /// Pooled channels to provider applications.
     pub apps: Arc<AppPool>,
+    /// Pooled HTTP clients of REST backends.
+    pub backends: crate::backend::Backends,
     pub outcomes: Arc<Outcomes>,
 }
 
@@ -61,6 +63,17 @@ struct Refusal {
     /// A newer global configuration might explain the request (a server or client
     /// admitted since this server last fetched it).
     newer_conf_may_help: bool,
+    /// Why, in X-Road's terms, where the code does not say it.
+    reason: Option<&'static str>,
+}
+
+impl Refusal {
+    fn because(self, reason: &'static str) -> Self {
+        Refusal {
+            reason: Some(reason),
+            ..self
+        }
+    }
 }
 
 fn refuse(code: Code, message: impl Into<String>) -> Refusal {
@@ -68,6 +81,7 @@ fn refuse(code: Code, message: impl Into<String>) -> Refusal {
         code,
         message: message.into(),
         newer_conf_may_help: false,
+        reason: None,
     }
 }
 
@@ -81,6 +95,8 @@ fn refuse_unless_newer_conf(code: Code, message: impl Into<String>) -> Refusal {
 /// What the checks established about an accepted request.
 struct Accepted {
     header: ex::RequestHeader,
+    /// SHA-256 of the signed header bytes: the request hash both logs hold.
+    header_sha256: [u8; 32],
     client: SubsystemId,
     method: MethodPath,
     target: Target,
@@ -116,6 +132,8 @@ struct AppAnswer {
     message: String,
     body: Vec<u8>,
     by_server: bool,
+    /// A REST backend's status and headers.
+    rest: Option<ex::RestResponse>,
 }
 
 impl AppAnswer {
@@ -125,6 +143,7 @@ impl AppAnswer {
             message: message.into(),
             body: Vec::new(),
             by_server: true,
+            rest: None,
         }
     }
 }
@@ -289,7 +308,8 @@ fn check(
         return Err(refuse(
             Code::NotFound,
             format!("{provider} is not hosted on security server {}", s.own.id),
-        ));
+        )
+        .because("UnknownMember"));
     }
     if method.service.as_str() == crate::opmon::SERVICE {
         // Built in: this server's monitoring records, for its owner's own subsystems
@@ -303,7 +323,7 @@ fn check(
                 ),
             ));
         }
-        if !s.access.allowed(&conf, &client, &provider, &method) {
+        if !s.access.allowed(&conf, &client, &provider, &method, None) {
             return Err(refuse(
                 Code::PermissionDenied,
                 format!("{client} is not allowed to call {method} of {provider}"),
@@ -311,6 +331,7 @@ fn check(
         }
         return Ok(Accepted {
             header,
+            header_sha256: lintas_certs::sha256(&signed.header),
             client,
             method,
             target: Target::OperationalData,
@@ -325,20 +346,77 @@ fn check(
                 Code::Unimplemented,
                 format!("{provider} provides no service {}", method.service),
             )
+            .because("UnknownService")
         })?;
-    if !s.access.allowed(&conf, &client, &provider, &method) {
+    let rest_path = check_rest(&service, &header, &method)?;
+    if !s
+        .access
+        .allowed(&conf, &client, &provider, &method, rest_path)
+    {
+        let what = match &header.rest {
+            Some(r) => format!(
+                "{} {} of service {}",
+                r.verb,
+                or_root(&r.path),
+                method.service
+            ),
+            None => method.to_string(),
+        };
         return Err(refuse(
             Code::PermissionDenied,
-            format!("{client} is not allowed to call {method} of {provider}"),
+            format!("{client} is not allowed to call {what} of {provider}"),
         ));
     }
     Ok(Accepted {
         header,
+        header_sha256: lintas_certs::sha256(&signed.header),
         client,
         method,
         target: Target::App(service),
         peer,
     })
+}
+
+fn or_root(path: &str) -> &str {
+    if path.is_empty() { "/" } else { path }
+}
+
+/// A REST service is called with a REST request whose method is the HTTP method, a
+/// gRPC service without one; the path must be one the access decision means. The path
+/// to decide access on, for a REST call.
+fn check_rest<'a>(
+    service: &crate::access::ServiceEntry,
+    header: &'a ex::RequestHeader,
+    method: &MethodPath,
+) -> Result<Option<&'a str>, Refusal> {
+    match (&header.rest, service.rest) {
+        (None, false) => Ok(None),
+        (None, true) => Err(refuse(
+            Code::InvalidArgument,
+            format!(
+                "{} is a REST service: call it as /r1/PROVIDER/{}/PATH",
+                method.service, method.service
+            ),
+        )
+        .because("ServiceType")),
+        (Some(_), false) => Err(refuse(
+            Code::InvalidArgument,
+            format!("{} is a gRPC service, not a REST service", method.service),
+        )
+        .because("ServiceType")),
+        (Some(r), true) => {
+            crate::endpoints::check_method(&r.verb)
+                .and_then(|()| crate::endpoints::check_path(&r.path))
+                .map_err(|why| refuse(Code::InvalidArgument, why))?;
+            if r.verb != method.method {
+                return Err(refuse(
+                    Code::InvalidArgument,
+                    format!("method {method} does not name the HTTP method {}", r.verb),
+                ));
+            }
+            Ok(Some(&r.path))
+        }
+    }
 }
 
 /// Answers from this server's monitoring records (`OperationalData/Query`).
@@ -361,6 +439,7 @@ async fn operational_data(opmon: &Arc<OpMon>, method: &MethodPath, body: Vec<u8>
             message: String::new(),
             body: page.encode_to_vec(),
             by_server: true,
+            rest: None,
         },
         Ok(Err(crate::SsError::InvalidInput(m))) => AppAnswer::server(Code::InvalidArgument, m),
         Ok(Err(e)) => AppAnswer::server(Code::Internal, e.to_string()),
@@ -376,6 +455,9 @@ async fn call_app(s: &Provider, accepted: &Accepted, body: Vec<u8>) -> AppAnswer
             return operational_data(&s.outcomes.opmon, &accepted.method, body).await;
         }
     };
+    if let Some(request) = &accepted.header.rest {
+        return call_backend(s, accepted, service, request, body).await;
+    }
     let channel = match s.apps.channel(service) {
         Ok(c) => c,
         Err(status) => return AppAnswer::server(status.code(), status.message()),
@@ -440,6 +522,7 @@ async fn call_app(s: &Provider, accepted: &Accepted, body: Vec<u8>) -> AppAnswer
             message: String::new(),
             body: body.to_vec(),
             by_server: false,
+            rest: None,
         },
         // An application honouring the deadline this server set answers Cancelled or
         // DeadlineExceeded: the timeout is the provider server's.
@@ -451,6 +534,40 @@ async fn call_app(s: &Provider, accepted: &Accepted, body: Vec<u8>) -> AppAnswer
         }
         Ok(Err(a)) => a,
         Err(_) => late(),
+    }
+}
+
+/// Passes a REST call to the service's backend, with the X-Road headers that tell it
+/// who calls and why.
+async fn call_backend(
+    s: &Provider,
+    accepted: &Accepted,
+    service: &crate::access::ServiceEntry,
+    request: &ex::RestRequest,
+    body: Vec<u8>,
+) -> AppAnswer {
+    let h = &accepted.header;
+    let added = crate::http_headers::to_backend(h, &accepted.header_sha256);
+    let sent = s
+        .backends
+        .send(crate::backend::Send {
+            service,
+            request,
+            added,
+            body: bytes::Bytes::from(body),
+            timeout: s.settings.app_timeout,
+            max_answer_bytes: s.settings.max_message_bytes,
+        })
+        .await;
+    match sent {
+        Ok((rest, body)) => AppAnswer {
+            code: Code::Ok,
+            message: String::new(),
+            body: body.to_vec(),
+            by_server: false,
+            rest: Some(rest),
+        },
+        Err(u) => AppAnswer::server(u.code, u.message),
     }
 }
 
@@ -468,6 +585,7 @@ fn app_status(status: Status) -> AppAnswer {
             message: status.message().to_owned(),
             body: Vec::new(),
             by_server: false,
+            rest: None,
         }
     }
 }
@@ -539,7 +657,11 @@ async fn handle(
                 )
                 .await
                 .map_err(not_delivered)?;
-            return Err(not_delivered(error(refusal.code, side, refusal.message)));
+            let mut status = error(refusal.code, side, refusal.message);
+            if let Some(reason) = refusal.reason {
+                status = crate::errors::with_reason(status, reason);
+            }
+            return Err(not_delivered(status));
         }
     };
     let h = &accepted.header;
@@ -595,6 +717,7 @@ async fn handle(
         } else {
             String::new()
         },
+        rest: answer.rest,
     };
     let header = response.encode_to_vec();
     let signature = progress

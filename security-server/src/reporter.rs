@@ -53,10 +53,12 @@ impl ServiceReporter {
                     .map(|g| lintas_proto::globalconf::v1::AccessGrant {
                         method: g.method.clone().unwrap_or_default(),
                         subject: g.subject.wire(),
+                        path: g.path.clone().unwrap_or_default(),
                     })
                     .collect(),
                 provider: s.provider.to_string(),
                 service: s.service.to_string(),
+                rest: s.rest,
                 descriptor_sha256: match s.descriptor_set {
                     Some(set) => {
                         let hash = lintas_certs::sha256(&set).to_vec();

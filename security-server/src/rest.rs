@@ -36,9 +36,11 @@ use tonic::Code;
 use tonic::codegen::http::{HeaderMap, HeaderValue, StatusCode, header};
 
 use crate::catalogue::{Catalogue, Described, allowed_methods};
-use crate::consumer::{Call, Consumer, call_provider, random_id};
+use crate::consumer::{Answer, Call, Consumer, call_provider, random_id};
 use crate::errors::{ERROR_SOURCE, ErrorSource};
 use crate::local::caller;
+
+mod pass;
 
 /// What the REST entry uses: the consumer side of exchanges and the catalogue.
 pub struct Rest {
@@ -65,6 +67,8 @@ struct Failure {
 }
 
 impl Failure {
+    /// A request the REST entry cannot take: `Client.{reason}`, HTTP 400 unless the
+    /// caller says otherwise.
     fn client(reason: &str, message: impl Into<String>) -> Self {
         Failure {
             http: StatusCode::BAD_REQUEST,
@@ -75,27 +79,26 @@ impl Failure {
         }
     }
 
+    /// An error of the bus in X-Road's terms: `Server.ClientProxy.*` from this server,
+    /// `Server.ServerProxy.*` from the provider's server (both HTTP 500), `Client.*` for
+    /// a request this server found wrong (HTTP 400); an error of the provider's gRPC
+    /// application keeps its status as grpc-gateway maps it, without `X-Road-Error`.
     fn from_status(status: &tonic::Status, message_id: &str) -> Self {
         let source = status
             .metadata()
             .get(ERROR_SOURCE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or(ErrorSource::ConsumerServer.as_str());
-        let reason = code_name(status.code());
-        let (kind, bus) = if source == ErrorSource::ProviderApp.as_str() {
-            (format!("Service.{reason}"), false)
-        } else if source == ErrorSource::ProviderServer.as_str() {
-            (format!("Server.ServerProxy.{reason}"), true)
-        } else if matches!(
-            status.code(),
-            Code::InvalidArgument | Code::Unauthenticated | Code::PermissionDenied
-        ) {
-            (format!("Client.{reason}"), true)
+        let (kind, bus) = xroad_type(source, status.code(), crate::errors::reason_of(status));
+        let http = if !bus {
+            http_status(status.code())
+        } else if kind.starts_with("Server.") {
+            StatusCode::INTERNAL_SERVER_ERROR
         } else {
-            (format!("Server.ClientProxy.{reason}"), true)
+            StatusCode::BAD_REQUEST
         };
         Failure {
-            http: http_status(status.code()),
+            http,
             kind,
             message: status.message().to_owned(),
             detail: message_id.to_owned(),
@@ -103,9 +106,25 @@ impl Failure {
         }
     }
 
-    fn into_response(self) -> Response {
-        let body = json!({"type": self.kind, "message": self.message, "detail": self.detail});
-        let mut r = json_response(self.http, &body);
+    fn into_response(self, xml: bool) -> Response {
+        let mut r = if xml {
+            let body = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><error><type>{}</type><message>{}</message><detail>{}</detail></error>",
+                xml_text(&self.kind),
+                xml_text(&self.message),
+                xml_text(&self.detail)
+            );
+            let mut r = Response::new(Body::from(body));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/xml; charset=utf-8"),
+            );
+            r
+        } else {
+            let body = json!({"type": self.kind, "message": self.message, "detail": self.detail});
+            json_response(StatusCode::OK, &body)
+        };
+        *r.status_mut() = self.http;
         if self.bus
             && let Ok(v) = HeaderValue::from_str(&self.kind)
         {
@@ -113,6 +132,69 @@ impl Failure {
         }
         r
     }
+}
+
+/// X-Road's error type for a status from `source` with `code` and, if known, the
+/// reason in X-Road's terms; and whether the bus (not the application) failed.
+fn xroad_type(source: &str, code: Code, reason: Option<&str>) -> (String, bool) {
+    if source == ErrorSource::ProviderApp.as_str() {
+        return (format!("Service.{}", code_name(code)), false);
+    }
+    let consumer = source != ErrorSource::ProviderServer.as_str();
+    if consumer && code == Code::InvalidArgument && reason.is_none() {
+        return ("Client.BadRequest".into(), true);
+    }
+    let reason = reason.unwrap_or(match code {
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => "BadRequest",
+        Code::NotFound | Code::Unimplemented => "UnknownService",
+        Code::PermissionDenied => "AccessDenied",
+        Code::Unauthenticated => "SslAuthenticationFailed",
+        Code::Unavailable => "NetworkError",
+        Code::DeadlineExceeded | Code::Cancelled => "IOError",
+        Code::DataLoss => "InconsistentResponse",
+        Code::ResourceExhausted => "TooManyRequests",
+        Code::AlreadyExists => "DuplicateMessageId",
+        _ => "InternalError",
+    });
+    let proxy = if consumer {
+        "ClientProxy"
+    } else {
+        "ServerProxy"
+    };
+    (format!("Server.{proxy}.{reason}"), true)
+}
+
+/// Text for an XML element: `&`, `<` and `>` escaped, characters XML 1.0 cannot
+/// hold dropped.
+fn xml_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\t' | '\n' | '\r' => out.push(c),
+            c if (c as u32) < 0x20 || c == '\u{fffe}' || c == '\u{ffff}' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Whether the caller asked for XML (`text/xml`, `application/xml` or `text/*` in
+/// `Accept`), as X-Road's security server decides.
+fn wants_xml(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.split(';').next().unwrap_or_default().trim())
+        .any(|t| {
+            t.eq_ignore_ascii_case("text/xml")
+                || t.eq_ignore_ascii_case("application/xml")
+                || t.eq_ignore_ascii_case("text/*")
+        })
 }
 
 /// A gRPC code's name in CamelCase, as in X-Road's error types.
@@ -199,8 +281,26 @@ fn identifier_json(id: &ClientId) -> Value {
     v
 }
 
+/// `GET /listClients[?xRoadInstance=ID]`: XML unless `Accept` names
+/// `application/json`, as X-Road's security server answers.
 async fn list_clients(State(s): State<Arc<Rest>>, req: Request) -> Response {
     let (remote, peer_cert) = caller(req.extensions());
+    let json = req
+        .headers()
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            t.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+        });
+    let instance = req.uri().query().and_then(|q| {
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix("xRoadInstance="))
+            .map(str::to_owned)
+    });
     let outcome = async {
         s.consumer
             .local
@@ -211,28 +311,97 @@ async fn list_clients(State(s): State<Arc<Rest>>, req: Request) -> Response {
             .discovery_conf()
             .await
             .map_err(|st| Failure::from_status(&st, ""))?;
-        let members: Vec<Value> = crate::catalogue::clients(&conf)
-            .iter()
-            .map(|(id, name)| json!({"id": identifier_json(id), "name": name}))
-            .collect();
-        Ok::<_, Failure>(json!({ "member": members }))
+        let mut clients = crate::catalogue::clients(&conf);
+        // One instance per configuration: another one has no clients here.
+        if instance.is_some_and(|i| i != conf.conf.instance) {
+            clients.clear();
+        }
+        Ok::<_, Failure>(clients)
     }
     .await;
     match outcome {
-        Ok(body) => json_response(StatusCode::OK, &body),
-        Err(f) => f.into_response(),
+        Ok(clients) if json => {
+            let members: Vec<Value> = clients
+                .iter()
+                .map(|(id, name)| json!({"id": identifier_json(id), "name": name}))
+                .collect();
+            let mut r = json_response(StatusCode::OK, &json!({ "member": members }));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json; charset=utf-8"),
+            );
+            r
+        }
+        Ok(clients) => {
+            let mut r = Response::new(Body::from(client_list_xml(&clients)));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/xml; charset=UTF-8"),
+            );
+            r
+        }
+        Err(f) => f.into_response(!json),
     }
 }
 
-fn service_json(d: &Described, methods: Vec<String>) -> Value {
+/// X-Road's `clientList` document (namespaces of its `xroad.xsd` and `identifiers`).
+fn client_list_xml(clients: &[(ClientId, String)]) -> String {
+    let mut out = String::from(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><ns2:clientList xmlns:ns1=\"http://x-road.eu/xsd/identifiers\" xmlns:ns2=\"http://x-road.eu/xsd/xroad.xsd\">",
+    );
+    for (id, name) in clients {
+        let (member, subsystem) = match id {
+            ClientId::Member(m) => (m, None),
+            ClientId::Subsystem(s) => (&s.member, Some(s.subsystem.as_str())),
+        };
+        out.push_str(&format!(
+            "<ns2:member><ns2:id ns1:objectType=\"{}\"><ns1:xRoadInstance>{}</ns1:xRoadInstance><ns1:memberClass>{}</ns1:memberClass><ns1:memberCode>{}</ns1:memberCode>",
+            if subsystem.is_some() { "SUBSYSTEM" } else { "MEMBER" },
+            xml_text(member.instance.as_str()),
+            xml_text(member.class.as_str()),
+            xml_text(member.member.as_str()),
+        ));
+        if let Some(code) = subsystem {
+            out.push_str(&format!(
+                "<ns1:subsystemCode>{}</ns1:subsystemCode>",
+                xml_text(code)
+            ));
+        }
+        out.push_str(&format!(
+            "</ns2:id><ns2:name>{}</ns2:name></ns2:member>",
+            xml_text(name)
+        ));
+    }
+    out.push_str("</ns2:clientList>");
+    out
+}
+
+/// A service as the metaservices list it: a gRPC service with its methods, a REST
+/// service with the endpoints (method and path pattern) of its grants, as X-Road lists
+/// a REST service's endpoints.
+fn service_json(
+    conf: &lintas_globalconf::VerifiedConf,
+    d: &Described,
+    methods: Vec<String>,
+    client: Option<&SubsystemId>,
+) -> Value {
     let mut v = match d.entry.provider.parse::<SubsystemId>() {
         Ok(p) => identifier_json(&ClientId::Subsystem(p)),
         Err(_) => json!({}),
     };
     v["object_type"] = json!("SERVICE");
     v["service_code"] = json!(d.entry.service);
-    v["service_type"] = json!("GRPC");
-    v["methods"] = json!(methods);
+    if d.entry.rest {
+        v["service_type"] = json!("REST");
+        let endpoints: Vec<Value> = crate::catalogue::rest_endpoints(conf, &d.entry, client)
+            .into_iter()
+            .map(|(method, path)| json!({"method": method, "path": path}))
+            .collect();
+        v["endpoint_list"] = json!(endpoints);
+    } else {
+        v["service_type"] = json!("GRPC");
+        v["methods"] = json!(methods);
+    }
     v
 }
 
@@ -251,29 +420,45 @@ async fn allowed(
     let services = s.catalogue.list(&conf, provider, Some(client)).await;
     let list: Vec<Value> = services
         .iter()
-        .filter_map(|d| allowed_methods(&conf, d, client).map(|m| service_json(d, m)))
+        .filter_map(|d| {
+            allowed_methods(&conf, d, client).map(|m| service_json(&conf, d, m, Some(client)))
+        })
         .collect();
     Ok(json!({ "service": list }))
 }
 
 async fn all_allowed(State(s): State<Arc<Rest>>, req: Request) -> Response {
     let (remote, peer_cert) = caller(req.extensions());
+    let xml = wants_xml(req.headers());
     let outcome = match client(&s, req.headers(), remote, peer_cert) {
         Ok(client) => allowed(&s, &client, None).await,
         Err(f) => Err(f),
     };
     match outcome {
         Ok(body) => json_response(StatusCode::OK, &body),
-        Err(f) => f.into_response(),
+        Err(f) => f.into_response(xml),
     }
 }
 
 /// Everything under `/r1/`: a service call or a provider's metaservice.
 async fn r1(State(s): State<Arc<Rest>>, req: Request) -> Response {
+    let xml = wants_xml(req.headers());
     match r1_inner(&s, req).await {
         Ok(r) => r,
-        Err(f) => f.into_response(),
+        Err(f) => f.into_response(xml),
     }
+}
+
+/// A request to the consumer endpoint that is neither gRPC nor a path of X-Road's REST
+/// protocol: an X-Road error, not a gRPC status in an HTTP 200.
+pub fn unknown_path(headers: &HeaderMap, path: &str) -> Response {
+    Failure::client(
+        "BadRequest",
+        format!(
+            "{path} is not a path of this security server: REST calls go to /r1/INSTANCE/CLASS/MEMBER/SUBSYSTEM/SERVICE_CODE/..., discovery to /listClients and /allowedMethods, gRPC calls are sent with content-type application/grpc"
+        ),
+    )
+    .into_response(wants_xml(headers))
 }
 
 async fn r1_inner(s: &Rest, req: Request) -> Result<Response, Failure> {
@@ -290,17 +475,14 @@ async fn r1_inner(s: &Rest, req: Request) -> Result<Response, Failure> {
         .unwrap_or_default()
         .to_owned();
     let query = req.uri().query().unwrap_or_default().to_owned();
-    let parts: Vec<&str> = path.split('/').collect();
-    if parts.len() < 5 || parts.len() > 6 || parts.iter().any(|p| p.is_empty()) {
-        return Err(Failure {
-            http: StatusCode::NOT_FOUND,
-            ..Failure::client(
-                "InvalidRequest",
-                format!(
-                    "/r1/{path}: expected /r1/INSTANCE/CLASS/MEMBER/SUBSYSTEM/package.Service/Method or /r1/INSTANCE/CLASS/MEMBER/SUBSYSTEM/{{listMethods,allowedMethods,getOpenAPI}}"
-                ),
-            )
-        });
+    let parts: Vec<&str> = path.splitn(6, '/').collect();
+    if parts.len() < 5 || parts[..5].iter().any(|p| p.is_empty()) {
+        return Err(Failure::client(
+            "BadRequest",
+            format!(
+                "/r1/{path}: expected /r1/INSTANCE/CLASS/MEMBER/SUBSYSTEM/SERVICE_CODE/PATH for a REST service, /r1/INSTANCE/CLASS/MEMBER/SUBSYSTEM/package.Service/Method for a gRPC service, or /r1/INSTANCE/CLASS/MEMBER/SUBSYSTEM/{{listMethods,allowedMethods,getOpenAPI}}"
+            ),
+        ));
     }
     let provider: SubsystemId = parts[..4]
         .join("/")
@@ -308,13 +490,40 @@ async fn r1_inner(s: &Rest, req: Request) -> Result<Response, Failure> {
         .map_err(|e| Failure::client("InvalidServiceIdentifier", format!("provider: {e}")))?;
     let client = client(s, req.headers(), remote, peer_cert)?;
     let conf_error = |st: tonic::Status| Failure::from_status(&st, "");
+    let metaservice = ["listMethods", "allowedMethods", "getOpenAPI"].contains(&parts[4]);
+    if !(metaservice && parts.len() == 5) {
+        // A REST service of the provider, by its code: the rest of the path is the
+        // backend's.
+        let conf = s
+            .consumer
+            .conf
+            .current(ErrorSource::ConsumerServer)
+            .map_err(conf_error)?;
+        let mut rest = rest_service(&conf, &provider, parts[4]);
+        if rest.is_none() && s.consumer.conf.refresh_now().await {
+            // Published since the last poll.
+            let conf = s
+                .consumer
+                .conf
+                .current(ErrorSource::ConsumerServer)
+                .map_err(conf_error)?;
+            rest = rest_service(&conf, &provider, parts[4]);
+        }
+        if rest == Some(true) {
+            let sub_path = match parts.get(5) {
+                Some(p) => format!("/{p}"),
+                None => String::new(),
+            };
+            return pass::call(s, req, client, provider, parts[4], sub_path).await;
+        }
+    }
     if parts.len() == 5 {
-        let known = ["listMethods", "allowedMethods", "getOpenAPI"].contains(&parts[4]);
+        let known = metaservice;
         if known && req.method() != tonic::codegen::http::Method::GET {
-            return Err(Failure {
-                http: StatusCode::METHOD_NOT_ALLOWED,
-                ..Failure::client("InvalidRequest", "metaservices are called with GET")
-            });
+            return Err(Failure::client(
+                "BadRequest",
+                "metaservices are called with GET",
+            ));
         }
         let body = match parts[4] {
             "listMethods" => {
@@ -322,7 +531,7 @@ async fn r1_inner(s: &Rest, req: Request) -> Result<Response, Failure> {
                 let services = s.catalogue.list(&conf, Some(&provider), None).await;
                 let list: Vec<Value> = services
                     .iter()
-                    .map(|d| service_json(d, d.methods()))
+                    .map(|d| service_json(&conf, d, d.methods(), None))
                     .collect();
                 json!({ "service": list })
             }
@@ -347,31 +556,144 @@ async fn r1_inner(s: &Rest, req: Request) -> Result<Response, Failure> {
                 openapi(&provider, &service)
             }
             other => {
-                return Err(Failure {
-                    http: StatusCode::NOT_FOUND,
-                    ..Failure::client(
-                        "InvalidRequest",
-                        format!(
-                            "no metaservice {other}: listMethods, allowedMethods and getOpenAPI are served"
-                        ),
-                    )
-                });
+                return Err(Failure::client(
+                    "BadRequest",
+                    format!(
+                        "no metaservice {other}: listMethods, allowedMethods and getOpenAPI are served"
+                    ),
+                ));
             }
         };
         return Ok(json_response(StatusCode::OK, &body));
     }
-    call(s, req, client, provider, parts[4], parts[5]).await
+    match parts.get(5) {
+        Some(method) if !method.is_empty() && !method.contains('/') => {
+            call(s, req, client, provider, parts[4], method).await
+        }
+        _ => Err(Failure::client(
+            "BadRequest",
+            format!(
+                "/r1/{path}: {} of {provider} is not a REST service; a gRPC service is called as /r1/{provider}/package.Service/Method",
+                parts[4]
+            ),
+        )),
+    }
+}
+
+/// Whether `code` of `provider` is a REST service (`Some(true)`), a gRPC service
+/// (`Some(false)`) or unknown (`None`) in `conf`.
+fn rest_service(
+    conf: &lintas_globalconf::VerifiedConf,
+    provider: &SubsystemId,
+    code: &str,
+) -> Option<bool> {
+    let provider = provider.to_string();
+    conf.conf
+        .services
+        .iter()
+        .find(|r| r.provider == provider && r.service == code)
+        .map(|r| r.rest)
 }
 
 fn not_described(provider: &SubsystemId, service: &str) -> Failure {
-    Failure {
-        http: StatusCode::NOT_FOUND,
-        ..Failure::client(
-            "ServiceNotDescribed",
+    Failure::client(
+        "ServiceNotDescribed",
+        format!(
+            "{service} of {provider} published no descriptors, so it cannot be called by REST or described"
+        ),
+    )
+}
+
+/// What every call through the REST entry names in its headers.
+struct Fields {
+    message_id: String,
+    user_id: String,
+    issue: String,
+    trace: crate::trace::TraceContext,
+}
+
+fn fields(headers: &HeaderMap) -> Result<Fields, Failure> {
+    let message_id = match header_text(headers, "X-Road-Id")? {
+        Some(id) => {
+            crate::envelope::check_message_id(id)
+                .map_err(|why| Failure::client("InvalidMessageId", format!("X-Road-Id {why}")))?;
+            id.to_owned()
+        }
+        None => random_id().map_err(|st| Failure::from_status(&st, ""))?,
+    };
+    let field = |name| bounded_header(headers, name).map(|v| v.unwrap_or_default().to_owned());
+    Ok(Fields {
+        message_id,
+        user_id: field("X-Road-UserId")?,
+        issue: field("X-Road-Issue")?,
+        trace: crate::trace::TraceContext::continue_or_start(
+            header_text(headers, "traceparent").ok().flatten(),
+            header_text(headers, "tracestate").ok().flatten(),
+        ),
+    })
+}
+
+/// A header's text, at most [`crate::consumer::MAX_FIELD`] characters.
+fn bounded_header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Failure> {
+    let v = header_text(headers, name)?;
+    if v.is_some_and(|v| v.len() > crate::consumer::MAX_FIELD) {
+        return Err(Failure::client(
+            "InvalidHttpHeader",
             format!(
-                "{service} of {provider} published no descriptors, so it cannot be called by REST or described"
+                "{name} is longer than {} characters",
+                crate::consumer::MAX_FIELD
             ),
-        )
+        ));
+    }
+    Ok(v)
+}
+
+/// The request body, within the message limit and the request deadline.
+async fn read_body(s: &Rest, body: Body) -> Result<Bytes, Failure> {
+    let limit = s.consumer.settings.max_message_bytes;
+    let deadline = s.consumer.settings.connection_limits.request_timeout();
+    tokio::time::timeout(deadline, axum::body::to_bytes(body, limit))
+        .await
+        .map_err(|_| Failure {
+            http: StatusCode::REQUEST_TIMEOUT,
+            ..Failure::client(
+                "BadRequest",
+                format!(
+                    "the request body did not arrive within {} s (connection_limits.request_timeout_secs)",
+                    deadline.as_secs()
+                ),
+            )
+        })?
+        .map_err(|e| Failure {
+            http: StatusCode::PAYLOAD_TOO_LARGE,
+            ..Failure::client(
+                "BadRequest",
+                format!("reading the request body (limit {limit} bytes): {e}"),
+            )
+        })
+}
+
+/// The headers X-Road's REST protocol adds to an answer: message id, request hash,
+/// client and service, and the trace the call is part of.
+fn answer_headers(
+    h: &mut HeaderMap,
+    answer: &Answer,
+    client: &SubsystemId,
+    service: &str,
+    trace: &crate::trace::TraceContext,
+) {
+    let hash = base64::engine::general_purpose::STANDARD.encode(answer.request_hash);
+    for (name, value) in [
+        ("x-road-id", answer.message_id.as_str()),
+        ("x-road-request-id", answer.message_id.as_str()),
+        ("x-road-request-hash", hash.as_str()),
+        ("x-road-client", &client.to_string()),
+        ("x-road-service", service),
+        ("traceparent", trace.traceparent.as_str()),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            h.insert(name, v);
+        }
     }
 }
 
@@ -383,38 +705,15 @@ async fn call(
     service: &str,
     method_name: &str,
 ) -> Result<Response, Failure> {
-    let headers = req.headers().clone();
-    let message_id = match header_text(&headers, "X-Road-Id")? {
-        Some(id) => {
-            crate::envelope::check_message_id(id)
-                .map_err(|why| Failure::client("InvalidMessageId", format!("X-Road-Id {why}")))?;
-            id.to_owned()
-        }
-        None => random_id().map_err(|st| Failure::from_status(&st, ""))?,
-    };
-    let field = |name| {
-        header_text(&headers, name).and_then(|v| {
-            let v = v.unwrap_or_default();
-            if v.len() > crate::consumer::MAX_FIELD {
-                return Err(Failure::client(
-                    "InvalidHttpHeader",
-                    format!(
-                        "{name} is longer than {} characters",
-                        crate::consumer::MAX_FIELD
-                    ),
-                ));
-            }
-            Ok(v.to_owned())
-        })
-    };
-    let (user_id, issue) = (field("X-Road-UserId")?, field("X-Road-Issue")?);
-    let trace = crate::trace::TraceContext::continue_or_start(
-        header_text(&headers, "traceparent").ok().flatten(),
-        header_text(&headers, "tracestate").ok().flatten(),
-    );
+    let Fields {
+        message_id,
+        user_id,
+        issue,
+        trace,
+    } = fields(req.headers())?;
     if req.uri().query().is_some_and(|q| !q.is_empty()) {
         return Err(Failure::client(
-            "InvalidRequest",
+            "BadRequest",
             "query parameters are not mapped: send the request message as a JSON body",
         ));
     }
@@ -440,34 +739,13 @@ async fn call(
     let method = descriptor
         .methods()
         .find(|m| m.name() == method_name)
-        .ok_or_else(|| Failure {
-            http: StatusCode::NOT_FOUND,
-            ..Failure::client(
-                "InvalidRequest",
+        .ok_or_else(|| {
+            Failure::client(
+                "BadRequest",
                 format!("{service} has no method {method_name}"),
             )
         })?;
-    let limit = s.consumer.settings.max_message_bytes;
-    let deadline = s.consumer.settings.connection_limits.request_timeout();
-    let body = tokio::time::timeout(deadline, axum::body::to_bytes(req.into_body(), limit))
-        .await
-        .map_err(|_| Failure {
-            http: StatusCode::REQUEST_TIMEOUT,
-            ..Failure::client(
-                "InvalidRequest",
-                format!(
-                    "the request body did not arrive within {} s (connection_limits.request_timeout_secs)",
-                    deadline.as_secs()
-                ),
-            )
-        })?
-        .map_err(|e| Failure {
-            http: StatusCode::PAYLOAD_TOO_LARGE,
-            ..Failure::client(
-                "InvalidRequest",
-                format!("reading the request body (limit {limit} bytes): {e}"),
-            )
-        })?;
+    let body = read_body(s, req.into_body()).await?;
     let input = if body.iter().all(u8::is_ascii_whitespace) {
         DynamicMessage::new(method.input())
     } else {
@@ -476,7 +754,7 @@ async fn call(
             .and_then(|m| de.end().map(|()| m))
             .map_err(|e| {
                 Failure::client(
-                    "InvalidRequest",
+                    "BadRequest",
                     format!(
                         "the body is not a valid {} in JSON: {e}",
                         method.input().full_name()
@@ -489,17 +767,20 @@ async fn call(
         provider: provider.clone(),
         method: format!("/{service}/{method_name}")
             .parse()
-            .map_err(|e| Failure::client("InvalidRequest", format!("{e}")))?,
+            .map_err(|e| Failure::client("BadRequest", format!("{e}")))?,
         message_id: message_id.clone(),
         user_id,
         purpose: String::new(),
         issue,
         trace: trace.clone(),
+        rest: None,
+        represented_party: String::new(),
+        server: None,
     };
     let answer = call_provider(&s.consumer, call, Bytes::from(input.encode_to_vec()))
         .await
         .map_err(|st| Failure::from_status(&st, &message_id))?;
-    let output = DynamicMessage::decode(method.output(), answer.body).map_err(|e| {
+    let output = DynamicMessage::decode(method.output(), answer.body.clone()).map_err(|e| {
         Failure::from_status(
             &crate::errors::error(
                 Code::DataLoss,
@@ -525,20 +806,13 @@ async fn call(
             bus: true,
         })?;
     let mut r = json_response(StatusCode::OK, &json);
-    let h = r.headers_mut();
-    let hash = base64::engine::general_purpose::STANDARD.encode(answer.request_hash);
-    for (name, value) in [
-        ("x-road-id", answer.message_id.as_str()),
-        ("x-road-request-id", answer.message_id.as_str()),
-        ("x-road-request-hash", hash.as_str()),
-        ("x-road-client", &client.to_string()),
-        ("x-road-service", &format!("{provider}/{service}")),
-        ("traceparent", trace.traceparent.as_str()),
-    ] {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            h.insert(name, v);
-        }
-    }
+    answer_headers(
+        r.headers_mut(),
+        &answer,
+        &client,
+        &format!("{provider}/{service}"),
+        &trace,
+    );
     Ok(r)
 }
 

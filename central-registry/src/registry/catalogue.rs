@@ -63,7 +63,11 @@ impl Registry {
             let mut grants = Vec::new();
             for g in s.grants {
                 check_grant(&g).map_err(|e| invalid(&what, e))?;
-                grants.push((g.method, g.subject));
+                grants.push(CatalogueGrant {
+                    method: g.method,
+                    subject: g.subject,
+                    path: g.path,
+                });
             }
             grants.sort();
             grants.dedup();
@@ -72,6 +76,7 @@ impl Registry {
                 service,
                 descriptor_sha256,
                 grants,
+                rest: s.rest,
             });
         }
         reported.sort();

@@ -90,7 +90,12 @@ impl Registry {
                             provider: provider.clone(),
                             service,
                             descriptor_sha256: String::new(),
-                            grants: vec![(String::new(), subject.to_string())],
+                            grants: vec![CatalogueGrant {
+                                method: String::new(),
+                                subject: subject.to_string(),
+                                path: String::new(),
+                            }],
+                            rest: false,
                         })
                     })
                     .collect::<Result<_>>()?;

@@ -291,3 +291,30 @@ fn the_periodic_re_signing_is_skipped_when_another_node_did_it_lately() {
         );
     }
 }
+
+#[test]
+fn catalogue_entries_of_earlier_versions_still_load() {
+    // Grants were [method, subject] pairs, and there was no REST flag.
+    let old = r#"{"provider":"ID/GOV/A/APP","service":"a.v1.S","descriptor_sha256":"","grants":[["Cari","ID/GOV/B/APP"],["","group:bansos"]]}"#;
+    let entry: CatalogueService = serde_json::from_str(old).unwrap();
+    assert!(!entry.rest);
+    assert_eq!(
+        entry.grants,
+        [
+            CatalogueGrant {
+                method: "Cari".into(),
+                subject: "ID/GOV/B/APP".into(),
+                path: String::new(),
+            },
+            CatalogueGrant {
+                method: String::new(),
+                subject: "group:bansos".into(),
+                path: String::new(),
+            },
+        ]
+    );
+    // Written again, it reads back the same.
+    let again: CatalogueService =
+        serde_json::from_slice(&serde_json::to_vec(&entry).unwrap()).unwrap();
+    assert_eq!(again.grants, entry.grants);
+}

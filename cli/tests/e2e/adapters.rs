@@ -119,6 +119,7 @@ async fn publish(net: &Network, service: &str, endpoint: &str) -> String {
             service: service.into(),
             method: String::new(),
             subject: CONSUMER_CLIENT.into(),
+            path: String::new(),
         }),
     )
     .await;
@@ -358,7 +359,7 @@ async fn a_rest_system_behind_the_adapter_is_called_through_the_bus() {
             &call_path,
             r#"{"nik": 5"#,
             400,
-            "Client.InvalidRequest",
+            "Client.BadRequest",
             "not a valid dukcapil.v1.CariNikRequest",
         ),
         (
@@ -366,31 +367,31 @@ async fn a_rest_system_behind_the_adapter_is_called_through_the_bus() {
             &call_path,
             r#"{"nomor": "1"}"#,
             400,
-            "Client.InvalidRequest",
+            "Client.BadRequest",
             "nomor",
         ),
         (
             &[("X-Road-Client", CONSUMER_CLIENT)],
             &format!("/r1/{PROVIDER_CLIENT}/{DUKCAPIL}/Hapus"),
             "{}",
-            404,
-            "Client.InvalidRequest",
+            400,
+            "Client.BadRequest",
             "has no method Hapus",
         ),
         (
             &[("X-Road-Client", CONSUMER_CLIENT)],
             &format!("/r1/{PROVIDER_CLIENT}/tidak.Ada/CariNik"),
             "{}",
-            404,
-            "Server.ClientProxy.NotFound",
+            500,
+            "Server.ClientProxy.UnknownService",
             "lists no service tidak.Ada",
         ),
         (
             &[("X-Road-Client", OTHER_CLIENT)],
             &call_path,
             &format!(r#"{{"nik": "{NIK}"}}"#),
-            403,
-            "Server.ServerProxy.PermissionDenied",
+            500,
+            "Server.ServerProxy.AccessDenied",
             "is not allowed to call",
         ),
     ];
@@ -421,31 +422,31 @@ async fn a_rest_system_behind_the_adapter_is_called_through_the_bus() {
             &format!("{call_path}?nik=1"),
             "{}",
             400,
-            "Client.InvalidRequest",
+            "Client.BadRequest",
             "query parameters are not mapped",
         ),
         (
             &[("X-Road-Client", CONSUMER_CLIENT)],
             &format!("/r1/{PROVIDER_CLIENT}/listMethods"),
             "",
-            405,
-            "Client.InvalidRequest",
+            400,
+            "Client.BadRequest",
             "metaservices are called with GET",
         ),
         (
             &[("X-Road-Client", CONSUMER_CLIENT)],
             &format!("/r1/{PROVIDER_CLIENT}/hapusSemua"),
             "",
-            404,
-            "Client.InvalidRequest",
+            400,
+            "Client.BadRequest",
             "no metaservice hapusSemua",
         ),
         (
             &[("X-Road-Client", CONSUMER_CLIENT)],
             "/r1/ID/GOV/KEMENDAGRI",
             "",
-            404,
-            "Client.InvalidRequest",
+            400,
+            "Client.BadRequest",
             "expected /r1/INSTANCE",
         ),
         (
@@ -453,7 +454,7 @@ async fn a_rest_system_behind_the_adapter_is_called_through_the_bus() {
             &call_path,
             &too_large,
             413,
-            "Client.InvalidRequest",
+            "Client.BadRequest",
             "limit",
         ),
     ];
@@ -476,8 +477,14 @@ async fn a_rest_system_behind_the_adapter_is_called_through_the_bus() {
     let get = |path: String, client: &'static str| {
         let address = address.clone();
         async move {
-            let (status, _, body) =
-                http(&address, "GET", &path, &[("X-Road-Client", client)], "").await;
+            let (status, _, body) = http(
+                &address,
+                "GET",
+                &path,
+                &[("X-Road-Client", client), ("Accept", "application/json")],
+                "",
+            )
+            .await;
             assert_eq!(status, 200, "{path}: {body}");
             json(&body)
         }
@@ -585,7 +592,7 @@ async fn a_rest_system_behind_the_adapter_is_called_through_the_bus() {
         "",
     )
     .await;
-    assert_eq!(status, 404);
+    assert_eq!(status, 400);
     assert_eq!(headers["x-road-error"], "Client.ServiceNotDescribed");
 
     // A mapping whose answer does not fit the declared types.
@@ -823,7 +830,9 @@ async fn the_registry_checks_published_descriptors_and_drops_unused_ones() {
         grants: vec![lintas_proto::globalconf::v1::AccessGrant {
             method: String::new(),
             subject: subject.into(),
+            path: String::new(),
         }],
+        rest: false,
     };
     let report = |service: &str, hash: &[u8], subject: &str| reg::ServiceReport {
         services: vec![reported(service, hash, subject)],

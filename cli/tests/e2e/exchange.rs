@@ -131,6 +131,7 @@ async fn network_edited(dev: bool, edit: impl Fn(&mut SsConfig)) -> Network {
             endpoint: format!("http://{app_address}"),
             ca_pem: None,
             descriptor_set: None,
+            rest: false,
         })
         .unwrap();
     provider.access.grant(grant(Some("CariNik"))).unwrap();
@@ -185,6 +186,7 @@ fn grant(method: Option<&str>) -> Grant {
         service: SERVICE.parse().unwrap(),
         method: method.map(str::to_owned),
         subject: Subject::Client(ClientId::Subsystem(CONSUMER_CLIENT.parse().unwrap())),
+        path: None,
     }
 }
 
@@ -680,6 +682,7 @@ async fn an_unreachable_provider_application_is_reported_as_such() {
             endpoint: format!("http://{closed}"),
             ca_pem: None,
             descriptor_set: None,
+            rest: false,
         })
         .unwrap();
     let err = net.cari(CONSUMER_CLIENT, NIK).await.unwrap_err();
@@ -695,6 +698,7 @@ async fn an_unreachable_provider_application_is_reported_as_such() {
             endpoint: format!("http://{}", net.app_address),
             ca_pem: None,
             descriptor_set: None,
+            rest: false,
         })
         .unwrap();
     net.cari(CONSUMER_CLIENT, NIK).await.unwrap();
@@ -866,6 +870,7 @@ async fn provided_services_reach_the_registry_catalogue() {
             endpoint: "http://127.0.0.1:9".into(),
             ca_pem: None,
             descriptor_set: None,
+            rest: false,
         })
         .unwrap();
     let err = net.consumer.report_services().await.unwrap_err();
@@ -901,6 +906,7 @@ async fn a_provider_application_can_be_reached_over_tls() {
         endpoint: endpoint.clone(),
         ca_pem,
         descriptor_set: None,
+        rest: false,
     };
     net.provider
         .access
@@ -1181,6 +1187,7 @@ async fn publish_gated_app(
             endpoint,
             ca_pem: None,
             descriptor_set: None,
+            rest: false,
         })
         .unwrap();
     (arrived, release, stop_app)
@@ -1771,3 +1778,4 @@ mod ha;
 mod limits;
 mod monitoring;
 mod ops;
+mod rest_services;

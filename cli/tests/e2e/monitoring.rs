@@ -267,6 +267,7 @@ async fn every_exchange_has_an_operational_record_that_the_owner_can_query() {
             service: lintas_ss::opmon::SERVICE.parse().unwrap(),
             method: None,
             subject: Subject::Client(ClientId::Subsystem(PROVIDER_CLIENT.parse().unwrap())),
+            path: None,
         })
         .unwrap();
     let page = call(net.provider_url.clone(), PROVIDER_CLIENT)
