@@ -78,6 +78,12 @@ pub struct ExchangeFacts {
     pub attempt: u32,
     /// For a retry: the SHA-256 (hex) of the previous attempt's signed request header.
     pub retry_of: Option<String>,
+    /// A REST call: its signed request line (`PUT /path?query`) and the names of the
+    /// signed headers sent on to the backend.
+    pub rest_request: Option<String>,
+    pub rest_headers: Vec<String>,
+    /// A REST call's HTTP status, as the provider signed it.
+    pub http_status: Option<u32>,
 }
 
 /// The result of verifying one bundle.
@@ -680,6 +686,9 @@ fn exchange(
         recorded_before: before.map(iso8601),
         attempt: 0,
         retry_of: None,
+        rest_request: None,
+        rest_headers: Vec::new(),
+        http_status: None,
     };
     let mut pair = SignedPair::default();
     let failures_before = r.failures.len();
@@ -717,6 +726,20 @@ fn exchange(
                 facts.attempt = h.attempt;
                 facts.retry_of =
                     (!h.retry_of_sha256.is_empty()).then(|| lintas_certs::hex(&h.retry_of_sha256));
+                if let Some(rest) = &h.rest {
+                    let path = if rest.path.is_empty() {
+                        "/"
+                    } else {
+                        &rest.path
+                    };
+                    let query = if rest.query.is_empty() {
+                        String::new()
+                    } else {
+                        format!("?{}", rest.query)
+                    };
+                    facts.rest_request = Some(format!("{} {path}{query}", rest.verb));
+                    facts.rest_headers = rest.headers.iter().map(|h| h.name.clone()).collect();
+                }
                 let here = if sent {
                     &h.consumer_server
                 } else {
@@ -809,6 +832,7 @@ fn exchange(
                     Ok(f) => {
                         facts.response = Some(f);
                         facts.status = Some((h.status_code, h.status_message.clone()));
+                        facts.http_status = h.rest.as_ref().map(|r| r.status);
                         pair.response = rec.signature.clone().map(|s| (rec.header.clone(), s));
                     }
                     Err(e) => r.fail(format!("{name}: {e}")),
@@ -849,9 +873,25 @@ fn exchange(
                 facts.provider_server, facts.consumer_server
             )
         };
+        let what = match &facts.rest_request {
+            Some(line) => {
+                let service = facts
+                    .method
+                    .trim_start_matches('/')
+                    .split('/')
+                    .next()
+                    .unwrap_or_default();
+                let headers = if facts.rest_headers.is_empty() {
+                    "no headers".to_owned()
+                } else {
+                    format!("headers {}", facts.rest_headers.join(", "))
+                };
+                format!("{line} of REST service {service} ({headers})")
+            }
+            None => facts.method.clone(),
+        };
         r.proven.push(format!(
-            "{client} requested {} of {} (message {message_id}; body SHA-256 {}, {} bytes), signed by member {} at {} by its clock, {travelled}.",
-            facts.method,
+            "{client} requested {what} of {} (message {message_id}; body SHA-256 {}, {} bytes), signed by member {} at {} by its clock, {travelled}.",
             facts.provider,
             hex8(&lintas_certs::unhex(&req.body_sha256).unwrap_or_default()),
             req.body_len,
@@ -863,7 +903,10 @@ fn exchange(
         (Some(resp), Some((code, message))) => r.proven.push(format!(
             "{} answered that request with {}{} (body SHA-256 {}, {} bytes), signed by member {} at {} by its clock and bound to the request by its hash.",
             facts.provider,
-            status_name(*code),
+            match facts.http_status {
+                Some(http) if *code == 0 => format!("HTTP status {http}"),
+                _ => status_name(*code),
+            },
             if message.is_empty() { String::new() } else { format!(" \"{message}\"") },
             hex8(&lintas_certs::unhex(&resp.body_sha256).unwrap_or_default()),
             resp.body_len,

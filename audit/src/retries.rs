@@ -99,6 +99,9 @@ mod tests {
             recorded_before: None,
             attempt: n,
             retry_of: retry_of.map(str::to_owned),
+            rest_request: None,
+            rest_headers: Vec::new(),
+            http_status: None,
         }
     }
 

@@ -253,6 +253,17 @@ async fn rest_services_pass_any_request_through_signed_and_logged() {
         p.failures
     );
     assert!(lintas_audit::cross_check(&c, &p).failures.is_empty());
+    // The auditor reads the request line and the status the provider signed.
+    let said = c.proven.join("\n");
+    assert!(
+        said.contains("requested PUT /a%20b/c/?x=1&y=dua&x=3 of REST service gema (headers "),
+        "{said}"
+    );
+    assert!(said.contains("authorization"), "{said}");
+    assert!(
+        said.contains("answered that request with HTTP status 200"),
+        "{said}"
+    );
 
     // The backend's statuses and bodies come back as they are, redirects unfollowed.
     for code in [201, 302, 404, 405, 500, 503] {
