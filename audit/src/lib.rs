@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lintas_certs::{Identity, Role};
 use lintas_globalconf::{Anchor, VerifiedConf, iso8601};
-use lintas_identifiers::{MemberId, ServerId, SubsystemId};
+use lintas_identifiers::{ClientId, MemberId, ServerId, SubsystemId};
 use lintas_log::checkpoint::{self, Cosigned};
 use lintas_log::{Record, RecordKind};
 use lintas_proto::audit::v1::EvidenceBundle;
@@ -745,7 +745,7 @@ fn exchange(
                 } else {
                     &h.provider_server
                 };
-                let member = h.client.parse::<SubsystemId>().map(|c| c.member);
+                let member = h.client.parse::<ClientId>().map(|c| c.member().clone());
                 if *here != origin.to_string() {
                     r.fail(format!(
                         "{name}: the request names {here}, not {origin}, as this side's server"

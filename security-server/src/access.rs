@@ -85,13 +85,15 @@ impl Subject {
 
     /// Whether this subject covers `client`: the subsystem itself, its member, or a global
     /// group of `conf` that lists either.
-    pub fn covers(&self, conf: &VerifiedConf, client: &SubsystemId) -> bool {
+    pub fn covers(&self, conf: &VerifiedConf, client: &ClientId) -> bool {
         match self {
-            Subject::Client(ClientId::Subsystem(s)) => s == client,
-            Subject::Client(ClientId::Member(m)) => *m == client.member,
+            Subject::Client(ClientId::Subsystem(s)) => {
+                matches!(client, ClientId::Subsystem(c) if c == s)
+            }
+            Subject::Client(ClientId::Member(m)) => m == client.member(),
             Subject::Group(code) => {
-                let as_client = ClientId::Subsystem(client.clone()).to_string();
-                let as_member = client.member.to_string();
+                let as_client = client.to_string();
+                let as_member = client.member().to_string();
                 conf.conf.groups.iter().any(|g| {
                     g.code == code.as_str()
                         && g.members.iter().any(|m| *m == as_client || *m == as_member)
@@ -124,10 +126,11 @@ pub struct Grant {
     pub path: Option<String>,
 }
 
-/// A local application's TLS client certificate, registered for one subsystem.
+/// A local application's TLS client certificate, registered for one client (a hosted
+/// subsystem, or the member that owns the server).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientCert {
-    pub client: SubsystemId,
+    pub client: ClientId,
     /// SHA-256 of the DER certificate, hex.
     pub fingerprint: String,
     /// Unix seconds.
@@ -356,7 +359,7 @@ impl Access {
 
     /// Registers a local application's certificate for `client`. A certificate acts for
     /// one subsystem only.
-    pub fn add_client_cert(&self, client: SubsystemId, der: &[u8]) -> Result<ClientCert, SsError> {
+    pub fn add_client_cert(&self, client: ClientId, der: &[u8]) -> Result<ClientCert, SsError> {
         let (_, not_after) = lintas_certs::verify::certificate_validity(der)
             .map_err(|e| SsError::InvalidInput(e.to_string()))?;
         let hash = lintas_certs::sha256(der);
@@ -414,11 +417,11 @@ impl Access {
 
     /// The subsystem a certificate (by SHA-256) is registered for, if any and if the
     /// certificate has not expired.
-    pub fn client_for_cert(&self, hash: &[u8; 32]) -> Option<SubsystemId> {
+    pub fn client_for_cert(&self, hash: &[u8; 32]) -> Option<ClientId> {
         self.client_for_cert_at(hash, lintas_certs::unix_secs(std::time::SystemTime::now()))
     }
 
-    fn client_for_cert_at(&self, hash: &[u8; 32], now: i64) -> Option<SubsystemId> {
+    fn client_for_cert_at(&self, hash: &[u8; 32], now: i64) -> Option<ClientId> {
         self.client_certs
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -433,7 +436,7 @@ impl Access {
     pub fn allowed(
         &self,
         conf: &VerifiedConf,
-        client: &SubsystemId,
+        client: &ClientId,
         provider: &SubsystemId,
         method: &MethodPath,
         rest_path: Option<&str>,

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use hyper_util::rt::TokioIo;
-use lintas_identifiers::{MethodPath, ServiceName, SubsystemId};
+use lintas_identifiers::{ClientId, MethodPath, ServiceName, SubsystemId};
 use lintas_proto::ss::v1 as pb;
 use pb::security_server_admin_client::SecurityServerAdminClient;
 use pb::security_server_admin_server::SecurityServerAdmin;
@@ -310,7 +310,12 @@ impl SecurityServerAdmin for AdminService {
         request: Request<pb::ClientCert>,
     ) -> Result<Response<pb::AdminReply>, Status> {
         let c = request.into_inner();
-        let client = self.provider(&c.client)?;
+        let client: ClientId = c.client.parse().map_err(|e| invalid("client", e))?;
+        if !self.own.serves(&client) {
+            return Err(Status::failed_precondition(format!(
+                "{client} does not call through this server: a client is a subsystem in `clients` of ss.toml, or the member that owns the server"
+            )));
+        }
         let cert = self
             .change(move |a| a.add_client_cert(client, &c.certificate))
             .await?;

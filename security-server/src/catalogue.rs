@@ -53,7 +53,7 @@ impl Described {
 fn grant_covers(
     conf: &VerifiedConf,
     grant: &gc::AccessGrant,
-    client: &SubsystemId,
+    client: &ClientId,
     method: Option<&str>,
 ) -> bool {
     let method_ok = grant.method.is_empty() || method.is_none_or(|m| m == grant.method);
@@ -66,7 +66,7 @@ fn grant_covers(
 pub fn rest_endpoints(
     conf: &VerifiedConf,
     entry: &gc::ServiceRef,
-    client: Option<&SubsystemId>,
+    client: Option<&ClientId>,
 ) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = entry
         .grants
@@ -84,7 +84,7 @@ pub fn rest_endpoints(
 }
 
 /// Whether any grant of `entry` lets `client` call something.
-pub fn may_call_any(conf: &VerifiedConf, entry: &gc::ServiceRef, client: &SubsystemId) -> bool {
+pub fn may_call_any(conf: &VerifiedConf, entry: &gc::ServiceRef, client: &ClientId) -> bool {
     entry
         .grants
         .iter()
@@ -97,7 +97,7 @@ pub fn may_call_any(conf: &VerifiedConf, entry: &gc::ServiceRef, client: &Subsys
 pub fn allowed_methods(
     conf: &VerifiedConf,
     d: &Described,
-    client: &SubsystemId,
+    client: &ClientId,
 ) -> Option<Vec<String>> {
     if !may_call_any(conf, &d.entry, client) {
         return None;
@@ -268,7 +268,7 @@ impl Catalogue {
         &self,
         conf: &VerifiedConf,
         provider: Option<&SubsystemId>,
-        caller: Option<&SubsystemId>,
+        caller: Option<&ClientId>,
     ) -> Vec<Described> {
         self.describe_all(entries(conf, provider, caller).into_values())
             .await
@@ -280,7 +280,7 @@ impl Catalogue {
         &self,
         conf: &VerifiedConf,
         provider: Option<&SubsystemId>,
-        caller: Option<&SubsystemId>,
+        caller: Option<&ClientId>,
         token: &str,
         size: usize,
     ) -> Result<(Vec<Described>, String), Status> {
@@ -332,7 +332,7 @@ impl Catalogue {
 fn entries(
     conf: &VerifiedConf,
     provider: Option<&SubsystemId>,
-    caller: Option<&SubsystemId>,
+    caller: Option<&ClientId>,
 ) -> BTreeMap<(String, String), gc::ServiceRef> {
     let provider = provider.map(ToString::to_string);
     let mut entries = BTreeMap::new();

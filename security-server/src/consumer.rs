@@ -20,7 +20,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use lintas_globalconf::VerifiedConf;
-use lintas_identifiers::{MethodPath, SubsystemId};
+use lintas_identifiers::{ClientId, MethodPath, SubsystemId};
 use tonic::codegen::http;
 use tonic::metadata::MetadataMap;
 use tonic::server::ClientStreamingService;
@@ -176,7 +176,10 @@ fn text<'a>(metadata: &'a MetadataMap, key: &str) -> Result<Option<&'a str>, Sta
     }
 }
 
-fn subsystem(metadata: &MetadataMap, key: &str) -> Result<SubsystemId, Status> {
+fn identifier<T: std::str::FromStr<Err = lintas_identifiers::IdError>>(
+    metadata: &MetadataMap,
+    key: &str,
+) -> Result<T, Status> {
     text(metadata, key)?
         .ok_or_else(|| {
             consumer_error(Code::InvalidArgument, format!("metadata {key} is required"))
@@ -202,9 +205,9 @@ async fn relay(
     request: Request<Streaming<Bytes>>,
 ) -> Result<Response<Bytes>, Status> {
     let md = request.metadata();
-    let client = subsystem(md, "lintas-client")?;
+    let client: ClientId = identifier(md, "lintas-client")?;
     s.local.authenticate(&client, remote, peer_cert)?;
-    let provider = subsystem(md, "lintas-service")?;
+    let provider: SubsystemId = identifier(md, "lintas-service")?;
     let method: MethodPath = path
         .parse()
         .map_err(|e| consumer_error(Code::Unimplemented, format!("{e}")))?;
@@ -280,7 +283,7 @@ async fn relay(
 
 /// One call of a local application, authenticated, with its metadata checked.
 pub(crate) struct Call {
-    pub client: SubsystemId,
+    pub client: ClientId,
     pub provider: SubsystemId,
     pub method: MethodPath,
     pub message_id: String,
@@ -378,13 +381,12 @@ async fn exchange_with_provider(
     s.recorder.check_trusted_time(ErrorSource::ConsumerServer)?;
     let (client, provider) = (&call.client, &call.provider);
     // A provider or client admitted since the last poll: fetch once before refusing.
-    let listed = |c: &VerifiedConf| {
-        c.has_client(&client.clone().into()) && c.servers_hosting(provider).next().is_some()
-    };
+    let listed =
+        |c: &VerifiedConf| c.has_client(client) && c.servers_hosting(provider).next().is_some();
     if !listed(&conf) && s.conf.refresh_now().await {
         conf = s.conf.current(ErrorSource::ConsumerServer)?;
     }
-    if !conf.has_client(&client.clone().into()) {
+    if !conf.has_client(client) {
         return Err(crate::errors::with_reason(
             consumer_error(
                 Code::FailedPrecondition,

@@ -6,7 +6,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use lintas_identifiers::SubsystemId;
+use lintas_identifiers::{ClientId, SubsystemId};
 use lintas_proto::discovery::v1 as pb;
 use prost::Message;
 use prost_reflect::DescriptorPool;
@@ -23,13 +23,13 @@ fn invalid(message: String) -> Status {
 }
 
 /// The authenticated client a request names in `lintas-client`.
-fn client_of<T>(local: &LocalApps, request: &Request<T>) -> Result<SubsystemId, Status> {
+fn client_of<T>(local: &LocalApps, request: &Request<T>) -> Result<ClientId, Status> {
     let text = request
         .metadata()
         .get("lintas-client")
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| invalid("metadata lintas-client is required".into()))?;
-    let client: SubsystemId = text
+    let client: ClientId = text
         .parse()
         .map_err(|e| invalid(format!("metadata lintas-client: {e}")))?;
     let (remote, peer_cert) = caller(request.extensions());
@@ -184,7 +184,7 @@ type ReflectionStream =
 impl Reflection {
     /// The descriptors of every described service `client` may call at least one
     /// method of, in one pool, with their names.
-    async fn visible(&self, client: &SubsystemId) -> Result<(DescriptorPool, Vec<String>), Status> {
+    async fn visible(&self, client: &ClientId) -> Result<(DescriptorPool, Vec<String>), Status> {
         let conf = self.0.catalogue.discovery_conf().await?;
         let mut pool = DescriptorPool::new();
         let mut names = Vec::new();

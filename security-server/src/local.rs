@@ -1,12 +1,13 @@
 //! Who may call the consumer endpoint (gRPC, discovery and the REST entry alike): a local
 //! application on loopback (development), or one presenting a TLS client certificate
-//! registered for the subsystem it calls as, hosted on this server.
+//! registered for the client it calls as: a subsystem hosted on this server, or the
+//! member that owns it (a member-level client).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use lintas_certs::KeyPair;
-use lintas_identifiers::SubsystemId;
+use lintas_identifiers::ClientId;
 use tonic::codegen::http;
 use tonic::{Code, Status};
 
@@ -58,7 +59,7 @@ impl LocalApps {
         &self,
         remote: Option<SocketAddr>,
         peer_cert: Option<[u8; 32]>,
-    ) -> Result<Option<SubsystemId>, Status> {
+    ) -> Result<Option<ClientId>, Status> {
         match &self.auth {
             LocalAuth::DevPlaintextLoopback => {
                 if !remote.is_some_and(|r| r.ip().is_loopback()) {
@@ -90,27 +91,33 @@ impl LocalApps {
     /// registered for, or (development) the one it names on loopback.
     pub fn authenticate(
         &self,
-        claimed: &SubsystemId,
+        claimed: &ClientId,
         remote: Option<SocketAddr>,
         peer_cert: Option<[u8; 32]>,
     ) -> Result<(), Status> {
         if let Some(registered) = self.authenticate_connection(remote, peer_cert)?
             && &registered != claimed
         {
-            return Err(refused(
-                Code::PermissionDenied,
-                format!(
-                    "this client certificate is registered for {registered}, not for {claimed}"
+            return Err(crate::errors::with_reason(
+                refused(
+                    Code::PermissionDenied,
+                    format!(
+                        "this client certificate is registered for {registered}, not for {claimed}"
+                    ),
                 ),
+                "SslAuthenticationFailed",
             ));
         }
-        if !self.own.hosts(claimed) {
-            return Err(refused(
-                Code::PermissionDenied,
-                format!(
-                    "client {claimed} is not hosted on security server {}",
-                    self.own.id
+        if !self.own.serves(claimed) {
+            return Err(crate::errors::with_reason(
+                refused(
+                    Code::PermissionDenied,
+                    format!(
+                        "client {claimed} is not hosted on security server {}",
+                        self.own.id
+                    ),
                 ),
+                "UnknownMember",
             ));
         }
         Ok(())

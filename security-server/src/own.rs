@@ -3,7 +3,7 @@
 //! this server or speaks TLS as it takes this, and nothing else of the server.
 
 use lintas_certs::KeyPair;
-use lintas_identifiers::{ServerId, SubsystemId};
+use lintas_identifiers::{ClientId, ServerId, SubsystemId};
 
 use crate::batch::BatchSigner;
 
@@ -22,6 +22,15 @@ impl Own {
     /// Whether `client` is hosted on this server.
     pub fn hosts(&self, client: &SubsystemId) -> bool {
         self.clients.contains(client)
+    }
+
+    /// Whether `client` may call through this server: a hosted subsystem, or the member
+    /// that owns the server (a member-level client, as X-Road has them).
+    pub fn serves(&self, client: &ClientId) -> bool {
+        match client {
+            ClientId::Member(m) => *m == self.id.owner,
+            ClientId::Subsystem(s) => self.hosts(s),
+        }
     }
 
     /// Batch signatures made and the headers they covered, since the start.

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lintas_identifiers::{MethodPath, ServerId, SubsystemId};
+use lintas_identifiers::{ClientId, MethodPath, ServerId, SubsystemId};
 use lintas_log::RecordKind;
 use lintas_proto::exchange::v1 as ex;
 use prost::Message;
@@ -97,7 +97,7 @@ struct Accepted {
     header: ex::RequestHeader,
     /// SHA-256 of the signed header bytes: the request hash both logs hold.
     header_sha256: [u8; 32],
-    client: SubsystemId,
+    client: ClientId,
     method: MethodPath,
     target: Target,
     peer: ServerId,
@@ -169,7 +169,7 @@ fn check(
             format!("request header is malformed: {e}"),
         )
     })?;
-    let client: SubsystemId = header
+    let client: ClientId = header
         .client
         .parse()
         .map_err(|e| refuse(Code::InvalidArgument, format!("client: {e}")))?;
@@ -199,7 +199,15 @@ fn check(
                 "TLS peer is not a security server registered in the global configuration",
             )
         })?;
-    if !peer_entry.clients.contains(&header.client) {
+    // A subsystem the peer hosts, or the member that owns the peer.
+    let hosted = match &client {
+        ClientId::Subsystem(_) => peer_entry.clients.contains(&header.client),
+        ClientId::Member(m) => peer_entry
+            .id
+            .parse::<ServerId>()
+            .is_ok_and(|peer| peer.owner == *m),
+    };
+    if !hosted {
         return Err(refuse_unless_newer_conf(
             Code::PermissionDenied,
             format!(
@@ -226,7 +234,7 @@ fn check(
     s.verifier
         .verify_signed(
             &conf,
-            &client.member,
+            client.member(),
             &peer_entry.signing_certs,
             &signed.signer_cert,
             REQUEST_DOMAIN,
@@ -314,7 +322,7 @@ fn check(
     if method.service.as_str() == crate::opmon::SERVICE {
         // Built in: this server's monitoring records, for its owner's own subsystems
         // when the owner granted them.
-        if client.member != s.own.id.owner {
+        if *client.member() != s.own.id.owner {
             return Err(refuse(
                 Code::PermissionDenied,
                 format!(

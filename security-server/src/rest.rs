@@ -247,14 +247,14 @@ fn client(
     headers: &HeaderMap,
     remote: Option<SocketAddr>,
     peer_cert: Option<[u8; 32]>,
-) -> Result<SubsystemId, Failure> {
+) -> Result<ClientId, Failure> {
     let text = header_text(headers, "X-Road-Client")?.ok_or_else(|| {
         Failure::client(
             "MissingHeader",
-            "the X-Road-Client header is required: INSTANCE/CLASS/MEMBER/SUBSYSTEM",
+            "the X-Road-Client header is required: INSTANCE/CLASS/MEMBER[/SUBSYSTEM]",
         )
     })?;
-    let client: SubsystemId = text
+    let client: ClientId = text
         .parse()
         .map_err(|e| Failure::client("InvalidClientIdentifier", format!("X-Road-Client: {e}")))?;
     s.consumer
@@ -383,7 +383,7 @@ fn service_json(
     conf: &lintas_globalconf::VerifiedConf,
     d: &Described,
     methods: Vec<String>,
-    client: Option<&SubsystemId>,
+    client: Option<&ClientId>,
 ) -> Value {
     let mut v = match d.entry.provider.parse::<SubsystemId>() {
         Ok(p) => identifier_json(&ClientId::Subsystem(p)),
@@ -409,7 +409,7 @@ fn service_json(
 /// may call none of are left out.
 async fn allowed(
     s: &Rest,
-    client: &SubsystemId,
+    client: &ClientId,
     provider: Option<&SubsystemId>,
 ) -> Result<Value, Failure> {
     let conf = s
@@ -678,7 +678,7 @@ async fn read_body(s: &Rest, body: Body) -> Result<Bytes, Failure> {
 fn answer_headers(
     h: &mut HeaderMap,
     answer: &Answer,
-    client: &SubsystemId,
+    client: &ClientId,
     service: &str,
     trace: &crate::trace::TraceContext,
 ) {
@@ -700,7 +700,7 @@ fn answer_headers(
 async fn call(
     s: &Rest,
     req: Request,
-    client: SubsystemId,
+    client: ClientId,
     provider: SubsystemId,
     service: &str,
     method_name: &str,

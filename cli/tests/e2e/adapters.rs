@@ -347,12 +347,21 @@ async fn a_rest_system_behind_the_adapter_is_called_through_the_bus() {
             "X-Road-Client header is required",
         ),
         (
-            &[("X-Road-Client", "ID/GOV/KEMENSOS")],
+            &[("X-Road-Client", "ID/GOV")],
             &call_path,
             "{}",
             400,
             "Client.InvalidClientIdentifier",
             "X-Road-Client",
+        ),
+        // A member-level client, not granted this service.
+        (
+            &[("X-Road-Client", "ID/GOV/KEMENSOS")],
+            &call_path,
+            &format!(r#"{{"nik": "{NIK}"}}"#),
+            500,
+            "Server.ServerProxy.AccessDenied",
+            "ID/GOV/KEMENSOS is not allowed to call",
         ),
         (
             &[("X-Road-Client", CONSUMER_CLIENT)],

@@ -265,6 +265,23 @@ async fn rest_services_pass_any_request_through_signed_and_logged() {
         "{said}"
     );
 
+    // A member-level client (the member that owns the consumer's server), as X-Road
+    // has them: granted as a member, named without a subsystem.
+    grant_rest(&net, "gema", "ID/GOV/KEMENSOS", "GET", "/anggota").await;
+    net.provider.report_services().await.unwrap();
+    let (status, _, body) =
+        curl([client("ID/GOV/KEMENSOS"), vec![url("gema/anggota")]].concat()).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(
+        json_of(&body)["headers"]["x-road-client"],
+        "ID/GOV/KEMENSOS"
+    );
+    // Another member does not call through this server.
+    let (status, headers, body) =
+        curl([client("ID/GOV/KEMENDAGRI"), vec![url("gema/anggota")]].concat()).await;
+    assert_eq!(status, 500, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(headers["x-road-error"], "Server.ClientProxy.UnknownMember");
+
     // The backend's statuses and bodies come back as they are, redirects unfollowed.
     for code in [201, 302, 404, 405, 500, 503] {
         let (status, headers, body) = curl(

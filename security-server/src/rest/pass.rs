@@ -16,7 +16,7 @@ const MAX_REQUEST_HEAD: usize = 12 * 1024;
 pub(super) async fn call(
     s: &Rest,
     req: Request,
-    client: SubsystemId,
+    client: ClientId,
     provider: SubsystemId,
     code: &str,
     path: String,
