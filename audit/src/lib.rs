@@ -21,6 +21,7 @@ use lintas_log::checkpoint::{self, Cosigned};
 use lintas_log::{Record, RecordKind};
 use lintas_proto::audit::v1::EvidenceBundle;
 use lintas_proto::exchange::v1 as ex;
+use lintas_ss::chain::MESSAGE_DOMAIN;
 use lintas_ss::envelope::{REQUEST_DOMAIN, RESPONSE_DOMAIN};
 use prost::Message;
 use serde::Serialize;
@@ -40,6 +41,7 @@ pub struct CheckpointFacts {
 }
 
 mod retries;
+pub mod streams;
 
 /// A signed header that verified.
 #[derive(Debug, Clone, Serialize)]
@@ -84,6 +86,8 @@ pub struct ExchangeFacts {
     pub rest_headers: Vec<String>,
     /// A REST call's HTTP status, as the provider signed it.
     pub http_status: Option<u32>,
+    /// A streaming call: the messages this log holds in each direction.
+    pub stream: Option<streams::StreamFacts>,
 }
 
 /// The result of verifying one bundle.
@@ -397,6 +401,19 @@ fn check(bundle: &EvidenceBundle, anchor: &Anchor, r: &mut Report) {
                     "record {index} is a response to a request this bundle does not hold"
                 )),
             }
+        } else if is(
+            &rec,
+            &[RecordKind::MessageSent, RecordKind::MessageReceived],
+        ) {
+            let key = ex::MessageHeader::decode(rec.header.as_slice())
+                .ok()
+                .and_then(|h| <[u8; 32]>::try_from(h.request_header_sha256.as_slice()).ok());
+            match key.and_then(|k| by_exchange.get_mut(&k)) {
+                Some(recs) => recs.push((index, rec)),
+                None => r.fail(format!(
+                    "record {index} is a stream message of a request this bundle does not hold"
+                )),
+            }
         } else if is(&rec, &[RecordKind::Failed]) {
             match last_sent
                 .get(&(rec.client.clone(), rec.message_id.clone()))
@@ -689,6 +706,7 @@ fn exchange(
         rest_request: None,
         rest_headers: Vec::new(),
         http_status: None,
+        stream: None,
     };
     let mut pair = SignedPair::default();
     let failures_before = r.failures.len();
@@ -788,6 +806,7 @@ fn exchange(
     }
 
     // The answer: signed by the provider's member and bound to the request.
+    let mut response_header = None;
     if let Some((index, rec)) = recs.iter().find(|(_, rec)| {
         is(
             rec,
@@ -799,6 +818,7 @@ fn exchange(
                 "{name}: response header (record {index}) is malformed: {e}"
             )),
             Ok(h) => {
+                response_header = Some(h.clone());
                 let bound = request_header.as_ref().is_some_and(|(bytes, req, _)| {
                     h.request_header_sha256 == lintas_certs::sha256(bytes)
                         && h.message_id == req.message_id
@@ -839,6 +859,49 @@ fn exchange(
                 }
             }
         }
+    }
+    // A stream's messages, chained in each direction and named by the close.
+    let messages = recs
+        .iter()
+        .any(|(_, rec)| is(rec, &[RecordKind::MessageSent, RecordKind::MessageReceived]));
+    match &request_header {
+        Some((bytes, req, _)) if req.stream => {
+            let members = (
+                req.client.parse::<ClientId>().map(|c| c.member().clone()),
+                facts.provider.parse::<SubsystemId>().map(|p| p.member),
+            );
+            if let (Ok(client_member), Ok(provider_member)) = members {
+                let checked = streams::check(&recs, bytes, response_header.as_ref(), |rec, h| {
+                    let member = if h.from_provider {
+                        &provider_member
+                    } else {
+                        &client_member
+                    };
+                    signed_header(
+                        "message",
+                        rec,
+                        MESSAGE_DOMAIN,
+                        h.time_unix_ms,
+                        member,
+                        confs,
+                        certs,
+                    )
+                    .map(|_| ())
+                });
+                match checked {
+                    Ok(f) => facts.stream = Some(f),
+                    Err(failures) => {
+                        for e in failures {
+                            r.fail(format!("{name}: {e}"));
+                        }
+                    }
+                }
+            }
+        }
+        _ if messages => r.fail(format!(
+            "{name}: stream messages are recorded for an exchange that is not a stream"
+        )),
+        _ => {}
     }
     if let Some((index, rec)) = recs
         .iter()
@@ -898,6 +961,14 @@ fn exchange(
             req.signed_by,
             req.signed_at
         ));
+        if let Some(st) = &facts.stream {
+            r.proven.push(format!(
+                "{name} is a stream: {} message(s) from the client{} and {} from the application, each signed by its sender's member and chained to the one before it, so none is missing, repeated or out of order in this log.",
+                st.requests,
+                if st.request_ended { " (then its end)" } else { " (its end not recorded)" },
+                st.responses
+            ));
+        }
     }
     match (&facts.response, &facts.status) {
         (Some(resp), Some((code, message))) => r.proven.push(format!(

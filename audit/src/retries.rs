@@ -102,6 +102,7 @@ mod tests {
             rest_request: None,
             rest_headers: Vec::new(),
             http_status: None,
+            stream: None,
         }
     }
 

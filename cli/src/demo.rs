@@ -843,6 +843,8 @@ fn kind_name(kind: i32) -> &'static str {
         RecordKind::ResponseReceived => "response received",
         RecordKind::Rejection => "rejection",
         RecordKind::Failed => "failed exchange",
+        RecordKind::MessageSent => "stream message sent",
+        RecordKind::MessageReceived => "stream message received",
         RecordKind::System | RecordKind::Unspecified => "other",
     }
 }

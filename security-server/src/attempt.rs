@@ -71,6 +71,42 @@ pub(crate) fn retryable(outcome: Outcome, code: Code) -> bool {
     outcome == Outcome::NotSent && matches!(code, Code::Unavailable | Code::ResourceExhausted)
 }
 
+/// The TLS certificate hash the configuration lists for `target`.
+pub(crate) fn pin_of(target: &Entry) -> Result<[u8; 32], Status> {
+    target
+        .tls_cert_sha256
+        .as_slice()
+        .try_into()
+        .map_err(|_| consumer_error(Code::Internal, "configuration: bad certificate hash"))
+}
+
+/// The request header of `call` for `target`, without its body (the fields every
+/// attempt and every stream share).
+pub(crate) fn request_header(
+    s: &Consumer,
+    call: &Call,
+    conf: &VerifiedConf,
+    target: &Entry,
+) -> ex::RequestHeader {
+    ex::RequestHeader {
+        message_id: call.message_id.clone(),
+        client: call.client.to_string(),
+        service_provider: call.provider.to_string(),
+        method: call.method.to_string(),
+        consumer_server: s.own.id.to_string(),
+        provider_server: target.id.clone(),
+        time_unix_ms: s.recorder.now_ms(),
+        conf_serial: conf.serial(),
+        user_id: call.user_id.clone(),
+        purpose: call.purpose.clone(),
+        issue: call.issue.clone(),
+        traceparent: call.trace.traceparent.clone(),
+        tracestate: call.trace.tracestate.clone(),
+        represented_party: call.represented_party.clone(),
+        ..Default::default()
+    }
+}
+
 /// Signs, records and exchanges the request with `a.target`, then records the answer.
 pub(crate) async fn run(
     s: &Consumer,
@@ -90,40 +126,19 @@ pub(crate) async fn run(
         provider,
         method,
         message_id,
-        user_id,
-        purpose,
-        issue,
         trace,
         rest,
-        represented_party,
-        server: _,
+        ..
     } = call;
-    let pin: [u8; 32] = target
-        .tls_cert_sha256
-        .as_slice()
-        .try_into()
-        .map_err(|_| consumer_error(Code::Internal, "configuration: bad certificate hash"))?;
+    let pin = pin_of(target)?;
     let body_sha256 = lintas_certs::sha256(body);
     let header = ex::RequestHeader {
-        message_id: message_id.clone(),
-        client: client.to_string(),
-        service_provider: provider.to_string(),
-        method: method.to_string(),
-        consumer_server: s.own.id.to_string(),
-        provider_server: target.id.clone(),
-        time_unix_ms: s.recorder.now_ms(),
         body_sha256: body_sha256.to_vec(),
         body_len: body.len() as u64,
-        conf_serial: conf.serial(),
-        user_id: user_id.clone(),
-        purpose: purpose.clone(),
-        issue: issue.clone(),
-        traceparent: trace.traceparent.clone(),
-        tracestate: trace.tracestate.clone(),
         attempt,
         retry_of_sha256: retry_of.map(|h| h.to_vec()).unwrap_or_default(),
         rest: rest.clone(),
-        represented_party: represented_party.clone(),
+        ..request_header(s, call, conf, target)
     }
     .encode_to_vec();
     let request_hash = lintas_certs::sha256(&header);

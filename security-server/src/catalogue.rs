@@ -22,7 +22,15 @@ pub struct Catalogue {
     conf: Arc<ConfView>,
     registry: RegistryLink,
     descriptors: Mutex<HashMap<[u8; 32], DescriptorPool>>,
+    /// Descriptor sets whose fetch failed lately, and when: calls do not wait on them
+    /// again for [`SHAPE_RETRY`].
+    unfetched: Mutex<HashMap<[u8; 32], std::time::Instant>>,
 }
+
+/// How long a call does not wait again for descriptors whose fetch failed.
+const SHAPE_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a call waits for the descriptors that say whether it streams.
+const SHAPE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Descriptor sets kept in memory, at most; beyond, one is dropped for each new one.
 const MAX_CACHED: usize = 4096;
@@ -155,7 +163,59 @@ impl Catalogue {
             conf,
             registry,
             descriptors: Mutex::default(),
+            unfetched: Mutex::default(),
         }
+    }
+
+    /// Whether `method` of `provider` streams (in either direction), by the descriptors
+    /// the catalogue lists for its service; false when none were published or they
+    /// cannot be had now (a failed fetch is not waited on again for a while).
+    pub(crate) async fn streams(
+        &self,
+        conf: &VerifiedConf,
+        provider: &SubsystemId,
+        method: &lintas_identifiers::MethodPath,
+    ) -> bool {
+        let provider = provider.to_string();
+        let Some(entry) = conf
+            .conf
+            .services
+            .iter()
+            .find(|s| s.provider == provider && s.service == method.service.as_str())
+        else {
+            return false;
+        };
+        let Ok(key) = <[u8; 32]>::try_from(entry.descriptor_sha256.as_slice()) else {
+            return false;
+        };
+        let pool = match self.cached_pool(&key) {
+            Some(p) => p,
+            None => {
+                let recently_failed = self
+                    .unfetched
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&key)
+                    .is_some_and(|t| t.elapsed() < SHAPE_RETRY);
+                if recently_failed {
+                    return false;
+                }
+                match tokio::time::timeout(SHAPE_TIMEOUT, self.descriptor_pool(&key)).await {
+                    Ok(Ok(p)) => p,
+                    _ => {
+                        let mut failed = self.unfetched.lock().unwrap_or_else(|p| p.into_inner());
+                        if failed.len() >= MAX_CACHED {
+                            failed.clear();
+                        }
+                        failed.insert(key, std::time::Instant::now());
+                        return false;
+                    }
+                }
+            }
+        };
+        pool.get_service_by_name(method.service.as_str())
+            .and_then(|s| s.methods().find(|m| m.name() == method.method))
+            .is_some_and(|m| m.is_client_streaming() || m.is_server_streaming())
     }
 
     /// The linked descriptors published under `hash`, if held in memory.

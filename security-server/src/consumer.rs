@@ -58,6 +58,8 @@ pub struct Consumer {
     /// Which of a provider's servers to try, learnt from the calls.
     pub selector: Arc<crate::select::Selector>,
     pub outcomes: Arc<Outcomes>,
+    /// The published descriptors, which say whether a method streams.
+    pub catalogue: Arc<crate::catalogue::Catalogue>,
 }
 
 /// Catches every path that is not the health service.
@@ -90,16 +92,31 @@ impl tower::Service<http::Request<axum::body::Body>> for ConsumerEndpoint {
                 Ok(t) => t,
                 Err(status) => return Ok(status.into_http()),
             };
+            let max = server.settings.max_message_bytes;
+            let mut grpc = tonic::server::Grpc::new(RawCodec)
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max);
+            let provider = req
+                .headers()
+                .get("lintas-service")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let path = req.uri().path().to_owned();
+            if streams(&server, &path, provider.as_deref()).await {
+                let call = stream::StreamCall {
+                    path: req.uri().path().to_owned(),
+                    remote,
+                    peer_cert,
+                    server: server.clone(),
+                };
+                return Ok(grpc.streaming(call, req).await);
+            }
             let call = ConsumerCall {
                 path: req.uri().path().to_owned(),
                 remote,
                 peer_cert,
                 server: server.clone(),
             };
-            let max = server.settings.max_message_bytes;
-            let mut grpc = tonic::server::Grpc::new(RawCodec)
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max);
             Ok(grpc.client_streaming(call, req).await)
         })
     }
@@ -123,6 +140,23 @@ impl Consumer {
         })
     }
 }
+
+/// Whether a call is to a streaming method, by the descriptors the provider published;
+/// a call the checks will refuse anyway goes the unary way, which says why.
+async fn streams(s: &Consumer, path: &str, provider: Option<&str>) -> bool {
+    let Ok(method) = path.parse::<MethodPath>() else {
+        return false;
+    };
+    let Some(provider) = provider.and_then(|v| v.parse::<SubsystemId>().ok()) else {
+        return false;
+    };
+    let Ok(conf) = s.conf.current(ErrorSource::ConsumerServer) else {
+        return false;
+    };
+    s.catalogue.streams(&conf, &provider, &method).await
+}
+
+mod stream;
 
 struct ConsumerCall {
     path: String,
@@ -197,14 +231,15 @@ pub(crate) fn random_id() -> Result<String, Status> {
     Ok(lintas_certs::hex(&b))
 }
 
-async fn relay(
-    s: Arc<Consumer>,
-    path: String,
+/// The call a local application's gRPC request makes: the authenticated client, the
+/// provider and method, and the metadata the exchange carries.
+fn call_of(
+    s: &Consumer,
+    path: &str,
     remote: Option<SocketAddr>,
     peer_cert: Option<[u8; 32]>,
-    request: Request<Streaming<Bytes>>,
-) -> Result<Response<Bytes>, Status> {
-    let md = request.metadata();
+    md: &MetadataMap,
+) -> Result<Call, Status> {
     let client: ClientId = identifier(md, "lintas-client")?;
     s.local.authenticate(&client, remote, peer_cert)?;
     let provider: SubsystemId = identifier(md, "lintas-service")?;
@@ -230,7 +265,30 @@ async fn relay(
         text(md, "traceparent").ok().flatten(),
         text(md, "tracestate").ok().flatten(),
     );
+    Ok(Call {
+        client,
+        provider,
+        method,
+        message_id,
+        user_id,
+        purpose,
+        issue,
+        trace,
+        rest: None,
+        represented_party: String::new(),
+        server: None,
+    })
+}
 
+async fn relay(
+    s: Arc<Consumer>,
+    path: String,
+    remote: Option<SocketAddr>,
+    peer_cert: Option<[u8; 32]>,
+    request: Request<Streaming<Bytes>>,
+) -> Result<Response<Bytes>, Status> {
+    let call = call_of(&s, &path, remote, peer_cert, request.metadata())?;
+    let trace = call.trace.clone();
     let mut stream = request.into_inner();
     // A request that arrives slowly holds a stream: it gets a deadline.
     let limit = s.settings.connection_limits.request_timeout();
@@ -256,19 +314,6 @@ async fn relay(
             ),
         )
     })??;
-    let call = Call {
-        client,
-        provider,
-        method,
-        message_id,
-        user_id,
-        purpose,
-        issue,
-        trace: trace.clone(),
-        rest: None,
-        represented_party: String::new(),
-        server: None,
-    };
     let answer = call_provider(&s, call, body).await?;
     let mut reply = Response::new(answer.body);
     if let Ok(v) = answer.message_id.parse() {
@@ -370,12 +415,19 @@ pub(crate) async fn call_provider(s: &Consumer, call: Call, body: Bytes) -> Resu
 /// Most servers one call is tried on.
 const MAX_ATTEMPTS: usize = 3;
 
-async fn exchange_with_provider(
+/// The configuration and the provider's servers to try for `call`, best first: the
+/// checks every exchange starts with (maintenance, a fresh configuration, trusted time,
+/// a registered client, a server hosting the provider).
+pub(crate) async fn targets(
     s: &Consumer,
-    call: Call,
-    body: Bytes,
-    progress: &crate::outcome::Progress,
-) -> Result<Answer, Status> {
+    call: &Call,
+) -> Result<
+    (
+        Arc<VerifiedConf>,
+        Vec<lintas_proto::globalconf::v1::SecurityServer>,
+    ),
+    Status,
+> {
     s.maintenance.admit(ErrorSource::ConsumerServer)?;
     let mut conf = s.conf.current(ErrorSource::ConsumerServer)?;
     s.recorder.check_trusted_time(ErrorSource::ConsumerServer)?;
@@ -422,12 +474,25 @@ async fn exchange_with_provider(
             "UnknownMember",
         ));
     }
-    let order = s
+    let order: Vec<_> = s
         .selector
-        .order(servers, std::time::Instant::now(), random_u64()?);
+        .order(servers, std::time::Instant::now(), random_u64()?)
+        .into_iter()
+        .cloned()
+        .collect();
+    Ok((conf, order))
+}
+
+async fn exchange_with_provider(
+    s: &Consumer,
+    call: Call,
+    body: Bytes,
+    progress: &crate::outcome::Progress,
+) -> Result<Answer, Status> {
+    let (conf, order) = targets(s, &call).await?;
     let mut previous = None;
     let mut failed: Option<Status> = None;
-    for (attempt, target) in order.into_iter().take(MAX_ATTEMPTS).enumerate() {
+    for (attempt, target) in order.iter().take(MAX_ATTEMPTS).enumerate() {
         if let Some(status) = &failed {
             s.outcomes.exchanges.retried(status.code());
         }

@@ -275,7 +275,9 @@ impl SecurityServer {
             own: own.clone(),
         });
         let apps = Arc::new(AppPool::default());
+        let catalogue = Arc::new(Catalogue::new(conf.clone(), registry.clone()));
         let consumer = Arc::new(Consumer {
+            catalogue: catalogue.clone(),
             own: own.clone(),
             conf: conf.clone(),
             recorder: recorder.clone(),
@@ -331,7 +333,7 @@ impl SecurityServer {
                 maintenance.clone(),
                 registry.clone(),
             )),
-            catalogue: Arc::new(Catalogue::new(conf.clone(), registry)),
+            catalogue,
             access,
             evidence,
             own,

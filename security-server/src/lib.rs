@@ -11,6 +11,7 @@ pub mod backend;
 pub mod batch;
 pub mod bodies;
 pub mod catalogue;
+pub mod chain;
 pub mod checkpoints;
 pub mod conf_view;
 pub mod config;

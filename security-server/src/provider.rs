@@ -146,12 +146,21 @@ impl AppAnswer {
             rest: None,
         }
     }
+
+    /// The same status, as the application's own.
+    fn by_app(self) -> Self {
+        AppAnswer {
+            by_server: false,
+            ..self
+        }
+    }
 }
 
 fn check(
     s: &Provider,
     peer_hash: Option<[u8; 32]>,
     signed: &ex::SignedRequest,
+    streaming: bool,
 ) -> Result<Accepted, Refusal> {
     if signed.header.len() > envelope::MAX_HEADER_BYTES {
         return Err(refuse(
@@ -173,6 +182,19 @@ fn check(
         .client
         .parse()
         .map_err(|e| refuse(Code::InvalidArgument, format!("client: {e}")))?;
+    if header.stream != streaming {
+        return Err(refuse(
+            Code::InvalidArgument,
+            if streaming {
+                "a stream must open with a request header marked as a stream"
+            } else {
+                "a request header marked as a stream must open Exchange.Stream"
+            },
+        ));
+    }
+    if header.stream && header.rest.is_some() {
+        return Err(refuse(Code::InvalidArgument, "a REST call is not a stream"));
+    }
 
     // 1. Configuration fresh (and kept as evidence). 1b. Trusted time: a server that
     // could not have its log time-stamped for too long fails closed.
@@ -335,6 +357,12 @@ fn check(
             return Err(refuse(
                 Code::PermissionDenied,
                 format!("{client} is not allowed to call {method} of {provider}"),
+            ));
+        }
+        if streaming {
+            return Err(refuse(
+                Code::Unimplemented,
+                format!("{method} is not a streaming method"),
             ));
         }
         return Ok(Accepted {
@@ -599,23 +627,25 @@ fn app_status(status: Status) -> AppAnswer {
 }
 
 /// The whole exchange for one request, in its own task.
-async fn handle(
-    s: Arc<Provider>,
-    peer_cert: Option<Vec<u8>>,
-    signed: ex::SignedRequest,
+/// The checks of a signed request, with a refusal recorded and answered: the accepted
+/// request and the context its records are written in.
+async fn admit_request(
+    s: &Provider,
+    peer_cert: Option<&[u8]>,
+    signed: &ex::SignedRequest,
     progress: &crate::outcome::Progress,
-) -> Result<ex::SignedResponse, Status> {
-    use crate::outcome::Stage;
+    streaming: bool,
+) -> Result<(Accepted, Context), Status> {
     let side = ErrorSource::ProviderServer;
     // In maintenance nothing new starts; the consumer's server records the refusal.
     s.maintenance.admit(side).map_err(not_delivered)?;
-    let peer_hash = peer_cert.as_deref().map(lintas_certs::sha256);
-    let mut checked = check(&s, peer_hash, &signed);
+    let peer_hash = peer_cert.map(lintas_certs::sha256);
+    let mut checked = check(s, peer_hash, signed, streaming);
     if let Err(r) = &checked
         && r.newer_conf_may_help
         && s.conf.refresh_now().await
     {
-        checked = check(&s, peer_hash, &signed);
+        checked = check(s, peer_hash, signed, streaming);
     }
     let peer_cert_sha256 = peer_hash.map(|h| h.to_vec()).unwrap_or_default();
     let accepted = match checked {
@@ -623,54 +653,7 @@ async fn handle(
             progress.verified();
             a
         }
-        Err(refusal) => {
-            let claimed = if signed.header.len() <= envelope::MAX_HEADER_BYTES {
-                ex::RequestHeader::decode(signed.header.as_slice()).unwrap_or_default()
-            } else {
-                ex::RequestHeader::default()
-            };
-            let trace_id = crate::trace::trace_id_of(&claimed.traceparent)
-                .unwrap_or_default()
-                .to_owned();
-            tracing::warn!(client = %claimed.client, code = ?refusal.code, reason = %refusal.message, trace_id, "request refused");
-            let ctx = Context {
-                message_id: claimed.message_id,
-                client: claimed.client,
-                service_provider: claimed.service_provider,
-                method: claimed.method,
-                peer_server: claimed.consumer_server,
-                peer_cert_sha256,
-                trace_id,
-            };
-            // Oversized headers are not copied into the record; their hash is enough.
-            let header = if signed.header.len() <= envelope::MAX_HEADER_BYTES {
-                signed.header.as_slice()
-            } else {
-                &[]
-            };
-            s.recorder
-                .record(
-                    ctx.record(
-                        RecordKind::Rejection,
-                        s.recorder.now_ms(),
-                        header,
-                        signed.signature.as_ref(),
-                        &signed.signer_cert,
-                        &lintas_certs::sha256(&signed.body),
-                        signed.body.len() as u64,
-                        refusal.code,
-                        &refusal.message,
-                    ),
-                    side,
-                )
-                .await
-                .map_err(not_delivered)?;
-            let mut status = error(refusal.code, side, refusal.message);
-            if let Some(reason) = refusal.reason {
-                status = crate::errors::with_reason(status, reason);
-            }
-            return Err(not_delivered(status));
-        }
+        Err(refusal) => return Err(refused(s, signed, refusal, peer_cert_sha256).await),
     };
     let h = &accepted.header;
     let ctx = Context {
@@ -684,6 +667,78 @@ async fn handle(
             .unwrap_or_default()
             .to_owned(),
     };
+    Ok((accepted, ctx))
+}
+
+/// Records a refused request and gives the status to answer with.
+async fn refused(
+    s: &Provider,
+    signed: &ex::SignedRequest,
+    refusal: Refusal,
+    peer_cert_sha256: Vec<u8>,
+) -> Status {
+    let side = ErrorSource::ProviderServer;
+    let claimed = if signed.header.len() <= envelope::MAX_HEADER_BYTES {
+        ex::RequestHeader::decode(signed.header.as_slice()).unwrap_or_default()
+    } else {
+        ex::RequestHeader::default()
+    };
+    let trace_id = crate::trace::trace_id_of(&claimed.traceparent)
+        .unwrap_or_default()
+        .to_owned();
+    tracing::warn!(client = %claimed.client, code = ?refusal.code, reason = %refusal.message, trace_id, "request refused");
+    let ctx = Context {
+        message_id: claimed.message_id,
+        client: claimed.client,
+        service_provider: claimed.service_provider,
+        method: claimed.method,
+        peer_server: claimed.consumer_server,
+        peer_cert_sha256,
+        trace_id,
+    };
+    // Oversized headers are not copied into the record; their hash is enough.
+    let header = if signed.header.len() <= envelope::MAX_HEADER_BYTES {
+        signed.header.as_slice()
+    } else {
+        &[]
+    };
+    let recorded = s
+        .recorder
+        .record(
+            ctx.record(
+                RecordKind::Rejection,
+                s.recorder.now_ms(),
+                header,
+                signed.signature.as_ref(),
+                &signed.signer_cert,
+                &lintas_certs::sha256(&signed.body),
+                signed.body.len() as u64,
+                refusal.code,
+                &refusal.message,
+            ),
+            side,
+        )
+        .await;
+    if let Err(e) = recorded {
+        return not_delivered(e);
+    }
+    let mut status = error(refusal.code, side, refusal.message);
+    if let Some(reason) = refusal.reason {
+        status = crate::errors::with_reason(status, reason);
+    }
+    not_delivered(status)
+}
+
+async fn handle(
+    s: Arc<Provider>,
+    peer_cert: Option<Vec<u8>>,
+    signed: ex::SignedRequest,
+    progress: &crate::outcome::Progress,
+) -> Result<ex::SignedResponse, Status> {
+    use crate::outcome::Stage;
+    let side = ErrorSource::ProviderServer;
+    let (accepted, ctx) = admit_request(&s, peer_cert.as_deref(), &signed, progress, false).await?;
+    let h = &accepted.header;
     let request_record = progress
         .time(
             Stage::Durable,
@@ -726,6 +781,7 @@ async fn handle(
             String::new()
         },
         rest: answer.rest,
+        ..Default::default()
     };
     let header = response.encode_to_vec();
     let signature = progress
@@ -763,8 +819,35 @@ async fn handle(
     })
 }
 
+mod stream;
+
 #[tonic::async_trait]
 impl ex::exchange_server::Exchange for ProviderService {
+    type StreamStream = stream::Frames;
+
+    async fn stream(
+        &self,
+        request: Request<tonic::Streaming<ex::StreamFrame>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        let peer_cert = lintas_transport::peer_cert(&request);
+        let peer = request
+            .remote_addr()
+            .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+        let ticket = self.0.requests.admit(peer, false).map_err(|why| {
+            not_delivered(error(
+                Code::ResourceExhausted,
+                ErrorSource::ProviderServer,
+                format!(
+                    "too many requests in progress ({}); retry later",
+                    why.as_str().replace('_', " ")
+                ),
+            ))
+        })?;
+        stream::open(self.0.clone(), peer_cert, request.into_inner(), ticket)
+            .await
+            .map(Response::new)
+    }
+
     async fn call(
         &self,
         request: Request<ex::SignedRequest>,

@@ -1015,6 +1015,18 @@ struct Impostor {
 
 #[tonic::async_trait]
 impl ex::exchange_server::Exchange for Impostor {
+    type StreamStream =
+        std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<ex::StreamFrame, Status>> + Send>>;
+
+    async fn stream(
+        &self,
+        _: Request<tonic::Streaming<ex::StreamFrame>>,
+    ) -> Result<tonic::Response<Self::StreamStream>, Status> {
+        Err(Status::unimplemented(
+            "the impostor forges unary answers only",
+        ))
+    }
+
     async fn call(
         &self,
         request: Request<ex::SignedRequest>,
@@ -1779,3 +1791,4 @@ mod limits;
 mod monitoring;
 mod ops;
 mod rest_services;
+mod streams;

@@ -1,0 +1,231 @@
+//! Streaming gRPC through both security servers: server, client and bidirectional
+//! streams, every message signed, chained and logged; flow control, cancellation and
+//! deadlines end to end.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+use lintas_examples::echo::v1::echo_client::EchoClient;
+use lintas_examples::echo::v1::{CountRequest, EchoMessage};
+use lintas_examples::echo_server::Watch;
+use lintas_proto::ss::v1 as admin_pb;
+use lintas_proto::ss::v1::security_server_admin_server::SecurityServerAdmin;
+use tokio_stream::StreamExt;
+
+use super::*;
+
+const ECHO: &str = "echo.v1.Echo";
+
+/// The echo application behind the provider's server, published with its descriptors
+/// (which say which methods stream) and granted to the consumer's client.
+async fn echo_network() -> (Network, Arc<Watch>) {
+    let mut net = network().await;
+    let app = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", app.local_addr().unwrap());
+    let watch = Arc::new(Watch::default());
+    let (stop, stopped) = stopper();
+    net._stops.push(stop);
+    tokio::spawn(lintas_examples::echo_server::serve_watched(
+        app,
+        watch.clone(),
+        stopped,
+    ));
+    let examples: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/proto");
+    let set = lintas_adapter::compile(Path::new("echo/v1/echo.proto"), &[examples])
+        .unwrap()
+        .encode_file_descriptor_set();
+    let admin = net.provider.admin();
+    admin
+        .add_service(Request::new(admin_pb::Service {
+            provider: PROVIDER_CLIENT.into(),
+            service: ECHO.into(),
+            endpoint,
+            descriptor_set: set,
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    SecurityServerAdmin::grant(
+        &admin,
+        Request::new(admin_pb::Grant {
+            provider: PROVIDER_CLIENT.into(),
+            service: ECHO.into(),
+            subject: CONSUMER_CLIENT.into(),
+            ..Default::default()
+        }),
+    )
+    .await
+    .unwrap();
+    net.provider.report_services().await.unwrap();
+    net.consumer.conf().fetch().await.unwrap();
+    (net, watch)
+}
+
+fn named<T>(message: T, id: &str) -> Request<T> {
+    let mut r = Request::new(message);
+    let md = r.metadata_mut();
+    md.insert("lintas-client", CONSUMER_CLIENT.parse().unwrap());
+    md.insert("lintas-service", PROVIDER_CLIENT.parse().unwrap());
+    md.insert("lintas-message-id", id.parse().unwrap());
+    r
+}
+
+fn payload(text: &str) -> EchoMessage {
+    EchoMessage {
+        payload: text.as_bytes().to_vec(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_cross_the_bus_signed_chained_and_logged() {
+    let (net, watch) = echo_network().await;
+    let mut echo = EchoClient::new(plain_channel(&net.consumer_url).await.unwrap());
+
+    // Server streaming: every message, in order.
+    let request = CountRequest {
+        count: 5,
+        size: 16,
+        fail_at_end: false,
+    };
+    let mut counted = echo
+        .count(named(request, "alir-hitung"))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seen = Vec::new();
+    while let Some(m) = counted.message().await.unwrap() {
+        seen.push(u32::from_be_bytes(m.payload[..4].try_into().unwrap()));
+    }
+    assert_eq!(seen, [0, 1, 2, 3, 4]);
+
+    // Client streaming: the application gets every message and the end.
+    let parts = tokio_stream::iter(["satu ", "dua ", "tiga"].map(payload));
+    let joined = echo
+        .join(named(parts, "alir-gabung"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(joined.payload, b"satu dua tiga");
+
+    // Bidirectional: each answer arrives before the client sends the next message,
+    // so nothing waits for the end of the request stream.
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let mut answers = echo
+        .chat(named(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+            "alir-obrolan",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    for word in ["halo", "apa kabar"] {
+        tx.send(payload(word)).await.unwrap();
+        let answer = answers.message().await.unwrap().unwrap();
+        assert_eq!(answer.payload, format!("re: {word}").as_bytes());
+    }
+    drop(tx);
+    assert!(answers.message().await.unwrap().is_none());
+
+    // The application's error after its messages reaches the client as its own.
+    let request = CountRequest {
+        count: 2,
+        size: 8,
+        fail_at_end: true,
+    };
+    let mut failing = echo
+        .count(named(request, "alir-gagal"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(failing.message().await.unwrap().is_some());
+    assert!(failing.message().await.unwrap().is_some());
+    let e = failing.message().await.unwrap_err();
+    assert_eq!(e.code(), Code::Aborted, "{e:?}");
+    assert_eq!(source(&e), "provider-app");
+    assert!(e.message().contains("gagal di akhir"));
+
+    // Both logs hold every message, chained: the evidence verifies on each side and
+    // the two sides agree.
+    let anchor = lintas_globalconf::Anchor::load(&net.inst.anchor()).unwrap();
+    for id in ["alir-hitung", "alir-gabung", "alir-obrolan", "alir-gagal"] {
+        let q = lintas_proto::ss::v1::EvidenceQuery {
+            message_id: id.into(),
+            ..Default::default()
+        };
+        let c = lintas_audit::verify(&net.consumer.evidence.export(&q).await.unwrap(), &anchor);
+        let p = lintas_audit::verify(&net.provider.evidence.export(&q).await.unwrap(), &anchor);
+        assert!(c.verified, "{id}: {:#?}", c.failures);
+        assert!(p.verified, "{id}: {:#?}", p.failures);
+        assert!(
+            lintas_audit::cross_check(&c, &p).failures.is_empty(),
+            "{id}"
+        );
+        let said = c.proven.join("\n");
+        assert!(said.contains("stream"), "{id}: {said}");
+    }
+    let messages = |server: &SecurityServer, kind: RecordKind| {
+        Network::records(server)
+            .iter()
+            .filter(|r| r.message_id == "alir-hitung" && r.kind() == kind)
+            .count()
+    };
+    assert_eq!(messages(&net.provider, RecordKind::MessageSent), 5);
+    assert_eq!(messages(&net.consumer, RecordKind::MessageReceived), 5);
+    // The request of a server stream: one message and the end.
+    assert_eq!(messages(&net.consumer, RecordKind::MessageSent), 2);
+
+    // Flow control: a client that stops reading stops the application, with only a
+    // bounded number of 64 KiB messages in flight (10,000 would be 640 MiB).
+    let request = CountRequest {
+        count: 10_000,
+        size: 64 * 1024,
+        fail_at_end: false,
+    };
+    let mut slow = echo
+        .count(named(request, "alir-lambat"))
+        .await
+        .unwrap()
+        .into_inner();
+    for _ in 0..5 {
+        slow.message().await.unwrap().unwrap();
+    }
+    let mut pace = tokio::time::interval(Duration::from_millis(100));
+    let mut last = u64::MAX;
+    for _ in 0..100 {
+        pace.tick().await;
+        let now = watch.produced.load(Ordering::SeqCst);
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    assert!(
+        last < 1_000,
+        "the application produced {last} messages for a client that read 5"
+    );
+    // Cancellation: the client goes away, and the application's stream is cancelled.
+    drop(slow);
+    let mut waited = 0;
+    while !watch.cancelled.load(Ordering::SeqCst) {
+        assert!(waited < 100, "the application never saw the cancellation");
+        pace.tick().await;
+        waited += 1;
+    }
+
+    // The client's deadline reaches the application: a chat nobody speaks in ends
+    // with DEADLINE_EXCEEDED, not never.
+    let (_quiet, rx) = tokio::sync::mpsc::channel::<EchoMessage>(1);
+    let mut request = named(
+        tokio_stream::wrappers::ReceiverStream::new(rx),
+        "alir-tenggat",
+    );
+    request.set_timeout(Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    let ended = match echo.chat(request).await {
+        Ok(r) => r.into_inner().next().await.and_then(Result::err),
+        Err(e) => Some(e),
+    };
+    let e = ended.expect("the stream ended with an error");
+    assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+}

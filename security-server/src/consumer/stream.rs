@@ -1,0 +1,589 @@
+//! The consumer side of streaming calls: the client's messages are signed, chained and
+//! recorded before each goes to the provider's server (`Exchange.Stream`); the
+//! application's messages are verified, chained and recorded before the client sees
+//! each; the signed close gives the status and must name the last message of each
+//! direction. A call streams when the method's published descriptors say so
+//! (`Catalogue::streams`); its messages stay opaque bytes. Channels of a few messages
+//! each way leave the rest to HTTP/2 flow control; a client that goes away cancels the
+//! stream at the provider, and the client's deadline travels in the signed header.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::*;
+use crate::chain::{Chain, MESSAGE_DOMAIN};
+use lintas_log::RecordKind;
+use lintas_proto::exchange::v1 as ex;
+use lintas_proto::globalconf::v1::SecurityServer as Entry;
+use prost::Message;
+
+/// Messages buffered in each direction; HTTP/2 flow control holds back the rest.
+const BUFFER: usize = 4;
+
+/// The messages answered to the client.
+pub(crate) type Messages = Pin<Box<dyn tokio_stream::Stream<Item = Result<Bytes, Status>> + Send>>;
+
+/// A streaming call of a local application, answered as a stream.
+pub(super) struct StreamCall {
+    pub path: String,
+    pub remote: Option<SocketAddr>,
+    pub peer_cert: Option<[u8; 32]>,
+    pub server: Arc<Consumer>,
+}
+
+impl tonic::server::StreamingService<Bytes> for StreamCall {
+    type Response = Bytes;
+    type ResponseStream = Messages;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Messages>, Status>> + Send>>;
+
+    fn call(&mut self, request: Request<Streaming<Bytes>>) -> Self::Future {
+        let path = std::mem::take(&mut self.path);
+        let (remote, peer_cert, s) = (self.remote, self.peer_cert, self.server.clone());
+        Box::pin(async move {
+            let call = call_of(&s, &path, remote, peer_cert, request.metadata())?;
+            let deadline = request
+                .metadata()
+                .get("grpc-timeout")
+                .and_then(|v| v.to_str().ok())
+                .and_then(grpc_timeout);
+            open(s, call, deadline, request.into_inner())
+                .await
+                .map(Response::new)
+        })
+    }
+}
+
+/// A `grpc-timeout` value (digits and a unit: H, M, S, m, u, n) as a duration.
+pub(crate) fn grpc_timeout(value: &str) -> Option<Duration> {
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.checked_mul(3600)?),
+        "M" => Duration::from_secs(n.checked_mul(60)?),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// What both directions of one stream share.
+struct Open {
+    s: Arc<Consumer>,
+    ctx: envelope::Context,
+    target: Entry,
+    conf: Arc<VerifiedConf>,
+    provider: SubsystemId,
+    request_hash: [u8; 32],
+    /// The hash of this side's end message, once sent.
+    request_end: std::sync::Mutex<Option<[u8; 32]>>,
+    /// When the client's deadline passes.
+    deadline: Option<tokio::time::Instant>,
+}
+
+/// How long after the client's deadline the provider's signed close is awaited before
+/// this server ends the stream itself.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Signs and records the opening request, opens the stream on the provider's server
+/// (the first one the selector names; a stream is not retried elsewhere) and starts
+/// both directions.
+async fn open(
+    s: Arc<Consumer>,
+    call: Call,
+    deadline: Option<Duration>,
+    incoming: Streaming<Bytes>,
+) -> Result<Messages, Status> {
+    let side = ErrorSource::ConsumerServer;
+    let (conf, order) = targets(&s, &call).await?;
+    let target = order
+        .into_iter()
+        .next()
+        .ok_or_else(|| consumer_error(Code::NotFound, "no server to call"))?;
+    let pin = crate::attempt::pin_of(&target)?;
+    let header = ex::RequestHeader {
+        body_sha256: lintas_certs::sha256(b"").to_vec(),
+        stream: true,
+        deadline_unix_ms: deadline
+            .map(|d| s.recorder.now_ms().saturating_add(d.as_millis() as i64))
+            .unwrap_or(0),
+        ..crate::attempt::request_header(&s, &call, &conf, &target)
+    }
+    .encode_to_vec();
+    let request_hash = lintas_certs::sha256(&header);
+    let signature = s
+        .own
+        .signer
+        .sign(envelope::REQUEST_DOMAIN, &header)
+        .await
+        .map_err(|e| consumer_error(Code::Internal, format!("signing the request: {e}")))?;
+    let ctx = envelope::Context {
+        message_id: call.message_id.clone(),
+        client: call.client.to_string(),
+        service_provider: call.provider.to_string(),
+        method: call.method.to_string(),
+        peer_server: target.id.clone(),
+        peer_cert_sha256: pin.to_vec(),
+        trace_id: call.trace.trace_id().to_owned(),
+    };
+    s.recorder
+        .record(
+            ctx.record(
+                RecordKind::RequestSent,
+                s.recorder.now_ms(),
+                &header,
+                Some(&signature),
+                &s.own.sign_cert,
+                &lintas_certs::sha256(b""),
+                0,
+                Code::Ok,
+                "",
+            ),
+            side,
+        )
+        .await?;
+    let open = Arc::new(Open {
+        s: s.clone(),
+        ctx,
+        target,
+        conf: conf.clone(),
+        provider: call.provider.clone(),
+        request_hash,
+        request_end: std::sync::Mutex::new(None),
+        deadline: deadline.map(|d| tokio::time::Instant::now() + d),
+    });
+    let failed = |status: Status| {
+        let open = open.clone();
+        async move {
+            record_failure(&open, None, &status).await;
+            status
+        }
+    };
+    let channel = match s.peers.channel(
+        &conf,
+        &open.target.address,
+        pin,
+        (&s.own.tls_cert, &s.own.tls_key),
+    ) {
+        Ok(c) => c,
+        Err(st) => return Err(failed(st).await),
+    };
+    let limit = s.settings.max_message_bytes + envelope::ENVELOPE_MARGIN;
+    let mut peer = ex::exchange_client::ExchangeClient::new(channel)
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    let (to_provider, frames) = mpsc::channel(BUFFER);
+    let opening = ex::StreamFrame {
+        frame: Some(ex::stream_frame::Frame::Open(ex::SignedRequest {
+            header,
+            signature: Some(signature),
+            signer_cert: s.own.sign_cert.clone(),
+            body: Vec::new(),
+        })),
+    };
+    // Room for it: the channel is new.
+    let _ = to_provider.try_send(opening);
+    let mut request = Request::new(ReceiverStream::new(frames));
+    if let Some(d) = deadline {
+        request.set_timeout(d);
+    }
+    let answers = match peer.stream(request).await {
+        Ok(r) => r.into_inner(),
+        Err(st) => {
+            let status = if std::error::Error::source(&st).is_some() {
+                consumer_error(
+                    Code::Unavailable,
+                    format!(
+                        "provider security server {} at {} unreachable: {}",
+                        open.target.id,
+                        open.target.address,
+                        st.message()
+                    ),
+                )
+            } else {
+                let mut passed = error(st.code(), ErrorSource::ProviderServer, st.message());
+                if let Some(reason) = crate::errors::reason_of(&st)
+                    && let Ok(v) = reason.parse()
+                {
+                    passed.metadata_mut().insert(crate::errors::ERROR_REASON, v);
+                }
+                passed
+            };
+            return Err(failed(status).await);
+        }
+    };
+    tokio::spawn(uplink(open.clone(), incoming, to_provider));
+    let (to_client, messages) = mpsc::channel(BUFFER);
+    tokio::spawn(downlink(open, call, answers, to_client));
+    Ok(Box::pin(ReceiverStream::new(messages)))
+}
+
+/// Records why a stream failed (with the peer's frame, if one was refused).
+async fn record_failure(open: &Open, refused: Option<&[u8]>, status: &Status) {
+    let s = &open.s;
+    let header = refused
+        .filter(|h| h.len() <= envelope::MAX_HEADER_BYTES)
+        .unwrap_or(&[]);
+    let _ = s
+        .recorder
+        .record(
+            open.ctx.record(
+                RecordKind::Failed,
+                s.recorder.now_ms(),
+                header,
+                None,
+                &[],
+                &lintas_certs::sha256(b""),
+                0,
+                status.code(),
+                status.message(),
+            ),
+            ErrorSource::ConsumerServer,
+        )
+        .await;
+}
+
+/// The client's messages: each signed, chained and recorded, then sent; then the end.
+/// A client that fails or goes away ends the request stream without an end, which the
+/// provider's server takes as a cancellation.
+async fn uplink(
+    open: Arc<Open>,
+    mut incoming: Streaming<Bytes>,
+    to_provider: mpsc::Sender<ex::StreamFrame>,
+) {
+    let s = &open.s;
+    let mut chain = Chain::new(open.request_hash, false);
+    loop {
+        let (body, end) = match incoming.message().await {
+            Ok(Some(body)) => (body, false),
+            Ok(None) => (Bytes::new(), true),
+            Err(_) => return,
+        };
+        let Ok(header) = chain.next(&body, s.recorder.now_ms(), end) else {
+            return;
+        };
+        let Ok(signature) = s.own.signer.sign(MESSAGE_DOMAIN, &header).await else {
+            return;
+        };
+        let recorded = s
+            .recorder
+            .record(
+                open.ctx.record(
+                    RecordKind::MessageSent,
+                    s.recorder.now_ms(),
+                    &header,
+                    Some(&signature),
+                    &s.own.sign_cert,
+                    &lintas_certs::sha256(&body),
+                    body.len() as u64,
+                    Code::Ok,
+                    "",
+                ),
+                ErrorSource::ConsumerServer,
+            )
+            .await;
+        if recorded.is_err() {
+            return;
+        }
+        if end {
+            *open.request_end.lock().unwrap_or_else(|p| p.into_inner()) = Some(chain.last());
+        }
+        let frame = ex::StreamFrame {
+            frame: Some(ex::stream_frame::Frame::Message(ex::SignedMessage {
+                header,
+                signature: Some(signature),
+                signer_cert: Vec::new(),
+                body: body.to_vec(),
+            })),
+        };
+        if to_provider.send(frame).await.is_err() || end {
+            return;
+        }
+    }
+}
+
+/// The provider's frames: messages verified, chained and recorded, then handed to the
+/// client; the close verified and recorded, and its status given to the client.
+async fn downlink(
+    open: Arc<Open>,
+    call: Call,
+    mut answers: Streaming<ex::StreamFrame>,
+    to_client: mpsc::Sender<Result<Bytes, Status>>,
+) {
+    let s = &open.s;
+    let started = std::time::Instant::now();
+    let started_unix_ms = s.recorder.now_ms();
+    let progress = crate::outcome::Progress::default();
+    let mut chain = Chain::new(open.request_hash, true);
+    let mut signer_cert: Option<Vec<u8>> = None;
+    let mut bytes_in = 0;
+    let cut_off = tokio::time::sleep_until(
+        open.deadline
+            .map(|d| d + CLOSE_GRACE)
+            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86400 * 365)),
+    );
+    tokio::pin!(cut_off);
+    let outcome: Result<(), (Status, Option<Vec<u8>>)> = loop {
+        let next = tokio::select! {
+            next = answers.message() => next,
+            () = &mut cut_off, if open.deadline.is_some() => {
+                break Err((
+                    consumer_error(
+                        Code::DeadlineExceeded,
+                        "the client's deadline passed and the provider's server did not close the stream",
+                    ),
+                    None,
+                ));
+            }
+        };
+        let frame = match next {
+            Ok(Some(f)) => f,
+            Ok(None) => {
+                break Err((
+                    consumer_error(
+                        Code::DataLoss,
+                        "the provider's server ended the stream without its signed close",
+                    ),
+                    None,
+                ));
+            }
+            Err(st) => {
+                break Err((
+                    consumer_error(
+                        Code::Unavailable,
+                        format!(
+                            "the stream from the provider's server broke: {}",
+                            st.message()
+                        ),
+                    ),
+                    None,
+                ));
+            }
+        };
+        match frame.frame {
+            Some(ex::stream_frame::Frame::Message(m)) => {
+                if signer_cert.is_none() {
+                    signer_cert = Some(m.signer_cert.clone());
+                }
+                let cert = signer_cert.as_deref().unwrap_or_default();
+                let checked = verify(&open, cert, MESSAGE_DOMAIN, &m.header, m.signature.as_ref())
+                    .and_then(|()| chain.accept(&m.header, Some(&m.body)));
+                let header = match checked {
+                    Ok(h) => h,
+                    Err(why) => {
+                        break Err((
+                            consumer_error(
+                                Code::DataLoss,
+                                format!("response message refused: {why}"),
+                            ),
+                            Some(m.header),
+                        ));
+                    }
+                };
+                let recorded = s
+                    .recorder
+                    .record(
+                        open.ctx.record(
+                            RecordKind::MessageReceived,
+                            s.recorder.now_ms(),
+                            &m.header,
+                            m.signature.as_ref(),
+                            cert,
+                            &header.body_sha256,
+                            header.body_len,
+                            Code::Ok,
+                            "",
+                        ),
+                        ErrorSource::ConsumerServer,
+                    )
+                    .await;
+                if let Err(st) = recorded {
+                    break Err((st, None));
+                }
+                bytes_in += m.body.len();
+                if to_client.send(Ok(Bytes::from(m.body))).await.is_err() {
+                    break Err((
+                        consumer_error(Code::Cancelled, "the client went away during the stream"),
+                        None,
+                    ));
+                }
+            }
+            Some(ex::stream_frame::Frame::Close(close)) => match closed(&open, &chain, &close) {
+                Ok(answer) => {
+                    let code = Code::from_i32(answer.status_code);
+                    let recorded = s
+                        .recorder
+                        .record(
+                            open.ctx.record(
+                                RecordKind::ResponseReceived,
+                                s.recorder.now_ms(),
+                                &close.header,
+                                close.signature.as_ref(),
+                                &close.signer_cert,
+                                &answer.body_sha256,
+                                0,
+                                code,
+                                &answer.status_message,
+                            ),
+                            ErrorSource::ConsumerServer,
+                        )
+                        .await;
+                    if let Err(st) = recorded {
+                        break Err((st, None));
+                    }
+                    if code == Code::Ok {
+                        break Ok(());
+                    }
+                    let source = if answer.error_source == ErrorSource::ProviderServer.as_str() {
+                        ErrorSource::ProviderServer
+                    } else {
+                        ErrorSource::ProviderApp
+                    };
+                    let status = error(code, source, answer.status_message);
+                    let _ = to_client.send(Err(status.clone())).await;
+                    break Ok(());
+                }
+                Err(why) => {
+                    break Err((
+                        consumer_error(Code::DataLoss, format!("response refused: {why}")),
+                        Some(close.header),
+                    ));
+                }
+            },
+            _ => {
+                break Err((
+                    consumer_error(
+                        Code::DataLoss,
+                        "the provider's server sent an opening frame",
+                    ),
+                    None,
+                ));
+            }
+        }
+    };
+    let code = match &outcome {
+        Ok(()) => "Ok".to_owned(),
+        Err((st, refused)) => {
+            record_failure(&open, refused.as_deref(), st).await;
+            let _ = to_client.send(Err(st.clone())).await;
+            format!("{:?}", st.code())
+        }
+    };
+    s.outcomes.finished(crate::outcome::Finished {
+        exchanged: crate::outcome::Exchanged {
+            side: "consumer",
+            client: &open.ctx.client,
+            provider: &open.ctx.service_provider,
+            method: &open.ctx.method,
+            code,
+            source: match &outcome {
+                Ok(()) => "",
+                Err(_) => ErrorSource::ConsumerServer.as_str(),
+            },
+            elapsed: started.elapsed(),
+            bytes_in,
+            bytes_out: 0,
+        },
+        started_unix_ms,
+        message_id: &call.message_id,
+        traceparent: &call.trace.traceparent,
+        user_id: &call.user_id,
+        progress: &progress,
+    });
+}
+
+/// A header signed by the provider's member with a certificate listed for its server.
+fn verify(
+    open: &Open,
+    cert: &[u8],
+    domain: &str,
+    header: &[u8],
+    signature: Option<&ex::BatchSignature>,
+) -> Result<(), String> {
+    if header.len() > envelope::MAX_HEADER_BYTES {
+        return Err("header too large".into());
+    }
+    open.s
+        .verifier
+        .verify_signed(
+            &open.conf,
+            &open.provider.member,
+            &open.target.signing_certs,
+            cert,
+            domain,
+            header,
+            signature,
+        )
+        .map_err(|why| why.to_string())
+}
+
+/// The signed close: by the provider, bound to the request, naming the last message
+/// this side received and the end this side sent (when the provider had it).
+fn closed(
+    open: &Open,
+    chain: &Chain,
+    close: &ex::SignedResponse,
+) -> Result<ex::ResponseHeader, String> {
+    verify(
+        open,
+        &close.signer_cert,
+        envelope::RESPONSE_DOMAIN,
+        &close.header,
+        close.signature.as_ref(),
+    )?;
+    let h = ex::ResponseHeader::decode(close.header.as_slice())
+        .map_err(|e| format!("response header is malformed: {e}"))?;
+    if h.request_header_sha256 != open.request_hash {
+        return Err("it answers another request".into());
+    }
+    if h.provider_server != open.target.id {
+        return Err(format!(
+            "it names server {}, not {}",
+            h.provider_server, open.target.id
+        ));
+    }
+    if h.messages != chain.count() || h.last_message_sha256 != chain.last() {
+        return Err(format!(
+            "it counts {} messages where {} arrived (one was lost or added)",
+            h.messages,
+            chain.count()
+        ));
+    }
+    let sent_end = *open.request_end.lock().unwrap_or_else(|p| p.into_inner());
+    if !h.request_end_sha256.is_empty() && sent_end.is_none_or(|e| h.request_end_sha256 != e) {
+        return Err("it names an end of the request stream this server did not send".into());
+    }
+    Ok(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_are_read_as_the_protocol_writes_them() {
+        let cases = [
+            ("1H", Some(Duration::from_secs(3600))),
+            ("2M", Some(Duration::from_secs(120))),
+            ("30S", Some(Duration::from_secs(30))),
+            ("250m", Some(Duration::from_millis(250))),
+            ("7u", Some(Duration::from_micros(7))),
+            ("9n", Some(Duration::from_nanos(9))),
+            ("", None),
+            ("S", None),
+            ("12", None),
+            ("1x", None),
+            ("-1S", None),
+            ("123456789S", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(grpc_timeout(text), want, "{text}");
+        }
+    }
+}

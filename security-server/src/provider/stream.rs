@@ -1,0 +1,464 @@
+//! The provider side of streaming calls (`Exchange.Stream`): the signed request is
+//! checked like a unary one and recorded; then the client's messages, each verified,
+//! chained and recorded before the application sees it, flow to the application while
+//! its messages, each signed and recorded before it leaves, flow back; a signed
+//! response with the status closes the stream and names the last message of each
+//! direction. Channels of a few messages each way leave the rest to HTTP/2 flow
+//! control, so a slow consumer slows the application and memory stays bounded.
+
+use std::pin::Pin;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
+
+use super::*;
+use crate::chain::{Chain, MESSAGE_DOMAIN};
+
+/// The frames answered to the consumer's server.
+pub(super) type Frames =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<ex::StreamFrame, Status>> + Send>>;
+
+/// Messages buffered in each direction; HTTP/2 flow control holds back the rest.
+const BUFFER: usize = 4;
+
+fn protocol(message: impl Into<String>) -> Status {
+    error(Code::InvalidArgument, ErrorSource::ProviderServer, message)
+}
+
+/// What both directions of one stream share.
+struct Open {
+    s: Arc<Provider>,
+    ctx: Context,
+    request_hash: [u8; 32],
+    request_record: u64,
+    accepted: Accepted,
+    /// The consumer's end message, once received: the response names it.
+    request_end: Mutex<Option<[u8; 32]>>,
+    /// The configuration the stream was opened under, and the signing certificates it
+    /// lists for the consumer's server: the client's messages are checked against them.
+    conf: Arc<lintas_globalconf::VerifiedConf>,
+    listed: Vec<Vec<u8>>,
+}
+
+/// Checks the opening request and starts both directions; the frames to answer with.
+pub(super) async fn open(
+    s: Arc<Provider>,
+    peer_cert: Option<Vec<u8>>,
+    mut incoming: Streaming<ex::StreamFrame>,
+    ticket: lintas_transport::admission::Ticket,
+) -> Result<Frames, Status> {
+    let side = ErrorSource::ProviderServer;
+    // A peer that opens a stream and sends nothing holds a request slot: it gets the
+    // deadline slow requests get.
+    let limit = s.settings.connection_limits.request_timeout();
+    let first = tokio::time::timeout(limit, incoming.message())
+        .await
+        .map_err(|_| {
+            error(
+                Code::DeadlineExceeded,
+                side,
+                format!(
+                    "the stream was not opened within {} s (connection_limits.request_timeout_secs)",
+                    limit.as_secs()
+                ),
+            )
+        })??
+        .ok_or_else(|| protocol("the stream ended before it was opened"))?;
+    let Some(ex::stream_frame::Frame::Open(signed)) = first.frame else {
+        return Err(protocol("a stream opens with a signed request"));
+    };
+    let progress = crate::outcome::Progress::default();
+    let (accepted, ctx) = admit_request(&s, peer_cert.as_deref(), &signed, &progress, true).await?;
+    let request_record = s
+        .recorder
+        .record(
+            ctx.record(
+                RecordKind::RequestReceived,
+                s.recorder.now_ms(),
+                &signed.header,
+                signed.signature.as_ref(),
+                &signed.signer_cert,
+                &accepted.header.body_sha256,
+                0,
+                Code::Ok,
+                "",
+            ),
+            side,
+        )
+        .await
+        .map_err(not_delivered)?;
+    let conf = s.conf.current(side).map_err(not_delivered)?;
+    let peer = accepted.peer.to_string();
+    let listed = conf
+        .conf
+        .servers
+        .iter()
+        .find(|e| e.id == peer)
+        .map(|e| e.signing_certs.clone())
+        .unwrap_or_default();
+    let open = Arc::new(Open {
+        conf,
+        listed,
+        request_hash: accepted.header_sha256,
+        s,
+        ctx,
+        request_record,
+        accepted,
+        request_end: Mutex::new(None),
+    });
+    let (to_app, from_consumer) = mpsc::channel::<Bytes>(BUFFER);
+    let (to_consumer, frames) = mpsc::channel(BUFFER);
+    let (abort, aborted) = oneshot::channel::<Status>();
+    tokio::spawn(uplink(
+        open.clone(),
+        signed.signer_cert,
+        incoming,
+        to_app,
+        abort,
+    ));
+    tokio::spawn(async move {
+        let _ticket = ticket;
+        let started = Instant::now();
+        let (code, source, bytes) = downlink(&open, from_consumer, to_consumer, aborted).await;
+        let h = &open.accepted.header;
+        open.s.outcomes.finished(crate::outcome::Finished {
+            exchanged: crate::outcome::Exchanged {
+                side: "provider",
+                client: &h.client,
+                provider: &h.service_provider,
+                method: &h.method,
+                code: format!("{code:?}"),
+                source,
+                elapsed: started.elapsed(),
+                bytes_in: 0,
+                bytes_out: bytes,
+            },
+            started_unix_ms: h.time_unix_ms,
+            message_id: &h.message_id,
+            traceparent: &h.traceparent,
+            user_id: &h.user_id,
+            progress: &progress,
+        });
+    });
+    Ok(Box::pin(ReceiverStream::new(frames)))
+}
+
+/// The client's messages: verified, chained, recorded, then handed to the application.
+/// A message that does not verify ends the call (`abort`).
+async fn uplink(
+    open: Arc<Open>,
+    signer_cert: Vec<u8>,
+    mut incoming: Streaming<ex::StreamFrame>,
+    to_app: mpsc::Sender<Bytes>,
+    abort: oneshot::Sender<Status>,
+) {
+    let s = &open.s;
+    let mut chain = Chain::new(open.request_hash, false);
+    let failed = loop {
+        let frame = match incoming.message().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break Some(protocol("the request stream ended without its signed end")),
+            // The consumer's server went away or gave up: the call is cancelled.
+            Err(e) => {
+                break Some(error(
+                    Code::Cancelled,
+                    ErrorSource::ProviderServer,
+                    format!(
+                        "the consumer's server cancelled the stream: {}",
+                        e.message()
+                    ),
+                ));
+            }
+        };
+        let Some(ex::stream_frame::Frame::Message(m)) = frame.frame else {
+            break Some(protocol("only messages follow the opening request"));
+        };
+        if !m.signer_cert.is_empty() && m.signer_cert != signer_cert {
+            break Some(protocol(
+                "the messages of a stream are signed with the request's certificate",
+            ));
+        }
+        if let Err(why) = verify(&open, &signer_cert, &m) {
+            break Some(error(
+                Code::Unauthenticated,
+                ErrorSource::ProviderServer,
+                why,
+            ));
+        }
+        let header = match chain.accept(&m.header, Some(&m.body)) {
+            Ok(h) => h,
+            Err(why) => break Some(protocol(why)),
+        };
+        let recorded = s
+            .recorder
+            .record(
+                open.ctx.record(
+                    RecordKind::MessageReceived,
+                    s.recorder.now_ms(),
+                    &m.header,
+                    m.signature.as_ref(),
+                    &signer_cert,
+                    &header.body_sha256,
+                    header.body_len,
+                    Code::Ok,
+                    "",
+                ),
+                ErrorSource::ProviderServer,
+            )
+            .await;
+        if let Err(st) = recorded {
+            break Some(st);
+        }
+        if header.end {
+            *open.request_end.lock().unwrap_or_else(|p| p.into_inner()) = Some(chain.last());
+            // Dropping the sender ends the application's request stream.
+            break None;
+        }
+        if to_app.send(Bytes::from(m.body)).await.is_err() {
+            // The application's call ended; nothing more goes to it.
+            break None;
+        }
+    };
+    if let Some(status) = failed {
+        let _ = abort.send(status);
+    }
+}
+
+/// A client's message is signed by its member with the request's certificate.
+fn verify(open: &Open, signer_cert: &[u8], m: &ex::SignedMessage) -> Result<(), String> {
+    if m.header.len() > envelope::MAX_HEADER_BYTES {
+        return Err("message header too large".into());
+    }
+    open.s
+        .verifier
+        .verify_signed(
+            &open.conf,
+            open.accepted.client.member(),
+            &open.listed,
+            signer_cert,
+            MESSAGE_DOMAIN,
+            &m.header,
+            m.signature.as_ref(),
+        )
+        .map_err(|why| format!("request message {why}"))
+}
+
+/// Calls the application and passes its messages back, each signed and recorded, then
+/// closes the stream with the signed status. Returns the status's code, who produced
+/// it and the bytes sent.
+async fn downlink(
+    open: &Open,
+    from_consumer: mpsc::Receiver<Bytes>,
+    to_consumer: mpsc::Sender<Result<ex::StreamFrame, Status>>,
+    mut aborted: oneshot::Receiver<Status>,
+) -> (Code, &'static str, usize) {
+    let s = &open.s;
+    let side = ErrorSource::ProviderServer;
+    let mut chain = Chain::new(open.request_hash, true);
+    let mut bytes = 0;
+    let answer = async {
+        let Target::App(service) = &open.accepted.target else {
+            return AppAnswer::server(Code::Unimplemented, "not a streaming method");
+        };
+        let channel = match s.apps.channel(service) {
+            Ok(c) => c,
+            Err(st) => return AppAnswer::server(st.code(), st.message()),
+        };
+        let path: PathAndQuery = match open.accepted.method.to_string().parse() {
+            Ok(p) => p,
+            Err(e) => return AppAnswer::server(Code::Internal, format!("method path: {e}")),
+        };
+        let h = &open.accepted.header;
+        let mut request = Request::new(ReceiverStream::new(from_consumer));
+        for (key, v) in forwarded(h) {
+            if !v.is_empty()
+                && let Ok(v) = v.parse()
+            {
+                request.metadata_mut().insert(key, v);
+            }
+        }
+        // The client's deadline: the application hears of it, and this server ends the
+        // call when it passes (a stream's body is not bounded by gRPC's own timeout).
+        let left = (h.deadline_unix_ms > 0).then(|| {
+            Duration::from_millis(
+                h.deadline_unix_ms
+                    .saturating_sub(s.recorder.now_ms())
+                    .max(1) as u64,
+            )
+        });
+        if let Some(left) = left {
+            request.set_timeout(left);
+        }
+        let deadline = tokio::time::sleep(left.unwrap_or(Duration::MAX / 4));
+        tokio::pin!(deadline);
+        let max = s.settings.max_message_bytes;
+        let mut grpc = tonic::client::Grpc::new(channel)
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max);
+        let opened = async {
+            grpc.ready().await.map_err(|e| {
+                AppAnswer::server(
+                    Code::Unavailable,
+                    format!("provider application unreachable: {e}"),
+                )
+            })?;
+            grpc.streaming(request, path, RawCodec)
+                .await
+                .map(|r| r.into_inner())
+                .map_err(app_status)
+        };
+        let opened = tokio::select! {
+            opened = opened => opened,
+            () = &mut deadline, if left.is_some() => Err(AppAnswer::server(
+                Code::DeadlineExceeded,
+                "the client's deadline passed before the application answered",
+            )),
+        };
+        let mut stream = match opened {
+            Ok(stream) => stream,
+            Err(answer) => return answer,
+        };
+        // Open until the client's direction ends, well or badly.
+        let mut watching = true;
+        loop {
+            let next = tokio::select! {
+                next = stream.message() => next,
+                () = &mut deadline, if left.is_some() => {
+                    return AppAnswer::server(
+                        Code::DeadlineExceeded,
+                        "the client's deadline passed during the stream",
+                    );
+                }
+                abort = &mut aborted, if watching => match abort {
+                    Ok(status) => return AppAnswer::server(status.code(), status.message()),
+                    Err(_) => {
+                        watching = false;
+                        continue;
+                    }
+                },
+            };
+            let body = match next {
+                Ok(Some(body)) => body,
+                Ok(None) => return AppAnswer::server(Code::Ok, "").by_app(),
+                Err(st) => return app_status(st),
+            };
+            let header = match chain.next(&body, s.recorder.now_ms(), false) {
+                Ok(h) => h,
+                Err(e) => return AppAnswer::server(Code::Internal, e),
+            };
+            let signature = match s.own.signer.sign(MESSAGE_DOMAIN, &header).await {
+                Ok(sig) => sig,
+                Err(e) => {
+                    return AppAnswer::server(Code::Internal, format!("signing a message: {e}"));
+                }
+            };
+            let recorded = s
+                .recorder
+                .record(
+                    open.ctx.record(
+                        RecordKind::MessageSent,
+                        s.recorder.now_ms(),
+                        &header,
+                        Some(&signature),
+                        &s.own.sign_cert,
+                        &lintas_certs::sha256(&body),
+                        body.len() as u64,
+                        Code::Ok,
+                        "",
+                    ),
+                    side,
+                )
+                .await;
+            if let Err(st) = recorded {
+                return AppAnswer::server(st.code(), st.message());
+            }
+            bytes += body.len();
+            let frame = ex::StreamFrame {
+                frame: Some(ex::stream_frame::Frame::Message(ex::SignedMessage {
+                    header,
+                    signature: Some(signature),
+                    // The first message names the certificate; the rest use it too.
+                    signer_cert: if chain.count() == 1 {
+                        s.own.sign_cert.clone()
+                    } else {
+                        Vec::new()
+                    },
+                    body: body.to_vec(),
+                })),
+            };
+            if to_consumer.send(Ok(frame)).await.is_err() {
+                // The consumer's server is gone: dropping the call cancels it.
+                return AppAnswer::server(
+                    Code::Cancelled,
+                    "the consumer's server went away during the stream",
+                );
+            }
+        }
+    }
+    .await;
+    let request_end = *open.request_end.lock().unwrap_or_else(|p| p.into_inner());
+    let h = &open.accepted.header;
+    let response = ex::ResponseHeader {
+        request_header_sha256: open.request_hash.to_vec(),
+        message_id: h.message_id.clone(),
+        status_code: answer.code as i32,
+        status_message: answer.message.clone(),
+        body_sha256: lintas_certs::sha256(b"").to_vec(),
+        body_len: 0,
+        time_unix_ms: s.recorder.now_ms(),
+        provider_server: s.own.id.to_string(),
+        request_record: open.request_record,
+        error_source: if answer.by_server {
+            side.as_str().into()
+        } else {
+            String::new()
+        },
+        request_end_sha256: request_end.map(|h| h.to_vec()).unwrap_or_default(),
+        last_message_sha256: chain.last().to_vec(),
+        messages: chain.count(),
+        ..Default::default()
+    };
+    let source = match (answer.code, answer.by_server) {
+        (Code::Ok, _) => "",
+        (_, true) => side.as_str(),
+        (_, false) => ErrorSource::ProviderApp.as_str(),
+    };
+    let header = response.encode_to_vec();
+    let close = async {
+        let signature = s
+            .own
+            .signer
+            .sign(envelope::RESPONSE_DOMAIN, &header)
+            .await
+            .map_err(|e| error(Code::Internal, side, format!("signing the response: {e}")))?;
+        s.recorder
+            .record(
+                open.ctx.record(
+                    RecordKind::ResponseSent,
+                    s.recorder.now_ms(),
+                    &header,
+                    Some(&signature),
+                    &s.own.sign_cert,
+                    &response.body_sha256,
+                    0,
+                    answer.code,
+                    &answer.message,
+                ),
+                side,
+            )
+            .await?;
+        Ok::<_, Status>(ex::StreamFrame {
+            frame: Some(ex::stream_frame::Frame::Close(ex::SignedResponse {
+                header: header.clone(),
+                signature: Some(signature),
+                signer_cert: s.own.sign_cert.clone(),
+                body: Vec::new(),
+            })),
+        })
+    };
+    let _ = to_consumer.send(close.await).await;
+    (answer.code, source, bytes)
+}
