@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "dukcapil/v1/kependudukan.proto",
         "bpjs/v1/kepesertaan.proto",
         "dapodik/v1/sekolah.proto",
+        "dapodik/v1/rombel.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed=proto/{f}");

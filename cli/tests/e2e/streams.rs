@@ -16,8 +16,41 @@ use super::*;
 
 const ECHO: &str = "echo.v1.Echo";
 
-/// The echo application behind the provider's server, published with its descriptors
-/// (which say which methods stream) and granted to the consumer's client.
+/// `service` at `endpoint` on the provider's server, published with the descriptors of
+/// the example `proto` file (which say which methods stream) and granted to the
+/// consumer's client.
+async fn publish(net: &Network, service: &str, endpoint: String, proto: &str) {
+    let examples: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/proto");
+    let set = lintas_adapter::compile(Path::new(proto), &[examples])
+        .unwrap()
+        .encode_file_descriptor_set();
+    let admin = net.provider.admin();
+    admin
+        .add_service(Request::new(admin_pb::Service {
+            provider: PROVIDER_CLIENT.into(),
+            service: service.into(),
+            endpoint,
+            descriptor_set: set,
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    SecurityServerAdmin::grant(
+        &admin,
+        Request::new(admin_pb::Grant {
+            provider: PROVIDER_CLIENT.into(),
+            service: service.into(),
+            subject: CONSUMER_CLIENT.into(),
+            ..Default::default()
+        }),
+    )
+    .await
+    .unwrap();
+    net.provider.report_services().await.unwrap();
+    net.consumer.conf().fetch().await.unwrap();
+}
+
+/// The echo application behind the provider's server, published.
 async fn echo_network() -> (Network, Arc<Watch>) {
     let mut net = network().await;
     let app = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -30,34 +63,7 @@ async fn echo_network() -> (Network, Arc<Watch>) {
         watch.clone(),
         stopped,
     ));
-    let examples: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/proto");
-    let set = lintas_adapter::compile(Path::new("echo/v1/echo.proto"), &[examples])
-        .unwrap()
-        .encode_file_descriptor_set();
-    let admin = net.provider.admin();
-    admin
-        .add_service(Request::new(admin_pb::Service {
-            provider: PROVIDER_CLIENT.into(),
-            service: ECHO.into(),
-            endpoint,
-            descriptor_set: set,
-            ..Default::default()
-        }))
-        .await
-        .unwrap();
-    SecurityServerAdmin::grant(
-        &admin,
-        Request::new(admin_pb::Grant {
-            provider: PROVIDER_CLIENT.into(),
-            service: ECHO.into(),
-            subject: CONSUMER_CLIENT.into(),
-            ..Default::default()
-        }),
-    )
-    .await
-    .unwrap();
-    net.provider.report_services().await.unwrap();
-    net.consumer.conf().fetch().await.unwrap();
+    publish(&net, ECHO, endpoint, "echo/v1/echo.proto").await;
     (net, watch)
 }
 
@@ -228,4 +234,63 @@ async fn streams_cross_the_bus_signed_chained_and_logged() {
     let e = ended.expect("the stream ended with an error");
     assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
     assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_school_roster_streams_from_the_dapodik_database() {
+    use lintas_examples::dapodik::v1::DaftarSiswaRequest;
+    use lintas_examples::dapodik::v1::rombel_client::RombelClient;
+    let mut net = network().await;
+    let db = net.inst.root.join("sekolah.db");
+    lintas_examples::sekolah_db::create_sqlite(&db).unwrap();
+    let app = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", app.local_addr().unwrap());
+    let (stop, stopped) = stopper();
+    net._stops.push(stop);
+    tokio::spawn(lintas_examples::dapodik_roster::serve(app, db, stopped));
+    publish(
+        &net,
+        "dapodik.v1.Rombel",
+        endpoint,
+        "dapodik/v1/rombel.proto",
+    )
+    .await;
+
+    let mut rombel = RombelClient::new(plain_channel(&net.consumer_url).await.unwrap());
+    let roster = |npsn: &str, aktif_saja: bool, id: &str| {
+        named(
+            DaftarSiswaRequest {
+                npsn: npsn.into(),
+                aktif_saja,
+            },
+            id,
+        )
+    };
+    let mut pupils = rombel
+        .alir_siswa(roster("20100002", false, "rombel-1"))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut names = Vec::new();
+    while let Some(siswa) = pupils.message().await.unwrap() {
+        assert_eq!(siswa.sekolah, "SMP Negeri 109 Jakarta");
+        names.push(siswa.nama);
+    }
+    assert_eq!(names, ["Andi Pratama", "Dewi Rahayu"]);
+    // Only those still at school.
+    let mut active = rombel
+        .alir_siswa(roster("20100002", true, "rombel-2"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(active.message().await.unwrap().unwrap().nama, "Dewi Rahayu");
+    assert!(active.message().await.unwrap().is_none());
+    // The application's refusal, as its own.
+    let refused = match rombel.alir_siswa(roster("123", false, "rombel-3")).await {
+        Ok(r) => r.into_inner().message().await.unwrap_err(),
+        Err(e) => e,
+    };
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert_eq!(source(&refused), "provider-app");
+    assert!(refused.message().contains("harus 8 digit"));
 }

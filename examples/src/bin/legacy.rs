@@ -4,6 +4,8 @@
 //! legacy dukcapil-rest [ADDRESS]   # population REST/JSON API (default 127.0.0.1:8081)
 //! legacy bpjs-soap [ADDRESS]       # health insurer SOAP web service (default 127.0.0.1:8082)
 //! legacy sekolah-db PATH           # creates the school database (SQLite)
+//! legacy dapodik-roster PATH [ADDRESS]
+//!     # streams a school's roster from that database (gRPC, default 127.0.0.1:7104)
 //! legacy bansos CONSUMER_URL CLIENT DUKCAPIL BPJS DAPODIK NO_KK
 //!     # Kemensos's household check through a security server whose consumer endpoint
 //!     # takes plaintext calls on loopback (dev_plaintext_loopback); the three provider
@@ -14,7 +16,7 @@
 
 use std::process::ExitCode;
 
-const USAGE: &str = "legacy dukcapil-rest [ADDRESS] | bpjs-soap [ADDRESS] | sekolah-db PATH | bansos CONSUMER_URL CLIENT DUKCAPIL BPJS DAPODIK NO_KK";
+const USAGE: &str = "legacy dukcapil-rest [ADDRESS] | bpjs-soap [ADDRESS] | sekolah-db PATH | dapodik-roster PATH [ADDRESS] | bansos CONSUMER_URL CLIENT DUKCAPIL BPJS DAPODIK NO_KK";
 
 async fn serve(
     name: &str,
@@ -74,6 +76,15 @@ async fn main() -> ExitCode {
                 .map(|()| println!("school database created at {path}")),
             None => Err("sekolah-db needs the path of the database to create".into()),
         },
+        Some("dapodik-roster") if args.len() >= 2 => {
+            let database = std::path::PathBuf::from(&args[1]);
+            serve("Dapodik roster", &arg(2, "127.0.0.1:7104"), async |l| {
+                lintas_examples::dapodik_roster::serve(l, database, stop())
+                    .await
+                    .map_err(std::io::Error::other)
+            })
+            .await
+        }
         Some("bansos") if args.len() == 7 => bansos(&args[1..]).await,
         Some("-h" | "--help") => {
             println!("{USAGE}");
