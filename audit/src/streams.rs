@@ -31,6 +31,10 @@ pub fn check(
     let mut client = Chain::new(hash, false);
     let mut app = Chain::new(hash, true);
     let mut failures = Vec::new();
+    // The close says how many of the client's messages the provider's server received
+    // and which was the last: the log's chain must hold that message at that place.
+    let received = response.map(|r| r.request_messages);
+    let mut at_received = (received == Some(0)).then_some(hash);
     for (index, rec) in recs {
         let kind = RecordKind::try_from(rec.kind).unwrap_or_default();
         if !matches!(kind, RecordKind::MessageSent | RecordKind::MessageReceived) {
@@ -54,6 +58,9 @@ pub fn check(
                 if let Err(e) = verify(rec, &h) {
                     failures.push(format!("message record {index}: {e}"));
                 }
+                if !from_provider && !h.end && Some(client.count()) == received {
+                    at_received = Some(client.last());
+                }
             }
             Err(e) => failures.push(format!("message record {index}: {e}")),
         }
@@ -64,6 +71,14 @@ pub fn check(
                 "the signed close counts {} messages from the application where the log holds {}",
                 r.messages,
                 app.count()
+            ));
+        }
+        if r.request_messages > client.count()
+            || at_received.is_none_or(|h| r.request_last_sha256 != h)
+        {
+            failures.push(format!(
+                "the signed close says the provider's server received {} of the client's messages, which this log's chain does not show",
+                r.request_messages
             ));
         }
         if !r.request_end_sha256.is_empty()

@@ -178,6 +178,7 @@ pub(crate) async fn run(
         signature: Some(signature),
         signer_cert: s.own.sign_cert.clone(),
         body: body.to_vec(),
+        secret_headers: call.rest_secrets.clone(),
     };
 
     // From here every outcome is recorded before the application hears of it.
@@ -242,6 +243,7 @@ pub(crate) async fn run(
                 message_id: message_id.clone(),
                 request_hash,
                 rest: answer.rest,
+                rest_secrets: response.secret_headers,
             })
         }
         Err(Unanswered {

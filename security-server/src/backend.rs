@@ -48,6 +48,8 @@ pub struct Backends {
 pub struct Send<'a> {
     pub service: &'a ServiceEntry,
     pub request: &'a ex::RestRequest,
+    /// The client's end-to-end headers, credentials' values checked and restored.
+    pub headers: hyper::HeaderMap,
     /// Headers the provider server adds (who calls, the message id, ...).
     pub added: Vec<(HeaderName, HeaderValue)>,
     pub body: Bytes,
@@ -96,10 +98,20 @@ impl Backends {
         Ok(pool)
     }
 
-    /// Sends one request to the backend and reads its whole answer.
-    pub async fn send(&self, s: Send<'_>) -> Result<(ex::RestResponse, Bytes), Unanswered> {
+    /// Sends one request to the backend and reads its whole answer: status and
+    /// end-to-end headers (credentials as commitments, their values beside) and body.
+    /// Failures name the service, not the backend's address, to the remote consumer;
+    /// the address and the cause go to this server's log.
+    pub async fn send(
+        &self,
+        s: Send<'_>,
+    ) -> Result<(ex::RestResponse, Vec<ex::SecretValue>, Bytes), Unanswered> {
         let pool = self.client(s.service)?;
         let base = s.service.endpoint.trim_end_matches('/');
+        let service = format!(
+            "REST service {} of {}",
+            s.service.service, s.service.provider
+        );
         let mut url = format!("{base}{}", s.request.path);
         if !s.request.query.is_empty() {
             url.push('?');
@@ -109,55 +121,59 @@ impl Backends {
             .map_err(|_| unanswered(Code::InvalidArgument, "not an HTTP method"))?;
         let mut request = hyper::Request::builder().method(verb).uri(&url);
         let headers = request.headers_mut().ok_or_else(|| {
-            unanswered(Code::InvalidArgument, format!("URL '{url}' is not valid"))
+            unanswered(
+                Code::InvalidArgument,
+                "the request's path or query is not valid",
+            )
         })?;
-        for h in &s.request.headers {
-            let (Ok(name), Ok(value)) = (
-                HeaderName::from_bytes(h.name.as_bytes()),
-                HeaderValue::from_bytes(&h.value),
-            ) else {
-                return Err(unanswered(
-                    Code::InvalidArgument,
-                    format!("header '{}' is not valid", h.name),
-                ));
-            };
-            headers.append(name, value);
-        }
+        headers.extend(s.headers);
         for (name, value) in s.added {
             headers.insert(name, value);
         }
-        let request = request
-            .body(Full::new(s.body))
-            .map_err(|e| unanswered(Code::InvalidArgument, format!("request to {url}: {e}")))?;
+        let request = request.body(Full::new(s.body)).map_err(|e| {
+            unanswered(
+                Code::InvalidArgument,
+                format!("the request is not valid: {e}"),
+            )
+        })?;
         let max = s.max_answer_bytes;
         let exchange = async {
             let response = pool.request(request).await.map_err(|e| {
                 let cause = std::error::Error::source(&e)
                     .map(|c| format!(": {c}"))
                     .unwrap_or_default();
-                unanswered(
-                    Code::Unavailable,
-                    format!("REST backend {base} unreachable: {e}{cause}"),
-                )
+                tracing::warn!(backend = base, error = %format!("{e}{cause}"), "REST backend unreachable");
+                unanswered(Code::Unavailable, format!("the backend of {service} is unreachable"))
             })?;
             let (parts, body) = response.into_parts();
             let body = Limited::new(body, max)
                 .collect()
                 .await
                 .map_err(|e| {
+                    tracing::warn!(backend = base, error = %e, "reading a REST backend's answer failed");
                     unanswered(
                         Code::Unavailable,
-                        format!(
-                            "reading the answer of REST backend {base}: {e} (limit {max} bytes)"
-                        ),
+                        format!("reading the answer of the backend of {service} failed (limit {max} bytes)"),
                     )
                 })?
                 .to_bytes();
+            let (headers, secrets) = crate::http_headers::carried(&parts.headers)
+                .map_err(|e| unanswered(Code::Internal, e))?;
+            let size = crate::http_headers::size(&headers, &secrets);
+            if size > crate::http_headers::MAX_CARRIED {
+                return Err(unanswered(
+                    Code::Internal,
+                    format!(
+                        "the backend of {service} answered with {size} bytes of headers; at most {} are carried",
+                        crate::http_headers::MAX_CARRIED
+                    ),
+                ));
+            }
             let answer = ex::RestResponse {
                 status: u32::from(parts.status.as_u16()),
-                headers: crate::http_headers::passed_back(&parts.headers),
+                headers,
             };
-            Ok((answer, body))
+            Ok((answer, secrets, body))
         };
         tokio::time::timeout(s.timeout, exchange)
             .await
@@ -165,7 +181,7 @@ impl Backends {
                 unanswered(
                     Code::DeadlineExceeded,
                     format!(
-                        "REST backend {base} did not answer within {} s",
+                        "the backend of {service} did not answer within {} s",
                         s.timeout.as_secs()
                     ),
                 )

@@ -88,7 +88,7 @@ impl tower::Service<http::Request<axum::body::Body>> for ConsumerEndpoint {
             }
             let (remote, peer_cert) = caller(req.extensions());
             // Held until the call ends: requests in progress are bounded.
-            let _ticket = match server.admit(remote) {
+            let ticket = match server.admit(remote) {
                 Ok(t) => t,
                 Err(status) => return Ok(status.into_http()),
             };
@@ -102,15 +102,23 @@ impl tower::Service<http::Request<axum::body::Body>> for ConsumerEndpoint {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
             let path = req.uri().path().to_owned();
-            if streams(&server, &path, provider.as_deref()).await {
+            // Only for a caller that may call at all: the decision may fetch descriptors.
+            let known = server
+                .local
+                .authenticate_connection(remote, peer_cert)
+                .is_ok();
+            if known && streams(&server, &path, provider.as_deref()).await {
                 let call = stream::StreamCall {
                     path: req.uri().path().to_owned(),
                     remote,
                     peer_cert,
                     server: server.clone(),
+                    // A stream holds its place until it ends, not until it starts.
+                    ticket: Some(ticket),
                 };
                 return Ok(grpc.streaming(call, req).await);
             }
+            let _ticket = ticket;
             let call = ConsumerCall {
                 path: req.uri().path().to_owned(),
                 remote,
@@ -275,6 +283,7 @@ fn call_of(
         issue,
         trace,
         rest: None,
+        rest_secrets: Vec::new(),
         represented_party: String::new(),
         server: None,
     })
@@ -336,8 +345,10 @@ pub(crate) struct Call {
     pub purpose: String,
     pub issue: String,
     pub trace: crate::trace::TraceContext,
-    /// A REST call passed through: the HTTP request (its body is the call's body).
+    /// A REST call passed through: the HTTP request (its body is the call's body), and
+    /// the values of its credential headers (signed as commitments, never logged).
     pub rest: Option<lintas_proto::exchange::v1::RestRequest>,
+    pub rest_secrets: Vec<lintas_proto::exchange::v1::SecretValue>,
     /// The party the client acts for (X-Road-Represented-Party), or empty.
     pub represented_party: String,
     /// The provider's security server the client asked for (X-Road-Security-Server):
@@ -351,8 +362,9 @@ pub(crate) struct Answer {
     pub message_id: String,
     /// SHA-256 of the signed request header, which the signed response names.
     pub request_hash: [u8; 32],
-    /// A REST backend's status and headers.
+    /// A REST backend's status and headers, and its credential headers' values.
     pub rest: Option<lintas_proto::exchange::v1::RestResponse>,
+    pub rest_secrets: Vec<lintas_proto::exchange::v1::SecretValue>,
 }
 
 /// Signs and logs the request, exchanges it with the provider's server, verifies and

@@ -68,6 +68,7 @@ pub fn sign_request(
         header,
         signer_cert,
         body,
+        ..Default::default()
     })
 }
 

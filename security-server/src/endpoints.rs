@@ -49,9 +49,26 @@ pub fn check_pattern(pattern: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether `b` may appear in a path as RFC 3986 writes one (`pchar` and `/`; `%`
+/// only as the start of an escape, checked by the caller).
+fn path_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/%".contains(&b)
+}
+
+/// Checks that every `%` starts a two-digit hex escape.
+fn escapes(text: &str) -> bool {
+    let b = text.as_bytes();
+    b.iter().enumerate().all(|(i, &c)| {
+        c != b'%'
+            || (b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+    })
+}
+
 /// Refuses a call path a backend could read as another path than the one access was
-/// decided on: dot segments (plain or percent-encoded), encoded `/` or `\`, a
-/// backslash, control characters.
+/// decided on: characters a path cannot hold as such (a raw `?`, `#`, space, non-ASCII,
+/// control characters), broken escapes, dot segments (plain, percent-encoded, encoded
+/// twice, or followed by `;parameters` that servers strip), an encoded `/` or `\`.
 pub fn check_path(path: &str) -> Result<(), String> {
     if path.is_empty() {
         return Ok(());
@@ -59,12 +76,14 @@ pub fn check_path(path: &str) -> Result<(), String> {
     let Some(rest) = path.strip_prefix('/') else {
         return Err(format!("path '{path}' must start with '/'"));
     };
+    if !path.bytes().all(path_byte) || !escapes(path) {
+        return Err(format!(
+            "path '{path}': only unreserved characters, sub-delimiters, ':', '@' and percent escapes are allowed"
+        ));
+    }
     for segment in rest.split('/') {
-        let decoded = percent_encoding::percent_decode_str(segment).collect::<Vec<u8>>();
-        if decoded == b"." || decoded == b".." {
-            return Err(format!("path '{path}': dot segments are not allowed"));
-        }
-        if decoded
+        let once = percent_encoding::percent_decode_str(segment).collect::<Vec<u8>>();
+        if once
             .iter()
             .any(|&b| b == b'/' || b == b'\\' || b.is_ascii_control())
         {
@@ -72,8 +91,28 @@ pub fn check_path(path: &str) -> Result<(), String> {
                 "path '{path}': encoded '/', backslashes and control characters are not allowed"
             ));
         }
+        let twice = percent_encoding::percent_decode(&once).collect::<Vec<u8>>();
+        for decoded in [&once, &twice] {
+            // `..;x` is `..` to servers that strip path parameters.
+            let bare = decoded.split(|&b| b == b';').next().unwrap_or_default();
+            if bare == b"." || bare == b".." {
+                return Err(format!("path '{path}': dot segments are not allowed"));
+            }
+        }
     }
     Ok(())
+}
+
+/// Refuses a query a backend could read differently from the bus: characters a query
+/// cannot hold as such (`#`, space, non-ASCII, control characters) and broken escapes.
+pub fn check_query(query: &str) -> Result<(), String> {
+    if query.bytes().all(|b| path_byte(b) || b == b'?') && escapes(query) {
+        Ok(())
+    } else {
+        Err(format!(
+            "query '{query}': only unreserved characters, sub-delimiters, ':', '@', '/', '?' and percent escapes are allowed"
+        ))
+    }
 }
 
 /// Whether a call with `verb` on `path` (already accepted by [`check_path`]) falls
@@ -215,8 +254,22 @@ mod tests {
         for bad in ["", "get", "G ET", "GET/"] {
             assert!(check_method(bad).is_err(), "{bad}");
         }
-        for ok in ["", "/", "/persons/3201", "/a%20b/c", "/x.json"] {
+        for ok in [
+            "",
+            "/",
+            "/persons/3201",
+            "/a%20b/c",
+            "/x.json",
+            "/a;v=1/b",
+            "/~u/@x:1",
+        ] {
             check_path(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for ok in ["", "nik=1&x=2", "a=%20b", "q=a/b?c", "k=v;w"] {
+            check_query(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for bad in ["a=1#frag", "a=b c", "a=%zz", "a=%2", "a=\u{e9}"] {
+            assert!(check_query(bad).is_err(), "{bad}");
         }
         for (bad, why) in [
             ("/a/../admin", "dot segments"),
@@ -226,6 +279,14 @@ mod tests {
             ("/a%5Cb", "encoded '/'"),
             ("/a%0ab", "control"),
             ("x", "start with '/'"),
+            ("/files/secret.xlsx?.pdf", "only unreserved"),
+            ("/a#b", "only unreserved"),
+            ("/a b", "only unreserved"),
+            ("/caf\u{e9}", "only unreserved"),
+            ("/a%zz", "only unreserved"),
+            ("/public/..;/admin", "dot segments"),
+            ("/public/%2e%2e;x/admin", "dot segments"),
+            ("/public/%252e%252e/admin", "dot segments"),
         ] {
             let e = check_path(bad).unwrap_err();
             assert!(e.contains(why), "{bad}: {e}");

@@ -8,7 +8,7 @@
 use base64::Engine;
 use hyper::HeaderMap;
 use hyper::header::{HeaderName, HeaderValue};
-use lintas_proto::exchange::v1::{HttpHeader, RequestHeader};
+use lintas_proto::exchange::v1::{HttpHeader, RequestHeader, SecretValue};
 
 /// Headers that belong to one connection, never forwarded.
 const HOP_BY_HOP: [&str; 9] = [
@@ -23,8 +23,22 @@ const HOP_BY_HOP: [&str; 9] = [
     "upgrade",
 ];
 
-/// Headers each hop sets for itself, or that would tell one hop about another.
-const PER_HOP: [&str; 5] = ["host", "content-length", "expect", "user-agent", "server"];
+/// Headers each hop sets for itself, that would tell one hop about another, or that
+/// claim where a request came from (a backend that trusts its security server would
+/// believe them).
+const PER_HOP: [&str; 11] = [
+    "host",
+    "content-length",
+    "expect",
+    "user-agent",
+    "server",
+    "via",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
+];
 
 /// The `X-Road-*` headers the bus reads or sets: never taken from a client or a backend
 /// as they are.
@@ -62,31 +76,68 @@ fn connection_names(headers: &HeaderMap) -> Vec<String> {
         .collect()
 }
 
-fn end_to_end(headers: &HeaderMap) -> Vec<HttpHeader> {
+/// Headers that carry credentials: signed as commitments, never written into a log.
+const SECRET: [&str; 4] = ["authorization", "cookie", "set-cookie", "x-api-key"];
+
+/// Most bytes of headers carried in one direction: they are signed into a header that
+/// peers accept up to 16 KiB.
+pub const MAX_CARRIED: usize = 12 * 1024;
+
+/// The end-to-end headers of a request (to the provider's backend) or of an answer (to
+/// the client), in order; credentials as commitments, with their values and nonces
+/// beside them.
+pub fn carried(headers: &HeaderMap) -> Result<(Vec<HttpHeader>, Vec<SecretValue>), String> {
     let connection = connection_names(headers);
+    let mut listed = Vec::new();
+    let mut secrets = Vec::new();
+    for (name, value) in headers {
+        if stays(name.as_str(), &connection) {
+            continue;
+        }
+        if SECRET.contains(&name.as_str()) {
+            let mut nonce = [0u8; 32];
+            aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut nonce)
+                .map_err(|_| "random number generator failed".to_owned())?;
+            listed.push(HttpHeader {
+                name: name.as_str().to_owned(),
+                value: Vec::new(),
+                value_commitment: commitment(&nonce, value.as_bytes()).to_vec(),
+            });
+            secrets.push(SecretValue {
+                nonce: nonce.to_vec(),
+                value: value.as_bytes().to_vec(),
+            });
+        } else {
+            listed.push(HttpHeader {
+                name: name.as_str().to_owned(),
+                value: value.as_bytes().to_vec(),
+                value_commitment: Vec::new(),
+            });
+        }
+    }
+    Ok((listed, secrets))
+}
+
+fn commitment(nonce: &[u8], value: &[u8]) -> [u8; 32] {
+    let mut joined = Vec::with_capacity(nonce.len() + value.len());
+    joined.extend_from_slice(nonce);
+    joined.extend_from_slice(value);
+    lintas_certs::sha256(&joined)
+}
+
+/// Bytes of names and values (credentials counted by their values) of `headers`.
+pub fn size(headers: &[HttpHeader], secrets: &[SecretValue]) -> usize {
     headers
         .iter()
-        .filter(|(name, _)| !stays(name.as_str(), &connection))
-        .map(|(name, value)| HttpHeader {
-            name: name.as_str().to_owned(),
-            value: value.as_bytes().to_vec(),
-        })
-        .collect()
+        .map(|h| h.name.len() + h.value.len())
+        .sum::<usize>()
+        + secrets.iter().map(|v| v.value.len()).sum::<usize>()
 }
 
-/// The headers of a client's REST request that go to the provider's backend.
-pub fn forwarded(headers: &HeaderMap) -> Vec<HttpHeader> {
-    end_to_end(headers)
-}
-
-/// The headers of a backend's answer that go back to the client.
-pub fn passed_back(headers: &HeaderMap) -> Vec<HttpHeader> {
-    end_to_end(headers)
-}
-
-/// The signed headers of an answer as a header map for the client, again without any
-/// that stay at a hop (a peer's list is not trusted to be clean).
-pub fn to_map(headers: &[HttpHeader]) -> HeaderMap {
+/// The signed headers of a request or an answer as a header map for the next hop, the
+/// credentials' values checked against their signed commitments; again without any
+/// header that stays at a hop (a peer's list is not trusted to be clean).
+pub fn to_map(headers: &[HttpHeader], secrets: &[SecretValue]) -> Result<HeaderMap, String> {
     let connection: Vec<String> = headers
         .iter()
         .filter(|h| h.name.eq_ignore_ascii_case("connection"))
@@ -98,17 +149,37 @@ pub fn to_map(headers: &[HttpHeader]) -> HeaderMap {
         })
         .filter(|n| !n.is_empty())
         .collect();
+    let mut secrets = secrets.iter();
     let mut map = HeaderMap::new();
     for h in headers {
+        let value = if h.value_commitment.is_empty() {
+            h.value.clone()
+        } else {
+            let secret = secrets
+                .next()
+                .ok_or_else(|| format!("the value of credential header {} is missing", h.name))?;
+            if !h.value.is_empty()
+                || commitment(&secret.nonce, &secret.value).as_slice() != h.value_commitment
+            {
+                return Err(format!(
+                    "credential header {} does not match its signed commitment",
+                    h.name
+                ));
+            }
+            secret.value.clone()
+        };
         if let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(h.name.as_bytes()),
-            HeaderValue::from_bytes(&h.value),
+            HeaderValue::from_bytes(&value),
         ) && !stays(name.as_str(), &connection)
         {
             map.append(name, value);
         }
     }
-    map
+    if secrets.next().is_some() {
+        return Err("more credential values than credential headers".into());
+    }
+    Ok(map)
 }
 
 /// The headers the provider server adds to a REST request for its backend: who calls
@@ -152,7 +223,7 @@ mod tests {
         let mut m = HeaderMap::new();
         for (k, v) in pairs {
             m.append(
-                hyper::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
                 v.parse().unwrap(),
             );
         }
@@ -160,7 +231,7 @@ mod tests {
     }
 
     #[test]
-    fn end_to_end_headers_travel_and_per_hop_ones_stay() {
+    fn end_to_end_headers_travel_credentials_as_commitments_and_per_hop_ones_stay() {
         let given = map(&[
             ("Content-Type", "application/json; charset=utf-8"),
             ("Accept", "application/xml"),
@@ -180,26 +251,70 @@ mod tests {
             ("X-Road-Request-Hash", "forged"),
             ("x-road-contract", "1"),
             ("User-Agent", "curl/8"),
+            ("X-Forwarded-For", "10.0.0.1"),
+            ("Forwarded", "for=10.0.0.1"),
             ("lintas-client", "ID/GOV/X/APP"),
             ("Expect", "100-continue"),
+            ("Cookie", "sesi=rahasia"),
         ]);
-        let kept: Vec<(String, String)> = forwarded(&given)
-            .into_iter()
-            .map(|h| (h.name, String::from_utf8(h.value).unwrap()))
+        let (listed, secrets) = carried(&given).unwrap();
+        let kept: Vec<(String, String, bool)> = listed
+            .iter()
+            .map(|h| {
+                (
+                    h.name.clone(),
+                    String::from_utf8(h.value.clone()).unwrap(),
+                    h.value_commitment.len() == 32,
+                )
+            })
             .collect();
-        let expected: Vec<(String, String)> = [
-            ("content-type", "application/json; charset=utf-8"),
-            ("accept", "application/xml"),
-            ("authorization", "Bearer abc"),
-            ("x-custom", "one"),
-            ("x-custom", "two"),
-            ("x-road-contract", "1"),
+        let expected: Vec<(String, String, bool)> = [
+            ("content-type", "application/json; charset=utf-8", false),
+            ("accept", "application/xml", false),
+            // Credentials: no value in what is signed and logged.
+            ("authorization", "", true),
+            ("x-custom", "one", false),
+            ("x-custom", "two", false),
+            ("x-road-contract", "1", false),
+            ("cookie", "", true),
         ]
         .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .map(|(k, v, c)| (k.to_string(), v.to_string(), *c))
         .collect();
         assert_eq!(kept, expected);
-        assert_eq!(passed_back(&given).len(), expected.len());
+        assert_eq!(secrets.len(), 2);
+        // The next hop gets the values back, checked against the commitments.
+        let next = to_map(&listed, &secrets).unwrap();
+        assert_eq!(next.get("authorization").unwrap(), "Bearer abc");
+        assert_eq!(next.get("cookie").unwrap(), "sesi=rahasia");
+        assert_eq!(next.get_all("x-custom").iter().count(), 2);
+        // A value swapped in transit, one missing, one too many: refused.
+        let mut swapped = secrets.clone();
+        swapped[0].value = b"Bearer lain".to_vec();
+        assert!(
+            to_map(&listed, &swapped)
+                .unwrap_err()
+                .contains("commitment")
+        );
+        assert!(
+            to_map(&listed, &secrets[..1])
+                .unwrap_err()
+                .contains("missing")
+        );
+        let mut extra = secrets.clone();
+        extra.push(secrets[0].clone());
+        assert!(
+            to_map(&listed, &extra)
+                .unwrap_err()
+                .contains("more credential")
+        );
+        assert_eq!(
+            size(&listed, &secrets),
+            kept.iter()
+                .map(|(k, v, _)| k.len() + v.len())
+                .sum::<usize>()
+                + 22
+        );
     }
 
     #[test]
@@ -209,6 +324,9 @@ mod tests {
             ("connection", "x-secret"),
             ("x-secret", "1"),
             ("transfer-encoding", "chunked"),
+            ("content-length", "10"),
+            ("host", "admin.internal"),
+            ("x-road-userid", "smuggled"),
             ("x-road-error", "forged"),
             ("bad name", "x"),
         ]
@@ -216,9 +334,10 @@ mod tests {
         .map(|(k, v)| HttpHeader {
             name: k.to_string(),
             value: v.as_bytes().to_vec(),
+            value_commitment: Vec::new(),
         })
         .collect::<Vec<_>>();
-        let m = to_map(&list);
+        let m = to_map(&list, &[]).unwrap();
         assert_eq!(m.len(), 1, "{m:?}");
         assert_eq!(m.get("location").unwrap(), "/persons/2");
     }

@@ -132,8 +132,9 @@ struct AppAnswer {
     message: String,
     body: Vec<u8>,
     by_server: bool,
-    /// A REST backend's status and headers.
+    /// A REST backend's status and headers, and its credential headers' values.
     rest: Option<ex::RestResponse>,
+    secrets: Vec<ex::SecretValue>,
 }
 
 impl AppAnswer {
@@ -144,6 +145,7 @@ impl AppAnswer {
             body: Vec::new(),
             by_server: true,
             rest: None,
+            secrets: Vec::new(),
         }
     }
 
@@ -190,6 +192,12 @@ fn check(
             } else {
                 "a request header marked as a stream must open Exchange.Stream"
             },
+        ));
+    }
+    if header.stream && (header.body_len != 0 || !signed.body.is_empty()) {
+        return Err(refuse(
+            Code::InvalidArgument,
+            "a stream opens without a body: its messages follow",
         ));
     }
     if header.stream && header.rest.is_some() {
@@ -384,7 +392,7 @@ fn check(
             )
             .because("UnknownService")
         })?;
-    let rest_path = check_rest(&service, &header, &method)?;
+    let rest_path = check_rest(&service, &header, &method, &signed.secret_headers)?;
     if !s
         .access
         .allowed(&conf, &client, &provider, &method, rest_path)
@@ -424,6 +432,7 @@ fn check_rest<'a>(
     service: &crate::access::ServiceEntry,
     header: &'a ex::RequestHeader,
     method: &MethodPath,
+    secrets: &[ex::SecretValue],
 ) -> Result<Option<&'a str>, Refusal> {
     match (&header.rest, service.rest) {
         (None, false) => Ok(None),
@@ -443,6 +452,8 @@ fn check_rest<'a>(
         (Some(r), true) => {
             crate::endpoints::check_method(&r.verb)
                 .and_then(|()| crate::endpoints::check_path(&r.path))
+                .and_then(|()| crate::endpoints::check_query(&r.query))
+                .and_then(|()| crate::http_headers::to_map(&r.headers, secrets).map(|_| ()))
                 .map_err(|why| refuse(Code::InvalidArgument, why))?;
             if r.verb != method.method {
                 return Err(refuse(
@@ -476,6 +487,7 @@ async fn operational_data(opmon: &Arc<OpMon>, method: &MethodPath, body: Vec<u8>
             body: page.encode_to_vec(),
             by_server: true,
             rest: None,
+            secrets: Vec::new(),
         },
         Ok(Err(crate::SsError::InvalidInput(m))) => AppAnswer::server(Code::InvalidArgument, m),
         Ok(Err(e)) => AppAnswer::server(Code::Internal, e.to_string()),
@@ -484,7 +496,12 @@ async fn operational_data(opmon: &Arc<OpMon>, method: &MethodPath, body: Vec<u8>
 }
 
 /// Calls the application with the request body (or answers for this server).
-async fn call_app(s: &Provider, accepted: &Accepted, body: Vec<u8>) -> AppAnswer {
+async fn call_app(
+    s: &Provider,
+    accepted: &Accepted,
+    body: Vec<u8>,
+    secrets: Vec<ex::SecretValue>,
+) -> AppAnswer {
     let service = match &accepted.target {
         Target::App(service) => service,
         Target::OperationalData => {
@@ -492,7 +509,7 @@ async fn call_app(s: &Provider, accepted: &Accepted, body: Vec<u8>) -> AppAnswer
         }
     };
     if let Some(request) = &accepted.header.rest {
-        return call_backend(s, accepted, service, request, body).await;
+        return call_backend(s, accepted, service, request, body, &secrets).await;
     }
     let channel = match s.apps.channel(service) {
         Ok(c) => c,
@@ -559,6 +576,7 @@ async fn call_app(s: &Provider, accepted: &Accepted, body: Vec<u8>) -> AppAnswer
             body: body.to_vec(),
             by_server: false,
             rest: None,
+            secrets: Vec::new(),
         },
         // An application honouring the deadline this server set answers Cancelled or
         // DeadlineExceeded: the timeout is the provider server's.
@@ -581,14 +599,21 @@ async fn call_backend(
     service: &crate::access::ServiceEntry,
     request: &ex::RestRequest,
     body: Vec<u8>,
+    secrets: &[ex::SecretValue],
 ) -> AppAnswer {
     let h = &accepted.header;
+    // Checked with the request; checked again where the values are restored.
+    let headers = match crate::http_headers::to_map(&request.headers, secrets) {
+        Ok(h) => h,
+        Err(why) => return AppAnswer::server(Code::InvalidArgument, why),
+    };
     let added = crate::http_headers::to_backend(h, &accepted.header_sha256);
     let sent = s
         .backends
         .send(crate::backend::Send {
             service,
             request,
+            headers,
             added,
             body: bytes::Bytes::from(body),
             timeout: s.settings.app_timeout,
@@ -596,12 +621,13 @@ async fn call_backend(
         })
         .await;
     match sent {
-        Ok((rest, body)) => AppAnswer {
+        Ok((rest, secrets, body)) => AppAnswer {
             code: Code::Ok,
             message: String::new(),
             body: body.to_vec(),
             by_server: false,
             rest: Some(rest),
+            secrets,
         },
         Err(u) => AppAnswer::server(u.code, u.message),
     }
@@ -622,6 +648,7 @@ fn app_status(status: Status) -> AppAnswer {
             body: Vec::new(),
             by_server: false,
             rest: None,
+            secrets: Vec::new(),
         }
     }
 }
@@ -762,7 +789,10 @@ async fn handle(
 
     s.recorder.keep_bodies(&[(request_record, &signed.body)]);
     let answer = progress
-        .time(Stage::App, call_app(&s, &accepted, signed.body))
+        .time(
+            Stage::App,
+            call_app(&s, &accepted, signed.body, signed.secret_headers),
+        )
         .await;
     let body_sha256 = lintas_certs::sha256(&answer.body).to_vec();
     let response = ex::ResponseHeader {
@@ -816,6 +846,7 @@ async fn handle(
         signature: Some(signature),
         signer_cert: s.own.sign_cert.clone(),
         body: answer.body,
+        secret_headers: answer.secrets,
     })
 }
 

@@ -181,20 +181,21 @@ fn xml_text(text: &str) -> String {
     out
 }
 
-/// Whether the caller asked for XML (`text/xml`, `application/xml` or `text/*` in
-/// `Accept`), as X-Road's security server decides.
-fn wants_xml(headers: &HeaderMap) -> bool {
+/// Whether `Accept` names one of `types` (parameters and weights aside, as X-Road's
+/// security server reads it).
+fn accepts(headers: &HeaderMap, types: &[&str]) -> bool {
     headers
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(|t| t.split(';').next().unwrap_or_default().trim())
-        .any(|t| {
-            t.eq_ignore_ascii_case("text/xml")
-                || t.eq_ignore_ascii_case("application/xml")
-                || t.eq_ignore_ascii_case("text/*")
-        })
+        .any(|t| types.iter().any(|want| t.eq_ignore_ascii_case(want)))
+}
+
+/// Whether the caller asked for XML (`text/xml`, `application/xml` or `text/*`).
+fn wants_xml(headers: &HeaderMap) -> bool {
+    accepts(headers, &["text/xml", "application/xml", "text/*"])
 }
 
 /// A gRPC code's name in CamelCase, as in X-Road's error types.
@@ -285,17 +286,7 @@ fn identifier_json(id: &ClientId) -> Value {
 /// `application/json`, as X-Road's security server answers.
 async fn list_clients(State(s): State<Arc<Rest>>, req: Request) -> Response {
     let (remote, peer_cert) = caller(req.extensions());
-    let json = req
-        .headers()
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| {
-            t.split(';')
-                .next()
-                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
-        });
+    let json = accepts(req.headers(), &["application/json"]);
     let instance = req.uri().query().and_then(|q| {
         q.split('&')
             .find_map(|kv| kv.strip_prefix("xRoadInstance="))
@@ -774,6 +765,7 @@ async fn call(
         issue,
         trace: trace.clone(),
         rest: None,
+        rest_secrets: Vec::new(),
         represented_party: String::new(),
         server: None,
     };

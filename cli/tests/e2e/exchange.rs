@@ -1060,6 +1060,7 @@ impl ex::exchange_server::Exchange for Impostor {
             signature: Some(signature),
             signer_cert: cert.clone(),
             body,
+            ..Default::default()
         }))
     }
 }

@@ -237,7 +237,23 @@ async fn rest_services_pass_any_request_through_signed_and_logged() {
             ("PUT", "/a%20b/c/")
         );
         assert_eq!(rest.query, "x=1&y=dua&x=3");
-        assert!(rest.headers.iter().any(|h| h.name == "authorization"));
+        // The credential is signed as a commitment: its value is in no record.
+        let authorization = rest
+            .headers
+            .iter()
+            .find(|h| h.name == "authorization")
+            .unwrap();
+        assert!(authorization.value.is_empty());
+        assert_eq!(authorization.value_commitment.len(), 32);
+    }
+    for server in [&net.consumer, &net.provider] {
+        for r in Network::records(server) {
+            let bytes = prost::Message::encode_to_vec(&r);
+            assert!(
+                !bytes.windows(7).any(|w| w == b"rahasia"),
+                "a record holds the credential"
+            );
+        }
     }
     let q = lintas_proto::ss::v1::EvidenceQuery {
         message_id: "rest-pass-1".into(),
@@ -464,7 +480,8 @@ async fn the_dukcapil_api_is_called_as_an_x_road_rest_service_with_query_paramet
     let (_stop_legacy, stop) = stopper();
     tokio::spawn(lintas_examples::dukcapil_rest::serve(legacy, stop));
     add_rest_service(&net, "penduduk", &format!("{legacy_url}/api/v1")).await;
-    grant_rest(&net, "penduduk", CONSUMER_CLIENT, "GET", "/penduduk**").await;
+    grant_rest(&net, "penduduk", CONSUMER_CLIENT, "GET", "/penduduk").await;
+    grant_rest(&net, "penduduk", CONSUMER_CLIENT, "GET", "/penduduk/*").await;
     net.provider.report_services().await.unwrap();
     net.consumer.conf().fetch().await.unwrap();
     let call = |path_and_query: &str| {

@@ -294,3 +294,157 @@ async fn a_school_roster_streams_from_the_dapodik_database() {
     assert_eq!(source(&refused), "provider-app");
     assert!(refused.message().contains("harus 8 digit"));
 }
+
+/// A peer that speaks `Exchange.Stream` itself, with the consumer server's TLS identity
+/// and signing key: what a modified security server could send.
+struct RawStream {
+    to_provider: tokio::sync::mpsc::Sender<ex::StreamFrame>,
+    answers: tonic::Streaming<ex::StreamFrame>,
+    request_hash: [u8; 32],
+    key: lintas_certs::KeyPair,
+}
+
+impl RawStream {
+    async fn open(net: &Network, method: &str) -> Result<RawStream, Status> {
+        let mut header = net.header();
+        header.method = method.into();
+        header.stream = true;
+        let key = lintas_certs::keys::read(&net.consumer_paths.sign_key()).unwrap();
+        let signed = lintas_ss::daemon::sign_request(
+            header,
+            Vec::new(),
+            &key,
+            read_cert(&net.consumer_paths.sign_cert()),
+        )
+        .unwrap();
+        let request_hash = lintas_certs::sha256(&signed.header);
+        let cert = read_cert(&net.consumer_paths.tls_cert());
+        let tls_key = lintas_certs::keys::read(&net.consumer_paths.tls_key()).unwrap();
+        let anchor = lintas_globalconf::Anchor::load(&net.inst.anchor()).unwrap();
+        let tls = lintas_transport::client_config(
+            anchor.trust_store(),
+            lintas_certs::Role::Server,
+            Some((&cert, &tls_key)),
+        )
+        .unwrap();
+        let channel =
+            lintas_transport::channel(&format!("https://{}", net.provider_address), tls).unwrap();
+        let (to_provider, rx) = tokio::sync::mpsc::channel(8);
+        to_provider
+            .send(ex::StreamFrame {
+                frame: Some(ex::stream_frame::Frame::Open(signed)),
+            })
+            .await
+            .unwrap();
+        let answers = ex::exchange_client::ExchangeClient::new(channel)
+            .stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        Ok(RawStream {
+            to_provider,
+            answers,
+            request_hash,
+            key,
+        })
+    }
+
+    /// Sends a client message with `header` (edited from a correct one) signed by `key`.
+    async fn send(
+        &self,
+        edit: impl FnOnce(&mut ex::MessageHeader),
+        body: &[u8],
+        key: &lintas_certs::KeyPair,
+    ) {
+        let mut header = ex::MessageHeader {
+            request_header_sha256: self.request_hash.to_vec(),
+            from_provider: false,
+            seq: 0,
+            prev_sha256: self.request_hash.to_vec(),
+            body_sha256: lintas_certs::sha256(body).to_vec(),
+            body_len: body.len() as u64,
+            ..Default::default()
+        };
+        edit(&mut header);
+        let header = prost::Message::encode_to_vec(&header);
+        let signature =
+            lintas_ss::batch::sign_one(key, lintas_ss::chain::MESSAGE_DOMAIN, &header).unwrap();
+        let frame = ex::StreamFrame {
+            frame: Some(ex::stream_frame::Frame::Message(ex::SignedMessage {
+                header,
+                signature: Some(signature),
+                body: body.to_vec(),
+                ..Default::default()
+            })),
+        };
+        let _ = self.to_provider.send(frame).await;
+    }
+
+    /// The status of the provider's signed close, skipping any messages.
+    async fn closed_with(&mut self) -> ex::ResponseHeader {
+        loop {
+            let frame = self.answers.message().await.unwrap().expect("a close");
+            if let Some(ex::stream_frame::Frame::Close(c)) = frame.frame {
+                return prost::Message::decode(c.header.as_slice()).unwrap();
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_provider_refuses_stream_messages_out_of_order_or_not_signed_by_the_client() {
+    let (net, _) = echo_network().await;
+    let chat = format!("/{ECHO}/Chat");
+    let other = lintas_certs::keys::generate().unwrap();
+
+    // (what is wrong, the header edit, signed by the client's key, code, words)
+    type Edit = fn(&mut ex::MessageHeader);
+    let cases: [(&str, Edit, bool, Code, &str); 4] = [
+        (
+            "skipped",
+            |h| h.seq = 1,
+            true,
+            Code::InvalidArgument,
+            "where message 0 was due",
+        ),
+        (
+            "another stream",
+            |h| h.request_header_sha256 = vec![7; 32],
+            true,
+            Code::InvalidArgument,
+            "another stream",
+        ),
+        (
+            "wrong direction",
+            |h| h.from_provider = true,
+            true,
+            Code::InvalidArgument,
+            "other direction",
+        ),
+        (
+            "foreign key",
+            |_| {},
+            false,
+            Code::Unauthenticated,
+            "request message",
+        ),
+    ];
+    for (what, edit, own_key, code, words) in cases {
+        let mut raw = RawStream::open(&net, &chat).await.unwrap();
+        let key = if own_key { &raw.key } else { &other };
+        raw.send(edit, b"halo", key).await;
+        let close = raw.closed_with().await;
+        assert_eq!(Code::from_i32(close.status_code), code, "{what}: {close:?}");
+        assert!(close.status_message.contains(words), "{what}: {close:?}");
+        assert_eq!(close.error_source, "provider-server", "{what}");
+        // Nothing reached the application.
+        assert_eq!(close.messages, 0, "{what}");
+    }
+    // A stream header on the unary call: refused.
+    let mut header = net.header();
+    header.stream = true;
+    let refused = net.send(net.sign(header, b""), None).await.unwrap_err();
+    assert!(
+        refused.message().contains("must open Exchange.Stream"),
+        "{refused:?}"
+    );
+}

@@ -31,6 +31,8 @@ pub(super) struct StreamCall {
     pub remote: Option<SocketAddr>,
     pub peer_cert: Option<[u8; 32]>,
     pub server: Arc<Consumer>,
+    /// The request's place among those in progress, held until the stream ends.
+    pub ticket: Option<lintas_transport::admission::Ticket>,
 }
 
 impl tonic::server::StreamingService<Bytes> for StreamCall {
@@ -41,6 +43,7 @@ impl tonic::server::StreamingService<Bytes> for StreamCall {
     fn call(&mut self, request: Request<Streaming<Bytes>>) -> Self::Future {
         let path = std::mem::take(&mut self.path);
         let (remote, peer_cert, s) = (self.remote, self.peer_cert, self.server.clone());
+        let ticket = self.ticket.take();
         Box::pin(async move {
             let call = call_of(&s, &path, remote, peer_cert, request.metadata())?;
             let deadline = request
@@ -48,7 +51,7 @@ impl tonic::server::StreamingService<Bytes> for StreamCall {
                 .get("grpc-timeout")
                 .and_then(|v| v.to_str().ok())
                 .and_then(grpc_timeout);
-            open(s, call, deadline, request.into_inner())
+            open(s, call, deadline, request.into_inner(), ticket)
                 .await
                 .map(Response::new)
         })
@@ -83,6 +86,8 @@ struct Open {
     request_hash: [u8; 32],
     /// The hash of this side's end message, once sent.
     request_end: std::sync::Mutex<Option<[u8; 32]>>,
+    /// The client's messages sent so far.
+    sent: std::sync::atomic::AtomicU64,
     /// When the client's deadline passes.
     deadline: Option<tokio::time::Instant>,
 }
@@ -99,6 +104,7 @@ async fn open(
     call: Call,
     deadline: Option<Duration>,
     incoming: Streaming<Bytes>,
+    ticket: Option<lintas_transport::admission::Ticket>,
 ) -> Result<Messages, Status> {
     let side = ErrorSource::ConsumerServer;
     let (conf, order) = targets(&s, &call).await?;
@@ -156,6 +162,7 @@ async fn open(
         provider: call.provider.clone(),
         request_hash,
         request_end: std::sync::Mutex::new(None),
+        sent: std::sync::atomic::AtomicU64::new(0),
         deadline: deadline.map(|d| tokio::time::Instant::now() + d),
     });
     let failed = |status: Status| {
@@ -185,6 +192,7 @@ async fn open(
             signature: Some(signature),
             signer_cert: s.own.sign_cert.clone(),
             body: Vec::new(),
+            ..Default::default()
         })),
     };
     // Room for it: the channel is new.
@@ -193,7 +201,22 @@ async fn open(
     if let Some(d) = deadline {
         request.set_timeout(d);
     }
-    let answers = match peer.stream(request).await {
+    // The selector learns from streams as from unary calls how the server does.
+    let started = std::time::Instant::now();
+    let opened = peer.stream(request).await;
+    let outcome = match &opened {
+        Ok(_) => crate::select::Outcome::Answered,
+        Err(st) if lintas_transport::connect_failed(st) => crate::select::Outcome::NotSent,
+        Err(st) if std::error::Error::source(st).is_some() => crate::select::Outcome::Lost,
+        Err(_) => crate::select::Outcome::Answered,
+    };
+    s.selector.report(
+        &open.target.id,
+        outcome,
+        started.elapsed(),
+        std::time::Instant::now(),
+    );
+    let answers = match opened {
         Ok(r) => r.into_inner(),
         Err(st) => {
             let status = if std::error::Error::source(&st).is_some() {
@@ -220,7 +243,10 @@ async fn open(
     };
     tokio::spawn(uplink(open.clone(), incoming, to_provider));
     let (to_client, messages) = mpsc::channel(BUFFER);
-    tokio::spawn(downlink(open, call, answers, to_client));
+    tokio::spawn(async move {
+        let _ticket = ticket;
+        downlink(open, call, answers, to_client).await;
+    });
     Ok(Box::pin(ReceiverStream::new(messages)))
 }
 
@@ -288,11 +314,15 @@ async fn uplink(
                 ErrorSource::ConsumerServer,
             )
             .await;
-        if recorded.is_err() {
+        let Ok(index) = recorded else {
             return;
-        }
+        };
+        s.recorder.keep_bodies(&[(index, &body)]);
         if end {
             *open.request_end.lock().unwrap_or_else(|p| p.into_inner()) = Some(chain.last());
+        } else {
+            open.sent
+                .store(chain.count(), std::sync::atomic::Ordering::SeqCst);
         }
         let frame = ex::StreamFrame {
             frame: Some(ex::stream_frame::Frame::Message(ex::SignedMessage {
@@ -332,6 +362,13 @@ async fn downlink(
     let outcome: Result<(), (Status, Option<Vec<u8>>)> = loop {
         let next = tokio::select! {
             next = answers.message() => next,
+            // The client went away: dropping the stream cancels it at the provider.
+            () = to_client.closed() => {
+                break Err((
+                    consumer_error(Code::Cancelled, "the client went away during the stream"),
+                    None,
+                ));
+            }
             () = &mut cut_off, if open.deadline.is_some() => {
                 break Err((
                     consumer_error(
@@ -403,8 +440,9 @@ async fn downlink(
                         ErrorSource::ConsumerServer,
                     )
                     .await;
-                if let Err(st) = recorded {
-                    break Err((st, None));
+                match recorded {
+                    Ok(index) => s.recorder.keep_bodies(&[(index, &m.body)]),
+                    Err(st) => break Err((st, None)),
                 }
                 bytes_in += m.body.len();
                 if to_client.send(Ok(Bytes::from(m.body))).await.is_err() {
@@ -546,6 +584,13 @@ fn closed(
         return Err(format!(
             "it names server {}, not {}",
             h.provider_server, open.target.id
+        ));
+    }
+    let sent = open.sent.load(std::sync::atomic::Ordering::SeqCst);
+    if h.request_messages > sent {
+        return Err(format!(
+            "it counts {} messages from the client where this server sent {sent}",
+            h.request_messages
         ));
     }
     if h.messages != chain.count() || h.last_message_sha256 != chain.last() {

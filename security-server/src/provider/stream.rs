@@ -35,13 +35,24 @@ struct Open {
     request_hash: [u8; 32],
     request_record: u64,
     accepted: Accepted,
-    /// The consumer's end message, once received: the response names it.
-    request_end: Mutex<Option<[u8; 32]>>,
+    /// The client's messages received so far: their number and the last one's header
+    /// hash, and the end message's once received. The close names them.
+    received: Mutex<Received>,
     /// The configuration the stream was opened under, and the signing certificates it
     /// lists for the consumer's server: the client's messages are checked against them.
     conf: Arc<lintas_globalconf::VerifiedConf>,
     listed: Vec<Vec<u8>>,
 }
+
+#[derive(Default)]
+struct Received {
+    messages: u64,
+    last: Option<[u8; 32]>,
+    end: Option<[u8; 32]>,
+}
+
+/// How long the signed close waits for a consumer's server that does not read.
+const CLOSE_WAIT: Duration = Duration::from_secs(10);
 
 /// Checks the opening request and starts both directions; the frames to answer with.
 pub(super) async fn open(
@@ -107,12 +118,12 @@ pub(super) async fn open(
         ctx,
         request_record,
         accepted,
-        request_end: Mutex::new(None),
+        received: Mutex::default(),
     });
     let (to_app, from_consumer) = mpsc::channel::<Bytes>(BUFFER);
     let (to_consumer, frames) = mpsc::channel(BUFFER);
     let (abort, aborted) = oneshot::channel::<Status>();
-    tokio::spawn(uplink(
+    let uplink = tokio::spawn(uplink(
         open.clone(),
         signed.signer_cert,
         incoming,
@@ -123,6 +134,8 @@ pub(super) async fn open(
         let _ticket = ticket;
         let started = Instant::now();
         let (code, source, bytes) = downlink(&open, from_consumer, to_consumer, aborted).await;
+        // After the close nothing more of the client's is taken or recorded.
+        uplink.abort();
         let h = &open.accepted.header;
         open.s.outcomes.finished(crate::outcome::Finished {
             exchanged: crate::outcome::Exchanged {
@@ -160,8 +173,14 @@ async fn uplink(
     let failed = loop {
         let frame = match incoming.message().await {
             Ok(Some(f)) => f,
-            Ok(None) => break Some(protocol("the request stream ended without its signed end")),
-            // The consumer's server went away or gave up: the call is cancelled.
+            // The client or its server gave up: the call is cancelled.
+            Ok(None) => {
+                break Some(error(
+                    Code::Cancelled,
+                    ErrorSource::ProviderServer,
+                    "the request stream ended without its signed end: the client or its server cancelled",
+                ));
+            }
             Err(e) => {
                 break Some(error(
                     Code::Cancelled,
@@ -209,11 +228,21 @@ async fn uplink(
                 ErrorSource::ProviderServer,
             )
             .await;
-        if let Err(st) = recorded {
-            break Some(st);
+        let index = match recorded {
+            Ok(i) => i,
+            Err(st) => break Some(st),
+        };
+        s.recorder.keep_bodies(&[(index, &m.body)]);
+        {
+            let mut received = open.received.lock().unwrap_or_else(|p| p.into_inner());
+            if header.end {
+                received.end = Some(chain.last());
+            } else {
+                received.messages = chain.count();
+                received.last = Some(chain.last());
+            }
         }
         if header.end {
-            *open.request_end.lock().unwrap_or_else(|p| p.into_inner()) = Some(chain.last());
             // Dropping the sender ends the application's request stream.
             break None;
         }
@@ -326,6 +355,13 @@ async fn downlink(
         loop {
             let next = tokio::select! {
                 next = stream.message() => next,
+                // Nothing more comes from the client: notice its server leaving.
+                () = to_consumer.closed(), if !watching => {
+                    return AppAnswer::server(
+                        Code::Cancelled,
+                        "the consumer's server went away during the stream",
+                    );
+                }
                 () = &mut deadline, if left.is_some() => {
                     return AppAnswer::server(
                         Code::DeadlineExceeded,
@@ -372,9 +408,11 @@ async fn downlink(
                     side,
                 )
                 .await;
-            if let Err(st) = recorded {
-                return AppAnswer::server(st.code(), st.message());
-            }
+            let index = match recorded {
+                Ok(i) => i,
+                Err(st) => return AppAnswer::server(st.code(), st.message()),
+            };
+            s.recorder.keep_bodies(&[(index, &body)]);
             bytes += body.len();
             let frame = ex::StreamFrame {
                 frame: Some(ex::stream_frame::Frame::Message(ex::SignedMessage {
@@ -389,7 +427,18 @@ async fn downlink(
                     body: body.to_vec(),
                 })),
             };
-            if to_consumer.send(Ok(frame)).await.is_err() {
+            // A consumer's server that does not read holds this send: the deadline
+            // still ends the call.
+            let sent = tokio::select! {
+                sent = to_consumer.send(Ok(frame)) => sent.is_ok(),
+                () = &mut deadline, if left.is_some() => {
+                    return AppAnswer::server(
+                        Code::DeadlineExceeded,
+                        "the client's deadline passed during the stream",
+                    );
+                }
+            };
+            if !sent {
                 // The consumer's server is gone: dropping the call cancels it.
                 return AppAnswer::server(
                     Code::Cancelled,
@@ -399,7 +448,10 @@ async fn downlink(
         }
     }
     .await;
-    let request_end = *open.request_end.lock().unwrap_or_else(|p| p.into_inner());
+    let (request_end, request_messages, request_last) = {
+        let r = open.received.lock().unwrap_or_else(|p| p.into_inner());
+        (r.end, r.messages, r.last.unwrap_or(open.request_hash))
+    };
     let h = &open.accepted.header;
     let response = ex::ResponseHeader {
         request_header_sha256: open.request_hash.to_vec(),
@@ -417,6 +469,8 @@ async fn downlink(
             String::new()
         },
         request_end_sha256: request_end.map(|h| h.to_vec()).unwrap_or_default(),
+        request_messages,
+        request_last_sha256: request_last.to_vec(),
         last_message_sha256: chain.last().to_vec(),
         messages: chain.count(),
         ..Default::default()
@@ -456,9 +510,10 @@ async fn downlink(
                 signature: Some(signature),
                 signer_cert: s.own.sign_cert.clone(),
                 body: Vec::new(),
+                ..Default::default()
             })),
         })
     };
-    let _ = to_consumer.send(close.await).await;
+    let _ = tokio::time::timeout(CLOSE_WAIT, to_consumer.send(close.await)).await;
     (answer.code, source, bytes)
 }

@@ -11,7 +11,7 @@ use super::*;
 
 /// Most bytes of request line and forwarded headers: they are signed into the request
 /// header, which the provider's server accepts up to 16 KiB.
-const MAX_REQUEST_HEAD: usize = 12 * 1024;
+const MAX_REQUEST_HEAD: usize = crate::http_headers::MAX_CARRIED;
 
 pub(super) async fn call(
     s: &Rest,
@@ -47,19 +47,24 @@ pub(super) async fn call(
         ),
         None => None,
     };
+    let query = req.uri().query().unwrap_or_default().to_owned();
+    crate::endpoints::check_query(&query).map_err(|why| Failure::client("BadRequest", why))?;
+    let (headers, secrets) =
+        crate::http_headers::carried(req.headers()).map_err(|why| Failure {
+            http: StatusCode::INTERNAL_SERVER_ERROR,
+            kind: "Server.ClientProxy.InternalError".into(),
+            message: why,
+            detail: message_id.clone(),
+            bus: true,
+        })?;
     let rest = ex::RestRequest {
         verb: verb.clone(),
         path,
-        query: req.uri().query().unwrap_or_default().to_owned(),
-        headers: crate::http_headers::forwarded(req.headers()),
+        query,
+        headers,
     };
-    let head = rest.path.len()
-        + rest.query.len()
-        + rest
-            .headers
-            .iter()
-            .map(|h| h.name.len() + h.value.len())
-            .sum::<usize>();
+    let head =
+        rest.path.len() + rest.query.len() + crate::http_headers::size(&rest.headers, &secrets);
     if head > MAX_REQUEST_HEAD {
         return Err(Failure {
             http: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -84,6 +89,7 @@ pub(super) async fn call(
         issue,
         trace: trace.clone(),
         rest: Some(rest),
+        rest_secrets: secrets,
         represented_party,
         server,
     };
@@ -91,8 +97,10 @@ pub(super) async fn call(
         .await
         .map_err(|st| Failure::from_status(&st, &message_id))?;
     let rest = answer.rest.clone().unwrap_or_default();
+    // A final status: an informational one (1xx) would change what the connection is.
     let status = u16::try_from(rest.status)
         .ok()
+        .filter(|c| (200..=599).contains(c))
         .and_then(|c| StatusCode::from_u16(c).ok())
         .ok_or_else(|| Failure {
             http: StatusCode::INTERNAL_SERVER_ERROR,
@@ -101,9 +109,19 @@ pub(super) async fn call(
             detail: message_id.clone(),
             bus: true,
         })?;
+    let headers =
+        crate::http_headers::to_map(&rest.headers, &answer.rest_secrets).map_err(|why| {
+            Failure {
+                http: StatusCode::INTERNAL_SERVER_ERROR,
+                kind: "Server.ClientProxy.InconsistentResponse".into(),
+                message: why,
+                detail: message_id.clone(),
+                bus: true,
+            }
+        })?;
     let mut r = Response::new(Body::from(answer.body.clone()));
     *r.status_mut() = status;
-    *r.headers_mut() = crate::http_headers::to_map(&rest.headers);
+    *r.headers_mut() = headers;
     answer_headers(
         r.headers_mut(),
         &answer,
