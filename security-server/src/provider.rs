@@ -852,6 +852,28 @@ async fn handle(
 
 mod stream;
 
+impl ProviderService {
+    /// A place among the requests in progress for a peer's request, or the refusal.
+    fn admit<T>(
+        &self,
+        request: &Request<T>,
+    ) -> Result<lintas_transport::admission::Ticket, Status> {
+        let peer = request
+            .remote_addr()
+            .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+        self.0.requests.admit(peer, false).map_err(|why| {
+            not_delivered(error(
+                Code::ResourceExhausted,
+                ErrorSource::ProviderServer,
+                format!(
+                    "too many requests in progress ({}); retry later",
+                    why.as_str().replace('_', " ")
+                ),
+            ))
+        })
+    }
+}
+
 #[tonic::async_trait]
 impl ex::exchange_server::Exchange for ProviderService {
     type StreamStream = stream::Frames;
@@ -861,19 +883,7 @@ impl ex::exchange_server::Exchange for ProviderService {
         request: Request<tonic::Streaming<ex::StreamFrame>>,
     ) -> Result<Response<Self::StreamStream>, Status> {
         let peer_cert = lintas_transport::peer_cert(&request);
-        let peer = request
-            .remote_addr()
-            .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
-        let ticket = self.0.requests.admit(peer, false).map_err(|why| {
-            not_delivered(error(
-                Code::ResourceExhausted,
-                ErrorSource::ProviderServer,
-                format!(
-                    "too many requests in progress ({}); retry later",
-                    why.as_str().replace('_', " ")
-                ),
-            ))
-        })?;
+        let ticket = self.admit(&request)?;
         stream::open(self.0.clone(), peer_cert, request.into_inner(), ticket)
             .await
             .map(Response::new)
@@ -885,19 +895,7 @@ impl ex::exchange_server::Exchange for ProviderService {
     ) -> Result<Response<ex::SignedResponse>, Status> {
         let peer_cert = lintas_transport::peer_cert(&request);
         // Held until the exchange ends: requests in progress are bounded.
-        let peer = request
-            .remote_addr()
-            .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
-        let ticket = self.0.requests.admit(peer, false).map_err(|why| {
-            not_delivered(error(
-                Code::ResourceExhausted,
-                ErrorSource::ProviderServer,
-                format!(
-                    "too many requests in progress ({}); retry later",
-                    why.as_str().replace('_', " ")
-                ),
-            ))
-        })?;
+        let ticket = self.admit(&request)?;
         let server = self.0.clone();
         let signed = request.into_inner();
         // Its own task: a peer that gives up cannot cut the exchange short between

@@ -30,7 +30,7 @@ use base64::Engine;
 use bytes::Bytes;
 use lintas_identifiers::{ClientId, MemberId, SubsystemId};
 use prost::Message;
-use prost_reflect::{DynamicMessage, Kind, MessageDescriptor, SerializeOptions, ServiceDescriptor};
+use prost_reflect::{DynamicMessage, SerializeOptions};
 use serde_json::{Value, json};
 use tonic::Code;
 use tonic::codegen::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -40,7 +40,12 @@ use crate::consumer::{Answer, Call, Consumer, call_provider, random_id};
 use crate::errors::{ERROR_SOURCE, ErrorSource};
 use crate::local::caller;
 
+mod meta;
+mod openapi;
 mod pass;
+
+use meta::{all_allowed, allowed, list_clients, service_json};
+pub use openapi::openapi;
 
 /// What the REST entry uses: the consumer side of exchanges and the catalogue.
 pub struct Rest {
@@ -263,172 +268,6 @@ fn client(
         .authenticate(&client, remote, peer_cert)
         .map_err(|st| Failure::from_status(&st, ""))?;
     Ok(client)
-}
-
-fn identifier_json(id: &ClientId) -> Value {
-    let (member, subsystem): (&MemberId, Option<&str>) = match id {
-        ClientId::Member(m) => (m, None),
-        ClientId::Subsystem(s) => (&s.member, Some(s.subsystem.as_str())),
-    };
-    let mut v = json!({
-        "object_type": if subsystem.is_some() { "SUBSYSTEM" } else { "MEMBER" },
-        "xroad_instance": member.instance.as_str(),
-        "member_class": member.class.as_str(),
-        "member_code": member.member.as_str(),
-    });
-    if let Some(code) = subsystem {
-        v["subsystem_code"] = json!(code);
-    }
-    v
-}
-
-/// `GET /listClients[?xRoadInstance=ID]`: XML unless `Accept` names
-/// `application/json`, as X-Road's security server answers.
-async fn list_clients(State(s): State<Arc<Rest>>, req: Request) -> Response {
-    let (remote, peer_cert) = caller(req.extensions());
-    let json = accepts(req.headers(), &["application/json"]);
-    let instance = req.uri().query().and_then(|q| {
-        q.split('&')
-            .find_map(|kv| kv.strip_prefix("xRoadInstance="))
-            .map(str::to_owned)
-    });
-    let outcome = async {
-        s.consumer
-            .local
-            .authenticate_connection(remote, peer_cert)
-            .map_err(|st| Failure::from_status(&st, ""))?;
-        let conf = s
-            .catalogue
-            .discovery_conf()
-            .await
-            .map_err(|st| Failure::from_status(&st, ""))?;
-        let mut clients = crate::catalogue::clients(&conf);
-        // One instance per configuration: another one has no clients here.
-        if instance.is_some_and(|i| i != conf.conf.instance) {
-            clients.clear();
-        }
-        Ok::<_, Failure>(clients)
-    }
-    .await;
-    match outcome {
-        Ok(clients) if json => {
-            let members: Vec<Value> = clients
-                .iter()
-                .map(|(id, name)| json!({"id": identifier_json(id), "name": name}))
-                .collect();
-            let mut r = json_response(StatusCode::OK, &json!({ "member": members }));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json; charset=utf-8"),
-            );
-            r
-        }
-        Ok(clients) => {
-            let mut r = Response::new(Body::from(client_list_xml(&clients)));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/xml; charset=UTF-8"),
-            );
-            r
-        }
-        Err(f) => f.into_response(!json),
-    }
-}
-
-/// X-Road's `clientList` document (namespaces of its `xroad.xsd` and `identifiers`).
-fn client_list_xml(clients: &[(ClientId, String)]) -> String {
-    let mut out = String::from(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><ns2:clientList xmlns:ns1=\"http://x-road.eu/xsd/identifiers\" xmlns:ns2=\"http://x-road.eu/xsd/xroad.xsd\">",
-    );
-    for (id, name) in clients {
-        let (member, subsystem) = match id {
-            ClientId::Member(m) => (m, None),
-            ClientId::Subsystem(s) => (&s.member, Some(s.subsystem.as_str())),
-        };
-        out.push_str(&format!(
-            "<ns2:member><ns2:id ns1:objectType=\"{}\"><ns1:xRoadInstance>{}</ns1:xRoadInstance><ns1:memberClass>{}</ns1:memberClass><ns1:memberCode>{}</ns1:memberCode>",
-            if subsystem.is_some() { "SUBSYSTEM" } else { "MEMBER" },
-            xml_text(member.instance.as_str()),
-            xml_text(member.class.as_str()),
-            xml_text(member.member.as_str()),
-        ));
-        if let Some(code) = subsystem {
-            out.push_str(&format!(
-                "<ns1:subsystemCode>{}</ns1:subsystemCode>",
-                xml_text(code)
-            ));
-        }
-        out.push_str(&format!(
-            "</ns2:id><ns2:name>{}</ns2:name></ns2:member>",
-            xml_text(name)
-        ));
-    }
-    out.push_str("</ns2:clientList>");
-    out
-}
-
-/// A service as the metaservices list it: a gRPC service with its methods, a REST
-/// service with the endpoints (method and path pattern) of its grants, as X-Road lists
-/// a REST service's endpoints.
-fn service_json(
-    conf: &lintas_globalconf::VerifiedConf,
-    d: &Described,
-    methods: Vec<String>,
-    client: Option<&ClientId>,
-) -> Value {
-    let mut v = match d.entry.provider.parse::<SubsystemId>() {
-        Ok(p) => identifier_json(&ClientId::Subsystem(p)),
-        Err(_) => json!({}),
-    };
-    v["object_type"] = json!("SERVICE");
-    v["service_code"] = json!(d.entry.service);
-    if d.entry.rest {
-        v["service_type"] = json!("REST");
-        let endpoints: Vec<Value> = crate::catalogue::rest_endpoints(conf, &d.entry, client)
-            .into_iter()
-            .map(|(method, path)| json!({"method": method, "path": path}))
-            .collect();
-        v["endpoint_list"] = json!(endpoints);
-    } else {
-        v["service_type"] = json!("GRPC");
-        v["methods"] = json!(methods);
-    }
-    v
-}
-
-/// The services (of one provider, or all) with the methods `client` may call; those it
-/// may call none of are left out.
-async fn allowed(
-    s: &Rest,
-    client: &ClientId,
-    provider: Option<&SubsystemId>,
-) -> Result<Value, Failure> {
-    let conf = s
-        .catalogue
-        .discovery_conf()
-        .await
-        .map_err(|st| Failure::from_status(&st, ""))?;
-    let services = s.catalogue.list(&conf, provider, Some(client)).await;
-    let list: Vec<Value> = services
-        .iter()
-        .filter_map(|d| {
-            allowed_methods(&conf, d, client).map(|m| service_json(&conf, d, m, Some(client)))
-        })
-        .collect();
-    Ok(json!({ "service": list }))
-}
-
-async fn all_allowed(State(s): State<Arc<Rest>>, req: Request) -> Response {
-    let (remote, peer_cert) = caller(req.extensions());
-    let xml = wants_xml(req.headers());
-    let outcome = match client(&s, req.headers(), remote, peer_cert) {
-        Ok(client) => allowed(&s, &client, None).await,
-        Err(f) => Err(f),
-    };
-    match outcome {
-        Ok(body) => json_response(StatusCode::OK, &body),
-        Err(f) => f.into_response(xml),
-    }
 }
 
 /// Everything under `/r1/`: a service call or a provider's metaservice.
@@ -806,125 +645,4 @@ async fn call(
         &trace,
     );
     Ok(r)
-}
-
-/// An OpenAPI 3.0 description of calling `service` of `provider` through this entry.
-pub fn openapi(provider: &SubsystemId, service: &ServiceDescriptor) -> Value {
-    let mut schemas = serde_json::Map::new();
-    let mut paths = serde_json::Map::new();
-    for m in service.methods() {
-        let (input, output) = (m.input(), m.output());
-        add_schema(&input, &mut schemas);
-        add_schema(&output, &mut schemas);
-        paths.insert(
-            format!("/r1/{provider}/{}/{}", service.full_name(), m.name()),
-            json!({"post": {
-                "operationId": m.name(),
-                "parameters": [
-                    {"name": "X-Road-Client", "in": "header", "required": true,
-                     "description": "The calling subsystem, INSTANCE/CLASS/MEMBER/SUBSYSTEM",
-                     "schema": {"type": "string"}},
-                    {"name": "X-Road-Id", "in": "header", "required": false,
-                     "description": "Message id (generated when absent)",
-                     "schema": {"type": "string"}}
-                ],
-                "requestBody": {"required": true, "content": {"application/json":
-                    {"schema": {"$ref": format!("#/components/schemas/{}", input.full_name())}}}},
-                "responses": {
-                    "200": {"description": output.full_name(), "content": {"application/json":
-                        {"schema": {"$ref": format!("#/components/schemas/{}", output.full_name())}}}},
-                    "default": {"description": "an error of the bus (X-Road-Error header) or of the service",
-                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/lintas.Error"}}}}
-                }
-            }}),
-        );
-    }
-    schemas.insert(
-        "lintas.Error".into(),
-        json!({"type": "object", "properties": {
-            "type": {"type": "string"}, "message": {"type": "string"}, "detail": {"type": "string"}}}),
-    );
-    json!({
-        "openapi": "3.0.3",
-        "info": {"title": format!("{} of {provider}", service.full_name()), "version": service.parent_file().package_name()},
-        "paths": paths,
-        "components": {"schemas": schemas},
-    })
-}
-
-fn add_schema(m: &MessageDescriptor, schemas: &mut serde_json::Map<String, Value>) {
-    if schemas.contains_key(m.full_name()) || well_known(m).is_some() {
-        return;
-    }
-    // Placeholder first: recursive messages end here.
-    schemas.insert(m.full_name().to_owned(), json!({}));
-    let mut properties = serde_json::Map::new();
-    for f in m.fields() {
-        let one = |kind: &Kind, schemas: &mut serde_json::Map<String, Value>| match kind {
-            Kind::Message(inner) => {
-                if let Some(s) = well_known(inner) {
-                    return s;
-                }
-                add_schema(inner, schemas);
-                json!({"$ref": format!("#/components/schemas/{}", inner.full_name())})
-            }
-            other => scalar_schema(other),
-        };
-        let schema = if f.is_map() {
-            let value = match f.kind() {
-                Kind::Message(entry) => entry.map_entry_value_field().kind(),
-                k => k,
-            };
-            json!({"type": "object", "additionalProperties": one(&value, schemas)})
-        } else if f.is_list() {
-            json!({"type": "array", "items": one(&f.kind(), schemas)})
-        } else {
-            one(&f.kind(), schemas)
-        };
-        properties.insert(f.name().to_owned(), schema);
-    }
-    schemas.insert(
-        m.full_name().to_owned(),
-        json!({"type": "object", "properties": properties}),
-    );
-}
-
-fn well_known(m: &MessageDescriptor) -> Option<Value> {
-    Some(match m.full_name() {
-        "google.protobuf.Timestamp" => json!({"type": "string", "format": "date-time"}),
-        "google.protobuf.Duration" => json!({"type": "string"}),
-        "google.protobuf.Struct" => json!({"type": "object"}),
-        "google.protobuf.Value" => json!({}),
-        "google.protobuf.StringValue" => json!({"type": "string"}),
-        "google.protobuf.BoolValue" => json!({"type": "boolean"}),
-        "google.protobuf.Int32Value" | "google.protobuf.UInt32Value" => {
-            json!({"type": "integer"})
-        }
-        "google.protobuf.Int64Value" | "google.protobuf.UInt64Value" => {
-            json!({"type": "string", "format": "int64"})
-        }
-        "google.protobuf.DoubleValue" | "google.protobuf.FloatValue" => json!({"type": "number"}),
-        _ => return None,
-    })
-}
-
-fn scalar_schema(kind: &Kind) -> Value {
-    match kind {
-        Kind::Double | Kind::Float => json!({"type": "number"}),
-        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => {
-            json!({"type": "integer", "format": "int32"})
-        }
-        Kind::Uint32 | Kind::Fixed32 => json!({"type": "integer", "format": "int64", "minimum": 0}),
-        // The protobuf JSON mapping writes 64-bit integers as strings.
-        Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 | Kind::Uint64 | Kind::Fixed64 => {
-            json!({"type": "string", "format": "int64"})
-        }
-        Kind::Bool => json!({"type": "boolean"}),
-        Kind::String => json!({"type": "string"}),
-        Kind::Bytes => json!({"type": "string", "format": "byte"}),
-        Kind::Enum(e) => {
-            json!({"type": "string", "enum": e.values().map(|v| v.name().to_owned()).collect::<Vec<_>>()})
-        }
-        Kind::Message(m) => json!({"$ref": format!("#/components/schemas/{}", m.full_name())}),
-    }
 }

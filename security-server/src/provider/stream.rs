@@ -376,6 +376,14 @@ async fn downlink(
                     }
                 },
             };
+            // A refused client message ends the application's request stream too: the
+            // refusal, sent before that end, is the stream's outcome.
+            if watching
+                && !matches!(next, Ok(Some(_)))
+                && let Ok(status) = aborted.try_recv()
+            {
+                return AppAnswer::server(status.code(), status.message());
+            }
             let body = match next {
                 Ok(Some(body)) => body,
                 Ok(None) => return AppAnswer::server(Code::Ok, "").by_app(),
