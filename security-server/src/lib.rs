@@ -28,6 +28,7 @@ pub mod http_headers;
 mod local;
 pub mod maintenance;
 pub mod material;
+mod messages;
 pub mod opmon;
 pub mod ops;
 pub mod otlp;

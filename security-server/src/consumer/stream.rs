@@ -291,33 +291,19 @@ async fn uplink(
             Ok(None) => (Bytes::new(), true),
             Err(_) => return,
         };
-        let Ok(header) = chain.next(&body, s.recorder.now_ms(), end) else {
+        let Ok(message) = crate::messages::sign_next(
+            &s.own,
+            &s.recorder,
+            &open.ctx,
+            &mut chain,
+            &body,
+            end,
+            ErrorSource::ConsumerServer,
+        )
+        .await
+        else {
             return;
         };
-        let Ok(signature) = s.own.signer.sign(MESSAGE_DOMAIN, &header).await else {
-            return;
-        };
-        let recorded = s
-            .recorder
-            .record(
-                open.ctx.record(
-                    RecordKind::MessageSent,
-                    s.recorder.now_ms(),
-                    &header,
-                    Some(&signature),
-                    &s.own.sign_cert,
-                    &lintas_certs::sha256(&body),
-                    body.len() as u64,
-                    Code::Ok,
-                    "",
-                ),
-                ErrorSource::ConsumerServer,
-            )
-            .await;
-        let Ok(index) = recorded else {
-            return;
-        };
-        s.recorder.keep_bodies(&[(index, &body)]);
         if end {
             *open.request_end.lock().unwrap_or_else(|p| p.into_inner()) = Some(chain.last());
         } else {
@@ -325,12 +311,7 @@ async fn uplink(
                 .store(chain.count(), std::sync::atomic::Ordering::SeqCst);
         }
         let frame = ex::StreamFrame {
-            frame: Some(ex::stream_frame::Frame::Message(ex::SignedMessage {
-                header,
-                signature: Some(signature),
-                signer_cert: Vec::new(),
-                body: body.to_vec(),
-            })),
+            frame: Some(ex::stream_frame::Frame::Message(message)),
         };
         if to_provider.send(frame).await.is_err() || end {
             return;
@@ -423,26 +404,17 @@ async fn downlink(
                         ));
                     }
                 };
-                let recorded = s
-                    .recorder
-                    .record(
-                        open.ctx.record(
-                            RecordKind::MessageReceived,
-                            s.recorder.now_ms(),
-                            &m.header,
-                            m.signature.as_ref(),
-                            cert,
-                            &header.body_sha256,
-                            header.body_len,
-                            Code::Ok,
-                            "",
-                        ),
-                        ErrorSource::ConsumerServer,
-                    )
-                    .await;
-                match recorded {
-                    Ok(index) => s.recorder.keep_bodies(&[(index, &m.body)]),
-                    Err(st) => break Err((st, None)),
+                let recorded = crate::messages::record_received(
+                    &s.recorder,
+                    &open.ctx,
+                    &m,
+                    &header,
+                    cert,
+                    ErrorSource::ConsumerServer,
+                )
+                .await;
+                if let Err(st) = recorded {
+                    break Err((st, None));
                 }
                 bytes_in += m.body.len();
                 if to_client.send(Ok(Bytes::from(m.body))).await.is_err() {

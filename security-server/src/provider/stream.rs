@@ -211,28 +211,18 @@ async fn uplink(
             Ok(h) => h,
             Err(why) => break Some(protocol(why)),
         };
-        let recorded = s
-            .recorder
-            .record(
-                open.ctx.record(
-                    RecordKind::MessageReceived,
-                    s.recorder.now_ms(),
-                    &m.header,
-                    m.signature.as_ref(),
-                    &signer_cert,
-                    &header.body_sha256,
-                    header.body_len,
-                    Code::Ok,
-                    "",
-                ),
-                ErrorSource::ProviderServer,
-            )
-            .await;
-        let index = match recorded {
-            Ok(i) => i,
-            Err(st) => break Some(st),
-        };
-        s.recorder.keep_bodies(&[(index, &m.body)]);
+        let recorded = crate::messages::record_received(
+            &s.recorder,
+            &open.ctx,
+            &m,
+            &header,
+            &signer_cert,
+            ErrorSource::ProviderServer,
+        )
+        .await;
+        if let Err(st) = recorded {
+            break Some(st);
+        }
         {
             let mut received = open.received.lock().unwrap_or_else(|p| p.into_inner());
             if header.end {
@@ -389,51 +379,27 @@ async fn downlink(
                 Ok(None) => return AppAnswer::server(Code::Ok, "").by_app(),
                 Err(st) => return app_status(st),
             };
-            let header = match chain.next(&body, s.recorder.now_ms(), false) {
-                Ok(h) => h,
-                Err(e) => return AppAnswer::server(Code::Internal, e),
-            };
-            let signature = match s.own.signer.sign(MESSAGE_DOMAIN, &header).await {
-                Ok(sig) => sig,
-                Err(e) => {
-                    return AppAnswer::server(Code::Internal, format!("signing a message: {e}"));
-                }
-            };
-            let recorded = s
-                .recorder
-                .record(
-                    open.ctx.record(
-                        RecordKind::MessageSent,
-                        s.recorder.now_ms(),
-                        &header,
-                        Some(&signature),
-                        &s.own.sign_cert,
-                        &lintas_certs::sha256(&body),
-                        body.len() as u64,
-                        Code::Ok,
-                        "",
-                    ),
-                    side,
-                )
-                .await;
-            let index = match recorded {
-                Ok(i) => i,
+            let mut message = match crate::messages::sign_next(
+                &s.own,
+                &s.recorder,
+                &open.ctx,
+                &mut chain,
+                &body,
+                false,
+                side,
+            )
+            .await
+            {
+                Ok(m) => m,
                 Err(st) => return AppAnswer::server(st.code(), st.message()),
             };
-            s.recorder.keep_bodies(&[(index, &body)]);
+            // The first message names the certificate; the rest use it too.
+            if chain.count() == 1 {
+                message.signer_cert = s.own.sign_cert.clone();
+            }
             bytes += body.len();
             let frame = ex::StreamFrame {
-                frame: Some(ex::stream_frame::Frame::Message(ex::SignedMessage {
-                    header,
-                    signature: Some(signature),
-                    // The first message names the certificate; the rest use it too.
-                    signer_cert: if chain.count() == 1 {
-                        s.own.sign_cert.clone()
-                    } else {
-                        Vec::new()
-                    },
-                    body: body.to_vec(),
-                })),
+                frame: Some(ex::stream_frame::Frame::Message(message)),
             };
             // A consumer's server that does not read holds this send: the deadline
             // still ends the call.
