@@ -234,6 +234,35 @@ async fn streams_cross_the_bus_signed_chained_and_logged() {
     let e = ended.expect("the stream ended with an error");
     assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
     assert!(started.elapsed() < Duration::from_secs(30));
+
+    // Access revoked during a stream ends it at its next message.
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let mut answers = echo
+        .chat(named(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+            "alir-dicabut",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    tx.send(payload("sebelum")).await.unwrap();
+    assert!(answers.message().await.unwrap().is_some());
+    SecurityServerAdmin::revoke(
+        &net.provider.admin(),
+        Request::new(admin_pb::Grant {
+            provider: PROVIDER_CLIENT.into(),
+            service: ECHO.into(),
+            subject: CONSUMER_CLIENT.into(),
+            ..Default::default()
+        }),
+    )
+    .await
+    .unwrap();
+    tx.send(payload("sesudah")).await.unwrap();
+    let e = answers.message().await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert_eq!(source(&e), "provider-server");
+    assert!(e.message().contains("revoked during the stream"), "{e:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -211,6 +211,9 @@ async fn uplink(
             Ok(h) => h,
             Err(why) => break Some(protocol(why)),
         };
+        if let Err(st) = still_allowed(&open) {
+            break Some(st);
+        }
         let recorded = crate::messages::record_received(
             &s.recorder,
             &open.ctx,
@@ -243,6 +246,34 @@ async fn uplink(
     };
     if let Some(status) = failed {
         let _ = abort.send(status);
+    }
+}
+
+/// Whether the client may still call the method: a grant revoked, or a group or
+/// membership changed in the configuration, ends a stream at its next message.
+fn still_allowed(open: &Open) -> Result<(), Status> {
+    let s = &open.s;
+    let refused = |why: String| error(Code::PermissionDenied, ErrorSource::ProviderServer, why);
+    let conf = s
+        .conf
+        .current(ErrorSource::ProviderServer)
+        .map_err(|st| refused(st.message().to_owned()))?;
+    let provider: SubsystemId = open
+        .accepted
+        .header
+        .service_provider
+        .parse()
+        .map_err(|e| refused(format!("service provider: {e}")))?;
+    let a = &open.accepted;
+    if s.access
+        .allowed(&conf, &a.client, &provider, &a.method, None)
+    {
+        Ok(())
+    } else {
+        Err(refused(format!(
+            "{} may no longer call {} of {provider}: access was revoked during the stream",
+            a.client, a.method
+        )))
     }
 }
 
@@ -379,6 +410,9 @@ async fn downlink(
                 Ok(None) => return AppAnswer::server(Code::Ok, "").by_app(),
                 Err(st) => return app_status(st),
             };
+            if let Err(st) = still_allowed(open) {
+                return AppAnswer::server(st.code(), st.message());
+            }
             let mut message = match crate::messages::sign_next(
                 &s.own,
                 &s.recorder,
