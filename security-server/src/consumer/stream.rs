@@ -88,6 +88,8 @@ struct Open {
     request_end: std::sync::Mutex<Option<[u8; 32]>>,
     /// The client's messages sent so far.
     sent: std::sync::atomic::AtomicU64,
+    /// Why this server stopped sending the client's messages, if it failed to.
+    uplink_failed: std::sync::Mutex<Option<Status>>,
     /// When the client's deadline passes.
     deadline: Option<tokio::time::Instant>,
 }
@@ -163,6 +165,7 @@ async fn open(
         request_hash,
         request_end: std::sync::Mutex::new(None),
         sent: std::sync::atomic::AtomicU64::new(0),
+        uplink_failed: std::sync::Mutex::new(None),
         deadline: deadline.map(|d| tokio::time::Instant::now() + d),
     });
     let failed = |status: Status| {
@@ -291,7 +294,7 @@ async fn uplink(
             Ok(None) => (Bytes::new(), true),
             Err(_) => return,
         };
-        let Ok(message) = crate::messages::sign_next(
+        let message = match crate::messages::sign_next(
             &s.own,
             &s.recorder,
             &open.ctx,
@@ -301,8 +304,14 @@ async fn uplink(
             ErrorSource::ConsumerServer,
         )
         .await
-        else {
-            return;
+        {
+            Ok(m) => m,
+            Err(status) => {
+                // The request stream ends without its end, which the provider's server
+                // takes as a cancellation; the client learns the real cause.
+                *open.uplink_failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(status);
+                return;
+            }
         };
         if end {
             *open.request_end.lock().unwrap_or_else(|p| p.into_inner()) = Some(chain.last());
@@ -455,8 +464,16 @@ async fn downlink(
                     } else {
                         ErrorSource::ProviderApp
                     };
-                    let status = error(code, source, answer.status_message);
-                    let _ = to_client.send(Err(status.clone())).await;
+                    let failed_here = open
+                        .uplink_failed
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .take();
+                    let status = match failed_here {
+                        Some(own) if code == Code::Cancelled => own,
+                        _ => error(code, source, answer.status_message),
+                    };
+                    let _ = to_client.send(Err(status)).await;
                     break Ok(());
                 }
                 Err(why) => {

@@ -1,0 +1,351 @@
+//! The checks of a peer's signed request, in order, each refusal precise: configuration
+//! fresh and trusted time; the TLS peer a registered server hosting (or owned by) the
+//! client; the signature; addressed here; recent; never seen; the body; a service
+//! provided here, called the way it is published (gRPC or REST, unary or stream), and
+//! access rights.
+
+use super::*;
+
+/// Why a request was refused, before anything was delivered.
+pub(super) struct Refusal {
+    pub(super) code: Code,
+    pub(super) message: String,
+    /// A newer global configuration might explain the request (a server or client
+    /// admitted since this server last fetched it).
+    pub(super) newer_conf_may_help: bool,
+    /// Why, in X-Road's terms, where the code does not say it.
+    pub(super) reason: Option<&'static str>,
+}
+
+impl Refusal {
+    fn because(self, reason: &'static str) -> Self {
+        Refusal {
+            reason: Some(reason),
+            ..self
+        }
+    }
+}
+
+fn refuse(code: Code, message: impl Into<String>) -> Refusal {
+    Refusal {
+        code,
+        message: message.into(),
+        newer_conf_may_help: false,
+        reason: None,
+    }
+}
+
+fn refuse_unless_newer_conf(code: Code, message: impl Into<String>) -> Refusal {
+    Refusal {
+        newer_conf_may_help: true,
+        ..refuse(code, message)
+    }
+}
+
+pub(super) fn check(
+    s: &Provider,
+    peer_hash: Option<[u8; 32]>,
+    signed: &ex::SignedRequest,
+    streaming: bool,
+) -> Result<Accepted, Refusal> {
+    if signed.header.len() > envelope::MAX_HEADER_BYTES {
+        return Err(refuse(
+            Code::InvalidArgument,
+            format!(
+                "request header is {} bytes; at most {} are accepted",
+                signed.header.len(),
+                envelope::MAX_HEADER_BYTES
+            ),
+        ));
+    }
+    let header = ex::RequestHeader::decode(signed.header.as_slice()).map_err(|e| {
+        refuse(
+            Code::InvalidArgument,
+            format!("request header is malformed: {e}"),
+        )
+    })?;
+    let client: ClientId = header
+        .client
+        .parse()
+        .map_err(|e| refuse(Code::InvalidArgument, format!("client: {e}")))?;
+    if header.stream != streaming {
+        return Err(refuse(
+            Code::InvalidArgument,
+            if streaming {
+                "a stream must open with a request header marked as a stream"
+            } else {
+                "a request header marked as a stream must open Exchange.Stream"
+            },
+        ));
+    }
+    if header.stream && (header.body_len != 0 || !signed.body.is_empty()) {
+        return Err(refuse(
+            Code::InvalidArgument,
+            "a stream opens without a body: its messages follow",
+        ));
+    }
+    if header.stream && header.rest.is_some() {
+        return Err(refuse(Code::InvalidArgument, "a REST call is not a stream"));
+    }
+
+    // 1. Configuration fresh (and kept as evidence). 1b. Trusted time: a server that
+    // could not have its log time-stamped for too long fails closed.
+    let as_refusal = |status: Status| refuse(status.code(), status.message().to_owned());
+    let conf = s
+        .conf
+        .current(ErrorSource::ProviderServer)
+        .map_err(as_refusal)?;
+    s.recorder
+        .check_trusted_time(ErrorSource::ProviderServer)
+        .map_err(as_refusal)?;
+
+    // 2. The TLS peer is a registered server that hosts the client.
+    let peer_hash = peer_hash
+        .ok_or_else(|| refuse(Code::Unauthenticated, "peer presented no TLS certificate"))?;
+    let peer_entry = conf
+        .conf
+        .servers
+        .iter()
+        .find(|e| e.tls_cert_sha256 == peer_hash)
+        .ok_or_else(|| {
+            refuse_unless_newer_conf(
+                Code::PermissionDenied,
+                "TLS peer is not a security server registered in the global configuration",
+            )
+        })?;
+    // A subsystem the peer hosts, or the member that owns the peer.
+    let hosted = match &client {
+        ClientId::Subsystem(_) => peer_entry.clients.contains(&header.client),
+        ClientId::Member(m) => peer_entry
+            .id
+            .parse::<ServerId>()
+            .is_ok_and(|peer| peer.owner == *m),
+    };
+    if !hosted {
+        return Err(refuse_unless_newer_conf(
+            Code::PermissionDenied,
+            format!(
+                "peer server {} does not host client {client}",
+                peer_entry.id
+            ),
+        ));
+    }
+    if peer_entry.id != header.consumer_server {
+        return Err(refuse(
+            Code::PermissionDenied,
+            format!(
+                "request claims consumer server {}, but the TLS peer is {}",
+                header.consumer_server, peer_entry.id
+            ),
+        ));
+    }
+    let peer: ServerId = peer_entry
+        .id
+        .parse()
+        .map_err(|e| refuse(Code::Internal, format!("configuration: {e}")))?;
+
+    // 3. Signed by the client's member with a certificate listed for the peer server.
+    s.verifier
+        .verify_signed(
+            &conf,
+            client.member(),
+            &peer_entry.signing_certs,
+            &signed.signer_cert,
+            REQUEST_DOMAIN,
+            &signed.header,
+            signed.signature.as_ref(),
+        )
+        .map_err(|why| {
+            // A renewed signing certificate is listed from the next configuration on.
+            let message = format!("request {why}");
+            if why.not_listed {
+                refuse_unless_newer_conf(Code::Unauthenticated, message)
+            } else {
+                refuse(Code::Unauthenticated, message)
+            }
+        })?;
+
+    // 4. Addressed to this server.
+    if header.provider_server != s.own.id.to_string() {
+        return Err(refuse(
+            Code::FailedPrecondition,
+            format!(
+                "request is addressed to security server {}, not to this one ({})",
+                header.provider_server, s.own.id
+            ),
+        ));
+    }
+
+    // 5. Signed recently.
+    let skew = i64::try_from(s.settings.clock_skew.as_millis()).unwrap_or(i64::MAX);
+    let age = s.recorder.now_ms().saturating_sub(header.time_unix_ms);
+    if age.saturating_abs() > skew {
+        return Err(refuse(
+            Code::FailedPrecondition,
+            format!(
+                "request was signed {} s {} this server's clock; at most {} s of clock difference are allowed",
+                age.saturating_abs() / 1000,
+                if age >= 0 { "before" } else { "ahead of" },
+                skew / 1000
+            ),
+        ));
+    }
+
+    // 6. Never seen before.
+    envelope::check_message_id(&header.message_id)
+        .map_err(|why| refuse(Code::InvalidArgument, format!("message id {why}")))?;
+    if !s.replay.first_use(
+        &header.client,
+        &header.message_id,
+        header.time_unix_ms,
+        s.recorder.now_ms(),
+    ) {
+        return Err(refuse(
+            Code::AlreadyExists,
+            format!(
+                "message id {} was already used by {client} (replay refused)",
+                header.message_id
+            ),
+        ));
+    }
+
+    // 7. The body is the one that was signed.
+    if !envelope::body_matches(&header.body_sha256, header.body_len, &signed.body) {
+        return Err(refuse(
+            Code::InvalidArgument,
+            "request body does not match the signed hash",
+        ));
+    }
+
+    // 8. Access rights, for a service this server provides.
+    let provider: SubsystemId = header
+        .service_provider
+        .parse()
+        .map_err(|e| refuse(Code::InvalidArgument, format!("service provider: {e}")))?;
+    let method: MethodPath = header
+        .method
+        .parse()
+        .map_err(|e| refuse(Code::InvalidArgument, format!("method: {e}")))?;
+    if !s.own.hosts(&provider) {
+        return Err(refuse(
+            Code::NotFound,
+            format!("{provider} is not hosted on security server {}", s.own.id),
+        )
+        .because("UnknownMember"));
+    }
+    if method.service.as_str() == crate::opmon::SERVICE {
+        // Built in: this server's monitoring records, for its owner's own subsystems
+        // when the owner granted them.
+        if *client.member() != s.own.id.owner {
+            return Err(refuse(
+                Code::PermissionDenied,
+                format!(
+                    "only subsystems of {} may read the operational data of security server {}",
+                    s.own.id.owner, s.own.id
+                ),
+            ));
+        }
+        if !s.access.allowed(&conf, &client, &provider, &method, None) {
+            return Err(refuse(
+                Code::PermissionDenied,
+                format!("{client} is not allowed to call {method} of {provider}"),
+            ));
+        }
+        if streaming {
+            return Err(refuse(
+                Code::Unimplemented,
+                format!("{method} is not a streaming method"),
+            ));
+        }
+        return Ok(Accepted {
+            header,
+            header_sha256: lintas_certs::sha256(&signed.header),
+            client,
+            method,
+            target: Target::OperationalData,
+            peer,
+        });
+    }
+    let service = s
+        .access
+        .service(&provider, &method.service)
+        .ok_or_else(|| {
+            refuse(
+                Code::Unimplemented,
+                format!("{provider} provides no service {}", method.service),
+            )
+            .because("UnknownService")
+        })?;
+    let rest_path = check_rest(&service, &header, &method, &signed.secret_headers)?;
+    if !s
+        .access
+        .allowed(&conf, &client, &provider, &method, rest_path)
+    {
+        let what = match &header.rest {
+            Some(r) => format!(
+                "{} {} of service {}",
+                r.verb,
+                or_root(&r.path),
+                method.service
+            ),
+            None => method.to_string(),
+        };
+        return Err(refuse(
+            Code::PermissionDenied,
+            format!("{client} is not allowed to call {what} of {provider}"),
+        ));
+    }
+    Ok(Accepted {
+        header,
+        header_sha256: lintas_certs::sha256(&signed.header),
+        client,
+        method,
+        target: Target::App(service),
+        peer,
+    })
+}
+
+fn or_root(path: &str) -> &str {
+    if path.is_empty() { "/" } else { path }
+}
+
+/// A REST service is called with a REST request whose method is the HTTP method, a
+/// gRPC service without one; the path must be one the access decision means. The path
+/// to decide access on, for a REST call.
+fn check_rest<'a>(
+    service: &crate::access::ServiceEntry,
+    header: &'a ex::RequestHeader,
+    method: &MethodPath,
+    secrets: &[ex::SecretValue],
+) -> Result<Option<&'a str>, Refusal> {
+    match (&header.rest, service.rest) {
+        (None, false) => Ok(None),
+        (None, true) => Err(refuse(
+            Code::InvalidArgument,
+            format!(
+                "{} is a REST service: call it as /r1/PROVIDER/{}/PATH",
+                method.service, method.service
+            ),
+        )
+        .because("ServiceType")),
+        (Some(_), false) => Err(refuse(
+            Code::InvalidArgument,
+            format!("{} is a gRPC service, not a REST service", method.service),
+        )
+        .because("ServiceType")),
+        (Some(r), true) => {
+            crate::endpoints::check_method(&r.verb)
+                .and_then(|()| crate::endpoints::check_path(&r.path))
+                .and_then(|()| crate::endpoints::check_query(&r.query))
+                .and_then(|()| crate::http_headers::to_map(&r.headers, secrets).map(|_| ()))
+                .map_err(|why| refuse(Code::InvalidArgument, why))?;
+            if r.verb != method.method {
+                return Err(refuse(
+                    Code::InvalidArgument,
+                    format!("method {method} does not name the HTTP method {}", r.verb),
+                ));
+            }
+            Ok(Some(&r.path))
+        }
+    }
+}
