@@ -69,7 +69,17 @@ impl ConfView {
     /// otherwise be refused until the next one. True when a newer serial than the caller
     /// saw is now held (fetched by this call or by one it waited for).
     pub async fn refresh_now(&self) -> bool {
-        let before = self.client.held_serial();
+        self.refresh_since(self.client.held_serial()).await
+    }
+
+    /// [`ConfView::refresh_now`] for a caller that decided with configuration `seen`:
+    /// true at once when a newer one is held already (another caller fetched it
+    /// meanwhile, perhaps just before the wait between fetches would refuse this one).
+    pub async fn refresh_since(&self, seen: Option<u64>) -> bool {
+        let before = seen;
+        if self.client.held_serial() != before {
+            return true;
+        }
         let mut last = self.last_refresh.lock().await;
         if self.client.held_serial() != before {
             return true;

@@ -447,7 +447,7 @@ pub(crate) async fn targets(
     // A provider or client admitted since the last poll: fetch once before refusing.
     let listed =
         |c: &VerifiedConf| c.has_client(client) && c.servers_hosting(provider).next().is_some();
-    if !listed(&conf) && s.conf.refresh_now().await {
+    if !listed(&conf) && s.conf.refresh_since(Some(conf.serial())).await {
         conf = s.conf.current(ErrorSource::ConsumerServer)?;
     }
     if !conf.has_client(client) {

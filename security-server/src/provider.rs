@@ -323,10 +323,13 @@ async fn admit_request(
     // In maintenance nothing new starts; the consumer's server records the refusal.
     s.maintenance.admit(side).map_err(not_delivered)?;
     let peer_hash = peer_cert.map(lintas_certs::sha256);
+    // The configuration the checks see: a refusal is worth a fetch only if no newer one
+    // arrived since.
+    let seen = s.conf.client().held_serial();
     let mut checked = check(s, peer_hash, signed, streaming);
     if let Err(r) = &checked
         && r.newer_conf_may_help
-        && s.conf.refresh_now().await
+        && s.conf.refresh_since(seen).await
     {
         checked = check(s, peer_hash, signed, streaming);
     }

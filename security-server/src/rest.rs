@@ -330,7 +330,7 @@ async fn r1_inner(s: &Rest, req: Request) -> Result<Response, Failure> {
             .current(ErrorSource::ConsumerServer)
             .map_err(conf_error)?;
         let mut rest = rest_service(&conf, &provider, parts[4]);
-        if rest.is_none() && s.consumer.conf.refresh_now().await {
+        if rest.is_none() && s.consumer.conf.refresh_since(Some(conf.serial())).await {
             // Published since the last poll.
             let conf = s
                 .consumer
