@@ -204,6 +204,32 @@ impl Network {
         cari_nik(plain_channel(&self.consumer_url).await?, client, nik, None).await
     }
 
+    /// The request header each server logged for `message_id`, after checking that
+    /// its SHA-256 is `request_hash` (base64, as `X-Road-Request-Hash` gives it).
+    fn logged_requests(&self, message_id: &str, request_hash: &str) -> Vec<ex::RequestHeader> {
+        use base64::Engine;
+        let hash = base64::engine::general_purpose::STANDARD
+            .decode(request_hash)
+            .unwrap();
+        [&self.consumer, &self.provider]
+            .into_iter()
+            .map(|server| {
+                let logged = Network::records(server)
+                    .into_iter()
+                    .find(|r| {
+                        r.message_id == message_id
+                            && matches!(
+                                r.kind(),
+                                RecordKind::RequestSent | RecordKind::RequestReceived
+                            )
+                    })
+                    .expect("the REST call is logged");
+                assert_eq!(lintas_certs::sha256(&logged.header).to_vec(), hash);
+                ex::RequestHeader::decode(logged.header.as_slice()).unwrap()
+            })
+            .collect()
+    }
+
     fn records(server: &SecurityServer) -> Vec<lintas_log::Record> {
         (0..server.log.len())
             .map(|i| server.log.get(i).unwrap().unwrap())

@@ -212,23 +212,7 @@ async fn rest_services_pass_any_request_through_signed_and_logged() {
 
     // Signed and logged on both sides: the request line, the headers and the body's
     // hash are in the signed header; the answer's status too.
-    use base64::Engine;
-    let hash = base64::engine::general_purpose::STANDARD
-        .decode(&headers["x-road-request-hash"])
-        .unwrap();
-    for server in [&net.consumer, &net.provider] {
-        let logged = Network::records(server)
-            .into_iter()
-            .find(|r| {
-                r.message_id == "rest-pass-1"
-                    && matches!(
-                        r.kind(),
-                        RecordKind::RequestSent | RecordKind::RequestReceived
-                    )
-            })
-            .expect("the REST call is logged");
-        assert_eq!(lintas_certs::sha256(&logged.header).to_vec(), hash);
-        let h = ex::RequestHeader::decode(logged.header.as_slice()).unwrap();
+    for h in net.logged_requests("rest-pass-1", &headers["x-road-request-hash"]) {
         assert_eq!(h.method, "/gema/PUT");
         assert_eq!(h.represented_party, "GOV/KEMENKES");
         let rest = h.rest.unwrap();
