@@ -38,6 +38,7 @@ pub(super) fn exchange(
         rest_headers: Vec::new(),
         http_status: None,
         stream: None,
+        chunks: None,
     };
     let mut pair = SignedPair::default();
     let failures_before = r.failures.len();
@@ -196,7 +197,7 @@ pub(super) fn exchange(
         .iter()
         .any(|(_, rec)| is(rec, &[RecordKind::MessageSent, RecordKind::MessageReceived]));
     match &request_header {
-        Some((bytes, req, _)) if req.stream => {
+        Some((bytes, req, _)) if req.stream || (messages && req.rest.is_some()) => {
             let members = (
                 req.client.parse::<ClientId>().map(|c| c.member().clone()),
                 facts.provider.parse::<SubsystemId>().map(|p| p.member),
@@ -220,7 +221,8 @@ pub(super) fn exchange(
                     .map(|_| ())
                 });
                 match checked {
-                    Ok(f) => facts.stream = Some(f),
+                    Ok(f) if req.stream => facts.stream = Some(f),
+                    Ok(f) => facts.chunks = Some(f),
                     Err(failures) => {
                         for e in failures {
                             r.fail(format!("{name}: {e}"));
@@ -230,7 +232,7 @@ pub(super) fn exchange(
             }
         }
         _ if messages => r.fail(format!(
-            "{name}: stream messages are recorded for an exchange that is not a stream"
+            "{name}: stream messages are recorded for an exchange that is neither a stream nor a REST call"
         )),
         _ => {}
     }
@@ -298,6 +300,14 @@ pub(super) fn exchange(
                 st.requests,
                 if st.request_ended { " (then its end)" } else { " (its end not recorded)" },
                 st.responses
+            ));
+        }
+        if let Some(c) = &facts.chunks {
+            r.proven.push(format!(
+                "{name}'s bodies travelled in chunks: {} from the client{} and {} from the backend, each signed by its sender's member and chained to the one before it, so none is missing, repeated or out of order in this log.",
+                c.requests,
+                if c.request_ended { " (then its end)" } else { "" },
+                c.responses
             ));
         }
     }

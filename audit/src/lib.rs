@@ -91,6 +91,9 @@ pub struct ExchangeFacts {
     pub http_status: Option<u32>,
     /// A streaming call: the messages this log holds in each direction.
     pub stream: Option<streams::StreamFacts>,
+    /// A REST call whose body, either way, travelled in chunks: the chunks this log
+    /// holds in each direction.
+    pub chunks: Option<streams::StreamFacts>,
 }
 
 /// The result of verifying one bundle.

@@ -103,6 +103,7 @@ mod tests {
             rest_headers: Vec::new(),
             http_status: None,
             stream: None,
+            chunks: None,
         }
     }
 

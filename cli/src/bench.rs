@@ -25,6 +25,13 @@ pub struct Args {
     /// Request and response payload size in bytes.
     #[arg(long, default_value_t = 1024)]
     payload: usize,
+    /// Measure one large body through a REST service instead, up and down, with each
+    /// security server in its own process (see `bench_large`).
+    #[arg(long)]
+    large: bool,
+    /// With --large: the body's size in MiB.
+    #[arg(long, default_value_t = 1024)]
+    size: u64,
     /// Measure the global configuration at scale instead (see `bench_scale`).
     #[arg(long)]
     scale: bool,
@@ -56,6 +63,9 @@ struct Figures {
 }
 
 pub async fn run(args: Args) -> Result<()> {
+    if args.large {
+        return crate::bench_large::run(args.size).await;
+    }
     if args.scale {
         return crate::bench_scale::run(crate::bench_scale::Scale {
             members: args.members,

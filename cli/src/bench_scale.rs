@@ -39,7 +39,7 @@ fn free_port() -> Result<u16> {
 }
 
 /// CPU seconds (user and system) the process `pid` has used.
-fn cpu_of(pid: u32) -> Result<f64> {
+pub(crate) fn cpu_of(pid: u32) -> Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name (which is in parentheses and may hold spaces).
     let rest = stat

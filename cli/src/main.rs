@@ -5,6 +5,7 @@
 mod adapter_cmd;
 mod audit_cmd;
 mod bench;
+mod bench_large;
 mod bench_scale;
 mod bundles;
 mod certs_cmd;

@@ -29,6 +29,21 @@ pub async fn new_server(
     name: &'static str,
     dev_plaintext_loopback: bool,
 ) -> Result<Member> {
+    new_server_edited(root, anchor, server, clients, name, |c| {
+        c.dev_plaintext_loopback = dev_plaintext_loopback;
+    })
+    .await
+}
+
+/// [`new_server`], its configuration changed by `edit` before it is written.
+pub async fn new_server_edited(
+    root: &Path,
+    anchor: &Path,
+    server: &str,
+    clients: &[&str],
+    name: &'static str,
+    edit: impl FnOnce(&mut SsConfig),
+) -> Result<Member> {
     let peer = TcpListener::bind("127.0.0.1:0").await?;
     let dir = root.join(server.replace('/', "_"));
     let mut config = SsConfig::new(
@@ -40,7 +55,7 @@ pub async fn new_server(
         .map(|c| c.parse::<SubsystemId>())
         .collect::<Result<_, _>>()?;
     config.member_name = name.into();
-    config.dev_plaintext_loopback = dev_plaintext_loopback;
+    edit(&mut config);
     let path = lintas_ss::init(&dir, &config, anchor)?;
     let node = Node::open(SsConfig::load(&path, std::iter::empty())?)?;
     Ok(Member { node, name, peer })

@@ -1,14 +1,15 @@
 //! The HTTP client of REST services: a REST call accepted by the provider side is sent
 //! to the service's backend as an HTTP/1.1 request (TLS when the base URL is `https`,
-//! trusting the certificates configured with the service), and its status, headers and
-//! body come back, the body bounded in size and the whole in time.
+//! trusting the certificates configured with the service), its body streamed as it
+//! arrives; the status and headers come back within the time limit and the body is
+//! left to the caller to read, chunk by chunk.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::combinators::BoxBody;
 use hyper::header::{HeaderName, HeaderValue};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -18,7 +19,10 @@ use tonic::Code;
 
 use crate::access::ServiceEntry;
 
-type Pool = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+/// A request body as the backend is sent it: whole, or chunks as they arrive.
+pub type RequestBody = BoxBody<Bytes, crate::chunks::BoxError>;
+
+type Pool = Client<hyper_rustls::HttpsConnector<HttpConnector>, RequestBody>;
 
 /// Most clients kept (one per set of trusted certificates); beyond it the pool starts
 /// over.
@@ -52,9 +56,17 @@ pub struct Send<'a> {
     pub headers: hyper::HeaderMap,
     /// Headers the provider server adds (who calls, the message id, ...).
     pub added: Vec<(HeaderName, HeaderValue)>,
-    pub body: Bytes,
+    pub body: RequestBody,
+    /// How long the backend may take to answer with its status and headers.
     pub timeout: Duration,
-    pub max_answer_bytes: usize,
+}
+
+/// The backend's status and end-to-end headers (credentials as commitments, their
+/// values beside), and its body, still to read.
+pub struct Answered {
+    pub head: ex::RestResponse,
+    pub secrets: Vec<ex::SecretValue>,
+    pub body: hyper::body::Incoming,
 }
 
 impl Backends {
@@ -98,14 +110,10 @@ impl Backends {
         Ok(pool)
     }
 
-    /// Sends one request to the backend and reads its whole answer: status and
-    /// end-to-end headers (credentials as commitments, their values beside) and body.
+    /// Sends one request to the backend and waits for its status and headers.
     /// Failures name the service, not the backend's address, to the remote consumer;
     /// the address and the cause go to this server's log.
-    pub async fn send(
-        &self,
-        s: Send<'_>,
-    ) -> Result<(ex::RestResponse, Vec<ex::SecretValue>, Bytes), Unanswered> {
+    pub async fn send(&self, s: Send<'_>) -> Result<Answered, Unanswered> {
         let pool = self.client(s.service)?;
         let base = s.service.endpoint.trim_end_matches('/');
         let service = format!(
@@ -130,13 +138,12 @@ impl Backends {
         for (name, value) in s.added {
             headers.insert(name, value);
         }
-        let request = request.body(Full::new(s.body)).map_err(|e| {
+        let request = request.body(s.body).map_err(|e| {
             unanswered(
                 Code::InvalidArgument,
                 format!("the request is not valid: {e}"),
             )
         })?;
-        let max = s.max_answer_bytes;
         let exchange = async {
             let response = pool.request(request).await.map_err(|e| {
                 let cause = std::error::Error::source(&e)
@@ -146,17 +153,6 @@ impl Backends {
                 unanswered(Code::Unavailable, format!("the backend of {service} is unreachable"))
             })?;
             let (parts, body) = response.into_parts();
-            let body = Limited::new(body, max)
-                .collect()
-                .await
-                .map_err(|e| {
-                    tracing::warn!(backend = base, error = %e, "reading a REST backend's answer failed");
-                    unanswered(
-                        Code::Unavailable,
-                        format!("reading the answer of the backend of {service} failed (limit {max} bytes)"),
-                    )
-                })?
-                .to_bytes();
             let (headers, secrets) = crate::http_headers::carried(&parts.headers)
                 .map_err(|e| unanswered(Code::Internal, e))?;
             let size = crate::http_headers::size(&headers, &secrets);
@@ -169,11 +165,15 @@ impl Backends {
                     ),
                 ));
             }
-            let answer = ex::RestResponse {
+            let head = ex::RestResponse {
                 status: u32::from(parts.status.as_u16()),
                 headers,
             };
-            Ok((answer, secrets, body))
+            Ok(Answered {
+                head,
+                secrets,
+                body,
+            })
         };
         tokio::time::timeout(s.timeout, exchange)
             .await

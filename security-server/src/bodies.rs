@@ -56,6 +56,11 @@ impl Bodies {
         self.dir.join(format!("{day}.dat"))
     }
 
+    /// Whether bodies are kept at all.
+    pub fn kept(&self) -> bool {
+        self.retention_days.is_some()
+    }
+
     /// Keeps the body of record `index`, written at `time_ms`.
     pub fn put(&self, index: u64, time_ms: i64, body: &[u8]) -> Result<(), SsError> {
         if self.retention_days.is_none() || body.is_empty() {

@@ -50,6 +50,23 @@ impl Chain {
 
     /// The next header to sign, for `body` (empty for an end), and its encoding.
     pub fn next(&mut self, body: &[u8], time_unix_ms: i64, end: bool) -> Result<Vec<u8>, String> {
+        self.next_with(
+            (lintas_certs::sha256(body), body.len()),
+            time_unix_ms,
+            end,
+            None,
+        )
+    }
+
+    /// [`Chain::next`] for a body with hash `body_sha256` and length `body_len`, the
+    /// header carrying a REST answer's status and headers if `rest` is given.
+    pub fn next_with(
+        &mut self,
+        (body_sha256, body_len): ([u8; 32], usize),
+        time_unix_ms: i64,
+        end: bool,
+        rest: Option<lintas_proto::exchange::v1::RestResponse>,
+    ) -> Result<Vec<u8>, String> {
         if self.ended {
             return Err("the stream already ended in this direction".into());
         }
@@ -58,10 +75,11 @@ impl Chain {
             from_provider: self.from_provider,
             seq: self.seq,
             prev_sha256: self.prev.to_vec(),
-            body_sha256: lintas_certs::sha256(body).to_vec(),
-            body_len: body.len() as u64,
+            body_sha256: body_sha256.to_vec(),
+            body_len: body_len as u64,
             time_unix_ms,
             end,
+            rest,
         }
         .encode_to_vec();
         self.advance(&header, end);

@@ -53,6 +53,10 @@ pub struct SsConfig {
     /// Largest request or response message accepted.
     #[serde(default = "default_max_message")]
     pub max_message_bytes: usize,
+    /// Largest body of a REST call, each way: larger ones travel in signed chunks,
+    /// never whole in memory.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: u64,
     /// Largest difference between a request's signing time and this server's clock.
     #[serde(default = "default_skew")]
     pub clock_skew_secs: u64,
@@ -117,6 +121,7 @@ pub struct SsConfig {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub max_message_bytes: usize,
+    pub max_body_bytes: u64,
     pub clock_skew: std::time::Duration,
     pub app_timeout: std::time::Duration,
     pub connection_limits: lintas_transport::Limits,
@@ -126,6 +131,7 @@ impl Settings {
     pub fn of(c: &SsConfig) -> Self {
         Settings {
             max_message_bytes: c.max_message_bytes,
+            max_body_bytes: c.max_body_bytes,
             clock_skew: std::time::Duration::from_secs(c.clock_skew_secs),
             app_timeout: std::time::Duration::from_secs(c.app_timeout_secs),
             connection_limits: c.connection_limits,
@@ -150,6 +156,9 @@ fn default_poll() -> u64 {
 }
 fn default_max_message() -> usize {
     4 * 1024 * 1024
+}
+fn default_max_body() -> u64 {
+    1 << 30
 }
 fn default_skew() -> u64 {
     60
@@ -212,6 +221,7 @@ impl SsConfig {
             consumer_hostnames: default_consumer_hostnames(),
             conf_poll_secs: default_poll(),
             max_message_bytes: default_max_message(),
+            max_body_bytes: default_max_body(),
             clock_skew_secs: default_skew(),
             app_timeout_secs: default_app_timeout(),
             checkpoint_interval_ms: default_checkpoint_interval(),
@@ -268,6 +278,9 @@ impl SsConfig {
             (1024..=64 * 1024 * 1024).contains(&self.max_message_bytes),
             || "max_message_bytes must be between 1024 and 67108864".into(),
         );
+        p.check((1024..=1 << 40).contains(&self.max_body_bytes), || {
+            "max_body_bytes must be between 1024 and 1099511627776 (1 TiB)".into()
+        });
         p.check((1..=3600).contains(&self.clock_skew_secs), || {
             "clock_skew_secs must be between 1 and 3600".into()
         });

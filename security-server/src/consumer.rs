@@ -165,6 +165,7 @@ async fn streams(s: &Consumer, path: &str, provider: Option<&str>) -> bool {
 }
 
 mod stream;
+pub(crate) mod transfer;
 
 struct ConsumerCall {
     path: String,

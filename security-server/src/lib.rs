@@ -13,6 +13,7 @@ pub mod bodies;
 pub mod catalogue;
 pub mod chain;
 pub mod checkpoints;
+pub mod chunks;
 pub mod conf_view;
 pub mod config;
 mod consumer;

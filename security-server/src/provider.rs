@@ -152,21 +152,13 @@ async fn operational_data(opmon: &Arc<OpMon>, method: &MethodPath, body: Vec<u8>
 }
 
 /// Calls the application with the request body (or answers for this server).
-async fn call_app(
-    s: &Provider,
-    accepted: &Accepted,
-    body: Vec<u8>,
-    secrets: Vec<ex::SecretValue>,
-) -> AppAnswer {
+async fn call_app(s: &Provider, accepted: &Accepted, body: Vec<u8>) -> AppAnswer {
     let service = match &accepted.target {
         Target::App(service) => service,
         Target::OperationalData => {
             return operational_data(&s.outcomes.opmon, &accepted.method, body).await;
         }
     };
-    if let Some(request) = &accepted.header.rest {
-        return call_backend(s, accepted, service, request, body, &secrets).await;
-    }
     let channel = match s.apps.channel(service) {
         Ok(c) => c,
         Err(status) => return AppAnswer::server(status.code(), status.message()),
@@ -244,48 +236,6 @@ async fn call_app(
         }
         Ok(Err(a)) => a,
         Err(_) => late(),
-    }
-}
-
-/// Passes a REST call to the service's backend, with the X-Road headers that tell it
-/// who calls and why.
-async fn call_backend(
-    s: &Provider,
-    accepted: &Accepted,
-    service: &crate::access::ServiceEntry,
-    request: &ex::RestRequest,
-    body: Vec<u8>,
-    secrets: &[ex::SecretValue],
-) -> AppAnswer {
-    let h = &accepted.header;
-    // Checked with the request; checked again where the values are restored.
-    let headers = match crate::http_headers::to_map(&request.headers, secrets) {
-        Ok(h) => h,
-        Err(why) => return AppAnswer::server(Code::InvalidArgument, why),
-    };
-    let added = crate::http_headers::to_backend(h, &accepted.header_sha256);
-    let sent = s
-        .backends
-        .send(crate::backend::Send {
-            service,
-            request,
-            headers,
-            added,
-            body: bytes::Bytes::from(body),
-            timeout: s.settings.app_timeout,
-            max_answer_bytes: s.settings.max_message_bytes,
-        })
-        .await;
-    match sent {
-        Ok((rest, secrets, body)) => AppAnswer {
-            code: Code::Ok,
-            message: String::new(),
-            body: body.to_vec(),
-            by_server: false,
-            rest: Some(rest),
-            secrets,
-        },
-        Err(u) => AppAnswer::server(u.code, u.message),
     }
 }
 
@@ -448,10 +398,7 @@ async fn handle(
 
     s.recorder.keep_bodies(&[(request_record, &signed.body)]);
     let answer = progress
-        .time(
-            Stage::App,
-            call_app(&s, &accepted, signed.body, signed.secret_headers),
-        )
+        .time(Stage::App, call_app(&s, &accepted, signed.body))
         .await;
     let body_sha256 = lintas_certs::sha256(&answer.body).to_vec();
     let response = ex::ResponseHeader {
@@ -505,12 +452,13 @@ async fn handle(
         signature: Some(signature),
         signer_cert: s.own.sign_cert.clone(),
         body: answer.body,
-        secret_headers: answer.secrets,
+        ..Default::default()
     })
 }
 
 mod checks;
 mod stream;
+mod transfer;
 
 use checks::{Refusal, check};
 

@@ -92,6 +92,11 @@ impl Recorder {
         }
     }
 
+    /// Whether message bodies are kept beside their records.
+    pub fn keeps_bodies(&self) -> bool {
+        self.bodies.kept()
+    }
+
     /// Refuses calls once no time-stamp could be had for `timestamp_fail_closed_secs`.
     pub fn check_trusted_time(&self, side: ErrorSource) -> Result<(), Status> {
         let age = self

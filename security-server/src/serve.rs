@@ -117,7 +117,7 @@ pub async fn serve(
 
     // Room for the signed envelope around a maximal body.
     let envelope = server.settings.max_message_bytes + crate::envelope::ENVELOPE_MARGIN;
-    let provider_server = lintas_transport::grpc_server(limits)
+    let provider_server = lintas_transport::peer_grpc_server(limits)
         .add_service(health_service.clone())
         .add_service(
             ExchangeServer::new(crate::provider::ProviderService(server.provider.clone()))

@@ -30,6 +30,22 @@ pub fn grpc_server(limits: &Limits) -> tonic::transport::Server {
         .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS))
 }
 
+/// HTTP/2 flow-control windows between security servers: a stream may have this many
+/// bytes in flight before the receiver makes room (room for a whole body chunk and its
+/// signed header, so a chunk crosses in one round trip), and a connection twice that.
+/// Only registered security servers reach the provider port (mutual TLS), so the
+/// memory a connection can fill stays bounded by the connection window.
+pub const PEER_STREAM_WINDOW: u32 = 2 << 20;
+pub const PEER_CONNECTION_WINDOW: u32 = 4 << 20;
+
+/// [`grpc_server`] for the provider port, with the larger windows between security
+/// servers.
+pub fn peer_grpc_server(limits: &Limits) -> tonic::transport::Server {
+    grpc_server(limits)
+        .initial_stream_window_size(Some(PEER_STREAM_WINDOW))
+        .initial_connection_window_size(Some(PEER_CONNECTION_WINDOW))
+}
+
 /// Longest a plain HTTP request may take to send its headers.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -15,7 +15,7 @@ mod http;
 pub mod rate;
 mod raw;
 pub use admission::{Admission, Conn, Limits, Refusal};
-pub use http::{grpc_server, serve_http};
+pub use http::{grpc_server, peer_grpc_server, serve_http};
 pub use raw::RawCodec;
 
 use hyper_util::rt::TokioIo;
@@ -495,7 +495,9 @@ pub fn channel_to_any(urls: &[&str], config: Arc<ClientConfig>) -> Result<Channe
             why: e.to_string(),
         })?
         .connect_timeout(CONNECT_TIMEOUT * targets.len() as u32)
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        .initial_stream_window_size(http::PEER_STREAM_WINDOW)
+        .initial_connection_window_size(http::PEER_CONNECTION_WINDOW);
     let connector = TlsConnector::from(config);
     let targets = Arc::new(targets);
     let connect = tower::service_fn(move |_: Uri| {

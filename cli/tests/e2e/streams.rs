@@ -401,7 +401,7 @@ impl RawStream {
             frame: Some(ex::stream_frame::Frame::Message(ex::SignedMessage {
                 header,
                 signature: Some(signature),
-                body: body.to_vec(),
+                body: Bytes::copy_from_slice(body),
                 ..Default::default()
             })),
         };

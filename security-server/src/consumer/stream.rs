@@ -77,21 +77,21 @@ pub(crate) fn grpc_timeout(value: &str) -> Option<Duration> {
 }
 
 /// What both directions of one stream share.
-struct Open {
-    s: Arc<Consumer>,
-    ctx: envelope::Context,
-    target: Entry,
-    conf: Arc<VerifiedConf>,
-    provider: SubsystemId,
-    request_hash: [u8; 32],
+pub(super) struct Open {
+    pub(super) s: Arc<Consumer>,
+    pub(super) ctx: envelope::Context,
+    pub(super) target: Entry,
+    pub(super) conf: Arc<VerifiedConf>,
+    pub(super) provider: SubsystemId,
+    pub(super) request_hash: [u8; 32],
     /// The hash of this side's end message, once sent.
-    request_end: std::sync::Mutex<Option<[u8; 32]>>,
+    pub(super) request_end: std::sync::Mutex<Option<[u8; 32]>>,
     /// The client's messages sent so far.
-    sent: std::sync::atomic::AtomicU64,
+    pub(super) sent: std::sync::atomic::AtomicU64,
     /// Why this server stopped sending the client's messages, if it failed to.
-    uplink_failed: std::sync::Mutex<Option<Status>>,
+    pub(super) uplink_failed: std::sync::Mutex<Option<Status>>,
     /// When the client's deadline passes.
-    deadline: Option<tokio::time::Instant>,
+    pub(super) deadline: Option<tokio::time::Instant>,
 }
 
 /// How long after the client's deadline the provider's signed close is awaited before
@@ -108,13 +108,11 @@ async fn open(
     incoming: Streaming<Bytes>,
     ticket: Option<lintas_transport::admission::Ticket>,
 ) -> Result<Messages, Status> {
-    let side = ErrorSource::ConsumerServer;
     let (conf, order) = targets(&s, &call).await?;
     let target = order
         .into_iter()
         .next()
         .ok_or_else(|| consumer_error(Code::NotFound, "no server to call"))?;
-    let pin = crate::attempt::pin_of(&target)?;
     let header = ex::RequestHeader {
         body_sha256: lintas_certs::sha256(b"").to_vec(),
         stream: true,
@@ -122,8 +120,48 @@ async fn open(
             .map(|d| s.recorder.now_ms().saturating_add(d.as_millis() as i64))
             .unwrap_or(0),
         ..crate::attempt::request_header(&s, &call, &conf, &target)
-    }
-    .encode_to_vec();
+    };
+    let opening = ex::SignedRequest::default();
+    let Opened {
+        open,
+        to_provider,
+        answers,
+    } = connect(&s, &call, conf, target, header, opening, deadline)
+        .await
+        .map_err(|f| f.status)?;
+    tokio::spawn(uplink(open.clone(), incoming, to_provider));
+    let (to_client, messages) = mpsc::channel(BUFFER);
+    tokio::spawn(async move {
+        let _ticket = ticket;
+        downlink(open, call, answers, to_client).await;
+    });
+    Ok(Box::pin(ReceiverStream::new(messages)))
+}
+
+/// A stream opened on a provider's server: what both directions share, where the
+/// client's frames go, and the provider's frames.
+pub(super) struct Opened {
+    pub open: Arc<Open>,
+    pub to_provider: mpsc::Sender<ex::StreamFrame>,
+    pub answers: Streaming<ex::StreamFrame>,
+}
+
+/// Signs `header` (for `target`) and records it, then opens `Exchange.Stream` on the
+/// target with it (`opening` gives its body and credential values). A failure is
+/// recorded, and says whether another server may be tried.
+pub(super) async fn connect(
+    s: &Arc<Consumer>,
+    call: &Call,
+    conf: Arc<VerifiedConf>,
+    target: Entry,
+    header: ex::RequestHeader,
+    opening: ex::SignedRequest,
+    deadline: Option<Duration>,
+) -> Result<Opened, crate::attempt::Failed> {
+    let side = ErrorSource::ConsumerServer;
+    let pin = crate::attempt::pin_of(&target)?;
+    let (body_sha256, body_len) = (header.body_sha256.clone(), header.body_len);
+    let header = header.encode_to_vec();
     let request_hash = lintas_certs::sha256(&header);
     let signature = s
         .own
@@ -140,7 +178,8 @@ async fn open(
         peer_cert_sha256: pin.to_vec(),
         trace_id: call.trace.trace_id().to_owned(),
     };
-    s.recorder
+    let index = s
+        .recorder
         .record(
             ctx.record(
                 RecordKind::RequestSent,
@@ -148,14 +187,15 @@ async fn open(
                 &header,
                 Some(&signature),
                 &s.own.sign_cert,
-                &lintas_certs::sha256(b""),
-                0,
+                &body_sha256,
+                body_len,
                 Code::Ok,
                 "",
             ),
             side,
         )
         .await?;
+    s.recorder.keep_bodies(&[(index, &opening.body)]);
     let open = Arc::new(Open {
         s: s.clone(),
         ctx,
@@ -168,11 +208,15 @@ async fn open(
         uplink_failed: std::sync::Mutex::new(None),
         deadline: deadline.map(|d| tokio::time::Instant::now() + d),
     });
-    let failed = |status: Status| {
+    let failed = |status: Status, outcome: crate::select::Outcome| {
         let open = open.clone();
         async move {
             record_failure(&open, None, &status).await;
-            status
+            crate::attempt::Failed {
+                retry: crate::attempt::retryable(outcome, status.code()),
+                status,
+                request_hash,
+            }
         }
     };
     let channel = match s.peers.channel(
@@ -182,9 +226,9 @@ async fn open(
         (&s.own.tls_cert, &s.own.tls_key),
     ) {
         Ok(c) => c,
-        Err(st) => return Err(failed(st).await),
+        Err(st) => return Err(failed(st, crate::select::Outcome::NotSent).await),
     };
-    let limit = s.settings.max_message_bytes + envelope::ENVELOPE_MARGIN;
+    let limit = s.settings.max_message_bytes.max(crate::chunks::CHUNK) + envelope::ENVELOPE_MARGIN;
     let mut peer = ex::exchange_client::ExchangeClient::new(channel)
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
@@ -194,8 +238,7 @@ async fn open(
             header,
             signature: Some(signature),
             signer_cert: s.own.sign_cert.clone(),
-            body: Vec::new(),
-            ..Default::default()
+            ..opening
         })),
     };
     // Room for it: the channel is new.
@@ -211,6 +254,12 @@ async fn open(
         Ok(_) => crate::select::Outcome::Answered,
         Err(st) if lintas_transport::connect_failed(st) => crate::select::Outcome::NotSent,
         Err(st) if std::error::Error::source(st).is_some() => crate::select::Outcome::Lost,
+        Err(st)
+            if crate::errors::was_not_delivered(st)
+                && matches!(st.code(), Code::Unavailable | Code::ResourceExhausted) =>
+        {
+            crate::select::Outcome::NotSent
+        }
         Err(_) => crate::select::Outcome::Answered,
     };
     s.selector.report(
@@ -219,8 +268,12 @@ async fn open(
         started.elapsed(),
         std::time::Instant::now(),
     );
-    let answers = match opened {
-        Ok(r) => r.into_inner(),
+    match opened {
+        Ok(r) => Ok(Opened {
+            open,
+            to_provider,
+            answers: r.into_inner(),
+        }),
         Err(st) => {
             let status = if std::error::Error::source(&st).is_some() {
                 consumer_error(
@@ -241,20 +294,13 @@ async fn open(
                 }
                 passed
             };
-            return Err(failed(status).await);
+            Err(failed(status, outcome).await)
         }
-    };
-    tokio::spawn(uplink(open.clone(), incoming, to_provider));
-    let (to_client, messages) = mpsc::channel(BUFFER);
-    tokio::spawn(async move {
-        let _ticket = ticket;
-        downlink(open, call, answers, to_client).await;
-    });
-    Ok(Box::pin(ReceiverStream::new(messages)))
+    }
 }
 
 /// Records why a stream failed (with the peer's frame, if one was refused).
-async fn record_failure(open: &Open, refused: Option<&[u8]>, status: &Status) {
+pub(super) async fn record_failure(open: &Open, refused: Option<&[u8]>, status: &Status) {
     let s = &open.s;
     let header = refused
         .filter(|h| h.len() <= envelope::MAX_HEADER_BYTES)
@@ -426,7 +472,7 @@ async fn downlink(
                     break Err((st, None));
                 }
                 bytes_in += m.body.len();
-                if to_client.send(Ok(Bytes::from(m.body))).await.is_err() {
+                if to_client.send(Ok(m.body)).await.is_err() {
                     break Err((
                         consumer_error(Code::Cancelled, "the client went away during the stream"),
                         None,
@@ -526,7 +572,7 @@ async fn downlink(
 }
 
 /// A header signed by the provider's member with a certificate listed for its server.
-fn verify(
+pub(super) fn verify(
     open: &Open,
     cert: &[u8],
     domain: &str,
@@ -552,7 +598,7 @@ fn verify(
 
 /// The signed close: by the provider, bound to the request, naming the last message
 /// this side received and the end this side sent (when the provider had it).
-fn closed(
+pub(super) fn closed(
     open: &Open,
     chain: &Chain,
     close: &ex::SignedResponse,

@@ -42,6 +42,41 @@ fn refuse_unless_newer_conf(code: Code, message: impl Into<String>) -> Refusal {
     }
 }
 
+/// What travels how: a unary gRPC call on `Exchange.Call` with its body; on
+/// `Exchange.Stream` (`via_stream`) a gRPC stream (no body: its messages follow) or a
+/// REST call, whose body is in the opening request or, `chunked`, follows in messages.
+fn shape(
+    header: &ex::RequestHeader,
+    signed: &ex::SignedRequest,
+    via_stream: bool,
+) -> Result<(), Refusal> {
+    let invalid = |why: &str| Err(refuse(Code::InvalidArgument, why.to_owned()));
+    let rest = header.rest.is_some();
+    if header.stream && rest {
+        return invalid("a REST call is not a stream");
+    }
+    if header.stream && !via_stream {
+        return invalid("a request header marked as a stream must open Exchange.Stream");
+    }
+    if rest && !via_stream {
+        return invalid("a REST call opens Exchange.Stream");
+    }
+    if via_stream && !header.stream && !rest {
+        return invalid("a stream must open with a request header marked as a stream");
+    }
+    if header.chunked && !rest {
+        return invalid("only a REST call's body comes in chunks");
+    }
+    if (header.stream || header.chunked) && (header.body_len != 0 || !signed.body.is_empty()) {
+        return invalid(if header.stream {
+            "a stream opens without a body: its messages follow"
+        } else {
+            "a chunked body follows the opening request: it carries none"
+        });
+    }
+    Ok(())
+}
+
 pub(super) fn check(
     s: &Provider,
     peer_hash: Option<[u8; 32]>,
@@ -68,25 +103,7 @@ pub(super) fn check(
         .client
         .parse()
         .map_err(|e| refuse(Code::InvalidArgument, format!("client: {e}")))?;
-    if header.stream != streaming {
-        return Err(refuse(
-            Code::InvalidArgument,
-            if streaming {
-                "a stream must open with a request header marked as a stream"
-            } else {
-                "a request header marked as a stream must open Exchange.Stream"
-            },
-        ));
-    }
-    if header.stream && (header.body_len != 0 || !signed.body.is_empty()) {
-        return Err(refuse(
-            Code::InvalidArgument,
-            "a stream opens without a body: its messages follow",
-        ));
-    }
-    if header.stream && header.rest.is_some() {
-        return Err(refuse(Code::InvalidArgument, "a REST call is not a stream"));
-    }
+    shape(&header, signed, streaming)?;
 
     // 1. Configuration fresh (and kept as evidence). 1b. Trusted time: a server that
     // could not have its log time-stamped for too long fails closed.
@@ -251,7 +268,7 @@ pub(super) fn check(
                 format!("{client} is not allowed to call {method} of {provider}"),
             ));
         }
-        if streaming {
+        if header.stream {
             return Err(refuse(
                 Code::Unimplemented,
                 format!("{method} is not a streaming method"),
@@ -346,6 +363,79 @@ fn check_rest<'a>(
                 ));
             }
             Ok(Some(&r.path))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// stream, rest, chunked, body, via Exchange.Stream, refused with.
+    type Case = (
+        bool,
+        Option<ex::RestRequest>,
+        bool,
+        &'static [u8],
+        bool,
+        Option<&'static str>,
+    );
+
+    #[test]
+    fn what_travels_how_is_one_decision() {
+        let rest = || Some(ex::RestRequest::default());
+        let cases: Vec<Case> = vec![
+            (false, None, false, b"x", false, None),
+            (false, None, false, b"x", true, Some("marked as a stream")),
+            (true, None, false, b"", true, None),
+            (
+                true,
+                None,
+                false,
+                b"",
+                false,
+                Some("must open Exchange.Stream"),
+            ),
+            (true, None, false, b"x", true, Some("opens without a body")),
+            (false, rest(), false, b"x", true, None),
+            (false, rest(), true, b"", true, None),
+            (false, rest(), true, b"x", true, Some("carries none")),
+            (
+                false,
+                rest(),
+                false,
+                b"x",
+                false,
+                Some("REST call opens Exchange.Stream"),
+            ),
+            (true, rest(), false, b"", true, Some("not a stream")),
+            (
+                false,
+                None,
+                true,
+                b"",
+                false,
+                Some("only a REST call's body"),
+            ),
+        ];
+        for (stream, rest, chunked, body, via_stream, refused) in cases {
+            let header = ex::RequestHeader {
+                stream,
+                rest,
+                chunked,
+                body_len: body.len() as u64,
+                ..Default::default()
+            };
+            let signed = ex::SignedRequest {
+                body: body.to_vec(),
+                ..Default::default()
+            };
+            let got = shape(&header, &signed, via_stream).err().map(|r| r.message);
+            match (refused, &got) {
+                (None, None) => {}
+                (Some(want), Some(message)) if message.contains(want) => {}
+                _ => panic!("{header:?} via_stream {via_stream}: {got:?}, wanted {refused:?}"),
+            }
         }
     }
 }

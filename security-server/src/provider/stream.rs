@@ -22,22 +22,22 @@ pub(super) type Frames =
     Pin<Box<dyn tokio_stream::Stream<Item = Result<ex::StreamFrame, Status>> + Send>>;
 
 /// Messages buffered in each direction; HTTP/2 flow control holds back the rest.
-const BUFFER: usize = 4;
+pub(super) const BUFFER: usize = 4;
 
-fn protocol(message: impl Into<String>) -> Status {
+pub(super) fn protocol(message: impl Into<String>) -> Status {
     error(Code::InvalidArgument, ErrorSource::ProviderServer, message)
 }
 
 /// What both directions of one stream share.
-struct Open {
-    s: Arc<Provider>,
-    ctx: Context,
-    request_hash: [u8; 32],
-    request_record: u64,
-    accepted: Accepted,
+pub(super) struct Open {
+    pub(super) s: Arc<Provider>,
+    pub(super) ctx: Context,
+    pub(super) request_hash: [u8; 32],
+    pub(super) request_record: u64,
+    pub(super) accepted: Accepted,
     /// The client's messages received so far: their number and the last one's header
     /// hash, and the end message's once received. The close names them.
-    received: Mutex<Received>,
+    pub(super) received: Mutex<Received>,
     /// The configuration the stream was opened under, and the signing certificates it
     /// lists for the consumer's server: the client's messages are checked against them.
     conf: Arc<lintas_globalconf::VerifiedConf>,
@@ -45,14 +45,14 @@ struct Open {
 }
 
 #[derive(Default)]
-struct Received {
-    messages: u64,
-    last: Option<[u8; 32]>,
-    end: Option<[u8; 32]>,
+pub(super) struct Received {
+    pub(super) messages: u64,
+    pub(super) last: Option<[u8; 32]>,
+    pub(super) end: Option<[u8; 32]>,
 }
 
 /// How long the signed close waits for a consumer's server that does not read.
-const CLOSE_WAIT: Duration = Duration::from_secs(10);
+pub(super) const CLOSE_WAIT: Duration = Duration::from_secs(10);
 
 /// Checks the opening request and starts both directions; the frames to answer with.
 pub(super) async fn open(
@@ -93,7 +93,7 @@ pub(super) async fn open(
                 signed.signature.as_ref(),
                 &signed.signer_cert,
                 &accepted.header.body_sha256,
-                0,
+                accepted.header.body_len,
                 Code::Ok,
                 "",
             ),
@@ -120,6 +120,11 @@ pub(super) async fn open(
         accepted,
         received: Mutex::default(),
     });
+    if open.accepted.header.rest.is_some() {
+        return Ok(super::transfer::start(
+            open, signed, incoming, ticket, progress,
+        ));
+    }
     let (to_app, from_consumer) = mpsc::channel::<Bytes>(BUFFER);
     let (to_consumer, frames) = mpsc::channel(BUFFER);
     let (abort, aborted) = oneshot::channel::<Status>();
@@ -129,6 +134,7 @@ pub(super) async fn open(
         incoming,
         to_app,
         abort,
+        0,
     ));
     tokio::spawn(async move {
         let _ticket = ticket;
@@ -160,16 +166,21 @@ pub(super) async fn open(
 }
 
 /// The client's messages: verified, chained, recorded, then handed to the application.
-/// A message that does not verify ends the call (`abort`).
-async fn uplink(
+/// A message that does not verify ends the call (`abort`). With `pending` above zero
+/// (a body's chunks), a message is handed on while its record is written, at most
+/// `pending` records waiting, and the end only once every record is durable; with zero
+/// (a stream's messages), each only once its record is durable.
+pub(super) async fn uplink(
     open: Arc<Open>,
     signer_cert: Vec<u8>,
     mut incoming: Streaming<ex::StreamFrame>,
     to_app: mpsc::Sender<Bytes>,
     abort: oneshot::Sender<Status>,
+    pending: usize,
 ) {
     let s = &open.s;
     let mut chain = Chain::new(open.request_hash, false);
+    let mut waiting = std::collections::VecDeque::new();
     let failed = loop {
         let frame = match incoming.message().await {
             Ok(Some(f)) => f,
@@ -214,16 +225,28 @@ async fn uplink(
         if let Err(st) = still_allowed(&open) {
             break Some(st);
         }
-        let recorded = crate::messages::record_received(
+        let durable = match crate::messages::record_received_soon(
             &s.recorder,
             &open.ctx,
             &m,
             &header,
             &signer_cert,
             ErrorSource::ProviderServer,
-        )
-        .await;
-        if let Err(st) = recorded {
+        ) {
+            Ok(d) => d,
+            Err(st) => break Some(st),
+        };
+        waiting.push_back(durable);
+        let mut durable_failed = None;
+        while waiting.len() > pending || (header.end && !waiting.is_empty()) {
+            if let Some(oldest) = waiting.pop_front()
+                && let Err(st) = oldest.await
+            {
+                durable_failed = Some(st);
+                break;
+            }
+        }
+        if let Some(st) = durable_failed {
             break Some(st);
         }
         {
@@ -239,7 +262,7 @@ async fn uplink(
             // Dropping the sender ends the application's request stream.
             break None;
         }
-        if to_app.send(Bytes::from(m.body)).await.is_err() {
+        if to_app.send(m.body).await.is_err() {
             // The application's call ended; nothing more goes to it.
             break None;
         }
@@ -265,8 +288,9 @@ fn still_allowed(open: &Open) -> Result<(), Status> {
         .parse()
         .map_err(|e| refused(format!("service provider: {e}")))?;
     let a = &open.accepted;
+    let path = a.header.rest.as_ref().map(|r| r.path.as_str());
     if s.access
-        .allowed(&conf, &a.client, &provider, &a.method, None)
+        .allowed(&conf, &a.client, &provider, &a.method, path)
     {
         Ok(())
     } else {

@@ -76,7 +76,26 @@ pub(super) async fn call(
             )
         });
     }
-    let body = read_body(s, req.into_body()).await?;
+    // A body announced larger than the limit is refused before any of it is read.
+    let max = s.consumer.settings.max_body_bytes;
+    if let Some(len) = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|len| *len > max)
+    {
+        return Err(Failure {
+            http: StatusCode::PAYLOAD_TOO_LARGE,
+            ..Failure::client(
+                "BadRequest",
+                format!(
+                    "the request body has {len} bytes; at most {max} are carried (max_body_bytes)"
+                ),
+            )
+        });
+    }
+    let upload = first_chunk(s, req.into_body()).await?;
     let call = Call {
         client: client.clone(),
         provider: provider.clone(),
@@ -93,9 +112,16 @@ pub(super) async fn call(
         represented_party,
         server,
     };
-    let answer = call_provider(&s.consumer, call, body)
+    let answered = crate::consumer::transfer::call(&s.consumer, call, upload)
         .await
-        .map_err(|st| Failure::from_status(&st, &message_id))?;
+        .map_err(|st| match crate::errors::reason_of(&st) {
+            Some(crate::consumer::transfer::BODY_TOO_LARGE) => Failure {
+                http: StatusCode::PAYLOAD_TOO_LARGE,
+                ..Failure::client("BadRequest", st.message())
+            },
+            _ => Failure::from_status(&st, &message_id),
+        })?;
+    let answer = &answered.answer;
     let rest = answer.rest.clone().unwrap_or_default();
     // A final status: an informational one (1xx) would change what the connection is.
     let status = u16::try_from(rest.status)
@@ -119,17 +145,57 @@ pub(super) async fn call(
                 bus: true,
             }
         })?;
-    let mut r = Response::new(Body::from(answer.body.clone()));
+    let mut r = Response::new(Body::empty());
     *r.status_mut() = status;
     *r.headers_mut() = headers;
     answer_headers(
         r.headers_mut(),
-        &answer,
+        answer,
         &client,
         &format!("{provider}/{service}"),
         &trace,
     );
+    *r.body_mut() = answered.body;
     Ok(r)
+}
+
+/// The request body's first chunk (or the whole of a small body), within the request
+/// deadline and the body limit; the rest is read as the call goes.
+async fn first_chunk(
+    s: &Rest,
+    mut body: Body,
+) -> Result<crate::consumer::transfer::Upload, Failure> {
+    let settings = &s.consumer.settings;
+    let mut first = bytes::BytesMut::new();
+    let mut read = crate::chunks::Progress::default();
+    crate::chunks::fill(
+        &mut body,
+        &mut first,
+        &mut read,
+        settings.connection_limits.request_timeout(),
+        settings.max_body_bytes,
+        false,
+    )
+    .await
+    .map_err(|why| {
+        let http = match why {
+            crate::chunks::Unread::Slow(_) => StatusCode::REQUEST_TIMEOUT,
+            crate::chunks::Unread::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            crate::chunks::Unread::Broken(_) => StatusCode::BAD_REQUEST,
+        };
+        Failure {
+            http,
+            ..Failure::client(
+                "BadRequest",
+                crate::consumer::transfer::unread(why).message().to_owned(),
+            )
+        }
+    })?;
+    Ok(crate::consumer::transfer::Upload {
+        first,
+        read,
+        rest: body,
+    })
 }
 
 /// `X-Road-Represented-Party: [CLASS/]CODE`, the party the client acts for.

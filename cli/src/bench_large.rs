@@ -1,0 +1,400 @@
+//! `lintas bench --large`: one large body through a REST service, up and down, directly
+//! to the backend and through the bus (consumer security server → provider security
+//! server → backend), on this machine. The two security servers run as their own
+//! processes (`lintas ss serve`), so each one's peak memory can be read; the registry,
+//! the backend and the client run in this one. Bodies are generated and counted as they
+//! stream, never held whole anywhere.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use lintas_proto::registry::v1 as pb;
+use tokio::net::TcpListener;
+
+const PROVIDER: &str = "ID/GOV/BERKAS/SS1";
+const PROVIDER_CLIENT: &str = "ID/GOV/BERKAS/ARSIP";
+const CONSUMER: &str = "ID/GOV/PEMOHON/SS1";
+const CONSUMER_CLIENT: &str = "ID/GOV/PEMOHON/APP";
+const SERVICE: &str = "berkas";
+/// Pieces the client sends and the backend answers in.
+const PIECE: usize = 64 * 1024;
+
+type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+/// A security server running as its own process.
+struct Process {
+    child: Child,
+    config: PathBuf,
+    ops_port: u16,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Process {
+    /// CPU seconds the process has used (user and system).
+    fn cpu_secs(&self) -> Result<f64> {
+        crate::bench_scale::cpu_of(self.child.id())
+    }
+
+    /// Peak and current resident memory, MiB (`VmHWM`, `VmRSS`).
+    fn memory(&self) -> Result<(f64, f64)> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .context("reading the server's /proc status")?;
+        let kib = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        Ok((kib("VmHWM:") / 1024.0, kib("VmRSS:") / 1024.0))
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// `lintas ARGS` with this binary, which must succeed.
+fn lintas(args: &[&str]) -> Result<()> {
+    let out = Command::new(std::env::current_exe()?)
+        .args(args)
+        .output()
+        .context("running lintas")?;
+    if !out.status.success() {
+        bail!(
+            "lintas {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+pub async fn run(mib: u64) -> Result<()> {
+    if mib == 0 {
+        bail!("--size must be at least 1 MiB");
+    }
+    let temp = tempfile::tempdir().context("creating a temporary directory")?;
+    let mut running = crate::network::Running::default();
+    let result = measure(temp.path(), mib << 20, &mut running).await;
+    running.stop().await?;
+    result
+}
+
+async fn measure(root: &Path, size: u64, running: &mut crate::network::Running) -> Result<()> {
+    let (report, config) = crate::network::start_registry(root, running).await?;
+    let mut admin = lintas_registry::admin::connect(&report.admin_dir, &config.public_url)?;
+
+    // The backend, in this process: it counts what it is sent and streams what it is
+    // asked for.
+    let backend = TcpListener::bind("127.0.0.1:0").await?;
+    let backend_url = format!("http://{}", backend.local_addr()?);
+    let stop = running.stopper();
+    running.tasks.push(tokio::spawn(async move {
+        axum::serve(backend, files())
+            .with_graceful_shutdown(stop)
+            .await
+            .context("backend")
+    }));
+
+    // Two members enrol with tokens; each server then runs as its own process.
+    let mut servers = Vec::new();
+    let mut consumer_url = String::new();
+    for (id, client) in [(PROVIDER, PROVIDER_CLIENT), (CONSUMER, CONSUMER_CLIENT)] {
+        let (consumer_port, ops_port) = (free_port()?, free_port()?);
+        let member = crate::network::new_server_edited(
+            root,
+            &report.anchor_path,
+            id,
+            &[client],
+            "bench",
+            |c| {
+                c.consumer_listen = ([127, 0, 0, 1], consumer_port).into();
+                c.ops_listen = ([127, 0, 0, 1], ops_port).into();
+                c.provider_listen = ([127, 0, 0, 1], c.address.port()).into();
+                c.dev_plaintext_loopback = true;
+            },
+        )
+        .await?;
+        let token = admin
+            .create_enrolment_token(pb::CreateEnrolmentTokenRequest {
+                server_id: id.into(),
+                ttl_seconds: 600,
+            })
+            .await?
+            .into_inner()
+            .token;
+        member.node.register(Some(&token)).await?;
+        let config = member.node.paths.0.join("ss.toml");
+        let log = std::fs::File::create(member.node.paths.0.join("server.log"))?;
+        // The provider endpoint's port is the child's to bind now.
+        drop(member);
+        let child = Command::new(std::env::current_exe()?)
+            .args(["ss", "serve", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting a security server")?;
+        let server = Process {
+            child,
+            config,
+            ops_port,
+        };
+        ready(ops_port).await?;
+        if id == CONSUMER {
+            consumer_url = format!("http://127.0.0.1:{consumer_port}");
+        }
+        servers.push(server);
+    }
+    let provider_config = servers[0].config.display().to_string();
+    lintas(&[
+        "ss",
+        "service",
+        "add",
+        PROVIDER_CLIENT,
+        SERVICE,
+        "--rest",
+        "--endpoint",
+        &backend_url,
+        "--config",
+        &provider_config,
+    ])?;
+    lintas(&[
+        "ss",
+        "acl",
+        "grant",
+        PROVIDER_CLIENT,
+        SERVICE,
+        CONSUMER_CLIENT,
+        "--config",
+        &provider_config,
+    ])?;
+
+    let client: Client<HttpConnector, Body> = Client::builder(TokioExecutor::new()).build_http();
+    let bus = format!("{consumer_url}/r1/{PROVIDER_CLIENT}/{SERVICE}");
+    // The service was published a moment ago: the first call may wait for the
+    // configuration that lists it.
+    let mut tries = 0;
+    while download(&client, &bus, 1024).await.is_err() {
+        tries += 1;
+        if tries > 100 {
+            bail!("the service never became callable through the bus");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (idle_provider, idle_consumer) = (servers[0].memory()?.1, servers[1].memory()?.1);
+
+    println!(
+        "lintas bench --large: {} MiB up (POST) and down (GET) through a REST service; through the bus every 1 MiB chunk is hashed, signed and recorded durably on both servers (consumer endpoint in development mode: plaintext loopback)",
+        size >> 20
+    );
+    println!(
+        "{:<8} {:<10} {:>9} {:>10} {:>18} {:>22}",
+        "path", "direction", "seconds", "MiB/s", "records/flush", "CPU s consumer/provider"
+    );
+    let mut rates = Vec::new();
+    for (name, base) in [("direct", backend_url.as_str()), ("bus", bus.as_str())] {
+        for direction in ["up", "down"] {
+            let before = log_counters(&client, &servers).await?;
+            let cpu_before = (servers[1].cpu_secs()?, servers[0].cpu_secs()?);
+            let started = Instant::now();
+            let moved = match direction {
+                "up" => upload(&client, base, size).await?,
+                _ => download(&client, base, size).await?,
+            };
+            if moved != size {
+                bail!("{name} {direction}: {moved} bytes arrived of {size}");
+            }
+            let secs = started.elapsed().as_secs_f64();
+            let rate = (size >> 20) as f64 / secs;
+            let after = log_counters(&client, &servers).await?;
+            let cpu = format!(
+                "{:.2} / {:.2}",
+                servers[1].cpu_secs()? - cpu_before.0,
+                servers[0].cpu_secs()? - cpu_before.1
+            );
+            let per_flush = match after[1] - before[1] {
+                0 => "-".to_owned(),
+                flushes => format!("{} / {flushes}", after[0] - before[0]),
+            };
+            println!(
+                "{name:<8} {direction:<10} {secs:>9.2} {rate:>10.0} {per_flush:>18} {cpu:>22}"
+            );
+            rates.push(rate);
+        }
+    }
+    println!(
+        "bus/direct throughput: {:.2} up, {:.2} down",
+        rates[2] / rates[0],
+        rates[3] / rates[1]
+    );
+    // The floor under the bus's cost: every byte is hashed once at each server.
+    let block = vec![0x5au8; 64 << 20];
+    let started = Instant::now();
+    for _ in 0..4 {
+        std::hint::black_box(lintas_certs::sha256(&block));
+    }
+    println!(
+        "SHA-256 on this machine, one core: {:.0} MiB/s (each server hashes every byte once)",
+        256.0 / started.elapsed().as_secs_f64()
+    );
+    for (name, server, idle) in [
+        ("provider", &servers[0], idle_provider),
+        ("consumer", &servers[1], idle_consumer),
+    ] {
+        let (peak, now) = server.memory()?;
+        println!(
+            "{name} security server: peak RSS {peak:.0} MiB (after start-up {idle:.0} MiB, now {now:.0} MiB)"
+        );
+    }
+    Ok(())
+}
+
+/// Records and synced batches of both servers' logs, from their metrics.
+async fn log_counters(
+    client: &Client<HttpConnector, Body>,
+    servers: &[Process],
+) -> Result<[u64; 2]> {
+    let mut sums = [0u64; 2];
+    for server in servers {
+        let url: hyper::Uri = format!("http://127.0.0.1:{}/metrics", server.ops_port).parse()?;
+        let text = client
+            .get(url)
+            .await?
+            .into_body()
+            .collect()
+            .await?
+            .to_bytes();
+        for line in String::from_utf8_lossy(&text).lines() {
+            for (i, name) in ["lintas_log_records ", "lintas_log_flushes_total "]
+                .iter()
+                .enumerate()
+            {
+                if let Some(v) = line.strip_prefix(name) {
+                    sums[i] += v.trim().parse::<f64>().unwrap_or(0.0) as u64;
+                }
+            }
+        }
+    }
+    Ok(sums)
+}
+
+/// Waits, bounded, until a server's operations listener answers `/readyz` with 200.
+async fn ready(ops_port: u16) -> Result<()> {
+    let client: Client<HttpConnector, Body> = Client::builder(TokioExecutor::new()).build_http();
+    let url: hyper::Uri = format!("http://127.0.0.1:{ops_port}/readyz").parse()?;
+    for _ in 0..300 {
+        if let Ok(r) = client.get(url.clone()).await
+            && r.status().is_success()
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("a security server did not become ready within 30 s (see server.log in its directory)")
+}
+
+fn request(method: hyper::Method, url: &str, body: Body) -> Result<hyper::Request<Body>> {
+    Ok(hyper::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("X-Road-Client", CONSUMER_CLIENT)
+        .body(body)?)
+}
+
+/// POSTs `size` generated bytes to `base/files`; the bytes the backend counted.
+async fn upload(client: &Client<HttpConnector, Body>, base: &str, size: u64) -> Result<u64> {
+    let pieces = (0..size).step_by(PIECE).map(move |start| {
+        let n = (size - start).min(PIECE as u64) as usize;
+        Ok::<_, std::io::Error>(Frame::data(Bytes::from(vec![0x5a; n])))
+    });
+    let body = StreamBody::new(tokio_stream::iter(pieces)).boxed();
+    let r = client
+        .request(request(
+            hyper::Method::POST,
+            &format!("{base}/files"),
+            body,
+        )?)
+        .await?;
+    let status = r.status();
+    let text = r.into_body().collect().await?.to_bytes();
+    if !status.is_success() {
+        bail!(
+            "upload answered {status}: {}",
+            String::from_utf8_lossy(&text)
+        );
+    }
+    Ok(String::from_utf8_lossy(&text).trim().parse()?)
+}
+
+/// GETs `base/files/SIZE`; the bytes that arrived.
+async fn download(client: &Client<HttpConnector, Body>, base: &str, size: u64) -> Result<u64> {
+    let empty = http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed();
+    let r = client
+        .request(request(
+            hyper::Method::GET,
+            &format!("{base}/files/{size}"),
+            empty,
+        )?)
+        .await?;
+    if !r.status().is_success() {
+        bail!("download answered {}", r.status());
+    }
+    let mut body = r.into_body();
+    let mut n = 0;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            n += data.len() as u64;
+        }
+    }
+    Ok(n)
+}
+
+/// The backend: `POST /files` answers how many bytes it received; `GET /files/N`
+/// streams N bytes.
+fn files() -> axum::Router {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route(
+            "/files",
+            post(|body: axum::body::Body| async move {
+                let mut stream = body.into_data_stream();
+                let mut n = 0u64;
+                while let Some(Ok(data)) = tokio_stream::StreamExt::next(&mut stream).await {
+                    n += data.len() as u64;
+                }
+                n.to_string()
+            }),
+        )
+        .route(
+            "/files/{n}",
+            get(
+                |axum::extract::Path(n): axum::extract::Path<u64>| async move {
+                    let pieces = (0..n).step_by(PIECE).map(move |start| {
+                        let len = (n - start).min(PIECE as u64) as usize;
+                        Ok::<_, std::io::Error>(Bytes::from(vec![0xa5; len]))
+                    });
+                    axum::body::Body::from_stream(tokio_stream::iter(pieces))
+                },
+            ),
+        )
+}

@@ -1,0 +1,574 @@
+//! REST calls on `Exchange.Stream`, the consumer's side. A body that fits in one chunk
+//! travels in the signed opening request; a larger one is marked `chunked` and follows
+//! in messages, each chunk read from the client, signed, chained and recorded as it
+//! goes, then a signed end. The answer comes in the signed close, or in messages whose
+//! first names the backend's status and headers, each verified, chained and recorded
+//! before the client gets its bytes, then the close, which must name the last of them;
+//! the client's body ends well only after that close. Opening is retried on another
+//! server of the provider as a unary call is: nothing reaches the backend until a
+//! server has accepted the call.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::mpsc;
+
+use super::stream::{Open, Opened, closed, connect, record_failure, verify};
+use super::*;
+use crate::chain::{Chain, MESSAGE_DOMAIN};
+use crate::chunks::{self, CHUNK, PENDING};
+use lintas_log::RecordKind;
+use lintas_proto::exchange::v1 as ex;
+
+/// The client's request body: what was read of it, and the rest, still to read.
+pub(crate) struct Upload {
+    pub first: BytesMut,
+    pub read: chunks::Progress,
+    pub rest: axum::body::Body,
+}
+
+/// The answer to a REST call: the backend's status and headers, and its body, whole or
+/// arriving.
+pub(crate) struct Answered {
+    pub answer: Answer,
+    pub body: axum::body::Body,
+}
+
+/// The reason given when a client's body is over `max_body_bytes`.
+pub(crate) const BODY_TOO_LARGE: &str = "BodyTooLarge";
+
+/// A failure reading the client's body, as a status.
+pub(crate) fn unread(why: chunks::Unread) -> Status {
+    match why {
+        chunks::Unread::Slow(_) => consumer_error(
+            Code::DeadlineExceeded,
+            format!("{why} (connection_limits.request_timeout_secs)"),
+        ),
+        chunks::Unread::TooLarge(max) => crate::errors::with_reason(
+            consumer_error(
+                Code::InvalidArgument,
+                format!("the request body is larger than {max} bytes (max_body_bytes)"),
+            ),
+            BODY_TOO_LARGE,
+        ),
+        chunks::Unread::Broken(why) => consumer_error(
+            Code::Cancelled,
+            format!("the request body was cut off: {why}"),
+        ),
+    }
+}
+
+/// The metrics and monitoring record of one call, written when it ends.
+struct Account {
+    s: Arc<Consumer>,
+    client: String,
+    provider: String,
+    method: String,
+    message_id: String,
+    traceparent: String,
+    user_id: String,
+    started: std::time::Instant,
+    started_unix_ms: i64,
+    progress: crate::outcome::Progress,
+}
+
+impl Account {
+    fn finish(self, outcome: Result<(), &Status>, bytes_in: usize, bytes_out: usize) {
+        let (code, source) = match outcome {
+            Ok(()) => ("Ok".to_owned(), ""),
+            Err(st) => (
+                format!("{:?}", st.code()),
+                st.metadata()
+                    .get(ERROR_SOURCE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or(""),
+            ),
+        };
+        self.s.outcomes.finished(crate::outcome::Finished {
+            exchanged: crate::outcome::Exchanged {
+                side: "consumer",
+                client: &self.client,
+                provider: &self.provider,
+                method: &self.method,
+                code,
+                source,
+                elapsed: self.started.elapsed(),
+                bytes_in,
+                bytes_out,
+            },
+            started_unix_ms: self.started_unix_ms,
+            message_id: &self.message_id,
+            traceparent: &self.traceparent,
+            user_id: &self.user_id,
+            progress: &self.progress,
+        });
+    }
+}
+
+/// Makes the REST call `call` with the client's body; the answer, once its status and
+/// headers are verified.
+pub(crate) async fn call(
+    s: &Arc<Consumer>,
+    call: Call,
+    upload: Upload,
+) -> Result<Answered, Status> {
+    let account = Account {
+        s: s.clone(),
+        client: call.client.to_string(),
+        provider: call.provider.to_string(),
+        method: call.method.to_string(),
+        message_id: call.message_id.clone(),
+        traceparent: call.trace.traceparent.clone(),
+        user_id: call.user_id.clone(),
+        started: std::time::Instant::now(),
+        started_unix_ms: s.recorder.now_ms(),
+        progress: crate::outcome::Progress::default(),
+    };
+    let chunked = !upload.read.ended || upload.first.len() > CHUNK;
+    let inline = if chunked {
+        Bytes::new()
+    } else {
+        upload.first.clone().freeze()
+    };
+    let opened = match open(s, &call, &inline, chunked, &account.progress).await {
+        Ok(o) => o,
+        Err(st) => {
+            account.finish(Err(&st), 0, inline.len());
+            return Err(st);
+        }
+    };
+    let Opened {
+        open,
+        to_provider,
+        mut answers,
+    } = opened;
+    let bytes_out = if chunked {
+        tokio::spawn(uplink(open.clone(), upload, to_provider));
+        0
+    } else {
+        // Nothing more goes to the provider's server: the request side ends.
+        drop(to_provider);
+        inline.len()
+    };
+    let answer = |rest, rest_secrets, body| Answer {
+        body,
+        message_id: call.message_id.clone(),
+        request_hash: open.request_hash,
+        rest: Some(rest),
+        rest_secrets,
+    };
+    match head(&open, &mut answers).await {
+        Err((status, refused)) => {
+            record_failure(&open, refused.as_deref(), &status).await;
+            account.finish(Err(&status), 0, bytes_out);
+            Err(status)
+        }
+        Ok(Head::Whole(head, secrets, body)) => {
+            account.finish(Ok(()), body.len(), bytes_out);
+            Ok(Answered {
+                body: axum::body::Body::from(body.clone()),
+                answer: answer(head, secrets, body),
+            })
+        }
+        Ok(Head::Chunks {
+            head,
+            secrets,
+            chain,
+            cert,
+            first,
+        }) => {
+            // One chunk waits for the client; HTTP/2 flow control holds back the rest.
+            let (to_client, chunks) = mpsc::channel(1);
+            let ended = Arc::new(AtomicBool::new(false));
+            let body = chunks::Received::new(chunks, {
+                let ended = ended.clone();
+                move || ended.load(Ordering::SeqCst)
+            });
+            let answered = Answered {
+                answer: answer(head, secrets, Bytes::new()),
+                body: axum::body::Body::new(body),
+            };
+            tokio::spawn(async move {
+                let received =
+                    downlink(&open, answers, (chain, &cert), first, to_client, &ended).await;
+                match received {
+                    Ok(bytes_in) => account.finish(Ok(()), bytes_in, bytes_out),
+                    Err((status, refused)) => {
+                        record_failure(&open, refused.as_deref(), &status).await;
+                        account.finish(Err(&status), 0, bytes_out);
+                    }
+                }
+            });
+            Ok(answered)
+        }
+    }
+}
+
+/// Opens the call on one of the provider's servers, trying the next when one could not
+/// take it.
+async fn open(
+    s: &Arc<Consumer>,
+    call: &Call,
+    inline: &Bytes,
+    chunked: bool,
+    progress: &crate::outcome::Progress,
+) -> Result<Opened, Status> {
+    let (conf, order) = targets(s, call).await?;
+    let mut previous: Option<[u8; 32]> = None;
+    let mut failed: Option<Status> = None;
+    for (attempt, target) in order.into_iter().take(MAX_ATTEMPTS).enumerate() {
+        if let Some(status) = &failed {
+            s.outcomes.exchanges.retried(status.code());
+        }
+        let header = ex::RequestHeader {
+            body_sha256: lintas_certs::sha256(inline).to_vec(),
+            body_len: inline.len() as u64,
+            chunked,
+            attempt: attempt as u32,
+            retry_of_sha256: previous.map(|h| h.to_vec()).unwrap_or_default(),
+            rest: call.rest.clone(),
+            ..crate::attempt::request_header(s, call, &conf, &target)
+        };
+        let opening = ex::SignedRequest {
+            body: inline.to_vec(),
+            secret_headers: call.rest_secrets.clone(),
+            ..Default::default()
+        };
+        progress.set_peer(&target.id);
+        let id = target.id.clone();
+        match connect(s, call, conf.clone(), target, header, opening, None).await {
+            Ok(o) => return Ok(o),
+            Err(f) if f.retry => {
+                tracing::warn!(server = %id, code = ?f.status.code(), reason = %f.status.message(), "the call did not reach the provider's backend; another server is tried if there is one");
+                previous = Some(f.request_hash);
+                failed = Some(f.status);
+            }
+            Err(f) => return Err(f.status),
+        }
+    }
+    Err(failed.unwrap_or_else(|| consumer_error(Code::Internal, "no attempt was made")))
+}
+
+/// The client's body after its first chunk: each chunk signed, chained and sent while
+/// its record is written, then the signed end once all are durable. A client whose body
+/// fails ends the request stream without its end, which the provider's server takes as
+/// a cancellation; the client learns the cause.
+async fn uplink(open: Arc<Open>, upload: Upload, to_provider: mpsc::Sender<ex::StreamFrame>) {
+    let s = &open.s;
+    let side = ErrorSource::ConsumerServer;
+    let Upload {
+        first: mut buf,
+        mut read,
+        rest: mut body,
+    } = upload;
+    let idle = s.settings.connection_limits.request_timeout();
+    let mut chain = Chain::new(open.request_hash, false);
+    let mut pending = VecDeque::new();
+    let failed = |status: Status| {
+        *open.uplink_failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(status);
+    };
+    loop {
+        let end = read.ended && buf.is_empty();
+        if end {
+            for durable in pending.drain(..) {
+                if let Err(st) = durable.await {
+                    return failed(st);
+                }
+            }
+        }
+        let chunk = chunks::take(&mut buf);
+        let signed = crate::messages::sign_soon(
+            &s.own,
+            &s.recorder,
+            &open.ctx,
+            &mut chain,
+            &chunk,
+            end,
+            None,
+            side,
+        )
+        .await;
+        let (message, durable) = match signed {
+            Ok(m) => m,
+            Err(st) => return failed(st),
+        };
+        pending.push_back(durable);
+        if pending.len() > PENDING
+            && let Some(oldest) = pending.pop_front()
+            && let Err(st) = oldest.await
+        {
+            return failed(st);
+        }
+        if end {
+            *open.request_end.lock().unwrap_or_else(|p| p.into_inner()) = Some(chain.last());
+        } else {
+            open.sent.store(chain.count(), Ordering::SeqCst);
+        }
+        let frame = ex::StreamFrame {
+            frame: Some(ex::stream_frame::Frame::Message(message)),
+        };
+        if to_provider.send(frame).await.is_err() || end {
+            // Its records are durable before the provider's close is taken.
+            for durable in pending {
+                let _ = durable.await;
+            }
+            return;
+        }
+        let max = s.settings.max_body_bytes;
+        if let Err(why) = chunks::fill(&mut body, &mut buf, &mut read, idle, max, false).await {
+            return failed(unread(why));
+        }
+    }
+}
+
+/// How the answer starts.
+enum Head {
+    /// In the close: the backend's status and headers, credential values, body.
+    Whole(ex::RestResponse, Vec<ex::SecretValue>, Bytes),
+    /// In messages: the status and headers from the first, which is verified and
+    /// recorded (its chunk still to pass on).
+    Chunks {
+        head: ex::RestResponse,
+        secrets: Vec<ex::SecretValue>,
+        chain: Chain,
+        /// The certificate the first chunk names, which signs them all.
+        cert: Vec<u8>,
+        first: Bytes,
+    },
+}
+
+/// A refusal: the status, and the provider's header that was refused, if any.
+type Refused = (Status, Option<Vec<u8>>);
+
+fn refused(why: impl std::fmt::Display, header: Vec<u8>) -> Refused {
+    (
+        consumer_error(Code::DataLoss, format!("response refused: {why}")),
+        Some(header),
+    )
+}
+
+/// The provider's next frame, or why there is none.
+async fn next_frame(answers: &mut Streaming<ex::StreamFrame>) -> Result<ex::StreamFrame, Refused> {
+    match answers.message().await {
+        Ok(Some(f)) => Ok(f),
+        Ok(None) => Err((
+            consumer_error(
+                Code::DataLoss,
+                "the provider's server ended the call without its signed close",
+            ),
+            None,
+        )),
+        Err(st) => Err((
+            consumer_error(
+                Code::Unavailable,
+                format!(
+                    "the call's stream from the provider's server broke: {}",
+                    st.message()
+                ),
+            ),
+            None,
+        )),
+    }
+}
+
+/// Verifies and records the provider's close; its header, if it says the call
+/// succeeded, or the status it gives.
+async fn accept_close(
+    open: &Open,
+    chain: &Chain,
+    close: &ex::SignedResponse,
+) -> Result<ex::ResponseHeader, Refused> {
+    let s = &open.s;
+    let answer = closed(open, chain, close).map_err(|why| refused(why, close.header.clone()))?;
+    if !envelope::body_matches(&answer.body_sha256, answer.body_len, &close.body) {
+        return Err(refused(
+            "body does not match the signed hash",
+            close.header.clone(),
+        ));
+    }
+    let code = Code::from_i32(answer.status_code);
+    let index = s
+        .recorder
+        .record(
+            open.ctx.record(
+                RecordKind::ResponseReceived,
+                s.recorder.now_ms(),
+                &close.header,
+                close.signature.as_ref(),
+                &close.signer_cert,
+                &answer.body_sha256,
+                answer.body_len,
+                code,
+                &answer.status_message,
+            ),
+            ErrorSource::ConsumerServer,
+        )
+        .await
+        .map_err(|st| (st, None))?;
+    s.recorder.keep_bodies(&[(index, &close.body)]);
+    if code != Code::Ok {
+        let source = if answer.error_source == ErrorSource::ProviderServer.as_str() {
+            ErrorSource::ProviderServer
+        } else {
+            ErrorSource::ProviderApp
+        };
+        let failed_here = open
+            .uplink_failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let status = match failed_here {
+            Some(own) if code == Code::Cancelled => own,
+            _ => error(code, source, answer.status_message),
+        };
+        return Err((status, None));
+    }
+    if answer.rest.is_none() {
+        return Err((
+            error(
+                Code::Internal,
+                ErrorSource::ProviderServer,
+                "the provider server answered a REST call without an HTTP status",
+            ),
+            None,
+        ));
+    }
+    Ok(answer)
+}
+
+/// A message of the answer: signed by the provider's member (with the certificate its
+/// first message names), next in `chain`; its record handed to the log.
+fn accept_message(
+    open: &Open,
+    chain: &mut Chain,
+    cert: &[u8],
+    m: &ex::SignedMessage,
+) -> Result<
+    (
+        ex::MessageHeader,
+        impl Future<Output = Result<u64, Status>> + Send + use<>,
+    ),
+    Refused,
+> {
+    if !m.signer_cert.is_empty() && m.signer_cert != cert {
+        return Err(refused(
+            "the chunks of an answer are signed with one certificate",
+            m.header.clone(),
+        ));
+    }
+    let header = verify(open, cert, MESSAGE_DOMAIN, &m.header, m.signature.as_ref())
+        .and_then(|()| chain.accept(&m.header, Some(&m.body)))
+        .map_err(|why| refused(why, m.header.clone()))?;
+    if header.rest.is_some() != (header.seq == 0) {
+        return Err(refused(
+            "only the first chunk of an answer names its HTTP status",
+            m.header.clone(),
+        ));
+    }
+    let durable = crate::messages::record_received_soon(
+        &open.s.recorder,
+        &open.ctx,
+        m,
+        &header,
+        cert,
+        ErrorSource::ConsumerServer,
+    )
+    .map_err(|st| (st, None))?;
+    Ok((header, durable))
+}
+
+/// The start of the answer: the whole of it in the close, or its first chunk.
+async fn head(open: &Open, answers: &mut Streaming<ex::StreamFrame>) -> Result<Head, Refused> {
+    let frame = next_frame(answers).await?;
+    match frame.frame {
+        Some(ex::stream_frame::Frame::Close(close)) => {
+            let chain = Chain::new(open.request_hash, true);
+            let answer = accept_close(open, &chain, &close).await?;
+            Ok(Head::Whole(
+                answer.rest.unwrap_or_default(),
+                close.secret_headers,
+                Bytes::from(close.body),
+            ))
+        }
+        Some(ex::stream_frame::Frame::Message(m)) => {
+            let mut chain = Chain::new(open.request_hash, true);
+            let (header, durable) = accept_message(open, &mut chain, &m.signer_cert, &m)?;
+            durable.await.map_err(|st| (st, None))?;
+            Ok(Head::Chunks {
+                head: header.rest.unwrap_or_default(),
+                secrets: m.secret_headers,
+                chain,
+                cert: m.signer_cert,
+                first: m.body,
+            })
+        }
+        _ => Err((
+            consumer_error(
+                Code::DataLoss,
+                "the provider's server sent an opening frame",
+            ),
+            None,
+        )),
+    }
+}
+
+/// The rest of a chunked answer: each chunk verified and recorded, then passed to the
+/// client; the close verified once every record is durable, and only then does the
+/// client's body end well (`ended`). The body bytes received.
+async fn downlink(
+    open: &Open,
+    mut answers: Streaming<ex::StreamFrame>,
+    (mut chain, cert): (Chain, &[u8]),
+    first: Bytes,
+    to_client: mpsc::Sender<Bytes>,
+    ended: &AtomicBool,
+) -> Result<usize, Refused> {
+    let gone = || {
+        (
+            consumer_error(Code::Cancelled, "the client went away during the answer"),
+            None,
+        )
+    };
+    let mut received = first.len();
+    let mut pending = VecDeque::new();
+    to_client.send(first).await.map_err(|_| gone())?;
+    loop {
+        let frame = tokio::select! {
+            frame = next_frame(&mut answers) => frame?,
+            // Dropping the stream cancels it at the provider.
+            () = to_client.closed() => return Err(gone()),
+        };
+        match frame.frame {
+            Some(ex::stream_frame::Frame::Message(m)) => {
+                let (_, durable) = accept_message(open, &mut chain, cert, &m)?;
+                pending.push_back(durable);
+                if pending.len() > PENDING
+                    && let Some(oldest) = pending.pop_front()
+                {
+                    oldest.await.map_err(|st| (st, None))?;
+                }
+                received += m.body.len();
+                to_client.send(m.body).await.map_err(|_| gone())?;
+            }
+            Some(ex::stream_frame::Frame::Close(close)) => {
+                for durable in pending {
+                    durable.await.map_err(|st| (st, None))?;
+                }
+                accept_close(open, &chain, &close).await?;
+                ended.store(true, Ordering::SeqCst);
+                return Ok(received);
+            }
+            _ => {
+                return Err((
+                    consumer_error(
+                        Code::DataLoss,
+                        "the provider's server sent an opening frame",
+                    ),
+                    None,
+                ));
+            }
+        }
+    }
+}
