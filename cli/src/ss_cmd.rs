@@ -157,6 +157,11 @@ enum ServiceCommand {
         /// PEM file of the certificates to trust for an https endpoint.
         #[arg(long)]
         ca: Option<PathBuf>,
+        /// With --rest: the backend's OpenAPI 3.0 document (JSON or YAML). gRPC
+        /// descriptors are generated from it and published, one method per operation,
+        /// so gRPC consumers can call the backend too.
+        #[arg(long, requires = "rest")]
+        openapi: Option<PathBuf>,
         /// The .proto file defining the service, for applications that do not serve gRPC
         /// reflection (otherwise the server asks the application).
         #[arg(long)]
@@ -338,9 +343,16 @@ pub async fn run(args: Args) -> Result<()> {
                     endpoint,
                     rest,
                     ca,
+                    openapi,
                     proto,
                     proto_paths,
                 } => {
+                    let openapi = match openapi {
+                        Some(path) => {
+                            std::fs::read(&path).with_context(|| path.display().to_string())?
+                        }
+                        None => Vec::new(),
+                    };
                     let descriptor_set = match proto {
                         Some(file) => compile_proto(&file, &proto_paths)?,
                         None => Vec::new(),
@@ -359,6 +371,7 @@ pub async fn run(args: Args) -> Result<()> {
                             descriptor_set,
                             methods: Vec::new(),
                             rest,
+                            openapi,
                         })
                         .await?;
                     println!("{}", r.into_inner().message);

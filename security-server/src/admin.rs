@@ -177,17 +177,39 @@ impl SecurityServerAdmin for AdminService {
             rest: s.rest,
         };
         crate::access::check_endpoint(&entry).map_err(|e| invalid("service", e))?;
+        if !entry.rest && !s.openapi.is_empty() {
+            return Err(invalid(
+                "openapi",
+                "an OpenAPI document describes a REST service (--rest)",
+            ));
+        }
         if entry.rest {
             if !s.descriptor_set.is_empty() {
                 return Err(invalid(
                     "descriptor_set",
-                    "a REST service has no gRPC descriptors",
+                    "a REST service has no .proto descriptors; give its OpenAPI document instead",
                 ));
             }
-            let text = format!(
+            let mut text = format!(
                 "REST service {} of {} passes calls to {}; consumers call /r1/{}/{}/PATH",
                 entry.service, entry.provider, entry.endpoint, entry.provider, entry.service
             );
+            if !s.openapi.is_empty() {
+                let code = entry.service.to_string();
+                let described = crate::openapi_descriptors::read(&s.openapi)
+                    .and_then(|doc| crate::openapi_descriptors::describe(&code, &doc))
+                    .map_err(|e| invalid("openapi", e))?;
+                let methods: Vec<&str> = described
+                    .operations
+                    .iter()
+                    .map(|o| o.method.as_str())
+                    .collect();
+                text.push_str(&format!(
+                    ", and gRPC consumers call service {code} (methods generated from its OpenAPI document: {})",
+                    methods.join(", ")
+                ));
+                entry.descriptor_set = Some(described.descriptor_set);
+            }
             self.change(move |a| a.add_service(entry)).await?;
             return Ok(reply(text));
         }
@@ -273,6 +295,7 @@ impl SecurityServerAdmin for AdminService {
                     ca_pem: s.ca_pem.unwrap_or_default(),
                     descriptor_set: Vec::new(),
                     rest: s.rest,
+                    openapi: Vec::new(),
                 };
                 (key, service)
             })

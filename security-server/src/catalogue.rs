@@ -128,13 +128,28 @@ pub fn allowed_methods(
             .any(|g| g.method.is_empty() && grant_covers(conf, g, client, None));
         return Some(if whole { Vec::new() } else { named });
     }
+    // A REST service's grants name HTTP methods: each generated method is allowed by
+    // the grants of its own (the path is the provider's to check).
+    let verb_of = |m: &str| -> Option<String> {
+        let method = d.service.as_ref()?.methods().find(|x| x.name() == m)?;
+        crate::openapi_descriptors::rule(&method)
+            .ok()
+            .map(|r| r.verb)
+    };
     let allowed: Vec<String> = known
         .into_iter()
         .filter(|m| {
-            d.entry
-                .grants
-                .iter()
-                .any(|g| grant_covers(conf, g, client, Some(m)))
+            let granted = if d.entry.rest {
+                verb_of(m)
+            } else {
+                Some(m.clone())
+            };
+            granted.is_some_and(|g_method| {
+                d.entry
+                    .grants
+                    .iter()
+                    .any(|g| grant_covers(conf, g, client, Some(&g_method)))
+            })
         })
         .collect();
     (!allowed.is_empty()).then_some(allowed)

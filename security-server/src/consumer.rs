@@ -165,6 +165,7 @@ async fn streams(s: &Consumer, path: &str, provider: Option<&str>) -> bool {
 }
 
 mod stream;
+mod transcode;
 pub(crate) mod transfer;
 
 struct ConsumerCall {
@@ -324,7 +325,16 @@ async fn relay(
             ),
         )
     })??;
-    let answer = call_provider(&s, call, body).await?;
+    // A REST service published from its OpenAPI document is called by its HTTP rules.
+    let rest = s
+        .conf
+        .current(ErrorSource::ConsumerServer)
+        .ok()
+        .and_then(|conf| transcode::rest_entry(&conf, &call));
+    let answer = match rest {
+        Some(entry) => transcode::call(&s, call, body, entry).await?,
+        None => call_provider(&s, call, body).await?,
+    };
     let mut reply = Response::new(answer.body);
     if let Ok(v) = answer.message_id.parse() {
         reply.metadata_mut().insert("lintas-message-id", v);

@@ -30,6 +30,7 @@ mod local;
 pub mod maintenance;
 pub mod material;
 mod messages;
+pub mod openapi_descriptors;
 pub mod opmon;
 pub mod ops;
 pub mod otlp;
