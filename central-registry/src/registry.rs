@@ -251,6 +251,9 @@ struct CatalogueService {
     /// A REST service passed through to its backend.
     #[serde(default)]
     rest: bool,
+    /// SHA-256 of a REST service's OpenAPI document, hex; empty when none was published.
+    #[serde(default)]
+    openapi_sha256: String,
 }
 
 /// One grant of a catalogue service. Written as an object; read also from the
@@ -647,6 +650,7 @@ impl Registry {
                         server: server.to_string(),
                         descriptor_sha256: lintas_certs::unhex(&c.descriptor_sha256)
                             .unwrap_or_default(),
+                        openapi_sha256: lintas_certs::unhex(&c.openapi_sha256).unwrap_or_default(),
                         rest: c.rest,
                         grants: c
                             .grants

@@ -140,6 +140,7 @@ async fn measure(
         ca_pem: None,
         descriptor_set: None,
         rest: false,
+        openapi: None,
     })?;
     servers[0].access.grant(Grant {
         provider: PROVIDER_CLIENT.parse()?,

@@ -12,6 +12,7 @@ pub mod anchor;
 pub mod client;
 pub mod descriptors;
 mod fetch;
+pub mod openapi;
 pub mod publish;
 
 use std::sync::Mutex;

@@ -33,6 +33,14 @@ pub struct ServiceEntry {
     /// catalogue; `None` when the application gave none. Stored as base64.
     #[serde(default, with = "base64_bytes")]
     pub descriptor_set: Option<Vec<u8>>,
+    /// A REST service's OpenAPI document, as the administrator gave it (its
+    /// descriptors are generated from it), published in the catalogue. Stored as base64.
+    #[serde(
+        default,
+        with = "base64_bytes",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub openapi: Option<Vec<u8>>,
 }
 
 mod base64_bytes {

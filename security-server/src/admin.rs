@@ -175,6 +175,7 @@ impl SecurityServerAdmin for AdminService {
             ca_pem: (!s.ca_pem.is_empty()).then_some(s.ca_pem),
             descriptor_set: None,
             rest: s.rest,
+            openapi: None,
         };
         crate::access::check_endpoint(&entry).map_err(|e| invalid("service", e))?;
         if !entry.rest && !s.openapi.is_empty() {
@@ -209,6 +210,7 @@ impl SecurityServerAdmin for AdminService {
                     methods.join(", ")
                 ));
                 entry.descriptor_set = Some(described.descriptor_set);
+                entry.openapi = Some(s.openapi);
             }
             self.change(move |a| a.add_service(entry)).await?;
             return Ok(reply(text));

@@ -251,37 +251,7 @@ impl Catalogue {
         if let Some(p) = self.cached_pool(hash) {
             return Ok(p);
         }
-        let mut registry = self
-            .registry
-            .registration()
-            .map_err(|e| unavailable(format!("registry: {e}")))?
-            .max_decoding_message_size(crate::descriptors::MAX_DESCRIPTOR_BYTES + 1024);
-        let fetch =
-            registry.get_service_descriptor(lintas_proto::registry::v1::ServiceDescriptorRequest {
-                sha256: key.to_vec(),
-            });
-        let set = tokio::time::timeout(FETCH_TIMEOUT, fetch)
-            .await
-            .map_err(|_| {
-                unavailable(format!(
-                    "the registry did not hand out descriptors within {} s",
-                    FETCH_TIMEOUT.as_secs()
-                ))
-            })?
-            .map_err(|s| {
-                unavailable(format!(
-                    "fetching descriptors from the registry: {}",
-                    s.message()
-                ))
-            })?
-            .into_inner()
-            .descriptor_set;
-        if lintas_certs::sha256(&set) != key {
-            return Err(unavailable(
-                "the registry answered with descriptors that do not match the catalogue's hash"
-                    .into(),
-            ));
-        }
+        let set = self.fetch(key).await?;
         let pool = crate::descriptors::pool(&set).map_err(unavailable)?;
         let mut cache = self.descriptors.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= MAX_CACHED
@@ -291,6 +261,52 @@ impl Catalogue {
         }
         cache.insert(key, pool.clone());
         Ok(pool)
+    }
+
+    /// The bytes the catalogue lists under `key` (a descriptor set or an OpenAPI
+    /// document), from the registry, checked against the hash.
+    async fn fetch(&self, key: [u8; 32]) -> Result<Vec<u8>, Status> {
+        let mut registry = self
+            .registry
+            .registration()
+            .map_err(|e| unavailable(format!("registry: {e}")))?
+            .max_decoding_message_size(crate::descriptors::MAX_DESCRIPTOR_BYTES + 1024);
+        let fetch =
+            registry.get_service_descriptor(lintas_proto::registry::v1::ServiceDescriptorRequest {
+                sha256: key.to_vec(),
+            });
+        let bytes = tokio::time::timeout(FETCH_TIMEOUT, fetch)
+            .await
+            .map_err(|_| {
+                unavailable(format!(
+                    "the registry did not answer within {} s",
+                    FETCH_TIMEOUT.as_secs()
+                ))
+            })?
+            .map_err(|s| unavailable(format!("fetching from the registry: {}", s.message())))?
+            .into_inner()
+            .descriptor_set;
+        if lintas_certs::sha256(&bytes) != key {
+            return Err(unavailable(
+                "the registry answered with bytes that do not match the catalogue's hash".into(),
+            ));
+        }
+        Ok(bytes)
+    }
+
+    /// A REST service's OpenAPI document, as its provider published it.
+    pub(crate) async fn openapi_document(&self, entry: &gc::ServiceRef) -> Result<Vec<u8>, Status> {
+        let key: [u8; 32] = entry.openapi_sha256.as_slice().try_into().map_err(|_| {
+            error(
+                Code::NotFound,
+                ErrorSource::ConsumerServer,
+                format!(
+                    "service {} was published without an OpenAPI document",
+                    entry.service
+                ),
+            )
+        })?;
+        self.fetch(key).await
     }
 
     /// The configuration a discovery answer is made from: fetched out of turn first

@@ -30,7 +30,7 @@ mod local;
 pub mod maintenance;
 pub mod material;
 mod messages;
-pub mod openapi_descriptors;
+pub use lintas_globalconf::openapi as openapi_descriptors;
 pub mod opmon;
 pub mod ops;
 pub mod otlp;

@@ -70,7 +70,7 @@ struct Accepted {
 /// Who answers an accepted request.
 enum Target {
     /// The application behind the service.
-    App(crate::access::ServiceEntry),
+    App(Box<crate::access::ServiceEntry>),
     /// This server itself: its operational monitoring records.
     OperationalData,
 }

@@ -59,6 +59,14 @@ impl ServiceReporter {
                 provider: s.provider.to_string(),
                 service: s.service.to_string(),
                 rest: s.rest,
+                openapi_sha256: match s.openapi {
+                    Some(doc) => {
+                        let hash = lintas_certs::sha256(&doc).to_vec();
+                        sets.insert(hash.clone(), doc);
+                        hash
+                    }
+                    None => Vec::new(),
+                },
                 descriptor_sha256: match s.descriptor_set {
                     Some(set) => {
                         let hash = lintas_certs::sha256(&set).to_vec();

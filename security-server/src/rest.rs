@@ -382,6 +382,25 @@ async fn r1_inner(s: &Rest, req: Request) -> Result<Response, Failure> {
                     .described(&conf, &provider, code)
                     .await
                     .map_err(conf_error)?;
+                if d.entry.rest {
+                    // A REST service: the document its provider published, as given.
+                    let document = s
+                        .catalogue
+                        .openapi_document(&d.entry)
+                        .await
+                        .map_err(conf_error)?;
+                    let json = document.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+                    let mut r = Response::new(Body::from(document));
+                    r.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static(if json {
+                            "application/json"
+                        } else {
+                            "application/yaml"
+                        }),
+                    );
+                    return Ok(r);
+                }
                 let service = d.service.ok_or_else(|| not_described(&provider, code))?;
                 openapi(&provider, &service)
             }

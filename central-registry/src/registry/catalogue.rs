@@ -9,7 +9,15 @@ impl Registry {
     /// report. Returns its SHA-256.
     pub fn upload_descriptor(&self, peer_cert: Option<&[u8]>, set: Vec<u8>) -> Result<[u8; 32]> {
         let server_id = self.peer_server(peer_cert, "uploading descriptors")?;
-        lintas_globalconf::descriptors::pool(&set).map_err(|e| invalid("descriptor set", e))?;
+        // A descriptor set, or a REST service's OpenAPI document.
+        if let Err(e) = lintas_globalconf::descriptors::pool(&set) {
+            lintas_globalconf::openapi::read(&set).map_err(|why| {
+                invalid(
+                    "upload",
+                    format!("neither a descriptor set ({e}) nor an OpenAPI document ({why})"),
+                )
+            })?;
+        }
         let hash = lintas_certs::sha256(&set);
         let hex = lintas_certs::hex(&hash);
         let mut staged = self.staged.lock().unwrap_or_else(|p| p.into_inner());
@@ -48,15 +56,23 @@ impl Registry {
             let provider: SubsystemId = s.provider.parse().map_err(|e| invalid("provider", e))?;
             let service: ServiceName = s.service.parse().map_err(|e| invalid("service", e))?;
             let what = format!("service {service} of {provider}");
-            let descriptor_sha256 = match s.descriptor_sha256.len() {
-                0 => String::new(),
+            let mut hash_of = |bytes: &[u8], document: bool| match bytes.len() {
+                0 => Ok(String::new()),
                 32 => {
-                    let hash = lintas_certs::hex(&s.descriptor_sha256);
-                    named.push((hash.clone(), service.to_string()));
-                    hash
+                    let hash = lintas_certs::hex(bytes);
+                    named.push((hash.clone(), service.to_string(), document));
+                    Ok(hash)
                 }
-                _ => return Err(invalid(&what, "descriptor_sha256 is not a SHA-256")),
+                _ => Err(invalid(&what, "a hash is not a SHA-256")),
             };
+            let descriptor_sha256 = hash_of(&s.descriptor_sha256, false)?;
+            let openapi_sha256 = hash_of(&s.openapi_sha256, true)?;
+            if !openapi_sha256.is_empty() && !s.rest {
+                return Err(invalid(
+                    &what,
+                    "only a REST service has an OpenAPI document",
+                ));
+            }
             if s.grants.len() > MAX_GRANTS {
                 return Err(invalid(&what, format!("more than {MAX_GRANTS} grants")));
             }
@@ -77,6 +93,7 @@ impl Registry {
                 descriptor_sha256,
                 grants,
                 rest: s.rest,
+                openapi_sha256,
             });
         }
         reported.sort();
@@ -95,9 +112,14 @@ impl Registry {
                 .get(&server_id)
                 .into_iter()
                 .flatten()
-                .map(|c| (c.descriptor_sha256.as_str(), c.service.to_string()))
+                .flat_map(|c| {
+                    [
+                        (c.descriptor_sha256.as_str(), c.service.to_string()),
+                        (c.openapi_sha256.as_str(), c.service.to_string()),
+                    ]
+                })
                 .collect();
-            for (hash, service) in &named {
+            for (hash, service, document) in &named {
                 let set = match state.descriptors.get(hash) {
                     Some(set) => set.clone(),
                     None => match staged
@@ -115,8 +137,14 @@ impl Registry {
                     },
                 };
                 if !before.contains(&(hash.as_str(), service.clone())) {
-                    lintas_globalconf::descriptors::methods(&set, service)
-                        .map_err(|e| invalid(&format!("service {service}"), e))?;
+                    let checked = if *document {
+                        lintas_globalconf::openapi::read(&set)
+                            .and_then(|doc| lintas_globalconf::openapi::describe(service, &doc))
+                            .map(|_| ())
+                    } else {
+                        lintas_globalconf::descriptors::methods(&set, service).map(|_| ())
+                    };
+                    checked.map_err(|e| invalid(&format!("service {service}"), e))?;
                 }
             }
         }
@@ -181,7 +209,7 @@ impl Registry {
                 .catalogue
                 .values()
                 .flatten()
-                .map(|c| &c.descriptor_sha256)
+                .flat_map(|c| [&c.descriptor_sha256, &c.openapi_sha256])
                 .collect();
             let unused: Vec<String> = state
                 .descriptors

@@ -90,6 +90,7 @@ impl Registry {
                             provider: provider.clone(),
                             service,
                             descriptor_sha256: String::new(),
+                            openapi_sha256: String::new(),
                             grants: vec![CatalogueGrant {
                                 method: String::new(),
                                 subject: subject.to_string(),

@@ -132,6 +132,7 @@ async fn network_edited(dev: bool, edit: impl Fn(&mut SsConfig)) -> Network {
             ca_pem: None,
             descriptor_set: None,
             rest: false,
+            openapi: None,
         })
         .unwrap();
     provider.access.grant(grant(Some("CariNik"))).unwrap();
@@ -709,6 +710,7 @@ async fn an_unreachable_provider_application_is_reported_as_such() {
             ca_pem: None,
             descriptor_set: None,
             rest: false,
+            openapi: None,
         })
         .unwrap();
     let err = net.cari(CONSUMER_CLIENT, NIK).await.unwrap_err();
@@ -725,6 +727,7 @@ async fn an_unreachable_provider_application_is_reported_as_such() {
             ca_pem: None,
             descriptor_set: None,
             rest: false,
+            openapi: None,
         })
         .unwrap();
     net.cari(CONSUMER_CLIENT, NIK).await.unwrap();
@@ -897,6 +900,7 @@ async fn provided_services_reach_the_registry_catalogue() {
             ca_pem: None,
             descriptor_set: None,
             rest: false,
+            openapi: None,
         })
         .unwrap();
     let err = net.consumer.report_services().await.unwrap_err();
@@ -933,6 +937,7 @@ async fn a_provider_application_can_be_reached_over_tls() {
         ca_pem,
         descriptor_set: None,
         rest: false,
+        openapi: None,
     };
     net.provider
         .access
@@ -1227,6 +1232,7 @@ async fn publish_gated_app(
             ca_pem: None,
             descriptor_set: None,
             rest: false,
+            openapi: None,
         })
         .unwrap();
     (arrived, release, stop_app)

@@ -809,6 +809,22 @@ async fn a_rest_backend_published_from_its_openapi_document_is_called_over_grpc_
     .await;
     assert_eq!(status, 200);
     assert_eq!(json_of(&body)["data"]["nama"], "Siti Rahayu");
+    // getOpenAPI answers the document the provider published, byte for byte.
+    let (status, headers, body) = curl(vec![
+        "-H".into(),
+        format!("X-Road-Client: {CONSUMER_CLIENT}"),
+        format!(
+            "{}/r1/{PROVIDER_CLIENT}/getOpenAPI?serviceCode={CODE}",
+            net.consumer_url
+        ),
+    ])
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(headers["content-type"], "application/yaml");
+    assert_eq!(
+        body,
+        include_bytes!("../../../examples/openapi/dukcapil.yaml")
+    );
     let logged = Network::records(&net.provider)
         .iter()
         .filter(|r| r.kind() == RecordKind::RequestReceived && r.method == format!("/{CODE}/GET"))

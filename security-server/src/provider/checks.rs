@@ -317,7 +317,7 @@ pub(super) fn check(
         header_sha256: lintas_certs::sha256(&signed.header),
         client,
         method,
-        target: Target::App(service),
+        target: Target::App(Box::new(service)),
         peer,
     })
 }
