@@ -286,11 +286,17 @@ pub(super) fn exchange(
             }
             None => facts.method.clone(),
         };
+        let body = match &facts.chunks {
+            Some(c) if c.requests > 0 => format!("body in {} signed chunks", c.requests),
+            _ => format!(
+                "body SHA-256 {}, {} bytes",
+                hex8(&lintas_certs::unhex(&req.body_sha256).unwrap_or_default()),
+                req.body_len
+            ),
+        };
         r.proven.push(format!(
-            "{client} requested {what} of {} (message {message_id}; body SHA-256 {}, {} bytes), signed by member {} at {} by its clock, {travelled}.",
+            "{client} requested {what} of {} (message {message_id}; {body}), signed by member {} at {} by its clock, {travelled}.",
             facts.provider,
-            hex8(&lintas_certs::unhex(&req.body_sha256).unwrap_or_default()),
-            req.body_len,
             req.signed_by,
             req.signed_at
         ));
@@ -313,15 +319,21 @@ pub(super) fn exchange(
     }
     match (&facts.response, &facts.status) {
         (Some(resp), Some((code, message))) => r.proven.push(format!(
-            "{} answered that request with {}{} (body SHA-256 {}, {} bytes), signed by member {} at {} by its clock and bound to the request by its hash.",
+            "{} answered that request with {}{} ({}), signed by member {} at {} by its clock and bound to the request by its hash.",
             facts.provider,
             match facts.http_status {
                 Some(http) if *code == 0 => format!("HTTP status {http}"),
                 _ => status_name(*code),
             },
             if message.is_empty() { String::new() } else { format!(" \"{message}\"") },
-            hex8(&lintas_certs::unhex(&resp.body_sha256).unwrap_or_default()),
-            resp.body_len,
+            match &facts.chunks {
+                Some(c) if c.responses > 0 => format!("body in {} signed chunks", c.responses),
+                _ => format!(
+                    "body SHA-256 {}, {} bytes",
+                    hex8(&lintas_certs::unhex(&resp.body_sha256).unwrap_or_default()),
+                    resp.body_len
+                ),
+            },
             resp.signed_by,
             resp.signed_at
         )),

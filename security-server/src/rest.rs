@@ -396,7 +396,7 @@ async fn r1_inner(s: &Rest, req: Request) -> Result<Response, Failure> {
                         HeaderValue::from_static(if json {
                             "application/json"
                         } else {
-                            "application/yaml"
+                            "text/yaml"
                         }),
                     );
                     return Ok(r);

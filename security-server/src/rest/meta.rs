@@ -122,7 +122,13 @@ pub(super) fn service_json(
     v["object_type"] = json!("SERVICE");
     v["service_code"] = json!(d.entry.service);
     if d.entry.rest {
-        v["service_type"] = json!("REST");
+        // As X-Road names a REST service added with its OpenAPI document.
+        let kind = if d.entry.openapi_sha256.is_empty() {
+            "REST"
+        } else {
+            "OPENAPI"
+        };
+        v["service_type"] = json!(kind);
         let endpoints: Vec<Value> = crate::catalogue::rest_endpoints(conf, &d.entry, client)
             .into_iter()
             .map(|(method, path)| json!({"method": method, "path": path}))
