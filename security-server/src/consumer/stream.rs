@@ -505,21 +505,7 @@ async fn downlink(
                     if code == Code::Ok {
                         break Ok(());
                     }
-                    let source = if answer.error_source == ErrorSource::ProviderServer.as_str() {
-                        ErrorSource::ProviderServer
-                    } else {
-                        ErrorSource::ProviderApp
-                    };
-                    let failed_here = open
-                        .uplink_failed
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .take();
-                    let status = match failed_here {
-                        Some(own) if code == Code::Cancelled => own,
-                        _ => error(code, source, answer.status_message),
-                    };
-                    let _ = to_client.send(Err(status)).await;
+                    let _ = to_client.send(Err(closed_status(&open, answer))).await;
                     break Ok(());
                 }
                 Err(why) => {
@@ -569,6 +555,27 @@ async fn downlink(
         user_id: &call.user_id,
         progress: &progress,
     });
+}
+
+/// The status a close that did not succeed gives the client: the provider's, or this
+/// server's own reason when it cut the client's direction off (the provider then saw a
+/// cancellation).
+pub(super) fn closed_status(open: &Open, answer: ex::ResponseHeader) -> Status {
+    let code = Code::from_i32(answer.status_code);
+    let source = if answer.error_source == ErrorSource::ProviderServer.as_str() {
+        ErrorSource::ProviderServer
+    } else {
+        ErrorSource::ProviderApp
+    };
+    let failed_here = open
+        .uplink_failed
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    match failed_here {
+        Some(own) if code == Code::Cancelled => own,
+        _ => error(code, source, answer.status_message),
+    }
 }
 
 /// A header signed by the provider's member with a certificate listed for its server.

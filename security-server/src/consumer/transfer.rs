@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 
-use super::stream::{Open, Opened, closed, connect, record_failure, verify};
+use super::stream::{Open, Opened, closed, closed_status, connect, record_failure, verify};
 use super::*;
 use crate::chain::{Chain, MESSAGE_DOMAIN};
 use crate::chunks::{self, CHUNK, PENDING};
@@ -409,21 +409,7 @@ async fn accept_close(
         .map_err(|st| (st, None))?;
     s.recorder.keep_bodies(&[(index, &close.body)]);
     if code != Code::Ok {
-        let source = if answer.error_source == ErrorSource::ProviderServer.as_str() {
-            ErrorSource::ProviderServer
-        } else {
-            ErrorSource::ProviderApp
-        };
-        let failed_here = open
-            .uplink_failed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        let status = match failed_here {
-            Some(own) if code == Code::Cancelled => own,
-            _ => error(code, source, answer.status_message),
-        };
-        return Err((status, None));
+        return Err((closed_status(open, answer), None));
     }
     if answer.rest.is_none() {
         return Err((

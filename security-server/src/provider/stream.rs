@@ -44,6 +44,39 @@ pub(super) struct Open {
     listed: Vec<Vec<u8>>,
 }
 
+impl Open {
+    /// The metrics and monitoring record of the call, once it ended with `code` (from
+    /// `source`), having taken and given `bytes` (in, out) of bodies.
+    pub(super) fn finished(
+        &self,
+        progress: &crate::outcome::Progress,
+        started: Instant,
+        code: Code,
+        source: &str,
+        (bytes_in, bytes_out): (usize, usize),
+    ) {
+        let h = &self.accepted.header;
+        self.s.outcomes.finished(crate::outcome::Finished {
+            exchanged: crate::outcome::Exchanged {
+                side: "provider",
+                client: &h.client,
+                provider: &h.service_provider,
+                method: &h.method,
+                code: format!("{code:?}"),
+                source,
+                elapsed: started.elapsed(),
+                bytes_in,
+                bytes_out,
+            },
+            started_unix_ms: h.time_unix_ms,
+            message_id: &h.message_id,
+            traceparent: &h.traceparent,
+            user_id: &h.user_id,
+            progress,
+        });
+    }
+}
+
 #[derive(Default)]
 pub(super) struct Received {
     pub(super) messages: u64,
@@ -142,25 +175,7 @@ pub(super) async fn open(
         let (code, source, bytes) = downlink(&open, from_consumer, to_consumer, aborted).await;
         // After the close nothing more of the client's is taken or recorded.
         uplink.abort();
-        let h = &open.accepted.header;
-        open.s.outcomes.finished(crate::outcome::Finished {
-            exchanged: crate::outcome::Exchanged {
-                side: "provider",
-                client: &h.client,
-                provider: &h.service_provider,
-                method: &h.method,
-                code: format!("{code:?}"),
-                source,
-                elapsed: started.elapsed(),
-                bytes_in: 0,
-                bytes_out: bytes,
-            },
-            started_unix_ms: h.time_unix_ms,
-            message_id: &h.message_id,
-            traceparent: &h.traceparent,
-            user_id: &h.user_id,
-            progress: &progress,
-        });
+        open.finished(&progress, started, code, source, (0, bytes));
     });
     Ok(Box::pin(ReceiverStream::new(frames)))
 }
@@ -480,18 +495,51 @@ async fn downlink(
         }
     }
     .await;
+    let source = source_of(&answer);
+    let code = answer.code;
+    let close = close(open, &chain, answer, false).await;
+    let _ = tokio::time::timeout(CLOSE_WAIT, to_consumer.send(close)).await;
+    (code, source, bytes)
+}
+
+/// Who produced an answer's status, as the metrics name it ("" when it succeeded).
+pub(super) fn source_of(answer: &AppAnswer) -> &'static str {
+    match (answer.code, answer.by_server) {
+        (Code::Ok, _) => "",
+        (_, true) => ErrorSource::ProviderServer.as_str(),
+        (_, false) => ErrorSource::ProviderApp.as_str(),
+    }
+}
+
+/// The signed, recorded close of a stream: the status (and a REST backend's status and
+/// headers), the answer's body when `body_in_close` (a REST answer of one chunk), and
+/// the last message of each direction.
+pub(super) async fn close(
+    open: &Open,
+    chain: &Chain,
+    answer: AppAnswer,
+    body_in_close: bool,
+) -> Result<ex::StreamFrame, Status> {
+    let s = &open.s;
+    let side = ErrorSource::ProviderServer;
     let (request_end, request_messages, request_last) = {
         let r = open.received.lock().unwrap_or_else(|p| p.into_inner());
         (r.end, r.messages, r.last.unwrap_or(open.request_hash))
     };
     let h = &open.accepted.header;
+    let (body, secrets) = if body_in_close {
+        (answer.body, answer.secrets)
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let body_sha256 = lintas_certs::sha256(&body).to_vec();
     let response = ex::ResponseHeader {
         request_header_sha256: open.request_hash.to_vec(),
         message_id: h.message_id.clone(),
         status_code: answer.code as i32,
         status_message: answer.message.clone(),
-        body_sha256: lintas_certs::sha256(b"").to_vec(),
-        body_len: 0,
+        body_sha256: body_sha256.clone(),
+        body_len: body.len() as u64,
         time_unix_ms: s.recorder.now_ms(),
         provider_server: s.own.id.to_string(),
         request_record: open.request_record,
@@ -500,52 +548,45 @@ async fn downlink(
         } else {
             String::new()
         },
+        rest: answer.rest,
         request_end_sha256: request_end.map(|h| h.to_vec()).unwrap_or_default(),
         request_messages,
         request_last_sha256: request_last.to_vec(),
         last_message_sha256: chain.last().to_vec(),
         messages: chain.count(),
-        ..Default::default()
-    };
-    let source = match (answer.code, answer.by_server) {
-        (Code::Ok, _) => "",
-        (_, true) => side.as_str(),
-        (_, false) => ErrorSource::ProviderApp.as_str(),
     };
     let header = response.encode_to_vec();
-    let close = async {
-        let signature = s
-            .own
-            .signer
-            .sign(envelope::RESPONSE_DOMAIN, &header)
-            .await
-            .map_err(|e| error(Code::Internal, side, format!("signing the response: {e}")))?;
-        s.recorder
-            .record(
-                open.ctx.record(
-                    RecordKind::ResponseSent,
-                    s.recorder.now_ms(),
-                    &header,
-                    Some(&signature),
-                    &s.own.sign_cert,
-                    &response.body_sha256,
-                    0,
-                    answer.code,
-                    &answer.message,
-                ),
-                side,
-            )
-            .await?;
-        Ok::<_, Status>(ex::StreamFrame {
-            frame: Some(ex::stream_frame::Frame::Close(ex::SignedResponse {
-                header: header.clone(),
-                signature: Some(signature),
-                signer_cert: s.own.sign_cert.clone(),
-                body: Vec::new(),
-                ..Default::default()
-            })),
-        })
-    };
-    let _ = tokio::time::timeout(CLOSE_WAIT, to_consumer.send(close.await)).await;
-    (answer.code, source, bytes)
+    let signature = s
+        .own
+        .signer
+        .sign(envelope::RESPONSE_DOMAIN, &header)
+        .await
+        .map_err(|e| error(Code::Internal, side, format!("signing the response: {e}")))?;
+    let index = s
+        .recorder
+        .record(
+            open.ctx.record(
+                RecordKind::ResponseSent,
+                s.recorder.now_ms(),
+                &header,
+                Some(&signature),
+                &s.own.sign_cert,
+                &body_sha256,
+                body.len() as u64,
+                answer.code,
+                &answer.message,
+            ),
+            side,
+        )
+        .await?;
+    s.recorder.keep_bodies(&[(index, &body)]);
+    Ok(ex::StreamFrame {
+        frame: Some(ex::stream_frame::Frame::Close(ex::SignedResponse {
+            header,
+            signature: Some(signature),
+            signer_cert: s.own.sign_cert.clone(),
+            body,
+            secret_headers: secrets,
+        })),
+    })
 }

@@ -71,25 +71,8 @@ pub(super) fn start(
         if let Some(uplink) = uplink {
             uplink.abort();
         }
-        let h = &open.accepted.header;
-        s.outcomes.finished(crate::outcome::Finished {
-            exchanged: crate::outcome::Exchanged {
-                side: "provider",
-                client: &h.client,
-                provider: &h.service_provider,
-                method: &h.method,
-                code: format!("{code:?}"),
-                source,
-                elapsed: started.elapsed(),
-                bytes_in: h.body_len as usize,
-                bytes_out,
-            },
-            started_unix_ms: h.time_unix_ms,
-            message_id: &h.message_id,
-            traceparent: &h.traceparent,
-            user_id: &h.user_id,
-            progress: &progress,
-        });
+        let bytes_in = open.accepted.header.body_len as usize;
+        open.finished(&progress, started, code, source, (bytes_in, bytes_out));
     });
     Box::pin(ReceiverStream::new(frames))
 }
@@ -123,12 +106,8 @@ async fn answer(
         _ => outcome,
     };
     let code = outcome.answer.code;
-    let source = match (code, outcome.answer.by_server) {
-        (Code::Ok, _) => "",
-        (_, true) => ErrorSource::ProviderServer.as_str(),
-        (_, false) => ErrorSource::ProviderApp.as_str(),
-    };
-    let close = close(open, &chain, outcome).await;
+    let source = super::stream::source_of(&outcome.answer);
+    let close = super::stream::close(open, &chain, outcome.answer, !outcome.chunked).await;
     let _ = tokio::time::timeout(CLOSE_WAIT, to_consumer.send(close)).await;
     (code, source, bytes)
 }
@@ -291,77 +270,5 @@ async fn relay(
         by_server: false,
         rest: Some(answered.head),
         secrets: Vec::new(),
-    })
-}
-
-/// The signed, recorded close: the status, the backend's head, the body when it was not
-/// chunked, and the last message of each direction.
-async fn close(open: &Open, chain: &Chain, outcome: Outcome) -> Result<ex::StreamFrame, Status> {
-    let s = &open.s;
-    let side = ErrorSource::ProviderServer;
-    let Outcome { answer, chunked } = outcome;
-    let (request_end, request_messages, request_last) = {
-        let r = open.received.lock().unwrap_or_else(|p| p.into_inner());
-        (r.end, r.messages, r.last.unwrap_or(open.request_hash))
-    };
-    let h = &open.accepted.header;
-    // A failure after chunks went out still names them; its body is empty.
-    let body = if chunked { Vec::new() } else { answer.body };
-    let body_sha256 = lintas_certs::sha256(&body).to_vec();
-    let response = ex::ResponseHeader {
-        request_header_sha256: open.request_hash.to_vec(),
-        message_id: h.message_id.clone(),
-        status_code: answer.code as i32,
-        status_message: answer.message.clone(),
-        body_sha256: body_sha256.clone(),
-        body_len: body.len() as u64,
-        time_unix_ms: s.recorder.now_ms(),
-        provider_server: s.own.id.to_string(),
-        request_record: open.request_record,
-        error_source: if answer.by_server {
-            side.as_str().into()
-        } else {
-            String::new()
-        },
-        rest: answer.rest,
-        request_end_sha256: request_end.map(|h| h.to_vec()).unwrap_or_default(),
-        request_messages,
-        request_last_sha256: request_last.to_vec(),
-        last_message_sha256: chain.last().to_vec(),
-        messages: chain.count(),
-    };
-    let header = response.encode_to_vec();
-    let signature = s
-        .own
-        .signer
-        .sign(envelope::RESPONSE_DOMAIN, &header)
-        .await
-        .map_err(|e| error(Code::Internal, side, format!("signing the response: {e}")))?;
-    let index = s
-        .recorder
-        .record(
-            open.ctx.record(
-                RecordKind::ResponseSent,
-                s.recorder.now_ms(),
-                &header,
-                Some(&signature),
-                &s.own.sign_cert,
-                &body_sha256,
-                body.len() as u64,
-                answer.code,
-                &answer.message,
-            ),
-            side,
-        )
-        .await?;
-    s.recorder.keep_bodies(&[(index, &body)]);
-    Ok(ex::StreamFrame {
-        frame: Some(ex::stream_frame::Frame::Close(ex::SignedResponse {
-            header,
-            signature: Some(signature),
-            signer_cert: s.own.sign_cert.clone(),
-            body,
-            secret_headers: if chunked { Vec::new() } else { answer.secrets },
-        })),
     })
 }
