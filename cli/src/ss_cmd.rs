@@ -160,8 +160,12 @@ enum ServiceCommand {
         /// With --rest: the backend's OpenAPI 3.0 document (JSON or YAML). gRPC
         /// descriptors are generated from it and published, one method per operation,
         /// so gRPC consumers can call the backend too.
-        #[arg(long, requires = "rest")]
+        #[arg(long, requires = "rest", conflicts_with = "openapi_from_backend")]
         openapi: Option<PathBuf>,
+        /// With --rest: the path under the base URL where the backend serves its
+        /// OpenAPI document (/openapi.yaml); the security server fetches it.
+        #[arg(long, requires = "rest")]
+        openapi_from_backend: Option<String>,
         /// The .proto file defining the service, for applications that do not serve gRPC
         /// reflection (otherwise the server asks the application).
         #[arg(long)]
@@ -344,6 +348,7 @@ pub async fn run(args: Args) -> Result<()> {
                     rest,
                     ca,
                     openapi,
+                    openapi_from_backend,
                     proto,
                     proto_paths,
                 } => {
@@ -372,6 +377,7 @@ pub async fn run(args: Args) -> Result<()> {
                             methods: Vec::new(),
                             rest,
                             openapi,
+                            openapi_path: openapi_from_backend.unwrap_or_default(),
                         })
                         .await?;
                     println!("{}", r.into_inner().message);

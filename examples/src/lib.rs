@@ -412,7 +412,17 @@ pub mod dukcapil_rest {
         let app = axum::Router::new()
             .route("/api/v1/penduduk", get(penduduk_query))
             .route("/api/v1/penduduk/{nik}", get(penduduk))
-            .route("/api/v1/kk/{no_kk}", get(kk));
+            .route("/api/v1/kk/{no_kk}", get(kk))
+            // Its description, as an application publishes it.
+            .route(
+                "/api/v1/openapi.yaml",
+                get(|| async {
+                    (
+                        [("content-type", "text/yaml")],
+                        include_str!("../openapi/dukcapil.yaml"),
+                    )
+                }),
+            );
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await

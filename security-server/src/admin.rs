@@ -38,6 +38,59 @@ pub struct AdminService {
     pub opmon: Arc<OpMon>,
 }
 
+/// How long the backend may take to hand over its OpenAPI document.
+const OPENAPI_FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The OpenAPI document a REST service's backend serves at `path` under its base URL,
+/// fetched with the client the service's calls use (its CA certificates for https).
+async fn fetch_openapi(entry: &ServiceEntry, path: &str) -> Result<Vec<u8>, Status> {
+    use http_body_util::BodyExt;
+    crate::endpoints::check_path(path).map_err(|why| invalid("openapi_path", why))?;
+    if path.is_empty() {
+        return Err(invalid("openapi_path", "the path starts with /"));
+    }
+    let request = lintas_proto::exchange::v1::RestRequest {
+        verb: "GET".into(),
+        path: path.into(),
+        ..Default::default()
+    };
+    let failed = |why: String| {
+        Status::failed_precondition(format!(
+            "fetching the OpenAPI document of {} from {}{path}: {why}",
+            entry.service,
+            entry.endpoint.trim_end_matches('/')
+        ))
+    };
+    let answered = crate::backend::Backends::default()
+        .send(crate::backend::Send {
+            service: entry,
+            request: &request,
+            headers: Default::default(),
+            added: Vec::new(),
+            body: http_body_util::Empty::new()
+                .map_err(|never| match never {})
+                .boxed(),
+            timeout: OPENAPI_FETCH_TIMEOUT,
+        })
+        .await
+        .map_err(|u| failed(u.message))?;
+    if !(200..300).contains(&answered.head.status) {
+        return Err(failed(format!(
+            "the backend answered HTTP {}",
+            answered.head.status
+        )));
+    }
+    let max = crate::openapi_descriptors::MAX_DOCUMENT_BYTES;
+    let body = tokio::time::timeout(
+        OPENAPI_FETCH_TIMEOUT,
+        http_body_util::Limited::new(answered.body, max).collect(),
+    )
+    .await
+    .map_err(|_| failed("the document did not arrive in time".into()))?
+    .map_err(|e| failed(format!("{e} (at most {max} bytes)")))?;
+    Ok(body.to_bytes().to_vec())
+}
+
 fn invalid(what: &str, e: impl std::fmt::Display) -> Status {
     Status::invalid_argument(format!("{what}: {e}"))
 }
@@ -195,9 +248,20 @@ impl SecurityServerAdmin for AdminService {
                 "REST service {} of {} passes calls to {}; consumers call /r1/{}/{}/PATH",
                 entry.service, entry.provider, entry.endpoint, entry.provider, entry.service
             );
-            if !s.openapi.is_empty() {
+            let document = match (s.openapi.is_empty(), s.openapi_path.is_empty()) {
+                (false, true) => Some(s.openapi),
+                (true, false) => Some(fetch_openapi(&entry, &s.openapi_path).await?),
+                (true, true) => None,
+                (false, false) => {
+                    return Err(invalid(
+                        "openapi",
+                        "give the document or the path the backend serves it at, not both",
+                    ));
+                }
+            };
+            if let Some(document) = document {
                 let code = entry.service.to_string();
-                let described = crate::openapi_descriptors::read(&s.openapi)
+                let described = crate::openapi_descriptors::read(&document)
                     .and_then(|doc| crate::openapi_descriptors::describe(&code, &doc))
                     .map_err(|e| invalid("openapi", e))?;
                 let methods: Vec<&str> = described
@@ -210,7 +274,7 @@ impl SecurityServerAdmin for AdminService {
                     methods.join(", ")
                 ));
                 entry.descriptor_set = Some(described.descriptor_set);
-                entry.openapi = Some(s.openapi);
+                entry.openapi = Some(document);
             }
             self.change(move |a| a.add_service(entry)).await?;
             return Ok(reply(text));
@@ -298,6 +362,7 @@ impl SecurityServerAdmin for AdminService {
                     descriptor_set: Vec::new(),
                     rest: s.rest,
                     openapi: Vec::new(),
+                    openapi_path: String::new(),
                 };
                 (key, service)
             })

@@ -710,6 +710,37 @@ async fn a_rest_backend_published_from_its_openapi_document_is_called_over_grpc_
         said.contains("CariPenduduk, AmbilPenduduk, AmbilKartuKeluarga"),
         "{said}"
     );
+    // Or fetched from the backend, which serves it.
+    let fetched = net
+        .provider
+        .admin()
+        .add_service(Request::new(admin_pb::Service {
+            provider: PROVIDER_CLIENT.into(),
+            service: "dukcapil.Salinan".into(),
+            endpoint: format!("{legacy_url}/api/v1"),
+            rest: true,
+            openapi_path: "/openapi.yaml".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .message;
+    assert!(fetched.contains("CariPenduduk"), "{fetched}");
+    let missing = net
+        .provider
+        .admin()
+        .add_service(Request::new(admin_pb::Service {
+            provider: PROVIDER_CLIENT.into(),
+            service: "dukcapil.Hilang".into(),
+            endpoint: format!("{legacy_url}/api/v1"),
+            rest: true,
+            openapi_path: "/tidak-ada.yaml".into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert!(missing.message().contains("HTTP 404"), "{missing:?}");
     // A document that cannot be read is refused, saying why.
     let refused = net
         .provider
