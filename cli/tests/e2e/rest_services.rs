@@ -603,6 +603,20 @@ async fn large_bodies_cross_the_bus_in_signed_chunks_both_ways() {
     let (status, _, body) = curl([named("berkas-kecil"), vec![url("/files/10")]].concat()).await;
     assert_eq!((status, body.len()), (200, 10));
 
+    // The metrics count the bytes each way, as they went.
+    let (_, _, text) = super::adapters::http(&net.consumer_ops, "GET", "/metrics", &[], "").await;
+    let bytes = |direction: &str| {
+        super::ops::sample(
+            &text,
+            &format!(
+                "lintas_exchange_message_bytes_total{{side=\"consumer\",service=\"berkas\",direction=\"{direction}\"}}"
+            ),
+        )
+        .unwrap_or_else(|| panic!("{text}"))
+    };
+    assert!(bytes("out") >= size as f64, "{}", bytes("out"));
+    assert!(bytes("in") >= size as f64, "{}", bytes("in"));
+
     // Over the limit: refused before the body is read.
     let big = dir.path().join("besar.bin");
     std::fs::File::create(&big)

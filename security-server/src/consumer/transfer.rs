@@ -72,10 +72,13 @@ struct Account {
     started: std::time::Instant,
     started_unix_ms: i64,
     progress: crate::outcome::Progress,
+    /// Bytes of the client's body sent on, as the upload goes.
+    uploaded: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Account {
-    fn finish(self, outcome: Result<(), &Status>, bytes_in: usize, bytes_out: usize) {
+    fn finish(self, outcome: Result<(), &Status>, bytes_in: usize) {
+        let bytes_out = self.uploaded.load(Ordering::SeqCst) as usize;
         let (code, source) = match outcome {
             Ok(()) => ("Ok".to_owned(), ""),
             Err(st) => (
@@ -125,6 +128,7 @@ pub(crate) async fn call(
         started: std::time::Instant::now(),
         started_unix_ms: s.recorder.now_ms(),
         progress: crate::outcome::Progress::default(),
+        uploaded: Arc::default(),
     };
     let chunked = !upload.read.ended || upload.first.len() > CHUNK;
     let inline = if chunked {
@@ -135,7 +139,7 @@ pub(crate) async fn call(
     let opened = match open(s, &call, &inline, chunked, &account.progress).await {
         Ok(o) => o,
         Err(st) => {
-            account.finish(Err(&st), 0, inline.len());
+            account.finish(Err(&st), 0);
             return Err(st);
         }
     };
@@ -144,14 +148,20 @@ pub(crate) async fn call(
         to_provider,
         mut answers,
     } = opened;
-    let bytes_out = if chunked {
-        tokio::spawn(uplink(open.clone(), upload, to_provider));
-        0
+    if chunked {
+        tokio::spawn(uplink(
+            open.clone(),
+            upload,
+            to_provider,
+            account.uploaded.clone(),
+        ));
     } else {
+        account
+            .uploaded
+            .store(inline.len() as u64, Ordering::SeqCst);
         // Nothing more goes to the provider's server: the request side ends.
         drop(to_provider);
-        inline.len()
-    };
+    }
     let answer = |rest, rest_secrets, body| Answer {
         body,
         message_id: call.message_id.clone(),
@@ -162,11 +172,11 @@ pub(crate) async fn call(
     match head(&open, &mut answers).await {
         Err((status, refused)) => {
             record_failure(&open, refused.as_deref(), &status).await;
-            account.finish(Err(&status), 0, bytes_out);
+            account.finish(Err(&status), 0);
             Err(status)
         }
         Ok(Head::Whole(head, secrets, body)) => {
-            account.finish(Ok(()), body.len(), bytes_out);
+            account.finish(Ok(()), body.len());
             Ok(Answered {
                 body: axum::body::Body::from(body.clone()),
                 answer: answer(head, secrets, body),
@@ -194,10 +204,10 @@ pub(crate) async fn call(
                 let received =
                     downlink(&open, answers, (chain, &cert), first, to_client, &ended).await;
                 match received {
-                    Ok(bytes_in) => account.finish(Ok(()), bytes_in, bytes_out),
+                    Ok(bytes_in) => account.finish(Ok(()), bytes_in),
                     Err((status, refused)) => {
                         record_failure(&open, refused.as_deref(), &status).await;
-                        account.finish(Err(&status), 0, bytes_out);
+                        account.finish(Err(&status), 0);
                     }
                 }
             });
@@ -255,7 +265,12 @@ async fn open(
 /// its record is written, then the signed end once all are durable. A client whose body
 /// fails ends the request stream without its end, which the provider's server takes as
 /// a cancellation; the client learns the cause.
-async fn uplink(open: Arc<Open>, upload: Upload, to_provider: mpsc::Sender<ex::StreamFrame>) {
+async fn uplink(
+    open: Arc<Open>,
+    upload: Upload,
+    to_provider: mpsc::Sender<ex::StreamFrame>,
+    uploaded: Arc<std::sync::atomic::AtomicU64>,
+) {
     let s = &open.s;
     let side = ErrorSource::ConsumerServer;
     let Upload {
@@ -305,6 +320,7 @@ async fn uplink(open: Arc<Open>, upload: Upload, to_provider: mpsc::Sender<ex::S
             *open.request_end.lock().unwrap_or_else(|p| p.into_inner()) = Some(chain.last());
         } else {
             open.sent.store(chain.count(), Ordering::SeqCst);
+            uploaded.fetch_add(chunk.len() as u64, Ordering::SeqCst);
         }
         let frame = ex::StreamFrame {
             frame: Some(ex::stream_frame::Frame::Message(message)),
