@@ -617,6 +617,35 @@ async fn large_bodies_cross_the_bus_in_signed_chunks_both_ways() {
     assert!(bytes("out") >= size as f64, "{}", bytes("out"));
     assert!(bytes("in") >= size as f64, "{}", bytes("in"));
 
+    // A backend that is down: the provider's server says so in its signed close, which
+    // the consumer's server records as the answer (not as a failure of its own).
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let closed_url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    add_rest_service(&net, "mati", &closed_url).await;
+    grant_rest(&net, "mati", CONSUMER_CLIENT, "", "").await;
+    net.provider.report_services().await.unwrap();
+    net.consumer.conf().fetch().await.unwrap();
+    let (status, headers, _) = curl(
+        [
+            named("berkas-mati"),
+            vec![format!("{}/r1/{PROVIDER_CLIENT}/mati/x", net.consumer_url)],
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!(status, 500);
+    assert_eq!(headers["x-road-error"], "Server.ServerProxy.NetworkError");
+    let kinds: Vec<RecordKind> = Network::records(&net.consumer)
+        .iter()
+        .filter(|r| r.message_id == "berkas-mati")
+        .map(|r| r.kind())
+        .collect();
+    assert_eq!(
+        kinds,
+        [RecordKind::RequestSent, RecordKind::ResponseReceived]
+    );
+
     // Over the limit: refused before the body is read.
     let big = dir.path().join("besar.bin");
     std::fs::File::create(&big)

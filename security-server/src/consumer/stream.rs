@@ -479,42 +479,17 @@ async fn downlink(
                     ));
                 }
             }
-            Some(ex::stream_frame::Frame::Close(close)) => match closed(&open, &chain, &close) {
-                Ok(answer) => {
-                    let code = Code::from_i32(answer.status_code);
-                    let recorded = s
-                        .recorder
-                        .record(
-                            open.ctx.record(
-                                RecordKind::ResponseReceived,
-                                s.recorder.now_ms(),
-                                &close.header,
-                                close.signature.as_ref(),
-                                &close.signer_cert,
-                                &answer.body_sha256,
-                                0,
-                                code,
-                                &answer.status_message,
-                            ),
-                            ErrorSource::ConsumerServer,
-                        )
-                        .await;
-                    if let Err(st) = recorded {
-                        break Err((st, None));
-                    }
-                    if code == Code::Ok {
+            Some(ex::stream_frame::Frame::Close(close)) => {
+                match accept_close(&open, &chain, &close).await {
+                    Ok(Ok(_)) => break Ok(()),
+                    // The provider's own verdict, recorded: the client hears it.
+                    Ok(Err(status)) => {
+                        let _ = to_client.send(Err(status)).await;
                         break Ok(());
                     }
-                    let _ = to_client.send(Err(closed_status(&open, answer))).await;
-                    break Ok(());
+                    Err(refused) => break Err(refused),
                 }
-                Err(why) => {
-                    break Err((
-                        consumer_error(Code::DataLoss, format!("response refused: {why}")),
-                        Some(close.header),
-                    ));
-                }
-            },
+            }
             _ => {
                 break Err((
                     consumer_error(
@@ -557,10 +532,55 @@ async fn downlink(
     });
 }
 
+/// Verifies and records the provider's close. The outer error: the close is refused
+/// (the status, and the refused header to record); the inner one: the close is good and
+/// recorded, and says the call failed, with this status.
+pub(super) async fn accept_close(
+    open: &Open,
+    chain: &Chain,
+    close: &ex::SignedResponse,
+) -> Result<Result<ex::ResponseHeader, Status>, (Status, Option<Vec<u8>>)> {
+    let s = &open.s;
+    let refused = |why: String| {
+        (
+            consumer_error(Code::DataLoss, format!("response refused: {why}")),
+            Some(close.header.clone()),
+        )
+    };
+    let answer = closed(open, chain, close).map_err(refused)?;
+    if !envelope::body_matches(&answer.body_sha256, answer.body_len, &close.body) {
+        return Err(refused("body does not match the signed hash".into()));
+    }
+    let code = Code::from_i32(answer.status_code);
+    let index = s
+        .recorder
+        .record(
+            open.ctx.record(
+                RecordKind::ResponseReceived,
+                s.recorder.now_ms(),
+                &close.header,
+                close.signature.as_ref(),
+                &close.signer_cert,
+                &answer.body_sha256,
+                answer.body_len,
+                code,
+                &answer.status_message,
+            ),
+            ErrorSource::ConsumerServer,
+        )
+        .await
+        .map_err(|st| (st, None))?;
+    s.recorder.keep_bodies(&[(index, &close.body)]);
+    if code != Code::Ok {
+        return Ok(Err(closed_status(open, answer)));
+    }
+    Ok(Ok(answer))
+}
+
 /// The status a close that did not succeed gives the client: the provider's, or this
 /// server's own reason when it cut the client's direction off (the provider then saw a
 /// cancellation).
-pub(super) fn closed_status(open: &Open, answer: ex::ResponseHeader) -> Status {
+fn closed_status(open: &Open, answer: ex::ResponseHeader) -> Status {
     let code = Code::from_i32(answer.status_code);
     let source = if answer.error_source == ErrorSource::ProviderServer.as_str() {
         ErrorSource::ProviderServer

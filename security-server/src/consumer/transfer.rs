@@ -15,11 +15,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 
-use super::stream::{Open, Opened, closed, closed_status, connect, record_failure, verify};
+use super::stream::{Open, Opened, accept_close, connect, record_failure, verify};
 use super::*;
 use crate::chain::{Chain, MESSAGE_DOMAIN};
 use crate::chunks::{self, CHUNK, PENDING};
-use lintas_log::RecordKind;
 use lintas_proto::exchange::v1 as ex;
 
 /// The client's request body: what was read of it, and the rest, still to read.
@@ -175,6 +174,10 @@ pub(crate) async fn call(
             account.finish(Err(&status), 0);
             Err(status)
         }
+        Ok(Head::Failed(status)) => {
+            account.finish(Err(&status), 0);
+            Err(status)
+        }
         Ok(Head::Whole(head, secrets, body)) => {
             account.finish(Ok(()), body.len());
             Ok(Answered {
@@ -204,7 +207,8 @@ pub(crate) async fn call(
                 let received =
                     downlink(&open, answers, (chain, &cert), first, to_client, &ended).await;
                 match received {
-                    Ok(bytes_in) => account.finish(Ok(()), bytes_in),
+                    Ok(Ok(bytes_in)) => account.finish(Ok(()), bytes_in),
+                    Ok(Err(status)) => account.finish(Err(&status), 0),
                     Err((status, refused)) => {
                         record_failure(&open, refused.as_deref(), &status).await;
                         account.finish(Err(&status), 0);
@@ -341,6 +345,8 @@ async fn uplink(
 
 /// How the answer starts.
 enum Head {
+    /// The provider's signed close says the call failed (recorded as such).
+    Failed(Status),
     /// In the close: the backend's status and headers, credential values, body.
     Whole(ex::RestResponse, Vec<ex::SecretValue>, Bytes),
     /// In messages: the status and headers from the first, which is verified and
@@ -387,57 +393,6 @@ async fn next_frame(answers: &mut Streaming<ex::StreamFrame>) -> Result<ex::Stre
             None,
         )),
     }
-}
-
-/// Verifies and records the provider's close; its header, if it says the call
-/// succeeded, or the status it gives.
-async fn accept_close(
-    open: &Open,
-    chain: &Chain,
-    close: &ex::SignedResponse,
-) -> Result<ex::ResponseHeader, Refused> {
-    let s = &open.s;
-    let answer = closed(open, chain, close).map_err(|why| refused(why, close.header.clone()))?;
-    if !envelope::body_matches(&answer.body_sha256, answer.body_len, &close.body) {
-        return Err(refused(
-            "body does not match the signed hash",
-            close.header.clone(),
-        ));
-    }
-    let code = Code::from_i32(answer.status_code);
-    let index = s
-        .recorder
-        .record(
-            open.ctx.record(
-                RecordKind::ResponseReceived,
-                s.recorder.now_ms(),
-                &close.header,
-                close.signature.as_ref(),
-                &close.signer_cert,
-                &answer.body_sha256,
-                answer.body_len,
-                code,
-                &answer.status_message,
-            ),
-            ErrorSource::ConsumerServer,
-        )
-        .await
-        .map_err(|st| (st, None))?;
-    s.recorder.keep_bodies(&[(index, &close.body)]);
-    if code != Code::Ok {
-        return Err((closed_status(open, answer), None));
-    }
-    if answer.rest.is_none() {
-        return Err((
-            error(
-                Code::Internal,
-                ErrorSource::ProviderServer,
-                "the provider server answered a REST call without an HTTP status",
-            ),
-            None,
-        ));
-    }
-    Ok(answer)
 }
 
 /// A message of the answer: signed by the provider's member (with the certificate its
@@ -487,9 +442,22 @@ async fn head(open: &Open, answers: &mut Streaming<ex::StreamFrame>) -> Result<H
     match frame.frame {
         Some(ex::stream_frame::Frame::Close(close)) => {
             let chain = Chain::new(open.request_hash, true);
-            let answer = accept_close(open, &chain, &close).await?;
+            let answer = match accept_close(open, &chain, &close).await? {
+                Ok(answer) => answer,
+                Err(status) => return Ok(Head::Failed(status)),
+            };
+            let rest = answer.rest.ok_or_else(|| {
+                (
+                    error(
+                        Code::Internal,
+                        ErrorSource::ProviderServer,
+                        "the provider server answered a REST call without an HTTP status",
+                    ),
+                    None,
+                )
+            })?;
             Ok(Head::Whole(
-                answer.rest.unwrap_or_default(),
+                rest,
                 close.secret_headers,
                 Bytes::from(close.body),
             ))
@@ -518,7 +486,8 @@ async fn head(open: &Open, answers: &mut Streaming<ex::StreamFrame>) -> Result<H
 
 /// The rest of a chunked answer: each chunk verified and recorded, then passed to the
 /// client; the close verified once every record is durable, and only then does the
-/// client's body end well (`ended`). The body bytes received.
+/// client's body end well (`ended`). The body bytes received, or the status of a close
+/// that says the call failed.
 async fn downlink(
     open: &Open,
     mut answers: Streaming<ex::StreamFrame>,
@@ -526,7 +495,7 @@ async fn downlink(
     first: Bytes,
     to_client: mpsc::Sender<Bytes>,
     ended: &AtomicBool,
-) -> Result<usize, Refused> {
+) -> Result<Result<usize, Status>, Refused> {
     let gone = || {
         (
             consumer_error(Code::Cancelled, "the client went away during the answer"),
@@ -558,9 +527,12 @@ async fn downlink(
                 for durable in pending {
                     durable.await.map_err(|st| (st, None))?;
                 }
-                accept_close(open, &chain, &close).await?;
+                if let Err(status) = accept_close(open, &chain, &close).await? {
+                    // The provider's verdict, recorded; the client's body is cut off.
+                    return Ok(Err(status));
+                }
                 ended.store(true, Ordering::SeqCst);
-                return Ok(received);
+                return Ok(Ok(received));
             }
             _ => {
                 return Err((
