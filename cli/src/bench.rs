@@ -11,7 +11,6 @@ use lintas_examples::echo::v1::EchoMessage;
 use lintas_examples::echo::v1::echo_client::EchoClient;
 use lintas_globalconf::SystemClock;
 use lintas_identifiers::ClientId;
-use lintas_proto::registry::v1 as pb;
 use lintas_ss::access::{Grant, ServiceEntry, Subject};
 use lintas_ss::daemon::SecurityServer;
 use tokio::net::TcpListener;
@@ -101,15 +100,7 @@ async fn measure(
         let member =
             crate::network::new_server(root, &report.anchor_path, id, &[client], "bench", true)
                 .await?;
-        let token = admin
-            .create_enrolment_token(pb::CreateEnrolmentTokenRequest {
-                server_id: id.into(),
-                ttl_seconds: 600,
-            })
-            .await?
-            .into_inner()
-            .token;
-        member.node.register(Some(&token)).await?;
+        crate::network::enrol_with_token(&mut admin, &member.node, id).await?;
         let server = SecurityServer::open(member.node, Arc::new(SystemClock))?;
         let local = TcpListener::bind("127.0.0.1:0").await?;
         if id == CONSUMER {

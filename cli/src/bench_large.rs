@@ -16,7 +16,6 @@ use hyper::body::Frame;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use lintas_proto::registry::v1 as pb;
 use tokio::net::TcpListener;
 
 const PROVIDER: &str = "ID/GOV/BERKAS/SS1";
@@ -132,15 +131,7 @@ async fn measure(root: &Path, size: u64, running: &mut crate::network::Running) 
             },
         )
         .await?;
-        let token = admin
-            .create_enrolment_token(pb::CreateEnrolmentTokenRequest {
-                server_id: id.into(),
-                ttl_seconds: 600,
-            })
-            .await?
-            .into_inner()
-            .token;
-        member.node.register(Some(&token)).await?;
+        crate::network::enrol_with_token(&mut admin, &member.node, id).await?;
         let config = member.node.paths.0.join("ss.toml");
         let log = std::fs::File::create(member.node.paths.0.join("server.log"))?;
         // The provider endpoint's port is the child's to bind now.

@@ -610,17 +610,7 @@ async fn join(
     name: &'static str,
 ) -> Result<Arc<SecurityServer>> {
     let m = crate::network::new_server(root, anchor, server, &[client], name, false).await?;
-    let token = admin
-        .create_enrolment_token(pb::CreateEnrolmentTokenRequest {
-            server_id: server.into(),
-            ttl_seconds: 600,
-        })
-        .await?
-        .into_inner();
-    let status = m.node.register(Some(&token.token)).await?;
-    if status.state() != pb::RegistrationState::Approved {
-        bail!("{server}: the enrolment token did not approve the registration");
-    }
+    crate::network::enrol_with_token(admin, &m.node, server).await?;
     let listeners = lintas_ss::serve::Listeners {
         consumer: TcpListener::bind("127.0.0.1:0").await?,
         provider: m.peer,

@@ -61,6 +61,30 @@ pub async fn new_server_edited(
     Ok(Member { node, name, peer })
 }
 
+/// Registers `node` (server `server`) with a one-time enrolment token the registry's
+/// administrator creates for it: approved at once, its certificates stored.
+pub async fn enrol_with_token(
+    admin: &mut lintas_proto::registry::v1::registry_admin_client::RegistryAdminClient<
+        tonic::transport::Channel,
+    >,
+    node: &Node,
+    server: &str,
+) -> Result<()> {
+    let token = admin
+        .create_enrolment_token(lintas_proto::registry::v1::CreateEnrolmentTokenRequest {
+            server_id: server.into(),
+            ttl_seconds: 600,
+        })
+        .await?
+        .into_inner()
+        .token;
+    let status = node.register(Some(&token)).await?;
+    if status.state() != lintas_proto::registry::v1::RegistrationState::Approved {
+        anyhow::bail!("{server}: the enrolment token did not approve the registration");
+    }
+    Ok(())
+}
+
 /// Tasks of the running network and how to stop them.
 #[derive(Default)]
 pub struct Running {

@@ -205,6 +205,25 @@ impl Network {
         cari_nik(plain_channel(&self.consumer_url).await?, client, nik, None).await
     }
 
+    /// Exports exchange `id` from both servers' logs and verifies each bundle offline
+    /// and the two against each other; what the consumer's evidence proves.
+    async fn verified_on_both(&self, id: &str) -> String {
+        let anchor = lintas_globalconf::Anchor::load(&self.inst.anchor()).unwrap();
+        let q = lintas_proto::ss::v1::EvidenceQuery {
+            message_id: id.into(),
+            ..Default::default()
+        };
+        let c = lintas_audit::verify(&self.consumer.evidence.export(&q).await.unwrap(), &anchor);
+        let p = lintas_audit::verify(&self.provider.evidence.export(&q).await.unwrap(), &anchor);
+        assert!(c.verified, "{id}: {:#?}", c.failures);
+        assert!(p.verified, "{id}: {:#?}", p.failures);
+        assert!(
+            lintas_audit::cross_check(&c, &p).failures.is_empty(),
+            "{id}"
+        );
+        c.proven.join("\n")
+    }
+
     /// The request header each server logged for `message_id`, after checking that
     /// its SHA-256 is `request_hash` (base64, as `X-Road-Request-Hash` gives it).
     fn logged_requests(&self, message_id: &str, request_hash: &str) -> Vec<ex::RequestHeader> {

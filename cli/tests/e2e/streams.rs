@@ -152,21 +152,8 @@ async fn streams_cross_the_bus_signed_chained_and_logged() {
 
     // Both logs hold every message, chained: the evidence verifies on each side and
     // the two sides agree.
-    let anchor = lintas_globalconf::Anchor::load(&net.inst.anchor()).unwrap();
     for id in ["alir-hitung", "alir-gabung", "alir-obrolan", "alir-gagal"] {
-        let q = lintas_proto::ss::v1::EvidenceQuery {
-            message_id: id.into(),
-            ..Default::default()
-        };
-        let c = lintas_audit::verify(&net.consumer.evidence.export(&q).await.unwrap(), &anchor);
-        let p = lintas_audit::verify(&net.provider.evidence.export(&q).await.unwrap(), &anchor);
-        assert!(c.verified, "{id}: {:#?}", c.failures);
-        assert!(p.verified, "{id}: {:#?}", p.failures);
-        assert!(
-            lintas_audit::cross_check(&c, &p).failures.is_empty(),
-            "{id}"
-        );
-        let said = c.proven.join("\n");
+        let said = net.verified_on_both(id).await;
         assert!(said.contains("stream"), "{id}: {said}");
     }
     let messages = |server: &SecurityServer, kind: RecordKind| {

@@ -197,21 +197,8 @@ async fn large_bodies_cross_the_bus_in_signed_chunks_both_ways() {
         chunks(&net.consumer, "berkas-kecil", RecordKind::MessageReceived),
         0
     );
-    let anchor = lintas_globalconf::Anchor::load(&net.inst.anchor()).unwrap();
     for id in ["berkas-unggah", "berkas-unduh", "berkas-kecil"] {
-        let q = admin_pb::EvidenceQuery {
-            message_id: id.into(),
-            ..Default::default()
-        };
-        let c = lintas_audit::verify(&net.consumer.evidence.export(&q).await.unwrap(), &anchor);
-        let p = lintas_audit::verify(&net.provider.evidence.export(&q).await.unwrap(), &anchor);
-        assert!(c.verified, "{id}: {:#?}", c.failures);
-        assert!(p.verified, "{id}: {:#?}", p.failures);
-        assert!(
-            lintas_audit::cross_check(&c, &p).failures.is_empty(),
-            "{id}"
-        );
-        let said = c.proven.join("\n");
+        let said = net.verified_on_both(id).await;
         assert_eq!(
             said.contains("travelled in chunks"),
             id != "berkas-kecil",
