@@ -136,11 +136,13 @@ async fn floods_of_idle_and_slow_connections_do_not_stall_legitimate_calls() {
         extra.push(connect_from(greedy, &net.provider_address).await.unwrap());
     }
     // A client sending its TLS handshake one byte per second; the time the server cuts
-    // it off is when its reading side sees the end.
+    // it off is when its reading side sees the end. Timed from before the connection
+    // is made: the server's deadline may start as soon as it accepts, before the
+    // connect call returns here.
+    let slow_started = Instant::now();
     let slow = connect_from(std::net::Ipv4Addr::new(127, 0, 2, 3), &net.provider_address)
         .await
         .unwrap();
-    let slow_started = Instant::now();
     let (mut slow_read, mut slow_write) = slow.into_split();
     let slow_writer = tokio::spawn(async move {
         let hello = [
