@@ -83,7 +83,7 @@ impl tower::Service<http::Request<axum::body::Body>> for ConsumerEndpoint {
                 .get(http::header::CONTENT_TYPE)
                 .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
             if !grpc {
-                let answer = crate::rest::unknown_path(req.headers(), req.uri().path());
+                let answer = crate::xroad_error::unknown_path(req.headers(), req.uri().path());
                 return Ok(answer.map(tonic::body::Body::new));
             }
             let (remote, peer_cert) = caller(req.extensions());
@@ -164,6 +164,7 @@ async fn streams(s: &Consumer, path: &str, provider: Option<&str>) -> bool {
     s.catalogue.streams(&conf, &provider, &method).await
 }
 
+mod attempt;
 mod stream;
 mod transcode;
 pub(crate) mod transfer;
@@ -519,7 +520,7 @@ async fn exchange_with_provider(
         if let Some(status) = &failed {
             s.outcomes.exchanges.retried(status.code());
         }
-        let tried = crate::attempt::Attempt {
+        let tried = attempt::Attempt {
             call: &call,
             body: &body,
             conf: &conf,
@@ -527,7 +528,7 @@ async fn exchange_with_provider(
             attempt: attempt as u32,
             retry_of: previous,
         };
-        match crate::attempt::run(s, tried, progress).await {
+        match attempt::run(s, tried, progress).await {
             Ok(answer) => return Ok(answer),
             Err(f) if f.retry => {
                 tracing::warn!(server = %target.id, code = ?f.status.code(), reason = %f.status.message(), "attempt did not reach the provider's application; another server is tried if there is one");

@@ -6,7 +6,6 @@
 
 pub mod access;
 pub mod admin;
-mod attempt;
 pub mod backend;
 pub mod batch;
 pub mod bodies;
@@ -50,6 +49,7 @@ mod signers;
 mod tasks;
 pub mod timestamps;
 pub mod trace;
+mod xroad_error;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -37,8 +37,9 @@ use tonic::codegen::http::{HeaderMap, HeaderValue, StatusCode, header};
 
 use crate::catalogue::{Catalogue, Described, allowed_methods};
 use crate::consumer::{Answer, Call, Consumer, call_provider, random_id};
-use crate::errors::{ERROR_SOURCE, ErrorSource};
+use crate::errors::ErrorSource;
 use crate::local::caller;
+use crate::xroad_error::{Failure, accepts, header_text, json_response, wants_xml, xml_text};
 
 mod meta;
 mod openapi;
@@ -60,191 +61,6 @@ pub fn routes(rest: Arc<Rest>) -> axum::Router {
         .route("/listClients", get(list_clients))
         .route("/allowedMethods", get(all_allowed))
         .with_state(rest)
-}
-
-/// An error answer: bus failures carry `X-Road-Error`.
-struct Failure {
-    http: StatusCode,
-    kind: String,
-    message: String,
-    detail: String,
-    bus: bool,
-}
-
-impl Failure {
-    /// A request the REST entry cannot take: `Client.{reason}`, HTTP 400 unless the
-    /// caller says otherwise.
-    fn client(reason: &str, message: impl Into<String>) -> Self {
-        Failure {
-            http: StatusCode::BAD_REQUEST,
-            kind: format!("Client.{reason}"),
-            message: message.into(),
-            detail: String::new(),
-            bus: true,
-        }
-    }
-
-    /// An error of the bus in X-Road's terms: `Server.ClientProxy.*` from this server,
-    /// `Server.ServerProxy.*` from the provider's server (both HTTP 500), `Client.*` for
-    /// a request this server found wrong (HTTP 400); an error of the provider's gRPC
-    /// application keeps its status as grpc-gateway maps it, without `X-Road-Error`.
-    fn from_status(status: &tonic::Status, message_id: &str) -> Self {
-        let source = status
-            .metadata()
-            .get(ERROR_SOURCE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or(ErrorSource::ConsumerServer.as_str());
-        let (kind, bus) = xroad_type(source, status.code(), crate::errors::reason_of(status));
-        let http = if !bus {
-            http_status(status.code())
-        } else if kind.starts_with("Server.") {
-            StatusCode::INTERNAL_SERVER_ERROR
-        } else {
-            StatusCode::BAD_REQUEST
-        };
-        Failure {
-            http,
-            kind,
-            message: status.message().to_owned(),
-            detail: message_id.to_owned(),
-            bus,
-        }
-    }
-
-    fn into_response(self, xml: bool) -> Response {
-        let mut r = if xml {
-            let body = format!(
-                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><error><type>{}</type><message>{}</message><detail>{}</detail></error>",
-                xml_text(&self.kind),
-                xml_text(&self.message),
-                xml_text(&self.detail)
-            );
-            let mut r = Response::new(Body::from(body));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/xml; charset=utf-8"),
-            );
-            r
-        } else {
-            let body = json!({"type": self.kind, "message": self.message, "detail": self.detail});
-            json_response(StatusCode::OK, &body)
-        };
-        *r.status_mut() = self.http;
-        if self.bus
-            && let Ok(v) = HeaderValue::from_str(&self.kind)
-        {
-            r.headers_mut().insert("x-road-error", v);
-        }
-        r
-    }
-}
-
-/// X-Road's error type for a status from `source` with `code` and, if known, the
-/// reason in X-Road's terms; and whether the bus (not the application) failed.
-fn xroad_type(source: &str, code: Code, reason: Option<&str>) -> (String, bool) {
-    if source == ErrorSource::ProviderApp.as_str() {
-        return (format!("Service.{}", code_name(code)), false);
-    }
-    let consumer = source != ErrorSource::ProviderServer.as_str();
-    if consumer && code == Code::InvalidArgument && reason.is_none() {
-        return ("Client.BadRequest".into(), true);
-    }
-    let reason = reason.unwrap_or(match code {
-        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => "BadRequest",
-        Code::NotFound | Code::Unimplemented => "UnknownService",
-        Code::PermissionDenied => "AccessDenied",
-        Code::Unauthenticated => "SslAuthenticationFailed",
-        Code::Unavailable => "NetworkError",
-        Code::DeadlineExceeded | Code::Cancelled => "IOError",
-        Code::DataLoss => "InconsistentResponse",
-        Code::ResourceExhausted => "TooManyRequests",
-        Code::AlreadyExists => "DuplicateMessageId",
-        _ => "InternalError",
-    });
-    let proxy = if consumer {
-        "ClientProxy"
-    } else {
-        "ServerProxy"
-    };
-    (format!("Server.{proxy}.{reason}"), true)
-}
-
-/// Text for an XML element: `&`, `<` and `>` escaped, characters XML 1.0 cannot
-/// hold dropped.
-fn xml_text(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '\t' | '\n' | '\r' => out.push(c),
-            c if (c as u32) < 0x20 || c == '\u{fffe}' || c == '\u{ffff}' => {}
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// Whether `Accept` names one of `types` (parameters and weights aside, as X-Road's
-/// security server reads it).
-fn accepts(headers: &HeaderMap, types: &[&str]) -> bool {
-    headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.split(';').next().unwrap_or_default().trim())
-        .any(|t| types.iter().any(|want| t.eq_ignore_ascii_case(want)))
-}
-
-/// Whether the caller asked for XML (`text/xml`, `application/xml` or `text/*`).
-fn wants_xml(headers: &HeaderMap) -> bool {
-    accepts(headers, &["text/xml", "application/xml", "text/*"])
-}
-
-/// A gRPC code's name in CamelCase, as in X-Road's error types.
-fn code_name(code: Code) -> String {
-    format!("{code:?}")
-}
-
-/// The HTTP status for a gRPC code (as grpc-gateway maps them).
-fn http_status(code: Code) -> StatusCode {
-    match code {
-        Code::Ok => StatusCode::OK,
-        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
-            StatusCode::BAD_REQUEST
-        }
-        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
-        Code::PermissionDenied => StatusCode::FORBIDDEN,
-        Code::NotFound => StatusCode::NOT_FOUND,
-        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
-        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
-        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
-        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    }
-}
-
-fn json_response(status: StatusCode, body: &Value) -> Response {
-    let mut r = Response::new(Body::from(body.to_string()));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r
-}
-
-fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Failure> {
-    match headers.get(name) {
-        None => Ok(None),
-        Some(v) => v
-            .to_str()
-            .map(Some)
-            .map_err(|_| Failure::client("InvalidHttpHeader", format!("{name} is not ASCII text"))),
-    }
 }
 
 /// The calling client, named by `X-Road-Client` and authenticated as gRPC callers are.
@@ -277,18 +93,6 @@ async fn r1(State(s): State<Arc<Rest>>, req: Request) -> Response {
         Ok(r) => r,
         Err(f) => f.into_response(xml),
     }
-}
-
-/// A request to the consumer endpoint that is neither gRPC nor a path of X-Road's REST
-/// protocol: an X-Road error, not a gRPC status in an HTTP 200.
-pub fn unknown_path(headers: &HeaderMap, path: &str) -> Response {
-    Failure::client(
-        "BadRequest",
-        format!(
-            "{path} is not a path of this security server: REST calls go to /r1/INSTANCE/CLASS/MEMBER/SUBSYSTEM/SERVICE_CODE/..., discovery to /listClients and /allowedMethods, gRPC calls are sent with content-type application/grpc"
-        ),
-    )
-    .into_response(wants_xml(headers))
 }
 
 async fn r1_inner(s: &Rest, req: Request) -> Result<Response, Failure> {
@@ -650,7 +454,7 @@ async fn call(
         )
         .map_err(|e| Failure {
             http: StatusCode::INTERNAL_SERVER_ERROR,
-            kind: "Server.ClientProxy.Internal".into(),
+            kind: "Server.ClientProxy.InternalError".into(),
             message: format!("encoding the answer as JSON: {e}"),
             detail: message_id.clone(),
             bus: true,

@@ -119,7 +119,7 @@ async fn open(
         deadline_unix_ms: deadline
             .map(|d| s.recorder.now_ms().saturating_add(d.as_millis() as i64))
             .unwrap_or(0),
-        ..crate::attempt::request_header(&s, &call, &conf, &target)
+        ..super::attempt::request_header(&s, &call, &conf, &target)
     };
     let opening = ex::SignedRequest::default();
     let Opened {
@@ -157,9 +157,9 @@ pub(super) async fn connect(
     header: ex::RequestHeader,
     opening: ex::SignedRequest,
     deadline: Option<Duration>,
-) -> Result<Opened, crate::attempt::Failed> {
+) -> Result<Opened, super::attempt::Failed> {
     let side = ErrorSource::ConsumerServer;
-    let pin = crate::attempt::pin_of(&target)?;
+    let pin = super::attempt::pin_of(&target)?;
     let (body_sha256, body_len) = (header.body_sha256.clone(), header.body_len);
     let header = header.encode_to_vec();
     let request_hash = lintas_certs::sha256(&header);
@@ -212,8 +212,8 @@ pub(super) async fn connect(
         let open = open.clone();
         async move {
             record_failure(&open, None, &status).await;
-            crate::attempt::Failed {
-                retry: crate::attempt::retryable(outcome, status.code()),
+            super::attempt::Failed {
+                retry: super::attempt::retryable(outcome, status.code()),
                 status,
                 request_hash,
             }

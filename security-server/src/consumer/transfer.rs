@@ -243,7 +243,7 @@ async fn open(
             attempt: attempt as u32,
             retry_of_sha256: previous.map(|h| h.to_vec()).unwrap_or_default(),
             rest: call.rest.clone(),
-            ..crate::attempt::request_header(s, call, &conf, &target)
+            ..super::attempt::request_header(s, call, &conf, &target)
         };
         let opening = ex::SignedRequest {
             body: inline.to_vec(),
