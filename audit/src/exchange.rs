@@ -197,7 +197,7 @@ pub(super) fn exchange(
         .iter()
         .any(|(_, rec)| is(rec, &[RecordKind::MessageSent, RecordKind::MessageReceived]));
     match &request_header {
-        Some((bytes, req, _)) if req.stream || (messages && req.rest.is_some()) => {
+        Some((bytes, req, _)) if req.stream || (messages && (req.rest.is_some() || req.grpc_framed)) => {
             let members = (
                 req.client.parse::<ClientId>().map(|c| c.member().clone()),
                 facts.provider.parse::<SubsystemId>().map(|p| p.member),
@@ -310,7 +310,7 @@ pub(super) fn exchange(
         }
         if let Some(c) = &facts.chunks {
             r.proven.push(format!(
-                "{name}'s bodies travelled in chunks: {} from the client{} and {} from the backend, each signed by its sender's member and chained to the one before it, so none is missing, repeated or out of order in this log.",
+                "{name}'s bodies travelled in chunks: {} from the client{} and {} from the backend or application, each signed by its sender's member and chained to the one before it, so none is missing, repeated or out of order in this log.",
                 c.requests,
                 if c.request_ended { " (then its end)" } else { "" },
                 c.responses

@@ -140,8 +140,12 @@ pub mod echo_server {
         watch: Arc<Watch>,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), tonic::transport::Error> {
+        // Messages of up to 64 MiB: tests send ones larger than gRPC's default 4 MiB.
+        let echo = EchoServer::new(Echoer { watch })
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20);
         tonic::transport::Server::builder()
-            .add_service(EchoServer::new(Echoer { watch }))
+            .add_service(echo)
             .serve_with_incoming_shutdown(incoming(listener), shutdown)
             .await
     }

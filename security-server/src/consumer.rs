@@ -119,6 +119,39 @@ impl tower::Service<http::Request<axum::body::Body>> for ConsumerEndpoint {
                 return Ok(grpc.streaming(call, req).await);
             }
             let _ticket = ticket;
+            // A message too large for one message between the servers travels framed.
+            let (parts, mut body) = req.into_parts();
+            let limit = server.settings.connection_limits.request_timeout();
+            let (read, progress) = match framed::peek(&mut body, limit).await {
+                Ok(r) => r,
+                Err(status) => return Ok(status.into_http()),
+            };
+            let first = framed::first(&read);
+            if framed::framed(&first, max) {
+                if let framed::First::Message {
+                    compressed: true, ..
+                } = first
+                {
+                    return Ok(consumer_error(
+                        Code::Unimplemented,
+                        "compressed messages are not carried: send them uncompressed",
+                    )
+                    .into_http());
+                }
+                let upload = transfer::Upload {
+                    first: read,
+                    read: progress,
+                    rest: body,
+                };
+                let path = parts.uri.path().to_owned();
+                let headers = &parts.headers;
+                return Ok(framed::call(server, path, (remote, peer_cert), headers, upload).await);
+            }
+            let body = framed::Replayed {
+                first: Some(read.freeze()),
+                rest: body,
+            };
+            let req = http::Request::from_parts(parts, axum::body::Body::new(body));
             let call = ConsumerCall {
                 path: req.uri().path().to_owned(),
                 remote,
@@ -165,6 +198,7 @@ async fn streams(s: &Consumer, path: &str, provider: Option<&str>) -> bool {
 }
 
 mod attempt;
+mod framed;
 mod stream;
 mod transcode;
 pub(crate) mod transfer;

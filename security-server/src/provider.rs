@@ -457,6 +457,7 @@ async fn handle(
 }
 
 mod checks;
+mod framed;
 mod stream;
 mod transfer;
 

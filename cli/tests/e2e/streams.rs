@@ -464,3 +464,5 @@ async fn the_provider_refuses_stream_messages_out_of_order_or_not_signed_by_the_
         "{refused:?}"
     );
 }
+
+mod large_messages;

@@ -1,4 +1,5 @@
-//! REST calls on `Exchange.Stream`, the consumer's side. A body that fits in one chunk
+//! REST calls and framed unary gRPC calls (`consumer/framed.rs`) on `Exchange.Stream`,
+//! the consumer's side. A body that fits in one chunk
 //! travels in the signed opening request; a larger one is marked `chunked` and follows
 //! in messages, each chunk read from the client, signed, chained and recorded as it
 //! goes, then a signed end. The answer comes in the signed close, or in messages whose
@@ -33,7 +34,12 @@ pub(crate) struct Upload {
 pub(crate) struct Answered {
     pub answer: Answer,
     pub body: axum::body::Body,
+    /// Why an answer that came in chunks failed after its first, once known.
+    pub failed: Failed,
 }
+
+/// Where the status of an answer that failed after its first chunk lands.
+pub(crate) type Failed = Arc<std::sync::Mutex<Option<Status>>>;
 
 /// The reason given when a client's body is over `max_body_bytes`.
 pub(crate) const BODY_TOO_LARGE: &str = "BodyTooLarge";
@@ -109,8 +115,8 @@ impl Account {
     }
 }
 
-/// Makes the REST call `call` with the client's body; the answer, once its status and
-/// headers are verified.
+/// Makes the REST call `call` (or, without `call.rest`, the framed gRPC call) with the
+/// client's body; the answer, once its status and headers are verified.
 pub(crate) async fn call(
     s: &Arc<Consumer>,
     call: Call,
@@ -165,10 +171,11 @@ pub(crate) async fn call(
         body,
         message_id: call.message_id.clone(),
         request_hash: open.request_hash,
-        rest: Some(rest),
+        rest,
         rest_secrets,
     };
-    match head(&open, &mut answers).await {
+    let rest = call.rest.is_some();
+    match head(&open, &mut answers, rest).await {
         Err((status, refused)) => {
             record_failure(&open, refused.as_deref(), &status).await;
             account.finish(Err(&status), 0);
@@ -183,6 +190,7 @@ pub(crate) async fn call(
             Ok(Answered {
                 body: axum::body::Body::from(body.clone()),
                 answer: answer(head, secrets, body),
+                failed: Failed::default(),
             })
         }
         Ok(Head::Chunks {
@@ -199,21 +207,32 @@ pub(crate) async fn call(
                 let ended = ended.clone();
                 move || ended.load(Ordering::SeqCst)
             });
+            let failed = Failed::default();
             let answered = Answered {
                 answer: answer(head, secrets, Bytes::new()),
                 body: axum::body::Body::new(body),
+                failed: failed.clone(),
             };
             tokio::spawn(async move {
-                let received =
-                    downlink(&open, answers, (chain, &cert), first, to_client, &ended).await;
-                match received {
-                    Ok(Ok(bytes_in)) => account.finish(Ok(()), bytes_in),
-                    Ok(Err(status)) => account.finish(Err(&status), 0),
+                let received = downlink(
+                    &open,
+                    answers,
+                    (chain, &cert, rest),
+                    first,
+                    to_client,
+                    &ended,
+                )
+                .await;
+                let status = match received {
+                    Ok(Ok(bytes_in)) => return account.finish(Ok(()), bytes_in),
+                    Ok(Err(status)) => status,
                     Err((status, refused)) => {
                         record_failure(&open, refused.as_deref(), &status).await;
-                        account.finish(Err(&status), 0);
+                        status
                     }
-                }
+                };
+                account.finish(Err(&status), 0);
+                *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(status);
             });
             Ok(answered)
         }
@@ -240,6 +259,7 @@ async fn open(
             body_sha256: lintas_certs::sha256(inline).to_vec(),
             body_len: inline.len() as u64,
             chunked,
+            grpc_framed: call.rest.is_none(),
             attempt: attempt as u32,
             retry_of_sha256: previous.map(|h| h.to_vec()).unwrap_or_default(),
             rest: call.rest.clone(),
@@ -347,12 +367,13 @@ async fn uplink(
 enum Head {
     /// The provider's signed close says the call failed (recorded as such).
     Failed(Status),
-    /// In the close: the backend's status and headers, credential values, body.
-    Whole(ex::RestResponse, Vec<ex::SecretValue>, Bytes),
-    /// In messages: the status and headers from the first, which is verified and
-    /// recorded (its chunk still to pass on).
+    /// In the close: the backend's status and headers (of a REST call), credential
+    /// values, body.
+    Whole(Option<ex::RestResponse>, Vec<ex::SecretValue>, Bytes),
+    /// In messages: the status and headers (of a REST call) from the first, which is
+    /// verified and recorded (its chunk still to pass on).
     Chunks {
-        head: ex::RestResponse,
+        head: Option<ex::RestResponse>,
         secrets: Vec<ex::SecretValue>,
         chain: Chain,
         /// The certificate the first chunk names, which signs them all.
@@ -396,11 +417,12 @@ async fn next_frame(answers: &mut Streaming<ex::StreamFrame>) -> Result<ex::Stre
 }
 
 /// A message of the answer: signed by the provider's member (with the certificate its
-/// first message names), next in `chain`; its record handed to the log.
+/// first message names), next in `chain`, naming an HTTP status if and only if it is
+/// the first of a REST call's (`rest`) answer; its record handed to the log.
 fn accept_message(
     open: &Open,
     chain: &mut Chain,
-    cert: &[u8],
+    (cert, rest): (&[u8], bool),
     m: &ex::SignedMessage,
 ) -> Result<
     (
@@ -418,9 +440,13 @@ fn accept_message(
     let header = verify(open, cert, MESSAGE_DOMAIN, &m.header, m.signature.as_ref())
         .and_then(|()| chain.accept(&m.header, Some(&m.body)))
         .map_err(|why| refused(why, m.header.clone()))?;
-    if header.rest.is_some() != (header.seq == 0) {
+    if header.rest.is_some() != (rest && header.seq == 0) {
         return Err(refused(
-            "only the first chunk of an answer names its HTTP status",
+            if rest {
+                "only the first chunk of a REST call's answer names its HTTP status"
+            } else {
+                "the answer of a gRPC call names no HTTP status"
+            },
             m.header.clone(),
         ));
     }
@@ -436,8 +462,13 @@ fn accept_message(
     Ok((header, durable))
 }
 
-/// The start of the answer: the whole of it in the close, or its first chunk.
-async fn head(open: &Open, answers: &mut Streaming<ex::StreamFrame>) -> Result<Head, Refused> {
+/// The start of the answer to a REST call (`rest`) or a framed gRPC call: the whole of
+/// it in the close, or its first chunk.
+async fn head(
+    open: &Open,
+    answers: &mut Streaming<ex::StreamFrame>,
+    rest: bool,
+) -> Result<Head, Refused> {
     let frame = next_frame(answers).await?;
     match frame.frame {
         Some(ex::stream_frame::Frame::Close(close)) => {
@@ -446,28 +477,32 @@ async fn head(open: &Open, answers: &mut Streaming<ex::StreamFrame>) -> Result<H
                 Ok(answer) => answer,
                 Err(status) => return Ok(Head::Failed(status)),
             };
-            let rest = answer.rest.ok_or_else(|| {
-                (
+            if answer.rest.is_some() != rest {
+                return Err((
                     error(
                         Code::Internal,
                         ErrorSource::ProviderServer,
-                        "the provider server answered a REST call without an HTTP status",
+                        if rest {
+                            "the provider server answered a REST call without an HTTP status"
+                        } else {
+                            "the provider server answered a gRPC call with an HTTP status"
+                        },
                     ),
                     None,
-                )
-            })?;
+                ));
+            }
             Ok(Head::Whole(
-                rest,
+                answer.rest,
                 close.secret_headers,
                 Bytes::from(close.body),
             ))
         }
         Some(ex::stream_frame::Frame::Message(m)) => {
             let mut chain = Chain::new(open.request_hash, true);
-            let (header, durable) = accept_message(open, &mut chain, &m.signer_cert, &m)?;
+            let (header, durable) = accept_message(open, &mut chain, (&m.signer_cert, rest), &m)?;
             durable.await.map_err(|st| (st, None))?;
             Ok(Head::Chunks {
-                head: header.rest.unwrap_or_default(),
+                head: header.rest,
                 secrets: m.secret_headers,
                 chain,
                 cert: m.signer_cert,
@@ -491,7 +526,7 @@ async fn head(open: &Open, answers: &mut Streaming<ex::StreamFrame>) -> Result<H
 async fn downlink(
     open: &Open,
     mut answers: Streaming<ex::StreamFrame>,
-    (mut chain, cert): (Chain, &[u8]),
+    (mut chain, cert, rest): (Chain, &[u8], bool),
     first: Bytes,
     to_client: mpsc::Sender<Bytes>,
     ended: &AtomicBool,
@@ -513,7 +548,7 @@ async fn downlink(
         };
         match frame.frame {
             Some(ex::stream_frame::Frame::Message(m)) => {
-                let (_, durable) = accept_message(open, &mut chain, cert, &m)?;
+                let (_, durable) = accept_message(open, &mut chain, (cert, rest), &m)?;
                 pending.push_back(durable);
                 if pending.len() > PENDING
                     && let Some(oldest) = pending.pop_front()

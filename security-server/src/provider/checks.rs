@@ -43,8 +43,9 @@ fn refuse_unless_newer_conf(code: Code, message: impl Into<String>) -> Refusal {
 }
 
 /// What travels how: a unary gRPC call on `Exchange.Call` with its body; on
-/// `Exchange.Stream` (`via_stream`) a gRPC stream (no body: its messages follow) or a
-/// REST call, whose body is in the opening request or, `chunked`, follows in messages.
+/// `Exchange.Stream` (`via_stream`) a gRPC stream (no body: its messages follow), or a
+/// REST call or a framed unary gRPC call (`grpc_framed`), whose body is in the opening
+/// request or, `chunked`, follows in messages.
 fn shape(
     header: &ex::RequestHeader,
     signed: &ex::SignedRequest,
@@ -52,20 +53,26 @@ fn shape(
 ) -> Result<(), Refusal> {
     let invalid = |why: &str| Err(refuse(Code::InvalidArgument, why.to_owned()));
     let rest = header.rest.is_some();
-    if header.stream && rest {
-        return invalid("a REST call is not a stream");
+    let framed = header.grpc_framed;
+    // A transfer: a body that travels whole or in chunks, answered the same way.
+    let transfer = rest || framed;
+    if header.stream && transfer {
+        return invalid("a REST call or a framed gRPC call is not a stream");
+    }
+    if rest && framed {
+        return invalid("a REST call is not a framed gRPC call");
     }
     if header.stream && !via_stream {
         return invalid("a request header marked as a stream must open Exchange.Stream");
     }
-    if rest && !via_stream {
-        return invalid("a REST call opens Exchange.Stream");
+    if transfer && !via_stream {
+        return invalid("a REST call or a framed gRPC call opens Exchange.Stream");
     }
-    if via_stream && !header.stream && !rest {
+    if via_stream && !header.stream && !transfer {
         return invalid("a stream must open with a request header marked as a stream");
     }
-    if header.chunked && !rest {
-        return invalid("only a REST call's body comes in chunks");
+    if header.chunked && !transfer {
+        return invalid("only a REST call's or a framed gRPC call's body comes in chunks");
     }
     if (header.stream || header.chunked) && (header.body_len != 0 || !signed.body.is_empty()) {
         return invalid(if header.stream {
@@ -268,10 +275,10 @@ pub(super) fn check(
                 format!("{client} is not allowed to call {method} of {provider}"),
             ));
         }
-        if header.stream {
+        if header.stream || header.grpc_framed {
             return Err(refuse(
                 Code::Unimplemented,
-                format!("{method} is not a streaming method"),
+                format!("{method} is answered on Exchange.Call only"),
             ));
         }
         return Ok(Accepted {
@@ -371,56 +378,59 @@ fn check_rest<'a>(
 mod tests {
     use super::*;
 
-    /// stream, rest, chunked, body, via Exchange.Stream, refused with.
-    type Case = (
-        bool,
-        Option<ex::RestRequest>,
-        bool,
-        &'static [u8],
-        bool,
-        Option<&'static str>,
-    );
+    /// What a request header says it is.
+    #[derive(Clone, Copy, Debug)]
+    enum Kind {
+        Unary,
+        Stream,
+        Rest,
+        Framed,
+        StreamRest,
+        StreamFramed,
+        RestFramed,
+    }
 
     #[test]
     fn what_travels_how_is_one_decision() {
-        let rest = || Some(ex::RestRequest::default());
-        let cases: Vec<Case> = vec![
-            (false, None, false, b"x", false, None),
-            (false, None, false, b"x", true, Some("marked as a stream")),
-            (true, None, false, b"", true, None),
+        use Kind::*;
+        // kind, chunked, body, via Exchange.Stream, refused with.
+        let cases: &[(Kind, bool, &[u8], bool, Option<&str>)] = &[
+            (Unary, false, b"x", false, None),
+            (Unary, false, b"x", true, Some("marked as a stream")),
+            (Stream, false, b"", true, None),
+            (Stream, false, b"", false, Some("must open Exchange.Stream")),
+            (Stream, false, b"x", true, Some("opens without a body")),
+            (Rest, false, b"x", true, None),
+            (Rest, true, b"", true, None),
+            (Rest, true, b"x", true, Some("carries none")),
+            (Rest, false, b"x", false, Some("opens Exchange.Stream")),
+            (Framed, false, b"x", true, None),
+            (Framed, true, b"", true, None),
+            (Framed, true, b"x", true, Some("carries none")),
+            (Framed, false, b"x", false, Some("opens Exchange.Stream")),
+            (StreamRest, false, b"", true, Some("not a stream")),
+            (StreamFramed, false, b"", true, Some("not a stream")),
             (
-                true,
-                None,
-                false,
-                b"",
-                false,
-                Some("must open Exchange.Stream"),
-            ),
-            (true, None, false, b"x", true, Some("opens without a body")),
-            (false, rest(), false, b"x", true, None),
-            (false, rest(), true, b"", true, None),
-            (false, rest(), true, b"x", true, Some("carries none")),
-            (
-                false,
-                rest(),
+                RestFramed,
                 false,
                 b"x",
-                false,
-                Some("REST call opens Exchange.Stream"),
+                true,
+                Some("not a framed gRPC call"),
             ),
-            (true, rest(), false, b"", true, Some("not a stream")),
             (
-                false,
-                None,
+                Unary,
                 true,
                 b"",
                 false,
-                Some("only a REST call's body"),
+                Some("only a REST call's or a framed"),
             ),
         ];
-        for (stream, rest, chunked, body, via_stream, refused) in cases {
+        for &(kind, chunked, body, via_stream, refused) in cases {
+            let rest =
+                matches!(kind, Rest | StreamRest | RestFramed).then(ex::RestRequest::default);
             let header = ex::RequestHeader {
-                stream,
+                stream: matches!(kind, Stream | StreamRest | StreamFramed),
+                grpc_framed: matches!(kind, Framed | StreamFramed | RestFramed),
                 rest,
                 chunked,
                 body_len: body.len() as u64,
@@ -434,7 +444,9 @@ mod tests {
             match (refused, &got) {
                 (None, None) => {}
                 (Some(want), Some(message)) if message.contains(want) => {}
-                _ => panic!("{header:?} via_stream {via_stream}: {got:?}, wanted {refused:?}"),
+                _ => panic!(
+                    "{kind:?} chunked {chunked} via_stream {via_stream}: {got:?}, wanted {refused:?}"
+                ),
             }
         }
     }

@@ -153,7 +153,7 @@ pub(super) async fn open(
         accepted,
         received: Mutex::default(),
     });
-    if open.accepted.header.rest.is_some() {
+    if open.accepted.header.rest.is_some() || open.accepted.header.grpc_framed {
         return Ok(super::transfer::start(
             open, signed, incoming, ticket, progress,
         ));

@@ -1,4 +1,4 @@
-//! REST calls on `Exchange.Stream`, the provider's side. The backend is sent the
+//! REST calls and framed unary gRPC calls on `Exchange.Stream`, the provider's side. The backend is sent the
 //! request's body as it comes: from the opening request, or (`chunked`) chunk by chunk,
 //! each verified, chained and recorded first. Its answer closes the stream with the body
 //! when that fits in one chunk; a larger one goes back in messages, the first carrying
@@ -129,36 +129,67 @@ async fn relay(
         chunked: false,
     };
     let Target::App(service) = &open.accepted.target else {
-        return unchunked(AppAnswer::server(Code::Unimplemented, "not a REST service"));
+        return unchunked(AppAnswer::server(
+            Code::Unimplemented,
+            "answered on Exchange.Call only",
+        ));
     };
     let h = &open.accepted.header;
-    let Some(request) = &h.rest else {
-        return unchunked(AppAnswer::server(Code::Internal, "not a REST call"));
+    // The backend's (or application's) status and headers, credential values, body,
+    // and for a gRPC call where the status will be.
+    let (head, head_secrets, mut body, trailers) = match &h.rest {
+        Some(request) => {
+            // Checked with the request; checked again where the values are restored.
+            let headers = match crate::http_headers::to_map(&request.headers, secrets) {
+                Ok(h) => h,
+                Err(why) => return unchunked(AppAnswer::server(Code::InvalidArgument, why)),
+            };
+            let added = crate::http_headers::to_backend(h, &open.request_hash);
+            let sent = s
+                .backends
+                .send(crate::backend::Send {
+                    service,
+                    request,
+                    headers,
+                    added,
+                    body,
+                    timeout: s.settings.app_timeout,
+                })
+                .await;
+            match sent {
+                Ok(a) => {
+                    let body = a.body.map_err(crate::chunks::BoxError::from);
+                    (Some(a.head), a.secrets, body.boxed_unsync(), None)
+                }
+                Err(u) => return unchunked(AppAnswer::server(u.code, u.message)),
+            }
+        }
+        None => match super::framed::send(s, &open.accepted, service, body).await {
+            Ok(sent) => (None, Vec::new(), sent.body, Some(sent.trailers)),
+            Err(answer) => return unchunked(answer),
+        },
     };
-    // Checked with the request; checked again where the values are restored.
-    let headers = match crate::http_headers::to_map(&request.headers, secrets) {
-        Ok(h) => h,
-        Err(why) => return unchunked(AppAnswer::server(Code::InvalidArgument, why)),
-    };
-    let added = crate::http_headers::to_backend(h, &open.request_hash);
-    let sent = s
-        .backends
-        .send(crate::backend::Send {
-            service,
-            request,
-            headers,
-            added,
+    // The application's own status, once its body was read.
+    let answered = |body: Vec<u8>, secrets: Vec<ex::SecretValue>| match &trailers {
+        None => AppAnswer {
+            code: Code::Ok,
+            message: String::new(),
             body,
-            timeout: s.settings.app_timeout,
-        })
-        .await;
-    let mut answered = match sent {
-        Ok(a) => a,
-        Err(u) => return unchunked(AppAnswer::server(u.code, u.message)),
+            by_server: false,
+            rest: head.clone(),
+            secrets,
+        },
+        Some(t) => {
+            let status = super::framed::status(t);
+            AppAnswer {
+                body,
+                ..app_status(status)
+            }
+        }
     };
     let (idle, max) = (s.settings.app_timeout, s.settings.max_body_bytes);
     let failed = |why: chunks::Unread| {
-        tracing::warn!(service = %service.service, error = %why, "reading a REST backend's answer failed");
+        tracing::warn!(service = %service.service, error = %why, "reading the answer of a REST backend or gRPC application failed");
         AppAnswer::server(
             match why {
                 chunks::Unread::Slow(_) => Code::DeadlineExceeded,
@@ -166,29 +197,22 @@ async fn relay(
                 chunks::Unread::Broken(_) => Code::Unavailable,
             },
             format!(
-                "reading the answer of the backend of REST service {}: {why} (max_body_bytes {max})",
+                "reading the answer of the backend or application of service {}: {why} (max_body_bytes {max})",
                 service.service
             ),
         )
     };
     let (mut buf, mut read) = (BytesMut::new(), chunks::Progress::default());
-    if let Err(why) = chunks::fill(&mut answered.body, &mut buf, &mut read, idle, max, false).await
-    {
+    if let Err(why) = chunks::fill(&mut body, &mut buf, &mut read, idle, max, false).await {
         return unchunked(failed(why));
     }
     if read.ended && buf.len() <= CHUNK {
         *bytes = buf.len();
-        return unchunked(AppAnswer {
-            code: Code::Ok,
-            message: String::new(),
-            body: buf.to_vec(),
-            by_server: false,
-            rest: Some(answered.head),
-            secrets: answered.secrets,
-        });
+        return unchunked(answered(buf.to_vec(), head_secrets));
     }
-    // In messages: the first names the status, the headers and the signing certificate.
-    let mut head = Some((answered.head.clone(), answered.secrets));
+    // In messages: the first names the status and headers (of a REST answer) and the
+    // signing certificate.
+    let mut first = Some((head.clone(), head_secrets));
     let mut pending = VecDeque::new();
     let chunked = |answer| Outcome {
         answer,
@@ -196,7 +220,7 @@ async fn relay(
     };
     loop {
         let chunk = chunks::take(&mut buf);
-        let rest = head.as_ref().map(|(h, _)| h.clone());
+        let rest = first.as_ref().and_then(|(h, _)| h.clone());
         let signed = crate::messages::sign_soon(
             &s.own,
             &s.recorder,
@@ -212,7 +236,7 @@ async fn relay(
             Ok(m) => m,
             Err(st) => return chunked(AppAnswer::server(st.code(), st.message())),
         };
-        if let Some((_, secrets)) = head.take() {
+        if let Some((_, secrets)) = first.take() {
             message.signer_cert = s.own.sign_cert.clone();
             message.secret_headers = secrets;
         }
@@ -248,9 +272,7 @@ async fn relay(
         if read.ended && buf.is_empty() {
             break;
         }
-        if let Err(why) =
-            chunks::fill(&mut answered.body, &mut buf, &mut read, idle, max, true).await
-        {
+        if let Err(why) = chunks::fill(&mut body, &mut buf, &mut read, idle, max, true).await {
             return chunked(failed(why));
         }
         if read.ended && buf.is_empty() {
@@ -263,12 +285,5 @@ async fn relay(
             return chunked(AppAnswer::server(st.code(), st.message()));
         }
     }
-    chunked(AppAnswer {
-        code: Code::Ok,
-        message: String::new(),
-        body: Vec::new(),
-        by_server: false,
-        rest: Some(answered.head),
-        secrets: Vec::new(),
-    })
+    chunked(answered(Vec::new(), Vec::new()))
 }
