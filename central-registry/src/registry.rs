@@ -254,6 +254,9 @@ struct CatalogueService {
     /// SHA-256 of a REST service's OpenAPI document, hex; empty when none was published.
     #[serde(default)]
     openapi_sha256: String,
+    /// Its messages may be larger than `max_message_bytes`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    large_messages: bool,
 }
 
 /// One grant of a catalogue service. Written as an object; read also from the
@@ -652,6 +655,7 @@ impl Registry {
                             .unwrap_or_default(),
                         openapi_sha256: lintas_certs::unhex(&c.openapi_sha256).unwrap_or_default(),
                         rest: c.rest,
+                        large_messages: c.large_messages,
                         grants: c
                             .grants
                             .iter()

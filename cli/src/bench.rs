@@ -131,6 +131,7 @@ async fn measure(
         ca_pem: None,
         descriptor_set: None,
         rest: false,
+        large_messages: false,
         openapi: None,
     })?;
     servers[0].access.grant(Grant {

@@ -295,6 +295,7 @@ async fn scenario(
         ca_pem: None,
         descriptor_set: None,
         rest: false,
+        large_messages: false,
         openapi: None,
     })?;
     provider.access.grant(Grant {

@@ -173,6 +173,11 @@ enum ServiceCommand {
         /// Where the .proto file's imports are found (default: its folder). Repeatable.
         #[arg(long = "proto-path")]
         proto_paths: Vec<PathBuf>,
+        /// A gRPC service whose messages may be larger than max_message_bytes (4 MiB):
+        /// consumers' servers carry every unary call to it in signed chunks, so that an
+        /// answer of any size (up to max_body_bytes) gets through. Costs some latency.
+        #[arg(long, conflicts_with = "rest")]
+        large_messages: bool,
     },
     Remove {
         provider: String,
@@ -351,6 +356,7 @@ pub async fn run(args: Args) -> Result<()> {
                     openapi_from_backend,
                     proto,
                     proto_paths,
+                    large_messages,
                 } => {
                     let openapi = match openapi {
                         Some(path) => {
@@ -378,6 +384,7 @@ pub async fn run(args: Args) -> Result<()> {
                             rest,
                             openapi,
                             openapi_path: openapi_from_backend.unwrap_or_default(),
+                            large_messages,
                         })
                         .await?;
                     println!("{}", r.into_inner().message);
@@ -411,6 +418,9 @@ pub async fn run(args: Args) -> Result<()> {
                             println!("    (no descriptors published)");
                         } else {
                             println!("    methods: {}", s.methods.join(", "));
+                        }
+                        if s.large_messages {
+                            println!("    large messages: every unary call travels in chunks");
                         }
                     }
                 }

@@ -62,6 +62,15 @@ pub mod echo_server {
             Ok(Response::new(request.into_inner()))
         }
 
+        async fn fill(
+            &self,
+            request: Request<CountRequest>,
+        ) -> Result<Response<EchoMessage>, Status> {
+            let size = request.into_inner().size as usize;
+            let payload = (0..size).map(|i| (i % 251) as u8).collect();
+            Ok(Response::new(EchoMessage { payload }))
+        }
+
         type CountStream = Stream;
 
         async fn count(&self, request: Request<CountRequest>) -> Result<Response<Stream>, Status> {

@@ -25,6 +25,10 @@ pub struct ServiceEntry {
     /// A REST service: calls are passed through to the backend as HTTP requests.
     #[serde(default)]
     pub rest: bool,
+    /// A gRPC service whose messages may be larger than `max_message_bytes`: published,
+    /// so that consumers' servers carry every unary call to it framed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub large_messages: bool,
     /// PEM certificates trusted for an `https://` endpoint (the application's own
     /// certificate or its CA).
     #[serde(default)]

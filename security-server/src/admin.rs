@@ -228,9 +228,16 @@ impl SecurityServerAdmin for AdminService {
             ca_pem: (!s.ca_pem.is_empty()).then_some(s.ca_pem),
             descriptor_set: None,
             rest: s.rest,
+            large_messages: s.large_messages,
             openapi: None,
         };
         crate::access::check_endpoint(&entry).map_err(|e| invalid("service", e))?;
+        if entry.rest && entry.large_messages {
+            return Err(invalid(
+                "large_messages",
+                "a REST service's bodies travel in chunks whatever their size; --large-messages is for gRPC services",
+            ));
+        }
         if !entry.rest && !s.openapi.is_empty() {
             return Err(invalid(
                 "openapi",
@@ -361,6 +368,7 @@ impl SecurityServerAdmin for AdminService {
                     ca_pem: s.ca_pem.unwrap_or_default(),
                     descriptor_set: Vec::new(),
                     rest: s.rest,
+                    large_messages: s.large_messages,
                     openapi: Vec::new(),
                     openapi_path: String::new(),
                 };

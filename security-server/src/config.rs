@@ -50,11 +50,13 @@ pub struct SsConfig {
     /// How often the global configuration is fetched.
     #[serde(default = "default_poll")]
     pub conf_poll_secs: u64,
-    /// Largest request or response message accepted.
+    /// Largest gRPC message carried whole between the servers; a unary call with a
+    /// larger request message, or to a service declared with large messages, travels
+    /// framed in signed chunks instead.
     #[serde(default = "default_max_message")]
     pub max_message_bytes: usize,
-    /// Largest body of a REST call, each way: larger ones travel in signed chunks,
-    /// never whole in memory.
+    /// Largest body of a REST call or a framed gRPC call, each way: bodies over one
+    /// chunk travel in signed chunks, never whole in memory.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: u64,
     /// Largest difference between a request's signing time and this server's clock.

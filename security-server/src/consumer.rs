@@ -127,7 +127,18 @@ impl tower::Service<http::Request<axum::body::Body>> for ConsumerEndpoint {
                 Err(status) => return Ok(status.into_http()),
             };
             let first = framed::first(&read);
-            if framed::framed(&first, max) {
+            let large = || {
+                let service = path.parse::<MethodPath>().ok()?;
+                let conf = server.conf.current(ErrorSource::ConsumerServer).ok()?;
+                Some(framed::large_messages(
+                    &conf,
+                    provider.as_deref()?,
+                    service.service.as_str(),
+                ))
+            };
+            if framed::framed(&first, max)
+                || (first != framed::First::Short && large() == Some(true))
+            {
                 if let framed::First::Message {
                     compressed: true, ..
                 } = first
@@ -143,7 +154,6 @@ impl tower::Service<http::Request<axum::body::Body>> for ConsumerEndpoint {
                     read: progress,
                     rest: body,
                 };
-                let path = parts.uri.path().to_owned();
                 let headers = &parts.headers;
                 return Ok(framed::call(server, path, (remote, peer_cert), headers, upload).await);
             }

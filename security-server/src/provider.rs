@@ -203,8 +203,21 @@ async fn call_app(s: &Provider, accepted: &Accepted, body: Vec<u8>) -> AppAnswer
             .await
             .map_err(app_status)?
             .into_inner();
-        let first = stream.message().await.map_err(app_status)?;
-        let second = stream.message().await.map_err(app_status)?;
+        let too_large = |status: Status| match status.code() {
+            // tonic's decoder refuses a message over the limit with OUT_OF_RANGE.
+            Code::OutOfRange if status.message().contains("message length too large") => {
+                AppAnswer::server(
+                    Code::ResourceExhausted,
+                    format!(
+                        "the application's answer is larger than max_message_bytes ({max}); publish {} with --large-messages so that calls to it travel in chunks",
+                        accepted.method.service
+                    ),
+                )
+            }
+            _ => app_status(status),
+        };
+        let first = stream.message().await.map_err(too_large)?;
+        let second = stream.message().await.map_err(too_large)?;
         match (first, second) {
             (Some(b), None) => Ok(b),
             (None, _) => Err(AppAnswer::server(

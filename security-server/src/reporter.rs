@@ -59,6 +59,7 @@ impl ServiceReporter {
                 provider: s.provider.to_string(),
                 service: s.service.to_string(),
                 rest: s.rest,
+                large_messages: s.large_messages,
                 openapi_sha256: match s.openapi {
                     Some(doc) => {
                         let hash = lintas_certs::sha256(&doc).to_vec();

@@ -73,6 +73,12 @@ impl Registry {
                     "only a REST service has an OpenAPI document",
                 ));
             }
+            if s.large_messages && s.rest {
+                return Err(invalid(
+                    &what,
+                    "a REST service's bodies always travel in chunks: large_messages is for gRPC services",
+                ));
+            }
             if s.grants.len() > MAX_GRANTS {
                 return Err(invalid(&what, format!("more than {MAX_GRANTS} grants")));
             }
@@ -93,6 +99,7 @@ impl Registry {
                 descriptor_sha256,
                 grants,
                 rest: s.rest,
+                large_messages: s.large_messages,
                 openapi_sha256,
             });
         }

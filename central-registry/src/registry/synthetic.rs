@@ -97,6 +97,7 @@ impl Registry {
                                 path: String::new(),
                             }],
                             rest: false,
+                            large_messages: false,
                         })
                     })
                     .collect::<Result<_>>()?;

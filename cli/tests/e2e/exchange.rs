@@ -132,6 +132,7 @@ async fn network_edited(dev: bool, edit: impl Fn(&mut SsConfig)) -> Network {
             ca_pem: None,
             descriptor_set: None,
             rest: false,
+            large_messages: false,
             openapi: None,
         })
         .unwrap();
@@ -729,6 +730,7 @@ async fn an_unreachable_provider_application_is_reported_as_such() {
             ca_pem: None,
             descriptor_set: None,
             rest: false,
+            large_messages: false,
             openapi: None,
         })
         .unwrap();
@@ -746,6 +748,7 @@ async fn an_unreachable_provider_application_is_reported_as_such() {
             ca_pem: None,
             descriptor_set: None,
             rest: false,
+            large_messages: false,
             openapi: None,
         })
         .unwrap();
@@ -919,6 +922,7 @@ async fn provided_services_reach_the_registry_catalogue() {
             ca_pem: None,
             descriptor_set: None,
             rest: false,
+            large_messages: false,
             openapi: None,
         })
         .unwrap();
@@ -956,6 +960,7 @@ async fn a_provider_application_can_be_reached_over_tls() {
         ca_pem,
         descriptor_set: None,
         rest: false,
+        large_messages: false,
         openapi: None,
     };
     net.provider
@@ -1251,6 +1256,7 @@ async fn publish_gated_app(
             ca_pem: None,
             descriptor_set: None,
             rest: false,
+            large_messages: false,
             openapi: None,
         })
         .unwrap();

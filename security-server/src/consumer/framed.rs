@@ -181,10 +181,19 @@ pub(super) async fn call(
     response
 }
 
-/// Whether a request body of `len` bytes travels as a framed call: when it is over the
-/// servers' message size or the body limit refuses it here first.
+/// Whether a request whose body starts with `first` travels as a framed call by its
+/// size: when its message is over the servers' message size.
 pub(super) fn framed(first: &First, max_message_bytes: usize) -> bool {
     matches!(first, First::Message { len, .. } if *len as usize > max_message_bytes)
+}
+
+/// Whether `provider` declared its `service`'s messages large (`--large-messages`): every
+/// unary call to it travels framed, so that an answer of any size gets through.
+pub(super) fn large_messages(conf: &VerifiedConf, provider: &str, service: &str) -> bool {
+    conf.conf
+        .services
+        .iter()
+        .any(|s| s.provider == provider && s.service == service && s.large_messages)
 }
 
 /// The answer's body for the client: the application's bytes, then trailers with its

@@ -390,11 +390,13 @@ mod tests {
         RestFramed,
     }
 
+    /// kind, chunked, body, via Exchange.Stream, refused with.
+    type Case = (Kind, bool, &'static [u8], bool, Option<&'static str>);
+
     #[test]
     fn what_travels_how_is_one_decision() {
         use Kind::*;
-        // kind, chunked, body, via Exchange.Stream, refused with.
-        let cases: &[(Kind, bool, &[u8], bool, Option<&str>)] = &[
+        let cases: &[Case] = &[
             (Unary, false, b"x", false, None),
             (Unary, false, b"x", true, Some("marked as a stream")),
             (Stream, false, b"", true, None),
