@@ -120,48 +120,15 @@ impl tower::Service<http::Request<axum::body::Body>> for ConsumerEndpoint {
             }
             let _ticket = ticket;
             // A message too large for one message between the servers travels framed.
-            let (parts, mut body) = req.into_parts();
-            let limit = server.settings.connection_limits.request_timeout();
-            let (read, progress) = match framed::peek(&mut body, limit).await {
-                Ok(r) => r,
-                Err(status) => return Ok(status.into_http()),
-            };
-            let first = framed::first(&read);
-            let large = || {
-                let service = path.parse::<MethodPath>().ok()?;
-                let conf = server.conf.current(ErrorSource::ConsumerServer).ok()?;
-                Some(framed::large_messages(
-                    &conf,
-                    provider.as_deref()?,
-                    service.service.as_str(),
-                ))
-            };
-            if framed::framed(&first, max)
-                || (first != framed::First::Short && large() == Some(true))
-            {
-                if let framed::First::Message {
-                    compressed: true, ..
-                } = first
-                {
-                    return Ok(consumer_error(
-                        Code::Unimplemented,
-                        "compressed messages are not carried: send them uncompressed",
-                    )
-                    .into_http());
+            let req = match framed::route(&server, req, provider.as_deref()).await {
+                framed::Route::Unary(req) => req,
+                framed::Route::Framed(parts, upload) => {
+                    let caller = (remote, peer_cert);
+                    let answer = framed::call(server, path, caller, &parts.headers, upload);
+                    return Ok(answer.await);
                 }
-                let upload = transfer::Upload {
-                    first: read,
-                    read: progress,
-                    rest: body,
-                };
-                let headers = &parts.headers;
-                return Ok(framed::call(server, path, (remote, peer_cert), headers, upload).await);
-            }
-            let body = framed::Replayed {
-                first: Some(read.freeze()),
-                rest: body,
+                framed::Route::Refused(status) => return Ok(status.into_http()),
             };
-            let req = http::Request::from_parts(parts, axum::body::Body::new(body));
             let call = ConsumerCall {
                 path: req.uri().path().to_owned(),
                 remote,
@@ -242,6 +209,17 @@ impl ClientStreamingService<Bytes> for ConsumerCall {
 
 fn consumer_error(code: Code, message: impl Into<String>) -> Status {
     error(code, ErrorSource::ConsumerServer, message)
+}
+
+/// A request message that did not arrive within `limit`.
+fn late_request(limit: std::time::Duration) -> Status {
+    consumer_error(
+        Code::DeadlineExceeded,
+        format!(
+            "the request message did not arrive within {} s (connection_limits.request_timeout_secs)",
+            limit.as_secs()
+        ),
+    )
 }
 
 fn text<'a>(metadata: &'a MetadataMap, key: &str) -> Result<Option<&'a str>, Status> {
@@ -361,15 +339,7 @@ async fn relay(
         Ok(body)
     })
     .await
-    .map_err(|_| {
-        consumer_error(
-            Code::DeadlineExceeded,
-            format!(
-                "the request message did not arrive within {} s (connection_limits.request_timeout_secs)",
-                limit.as_secs()
-            ),
-        )
-    })??;
+    .map_err(|_| late_request(limit))??;
     // A REST service published from its OpenAPI document is called by its HTTP rules.
     let rest = s
         .conf

@@ -1,7 +1,8 @@
 //! Unary gRPC calls whose message is too large for one message between the servers:
 //! the consumer endpoint reads the 5-byte prefix of the request's first message, and
-//! a message longer than `max_message_bytes` is carried as a framed call
-//! (`grpc_framed`) on `Exchange.Stream`, as REST bodies are: the request's HTTP/2 body,
+//! a message longer than `max_message_bytes`, or any call to a service whose provider
+//! declared its messages large, is carried as a framed call (`grpc_framed`) on
+//! `Exchange.Stream`, as REST bodies are: the request's HTTP/2 body,
 //! prefix included, in signed chunks, and the application's answer likewise, its gRPC
 //! status in the provider's signed close. Neither message is ever whole in memory.
 //! Smaller messages go on to the ordinary unary path with the bytes read so far put
@@ -9,24 +10,23 @@
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame};
 use tonic::codegen::http::{self, HeaderMap, HeaderValue};
 
-use std::time::Duration;
-
 use super::transfer::{Failed, Upload};
 use super::*;
 use crate::chunks::{self, BoxError};
 
 /// Length of gRPC's message prefix: a compression flag and a big-endian length.
-pub(super) const PREFIX: usize = 5;
+const PREFIX: usize = 5;
 
 /// What the start of a request body says of its first message.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum First {
+enum First {
     /// A message of this many bytes (its prefix read).
     Message { compressed: bool, len: u32 },
     /// The body ended before a whole prefix.
@@ -34,7 +34,7 @@ pub(super) enum First {
 }
 
 /// The first message's prefix in `bytes`, if they hold one.
-pub(super) fn first(bytes: &[u8]) -> First {
+fn first(bytes: &[u8]) -> First {
     match bytes {
         [flag, a, b, c, d, ..] => First::Message {
             compressed: *flag != 0,
@@ -45,7 +45,7 @@ pub(super) fn first(bytes: &[u8]) -> First {
 }
 
 /// Reads the start of `body` until it holds a message prefix or ends, within `limit`.
-pub(super) async fn peek(
+async fn peek(
     body: &mut axum::body::Body,
     limit: Duration,
 ) -> Result<(BytesMut, chunks::Progress), Status> {
@@ -71,22 +71,16 @@ pub(super) async fn peek(
         }
         Ok(())
     };
-    tokio::time::timeout(limit, reading).await.map_err(|_| {
-        consumer_error(
-            Code::DeadlineExceeded,
-            format!(
-                "the request message did not arrive within {} s (connection_limits.request_timeout_secs)",
-                limit.as_secs()
-            ),
-        )
-    })??;
+    tokio::time::timeout(limit, reading)
+        .await
+        .map_err(|_| late_request(limit))??;
     Ok((buf, read))
 }
 
 /// A body that gives back what was read of it first, then the rest.
-pub(super) struct Replayed {
-    pub first: Option<Bytes>,
-    pub rest: axum::body::Body,
+struct Replayed {
+    first: Option<Bytes>,
+    rest: axum::body::Body,
 }
 
 impl Body for Replayed {
@@ -102,6 +96,65 @@ impl Body for Replayed {
         }
         Pin::new(&mut self.rest).poll_frame(cx)
     }
+}
+
+/// How a unary call travels.
+pub(super) enum Route {
+    /// On `Exchange.Call`: the request, its body's start put back.
+    Unary(http::Request<axum::body::Body>),
+    /// Framed: the request's head, and its body with what was read of it.
+    Framed(http::request::Parts, Upload),
+    /// Neither: why.
+    Refused(Status),
+}
+
+/// Reads the start of a unary call's request (to `provider`) and decides how it
+/// travels: framed when its message is over `max_message_bytes` or its service's
+/// messages are declared large.
+pub(super) async fn route(
+    s: &Consumer,
+    req: http::Request<axum::body::Body>,
+    provider: Option<&str>,
+) -> Route {
+    let (parts, mut body) = req.into_parts();
+    let limit = s.settings.connection_limits.request_timeout();
+    let (read, progress) = match peek(&mut body, limit).await {
+        Ok(r) => r,
+        Err(status) => return Route::Refused(status),
+    };
+    let start = first(&read);
+    let large = || {
+        let method = parts.uri.path().parse::<MethodPath>().ok()?;
+        let conf = s.conf.current(ErrorSource::ConsumerServer).ok()?;
+        Some(large_messages(&conf, provider?, method.service.as_str()))
+    };
+    let framed = framed(&start, s.settings.max_message_bytes)
+        || (start != First::Short && large() == Some(true));
+    if !framed {
+        let body = Replayed {
+            first: Some(read.freeze()),
+            rest: body,
+        };
+        return Route::Unary(http::Request::from_parts(
+            parts,
+            axum::body::Body::new(body),
+        ));
+    }
+    if let First::Message {
+        compressed: true, ..
+    } = start
+    {
+        return Route::Refused(consumer_error(
+            Code::Unimplemented,
+            "compressed messages are not carried: send them uncompressed",
+        ));
+    }
+    let upload = Upload {
+        first: read,
+        read: progress,
+        rest: body,
+    };
+    Route::Framed(parts, upload)
 }
 
 /// Carries the unary call whose request starts with `upload` as a framed call, and
@@ -183,13 +236,13 @@ pub(super) async fn call(
 
 /// Whether a request whose body starts with `first` travels as a framed call by its
 /// size: when its message is over the servers' message size.
-pub(super) fn framed(first: &First, max_message_bytes: usize) -> bool {
+fn framed(first: &First, max_message_bytes: usize) -> bool {
     matches!(first, First::Message { len, .. } if *len as usize > max_message_bytes)
 }
 
 /// Whether `provider` declared its `service`'s messages large (`--large-messages`): every
 /// unary call to it travels framed, so that an answer of any size gets through.
-pub(super) fn large_messages(conf: &VerifiedConf, provider: &str, service: &str) -> bool {
+fn large_messages(conf: &VerifiedConf, provider: &str, service: &str) -> bool {
     conf.conf
         .services
         .iter()

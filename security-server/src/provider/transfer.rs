@@ -1,10 +1,11 @@
-//! REST calls and framed unary gRPC calls on `Exchange.Stream`, the provider's side. The backend is sent the
-//! request's body as it comes: from the opening request, or (`chunked`) chunk by chunk,
-//! each verified, chained and recorded first. Its answer closes the stream with the body
-//! when that fits in one chunk; a larger one goes back in messages, the first carrying
-//! the HTTP status and headers, each chunk signed and recorded as it leaves, then the
-//! signed close. A chunk at most waits at each place, so memory stays flat whatever the
-//! body's size, and a slow reader slows the backend.
+//! REST calls and framed unary gRPC calls on `Exchange.Stream`, the provider's side.
+//! The backend (or application) is sent the request's body as it comes: from the
+//! opening request, or (`chunked`) chunk by chunk, each verified, chained and recorded
+//! first. Its answer closes the stream with the body when that fits in one chunk; a
+//! larger one goes back in messages, the first carrying a REST answer's HTTP status and
+//! headers, each chunk signed and recorded as it leaves, then the signed close (with a
+//! gRPC application's status, from its trailers). A chunk at most waits at each place,
+//! so memory stays flat whatever the body's size, and a slow reader slows the backend.
 
 use std::collections::VecDeque;
 
