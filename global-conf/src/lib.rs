@@ -151,6 +151,9 @@ pub struct VerifiedConf {
     trust: TrustStore,
     /// The blob's `ETag` (see `publish`), computed once.
     etag: String,
+    /// "provider service" of every service declared with large messages, gathered once
+    /// (usually none), so that unary calls need not scan the catalogue.
+    large_messages: std::collections::HashSet<String>,
 }
 
 impl VerifiedConf {
@@ -194,6 +197,15 @@ impl VerifiedConf {
             ClientId::Member(_) => true,
             ClientId::Subsystem(s) => m.subsystems.iter().any(|c| c == s.subsystem.as_str()),
         }
+    }
+
+    /// Whether `provider` declared its `service`'s messages large
+    /// (`ServiceRef.large_messages`).
+    pub fn large_messages(&self, provider: &str, service: &str) -> bool {
+        !self.large_messages.is_empty()
+            && self
+                .large_messages
+                .contains(&format!("{provider} {service}"))
     }
 
     /// Servers that host `client`.
@@ -299,11 +311,18 @@ fn verify_signed(
     let trust = TrustStore::new(cas)
         .map_err(|e| ConfError::Malformed(format!("approved CA: {e}")))?
         .with_revoked(conf.revoked.iter().map(|r| r.serial.clone()));
+    let large_messages = conf
+        .services
+        .iter()
+        .filter(|s| s.large_messages)
+        .map(|s| format!("{} {}", s.provider, s.service))
+        .collect();
     Ok(VerifiedConf {
         etag: publish::etag_of(blob),
         blob: blob.to_vec(),
         conf,
         trust,
+        large_messages,
     })
 }
 

@@ -126,7 +126,7 @@ pub(super) async fn route(
     let large = || {
         let method = parts.uri.path().parse::<MethodPath>().ok()?;
         let conf = s.conf.current(ErrorSource::ConsumerServer).ok()?;
-        Some(large_messages(&conf, provider?, method.service.as_str()))
+        Some(conf.large_messages(provider?, method.service.as_str()))
     };
     let framed = framed(&start, s.settings.max_message_bytes)
         || (start != First::Short && large() == Some(true));
@@ -238,15 +238,6 @@ pub(super) async fn call(
 /// size: when its message is over the servers' message size.
 fn framed(first: &First, max_message_bytes: usize) -> bool {
     matches!(first, First::Message { len, .. } if *len as usize > max_message_bytes)
-}
-
-/// Whether `provider` declared its `service`'s messages large (`--large-messages`): every
-/// unary call to it travels framed, so that an answer of any size gets through.
-fn large_messages(conf: &VerifiedConf, provider: &str, service: &str) -> bool {
-    conf.conf
-        .services
-        .iter()
-        .any(|s| s.provider == provider && s.service == service && s.large_messages)
 }
 
 /// The answer's body for the client: the application's bytes, then trailers with its
