@@ -112,6 +112,7 @@ async fn measure(
             consumer: local,
             provider: member.peer,
             ops: TcpListener::bind("127.0.0.1:0").await?,
+            management: None,
         };
         running.tasks.push(tokio::spawn(async move {
             Ok(lintas_ss::serve::serve(serving, listeners, stop).await?)

@@ -276,6 +276,7 @@ async fn scenario(
             consumer: local,
             provider: m.peer,
             ops,
+            management: None,
         };
         running.tasks.push(tokio::spawn(async move {
             Ok(lintas_ss::serve::serve(serving, listeners, stop).await?)
@@ -616,6 +617,7 @@ async fn join(
         consumer: TcpListener::bind("127.0.0.1:0").await?,
         provider: m.peer,
         ops: TcpListener::bind("127.0.0.1:0").await?,
+        management: None,
     };
     let s = SecurityServer::open(m.node, Arc::new(SystemClock))?;
     let serving = s.clone();
@@ -664,31 +666,33 @@ async fn publish(
     service: &str,
     endpoint: String,
 ) -> Result<()> {
-    use lintas_proto::ss::v1 as admin_pb;
-    use lintas_proto::ss::v1::security_server_admin_server::SecurityServerAdmin;
-    let admin = server.admin();
-    let added = admin
-        .add_service(tonic::Request::new(admin_pb::Service {
+    use lintas_ss::manage::model::{GrantSpec, ServiceSpec};
+    let manage = server.manage();
+    let added = manage
+        .add_service(ServiceSpec {
             provider: provider.into(),
             service: service.into(),
-            endpoint,
+            endpoint: endpoint.clone(),
             ..Default::default()
-        }))
-        .await?
-        .into_inner()
-        .message;
-    println!("    {}: {added}", server.id);
-    SecurityServerAdmin::grant(
-        &admin,
-        tonic::Request::new(admin_pb::Grant {
+        })
+        .await?;
+    let methods = match added.no_descriptors {
+        None => format!("methods {}", added.service.methods.join(", ")),
+        Some(why) => format!("no descriptors published ({why})"),
+    };
+    println!(
+        "    {}: {service} of {provider} served by {endpoint}; {methods}",
+        server.id
+    );
+    manage
+        .grant(GrantSpec {
             provider: provider.into(),
             service: service.into(),
-            method: String::new(),
             subject: DTKS.into(),
-            path: String::new(),
-        }),
-    )
-    .await?;
+            method: None,
+            path: None,
+        })
+        .await?;
     server.report_services().await?;
     Ok(())
 }

@@ -135,6 +135,27 @@ enum Command {
         #[command(subcommand)]
         command: AclCommand,
     },
+    /// Users of the management API and console, with their roles.
+    User {
+        #[arg(long, default_value = "ss.toml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: crate::users_cmd::UserCommand,
+    },
+    /// API keys for automating the management API.
+    ApiKey {
+        #[arg(long, default_value = "ss.toml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: crate::users_cmd::ApiKeyCommand,
+    },
+    /// The admin audit log: every change, who made it, when and from where.
+    AdminLog {
+        #[arg(long, default_value = "ss.toml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: crate::users_cmd::AdminLogCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -305,10 +326,11 @@ pub async fn run(args: Args) -> Result<()> {
             check_config,
         } => {
             let settings = SsConfig::load(&config, crate::env())?;
-            let (consumer_addr, provider_addr, ops_addr) = (
+            let (consumer_addr, provider_addr, ops_addr, management_addr) = (
                 settings.consumer_listen,
                 settings.provider_listen,
                 settings.ops_listen,
+                settings.management_listen,
             );
             let server = lintas_ss::daemon::open_from_config(settings, Arc::new(SystemClock))?;
             if check_config {
@@ -328,20 +350,30 @@ pub async fn run(args: Args) -> Result<()> {
             let ops = tokio::net::TcpListener::bind(ops_addr)
                 .await
                 .with_context(|| format!("binding ops_listen {ops_addr}"))?;
+            let management = tokio::net::TcpListener::bind(management_addr)
+                .await
+                .with_context(|| format!("binding management_listen {management_addr}"))?;
             let shutdown = crate::shutdown_signal().context("installing signal handlers")?;
             println!(
-                "lintas security server {} listening: consumer={} provider={} ops={}",
+                "lintas security server {} listening: consumer={} provider={} ops={} management=https://{}/",
                 server.id,
                 consumer.local_addr()?,
                 provider.local_addr()?,
-                ops.local_addr()?
+                ops.local_addr()?,
+                management.local_addr()?
             );
             let listeners = lintas_ss::serve::Listeners {
                 consumer,
                 provider,
                 ops,
+                management: Some(management),
             };
             lintas_ss::serve::serve(server, listeners, shutdown).await?;
+        }
+        Command::User { config, command } => crate::users_cmd::user(&config, command).await?,
+        Command::ApiKey { config, command } => crate::users_cmd::api_key(&config, command).await?,
+        Command::AdminLog { config, command } => {
+            crate::users_cmd::admin_log(&config, command).await?
         }
         Command::Service { config, command } => {
             let mut client = admin(&config).await?;
@@ -385,15 +417,17 @@ pub async fn run(args: Args) -> Result<()> {
                             openapi,
                             openapi_path: openapi_from_backend.unwrap_or_default(),
                             large_messages,
+                            described: false,
                         })
                         .await?;
-                    println!("{}", r.into_inner().message);
+                    print_added(r.into_inner());
                 }
                 ServiceCommand::Remove { provider, service } => {
-                    let r = client
+                    let s = client
                         .remove_service(pb::ServiceRef { provider, service })
-                        .await?;
-                    println!("{}", r.into_inner().message);
+                        .await?
+                        .into_inner();
+                    println!("{} of {} removed", s.service, s.provider);
                 }
                 ServiceCommand::List => {
                     let services = all_pages(|r| {
@@ -444,8 +478,8 @@ pub async fn run(args: Args) -> Result<()> {
                     } else {
                         text
                     };
-                    let r = client.add_client_cert(add(c, der)).await?;
-                    println!("{}", r.into_inner().message);
+                    let c = client.add_client_cert(add(c, der)).await?.into_inner();
+                    println!("certificate {} may now act for {}", c.fingerprint, c.client);
                 }
                 ClientCertCommand::Create {
                     client: c,
@@ -464,8 +498,8 @@ pub async fn run(args: Args) -> Result<()> {
                         lintas_certs::pem::cert_to_pem(&der).as_bytes(),
                         0o644,
                     )?;
-                    let r = client.add_client_cert(add(c, der)).await?;
-                    println!("{}", r.into_inner().message);
+                    let c = client.add_client_cert(add(c, der)).await?.into_inner();
+                    println!("certificate {} may now act for {}", c.fingerprint, c.client);
                     println!(
                         "the application presents {} with key {} (0600)",
                         cert_out.display(),
@@ -473,10 +507,11 @@ pub async fn run(args: Args) -> Result<()> {
                     );
                 }
                 ClientCertCommand::Remove { fingerprint } => {
-                    let r = client
+                    let c = client
                         .remove_client_cert(pb::ClientCertRef { fingerprint })
-                        .await?;
-                    println!("{}", r.into_inner().message);
+                        .await?
+                        .into_inner();
+                    println!("certificate {} of {} removed", c.fingerprint, c.client);
                 }
                 ClientCertCommand::List => {
                     let certs = all_pages(|r| {
@@ -521,10 +556,11 @@ pub async fn run(args: Args) -> Result<()> {
                     method,
                     path,
                 } => {
-                    let r = client
+                    let g = client
                         .grant(grant(provider, service, subject, method, path))
-                        .await?;
-                    println!("{}", r.into_inner().message);
+                        .await?
+                        .into_inner();
+                    println!("granted: {}", describe_grant(&g));
                 }
                 AclCommand::Revoke {
                     provider,
@@ -533,10 +569,11 @@ pub async fn run(args: Args) -> Result<()> {
                     method,
                     path,
                 } => {
-                    let r = client
+                    let g = client
                         .revoke(grant(provider, service, subject, method, path))
-                        .await?;
-                    println!("{}", r.into_inner().message);
+                        .await?
+                        .into_inner();
+                    println!("revoked: {}", describe_grant(&g));
                 }
                 AclCommand::List => {
                     let grants = all_pages(|r| {
@@ -591,6 +628,22 @@ pub async fn run(args: Args) -> Result<()> {
             println!("  trust anchor SHA-256: {}", node.anchor.fingerprint);
             println!("  TLS key:     {tls}");
             println!("  signing key: {sign}");
+            let (password, made) = match std::env::var("LINTAS_ADMIN_PASSWORD") {
+                Ok(p) => (p, false),
+                Err(_) => (crate::users_cmd::generated_password(), true),
+            };
+            lintas_manage::Users::open(&node.paths.users())?.add_user(
+                "admin",
+                &password,
+                &[lintas_manage::Role::SystemAdministrator],
+            )?;
+            println!(
+                "  management API and console: https://{}/ (once serving), user admin (system-administrator)",
+                config.management_listen
+            );
+            if made {
+                println!("  admin password (shown once): {password}");
+            }
             println!("next: lintas ss register --config {}", path.display());
         }
         Command::Register { config, token } => {
@@ -679,12 +732,18 @@ pub async fn run(args: Args) -> Result<()> {
                     reason: String::new(),
                 },
             };
-            let reply = admin(&config)
+            let state = admin(&config)
                 .await?
                 .set_maintenance(request)
                 .await?
                 .into_inner();
-            println!("{}", reply.message);
+            if state.on {
+                println!(
+                    "maintenance on: readiness fails, exchanges in flight finish, new ones are refused; the registry publishes it with the next service report"
+                );
+            } else {
+                println!("maintenance off: new exchanges are accepted");
+            }
         }
         Command::Opmon {
             config,
@@ -819,4 +878,46 @@ where
         }
         token = next;
     }
+}
+
+/// What adding a service did, in words.
+fn print_added(added: lintas_proto::ss::v1::ServiceAdded) {
+    let Some(s) = added.service else { return };
+    if s.rest {
+        println!(
+            "REST service {} of {} passes calls to {}; consumers call /r1/{}/{}/PATH",
+            s.service, s.provider, s.endpoint, s.provider, s.service
+        );
+        if s.described {
+            println!(
+                "gRPC consumers call service {} (methods generated from its OpenAPI document: {})",
+                s.service,
+                s.methods.join(", ")
+            );
+        }
+    } else if s.described {
+        println!(
+            "{} of {} is served by {}; its descriptors are published (methods: {})",
+            s.service,
+            s.provider,
+            s.endpoint,
+            s.methods.join(", ")
+        );
+    } else {
+        println!(
+            "{} of {} is served by {}; no descriptors are published ({}), so consumers cannot discover its methods or call it by REST",
+            s.service, s.provider, s.endpoint, added.no_descriptors
+        );
+    }
+}
+
+/// A grant in words.
+fn describe_grant(g: &lintas_proto::ss::v1::Grant) -> String {
+    let what = match (g.method.as_str(), g.path.as_str()) {
+        ("", "") => format!("every method of {}", g.service),
+        (m, "") => format!("{}/{m}", g.service),
+        ("", path) => format!("any method {path} of {}", g.service),
+        (m, path) => format!("{m} {path} of {}", g.service),
+    };
+    format!("{} may call {what} of {}", g.subject, g.provider)
 }

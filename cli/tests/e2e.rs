@@ -1403,7 +1403,7 @@ fn the_demo_runs_to_completion() {
         "PKH's application claims to be ID/GOV/KEMENSOS/DTKS: refused by the consumer-server",
         "lists certificate",
         "asks again: refused by the provider-server: request signing certificate refused",
-        "its descriptors are published (methods: CekPeserta)",
+        "methods CekPeserta",
         "Dewi Rahayu (3174014107120003): no JKN membership; pupil at SMP Negeri 109 Jakarta, grade 8",
         "PKH: eligible; education components: 1",
         "evidence-kemensos.pb): verified",

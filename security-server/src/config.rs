@@ -94,6 +94,15 @@ pub struct SsConfig {
     /// (plain HTTP: keep it on loopback or a management network).
     #[serde(default = "default_ops_listen")]
     pub ops_listen: SocketAddr,
+    /// Where the management API and console are served (HTTPS, users and roles). Keep it
+    /// on loopback or a management network.
+    #[serde(default = "default_management_listen")]
+    pub management_listen: SocketAddr,
+    /// Names (DNS or IP) in the management listener's own TLS certificate (made at first
+    /// start; replace `management.crt.pem` and `management.key.pem` with a certificate
+    /// of your own CA to have browsers trust it).
+    #[serde(default = "default_consumer_hostnames")]
+    pub management_hostnames: Vec<String>,
     /// Warn (log, health, metrics) when one of the server's own certificates expires
     /// within this many days.
     #[serde(default = "default_warn_cert_expiry_days")]
@@ -198,6 +207,9 @@ fn default_opmon_mib() -> u64 {
 fn default_ops_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 5590))
 }
+fn default_management_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 5543))
+}
 fn default_warn_cert_expiry_days() -> u64 {
     30
 }
@@ -235,6 +247,8 @@ impl SsConfig {
             log_segment_kib: default_log_segment_kib(),
             connection_limits: Default::default(),
             ops_listen: default_ops_listen(),
+            management_listen: default_management_listen(),
+            management_hostnames: default_consumer_hostnames(),
             warn_cert_expiry_days: default_warn_cert_expiry_days(),
             warn_conf_expiry_secs: default_warn_conf_expiry(),
             opmon_retention_days: default_opmon_days(),

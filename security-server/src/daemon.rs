@@ -94,9 +94,7 @@ pub struct SecurityServer {
     pub(crate) provider: Arc<Provider>,
     pub(crate) catalogue: Arc<Catalogue>,
     pub(crate) reporter: Arc<ServiceReporter>,
-    pub(crate) maintenance: Arc<Maintenance>,
     pub(crate) outcomes: Arc<Outcomes>,
-    pub(crate) apps: Arc<AppPool>,
     pub(crate) settings: Settings,
     pub(crate) intervals: Intervals,
     pub(crate) clock: Arc<dyn Clock>,
@@ -108,6 +106,11 @@ pub struct SecurityServer {
     pub(crate) witness_health: lintas_ops::Handle,
     /// Whether the registry's catalogue has this server's newest service report.
     pub(crate) catalogue_health: lintas_ops::Handle,
+    /// Administration as typed operations (the admin socket, the management API and the
+    /// console are edges over it).
+    pub(crate) manage: Arc<crate::manage::Manage>,
+    /// The management listener's TLS configuration.
+    pub(crate) management_tls: Arc<rustls::ServerConfig>,
 }
 
 /// How often the background tasks run.
@@ -119,31 +122,32 @@ pub(crate) struct Intervals {
     pub timestamp: Duration,
 }
 
-/// Loads the consumer endpoint's certificate, creating a self-signed one at first start.
-fn consumer_identity(node: &Node) -> Result<(Vec<u8>, KeyPair), SsError> {
-    let (cert_path, key_path) = (node.paths.consumer_cert(), node.paths.consumer_key());
+/// Loads a local listener's certificate and key (the consumer endpoint's, the management
+/// listener's), making a self-signed pair for `names` at first start.
+fn local_identity(
+    cert_path: &std::path::Path,
+    key_path: &std::path::Path,
+    names: &[String],
+    label: &str,
+) -> Result<(Vec<u8>, KeyPair), SsError> {
     if !cert_path.exists() {
         let validity = lintas_certs::ca::Validity::starting(
             std::time::SystemTime::now(),
             Duration::from_secs(5 * 365 * 86400),
         )?;
-        let (key, cert) = lintas_certs::ca::self_signed(
-            &node.config.consumer_hostnames,
-            &format!("{} consumer endpoint", node.config.server_id),
-            validity,
-        )?;
+        let (key, cert) = lintas_certs::ca::self_signed(names, label, validity)?;
         // Key first, certificate last and both replaced atomically: a crash in between
         // leaves no certificate, so the next start makes a new pair.
-        lintas_certs::files::write_atomic(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
+        lintas_certs::files::write_atomic(key_path, key.serialize_pem().as_bytes(), 0o600)?;
         lintas_certs::files::write_atomic(
-            &cert_path,
+            cert_path,
             lintas_certs::pem::cert_to_pem(&cert).as_bytes(),
             0o644,
         )?;
     }
     Ok((
-        lintas_certs::files::read_cert(&cert_path)?,
-        lintas_certs::keys::read(&key_path)?,
+        lintas_certs::files::read_cert(cert_path)?,
+        lintas_certs::keys::read(key_path)?,
     ))
 }
 
@@ -180,7 +184,12 @@ impl SecurityServer {
         let local_auth = if c.dev_plaintext_loopback {
             LocalAuth::DevPlaintextLoopback
         } else {
-            let (cert, key) = consumer_identity(&node)?;
+            let (cert, key) = local_identity(
+                &node.paths.consumer_cert(),
+                &node.paths.consumer_key(),
+                &c.consumer_hostnames,
+                &format!("{} consumer endpoint", c.server_id),
+            )?;
             LocalAuth::Tls { cert, key }
         };
         let checkpoints = Arc::new(Checkpoints::open(
@@ -322,6 +331,34 @@ impl SecurityServer {
             },
         });
         crate::ops::install(&watched, &ops);
+        let plane = lintas_manage::Plane::new(
+            Arc::new(
+                lintas_manage::Users::open(&node.paths.users())
+                    .map_err(|e| SsError::State(e.to_string()))?,
+            ),
+            Arc::new(
+                lintas_manage::AuditLog::open(&node.paths.admin_audit_log())
+                    .map_err(|e| SsError::State(e.to_string()))?,
+            ),
+        );
+        let manage = Arc::new(crate::manage::Manage {
+            own: own.clone(),
+            access: access.clone(),
+            apps: apps.clone(),
+            evidence: evidence.clone(),
+            health: ops.health.clone(),
+            maintenance: maintenance.clone(),
+            opmon: outcomes.opmon.clone(),
+            plane,
+        });
+        let (management_cert, management_key) = local_identity(
+            &node.paths.management_cert(),
+            &node.paths.management_key(),
+            &c.management_hostnames,
+            &format!("{} management", c.server_id),
+        )?;
+        let management_tls =
+            lintas_transport::web_server_config(&management_cert, &management_key)?;
         Ok(Arc::new(SecurityServer {
             id: c.server_id.clone(),
             data_dir: node.paths.0.clone(),
@@ -342,9 +379,7 @@ impl SecurityServer {
             local,
             consumer,
             provider,
-            maintenance,
             outcomes,
-            apps,
             settings,
             intervals: Intervals {
                 conf_poll: Duration::from_secs(c.conf_poll_secs),
@@ -357,6 +392,8 @@ impl SecurityServer {
             _watched: watched,
             witness_health,
             catalogue_health,
+            manage,
+            management_tls,
         }))
     }
 
@@ -375,17 +412,14 @@ impl SecurityServer {
         self.conf.client()
     }
 
-    /// The administration service over this server's parts (the admin socket serves it).
+    /// The admin socket's service over this server's typed operations.
     pub fn admin(&self) -> crate::admin::AdminService {
-        crate::admin::AdminService {
-            own: self.own.clone(),
-            access: self.access.clone(),
-            apps: self.apps.clone(),
-            evidence: self.evidence.clone(),
-            health: self.ops.health.clone(),
-            maintenance: self.maintenance.clone(),
-            opmon: self.outcomes.opmon.clone(),
-        }
+        crate::admin::AdminService(self.manage.clone())
+    }
+
+    /// Administration as typed operations.
+    pub fn manage(&self) -> &Arc<crate::manage::Manage> {
+        &self.manage
     }
 
     /// Reports the services this server provides to the registry's catalogue (see

@@ -27,6 +27,7 @@ pub mod evidence;
 pub mod http_headers;
 mod local;
 pub mod maintenance;
+pub mod manage;
 pub mod material;
 mod messages;
 pub use lintas_globalconf::openapi as openapi_descriptors;
@@ -178,6 +179,21 @@ impl Paths {
     }
     pub fn consumer_key(&self) -> PathBuf {
         self.0.join("consumer.key.pem")
+    }
+    /// The management listener's TLS certificate and key.
+    pub fn management_cert(&self) -> PathBuf {
+        self.0.join("management.crt.pem")
+    }
+    pub fn management_key(&self) -> PathBuf {
+        self.0.join("management.key.pem")
+    }
+    /// Users and API keys of the management API.
+    pub fn users(&self) -> PathBuf {
+        self.0.join("users.json")
+    }
+    /// The admin audit log.
+    pub fn admin_audit_log(&self) -> PathBuf {
+        self.0.join("admin-audit.jsonl")
     }
 }
 

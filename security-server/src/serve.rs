@@ -1,5 +1,6 @@
-//! Serving a security server: its endpoints, the operations listener, the admin socket
-//! and the background tasks, wired from the server's parts until shutdown.
+//! Serving a security server: its endpoints, the operations listener, the admin socket,
+//! the management API and the background tasks, wired from the server's parts until
+//! shutdown.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -21,6 +22,8 @@ pub struct Listeners {
     pub provider: TcpListener,
     /// `/metrics`, `/healthz` and `/readyz`.
     pub ops: TcpListener,
+    /// The management API and console (HTTPS), if served.
+    pub management: Option<TcpListener>,
 }
 
 /// Serves the consumer endpoint (TLS with registered client certificates, or plaintext
@@ -95,10 +98,12 @@ pub async fn serve(
     let provider_admission = lintas_transport::Admission::new("provider", *limits);
     let consumer_admission = lintas_transport::Admission::new("consumer", *limits);
     let ops_admission = lintas_transport::Admission::new("ops", *limits);
+    let management_admission = lintas_transport::Admission::new("management", *limits);
     ops.metrics.listeners(vec![
         consumer_admission.clone(),
         provider_admission.clone(),
         ops_admission.clone(),
+        management_admission.clone(),
         server.consumer.requests.clone(),
         server.provider.requests.clone(),
     ]);
@@ -114,6 +119,30 @@ pub async fn serve(
         stop.stopped(),
     );
     let ops_server = lintas_ops::serve(listeners.ops, ops_admission, ops, stop.stopped());
+    let management_server = {
+        let (listener, stopped) = (listeners.management, stop.stopped());
+        let (tls, manage) = (server.management_tls.clone(), server.manage.clone());
+        async move {
+            match listener {
+                Some(listener) => {
+                    if let Ok(addr) = listener.local_addr() {
+                        tracing::info!(%addr, "management API and console (HTTPS)");
+                    }
+                    let router = crate::manage::api::router(manage);
+                    lintas_transport::serve_https(
+                        listener,
+                        tls,
+                        management_admission,
+                        router,
+                        stopped,
+                    )
+                    .await;
+                }
+                // Not served: this part ends with the others.
+                None => stopped.await,
+            }
+        }
+    };
 
     // Room for the signed envelope around a maximal body.
     let envelope = server.settings.max_message_bytes + crate::envelope::ENVELOPE_MARGIN;
@@ -223,11 +252,12 @@ pub async fn serve(
             None => write.await,
         }
     });
-    let (p, c, a, (), (), (), (), (), checkpointed) = tokio::join!(
+    let (p, c, a, (), (), (), (), (), (), checkpointed) = tokio::join!(
         stop.part(provider_server),
         stop.part(consumer_server),
         stop.part(admin_server),
         stop.part(ops_server),
+        stop.part(management_server),
         health_watcher,
         crate::tasks::poll_configuration(
             conf_client.clone(),

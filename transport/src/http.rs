@@ -61,6 +61,39 @@ pub async fn serve_http(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     let limits = *admission.limits();
+    let incoming = crate::incoming_plain(listener, admission);
+    serve_router(incoming, |c: &Conn| c.peer(), &limits, router, shutdown).await;
+}
+
+/// [`serve_http`] over TLS with `tls` (handshakes bounded as on every listener).
+pub async fn serve_https(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    admission: Arc<Admission>,
+    router: axum::Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let limits = *admission.limits();
+    let incoming = crate::incoming(listener, tls, admission);
+    serve_router(
+        incoming,
+        |c: &tokio_rustls::server::TlsStream<Conn>| c.get_ref().0.peer(),
+        &limits,
+        router,
+        shutdown,
+    )
+    .await;
+}
+
+async fn serve_router<C>(
+    mut incoming: impl tokio_stream::Stream<Item = Result<C, std::io::Error>> + Unpin,
+    peer_of: impl Fn(&C) -> std::net::SocketAddr,
+    limits: &Limits,
+    router: axum::Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let request_timeout = limits.request_timeout();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -76,10 +109,9 @@ pub async fn serve_http(
         .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESET_STREAMS)
         .keep_alive_interval(None);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut incoming = crate::incoming_plain(listener, admission);
     tokio::pin!(shutdown);
     loop {
-        let conn: Conn = tokio::select! {
+        let conn: C = tokio::select! {
             _ = &mut shutdown => break,
             next = tokio_stream::StreamExt::next(&mut incoming) => match next {
                 Some(Ok(conn)) => conn,
@@ -87,7 +119,7 @@ pub async fn serve_http(
             },
         };
         let router = router.clone();
-        let peer = conn.peer();
+        let peer = peer_of(&conn);
         let service =
             hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 let router = router.clone();

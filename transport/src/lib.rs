@@ -15,7 +15,7 @@ mod http;
 pub mod rate;
 mod raw;
 pub use admission::{Admission, Conn, Limits, Refusal};
-pub use http::{grpc_server, peer_grpc_server, serve_http};
+pub use http::{grpc_server, peer_grpc_server, serve_http, serve_https};
 pub use raw::RawCodec;
 
 use hyper_util::rt::TokioIo;
@@ -240,6 +240,19 @@ pub fn server_config_registered_clients(
         algorithms: provider().signature_verification_algorithms,
     };
     tls13_server(cert, key, Arc::new(verifier))
+}
+
+/// A TLS 1.3 server configuration for browsers and HTTP clients (a management listener):
+/// presenting `cert`, asking for no client certificate, speaking HTTP/1.1 (an answer
+/// refusing a request before reading its body then closes the connection, where over
+/// HTTP/2 the early stream reset trips some clients).
+pub fn web_server_config(cert: &[u8], key: &KeyPair) -> Result<Arc<ServerConfig>, TransportError> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(vec![CertificateDer::from(cert.to_vec())], key_der(key))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 /// A TLS 1.3 client configuration accepting only servers whose certificate chains to

@@ -44,6 +44,7 @@ pub(super) fn serve_child(
         .env("LINTAS_SS_DEV_PLAINTEXT_LOOPBACK", "true")
         .env("LINTAS_SS_PROVIDER_LISTEN", peer)
         .env("LINTAS_SS_OPS_LISTEN", "127.0.0.1:0")
+        .env("LINTAS_SS_MANAGEMENT_LISTEN", "127.0.0.1:0")
         // Small log segments, so that these runs seal and archive some.
         .env("LINTAS_SS_LOG_SEGMENT_KIB", "4")
         .stdout(std::process::Stdio::piped())
@@ -331,6 +332,92 @@ async fn the_binary_runs_two_security_servers_configured_while_running() {
     .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("not hosted on this server"));
+
+    // Users and API keys of the management API, over the socket; `init` made the first
+    // administrator, and every change above is in the admin audit log.
+    let users = run(&mut lintas(&[
+        "ss",
+        "user",
+        "list",
+        "--config",
+        provider_config,
+    ]));
+    assert!(users.contains("admin  system-administrator"), "{users}");
+    let added = run(lintas(&[
+        "ss",
+        "user",
+        "add",
+        "siti",
+        "--role",
+        "service-administrator,auditor",
+        "--config",
+        provider_config,
+    ])
+    .env("LINTAS_PASSWORD", "kata sandi yang panjang"));
+    assert!(
+        added.contains("siti  service-administrator,auditor"),
+        "{added}"
+    );
+    assert!(!added.contains("shown once"), "{added}");
+    let short = lintas(&[
+        "ss",
+        "user",
+        "add",
+        "budi",
+        "--role",
+        "auditor",
+        "--config",
+        provider_config,
+    ])
+    .env("LINTAS_PASSWORD", "pendek")
+    .output()
+    .unwrap();
+    assert!(!short.status.success());
+    assert!(
+        String::from_utf8_lossy(&short.stderr).contains("password: at least 12 characters"),
+        "{short:?}"
+    );
+    let key = run(&mut lintas(&[
+        "ss",
+        "api-key",
+        "create",
+        "--name",
+        "laporan harian",
+        "--role",
+        "auditor",
+        "--config",
+        provider_config,
+    ]));
+    assert!(key.contains("key (shown once): lintas_"), "{key}");
+    let log_file = servers[0].dir.join("admin-log.jsonl");
+    run(
+        lintas(&["ss", "admin-log", "export", "--config", provider_config])
+            .arg("--out")
+            .arg(&log_file),
+    );
+    let entries =
+        lintas_manage::audit::verify(&std::fs::read(&log_file).unwrap(), "export").unwrap();
+    let actions: Vec<(&str, &str)> = entries
+        .iter()
+        .filter(|e| e.actor.starts_with("socket:uid "))
+        .map(|e| (e.action.as_str(), e.outcome.as_str()))
+        .collect();
+    for expected in [
+        ("service.add", "ok"),
+        ("grant.add", "ok"),
+        ("user.add", "ok"),
+        ("api-key.add", "ok"),
+    ] {
+        assert!(actions.contains(&expected), "{expected:?} in {actions:?}");
+    }
+    assert!(
+        actions
+            .iter()
+            .any(|(a, o)| *a == "user.add" && o.contains("at least 12 characters")),
+        "{actions:?}"
+    );
+    // The log never holds a password.
+    assert!(!String::from_utf8_lossy(&std::fs::read(&log_file).unwrap()).contains("kata sandi"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

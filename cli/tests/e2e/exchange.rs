@@ -44,6 +44,8 @@ struct Network {
     /// Each server's operations listener, `host:port`.
     provider_ops: String,
     consumer_ops: String,
+    /// The provider's server's management API, `host:port`.
+    provider_management: String,
 }
 
 /// Where a started server listens.
@@ -52,6 +54,8 @@ struct Urls {
     consumer: String,
     /// The operations listener, `host:port`.
     ops: String,
+    /// The management API, `host:port`.
+    management: String,
 }
 
 type ServerStop = (
@@ -156,6 +160,7 @@ async fn network_edited(dev: bool, edit: impl Fn(&mut SsConfig)) -> Network {
         provider_url: provider_urls.consumer,
         provider_ops: provider_urls.ops,
         consumer_ops: consumer_urls.ops,
+        provider_management: provider_urls.management,
     }
 }
 
@@ -164,15 +169,18 @@ async fn network_edited(dev: bool, edit: impl Fn(&mut SsConfig)) -> Network {
 async fn start(server: Arc<SecurityServer>, peer: TcpListener) -> (Urls, ServerStop) {
     let local = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let ops = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let management = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = Urls {
         consumer: format!("http://{}", local.local_addr().unwrap()),
         ops: ops.local_addr().unwrap().to_string(),
+        management: management.local_addr().unwrap().to_string(),
     };
     let (tx, stop) = stopper();
     let listeners = lintas_ss::serve::Listeners {
         consumer: local,
         provider: peer,
         ops,
+        management: Some(management),
     };
     let task = tokio::spawn(async move {
         lintas_ss::serve::serve(server, listeners, stop)
@@ -1846,6 +1854,7 @@ mod adapters;
 mod binary;
 mod ha;
 mod limits;
+mod management;
 mod monitoring;
 mod ops;
 mod rest_services;

@@ -31,10 +31,12 @@ async fn a_rest_backend_published_from_its_openapi_document_is_called_over_grpc_
         .await
         .unwrap()
         .into_inner()
-        .message;
-    assert!(
-        said.contains("CariPenduduk, AmbilPenduduk, AmbilKartuKeluarga"),
-        "{said}"
+        .service
+        .unwrap();
+    assert!(said.described, "{said:?}");
+    assert_eq!(
+        said.methods,
+        ["CariPenduduk", "AmbilPenduduk", "AmbilKartuKeluarga"]
     );
     // Or fetched from the backend, which serves it.
     let fetched = net
@@ -51,8 +53,12 @@ async fn a_rest_backend_published_from_its_openapi_document_is_called_over_grpc_
         .await
         .unwrap()
         .into_inner()
-        .message;
-    assert!(fetched.contains("CariPenduduk"), "{fetched}");
+        .service
+        .unwrap();
+    assert!(
+        fetched.methods.contains(&"CariPenduduk".to_owned()),
+        "{fetched:?}"
+    );
     let missing = net
         .provider
         .admin()

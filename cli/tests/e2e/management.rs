@@ -1,0 +1,434 @@
+//! The security server's management REST API over HTTPS, called with curl as an
+//! operator's script would: login sessions with CSRF tokens, API keys, roles, every
+//! change in the admin audit log, evidence of a real call downloaded and verified.
+
+use serde_json::{Value, json};
+
+use super::rest_services::curl;
+use super::*;
+
+/// The provider's management API, called with curl trusting its own certificate.
+struct Api {
+    base: String,
+    cacert: String,
+    /// curl's cookie jar, for a session.
+    jar: tempfile::NamedTempFile,
+}
+
+impl Api {
+    fn new(net: &Network) -> Self {
+        Api {
+            base: format!("https://{}", net.provider_management),
+            cacert: net.provider_paths.management_cert().display().to_string(),
+            jar: tempfile::NamedTempFile::new().unwrap(),
+        }
+    }
+
+    /// `method path` with `extra` curl arguments; status, headers and body.
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        extra: &[String],
+    ) -> (u16, std::collections::HashMap<String, String>, Vec<u8>) {
+        let jar = self.jar.path().display().to_string();
+        let args = [
+            vec![
+                "--cacert".into(),
+                self.cacert.clone(),
+                "-b".into(),
+                jar.clone(),
+                "-c".into(),
+                jar,
+                "-X".into(),
+                method.into(),
+                format!("{}{path}", self.base),
+            ],
+            extra.to_vec(),
+        ]
+        .concat();
+        curl(args).await
+    }
+
+    /// A JSON call: status and the JSON answer (Null when empty).
+    async fn json(
+        &self,
+        method: &str,
+        path: &str,
+        auth: &Auth,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut extra = auth.headers();
+        if let Some(body) = body {
+            extra.extend([
+                "-H".into(),
+                "Content-Type: application/json".into(),
+                "--data-binary".into(),
+                body.to_string(),
+            ]);
+        }
+        let (status, _, body) = self.call(method, path, &extra).await;
+        let value = if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&body)
+                .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&body)))
+        };
+        (status, value)
+    }
+}
+
+/// How a call authenticates.
+enum Auth {
+    None,
+    /// The session cookie in the jar, and the CSRF token (or none, to test refusal).
+    Session(Option<String>),
+    Key(String),
+}
+
+impl Auth {
+    fn headers(&self) -> Vec<String> {
+        match self {
+            Auth::None | Auth::Session(None) => Vec::new(),
+            Auth::Session(Some(csrf)) => vec!["-H".into(), format!("X-CSRF-Token: {csrf}")],
+            Auth::Key(key) => vec!["-H".into(), format!("Authorization: Bearer {key}")],
+        }
+    }
+}
+
+const PASSWORD: &str = "kata sandi yang panjang";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_management_api_is_authenticated_role_checked_and_audited() {
+    let net = network().await;
+    let users = net.provider.manage().plane.users.clone();
+    users
+        .add_user(
+            "admin",
+            PASSWORD,
+            &[lintas_manage::Role::SystemAdministrator],
+        )
+        .unwrap();
+    let api = Api::new(&net);
+
+    // The OpenAPI document is generated from the handlers and names every operation.
+    let (status, doc) = api
+        .json("GET", "/api/v1/openapi.json", &Auth::None, None)
+        .await;
+    assert_eq!(status, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
+    for path in [
+        "/api/v1/session",
+        "/api/v1/users",
+        "/api/v1/api-keys",
+        "/api/v1/audit-log",
+        "/api/v1/services",
+        "/api/v1/grants",
+        "/api/v1/client-certs",
+        "/api/v1/maintenance",
+        "/api/v1/opmon",
+        "/api/v1/evidence",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} not in the document");
+    }
+    assert!(doc["components"]["schemas"]["ServiceSpec"].is_object());
+
+    // Nothing without credentials; security headers on every answer.
+    let (status, headers, _) = api.call("GET", "/api/v1/services", &[]).await;
+    assert_eq!(status, 401);
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert!(headers["content-security-policy"].contains("frame-ancestors 'none'"));
+    assert_eq!(headers["cache-control"], "no-store");
+    let (status, e) = api
+        .json(
+            "POST",
+            "/api/v1/session",
+            &Auth::None,
+            Some(json!({"name": "admin", "password": "not the password"})),
+        )
+        .await;
+    assert_eq!(
+        (status, e["error"].as_str()),
+        (401, Some("unauthenticated"))
+    );
+
+    // A session: the cookie is HttpOnly, Secure, SameSite=Strict and host-only.
+    let (status, headers, body) = api
+        .call(
+            "POST",
+            "/api/v1/session",
+            &[
+                "-H".into(),
+                "Content-Type: application/json".into(),
+                "--data-binary".into(),
+                json!({"name": "admin", "password": PASSWORD}).to_string(),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let cookie = &headers["set-cookie"];
+    for part in [
+        "__Host-lintas-session=",
+        "HttpOnly",
+        "Secure",
+        "SameSite=Strict",
+        "Path=/",
+    ] {
+        assert!(cookie.contains(part), "{cookie}");
+    }
+    let session: Value = serde_json::from_slice(&body).unwrap();
+    let csrf = session["csrf_token"].as_str().unwrap().to_owned();
+    assert_eq!(session["roles"], json!(["system-administrator"]));
+
+    // A change with the cookie alone (as a forged cross-site request would be) is
+    // refused; with the session's token it is made.
+    let rest = json!({"provider": PROVIDER_CLIENT, "service": "penduduk",
+        "endpoint": "http://127.0.0.1:9/api", "rest": true});
+    let (status, e) = api
+        .json(
+            "POST",
+            "/api/v1/services",
+            &Auth::Session(None),
+            Some(rest.clone()),
+        )
+        .await;
+    assert_eq!(status, 403, "{e}");
+    assert!(e["message"].as_str().unwrap().contains("CSRF"), "{e}");
+    let admin = Auth::Session(Some(csrf.clone()));
+    let (status, added) = api
+        .json("POST", "/api/v1/services", &admin, Some(rest))
+        .await;
+    assert_eq!(status, 201, "{added}");
+    assert_eq!(added["service"]["rest"], json!(true));
+    // Bad input gets a specific error: unknown fields, a subsystem not hosted here.
+    let (status, e) = api
+        .json(
+            "POST",
+            "/api/v1/services",
+            &admin,
+            Some(json!({"provider": PROVIDER_CLIENT, "service": "x", "endpoint": "http://a:1", "bogus": 1})),
+        )
+        .await;
+    assert!(status == 400 || status == 422, "{status} {e}");
+    let (status, e) = api
+        .json(
+            "POST",
+            "/api/v1/grants",
+            &admin,
+            Some(json!({"provider": "ID/GOV/9/NOPE", "service": "penduduk", "subject": CONSUMER_CLIENT})),
+        )
+        .await;
+    assert_eq!(status, 412, "{e}");
+    assert!(e["message"].as_str().unwrap().contains("not hosted"), "{e}");
+    let grant = json!({"provider": PROVIDER_CLIENT, "service": "penduduk",
+        "subject": CONSUMER_CLIENT, "method": "GET", "path": "/persons/*"});
+    let (status, g) = api
+        .json("POST", "/api/v1/grants", &admin, Some(grant.clone()))
+        .await;
+    assert_eq!((status, &g), (201, &grant));
+    let (status, _) = api
+        .json("POST", "/api/v1/grants", &admin, Some(grant.clone()))
+        .await;
+    assert_eq!(status, 409);
+    let (status, page) = api
+        .json(
+            "GET",
+            "/api/v1/grants?filter=DUKCAPIL%20penduduk%20GET",
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(page["items"], json!([grant]));
+
+    // An auditor's API key reads but changes nothing.
+    let (status, made) = api
+        .json(
+            "POST",
+            "/api/v1/api-keys",
+            &admin,
+            Some(json!({"name": "ekspor malam", "roles": ["auditor"]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{made}");
+    let key = made["key"].as_str().unwrap().to_owned();
+    let auditor = Auth::Key(key.clone());
+    let (status, page) = api.json("GET", "/api/v1/services", &auditor, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(page["items"].as_array().unwrap().len(), 2, "{page}");
+    let (status, e) = api
+        .json(
+            "DELETE",
+            &format!(
+                "/api/v1/grants?provider={PROVIDER_CLIENT}&service=penduduk&subject={CONSUMER_CLIENT}&method=GET&path=/persons/*"
+            ),
+            &auditor,
+            None,
+        )
+        .await;
+    assert_eq!(status, 403, "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("needs the role"),
+        "{e}"
+    );
+    let (status, _) = api
+        .json(
+            "PUT",
+            "/api/v1/maintenance",
+            &auditor,
+            Some(json!({"on": true, "reason": "x"})),
+        )
+        .await;
+    assert_eq!(status, 403);
+    let (status, _) = api
+        .json(
+            "GET",
+            "/api/v1/services",
+            &Auth::Key(format!("{key}x")),
+            None,
+        )
+        .await;
+    assert_eq!(status, 401);
+
+    // A real call through the bus, found in operational monitoring and its evidence
+    // downloaded and verified offline.
+    net.cari(CONSUMER_CLIENT, NIK).await.unwrap();
+    let (status, page) = api
+        .json(
+            "GET",
+            &format!("/api/v1/opmon?client={CONSUMER_CLIENT}"),
+            &auditor,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    let record = &page["records"][0];
+    assert_eq!(record["method"], "CariNik", "{page}");
+    let id = record["message_id"].as_str().unwrap();
+    let (status, headers, bundle) = api
+        .call(
+            "GET",
+            &format!("/api/v1/evidence?message_id={id}"),
+            &auditor.headers(),
+        )
+        .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&bundle));
+    assert_eq!(headers["content-type"], "application/octet-stream");
+    let file = net.provider_paths.0.join("downloaded.evidence");
+    std::fs::write(&file, &bundle).unwrap();
+    let verified = run(binary::lintas_cmd(&["audit", "verify"])
+        .arg(&file)
+        .arg("--anchor")
+        .arg(net.inst.anchor()));
+    assert!(
+        verified.contains("Result: the evidence verifies."),
+        "{verified}"
+    );
+
+    // The last system administrator stays; users and keys go.
+    let (status, e) = api
+        .json("DELETE", "/api/v1/users/admin", &admin, None)
+        .await;
+    assert_eq!(status, 412, "{e}");
+    let (status, _) = api
+        .json(
+            "DELETE",
+            &format!("/api/v1/api-keys/{}", made["info"]["id"].as_str().unwrap()),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = api.json("GET", "/api/v1/services", &auditor, None).await;
+    assert_eq!(status, 401, "a revoked key is refused at once");
+
+    // Every change, refusal and login is in the audit log, with who and from where; the
+    // export's chain is intact.
+    let (status, page) = api
+        .json("GET", "/api/v1/audit-log?limit=1000", &admin, None)
+        .await;
+    assert_eq!(status, 200);
+    let entries = page["entries"].as_array().unwrap();
+    let seen = |action: &str, actor: &str, outcome: &str| {
+        entries.iter().any(|e| {
+            e["action"] == action
+                && e["actor"].as_str().unwrap().starts_with(actor)
+                && e["outcome"].as_str().unwrap().starts_with(outcome)
+                && e["from"].as_str().unwrap().starts_with("127.0.0.1:")
+        })
+    };
+    assert!(seen("login", "user:admin", "refused"), "{page}");
+    assert!(seen("login", "user:admin", "ok"));
+    assert!(seen("service.add", "user:admin", "ok"));
+    assert!(seen("grant.add", "user:admin", "ok"));
+    assert!(seen("grant.add", "user:admin", "failed: already granted"));
+    assert!(seen(
+        "grant.add",
+        "user:admin",
+        "failed: ID/GOV/9/NOPE is not hosted"
+    ));
+    assert!(seen("api-key.add", "user:admin", "ok"));
+    assert!(seen(
+        "grant.remove",
+        "api-key:",
+        "refused: grant.remove needs the role"
+    ));
+    assert!(seen("evidence.export", "api-key:", "ok"));
+    assert!(seen("user.remove", "user:admin", "failed"));
+    let (status, _, jsonl) = api
+        .call("GET", "/api/v1/audit-log/export", &admin.headers())
+        .await;
+    assert_eq!(status, 200);
+    let chain = lintas_manage::audit::verify(&jsonl, "export").unwrap();
+    // The export holds everything up to the listing's newest entry (the export itself
+    // is recorded after it was read).
+    assert_eq!(chain.len() as u64, entries[0]["seq"].as_u64().unwrap());
+    assert_eq!(
+        chain.last().unwrap().seq,
+        entries[0]["seq"].as_u64().unwrap()
+    );
+
+    // Logging out ends the session.
+    let (status, _) = api.json("DELETE", "/api/v1/session", &admin, None).await;
+    assert_eq!(status, 204);
+    let (status, _) = api.json("GET", "/api/v1/services", &admin, None).await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_logins_are_throttled_by_address_and_name() {
+    let net = network().await;
+    net.provider
+        .manage()
+        .plane
+        .users
+        .add_user("operator", PASSWORD, &[lintas_manage::Role::Auditor])
+        .unwrap();
+    let api = Api::new(&net);
+    let login = |from: &'static str, password: &'static str| {
+        let api = &api;
+        async move {
+            api.call(
+                "POST",
+                "/api/v1/session",
+                &[
+                    "--interface".into(),
+                    from.into(),
+                    "-H".into(),
+                    "Content-Type: application/json".into(),
+                    "--data-binary".into(),
+                    json!({"name": "operator", "password": password}).to_string(),
+                ],
+            )
+            .await
+        }
+    };
+    for _ in 0..lintas_manage::sessions::FREE_FAILURES {
+        assert_eq!(login("127.0.0.7", "wrong password!!").await.0, 401);
+    }
+    // Now even the right password waits, from that address and for that name.
+    let (status, headers, body) = login("127.0.0.7", PASSWORD).await;
+    assert_eq!(status, 429, "{}", String::from_utf8_lossy(&body));
+    assert!(headers["retry-after"].parse::<u64>().unwrap() >= 1);
+    assert_eq!(login("127.0.0.8", PASSWORD).await.0, 429);
+}

@@ -1,0 +1,412 @@
+//! The security server's management REST API: its typed operations over HTTPS, each
+//! checked against the caller's roles and recorded in the admin audit log. Served with
+//! the routes every daemon shares (sessions, users, API keys, the audit log) and the
+//! OpenAPI document generated from the annotations here.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{FromRef, Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use lintas_manage::web::{Body, Params};
+use lintas_manage::{Allowed, ApiError, Caller, Plane, Role};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::Manage;
+use super::model::*;
+
+/// Who may provide services and grant access to them.
+pub const SERVICES: Allowed = Allowed(&[Role::SystemAdministrator, Role::ServiceAdministrator]);
+/// Who may register local applications' certificates.
+pub const CERTIFICATES: Allowed = Allowed(&[Role::SystemAdministrator, Role::SecurityOfficer]);
+/// Who may put the server in maintenance.
+pub const MAINTENANCE: Allowed = Allowed(&[Role::SystemAdministrator]);
+/// Who may export evidence (it names clients and may hold bodies).
+pub const EVIDENCE: Allowed = Allowed(&[
+    Role::SystemAdministrator,
+    Role::SecurityOfficer,
+    Role::Auditor,
+]);
+
+/// The API's state: the operations and the plane.
+#[derive(Clone)]
+pub struct Api {
+    pub manage: Arc<Manage>,
+}
+
+impl FromRef<Api> for Arc<Plane> {
+    fn from_ref(api: &Api) -> Self {
+        api.manage.plane.clone()
+    }
+}
+
+/// The audit log's words for a grant.
+pub fn grant_target(g: &GrantSpec) -> String {
+    let mut t = format!("{} {} for {}", g.provider, g.service, g.subject);
+    if let Some(m) = &g.method {
+        t.push_str(&format!(" method {m}"));
+    }
+    if let Some(p) = &g.path {
+        t.push_str(&format!(" path {p}"));
+    }
+    t
+}
+
+/// Services provided here.
+#[utoipa::path(get, path = "/api/v1/services", tag = "services", params(ListQuery),
+    responses((status = 200, body = Page<ServiceInfo>), (status = 401, body = ApiError)))]
+async fn list_services(
+    State(api): State<Api>,
+    _caller: Caller,
+    Params(q): Params<ListQuery>,
+) -> Result<Json<Page<ServiceInfo>>, ApiError> {
+    Ok(Json(api.manage.services(&q)?))
+}
+
+/// Provides a service (gRPC, or REST with `rest: true`).
+#[utoipa::path(post, path = "/api/v1/services", tag = "services", request_body = ServiceSpec,
+    responses((status = 201, body = ServiceAdded), (status = 400, body = ApiError),
+        (status = 403, body = ApiError), (status = 412, body = ApiError)))]
+async fn add_service(
+    State(api): State<Api>,
+    caller: Caller,
+    Body(spec): Body<ServiceSpec>,
+) -> Result<(StatusCode, Json<ServiceAdded>), ApiError> {
+    let target = format!("{} {}", spec.provider, spec.service);
+    let plane = &api.manage.plane;
+    caller.require(plane, SERVICES, "service.add", &target)?;
+    let done = api.manage.add_service(spec).await.map_err(ApiError::from);
+    let added = caller.record(plane, "service.add", &target, done)?;
+    Ok((StatusCode::CREATED, Json(added)))
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct ServiceKey {
+    /// INSTANCE/CLASS/MEMBER/SUBSYSTEM
+    provider: String,
+    service: String,
+}
+
+/// Stops providing a service.
+#[utoipa::path(delete, path = "/api/v1/services", tag = "services", params(ServiceKey),
+    responses((status = 200, body = ServiceInfo), (status = 403, body = ApiError),
+        (status = 404, body = ApiError)))]
+async fn remove_service(
+    State(api): State<Api>,
+    caller: Caller,
+    Params(key): Params<ServiceKey>,
+) -> Result<Json<ServiceInfo>, ApiError> {
+    let target = format!("{} {}", key.provider, key.service);
+    let plane = &api.manage.plane;
+    caller.require(plane, SERVICES, "service.remove", &target)?;
+    let done = api
+        .manage
+        .remove_service(&key.provider, &key.service)
+        .await
+        .map_err(ApiError::from);
+    Ok(Json(caller.record(
+        plane,
+        "service.remove",
+        &target,
+        done,
+    )?))
+}
+
+/// Access rights.
+#[utoipa::path(get, path = "/api/v1/grants", tag = "access", params(ListQuery),
+    responses((status = 200, body = Page<GrantSpec>), (status = 401, body = ApiError)))]
+async fn list_grants(
+    State(api): State<Api>,
+    _caller: Caller,
+    Params(q): Params<ListQuery>,
+) -> Result<Json<Page<GrantSpec>>, ApiError> {
+    Ok(Json(api.manage.grants(&q)?))
+}
+
+/// Grants a client or group access to a service, a method or a REST path.
+#[utoipa::path(post, path = "/api/v1/grants", tag = "access", request_body = GrantSpec,
+    responses((status = 201, body = GrantSpec), (status = 400, body = ApiError),
+        (status = 403, body = ApiError), (status = 409, body = ApiError)))]
+async fn add_grant(
+    State(api): State<Api>,
+    caller: Caller,
+    Body(g): Body<GrantSpec>,
+) -> Result<(StatusCode, Json<GrantSpec>), ApiError> {
+    let target = grant_target(&g);
+    let plane = &api.manage.plane;
+    caller.require(plane, SERVICES, "grant.add", &target)?;
+    let done = api.manage.grant(g).await.map_err(ApiError::from);
+    Ok((
+        StatusCode::CREATED,
+        Json(caller.record(plane, "grant.add", &target, done)?),
+    ))
+}
+
+/// Takes a grant back (the same fields it was given with).
+#[utoipa::path(delete, path = "/api/v1/grants", tag = "access", params(GrantKey),
+    responses((status = 200, body = GrantSpec), (status = 403, body = ApiError),
+        (status = 404, body = ApiError)))]
+async fn remove_grant(
+    State(api): State<Api>,
+    caller: Caller,
+    Params(key): Params<GrantKey>,
+) -> Result<Json<GrantSpec>, ApiError> {
+    let g = GrantSpec {
+        provider: key.provider,
+        service: key.service,
+        subject: key.subject,
+        method: key.method,
+        path: key.path,
+    };
+    let target = grant_target(&g);
+    let plane = &api.manage.plane;
+    caller.require(plane, SERVICES, "grant.remove", &target)?;
+    let done = api.manage.revoke(g).await.map_err(ApiError::from);
+    Ok(Json(caller.record(plane, "grant.remove", &target, done)?))
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct GrantKey {
+    provider: String,
+    service: String,
+    subject: String,
+    method: Option<String>,
+    path: Option<String>,
+}
+
+/// Local applications' TLS client certificates.
+#[utoipa::path(get, path = "/api/v1/client-certs", tag = "client certificates", params(ListQuery),
+    responses((status = 200, body = Page<ClientCertInfo>), (status = 401, body = ApiError)))]
+async fn list_client_certs(
+    State(api): State<Api>,
+    _caller: Caller,
+    Params(q): Params<ListQuery>,
+) -> Result<Json<Page<ClientCertInfo>>, ApiError> {
+    Ok(Json(api.manage.client_certs(&q)?))
+}
+
+/// Registers a local application's certificate for a client hosted here.
+#[utoipa::path(post, path = "/api/v1/client-certs", tag = "client certificates",
+    request_body = ClientCertSpec,
+    responses((status = 201, body = ClientCertInfo), (status = 400, body = ApiError),
+        (status = 403, body = ApiError), (status = 412, body = ApiError)))]
+async fn add_client_cert(
+    State(api): State<Api>,
+    caller: Caller,
+    Body(spec): Body<ClientCertSpec>,
+) -> Result<(StatusCode, Json<ClientCertInfo>), ApiError> {
+    let target = format!("client certificate for {}", spec.client);
+    let plane = &api.manage.plane;
+    caller.require(plane, CERTIFICATES, "client-cert.add", &target)?;
+    let der = lintas_certs::pem::cert_from_pem(&spec.certificate_pem, "certificate_pem")
+        .map_err(|e| ApiError::invalid(e.to_string()));
+    let done = match der {
+        Ok(der) => api
+            .manage
+            .add_client_cert(&spec.client, der)
+            .await
+            .map_err(ApiError::from),
+        Err(e) => Err(e),
+    };
+    let cert = caller.record(plane, "client-cert.add", &target, done)?;
+    Ok((StatusCode::CREATED, Json(cert)))
+}
+
+/// Removes a client certificate.
+#[utoipa::path(delete, path = "/api/v1/client-certs/{fingerprint}", tag = "client certificates",
+    params(("fingerprint" = String, Path, description = "SHA-256 of the certificate, hex")),
+    responses((status = 200, body = ClientCertInfo), (status = 403, body = ApiError),
+        (status = 404, body = ApiError)))]
+async fn remove_client_cert(
+    State(api): State<Api>,
+    caller: Caller,
+    Path(fingerprint): Path<String>,
+) -> Result<Json<ClientCertInfo>, ApiError> {
+    let target = format!("client certificate {fingerprint}");
+    let plane = &api.manage.plane;
+    caller.require(plane, CERTIFICATES, "client-cert.remove", &target)?;
+    let done = api
+        .manage
+        .remove_client_cert(&fingerprint)
+        .await
+        .map_err(ApiError::from);
+    Ok(Json(caller.record(
+        plane,
+        "client-cert.remove",
+        &target,
+        done,
+    )?))
+}
+
+/// Readiness with each component's state and reason, and maintenance.
+#[utoipa::path(get, path = "/api/v1/health", tag = "status",
+    responses((status = 200, body = HealthInfo), (status = 401, body = ApiError)))]
+async fn health(State(api): State<Api>, _caller: Caller) -> Json<HealthInfo> {
+    Json(api.manage.health())
+}
+
+/// The message log: size, checkpoints, witness, trusted time.
+#[utoipa::path(get, path = "/api/v1/log", tag = "status",
+    responses((status = 200, body = LogStatus), (status = 401, body = ApiError)))]
+async fn log_status(State(api): State<Api>, _caller: Caller) -> Json<LogStatus> {
+    Json(api.manage.log_status())
+}
+
+/// Maintenance on (with a reason) or off.
+#[utoipa::path(put, path = "/api/v1/maintenance", tag = "status", request_body = MaintenanceState,
+    responses((status = 200, body = MaintenanceState), (status = 400, body = ApiError),
+        (status = 403, body = ApiError)))]
+async fn set_maintenance(
+    State(api): State<Api>,
+    caller: Caller,
+    Body(state): Body<MaintenanceState>,
+) -> Result<Json<MaintenanceState>, ApiError> {
+    let action = if state.on {
+        "maintenance.on"
+    } else {
+        "maintenance.off"
+    };
+    let plane = &api.manage.plane;
+    caller.require(plane, MAINTENANCE, action, &state.reason)?;
+    let target = state.reason.clone();
+    let done = api.manage.set_maintenance(state).map_err(ApiError::from);
+    Ok(Json(caller.record(plane, action, &target, done)?))
+}
+
+/// Operational-monitoring records (one per exchange, never bodies).
+#[utoipa::path(get, path = "/api/v1/opmon", tag = "monitoring", params(OpQuery),
+    responses((status = 200, body = OpPage), (status = 400, body = ApiError),
+        (status = 401, body = ApiError)))]
+async fn opmon(
+    State(api): State<Api>,
+    _caller: Caller,
+    Params(q): Params<OpQuery>,
+) -> Result<Json<OpPage>, ApiError> {
+    let page = api
+        .manage
+        .operational_data(lintas_proto::opmon::v1::OpQuery {
+            from_unix_ms: q.from_unix_ms,
+            to_unix_ms: q.to_unix_ms,
+            client: q.client,
+            service: q.service,
+            cursor: q.cursor,
+            limit: q.limit,
+        })
+        .await?;
+    Ok(Json(OpPage {
+        next_cursor: (!page.next_cursor.is_empty()).then_some(page.next_cursor),
+        records: page.records.into_iter().map(op_record).collect(),
+    }))
+}
+
+fn op_record(r: lintas_proto::opmon::v1::OpRecord) -> OpRecord {
+    OpRecord {
+        time_unix_ms: r.time_unix_ms,
+        side: r.side,
+        server: r.server,
+        message_id: r.message_id,
+        client: r.client,
+        provider: r.provider,
+        service: r.service,
+        method: r.method,
+        peer_server: r.peer_server,
+        trace_id: r.trace_id,
+        user_id: r.user_id,
+        request_bytes: r.request_bytes,
+        response_bytes: r.response_bytes,
+        code: r.code,
+        error_source: r.error_source,
+        total_us: r.total_us,
+        signing_us: r.signing_us,
+        durable_us: r.durable_us,
+        peer_us: r.peer_us,
+        app_us: r.app_us,
+        unverified: r.unverified,
+    }
+}
+
+/// An evidence bundle of the matching exchanges (binary protobuf, as `lintas audit
+/// verify` reads it).
+#[utoipa::path(get, path = "/api/v1/evidence", tag = "evidence", params(EvidenceQuery),
+    responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 400, body = ApiError), (status = 403, body = ApiError),
+        (status = 412, body = ApiError)))]
+async fn evidence(
+    State(api): State<Api>,
+    caller: Caller,
+    Params(q): Params<EvidenceQuery>,
+) -> Result<Response, ApiError> {
+    let target = evidence_target(&q);
+    let plane = &api.manage.plane;
+    caller.require(plane, EVIDENCE, "evidence.export", &target)?;
+    let query = lintas_proto::ss::v1::EvidenceQuery {
+        message_id: q.message_id,
+        client: q.client,
+        service_provider: q.service_provider,
+        from_unix_ms: q.from_unix_ms,
+        to_unix_ms: q.to_unix_ms,
+        with_bodies: q.with_bodies,
+        exchanges_per_bundle: 0,
+    };
+    let done = api
+        .manage
+        .export_evidence(&query)
+        .await
+        .map_err(ApiError::from);
+    let bundle = caller.record(plane, "evidence.export", &target, done)?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"evidence.bundle\"",
+            ),
+        ],
+        prost::Message::encode_to_vec(&bundle),
+    )
+        .into_response())
+}
+
+fn evidence_target(q: &EvidenceQuery) -> String {
+    let mut parts = Vec::new();
+    for (name, value) in [
+        ("message", &q.message_id),
+        ("client", &q.client),
+        ("provider", &q.service_provider),
+    ] {
+        if !value.is_empty() {
+            parts.push(format!("{name} {value}"));
+        }
+    }
+    if q.from_unix_ms != 0 || q.to_unix_ms != 0 {
+        parts.push(format!("time {}..{}", q.from_unix_ms, q.to_unix_ms));
+    }
+    if q.with_bodies {
+        parts.push("with bodies".into());
+    }
+    parts.join(", ")
+}
+
+/// The whole API: the shared routes and the security server's own.
+pub fn router(manage: Arc<Manage>) -> axum::Router {
+    let routes = OpenApiRouter::new()
+        .merge(lintas_manage::api::routes())
+        .routes(routes!(list_services, add_service, remove_service))
+        .routes(routes!(list_grants, add_grant, remove_grant))
+        .routes(routes!(list_client_certs, add_client_cert))
+        .routes(routes!(remove_client_cert))
+        .routes(routes!(health))
+        .routes(routes!(log_status))
+        .routes(routes!(set_maintenance))
+        .routes(routes!(opmon))
+        .routes(routes!(evidence));
+    lintas_manage::api::finish(
+        routes,
+        "lintas security server management API",
+        Api { manage },
+    )
+}
