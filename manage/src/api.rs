@@ -102,7 +102,8 @@ pub struct AuditPage {
     pub next_before: Option<u64>,
 }
 
-fn session_cookie(value: &str) -> HeaderValue {
+/// The `Set-Cookie` value of a new session.
+pub fn session_cookie(value: &str) -> HeaderValue {
     HeaderValue::from_str(&format!(
         "{COOKIE}={value}; Path=/; Secure; HttpOnly; SameSite=Strict"
     ))
@@ -200,13 +201,15 @@ async fn whoami(caller: Caller) -> Json<SessionInfo> {
 async fn logout(State(plane): State<Arc<Plane>>, caller: Caller) -> Result<Response, ApiError> {
     log_out(&plane, &caller)?;
     let mut headers = HeaderMap::new();
-    headers.insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static(
-            "__Host-lintas-session=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0",
-        ),
-    );
+    headers.insert(header::SET_COOKIE, ended_cookie());
     Ok((StatusCode::NO_CONTENT, headers).into_response())
+}
+
+/// The `Set-Cookie` value that clears the session cookie.
+pub fn ended_cookie() -> HeaderValue {
+    HeaderValue::from_static(
+        "__Host-lintas-session=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0",
+    )
 }
 
 /// Ends the caller's session (audited).
@@ -451,9 +454,14 @@ where
 pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
 
 /// Turns a daemon's whole API router into the served router: the OpenAPI document (with
-/// its title and the two ways to authenticate) at [`OPENAPI_PATH`], and the security
-/// headers on every answer.
-pub fn finish<S>(router: OpenApiRouter<S>, title: &str, state: S) -> axum::Router
+/// its title and the two ways to authenticate) at [`OPENAPI_PATH`], the daemon's console
+/// pages, and the security headers on every answer.
+pub fn finish<S>(
+    router: OpenApiRouter<S>,
+    title: &str,
+    console: axum::Router<S>,
+    state: S,
+) -> axum::Router
 where
     S: Clone + Send + Sync + 'static,
 {
@@ -488,6 +496,7 @@ where
                 async move { ([(header::CONTENT_TYPE, "application/json")], json) }
             }),
         )
+        .merge(console)
         .layer(axum::middleware::from_fn(crate::web::security_headers))
         .with_state(state)
 }

@@ -11,6 +11,8 @@
 pub mod api;
 pub mod audit;
 pub mod b64;
+pub mod console;
+pub mod i18n;
 pub mod role;
 pub mod sessions;
 pub mod users;

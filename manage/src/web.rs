@@ -27,15 +27,22 @@ pub struct Plane {
     pub audit: Arc<AuditLog>,
     pub sessions: Sessions,
     pub throttle: Throttle,
+    /// The daemon's console: its name, words and navigation.
+    pub site: &'static crate::console::Site,
 }
 
 impl Plane {
-    pub fn new(users: Arc<Users>, audit: Arc<AuditLog>) -> Arc<Self> {
+    pub fn new(
+        users: Arc<Users>,
+        audit: Arc<AuditLog>,
+        site: &'static crate::console::Site,
+    ) -> Arc<Self> {
         Arc::new(Plane {
             users,
             audit,
             sessions: Sessions::default(),
             throttle: Throttle::default(),
+            site,
         })
     }
 }

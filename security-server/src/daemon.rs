@@ -340,6 +340,7 @@ impl SecurityServer {
                 lintas_manage::AuditLog::open(&node.paths.admin_audit_log())
                     .map_err(|e| SsError::State(e.to_string()))?,
             ),
+            &crate::manage::console::SITE,
         );
         let manage = Arc::new(crate::manage::Manage {
             own: own.clone(),

@@ -1852,6 +1852,7 @@ async fn a_server_can_use_another_time_stamping_authority_the_configuration_list
 #[path = "adapters.rs"]
 mod adapters;
 mod binary;
+mod console;
 mod ha;
 mod limits;
 mod management;

@@ -407,6 +407,7 @@ pub fn router(manage: Arc<Manage>) -> axum::Router {
     lintas_manage::api::finish(
         routes,
         "lintas security server management API",
+        super::console::routes(),
         Api { manage },
     )
 }

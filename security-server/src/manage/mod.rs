@@ -4,9 +4,12 @@
 //! on its own.
 
 pub mod api;
+mod chart;
+pub mod console;
 mod grants;
 pub mod model;
 mod services;
+mod words;
 
 use std::sync::Arc;
 

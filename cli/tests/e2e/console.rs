@@ -1,0 +1,240 @@
+//! The security server's web console in a real headless Chromium (WebDriver): an
+//! administrator logs in with the keyboard alone, provides a service, grants access,
+//! a call made through the bus is found on the message-log page and its evidence,
+//! downloaded from the page's link, verifies with `lintas audit verify`; a user without
+//! the role is refused. With LINTAS_SCREENSHOTS=DIR the main pages are saved there.
+
+use lintas_testkit::browser::Browser;
+
+use super::*;
+
+const PASSWORD: &str = "kata sandi yang panjang";
+const TAB: &str = "\u{E004}";
+const ENTER: &str = "\u{E007}";
+
+/// Saves a screenshot of the page as DIR/NAME.png when LINTAS_SCREENSHOTS=DIR.
+async fn keep(browser: &Browser, name: &str) {
+    if let Ok(dir) = std::env::var("LINTAS_SCREENSHOTS") {
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(format!("{dir}/{name}.png"), browser.screenshot().await).unwrap();
+    }
+}
+
+/// Logs `name` in with the keyboard alone: the name field has the focus, Tab to the
+/// password, Enter to send.
+async fn log_in(browser: &Browser, base: &str, name: &str) {
+    browser.goto(&format!("{base}/")).await;
+    assert!(
+        browser.url().await.contains("/login"),
+        "{}",
+        browser.url().await
+    );
+    let focused = browser.focused().await;
+    assert_eq!(
+        browser.attribute(&focused, "id").await.as_deref(),
+        Some("name")
+    );
+    browser.keys(name).await;
+    browser.keys(TAB).await;
+    browser.keys(PASSWORD).await;
+    browser.navigating(browser.keys(ENTER)).await;
+    let user = browser.find("#current-user").await;
+    assert_eq!(browser.text(&user).await, name);
+}
+
+/// Submits the form that `button` (a CSS selector) belongs to, after filling `fields`
+/// (selector, text).
+async fn fill_and_send(browser: &Browser, fields: &[(&str, &str)], button: &str) {
+    for (selector, text) in fields {
+        let field = browser.find(selector).await;
+        browser.type_into(&field, text).await;
+    }
+    let button = browser.find(button).await;
+    browser.navigating(browser.click(&button)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_runs_the_server_from_the_browser() {
+    let net = network().await;
+    let users = net.provider.manage().plane.users.clone();
+    users
+        .add_user(
+            "admin",
+            PASSWORD,
+            &[lintas_manage::Role::SystemAdministrator],
+        )
+        .unwrap();
+    users
+        .add_user("auditor", PASSWORD, &[lintas_manage::Role::Auditor])
+        .unwrap();
+    let base = format!("https://{}", net.provider_management);
+    let browser = Browser::start().await;
+
+    // The login page, then the dashboard; the session cookie is HttpOnly, Secure and
+    // SameSite=Strict.
+    browser.goto(&format!("{base}/login")).await;
+    keep(&browser, "login").await;
+    log_in(&browser, &base, "admin").await;
+    let cookies = browser.cookies().await;
+    let session = cookies
+        .iter()
+        .find(|c| c.0 == "__Host-lintas-session")
+        .expect("a session cookie");
+    assert!(
+        session.2 && session.3 && session.4 == "Strict",
+        "{session:?}"
+    );
+    assert!(browser.page_text().await.contains("ready"));
+
+    // Provide a REST service from the services page.
+    browser.goto(&format!("{base}/services")).await;
+    let rest = browser.find("#rest").await;
+    browser.click(&rest).await;
+    fill_and_send(
+        &browser,
+        &[
+            ("#service", "penduduk"),
+            ("#endpoint", "http://127.0.0.1:9/api"),
+        ],
+        "#add-service",
+    )
+    .await;
+    let notice = browser.find("#notice").await;
+    assert!(browser.text(&notice).await.contains("penduduk"));
+    let table = browser.text(&browser.find("#services").await).await;
+    assert!(
+        table.contains("penduduk") && table.contains("REST"),
+        "{table}"
+    );
+    keep(&browser, "services").await;
+
+    // Another client may not call CariNik yet; the administrator grants it from the
+    // access page, and the call goes through.
+    let refused = net.cari(OTHER_CLIENT, NIK).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    browser.goto(&format!("{base}/access")).await;
+    let option = browser
+        .find(&format!(
+            "#service option[value='{PROVIDER_CLIENT} {SERVICE}']"
+        ))
+        .await;
+    browser.click(&option).await;
+    fill_and_send(
+        &browser,
+        &[("#subject", OTHER_CLIENT), ("#method", "CariNik")],
+        "#grant",
+    )
+    .await;
+    let notice = browser.text(&browser.find("#notice").await).await;
+    assert!(notice.contains(OTHER_CLIENT), "{notice}");
+    keep(&browser, "access").await;
+    let answer = net.cari(OTHER_CLIENT, NIK).await.unwrap();
+    assert_eq!(answer.nama, "Siti Rahayu");
+
+    // Both calls (refused, then answered) are on the message-log page, found by their
+    // client, once the provider's server has written their monitoring records.
+    tokio::time::timeout(Duration::from_secs(10), net.provider.opmon().written(2))
+        .await
+        .expect("the provider's records are written");
+    browser.goto(&format!("{base}/messages")).await;
+    fill_and_send(&browser, &[("#client", OTHER_CLIENT)], "#search").await;
+    let rows = browser.find_all("#messages tbody tr").await;
+    assert_eq!(rows.len(), 2, "{}", browser.page_text().await);
+    let mut answered = None;
+    for (i, row) in rows.iter().enumerate() {
+        let text = browser.text(row).await;
+        if text.contains("CariNik Ok") {
+            answered = Some(i);
+        } else {
+            assert!(
+                text.contains("PermissionDenied (provider-server)"),
+                "{text}"
+            );
+        }
+    }
+    let answered = answered.expect("the answered call");
+    let id = browser
+        .text(&browser.find_all("#messages td.message-id").await[answered])
+        .await;
+    let total = browser.text(&browser.find("#chart-total").await).await;
+    assert_eq!(total, "2");
+    keep(&browser, "messages").await;
+
+    // Its evidence, downloaded from the page's link with the browser's session, verifies.
+    let link = &browser.find_all("#messages a.evidence").await[answered];
+    let href = browser.attribute(link, "href").await.unwrap();
+    assert_eq!(href, format!("/api/v1/evidence?message_id={id}"));
+    let cookie = format!("__Host-lintas-session={}", session.1);
+    let out = net.provider_paths.0.join("from-the-console.evidence");
+    let (status, _, bundle) = super::rest_services::curl(vec![
+        "--cacert".into(),
+        net.provider_paths.management_cert().display().to_string(),
+        "-H".into(),
+        format!("Cookie: {cookie}"),
+        format!("{base}{href}"),
+    ])
+    .await;
+    assert_eq!(status, 200);
+    std::fs::write(&out, bundle).unwrap();
+    let verified = run(binary::lintas_cmd(&["audit", "verify"])
+        .arg(&out)
+        .arg("--anchor")
+        .arg(net.inst.anchor()));
+    assert!(
+        verified.contains("Result: the evidence verifies."),
+        "{verified}"
+    );
+
+    // The dashboard counts it; the console speaks Indonesian when asked.
+    browser.goto(&format!("{base}/")).await;
+    let records: u64 = browser
+        .text(&browser.find("#log-records").await)
+        .await
+        .parse()
+        .unwrap();
+    assert!(records >= 2, "{records}");
+    keep(&browser, "dashboard").await;
+    let indonesian = browser.find("a[lang='id']").await;
+    browser.navigating(browser.click(&indonesian)).await;
+    let nav = browser.text(&browser.find("nav").await).await;
+    assert!(
+        nav.contains("Layanan") && nav.contains("Hak akses"),
+        "{nav}"
+    );
+    keep(&browser, "dashboard-id").await;
+    let english = browser.find("a[lang='en']").await;
+    browser.navigating(browser.click(&english)).await;
+
+    // The audit log page shows what the administrator did, from the console.
+    browser.goto(&format!("{base}/audit")).await;
+    let log = browser.page_text().await;
+    assert!(
+        log.contains("grant.add") && log.contains("service.add"),
+        "{log}"
+    );
+    assert!(log.contains("console"), "{log}");
+
+    // Log out; an auditor reads but is refused a change, and the refusal is recorded.
+    let logout = browser.find("#logout").await;
+    browser.navigating(browser.click(&logout)).await;
+    assert!(browser.url().await.contains("/login"));
+    log_in(&browser, &base, "auditor").await;
+    browser.goto(&format!("{base}/access")).await;
+    fill_and_send(&browser, &[("#subject", CONSUMER_CLIENT)], "#grant").await;
+    let error = browser.text(&browser.find("#error").await).await;
+    assert!(error.contains("needs the role"), "{error}");
+    let audit = net
+        .provider
+        .manage()
+        .plane
+        .audit
+        .page(0, 5, "auditor")
+        .unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.action == "grant.add" && e.outcome.starts_with("refused")),
+        "{audit:?}"
+    );
+    browser.quit().await;
+}
