@@ -65,6 +65,14 @@ pub struct RegistryConfig {
     /// (plain HTTP: keep it on loopback or a management network).
     #[serde(default = "default_ops_listen")]
     pub ops_listen: SocketAddr,
+    /// Where the management API and console are served (HTTPS, users and roles). Keep it
+    /// on loopback or a management network.
+    #[serde(default = "default_management_listen")]
+    pub management_listen: SocketAddr,
+    /// Names (DNS or IP) in the management listener's own certificate, made at first
+    /// start (`management.crt.pem`; replace the pair with your own CA's).
+    #[serde(default = "default_management_hostnames")]
+    pub management_hostnames: Vec<String>,
     /// Warn (log, health, metrics) when one of the registry's own certificates expires
     /// within this many days.
     #[serde(default = "default_warn_cert_expiry_days")]
@@ -95,6 +103,12 @@ fn default_registration_ttl() -> u64 {
 }
 fn default_tsa_per_source() -> u32 {
     120
+}
+pub(crate) fn default_management_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 4543))
+}
+pub(crate) fn default_management_hostnames() -> Vec<String> {
+    vec!["localhost".into(), "127.0.0.1".into()]
 }
 pub(crate) fn default_ops_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 4490))

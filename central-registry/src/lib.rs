@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod config;
 pub mod grpc;
+pub mod manage;
 pub mod mirror;
 mod ops;
 mod published;
@@ -108,6 +109,21 @@ impl Paths {
     /// The first administrator's credentials (move them to the administrator's machine).
     pub fn admin_dir(&self) -> PathBuf {
         self.0.join("admin")
+    }
+    /// Users and API keys of the management API and console.
+    pub fn users(&self) -> PathBuf {
+        self.0.join("users.json")
+    }
+    /// The admin audit log of the management API, console and certificate admin API.
+    pub fn admin_audit_log(&self) -> PathBuf {
+        self.0.join("admin-audit.jsonl")
+    }
+    /// The management listener's own TLS certificate and key (made at first start).
+    pub fn management_cert(&self) -> PathBuf {
+        self.0.join("management.crt.pem")
+    }
+    pub fn management_key(&self) -> PathBuf {
+        self.0.join("management.key.pem")
     }
 }
 
@@ -279,6 +295,8 @@ pub fn init(opts: &InitOptions, clock: Arc<dyn Clock>) -> Result<InitReport, Reg
         tsa_policy: lintas_timestamp::DEFAULT_POLICY.into(),
         connection_limits: Default::default(),
         ops_listen: config::default_ops_listen(),
+        management_listen: config::default_management_listen(),
+        management_hostnames: config::default_management_hostnames(),
         warn_cert_expiry_days: 30,
         max_pending_registrations: 10_000,
         max_pending_per_source: 20,
@@ -380,6 +398,8 @@ pub struct Listeners {
     pub http: TcpListener,
     /// `/metrics`, `/healthz` and `/readyz`.
     pub ops: TcpListener,
+    /// The management API and console (HTTPS), if served.
+    pub management: Option<TcpListener>,
 }
 
 /// Serves `registry` on already-bound listeners until `shutdown` completes: the gRPC API
@@ -392,7 +412,12 @@ pub async fn serve(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RegistryServeError> {
-    let Listeners { grpc, http, ops } = listeners;
+    let Listeners {
+        grpc,
+        http,
+        ops,
+        management,
+    } = listeners;
     let paths = Paths(config.data_dir.clone());
     // A fresh serial and expiry at every start: the stored document may have expired.
     let started = registry.clone();
@@ -590,10 +615,23 @@ pub async fn serve(
         }
     };
 
-    let (grpc_result, http_result, (), (), (), ()) = tokio::join!(
+    let management_server = management_server(
+        management,
+        &paths,
+        config,
+        Arc::new(manage::Manage {
+            registry: registry.clone(),
+            health: operations.health.clone(),
+            plane: plane(&paths)?,
+        }),
+        stop.stopped(),
+    )?;
+
+    let (grpc_result, http_result, (), (), (), (), ()) = tokio::join!(
         stop.part(grpc_server),
         stop.part(http_server),
         stop.part(ops_server),
+        stop.part(management_server),
         health_watcher,
         refresher,
         syncer
@@ -602,4 +640,68 @@ pub async fn serve(
     http_result.map_err(io("HTTP server"))?;
     tracing::info!("registry stopped");
     Ok(())
+}
+
+/// The management plane of the registry in `paths`: its users and admin audit log.
+pub fn plane(paths: &Paths) -> Result<Arc<lintas_manage::Plane>, RegistryServeError> {
+    let users = lintas_manage::Users::open(&paths.users())
+        .map_err(|e| RegistryServeError::Init(e.to_string()))?;
+    let audit = lintas_manage::AuditLog::open(&paths.admin_audit_log())
+        .map_err(|e| RegistryServeError::Init(e.to_string()))?;
+    Ok(lintas_manage::Plane::new(
+        Arc::new(users),
+        Arc::new(audit),
+        &manage::console::SITE,
+    ))
+}
+
+/// Serves the management API and console on `listener` (HTTPS with the registry's own
+/// management certificate, made at first start), or waits for `stopped` when there is
+/// no listener.
+fn management_server(
+    listener: Option<TcpListener>,
+    paths: &Paths,
+    config: &RegistryConfig,
+    manage: Arc<manage::Manage>,
+    stopped: impl Future<Output = ()> + Send + 'static,
+) -> Result<impl Future<Output = ()> + Send + 'static, RegistryServeError> {
+    let served = match listener {
+        Some(listener) => {
+            let (cert, key) = management_identity(paths, &config.management_hostnames)?;
+            let tls = lintas_transport::web_server_config(&cert, &key)?;
+            let admission =
+                lintas_transport::Admission::new("management", config.connection_limits);
+            Some((listener, tls, admission))
+        }
+        None => None,
+    };
+    Ok(async move {
+        match served {
+            Some((listener, tls, admission)) => {
+                if let Ok(addr) = listener.local_addr() {
+                    tracing::info!(%addr, "management API and console (HTTPS)");
+                }
+                let router = manage::api::router(manage);
+                lintas_transport::serve_https(listener, tls, admission, router, stopped).await;
+            }
+            None => stopped.await,
+        }
+    })
+}
+
+/// The management listener's certificate and key, self-signed for `names` at first
+/// start (replace the pair with one from your own CA for browsers to trust it).
+fn management_identity(
+    paths: &Paths,
+    names: &[String],
+) -> Result<(Vec<u8>, KeyPair), RegistryServeError> {
+    let (cert_path, key_path) = (paths.management_cert(), paths.management_key());
+    if !cert_path.exists() {
+        let validity = Validity::starting(std::time::SystemTime::now(), 5 * YEAR)?;
+        let (key, cert) =
+            lintas_certs::ca::self_signed(names, "lintas registry management", validity)?;
+        lintas_certs::files::write_atomic(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
+        lintas_certs::files::write_atomic(&cert_path, cert_to_pem(&cert).as_bytes(), 0o644)?;
+    }
+    Ok((read_cert(&cert_path)?, keys::read(&key_path)?))
 }

@@ -25,8 +25,10 @@ mod catalogue;
 mod keys;
 mod pending;
 mod persist;
+mod reads;
 use keys::Key;
 use persist::{Applied, MAX_CONFLICTS, load};
+pub use reads::Generation;
 mod synthetic;
 mod witness;
 

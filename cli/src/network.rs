@@ -148,7 +148,12 @@ pub async fn start_registry(
     let stop = running.stopper();
     running.tasks.push(tokio::spawn(async move {
         let ops = TcpListener::bind("127.0.0.1:0").await?;
-        let listeners = lintas_registry::Listeners { grpc, http, ops };
+        let listeners = lintas_registry::Listeners {
+            grpc,
+            http,
+            ops,
+            management: None,
+        };
         lintas_registry::serve(registry, &serve_config, listeners, stop)
             .await
             .context("registry")

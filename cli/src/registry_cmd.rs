@@ -266,6 +266,29 @@ pub async fn run(args: Args) -> Result<()> {
             println!("  trust anchor:   {}", report.anchor_path.display());
             println!("  anchor SHA-256: {}", report.anchor_fingerprint);
             println!("  administrator:  {}", report.admin_dir.display());
+            let (password, made) = match std::env::var("LINTAS_ADMIN_PASSWORD") {
+                Ok(p) => (p, false),
+                Err(_) => (crate::users_cmd::generated_password(), true),
+            };
+            let registry_dir = report
+                .config_path
+                .parent()
+                .map(std::path::Path::to_path_buf)
+                .unwrap_or_default();
+            lintas_manage::Users::open(&lintas_registry::Paths(registry_dir).users())?.add_user(
+                "admin",
+                &password,
+                &[lintas_manage::Role::SystemAdministrator],
+            )?;
+            let config =
+                lintas_registry::RegistryConfig::load(&report.config_path, std::iter::empty())?;
+            println!(
+                "  management API and console: https://{}/ (once serving), user admin (system-administrator)",
+                config.management_listen
+            );
+            if made {
+                println!("  admin password (shown once): {password}");
+            }
             println!(
                 "copy the trust anchor to every security server and announce its SHA-256 out of band"
             );
@@ -346,14 +369,23 @@ async fn serve(path: PathBuf, check_only: bool) -> Result<()> {
     let ops = tokio::net::TcpListener::bind(config.ops_listen)
         .await
         .with_context(|| format!("binding ops_listen {}", config.ops_listen))?;
+    let management = tokio::net::TcpListener::bind(config.management_listen)
+        .await
+        .with_context(|| format!("binding management_listen {}", config.management_listen))?;
     let shutdown = crate::shutdown_signal().context("installing signal handlers")?;
     println!(
-        "lintas registry listening: grpc={} http={} ops={}",
+        "lintas registry listening: grpc={} http={} ops={} management=https://{}/",
         grpc.local_addr()?,
         http.local_addr()?,
-        ops.local_addr()?
+        ops.local_addr()?,
+        management.local_addr()?
     );
-    let listeners = lintas_registry::Listeners { grpc, http, ops };
+    let listeners = lintas_registry::Listeners {
+        grpc,
+        http,
+        ops,
+        management: Some(management),
+    };
     lintas_registry::serve(registry, &config, listeners, shutdown).await?;
     Ok(())
 }

@@ -29,6 +29,8 @@ struct Instance {
     task: Option<tokio::task::JoinHandle<()>>,
     /// The operations listener, `host:port`.
     ops: String,
+    /// The management API and console, `host:port`.
+    management: String,
 }
 
 impl Instance {
@@ -61,6 +63,7 @@ impl Instance {
             stop: None,
             task: None,
             ops: String::new(),
+            management: String::new(),
         };
         instance.serve(grpc, http).await;
         instance
@@ -69,12 +72,19 @@ impl Instance {
     async fn serve(&mut self, grpc: TcpListener, http: TcpListener) {
         let ops = TcpListener::bind("127.0.0.1:0").await.unwrap();
         self.ops = ops.local_addr().unwrap().to_string();
+        let management = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        self.management = management.local_addr().unwrap().to_string();
         let registry = lintas_registry::open(&self.config, self.clock.clone()).unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let config = self.config.clone();
         self.stop = Some(tx);
         self.task = Some(tokio::spawn(async move {
-            let listeners = lintas_registry::Listeners { grpc, http, ops };
+            let listeners = lintas_registry::Listeners {
+                grpc,
+                http,
+                ops,
+                management: Some(management),
+            };
             lintas_registry::serve(registry, &config, listeners, async {
                 let _ = rx.await;
             })
@@ -1247,6 +1257,7 @@ fn the_binary_inits_checks_serves_and_stops_on_sigterm() {
         .args(["registry", "serve", "--config"])
         .arg(&config)
         .env("LINTAS_REGISTRY_OPS_LISTEN", "127.0.0.1:0")
+        .env("LINTAS_REGISTRY_MANAGEMENT_LISTEN", "127.0.0.1:0")
         .stdout(std::process::Stdio::piped())
         .stderr(std::fs::File::create(&log_path).unwrap())
         .spawn()

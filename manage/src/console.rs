@@ -114,6 +114,28 @@ impl Viewer {
         c
     }
 
+    /// A change through a form: the form's CSRF token, the viewer's roles, the
+    /// operation, and its record in the audit log.
+    pub async fn change<T>(
+        &self,
+        csrf: &str,
+        allowed: crate::Allowed,
+        action: &str,
+        target: &str,
+        op: impl std::future::Future<Output = Result<T, ApiError>>,
+    ) -> Result<T, ApiError> {
+        self.check_csrf(csrf)?;
+        self.caller.require(&self.plane, allowed, action, target)?;
+        let done = op.await;
+        self.caller.record(&self.plane, action, target, done)
+    }
+
+    /// Whether the viewer holds one of `allowed`, and the roles' names (for the note
+    /// under a form).
+    pub fn may(&self, allowed: crate::Allowed) -> (bool, String) {
+        (allowed.permits(&self.caller.roles), allowed.names())
+    }
+
     /// Refuses a form whose CSRF token is not the session's.
     pub fn check_csrf(&self, token: &str) -> Result<(), ApiError> {
         match &self.caller.csrf {
@@ -147,6 +169,30 @@ where
             _ => Err(Redirect::to(&format!("/login?next={}", safe_path(&path))).into_response()),
         }
     }
+}
+
+/// What a page says after a change (`?done=KEY&what=…`), in the viewer's words.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct Done {
+    #[serde(default)]
+    done: String,
+    #[serde(default)]
+    what: String,
+}
+
+impl Done {
+    /// The notice, when `done` is a key of the catalogues.
+    pub fn notice(&self, c: &Chrome) -> Option<String> {
+        (!self.done.is_empty() && c.tr.has(&self.done))
+            .then(|| format!("{} {}", c.tr.t(&self.done), self.what))
+    }
+}
+
+/// Back to `path` saying what was done (post/redirect/get).
+pub fn done(path: &str, key: &str, what: &str) -> Response {
+    let what: String =
+        percent_encoding::utf8_percent_encode(what, percent_encoding::NON_ALPHANUMERIC).collect();
+    Redirect::to(&format!("{path}?done={key}&what={what}")).into_response()
 }
 
 /// `path` if it is a path of this site, else `/` (no open redirects).

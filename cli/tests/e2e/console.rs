@@ -238,3 +238,129 @@ async fn an_operator_runs_the_server_from_the_browser() {
     );
     browser.quit().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registration_is_decided_from_the_registry_console() {
+    let mut inst = Instance::start().await;
+    let users =
+        lintas_manage::Users::open(&lintas_registry::Paths(inst.config.data_dir.clone()).users())
+            .unwrap();
+    users
+        .add_user(
+            "petugas",
+            PASSWORD,
+            &[lintas_manage::Role::RegistrationOfficer],
+        )
+        .unwrap();
+    users
+        .add_user("auditor", PASSWORD, &[lintas_manage::Role::Auditor])
+        .unwrap();
+    // The registry reads its users when it starts.
+    inst.restart().await;
+    let base = format!("https://{}", inst.management);
+
+    // Two servers ask to join.
+    let joining = inst.node_at(
+        "ID/GOV/KEMENKEU/SS1",
+        &["ID/GOV/KEMENKEU/SIMPONI"],
+        "127.0.0.1:1",
+    );
+    let forged = inst.node_at(
+        "ID/GOV/KEMENKEU/SS2",
+        &["ID/GOV/KEMENKEU/SIMPONI"],
+        "127.0.0.1:2",
+    );
+    let request = joining.register(None).await.unwrap().request_id;
+    let other = forged.register(None).await.unwrap().request_id;
+
+    let browser = Browser::start().await;
+    log_in(&browser, &base, "petugas").await;
+    let pending = browser.text(&browser.find("#pending-count").await).await;
+    assert_eq!(pending, "2");
+    browser.goto(&format!("{base}/registrations")).await;
+    keep(&browser, "registry-registrations").await;
+
+    // The page shows each request's key fingerprints, as the server's operator reads
+    // them from `lintas ss register`.
+    let (tls, signing) = joining.key_fingerprints();
+    let cards = browser.find_all("section.registration").await;
+    assert_eq!(cards.len(), 2);
+    let mut texts = Vec::new();
+    for card in &cards {
+        texts.push(browser.text(card).await);
+    }
+    let at = texts
+        .iter()
+        .position(|t| t.contains(&request))
+        .expect("the request's card");
+    assert!(
+        texts[at].contains(&tls) && texts[at].contains(&signing),
+        "{}",
+        texts[at]
+    );
+
+    // Approve it; reject the other with a reason its operator sees.
+    let approve = &browser
+        .find_all("section.registration button.approve")
+        .await[at];
+    browser.navigating(browser.click(approve)).await;
+    let notice = browser.text(&browser.find("#notice").await).await;
+    assert!(notice.contains("ID/GOV/KEMENKEU/SS1"), "{notice}");
+    assert!(matches!(
+        joining.poll().await.unwrap(),
+        Enrolment::Approved(_)
+    ));
+    fill_and_send(
+        &browser,
+        &[(
+            &format!("#reason-{other}"),
+            "the fingerprints did not match",
+        )],
+        "section.registration button.reject",
+    )
+    .await;
+    let notice = browser.text(&browser.find("#notice").await).await;
+    assert!(notice.contains("ID/GOV/KEMENKEU/SS2"), "{notice}");
+    match forged.poll().await {
+        Err(SsError::Rejected { reason }) => assert_eq!(reason, "the fingerprints did not match"),
+        other => panic!("the request was not rejected: {other:?}"),
+    }
+    assert!(browser.find_all("#no-pending").await.len() == 1);
+
+    // The approved server is listed with its certificates; a group is added.
+    browser.goto(&format!("{base}/servers")).await;
+    let servers = browser.text(&browser.find("#servers").await).await;
+    assert!(
+        servers.contains("ID/GOV/KEMENKEU/SS1") && servers.contains("signing"),
+        "{servers}"
+    );
+    browser.goto(&format!("{base}/groups")).await;
+    fill_and_send(
+        &browser,
+        &[
+            ("#group-code", "bansos"),
+            ("#group-description", "Bantuan sosial"),
+        ],
+        "#add-group",
+    )
+    .await;
+    let groups = browser.text(&browser.find("#groups").await).await;
+    assert!(groups.contains("group:bansos"), "{groups}");
+    browser.goto(&format!("{base}/")).await;
+    keep(&browser, "registry-overview").await;
+
+    // An auditor reads, and is refused a change.
+    let logout = browser.find("#logout").await;
+    browser.navigating(browser.click(&logout)).await;
+    log_in(&browser, &base, "auditor").await;
+    browser.goto(&format!("{base}/groups")).await;
+    fill_and_send(&browser, &[("#group-code", "lain")], "#add-group").await;
+    let error = browser.text(&browser.find("#error").await).await;
+    assert!(error.contains("needs the role"), "{error}");
+    browser.goto(&format!("{base}/audit")).await;
+    let log = browser.page_text().await;
+    for action in ["registration.approve", "registration.reject", "group.add"] {
+        assert!(log.contains(action), "{action}: {log}");
+    }
+    browser.quit().await;
+}

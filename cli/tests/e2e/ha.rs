@@ -380,7 +380,12 @@ impl RegistryNode {
             let ops = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let registry =
                 tokio::task::block_in_place(|| lintas_registry::open(&config, clock)).unwrap();
-            let listeners = lintas_registry::Listeners { grpc, http, ops };
+            let listeners = lintas_registry::Listeners {
+                grpc,
+                http,
+                ops,
+                management: None,
+            };
             lintas_registry::serve(registry, &config, listeners, async {
                 let _ = rx.await;
             })

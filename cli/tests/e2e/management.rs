@@ -432,3 +432,143 @@ async fn failed_logins_are_throttled_by_address_and_name() {
     assert!(headers["retry-after"].parse::<u64>().unwrap() >= 1);
     assert_eq!(login("127.0.0.8", PASSWORD).await.0, 429);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_registry_management_api_decides_registrations_by_role() {
+    let mut inst = Instance::start().await;
+    let users =
+        lintas_manage::Users::open(&lintas_registry::Paths(inst.config.data_dir.clone()).users())
+            .unwrap();
+    let (_, officer) = users
+        .create_api_key(
+            "pendaftaran",
+            &[lintas_manage::Role::RegistrationOfficer],
+            "test",
+        )
+        .unwrap();
+    let (_, auditor) = users
+        .create_api_key("pemeriksa", &[lintas_manage::Role::Auditor], "test")
+        .unwrap();
+    inst.restart().await;
+    let api = Api {
+        base: format!("https://{}", inst.management),
+        cacert: lintas_registry::Paths(inst.config.data_dir.clone())
+            .management_cert()
+            .display()
+            .to_string(),
+        jar: tempfile::NamedTempFile::new().unwrap(),
+    };
+    let (status, doc) = api
+        .json("GET", "/api/v1/openapi.json", &Auth::None, None)
+        .await;
+    assert_eq!(status, 200);
+    for path in [
+        "/api/v1/registrations",
+        "/api/v1/registrations/{id}/approve",
+        "/api/v1/registrations/{id}/reject",
+        "/api/v1/members",
+        "/api/v1/subsystems",
+        "/api/v1/servers",
+        "/api/v1/groups",
+        "/api/v1/revocations",
+        "/api/v1/enrolment-tokens",
+        "/api/v1/timestamping-authorities",
+        "/api/v1/admin-certificates",
+        "/api/v1/configuration",
+        "/api/v1/users",
+        "/api/v1/audit-log",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} not in the document");
+    }
+
+    let node = inst.node_at(
+        "ID/GOV/KEMENKEU/SS1",
+        &["ID/GOV/KEMENKEU/SIMPONI"],
+        "127.0.0.1:1",
+    );
+    let request = node.register(None).await.unwrap().request_id;
+    let (status, page) = api
+        .json(
+            "GET",
+            "/api/v1/registrations?state=pending",
+            &Auth::Key(auditor.clone()),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let listed = &page["items"][0];
+    assert_eq!(listed["request_id"], request.as_str());
+    assert_eq!(
+        listed["tls_key_fingerprint"],
+        node.key_fingerprints().0.as_str()
+    );
+    let (status, e) = api
+        .json(
+            "GET",
+            "/api/v1/registrations?state=maybe",
+            &Auth::Key(auditor.clone()),
+            None,
+        )
+        .await;
+    assert_eq!(status, 400, "{e}");
+
+    // The auditor may not decide; the registration officer may.
+    let approve = format!("/api/v1/registrations/{request}/approve");
+    let (status, e) = api
+        .json("POST", &approve, &Auth::Key(auditor.clone()), None)
+        .await;
+    assert_eq!(status, 403, "{e}");
+    let (status, decided) = api
+        .json("POST", &approve, &Auth::Key(officer.clone()), None)
+        .await;
+    assert_eq!(status, 200, "{decided}");
+    assert_eq!(decided["state"], "approved");
+    assert!(
+        decided["decided_by"]
+            .as_str()
+            .unwrap()
+            .starts_with("api-key:")
+    );
+    assert!(matches!(node.poll().await.unwrap(), Enrolment::Approved(_)));
+    let (status, _) = api
+        .json("POST", &approve, &Auth::Key(officer.clone()), None)
+        .await;
+    assert!(status == 404 || status == 412, "{status}");
+
+    // Members, groups and tokens; a revocation needs a security officer.
+    let (status, published) = api
+        .json(
+            "POST",
+            "/api/v1/groups",
+            &Auth::Key(officer.clone()),
+            Some(json!({"code": "bansos", "description": "Bantuan sosial"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{published}");
+    assert!(published["conf_serial"].as_u64().unwrap() > 1);
+    let (status, token) = api
+        .json(
+            "POST",
+            "/api/v1/enrolment-tokens",
+            &Auth::Key(officer.clone()),
+            Some(json!({"server_id": "ID/GOV/KEMENKEU/SS2"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{token}");
+    assert!(!token["token"].as_str().unwrap().is_empty());
+    let (status, e) = api
+        .json(
+            "POST",
+            "/api/v1/revocations",
+            &Auth::Key(officer.clone()),
+            Some(json!({"serial": "01", "reason": "x"})),
+        )
+        .await;
+    assert_eq!(status, 403, "{e}");
+    let (status, conf) = api
+        .json("GET", "/api/v1/configuration", &Auth::Key(auditor), None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(conf["servers"], 1, "{conf}");
+    assert_eq!(conf["groups"], 1);
+}

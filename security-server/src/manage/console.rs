@@ -8,10 +8,10 @@ use std::sync::Arc;
 use askama::Template;
 use axum::extract::{FromRef, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use axum::{Form, Router};
-use lintas_manage::console::{Chrome, Site, Viewer, render};
-use lintas_manage::{Allowed, ApiError, Plane};
+use lintas_manage::console::{Chrome, Done, Site, Viewer, done, render};
+use lintas_manage::{ApiError, Plane};
 
 use super::api::{Api, CERTIFICATES, MAINTENANCE, SERVICES};
 use super::chart::{Chart, chart};
@@ -58,45 +58,6 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// What a page says after a change (`?done=KEY&what=…`), in the viewer's words.
-#[derive(Debug, Default, serde::Deserialize)]
-struct Done {
-    #[serde(default)]
-    done: String,
-    #[serde(default)]
-    what: String,
-}
-
-impl Done {
-    fn notice(&self, c: &Chrome) -> Option<String> {
-        (!self.done.is_empty() && c.tr.has(&self.done))
-            .then(|| format!("{} {}", c.tr.t(&self.done), self.what))
-    }
-}
-
-/// Back to `path` saying what was done.
-fn done(path: &str, key: &str, what: &str) -> Response {
-    let what: String =
-        percent_encoding::utf8_percent_encode(what, percent_encoding::NON_ALPHANUMERIC).collect();
-    Redirect::to(&format!("{path}?done={key}&what={what}")).into_response()
-}
-
-/// A change through a form: CSRF, roles, the operation, the audit log.
-async fn change<T>(
-    viewer: &Viewer,
-    csrf: &str,
-    allowed: Allowed,
-    action: &str,
-    target: &str,
-    op: impl std::future::Future<Output = Result<T, ApiError>>,
-) -> Result<T, ApiError> {
-    viewer.check_csrf(csrf)?;
-    let plane = &viewer.plane;
-    viewer.caller.require(plane, allowed, action, target)?;
-    let done = op.await;
-    viewer.caller.record(plane, action, target, done)
 }
 
 #[derive(Template)]
@@ -214,24 +175,16 @@ async fn set_maintenance(
         reason: f.reason.clone(),
     };
     let m = api.manage.clone();
-    let result = change(
-        &viewer,
-        &f.csrf,
-        MAINTENANCE,
-        action,
-        &f.reason,
-        async move { m.set_maintenance(state).map_err(ApiError::from) },
-    )
-    .await;
+    let result = viewer
+        .change(&f.csrf, MAINTENANCE, action, &f.reason, async move {
+            m.set_maintenance(state).map_err(ApiError::from)
+        })
+        .await;
     match result {
         Ok(s) if s.on => done("/", "maintenance_is_on", &s.reason),
         Ok(_) => done("/", "maintenance_is_off", ""),
         Err(e) => dashboard_page(&api, &viewer, None, Some(e)).await,
     }
-}
-
-fn needs(allowed: Allowed, viewer: &Viewer) -> (bool, String) {
-    (allowed.permits(&viewer.caller.roles), allowed.names())
 }
 
 #[derive(Template)]
@@ -283,7 +236,7 @@ fn services_page(
         c.error = Some(e.message);
         Vec::new()
     });
-    let (may_change, needs) = needs(SERVICES, viewer);
+    let (may_change, needs) = viewer.may(SERVICES);
     render(
         &ServicesPage {
             c,
@@ -326,15 +279,11 @@ async fn add_service(
         ..Default::default()
     };
     let m = api.manage.clone();
-    let result = change(
-        &viewer,
-        &f.csrf,
-        SERVICES,
-        "service.add",
-        &target,
-        async move { m.add_service(spec).await.map_err(ApiError::from) },
-    )
-    .await;
+    let result = viewer
+        .change(&f.csrf, SERVICES, "service.add", &target, async move {
+            m.add_service(spec).await.map_err(ApiError::from)
+        })
+        .await;
     match result {
         Ok(added) => done("/services", "service_added", &added.service.service),
         Err(e) => services_page(&api, &viewer, None, Some(e)),
@@ -356,15 +305,11 @@ async fn remove_service(
     let target = format!("{} {}", f.provider, f.service);
     let m = api.manage.clone();
     let (p, s) = (f.provider.clone(), f.service.clone());
-    let result = change(
-        &viewer,
-        &f.csrf,
-        SERVICES,
-        "service.remove",
-        &target,
-        async move { m.remove_service(&p, &s).await.map_err(ApiError::from) },
-    )
-    .await;
+    let result = viewer
+        .change(&f.csrf, SERVICES, "service.remove", &target, async move {
+            m.remove_service(&p, &s).await.map_err(ApiError::from)
+        })
+        .await;
     match result {
         Ok(removed) => done("/services", "service_removed", &removed.service),
         Err(e) => services_page(&api, &viewer, None, Some(e)),
@@ -419,7 +364,7 @@ fn access_page(
             )
         })
         .collect();
-    let (may_change, needs) = needs(SERVICES, viewer);
+    let (may_change, needs) = viewer.may(SERVICES);
     render(
         &AccessPage {
             c,
@@ -471,10 +416,11 @@ async fn grant(State(api): State<Api>, viewer: Viewer, Form(f): Form<GrantForm>)
     let spec = f.spec();
     let target = super::api::grant_target(&spec);
     let m = api.manage.clone();
-    let result = change(&viewer, &csrf, SERVICES, "grant.add", &target, async move {
-        m.grant(spec).await.map_err(ApiError::from)
-    })
-    .await;
+    let result = viewer
+        .change(&csrf, SERVICES, "grant.add", &target, async move {
+            m.grant(spec).await.map_err(ApiError::from)
+        })
+        .await;
     match result {
         Ok(g) => done("/access", "granted", &super::api::grant_target(&g)),
         Err(e) => access_page(&api, &viewer, None, Some(e)),
@@ -486,15 +432,11 @@ async fn revoke(State(api): State<Api>, viewer: Viewer, Form(f): Form<GrantForm>
     let spec = f.spec();
     let target = super::api::grant_target(&spec);
     let m = api.manage.clone();
-    let result = change(
-        &viewer,
-        &csrf,
-        SERVICES,
-        "grant.remove",
-        &target,
-        async move { m.revoke(spec).await.map_err(ApiError::from) },
-    )
-    .await;
+    let result = viewer
+        .change(&csrf, SERVICES, "grant.remove", &target, async move {
+            m.revoke(spec).await.map_err(ApiError::from)
+        })
+        .await;
     match result {
         Ok(g) => done("/access", "revoked", &super::api::grant_target(&g)),
         Err(e) => access_page(&api, &viewer, None, Some(e)),
@@ -539,7 +481,7 @@ fn certs_page(
             (cert, until)
         })
         .collect();
-    let (may_change, needs) = needs(CERTIFICATES, viewer);
+    let (may_change, needs) = viewer.may(CERTIFICATES);
     let mut clients: Vec<String> = m.own.clients.iter().map(ToString::to_string).collect();
     clients.push(m.own.id.owner.to_string());
     render(
@@ -568,21 +510,21 @@ async fn add_client_cert(
 ) -> Response {
     let target = format!("client certificate for {}", f.client);
     let m = api.manage.clone();
-    let result = change(
-        &viewer,
-        &f.csrf,
-        CERTIFICATES,
-        "client-cert.add",
-        &target,
-        async move {
-            let der = lintas_certs::pem::cert_from_pem(&f.certificate_pem, "certificate")
-                .map_err(|e| ApiError::invalid(e.to_string()))?;
-            m.add_client_cert(&f.client, der)
-                .await
-                .map_err(ApiError::from)
-        },
-    )
-    .await;
+    let result = viewer
+        .change(
+            &f.csrf,
+            CERTIFICATES,
+            "client-cert.add",
+            &target,
+            async move {
+                let der = lintas_certs::pem::cert_from_pem(&f.certificate_pem, "certificate")
+                    .map_err(|e| ApiError::invalid(e.to_string()))?;
+                m.add_client_cert(&f.client, der)
+                    .await
+                    .map_err(ApiError::from)
+            },
+        )
+        .await;
     match result {
         Ok(cert) => done("/client-certs", "cert_added", &cert.fingerprint),
         Err(e) => certs_page(&api, &viewer, None, Some(e)),
@@ -603,15 +545,15 @@ async fn remove_client_cert(
     let target = format!("client certificate {}", f.fingerprint);
     let m = api.manage.clone();
     let fp = f.fingerprint.clone();
-    let result = change(
-        &viewer,
-        &f.csrf,
-        CERTIFICATES,
-        "client-cert.remove",
-        &target,
-        async move { m.remove_client_cert(&fp).await.map_err(ApiError::from) },
-    )
-    .await;
+    let result = viewer
+        .change(
+            &f.csrf,
+            CERTIFICATES,
+            "client-cert.remove",
+            &target,
+            async move { m.remove_client_cert(&fp).await.map_err(ApiError::from) },
+        )
+        .await;
     match result {
         Ok(cert) => done("/client-certs", "cert_removed", &cert.fingerprint),
         Err(e) => certs_page(&api, &viewer, None, Some(e)),
