@@ -174,26 +174,53 @@ impl Registration for RegistrationService {
     }
 }
 
-/// The `RegistryAdmin` service: every call first checks the administrator certificate.
-pub struct AdminService(pub Arc<Registry>);
+/// The `RegistryAdmin` service: every call first checks the administrator certificate;
+/// every change is recorded in the admin audit log (actor `admin-cert:NAME`, via
+/// `grpc`).
+pub struct AdminService {
+    pub registry: Arc<Registry>,
+    pub audit: Arc<lintas_manage::AuditLog>,
+}
 
 impl AdminService {
     /// Authorizes the caller and runs `f` with the administrator's name, on the blocking
-    /// pool.
+    /// pool. A change (`change`: its action and target) is recorded with its outcome.
     async fn admin<Req, T: Send + 'static>(
         &self,
         request: Request<Req>,
+        change: Option<(&'static str, String)>,
         f: impl FnOnce(&Registry, &str, Req) -> Result<T, RegistryError> + Send + 'static,
     ) -> Result<T, Status>
     where
         Req: Send + 'static,
     {
         let cert = lintas_transport::peer_cert(&request);
+        let from = request
+            .remote_addr()
+            .map_or_else(|| "unknown".into(), |a| a.to_string());
         let body = request.into_inner();
-        let reg = self.0.clone();
+        let reg = self.registry.clone();
+        let audit = self.audit.clone();
         blocking(move || {
             let admin = reg.authorize_admin(cert.as_deref())?;
-            f(&reg, &admin, body)
+            let result = f(&reg, &admin, body);
+            if let Some((action, target)) = change {
+                let outcome = match &result {
+                    Ok(_) => "ok".to_owned(),
+                    Err(e) => format!("failed: {e}"),
+                };
+                audit
+                    .record(lintas_manage::Action {
+                        actor: format!("admin-cert:{admin}"),
+                        via: "grpc".into(),
+                        from,
+                        action: action.into(),
+                        target,
+                        outcome,
+                    })
+                    .map_err(|e| RegistryError::Internal(e.to_string()))?;
+            }
+            result
         })
         .await
     }
@@ -210,7 +237,7 @@ impl RegistryAdmin for AdminService {
         request: Request<pb::ListRegistrationsRequest>,
     ) -> Result<Response<pb::ListRegistrationsResponse>, Status> {
         let (registrations, next_page_token) = self
-            .admin(request, |reg, _, r| {
+            .admin(request, None, |reg, _, r| {
                 let state = match r.state() {
                     pb::RegistrationState::Unspecified => None,
                     pb::RegistrationState::Pending => Some(RegState::Pending),
@@ -235,16 +262,30 @@ impl RegistryAdmin for AdminService {
         &self,
         request: Request<pb::DecisionRequest>,
     ) -> Result<Response<pb::RegistrationStatus>, Status> {
-        self.admin(request, |reg, admin, r| reg.approve(admin, &r.request_id))
-            .await
-            .map(|rec| Response::new(status_to_pb(rec)))
+        let change = Some((
+            "registration.approve",
+            format!("registration {}", request.get_ref().request_id),
+        ));
+        self.admin(request, change, |reg, admin, r| {
+            reg.approve(admin, &r.request_id)
+        })
+        .await
+        .map(|rec| Response::new(status_to_pb(rec)))
     }
 
     async fn reject(
         &self,
         request: Request<pb::DecisionRequest>,
     ) -> Result<Response<pb::RegistrationStatus>, Status> {
-        self.admin(request, |reg, admin, r| {
+        let change = Some((
+            "registration.reject",
+            format!(
+                "registration {}: {}",
+                request.get_ref().request_id,
+                request.get_ref().reason
+            ),
+        ));
+        self.admin(request, change, |reg, admin, r| {
             reg.reject(admin, &r.request_id, &r.reason)
         })
         .await
@@ -255,7 +296,15 @@ impl RegistryAdmin for AdminService {
         &self,
         request: Request<pb::AddMemberRequest>,
     ) -> Result<Response<pb::AdminResponse>, Status> {
-        self.admin(request, |reg, admin, r| {
+        let change = Some((
+            "member.add",
+            format!(
+                "member {} ({})",
+                request.get_ref().id,
+                request.get_ref().name
+            ),
+        ));
+        self.admin(request, change, |reg, admin, r| {
             reg.add_member(admin, &r.id, &r.name)
         })
         .await
@@ -266,9 +315,15 @@ impl RegistryAdmin for AdminService {
         &self,
         request: Request<pb::AddSubsystemRequest>,
     ) -> Result<Response<pb::AdminResponse>, Status> {
-        self.admin(request, |reg, admin, r| reg.add_subsystem(admin, &r.id))
-            .await
-            .map(serial)
+        let change = Some((
+            "subsystem.add",
+            format!("subsystem {}", request.get_ref().id),
+        ));
+        self.admin(request, change, |reg, admin, r| {
+            reg.add_subsystem(admin, &r.id)
+        })
+        .await
+        .map(serial)
     }
 
     async fn list_members(
@@ -276,7 +331,7 @@ impl RegistryAdmin for AdminService {
         request: Request<pb::ListMembersRequest>,
     ) -> Result<Response<pb::ListMembersResponse>, Status> {
         let (members, next_page_token) = self
-            .admin(request, |reg, _, r| {
+            .admin(request, None, |reg, _, r| {
                 reg.members_page(
                     &r.filter,
                     &r.page_token,
@@ -301,7 +356,15 @@ impl RegistryAdmin for AdminService {
         &self,
         request: Request<pb::TimestampingAuthorityRequest>,
     ) -> Result<Response<pb::AdminResponse>, Status> {
-        self.admin(request, |reg, admin, r| {
+        let change = Some((
+            "tsa.add",
+            format!(
+                "time-stamping authority {} at {}",
+                request.get_ref().name,
+                request.get_ref().url
+            ),
+        ));
+        self.admin(request, change, |reg, admin, r| {
             reg.add_tsa(admin, &r.name, &r.url, &r.cert)
         })
         .await
@@ -312,16 +375,23 @@ impl RegistryAdmin for AdminService {
         &self,
         request: Request<pb::TimestampingAuthorityRequest>,
     ) -> Result<Response<pb::AdminResponse>, Status> {
-        self.admin(request, |reg, admin, r| reg.remove_tsa(admin, &r.name))
-            .await
-            .map(serial)
+        let change = Some((
+            "tsa.remove",
+            format!("time-stamping authority {}", request.get_ref().name),
+        ));
+        self.admin(request, change, |reg, admin, r| {
+            reg.remove_tsa(admin, &r.name)
+        })
+        .await
+        .map(serial)
     }
 
     async fn add_group(
         &self,
         request: Request<pb::AddGroupRequest>,
     ) -> Result<Response<pb::AdminResponse>, Status> {
-        self.admin(request, |reg, admin, r| {
+        let change = Some(("group.add", format!("group {}", request.get_ref().code)));
+        self.admin(request, change, |reg, admin, r| {
             reg.add_group(admin, &r.code, &r.description)
         })
         .await
@@ -332,7 +402,15 @@ impl RegistryAdmin for AdminService {
         &self,
         request: Request<pb::GroupMemberRequest>,
     ) -> Result<Response<pb::AdminResponse>, Status> {
-        self.admin(request, |reg, admin, r| {
+        let change = Some((
+            "group.member.add",
+            format!(
+                "group {} + {}",
+                request.get_ref().code,
+                request.get_ref().client
+            ),
+        ));
+        self.admin(request, change, |reg, admin, r| {
             reg.set_group_member(admin, &r.code, &r.client, true)
         })
         .await
@@ -343,7 +421,15 @@ impl RegistryAdmin for AdminService {
         &self,
         request: Request<pb::GroupMemberRequest>,
     ) -> Result<Response<pb::AdminResponse>, Status> {
-        self.admin(request, |reg, admin, r| {
+        let change = Some((
+            "group.member.remove",
+            format!(
+                "group {} - {}",
+                request.get_ref().code,
+                request.get_ref().client
+            ),
+        ));
+        self.admin(request, change, |reg, admin, r| {
             reg.set_group_member(admin, &r.code, &r.client, false)
         })
         .await
@@ -355,7 +441,7 @@ impl RegistryAdmin for AdminService {
         request: Request<pb::ListServersRequest>,
     ) -> Result<Response<pb::ListServersResponse>, Status> {
         let (servers, next_page_token) = self
-            .admin(request, |reg, _, r| {
+            .admin(request, None, |reg, _, r| {
                 reg.servers_page(
                     &r.filter,
                     &r.page_token,
@@ -390,7 +476,15 @@ impl RegistryAdmin for AdminService {
         &self,
         request: Request<pb::RevokeRequest>,
     ) -> Result<Response<pb::AdminResponse>, Status> {
-        self.admin(request, |reg, admin, r| {
+        let change = Some((
+            "certificate.revoke",
+            format!(
+                "certificate {}: {}",
+                request.get_ref().serial,
+                request.get_ref().reason
+            ),
+        ));
+        self.admin(request, change, |reg, admin, r| {
             reg.revoke(admin, &r.serial, &r.reason)
         })
         .await
@@ -401,8 +495,12 @@ impl RegistryAdmin for AdminService {
         &self,
         request: Request<pb::CreateEnrolmentTokenRequest>,
     ) -> Result<Response<pb::CreateEnrolmentTokenResponse>, Status> {
+        let change = Some((
+            "token.add",
+            format!("enrolment token for {}", request.get_ref().server_id),
+        ));
         let (token, expires_at) = self
-            .admin(request, |reg, admin, r| {
+            .admin(request, change, |reg, admin, r| {
                 let ttl = (r.ttl_seconds > 0).then(|| Duration::from_secs(r.ttl_seconds));
                 reg.create_token(admin, &r.server_id, ttl)
             })
@@ -417,8 +515,12 @@ impl RegistryAdmin for AdminService {
         &self,
         request: Request<pb::IssueAdminCertificateRequest>,
     ) -> Result<Response<pb::IssueAdminCertificateResponse>, Status> {
+        let change = Some((
+            "admin-cert.add",
+            format!("administrator certificate for {}", request.get_ref().name),
+        ));
         let certificate = self
-            .admin(request, |reg, admin, r| {
+            .admin(request, change, |reg, admin, r| {
                 reg.issue_admin_cert(admin, &r.name, &r.csr)
             })
             .await?;

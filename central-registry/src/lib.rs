@@ -436,6 +436,8 @@ pub async fn serve(
     )?;
 
     let stop = lintas_transport::Stop::on(shutdown);
+    // Users and the admin audit log: the management listener's and the gRPC admin API's.
+    let plane = plane(&paths)?;
 
     let limits = &config.connection_limits;
     let grpc_admission = lintas_transport::Admission::new("grpc", *limits);
@@ -484,7 +486,10 @@ pub async fn serve(
                 .max_decoding_message_size(max),
         )
         .add_service(
-            RegistryAdminServer::new(grpc::AdminService(registry.clone()))
+            RegistryAdminServer::new(grpc::AdminService {
+                registry: registry.clone(),
+                audit: plane.audit.clone(),
+            })
                 .max_decoding_message_size(max),
         )
         .add_service(
@@ -622,7 +627,7 @@ pub async fn serve(
         Arc::new(manage::Manage {
             registry: registry.clone(),
             health: operations.health.clone(),
-            plane: plane(&paths)?,
+            plane: plane.clone(),
         }),
         stop.stopped(),
     )?;

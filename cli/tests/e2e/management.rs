@@ -571,4 +571,30 @@ async fn the_registry_management_api_decides_registrations_by_role() {
     assert_eq!(status, 200);
     assert_eq!(conf["servers"], 1, "{conf}");
     assert_eq!(conf["groups"], 1);
+
+    // A decision through the certificate-authenticated gRPC admin API is in the same
+    // audit log, with the administrator certificate's name.
+    let second = inst.node_at(
+        "ID/GOV/KEMENKEU/SS3",
+        &["ID/GOV/KEMENKEU/SIMPONI"],
+        "127.0.0.1:3",
+    );
+    inst.enrol(&second).await;
+    let log = lintas_manage::audit::verify(
+        &std::fs::read(lintas_registry::Paths(inst.config.data_dir.clone()).admin_audit_log())
+            .unwrap(),
+        "registry",
+    )
+    .unwrap();
+    assert!(
+        log.iter().any(|e| e.actor.starts_with("admin-cert:")
+            && e.actor.ends_with("admin")
+            && e.via == "grpc"
+            && e.action == "registration.approve"
+            && e.outcome == "ok"),
+        "{log:?}"
+    );
+    assert!(log.iter().any(|e| e.actor.starts_with("api-key:")
+        && e.action == "registration.approve"
+        && e.outcome.starts_with("refused")));
 }
