@@ -296,7 +296,13 @@ pub fn init(opts: &InitOptions, clock: Arc<dyn Clock>) -> Result<InitReport, Reg
         connection_limits: Default::default(),
         ops_listen: config::default_ops_listen(),
         management_listen: config::default_management_listen(),
-        management_hostnames: config::default_management_hostnames(),
+        management_hostnames: {
+            let mut names = config::default_management_hostnames();
+            if !names.contains(&opts.public_host) {
+                names.push(opts.public_host.clone());
+            }
+            names
+        },
         warn_cert_expiry_days: 30,
         max_pending_registrations: 10_000,
         max_pending_per_source: 20,
@@ -334,6 +340,8 @@ pub fn init(opts: &InitOptions, clock: Arc<dyn Clock>) -> Result<InitReport, Reg
         clock,
     )?;
     registry.record_admin_cert("init", &admin_cert)?;
+    // The management listener's certificate, for its names (replaceable later).
+    management_identity(&paths, &config_names(&config_path)?)?;
     Ok(InitReport {
         config_path,
         anchor_path: paths.anchor(),
@@ -692,6 +700,11 @@ fn management_server(
             None => stopped.await,
         }
     })
+}
+
+/// The management listener's names in the configuration file just written.
+fn config_names(path: &Path) -> Result<Vec<String>, RegistryServeError> {
+    Ok(RegistryConfig::load(path, std::iter::empty())?.management_hostnames)
 }
 
 /// The management listener's certificate and key, self-signed for `names` at first

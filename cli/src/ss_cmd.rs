@@ -332,7 +332,34 @@ pub async fn run(args: Args) -> Result<()> {
                 settings.ops_listen,
                 settings.management_listen,
             );
-            let server = lintas_ss::daemon::open_from_config(settings, Arc::new(SystemClock))?;
+            // Before enrolment only the management console runs, to register the server;
+            // the same listening socket then serves the whole server's console.
+            let mut management_kept = None;
+            let server = match lintas_ss::daemon::open_from_config(
+                settings.clone(),
+                Arc::new(SystemClock),
+            ) {
+                Err(lintas_ss::SsError::NotEnrolled) if !check_config => {
+                    let listener = std::net::TcpListener::bind(management_addr)
+                        .with_context(|| format!("binding management_listen {management_addr}"))?;
+                    listener.set_nonblocking(true)?;
+                    management_kept = Some(listener.try_clone()?);
+                    println!(
+                        "lintas security server {} is not enrolled: register it at https://{}/ or with `lintas ss register`",
+                        settings.server_id,
+                        listener.local_addr()?
+                    );
+                    let node = Arc::new(Node::open(settings.clone())?);
+                    let stop = crate::shutdown_signal().context("installing signal handlers")?;
+                    if !lintas_ss::manage::enrolment::serve_until_enrolled(node, listener, stop)
+                        .await?
+                    {
+                        return Ok(());
+                    }
+                    lintas_ss::daemon::open_from_config(settings, Arc::new(SystemClock))?
+                }
+                other => other?,
+            };
             if check_config {
                 println!(
                     "{}: configuration, keys, certificates and state of {} are valid",
@@ -350,9 +377,12 @@ pub async fn run(args: Args) -> Result<()> {
             let ops = tokio::net::TcpListener::bind(ops_addr)
                 .await
                 .with_context(|| format!("binding ops_listen {ops_addr}"))?;
-            let management = tokio::net::TcpListener::bind(management_addr)
-                .await
-                .with_context(|| format!("binding management_listen {management_addr}"))?;
+            let management = match management_kept {
+                Some(kept) => tokio::net::TcpListener::from_std(kept)?,
+                None => tokio::net::TcpListener::bind(management_addr)
+                    .await
+                    .with_context(|| format!("binding management_listen {management_addr}"))?,
+            };
             let shutdown = crate::shutdown_signal().context("installing signal handlers")?;
             println!(
                 "lintas security server {} listening: consumer={} provider={} ops={} management=https://{}/",

@@ -35,6 +35,12 @@ struct Instance {
 
 impl Instance {
     async fn start() -> Self {
+        Self::start_with_users(&[]).await
+    }
+
+    /// A registry whose management plane has `users` (name, role; the password is
+    /// `USER_PASSWORD`) from its first start.
+    async fn start_with_users(users: &[(&str, lintas_manage::Role)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_owned();
         let clock = Arc::new(ManualClock::new(SystemTime::now()));
@@ -55,6 +61,12 @@ impl Instance {
         )
         .unwrap();
         let config = RegistryConfig::load(&report.config_path, std::iter::empty()).unwrap();
+        let plane_users =
+            lintas_manage::Users::open(&lintas_registry::Paths(config.data_dir.clone()).users())
+                .unwrap();
+        for (name, role) in users {
+            plane_users.add_user(name, USER_PASSWORD, &[*role]).unwrap();
+        }
         let mut instance = Instance {
             _dir: dir,
             root,
@@ -211,6 +223,8 @@ impl Drop for Instance {
 }
 
 const PROVIDER: &str = "ID/GOV/KEMENDAGRI/SS1";
+/// The password of the management users tests make.
+const USER_PASSWORD: &str = "kata sandi yang panjang";
 const PROVIDER_CLIENT: &str = "ID/GOV/KEMENDAGRI/DUKCAPIL";
 const CONSUMER: &str = "ID/GOV/KEMENSOS/SS1";
 const CONSUMER_CLIENT: &str = "ID/GOV/KEMENSOS/DTKS";

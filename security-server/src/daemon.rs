@@ -122,35 +122,6 @@ pub(crate) struct Intervals {
     pub timestamp: Duration,
 }
 
-/// Loads a local listener's certificate and key (the consumer endpoint's, the management
-/// listener's), making a self-signed pair for `names` at first start.
-fn local_identity(
-    cert_path: &std::path::Path,
-    key_path: &std::path::Path,
-    names: &[String],
-    label: &str,
-) -> Result<(Vec<u8>, KeyPair), SsError> {
-    if !cert_path.exists() {
-        let validity = lintas_certs::ca::Validity::starting(
-            std::time::SystemTime::now(),
-            Duration::from_secs(5 * 365 * 86400),
-        )?;
-        let (key, cert) = lintas_certs::ca::self_signed(names, label, validity)?;
-        // Key first, certificate last and both replaced atomically: a crash in between
-        // leaves no certificate, so the next start makes a new pair.
-        lintas_certs::files::write_atomic(key_path, key.serialize_pem().as_bytes(), 0o600)?;
-        lintas_certs::files::write_atomic(
-            cert_path,
-            lintas_certs::pem::cert_to_pem(&cert).as_bytes(),
-            0o644,
-        )?;
-    }
-    Ok((
-        lintas_certs::files::read_cert(cert_path)?,
-        lintas_certs::keys::read(key_path)?,
-    ))
-}
-
 impl SecurityServer {
     /// Opens an enrolled server's state: certificates, configuration client, record log,
     /// services and grants.
@@ -168,6 +139,8 @@ impl SecurityServer {
         let conf_client: ConfClient = node.conf_client(clock.clone())?;
         let records = node.paths.0.join("records");
         let c: &SsConfig = &node.config;
+        let (plane, management_tls) =
+            crate::manage::plane::management_plane(&node, &crate::manage::console::SITE)?;
         let log = RecordLog::open_with_segments_of(&records, c.log_segment_kib * 1024)?;
         let db = lintas_log::open_sled(&node.paths.0.join("state")).map_err(crate::state_error)?;
         let access = Arc::new(Access::open(&db)?);
@@ -184,7 +157,7 @@ impl SecurityServer {
         let local_auth = if c.dev_plaintext_loopback {
             LocalAuth::DevPlaintextLoopback
         } else {
-            let (cert, key) = local_identity(
+            let (cert, key) = crate::self_signed::local_identity(
                 &node.paths.consumer_cert(),
                 &node.paths.consumer_key(),
                 &c.consumer_hostnames,
@@ -331,17 +304,6 @@ impl SecurityServer {
             },
         });
         crate::ops::install(&watched, &ops);
-        let plane = lintas_manage::Plane::new(
-            Arc::new(
-                lintas_manage::Users::open(&node.paths.users())
-                    .map_err(|e| SsError::State(e.to_string()))?,
-            ),
-            Arc::new(
-                lintas_manage::AuditLog::open(&node.paths.admin_audit_log())
-                    .map_err(|e| SsError::State(e.to_string()))?,
-            ),
-            &crate::manage::console::SITE,
-        );
         let manage = Arc::new(crate::manage::Manage {
             own: own.clone(),
             access: access.clone(),
@@ -352,14 +314,6 @@ impl SecurityServer {
             opmon: outcomes.opmon.clone(),
             plane,
         });
-        let (management_cert, management_key) = local_identity(
-            &node.paths.management_cert(),
-            &node.paths.management_key(),
-            &c.management_hostnames,
-            &format!("{} management", c.server_id),
-        )?;
-        let management_tls =
-            lintas_transport::web_server_config(&management_cert, &management_key)?;
         Ok(Arc::new(SecurityServer {
             id: c.server_id.clone(),
             data_dir: node.paths.0.clone(),

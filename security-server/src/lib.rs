@@ -45,6 +45,7 @@ mod reporter;
 pub mod rest;
 mod select;
 pub mod selection;
+mod self_signed;
 pub mod serve;
 mod signers;
 mod tasks;

@@ -31,8 +31,9 @@ fn program(env: &str, default: &str) -> String {
 }
 
 impl Browser {
-    /// Starts ChromeDriver and a headless Chromium (English, 1366×900).
-    pub async fn start() -> Browser {
+    /// Starts ChromeDriver (on a port it chooses) and returns it with that port, or what
+    /// it said instead.
+    fn driver() -> Result<(Child, u16), String> {
         let mut driver = Command::new(program("LINTAS_CHROMEDRIVER", "/usr/bin/chromedriver"))
             .arg("--port=0")
             .stdout(Stdio::piped())
@@ -40,20 +41,39 @@ impl Browser {
             .spawn()
             .expect("chromedriver runs (Debian package chromium-driver)");
         let mut out = std::io::BufReader::new(driver.stdout.take().unwrap());
-        let mut port = None;
+        let mut said = String::new();
         for _ in 0..20 {
             let mut line = String::new();
             if out.read_line(&mut line).unwrap_or(0) == 0 {
                 break;
             }
-            if let Some(rest) = line.split("started successfully on port ").nth(1) {
-                port = rest.trim().trim_end_matches('.').parse().ok();
-                break;
+            said.push_str(&line);
+            if let Some(rest) = line.split("started successfully on port ").nth(1)
+                && let Ok(port) = rest.trim().trim_end_matches('.').parse()
+            {
+                // The rest of its output goes nowhere.
+                std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+                return Ok((driver, port));
             }
         }
-        // The rest of its output goes nowhere (reading stops here).
-        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-        let port = port.expect("chromedriver says its port");
+        let _ = driver.kill();
+        let _ = driver.wait();
+        Err(said)
+    }
+
+    /// Starts ChromeDriver and a headless Chromium (English, 1366×900).
+    pub async fn start() -> Browser {
+        // Once, under the whole test suite's load, ChromeDriver ended without saying its
+        // port; it is started again (five tries), and what it said is shown if it never
+        // starts.
+        let mut failures = Vec::new();
+        let (driver, port) = loop {
+            match Self::driver() {
+                Ok(started) => break started,
+                Err(said) if failures.len() < 4 => failures.push(said),
+                Err(said) => panic!("chromedriver did not start: {failures:?} {said}"),
+            }
+        };
         let profile = tempfile::tempdir().unwrap();
         let mut browser = Browser {
             driver,

@@ -8,7 +8,7 @@ use lintas_testkit::browser::Browser;
 
 use super::*;
 
-const PASSWORD: &str = "kata sandi yang panjang";
+const PASSWORD: &str = USER_PASSWORD;
 const TAB: &str = "\u{E004}";
 const ENTER: &str = "\u{E007}";
 
@@ -193,6 +193,12 @@ async fn an_operator_runs_the_server_from_the_browser() {
         .parse()
         .unwrap();
     assert!(records >= 2, "{records}");
+    let serial: u64 = browser
+        .text(&browser.find("#conf-serial").await)
+        .await
+        .parse()
+        .unwrap();
+    assert!(serial >= 1, "{serial}");
     keep(&browser, "dashboard").await;
     let indonesian = browser.find("a[lang='id']").await;
     browser.navigating(browser.click(&indonesian)).await;
@@ -241,22 +247,11 @@ async fn an_operator_runs_the_server_from_the_browser() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_registration_is_decided_from_the_registry_console() {
-    let mut inst = Instance::start().await;
-    let users =
-        lintas_manage::Users::open(&lintas_registry::Paths(inst.config.data_dir.clone()).users())
-            .unwrap();
-    users
-        .add_user(
-            "petugas",
-            PASSWORD,
-            &[lintas_manage::Role::RegistrationOfficer],
-        )
-        .unwrap();
-    users
-        .add_user("auditor", PASSWORD, &[lintas_manage::Role::Auditor])
-        .unwrap();
-    // The registry reads its users when it starts.
-    inst.restart().await;
+    let inst = Instance::start_with_users(&[
+        ("petugas", lintas_manage::Role::RegistrationOfficer),
+        ("auditor", lintas_manage::Role::Auditor),
+    ])
+    .await;
     let base = format!("https://{}", inst.management);
 
     // Two servers ask to join.
@@ -362,5 +357,126 @@ async fn a_registration_is_decided_from_the_registry_console() {
     for action in ["registration.approve", "registration.reject", "group.add"] {
         assert!(log.contains(action), "{action}: {log}");
     }
+    browser.quit().await;
+}
+
+/// Reads lines of a child's output until one contains `what`, in a blocking task.
+async fn line_with(
+    out: std::io::BufReader<std::process::ChildStdout>,
+    what: &'static str,
+) -> (std::io::BufReader<std::process::ChildStdout>, String) {
+    tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let mut out = out;
+        for _ in 0..20 {
+            let mut line = String::new();
+            if out.read_line(&mut line).unwrap() == 0 {
+                break;
+            }
+            if line.contains(what) {
+                return (out, line);
+            }
+        }
+        panic!("the server never said '{what}'");
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_server_is_enrolled_from_the_browser_after_init() {
+    let inst =
+        Instance::start_with_users(&[("petugas", lintas_manage::Role::RegistrationOfficer)]).await;
+    inst.follow_system_clock();
+
+    // `init`, then `serve` before enrolment: only the console runs.
+    let dir = inst.root.join("kemenkeu");
+    let peer = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    run(binary::lintas_cmd(&[
+        "ss",
+        "init",
+        "--server-id",
+        "ID/GOV/KEMENKEU/SS1",
+        "--client",
+        "ID/GOV/KEMENKEU/SIMPONI",
+        "--address",
+        &peer,
+    ])
+    .arg("--dir")
+    .arg(&dir)
+    .arg("--anchor")
+    .arg(inst.anchor())
+    .env("LINTAS_ADMIN_PASSWORD", PASSWORD));
+    let mut child = binary::lintas_cmd(&["ss", "serve"])
+        .current_dir(&dir)
+        .env("LINTAS_SS_CONSUMER_LISTEN", "127.0.0.1:0")
+        .env("LINTAS_SS_DEV_PLAINTEXT_LOOPBACK", "true")
+        .env("LINTAS_SS_PROVIDER_LISTEN", &peer)
+        .env("LINTAS_SS_OPS_LISTEN", "127.0.0.1:0")
+        .env("LINTAS_SS_MANAGEMENT_LISTEN", "127.0.0.1:0")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(dir.join("serve.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let _daemon = Daemon(Some(child));
+    let (out, line) = line_with(out, "is not enrolled").await;
+    let address = line
+        .split("https://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap()
+        .to_owned();
+    // Browsers keep cookies by host, not port: the server's console is reached as
+    // `localhost`, the registry's as 127.0.0.1, so each keeps its own session.
+    let port = address.rsplit(':').next().unwrap();
+    let server = format!("https://localhost:{port}");
+    let registry = format!("https://{}", inst.management);
+
+    // The server's console: the fingerprints, then the registration.
+    let browser = Browser::start().await;
+    log_in(&browser, &server, "admin").await;
+    let state = browser.text(&browser.find("#enrolment-state").await).await;
+    assert_eq!(state, "not registered yet");
+    let tls = browser.text(&browser.find("#tls-fingerprint").await).await;
+    let button = browser.find("#register").await;
+    browser.navigating(browser.click(&button)).await;
+    let notice = browser.text(&browser.find("#notice").await).await;
+    assert!(notice.starts_with("Registration sent"), "{notice}");
+    let state = browser.text(&browser.find("#enrolment-state").await).await;
+    assert!(state.starts_with("pending"), "{state}");
+    keep(&browser, "enrolment").await;
+
+    // The registry's console: the same fingerprint, approved.
+    log_in(&browser, &registry, "petugas").await;
+    browser.goto(&format!("{registry}/registrations")).await;
+    let shown = browser.text(&browser.find(".tls-fingerprint").await).await;
+    assert_eq!(shown, tls);
+    let approve = browser.find("button.approve").await;
+    browser.navigating(browser.click(&approve)).await;
+
+    // Back on the server: asked now, it stores its certificates and starts for real on
+    // the same address.
+    browser.goto(&format!("{server}/")).await;
+    let check = browser.find("#check").await;
+    browser.navigating(browser.click(&check)).await;
+    let (_out, line) = line_with(out, "listening: consumer=").await;
+    assert!(
+        line.contains(&format!("management=https://{address}/")),
+        "{line}"
+    );
+    log_in(&browser, &server, "admin").await;
+    let nav = browser.text(&browser.find("nav").await).await;
+    assert!(
+        nav.contains("Services") && nav.contains("Message log"),
+        "{nav}"
+    );
+    browser.goto(&format!("{server}/audit")).await;
+    let log = browser.page_text().await;
+    assert!(log.contains("registration.submit"), "{log}");
     browser.quit().await;
 }

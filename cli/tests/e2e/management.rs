@@ -126,6 +126,7 @@ async fn the_management_api_is_authenticated_role_checked_and_audited() {
         "/api/v1/grants",
         "/api/v1/client-certs",
         "/api/v1/maintenance",
+        "/api/v1/configuration",
         "/api/v1/opmon",
         "/api/v1/evidence",
     ] {
@@ -290,6 +291,15 @@ async fn the_management_api_is_authenticated_role_checked_and_audited() {
         .await;
     assert_eq!(status, 401);
 
+    let (status, conf) = api
+        .json("GET", "/api/v1/configuration", &auditor, None)
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        conf["serial"].as_u64().unwrap() >= 1 && conf["servers"] == 2,
+        "{conf}"
+    );
+
     // A real call through the bus, found in operational monitoring and its evidence
     // downloaded and verified offline.
     net.cari(CONSUMER_CLIENT, NIK).await.unwrap();
@@ -435,21 +445,8 @@ async fn failed_logins_are_throttled_by_address_and_name() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_registry_management_api_decides_registrations_by_role() {
-    let mut inst = Instance::start().await;
-    let users =
-        lintas_manage::Users::open(&lintas_registry::Paths(inst.config.data_dir.clone()).users())
-            .unwrap();
-    let (_, officer) = users
-        .create_api_key(
-            "pendaftaran",
-            &[lintas_manage::Role::RegistrationOfficer],
-            "test",
-        )
-        .unwrap();
-    let (_, auditor) = users
-        .create_api_key("pemeriksa", &[lintas_manage::Role::Auditor], "test")
-        .unwrap();
-    inst.restart().await;
+    let inst =
+        Instance::start_with_users(&[("kepala", lintas_manage::Role::SystemAdministrator)]).await;
     let api = Api {
         base: format!("https://{}", inst.management),
         cacert: lintas_registry::Paths(inst.config.data_dir.clone())
@@ -458,6 +455,31 @@ async fn the_registry_management_api_decides_registrations_by_role() {
             .to_string(),
         jar: tempfile::NamedTempFile::new().unwrap(),
     };
+    // The system administrator logs in and makes a key for each role.
+    let (status, session) = api
+        .json(
+            "POST",
+            "/api/v1/session",
+            &Auth::None,
+            Some(json!({"name": "kepala", "password": USER_PASSWORD})),
+        )
+        .await;
+    assert_eq!(status, 200, "{session}");
+    let head = Auth::Session(Some(session["csrf_token"].as_str().unwrap().to_owned()));
+    let key = async |name: &str, role: &str| {
+        let (status, made) = api
+            .json(
+                "POST",
+                "/api/v1/api-keys",
+                &head,
+                Some(json!({"name": name, "roles": [role]})),
+            )
+            .await;
+        assert_eq!(status, 201, "{made}");
+        made["key"].as_str().unwrap().to_owned()
+    };
+    let officer = key("pendaftaran", "registration-officer").await;
+    let auditor = key("pemeriksa", "auditor").await;
     let (status, doc) = api
         .json("GET", "/api/v1/openapi.json", &Auth::None, None)
         .await;

@@ -249,6 +249,22 @@ async fn health(State(api): State<Api>, _caller: Caller) -> Json<HealthInfo> {
     Json(api.manage.health())
 }
 
+/// The global configuration this server holds.
+#[utoipa::path(get, path = "/api/v1/configuration", tag = "status",
+    responses((status = 200, body = ConfStatus), (status = 401, body = ApiError),
+        (status = 503, description = "no valid configuration is held", body = ApiError)))]
+async fn configuration(
+    State(api): State<Api>,
+    _caller: Caller,
+) -> Result<Json<ConfStatus>, ApiError> {
+    api.manage.conf_status().map(Json).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no valid global configuration is held (see /api/v1/health)",
+        )
+    })
+}
+
 /// The message log: size, checkpoints, witness, trusted time.
 #[utoipa::path(get, path = "/api/v1/log", tag = "status",
     responses((status = 200, body = LogStatus), (status = 401, body = ApiError)))]
@@ -400,6 +416,7 @@ pub fn router(manage: Arc<Manage>) -> axum::Router {
         .routes(routes!(list_client_certs, add_client_cert))
         .routes(routes!(remove_client_cert))
         .routes(routes!(health))
+        .routes(routes!(configuration))
         .routes(routes!(log_status))
         .routes(routes!(set_maintenance))
         .routes(routes!(opmon))

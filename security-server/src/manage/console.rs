@@ -64,6 +64,8 @@ fn now_ms() -> i64 {
 #[template(path = "dashboard.html")]
 struct DashboardPage {
     c: Chrome,
+    /// Serial, generated, expires, members, servers.
+    conf: Option<(u64, String, String, usize, usize)>,
     health: HealthInfo,
     log: LogStatus,
     checkpoint_at: String,
@@ -104,6 +106,15 @@ async fn dashboard_page(
         .await
         .unwrap_or_default();
     let page = DashboardPage {
+        conf: m.conf_status().map(|s| {
+            (
+                s.serial,
+                iso(s.generated_at),
+                iso(s.expires_at),
+                s.members,
+                s.servers,
+            )
+        }),
         chart: chart(&records.0, to - 3_600_000, to, 60),
         checkpoint_at: if log.checkpoint_unix_ms > 0 {
             iso(log.checkpoint_unix_ms / 1000)
@@ -708,12 +719,16 @@ mod tests {
             lang: lintas_manage::i18n::Lang::En,
             own: SITE.catalogue,
         };
-        for (name, text) in TEMPLATES.iter().chain(lintas_manage::console::TEMPLATES) {
+        for (name, text) in TEMPLATES
+            .iter()
+            .chain(super::super::enrolment::TEMPLATES)
+            .chain(lintas_manage::console::TEMPLATES)
+        {
             for key in lintas_manage::i18n::keys_used(text) {
                 assert!(tr.has(key), "{name} uses {key}, which no catalogue has");
             }
         }
-        for (key, _) in SITE.nav {
+        for (key, _) in SITE.nav.iter().chain(super::super::enrolment::SITE.nav) {
             assert!(tr.has(key), "navigation {key}");
         }
         // Keys the code passes to templates and notices.
@@ -728,6 +743,13 @@ mod tests {
             "cert_removed",
             "maintenance_is_on",
             "maintenance_is_off",
+            "enrolment_pending",
+            "enrolment_approved",
+            "enrolment_none",
+            "enrolment_rejected",
+            "enrolment_unknown",
+            "registration_sent",
+            "checked",
         ] {
             assert!(tr.has(key), "{key}");
         }

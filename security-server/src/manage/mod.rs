@@ -6,8 +6,10 @@
 pub mod api;
 mod chart;
 pub mod console;
+pub mod enrolment;
 mod grants;
 pub mod model;
+pub mod plane;
 mod services;
 mod words;
 
@@ -22,7 +24,9 @@ use crate::maintenance::Maintenance;
 use crate::opmon::OpMon;
 use crate::own::Own;
 use crate::pools::AppPool;
-use model::{HealthComponent, HealthInfo, ListQuery, LogStatus, MaintenanceState, Page};
+use model::{
+    ConfStatus, HealthComponent, HealthInfo, ListQuery, LogStatus, MaintenanceState, Page,
+};
 
 /// Why an operation was not done.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -178,6 +182,18 @@ impl Manage {
         Ok(MaintenanceState {
             on: state.on,
             reason: if state.on { reason } else { String::new() },
+        })
+    }
+
+    /// The global configuration held now, if any.
+    pub fn conf_status(&self) -> Option<ConfStatus> {
+        let conf = self.evidence.conf.current().ok()?;
+        Some(ConfStatus {
+            serial: conf.serial(),
+            generated_at: conf.conf.generated_at,
+            expires_at: conf.conf.expires_at,
+            members: conf.conf.members.len(),
+            servers: conf.conf.servers.len(),
         })
     }
 

@@ -151,6 +151,17 @@ pub struct HealthComponent {
     pub reason: String,
 }
 
+/// The global configuration this server holds.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ConfStatus {
+    pub serial: u64,
+    /// Unix seconds.
+    pub generated_at: i64,
+    pub expires_at: i64,
+    pub members: usize,
+    pub servers: usize,
+}
+
 /// The message log's state.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LogStatus {
