@@ -125,9 +125,9 @@ impl Viewer {
         op: impl std::future::Future<Output = Result<T, ApiError>>,
     ) -> Result<T, ApiError> {
         self.check_csrf(csrf)?;
-        self.caller.require(&self.plane, allowed, action, target)?;
-        let done = op.await;
-        self.caller.record(&self.plane, action, target, done)
+        self.caller
+            .audited(&self.plane, allowed, action, target, op)
+            .await
     }
 
     /// Whether the viewer holds one of `allowed`, and the roles' names (for the note

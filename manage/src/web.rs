@@ -347,6 +347,21 @@ impl Caller {
         Err(ApiError::new(StatusCode::FORBIDDEN, why))
     }
 
+    /// A change by this caller: refused (and recorded) without one of `allowed`, else
+    /// `op` runs and its outcome is recorded before it is returned.
+    pub async fn audited<T>(
+        &self,
+        plane: &Plane,
+        allowed: Allowed,
+        action: &str,
+        target: &str,
+        op: impl std::future::Future<Output = Result<T, ApiError>>,
+    ) -> Result<T, ApiError> {
+        self.require(plane, allowed, action, target)?;
+        let done = op.await;
+        self.record(plane, action, target, done)
+    }
+
     /// Records the end of a change the caller made: `ok`, or the error.
     pub fn record<T>(
         &self,

@@ -43,10 +43,9 @@ async fn audited<T>(
     target: &str,
     op: impl std::future::Future<Output = Result<T, ApiError>>,
 ) -> Result<T, ApiError> {
-    let plane = &api.manage.plane;
-    caller.require(plane, allowed, action, target)?;
-    let done = op.await;
-    caller.record(plane, action, target, done)
+    caller
+        .audited(&api.manage.plane, allowed, action, target, op)
+        .await
 }
 
 /// Registration requests (pending first to decide).

@@ -42,6 +42,20 @@ impl FromRef<Api> for Arc<Plane> {
     }
 }
 
+/// Checks the role, runs the change, records it.
+async fn audited<T>(
+    api: &Api,
+    caller: &Caller,
+    allowed: Allowed,
+    action: &str,
+    target: &str,
+    op: impl std::future::Future<Output = Result<T, ApiError>>,
+) -> Result<T, ApiError> {
+    caller
+        .audited(&api.manage.plane, allowed, action, target, op)
+        .await
+}
+
 /// The audit log's words for a grant.
 pub fn grant_target(g: &GrantSpec) -> String {
     let mut t = format!("{} {} for {}", g.provider, g.service, g.subject);
@@ -75,10 +89,8 @@ async fn add_service(
     Body(spec): Body<ServiceSpec>,
 ) -> Result<(StatusCode, Json<ServiceAdded>), ApiError> {
     let target = format!("{} {}", spec.provider, spec.service);
-    let plane = &api.manage.plane;
-    caller.require(plane, SERVICES, "service.add", &target)?;
-    let done = api.manage.add_service(spec).await.map_err(ApiError::from);
-    let added = caller.record(plane, "service.add", &target, done)?;
+    let op = async { Ok(api.manage.add_service(spec).await?) };
+    let added = audited(&api, &caller, SERVICES, "service.add", &target, op).await?;
     Ok((StatusCode::CREATED, Json(added)))
 }
 
@@ -100,19 +112,15 @@ async fn remove_service(
     Params(key): Params<ServiceKey>,
 ) -> Result<Json<ServiceInfo>, ApiError> {
     let target = format!("{} {}", key.provider, key.service);
-    let plane = &api.manage.plane;
-    caller.require(plane, SERVICES, "service.remove", &target)?;
-    let done = api
-        .manage
-        .remove_service(&key.provider, &key.service)
-        .await
-        .map_err(ApiError::from);
-    Ok(Json(caller.record(
-        plane,
-        "service.remove",
-        &target,
-        done,
-    )?))
+    let op = async {
+        Ok(api
+            .manage
+            .remove_service(&key.provider, &key.service)
+            .await?)
+    };
+    Ok(Json(
+        audited(&api, &caller, SERVICES, "service.remove", &target, op).await?,
+    ))
 }
 
 /// Access rights.
@@ -136,13 +144,9 @@ async fn add_grant(
     Body(g): Body<GrantSpec>,
 ) -> Result<(StatusCode, Json<GrantSpec>), ApiError> {
     let target = grant_target(&g);
-    let plane = &api.manage.plane;
-    caller.require(plane, SERVICES, "grant.add", &target)?;
-    let done = api.manage.grant(g).await.map_err(ApiError::from);
-    Ok((
-        StatusCode::CREATED,
-        Json(caller.record(plane, "grant.add", &target, done)?),
-    ))
+    let op = async { Ok(api.manage.grant(g).await?) };
+    let granted = audited(&api, &caller, SERVICES, "grant.add", &target, op).await?;
+    Ok((StatusCode::CREATED, Json(granted)))
 }
 
 /// Takes a grant back (the same fields it was given with).
@@ -162,10 +166,10 @@ async fn remove_grant(
         path: key.path,
     };
     let target = grant_target(&g);
-    let plane = &api.manage.plane;
-    caller.require(plane, SERVICES, "grant.remove", &target)?;
-    let done = api.manage.revoke(g).await.map_err(ApiError::from);
-    Ok(Json(caller.record(plane, "grant.remove", &target, done)?))
+    let op = async { Ok(api.manage.revoke(g).await?) };
+    Ok(Json(
+        audited(&api, &caller, SERVICES, "grant.remove", &target, op).await?,
+    ))
 }
 
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
@@ -200,19 +204,12 @@ async fn add_client_cert(
     Body(spec): Body<ClientCertSpec>,
 ) -> Result<(StatusCode, Json<ClientCertInfo>), ApiError> {
     let target = format!("client certificate for {}", spec.client);
-    let plane = &api.manage.plane;
-    caller.require(plane, CERTIFICATES, "client-cert.add", &target)?;
-    let der = lintas_certs::pem::cert_from_pem(&spec.certificate_pem, "certificate_pem")
-        .map_err(|e| ApiError::invalid(e.to_string()));
-    let done = match der {
-        Ok(der) => api
-            .manage
-            .add_client_cert(&spec.client, der)
-            .await
-            .map_err(ApiError::from),
-        Err(e) => Err(e),
+    let op = async {
+        let der = lintas_certs::pem::cert_from_pem(&spec.certificate_pem, "certificate_pem")
+            .map_err(|e| ApiError::invalid(e.to_string()))?;
+        Ok(api.manage.add_client_cert(&spec.client, der).await?)
     };
-    let cert = caller.record(plane, "client-cert.add", &target, done)?;
+    let cert = audited(&api, &caller, CERTIFICATES, "client-cert.add", &target, op).await?;
     Ok((StatusCode::CREATED, Json(cert)))
 }
 
@@ -227,19 +224,18 @@ async fn remove_client_cert(
     Path(fingerprint): Path<String>,
 ) -> Result<Json<ClientCertInfo>, ApiError> {
     let target = format!("client certificate {fingerprint}");
-    let plane = &api.manage.plane;
-    caller.require(plane, CERTIFICATES, "client-cert.remove", &target)?;
-    let done = api
-        .manage
-        .remove_client_cert(&fingerprint)
-        .await
-        .map_err(ApiError::from);
-    Ok(Json(caller.record(
-        plane,
-        "client-cert.remove",
-        &target,
-        done,
-    )?))
+    let op = async { Ok(api.manage.remove_client_cert(&fingerprint).await?) };
+    Ok(Json(
+        audited(
+            &api,
+            &caller,
+            CERTIFICATES,
+            "client-cert.remove",
+            &target,
+            op,
+        )
+        .await?,
+    ))
 }
 
 /// Readiness with each component's state and reason, and maintenance.
@@ -286,11 +282,11 @@ async fn set_maintenance(
     } else {
         "maintenance.off"
     };
-    let plane = &api.manage.plane;
-    caller.require(plane, MAINTENANCE, action, &state.reason)?;
     let target = state.reason.clone();
-    let done = api.manage.set_maintenance(state).map_err(ApiError::from);
-    Ok(Json(caller.record(plane, action, &target, done)?))
+    let op = async { Ok(api.manage.set_maintenance(state)?) };
+    Ok(Json(
+        audited(&api, &caller, MAINTENANCE, action, &target, op).await?,
+    ))
 }
 
 /// Operational-monitoring records (one per exchange, never bodies).
@@ -357,8 +353,6 @@ async fn evidence(
     Params(q): Params<EvidenceQuery>,
 ) -> Result<Response, ApiError> {
     let target = evidence_target(&q);
-    let plane = &api.manage.plane;
-    caller.require(plane, EVIDENCE, "evidence.export", &target)?;
     let query = lintas_proto::ss::v1::EvidenceQuery {
         message_id: q.message_id,
         client: q.client,
@@ -368,12 +362,8 @@ async fn evidence(
         with_bodies: q.with_bodies,
         exchanges_per_bundle: 0,
     };
-    let done = api
-        .manage
-        .export_evidence(&query)
-        .await
-        .map_err(ApiError::from);
-    let bundle = caller.record(plane, "evidence.export", &target, done)?;
+    let op = async { Ok(api.manage.export_evidence(&query).await?) };
+    let bundle = audited(&api, &caller, EVIDENCE, "evidence.export", &target, op).await?;
     Ok((
         [
             (header::CONTENT_TYPE, "application/octet-stream"),
