@@ -84,6 +84,18 @@ pub const SHARED: &[Entry] = &[
     ("created", "Created", "Dibuat"),
     ("new_user", "New user", "Pengguna baru"),
     ("api_keys", "API keys", "Kunci API"),
+    ("new_api_key", "New API key", "Kunci API baru"),
+    ("key_purpose", "What it is for", "Untuk apa"),
+    (
+        "key_once",
+        "The new key (shown once)",
+        "Kunci baru (ditampilkan sekali)",
+    ),
+    ("revoke_key", "Revoke", "Cabut"),
+    ("needs_role", "This needs the role", "Ini memerlukan peran"),
+    ("user_added", "User added:", "Pengguna ditambahkan:"),
+    ("user_removed", "User removed:", "Pengguna dihapus:"),
+    ("key_revoked", "API key revoked:", "Kunci API dicabut:"),
 ];
 
 /// A catalogue lookup for one language: the daemon's entries first, then the shared ones.

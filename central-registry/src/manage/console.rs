@@ -24,6 +24,7 @@ pub static SITE: Site = Site {
         ("members", "/members"),
         ("servers", "/servers"),
         ("groups", "/groups"),
+        ("users", "/users"),
         ("audit_log", "/audit"),
     ],
 };

@@ -41,7 +41,6 @@ pub const CATALOGUE: &[Entry] = &[
         "Before approving, compare both key fingerprints with the ones the server's operator read from lintas ss register.",
         "Sebelum menyetujui, bandingkan kedua sidik jari kunci dengan yang dibacakan operator server dari lintas ss register.",
     ),
-    ("needs_role", "This needs the role", "Ini memerlukan peran"),
     ("renewal", "renewal", "pembaruan"),
     ("request", "Request", "Permintaan"),
     ("member_name", "Organisation", "Organisasi"),

@@ -220,6 +220,38 @@ async fn an_operator_runs_the_server_from_the_browser() {
     );
     assert!(log.contains("console"), "{log}");
 
+    // Users and API keys from the browser: a service administrator, a key for a script.
+    browser.goto(&format!("{base}/users")).await;
+    let role = browser.find("#role-service-administrator").await;
+    browser.click(&role).await;
+    fill_and_send(
+        &browser,
+        &[("#new-name", "siti"), ("#new-password", PASSWORD)],
+        "#add-user",
+    )
+    .await;
+    let notice = browser.text(&browser.find("#notice").await).await;
+    assert!(notice.contains("siti"), "{notice}");
+    let role = browser.find("#key-role-auditor").await;
+    browser.click(&role).await;
+    fill_and_send(&browser, &[("#key-name", "laporan harian")], "#add-key").await;
+    let key = browser.text(&browser.find("#new-key code").await).await;
+    assert!(key.starts_with("lintas_"), "{key}");
+    assert!(
+        net.provider
+            .manage()
+            .plane
+            .users
+            .verify_api_key(&key)
+            .is_ok()
+    );
+    let users = browser.text(&browser.find("#users").await).await;
+    assert!(
+        users.contains("siti") && users.contains("service-administrator"),
+        "{users}"
+    );
+    keep(&browser, "users").await;
+
     // Log out; an auditor reads but is refused a change, and the refusal is recorded.
     let logout = browser.find("#logout").await;
     browser.navigating(browser.click(&logout)).await;

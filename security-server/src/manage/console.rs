@@ -27,6 +27,7 @@ pub static SITE: Site = Site {
         ("access", "/access"),
         ("client_certs", "/client-certs"),
         ("messages", "/messages"),
+        ("users", "/users"),
         ("audit_log", "/audit"),
     ],
 };

@@ -77,7 +77,6 @@ pub const CATALOGUE: &[Entry] = &[
         "deskriptor tidak diterbitkan",
     ),
     ("add_service", "Provide a service", "Sediakan layanan"),
-    ("needs_role", "This needs the role", "Ini memerlukan peran"),
     (
         "openapi_path",
         "OpenAPI document path (REST)",
