@@ -317,17 +317,7 @@ impl SecurityServerAdmin for AdminService {
         request: Request<pb::EvidenceQuery>,
     ) -> Result<Response<Self::ExportEvidenceBundlesStream>, Status> {
         let q = request.into_inner();
-        crate::evidence::check_query(&q).map_err(Status::invalid_argument)?;
-        let per_bundle = match q.exchanges_per_bundle {
-            0 => crate::evidence::MAX_EXCHANGES,
-            n => (n as usize).min(crate::evidence::MAX_EXCHANGES),
-        };
-        let bundles = self
-            .0
-            .evidence
-            .export_bundles(&q, per_bundle)
-            .await
-            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        let bundles = self.0.export_bundles(&q, q.exchanges_per_bundle).await?;
         let stream = tokio_stream::wrappers::ReceiverStream::new(bundles)
             .map(|b| b.map_err(|e| Status::failed_precondition(e.to_string())));
         Ok(Response::new(Box::pin(stream)))

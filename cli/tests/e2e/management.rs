@@ -129,6 +129,7 @@ async fn the_management_api_is_authenticated_role_checked_and_audited() {
         "/api/v1/configuration",
         "/api/v1/opmon",
         "/api/v1/evidence",
+        "/api/v1/evidence/bundles",
     ] {
         assert!(doc["paths"][path].is_object(), "{path} not in the document");
     }
@@ -326,6 +327,27 @@ async fn the_management_api_is_authenticated_role_checked_and_audited() {
     assert_eq!(headers["content-type"], "application/octet-stream");
     let file = net.provider_paths.0.join("downloaded.evidence");
     std::fs::write(&file, &bundle).unwrap();
+    let verified = run(binary::lintas_cmd(&["audit", "verify"])
+        .arg(&file)
+        .arg("--anchor")
+        .arg(net.inst.anchor()));
+    assert!(
+        verified.contains("Result: the evidence verifies."),
+        "{verified}"
+    );
+
+    // Any number of exchanges, streamed in bundles, verify too.
+    let (status, _, bundles) = api
+        .call(
+            "GET",
+            &format!("/api/v1/evidence/bundles?client={CONSUMER_CLIENT}&exchanges_per_bundle=1"),
+            &auditor.headers(),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(bundles.starts_with(b"lintas-evidence-bundles/v1\n"));
+    let file = net.provider_paths.0.join("streamed.evidence");
+    std::fs::write(&file, &bundles).unwrap();
     let verified = run(binary::lintas_cmd(&["audit", "verify"])
         .arg(&file)
         .arg("--anchor")

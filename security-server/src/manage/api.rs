@@ -377,6 +377,58 @@ async fn evidence(
         .into_response())
 }
 
+/// The first line of an evidence file of several bundles (as `lintas audit export`
+/// writes them); each bundle follows length-delimited.
+pub const BUNDLES_MAGIC: &[u8] = b"lintas-evidence-bundles/v1\n";
+
+/// Any number of exchanges' evidence, streamed as it is made: the line
+/// `lintas-evidence-bundles/v1`, then each bundle length-delimited (the file `lintas
+/// audit export` writes and `lintas audit verify` reads). A failure while streaming
+/// cuts the answer short, which the verifier reports.
+#[utoipa::path(get, path = "/api/v1/evidence/bundles", tag = "evidence", params(EvidenceQuery),
+    responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 400, body = ApiError), (status = 403, body = ApiError),
+        (status = 412, body = ApiError)))]
+async fn evidence_bundles(
+    State(api): State<Api>,
+    caller: Caller,
+    Params(q): Params<EvidenceQuery>,
+) -> Result<Response, ApiError> {
+    use tokio_stream::StreamExt;
+    let target = format!("{} (bundles)", evidence_target(&q));
+    let query = lintas_proto::ss::v1::EvidenceQuery {
+        message_id: q.message_id,
+        client: q.client,
+        service_provider: q.service_provider,
+        from_unix_ms: q.from_unix_ms,
+        to_unix_ms: q.to_unix_ms,
+        with_bodies: q.with_bodies,
+        exchanges_per_bundle: q.exchanges_per_bundle,
+    };
+    let per = q.exchanges_per_bundle;
+    let op = async { Ok(api.manage.export_bundles(&query, per).await?) };
+    let bundles = audited(&api, &caller, EVIDENCE, "evidence.export", &target, op).await?;
+    let body = tokio_stream::once(Ok(bytes::Bytes::from_static(BUNDLES_MAGIC))).chain(
+        tokio_stream::wrappers::ReceiverStream::new(bundles).map(|b| {
+            b.map(|bundle| {
+                bytes::Bytes::from(prost::Message::encode_length_delimited_to_vec(&bundle))
+            })
+            .map_err(|e| std::io::Error::other(e.to_string()))
+        }),
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"evidence.bundles\"",
+            ),
+        ],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response())
+}
+
 fn evidence_target(q: &EvidenceQuery) -> String {
     let mut parts = Vec::new();
     for (name, value) in [
@@ -410,7 +462,8 @@ pub fn router(manage: Arc<Manage>) -> axum::Router {
         .routes(routes!(log_status))
         .routes(routes!(set_maintenance))
         .routes(routes!(opmon))
-        .routes(routes!(evidence));
+        .routes(routes!(evidence))
+        .routes(routes!(evidence_bundles));
     lintas_manage::api::finish(
         routes,
         "lintas security server management API",

@@ -225,6 +225,27 @@ impl Manage {
             .map_err(ManageError::from)
     }
 
+    /// Every exchange matching `q`, in bundles of at most `per_bundle` exchanges (0:
+    /// the most one bundle holds), all proven against one checkpoint, made one at a time.
+    pub async fn export_bundles(
+        &self,
+        q: &lintas_proto::ss::v1::EvidenceQuery,
+        per_bundle: u32,
+    ) -> Result<
+        tokio::sync::mpsc::Receiver<Result<lintas_proto::audit::v1::EvidenceBundle, SsError>>,
+        ManageError,
+    > {
+        crate::evidence::check_query(q).map_err(ManageError::Invalid)?;
+        let per_bundle = match per_bundle {
+            0 => crate::evidence::MAX_EXCHANGES,
+            n => (n as usize).min(crate::evidence::MAX_EXCHANGES),
+        };
+        self.evidence
+            .export_bundles(q, per_bundle)
+            .await
+            .map_err(|e| ManageError::Precondition(e.to_string()))
+    }
+
     /// One evidence bundle of the exchanges matching `q`.
     pub async fn export_evidence(
         &self,

@@ -200,6 +200,9 @@ pub struct EvidenceQuery {
     /// Include the message bodies still kept.
     #[serde(default)]
     pub with_bodies: bool,
+    /// `/evidence/bundles`: exchanges per bundle (default and at most 10,000).
+    #[serde(default)]
+    pub exchanges_per_bundle: u32,
 }
 
 /// Which operational-monitoring records: exchanges started in [from, to) (Unix ms),
