@@ -14,6 +14,7 @@ mod network;
 mod opmon_cmd;
 mod registry_cmd;
 mod ss_cmd;
+mod ss_serve;
 mod users_cmd;
 
 use clap::{Parser, Subcommand};

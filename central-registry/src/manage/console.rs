@@ -5,7 +5,6 @@
 
 use askama::Template;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
 use axum::response::Response;
 use axum::{Form, Router};
 use lintas_manage::ApiError;
@@ -46,15 +45,6 @@ pub const TEMPLATES: &[(&str, &str)] = &[
 
 fn iso(unix_secs: i64) -> String {
     lintas_globalconf::iso8601(unix_secs)
-}
-
-/// The chrome of a page, with the notice or the refusal to show.
-fn chrome(viewer: &Viewer, title: &str, d: &Done, error: Option<ApiError>) -> (Chrome, StatusCode) {
-    let mut c = viewer.chrome(title);
-    c.notice = d.notice(&c);
-    let status = error.as_ref().map_or(StatusCode::OK, ApiError::status);
-    c.error = error.map(|e| e.message);
-    (c, status)
 }
 
 /// Every item of a paged list (at most 50,000).
@@ -100,7 +90,7 @@ fn overview_page(
     token: Option<Token>,
     error: Option<ApiError>,
 ) -> Response {
-    let (c, status) = chrome(viewer, "overview", d, error);
+    let (c, status) = viewer.page("overview", d, error);
     let token_until = token
         .as_ref()
         .map(|t| iso(t.expires_at))
@@ -163,7 +153,7 @@ async fn registrations_page(
     d: &Done,
     error: Option<ApiError>,
 ) -> Response {
-    let (mut c, mut status) = chrome(viewer, "registrations", d, error);
+    let (mut c, mut status) = viewer.page("registrations", d, error);
     let list = |state: &'static str| {
         let m = api.manage.clone();
         async move {
@@ -258,7 +248,7 @@ async fn members(State(api): State<Api>, viewer: Viewer, Query(d): Query<Done>) 
 }
 
 async fn members_page(api: &Api, viewer: &Viewer, d: &Done, error: Option<ApiError>) -> Response {
-    let (mut c, mut status) = chrome(viewer, "members", d, error);
+    let (mut c, mut status) = viewer.page("members", d, error);
     let members = all(|q| api.manage.members(q)).await.unwrap_or_else(|e| {
         status = e.status();
         c.error = Some(e.message);
@@ -335,7 +325,7 @@ async fn servers(State(api): State<Api>, viewer: Viewer, Query(d): Query<Done>) 
 }
 
 async fn servers_page(api: &Api, viewer: &Viewer, d: &Done, error: Option<ApiError>) -> Response {
-    let (mut c, mut status) = chrome(viewer, "servers", d, error);
+    let (mut c, mut status) = viewer.page("servers", d, error);
     let servers = all(|q| api.manage.servers(q))
         .await
         .unwrap_or_else(|e| {
@@ -402,7 +392,7 @@ async fn groups(State(api): State<Api>, viewer: Viewer, Query(d): Query<Done>) -
 }
 
 fn groups_page(api: &Api, viewer: &Viewer, d: &Done, error: Option<ApiError>) -> Response {
-    let (c, status) = chrome(viewer, "groups", d, error);
+    let (c, status) = viewer.page("groups", d, error);
     let (may_change, needs) = viewer.may(REGISTRATION);
     render(
         &GroupsPage {

@@ -117,6 +117,21 @@ impl Viewer {
         c
     }
 
+    /// The layout for a page titled by `title_key`, with the notice `done` names and the
+    /// refusal to show, and the status to answer with.
+    pub fn page(
+        &self,
+        title_key: &str,
+        done: &Done,
+        error: Option<ApiError>,
+    ) -> (Chrome, StatusCode) {
+        let mut c = self.chrome(title_key);
+        c.notice = done.notice(&c);
+        let status = error.as_ref().map_or(StatusCode::OK, ApiError::status);
+        c.error = error.map(|e| e.message);
+        (c, status)
+    }
+
     /// A change through a form: the form's CSRF token, the viewer's roles, the
     /// operation, and its record in the audit log.
     pub async fn change<T>(

@@ -3,7 +3,6 @@
 use askama::Template;
 use axum::Form;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
 use axum::response::Response;
 use lintas_manage::ApiError;
 use lintas_manage::console::{Chrome, Done, Viewer, done, render};
@@ -28,21 +27,12 @@ pub(super) async fn access(
     viewer: Viewer,
     Query(d): Query<Done>,
 ) -> Response {
-    let notice = d.notice(&viewer.chrome("access"));
-    access_page(&api, &viewer, notice, None)
+    access_page(&api, &viewer, &d, None)
 }
 
-fn access_page(
-    api: &Api,
-    viewer: &Viewer,
-    notice: Option<String>,
-    error: Option<ApiError>,
-) -> Response {
+fn access_page(api: &Api, viewer: &Viewer, d: &Done, error: Option<ApiError>) -> Response {
     let m = &api.manage;
-    let mut c = viewer.chrome("access");
-    c.notice = notice;
-    let mut status = error.as_ref().map_or(StatusCode::OK, ApiError::status);
-    c.error = error.map(|e| e.message);
+    let (mut c, mut status) = viewer.page("access", d, error);
     let mut failed = |e: ApiError| {
         status = e.status();
         c.error = Some(e.message);
@@ -127,7 +117,7 @@ pub(super) async fn grant(
         .await;
     match result {
         Ok(g) => done("/access", "granted", &crate::manage::api::grant_target(&g)),
-        Err(e) => access_page(&api, &viewer, None, Some(e)),
+        Err(e) => access_page(&api, &viewer, &Done::default(), Some(e)),
     }
 }
 
@@ -147,6 +137,6 @@ pub(super) async fn revoke(
         .await;
     match result {
         Ok(g) => done("/access", "revoked", &crate::manage::api::grant_target(&g)),
-        Err(e) => access_page(&api, &viewer, None, Some(e)),
+        Err(e) => access_page(&api, &viewer, &Done::default(), Some(e)),
     }
 }

@@ -3,7 +3,6 @@
 use askama::Template;
 use axum::Form;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
 use axum::response::Response;
 use lintas_manage::ApiError;
 use lintas_manage::console::{Chrome, Done, Viewer, done, render};
@@ -27,21 +26,12 @@ pub(super) async fn client_certs(
     viewer: Viewer,
     Query(d): Query<Done>,
 ) -> Response {
-    let notice = d.notice(&viewer.chrome("client_certs"));
-    certs_page(&api, &viewer, notice, None)
+    certs_page(&api, &viewer, &d, None)
 }
 
-fn certs_page(
-    api: &Api,
-    viewer: &Viewer,
-    notice: Option<String>,
-    error: Option<ApiError>,
-) -> Response {
+fn certs_page(api: &Api, viewer: &Viewer, d: &Done, error: Option<ApiError>) -> Response {
     let m = &api.manage;
-    let mut c = viewer.chrome("client_certs");
-    c.notice = notice;
-    let mut status = error.as_ref().map_or(StatusCode::OK, ApiError::status);
-    c.error = error.map(|e| e.message);
+    let (mut c, mut status) = viewer.page("client_certs", d, error);
     let certs = all(|q| m.client_certs(q))
         .unwrap_or_else(|e| {
             status = e.status();
@@ -100,7 +90,7 @@ pub(super) async fn add_client_cert(
         .await;
     match result {
         Ok(cert) => done("/client-certs", "cert_added", &cert.fingerprint),
-        Err(e) => certs_page(&api, &viewer, None, Some(e)),
+        Err(e) => certs_page(&api, &viewer, &Done::default(), Some(e)),
     }
 }
 
@@ -129,6 +119,6 @@ pub(super) async fn remove_client_cert(
         .await;
     match result {
         Ok(cert) => done("/client-certs", "cert_removed", &cert.fingerprint),
-        Err(e) => certs_page(&api, &viewer, None, Some(e)),
+        Err(e) => certs_page(&api, &viewer, &Done::default(), Some(e)),
     }
 }

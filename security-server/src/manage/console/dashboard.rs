@@ -4,7 +4,6 @@
 use askama::Template;
 use axum::Form;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
 use axum::response::Response;
 use lintas_manage::ApiError;
 use lintas_manage::console::{Chrome, Done, Viewer, done, render};
@@ -32,20 +31,12 @@ pub(super) async fn dashboard(
     viewer: Viewer,
     Query(d): Query<Done>,
 ) -> Response {
-    dashboard_page(&api, &viewer, d.notice(&viewer.chrome("dashboard")), None).await
+    dashboard_page(&api, &viewer, &d, None).await
 }
 
-async fn dashboard_page(
-    api: &Api,
-    viewer: &Viewer,
-    notice: Option<String>,
-    error: Option<ApiError>,
-) -> Response {
+async fn dashboard_page(api: &Api, viewer: &Viewer, d: &Done, error: Option<ApiError>) -> Response {
     let m = &api.manage;
-    let mut c = viewer.chrome("dashboard");
-    c.notice = notice;
-    let status = error.as_ref().map_or(StatusCode::OK, ApiError::status);
-    c.error = error.map(|e| e.message);
+    let (c, status) = viewer.page("dashboard", d, error);
     let log = m.log_status();
     let now = now_ms() / 1000;
     let certs = [
@@ -152,6 +143,6 @@ pub(super) async fn set_maintenance(
     match result {
         Ok(s) if s.on => done("/", "maintenance_is_on", &s.reason),
         Ok(_) => done("/", "maintenance_is_off", ""),
-        Err(e) => dashboard_page(&api, &viewer, None, Some(e)).await,
+        Err(e) => dashboard_page(&api, &viewer, &Done::default(), Some(e)).await,
     }
 }

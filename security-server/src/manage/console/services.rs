@@ -3,7 +3,6 @@
 use askama::Template;
 use axum::Form;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
 use axum::response::Response;
 use lintas_manage::ApiError;
 use lintas_manage::console::{Chrome, Done, Viewer, done, render};
@@ -27,21 +26,12 @@ pub(super) async fn services(
     viewer: Viewer,
     Query(d): Query<Done>,
 ) -> Response {
-    let notice = d.notice(&viewer.chrome("services"));
-    services_page(&api, &viewer, notice, None)
+    services_page(&api, &viewer, &d, None)
 }
 
-fn services_page(
-    api: &Api,
-    viewer: &Viewer,
-    notice: Option<String>,
-    error: Option<ApiError>,
-) -> Response {
+fn services_page(api: &Api, viewer: &Viewer, d: &Done, error: Option<ApiError>) -> Response {
     let m = &api.manage;
-    let mut c = viewer.chrome("services");
-    c.notice = notice;
-    let mut status = error.as_ref().map_or(StatusCode::OK, ApiError::status);
-    c.error = error.map(|e| e.message);
+    let (mut c, mut status) = viewer.page("services", d, error);
     let services = all(|q| m.services(q)).unwrap_or_else(|e| {
         status = e.status();
         c.error = Some(e.message);
@@ -97,7 +87,7 @@ pub(super) async fn add_service(
         .await;
     match result {
         Ok(added) => done("/services", "service_added", &added.service.service),
-        Err(e) => services_page(&api, &viewer, None, Some(e)),
+        Err(e) => services_page(&api, &viewer, &Done::default(), Some(e)),
     }
 }
 
@@ -123,6 +113,6 @@ pub(super) async fn remove_service(
         .await;
     match result {
         Ok(removed) => done("/services", "service_removed", &removed.service),
-        Err(e) => services_page(&api, &viewer, None, Some(e)),
+        Err(e) => services_page(&api, &viewer, &Done::default(), Some(e)),
     }
 }
