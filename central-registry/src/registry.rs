@@ -22,10 +22,12 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use crate::store::{ApplyError, Expect, Put, RegistryStore, Stored};
 
 mod catalogue;
+mod generations;
 mod keys;
 mod pending;
 mod persist;
 mod reads;
+pub use generations::GenerationRec;
 use keys::Key;
 use persist::{Applied, MAX_CONFLICTS, load};
 pub use reads::Generation;
@@ -434,6 +436,8 @@ pub struct Registry {
     witnessing: Mutex<()>,
     /// (origin, held size) of every refusal stored as evidence.
     witness_refusals: Mutex<BTreeSet<(String, u64)>>,
+    /// Every generation of the configuration published (see `generations`).
+    generations: Mutex<Vec<GenerationRec>>,
 }
 
 impl Registry {
@@ -460,6 +464,7 @@ impl Registry {
             staged: Mutex::new(BTreeMap::new()),
             witnessing: Mutex::new(()),
             witness_refusals: Mutex::new(loaded.refusals),
+            generations: Mutex::new(loaded.generations),
             pending: Mutex::new(loaded.pending),
         })
     }
@@ -539,7 +544,15 @@ impl Registry {
         self.republish("registry", "periodic refresh").map(Some)
     }
 
-    fn publish_into(&self, state: &mut State, change: &mut Change) -> Result<Vec<u8>> {
+    /// Signs the next generation of the configuration into `change`, with its record in
+    /// the history (caused by `actor`'s `action`).
+    fn publish_into(
+        &self,
+        state: &mut State,
+        change: &mut Change,
+        actor: &str,
+        action: &str,
+    ) -> Result<(Vec<u8>, GenerationRec)> {
         state.conf_serial += 1;
         let conf = self.build_conf(state);
         let blob = lintas_globalconf::sign(&conf, &self.keys.conf_key, &self.keys.conf_cert)
@@ -551,7 +564,9 @@ impl Registry {
                 blob_hex: lintas_certs::hex(&blob),
             },
         )?;
-        Ok(blob)
+        let generation = GenerationRec::of(&conf, &blob, actor, action);
+        change.put(Key::Generation(conf.serial).into(), &generation)?;
+        Ok((blob, generation))
     }
 
     fn build_conf(&self, state: &State) -> gc::GlobalConf {

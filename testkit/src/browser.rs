@@ -61,6 +61,35 @@ impl Browser {
         Err(said)
     }
 
+    /// Where the browser saves what it downloads (a directory of its profile).
+    pub fn downloads(&self) -> std::path::PathBuf {
+        self._profile.path().join("downloads")
+    }
+
+    /// Waits (up to 30 s) until the browser has finished saving `name` in
+    /// [`downloads`](Self::downloads), and returns its path. The browser says nothing
+    /// when a download ends, so the directory is looked at every 50 ms: the file exists
+    /// and no partial download (`.crdownload`) is left.
+    pub async fn downloaded(&self, name: &str) -> std::path::PathBuf {
+        let path = self.downloads().join(name);
+        for _ in 0..600 {
+            let partial = std::fs::read_dir(self.downloads())
+                .map(|d| {
+                    d.flatten()
+                        .any(|e| e.file_name().to_string_lossy().ends_with(".crdownload"))
+                })
+                .unwrap_or(false);
+            if path.is_file() && !partial {
+                return path;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let saved: Vec<_> = std::fs::read_dir(self.downloads())
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        panic!("the browser did not save {name}; it saved {saved:?}");
+    }
+
     /// Starts ChromeDriver and a headless Chromium (English, 1366×900).
     pub async fn start() -> Browser {
         // Once, under the whole test suite's load, ChromeDriver ended without saying its
@@ -106,7 +135,11 @@ impl Browser {
                     "goog:chromeOptions": {
                         "binary": program("LINTAS_CHROMIUM", "/usr/bin/chromium"),
                         "args": args,
-                        "prefs": {"intl.accept_languages": "en-US,en"},
+                        "prefs": {
+                            "intl.accept_languages": "en-US,en",
+                            "download.default_directory": browser.downloads(),
+                            "download.prompt_for_download": false,
+                        },
                     },
                 }}})),
             )

@@ -324,6 +324,20 @@ async fn configuration(State(api): State<Api>, _caller: Caller) -> Json<Generati
     Json(api.manage.generation())
 }
 
+/// Every generation of the configuration this registry published, newest first: when,
+/// by whom and why, and the SHA-256 of the signed document.
+#[utoipa::path(get, path = "/api/v1/configuration/generations", tag = "status",
+    params(ListQuery),
+    responses((status = 200, body = Page<ConfGeneration>), (status = 400, body = ApiError),
+        (status = 401, body = ApiError)))]
+async fn generations(
+    State(api): State<Api>,
+    _caller: Caller,
+    Params(q): Params<ListQuery>,
+) -> Result<Json<Page<ConfGeneration>>, ApiError> {
+    Ok(Json(api.manage.generations(q).await?))
+}
+
 /// The whole API and the console.
 pub fn router(manage: Arc<Manage>) -> axum::Router {
     let routes = OpenApiRouter::new()
@@ -341,7 +355,8 @@ pub fn router(manage: Arc<Manage>) -> axum::Router {
         .routes(routes!(tsas, add_tsa))
         .routes(routes!(remove_tsa))
         .routes(routes!(issue_admin_cert))
-        .routes(routes!(configuration));
+        .routes(routes!(configuration))
+        .routes(routes!(generations));
     lintas_manage::api::finish(
         routes,
         "lintas registry management API",

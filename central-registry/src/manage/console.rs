@@ -1,6 +1,7 @@
 //! The registry's web console: the configuration and readiness, registration requests
 //! with the fingerprints to compare (approve, or reject with a reason), members and
-//! subsystems, servers and their certificates (revoke), global groups, enrolment tokens.
+//! subsystems, servers and their certificates (revoke), global groups, enrolment tokens,
+//! and the history of the configuration's generations.
 //! Pages over the same operations as the API; forms carry the session's CSRF token.
 
 use askama::Template;
@@ -23,6 +24,7 @@ pub static SITE: Site = Site {
         ("members", "/members"),
         ("servers", "/servers"),
         ("groups", "/groups"),
+        ("generations", "/generations"),
         ("users", "/users"),
         ("audit_log", "/audit"),
     ],
@@ -41,6 +43,10 @@ pub const TEMPLATES: &[(&str, &str)] = &[
     ("members.html", include_str!("../../templates/members.html")),
     ("servers.html", include_str!("../../templates/servers.html")),
     ("groups.html", include_str!("../../templates/groups.html")),
+    (
+        "generations.html",
+        include_str!("../../templates/generations.html"),
+    ),
 ];
 
 fn iso(unix_secs: i64) -> String {
@@ -449,6 +455,60 @@ async fn add_group_member(
     }
 }
 
+#[derive(Template)]
+#[template(path = "generations.html")]
+struct GenerationsPage {
+    c: Chrome,
+    /// Each with when it was signed and until when it holds.
+    generations: Vec<(ConfGeneration, String, String)>,
+    next: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct Older {
+    #[serde(default)]
+    page_token: String,
+}
+
+async fn generations(
+    State(api): State<Api>,
+    viewer: Viewer,
+    Query(d): Query<Done>,
+    Query(older): Query<Older>,
+) -> Response {
+    let (mut c, mut status) = viewer.page("generations", &d, None);
+    let q = ListQuery {
+        page_size: 50,
+        page_token: older.page_token,
+        ..Default::default()
+    };
+    let page = api.manage.generations(q).await.unwrap_or_else(|e| {
+        status = e.status();
+        c.error = Some(e.message);
+        Page {
+            items: Vec::new(),
+            next_page_token: None,
+        }
+    });
+    let generations = page
+        .items
+        .into_iter()
+        .map(|g| {
+            let (signed, until) = (iso(g.generated_at), iso(g.expires_at));
+            (g, signed, until)
+        })
+        .collect();
+    let next = page.next_page_token;
+    render(
+        &GenerationsPage {
+            c,
+            generations,
+            next,
+        },
+        status,
+    )
+}
+
 /// The console's pages.
 pub fn routes() -> Router<Api> {
     use axum::routing::{get, post};
@@ -464,6 +524,7 @@ pub fn routes() -> Router<Api> {
         .route("/revocations", post(revoke))
         .route("/groups", get(groups).post(add_group))
         .route("/groups/members", post(add_group_member))
+        .route("/generations", get(generations))
         .merge(lintas_manage::console::routes())
 }
 

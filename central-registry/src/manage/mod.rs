@@ -279,6 +279,15 @@ impl Manage {
             })
     }
 
+    /// The published generations, newest first (`filter` is not used).
+    pub async fn generations(&self, q: ListQuery) -> Result<Page<ConfGeneration>, ApiError> {
+        self.blocking(move |r| {
+            r.generations_page(&q.page_token, lintas_proto::paging::size(q.page_size))
+        })
+        .await
+        .map(page)
+    }
+
     pub fn generation(&self) -> Generation {
         let g = self.registry.generation();
         let report = self.health.report();

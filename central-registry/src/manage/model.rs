@@ -233,6 +233,35 @@ pub struct Generation {
     pub components: Vec<Component>,
 }
 
+/// One published generation of the configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ConfGeneration {
+    pub serial: u64,
+    /// When it was signed and until when it holds (Unix seconds).
+    pub generated_at: i64,
+    pub expires_at: i64,
+    /// Who caused it and why (`registry` for the periodic re-signing).
+    pub actor: String,
+    pub action: String,
+    /// SHA-256 of the signed document (hex), to compare with what a server fetched.
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+impl From<crate::registry::GenerationRec> for ConfGeneration {
+    fn from(g: crate::registry::GenerationRec) -> Self {
+        ConfGeneration {
+            serial: g.serial,
+            generated_at: g.generated_at,
+            expires_at: g.expires_at,
+            actor: g.actor,
+            action: g.action,
+            sha256: g.sha256,
+            bytes: g.bytes,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Component {
     pub name: String,

@@ -9,6 +9,19 @@ pub const CATALOGUE: &[Entry] = &[
     ("servers", "Security servers", "Server keamanan"),
     ("groups", "Global groups", "Grup global"),
     (
+        "generations",
+        "Configuration generations",
+        "Generasi konfigurasi",
+    ),
+    ("signed_at", "Signed at", "Ditandatangani pada"),
+    ("caused_by", "Caused by", "Disebabkan oleh"),
+    (
+        "no_generations",
+        "No generation published yet.",
+        "Belum ada generasi yang diterbitkan.",
+    ),
+    ("older", "Older", "Lebih lama"),
+    (
         "configuration",
         "Global configuration",
         "Konfigurasi global",

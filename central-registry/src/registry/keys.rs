@@ -19,6 +19,7 @@ pub(super) const AUDIT: &str = "audit";
 pub(super) const WITNESS: &str = "witness";
 pub(super) const WITNESS_REFUSAL: &str = "witness-refusal";
 pub(super) const CONF: &str = "conf";
+pub(super) const GENERATION: &str = "generation";
 pub(super) const META: &str = "meta";
 
 /// One stored record's key.
@@ -42,6 +43,8 @@ pub(super) enum Key<'a> {
     WitnessRefusal(&'a str, u64),
     /// The newest signed configuration.
     ConfLatest,
+    /// The record of one published generation, by serial.
+    Generation(u64),
     /// Raised with every change of the state (see `persist`).
     State,
 }
@@ -64,6 +67,7 @@ impl fmt::Display for Key<'_> {
                 write!(f, "{WITNESS_REFUSAL}/{origin}/{held:016x}")
             }
             Key::ConfLatest => write!(f, "{CONF}/latest"),
+            Key::Generation(serial) => write!(f, "{GENERATION}/{serial:016x}"),
             Key::State => write!(f, "{META}/state"),
         }
     }

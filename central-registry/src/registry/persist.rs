@@ -21,6 +21,7 @@ pub(super) struct Loaded {
     pub latest: Vec<u8>,
     pub refusals: BTreeSet<(String, u64)>,
     pub pending: pending::PendingSet,
+    pub generations: Vec<GenerationRec>,
 }
 
 /// Reads everything the registry keeps from `store`.
@@ -29,6 +30,7 @@ pub(super) fn load(store: &dyn RegistryStore) -> Result<Loaded> {
     let mut latest = Vec::new();
     let mut refusals = BTreeSet::new();
     let mut pending = pending::PendingSet::default();
+    let mut generations = Vec::new();
     for Stored {
         key,
         value,
@@ -91,6 +93,7 @@ pub(super) fn load(store: &dyn RegistryStore) -> Result<Loaded> {
                     refusals.insert((origin.to_owned(), held));
                 }
             }
+            keys::GENERATION => generations.push(decode::<GenerationRec>(&key, &value)?),
             keys::CONF => {
                 let m: ConfMeta = decode(&key, &value)?;
                 state.conf_serial = m.serial;
@@ -105,6 +108,7 @@ pub(super) fn load(store: &dyn RegistryStore) -> Result<Loaded> {
         latest,
         refusals,
         pending,
+        generations,
     })
 }
 
@@ -120,6 +124,7 @@ impl Registry {
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = loaded.refusals;
         *self.pending_set() = loaded.pending;
+        *self.generations.lock().unwrap_or_else(|p| p.into_inner()) = loaded.generations;
         tracing::debug!(
             version = state.version,
             serial = state.conf_serial,
@@ -175,8 +180,8 @@ impl Registry {
             let mut next = guard.clone();
             let mut change = Change::default();
             let (out, action) = mutate(&mut next, &mut change)?;
-            let blob = match publish {
-                Publish::Yes => Some(self.publish_into(&mut next, &mut change)?),
+            let published = match publish {
+                Publish::Yes => Some(self.publish_into(&mut next, &mut change, actor, &action)?),
                 Publish::No => None,
             };
             self.audit(&mut next, &mut change, actor, &action)?;
@@ -196,8 +201,9 @@ impl Registry {
                     pending.remove(id);
                 }
             }
-            if let Some(blob) = blob {
+            if let Some((blob, generation)) = published {
                 *self.latest.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(blob);
+                self.remember_generation(generation);
             }
             tracing::info!(actor, action = %action, serial = guard.conf_serial, "registry change");
             return Ok((out, guard.conf_serial));

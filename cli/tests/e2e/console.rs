@@ -160,22 +160,12 @@ async fn an_operator_runs_the_server_from_the_browser() {
     assert_eq!(total, "2");
     keep(&browser, "messages").await;
 
-    // Its evidence, downloaded from the page's link with the browser's session, verifies.
+    // Its evidence, downloaded by the browser from the page's link, verifies.
     let link = &browser.find_all("#messages a.evidence").await[answered];
     let href = browser.attribute(link, "href").await.unwrap();
     assert_eq!(href, format!("/api/v1/evidence?message_id={id}"));
-    let cookie = format!("__Host-lintas-session={}", session.1);
-    let out = net.provider_paths.0.join("from-the-console.evidence");
-    let (status, _, bundle) = super::rest_services::curl(vec![
-        "--cacert".into(),
-        net.provider_paths.management_cert().display().to_string(),
-        "-H".into(),
-        format!("Cookie: {cookie}"),
-        format!("{base}{href}"),
-    ])
-    .await;
-    assert_eq!(status, 200);
-    std::fs::write(&out, bundle).unwrap();
+    browser.click(link).await;
+    let out = browser.downloaded(&format!("evidence-{id}.bundle")).await;
     let verified = run(binary::lintas_cmd(&["audit", "verify"])
         .arg(&out)
         .arg("--anchor")
@@ -375,6 +365,19 @@ async fn a_registration_is_decided_from_the_registry_console() {
     assert!(groups.contains("group:bansos"), "{groups}");
     browser.goto(&format!("{base}/")).await;
     keep(&browser, "registry-overview").await;
+    let serial = browser.text(&browser.find("#conf-serial").await).await;
+
+    // The history of generations: the newest is the one in force, caused by the group
+    // just added, by this user.
+    browser.goto(&format!("{base}/generations")).await;
+    let rows = browser.find_all("#generations tbody tr").await;
+    let newest = browser.text(&rows[0]).await;
+    assert!(
+        newest.starts_with(&format!("{serial} ")) && newest.contains("petugas"),
+        "{newest} (serial {serial})"
+    );
+    assert!(newest.contains("bansos"), "{newest}");
+    assert!(rows.len() >= 3, "{}", rows.len());
 
     // An auditor reads, and is refused a change.
     let logout = browser.find("#logout").await;

@@ -519,6 +519,7 @@ async fn the_registry_management_api_decides_registrations_by_role() {
         "/api/v1/timestamping-authorities",
         "/api/v1/admin-certificates",
         "/api/v1/configuration",
+        "/api/v1/configuration/generations",
         "/api/v1/users",
         "/api/v1/audit-log",
     ] {
@@ -610,11 +611,43 @@ async fn the_registry_management_api_decides_registrations_by_role() {
         .await;
     assert_eq!(status, 403, "{e}");
     let (status, conf) = api
-        .json("GET", "/api/v1/configuration", &Auth::Key(auditor), None)
+        .json(
+            "GET",
+            "/api/v1/configuration",
+            &Auth::Key(auditor.clone()),
+            None,
+        )
         .await;
     assert_eq!(status, 200);
     assert_eq!(conf["servers"], 1, "{conf}");
     assert_eq!(conf["groups"], 1);
+    // The history of generations, newest first, pages of two: the newest is the one in
+    // force.
+    let (status, history) = api
+        .json(
+            "GET",
+            "/api/v1/configuration/generations?page_size=2",
+            &Auth::Key(auditor.clone()),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{history}");
+    let items = history["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{history}");
+    assert_eq!(items[0]["serial"], conf["serial"], "{history}");
+    assert!(items[0]["serial"].as_u64() > items[1]["serial"].as_u64());
+    assert_eq!(items[0]["sha256"].as_str().unwrap().len(), 64);
+    let next = history["next_page_token"].as_str().unwrap();
+    let (status, older) = api
+        .json(
+            "GET",
+            &format!("/api/v1/configuration/generations?page_size=2&page_token={next}"),
+            &Auth::Key(auditor.clone()),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{older}");
+    assert!(older["items"][0]["serial"].as_u64() < items[1]["serial"].as_u64());
 
     // A decision through the certificate-authenticated gRPC admin API is in the same
     // audit log, with the administrator certificate's name.

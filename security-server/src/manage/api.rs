@@ -353,6 +353,10 @@ async fn evidence(
     Params(q): Params<EvidenceQuery>,
 ) -> Result<Response, ApiError> {
     let target = evidence_target(&q);
+    let disposition = format!(
+        "attachment; filename=\"{}\"",
+        bundle_file_name(&q.message_id)
+    );
     let query = lintas_proto::ss::v1::EvidenceQuery {
         message_id: q.message_id,
         client: q.client,
@@ -367,14 +371,29 @@ async fn evidence(
     Ok((
         [
             (header::CONTENT_TYPE, "application/octet-stream"),
-            (
-                header::CONTENT_DISPOSITION,
-                "attachment; filename=\"evidence.bundle\"",
-            ),
+            (header::CONTENT_DISPOSITION, disposition.as_str()),
         ],
         prost::Message::encode_to_vec(&bundle),
     )
         .into_response())
+}
+
+/// The name a browser saves a bundle under: `evidence-<message id>.bundle`, with any
+/// character other than a letter, a digit, `.`, `_` or `-` as `_` (the id is the
+/// client's), or `evidence.bundle` for a query without one.
+fn bundle_file_name(message_id: &str) -> String {
+    if message_id.is_empty() {
+        return "evidence.bundle".into();
+    }
+    let safe: String = message_id
+        .chars()
+        .take(100)
+        .map(|c| match c {
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '.' | '_' | '-' => c,
+            _ => '_',
+        })
+        .collect();
+    format!("evidence-{safe}.bundle")
 }
 
 /// The first line of an evidence file of several bundles (as `lintas audit export`
@@ -470,4 +489,23 @@ pub fn router(manage: Arc<Manage>) -> axum::Router {
         super::console::routes(),
         Api { manage },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_bundle_is_saved_under_a_name_made_of_safe_characters() {
+        let long = "x".repeat(300);
+        let cases = [
+            ("", "evidence.bundle"),
+            ("3f2a-01.b_c", "evidence-3f2a-01.b_c.bundle"),
+            ("../../etc/passwd", "evidence-.._.._etc_passwd.bundle"),
+            ("a\"b\r\nc;d", "evidence-a_b__c_d.bundle"),
+            ("pembayaran/ü", "evidence-pembayaran__.bundle"),
+        ];
+        for (id, name) in cases {
+            assert_eq!(super::bundle_file_name(id), name, "{id:?}");
+        }
+        assert_eq!(super::bundle_file_name(&long).len(), 100 + 16);
+    }
 }
