@@ -354,12 +354,23 @@ fn read_cert(path: &Path) -> Result<Vec<u8>, RegistryServeError> {
     Ok(lintas_certs::files::read_cert(path)?)
 }
 
-/// Loads the registry's keys and database. Used by `serve` and by `--check-config`.
-pub fn open(
+/// Checks the registry's configuration, keys and database as `serve` would find them,
+/// without serving. Beside a running registry that holds the embedded database, the
+/// keys and certificates are checked and the database is the running registry's:
+/// then `None`; otherwise the registry as opened.
+pub fn check(
     config: &RegistryConfig,
     clock: Arc<dyn Clock>,
-) -> Result<Arc<Registry>, RegistryServeError> {
+) -> Result<Option<Arc<Registry>>, RegistryServeError> {
     let paths = Paths(config.data_dir.clone());
+    if config.database.is_empty() && lintas_log::sled_in_use(&paths.db()) {
+        load_keys(config, &paths)?;
+        return Ok(None);
+    }
+    open(config, clock).map(Some)
+}
+
+fn load_keys(config: &RegistryConfig, paths: &Paths) -> Result<Keys, RegistryServeError> {
     let ca = Ca::load(read_cert(&paths.ca_cert())?, keys::read(&paths.ca_key())?)?;
     if ca.instance() != &config.instance {
         return Err(RegistryServeError::Cert(CertError::Issue(format!(
@@ -369,12 +380,21 @@ pub fn open(
             config.instance
         ))));
     }
-    let keys = Keys {
+    Ok(Keys {
         conf_key: keys::read(&paths.conf_key())?,
         conf_cert: read_cert(&paths.conf_cert())?,
         tsa_cert: read_cert(&paths.tsa_cert())?,
         ca,
-    };
+    })
+}
+
+/// Loads the registry's keys and database. Used by `serve`.
+pub fn open(
+    config: &RegistryConfig,
+    clock: Arc<dyn Clock>,
+) -> Result<Arc<Registry>, RegistryServeError> {
+    let paths = Paths(config.data_dir.clone());
+    let keys = load_keys(config, &paths)?;
     let store: Arc<dyn store::RegistryStore> = if config.database.is_empty() {
         Arc::new(store::SledStore::open(&paths.db())?)
     } else {

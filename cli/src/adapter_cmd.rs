@@ -76,12 +76,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let ops = tokio::net::TcpListener::bind(&adapter.ops_listen)
                 .await
                 .with_context(|| format!("binding ops_listen {}", adapter.ops_listen))?;
-            println!(
+            crate::listening(format!(
                 "lintas adapter for {} listening on {} (ops {})",
                 adapter.service.full_name(),
                 listener.local_addr()?,
                 ops.local_addr()?
-            );
+            ));
             let listeners = lintas_adapter::Listeners {
                 grpc: listener,
                 ops,

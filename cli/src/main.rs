@@ -15,9 +15,10 @@ mod opmon_cmd;
 mod registry_cmd;
 mod ss_cmd;
 mod ss_serve;
+mod systemd;
 mod users_cmd;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -50,6 +51,14 @@ enum Command {
     /// Run a whole instance on loopback: registry, two members joining it, and the
     /// checks that make it trustworthy. Needs no setup and finishes on its own.
     Demo(demo::Args),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell) on stdout, e.g.
+    /// `lintas completions bash > /usr/share/bash-completion/completions/lintas`.
+    Completions { shell: clap_complete::Shell },
+    /// Write a man page for every command (lintas.1, lintas-ss-serve.1, …) into DIR.
+    Man {
+        #[arg(long)]
+        dir: std::path::PathBuf,
+    },
 }
 
 fn init_logging(json: bool, default: &str) {
@@ -61,10 +70,11 @@ fn init_logging(json: bool, default: &str) {
         .with_env_filter(filter)
         .with_ansi(ansi)
         .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
+    // The journal stamps each line with the time itself.
+    match (json, systemd::logging_to_journal()) {
+        (true, _) => builder.json().init(),
+        (false, true) => builder.without_time().init(),
+        (false, false) => builder.init(),
     }
 }
 
@@ -99,6 +109,16 @@ fn main() -> std::process::ExitCode {
             Command::Adapter(a) => adapter_cmd::run(a).await,
             Command::Demo(a) => demo::run(a).await,
             Command::Bench(a) => bench::run(a).await,
+            Command::Completions { shell } => {
+                // Written whole, so a closed pipe is an error, not a panic.
+                let mut script = Vec::new();
+                clap_complete::generate(shell, &mut Cli::command(), "lintas", &mut script);
+                std::io::Write::write_all(&mut std::io::stdout(), &script)
+                    .map_err(|e| anyhow::anyhow!("writing the completions: {e}"))
+            }
+            Command::Man { dir } => std::fs::create_dir_all(&dir)
+                .and_then(|()| clap_mangen::generate_to(Cli::command(), &dir))
+                .map_err(|e| anyhow::anyhow!("writing man pages into {}: {e}", dir.display())),
         }
     });
     match result {
@@ -111,7 +131,8 @@ fn main() -> std::process::ExitCode {
 }
 
 /// Installs SIGINT and SIGTERM handlers now (before the daemon says it is listening)
-/// and returns a future that resolves when either arrives.
+/// and returns a future that resolves when either arrives (telling the service manager
+/// the daemon is stopping).
 pub fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static>
 {
     use tokio::signal::unix::{SignalKind, signal};
@@ -122,7 +143,14 @@ pub fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
+        systemd::stopping();
     })
+}
+
+/// Says on stdout, and to the service manager, that a daemon's listeners are bound.
+pub fn listening(line: String) {
+    println!("{line}");
+    systemd::ready(&line);
 }
 
 /// The process environment, for configuration overrides.

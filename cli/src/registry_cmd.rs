@@ -327,11 +327,11 @@ pub async fn run(args: Args) -> Result<()> {
                 .await
                 .with_context(|| format!("binding --ops-listen {ops_listen}"))?;
             let shutdown = crate::shutdown_signal().context("installing signal handlers")?;
-            println!(
+            crate::listening(format!(
                 "lintas configuration mirror listening: http={} ops={}",
                 http.local_addr()?,
                 ops.local_addr()?
-            );
+            ));
             let listeners = lintas_registry::mirror::MirrorListeners { http, ops };
             lintas_registry::mirror::serve_mirror(opts, Arc::new(SystemClock), listeners, shutdown)
                 .await?;
@@ -343,8 +343,15 @@ pub async fn run(args: Args) -> Result<()> {
 
 async fn serve(path: PathBuf, check_only: bool) -> Result<()> {
     let config = RegistryConfig::load(&path, crate::env())?;
-    let registry = lintas_registry::open(&config, Arc::new(SystemClock))?;
     if check_only {
+        let Some(registry) = lintas_registry::check(&config, Arc::new(SystemClock))? else {
+            println!(
+                "{}: configuration and keys are valid (instance {}; the registry is running and holds its database)",
+                path.display(),
+                config.instance
+            );
+            return Ok(());
+        };
         println!(
             "{}: configuration, keys and database are valid (instance {}, global configuration serial {})",
             path.display(),
@@ -360,6 +367,7 @@ async fn serve(path: PathBuf, check_only: bool) -> Result<()> {
         );
         return Ok(());
     }
+    let registry = lintas_registry::open(&config, Arc::new(SystemClock))?;
     let grpc = tokio::net::TcpListener::bind(config.grpc_listen)
         .await
         .with_context(|| format!("binding grpc_listen {}", config.grpc_listen))?;
@@ -373,13 +381,13 @@ async fn serve(path: PathBuf, check_only: bool) -> Result<()> {
         .await
         .with_context(|| format!("binding management_listen {}", config.management_listen))?;
     let shutdown = crate::shutdown_signal().context("installing signal handlers")?;
-    println!(
+    crate::listening(format!(
         "lintas registry listening: grpc={} http={} ops={} management=https://{}/",
         grpc.local_addr()?,
         http.local_addr()?,
         ops.local_addr()?,
         management.local_addr()?
-    );
+    ));
     let listeners = lintas_registry::Listeners {
         grpc,
         http,

@@ -34,6 +34,15 @@ pub const MAX_RECORD_BYTES: usize = 16 * 1024 * 1024;
 const FRAME_HEAD: usize = 4 + 32;
 const LOCK_FILE: &str = "lock";
 
+/// Whether a process holds the record log in `dir` open now (its lock is taken). A
+/// log that does not exist is not in use.
+pub fn in_use(dir: &Path) -> bool {
+    let Ok(lock) = OpenOptions::new().write(true).open(dir.join(LOCK_FILE)) else {
+        return false;
+    };
+    matches!(lock.try_lock(), Err(std::fs::TryLockError::WouldBlock))
+}
+
 /// Append-only segment files in one directory, which this process holds locked.
 pub struct FileBackend {
     dir: PathBuf,
@@ -539,11 +548,15 @@ mod tests {
     #[test]
     fn a_second_opener_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let _held = FileBackend::open(dir.path(), &mut |_| Ok(())).unwrap();
+        assert!(!in_use(dir.path()), "no log yet");
+        let held = FileBackend::open(dir.path(), &mut |_| Ok(())).unwrap();
+        assert!(in_use(dir.path()));
         let err = FileBackend::open(dir.path(), &mut |_| Ok(()))
             .err()
             .unwrap();
         assert!(err.contains("another lintas process"), "{err}");
+        drop(held);
+        assert!(!in_use(dir.path()));
     }
 
     #[test]

@@ -81,6 +81,15 @@ pub fn open_sled(dir: &Path) -> Result<sled::Db, String> {
     open_sled_waiting(dir, LOCK_WAIT)
 }
 
+/// Whether a process holds the sled database in `dir` open now (sled locks its `db`
+/// file). A database that does not exist is not in use.
+pub fn sled_in_use(dir: &Path) -> bool {
+    let Ok(db) = std::fs::OpenOptions::new().write(true).open(dir.join("db")) else {
+        return false;
+    };
+    matches!(db.try_lock(), Err(std::fs::TryLockError::WouldBlock))
+}
+
 fn open_sled_waiting(dir: &Path, wait: std::time::Duration) -> Result<sled::Db, String> {
     let started = std::time::Instant::now();
     let mut pause = std::time::Duration::from_millis(1);

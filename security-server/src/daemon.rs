@@ -385,6 +385,38 @@ impl SecurityServer {
 }
 
 /// Opens an enrolled server from its configuration file.
+/// What `serve --check-config` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checked {
+    /// Everything, the stored state included, by opening the server as `serve` would.
+    Everything,
+    /// A server runs from this directory and holds its state: the configuration, the
+    /// keys, the anchor, both certificates and the cached global configuration were
+    /// checked; the state is the running server's to check.
+    BesideRunningServer,
+    /// The configuration, the keys and the anchor; there are no certificates yet
+    /// (`serve` would run the enrolment console).
+    NotEnrolled,
+}
+
+/// Checks a server's configuration, keys, certificates and state as `serve` would find
+/// them, without serving, and also while a server runs from the same directory.
+pub fn check(config: SsConfig, clock: Arc<dyn Clock>) -> Result<Checked, SsError> {
+    let node = Node::open(config)?;
+    if !lintas_log::file::in_use(&node.paths.0.join("records")) {
+        return match SecurityServer::open(node, clock) {
+            Ok(_) => Ok(Checked::Everything),
+            Err(SsError::NotEnrolled) => Ok(Checked::NotEnrolled),
+            Err(e) => Err(e),
+        };
+    }
+    for path in [node.paths.tls_cert(), node.paths.sign_cert()] {
+        lintas_certs::files::read_cert(&path)?;
+    }
+    node.conf_client(clock)?;
+    Ok(Checked::BesideRunningServer)
+}
+
 pub fn open_from_config(
     config: SsConfig,
     clock: Arc<dyn Clock>,

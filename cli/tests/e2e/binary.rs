@@ -104,6 +104,15 @@ pub(super) async fn binary_servers(inst: &Instance, which: &[(&str, &str)]) -> V
         .arg(inst.anchor()));
         let config = dir.join("ss.toml");
         let config = config.to_str().unwrap().to_owned();
+        // Checked with the settings it is served with (the log's first segment is
+        // made by whichever opens it first).
+        let check = || {
+            let mut cmd = lintas_cmd(&["ss", "serve", "--check-config", "--config", &config]);
+            cmd.env("LINTAS_SS_LOG_SEGMENT_KIB", "4");
+            run(&mut cmd)
+        };
+        let checked = check();
+        assert!(checked.contains("not enrolled yet"), "{checked}");
         run(&mut lintas_cmd(&["ss", "register", "--config", &config]));
         let pending = inst.pending().await;
         inst.admin()
@@ -117,7 +126,15 @@ pub(super) async fn binary_servers(inst: &Instance, which: &[(&str, &str)]) -> V
         assert!(status.contains("certificates stored"), "{status}");
         assert!(status.contains("not running"), "{status}");
         let consumer_listen = free_port();
+        let checked = check();
+        assert!(
+            checked.contains("keys, certificates and state are valid"),
+            "{checked}"
+        );
         let (daemon, ops) = serve_child(&dir, &consumer_listen, &peer);
+        // Beside the running server, which holds the state, the rest is checked.
+        let checked = check();
+        assert!(checked.contains("the server is running"), "{checked}");
         servers.push(BinServer {
             daemon,
             config,

@@ -1858,5 +1858,6 @@ mod limits;
 mod management;
 mod monitoring;
 mod ops;
+mod packaging;
 mod rest_services;
 mod streams;

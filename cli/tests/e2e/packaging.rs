@@ -1,0 +1,199 @@
+//! What a distribution's service manager sees of the `lintas` binary: readiness,
+//! watchdog and stopping notifications (`Type=notify` units).
+
+use super::*;
+use binary::lintas_cmd;
+use std::os::unix::net::UnixDatagram;
+
+/// The next notification the daemon sent (waiting up to 30 s).
+fn next_notification(socket: &UnixDatagram) -> String {
+    let mut buf = [0u8; 4096];
+    let n = socket.recv(&mut buf).expect("a notification within 30 s");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[test]
+fn the_registry_tells_its_service_manager_it_is_ready_alive_and_stopping() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("registry");
+    run(lintas_cmd(&["registry", "init", "--instance", "ID"])
+        .arg("--dir")
+        .arg(&dir)
+        .env("LINTAS_ADMIN_PASSWORD", "a-long-enough-password"));
+    let socket_path = root.path().join("notify");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let child = lintas_cmd(&["registry", "serve", "--config"])
+        .arg(dir.join("registry.toml"))
+        .env("LINTAS_REGISTRY_GRPC_LISTEN", "127.0.0.1:0")
+        .env("LINTAS_REGISTRY_HTTP_LISTEN", "127.0.0.1:0")
+        .env("LINTAS_REGISTRY_OPS_LISTEN", "127.0.0.1:0")
+        .env("LINTAS_REGISTRY_MANAGEMENT_LISTEN", "127.0.0.1:0")
+        .env("NOTIFY_SOCKET", &socket_path)
+        // A watchdog of 0.2 s: kept alive every 0.1 s.
+        .env("WATCHDOG_USEC", "200000")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut daemon = Daemon(Some(child));
+
+    let ready = next_notification(&socket);
+    assert!(
+        ready.starts_with("READY=1\nSTATUS=lintas registry listening: grpc="),
+        "{ready}"
+    );
+    // The configuration is checked beside the running registry, which holds its
+    // database.
+    let checked = run(
+        lintas_cmd(&["registry", "serve", "--check-config", "--config"])
+            .arg(dir.join("registry.toml")),
+    );
+    assert!(
+        checked.contains("configuration and keys are valid (instance ID; the registry is running"),
+        "{checked}"
+    );
+    for _ in 0..3 {
+        assert_eq!(next_notification(&socket), "WATCHDOG=1");
+    }
+
+    // SIGTERM: the daemon says it is stopping, then ends cleanly.
+    let mut child = daemon.0.take().unwrap();
+    run(std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]));
+    let stopping = loop {
+        let n = next_notification(&socket);
+        if n != "WATCHDOG=1" {
+            break n;
+        }
+    };
+    assert_eq!(stopping, "STOPPING=1\nSTATUS=stopping");
+    assert!(child.wait().unwrap().success());
+}
+
+/// The systemd units in `packaging/systemd`, as installed (`/usr/bin/lintas` as the
+/// binary under test), in a directory of their own.
+fn units_as_installed() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let units = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/systemd");
+    for entry in std::fs::read_dir(units).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        if !name.ends_with(".service") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("/usr/bin/lintas", env!("CARGO_BIN_EXE_lintas"));
+        // A template is checked as one of its instances.
+        let name = name.replace("@.service", "@simponi.service");
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn the_systemd_units_are_valid_and_sandboxed() {
+    let Ok(analyze) = which("systemd-analyze") else {
+        panic!("systemd-analyze is needed (Debian package systemd)");
+    };
+    let dir = units_as_installed();
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "lintas-adapter@simponi.service",
+            "lintas-registry.service",
+            "lintas-ss.service"
+        ]
+    );
+    for name in &names {
+        // Every key known, every command executable: nothing said at all.
+        let out = std::process::Command::new(&analyze)
+            .args(["verify", "--man=no", name])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success() && said.is_empty(), "{name}: {said}");
+        // systemd's own exposure score (0 to 10) is at most 2 ("OK").
+        let out = std::process::Command::new(&analyze)
+            .args(["security", "--offline=yes", "--threshold=20", name])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{name} is exposed more than 2.0: {}",
+            said.lines().last().unwrap_or_default()
+        );
+    }
+}
+
+fn which(program: &str) -> Result<std::path::PathBuf, ()> {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+        .ok_or(())
+}
+
+#[test]
+fn man_pages_and_completions_are_generated_from_the_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    run(lintas_cmd(&["man", "--dir"]).arg(dir.path()));
+    let pages: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    for page in [
+        "lintas.1",
+        "lintas-ss-serve.1",
+        "lintas-registry-serve.1",
+        "lintas-audit-verify.1",
+        "lintas-adapter-serve.1",
+    ] {
+        assert!(pages.iter().any(|p| p == page), "{page} not in {pages:?}");
+    }
+    // Each page is valid roff: groff (with its preprocessor for UTF-8) has no warning.
+    for page in &pages {
+        let out = std::process::Command::new("groff")
+            .args(["-k", "-man", "-Tutf8", "-ww", "-z"])
+            .arg(dir.path().join(page))
+            .output()
+            .expect("groff runs (Debian package groff-base)");
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "{page}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let serve = std::fs::read_to_string(dir.path().join("lintas-ss-serve.1")).unwrap();
+    assert!(serve.contains("check\\-config"), "{serve}");
+
+    // Bash completes `lintas ss se` with the subcommands that start so.
+    let script = dir.path().join("lintas.bash");
+    std::fs::write(&script, run(&mut lintas_cmd(&["completions", "bash"]))).unwrap();
+    let completed = run(std::process::Command::new("bash").arg("-c").arg(format!(
+        "source {}; COMP_WORDS=(lintas ss se); COMP_CWORD=2; _lintas lintas se ss; echo \"${{COMPREPLY[@]}}\"",
+        script.display()
+    )));
+    assert_eq!(completed.trim(), "serve service");
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        assert!(run(&mut lintas_cmd(&["completions", shell])).contains("lintas"));
+    }
+    let refused = lintas_cmd(&["completions", "tcsh"]).output().unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("invalid value 'tcsh'"));
+}
