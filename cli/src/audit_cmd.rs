@@ -8,6 +8,8 @@ use clap::Subcommand;
 use lintas_proto::audit::v1::EvidenceBundle;
 use prost::Message;
 
+use crate::exit::NotVerified;
+
 #[derive(clap::Args)]
 pub struct Args {
     #[command(subcommand)]
@@ -204,7 +206,7 @@ pub async fn run(args: Args) -> Result<()> {
                 );
             }
             if !report.verified {
-                bail!("the archive does not verify");
+                return Err(NotVerified("the archive does not verify".into()).into());
             }
             Ok(())
         }
@@ -246,7 +248,7 @@ pub async fn run(args: Args) -> Result<()> {
                 println!("{}", result_line(ok));
             }
             if !ok {
-                bail!("the evidence does not verify");
+                return Err(NotVerified("the evidence does not verify".into()).into());
             }
             Ok(())
         }
@@ -364,7 +366,7 @@ fn verify_each_bundle(
         println!("{}", result_line(ok));
     }
     if !ok {
-        bail!("the evidence does not verify");
+        return Err(NotVerified("the evidence does not verify".into()).into());
     }
     Ok(())
 }
@@ -393,5 +395,6 @@ fn read_message<M: Message + Default>(path: &Path, what: &str) -> Result<M> {
         );
     }
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    M::decode(bytes.as_slice()).with_context(|| format!("{} is not {what}", path.display()))
+    M::decode(bytes.as_slice())
+        .map_err(|e| NotVerified(format!("{} is not {what}: {e}", path.display())).into())
 }

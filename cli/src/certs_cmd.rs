@@ -59,7 +59,12 @@ enum Command {
         out: PathBuf,
     },
     /// Print what a certificate says: identity, role, serial, validity, key usage.
-    Show { cert: PathBuf },
+    Show {
+        cert: PathBuf,
+        /// Print the certificate's facts as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check a certificate against a CA for a role.
     Verify {
         #[arg(long)]
@@ -71,19 +76,31 @@ enum Command {
     },
 }
 
+/// The roles by the names the command line uses.
+const ROLES: [(&str, Role); 7] = [
+    ("server", Role::Server),
+    ("member", Role::Member),
+    ("tsa", Role::Tsa),
+    ("admin", Role::Admin),
+    ("registry", Role::Registry),
+    ("globalconf", Role::GlobalConf),
+    ("ca", Role::Ca),
+];
+
 fn role(name: &str) -> Result<Role> {
-    Ok(match name {
-        "server" => Role::Server,
-        "member" => Role::Member,
-        "tsa" => Role::Tsa,
-        "admin" => Role::Admin,
-        "registry" => Role::Registry,
-        "globalconf" => Role::GlobalConf,
-        "ca" => Role::Ca,
-        other => bail!(
-            "unknown role '{other}'; use server, member, tsa, admin, registry, globalconf or ca"
+    match ROLES.iter().find(|(n, _)| *n == name) {
+        Some((_, r)) => Ok(*r),
+        None => bail!(
+            "unknown role '{name}'; use server, member, tsa, admin, registry, globalconf or ca"
         ),
-    })
+    }
+}
+
+fn role_name(role: Role) -> &'static str {
+    ROLES
+        .iter()
+        .find(|(_, r)| *r == role)
+        .map_or("unknown", |(n, _)| n)
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -158,8 +175,30 @@ pub fn run(args: Args) -> Result<()> {
             lintas_certs::files::write_new(&out, cert_to_pem(&cert).as_bytes(), 0o644)?;
             println!("{} issued to {}", profile.identity(), out.display());
         }
-        Command::Show { cert } => {
+        Command::Show { cert, json } => {
             let info = CertInfo::parse(&lintas_certs::files::read_cert(&cert)?)?;
+            let usage: Vec<&str> = [
+                (info.digital_signature, "digitalSignature"),
+                (info.non_repudiation, "nonRepudiation"),
+                (info.server_auth, "serverAuth"),
+                (info.client_auth, "clientAuth"),
+                (info.time_stamping, "timeStamping"),
+            ]
+            .into_iter()
+            .filter_map(|(on, name)| on.then_some(name))
+            .collect();
+            if json {
+                return crate::json::print(&serde_json::json!({
+                    "identity": info.identity.to_string(),
+                    "role": role_name(info.identity.role()),
+                    "serial": info.serial_hex(),
+                    "not_before": unix_secs(info.not_before),
+                    "not_after": info.not_after_unix(),
+                    "sha256": lintas_certs::hex(&info.sha256()),
+                    "usage": usage,
+                    "extended_key_usage_critical": info.eku_critical,
+                }));
+            }
             println!("identity:  {}", info.identity);
             println!("role:      {}", info.identity.role());
             println!("serial:    {}", info.serial_hex());
@@ -169,18 +208,6 @@ pub fn run(args: Args) -> Result<()> {
                 iso8601(info.not_after_unix())
             );
             println!("sha256:    {}", lintas_certs::hex(&info.sha256()));
-            let mut usage = Vec::new();
-            for (on, name) in [
-                (info.digital_signature, "digitalSignature"),
-                (info.non_repudiation, "nonRepudiation"),
-                (info.server_auth, "serverAuth"),
-                (info.client_auth, "clientAuth"),
-                (info.time_stamping, "timeStamping"),
-            ] {
-                if on {
-                    usage.push(name);
-                }
-            }
             println!(
                 "usage:     {}{}",
                 usage.join(", "),

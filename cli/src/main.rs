@@ -10,6 +10,8 @@ mod bench_scale;
 mod bundles;
 mod certs_cmd;
 mod demo;
+mod exit;
+mod json;
 mod network;
 mod opmon_cmd;
 mod registry_cmd;
@@ -79,6 +81,7 @@ fn init_logging(json: bool, default: &str) {
 }
 
 fn main() -> std::process::ExitCode {
+    // A wrong command line exits with clap's own status, 2 (`exit::Exit::Usage`).
     let cli = Cli::parse();
     let serving = match &cli.command {
         Command::Registry(a) => a.serving(),
@@ -125,7 +128,7 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            exit::classify(&e).into()
         }
     }
 }

@@ -108,6 +108,9 @@ enum AdminCommand {
         /// Only requests for servers whose id contains this text.
         #[arg(long, default_value = "")]
         filter: String,
+        /// Print `{"items": [...]}` instead.
+        #[arg(long)]
+        json: bool,
     },
     /// Approve a registration request (issues its certificates).
     Approve { request_id: String },
@@ -134,12 +137,18 @@ enum AdminCommand {
         /// Only members whose id or name contains this text.
         #[arg(long, default_value = "")]
         filter: String,
+        /// Print `{"items": [...]}` instead.
+        #[arg(long)]
+        json: bool,
     },
     /// List security servers and their certificates (all pages).
     Servers {
         /// Only servers whose id contains this text.
         #[arg(long, default_value = "")]
         filter: String,
+        /// Print `{"items": [...]}` instead.
+        #[arg(long)]
+        json: bool,
     },
     /// List another RFC 3161 time-stamping authority in the global configuration (or
     /// replace the one of that name); servers use it with `timestamping_authority`.
@@ -398,7 +407,7 @@ async fn serve(path: PathBuf, check_only: bool) -> Result<()> {
     Ok(())
 }
 
-fn state_name(s: i32) -> &'static str {
+pub fn state_name(s: i32) -> &'static str {
     match pb::RegistrationState::try_from(s).unwrap_or_default() {
         pb::RegistrationState::Pending => "pending",
         pb::RegistrationState::Approved => "approved",
@@ -472,7 +481,11 @@ async fn admin(a: AdminArgs) -> Result<()> {
         );
     };
     match a.command {
-        AdminCommand::Requests { state, filter } => {
+        AdminCommand::Requests {
+            state,
+            filter,
+            json,
+        } => {
             let state = match state.as_str() {
                 "pending" => pb::RegistrationState::Pending,
                 "approved" => pb::RegistrationState::Approved,
@@ -480,7 +493,7 @@ async fn admin(a: AdminArgs) -> Result<()> {
                 "all" => pb::RegistrationState::Unspecified,
                 other => bail!("--state must be pending, approved, rejected or all, not '{other}'"),
             };
-            let (mut token, mut any) = (String::new(), false);
+            let (mut token, mut all) = (String::new(), Vec::new());
             loop {
                 let page = client
                     .list_registrations(pb::ListRegistrationsRequest {
@@ -491,14 +504,17 @@ async fn admin(a: AdminArgs) -> Result<()> {
                     })
                     .await?
                     .into_inner();
-                any |= !page.registrations.is_empty();
-                page.registrations.iter().for_each(print_registration);
+                all.extend(page.registrations);
                 if page.next_page_token.is_empty() {
                     break;
                 }
                 token = page.next_page_token;
             }
-            if !any {
+            if json {
+                return crate::json::items(all.iter().map(crate::json::registration));
+            }
+            all.iter().for_each(print_registration);
+            if all.is_empty() {
                 println!("no registrations");
             }
         }
@@ -525,8 +541,8 @@ async fn admin(a: AdminArgs) -> Result<()> {
         AdminCommand::SubsystemAdd { id } => {
             serial(client.add_subsystem(pb::AddSubsystemRequest { id }).await?)
         }
-        AdminCommand::Members { filter } => {
-            let mut token = String::new();
+        AdminCommand::Members { filter, json } => {
+            let (mut token, mut all) = (String::new(), Vec::new());
             loop {
                 let page = client
                     .list_members(pb::ListMembersRequest {
@@ -536,20 +552,24 @@ async fn admin(a: AdminArgs) -> Result<()> {
                     })
                     .await?
                     .into_inner();
-                for m in page.members {
-                    println!("{}  {}", m.id, m.name);
-                    for s in m.subsystems {
-                        println!("    {}/{s}", m.id);
-                    }
-                }
+                all.extend(page.members);
                 if page.next_page_token.is_empty() {
                     break;
                 }
                 token = page.next_page_token;
             }
+            if json {
+                return crate::json::items(all.iter().map(crate::json::member));
+            }
+            for m in all {
+                println!("{}  {}", m.id, m.name);
+                for s in m.subsystems {
+                    println!("    {}/{s}", m.id);
+                }
+            }
         }
-        AdminCommand::Servers { filter } => {
-            let mut token = String::new();
+        AdminCommand::Servers { filter, json } => {
+            let (mut token, mut all) = (String::new(), Vec::new());
             loop {
                 let page = client
                     .list_servers(pb::ListServersRequest {
@@ -559,12 +579,16 @@ async fn admin(a: AdminArgs) -> Result<()> {
                     })
                     .await?
                     .into_inner();
-                print_servers(page.servers);
+                all.extend(page.servers);
                 if page.next_page_token.is_empty() {
                     break;
                 }
                 token = page.next_page_token;
             }
+            if json {
+                return crate::json::items(all.iter().map(crate::json::server));
+            }
+            print_servers(all);
         }
         AdminCommand::TsaAdd { name, url, cert } => {
             let der = lintas_certs::files::read_cert(&cert)?;

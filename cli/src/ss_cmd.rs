@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use clap::Subcommand;
 use lintas_globalconf::{SystemClock, iso8601};
 use lintas_identifiers::{HostPort, ServerId, SubsystemId};
+use lintas_ss::manage::model::{ClientCertInfo, ConfStatus, GrantSpec, LogStatus, ServiceInfo};
 use lintas_ss::{Enrolment, Node, SsConfig};
 
 #[derive(clap::Args)]
@@ -69,6 +70,10 @@ enum Command {
     Conf {
         #[arg(long, default_value = "ss.toml")]
         config: PathBuf,
+        /// Print the configuration held as JSON (the management API's
+        /// `/api/v1/configuration`), after the same checks.
+        #[arg(long)]
+        json: bool,
     },
     /// Operational monitoring: one record per exchange of the running server (who
     /// called what, sizes, how it ended, how long each part took, trace id), newest
@@ -103,6 +108,9 @@ enum Command {
     LogStatus {
         #[arg(long, default_value = "ss.toml")]
         config: PathBuf,
+        /// Print the state as JSON (the management API's `/api/v1/log`).
+        #[arg(long)]
+        json: bool,
     },
     /// Run the security server: consumer endpoint for local applications, provider
     /// endpoint for peer servers, admin socket.
@@ -204,7 +212,11 @@ enum ServiceCommand {
         provider: String,
         service: String,
     },
-    List,
+    /// List them (`--json`: `{"items": [...]}`).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -228,7 +240,11 @@ enum ClientCertCommand {
         /// SHA-256 fingerprint as `list` shows it.
         fingerprint: String,
     },
-    List,
+    /// List them (`--json`: `{"items": [...]}`).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -257,7 +273,26 @@ enum AclCommand {
         #[arg(long)]
         path: Option<String>,
     },
-    List,
+    /// List them (`--json`: `{"items": [...]}`).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The log's state in plain words.
+fn print_log_status(st: &lintas_proto::ss::v1::LogStatusReply) {
+    println!("records: {}", st.records);
+    println!(
+        "newest checkpoint: {} records, signed {}",
+        st.checkpoint_size,
+        iso8601(st.checkpoint_unix_ms / 1000)
+    );
+    println!("witnessed by the registry: {} records", st.witnessed_size);
+    println!(
+        "time-stamped: {} records; {} s since the last time-stamp, {} failed attempts since",
+        st.timestamped_size, st.seconds_without_timestamp, st.timestamp_failures
+    );
 }
 
 /// A running server's readiness in plain words: the verdict, then every component.
@@ -384,7 +419,7 @@ pub async fn run(args: Args) -> Result<()> {
                         .into_inner();
                     println!("{} of {} removed", s.service, s.provider);
                 }
-                ServiceCommand::List => {
+                ServiceCommand::List { json } => {
                     let services = all_pages(|r| {
                         let mut c = client.clone();
                         async move {
@@ -393,6 +428,9 @@ pub async fn run(args: Args) -> Result<()> {
                         }
                     })
                     .await?;
+                    if json {
+                        return crate::json::items(services.into_iter().map(ServiceInfo::from));
+                    }
                     if services.is_empty() {
                         println!("no services");
                     }
@@ -468,7 +506,7 @@ pub async fn run(args: Args) -> Result<()> {
                         .into_inner();
                     println!("certificate {} of {} removed", c.fingerprint, c.client);
                 }
-                ClientCertCommand::List => {
+                ClientCertCommand::List { json } => {
                     let certs = all_pages(|r| {
                         let mut c = client.clone();
                         async move {
@@ -477,6 +515,9 @@ pub async fn run(args: Args) -> Result<()> {
                         }
                     })
                     .await?;
+                    if json {
+                        return crate::json::items(certs.into_iter().map(ClientCertInfo::from));
+                    }
                     if certs.is_empty() {
                         println!("no client certificates");
                     }
@@ -530,7 +571,7 @@ pub async fn run(args: Args) -> Result<()> {
                         .into_inner();
                     println!("revoked: {}", describe_grant(&g));
                 }
-                AclCommand::List => {
+                AclCommand::List { json } => {
                     let grants = all_pages(|r| {
                         let mut c = client.clone();
                         async move {
@@ -539,6 +580,9 @@ pub async fn run(args: Args) -> Result<()> {
                         }
                     })
                     .await?;
+                    if json {
+                        return crate::json::items(grants.into_iter().map(GrantSpec::from));
+                    }
                     if grants.is_empty() {
                         println!("no grants");
                     }
@@ -724,23 +768,17 @@ pub async fn run(args: Args) -> Result<()> {
             )
             .await?
         }
-        Command::LogStatus { config } => {
+        Command::LogStatus { config, json } => {
             let st = admin(&config)
                 .await?
                 .log_status(pb::ListRequest::default())
                 .await?
                 .into_inner();
-            println!("records: {}", st.records);
-            println!(
-                "newest checkpoint: {} records, signed {}",
-                st.checkpoint_size,
-                iso8601(st.checkpoint_unix_ms / 1000)
-            );
-            println!("witnessed by the registry: {} records", st.witnessed_size);
-            println!(
-                "time-stamped: {} records; {} s since the last time-stamp, {} failed attempts since",
-                st.timestamped_size, st.seconds_without_timestamp, st.timestamp_failures
-            );
+            if json {
+                crate::json::print(&LogStatus::from(st))?;
+            } else {
+                print_log_status(&st);
+            }
             if st.failing_closed {
                 anyhow::bail!(
                     "ALARM: no time-stamp for {} s (more than timestamp_fail_closed_secs = {}): the server refuses calls",
@@ -756,7 +794,7 @@ pub async fn run(args: Args) -> Result<()> {
                 );
             }
         }
-        Command::Conf { config } => {
+        Command::Conf { config, json } => {
             let node = open(&config)?;
             let client = node.conf_client(Arc::new(SystemClock))?;
             let conf = match client.fetch().await {
@@ -766,6 +804,16 @@ pub async fn run(args: Args) -> Result<()> {
                     client.current()?
                 }
             };
+            if json {
+                node.check_listed(&conf)?;
+                return crate::json::print(&ConfStatus {
+                    serial: conf.serial(),
+                    generated_at: conf.conf.generated_at,
+                    expires_at: conf.conf.expires_at,
+                    members: conf.conf.members.len(),
+                    servers: conf.conf.servers.len(),
+                });
+            }
             println!(
                 "global configuration serial {} of instance {}, valid until {}",
                 conf.serial(),

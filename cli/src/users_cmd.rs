@@ -36,7 +36,11 @@ pub enum UserCommand {
     /// Remove a user (never the last system administrator).
     Remove { name: String },
     /// The users and their roles.
-    List,
+    /// List them (`--json`: `{"items": [...]}`).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -52,7 +56,11 @@ pub enum ApiKeyCommand {
     /// Revoke a key by its id (at once).
     Revoke { id: String },
     /// The keys (never their secrets).
-    List,
+    /// List them (`--json`: `{"items": [...]}`).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -159,12 +167,17 @@ pub async fn user(config: &Path, command: UserCommand) -> Result<()> {
                 .into_inner();
             println!("user {} removed", u.name);
         }
-        UserCommand::List => {
+        UserCommand::List { json } => {
             let users = client
                 .list_users(pb::ListRequest::default())
                 .await?
                 .into_inner()
                 .users;
+            if json {
+                return crate::json::items(users.iter().map(
+                    |u| serde_json::json!({"name": u.name, "roles": u.roles, "created": u.created}),
+                ));
+            }
             if users.is_empty() {
                 println!("no users");
             }
@@ -199,12 +212,23 @@ pub async fn api_key(config: &Path, command: ApiKeyCommand) -> Result<()> {
                 .into_inner();
             println!("API key {} ({}) revoked", k.id, k.name);
         }
-        ApiKeyCommand::List => {
+        ApiKeyCommand::List { json } => {
             let keys = client
                 .list_api_keys(pb::ListRequest::default())
                 .await?
                 .into_inner()
                 .keys;
+            if json {
+                return crate::json::items(keys.iter().map(|k| {
+                    serde_json::json!({
+                        "id": k.id,
+                        "name": k.name,
+                        "roles": k.roles,
+                        "created": k.created,
+                        "created_by": k.created_by,
+                    })
+                }));
+            }
             if keys.is_empty() {
                 println!("no API keys");
             }
@@ -233,7 +257,8 @@ pub async fn admin_log(config: &Path, command: AdminLogCommand) -> Result<()> {
                 .into_inner()
                 .jsonl;
             // Checked before it is handed over: a damaged log is said so.
-            let entries = lintas_manage::audit::verify(&jsonl, "the exported log")?;
+            let entries = lintas_manage::audit::verify(&jsonl, "the exported log")
+                .map_err(|e| crate::exit::NotVerified(e.to_string()))?;
             match out {
                 Some(path) => {
                     std::fs::write(&path, &jsonl).with_context(|| path.display().to_string())?;

@@ -91,17 +91,6 @@ fn service_to_pb(s: model::ServiceInfo) -> pb::Service {
     }
 }
 
-fn grant_from_pb(g: pb::Grant) -> GrantSpec {
-    let some = |s: String| (!s.is_empty()).then_some(s);
-    GrantSpec {
-        provider: g.provider,
-        service: g.service,
-        subject: g.subject,
-        method: some(g.method),
-        path: some(g.path),
-    }
-}
-
 fn grant_to_pb(g: GrantSpec) -> pb::Grant {
     pb::Grant {
         provider: g.provider,
@@ -234,7 +223,7 @@ impl SecurityServerAdmin for AdminService {
 
     async fn grant(&self, request: Request<pb::Grant>) -> Result<Response<pb::Grant>, Status> {
         let actor = socket_actor(&request);
-        let g = grant_from_pb(request.into_inner());
+        let g = GrantSpec::from(request.into_inner());
         let target = crate::manage::api::grant_target(&g);
         let result = self.0.grant(g).await;
         let g = self.audited(&actor, "grant.add", &target, result)?;
@@ -243,7 +232,7 @@ impl SecurityServerAdmin for AdminService {
 
     async fn revoke(&self, request: Request<pb::Grant>) -> Result<Response<pb::Grant>, Status> {
         let actor = socket_actor(&request);
-        let g = grant_from_pb(request.into_inner());
+        let g = GrantSpec::from(request.into_inner());
         let target = crate::manage::api::grant_target(&g);
         let result = self.0.revoke(g).await;
         let g = self.audited(&actor, "grant.remove", &target, result)?;
@@ -567,7 +556,7 @@ pub async fn connect(dir: &Path) -> Result<SecurityServerAdminClient<Channel>, S
         }))
         .await
         .map_err(|e| {
-            SsError::Serve(format!(
+            SsError::NotRunning(format!(
                 "cannot reach the running server at {shown}: {e} (is `lintas ss serve` running?)"
             ))
         })?;

@@ -87,6 +87,9 @@ pub enum SsError {
     Registry(String),
     #[error("cannot reach the registry: {0}")]
     Unreachable(String),
+    /// The admin socket does not answer.
+    #[error("{0}")]
+    NotRunning(String),
     #[error("registration was rejected by the registry administrator: {reason}")]
     Rejected { reason: String },
     #[error("no registration submitted yet; run `lintas ss register` first")]

@@ -265,6 +265,34 @@ async fn the_binary_runs_two_security_servers_configured_while_running() {
     assert!(listed.contains(CONSUMER_CLIENT), "{listed}");
     assert_eq!(call().await.unwrap().nama, "Siti Rahayu");
 
+    // The same lists for scripts: the management API's fields.
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = run(lintas(args).arg("--json").current_dir(provider_dir));
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+    };
+    let services = json(&["ss", "service", "list"]);
+    assert_eq!(
+        services["items"][0]["provider"], PROVIDER_CLIENT,
+        "{services}"
+    );
+    assert_eq!(services["items"][0]["methods"][0], "CariNik", "{services}");
+    assert_eq!(services["items"][0]["described"], true, "{services}");
+    let grants = json(&["ss", "acl", "list"]);
+    assert_eq!(
+        grants["items"],
+        serde_json::json!([{"provider": PROVIDER_CLIENT, "service": SERVICE,
+            "subject": CONSUMER_CLIENT, "method": "CariNik"}])
+    );
+    assert!(json(&["ss", "client-cert", "list"])["items"].is_array());
+    let users = json(&["ss", "user", "list"]);
+    assert_eq!(users["items"][0]["name"], "admin", "{users}");
+    assert!(json(&["ss", "api-key", "list"])["items"].is_array());
+    let log = json(&["ss", "log-status"]);
+    assert!(log["records"].as_u64().unwrap() >= 2, "{log}");
+    let conf = json(&["ss", "conf"]);
+    assert!(conf["serial"].as_u64().unwrap() > 0, "{conf}");
+    assert!(conf["servers"].as_u64().unwrap() >= 2, "{conf}");
+
     // The operator's view of the running server: ready, then in maintenance, then back.
     let status = run(&mut lintas(&["ss", "status", "--config", provider_config]));
     assert!(status.contains("ready: the server can serve"), "{status}");

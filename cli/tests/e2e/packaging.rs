@@ -58,6 +58,31 @@ fn the_registry_tells_its_service_manager_it_is_ready_alive_and_stopping() {
     for _ in 0..3 {
         assert_eq!(next_notification(&socket), "WATCHDOG=1");
     }
+    // A refusal from the running registry exits 5.
+    let grpc = ready
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("grpc="))
+        .unwrap()
+        .to_owned();
+    let admin = |args: &[&str]| {
+        lintas_cmd(&["registry", "admin", "--url", &format!("https://{grpc}")])
+            .arg("--admin-dir")
+            .arg(dir.join("admin"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let refused = admin(&["approve", "no-such-request"]);
+    for list in ["requests", "members", "servers"] {
+        let out = admin(&[list, "--json"]);
+        let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(listed, serde_json::json!({"items": []}), "{list}");
+    }
+    let shown = run(lintas_cmd(&["certs", "show", "--json"]).arg(dir.join("tls.crt.pem")));
+    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["role"], "registry", "{shown}");
+    assert_eq!(shown["sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(refused.status.code(), Some(5), "{refused:?}");
 
     // SIGTERM: the daemon says it is stopping, then ends cleanly.
     let mut child = daemon.0.take().unwrap();
@@ -70,6 +95,78 @@ fn the_registry_tells_its_service_manager_it_is_ready_alive_and_stopping() {
     };
     assert_eq!(stopping, "STOPPING=1\nSTATUS=stopping");
     assert!(child.wait().unwrap().success());
+
+    // With the registry gone, the same command exits 4.
+    let unreachable = admin(&["requests"]);
+    assert_eq!(unreachable.status.code(), Some(4), "{unreachable:?}");
+}
+
+/// The exit status of `lintas` with `args` (and, after them, `paths`).
+fn status_of(args: &[&str], paths: &[&std::path::Path]) -> (i32, String) {
+    let out = lintas_cmd(args).args(paths).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn exit_statuses_tell_usage_configuration_unreachable_and_verification_apart() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("registry");
+    run(lintas_cmd(&["registry", "init", "--instance", "ID"])
+        .arg("--dir")
+        .arg(&dir)
+        .env("LINTAS_ADMIN_PASSWORD", "a-long-enough-password"));
+    let ss = root.path().join("ss");
+    run(lintas_cmd(&[
+        "ss",
+        "init",
+        "--server-id",
+        "ID/GOV/A/SS1",
+        "--client",
+        "ID/GOV/A/APP",
+        "--address",
+        "127.0.0.1:1",
+    ])
+    .arg("--dir")
+    .arg(&ss)
+    .arg("--anchor")
+    .arg(dir.join("anchor.toml"))
+    .env("LINTAS_ADMIN_PASSWORD", "a-long-enough-password"));
+    let config = ss.join("ss.toml");
+
+    // A wrong command line: 2.
+    assert_eq!(status_of(&["ss", "no-such-command"], &[]).0, 2);
+    // A configuration that is missing, has an unknown key, or an unknown override: 3,
+    // naming the file and the key.
+    let missing = root.path().join("absent.toml");
+    let (code, said) = status_of(&["ss", "status", "--config"], &[&missing]);
+    assert_eq!(code, 3, "{said}");
+    assert!(said.contains("absent.toml"), "{said}");
+    let bad = root.path().join("bad.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&bad, format!("{text}\nno_such_key = 1\n")).unwrap();
+    let (code, said) = status_of(&["ss", "serve", "--check-config", "--config"], &[&bad]);
+    assert_eq!(code, 3, "{said}");
+    assert!(
+        said.contains("bad.toml") && said.contains("no_such_key"),
+        "{said}"
+    );
+    // The server is not running: 4.
+    let (code, said) = status_of(&["ss", "service", "list", "--config"], &[&config]);
+    assert_eq!(code, 4, "{said}");
+    assert!(said.contains("is `lintas ss serve` running?"), "{said}");
+    // Evidence that is not a bundle: 6.
+    let damaged = root.path().join("damaged.bundle");
+    std::fs::write(&damaged, b"\xff\xff\xff not a bundle").unwrap();
+    let anchor = dir.join("anchor.toml");
+    let (code, said) = status_of(
+        &["audit", "verify"],
+        &[&damaged, "--anchor".as_ref(), &anchor],
+    );
+    assert_eq!(code, 6, "{said}");
+    assert!(said.contains("is not an evidence bundle"), "{said}");
 }
 
 /// The systemd units in `packaging/systemd`, as installed (`/usr/bin/lintas` as the

@@ -198,18 +198,7 @@ impl Manage {
     }
 
     pub fn log_status(&self) -> LogStatus {
-        let s = self.evidence.log_status();
-        LogStatus {
-            records: s.records,
-            checkpoint_size: s.checkpoint_size,
-            checkpoint_unix_ms: s.checkpoint_unix_ms,
-            witnessed_size: s.witnessed_size,
-            timestamped_size: s.timestamped_size,
-            seconds_without_timestamp: s.seconds_without_timestamp,
-            timestamp_failures: s.timestamp_failures,
-            failing_closed: s.failing_closed,
-            timestamp_fail_closed_secs: s.timestamp_fail_closed_secs,
-        }
+        self.evidence.log_status().into()
     }
 
     /// Operational-monitoring records by time and filters.

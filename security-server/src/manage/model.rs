@@ -261,3 +261,60 @@ pub struct OpPage {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
 }
+
+// The admin socket's messages read as these structs, so that the command line's
+// `--json` prints what the management API answers.
+
+impl From<lintas_proto::ss::v1::LogStatusReply> for LogStatus {
+    fn from(s: lintas_proto::ss::v1::LogStatusReply) -> Self {
+        LogStatus {
+            records: s.records,
+            checkpoint_size: s.checkpoint_size,
+            checkpoint_unix_ms: s.checkpoint_unix_ms,
+            witnessed_size: s.witnessed_size,
+            timestamped_size: s.timestamped_size,
+            seconds_without_timestamp: s.seconds_without_timestamp,
+            timestamp_failures: s.timestamp_failures,
+            failing_closed: s.failing_closed,
+            timestamp_fail_closed_secs: s.timestamp_fail_closed_secs,
+        }
+    }
+}
+
+impl From<lintas_proto::ss::v1::Service> for ServiceInfo {
+    fn from(s: lintas_proto::ss::v1::Service) -> Self {
+        ServiceInfo {
+            provider: s.provider,
+            service: s.service,
+            endpoint: s.endpoint,
+            ca_pem: (!s.ca_pem.is_empty()).then_some(s.ca_pem),
+            rest: s.rest,
+            large_messages: s.large_messages,
+            methods: s.methods,
+            described: s.described,
+        }
+    }
+}
+
+impl From<lintas_proto::ss::v1::ClientCert> for ClientCertInfo {
+    fn from(c: lintas_proto::ss::v1::ClientCert) -> Self {
+        ClientCertInfo {
+            client: c.client,
+            fingerprint: c.fingerprint,
+            not_after: c.not_after,
+        }
+    }
+}
+
+impl From<lintas_proto::ss::v1::Grant> for GrantSpec {
+    fn from(g: lintas_proto::ss::v1::Grant) -> Self {
+        let some = |s: String| (!s.is_empty()).then_some(s);
+        GrantSpec {
+            provider: g.provider,
+            service: g.service,
+            subject: g.subject,
+            method: some(g.method),
+            path: some(g.path),
+        }
+    }
+}
