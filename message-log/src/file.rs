@@ -142,16 +142,14 @@ fn scan<R: ReadAt + ?Sized>(file: &R, len: u64) -> Result<Scan, std::io::Error> 
         };
         if n > MAX_RECORD_BYTES || pos + (FRAME_HEAD + n) as u64 > len {
             return Ok(damaged(format!(
-                "a frame at byte {pos} claims {n} bytes, past the segment's end"
+                "its frame claims {n} bytes, past the segment's end"
             )));
         }
         record.resize(n, 0);
         file.frame_bytes(&mut record, pos + FRAME_HEAD as u64)?;
         let leaf = lintas_merkle::leaf_hash(&record);
         if leaf[..] != head[4..] {
-            return Ok(damaged(format!(
-                "the record at byte {pos} does not match its hash"
-            )));
+            return Ok(damaged("it does not match its hash".into()));
         }
         offsets.push(pos);
         leaves.push(leaf);
@@ -192,6 +190,22 @@ impl FileBackend {
     pub fn open_with_segments_of(
         dir: &Path,
         segment_bytes: u64,
+        on_leaf: &mut dyn FnMut(Leaf) -> Result<(), String>,
+    ) -> Result<Self, String> {
+        Self::open_after(dir, segment_bytes, 0, on_leaf)
+    }
+
+    /// [`FileBackend::open_with_segments_of`], knowing that the first `durable` records
+    /// were made durable before the log was last closed (a signed checkpoint covers
+    /// them). A crash can only tear the write that was not yet durable, so damage to
+    /// one of those records is damage to stored data: it is refused, naming the
+    /// segment, the byte and the record, and nothing is changed. Damage after them, in
+    /// the last segment, is the unfinished write of a crash: it is cut off (and kept
+    /// beside the segment), with a warning.
+    pub fn open_after(
+        dir: &Path,
+        segment_bytes: u64,
+        durable: u64,
         on_leaf: &mut dyn FnMut(Leaf) -> Result<(), String>,
     ) -> Result<Self, String> {
         std::fs::create_dir_all(dir).map_err(|e| io("creating", dir, e))?;
@@ -244,11 +258,8 @@ impl FileBackend {
             let f = File::open(&p).map_err(|e| io("opening", &p, e))?;
             let len = f.metadata().map_err(|e| io("reading", &p, e))?.len();
             let s = scan(&f, len).map_err(|e| io("reading", &p, e))?;
-            if let Some(why) = s.damage {
-                return Err(format!(
-                    "record log segment {} is damaged: {why}",
-                    p.display()
-                ));
+            if let Some(why) = &s.damage {
+                return Err(stored_damage(&p, &s, first, why, "a sealed segment"));
             }
             if first + s.offsets.len() as u64 != next {
                 return Err(format!(
@@ -273,8 +284,14 @@ impl FileBackend {
             .len();
         let found = scan(&active, capacity).map_err(|e| io("reading", &path, e))?;
         if let Some(why) = &found.damage {
-            tracing::warn!(segment = %path.display(), records = found.offsets.len(), damage = %why,
-                "record log: cutting off an unfinished write left by a crash");
+            let index = last + found.offsets.len() as u64;
+            if index < durable {
+                let whose = format!("record {index} of {durable} a checkpoint covers");
+                return Err(stored_damage(&path, &found, last, why, &whose));
+            }
+            tracing::warn!(segment = %path.display(), at_byte = found.end, record = index,
+                damage = %why,
+                "record log: cutting off the unfinished write of a crash (after the last checkpoint)");
         }
         set_aside_after(&active, &path, found.end, capacity)?;
         for leaf in &found.leaves {
@@ -298,6 +315,23 @@ impl FileBackend {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// What to tell the operator about damage found where a crash cannot have left it:
+/// where it is, what it is not, and how to recover.
+fn stored_damage(path: &Path, scan: &Scan, first: u64, why: &str, whose: &str) -> String {
+    let index = first + scan.offsets.len() as u64;
+    format!(
+        "record log segment {} is damaged at byte {} (record {index}, in {whose}): {why}. \
+         That record was durable before the last stop, so this is damage to stored data \
+         (a disk or file-system fault, or a changed file), not an unfinished write of a \
+         crash; nothing was changed. To recover, restore the data directory from a backup \
+         taken after the damage's record was written, or restore this segment from one; \
+         the other side of every exchange is in the peer server's log \
+         (lintas audit export there)",
+        path.display(),
+        scan.end,
+    )
 }
 
 /// Whatever is not zero after `end` (the bytes of a write cut short, or damage) is
@@ -587,6 +621,55 @@ mod tests {
         assert_eq!(log.next_index().unwrap(), 2);
         assert_eq!(log.get(1).unwrap(), Some(rec(7)));
         assert_eq!(log.get(2).unwrap(), None);
+    }
+
+    #[test]
+    fn damage_to_checkpointed_records_is_refused_and_a_tail_after_them_is_cut() {
+        // (record damaged, records a checkpoint covers, records kept or the refusal)
+        let cases: [(u64, u64, Result<u64, &str>); 6] = [
+            // No checkpoint: any damage in the last segment is a crash's tail.
+            (1, 0, Ok(1)),
+            (3, 0, Ok(3)),
+            // After the checkpointed records: a tail, cut.
+            (2, 2, Ok(2)),
+            (3, 2, Ok(3)),
+            // Among them: refused, with the byte and the record.
+            (1, 2, Err("record 1, in record 1 of 2 a checkpoint covers")),
+            (0, 4, Err("record 0, in record 0 of 4 a checkpoint covers")),
+        ];
+        for (damaged, durable, want) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let log = FileBackend::open(dir.path(), &mut |_| Ok(())).unwrap();
+            write(&log, 0, &[rec(0), rec(1), rec(2), rec(3)]).unwrap();
+            drop(log);
+            let seg = segment_path(dir.path(), 0);
+            let at: u64 = (0..damaged)
+                .map(|i| (FRAME_HEAD + rec(i).len()) as u64)
+                .sum();
+            // One byte of the record's text flipped.
+            let f = OpenOptions::new().write(true).open(&seg).unwrap();
+            f.write_all_at(b"R", at + FRAME_HEAD as u64).unwrap();
+            drop(f);
+            let before = std::fs::read(&seg).unwrap();
+            match (
+                FileBackend::open_after(dir.path(), SEGMENT_BYTES, durable, &mut |_| Ok(())),
+                want,
+            ) {
+                (Ok(log), Ok(kept)) => assert_eq!(log.next_index().unwrap(), kept),
+                (Err(e), Err(says)) => {
+                    assert!(e.contains(says), "{e}");
+                    assert!(e.contains(&format!("is damaged at byte {at}")), "{e}");
+                    assert!(e.contains("not an unfinished write"), "{e}");
+                    assert!(e.contains("restore"), "{e}");
+                    // Nothing was changed.
+                    assert_eq!(std::fs::read(&seg).unwrap(), before);
+                }
+                (got, want) => panic!(
+                    "damage at {damaged}, {durable} durable: got {:?}, want {want:?}",
+                    got.map(|l| l.next_index().unwrap())
+                ),
+            }
+        }
     }
 
     #[test]

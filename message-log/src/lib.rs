@@ -155,9 +155,16 @@ impl RecordLog {
 
     /// [`RecordLog::open`] with segments of `segment_bytes` (new segments only).
     pub fn open_with_segments_of(dir: &Path, segment_bytes: u64) -> Result<Self, LogError> {
+        Self::open_after(dir, segment_bytes, 0)
+    }
+
+    /// [`RecordLog::open_with_segments_of`] for a log whose first `durable` records a
+    /// signed checkpoint covers: damage among them is refused as damage to stored data,
+    /// never cut off as a crash's unfinished write (see [`FileBackend::open_after`]).
+    pub fn open_after(dir: &Path, segment_bytes: u64, durable: u64) -> Result<Self, LogError> {
         let mut opener = TreeOpener::new(&dir.join("tree")).map_err(LogError::Storage)?;
         let backend =
-            FileBackend::open_with_segments_of(dir, segment_bytes, &mut |leaf| opener.leaf(leaf))
+            FileBackend::open_after(dir, segment_bytes, durable, &mut |leaf| opener.leaf(leaf))
                 .map_err(LogError::Storage)?;
         Self::start(backend, opener)
     }

@@ -51,6 +51,68 @@ pub mod opmon {
     }
 }
 
+/// Decodes `bytes` as `M` only if they are exactly `M`'s own encoding of what they hold:
+/// every byte is a field `M` knows, no field appears twice, fields come in number
+/// order, and nothing is encoded that the encoder would leave out (a default value, a
+/// longer varint than needed). What is signed or proven is thereby exactly what is read:
+/// no byte can be added, repeated or changed without the decoding failing, where a
+/// lenient decoder would skip unknown fields and keep the last of repeated ones.
+/// Every lintas encoder (prost) writes this form.
+pub fn decode_exact<M: prost::Message + Default>(bytes: &[u8]) -> Result<M, String> {
+    let m = M::decode(bytes).map_err(|e| e.to_string())?;
+    if m.encoded_len() != bytes.len() || m.encode_to_vec() != bytes {
+        return Err(
+            "it is not in the one encoding lintas writes (a field it does not know, a field twice, fields out of order, or a value encoded at more length than needed)"
+                .into(),
+        );
+    }
+    Ok(m)
+}
+
+#[cfg(test)]
+mod exact_tests {
+    use super::exchange::v1::RequestHeader;
+    use prost::Message;
+
+    #[test]
+    fn only_the_encoders_own_bytes_decode_exactly() {
+        let header = RequestHeader {
+            client: "ID/GOV/A/APP".into(),
+            message_id: "m1".into(),
+            time_unix_ms: 5,
+            ..Default::default()
+        };
+        let good = header.encode_to_vec();
+        assert_eq!(super::decode_exact::<RequestHeader>(&good).unwrap(), header);
+        // (what is appended or changed, refused)
+        let mut unknown = good.clone();
+        unknown.extend_from_slice(&[0xF8, 0x07, 0x01]); // field 127, varint 1
+        let mut twice = good.clone();
+        twice.extend_from_slice(&good[..good[1] as usize + 2]); // field 1 again
+        let mut reordered = good[good[1] as usize + 2..].to_vec();
+        reordered.extend_from_slice(&good[..good[1] as usize + 2]);
+        let mut default = good.clone();
+        default.extend_from_slice(&[0x22, 0x00]); // field 4, the empty string, written out
+        let mut long = good.clone();
+        let last = long.len() - 1;
+        long[last] |= 0x80; // time 5 as a two-byte varint
+        long.push(0x00);
+        for (name, bytes) in [
+            ("unknown", unknown),
+            ("twice", twice),
+            ("reordered", reordered),
+            ("default", default),
+            ("long varint", long),
+        ] {
+            assert!(
+                super::decode_exact::<RequestHeader>(&bytes).is_err(),
+                "{name} was accepted"
+            );
+        }
+        assert!(super::decode_exact::<RequestHeader>(&[0xFF]).is_err());
+    }
+}
+
 /// Pages of long lists: a request names a page size and the token the previous page
 /// ended with; the answer carries the next token, empty after the last page. A token is
 /// the last key of its page, hex-encoded, so pages stay consistent while items are added

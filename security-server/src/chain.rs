@@ -99,7 +99,7 @@ impl Chain {
     /// this chain and describes `body` (`None`: only the header is known, as in a log
     /// without bodies); on success the chain moves on.
     pub fn accept(&mut self, header: &[u8], body: Option<&[u8]>) -> Result<MessageHeader, String> {
-        let h = MessageHeader::decode(header)
+        let h = lintas_proto::decode_exact::<MessageHeader>(header)
             .map_err(|e| format!("message header is malformed: {e}"))?;
         let direction = if self.from_provider {
             "response"

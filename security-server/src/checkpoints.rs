@@ -45,6 +45,24 @@ impl Checkpoints {
         key: KeyPair,
         log: &RecordLog,
     ) -> Result<Self, SsError> {
+        let checkpoints = Self::read(path, origin, key)?;
+        checkpoints.check(log)?;
+        Ok(checkpoints)
+    }
+
+    /// How many records the newest checkpoint covers: records that were durable before
+    /// the log was last closed (0 without a checkpoint).
+    pub fn covered(&self) -> u64 {
+        self.lock()
+            .latest
+            .as_ref()
+            .map_or(0, |(_, v)| v.checkpoint.size)
+    }
+
+    /// Opens the checkpoints in `path`, verifying the newest ones with `key`, before
+    /// the log is opened (which needs [`covered`](Self::covered)); [`check`](Self::check)
+    /// then compares them with the log.
+    pub fn read(path: &Path, origin: String, key: KeyPair) -> Result<Self, SsError> {
         // Entries are decoded as they are read, and only the two that matter are kept
         // and verified (a year of checkpoints is millions of entries).
         let mut newest: Option<(u64, SignedCheckpoint)> = None;
@@ -92,7 +110,21 @@ impl Checkpoints {
             }
             None => None,
         };
-        if let Some((_, v)) = &latest {
+        Ok(Checkpoints {
+            origin,
+            key,
+            state: Mutex::new(State {
+                file,
+                latest,
+                witnessed,
+            }),
+        })
+    }
+
+    /// Checks the newest checkpoint against `log`.
+    pub fn check(&self, log: &RecordLog) -> Result<(), SsError> {
+        let state = self.lock();
+        if let Some((_, v)) = &state.latest {
             let size = v.checkpoint.size;
             if size > log.len() {
                 return Err(SsError::State(format!(
@@ -108,15 +140,7 @@ impl Checkpoints {
                 )));
             }
         }
-        Ok(Checkpoints {
-            origin,
-            key,
-            state: Mutex::new(State {
-                file,
-                latest,
-                witnessed,
-            }),
-        })
+        Ok(())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -378,5 +402,70 @@ mod tests {
         assert_eq!(log.len(), 1);
         let err = open(dir.path(), &key, &log).err().unwrap().to_string();
         assert!(err.contains("records were lost"), "{err}");
+    }
+
+    /// Opens the log the way the server does: the checkpoints first.
+    fn open_as_the_server(dir: &Path, key: &str) -> Result<(Checkpoints, RecordLog), SsError> {
+        let cps = Checkpoints::read(
+            &dir.join("checkpoints"),
+            ORIGIN.into(),
+            lintas_certs::keys::from_pem(key).unwrap(),
+        )?;
+        let log = RecordLog::open_after(dir, lintas_log::file::SEGMENT_BYTES, cps.covered())?;
+        cps.check(&log)?;
+        Ok((cps, log))
+    }
+
+    #[tokio::test]
+    async fn damage_to_a_checkpointed_record_is_told_apart_from_a_crash_tail() {
+        let key = lintas_certs::keys::generate().unwrap().serialize_pem();
+        let dir = tempfile::tempdir().unwrap();
+        let log = log_with(dir.path(), 3).await;
+        open(dir.path(), &key, &log)
+            .unwrap()
+            .checkpoint_now(&log, 1000)
+            .unwrap();
+        // Two more records after the checkpoint.
+        log.append(record("m3")).await.unwrap();
+        log.append(record("m4")).await.unwrap();
+        log.close();
+        let seg = dir.path().join("00000000000000000000.seg");
+        let bytes = std::fs::read(&seg).unwrap();
+        let frame = |i: usize| {
+            let mut at = 0;
+            for _ in 0..i {
+                at += 36 + u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+            }
+            at
+        };
+
+        // A byte of record 1, which the checkpoint covers: refused, named, untouched.
+        let mut damaged = bytes.clone();
+        damaged[frame(1) + 40] ^= 0x01;
+        std::fs::write(&seg, &damaged).unwrap();
+        let err = open_as_the_server(dir.path(), &key)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains(&format!(
+                "{} is damaged at byte {}",
+                seg.display(),
+                frame(1)
+            )),
+            "{err}"
+        );
+        assert!(err.contains("record 1 of 3 a checkpoint covers"), "{err}");
+        assert!(err.contains("not an unfinished write"), "{err}");
+        assert!(!err.contains("records were lost"), "{err}");
+        assert_eq!(std::fs::read(&seg).unwrap(), damaged);
+
+        // The same byte of record 4, written after the checkpoint: the unfinished
+        // write of a crash, cut off; the server opens with the records before it.
+        let mut torn = bytes.clone();
+        torn[frame(4) + 40] ^= 0x01;
+        std::fs::write(&seg, &torn).unwrap();
+        let (_, log) = open_as_the_server(dir.path(), &key).unwrap();
+        assert_eq!(log.len(), 4);
     }
 }

@@ -141,7 +141,18 @@ impl SecurityServer {
         let c: &SsConfig = &node.config;
         let (plane, management_tls) =
             crate::manage::plane::management_plane(&node, &crate::manage::console::SITE)?;
-        let log = RecordLog::open_with_segments_of(&records, c.log_segment_kib * 1024)?;
+        // The checkpoints first: the records they cover were durable, so damage among
+        // them is refused as damage, never cut off as a crash's unfinished write.
+        std::fs::create_dir_all(&records)
+            .map_err(|e| crate::state_error_at("creating", &records, e))?;
+        let checkpoints = Checkpoints::read(
+            &records.join("checkpoints"),
+            c.server_id.to_string(),
+            node.log_key,
+        )?;
+        let log = RecordLog::open_after(&records, c.log_segment_kib * 1024, checkpoints.covered())?;
+        checkpoints.check(&log)?;
+        let checkpoints = Arc::new(checkpoints);
         let db = lintas_log::open_sled(&node.paths.0.join("state")).map_err(crate::state_error)?;
         let access = Arc::new(Access::open(&db)?);
         let bodies = Arc::new(Bodies::open(
@@ -165,12 +176,6 @@ impl SecurityServer {
             )?;
             LocalAuth::Tls { cert, key }
         };
-        let checkpoints = Arc::new(Checkpoints::open(
-            &records.join("checkpoints"),
-            c.server_id.to_string(),
-            node.log_key,
-            &log,
-        )?);
         let material = Arc::new(Material::open(&records.join("evidence"))?);
         let timestamps = Arc::new(Timestamps::open(&records.join("timestamps"))?);
         // Records written before a restart and not yet covered keep their age.

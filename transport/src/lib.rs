@@ -68,7 +68,9 @@ fn key_der(key: &KeyPair) -> PrivateKeyDer<'static> {
 }
 
 /// A TLS 1.3 server configuration presenting `cert` and verifying client certificates
-/// against `clients`.
+/// against `clients`: a chain to one of them, valid now, with the TLS
+/// client-authentication usage (so that a member's signing certificate, which chains to
+/// the same CA, cannot complete a handshake).
 pub fn server_config(
     cert: &[u8],
     key: &KeyPair,
@@ -81,10 +83,71 @@ pub fn server_config(
         ClientAuth::Optional => builder.allow_unauthenticated(),
         ClientAuth::Required => builder,
     };
-    let verifier = builder
+    let webpki = builder
         .build()
         .map_err(|e| TransportError::Verifier(e.to_string()))?;
-    tls13_server(cert, key, verifier)
+    tls13_server(cert, key, Arc::new(ClientAuthUsage(webpki)))
+}
+
+/// webpki's client verification, which accepts a certificate without an extended key
+/// usage for any purpose, narrowed to certificates that name the TLS client
+/// authentication usage.
+#[derive(Debug)]
+struct ClientAuthUsage(Arc<dyn rustls::server::danger::ClientCertVerifier>);
+
+impl rustls::server::danger::ClientCertVerifier for ClientAuthUsage {
+    fn offer_client_auth(&self) -> bool {
+        self.0.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.0.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let verified = self.0.verify_client_cert(end_entity, intermediates, now)?;
+        match lintas_certs::CertInfo::parse(end_entity.as_ref()) {
+            Ok(info) if info.client_auth => Ok(verified),
+            Ok(info) => Err(rustls::Error::General(format!(
+                "client certificate of {} is not for TLS client authentication (no clientAuth extended key usage)",
+                info.identity
+            ))),
+            Err(e) => Err(rustls::Error::General(format!(
+                "client certificate refused: {e}"
+            ))),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
 }
 
 /// TLS 1.3 only, ALPN h2, presenting `cert`, checking clients with `verifier`.

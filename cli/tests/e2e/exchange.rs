@@ -568,12 +568,33 @@ async fn the_provider_server_refuses_forged_and_replayed_requests() {
     let err = net.send(altered, None).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
 
-    // Body tampered.
-    let mut swapped = net.sign(net.header(), &body);
+    // Body tampered: refused, and the message id is not used up by the forgery, so
+    // the genuine request that was copied is still accepted.
+    let genuine = net.sign(net.header(), &body);
+    let mut swapped = genuine.clone();
     swapped.body = hand_encoded("3273015708920002").to_vec();
     let err = net.send(swapped, None).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     assert!(err.message().contains("body"), "{}", err.message());
+    net.send(genuine, None).await.unwrap();
+
+    // A header with a field no version knows, or a field twice, signed as it is: not
+    // accepted as signed, since a reader might see something else in it.
+    let key = lintas_certs::keys::read(&net.consumer_paths.sign_key()).unwrap();
+    let mut h = net.header().encode_to_vec();
+    h.extend_from_slice(&[0xF8, 0x07, 0x01]);
+    let mut odd = net.sign(net.header(), &body);
+    odd.header = h;
+    odd.signature = Some(
+        lintas_ss::batch::sign_one(&key, lintas_ss::daemon::REQUEST_DOMAIN, &odd.header).unwrap(),
+    );
+    let err = net.send(odd, None).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("not in the one encoding"),
+        "{}",
+        err.message()
+    );
 
     // Addressed to another provider server.
     let mut h = net.header();
@@ -659,7 +680,7 @@ async fn the_provider_server_refuses_forged_and_replayed_requests() {
         .iter()
         .filter(|r| r.kind == RecordKind::Rejection as i32)
         .count();
-    assert_eq!(rejections, 15);
+    assert_eq!(rejections, 16);
 }
 
 #[tokio::test]
@@ -720,6 +741,27 @@ async fn a_peer_from_an_untrusted_ca_cannot_connect() {
         .unwrap_err();
     assert!(format!("{err:?}").contains("alert"), "{err:?}");
     assert!(net.provider.log.is_empty(), "nothing reached the checks");
+}
+
+#[tokio::test]
+async fn a_member_signing_certificate_cannot_complete_a_handshake_with_the_provider_port() {
+    let net = network().await;
+    // The consumer's own signing key and certificate, of the same CA, presented as a
+    // TLS identity: refused in the handshake, for want of the clientAuth usage.
+    let dir = tempfile::tempdir().unwrap();
+    let paths = lintas_ss::Paths(dir.path().to_owned());
+    std::fs::copy(net.consumer_paths.sign_cert(), paths.tls_cert()).unwrap();
+    std::fs::copy(net.consumer_paths.sign_key(), paths.tls_key()).unwrap();
+    let err = net
+        .send(net.sign(net.header(), b""), Some(&paths))
+        .await
+        .unwrap_err();
+    assert!(format!("{err:?}").contains("alert"), "{err:?}");
+    assert!(net.provider.log.is_empty(), "nothing reached the checks");
+    // The server's TLS certificate still does.
+    net.send(net.sign(net.header(), &hand_encoded(NIK)), None)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]

@@ -413,7 +413,7 @@ async fn exchange(
             return Err(refused(why.to_string(), response));
         }
     }
-    let answer = match ex::ResponseHeader::decode(response.header.as_slice()) {
+    let answer = match lintas_proto::decode_exact::<ex::ResponseHeader>(&response.header) {
         Ok(a) => a,
         Err(e) => return Err(refused(format!("header is malformed: {e}"), response)),
     };

@@ -637,7 +637,7 @@ pub(super) fn closed(
         &close.header,
         close.signature.as_ref(),
     )?;
-    let h = ex::ResponseHeader::decode(close.header.as_slice())
+    let h = lintas_proto::decode_exact::<ex::ResponseHeader>(&close.header)
         .map_err(|e| format!("response header is malformed: {e}"))?;
     if h.request_header_sha256 != open.request_hash {
         return Err("it answers another request".into());

@@ -100,7 +100,7 @@ pub(super) fn check(
             ),
         ));
     }
-    let header = ex::RequestHeader::decode(signed.header.as_slice()).map_err(|e| {
+    let header = lintas_proto::decode_exact::<ex::RequestHeader>(&signed.header).map_err(|e| {
         refuse(
             Code::InvalidArgument,
             format!("request header is malformed: {e}"),
@@ -215,23 +215,10 @@ pub(super) fn check(
         ));
     }
 
-    // 6. Never seen before.
+    // 6. A well-formed message id (taken as used only once every check has passed,
+    // below, so that a forged copy of a request cannot use up the genuine one's id).
     envelope::check_message_id(&header.message_id)
         .map_err(|why| refuse(Code::InvalidArgument, format!("message id {why}")))?;
-    if !s.replay.first_use(
-        &header.client,
-        &header.message_id,
-        header.time_unix_ms,
-        s.recorder.now_ms(),
-    ) {
-        return Err(refuse(
-            Code::AlreadyExists,
-            format!(
-                "message id {} was already used by {client} (replay refused)",
-                header.message_id
-            ),
-        ));
-    }
 
     // 7. The body is the one that was signed.
     if !envelope::body_matches(&header.body_sha256, header.body_len, &signed.body) {
@@ -281,6 +268,7 @@ pub(super) fn check(
                 format!("{method} is answered on Exchange.Call only"),
             ));
         }
+        first_use(s, &header, &client)?;
         return Ok(Accepted {
             header,
             header_sha256: lintas_certs::sha256(&signed.header),
@@ -319,6 +307,7 @@ pub(super) fn check(
             format!("{client} is not allowed to call {what} of {provider}"),
         ));
     }
+    first_use(s, &header, &client)?;
     Ok(Accepted {
         header,
         header_sha256: lintas_certs::sha256(&signed.header),
@@ -327,6 +316,26 @@ pub(super) fn check(
         target: Target::App(Box::new(service)),
         peer,
     })
+}
+
+/// Last, never seen before: the request's message id is taken as used once every other
+/// check passed.
+fn first_use(s: &Provider, header: &ex::RequestHeader, client: &ClientId) -> Result<(), Refusal> {
+    if s.replay.first_use(
+        &header.client,
+        &header.message_id,
+        header.time_unix_ms,
+        s.recorder.now_ms(),
+    ) {
+        return Ok(());
+    }
+    Err(refuse(
+        Code::AlreadyExists,
+        format!(
+            "message id {} was already used by {client} (replay refused)",
+            header.message_id
+        ),
+    ))
 }
 
 fn or_root(path: &str) -> &str {
