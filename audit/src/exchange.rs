@@ -66,7 +66,7 @@ pub(super) fn exchange(
     let mut request_header = None;
     if let Some((index, rec)) = request {
         let sent = is(rec, &[RecordKind::RequestSent]);
-        match ex::RequestHeader::decode(rec.header.as_slice()) {
+        match lintas_proto::decode_exact::<ex::RequestHeader>(&rec.header) {
             Err(e) => r.fail(format!(
                 "{name}: request header (record {index}) is malformed: {e}"
             )),
@@ -145,7 +145,7 @@ pub(super) fn exchange(
             &[RecordKind::ResponseSent, RecordKind::ResponseReceived],
         )
     }) {
-        match ex::ResponseHeader::decode(rec.header.as_slice()) {
+        match lintas_proto::decode_exact::<ex::ResponseHeader>(&rec.header) {
             Err(e) => r.fail(format!(
                 "{name}: response header (record {index}) is malformed: {e}"
             )),

@@ -23,7 +23,6 @@ use lintas_proto::audit::v1::EvidenceBundle;
 use lintas_proto::exchange::v1 as ex;
 use lintas_ss::chain::MESSAGE_DOMAIN;
 use lintas_ss::envelope::{REQUEST_DOMAIN, RESPONSE_DOMAIN};
-use prost::Message;
 use serde::Serialize;
 
 pub use lintas_ss::evidence::FORMAT;
@@ -155,23 +154,43 @@ fn tonic_code(code: i32) -> tonic::Code {
 }
 
 impl Report {
+    fn new(origin: String) -> Self {
+        Report {
+            origin,
+            verified: false,
+            checkpoint: None,
+            exchanges: Vec::new(),
+            proven: Vec::new(),
+            failures: Vec::new(),
+            not_established: Vec::new(),
+            signed: BTreeMap::new(),
+        }
+    }
+
     fn fail(&mut self, why: String) {
         self.failures.push(why);
     }
 }
 
-/// Verifies `bundle` against `anchor`, offline.
+/// Verifies the encoded bundle `bytes` against `anchor`, offline: every byte must be
+/// part of what is verified. The bundle, and every message inside it, must be in the
+/// one encoding lintas writes ([`lintas_proto::decode_exact`]), so no unknown,
+/// repeated or padded field can ride along unverified.
+pub fn verify_bytes(bytes: &[u8], anchor: &Anchor) -> Report {
+    match lintas_proto::decode_exact::<EvidenceBundle>(bytes) {
+        Ok(bundle) => verify(&bundle, anchor),
+        Err(e) => {
+            let mut r = Report::new(String::new());
+            r.fail(format!("the file is not an evidence bundle: {e}"));
+            r
+        }
+    }
+}
+
+/// Verifies `bundle` against `anchor`, offline. (A bundle read from a file is verified
+/// with [`verify_bytes`], which also refuses bytes outside what is verified.)
 pub fn verify(bundle: &EvidenceBundle, anchor: &Anchor) -> Report {
-    let mut r = Report {
-        origin: bundle.origin.clone(),
-        verified: false,
-        checkpoint: None,
-        exchanges: Vec::new(),
-        proven: Vec::new(),
-        failures: Vec::new(),
-        not_established: Vec::new(),
-        signed: BTreeMap::new(),
-    };
+    let mut r = Report::new(bundle.origin.clone());
     check(bundle, anchor, &mut r);
     r.verified = r.failures.is_empty();
     r
@@ -184,6 +203,11 @@ fn check(bundle: &EvidenceBundle, anchor: &Anchor, r: &mut Report) {
             bundle.format
         ));
         return;
+    }
+    // The export time is the exporting server's word, signed by nobody: a bundle that
+    // states one carries a byte nothing verifies.
+    if bundle.exported_unix_ms != 0 {
+        r.fail("the bundle states an export time, which nothing signs (refused: every part of a bundle must be verified)".into());
     }
     let origin: ServerId = match bundle.origin.parse() {
         Ok(o) => o,
@@ -242,7 +266,7 @@ fn check(bundle: &EvidenceBundle, anchor: &Anchor, r: &mut Report) {
     let mut bodies = 0;
     for (i, e) in bundle.entries.iter().enumerate() {
         let n = i + 1;
-        let rec = match Record::decode(e.record.as_slice()) {
+        let rec = match lintas_proto::decode_exact::<Record>(&e.record) {
             Ok(rec) => rec,
             Err(err) => {
                 r.fail(format!("entry {n} is not a record: {err}"));
@@ -319,7 +343,7 @@ fn check(bundle: &EvidenceBundle, anchor: &Anchor, r: &mut Report) {
     // the first time-stamped checkpoint that includes it.
     let mut stamps: Vec<(u64, i64, [u8; 32])> = Vec::new();
     for (i, t) in bundle.timestamps.iter().enumerate() {
-        match stamp(t, &log_key, &origin, &confs, size, &cp.root) {
+        match stamp(t, &log_key, &origin, &confs, anchor, size, &cp.root) {
             Ok(s) => stamps.push(s),
             Err(e) => r.fail(format!("time-stamp {} of the bundle: {e}", i + 1)),
         }
@@ -371,6 +395,22 @@ fn check(bundle: &EvidenceBundle, anchor: &Anchor, r: &mut Report) {
         .iter()
         .map(|c| (lintas_certs::sha256(c), c))
         .collect();
+    // Each certificate is one a record names (and is then checked with its header).
+    let named: std::collections::HashSet<&[u8]> = records
+        .iter()
+        .map(|(_, rec)| rec.signer_cert_sha256.as_slice())
+        .collect();
+    if certs.len() != bundle.certificates.len() {
+        r.fail("the bundle holds a certificate twice".into());
+    }
+    for (i, c) in bundle.certificates.iter().enumerate() {
+        if !named.contains(&lintas_certs::sha256(c)[..]) {
+            r.fail(format!(
+                "certificate {} of the bundle is named by none of its records, so nothing verifies it",
+                i + 1
+            ));
+        }
+    }
     // An exchange is one signed request (by its header's hash): its record, the
     // responses bound to that hash, and the failure the consumer recorded for it.
     // Refusals stand alone: what they hold is what a peer claimed, never verified.
@@ -398,7 +438,7 @@ fn check(bundle: &EvidenceBundle, anchor: &Anchor, r: &mut Report) {
             &rec,
             &[RecordKind::ResponseSent, RecordKind::ResponseReceived],
         ) {
-            let key = ex::ResponseHeader::decode(rec.header.as_slice())
+            let key = lintas_proto::decode_exact::<ex::ResponseHeader>(&rec.header)
                 .ok()
                 .and_then(|h| <[u8; 32]>::try_from(h.request_header_sha256.as_slice()).ok());
             match key.and_then(|k| by_exchange.get_mut(&k)) {
@@ -411,7 +451,7 @@ fn check(bundle: &EvidenceBundle, anchor: &Anchor, r: &mut Report) {
             &rec,
             &[RecordKind::MessageSent, RecordKind::MessageReceived],
         ) {
-            let key = ex::MessageHeader::decode(rec.header.as_slice())
+            let key = lintas_proto::decode_exact::<ex::MessageHeader>(&rec.header)
                 .ok()
                 .and_then(|h| <[u8; 32]>::try_from(h.request_header_sha256.as_slice()).ok());
             match key.and_then(|k| by_exchange.get_mut(&k)) {
@@ -462,6 +502,7 @@ fn stamp(
     log_key: &[u8],
     origin: &ServerId,
     confs: &[VerifiedConf],
+    anchor: &Anchor,
     size: u64,
     root: &lintas_merkle::Hash,
 ) -> Result<(u64, i64, [u8; 32]), String> {
@@ -472,6 +513,16 @@ fn stamp(
         .ok_or("it holds no checkpoint")?;
     let v = checkpoint::verify(signed, log_key)
         .map_err(|e| format!("its checkpoint is not {origin}'s: {e}"))?;
+    // A cosignature anywhere is the witness's or the bundle is refused.
+    for (i, c) in signed.cosignatures.iter().enumerate() {
+        checkpoint::verify_witness(
+            c,
+            anchor.trust_store(),
+            &anchor.instance,
+            &signed.checkpoint,
+        )
+        .map_err(|e| format!("cosignature {} of its checkpoint: {e}", i + 1))?;
+    }
     if v.checkpoint.origin != origin.to_string() {
         return Err(format!(
             "its checkpoint is of {}'s log",
@@ -527,7 +578,11 @@ fn anchored(
     let mut confs: Vec<VerifiedConf> = Vec::new();
     for (i, blob) in global_confs.iter().enumerate() {
         match lintas_globalconf::verify_ignoring_expiry(blob, anchor, now) {
-            Ok(c) if confs.iter().any(|k| k.serial() == c.serial()) => {}
+            Ok(c) if confs.iter().any(|k| k.serial() == c.serial()) => failures.push(format!(
+                "global configuration {} repeats serial {} (a bundle holds each once)",
+                i + 1,
+                c.serial()
+            )),
             Ok(c) => confs.push(c),
             Err(e) => failures.push(format!(
                 "global configuration {} does not verify against the anchor: {e}",

@@ -6,7 +6,6 @@
 use lintas_log::{Record, RecordKind};
 use lintas_proto::exchange::v1 as ex;
 use lintas_ss::chain::Chain;
-use prost::Message;
 
 /// What one log shows of a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -40,7 +39,7 @@ pub fn check(
         if !matches!(kind, RecordKind::MessageSent | RecordKind::MessageReceived) {
             continue;
         }
-        let from_provider = match ex::MessageHeader::decode(rec.header.as_slice()) {
+        let from_provider = match lintas_proto::decode_exact::<ex::MessageHeader>(&rec.header) {
             Ok(h) => h.from_provider,
             Err(e) => {
                 failures.push(format!("message record {index} is malformed: {e}"));

@@ -222,7 +222,8 @@ pub async fn run(args: Args) -> Result<()> {
             }
             let mut reports = Vec::new();
             for path in &bundles {
-                reports.push(lintas_audit::verify(&read_bundle(path)?, &anchor));
+                let bytes = read_file(path, "an evidence bundle")?;
+                reports.push(lintas_audit::verify_bytes(&bytes, &anchor));
             }
             let cross = match reports.as_slice() {
                 [a, b] => Some(lintas_audit::cross_check(a, b)),
@@ -316,7 +317,7 @@ fn verify_each_bundle(
         let (mut exchanges, mut failed) = (0usize, Vec::new());
         let mut origin = String::new();
         let bundles = crate::bundles::each(path, |n, bundle| {
-            let r = lintas_audit::verify(&bundle, anchor);
+            let r = lintas_audit::verify_bytes(&bundle, anchor);
             exchanges += r.exchanges.len();
             origin.clone_from(&r.origin);
             if !json {
@@ -379,12 +380,8 @@ pub fn write_bundle(path: &Path, bundle: &EvidenceBundle) -> Result<()> {
 /// Largest bundle or manifest file read.
 const MAX_FILE_BYTES: u64 = 1 << 30;
 
-pub fn read_bundle(path: &Path) -> Result<EvidenceBundle> {
-    read_message(path, "an evidence bundle")
-}
-
-/// Reads a protobuf file of at most [`MAX_FILE_BYTES`].
-fn read_message<M: Message + Default>(path: &Path, what: &str) -> Result<M> {
+/// Reads a file of at most [`MAX_FILE_BYTES`] that should hold `what`.
+fn read_file(path: &Path, what: &str) -> Result<Vec<u8>> {
     let len = std::fs::metadata(path)
         .with_context(|| format!("reading {}", path.display()))?
         .len();
@@ -394,7 +391,13 @@ fn read_message<M: Message + Default>(path: &Path, what: &str) -> Result<M> {
             path.display()
         );
     }
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    M::decode(bytes.as_slice())
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// Reads a protobuf file of at most [`MAX_FILE_BYTES`], in the one encoding lintas
+/// writes.
+fn read_message<M: Message + Default>(path: &Path, what: &str) -> Result<M> {
+    let bytes = read_file(path, what)?;
+    lintas_proto::decode_exact(&bytes)
         .map_err(|e| NotVerified(format!("{} is not {what}: {e}", path.display())).into())
 }

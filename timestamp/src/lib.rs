@@ -454,6 +454,23 @@ pub fn verify(
     let [signer] = sd.signer_infos.0.as_slice() else {
         return Err(bad("it must have exactly one signer".into()));
     };
+    // Nothing outside the signature may ride along: what is not signed is one fixed
+    // form, or the certificate the signature names (checked below).
+    if sd.version != CmsVersion::V3 || signer.version != CmsVersion::V1 {
+        return Err(bad(
+            "its SignedData or SignerInfo version is not the one RFC 3161 tokens have".into(),
+        ));
+    }
+    if sd.crls.is_some() || signer.unsigned_attrs.is_some() {
+        return Err(bad(
+            "it carries revocation lists or unsigned attributes".into()
+        ));
+    }
+    if sd.digest_algorithms.len() != 1 || sd.digest_algorithms.get(0) != Some(&signer.digest_alg) {
+        return Err(bad(
+            "its digest algorithms are not exactly the signer's".into()
+        ));
+    }
     let SignerIdentifier::IssuerAndSerialNumber(sid) = &signer.sid else {
         return Err(bad("the signer is not named by issuer and serial".into()));
     };
@@ -502,6 +519,18 @@ pub fn verify(
         .find(|der| sha256(der)[..] == named[..])
         .ok_or_else(|| bad("the certificate the signature names is not available".into()))?;
     let cert = x509_cert::Certificate::from_der(&cert_der).map_err(malformed("certificate"))?;
+    if let Some(set) = &sd.certificates {
+        let carried: Vec<Vec<u8>> = set
+            .0
+            .iter()
+            .map(|c| c.to_der().map_err(malformed("certificate")))
+            .collect::<Result<_, _>>()?;
+        if carried != [cert_der.clone()] {
+            return Err(bad(
+                "it carries certificates other than the one its signature names".into(),
+            ));
+        }
+    }
     if cert.tbs_certificate.issuer != sid.issuer
         || cert.tbs_certificate.serial_number != sid.serial_number
     {
@@ -512,7 +541,11 @@ pub fn verify(
     let public_key = spki.subject_public_key.raw_bytes();
     let algorithm: &dyn aws_lc_rs::signature::VerificationAlgorithm =
         match (spki.algorithm.oid, signer.signature_algorithm.oid) {
-            (ID_EC_PUBLIC_KEY, ECDSA_WITH_SHA256) => &aws_lc_rs::signature::ECDSA_P256_SHA256_ASN1,
+            (ID_EC_PUBLIC_KEY, ECDSA_WITH_SHA256)
+                if signer.signature_algorithm.parameters.is_none() =>
+            {
+                &aws_lc_rs::signature::ECDSA_P256_SHA256_ASN1
+            }
             (RSA_ENCRYPTION, SHA256_WITH_RSA | RSA_ENCRYPTION) => {
                 &aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA256
             }
@@ -686,6 +719,76 @@ mod tests {
         ));
         assert!(token_from_response(b"junk").is_err());
         assert!(verify(b"junk", &digest, &[], accept(&s.trust)).is_err());
+    }
+
+    #[test]
+    fn a_token_carrying_anything_unsigned_beyond_its_signer_certificate_is_refused() {
+        let s = setup();
+        let digest = sha256(b"checkpoint bytes");
+        let token =
+            token_from_response(&s.tsa.respond(&request(&digest, None).unwrap(), now())).unwrap();
+        verify(&token, &digest, &[], accept(&s.trust)).unwrap();
+        // The token as it is, with `change` made to its SignedData.
+        let altered = |change: &dyn Fn(&mut SignedData)| {
+            let ci = ContentInfo::from_der(&token).unwrap();
+            let mut sd: SignedData = ci.content.decode_as().unwrap();
+            change(&mut sd);
+            ContentInfo {
+                content_type: ci.content_type,
+                content: Any::encode_from(&sd).unwrap(),
+            }
+            .to_der()
+            .unwrap()
+        };
+        let ca = x509_cert::Certificate::from_der(s.ca.cert_der()).unwrap();
+        type Change = Box<dyn Fn(&mut SignedData)>;
+        let cases: [(&str, Change, &str); 4] = [
+            (
+                "another certificate",
+                Box::new(move |sd| {
+                    let set = sd.certificates.as_mut().unwrap();
+                    set.0
+                        .insert(CertificateChoices::Certificate(ca.clone()))
+                        .unwrap();
+                }),
+                "certificates other than",
+            ),
+            (
+                "unsigned attributes",
+                Box::new(|sd| {
+                    let mut signers = sd.signer_infos.0.clone().into_vec();
+                    signers[0].unsigned_attrs = signers[0].signed_attrs.clone();
+                    sd.signer_infos =
+                        cms::signed_data::SignerInfos(SetOfVec::try_from(signers).unwrap());
+                }),
+                "unsigned attributes",
+            ),
+            (
+                "another digest algorithm",
+                Box::new(|sd| {
+                    sd.digest_algorithms
+                        .insert(AlgorithmIdentifierOwned {
+                            oid: ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.3"),
+                            parameters: None,
+                        })
+                        .unwrap();
+                }),
+                "digest algorithms",
+            ),
+            (
+                "another version",
+                Box::new(|sd| sd.version = CmsVersion::V4),
+                "version",
+            ),
+        ];
+        for (what, change, says) in cases {
+            let err = verify(&altered(&*change), &digest, &[], accept(&s.trust))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{what}: {err}");
+        }
+        // Unchanged, the same round trip still verifies.
+        verify(&altered(&|_| {}), &digest, &[], accept(&s.trust)).unwrap();
     }
 
     /// Third-party tools accept the tokens: `openssl ts -verify` checks the CMS

@@ -1903,3 +1903,4 @@ mod ops;
 mod packaging;
 mod rest_services;
 mod streams;
+mod strict_evidence;

@@ -101,12 +101,17 @@ fn the_registry_tells_its_service_manager_it_is_ready_alive_and_stopping() {
     assert_eq!(unreachable.status.code(), Some(4), "{unreachable:?}");
 }
 
-/// The exit status of `lintas` with `args` (and, after them, `paths`).
+/// The exit status of `lintas` with `args` (and, after them, `paths`), and what it
+/// said on standard output and error.
 fn status_of(args: &[&str], paths: &[&std::path::Path]) -> (i32, String) {
     let out = lintas_cmd(args).args(paths).output().unwrap();
     (
         out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
     )
 }
 
