@@ -454,7 +454,7 @@ pub(super) fn signed_header(
         .signature
         .as_ref()
         .ok_or_else(|| format!("the {what} record holds no signature"))?;
-    lintas_ss::batch::verify(&info.public_key, domain, &rec.header, signature)
+    lintas_wire::batch::verify(&info.public_key, domain, &rec.header, signature)
         .map_err(|e| format!("the {what}'s signature: {e}"))?;
     Ok(SignedFact {
         signed_by: member.to_string(),

@@ -21,11 +21,11 @@ use lintas_log::checkpoint::{self, Cosigned};
 use lintas_log::{Record, RecordKind};
 use lintas_proto::audit::v1::EvidenceBundle;
 use lintas_proto::exchange::v1 as ex;
-use lintas_ss::chain::MESSAGE_DOMAIN;
-use lintas_ss::envelope::{REQUEST_DOMAIN, RESPONSE_DOMAIN};
+use lintas_wire::MESSAGE_DOMAIN;
+use lintas_wire::{REQUEST_DOMAIN, RESPONSE_DOMAIN};
 use serde::Serialize;
 
-pub use lintas_ss::evidence::FORMAT;
+pub use lintas_wire::FORMAT;
 
 /// What the bundle's checkpoint establishes.
 #[derive(Debug, Clone, Serialize)]
@@ -534,7 +534,7 @@ fn stamp(
     let time = confs
         .iter()
         .find_map(
-            |c| match lintas_ss::timestamps::verify_token(&stamped.token, &digest, c) {
+            |c| match lintas_wire::verify_token(&stamped.token, &digest, c) {
                 Ok(t) => Some(t),
                 Err(e) => {
                     why = e;
@@ -749,7 +749,7 @@ fn check_archive(
     anchor: &Anchor,
     r: &mut ArchiveReport,
 ) -> Result<(), String> {
-    if m.format != lintas_ss::evidence::ARCHIVE_FORMAT {
+    if m.format != lintas_wire::ARCHIVE_FORMAT {
         return Err(format!(
             "not a lintas archive manifest (format '{}')",
             m.format

@@ -1,11 +1,11 @@
 //! The messages of a streaming exchange in one log: each signed by its sender's member
-//! and chained to the one before it in its direction (`lintas_ss::chain`), and the
+//! and chained to the one before it in its direction (`lintas_wire::chain`), and the
 //! signed close naming the last message the application sent and the end the client
 //! sent. A message missing, repeated, reordered or moved between streams breaks a chain.
 
 use lintas_log::{Record, RecordKind};
 use lintas_proto::exchange::v1 as ex;
-use lintas_ss::chain::Chain;
+use lintas_wire::chain::Chain;
 
 /// What one log shows of a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

@@ -17,10 +17,7 @@ use crate::batch::VerifiedRoots;
 use crate::material::Material;
 use crate::signers::SignerCache;
 
-/// Signature domain of request headers.
-pub const REQUEST_DOMAIN: &str = "lintas/request/v1";
-/// Signature domain of response headers.
-pub const RESPONSE_DOMAIN: &str = "lintas/response/v1";
+pub use lintas_wire::{REQUEST_DOMAIN, RESPONSE_DOMAIN};
 /// Largest signed header accepted (real ones are a few hundred bytes).
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// Room for header, signature and certificate around a maximal body.
@@ -37,10 +34,7 @@ pub fn check_message_id(id: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Whether `body` is the one a header's hash and length describe.
-pub fn body_matches(sha256: &[u8], len: u64, body: &[u8]) -> bool {
-    len == body.len() as u64 && sha256 == lintas_certs::sha256(body)
-}
+pub use lintas_wire::body_matches;
 
 /// Why a signed envelope did not verify.
 #[derive(Debug)]

@@ -37,8 +37,7 @@ pub struct Evidence {
     pub(crate) timestamp_fail_closed: u64,
 }
 
-/// The format name written into bundles.
-pub const FORMAT: &str = "lintas-evidence/v1";
+pub use lintas_wire::{ARCHIVE_FORMAT, FORMAT};
 /// Most exchanges one bundle holds.
 pub const MAX_EXCHANGES: usize = 10_000;
 
@@ -60,8 +59,6 @@ pub fn check_query(q: &lintas_proto::ss::v1::EvidenceQuery) -> Result<(), String
     Ok(())
 }
 
-/// The format name written into archive manifests.
-pub const ARCHIVE_FORMAT: &str = "lintas-archive/v1";
 
 impl Evidence {
     /// Signs a checkpoint of the log if it grew since the last one.

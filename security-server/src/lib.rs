@@ -10,7 +10,7 @@ pub mod backend;
 pub mod batch;
 pub mod bodies;
 pub mod catalogue;
-pub mod chain;
+pub use lintas_wire::chain;
 pub mod checkpoints;
 pub mod chunks;
 pub mod conf_view;

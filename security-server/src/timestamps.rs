@@ -278,32 +278,7 @@ impl Timestamps {
     }
 }
 
-/// Verifies a token over `digest`: its TSA certificate must be one `conf` lists (the
-/// signed configuration is what vouches for it, the registry's own or another), carry
-/// the critical timeStamping extended key usage, and be valid at the stamped time.
-/// Returns the stamped time.
-pub fn verify_token(token: &[u8], digest: &[u8; 32], conf: &VerifiedConf) -> Result<i64, String> {
-    // A token need not carry its TSA's certificate: the configuration lists it.
-    let listed: Vec<Vec<u8>> = conf
-        .conf
-        .timestamping_authorities
-        .iter()
-        .map(|t| t.cert.clone())
-        .collect();
-    lintas_timestamp::verify(token, digest, &listed, |cert, time| {
-        if !conf
-            .conf
-            .timestamping_authorities
-            .iter()
-            .any(|t| t.cert == cert)
-        {
-            return Err("the TSA is not one the global configuration lists".into());
-        }
-        lintas_timestamp::check_tsa_cert(cert, Some(time))
-    })
-    .map(|s| s.time)
-    .map_err(|e| e.to_string())
-}
+pub use lintas_wire::verify_token;
 
 /// POSTs an RFC 3161 request over plain HTTP (the token is signed; the transport needs
 /// no protection of its own).

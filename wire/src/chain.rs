@@ -134,7 +134,7 @@ impl Chain {
             return Err(format!("the end of the {direction} stream carries a body"));
         }
         if let Some(body) = body
-            && !crate::envelope::body_matches(&h.body_sha256, h.body_len, body)
+            && !crate::body_matches(&h.body_sha256, h.body_len, body)
         {
             return Err(format!(
                 "{direction} message {} does not match its signed hash",
