@@ -39,7 +39,9 @@ pub struct CheckpointFacts {
     pub witnessed_at: Option<String>,
 }
 
+pub mod command;
 mod exchange;
+pub mod files;
 mod retries;
 pub mod streams;
 

@@ -8,8 +8,6 @@ use clap::Subcommand;
 use lintas_proto::audit::v1::EvidenceBundle;
 use prost::Message;
 
-use crate::exit::NotVerified;
-
 #[derive(clap::Args)]
 pub struct Args {
     #[command(subcommand)]
@@ -186,190 +184,14 @@ pub async fn run(args: Args) -> Result<()> {
             Ok(())
         }
         Command::VerifyArchive { dir, anchor, json } => {
-            let anchor = lintas_globalconf::Anchor::load(&anchor)
-                .with_context(|| format!("reading the anchor {}", anchor.display()))?;
-            let manifest: lintas_proto::audit::v1::Archive =
-                read_message(&dir.join("manifest.pb"), "an archive manifest")?;
-            let report = lintas_audit::verify_archive(&manifest, &dir, &anchor);
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                println!(
-                    "Archive of the log of {} ({}): {}",
-                    report.origin,
-                    dir.display(),
-                    verdict(report.verified)
-                );
-                print!(
-                    "{}",
-                    findings(&report.proven, &report.failures, &report.not_established)
-                );
-            }
-            if !report.verified {
-                return Err(NotVerified("the archive does not verify".into()).into());
-            }
-            Ok(())
+            lintas_audit::command::verify_archive(&dir, &anchor, json)
         }
         Command::Verify {
             bundles,
             anchor,
             json,
-        } => {
-            let anchor = lintas_globalconf::Anchor::load(&anchor)
-                .with_context(|| format!("reading the anchor {}", anchor.display()))?;
-            if bundles.iter().any(|p| is_multi_bundle(p)) {
-                return verify_each_bundle(&bundles, &anchor, json);
-            }
-            let mut reports = Vec::new();
-            for path in &bundles {
-                let bytes = read_file(path, "an evidence bundle")?;
-                reports.push(lintas_audit::verify_bytes(&bytes, &anchor));
-            }
-            let cross = match reports.as_slice() {
-                [a, b] => Some(lintas_audit::cross_check(a, b)),
-                _ => None,
-            };
-            let ok = reports.iter().all(|r| r.verified)
-                && cross.as_ref().is_none_or(|c| c.failures.is_empty());
-            if json {
-                let out = serde_json::json!({
-                    "verified": ok,
-                    "bundles": reports,
-                    "cross_check": cross,
-                });
-                println!("{}", serde_json::to_string_pretty(&out)?);
-            } else {
-                for (path, r) in bundles.iter().zip(&reports) {
-                    print!("{}", describe(path, r));
-                }
-                if let Some(c) = &cross {
-                    println!("Both sides, checked against each other:");
-                    print!("{}", findings(&c.proven, &c.failures, &c.not_established));
-                }
-                println!("{}", result_line(ok));
-            }
-            if !ok {
-                return Err(NotVerified("the evidence does not verify".into()).into());
-            }
-            Ok(())
-        }
+        } => lintas_audit::command::verify(&bundles, &anchor, json),
     }
-}
-
-/// A verification report in plain words.
-pub fn describe(path: &Path, r: &lintas_audit::Report) -> String {
-    format!(
-        "Evidence from the log of {} ({}): {}\n{}",
-        r.origin,
-        path.display(),
-        verdict(r.verified),
-        findings(&r.proven, &r.failures, &r.not_established)
-    )
-}
-
-fn result_line(ok: bool) -> &'static str {
-    if ok {
-        "Result: the evidence verifies."
-    } else {
-        "Result: the evidence does NOT verify."
-    }
-}
-
-fn verdict(verified: bool) -> &'static str {
-    if verified { "verified" } else { "NOT VERIFIED" }
-}
-
-/// What is proven, what failed and what is not established, a line each.
-fn findings(proven: &[String], failures: &[String], not_established: &[String]) -> String {
-    let mut s = String::new();
-    for (label, lines) in [
-        ("proven", proven),
-        ("FAILED", failures),
-        ("not established", not_established),
-    ] {
-        for l in lines {
-            s.push_str(&format!("  {label}: {l}\n"));
-        }
-    }
-    s
-}
-
-/// Whether `path` holds several bundles (a large export).
-fn is_multi_bundle(path: &Path) -> bool {
-    let mut head = vec![0u8; crate::bundles::MAGIC.len()];
-    std::fs::File::open(path)
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
-        .is_ok()
-        && head == crate::bundles::MAGIC
-}
-
-/// Verifies files of many bundles one bundle at a time (memory holds one bundle): each
-/// bundle's verdict and failures, and totals. The two sides of such exports are not
-/// cross-checked.
-fn verify_each_bundle(
-    paths: &[PathBuf],
-    anchor: &lintas_globalconf::Anchor,
-    json: bool,
-) -> Result<()> {
-    let mut ok = true;
-    let mut files = Vec::new();
-    for path in paths {
-        let (mut exchanges, mut failed) = (0usize, Vec::new());
-        let mut origin = String::new();
-        let bundles = crate::bundles::each(path, |n, bundle| {
-            let r = lintas_audit::verify_bytes(&bundle, anchor);
-            exchanges += r.exchanges.len();
-            origin.clone_from(&r.origin);
-            if !json {
-                println!(
-                    "{} bundle {n}: {} exchanges, {}",
-                    path.display(),
-                    r.exchanges.len(),
-                    verdict(r.verified)
-                );
-                for f in &r.failures {
-                    println!("  FAILED: {f}");
-                }
-            }
-            if !r.verified {
-                failed.extend(r.failures.into_iter().map(|f| format!("bundle {n}: {f}")));
-            }
-            Ok(())
-        })?;
-        ok &= failed.is_empty();
-        files.push(serde_json::json!({
-            "path": path.display().to_string(),
-            "origin": origin,
-            "bundles": bundles,
-            "exchanges": exchanges,
-            "verified": failed.is_empty(),
-            "failures": failed,
-        }));
-        if !json {
-            println!(
-                "Evidence from the log of {origin} ({}): {bundles} bundle(s), {exchanges} exchanges: {}",
-                path.display(),
-                verdict(failed.is_empty())
-            );
-        }
-    }
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({"verified": ok, "files": files}))?
-        );
-    } else {
-        if paths.len() == 2 {
-            println!(
-                "Exports of several bundles are verified each on its own, not against each other."
-            );
-        }
-        println!("{}", result_line(ok));
-    }
-    if !ok {
-        return Err(NotVerified("the evidence does not verify".into()).into());
-    }
-    Ok(())
 }
 
 pub fn write_bundle(path: &Path, bundle: &EvidenceBundle) -> Result<()> {
@@ -377,27 +199,5 @@ pub fn write_bundle(path: &Path, bundle: &EvidenceBundle) -> Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
-/// Largest bundle or manifest file read.
-const MAX_FILE_BYTES: u64 = 1 << 30;
-
-/// Reads a file of at most [`MAX_FILE_BYTES`] that should hold `what`.
-fn read_file(path: &Path, what: &str) -> Result<Vec<u8>> {
-    let len = std::fs::metadata(path)
-        .with_context(|| format!("reading {}", path.display()))?
-        .len();
-    if len > MAX_FILE_BYTES {
-        bail!(
-            "{} is {len} bytes; {what} is at most {MAX_FILE_BYTES}",
-            path.display()
-        );
-    }
-    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
-}
-
-/// Reads a protobuf file of at most [`MAX_FILE_BYTES`], in the one encoding lintas
-/// writes.
-fn read_message<M: Message + Default>(path: &Path, what: &str) -> Result<M> {
-    let bytes = read_file(path, what)?;
-    lintas_proto::decode_exact(&bytes)
-        .map_err(|e| NotVerified(format!("{} is not {what}: {e}", path.display())).into())
-}
+/// A verification report in plain words.
+pub use lintas_audit::command::describe;

@@ -30,10 +30,7 @@ impl From<Exit> for ExitCode {
     }
 }
 
-/// A check of evidence, an archive or a log that found it does not verify.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct NotVerified(pub String);
+pub use lintas_audit::command::NotVerified;
 
 /// The exit status of a command that failed with `e`: the first error in its chain
 /// that says.

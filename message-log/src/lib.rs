@@ -19,9 +19,9 @@ use lintas_merkle::Hash;
 
 pub mod checkpoint;
 pub mod file;
-pub mod tree;
 #[cfg(feature = "sled")]
 mod sled_db;
+pub mod tree;
 #[cfg(feature = "sled")]
 pub use sled_db::{LOCK_WAIT, open_sled, sled_in_use};
 

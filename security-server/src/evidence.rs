@@ -59,7 +59,6 @@ pub fn check_query(q: &lintas_proto::ss::v1::EvidenceQuery) -> Result<(), String
     Ok(())
 }
 
-
 impl Evidence {
     /// Signs a checkpoint of the log if it grew since the last one.
     pub fn checkpoint_now(
