@@ -528,6 +528,24 @@ impl RegistryAdmin for AdminService {
             certificate,
         }))
     }
+
+    type ExportStateStream =
+        tokio_stream::Iter<std::vec::IntoIter<Result<pb::StoreRecords, Status>>>;
+
+    async fn export_state(
+        &self,
+        request: Request<pb::ExportStateRequest>,
+    ) -> Result<Response<Self::ExportStateStream>, Status> {
+        let change = Some(("backup", "the registry's store".to_owned()));
+        let records = self
+            .admin(request, change, |reg, _, _| reg.export_records())
+            .await?;
+        let batches = crate::backup::batches(records)
+            .into_iter()
+            .map(Ok)
+            .collect::<Vec<_>>();
+        Ok(Response::new(tokio_stream::iter(batches)))
+    }
 }
 
 pub struct CatalogueService(pub Arc<Registry>);

@@ -45,6 +45,17 @@ fn of(e: &(dyn std::error::Error + 'static)) -> Option<Exit> {
     if e.is::<lintas_ss::config::ConfigError>() {
         return Some(Exit::Config);
     }
+    if let Some(e) = e.downcast_ref::<lintas_backup::BackupError>() {
+        return backup(e);
+    }
+    if let Some(e) = e.downcast_ref::<lintas_registry::backup::RestoreError>() {
+        use lintas_registry::backup::RestoreError as E;
+        return match e {
+            E::Rollback(_) | E::Refused(_) => Some(Exit::Refused),
+            E::Backup(b) => backup(b),
+            E::Registry(r) => registry(r),
+        };
+    }
     if let Some(e) = e.downcast_ref::<lintas_ss::SsError>() {
         return ss(e);
     }
@@ -79,9 +90,22 @@ fn ss(e: &lintas_ss::SsError) -> Option<Exit> {
         | E::NotEnrolled
         | E::WrongCertificate(_)
         | E::NotInConfiguration(_)
-        | E::InvalidInput(_) => Exit::Refused,
+        | E::InvalidInput(_)
+        | E::Rollback(_) => Exit::Refused,
+        E::Backup(b) => return backup(b),
         _ => return None,
     })
+}
+
+/// A wrong passphrase or a taken target is refused; an archive that is damaged, altered or signed by
+/// someone else fails verification.
+fn backup(e: &lintas_backup::BackupError) -> Option<Exit> {
+    use lintas_backup::BackupError as E;
+    match e {
+        E::Passphrase(_) | E::Target(_) => Some(Exit::Refused),
+        E::Format(_) | E::Damaged(_) | E::Signature(_) => Some(Exit::NotVerified),
+        E::Read(_) | E::Write(_) | E::Io { .. } => None,
+    }
 }
 
 fn registry(e: &lintas_registry::RegistryServeError) -> Option<Exit> {

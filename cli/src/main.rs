@@ -4,6 +4,7 @@
 
 mod adapter_cmd;
 mod audit_cmd;
+mod backup_cmd;
 mod bench;
 mod bench_large;
 mod bench_scale;

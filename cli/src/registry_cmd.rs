@@ -58,6 +58,17 @@ pub enum Command {
     },
     /// Administer a running registry with an administrator certificate.
     Admin(AdminArgs),
+    /// Write one encrypted backup signed with the configuration-signing key: the
+    /// configuration, every key, the administrator's credentials, users and admin audit
+    /// log, and every record of the store (embedded or PostgreSQL). While the registry
+    /// runs on its embedded database, its records are read over the admin API.
+    Backup(crate::backup_cmd::RegistryBackupArgs),
+    /// Restore a backup as a new registry node (into its own new directory, and into
+    /// the embedded database or an empty PostgreSQL database as its configuration
+    /// says). Refused when the instance has published a higher configuration serial
+    /// than the backup holds, or when that cannot be learnt, unless --serial-floor names
+    /// it: the restored registry then publishes above it.
+    Restore(crate::backup_cmd::RegistryRestoreArgs),
     /// Serve a verified copy of the global configuration to a region's servers (a
     /// configuration mirror). Servers name it in `globalconf_urls` of ss.toml.
     Mirror {
@@ -307,6 +318,8 @@ pub async fn run(args: Args) -> Result<()> {
             config,
             check_config,
         } => serve(config, check_config).await,
+        Command::Backup(a) => crate::backup_cmd::registry_backup(a).await,
+        Command::Restore(a) => crate::backup_cmd::registry_restore(a).await,
         Command::Mirror {
             anchor,
             dir,

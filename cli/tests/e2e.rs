@@ -4,6 +4,8 @@
 
 #[path = "e2e/exchange.rs"]
 mod exchange;
+#[path = "e2e/registry_backup.rs"]
+mod registry_backup;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -104,7 +104,7 @@ pub fn verify(bytes: &[u8], shown: &str) -> Result<Vec<AuditEntry>, AuditError> 
     Ok(entries)
 }
 
-fn rfc3339(unix_ms: i64) -> String {
+pub fn rfc3339(unix_ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(unix_ms as i128 * 1_000_000)
         .ok()
         .and_then(|t| {

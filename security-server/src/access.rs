@@ -210,9 +210,12 @@ fn fingerprint_bytes(hex: &str) -> Result<[u8; 32], SsError> {
         .ok_or_else(|| SsError::InvalidInput(format!("'{hex}' is not a SHA-256 fingerprint")))
 }
 
+/// A key of the state store and its value.
+pub type StoredEntry = (Vec<u8>, Vec<u8>);
+
 impl Access {
     pub fn open(db: &sled::Db) -> Result<Self, SsError> {
-        let tree = db.open_tree("access").map_err(crate::state_error)?;
+        let tree = db.open_tree(Self::TREE).map_err(crate::state_error)?;
         let mut services = BTreeMap::new();
         let mut grants = Vec::new();
         let mut client_certs = BTreeMap::new();
@@ -242,6 +245,36 @@ impl Access {
     fn write_lock(&self) -> std::sync::MutexGuard<'_, ()> {
         self.writing.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Every stored entry (key, value), read under the write lock so the copy is one
+    /// state, for a backup.
+    pub fn export(&self) -> Result<Vec<StoredEntry>, SsError> {
+        let _writing = self.write_lock();
+        self.tree
+            .iter()
+            .map(|kv| {
+                kv.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .map_err(crate::state_error)
+            })
+            .collect()
+    }
+
+    /// Entries as the admin socket and a backup carry them.
+    pub fn exported(entries: Vec<StoredEntry>) -> lintas_proto::ss::v1::StateExport {
+        lintas_proto::ss::v1::StateExport {
+            entries: entries
+                .into_iter()
+                .map(|(key, value)| lintas_proto::ss::v1::StateEntry {
+                    tree: Self::TREE.into(),
+                    key,
+                    value,
+                })
+                .collect(),
+        }
+    }
+
+    /// The state store's tree.
+    pub const TREE: &'static str = "access";
 
     fn persist(&self, key: String, value: Option<Vec<u8>>) -> Result<(), SsError> {
         match value {

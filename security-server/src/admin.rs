@@ -324,6 +324,21 @@ impl SecurityServerAdmin for AdminService {
             .map_err(|e| Status::failed_precondition(e.to_string()))
     }
 
+    async fn export_state(
+        &self,
+        request: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::StateExport>, Status> {
+        let actor = socket_actor(&request);
+        let result = self
+            .0
+            .access
+            .export()
+            .map(crate::access::Access::exported)
+            .map_err(|e| ManageError::Internal(e.to_string()));
+        self.audited(&actor, "backup", "the state store", result)
+            .map(Response::new)
+    }
+
     async fn log_status(
         &self,
         _: Request<pb::ListRequest>,

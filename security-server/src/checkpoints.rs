@@ -234,7 +234,8 @@ impl Checkpoints {
         let size = v.checkpoint.size;
         if size > log.len() || log.root_at(size)? != v.root {
             return Err(SsError::State(format!(
-                "the witness holds a checkpoint of {size} records that this log does not contain: records were lost or changed after it was witnessed"
+                "the witness holds a checkpoint of {size} records that this log ({} records) does not contain: records were lost or changed after it was witnessed (restored from a backup older than that checkpoint, or damaged storage)",
+                log.len()
             )));
         }
         self.lock().witnessed = Some((size, v.root));

@@ -7,6 +7,7 @@
 pub mod access;
 pub mod admin;
 pub mod backend;
+pub mod backup;
 pub mod batch;
 pub mod bodies;
 pub mod catalogue;
@@ -110,6 +111,11 @@ pub enum SsError {
     NotEnrolled,
     #[error("server: {0}")]
     Serve(String),
+    #[error(transparent)]
+    Backup(#[from] lintas_backup::BackupError),
+    /// Restoring would roll back what the instance has seen of this server.
+    #[error("restore refused: {0}")]
+    Rollback(String),
 }
 
 /// A failure of the server's own stored state (sled, records).

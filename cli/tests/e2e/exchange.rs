@@ -1893,6 +1893,7 @@ async fn a_server_can_use_another_time_stamping_authority_the_configuration_list
 }
 #[path = "adapters.rs"]
 mod adapters;
+mod backup;
 mod binary;
 mod console;
 mod ha;

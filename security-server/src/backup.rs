@@ -1,0 +1,380 @@
+//! `lintas ss backup` and `lintas ss restore`: a security server's keys, configuration,
+//! configuration cache, services and grants, and its whole record log (records,
+//! checkpoints, time-stamps, bodies, evidence material) in one encrypted, signed
+//! archive ([`lintas_backup`]), and a restore that checks the log and asks the witness
+//! whether the archive is older than what the instance has seen.
+//!
+//! The archive holds `config/ss.toml` (the configuration file), `data/…` (the data
+//! directory) and `state/access` (the state store's entries). Operational monitoring
+//! data (`opmon/`) is statistics, not state, and is left out.
+//!
+//! A running server keeps writing while the backup reads, so the files are read in an
+//! order that keeps what the copy holds consistent: the checkpoints and time-stamps
+//! first, then the record segments (which only grow, so they hold at least every record
+//! those name), then bodies and evidence material (which hold at least what those
+//! records need). A record being written while its segment is read is cut off at the
+//! end of the copy, which the restore's opening of the log truncates as a crash's
+//! unfinished write. The state store is read by the running server under its write lock
+//! (over the admin socket), or opened directly when the server is stopped.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use lintas_backup::dir::{ArchiveFile, Staging, canonical, files_in_order};
+use lintas_backup::{BackupError, Head, Passphrase};
+use lintas_certs::{Identity, Role};
+use lintas_globalconf::Clock;
+use lintas_proto::ss::v1 as pb;
+use prost::Message;
+use serde::Serialize;
+
+use crate::access::Access;
+use crate::checkpoints::Checkpoints;
+use crate::{Node, SsConfig, SsError};
+
+/// What the archive's manifest calls a security server's backup.
+pub const KIND: &str = "security-server";
+const CONFIG_ENTRY: &str = "config/ss.toml";
+const STATE_ENTRY: &str = "state/access";
+/// Directories of the data directory not copied: the state store (copied as its
+/// entries) and operational monitoring statistics.
+const SKIPPED_DIRS: [&str; 2] = ["state", "opmon"];
+/// How long the restore waits for the registry (witness, configuration).
+const REGISTRY_WAIT: Duration = Duration::from_secs(15);
+
+/// Where a file of the data directory comes in the copy (see the module's note), then
+/// by path. `None`: not copied.
+fn phase(rel: &str) -> Option<u8> {
+    let top = rel.split('/').next().unwrap_or(rel);
+    if SKIPPED_DIRS.contains(&top)
+        || rel == crate::admin::SOCKET
+        || rel.ends_with(".tmp")
+        || rel.ends_with(".partial")
+    {
+        return None;
+    }
+    let Some(rest) = rel.strip_prefix("records/") else {
+        return Some(0);
+    };
+    Some(match rest {
+        "checkpoints" | "timestamps" => 1,
+        _ if !rest.contains('/') && rest.ends_with(".seg") => 2,
+        "bodies/index" => 3,
+        _ => 4,
+    })
+}
+
+/// What a backup wrote.
+#[derive(Debug, Serialize)]
+pub struct BackupReport {
+    pub archive: PathBuf,
+    pub server_id: String,
+    pub created_unix_ms: i64,
+    pub files: usize,
+    pub bytes: u64,
+    /// Whether the server was running (its state store read over the admin socket).
+    pub online: bool,
+}
+
+/// The state store's entries: from the running server, or from the store itself.
+async fn state_entries(config: &SsConfig) -> Result<(pb::StateExport, bool), SsError> {
+    let records = config.data_dir.join("records");
+    let state = config.data_dir.join("state");
+    if lintas_log::file::in_use(&records) || lintas_log::sled_in_use(&state) {
+        let mut admin = crate::admin::connect(&config.data_dir).await?;
+        let export = admin
+            .export_state(pb::ListRequest::default())
+            .await
+            .map_err(SsError::from)?
+            .into_inner();
+        return Ok((export, true));
+    }
+    let mut entries = Vec::new();
+    if !state.exists() {
+        // Never served: nothing stored yet.
+        return Ok((Access::exported(entries), false));
+    }
+    let db = lintas_log::open_sled(&state).map_err(crate::state_error)?;
+    let tree = db.open_tree(Access::TREE).map_err(crate::state_error)?;
+    for kv in tree.iter() {
+        let (k, v) = kv.map_err(crate::state_error)?;
+        entries.push((k.to_vec(), v.to_vec()));
+    }
+    Ok((Access::exported(entries), false))
+}
+
+/// Writes a backup of the server configured at `config_path` to `out` (which must not
+/// exist): to `out.partial` first, renamed when complete and durable.
+pub async fn backup(
+    config_path: &Path,
+    config: SsConfig,
+    out: &Path,
+    passphrase: &Passphrase,
+    now_ms: i64,
+) -> Result<BackupReport, SsError> {
+    let node = Node::open(config)?;
+    let tls_cert = match lintas_certs::files::read_cert(&node.paths.tls_cert()) {
+        Ok(c) => c,
+        Err(lintas_certs::CertError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            return Err(SsError::NotEnrolled);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let (state, online) = state_entries(&node.config).await?;
+    let (archive, mut w) = ArchiveFile::create(out, passphrase)?;
+    w.add_file(CONFIG_ENTRY, config_path)?;
+    let skip = [canonical(config_path), canonical(archive.partial())];
+    for (rel, path) in files_in_order(&canonical(&node.config.data_dir), &skip, phase)? {
+        w.add_file(&format!("data/{rel}"), &path)?;
+    }
+    w.add(STATE_ENTRY, 0o600, &state.encode_to_vec())?;
+    let head = Head {
+        kind: KIND.into(),
+        id: node.config.server_id.to_string(),
+        created_unix_ms: now_ms,
+        details: serde_json::json!({ "online": online }),
+    };
+    let (written, manifest) = w.finish(head, &node.tls_key, &tls_cert)?;
+    archive.commit(written)?;
+    Ok(BackupReport {
+        archive: out.to_owned(),
+        server_id: manifest.id,
+        created_unix_ms: manifest.created_unix_ms,
+        files: manifest.files.len(),
+        bytes: manifest.files.iter().map(|f| f.bytes).sum(),
+        online,
+    })
+}
+
+/// What a restore found and did.
+#[derive(Debug, Serialize)]
+pub struct RestoreReport {
+    pub server_id: String,
+    pub config: PathBuf,
+    pub data_dir: PathBuf,
+    pub backup_created_unix_ms: i64,
+    pub files: usize,
+    /// Records in the restored log.
+    pub log_records: u64,
+    /// Records of this log the witness has cosigned; `None` when it could not be asked.
+    pub witnessed_records: Option<u64>,
+    /// Why the witness could not be asked.
+    pub witness_unchecked: Option<String>,
+    /// The configuration serial the backup held, and the one held now (fetched at
+    /// restore when the registry answered).
+    pub conf_serial_in_backup: Option<u64>,
+    pub conf_serial: Option<u64>,
+}
+
+/// Restores the archive at `archive` as a new node: its configuration written to
+/// `config_path` (which must not exist) and its data directory (which must not exist or
+/// be empty). Refused, with nothing written, when the log does not open cleanly or the
+/// witness has seen more of this log than the archive holds.
+pub async fn restore(
+    archive: &Path,
+    config_path: &Path,
+    passphrase: &Passphrase,
+    env: Vec<(String, String)>,
+    clock: Arc<dyn Clock>,
+) -> Result<RestoreReport, SsError> {
+    let staging = Staging::beside(config_path)?;
+    restore_staged(archive, config_path, &staging, passphrase, env, clock).await
+}
+
+async fn restore_staged(
+    archive: &Path,
+    config_path: &Path,
+    staging: &Staging,
+    passphrase: &Passphrase,
+    env: Vec<(String, String)>,
+    clock: Arc<dyn Clock>,
+) -> Result<RestoreReport, SsError> {
+    let input =
+        std::fs::File::open(archive).map_err(|e| crate::state_error_at("opening", archive, e))?;
+    let unpacked = lintas_backup::unpack(std::io::BufReader::new(input), passphrase, &staging.dir)?;
+    let manifest = &unpacked.manifest;
+    if manifest.kind != KIND {
+        return Err(SsError::InvalidInput(format!(
+            "{} is a backup of a {}, not of a security server",
+            archive.display(),
+            manifest.kind
+        )));
+    }
+    // The configuration as it will be, with the data directory read from the staging
+    // copy meanwhile.
+    let staged_config = staging.dir.join(CONFIG_ENTRY);
+    let mut config = SsConfig::load(&staged_config, env)?;
+    let data_dir = staging.data_dir(&config.data_dir, &staging.dir.join("config"));
+    staging.check_new(&data_dir)?;
+    config.data_dir = staging.dir.join("data");
+    let node = Node::open(config)?;
+    check_signer(&node, &unpacked)?;
+    import_state(&node, &staging.dir.join(STATE_ENTRY))?;
+
+    let records = node.paths.0.join("records");
+    let checkpoints = Checkpoints::read(
+        &records.join("checkpoints"),
+        node.config.server_id.to_string(),
+        lintas_certs::keys::read(&node.paths.log_key())?,
+    )?;
+    let log = lintas_log::RecordLog::open_after(
+        &records,
+        node.config.log_segment_kib * 1024,
+        checkpoints.covered(),
+    )?;
+    checkpoints.check(&log)?;
+    let log_records = log.len();
+
+    let conf = node.conf_client(clock)?;
+    let conf_serial_in_backup = conf.held_serial();
+    let (witnessed_records, witness_unchecked) = match ask_witness(&node, &checkpoints, &log).await
+    {
+        Ok(size) => (Some(size), None),
+        Err(SsError::State(e)) => {
+            return Err(SsError::Rollback(format!(
+                "{e}. The backup made at {} holds {log_records} records of this server's log; the witness has cosigned more. Restoring it would lose the records written after it was made, and the server would refuse to start. Restore a newer backup of this server, or recover its data directory",
+                lintas_manage::audit::rfc3339(manifest.created_unix_ms)
+            )));
+        }
+        Err(e) => (None, Some(e.to_string())),
+    };
+    // The newest configuration now, so the restored cache does not lower the serial the
+    // server refuses to go below.
+    let conf_serial = match tokio::time::timeout(REGISTRY_WAIT, conf.fetch()).await {
+        Ok(Ok(c)) => Some(c.serial()),
+        _ => conf_serial_in_backup,
+    };
+    drop(log);
+    drop(checkpoints);
+    drop(node);
+
+    staging.move_into(&staging.dir.join("data"), &data_dir)?;
+    let config_text = std::fs::read(&staged_config)
+        .map_err(|e| crate::state_error_at("reading", &staged_config, e))?;
+    lintas_certs::files::write_new(config_path, &config_text, 0o644)?;
+    Ok(RestoreReport {
+        server_id: manifest.id.clone(),
+        config: config_path.to_owned(),
+        data_dir,
+        backup_created_unix_ms: manifest.created_unix_ms,
+        files: manifest.files.len(),
+        log_records,
+        witnessed_records,
+        witness_unchecked,
+        conf_serial_in_backup,
+        conf_serial,
+    })
+}
+
+/// The manifest's signer must be this server's TLS certificate from the instance the
+/// archive's anchor names, valid when the backup was made.
+fn check_signer(node: &Node, unpacked: &lintas_backup::Unpacked) -> Result<(), SsError> {
+    let at = std::time::UNIX_EPOCH
+        + Duration::from_millis(u64::try_from(unpacked.manifest.created_unix_ms).unwrap_or(0));
+    let info = node
+        .anchor
+        .trust_store()
+        .verify(&unpacked.signer_cert, Role::Server, at)
+        .map_err(|e| {
+            SsError::Backup(BackupError::Signature(format!(
+                "the signer's certificate is not a server certificate of instance {}: {e}",
+                node.anchor.instance
+            )))
+        })?;
+    let id = &node.config.server_id;
+    if info.identity != Identity::Server(id.clone()) || unpacked.manifest.id != id.to_string() {
+        return Err(SsError::Backup(BackupError::Signature(format!(
+            "the archive is of {} and signed by {}, but its configuration is of {id}",
+            unpacked.manifest.id,
+            info.identity.to_uri()
+        ))));
+    }
+    Ok(())
+}
+
+/// Writes the archived state store's entries into a new store in the staged data
+/// directory.
+fn import_state(node: &Node, export: &Path) -> Result<(), SsError> {
+    let bytes = std::fs::read(export).map_err(|e| crate::state_error_at("reading", export, e))?;
+    let export = pb::StateExport::decode(bytes.as_slice())
+        .map_err(|e| SsError::State(format!("the archive's state store: {e}")))?;
+    let db = lintas_log::open_sled(&node.paths.0.join("state")).map_err(crate::state_error)?;
+    for entry in export.entries {
+        if entry.tree != Access::TREE {
+            return Err(SsError::State(format!(
+                "the archive's state store has a tree '{}' this lintas does not know",
+                entry.tree
+            )));
+        }
+        db.open_tree(Access::TREE)
+            .and_then(|t| t.insert(entry.key, entry.value))
+            .map_err(crate::state_error)?;
+    }
+    db.flush().map_err(crate::state_error)?;
+    // Read back as the server will.
+    Access::open(&db)?;
+    Ok(())
+}
+
+/// Asks the registry's witness for this log's newest cosigned checkpoint and checks the
+/// restored log holds it.
+async fn ask_witness(
+    node: &Node,
+    checkpoints: &Checkpoints,
+    log: &lintas_log::RecordLog,
+) -> Result<u64, SsError> {
+    let tls_cert = lintas_certs::files::read_cert(&node.paths.tls_cert())?;
+    let tls = lintas_transport::client_config(
+        node.anchor.trust_store(),
+        Role::Registry,
+        Some((&tls_cert, &node.tls_key)),
+    )?;
+    let channel = lintas_transport::channel_to_any(&node.anchor.registry_urls(), tls)?;
+    let mut registry =
+        lintas_proto::registry::v1::registration_client::RegistrationClient::new(channel);
+    match tokio::time::timeout(
+        REGISTRY_WAIT,
+        checkpoints.sync_with_witness(log, &mut registry),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(_) => Err(SsError::Unreachable(format!(
+            "the registry did not answer in {} s",
+            REGISTRY_WAIT.as_secs()
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_are_copied_in_an_order_that_keeps_the_log_consistent() {
+        let cases = [
+            ("ss.toml", Some(0)),
+            ("tls.key.pem", Some(0)),
+            ("conf/globalconf.bin", Some(0)),
+            ("records/checkpoints", Some(1)),
+            ("records/timestamps", Some(1)),
+            ("records/00000000000000000000.seg", Some(2)),
+            ("records/bodies/index", Some(3)),
+            ("records/bodies/20000.dat", Some(4)),
+            ("records/evidence/certs/ab.der", Some(4)),
+            ("records/lock", Some(4)),
+            ("state/db", None),
+            ("state/conf", None),
+            ("opmon/00.seg", None),
+            ("admin.sock", None),
+            ("conf/x.tmp", None),
+            ("backup.lbk.partial", None),
+        ];
+        for (path, expect) in cases {
+            assert_eq!(phase(path), expect, "{path}");
+        }
+    }
+}
