@@ -129,6 +129,8 @@ pub struct Staging {
     pub dir: PathBuf,
     /// The directory the configuration file goes into.
     pub config_dir: PathBuf,
+    /// Whether the restore made `config_dir` (removed again if left empty).
+    made_config_dir: bool,
 }
 
 impl Staging {
@@ -144,10 +146,19 @@ impl Staging {
             Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
             _ => PathBuf::from("."),
         };
+        let made_config_dir = !config_dir.exists();
         std::fs::create_dir_all(&config_dir).map_err(io("creating", &config_dir))?;
+        // Decrypted keys pass through it: the restoring account's only.
         let dir = config_dir.join(format!(".lintas-restore-{}", std::process::id()));
-        std::fs::create_dir(&dir).map_err(io("creating", &dir))?;
-        Ok(Staging { dir, config_dir })
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(io("creating", &dir))?;
+        Ok(Staging {
+            dir,
+            config_dir,
+            made_config_dir,
+        })
     }
 
     /// Where a data directory named by the staged configuration goes: a relative one is
@@ -208,6 +219,10 @@ impl Staging {
 impl Drop for Staging {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
+        if self.made_config_dir {
+            // Only when empty: a finished restore wrote its configuration there.
+            let _ = std::fs::remove_dir(&self.config_dir);
+        }
     }
 }
 
@@ -230,6 +245,10 @@ mod tests {
         let staged = staging.dir.clone();
         drop(staging);
         assert!(!staged.exists(), "the staging directory is removed");
+        // A directory the restore made is removed again when nothing went into it.
+        let fresh = dir.path().join("fresh/ss.toml");
+        drop(Staging::beside(&fresh).unwrap());
+        assert!(!dir.path().join("fresh").exists());
         std::fs::write(&cfg, b"").unwrap();
         let err = Staging::beside(&cfg).err().unwrap();
         assert!(err.to_string().contains("exists"), "{err}");
@@ -240,6 +259,7 @@ mod tests {
         let staging = Staging {
             dir: "/srv/.lintas-restore-1".into(),
             config_dir: "/srv/node".into(),
+            made_config_dir: false,
         };
         let staged = Path::new("/srv/.lintas-restore-1/config");
         assert_eq!(

@@ -32,7 +32,7 @@ pub const DOMAIN: &str = "lintas/backup/v1";
 const FILE: u8 = 1;
 const TRAILER: u8 = 2;
 const MAX_PATH: usize = 1024;
-const MAX_MANIFEST: usize = 256 * 1024 * 1024;
+const MAX_MANIFEST: usize = 64 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
@@ -231,6 +231,39 @@ pub struct Unpacked {
     /// The certificate whose key signed the manifest (DER): the caller checks it
     /// against the instance's anchor, its role and identity.
     pub signer_cert: Vec<u8>,
+}
+
+/// Checks the certificate that signed an archive against the instance's trust store,
+/// taken from outside the archive (an archive carries an anchor of its own, which proves
+/// nothing): chain, role and identity, valid when the backup was made; the manifest
+/// must be of `id`.
+pub fn verify_signer(
+    unpacked: &Unpacked,
+    trust: &lintas_certs::TrustStore,
+    role: lintas_certs::Role,
+    identity: &lintas_certs::Identity,
+    id: &str,
+) -> Result<(), BackupError> {
+    let made = std::time::UNIX_EPOCH
+        + std::time::Duration::from_millis(
+            u64::try_from(unpacked.manifest.created_unix_ms).unwrap_or(0),
+        );
+    let info = trust
+        .verify(&unpacked.signer_cert, role, made)
+        .map_err(|e| {
+            BackupError::Signature(format!(
+                "the signer's certificate does not verify against the anchor given: {e}"
+            ))
+        })?;
+    if &info.identity != identity || unpacked.manifest.id != id {
+        return Err(BackupError::Signature(format!(
+            "the archive says it is of {} and is signed by {}, not by {}",
+            unpacked.manifest.id,
+            info.identity.to_uri(),
+            identity.to_uri()
+        )));
+    }
+    Ok(())
 }
 
 /// Unpacks an archive into `dir` (which must exist and be empty), checking every chunk,

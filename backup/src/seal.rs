@@ -112,7 +112,10 @@ impl Passphrase {
             ))
         })?;
         let line = text.lines().next().unwrap_or("").to_owned();
-        text.clear();
+        // The rest of the file's bytes are overwritten before they are freed.
+        let mut bytes = text.into_bytes();
+        bytes.fill(0);
+        std::hint::black_box(&bytes);
         if line.is_empty() {
             return Err(BackupError::Passphrase(format!(
                 "{} holds no passphrase on its first line",

@@ -234,11 +234,13 @@ pub struct RestoreReport {
 pub async fn restore(
     archive: &Path,
     config_path: &Path,
+    anchor: &Path,
     passphrase: &Passphrase,
     serial_floor: Option<u64>,
     env: Vec<(String, String)>,
     clock: Arc<dyn Clock>,
 ) -> Result<RestoreReport, RestoreError> {
+    let anchor = Anchor::load(anchor)?;
     let staging = Staging::beside(config_path)?;
     let input = std::fs::File::open(archive).map_err(|source| BackupError::Io {
         what: "opening",
@@ -260,8 +262,20 @@ pub async fn restore(
     staging.check_new(&data_dir)?;
     config.data_dir = staging.dir.join("data");
     let paths = Paths(config.data_dir.clone());
-    let anchor = Anchor::load(&paths.anchor())?;
-    check_signer(&anchor, &config, &unpacked)?;
+    let instance = config.instance.clone();
+    lintas_backup::verify_signer(
+        &unpacked,
+        anchor.trust_store(),
+        Role::GlobalConf,
+        &Identity::GlobalConf { instance },
+        &config.instance.to_string(),
+    )?;
+    if !anchor.signing_certs.contains(&unpacked.signer_cert) {
+        return Err(BackupError::Signature(
+            "the archive is signed by a configuration-signing certificate the anchor given does not list".into(),
+        )
+        .into());
+    }
 
     let records = read_records(&staging.dir.join(STORE_ENTRY))?;
     let in_backup = crate::registry::conf_serial_of(&records);
@@ -296,34 +310,29 @@ pub async fn restore(
     store
         .apply(&[], puts)
         .map_err(|e| RestoreError::Refused(format!("writing the records into the store: {e}")))?;
-    drop(store);
-
-    // Opening the registry checks the keys against the records, as serving will.
-    let registry = crate::open(&config, clock)?;
-    let conf_serial = match floor {
-        Some(floor) => {
-            let why = format!(
-                "restored from the backup made at {}; serial raised above {floor}, the highest the instance had published",
-                lintas_manage::audit::rfc3339(manifest.created_unix_ms)
-            );
-            let reg = registry.clone();
-            let serial =
-                tokio::task::spawn_blocking(move || reg.republish_above(floor, "restore", &why))
-                    .await
-                    .map_err(|e| RestoreError::Refused(e.to_string()))??;
-            Some(serial)
-        }
-        None => None,
+    // The embedded store is in the staging directory and goes with it on failure; a
+    // PostgreSQL database is emptied again, so the restore can be repeated.
+    let shared = (!config.database.is_empty()).then_some(store);
+    let finished = match finish(&config, clock, floor, manifest.created_unix_ms).await {
+        Ok(serial) => staging
+            .move_into(&staging.dir.join("data"), &data_dir)
+            .map_err(RestoreError::from)
+            .and_then(|()| {
+                let text = std::fs::read(&staged_config).map_err(|source| BackupError::Io {
+                    what: "reading",
+                    path: staged_config.clone(),
+                    source,
+                })?;
+                lintas_certs::files::write_new(config_path, &text, 0o644)?;
+                Ok(serial)
+            }),
+        Err(e) => Err(e),
     };
-    drop(registry);
-
-    staging.move_into(&staging.dir.join("data"), &data_dir)?;
-    let text = std::fs::read(&staged_config).map_err(|source| BackupError::Io {
-        what: "reading",
-        path: staged_config.clone(),
-        source,
-    })?;
-    lintas_certs::files::write_new(config_path, &text, 0o644)?;
+    let conf_serial = match (finished, shared) {
+        (Ok(serial), _) => serial,
+        (Err(e), None) => return Err(e),
+        (Err(e), Some(store)) => return Err(empty_again(store.as_ref(), e)),
+    };
     Ok(RestoreReport {
         instance: manifest.id.clone(),
         config: config_path.to_owned(),
@@ -339,6 +348,49 @@ pub async fn restore(
         conf_serial_published: published.as_ref().ok().copied(),
         conf_serial,
     })
+}
+
+/// Opens the restored registry (which checks its keys against the records, as serving
+/// will) and publishes above `floor` when one is needed.
+async fn finish(
+    config: &RegistryConfig,
+    clock: Arc<dyn Clock>,
+    floor: Option<u64>,
+    created_unix_ms: i64,
+) -> Result<Option<u64>, RestoreError> {
+    let registry = crate::open(config, clock)?;
+    let Some(floor) = floor else {
+        return Ok(None);
+    };
+    let why = format!(
+        "restored from the backup made at {}; serial raised above {floor}, the highest the instance had published",
+        lintas_manage::audit::rfc3339(created_unix_ms)
+    );
+    let serial =
+        tokio::task::spawn_blocking(move || registry.republish_above(floor, "restore", &why))
+            .await
+            .map_err(|e| RestoreError::Refused(e.to_string()))??;
+    Ok(Some(serial))
+}
+
+/// Removes every record again after a failed restore into a shared database.
+fn empty_again(store: &dyn RegistryStore, failed: RestoreError) -> RestoreError {
+    let emptied = store.load().map_err(|e| e.to_string()).and_then(|records| {
+        let removals = records
+            .into_iter()
+            .map(|r| Put {
+                key: r.key,
+                value: None,
+            })
+            .collect();
+        store.apply(&[], removals).map_err(|e| e.to_string())
+    });
+    match emptied {
+        Ok(()) => failed,
+        Err(undo) => RestoreError::Refused(format!(
+            "{failed}; emptying the PostgreSQL database again failed too ({undo}): empty it before restoring again"
+        )),
+    }
 }
 
 /// Whether the restore may go on, and the serial the restored registry must publish
@@ -372,24 +424,40 @@ fn floor(
     }
 }
 
-/// The serial the instance's configuration URLs serve now (verified against the
-/// anchor), or why none could be had.
+/// The highest serial the instance's configuration URLs serve now (each verified
+/// against the anchor; a lagging mirror must not lower it), or why none answered.
 async fn published_serial(
     anchor: &Anchor,
     staging: &Path,
     clock: Arc<dyn Clock>,
 ) -> Result<u64, String> {
-    let cache = staging.join("published");
-    std::fs::create_dir_all(&cache).map_err(|e| e.to_string())?;
-    let client = ConfClient::open(anchor.clone(), &cache, clock).map_err(|e| e.to_string())?;
-    match tokio::time::timeout(FETCH_WAIT, client.fetch()).await {
-        Ok(Ok(conf)) => Ok(conf.serial()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!(
-            "no configuration URL answered in {} s",
-            FETCH_WAIT.as_secs()
-        )),
+    let mut serials = Vec::new();
+    let mut failures = Vec::new();
+    for (i, url) in anchor.globalconf_urls.iter().enumerate() {
+        let cache = staging.join(format!("published-{i}"));
+        let fetched = async {
+            std::fs::create_dir_all(&cache).map_err(|e| e.to_string())?;
+            let client = ConfClient::open(anchor.clone(), &cache, clock.clone())
+                .map_err(|e| e.to_string())?
+                .with_urls(vec![url.clone()]);
+            match tokio::time::timeout(FETCH_WAIT, client.fetch()).await {
+                Ok(Ok(conf)) => Ok(conf.serial()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("no answer in {} s", FETCH_WAIT.as_secs())),
+            }
+        };
+        match fetched.await {
+            Ok(serial) => serials.push(serial),
+            Err(e) => failures.push(format!("{url}: {e}")),
+        }
     }
+    serials.into_iter().max().ok_or_else(|| {
+        if failures.is_empty() {
+            "the anchor lists no configuration URL".into()
+        } else {
+            failures.join("; ")
+        }
+    })
 }
 
 fn read_records(path: &Path) -> Result<Vec<Stored>, RestoreError> {
@@ -414,39 +482,6 @@ fn read_records(path: &Path) -> Result<Vec<Stored>, RestoreError> {
             version: 1,
         })
         .collect())
-}
-
-/// The manifest's signer must be the instance's configuration-signing certificate,
-/// valid when the backup was made.
-fn check_signer(
-    anchor: &Anchor,
-    config: &RegistryConfig,
-    unpacked: &lintas_backup::Unpacked,
-) -> Result<(), RestoreError> {
-    let at = std::time::UNIX_EPOCH
-        + Duration::from_millis(u64::try_from(unpacked.manifest.created_unix_ms).unwrap_or(0));
-    let info = anchor
-        .trust_store()
-        .verify(&unpacked.signer_cert, Role::GlobalConf, at)
-        .map_err(|e| {
-            BackupError::Signature(format!(
-                "the signer's certificate is not the configuration-signing certificate of instance {}: {e}",
-                anchor.instance
-            ))
-        })?;
-    let expected = Identity::GlobalConf {
-        instance: config.instance.clone(),
-    };
-    if info.identity != expected || unpacked.manifest.id != config.instance.to_string() {
-        return Err(BackupError::Signature(format!(
-            "the archive is of instance {} and signed by {}, but its configuration is of {}",
-            unpacked.manifest.id,
-            info.identity.to_uri(),
-            config.instance
-        ))
-        .into());
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -90,6 +90,22 @@ pub struct RegistryConfig {
     /// ask about once a minute each).
     #[serde(default = "default_tsa_per_source")]
     pub tsa_requests_per_minute_per_source: u32,
+    /// Approve a registered server's request for certificates for new keys at once when
+    /// its current TLS certificate authenticates it (address, subsystems and log key
+    /// unchanged); otherwise such renewals wait for an administrator.
+    #[serde(default = "default_true")]
+    pub auto_approve_renewals: bool,
+    /// Days certificates superseded by a renewal stay valid (listed beside the new ones)
+    /// before they are revoked.
+    #[serde(default = "default_renewal_grace_days")]
+    pub renewal_grace_days: u64,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_renewal_grace_days() -> u64 {
+    7
 }
 
 fn default_max_pending() -> usize {
@@ -216,6 +232,10 @@ impl RegistryConfig {
         p.check(
             (60..=365 * 86400).contains(&self.registration_ttl_secs),
             || "registration_ttl_secs must be between 60 and 31536000 (a year)".into(),
+        );
+        p.check(
+            (1..=self.cert_validity_days / 2).contains(&self.renewal_grace_days),
+            || "renewal_grace_days must be between 1 and half of cert_validity_days".into(),
         );
         p.check(
             (1..=60_000).contains(&self.tsa_requests_per_minute_per_source),

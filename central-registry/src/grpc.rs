@@ -86,8 +86,10 @@ impl Registration for RegistrationService {
             .remote_addr()
             .map(|a| lintas_transport::admission::source_of(a.ip()).to_string())
             .unwrap_or_default();
+        let peer_cert = lintas_transport::peer_cert(&request);
         let r = request.into_inner();
         let sub = Submission {
+            peer_cert,
             source,
             server_id: r.server_id,
             address: r.address,

@@ -309,6 +309,8 @@ pub fn init(opts: &InitOptions, clock: Arc<dyn Clock>) -> Result<InitReport, Reg
         max_pending_per_source: 20,
         registration_ttl_secs: 7 * 86400,
         tsa_requests_per_minute_per_source: 120,
+        auto_approve_renewals: true,
+        renewal_grace_days: 7,
     };
     let anchor = Anchor::new(
         instance.clone(),
@@ -412,6 +414,8 @@ pub fn open(
         cert_validity: Duration::from_secs(config.cert_validity_days * 86400),
         token_ttl: Duration::from_secs(config.token_ttl_secs),
         tsa_urls: config.effective_tsa_urls(),
+        auto_approve_renewals: config.auto_approve_renewals,
+        renewal_grace: Duration::from_secs(config.renewal_grace_days * 86400),
     };
     Ok(Arc::new(Registry::open(store, keys, policy, clock)?))
 }
@@ -607,6 +611,15 @@ pub async fn serve(
             match tokio::task::spawn_blocking(move || {
                 if let Err(e) = reg.expire_registrations() {
                     tracing::error!(error = %e, "expiring registration requests failed");
+                }
+                match reg.retire_due() {
+                    Ok(serials) if !serials.is_empty() => {
+                        tracing::info!(?serials, "revoked certificates superseded by renewals")
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "revoking superseded certificates failed")
+                    }
                 }
                 reg.refresh(refresh_every)
             })

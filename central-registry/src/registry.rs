@@ -27,6 +27,7 @@ mod keys;
 mod pending;
 mod persist;
 mod reads;
+mod renewal;
 pub use generations::GenerationRec;
 use keys::Key;
 use persist::{Applied, MAX_CONFLICTS, load};
@@ -126,6 +127,10 @@ pub struct IssuedCert {
     pub der_hex: String,
     pub not_after: i64,
     pub revoked: Option<Revocation>,
+    /// When a renewal superseded it: revoked at this time (Unix seconds), after the
+    /// grace period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retire_at: Option<i64>,
 }
 
 impl IssuedCert {
@@ -136,6 +141,7 @@ impl IssuedCert {
             serial: info.serial_hex(),
             der_hex: lintas_certs::hex(der),
             not_after: info.not_after_unix(),
+            retire_at: None,
             revoked: None,
         })
     }
@@ -400,6 +406,11 @@ pub struct Policy {
     /// Where the registry's TSA is reached (on each node), as published in the
     /// configuration.
     pub tsa_urls: Vec<String>,
+    /// Approve a registered server's request for new keys at once when its current
+    /// TLS certificate authenticates it.
+    pub auto_approve_renewals: bool,
+    /// How long certificates superseded by a renewal stay valid.
+    pub renewal_grace: Duration,
 }
 
 /// Whether a change alters what the global configuration publishes (and so needs a new
@@ -633,13 +644,20 @@ impl Registry {
                 .servers
                 .values()
                 .map(|s| {
-                    // The newest usable TLS certificate identifies the server.
-                    let tls = s
+                    // The newest usable TLS certificate identifies the server; peers
+                    // accept its others too (the one before a renewal, until revoked).
+                    let usable_tls: Vec<&IssuedCert> = s
                         .certs
                         .iter()
                         .filter(usable)
                         .filter(|c| c.kind == CertKind::Tls)
-                        .max_by_key(|c| c.not_after);
+                        .collect();
+                    let tls = usable_tls.iter().copied().max_by_key(|c| c.not_after);
+                    let others = usable_tls
+                        .iter()
+                        .filter(|c| tls.is_some_and(|t| t.serial != c.serial))
+                        .map(|c| lintas_certs::sha256(&c.der()).to_vec())
+                        .collect();
                     gc::SecurityServer {
                         id: s.id.to_string(),
                         address: s.address.to_string(),
@@ -656,6 +674,7 @@ impl Registry {
                             .collect(),
                         log_public_key: lintas_certs::unhex(&s.log_key_hex).unwrap_or_default(),
                         maintenance: s.maintenance,
+                        other_tls_cert_sha256: others,
                     }
                 })
                 .collect(),
@@ -789,6 +808,20 @@ impl Registry {
             renewal: false,
             source: req.source.clone(),
         };
+        if let Some(cert) = &req.peer_cert {
+            // A server presenting a certificate is who it says or is refused; one
+            // presenting its own asks for a renewal.
+            let by = self.peer_server(Some(cert), "renewing")?;
+            if by != server_id {
+                return Err(RegistryError::PermissionDenied(format!(
+                    "the TLS certificate of {by} cannot ask for certificates of {server_id}"
+                )));
+            }
+            if self.policy.auto_approve_renewals && token_hash.is_none() {
+                let serial = CertInfo::parse(cert).map_err(internal)?.serial_hex();
+                return self.renew_authenticated(rec, &serial, &tls_key, &signing_key);
+            }
+        }
         let Some(hash) = token_hash else {
             return self.file_pending(rec);
         };
@@ -1119,6 +1152,8 @@ impl Registry {
                 log_key_hex: String::new(),
                 maintenance: false,
             });
+        // A renewal: the certificates before it go after the grace period.
+        self.retire_previous(server);
         server.address = rec.address.clone();
         server.log_key_hex = rec.log_key_hex.clone();
         server.clients.extend(rec.clients.iter().cloned());
@@ -1568,6 +1603,9 @@ pub struct Submission {
     pub enrolment_token: String,
     /// The requester's address as the connection showed it (empty: unknown).
     pub source: String,
+    /// The TLS client certificate the request came with (DER), if any: a registered
+    /// server's current one makes the request a renewal it authenticated.
+    pub peer_cert: Option<Vec<u8>>,
 }
 
 impl Registry {

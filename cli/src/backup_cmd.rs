@@ -65,6 +65,12 @@ pub fn print_ss_restore(r: &lintas_ss::backup::RestoreReport, json: bool) -> Res
     );
     println!("  configuration:  {}", r.config.display());
     println!("  data directory: {}", r.data_dir.display());
+    if r.entries_cut > 0 {
+        println!(
+            "  {} checkpoints and time-stamps made after the log was copied were left out",
+            r.entries_cut
+        );
+    }
     match (r.witnessed_records, &r.witness_unchecked) {
         (Some(w), _) => println!(
             "  log: {} records; the witness has cosigned {w} of them, so nothing it saw is lost",
@@ -162,6 +168,10 @@ pub struct RegistryRestoreArgs {
     /// not exist or be empty.
     #[arg(long)]
     config: PathBuf,
+    /// The instance's trust anchor as distributed to the servers: the archive's signer
+    /// must be a configuration-signing certificate it lists.
+    #[arg(long)]
+    anchor: PathBuf,
     #[command(flatten)]
     passphrase: PassphraseArg,
     /// The highest configuration serial the instance's servers may hold (`lintas ss
@@ -177,6 +187,7 @@ pub async fn registry_restore(a: RegistryRestoreArgs) -> Result<()> {
     let r = lintas_registry::backup::restore(
         &a.archive,
         &a.config,
+        &a.anchor,
         &a.passphrase.for_reading()?,
         a.serial_floor,
         crate::env(),

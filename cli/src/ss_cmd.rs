@@ -112,6 +112,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// This server's certificates.
+    Certs {
+        #[arg(long, default_value = "ss.toml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
     /// Write one encrypted, signed backup: configuration, keys and certificates, the
     /// configuration cache, services, grants and client certificates, and the whole
     /// record log. Works while the server runs (its state store is read over the admin
@@ -142,6 +149,10 @@ enum Command {
         /// it names must not exist or be empty.
         #[arg(long)]
         config: PathBuf,
+        /// The instance's trust anchor, as the registry operator distributes it: the
+        /// archive's signer is checked against it, never against the archive's own.
+        #[arg(long)]
+        anchor: PathBuf,
         #[command(flatten)]
         passphrase: crate::backup_cmd::PassphraseArg,
         /// Print what was restored as JSON.
@@ -351,6 +362,20 @@ fn health_words(health: &lintas_proto::ss::v1::HealthReply) -> String {
 
 fn open(config: &std::path::Path) -> Result<Node> {
     Ok(Node::open(SsConfig::load(config, crate::env())?)?)
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// Ask for TLS and signing certificates for new keys, authenticated by the current
+    /// TLS certificate (the registry approves at once when its policy allows, or an
+    /// administrator does; run again to ask whether it has). Once approved, the new
+    /// certificates take effect at the next start of the server; peers accept both
+    /// until the registry revokes the old ones after its grace period.
+    Renew {
+        /// Print where the renewal stands as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -804,6 +829,27 @@ pub async fn run(args: Args) -> Result<()> {
             )
             .await?
         }
+        Command::Certs {
+            config,
+            command: CertsCommand::Renew { json },
+        } => {
+            let r = open(&config)?.renew().await?;
+            if json {
+                crate::json::print(&r)?;
+            } else if r.state == "approved" {
+                println!(
+                    "renewal {} approved by {}; the new certificates (valid until {}) take effect when the server next starts",
+                    r.request_id,
+                    r.decided_by,
+                    r.not_after.map(iso8601).unwrap_or_default()
+                );
+            } else {
+                println!(
+                    "renewal {} is waiting for a registry administrator; run this again to ask",
+                    r.request_id
+                );
+            }
+        }
         Command::Backup {
             config,
             out,
@@ -824,12 +870,14 @@ pub async fn run(args: Args) -> Result<()> {
         Command::Restore {
             archive,
             config,
+            anchor,
             passphrase,
             json,
         } => {
             let report = lintas_ss::backup::restore(
                 &archive,
                 &config,
+                &anchor,
                 &passphrase.for_reading()?,
                 crate::env(),
                 Arc::new(SystemClock),

@@ -80,6 +80,21 @@ pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> SystemTime;
 }
 
+/// Whether `entry` lists a TLS certificate with SHA-256 `hash` (its current one, or
+/// another still valid after a renewal).
+pub fn lists_tls(entry: &SecurityServer, hash: &[u8]) -> bool {
+    hash.len() == 32
+        && (entry.tls_cert_sha256 == hash || entry.other_tls_cert_sha256.iter().any(|h| h == hash))
+}
+
+/// Every TLS certificate hash `entry` lists, its current one first: what a peer pins.
+pub fn tls_pins(entry: &SecurityServer) -> Vec<[u8; 32]> {
+    std::iter::once(&entry.tls_cert_sha256)
+        .chain(&entry.other_tls_cert_sha256)
+        .filter_map(|h| <[u8; 32]>::try_from(h.as_slice()).ok())
+        .collect()
+}
+
 /// The system's wall clock.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
@@ -185,6 +200,12 @@ impl VerifiedConf {
     pub fn server(&self, id: &ServerId) -> Option<&SecurityServer> {
         let id = id.to_string();
         self.conf.servers.iter().find(|s| s.id == id)
+    }
+
+    /// The server whose TLS certificate (current, or another still listed after a
+    /// renewal) has SHA-256 `hash`.
+    pub fn server_by_tls(&self, hash: &[u8]) -> Option<&SecurityServer> {
+        self.conf.servers.iter().find(|s| lists_tls(s, hash))
     }
 
     /// Whether `member` (or one of its subsystems, when `subsystem` is given) is registered.
@@ -364,6 +385,12 @@ fn check_contents(conf: &GlobalConf) -> Result<(), ConfError> {
         }
         for cert in &s.signing_certs {
             CertInfo::parse(cert).map_err(|e| bad(&format!("server {}", s.id), &e))?;
+        }
+        if s.other_tls_cert_sha256.iter().any(|h| h.len() != 32) {
+            return Err(bad(
+                &format!("server {}", s.id),
+                &"lists a TLS certificate hash that is not 32 bytes",
+            ));
         }
     }
     for g in &conf.groups {

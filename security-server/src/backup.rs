@@ -9,13 +9,20 @@
 //! data (`opmon/`) is statistics, not state, and is left out.
 //!
 //! A running server keeps writing while the backup reads, so the files are read in an
-//! order that keeps what the copy holds consistent: the checkpoints and time-stamps
-//! first, then the record segments (which only grow, so they hold at least every record
-//! those name), then bodies and evidence material (which hold at least what those
-//! records need). A record being written while its segment is read is cut off at the
-//! end of the copy, which the restore's opening of the log truncates as a crash's
-//! unfinished write. The state store is read by the running server under its write lock
-//! (over the admin socket), or opened directly when the server is stopped.
+//! order that keeps what the copy holds consistent: the record segments first (a record
+//! being written while its segment is read is cut off at the end of the copy, which the
+//! restore's opening of the log truncates as a crash's unfinished write); then the
+//! checkpoints and time-stamps, which hold every token the copied records name, and may
+//! hold entries about records written after the segments were read, which the restore
+//! cuts; then bodies and evidence material, which hold at least what the copied records
+//! need (bodies past their retention may disappear meanwhile, and are then left out).
+//! The log's Merkle tree files are left out: the restored log rebuilds them from the
+//! records. The state store is read by the running server under its write lock (over
+//! the admin socket), or opened directly when the server is stopped.
+//!
+//! The restore trusts the instance's anchor the operator gives, never the copy in the
+//! archive: the signer must be this server's certificate from that anchor's CA, and the
+//! witness is asked at the registry that anchor names.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -57,9 +64,13 @@ fn phase(rel: &str) -> Option<u8> {
     let Some(rest) = rel.strip_prefix("records/") else {
         return Some(0);
     };
+    if rest.starts_with("tree/") {
+        // Rebuilt from the records when the restored log opens.
+        return None;
+    }
     Some(match rest {
-        "checkpoints" | "timestamps" => 1,
-        _ if !rest.contains('/') && rest.ends_with(".seg") => 2,
+        _ if !rest.contains('/') && rest.ends_with(".seg") => 1,
+        "checkpoints" | "timestamps" => 2,
         "bodies/index" => 3,
         _ => 4,
     })
@@ -128,7 +139,16 @@ pub async fn backup(
     w.add_file(CONFIG_ENTRY, config_path)?;
     let skip = [canonical(config_path), canonical(archive.partial())];
     for (rel, path) in files_in_order(&canonical(&node.config.data_dir), &skip, phase)? {
-        w.add_file(&format!("data/{rel}"), &path)?;
+        match w.add_file(&format!("data/{rel}"), &path) {
+            // Bodies past their retention may be deleted while the backup runs.
+            Err(BackupError::Io {
+                what: "opening",
+                source,
+                ..
+            }) if source.kind() == std::io::ErrorKind::NotFound
+                && rel.starts_with("records/bodies/") => {}
+            other => other?,
+        }
     }
     w.add(STATE_ENTRY, 0o600, &state.encode_to_vec())?;
     let head = Head {
@@ -159,6 +179,9 @@ pub struct RestoreReport {
     pub files: usize,
     /// Records in the restored log.
     pub log_records: u64,
+    /// Checkpoints and time-stamps left out because they were written about records
+    /// after the log was copied (a backup taken while the server ran).
+    pub entries_cut: usize,
     /// Records of this log the witness has cosigned; `None` when it could not be asked.
     pub witnessed_records: Option<u64>,
     /// Why the witness could not be asked.
@@ -176,17 +199,29 @@ pub struct RestoreReport {
 pub async fn restore(
     archive: &Path,
     config_path: &Path,
+    anchor: &Path,
     passphrase: &Passphrase,
     env: Vec<(String, String)>,
     clock: Arc<dyn Clock>,
 ) -> Result<RestoreReport, SsError> {
+    let anchor = lintas_globalconf::Anchor::load(anchor)?;
     let staging = Staging::beside(config_path)?;
-    restore_staged(archive, config_path, &staging, passphrase, env, clock).await
+    restore_staged(
+        archive,
+        config_path,
+        &anchor,
+        &staging,
+        passphrase,
+        env,
+        clock,
+    )
+    .await
 }
 
 async fn restore_staged(
     archive: &Path,
     config_path: &Path,
+    anchor: &lintas_globalconf::Anchor,
     staging: &Staging,
     passphrase: &Passphrase,
     env: Vec<(String, String)>,
@@ -210,23 +245,33 @@ async fn restore_staged(
     let data_dir = staging.data_dir(&config.data_dir, &staging.dir.join("config"));
     staging.check_new(&data_dir)?;
     config.data_dir = staging.dir.join("data");
+    // The instance's anchor as the operator holds it, not the archive's own copy.
+    let paths = crate::Paths(config.data_dir.clone());
+    lintas_certs::files::write_atomic(&paths.anchor(), anchor.text.as_bytes(), 0o644)?;
     let node = Node::open(config)?;
-    check_signer(&node, &unpacked)?;
+    let id = &node.config.server_id;
+    lintas_backup::verify_signer(
+        &unpacked,
+        node.anchor.trust_store(),
+        Role::Server,
+        &Identity::Server(id.clone()),
+        &id.to_string(),
+    )?;
     import_state(&node, &staging.dir.join(STATE_ENTRY))?;
 
+    // The log as copied; then what was written about records beyond it while the copy
+    // was taken (checkpoints, time-stamps) is cut, and the checkpoints checked.
     let records = node.paths.0.join("records");
+    let log = lintas_log::RecordLog::open_after(&records, node.config.log_segment_kib * 1024, 0)?;
+    let log_records = log.len();
+    let cut = Checkpoints::cut_beyond(&records.join("checkpoints"), log_records)?
+        + crate::timestamps::Timestamps::cut_beyond(&records.join("timestamps"), log_records)?;
     let checkpoints = Checkpoints::read(
         &records.join("checkpoints"),
-        node.config.server_id.to_string(),
+        id.to_string(),
         lintas_certs::keys::read(&node.paths.log_key())?,
     )?;
-    let log = lintas_log::RecordLog::open_after(
-        &records,
-        node.config.log_segment_kib * 1024,
-        checkpoints.covered(),
-    )?;
     checkpoints.check(&log)?;
-    let log_records = log.len();
 
     let conf = node.conf_client(clock)?;
     let conf_serial_in_backup = conf.held_serial();
@@ -262,37 +307,12 @@ async fn restore_staged(
         backup_created_unix_ms: manifest.created_unix_ms,
         files: manifest.files.len(),
         log_records,
+        entries_cut: cut,
         witnessed_records,
         witness_unchecked,
         conf_serial_in_backup,
         conf_serial,
     })
-}
-
-/// The manifest's signer must be this server's TLS certificate from the instance the
-/// archive's anchor names, valid when the backup was made.
-fn check_signer(node: &Node, unpacked: &lintas_backup::Unpacked) -> Result<(), SsError> {
-    let at = std::time::UNIX_EPOCH
-        + Duration::from_millis(u64::try_from(unpacked.manifest.created_unix_ms).unwrap_or(0));
-    let info = node
-        .anchor
-        .trust_store()
-        .verify(&unpacked.signer_cert, Role::Server, at)
-        .map_err(|e| {
-            SsError::Backup(BackupError::Signature(format!(
-                "the signer's certificate is not a server certificate of instance {}: {e}",
-                node.anchor.instance
-            )))
-        })?;
-    let id = &node.config.server_id;
-    if info.identity != Identity::Server(id.clone()) || unpacked.manifest.id != id.to_string() {
-        return Err(SsError::Backup(BackupError::Signature(format!(
-            "the archive is of {} and signed by {}, but its configuration is of {id}",
-            unpacked.manifest.id,
-            info.identity.to_uri()
-        ))));
-    }
-    Ok(())
 }
 
 /// Writes the archived state store's entries into a new store in the staged data
@@ -359,9 +379,10 @@ mod tests {
             ("ss.toml", Some(0)),
             ("tls.key.pem", Some(0)),
             ("conf/globalconf.bin", Some(0)),
-            ("records/checkpoints", Some(1)),
-            ("records/timestamps", Some(1)),
-            ("records/00000000000000000000.seg", Some(2)),
+            ("records/00000000000000000000.seg", Some(1)),
+            ("records/checkpoints", Some(2)),
+            ("records/timestamps", Some(2)),
+            ("records/tree/level-0", None),
             ("records/bodies/index", Some(3)),
             ("records/bodies/20000.dat", Some(4)),
             ("records/evidence/certs/ab.der", Some(4)),

@@ -121,6 +121,17 @@ impl Checkpoints {
         })
     }
 
+    /// Cuts the checkpoints beyond a log of `size` records from the file at `path` (a
+    /// copy taken while the server ran); the number cut.
+    pub fn cut_beyond(path: &Path, size: u64) -> Result<usize, SsError> {
+        Entries::cut_from_first(path, MAX_ENTRY_BYTES, |bytes| {
+            let signed = SignedCheckpoint::decode(bytes).map_err(crate::state_error)?;
+            let cp =
+                Checkpoint::decode(signed.checkpoint.as_slice()).map_err(crate::state_error)?;
+            Ok(cp.size <= size)
+        })
+    }
+
     /// Checks the newest checkpoint against `log`.
     pub fn check(&self, log: &RecordLog) -> Result<(), SsError> {
         let state = self.lock();

@@ -530,26 +530,39 @@ async fn exchange_with_provider(
     let (conf, order) = targets(s, &call).await?;
     let mut previous = None;
     let mut failed: Option<Status> = None;
-    for (attempt, target) in order.iter().take(MAX_ATTEMPTS).enumerate() {
-        if let Some(status) = &failed {
-            s.outcomes.exchanges.retried(status.code());
-        }
-        let tried = attempt::Attempt {
-            call: &call,
-            body: &body,
-            conf: &conf,
-            target,
-            attempt: attempt as u32,
-            retry_of: previous,
-        };
-        match attempt::run(s, tried, progress).await {
-            Ok(answer) => return Ok(answer),
-            Err(f) if f.retry => {
-                tracing::warn!(server = %target.id, code = ?f.status.code(), reason = %f.status.message(), "attempt did not reach the provider's application; another server is tried if there is one");
-                previous = Some(f.request_hash);
-                failed = Some(f.status);
+    // When no server could be reached as the configuration describes it (it moved, or
+    // switched to certificates a newer configuration lists), a newer one is fetched
+    // (at most so often) and the servers it names are tried once more.
+    let mut round = Some((conf, order));
+    let mut refreshed = false;
+    let mut attempt = 0;
+    while let Some((conf, order)) = round.take() {
+        for target in order.iter().take(MAX_ATTEMPTS) {
+            if let Some(status) = &failed {
+                s.outcomes.exchanges.retried(status.code());
             }
-            Err(f) => return Err(f.status),
+            let tried = attempt::Attempt {
+                call: &call,
+                body: &body,
+                conf: &conf,
+                target,
+                attempt,
+                retry_of: previous,
+            };
+            attempt += 1;
+            match attempt::run(s, tried, progress).await {
+                Ok(answer) => return Ok(answer),
+                Err(f) if f.retry => {
+                    tracing::warn!(server = %target.id, code = ?f.status.code(), reason = %f.status.message(), "attempt did not reach the provider's application; another server is tried if there is one");
+                    previous = Some(f.request_hash);
+                    failed = Some(f.status);
+                }
+                Err(f) => return Err(f.status),
+            }
+        }
+        if !refreshed && s.conf.refresh_since(Some(conf.serial())).await {
+            refreshed = true;
+            round = Some(targets(s, &call).await?);
         }
     }
     Err(failed.unwrap_or_else(|| consumer_error(Code::Internal, "no attempt was made")))

@@ -64,6 +64,36 @@ impl Entries {
         })
     }
 
+    /// Cuts the file before the first entry `keep` refuses, and everything after it:
+    /// entries are appended in the order of what they are about, so a copy taken while
+    /// the server ran may end with entries about records its copy of the log does not
+    /// hold. The number of entries cut.
+    pub fn cut_from_first(
+        path: &Path,
+        max_entry: usize,
+        mut keep: impl FnMut(&[u8]) -> Result<bool, SsError>,
+    ) -> Result<usize, SsError> {
+        let mut cut: Option<u64> = None;
+        let mut after = 0;
+        let entries = Entries::open(path, max_entry, |offset, bytes| {
+            if cut.is_some() {
+                after += 1;
+            } else if !keep(bytes)? {
+                cut = Some(offset - 4);
+                after = 1;
+            }
+            Ok(())
+        })?;
+        if let Some(at) = cut {
+            entries
+                .file
+                .set_len(at)
+                .and_then(|()| entries.file.sync_all())
+                .map_err(|e| io("cutting", path, e))?;
+        }
+        Ok(after)
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -98,5 +128,44 @@ impl Entries {
             .read_exact_at(&mut buf, offset)
             .map_err(|e| io("reading", &self.path, e))?;
         Ok(buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(path: &Path) -> Vec<Vec<u8>> {
+        let mut seen = Vec::new();
+        Entries::open(path, 64, |_, b| {
+            seen.push(b.to_vec());
+            Ok(())
+        })
+        .unwrap();
+        seen
+    }
+
+    #[test]
+    fn a_copy_is_cut_from_the_first_entry_beyond_what_it_keeps() {
+        let cases: [(&[u8], u8, usize, &[u8]); 4] = [
+            (b"123", 3, 0, b"123"),
+            (b"123", 2, 1, b"12"),
+            (b"123", 0, 3, b""),
+            // Entries come in order: nothing after the first refused stays.
+            (b"1312", 1, 3, b"1"),
+        ];
+        for (written, keep_to, cut, left) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("entries");
+            let mut file = Entries::open(&path, 64, |_, _| Ok(())).unwrap();
+            for b in written {
+                file.append(&[*b - b'0']).unwrap();
+            }
+            drop(file);
+            let n = Entries::cut_from_first(&path, 64, |b| Ok(b[0] <= keep_to)).unwrap();
+            assert_eq!(n, cut, "{written:?} to {keep_to}");
+            let kept: Vec<u8> = entries(&path).iter().map(|e| e[0] + b'0').collect();
+            assert_eq!(kept, left, "{written:?} to {keep_to}");
+        }
     }
 }

@@ -41,6 +41,7 @@ mod pools;
 mod provider;
 mod recorder;
 mod registry_link;
+pub mod renewal;
 mod replay;
 mod reporter;
 pub mod rest;
@@ -59,7 +60,7 @@ use std::sync::Arc;
 
 use lintas_certs::ca::make_csr;
 use lintas_certs::pem::{cert_from_pem, cert_to_pem};
-use lintas_certs::{CertError, Identity, KeyPair, Role, keys};
+use lintas_certs::{CertError, KeyPair, keys};
 use lintas_globalconf::{Anchor, Clock, ConfClient, ConfError, VerifiedConf};
 use lintas_proto::registry::v1 as pb;
 use pb::registration_client::RegistrationClient;
@@ -261,6 +262,8 @@ pub enum Enrolment {
 impl Node {
     pub fn open(config: SsConfig) -> Result<Self, SsError> {
         let paths = Paths(config.data_dir.clone());
+        // A renewal whose certificates are ready takes effect here.
+        renewal::finish_switch(&paths)?;
         Ok(Node {
             anchor: Anchor::load(&paths.anchor())?,
             tls_key: keys::read(&paths.tls_key())?,
@@ -360,30 +363,7 @@ impl Node {
     /// Verifies that the issued certificates chain to the anchor CA, carry this server's
     /// identities and hold this server's public keys, then writes them.
     fn store_certificates(&self, status: &pb::RegistrationStatus) -> Result<(), SsError> {
-        let trust = self.anchor.trust_store();
-        let now = std::time::SystemTime::now();
-        let tls = trust.verify(&status.tls_cert, Role::Server, now)?;
-        let sign = trust.verify(&status.signing_cert, Role::Member, now)?;
-        let id = &self.config.server_id;
-        if tls.identity != Identity::Server(id.clone()) {
-            return Err(SsError::WrongCertificate(format!(
-                "TLS certificate is for {}",
-                tls.identity
-            )));
-        }
-        if sign.identity != Identity::Member(id.owner.clone()) {
-            return Err(SsError::WrongCertificate(format!(
-                "signing certificate is for {}",
-                sign.identity
-            )));
-        }
-        if tls.public_key != self.tls_key.public_key_raw()
-            || sign.public_key != self.sign_key.public_key_raw()
-        {
-            return Err(SsError::WrongCertificate(
-                "it holds a different public key".into(),
-            ));
-        }
+        self.check_issued(status, &self.tls_key, &self.sign_key)?;
         // The signing certificate first: a server with a TLS certificate is considered
         // enrolled, so after a crash between the two writes it simply polls again.
         for (path, der) in [
@@ -427,7 +407,7 @@ impl Node {
         })?;
         let pem = std::fs::read_to_string(self.paths.tls_cert()).map_err(io("tls.crt.pem"))?;
         let cert = cert_from_pem(&pem, "tls.crt.pem")?;
-        if entry.tls_cert_sha256 != lintas_certs::sha256(&cert) {
+        if !lintas_globalconf::lists_tls(entry, &lintas_certs::sha256(&cert)) {
             return Err(SsError::NotInConfiguration(format!(
                 "global configuration serial {} lists a different TLS certificate for {id} (revoked or renewed?)",
                 conf.serial()

@@ -15,12 +15,12 @@ use crate::errors::{ErrorSource, error};
 /// Most application channels kept; beyond it the pool starts over.
 const MAX_APP_CHANNELS: usize = 256;
 
-/// A pooled connection is for one address, one pinned certificate, and the trust of one
-/// configuration serial (revocations change trust).
+/// A pooled connection is for one address, the certificates pinned for it, and the trust
+/// of one configuration serial (revocations change trust).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct PeerKey {
     address: String,
-    pin: [u8; 32],
+    pins: Vec<[u8; 32]>,
     serial: u64,
 }
 
@@ -31,18 +31,18 @@ pub struct PeerPool {
 }
 
 impl PeerPool {
-    /// A pooled mutual-TLS channel to a peer security server, pinned to the certificate
+    /// A pooled mutual-TLS channel to a peer security server, pinned to the certificates
     /// the configuration lists for it.
     pub fn channel(
         &self,
         conf: &VerifiedConf,
         address: &str,
-        pin: [u8; 32],
+        pins: &[[u8; 32]],
         identity: (&[u8], &KeyPair),
     ) -> Result<Channel, Status> {
         let key = PeerKey {
             address: address.to_owned(),
-            pin,
+            pins: pins.to_vec(),
             serial: conf.serial(),
         };
         let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
@@ -55,7 +55,7 @@ impl PeerPool {
         let tls = lintas_transport::pinned_client_config(
             conf.trust_store(),
             Role::Server,
-            Some(pin),
+            pins,
             Some(identity),
         )
         .map_err(|e| internal(&e))?;

@@ -59,7 +59,8 @@ pub async fn serve(
     let conf = conf_client.current()?;
     let peer_tls = peer_tls(server.own.clone(), conf_client.clone(), &conf)?;
     match conf.server(&server.id) {
-        Some(e) if e.tls_cert_sha256 == lintas_certs::sha256(&server.own.tls_cert) => {}
+        Some(e) if lintas_globalconf::lists_tls(e, &lintas_certs::sha256(&server.own.tls_cert)) => {
+        }
         _ => tracing::warn!(
             server = %server.id,
             serial = conf.serial(),

@@ -55,6 +55,21 @@ pub struct Timestamps {
 }
 
 impl Timestamps {
+    /// Cuts the time-stamps of checkpoints beyond a log of `size` records from the file
+    /// at `path` (a copy taken while the server ran); the number cut.
+    pub fn cut_beyond(path: &Path, size: u64) -> Result<usize, SsError> {
+        Entries::cut_from_first(path, MAX_ENTRY_BYTES, |bytes| {
+            let entry = TimestampedCheckpoint::decode(bytes).map_err(crate::state_error)?;
+            let stamped = entry
+                .checkpoint
+                .as_ref()
+                .and_then(|c| Checkpoint::decode(c.checkpoint.as_slice()).ok())
+                .map(|c| c.size)
+                .unwrap_or(0);
+            Ok(stamped <= size)
+        })
+    }
+
     pub fn open(path: &Path) -> Result<Self, SsError> {
         let mut stamps = Stamps::default();
         let file = Entries::open(path, MAX_ENTRY_BYTES, |offset, bytes| {

@@ -172,8 +172,8 @@ struct RoleVerifier {
     webpki: Arc<WebPkiServerVerifier>,
     trust: TrustStore,
     role: Role,
-    /// When set, the SHA-256 the server's certificate must have.
-    pin: Option<[u8; 32]>,
+    /// When not empty, the SHA-256 hashes of which the server's certificate must have one.
+    pins: Vec<[u8; 32]>,
 }
 
 impl ServerCertVerifier for RoleVerifier {
@@ -196,8 +196,10 @@ impl ServerCertVerifier for RoleVerifier {
         self.trust
             .verify(end_entity.as_ref(), self.role, at)
             .map_err(|e| rustls::Error::General(format!("peer certificate refused: {e}")))?;
-        if let Some(pin) = self.pin
-            && lintas_certs::sha256(end_entity.as_ref()) != pin
+        if !self.pins.is_empty()
+            && !self
+                .pins
+                .contains(&lintas_certs::sha256(end_entity.as_ref()))
         {
             return Err(rustls::Error::General(
                 "peer certificate refused: not the certificate the global configuration lists for this server".into(),
@@ -326,15 +328,17 @@ pub fn client_config(
     role: Role,
     identity: Option<(&[u8], &KeyPair)>,
 ) -> Result<Arc<ClientConfig>, TransportError> {
-    pinned_client_config(servers, role, None, identity)
+    pinned_client_config(servers, role, &[], identity)
 }
 
-/// [`client_config`] that also requires the server's certificate to have SHA-256 `pin`
-/// (security servers pin the certificate the global configuration lists for the peer).
+/// [`client_config`] that also requires the server's certificate to have one of the
+/// SHA-256 hashes `pins` (security servers pin the certificates the global
+/// configuration lists for the peer: its current one, and during a renewal the one
+/// before).
 pub fn pinned_client_config(
     servers: &TrustStore,
     role: Role,
-    pin: Option<[u8; 32]>,
+    pins: &[[u8; 32]],
     identity: Option<(&[u8], &KeyPair)>,
 ) -> Result<Arc<ClientConfig>, TransportError> {
     let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots(servers)?), provider())
@@ -344,7 +348,7 @@ pub fn pinned_client_config(
         webpki,
         trust: servers.clone(),
         role,
-        pin,
+        pins: pins.to_vec(),
     };
     // "dangerous" is rustls' name for any custom verifier; this one only adds checks.
     let builder = ClientConfig::builder_with_provider(provider())

@@ -78,6 +78,8 @@ fn keys_and_policy(clock: &dyn Clock) -> (Keys, Policy) {
         cert_validity: year,
         token_ttl: Duration::from_secs(3600),
         tsa_urls: vec!["http://127.0.0.1:1/tsa".into()],
+        auto_approve_renewals: true,
+        renewal_grace: Duration::from_secs(7 * 86400),
     };
     (keys, policy)
 }
@@ -98,7 +100,108 @@ fn submission(server: &str, source: &str) -> Submission {
         member_name: "A".into(),
         enrolment_token: String::new(),
         source: source.into(),
+        peer_cert: None,
     }
+}
+
+/// The server entry of the configuration the registry publishes now.
+fn published_server(reg: &Registry, id: &str) -> gc::SecurityServer {
+    use prost::Message as _;
+    let signed =
+        lintas_proto::globalconf::v1::SignedGlobalConf::decode(reg.latest_conf().as_slice())
+            .unwrap();
+    let conf = gc::GlobalConf::decode(signed.conf.as_slice()).unwrap();
+    conf.servers.into_iter().find(|s| s.id == id).unwrap()
+}
+
+#[test]
+fn a_server_renews_with_its_own_certificate_and_the_old_ones_go_after_the_grace_period() {
+    let clock = Arc::new(lintas_globalconf::ManualClock::new(
+        std::time::SystemTime::now(),
+    ));
+    let reg = registry_with(Arc::new(FlakyStore::default()), clock.clone());
+    let server = "ID/GOV/A/SS1";
+    let log_key = lintas_certs::keys::generate().unwrap();
+    let log_csr = lintas_certs::ca::make_csr(&log_key, "test").unwrap();
+    let mut first = submission(server, "10.1.1.1");
+    first.log_csr = log_csr.clone();
+    let filed = reg.submit(first).unwrap();
+    let approved = reg
+        .approve("administrator admin", &filed.request_id)
+        .unwrap();
+    let old_tls = lintas_certs::unhex(&approved.tls_cert_hex).unwrap();
+    let old_signing = lintas_certs::unhex(&approved.signing_cert_hex).unwrap();
+    let renewal = |peer: Option<Vec<u8>>, log_csr: Vec<u8>| {
+        let mut r = submission(server, "10.1.1.1");
+        r.log_csr = log_csr;
+        r.peer_cert = peer;
+        r
+    };
+
+    // Refused: another server's certificate; a changed log key.
+    let other = submission("ID/GOV/A/SS2", "10.1.1.2");
+    let other_id = reg.submit(other).unwrap().request_id;
+    let other_tls = lintas_certs::unhex(
+        &reg.approve("administrator admin", &other_id)
+            .unwrap()
+            .tls_cert_hex,
+    )
+    .unwrap();
+    let err = reg
+        .submit(renewal(Some(other_tls), log_csr.clone()))
+        .unwrap_err();
+    assert!(
+        matches!(&err, RegistryError::PermissionDenied(m) if m.contains("cannot ask for certificates of ID/GOV/A/SS1")),
+        "{err}"
+    );
+    let fresh_log =
+        lintas_certs::ca::make_csr(&lintas_certs::keys::generate().unwrap(), "t").unwrap();
+    let err = reg
+        .submit(renewal(Some(old_tls.clone()), fresh_log))
+        .unwrap_err();
+    assert!(err.to_string().contains("changes the log key"), "{err}");
+
+    // With its own certificate, at once; both generations are listed.
+    let renewed = reg
+        .submit(renewal(Some(old_tls.clone()), log_csr.clone()))
+        .unwrap();
+    assert_eq!(renewed.state, RegState::Approved);
+    assert!(renewed.renewal);
+    assert!(
+        renewed.decided_by.contains("TLS certificate"),
+        "{}",
+        renewed.decided_by
+    );
+    let new_tls = lintas_certs::unhex(&renewed.tls_cert_hex).unwrap();
+    let entry = published_server(&reg, server);
+    assert_eq!(
+        entry.tls_cert_sha256,
+        lintas_certs::sha256(&new_tls).to_vec()
+    );
+    assert_eq!(
+        entry.other_tls_cert_sha256,
+        vec![lintas_certs::sha256(&old_tls).to_vec()]
+    );
+    assert_eq!(entry.signing_certs.len(), 2);
+    assert!(
+        reg.retire_due().unwrap().is_empty(),
+        "not before the grace period"
+    );
+
+    // After the grace period the old ones are revoked, in one change.
+    clock.advance(Duration::from_secs(7 * 86400 + 1));
+    let revoked = reg.retire_due().unwrap();
+    let serial = |der: &[u8]| CertInfo::parse(der).unwrap().serial_hex();
+    assert_eq!(
+        revoked.len(),
+        2,
+        "the renewed server's first two only: {revoked:?}"
+    );
+    assert!(revoked.contains(&serial(&old_tls)) && revoked.contains(&serial(&old_signing)));
+    let entry = published_server(&reg, server);
+    assert!(entry.other_tls_cert_sha256.is_empty());
+    assert_eq!(entry.signing_certs.len(), 1);
+    assert!(reg.retire_due().unwrap().is_empty());
 }
 
 #[test]

@@ -33,6 +33,7 @@ async fn restore_to(
     lintas_ss::backup::restore(
         archive,
         config,
+        &net.inst.anchor(),
         &Passphrase::for_reading(passphrase.into()),
         Vec::new(),
         net.inst.clock.clone(),
@@ -92,14 +93,11 @@ async fn a_backup_taken_while_serving_restores_and_an_older_one_is_refused() {
     for words in [
         "records were lost or changed after it was witnessed",
         "Restore a newer backup",
-        "the witness has cosigned more",
+        "the server would refuse to start",
     ] {
         assert!(said.contains(words), "{words}: {said}");
     }
-    assert!(
-        !target.exists() || std::fs::read_dir(&target).unwrap().next().is_none(),
-        "nothing is written by a refused restore"
-    );
+    assert!(!target.exists(), "nothing is written by a refused restore");
 
     // A wrong passphrase is named as such.
     let err = restore_to(
@@ -111,6 +109,26 @@ async fn a_backup_taken_while_serving_restores_and_an_older_one_is_refused() {
     .await
     .unwrap_err();
     assert!(err.to_string().contains("passphrase is wrong"), "{err}");
+
+    // Checked against another instance's anchor, the archive's signer is refused: the
+    // anchor inside the archive proves nothing.
+    let other = Instance::start().await;
+    let err = lintas_ss::backup::restore(
+        &old,
+        &target.join("ss.toml"),
+        &other.anchor(),
+        &pass(),
+        Vec::new(),
+        net.inst.clock.clone(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("does not verify against the anchor given"),
+        "{err}"
+    );
+    assert!(!target.exists());
 
     // A new backup, by the command line, restores: keys, services and grants, and a
     // log that verifies.

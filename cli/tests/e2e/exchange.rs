@@ -1902,6 +1902,7 @@ mod management;
 mod monitoring;
 mod ops;
 mod packaging;
+mod renewal;
 mod rest_services;
 mod streams;
 mod strict_evidence;

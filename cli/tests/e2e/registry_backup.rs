@@ -57,6 +57,8 @@ async fn a_registry_restores_above_the_serial_the_instance_published() {
     let restore = |floor: Option<u64>| {
         let mut cmd = lintas(&["registry", "restore", "--json", "--archive"]);
         cmd.arg(&archive)
+            .arg("--anchor")
+            .arg(inst.anchor())
             .arg("--config")
             .arg(&restored)
             .arg("--passphrase-file")
@@ -125,6 +127,8 @@ async fn a_registry_restores_above_the_serial_the_instance_published() {
             .arg(serving.to_string())
             .arg("--archive")
             .arg(&archive)
+            .arg("--anchor")
+            .arg(inst.root.join("registry/anchor.toml"))
             .arg("--config")
             .arg(inst.root.join(dir).join("registry.toml"))
             .arg("--passphrase-file")
@@ -150,6 +154,8 @@ async fn a_registry_restores_above_the_serial_the_instance_published() {
     std::fs::write(&wrong, "not the passphrase").unwrap();
     let out = lintas(&["registry", "restore", "--archive"])
         .arg(&archive)
+        .arg("--anchor")
+        .arg(inst.root.join("registry/anchor.toml"))
         .arg("--config")
         .arg(&other)
         .arg("--passphrase-file")

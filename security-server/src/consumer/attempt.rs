@@ -71,13 +71,17 @@ pub(crate) fn retryable(outcome: Outcome, code: Code) -> bool {
     outcome == Outcome::NotSent && matches!(code, Code::Unavailable | Code::ResourceExhausted)
 }
 
-/// The TLS certificate hash the configuration lists for `target`.
-pub(crate) fn pin_of(target: &Entry) -> Result<[u8; 32], Status> {
-    target
-        .tls_cert_sha256
-        .as_slice()
-        .try_into()
-        .map_err(|_| consumer_error(Code::Internal, "configuration: bad certificate hash"))
+/// The TLS certificate hashes the configuration lists for `target`, its current one
+/// first (during a renewal, the one before it too: the peer may present either).
+pub(crate) fn pins_of(target: &Entry) -> Result<Vec<[u8; 32]>, Status> {
+    let pins = lintas_globalconf::tls_pins(target);
+    if pins.first().map(<[u8; 32]>::as_slice) != Some(target.tls_cert_sha256.as_slice()) {
+        return Err(consumer_error(
+            Code::Internal,
+            "configuration: bad certificate hash",
+        ));
+    }
+    Ok(pins)
 }
 
 /// The request header of `call` for `target`, without its body (the fields every
@@ -130,7 +134,7 @@ pub(crate) async fn run(
         rest,
         ..
     } = call;
-    let pin = pin_of(target)?;
+    let pins = pins_of(target)?;
     let body_sha256 = lintas_certs::sha256(body);
     let header = ex::RequestHeader {
         body_sha256: body_sha256.to_vec(),
@@ -153,7 +157,7 @@ pub(crate) async fn run(
         service_provider: provider.to_string(),
         method: method.to_string(),
         peer_server: target.id.clone(),
-        peer_cert_sha256: pin.to_vec(),
+        peer_cert_sha256: pins[0].to_vec(),
         trace_id: trace.trace_id().to_owned(),
     };
     // The record of what was signed is written while the request travels: the
@@ -187,7 +191,7 @@ pub(crate) async fn run(
     let exchanged = progress
         .time(
             Stage::Peer,
-            exchange(s, conf, target, provider, pin, message_id, signed),
+            exchange(s, conf, target, provider, &pins, message_id, signed),
         )
         .await;
     let outcome = match &exchanged {
@@ -293,7 +297,7 @@ async fn exchange(
     conf: &VerifiedConf,
     target: &Entry,
     provider: &SubsystemId,
-    pin: [u8; 32],
+    pins: &[[u8; 32]],
     message_id: &str,
     signed: ex::SignedRequest,
 ) -> Result<(ex::SignedResponse, ex::ResponseHeader), Unanswered> {
@@ -308,7 +312,7 @@ async fn exchange(
         .channel(
             conf,
             &target.address,
-            pin,
+            pins,
             (&s.own.tls_cert, &s.own.tls_key),
         )
         .map_err(|st| fail(st, Outcome::NotSent))?;

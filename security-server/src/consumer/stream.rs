@@ -159,7 +159,7 @@ pub(super) async fn connect(
     deadline: Option<Duration>,
 ) -> Result<Opened, super::attempt::Failed> {
     let side = ErrorSource::ConsumerServer;
-    let pin = super::attempt::pin_of(&target)?;
+    let pins = super::attempt::pins_of(&target)?;
     let (body_sha256, body_len) = (header.body_sha256.clone(), header.body_len);
     let header = header.encode_to_vec();
     let request_hash = lintas_certs::sha256(&header);
@@ -175,7 +175,7 @@ pub(super) async fn connect(
         service_provider: call.provider.to_string(),
         method: call.method.to_string(),
         peer_server: target.id.clone(),
-        peer_cert_sha256: pin.to_vec(),
+        peer_cert_sha256: pins[0].to_vec(),
         trace_id: call.trace.trace_id().to_owned(),
     };
     let index = s
@@ -222,7 +222,7 @@ pub(super) async fn connect(
     let channel = match s.peers.channel(
         &conf,
         &open.target.address,
-        pin,
+        &pins,
         (&s.own.tls_cert, &s.own.tls_key),
     ) {
         Ok(c) => c,

@@ -126,17 +126,12 @@ pub(super) fn check(
     // 2. The TLS peer is a registered server that hosts the client.
     let peer_hash = peer_hash
         .ok_or_else(|| refuse(Code::Unauthenticated, "peer presented no TLS certificate"))?;
-    let peer_entry = conf
-        .conf
-        .servers
-        .iter()
-        .find(|e| e.tls_cert_sha256 == peer_hash)
-        .ok_or_else(|| {
-            refuse_unless_newer_conf(
-                Code::PermissionDenied,
-                "TLS peer is not a security server registered in the global configuration",
-            )
-        })?;
+    let peer_entry = conf.server_by_tls(&peer_hash).ok_or_else(|| {
+        refuse_unless_newer_conf(
+            Code::PermissionDenied,
+            "TLS peer is not a security server registered in the global configuration",
+        )
+    })?;
     // A subsystem the peer hosts, or the member that owns the peer.
     let hosted = match &client {
         ClientId::Subsystem(_) => peer_entry.clients.contains(&header.client),

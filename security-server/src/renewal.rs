@@ -1,0 +1,304 @@
+//! Renewing this server's TLS and signing certificates (`lintas ss certs renew`).
+//!
+//! New keys are made beside the current ones (`tls.key.pem.next`, `sign.key.pem.next`,
+//! 0600) and sent in a registration request over a connection the current TLS
+//! certificate authenticates; the registry approves such a renewal at once when its
+//! policy allows, or an administrator does. The request's id is kept in `renewal.toml`,
+//! so `renew` may be run again to poll. The approved certificates are checked (chain,
+//! identity, that they hold the new keys) and written as `tls.crt.pem.next` and
+//! `sign.crt.pem.next`. The log key stays: it is the log's identity.
+//!
+//! The switch moves each new key and certificate into place, signing pair first, and is
+//! finished by every open of the node, so a crash halfway is completed at the next start:
+//! for each pair the key moves before the certificate, and a certificate waiting beside
+//! a key that already moved is moved too. The configuration lists the certificates from
+//! before the renewal beside the new ones until the registry revokes them after its
+//! grace period, so peers accept the server before and after it switches; the old
+//! signing certificate stays in the evidence material for verifying old records.
+
+use std::path::{Path, PathBuf};
+
+use lintas_certs::pem::cert_to_pem;
+use lintas_certs::{Identity, Role, keys};
+use lintas_proto::registry::v1 as pb;
+use serde::{Deserialize, Serialize};
+
+use crate::{Node, Paths, SsError};
+
+fn next(path: PathBuf) -> PathBuf {
+    let mut s = path.into_os_string();
+    s.push(".next");
+    PathBuf::from(s)
+}
+
+impl Paths {
+    pub fn renewal(&self) -> PathBuf {
+        self.0.join("renewal.toml")
+    }
+
+    /// The (key, certificate) pairs a renewal replaces, signing first.
+    fn renewed_pairs(&self) -> [(PathBuf, PathBuf); 2] {
+        [
+            (self.sign_key(), self.sign_cert()),
+            (self.tls_key(), self.tls_cert()),
+        ]
+    }
+}
+
+/// What `renewal.toml` remembers between runs.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Requested {
+    request_id: String,
+}
+
+/// Where a renewal stands.
+#[derive(Debug, Serialize)]
+pub struct RenewalState {
+    pub request_id: String,
+    /// `pending`, `approved` (certificates ready; they take effect at the next start)
+    /// or `switched`.
+    pub state: String,
+    /// Who approved it, when approved.
+    pub decided_by: String,
+    /// Expiry of the new TLS and signing certificates (Unix seconds), when approved.
+    pub not_after: Option<i64>,
+}
+
+fn io_at(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> SsError {
+    let what = format!("{what} {}", path.display());
+    move |source| SsError::Io { what, source }
+}
+
+/// Moves renewed keys and certificates into place where a renewal left them ready;
+/// whether anything moved.
+pub fn finish_switch(paths: &Paths) -> Result<bool, SsError> {
+    let mut moved = false;
+    for (key, cert) in paths.renewed_pairs() {
+        let (next_key, next_cert) = (next(key.clone()), next(cert.clone()));
+        if !next_cert.exists() {
+            continue;
+        }
+        if next_key.exists() {
+            std::fs::rename(&next_key, &key).map_err(io_at("moving", &next_key))?;
+        }
+        std::fs::rename(&next_cert, &cert).map_err(io_at("moving", &next_cert))?;
+        moved = true;
+    }
+    if moved {
+        let _ = std::fs::remove_file(paths.renewal());
+        std::fs::File::open(&paths.0)
+            .and_then(|d| d.sync_all())
+            .map_err(io_at("syncing", &paths.0))?;
+        tracing::info!("switched to the renewed TLS and signing certificates");
+    }
+    Ok(moved)
+}
+
+impl Node {
+    /// Asks for (or, when asked before, about) certificates for new keys; once
+    /// approved, stores them ready for the switch at the next start.
+    pub async fn renew(&self) -> Result<RenewalState, SsError> {
+        let tls_key = self.next_key(&self.paths.tls_key())?;
+        let sign_key = self.next_key(&self.paths.sign_key())?;
+        let id = &self.config.server_id;
+        let mut registry = self.registry_as_self()?;
+        let status = match self.requested()? {
+            Some(request_id) => registry
+                .status(pb::StatusRequest { request_id })
+                .await?
+                .into_inner(),
+            None => {
+                let request = pb::RegistrationRequest {
+                    server_id: id.to_string(),
+                    address: self.config.address.to_string(),
+                    tls_csr: lintas_certs::ca::make_csr(&tls_key, &format!("{id} TLS"))?,
+                    signing_csr: lintas_certs::ca::make_csr(
+                        &sign_key,
+                        &format!("{} signing", id.owner),
+                    )?,
+                    log_csr: lintas_certs::ca::make_csr(&self.log_key, &format!("{id} log"))?,
+                    clients: self
+                        .config
+                        .clients
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect(),
+                    member_name: self.config.member_name.clone(),
+                    enrolment_token: String::new(),
+                };
+                let status = registry.submit(request).await?.into_inner();
+                let text = toml::to_string(&Requested {
+                    request_id: status.request_id.clone(),
+                })
+                .unwrap_or_default();
+                lintas_certs::files::write_atomic(&self.paths.renewal(), text.as_bytes(), 0o644)?;
+                status
+            }
+        };
+        let mut state = RenewalState {
+            request_id: status.request_id.clone(),
+            state: "pending".into(),
+            decided_by: status.decided_by.clone(),
+            not_after: None,
+        };
+        match status.state() {
+            pb::RegistrationState::Approved => {
+                let not_after = self.check_issued(&status, &tls_key, &sign_key)?;
+                for (der, path) in [
+                    (&status.signing_cert, next(self.paths.sign_cert())),
+                    (&status.tls_cert, next(self.paths.tls_cert())),
+                ] {
+                    lintas_certs::files::write_atomic(&path, cert_to_pem(der).as_bytes(), 0o644)?;
+                }
+                state.state = "approved".into();
+                state.not_after = Some(not_after);
+            }
+            pb::RegistrationState::Rejected => {
+                // A new attempt files a new request with the same new keys.
+                let _ = std::fs::remove_file(self.paths.renewal());
+                return Err(SsError::Rejected {
+                    reason: status.reason,
+                });
+            }
+            _ => {}
+        }
+        Ok(state)
+    }
+
+    /// The request filed earlier, if any.
+    fn requested(&self) -> Result<Option<String>, SsError> {
+        match std::fs::read_to_string(self.paths.renewal()) {
+            Ok(text) => {
+                let r: Requested = toml::from_str(&text).map_err(|e| {
+                    SsError::State(format!(
+                        "{} is damaged: {e}",
+                        self.paths.renewal().display()
+                    ))
+                })?;
+                Ok(Some(r.request_id))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_at("reading", &self.paths.renewal())(e)),
+        }
+    }
+
+    /// The new key beside `current`: made (0600) the first time, read after.
+    fn next_key(&self, current: &Path) -> Result<lintas_certs::KeyPair, SsError> {
+        let path = next(current.to_owned());
+        if path.exists() {
+            return Ok(keys::read(&path)?);
+        }
+        let key = keys::generate()?;
+        keys::write(&path, &key)?;
+        Ok(key)
+    }
+
+    /// A channel to the registry authenticated by this server's current TLS
+    /// certificate.
+    fn registry_as_self(
+        &self,
+    ) -> Result<pb::registration_client::RegistrationClient<tonic::transport::Channel>, SsError>
+    {
+        let cert = lintas_certs::files::read_cert(&self.paths.tls_cert()).map_err(|e| match e {
+            lintas_certs::CertError::Io { source, .. }
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                SsError::NotEnrolled
+            }
+            other => other.into(),
+        })?;
+        let tls = lintas_transport::client_config(
+            self.anchor.trust_store(),
+            Role::Registry,
+            Some((&cert, &self.tls_key)),
+        )?;
+        let channel = lintas_transport::channel_to_any(&self.anchor.registry_urls(), tls)?;
+        Ok(pb::registration_client::RegistrationClient::new(channel))
+    }
+
+    /// Checks issued certificates: chain to the anchor, this server's identities, the
+    /// given keys. The earlier expiry of the two.
+    pub(crate) fn check_issued(
+        &self,
+        status: &pb::RegistrationStatus,
+        tls_key: &lintas_certs::KeyPair,
+        sign_key: &lintas_certs::KeyPair,
+    ) -> Result<i64, SsError> {
+        let trust = self.anchor.trust_store();
+        let now = std::time::SystemTime::now();
+        let tls = trust.verify(&status.tls_cert, Role::Server, now)?;
+        let sign = trust.verify(&status.signing_cert, Role::Member, now)?;
+        let id = &self.config.server_id;
+        if tls.identity != Identity::Server(id.clone()) {
+            return Err(SsError::WrongCertificate(format!(
+                "TLS certificate is for {}",
+                tls.identity
+            )));
+        }
+        if sign.identity != Identity::Member(id.owner.clone()) {
+            return Err(SsError::WrongCertificate(format!(
+                "signing certificate is for {}",
+                sign.identity
+            )));
+        }
+        if tls.public_key != tls_key.public_key_raw()
+            || sign.public_key != sign_key.public_key_raw()
+        {
+            return Err(SsError::WrongCertificate(
+                "it holds a different public key".into(),
+            ));
+        }
+        Ok(tls.not_after_unix().min(sign.not_after_unix()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every point a crash can stop the switch at is finished by the next open.
+    #[test]
+    fn a_switch_cut_short_anywhere_is_finished_by_the_next_open() {
+        // How far the switch got: how many of the four renames were done.
+        for done in 0..=4 {
+            let dir = tempfile::tempdir().unwrap();
+            let paths = Paths(dir.path().to_owned());
+            let pairs = paths.renewed_pairs();
+            for (key, cert) in &pairs {
+                std::fs::write(key, "old key").unwrap();
+                std::fs::write(cert, "old cert").unwrap();
+                std::fs::write(next(key.clone()), "new key").unwrap();
+                std::fs::write(next(cert.clone()), "new cert").unwrap();
+            }
+            std::fs::write(paths.renewal(), "request_id = 'x'").unwrap();
+            let renames: Vec<(PathBuf, PathBuf)> = pairs
+                .iter()
+                .flat_map(|(k, c)| [(next(k.clone()), k.clone()), (next(c.clone()), c.clone())])
+                .collect();
+            for (from, to) in &renames[..done] {
+                std::fs::rename(from, to).unwrap();
+            }
+            assert_eq!(finish_switch(&paths).unwrap(), done < 4, "after {done}");
+            for (key, cert) in &pairs {
+                assert_eq!(std::fs::read_to_string(key).unwrap(), "new key", "{done}");
+                assert_eq!(std::fs::read_to_string(cert).unwrap(), "new cert", "{done}");
+                assert!(!next(key.clone()).exists() && !next(cert.clone()).exists());
+            }
+            assert!(!finish_switch(&paths).unwrap(), "nothing left after {done}");
+        }
+    }
+
+    #[test]
+    fn keys_alone_waiting_for_approval_are_not_switched() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths(dir.path().to_owned());
+        for (key, cert) in paths.renewed_pairs() {
+            std::fs::write(&key, "old key").unwrap();
+            std::fs::write(&cert, "old cert").unwrap();
+            std::fs::write(next(key.clone()), "new key").unwrap();
+        }
+        assert!(!finish_switch(&paths).unwrap());
+        assert_eq!(std::fs::read_to_string(paths.tls_key()).unwrap(), "old key");
+    }
+}
