@@ -50,6 +50,10 @@ pub struct SsConfig {
     /// How often the global configuration is fetched.
     #[serde(default = "default_poll")]
     pub conf_poll_secs: u64,
+    /// Ask for certificates for new keys this many days before the TLS or signing
+    /// certificate expires (0: never; renew by hand with `lintas ss certs renew`).
+    #[serde(default = "default_renew_before_days")]
+    pub renew_before_days: u64,
     /// Largest gRPC message carried whole between the servers; a unary call with a
     /// larger request message, or to a service declared with large messages, travels
     /// framed in signed chunks instead.
@@ -165,6 +169,9 @@ fn default_consumer_hostnames() -> Vec<String> {
 fn default_poll() -> u64 {
     60
 }
+fn default_renew_before_days() -> u64 {
+    30
+}
 fn default_max_message() -> usize {
     4 * 1024 * 1024
 }
@@ -234,6 +241,7 @@ impl SsConfig {
             dev_plaintext_loopback: false,
             consumer_hostnames: default_consumer_hostnames(),
             conf_poll_secs: default_poll(),
+            renew_before_days: default_renew_before_days(),
             max_message_bytes: default_max_message(),
             max_body_bytes: default_max_body(),
             clock_skew_secs: default_skew(),
@@ -289,6 +297,9 @@ impl SsConfig {
         }
         p.check((5..=86400).contains(&self.conf_poll_secs), || {
             "conf_poll_secs must be between 5 and 86400".into()
+        });
+        p.check(self.renew_before_days <= 3650, || {
+            "renew_before_days must be between 0 (never) and 3650".into()
         });
         p.check(
             (1024..=64 * 1024 * 1024).contains(&self.max_message_bytes),

@@ -106,6 +106,10 @@ pub struct SecurityServer {
     pub(crate) witness_health: lintas_ops::Handle,
     /// Whether the registry's catalogue has this server's newest service report.
     pub(crate) catalogue_health: lintas_ops::Handle,
+    /// Where renewing the certificates stands (`renew_before_days`).
+    pub(crate) renewal_health: lintas_ops::Handle,
+    /// Renews the certificates before they expire (`renew_before_days`).
+    pub(crate) renewer: crate::renewal::Renewer,
     /// Administration as typed operations (the admin socket, the management API and the
     /// console are edges over it).
     pub(crate) manage: Arc<crate::manage::Manage>,
@@ -117,6 +121,8 @@ pub struct SecurityServer {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Intervals {
     pub conf_poll: Duration,
+    /// Days before expiry the certificates are renewed (0: never).
+    pub renew_before_days: u64,
     pub checkpoint: Duration,
     pub witness: Duration,
     pub timestamp: Duration,
@@ -200,6 +206,14 @@ impl SecurityServer {
         let catalogue_health = ops
             .health
             .component("catalogue", lintas_ops::Condition::Ready);
+        let renewal_health = ops
+            .health
+            .component("renewal", lintas_ops::Condition::Ready);
+        let renewer = crate::renewal::Renewer {
+            paths: node.paths.clone(),
+            anchor: node.anchor.clone(),
+            config: node.config.clone(),
+        };
 
         let own = Arc::new(Own {
             id: c.server_id.clone(),
@@ -343,6 +357,7 @@ impl SecurityServer {
             settings,
             intervals: Intervals {
                 conf_poll: Duration::from_secs(c.conf_poll_secs),
+                renew_before_days: c.renew_before_days,
                 checkpoint: Duration::from_millis(c.checkpoint_interval_ms),
                 witness: Duration::from_secs(c.witness_interval_secs),
                 timestamp: Duration::from_secs(c.timestamp_interval_secs),
@@ -352,6 +367,8 @@ impl SecurityServer {
             _watched: watched,
             witness_health,
             catalogue_health,
+            renewal_health,
+            renewer,
             manage,
             management_tls,
         }))

@@ -363,7 +363,13 @@ impl Node {
     /// Verifies that the issued certificates chain to the anchor CA, carry this server's
     /// identities and hold this server's public keys, then writes them.
     fn store_certificates(&self, status: &pb::RegistrationStatus) -> Result<(), SsError> {
-        self.check_issued(status, &self.tls_key, &self.sign_key)?;
+        renewal::check_issued(
+            &self.anchor,
+            &self.config.server_id,
+            status,
+            &self.tls_key,
+            &self.sign_key,
+        )?;
         // The signing certificate first: a server with a TLS certificate is considered
         // enrolled, so after a crash between the two writes it simply polls again.
         for (path, der) in [

@@ -95,12 +95,56 @@ pub fn finish_switch(paths: &Paths) -> Result<bool, SsError> {
     Ok(moved)
 }
 
+/// Whether certificates expiring at `not_after` (Unix seconds) are due for renewal at
+/// `now`, `before_days` ahead (0: never).
+pub fn due(not_after: i64, now: i64, before_days: u64) -> bool {
+    before_days > 0 && now >= not_after.saturating_sub(before_days as i64 * 86400)
+}
+
+/// The earlier expiry (Unix seconds) of the TLS and signing certificates in use.
+pub fn expiry(paths: &Paths) -> Result<i64, SsError> {
+    let tls = lintas_certs::files::read_cert(&paths.tls_cert())?;
+    let sign = lintas_certs::files::read_cert(&paths.sign_cert())?;
+    let not_after = |der: &[u8]| lintas_certs::CertInfo::parse(der).map(|i| i.not_after_unix());
+    Ok(not_after(&tls)?.min(not_after(&sign)?))
+}
+
+/// Whether renewed certificates wait for the next start.
+pub fn ready(paths: &Paths) -> bool {
+    next(paths.tls_cert()).exists() || next(paths.sign_cert()).exists()
+}
+
+/// What a renewal needs, apart from the running server: its directory, anchor and
+/// settings; keys are read from their files when it runs.
+#[derive(Clone)]
+pub struct Renewer {
+    pub paths: Paths,
+    pub anchor: lintas_globalconf::Anchor,
+    pub config: crate::SsConfig,
+}
+
 impl Node {
+    /// [`Renewer::renew`] for this node.
+    pub async fn renew(&self) -> Result<RenewalState, SsError> {
+        self.renewer().renew().await
+    }
+
+    pub fn renewer(&self) -> Renewer {
+        Renewer {
+            paths: self.paths.clone(),
+            anchor: self.anchor.clone(),
+            config: self.config.clone(),
+        }
+    }
+}
+
+impl Renewer {
     /// Asks for (or, when asked before, about) certificates for new keys; once
     /// approved, stores them ready for the switch at the next start.
     pub async fn renew(&self) -> Result<RenewalState, SsError> {
         let tls_key = self.next_key(&self.paths.tls_key())?;
         let sign_key = self.next_key(&self.paths.sign_key())?;
+        let log_key = keys::read(&self.paths.log_key())?;
         let id = &self.config.server_id;
         let mut registry = self.registry_as_self()?;
         let status = match self.requested()? {
@@ -117,7 +161,7 @@ impl Node {
                         &sign_key,
                         &format!("{} signing", id.owner),
                     )?,
-                    log_csr: lintas_certs::ca::make_csr(&self.log_key, &format!("{id} log"))?,
+                    log_csr: lintas_certs::ca::make_csr(&log_key, &format!("{id} log"))?,
                     clients: self
                         .config
                         .clients
@@ -144,7 +188,7 @@ impl Node {
         };
         match status.state() {
             pb::RegistrationState::Approved => {
-                let not_after = self.check_issued(&status, &tls_key, &sign_key)?;
+                let not_after = check_issued(&self.anchor, id, &status, &tls_key, &sign_key)?;
                 for (der, path) in [
                     (&status.signing_cert, next(self.paths.sign_cert())),
                     (&status.tls_cert, next(self.paths.tls_cert())),
@@ -200,6 +244,7 @@ impl Node {
         &self,
     ) -> Result<pb::registration_client::RegistrationClient<tonic::transport::Channel>, SsError>
     {
+        let tls_key = keys::read(&self.paths.tls_key())?;
         let cert = lintas_certs::files::read_cert(&self.paths.tls_cert()).map_err(|e| match e {
             lintas_certs::CertError::Io { source, .. }
                 if source.kind() == std::io::ErrorKind::NotFound =>
@@ -211,46 +256,44 @@ impl Node {
         let tls = lintas_transport::client_config(
             self.anchor.trust_store(),
             Role::Registry,
-            Some((&cert, &self.tls_key)),
+            Some((&cert, &tls_key)),
         )?;
         let channel = lintas_transport::channel_to_any(&self.anchor.registry_urls(), tls)?;
         Ok(pb::registration_client::RegistrationClient::new(channel))
     }
+}
 
-    /// Checks issued certificates: chain to the anchor, this server's identities, the
-    /// given keys. The earlier expiry of the two.
-    pub(crate) fn check_issued(
-        &self,
-        status: &pb::RegistrationStatus,
-        tls_key: &lintas_certs::KeyPair,
-        sign_key: &lintas_certs::KeyPair,
-    ) -> Result<i64, SsError> {
-        let trust = self.anchor.trust_store();
-        let now = std::time::SystemTime::now();
-        let tls = trust.verify(&status.tls_cert, Role::Server, now)?;
-        let sign = trust.verify(&status.signing_cert, Role::Member, now)?;
-        let id = &self.config.server_id;
-        if tls.identity != Identity::Server(id.clone()) {
-            return Err(SsError::WrongCertificate(format!(
-                "TLS certificate is for {}",
-                tls.identity
-            )));
-        }
-        if sign.identity != Identity::Member(id.owner.clone()) {
-            return Err(SsError::WrongCertificate(format!(
-                "signing certificate is for {}",
-                sign.identity
-            )));
-        }
-        if tls.public_key != tls_key.public_key_raw()
-            || sign.public_key != sign_key.public_key_raw()
-        {
-            return Err(SsError::WrongCertificate(
-                "it holds a different public key".into(),
-            ));
-        }
-        Ok(tls.not_after_unix().min(sign.not_after_unix()))
+/// Checks issued certificates: chain to the anchor, the server's identities, the given
+/// keys. The earlier expiry of the two.
+pub(crate) fn check_issued(
+    anchor: &lintas_globalconf::Anchor,
+    id: &lintas_identifiers::ServerId,
+    status: &pb::RegistrationStatus,
+    tls_key: &lintas_certs::KeyPair,
+    sign_key: &lintas_certs::KeyPair,
+) -> Result<i64, SsError> {
+    let trust = anchor.trust_store();
+    let now = std::time::SystemTime::now();
+    let tls = trust.verify(&status.tls_cert, Role::Server, now)?;
+    let sign = trust.verify(&status.signing_cert, Role::Member, now)?;
+    if tls.identity != Identity::Server(id.clone()) {
+        return Err(SsError::WrongCertificate(format!(
+            "TLS certificate is for {}",
+            tls.identity
+        )));
     }
+    if sign.identity != Identity::Member(id.owner.clone()) {
+        return Err(SsError::WrongCertificate(format!(
+            "signing certificate is for {}",
+            sign.identity
+        )));
+    }
+    if tls.public_key != tls_key.public_key_raw() || sign.public_key != sign_key.public_key_raw() {
+        return Err(SsError::WrongCertificate(
+            "it holds a different public key".into(),
+        ));
+    }
+    Ok(tls.not_after_unix().min(sign.not_after_unix()))
 }
 
 #[cfg(test)]
@@ -286,6 +329,29 @@ mod tests {
                 assert!(!next(key.clone()).exists() && !next(cert.clone()).exists());
             }
             assert!(!finish_switch(&paths).unwrap(), "nothing left after {done}");
+        }
+    }
+
+    #[test]
+    fn renewal_falls_due_the_given_days_before_expiry() {
+        const DAY: i64 = 86400;
+        let expires = 1_000 * DAY;
+        let cases = [
+            (expires - 31 * DAY, 30, false),
+            (expires - 30 * DAY, 30, true),
+            (expires - DAY, 30, true),
+            (expires + DAY, 30, true),
+            (expires - DAY, 0, false),
+            (0, 999, false),
+            (0, 1000, true),
+            (i64::MIN, 30, false),
+        ];
+        for (now, before, expect) in cases {
+            assert_eq!(
+                due(expires, now, before),
+                expect,
+                "now {now}, {before} days"
+            );
         }
     }
 

@@ -253,7 +253,7 @@ pub async fn serve(
             None => write.await,
         }
     });
-    let (p, c, a, (), (), (), (), (), (), checkpointed) = tokio::join!(
+    let (p, c, a, (), (), (), (), (), (), (), checkpointed) = tokio::join!(
         stop.part(provider_server),
         stop.part(consumer_server),
         stop.part(admin_server),
@@ -273,6 +273,13 @@ pub async fn serve(
         crate::tasks::timestamp(
             server.evidence.clone(),
             server.intervals.timestamp,
+            stop.clone()
+        ),
+        crate::tasks::renew_certificates(
+            server.renewer.clone(),
+            server.intervals.renew_before_days,
+            server.renewal_health.clone(),
+            server.clock.clone(),
             stop.clone()
         ),
         stop.part(crate::tasks::checkpoint(

@@ -217,3 +217,58 @@ pub async fn timestamp(evidence: Arc<Evidence>, every: Duration, stop: Stop) {
         }
     }
 }
+
+/// How often the certificates' expiry is looked at.
+const RENEW_CHECK: Duration = Duration::from_secs(3600);
+
+/// Asks for certificates for new keys once the TLS or signing certificate expires
+/// within `before_days` (0: never), and says in the `renewal` health component
+/// where that stands: renewed certificates wait for the next start.
+pub async fn renew_certificates(
+    renewer: crate::renewal::Renewer,
+    before_days: u64,
+    health: Handle,
+    clock: std::sync::Arc<dyn lintas_globalconf::Clock>,
+    stop: Stop,
+) {
+    let ready = "renewed certificates are ready: they take effect when the server restarts";
+    loop {
+        let paths = &renewer.paths;
+        if crate::renewal::ready(paths) {
+            health.warn(ready);
+        } else {
+            match crate::renewal::expiry(paths) {
+                Ok(not_after) => {
+                    let now = lintas_certs::unix_secs(clock.now());
+                    let until = lintas_globalconf::iso8601(not_after);
+                    if !crate::renewal::due(not_after, now, before_days) {
+                        health.ready();
+                    } else {
+                        match bounded(&stop, renewer.renew()).await {
+                            Bounded::Done(Ok(r)) if r.state == "approved" => {
+                                tracing::info!(request = %r.request_id, by = %r.decided_by, "certificates renewed; they take effect at the next start");
+                                health.warn(ready);
+                            }
+                            Bounded::Done(Ok(r)) => health.warn(format!(
+                                "the certificates expire at {until}: renewal {} waits for a registry administrator",
+                                r.request_id
+                            )),
+                            Bounded::Done(Err(e)) => health.warn(format!(
+                                "the certificates expire at {until}: renewing failed ({e}); retrying"
+                            )),
+                            Bounded::TimedOut => health.warn(format!(
+                                "the certificates expire at {until}: the registry did not answer the renewal; retrying"
+                            )),
+                            Bounded::Stopped => return,
+                        }
+                    }
+                }
+                Err(e) => health.warn(format!("reading this server's certificates: {e}")),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(RENEW_CHECK) => {}
+            _ = stop.stopped() => return,
+        }
+    }
+}

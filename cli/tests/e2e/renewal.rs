@@ -69,3 +69,39 @@ async fn a_renewed_server_is_accepted_before_and_after_it_switches() {
     assert!(!provider.join("renewal.toml").exists());
     cari_at(&servers[1].consumer_listen, None).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_renews_by_itself_before_its_certificates_expire() {
+    // Certificates are issued for 730 days: renewing 800 days ahead is due at once.
+    let net = network_edited(true, |c| c.renew_before_days = 800).await;
+    let ready = net.provider_paths.0.join("tls.crt.pem.next");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !ready.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no renewal within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, _, health) = super::ops::ops_get(&net.provider_ops, "/readyz").await;
+    assert!(
+        health.contains("renewed certificates are ready"),
+        "{health}"
+    );
+    // The registry lists the new certificate and, beside it, the one in use.
+    let cache = tempfile::tempdir().unwrap();
+    let anchor = lintas_globalconf::Anchor::load(&net.inst.anchor()).unwrap();
+    let conf = lintas_globalconf::ConfClient::open(anchor, cache.path(), net.inst.clock.clone())
+        .unwrap()
+        .fetch()
+        .await
+        .unwrap();
+    let entry = conf.server(&PROVIDER.parse().unwrap()).unwrap();
+    let in_use = lintas_certs::files::read_cert(&net.provider_paths.tls_cert()).unwrap();
+    assert_eq!(
+        entry.other_tls_cert_sha256,
+        vec![lintas_certs::sha256(&in_use).to_vec()]
+    );
+    // Calls go on meanwhile.
+    net.cari(CONSUMER_CLIENT, NIK).await.unwrap();
+}

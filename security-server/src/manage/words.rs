@@ -30,6 +30,7 @@ pub const CATALOGUE: &[Entry] = &[
         "panggilan ditolak: tanpa waktu tepercaya",
     ),
     ("certificates", "Certificates", "Sertifikat"),
+    ("renewal", "Certificate renewal", "Pembaruan sertifikat"),
     (
         "signing_cert",
         "Signing certificate",
