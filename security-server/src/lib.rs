@@ -234,6 +234,28 @@ pub fn init(dir: &Path, config: &SsConfig, anchor_path: &Path) -> Result<PathBuf
     Ok(config_path)
 }
 
+/// A request for certificates for `tls_key` and `sign_key` (the log key is sent too:
+/// it identifies the server's log), at enrolment and at renewal.
+pub(crate) fn registration_request(
+    config: &SsConfig,
+    tls_key: &KeyPair,
+    sign_key: &KeyPair,
+    log_key: &KeyPair,
+    token: &str,
+) -> Result<pb::RegistrationRequest, SsError> {
+    let id = &config.server_id;
+    Ok(pb::RegistrationRequest {
+        server_id: id.to_string(),
+        address: config.address.to_string(),
+        tls_csr: make_csr(tls_key, &format!("{id} TLS"))?,
+        signing_csr: make_csr(sign_key, &format!("{} signing", id.owner))?,
+        log_csr: make_csr(log_key, &format!("{id} log"))?,
+        clients: config.clients.iter().map(ToString::to_string).collect(),
+        member_name: config.member_name.clone(),
+        enrolment_token: token.to_owned(),
+    })
+}
+
 /// A security server's enrolment and configuration state, loaded from its directory.
 pub struct Node {
     pub config: SsConfig,
@@ -287,22 +309,13 @@ impl Node {
     /// Sends certificate requests for this server's keys. Returns the registry's answer
     /// (approved at once when `token` is a valid enrolment token).
     pub async fn register(&self, token: Option<&str>) -> Result<pb::RegistrationStatus, SsError> {
-        let id = &self.config.server_id;
-        let request = pb::RegistrationRequest {
-            server_id: id.to_string(),
-            address: self.config.address.to_string(),
-            tls_csr: make_csr(&self.tls_key, &format!("{id} TLS"))?,
-            signing_csr: make_csr(&self.sign_key, &format!("{} signing", id.owner))?,
-            log_csr: make_csr(&self.log_key, &format!("{id} log"))?,
-            clients: self
-                .config
-                .clients
-                .iter()
-                .map(ToString::to_string)
-                .collect(),
-            member_name: self.config.member_name.clone(),
-            enrolment_token: token.unwrap_or_default().to_owned(),
-        };
+        let request = registration_request(
+            &self.config,
+            &self.tls_key,
+            &self.sign_key,
+            &self.log_key,
+            token.unwrap_or_default(),
+        )?;
         let status = self.registry().await?.submit(request).await?.into_inner();
         let pending = toml::to_string(&Pending {
             request_id: status.request_id.clone(),

@@ -153,24 +153,8 @@ impl Renewer {
                 .await?
                 .into_inner(),
             None => {
-                let request = pb::RegistrationRequest {
-                    server_id: id.to_string(),
-                    address: self.config.address.to_string(),
-                    tls_csr: lintas_certs::ca::make_csr(&tls_key, &format!("{id} TLS"))?,
-                    signing_csr: lintas_certs::ca::make_csr(
-                        &sign_key,
-                        &format!("{} signing", id.owner),
-                    )?,
-                    log_csr: lintas_certs::ca::make_csr(&log_key, &format!("{id} log"))?,
-                    clients: self
-                        .config
-                        .clients
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect(),
-                    member_name: self.config.member_name.clone(),
-                    enrolment_token: String::new(),
-                };
+                let request =
+                    crate::registration_request(&self.config, &tls_key, &sign_key, &log_key, "")?;
                 let status = registry.submit(request).await?.into_inner();
                 let text = toml::to_string(&Requested {
                     request_id: status.request_id.clone(),
