@@ -443,5 +443,7 @@ pub fn open_from_config(
     config: SsConfig,
     clock: Arc<dyn Clock>,
 ) -> Result<Arc<SecurityServer>, SsError> {
+    // A renewal whose certificates are ready takes effect as the server starts.
+    crate::renewal::finish_switch(&crate::Paths(config.data_dir.clone()))?;
     SecurityServer::open(Node::open(config)?, clock)
 }

@@ -284,8 +284,6 @@ pub enum Enrolment {
 impl Node {
     pub fn open(config: SsConfig) -> Result<Self, SsError> {
         let paths = Paths(config.data_dir.clone());
-        // A renewal whose certificates are ready takes effect here.
-        renewal::finish_switch(&paths)?;
         Ok(Node {
             anchor: Anchor::load(&paths.anchor())?,
             tls_key: keys::read(&paths.tls_key())?,

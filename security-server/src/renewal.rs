@@ -8,8 +8,9 @@
 //! identity, that they hold the new keys) and written as `tls.crt.pem.next` and
 //! `sign.crt.pem.next`. The log key stays: it is the log's identity.
 //!
-//! The switch moves each new key and certificate into place, signing pair first, and is
-//! finished by every open of the node, so a crash halfway is completed at the next start:
+//! The switch moves each new key and certificate into place, signing pair first, as the
+//! server starts (`daemon::open_from_config`), so a crash halfway is completed at the
+//! next start:
 //! for each pair the key moves before the certificate, and a certificate waiting beside
 //! a key that already moved is moved too. The configuration lists the certificates from
 //! before the renewal beside the new ones until the registry revokes them after its
@@ -56,8 +57,8 @@ struct Requested {
 #[derive(Debug, Serialize)]
 pub struct RenewalState {
     pub request_id: String,
-    /// `pending`, `approved` (certificates ready; they take effect at the next start)
-    /// or `switched`.
+    /// `pending`, or `approved` (certificates ready; they take effect at the next
+    /// start).
     pub state: String,
     /// Who approved it, when approved.
     pub decided_by: String,
@@ -284,9 +285,9 @@ pub(crate) fn check_issued(
 mod tests {
     use super::*;
 
-    /// Every point a crash can stop the switch at is finished by the next open.
+    /// Every point a crash can stop the switch at is finished by the next start.
     #[test]
-    fn a_switch_cut_short_anywhere_is_finished_by_the_next_open() {
+    fn a_switch_cut_short_anywhere_is_finished_by_the_next_start() {
         // How far the switch got: how many of the four renames were done.
         for done in 0..=4 {
             let dir = tempfile::tempdir().unwrap();
