@@ -29,11 +29,71 @@ impl PassphraseArg {
     }
 }
 
+#[derive(clap::Args)]
+pub struct SsBackupArgs {
+    #[arg(long, default_value = "ss.toml")]
+    config: PathBuf,
+    /// The archive to write (never overwritten).
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    passphrase: PassphraseArg,
+    /// Print what was written as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn ss_backup(a: SsBackupArgs) -> Result<()> {
+    let settings = lintas_ss::SsConfig::load(&a.config, crate::env())?;
+    let report = lintas_ss::backup::backup(
+        &a.config,
+        settings,
+        &a.out,
+        &a.passphrase.for_writing()?,
+        lintas_ss::errors::now_ms(&lintas_globalconf::SystemClock),
+    )
+    .await?;
+    print_ss_backup(&report, a.json)
+}
+
+#[derive(clap::Args)]
+pub struct SsRestoreArgs {
+    /// The backup archive.
+    #[arg(long)]
+    archive: PathBuf,
+    /// Where to write the configuration file (must not exist); the data directory it
+    /// names must not exist or be empty.
+    #[arg(long)]
+    config: PathBuf,
+    /// The instance's trust anchor, as the registry operator distributes it: the
+    /// archive's signer is checked against it, never against the archive's own.
+    #[arg(long)]
+    anchor: PathBuf,
+    #[command(flatten)]
+    passphrase: PassphraseArg,
+    /// Print what was restored as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn ss_restore(a: SsRestoreArgs) -> Result<()> {
+    let report = lintas_ss::backup::restore(
+        &a.archive,
+        &a.config,
+        &a.anchor,
+        &a.passphrase.for_reading()?,
+        crate::env(),
+        std::sync::Arc::new(lintas_globalconf::SystemClock),
+    )
+    .await?;
+    print_ss_restore(&report, a.json)
+}
+
 fn ms_to_secs(ms: i64) -> i64 {
     ms.div_euclid(1000)
 }
 
-pub fn print_ss_backup(r: &lintas_ss::backup::BackupReport, json: bool) -> Result<()> {
+fn print_ss_backup(r: &lintas_ss::backup::BackupReport, json: bool) -> Result<()> {
     if json {
         return crate::json::print(r);
     }
@@ -53,7 +113,7 @@ pub fn print_ss_backup(r: &lintas_ss::backup::BackupReport, json: bool) -> Resul
     Ok(())
 }
 
-pub fn print_ss_restore(r: &lintas_ss::backup::RestoreReport, json: bool) -> Result<()> {
+fn print_ss_restore(r: &lintas_ss::backup::RestoreReport, json: bool) -> Result<()> {
     if json {
         return crate::json::print(r);
     }

@@ -123,42 +123,14 @@ enum Command {
     /// configuration cache, services, grants and client certificates, and the whole
     /// record log. Works while the server runs (its state store is read over the admin
     /// socket) and while it is stopped.
-    Backup {
-        #[arg(long, default_value = "ss.toml")]
-        config: PathBuf,
-        /// The archive to write (never overwritten).
-        #[arg(long)]
-        out: PathBuf,
-        #[command(flatten)]
-        passphrase: crate::backup_cmd::PassphraseArg,
-        /// Print what was written as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Backup(crate::backup_cmd::SsBackupArgs),
     /// Restore a backup as a new node, on this or a fresh machine: checks the passphrase,
     /// every byte against the signed manifest, the signer against the instance's
     /// anchor, and opens the log; then asks the registry's witness whether it has seen
     /// more of this log than the backup holds (refused if so: the newer records would
     /// be lost) and fetches the newest configuration. Nothing is written when a check
     /// fails.
-    Restore {
-        /// The backup archive.
-        #[arg(long)]
-        archive: PathBuf,
-        /// Where to write the configuration file (must not exist); the data directory
-        /// it names must not exist or be empty.
-        #[arg(long)]
-        config: PathBuf,
-        /// The instance's trust anchor, as the registry operator distributes it: the
-        /// archive's signer is checked against it, never against the archive's own.
-        #[arg(long)]
-        anchor: PathBuf,
-        #[command(flatten)]
-        passphrase: crate::backup_cmd::PassphraseArg,
-        /// Print what was restored as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Restore(crate::backup_cmd::SsRestoreArgs),
     /// Run the security server: consumer endpoint for local applications, provider
     /// endpoint for peer servers, admin socket.
     Serve {
@@ -850,41 +822,8 @@ pub async fn run(args: Args) -> Result<()> {
                 );
             }
         }
-        Command::Backup {
-            config,
-            out,
-            passphrase,
-            json,
-        } => {
-            let settings = SsConfig::load(&config, crate::env())?;
-            let report = lintas_ss::backup::backup(
-                &config,
-                settings,
-                &out,
-                &passphrase.for_writing()?,
-                lintas_ss::errors::now_ms(&SystemClock),
-            )
-            .await?;
-            crate::backup_cmd::print_ss_backup(&report, json)?;
-        }
-        Command::Restore {
-            archive,
-            config,
-            anchor,
-            passphrase,
-            json,
-        } => {
-            let report = lintas_ss::backup::restore(
-                &archive,
-                &config,
-                &anchor,
-                &passphrase.for_reading()?,
-                crate::env(),
-                Arc::new(SystemClock),
-            )
-            .await?;
-            crate::backup_cmd::print_ss_restore(&report, json)?;
-        }
+        Command::Backup(a) => crate::backup_cmd::ss_backup(a).await?,
+        Command::Restore(a) => crate::backup_cmd::ss_restore(a).await?,
         Command::LogStatus { config, json } => {
             let st = admin(&config)
                 .await?
