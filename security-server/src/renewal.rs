@@ -148,11 +148,18 @@ impl Renewer {
         let log_key = keys::read(&self.paths.log_key())?;
         let id = &self.config.server_id;
         let mut registry = self.registry_as_self()?;
-        let status = match self.requested()? {
-            Some(request_id) => registry
-                .status(pb::StatusRequest { request_id })
-                .await?
-                .into_inner(),
+        // A request the registry no longer knows (undecided past its time) is filed
+        // again, with the same new keys.
+        let asked = match self.requested()? {
+            Some(request_id) => match registry.status(pb::StatusRequest { request_id }).await {
+                Ok(r) => Some(r.into_inner()),
+                Err(s) if s.code() == tonic::Code::NotFound => None,
+                Err(s) => return Err(s.into()),
+            },
+            None => None,
+        };
+        let status = match asked {
+            Some(status) => status,
             None => {
                 let request =
                     crate::registration_request(&self.config, &tls_key, &sign_key, &log_key, "")?;

@@ -20,6 +20,8 @@ async fn a_renewed_server_is_accepted_before_and_after_it_switches() {
 
     let provider = servers[0].dir.clone();
     let old_tls = std::fs::read(provider.join("tls.crt.pem")).unwrap();
+    // A request the registry no longer knows (expired undecided) is filed again.
+    std::fs::write(provider.join("renewal.toml"), "request_id = \"0123\"\n").unwrap();
     let out = run(&mut lintas_cmd(&[
         "ss",
         "certs",
