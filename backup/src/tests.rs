@@ -96,7 +96,7 @@ fn every_damage_is_refused_with_its_place() {
         ("not a backup", b"hello".to_vec(), "too short"),
         (
             "other magic",
-            [b"XXXXXXXX".as_slice(), &bytes[8..]].concat(),
+            [b"NOTLINTS".as_slice(), &bytes[8..]].concat(),
             "not a lintas backup",
         ),
         (
