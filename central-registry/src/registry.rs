@@ -28,10 +28,12 @@ mod pending;
 mod persist;
 mod reads;
 mod renewal;
+mod restore;
 pub use generations::GenerationRec;
 use keys::Key;
 use persist::{Applied, MAX_CONFLICTS, load};
 pub use reads::Generation;
+pub use restore::conf_serial_of;
 mod synthetic;
 mod witness;
 
@@ -319,16 +321,6 @@ struct ConfMeta {
     blob_hex: String,
 }
 
-/// The serial of the newest configuration among stored records (a backup's).
-pub fn conf_serial_of(records: &[crate::store::Stored]) -> Option<u64> {
-    let latest = Key::ConfLatest.to_string();
-    records
-        .iter()
-        .find(|r| r.key == latest)
-        .and_then(|r| serde_json::from_slice::<ConfMeta>(&r.value).ok())
-        .map(|m| m.serial)
-}
-
 /// Everything the registry knows, in memory.
 #[derive(Debug, Default, Clone)]
 struct State {
@@ -551,25 +543,6 @@ impl Registry {
     pub fn republish(&self, actor: &str, why: &str) -> Result<u64> {
         let ((), serial) = self.commit(actor, Publish::Yes, |_, _| Ok(((), why.to_owned())))?;
         Ok(serial)
-    }
-
-    /// Publishes the next configuration with a serial above `floor`: after a restore
-    /// from a backup older than what servers already hold, which would otherwise refuse
-    /// the restored registry's configurations as a rollback until the serial passed
-    /// theirs.
-    pub fn republish_above(&self, floor: u64, actor: &str, why: &str) -> Result<u64> {
-        let ((), serial) = self.commit(actor, Publish::Yes, |state, _| {
-            state.conf_serial = state.conf_serial.max(floor);
-            Ok(((), why.to_owned()))
-        })?;
-        Ok(serial)
-    }
-
-    /// Every record of the store, read under the state's lock so that the copy is one
-    /// state: a running registry's backup.
-    pub fn export_records(&self) -> Result<Vec<crate::store::Stored>> {
-        let _state = self.lock();
-        self.store.load().map_err(internal)
     }
 
     /// The periodic re-signing, every `refresh`: skipped when the published document

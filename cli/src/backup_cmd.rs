@@ -56,8 +56,9 @@ pub async fn ss_backup(a: SsBackupArgs) -> Result<()> {
     print_ss_backup(&report, a.json)
 }
 
+/// What every restore is given.
 #[derive(clap::Args)]
-pub struct SsRestoreArgs {
+pub struct RestoreArgs {
     /// The backup archive.
     #[arg(long)]
     archive: PathBuf,
@@ -76,7 +77,7 @@ pub struct SsRestoreArgs {
     json: bool,
 }
 
-pub async fn ss_restore(a: SsRestoreArgs) -> Result<()> {
+pub async fn ss_restore(a: RestoreArgs) -> Result<()> {
     let report = lintas_ss::backup::restore(
         &a.archive,
         &a.config,
@@ -221,40 +222,27 @@ pub async fn registry_backup(a: RegistryBackupArgs) -> Result<()> {
 
 #[derive(clap::Args)]
 pub struct RegistryRestoreArgs {
-    /// The backup archive.
-    #[arg(long)]
-    archive: PathBuf,
-    /// Where to write registry.toml (must not exist); the data directory it names must
-    /// not exist or be empty.
-    #[arg(long)]
-    config: PathBuf,
-    /// The instance's trust anchor as distributed to the servers: the archive's signer
-    /// must be a configuration-signing certificate it lists.
-    #[arg(long)]
-    anchor: PathBuf,
     #[command(flatten)]
-    passphrase: PassphraseArg,
+    common: RestoreArgs,
     /// The highest configuration serial the instance's servers may hold (`lintas ss
     /// conf` on a server prints its serial): the restored registry publishes above it.
     #[arg(long)]
     serial_floor: Option<u64>,
-    /// Print what was restored as JSON.
-    #[arg(long)]
-    json: bool,
 }
 
 pub async fn registry_restore(a: RegistryRestoreArgs) -> Result<()> {
+    let c = a.common;
     let r = lintas_registry::backup::restore(
-        &a.archive,
-        &a.config,
-        &a.anchor,
-        &a.passphrase.for_reading()?,
+        &c.archive,
+        &c.config,
+        &c.anchor,
+        &c.passphrase.for_reading()?,
         a.serial_floor,
         crate::env(),
         std::sync::Arc::new(lintas_globalconf::SystemClock),
     )
     .await?;
-    if a.json {
+    if c.json {
         return crate::json::print(&r);
     }
     println!(

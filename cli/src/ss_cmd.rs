@@ -130,7 +130,7 @@ enum Command {
     /// more of this log than the backup holds (refused if so: the newer records would
     /// be lost) and fetches the newest configuration. Nothing is written when a check
     /// fails.
-    Restore(crate::backup_cmd::SsRestoreArgs),
+    Restore(crate::backup_cmd::RestoreArgs),
     /// Run the security server: consumer endpoint for local applications, provider
     /// endpoint for peer servers, admin socket.
     Serve {

@@ -147,6 +147,16 @@ pub(super) async fn binary_servers(inst: &Instance, which: &[(&str, &str)]) -> V
     servers
 }
 
+/// The population registry served on a loopback port: its URL, and what stops it
+/// when dropped.
+pub(super) async fn population_app() -> (String, tokio::sync::oneshot::Sender<()>) {
+    let app = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", app.local_addr().unwrap());
+    let (stop_app, stop) = stopper();
+    tokio::spawn(lintas_examples::population_registry::serve(app, stop));
+    (url, stop_app)
+}
+
 /// Publishes the population registry at `app_url` on the server of `config` and grants
 /// it to the consumer's client, with the CLI.
 pub(super) fn publish_with_the_cli(config: &str, app_url: &str) {
@@ -189,10 +199,7 @@ async fn the_binary_runs_two_security_servers_configured_while_running() {
     inst.follow_system_clock();
     let lintas = lintas_cmd;
     let servers = binary_pair(&inst).await;
-    let app = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let app_url = format!("http://{}", app.local_addr().unwrap());
-    let (_stop_app, stop) = stopper();
-    tokio::spawn(lintas_examples::population_registry::serve(app, stop));
+    let (app_url, _stop_app) = population_app().await;
 
     let provider_config = &servers[0].config;
     let out = run(&mut lintas(&[
@@ -471,10 +478,7 @@ async fn a_server_killed_with_calls_in_flight_restarts_and_every_answered_call_i
     let inst = Instance::start().await;
     inst.follow_system_clock();
     let mut servers = binary_pair(&inst).await;
-    let app = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let app_url = format!("http://{}", app.local_addr().unwrap());
-    let (_stop_app, stop) = stopper();
-    tokio::spawn(lintas_examples::population_registry::serve(app, stop));
+    let (app_url, _stop_app) = population_app().await;
     publish_with_the_cli(&servers[0].config, &app_url);
 
     // Sixteen callers, each with its own message ids, until told to stop.

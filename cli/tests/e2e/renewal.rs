@@ -3,7 +3,9 @@
 //! (the configuration lists both certificates) and after, when it restarts on the new
 //! ones.
 
-use super::binary::{binary_pair, cari_at, lintas_cmd, publish_with_the_cli, serve_child};
+use super::binary::{
+    binary_pair, cari_at, lintas_cmd, population_app, publish_with_the_cli, serve_child,
+};
 use super::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -11,10 +13,7 @@ async fn a_renewed_server_is_accepted_before_and_after_it_switches() {
     let inst = Instance::start().await;
     inst.follow_system_clock();
     let mut servers = binary_pair(&inst).await;
-    let app = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let app_url = format!("http://{}", app.local_addr().unwrap());
-    let (_stop_app, stop) = stopper();
-    tokio::spawn(lintas_examples::population_registry::serve(app, stop));
+    let (app_url, _stop_app) = population_app().await;
     publish_with_the_cli(&servers[0].config, &app_url);
     cari_at(&servers[1].consumer_listen, None).await.unwrap();
 
