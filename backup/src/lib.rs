@@ -20,7 +20,6 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
-use lintas_certs::KeyPair;
 use serde::{Deserialize, Serialize};
 
 pub use seal::{Kdf, Passphrase};
@@ -181,7 +180,7 @@ impl<W: Write> Writer<W> {
     pub fn finish(
         mut self,
         head: Head,
-        key: &KeyPair,
+        key: &dyn lintas_certs::Signer,
         cert: &[u8],
     ) -> Result<(W, Manifest), BackupError> {
         let manifest = Manifest {

@@ -11,7 +11,7 @@ fn pass(s: &str) -> Passphrase {
     Passphrase::for_reading(s.into())
 }
 
-fn signer() -> (KeyPair, Vec<u8>) {
+fn signer() -> (lintas_certs::KeyPair, Vec<u8>) {
     let year = std::time::Duration::from_secs(365 * 86400);
     let now = std::time::SystemTime::now();
     let ca = lintas_certs::Ca::create(

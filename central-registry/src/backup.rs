@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use lintas_backup::dir::{ArchiveFile, Staging, canonical, files_in_order};
 use lintas_backup::{BackupError, Head, Passphrase};
-use lintas_certs::{Identity, Role, keys};
+use lintas_certs::{Identity, Role};
 use lintas_globalconf::{Anchor, Clock, ConfClient};
 use lintas_proto::registry::v1 as pb;
 use pb::registry_admin_client::RegistryAdminClient;
@@ -165,7 +165,7 @@ pub fn backup(
     now_ms: i64,
 ) -> Result<BackupReport, RestoreError> {
     let paths = Paths(config.data_dir.clone());
-    let conf_key = keys::read(&paths.conf_key())?;
+    let conf_key = lintas_pkcs11::load(&paths.conf_key(), config.pkcs11.as_ref())?;
     let conf_cert = lintas_certs::files::read_cert(&paths.conf_cert())?;
     let conf_serial = crate::registry::conf_serial_of(&records);
     let count = records.len();
@@ -195,7 +195,7 @@ pub fn backup(
             "online": online,
         }),
     };
-    let (written, manifest) = w.finish(head, &conf_key, &conf_cert)?;
+    let (written, manifest) = w.finish(head, &*conf_key, &conf_cert)?;
     archive.commit(written)?;
     Ok(BackupReport {
         archive: out.to_owned(),

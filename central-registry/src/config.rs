@@ -99,6 +99,11 @@ pub struct RegistryConfig {
     /// before they are revoked.
     #[serde(default = "default_renewal_grace_days")]
     pub renewal_grace_days: u64,
+    /// Keep the configuration-signing and time-stamping keys in a PKCS#11 token instead
+    /// of key files (set by `lintas registry init --pkcs11-*`; the keys are made in the
+    /// token then). Absent (the default): key files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pkcs11: Option<lintas_pkcs11::Pkcs11Config>,
 }
 
 fn default_true() -> bool {
@@ -166,6 +171,9 @@ impl RegistryConfig {
         let mut config: RegistryConfig = lintas_settings::load(path, env, ENV_PREFIX)?;
         config.validate(&path.display().to_string())?;
         config.data_dir = lintas_settings::relative_to(path, &config.data_dir);
+        if let Some(token) = &mut config.pkcs11 {
+            token.pin_file = lintas_settings::relative_to(path, &token.pin_file);
+        }
         Ok(config)
     }
 

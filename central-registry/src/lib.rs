@@ -143,6 +143,9 @@ pub struct InitOptions {
     pub database: String,
     /// The other registry nodes over `database`, listed in the anchor after this one.
     pub other_nodes: Vec<NodeUrls>,
+    /// The token to make the configuration-signing and time-stamping keys in (key files
+    /// when absent).
+    pub pkcs11: Option<lintas_pkcs11::Pkcs11Config>,
 }
 
 /// Where security servers reach one registry node.
@@ -225,13 +228,20 @@ pub fn init(opts: &InitOptions, clock: Arc<dyn Clock>) -> Result<InitReport, Reg
     keys::write(&paths.ca_key(), ca.key())?;
     write_cert(&paths.ca_cert(), ca.cert_der())?;
 
-    let issue_own = |profile: Profile, key_path: PathBuf, cert_path: PathBuf, years: u32| {
-        let key = keys::generate()?;
-        let cert = ca.issue_for_key(&key, &profile, Validity::starting(now, years * YEAR)?)?;
-        keys::write(&key_path, &key)?;
+    // The signing keys of the instance (configuration, time-stamps) are made in the
+    // token when one is given; TLS and admin keys are always files.
+    let issue_own = |profile: Profile,
+                     key_path: PathBuf,
+                     cert_path: PathBuf,
+                     years: u32,
+                     token: Option<&lintas_pkcs11::Pkcs11Config>| {
+        let label = format!("lintas {instance} {}", profile.identity());
+        let key = lintas_pkcs11::generate(&key_path, token, &label)?;
+        let cert = ca.issue_for_key(&*key, &profile, Validity::starting(now, years * YEAR)?)?;
         write_cert(&cert_path, &cert)?;
         Ok::<_, RegistryServeError>(cert)
     };
+    let token = opts.pkcs11.as_ref();
     let conf_cert = issue_own(
         Profile::GlobalConf {
             instance: instance.clone(),
@@ -239,6 +249,7 @@ pub fn init(opts: &InitOptions, clock: Arc<dyn Clock>) -> Result<InitReport, Reg
         paths.conf_key(),
         paths.conf_cert(),
         5,
+        token,
     )?;
     issue_own(
         Profile::Registry {
@@ -249,6 +260,7 @@ pub fn init(opts: &InitOptions, clock: Arc<dyn Clock>) -> Result<InitReport, Reg
         paths.tls_key(),
         paths.tls_cert(),
         2,
+        None,
     )?;
     issue_own(
         Profile::Tsa {
@@ -258,6 +270,7 @@ pub fn init(opts: &InitOptions, clock: Arc<dyn Clock>) -> Result<InitReport, Reg
         paths.tsa_key(),
         paths.tsa_cert(),
         10,
+        token,
     )?;
     std::fs::create_dir_all(paths.admin_dir()).map_err(io("admin directory"))?;
     let admin_cert = issue_own(
@@ -268,6 +281,7 @@ pub fn init(opts: &InitOptions, clock: Arc<dyn Clock>) -> Result<InitReport, Reg
         paths.admin_dir().join("admin.key.pem"),
         paths.admin_dir().join("admin.crt.pem"),
         1,
+        None,
     )?;
     std::fs::copy(paths.ca_cert(), paths.admin_dir().join("ca.crt.pem"))
         .map_err(io("copying CA certificate"))?;
@@ -311,6 +325,7 @@ pub fn init(opts: &InitOptions, clock: Arc<dyn Clock>) -> Result<InitReport, Reg
         tsa_requests_per_minute_per_source: 120,
         auto_approve_renewals: true,
         renewal_grace_days: 7,
+        pkcs11: opts.pkcs11.clone(),
     };
     let anchor = Anchor::new(
         instance.clone(),
@@ -384,7 +399,7 @@ fn load_keys(config: &RegistryConfig, paths: &Paths) -> Result<Keys, RegistrySer
         ))));
     }
     Ok(Keys {
-        conf_key: keys::read(&paths.conf_key())?,
+        conf_key: lintas_pkcs11::load(&paths.conf_key(), config.pkcs11.as_ref())?,
         conf_cert: read_cert(&paths.conf_cert())?,
         tsa_cert: read_cert(&paths.tsa_cert())?,
         ca,
@@ -541,7 +556,7 @@ pub async fn serve(
     let warm = served.clone();
     let tsa = tsa_http::TsaEndpoint::new(
         lintas_timestamp::Tsa::new(
-            keys::read(&paths.tsa_key())?,
+            lintas_pkcs11::load(&paths.tsa_key(), config.pkcs11.as_ref())?,
             read_cert(&paths.tsa_cert())?,
             &config.tsa_policy,
         )

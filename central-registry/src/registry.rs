@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use lintas_certs::ca::{CsrKey, Validity};
-use lintas_certs::{Ca, CertInfo, Identity, KeyPair, Profile, Role, TrustStore};
+use lintas_certs::{Ca, CertInfo, Identity, Profile, Role, TrustStore};
 use lintas_globalconf::{Clock, iso8601, unix_secs};
 use lintas_identifiers::{ClientId, Code, HostPort, MemberId, ServerId, ServiceName, SubsystemId};
 use lintas_proto::globalconf::v1 as gc;
@@ -381,7 +381,7 @@ fn decode<T: DeserializeOwned>(key: &str, v: &[u8]) -> Result<T> {
 /// Keys and material the registry signs and issues with.
 pub struct Keys {
     pub ca: Ca,
-    pub conf_key: KeyPair,
+    pub conf_key: lintas_certs::SharedSigner,
     pub conf_cert: Vec<u8>,
     pub tsa_cert: Vec<u8>,
 }
@@ -568,7 +568,7 @@ impl Registry {
     ) -> Result<(Vec<u8>, GenerationRec)> {
         state.conf_serial += 1;
         let conf = self.build_conf(state);
-        let blob = lintas_globalconf::sign(&conf, &self.keys.conf_key, &self.keys.conf_cert)
+        let blob = lintas_globalconf::sign(&conf, &*self.keys.conf_key, &self.keys.conf_cert)
             .map_err(internal)?;
         change.put(
             Key::ConfLatest.into(),

@@ -96,6 +96,7 @@ async fn a_registry_on_postgresql_recovers_from_a_database_outage_without_a_rest
                 admin_name: "admin".parse().unwrap(),
                 database: url,
                 other_nodes: Vec::new(),
+                pkcs11: None,
             },
             clock.clone(),
         )

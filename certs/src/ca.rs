@@ -232,11 +232,11 @@ impl CsrKey {
 
 /// A certificate signing request for `key` (subject is informational only: the CA sets
 /// every field itself).
-pub fn make_csr(key: &KeyPair, common_name: &str) -> Result<Vec<u8>, CertError> {
+pub fn make_csr(key: &dyn crate::Signer, common_name: &str) -> Result<Vec<u8>, CertError> {
     let mut p = CertificateParams::default();
     p.distinguished_name = DistinguishedName::new();
     p.distinguished_name.push(DnType::CommonName, common_name);
-    p.serialize_request(key)
+    p.serialize_request(&crate::signer::ByRef(key))
         .map(|csr| csr.der().to_vec())
         .map_err(|e| CertError::Issue(e.to_string()))
 }
@@ -372,11 +372,11 @@ impl Ca {
     /// `init`); everything else goes through [`Ca::issue`].
     pub fn issue_for_key(
         &self,
-        key: &KeyPair,
+        key: &dyn crate::Signer,
         profile: &Profile,
         validity: Validity,
     ) -> Result<Vec<u8>, CertError> {
-        self.sign(key, profile, validity)
+        self.sign(&crate::signer::ByRef(key), profile, validity)
     }
 
     fn sign(

@@ -20,7 +20,7 @@ pub fn write(path: &Path, key: &KeyPair) -> Result<(), CertError> {
 }
 
 /// SHA-256 of the key's SubjectPublicKeyInfo, hex: what operators compare out of band.
-pub fn fingerprint(key: &impl rcgen::PublicKeyData) -> String {
+pub fn fingerprint(key: &(impl rcgen::PublicKeyData + ?Sized)) -> String {
     crate::hex(&crate::sha256(&key.subject_public_key_info()))
 }
 

@@ -8,6 +8,8 @@
 //! - [`verify`]: chain validation (rustls-webpki, aws-lc-rs) plus the role and identity
 //!   checks every component uses.
 //! - [`sig`]: domain-separated signatures over exact bytes.
+//! - [`signer`]: the [`Signer`] every signature is made with, a key file or a hardware
+//!   token's key.
 //!
 //! Identities live in a URI subject alternative name, `lintas:<role>:<identifier>`, for
 //! example `lintas:server:ID/GOV/KEMENDAGRI/SS1` or `lintas:member:ID/GOV/KEMENDAGRI`, and
@@ -19,6 +21,7 @@ pub mod files;
 pub mod keys;
 pub mod pem;
 pub mod sig;
+pub mod signer;
 pub mod verify;
 
 use std::fmt;
@@ -28,6 +31,7 @@ use lintas_identifiers::{Code, IdError, MemberId, ServerId};
 
 pub use ca::{Ca, Profile};
 pub use keys::KeyPair;
+pub use signer::{SharedSigner, Signer};
 pub use verify::{CertInfo, TrustStore};
 
 /// Errors of the PKI layer. Variants say whose input was at fault.
@@ -69,6 +73,8 @@ pub enum CertError {
     Signing(String),
     #[error("issuing failed: {0}")]
     Issue(String),
+    #[error("hardware token: {0}")]
+    Token(String),
 }
 
 /// What a certificate is for. Each role has its own key usage profile (see [`Profile`]).

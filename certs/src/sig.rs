@@ -5,10 +5,9 @@
 //! never be replayed as another, and no re-encoding ever happens before verification.
 
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1, UnparsedPublicKey};
-use rcgen::SigningKey;
 
 use crate::CertError;
-use crate::keys::KeyPair;
+use crate::signer::Signer;
 
 /// `domain || 0x00 || message`. A domain containing NUL could make two different
 /// (domain, message) pairs frame to the same bytes, so it is refused.
@@ -24,7 +23,7 @@ fn framed(domain: &str, message: &[u8]) -> Result<Vec<u8>, CertError> {
 }
 
 /// ECDSA P-256 / SHA-256 signature (ASN.1 DER) over `domain || 0x00 || message`.
-pub fn sign(key: &KeyPair, domain: &str, message: &[u8]) -> Result<Vec<u8>, CertError> {
+pub fn sign(key: &dyn Signer, domain: &str, message: &[u8]) -> Result<Vec<u8>, CertError> {
     key.sign(&framed(domain, message)?)
         .map_err(|e| CertError::Signing(e.to_string()))
 }

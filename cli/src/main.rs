@@ -19,6 +19,7 @@ mod registry_cmd;
 mod ss_cmd;
 mod ss_serve;
 mod systemd;
+mod token_args;
 mod users_cmd;
 
 use clap::{CommandFactory, Parser, Subcommand};

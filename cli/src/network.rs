@@ -129,6 +129,7 @@ pub fn init_instance(
             admin_name: "admin".parse()?,
             database: String::new(),
             other_nodes: Vec::new(),
+            pkcs11: None,
         },
         Arc::new(SystemClock),
     )?)

@@ -46,6 +46,9 @@ pub enum Command {
         /// (repeatable). The anchor lists every node; servers fail over between them.
         #[arg(long = "other-node", value_parser = parse_node)]
         other_nodes: Vec<lintas_registry::NodeUrls>,
+        /// Make the configuration-signing and time-stamping keys in this token.
+        #[command(flatten)]
+        token: crate::token_args::TokenArgs,
     },
     /// Run the registry.
     Serve {
@@ -267,6 +270,7 @@ pub async fn run(args: Args) -> Result<()> {
             admin_name,
             database,
             other_nodes,
+            token,
         } => {
             let report = lintas_registry::init(
                 &InitOptions {
@@ -278,6 +282,7 @@ pub async fn run(args: Args) -> Result<()> {
                     admin_name,
                     database,
                     other_nodes,
+                    pkcs11: token.config()?,
                 },
                 Arc::new(SystemClock),
             )?;

@@ -37,6 +37,9 @@ enum Command {
         /// Name of the owning organisation.
         #[arg(long, default_value = "")]
         member_name: String,
+        /// Make the signing and log keys in this token.
+        #[command(flatten)]
+        token: crate::token_args::TokenArgs,
     },
     /// Send certificate requests for this server's keys to the registry.
     Register {
@@ -645,10 +648,12 @@ pub async fn run(args: Args) -> Result<()> {
             anchor,
             clients,
             member_name,
+            token,
         } => {
             let mut config = SsConfig::new(server_id, address);
             config.clients = clients;
             config.member_name = member_name;
+            config.pkcs11 = token.config()?;
             let path = lintas_ss::init(&dir, &config, &anchor)?;
             let node = open(&path)?;
             let (tls, sign) = node.key_fingerprints();

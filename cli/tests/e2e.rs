@@ -58,6 +58,7 @@ impl Instance {
                 admin_name: "admin".parse().unwrap(),
                 database: String::new(),
                 other_nodes: Vec::new(),
+                pkcs11: None,
             },
             clock.clone(),
         )

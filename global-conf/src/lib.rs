@@ -18,7 +18,7 @@ pub mod publish;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use lintas_certs::{CertError, CertInfo, KeyPair, Role, TrustStore};
+use lintas_certs::{CertError, CertInfo, Role, TrustStore};
 use lintas_identifiers::{ClientId, MemberId, ServerId, SubsystemId};
 use lintas_proto::globalconf::v1::{GlobalConf, SecurityServer, SignedGlobalConf};
 use prost::Message;
@@ -145,7 +145,11 @@ pub fn iso8601(secs: i64) -> String {
 
 /// Signs `conf` with the configuration-signing key. Returns the encoded
 /// [`SignedGlobalConf`] blob that is served and cached as is.
-pub fn sign(conf: &GlobalConf, key: &KeyPair, signer_cert: &[u8]) -> Result<Vec<u8>, CertError> {
+pub fn sign(
+    conf: &GlobalConf,
+    key: &dyn lintas_certs::Signer,
+    signer_cert: &[u8],
+) -> Result<Vec<u8>, CertError> {
     let conf_bytes = conf.encode_to_vec();
     let signature = lintas_certs::sig::sign(key, SIGNATURE_DOMAIN, &conf_bytes)?;
     Ok(SignedGlobalConf {

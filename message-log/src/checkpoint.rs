@@ -16,7 +16,7 @@ pub const MAX_CHECKPOINT_BYTES: usize = 1024;
 
 /// Signs `checkpoint` with a log key.
 pub fn sign(
-    key: &lintas_certs::KeyPair,
+    key: &dyn lintas_certs::Signer,
     checkpoint: &Checkpoint,
 ) -> Result<SignedCheckpoint, lintas_certs::CertError> {
     let bytes = checkpoint.encode_to_vec();
@@ -62,7 +62,7 @@ pub fn verify(signed: &SignedCheckpoint, log_public_key: &[u8]) -> Result<Verifi
 
 /// A witness's cosignature over the checkpoint bytes `checkpoint`.
 pub fn cosign(
-    key: &lintas_certs::KeyPair,
+    key: &dyn lintas_certs::Signer,
     cert: &[u8],
     witness: &str,
     time_unix_ms: i64,

@@ -269,7 +269,7 @@ async fn restore_staged(
     let checkpoints = Checkpoints::read(
         &records.join("checkpoints"),
         id.to_string(),
-        lintas_certs::keys::read(&node.paths.log_key())?,
+        lintas_pkcs11::load(&node.paths.log_key(), node.config.pkcs11.as_ref())?,
     )?;
     checkpoints.check(&log)?;
 

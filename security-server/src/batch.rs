@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use lintas_certs::KeyPair;
+use lintas_certs::SharedSigner;
 use lintas_merkle::Hash;
 use lintas_proto::exchange::v1::BatchSignature;
 use tokio::sync::oneshot;
@@ -71,7 +71,7 @@ type Waiter = oneshot::Sender<Result<BatchSignature, String>>;
 pub struct BatchSigner(Arc<Signer>);
 
 struct Signer {
-    key: KeyPair,
+    key: SharedSigner,
     state: Mutex<Queue>,
     signatures: AtomicU64,
     headers: AtomicU64,
@@ -85,7 +85,7 @@ struct Queue {
 }
 
 impl BatchSigner {
-    pub fn new(key: KeyPair) -> Self {
+    pub fn new(key: SharedSigner) -> Self {
         BatchSigner(Arc::new(Signer {
             key,
             state: Mutex::new(Queue::default()),
@@ -94,7 +94,7 @@ impl BatchSigner {
         }))
     }
 
-    pub fn key(&self) -> &KeyPair {
+    pub fn key(&self) -> &SharedSigner {
         &self.0.key
     }
 
@@ -162,7 +162,7 @@ impl Signer {
             self.signatures.fetch_add(1, Ordering::Relaxed);
             self.headers
                 .fetch_add(leaves.len() as u64, Ordering::Relaxed);
-            match sign_leaves(&self.key, leaves) {
+            match sign_leaves(&*self.key, leaves) {
                 Ok(sigs) => {
                     for (w, s) in waiters.into_iter().zip(sigs) {
                         let _ = w.send(Ok(s));
@@ -248,7 +248,7 @@ mod tests {
     async fn a_leader_that_gives_up_still_signs_for_the_others() {
         let key = lintas_certs::keys::generate().unwrap();
         let pk = key.public_key_raw().to_vec();
-        let signer = BatchSigner::new(key);
+        let signer = BatchSigner::new(std::sync::Arc::new(key));
         // The first caller becomes the leader and is dropped at its first await.
         let mut first = Box::pin(signer.sign("lintas/request/v1", b"abandoned"));
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
@@ -270,7 +270,7 @@ mod tests {
     async fn callers_waiting_during_a_signature_share_the_next_one() {
         let key = lintas_certs::keys::generate().unwrap();
         let pk = key.public_key_raw().to_vec();
-        let signer = BatchSigner::new(key);
+        let signer = BatchSigner::new(std::sync::Arc::new(key));
         // As if a batch were being signed: everyone who asks now waits for the next.
         signer.0.lock().busy = true;
         let tasks: Vec<_> = (0..200u32)

@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use lintas_certs::KeyPair;
+use lintas_certs::SharedSigner;
 use lintas_log::RecordLog;
 use lintas_log::checkpoint::{self, Checkpoint, SignedCheckpoint, Verified};
 use lintas_merkle::Hash;
@@ -23,7 +23,7 @@ const MAX_ENTRY_BYTES: usize = 64 * 1024;
 /// Signed checkpoints of one log.
 pub struct Checkpoints {
     origin: String,
-    key: KeyPair,
+    key: SharedSigner,
     state: Mutex<State>,
 }
 
@@ -42,7 +42,7 @@ impl Checkpoints {
     pub fn open(
         path: &Path,
         origin: String,
-        key: KeyPair,
+        key: SharedSigner,
         log: &RecordLog,
     ) -> Result<Self, SsError> {
         let checkpoints = Self::read(path, origin, key)?;
@@ -62,7 +62,7 @@ impl Checkpoints {
     /// Opens the checkpoints in `path`, verifying the newest ones with `key`, before
     /// the log is opened (which needs [`covered`](Self::covered)); [`check`](Self::check)
     /// then compares them with the log.
-    pub fn read(path: &Path, origin: String, key: KeyPair) -> Result<Self, SsError> {
+    pub fn read(path: &Path, origin: String, key: SharedSigner) -> Result<Self, SsError> {
         // Entries are decoded as they are read, and only the two that matter are kept
         // and verified (a year of checkpoints is millions of entries).
         let mut newest: Option<(u64, SignedCheckpoint)> = None;
@@ -202,7 +202,7 @@ impl Checkpoints {
             root: root.to_vec(),
             time_unix_ms: now_ms,
         };
-        let signed = checkpoint::sign(&self.key, &cp)?;
+        let signed = checkpoint::sign(&*self.key, &cp)?;
         self.append(&mut state, &signed)?;
         state.latest = Some((
             signed.clone(),
@@ -338,7 +338,7 @@ mod tests {
         Checkpoints::open(
             &dir.join("checkpoints"),
             ORIGIN.into(),
-            lintas_certs::keys::from_pem(key).unwrap(),
+            std::sync::Arc::new(lintas_certs::keys::from_pem(key).unwrap()),
             log,
         )
     }
@@ -421,7 +421,7 @@ mod tests {
         let cps = Checkpoints::read(
             &dir.join("checkpoints"),
             ORIGIN.into(),
-            lintas_certs::keys::from_pem(key).unwrap(),
+            std::sync::Arc::new(lintas_certs::keys::from_pem(key).unwrap()),
         )?;
         let log = RecordLog::open_after(dir, lintas_log::file::SEGMENT_BYTES, cps.covered())?;
         cps.check(&log)?;

@@ -130,6 +130,11 @@ pub struct SsConfig {
     /// over OTLP/HTTP with JSON; empty (the default): none.
     #[serde(default)]
     pub otlp_endpoint: String,
+    /// Keep the signing and log keys in a PKCS#11 token instead of key files (set by
+    /// `lintas ss init --pkcs11-*`; the keys are made in the token then). Absent (the
+    /// default): key files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pkcs11: Option<lintas_pkcs11::Pkcs11Config>,
 }
 
 /// The exchange settings both endpoints apply, taken from the configuration.
@@ -263,6 +268,7 @@ impl SsConfig {
             opmon_max_mib: default_opmon_mib(),
             opmon_plain_user_ids: false,
             otlp_endpoint: String::new(),
+            pkcs11: None,
         }
     }
 
@@ -273,6 +279,9 @@ impl SsConfig {
         let mut c: SsConfig = lintas_settings::load(path, env, ENV_PREFIX)?;
         c.validate(&path.display().to_string())?;
         c.data_dir = lintas_settings::relative_to(path, &c.data_dir);
+        if let Some(token) = &mut c.pkcs11 {
+            token.pin_file = lintas_settings::relative_to(path, &token.pin_file);
+        }
         Ok(c)
     }
 

@@ -1,7 +1,7 @@
 //! What both sides of an exchange do with signed envelopes: verify a signer and its
 //! signature, sign a response, check a body against its header, and build records.
 
-use lintas_certs::{Identity, KeyPair};
+use lintas_certs::Identity;
 use lintas_globalconf::VerifiedConf;
 use lintas_identifiers::MemberId;
 use lintas_log::{Record, RecordKind};
@@ -122,7 +122,7 @@ impl Verifier {
 /// signature. The provider server signs through its batch signer instead.
 pub fn sign_response(
     header: &ex::ResponseHeader,
-    key: &KeyPair,
+    key: &dyn lintas_certs::Signer,
 ) -> Result<(Vec<u8>, ex::BatchSignature), String> {
     let bytes = header.encode_to_vec();
     let signature = crate::batch::sign_one(key, RESPONSE_DOMAIN, &bytes)?;

@@ -60,7 +60,7 @@ use std::sync::Arc;
 
 use lintas_certs::ca::make_csr;
 use lintas_certs::pem::{cert_from_pem, cert_to_pem};
-use lintas_certs::{CertError, KeyPair, keys};
+use lintas_certs::{CertError, KeyPair, SharedSigner, Signer, keys};
 use lintas_globalconf::{Anchor, Clock, ConfClient, ConfError, VerifiedConf};
 use lintas_proto::registry::v1 as pb;
 use pb::registration_client::RegistrationClient;
@@ -229,8 +229,10 @@ pub fn init(dir: &Path, config: &SsConfig, anchor_path: &Path) -> Result<PathBuf
     )?;
     lintas_certs::files::write_new(&paths.anchor(), anchor.text.as_bytes(), 0o644)?;
     keys::write(&paths.tls_key(), &keys::generate()?)?;
-    keys::write(&paths.sign_key(), &keys::generate()?)?;
-    keys::write(&paths.log_key(), &keys::generate()?)?;
+    let token = config.pkcs11.as_ref();
+    let id = &config.server_id;
+    lintas_pkcs11::generate(&paths.sign_key(), token, &format!("lintas {id} signing"))?;
+    lintas_pkcs11::generate(&paths.log_key(), token, &format!("lintas {id} log"))?;
     Ok(config_path)
 }
 
@@ -239,8 +241,8 @@ pub fn init(dir: &Path, config: &SsConfig, anchor_path: &Path) -> Result<PathBuf
 pub(crate) fn registration_request(
     config: &SsConfig,
     tls_key: &KeyPair,
-    sign_key: &KeyPair,
-    log_key: &KeyPair,
+    sign_key: &dyn Signer,
+    log_key: &dyn Signer,
     token: &str,
 ) -> Result<pb::RegistrationRequest, SsError> {
     let id = &config.server_id;
@@ -262,8 +264,8 @@ pub struct Node {
     pub paths: Paths,
     pub anchor: Anchor,
     tls_key: KeyPair,
-    sign_key: KeyPair,
-    log_key: KeyPair,
+    sign_key: SharedSigner,
+    log_key: SharedSigner,
 }
 
 /// What `registration.toml` remembers between `register` and `status`.
@@ -287,8 +289,8 @@ impl Node {
         Ok(Node {
             anchor: Anchor::load(&paths.anchor())?,
             tls_key: keys::read(&paths.tls_key())?,
-            sign_key: keys::read(&paths.sign_key())?,
-            log_key: keys::read(&paths.log_key())?,
+            sign_key: lintas_pkcs11::load(&paths.sign_key(), config.pkcs11.as_ref())?,
+            log_key: lintas_pkcs11::load(&paths.log_key(), config.pkcs11.as_ref())?,
             config,
             paths,
         })
@@ -310,8 +312,8 @@ impl Node {
         let request = registration_request(
             &self.config,
             &self.tls_key,
-            &self.sign_key,
-            &self.log_key,
+            &*self.sign_key,
+            &*self.log_key,
             token.unwrap_or_default(),
         )?;
         let status = self.registry().await?.submit(request).await?.into_inner();
@@ -335,7 +337,7 @@ impl Node {
     pub fn key_fingerprints(&self) -> (String, String) {
         (
             keys::fingerprint(&self.tls_key),
-            keys::fingerprint(&self.sign_key),
+            keys::fingerprint(&*self.sign_key),
         )
     }
 
@@ -379,7 +381,7 @@ impl Node {
             &self.config.server_id,
             status,
             &self.tls_key,
-            &self.sign_key,
+            &*self.sign_key,
         )?;
         // The signing certificate first: a server with a TLS certificate is considered
         // enrolled, so after a crash between the two writes it simply polls again.

@@ -143,9 +143,9 @@ impl Renewer {
     /// Asks for (or, when asked before, about) certificates for new keys; once
     /// approved, stores them ready for the switch at the next start.
     pub async fn renew(&self) -> Result<RenewalState, SsError> {
-        let tls_key = self.next_key(&self.paths.tls_key())?;
-        let sign_key = self.next_key(&self.paths.sign_key())?;
-        let log_key = keys::read(&self.paths.log_key())?;
+        let tls_key = self.next_tls_key()?;
+        let sign_key = self.next_sign_key()?;
+        let log_key = lintas_pkcs11::load(&self.paths.log_key(), self.config.pkcs11.as_ref())?;
         let id = &self.config.server_id;
         let mut registry = self.registry_as_self()?;
         // A request the registry no longer knows (undecided past its time) is filed
@@ -162,7 +162,7 @@ impl Renewer {
             Some(status) => status,
             None => {
                 let request =
-                    crate::registration_request(&self.config, &tls_key, &sign_key, &log_key, "")?;
+                    crate::registration_request(&self.config, &tls_key, &*sign_key, &*log_key, "")?;
                 let status = registry.submit(request).await?.into_inner();
                 let text = toml::to_string(&Requested {
                     request_id: status.request_id.clone(),
@@ -180,7 +180,7 @@ impl Renewer {
         };
         match status.state() {
             pb::RegistrationState::Approved => {
-                let not_after = check_issued(&self.anchor, id, &status, &tls_key, &sign_key)?;
+                let not_after = check_issued(&self.anchor, id, &status, &tls_key, &*sign_key)?;
                 for (der, path) in [
                     (&status.signing_cert, next(self.paths.sign_cert())),
                     (&status.tls_cert, next(self.paths.tls_cert())),
@@ -219,15 +219,36 @@ impl Renewer {
         }
     }
 
-    /// The new key beside `current`: made (0600) the first time, read after.
-    fn next_key(&self, current: &Path) -> Result<lintas_certs::KeyPair, SsError> {
-        let path = next(current.to_owned());
+    /// The new TLS key: made (0600) the first time, read after.
+    fn next_tls_key(&self) -> Result<lintas_certs::KeyPair, SsError> {
+        let path = next(self.paths.tls_key());
         if path.exists() {
             return Ok(keys::read(&path)?);
         }
         let key = keys::generate()?;
         keys::write(&path, &key)?;
         Ok(key)
+    }
+
+    /// The new signing key: made the first time where the current one is held (in the
+    /// token when the current key is a token's, else a key file), loaded after.
+    fn next_sign_key(&self) -> Result<lintas_certs::SharedSigner, SsError> {
+        let path = next(self.paths.sign_key());
+        let token = self.config.pkcs11.as_ref();
+        if path.exists() {
+            return Ok(lintas_pkcs11::load(&path, token)?);
+        }
+        let in_token = lintas_pkcs11::is_reference(&self.paths.sign_key());
+        let label = format!(
+            "lintas {} signing {}",
+            self.config.server_id,
+            time::OffsetDateTime::now_utc().date()
+        );
+        Ok(lintas_pkcs11::generate(
+            &path,
+            token.filter(|_| in_token),
+            &label,
+        )?)
     }
 
     /// A channel to the registry authenticated by this server's current TLS
@@ -262,7 +283,7 @@ pub(crate) fn check_issued(
     id: &lintas_identifiers::ServerId,
     status: &pb::RegistrationStatus,
     tls_key: &lintas_certs::KeyPair,
-    sign_key: &lintas_certs::KeyPair,
+    sign_key: &dyn lintas_certs::Signer,
 ) -> Result<i64, SsError> {
     let trust = anchor.trust_store();
     let now = std::time::SystemTime::now();

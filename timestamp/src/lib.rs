@@ -166,7 +166,7 @@ pub fn check_tsa_cert(der: &[u8], at: Option<i64>) -> Result<(), String> {
 /// A time-stamping authority: its key and certificate (which must carry the critical
 /// timeStamping extended key usage).
 pub struct Tsa {
-    key: lintas_certs::KeyPair,
+    key: lintas_certs::SharedSigner,
     cert_der: Vec<u8>,
     cert: x509_cert::Certificate,
     policy: ObjectIdentifier,
@@ -175,7 +175,7 @@ pub struct Tsa {
 impl Tsa {
     /// A TSA issuing under `policy` (a dotted OID).
     pub fn new(
-        key: lintas_certs::KeyPair,
+        key: lintas_certs::SharedSigner,
         cert_der: Vec<u8>,
         policy: &str,
     ) -> Result<Self, TspError> {
@@ -304,12 +304,10 @@ impl Tsa {
             .map_err(enc)?;
         // The signature covers the DER of the attributes as a SET OF (RFC 5652 5.4).
         let signed = attrs.to_der().map_err(enc)?;
-        let signature = {
-            use rcgen::SigningKey;
-            self.key
-                .sign(&signed)
-                .map_err(|e| TspError::Refused(format!("signing: {e}")))?
-        };
+        let signature = self
+            .key
+            .sign(&signed)
+            .map_err(|e| TspError::Refused(format!("signing: {e}")))?;
         let signer = SignerInfo {
             version: CmsVersion::V1,
             sid: SignerIdentifier::IssuerAndSerialNumber(IssuerAndSerialNumber {
@@ -612,7 +610,7 @@ mod tests {
             .unwrap();
         let trust = TrustStore::new([ca.cert_der()]).unwrap();
         Setup {
-            tsa: Tsa::new(key, tsa_cert.clone(), DEFAULT_POLICY).unwrap(),
+            tsa: Tsa::new(std::sync::Arc::new(key), tsa_cert.clone(), DEFAULT_POLICY).unwrap(),
             ca,
             tsa_cert,
             trust,
@@ -649,7 +647,7 @@ mod tests {
         params.custom_extensions.push(eku);
         let cert = params.self_signed(&key).unwrap().der().to_vec();
         check_tsa_cert(&cert, Some(now())).unwrap();
-        let tsa = Tsa::new(key, cert.clone(), DEFAULT_POLICY).unwrap();
+        let tsa = Tsa::new(std::sync::Arc::new(key), cert.clone(), DEFAULT_POLICY).unwrap();
         let digest = sha256(b"checkpoint");
         let token =
             token_from_response(&tsa.respond(&request(&digest, None).unwrap(), now())).unwrap();

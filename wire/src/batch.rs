@@ -2,7 +2,7 @@
 //! same moment, each header carrying its inclusion proof (see
 //! `proto/lintas/exchange/v1/exchange.proto`). A header signed alone is a batch of one.
 
-use lintas_certs::KeyPair;
+use lintas_certs::Signer;
 use lintas_merkle::Hash;
 use lintas_proto::exchange::v1::BatchSignature;
 
@@ -21,7 +21,7 @@ pub fn leaf(domain: &str, header: &[u8]) -> Hash {
 }
 
 /// Signs a batch of leaf hashes; returns each leaf's signature, in order.
-pub fn sign_leaves(key: &KeyPair, leaves: Vec<Hash>) -> Result<Vec<BatchSignature>, String> {
+pub fn sign_leaves(key: &dyn Signer, leaves: Vec<Hash>) -> Result<Vec<BatchSignature>, String> {
     let size = leaves.len() as u64;
     let tree = lintas_merkle::Tree::new(leaves).ok_or("nothing to sign")?;
     let value =
@@ -45,7 +45,7 @@ pub fn sign_leaves(key: &KeyPair, leaves: Vec<Hash>) -> Result<Vec<BatchSignatur
 }
 
 /// Signs one header on its own (a batch of one).
-pub fn sign_one(key: &KeyPair, domain: &str, header: &[u8]) -> Result<BatchSignature, String> {
+pub fn sign_one(key: &dyn Signer, domain: &str, header: &[u8]) -> Result<BatchSignature, String> {
     sign_leaves(key, vec![leaf(domain, header)])?
         .pop()
         .ok_or_else(|| "no signature made".into())

@@ -37,10 +37,11 @@ fn registry_with(store: Arc<FlakyStore>, clock: Arc<dyn Clock>) -> Registry {
 
 /// A second set of the same keys (another registry node of the instance).
 fn same_keys(keys: &Keys) -> Keys {
-    let copy = |k: &KeyPair| lintas_certs::keys::from_pem(&k.serialize_pem()).unwrap();
+    let copy =
+        |k: &lintas_certs::KeyPair| lintas_certs::keys::from_pem(&k.serialize_pem()).unwrap();
     Keys {
         ca: Ca::load(keys.ca.cert_der().to_vec(), copy(keys.ca.key())).unwrap(),
-        conf_key: copy(&keys.conf_key),
+        conf_key: keys.conf_key.clone(),
         conf_cert: keys.conf_cert.clone(),
         tsa_cert: keys.tsa_cert.clone(),
     }
@@ -63,7 +64,7 @@ fn keys_and_policy(clock: &dyn Clock) -> (Keys, Policy) {
         .unwrap();
     let keys = Keys {
         ca,
-        conf_key,
+        conf_key: std::sync::Arc::new(conf_key),
         conf_cert,
         tsa_cert: Vec::new(),
     };

@@ -158,7 +158,7 @@ impl Registry {
             }
         }
         let cosignature = checkpoint::cosign(
-            &self.keys.conf_key,
+            &*self.keys.conf_key,
             &self.keys.conf_cert,
             &self.policy.instance.to_string(),
             now_ms,

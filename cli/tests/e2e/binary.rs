@@ -4,7 +4,7 @@
 use super::*;
 
 /// A free loopback port, for a child process to listen on.
-fn free_port() -> String {
+pub(super) fn free_port() -> String {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -37,8 +37,19 @@ pub(super) fn serve_child(
     consumer_listen: &str,
     peer: &str,
 ) -> (Daemon, String) {
+    serve_child_env(dir, consumer_listen, peer, &[])
+}
+
+/// [`serve_child`] with more environment variables.
+pub(super) fn serve_child_env(
+    dir: &std::path::Path,
+    consumer_listen: &str,
+    peer: &str,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> (Daemon, String) {
     use std::io::BufRead;
     let mut child = lintas_cmd(&["ss", "serve"])
+        .envs(env.iter().copied())
         .current_dir(dir)
         .env("LINTAS_SS_CONSUMER_LISTEN", consumer_listen)
         .env("LINTAS_SS_DEV_PLAINTEXT_LOOPBACK", "true")

@@ -1819,7 +1819,12 @@ async fn a_server_can_use_another_time_stamping_authority_the_configuration_list
         )
         .unwrap();
     let tsa = Arc::new(
-        lintas_timestamp::Tsa::new(key, cert.clone(), lintas_timestamp::DEFAULT_POLICY).unwrap(),
+        lintas_timestamp::Tsa::new(
+            Arc::new(key),
+            cert.clone(),
+            lintas_timestamp::DEFAULT_POLICY,
+        )
+        .unwrap(),
     );
     let clock = inst.clock.clone();
     let app = axum::Router::new().route(
@@ -1897,6 +1902,7 @@ mod backup;
 mod binary;
 mod console;
 mod ha;
+mod hsm;
 mod limits;
 mod management;
 mod monitoring;

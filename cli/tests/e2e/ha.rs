@@ -447,6 +447,7 @@ async fn two_registry_nodes_over_postgresql_serve_one_instance() {
                 grpc_url: format!("https://localhost:{}", g2.port()),
                 globalconf_url: format!("http://localhost:{}/globalconf", h2.port()),
             }],
+            pkcs11: None,
         },
         clock.clone(),
     )

@@ -1,0 +1,48 @@
+//! Private keys that sign, wherever they are held: a key file ([`KeyPair`]) or a
+//! hardware token (the `lintas-pkcs11` crate). Signing code takes a [`Signer`] and never
+//! learns which.
+
+use std::sync::Arc;
+
+use crate::keys::KeyPair;
+
+/// A key that makes ECDSA P-256 / SHA-256 signatures (ASN.1 DER) and knows its public
+/// key: what [`rcgen::SigningKey`] asks, plus where the key is held.
+pub trait Signer: rcgen::SigningKey + Send + Sync + 'static {
+    /// Where the private key is held, for logs and errors (never the key itself).
+    fn held_in(&self) -> String;
+
+    /// The public key: for P-256, the uncompressed point (65 bytes).
+    fn public_key_raw(&self) -> &[u8] {
+        self.der_bytes()
+    }
+}
+
+impl Signer for KeyPair {
+    fn held_in(&self) -> String {
+        "a key file".into()
+    }
+}
+
+/// A signing key shared by every task that signs with it.
+pub type SharedSigner = Arc<dyn Signer>;
+
+/// A [`Signer`] borrowed where rcgen wants a sized key (certificate requests and
+/// certificates issued for a public key).
+pub struct ByRef<'a>(pub &'a dyn Signer);
+
+impl rcgen::PublicKeyData for ByRef<'_> {
+    fn der_bytes(&self) -> &[u8] {
+        self.0.der_bytes()
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        self.0.algorithm()
+    }
+}
+
+impl rcgen::SigningKey for ByRef<'_> {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        self.0.sign(msg)
+    }
+}
