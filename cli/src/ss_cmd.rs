@@ -350,6 +350,11 @@ enum CertsCommand {
         /// Print where the renewal stands as JSON.
         #[arg(long)]
         json: bool,
+        /// Once approved, have the running server switch to the new certificates at
+        /// once, without waiting for peers to learn them from the global configuration
+        /// (after a key compromise, say).
+        #[arg(long)]
+        switch_now: bool,
     },
 }
 
@@ -808,17 +813,37 @@ pub async fn run(args: Args) -> Result<()> {
         }
         Command::Certs {
             config,
-            command: CertsCommand::Renew { json },
+            command: CertsCommand::Renew { json, switch_now },
         } => {
-            let r = open(&config)?.renew().await?;
+            let mut r = open(&config)?.renew().await?;
+            if r.state == "approved" {
+                // A running server switches when peers have learnt the new certificates
+                // (or at once with --switch-now); a stopped one as it starts.
+                if let Ok(mut server) = admin(&config).await {
+                    let reply = server
+                        .switch_certificates(pb::SwitchRequest { now: switch_now })
+                        .await?
+                        .into_inner();
+                    r.switched = reply.switched;
+                    r.switch_at = (reply.switch_at > 0).then_some(reply.switch_at);
+                }
+            }
             if json {
                 crate::json::print(&r)?;
             } else if r.state == "approved" {
                 println!(
-                    "renewal {} approved by {}; the new certificates (valid until {}) take effect when the server next starts",
+                    "renewal {} approved by {}; the new certificates (valid until {}) {}",
                     r.request_id,
                     r.decided_by,
-                    r.not_after.map(iso8601).unwrap_or_default()
+                    r.not_after.map(iso8601).unwrap_or_default(),
+                    match (r.switched, r.switch_at) {
+                        (true, _) => "are in use by the running server".to_owned(),
+                        (false, Some(at)) => format!(
+                            "are switched to by the running server at {}, once peers have learnt them",
+                            iso8601(at)
+                        ),
+                        (false, None) => "take effect when the server next starts, or when the running server sees them in the global configuration".to_owned(),
+                    }
                 );
             } else {
                 println!(

@@ -389,6 +389,55 @@ impl SecurityServerAdmin for AdminService {
         }))
     }
 
+    async fn switch_certificates(
+        &self,
+        request: Request<pb::SwitchRequest>,
+    ) -> Result<Response<pb::SwitchReply>, Status> {
+        use crate::switch::Switched;
+        let actor = socket_actor(&request);
+        let now = request.into_inner().now;
+        let at = crate::errors::now_ms(&*self.0.evidence.clock) / 1000;
+        let run = || {
+            let switch = self.0.switch.clone();
+            async move {
+                tokio::task::spawn_blocking(move || switch.run(at, now))
+                    .await
+                    .map_err(|e| ManageError::Internal(e.to_string()))
+                    .and_then(|r| r.map_err(|e| ManageError::Internal(e.to_string())))
+            }
+        };
+        let mut result = run().await;
+        if let Ok(Switched::Later { at: None }) = result {
+            // The registry publishes the configuration that lists renewed certificates
+            // as it approves them: fetch it rather than wait for the next poll.
+            let fetched = tokio::time::timeout(
+                crate::tasks::REGISTRY_TIMEOUT,
+                self.0.switch.conf.fetch(),
+            )
+            .await;
+            if matches!(fetched, Ok(Ok(_))) {
+                result = run().await;
+            }
+        }
+        let target = if now {
+            "renewed certificates, now"
+        } else {
+            "renewed certificates, when due"
+        };
+        let reply = match self.audited(&actor, "certificates.switch", target, result)? {
+            Switched::Done => pb::SwitchReply {
+                switched: true,
+                switch_at: 0,
+            },
+            Switched::Later { at } => pb::SwitchReply {
+                switched: false,
+                switch_at: at.unwrap_or(0),
+            },
+            Switched::Nothing => pb::SwitchReply::default(),
+        };
+        Ok(Response::new(reply))
+    }
+
     async fn operational_data(
         &self,
         request: Request<lintas_proto::opmon::v1::OpQuery>,

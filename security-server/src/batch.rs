@@ -73,6 +73,12 @@ pub struct BatchSigner(Arc<Signer>);
 struct Signer {
     key: SharedSigner,
     state: Mutex<Queue>,
+    counts: Arc<Counts>,
+}
+
+/// Signatures made and headers they covered: kept across a switch to renewed keys.
+#[derive(Default)]
+struct Counts {
     signatures: AtomicU64,
     headers: AtomicU64,
 }
@@ -86,12 +92,21 @@ struct Queue {
 
 impl BatchSigner {
     pub fn new(key: SharedSigner) -> Self {
+        Self::counting(key, Arc::default())
+    }
+
+    fn counting(key: SharedSigner, counts: Arc<Counts>) -> Self {
         BatchSigner(Arc::new(Signer {
             key,
             state: Mutex::new(Queue::default()),
-            signatures: AtomicU64::new(0),
-            headers: AtomicU64::new(0),
+            counts,
         }))
+    }
+
+    /// A signer for a renewed key that goes on counting where this one is. Batches this
+    /// one has begun are finished with its own key.
+    pub fn renewed(&self, key: SharedSigner) -> Self {
+        Self::counting(key, self.0.counts.clone())
     }
 
     pub fn key(&self) -> &SharedSigner {
@@ -101,8 +116,8 @@ impl BatchSigner {
     /// Signatures made and headers they covered, since the start.
     pub fn stats(&self) -> (u64, u64) {
         (
-            self.0.signatures.load(Ordering::Relaxed),
-            self.0.headers.load(Ordering::Relaxed),
+            self.0.counts.signatures.load(Ordering::Relaxed),
+            self.0.counts.headers.load(Ordering::Relaxed),
         )
     }
 
@@ -159,8 +174,9 @@ impl Signer {
                 q.waiting.drain(..n).collect::<Vec<_>>()
             };
             let (leaves, waiters): (Vec<Hash>, Vec<Waiter>) = batch.into_iter().unzip();
-            self.signatures.fetch_add(1, Ordering::Relaxed);
-            self.headers
+            self.counts.signatures.fetch_add(1, Ordering::Relaxed);
+            self.counts
+                .headers
                 .fetch_add(leaves.len() as u64, Ordering::Relaxed);
             match sign_leaves(&*self.key, leaves) {
                 Ok(sigs) => {

@@ -54,6 +54,11 @@ pub struct SsConfig {
     /// certificate expires (0: never; renew by hand with `lintas ss certs renew`).
     #[serde(default = "default_renew_before_days")]
     pub renew_before_days: u64,
+    /// How long after the global configuration first lists renewed certificates the
+    /// running server switches to them. Absent (the default): a configuration's whole
+    /// validity, so that every peer still serving has learnt them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewal_switch_delay_secs: Option<u64>,
     /// Largest gRPC message carried whole between the servers; a unary call with a
     /// larger request message, or to a service declared with large messages, travels
     /// framed in signed chunks instead.
@@ -247,6 +252,7 @@ impl SsConfig {
             consumer_hostnames: default_consumer_hostnames(),
             conf_poll_secs: default_poll(),
             renew_before_days: default_renew_before_days(),
+            renewal_switch_delay_secs: None,
             max_message_bytes: default_max_message(),
             max_body_bytes: default_max_body(),
             clock_skew_secs: default_skew(),
@@ -310,6 +316,11 @@ impl SsConfig {
         p.check(self.renew_before_days <= 3650, || {
             "renew_before_days must be between 0 (never) and 3650".into()
         });
+        p.check(
+            self.renewal_switch_delay_secs
+                .is_none_or(|d| d <= 30 * 86400),
+            || "renewal_switch_delay_secs must be between 0 and 2592000 (30 days)".into(),
+        );
         p.check(
             (1024..=64 * 1024 * 1024).contains(&self.max_message_bytes),
             || "max_message_bytes must be between 1024 and 67108864".into(),

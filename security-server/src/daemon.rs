@@ -110,6 +110,8 @@ pub struct SecurityServer {
     pub(crate) renewal_health: lintas_ops::Handle,
     /// Renews the certificates before they expire (`renew_before_days`).
     pub(crate) renewer: crate::renewal::Renewer,
+    /// Switches to renewed certificates while serving.
+    pub(crate) switch: Arc<crate::switch::Switch>,
     /// Administration as typed operations (the admin socket, the management API and the
     /// console are edges over it).
     pub(crate) manage: Arc<crate::manage::Manage>,
@@ -215,14 +217,24 @@ impl SecurityServer {
             config: node.config.clone(),
         };
 
-        let own = Arc::new(Own {
-            id: c.server_id.clone(),
-            clients: c.clients.clone(),
-            signer: crate::batch::BatchSigner::new(node.sign_key),
-            sign_cert,
-            tls_cert,
-            tls_key: node.tls_key,
-        });
+        let own = Arc::new(Own::new(
+            c.server_id.clone(),
+            c.clients.clone(),
+            crate::own::OwnKeys::new(
+                crate::batch::BatchSigner::new(node.sign_key),
+                sign_cert,
+                tls_cert,
+                node.tls_key,
+            ),
+        ));
+        let switch = Arc::new(crate::switch::Switch::new(
+            node.paths.clone(),
+            c.pkcs11.clone(),
+            own.clone(),
+            material.clone(),
+            conf_client.clone(),
+            c.renewal_switch_delay_secs,
+        ));
         let registry = RegistryLink::new(conf_client.clone(), own.clone());
         let conf = Arc::new(ConfView::new(conf_client.clone(), material.clone()));
         let recorder = Arc::new(Recorder::new(
@@ -332,6 +344,7 @@ impl SecurityServer {
             maintenance: maintenance.clone(),
             opmon: outcomes.opmon.clone(),
             plane,
+            switch: switch.clone(),
         });
         Ok(Arc::new(SecurityServer {
             id: c.server_id.clone(),
@@ -369,6 +382,7 @@ impl SecurityServer {
             catalogue_health,
             renewal_health,
             renewer,
+            switch,
             manage,
             management_tls,
         }))

@@ -50,6 +50,7 @@ pub mod selection;
 mod self_signed;
 pub mod serve;
 mod signers;
+pub mod switch;
 mod tasks;
 pub mod timestamps;
 pub mod trace;

@@ -14,13 +14,13 @@ use tonic::{Code, Status};
 use crate::chain::{Chain, MESSAGE_DOMAIN};
 use crate::envelope::Context;
 use crate::errors::{ErrorSource, error};
-use crate::own::Own;
+use crate::own::OwnKeys;
 use crate::recorder::Recorder;
 
 /// The next message of `chain` (an end when `end`, with no body), signed with this
 /// server's member key and durably recorded: ready to send.
 pub(crate) async fn sign_next(
-    own: &Own,
+    keys: &OwnKeys,
     recorder: &Arc<Recorder>,
     ctx: &Context,
     chain: &mut Chain,
@@ -28,7 +28,7 @@ pub(crate) async fn sign_next(
     end: bool,
     side: ErrorSource,
 ) -> Result<ex::SignedMessage, Status> {
-    let (message, durable) = sign_soon(own, recorder, ctx, chain, body, end, None, side).await?;
+    let (message, durable) = sign_soon(keys, recorder, ctx, chain, body, end, None, side).await?;
     durable.await?;
     Ok(message)
 }
@@ -39,7 +39,7 @@ pub(crate) async fn sign_next(
 /// handed over.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn sign_soon(
-    own: &Own,
+    keys: &OwnKeys,
     recorder: &Arc<Recorder>,
     ctx: &Context,
     chain: &mut Chain,
@@ -58,7 +58,7 @@ pub(crate) async fn sign_soon(
     let header = chain
         .next_with((body_sha256, body.len()), recorder.now_ms(), end, rest)
         .map_err(|e| error(Code::Internal, side, e))?;
-    let signature = own
+    let signature = keys
         .signer
         .sign(MESSAGE_DOMAIN, &header)
         .await
@@ -69,7 +69,7 @@ pub(crate) async fn sign_soon(
             recorder.now_ms(),
             &header,
             Some(&signature),
-            &own.sign_cert,
+            &keys.sign_cert,
             &body_sha256,
             body.len() as u64,
             Code::Ok,

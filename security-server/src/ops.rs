@@ -119,17 +119,18 @@ pub fn install(server: &Arc<Watched>, ops: &lintas_ops::Ops) {
             None => Ok(()),
         };
         let warn = s.warnings.cert_expiry;
+        let keys = s.own.keys();
         let sign = lintas_ops::health::cert_condition(
             "signing",
-            &s.own.sign_cert,
-            check(&s.own.sign_cert, lintas_certs::Role::Member),
+            &keys.sign_cert,
+            check(&keys.sign_cert, lintas_certs::Role::Member),
             now,
             warn,
         );
         let tls = lintas_ops::health::cert_condition(
             "TLS",
-            &s.own.tls_cert,
-            check(&s.own.tls_cert, lintas_certs::Role::Server),
+            &keys.tls_cert,
+            check(&keys.tls_cert, lintas_certs::Role::Server),
             now,
             warn,
         );
@@ -169,7 +170,8 @@ pub fn install(server: &Arc<Watched>, ops: &lintas_ops::Ops) {
         G,
         |s| {
             let now = s.evidence.clock.now();
-            [("signing", &s.own.sign_cert), ("tls", &s.own.tls_cert)]
+            let keys = s.own.keys();
+            [("signing", &keys.sign_cert), ("tls", &keys.tls_cert)]
                 .into_iter()
                 .filter_map(|(which, der)| {
                     let labels: Labels = vec![("certificate", which.to_owned())];

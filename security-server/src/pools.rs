@@ -5,23 +5,27 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use lintas_certs::{KeyPair, Role};
+use lintas_certs::Role;
+
 use lintas_globalconf::VerifiedConf;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::errors::{ErrorSource, error};
+use crate::own::OwnKeys;
 
 /// Most application channels kept; beyond it the pool starts over.
 const MAX_APP_CHANNELS: usize = 256;
 
-/// A pooled connection is for one address, the certificates pinned for it, and the trust
-/// of one configuration serial (revocations change trust).
+/// A pooled connection is for one address, the certificates pinned for it, the trust
+/// of one configuration serial (revocations change trust), and this server's TLS
+/// certificate (renewed ones are used for new connections from their switch on).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct PeerKey {
     address: String,
     pins: Vec<[u8; 32]>,
     serial: u64,
+    own_cert: [u8; 32],
 }
 
 /// Channels to peer security servers, one per address, pin and configuration serial.
@@ -38,12 +42,13 @@ impl PeerPool {
         conf: &VerifiedConf,
         address: &str,
         pins: &[[u8; 32]],
-        identity: (&[u8], &KeyPair),
+        own: &OwnKeys,
     ) -> Result<Channel, Status> {
         let key = PeerKey {
             address: address.to_owned(),
             pins: pins.to_vec(),
             serial: conf.serial(),
+            own_cert: own.tls_sha256,
         };
         let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = peers.get(&key) {
@@ -56,13 +61,14 @@ impl PeerPool {
             conf.trust_store(),
             Role::Server,
             pins,
-            Some(identity),
+            Some(own.tls_identity()),
         )
         .map_err(|e| internal(&e))?;
         let channel = lintas_transport::channel(&format!("https://{address}"), tls)
             .map_err(|e| internal(&e))?;
-        // Connections for older serials are dropped once a newer configuration is used.
-        peers.retain(|k, _| k.serial >= key.serial);
+        // Connections for older serials, or made with a certificate this server no longer
+        // uses, are dropped once a newer one is used (calls on them finish first).
+        peers.retain(|k, _| k.serial >= key.serial && k.own_cert == key.own_cert);
         peers.insert(key, channel.clone());
         Ok(channel)
     }

@@ -433,10 +433,12 @@ async fn handle(
         ..Default::default()
     };
     let header = response.encode_to_vec();
+    // Signed with the key of the certificate the response names.
+    let keys = s.own.keys();
     let signature = progress
         .time(
             Stage::Signing,
-            s.own.signer.sign(envelope::RESPONSE_DOMAIN, &header),
+            keys.signer.sign(envelope::RESPONSE_DOMAIN, &header),
         )
         .await
         .map_err(|e| error(Code::Internal, side, format!("signing the response: {e}")))?;
@@ -449,7 +451,7 @@ async fn handle(
                     s.recorder.now_ms(),
                     &header,
                     Some(&signature),
-                    &s.own.sign_cert,
+                    &keys.sign_cert,
                     &body_sha256,
                     answer.body.len() as u64,
                     answer.code,
@@ -463,7 +465,7 @@ async fn handle(
     Ok(ex::SignedResponse {
         header,
         signature: Some(signature),
-        signer_cert: s.own.sign_cert.clone(),
+        signer_cert: keys.sign_cert.clone(),
         body: answer.body,
         ..Default::default()
     })

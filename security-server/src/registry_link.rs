@@ -27,10 +27,11 @@ impl RegistryLink {
     /// answers.
     pub fn channel(&self) -> Result<Channel, SsError> {
         let anchor = self.conf.anchor();
+        let keys = self.own.keys();
         let tls = lintas_transport::client_config(
             anchor.trust_store(),
             Role::Registry,
-            Some((&self.own.tls_cert, &self.own.tls_key)),
+            Some(keys.tls_identity()),
         )?;
         Ok(lintas_transport::channel_to_any(
             &anchor.registry_urls(),

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Node, Paths, SsError};
 
-fn next(path: PathBuf) -> PathBuf {
+pub(crate) fn next(path: PathBuf) -> PathBuf {
     let mut s = path.into_os_string();
     s.push(".next");
     PathBuf::from(s)
@@ -64,6 +64,12 @@ pub struct RenewalState {
     pub decided_by: String,
     /// Expiry of the new TLS and signing certificates (Unix seconds), when approved.
     pub not_after: Option<i64>,
+    /// Whether the running server switched to them (`lintas ss certs renew` asks it).
+    pub switched: bool,
+    /// When the running server switches to them (Unix seconds), once peers have learnt
+    /// them; absent when it switched, is not running (they take effect as it starts),
+    /// or waits for the configuration to list them.
+    pub switch_at: Option<i64>,
 }
 
 fn io_at(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> SsError {
@@ -177,6 +183,8 @@ impl Renewer {
             state: "pending".into(),
             decided_by: status.decided_by.clone(),
             not_after: None,
+            switched: false,
+            switch_at: None,
         };
         match status.state() {
             pb::RegistrationState::Approved => {

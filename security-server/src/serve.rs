@@ -59,8 +59,7 @@ pub async fn serve(
     let conf = conf_client.current()?;
     let peer_tls = peer_tls(server.own.clone(), conf_client.clone(), &conf)?;
     match conf.server(&server.id) {
-        Some(e) if lintas_globalconf::lists_tls(e, &lintas_certs::sha256(&server.own.tls_cert)) => {
-        }
+        Some(e) if lintas_globalconf::lists_tls(e, &server.own.keys().tls_sha256) => {}
         _ => tracing::warn!(
             server = %server.id,
             serial = conf.serial(),
@@ -277,6 +276,7 @@ pub async fn serve(
         ),
         crate::tasks::renew_certificates(
             server.renewer.clone(),
+            server.switch.clone(),
             server.intervals.renew_before_days,
             server.renewal_health.clone(),
             server.clock.clone(),
@@ -310,36 +310,35 @@ pub async fn serve(
 
 /// The provider endpoint's TLS configuration: peers are trusted per the configuration
 /// in force when they connect, so a CA added later is trusted from its configuration
-/// serial on, without a restart.
+/// serial on, and this server presents the certificate in use when they connect, so
+/// renewed certificates are presented from their switch on, without a restart.
 fn peer_tls(
     own: Arc<Own>,
     conf_client: ConfClient,
     conf: &VerifiedConf,
 ) -> Result<impl lintas_transport::ConfigSource, SsError> {
-    {
-        let first = lintas_transport::server_config(
-            &own.tls_cert,
-            &own.tls_key,
+    let build = move |keys: &crate::own::OwnKeys, conf: &VerifiedConf| {
+        lintas_transport::server_config(
+            &keys.tls_cert,
+            &keys.tls_key,
             conf.trust_store(),
             lintas_transport::ClientAuth::Required,
-        )?;
-        let cache = Mutex::new((conf.serial(), first));
-        Ok(move || {
-            let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
-            if let Ok(current) = conf_client.current()
-                && current.serial() != cache.0
-            {
-                match lintas_transport::server_config(
-                    &own.tls_cert,
-                    &own.tls_key,
-                    current.trust_store(),
-                    lintas_transport::ClientAuth::Required,
-                ) {
-                    Ok(config) => *cache = (current.serial(), config),
-                    Err(e) => tracing::error!(error = %e, "peer TLS configuration not rebuilt"),
-                }
+        )
+    };
+    let keys = own.keys();
+    let first = build(&keys, conf)?;
+    let cache = Mutex::new(((conf.serial(), keys.tls_sha256), first));
+    Ok(move || {
+        let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+        let keys = own.keys();
+        if let Ok(current) = conf_client.current()
+            && (current.serial(), keys.tls_sha256) != cache.0
+        {
+            match build(&keys, &current) {
+                Ok(config) => *cache = ((current.serial(), keys.tls_sha256), config),
+                Err(e) => tracing::error!(error = %e, "peer TLS configuration not rebuilt"),
             }
-            cache.1.clone()
-        })
-    }
+        }
+        cache.1.clone()
+    })
 }

@@ -222,32 +222,38 @@ pub async fn timestamp(evidence: Arc<Evidence>, every: Duration, stop: Stop) {
 const RENEW_CHECK: Duration = Duration::from_secs(3600);
 
 /// Asks for certificates for new keys once the TLS or signing certificate expires
-/// within `before_days` (0: never), and says in the `renewal` health component
-/// where that stands: renewed certificates wait for the next start.
+/// within `before_days` (0: never), switches to them when peers have had time to learn
+/// them (see `switch`), and says in the `renewal` health component where that stands.
 pub async fn renew_certificates(
     renewer: crate::renewal::Renewer,
+    switch: std::sync::Arc<crate::switch::Switch>,
     before_days: u64,
     health: Handle,
     clock: std::sync::Arc<dyn lintas_globalconf::Clock>,
     stop: Stop,
 ) {
-    let ready = "renewed certificates are ready: they take effect when the server restarts";
     loop {
+        let now = lintas_certs::unix_secs(clock.now());
         let paths = &renewer.paths;
+        let mut wake = RENEW_CHECK;
         if crate::renewal::ready(paths) {
-            health.warn(ready);
+            wake = switch_when_due(&switch, &health, now);
         } else {
             match crate::renewal::expiry(paths) {
                 Ok(not_after) => {
-                    let now = lintas_certs::unix_secs(clock.now());
                     let until = lintas_globalconf::iso8601(not_after);
                     if !crate::renewal::due(not_after, now, before_days) {
                         health.ready();
                     } else {
                         match bounded(&stop, renewer.renew()).await {
                             Bounded::Done(Ok(r)) if r.state == "approved" => {
-                                tracing::info!(request = %r.request_id, by = %r.decided_by, "certificates renewed; they take effect at the next start");
-                                health.warn(ready);
+                                tracing::info!(request = %r.request_id, by = %r.decided_by, "certificates renewed");
+                                // The registry published the configuration that lists
+                                // them as it approved.
+                                if let Bounded::Stopped = bounded(&stop, switch.conf.fetch()).await {
+                                    return;
+                                }
+                                wake = switch_when_due(&switch, &health, now);
                             }
                             Bounded::Done(Ok(r)) => health.warn(format!(
                                 "the certificates expire at {until}: renewal {} waits for a registry administrator",
@@ -267,8 +273,44 @@ pub async fn renew_certificates(
             }
         }
         tokio::select! {
-            _ = tokio::time::sleep(RENEW_CHECK) => {}
+            _ = tokio::time::sleep(wake) => {}
             _ = stop.stopped() => return,
+        }
+    }
+}
+
+/// How often renewed certificates waiting for the configuration to list them are looked
+/// at again.
+const LISTING_CHECK: Duration = Duration::from_secs(30);
+
+/// Switches to renewed certificates that wait, if it is time; says where that stands in
+/// `health`; how long until the next look.
+fn switch_when_due(switch: &crate::switch::Switch, health: &Handle, now: i64) -> Duration {
+    use crate::switch::Switched;
+    match switch.run(now, false) {
+        Ok(Switched::Done | Switched::Nothing) => {
+            health.ready();
+            RENEW_CHECK
+        }
+        Ok(Switched::Later { at: Some(at) }) => {
+            health.warn(format!(
+                "renewed certificates are ready: they are switched to at {}, once peers have learnt them",
+                lintas_globalconf::iso8601(at)
+            ));
+            Duration::from_secs(u64::try_from(at - now).unwrap_or(0).clamp(1, 3600))
+        }
+        Ok(Switched::Later { at: None }) => {
+            health.warn(
+                "renewed certificates are ready: they are switched to once the global configuration lists them",
+            );
+            LISTING_CHECK
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "renewed certificates could not be switched in");
+            health.warn(format!(
+                "renewed certificates are ready but could not be switched in ({e}); retrying, or they take effect when the server restarts"
+            ));
+            LISTING_CHECK
         }
     }
 }

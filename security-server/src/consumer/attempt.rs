@@ -147,8 +147,10 @@ pub(crate) async fn run(
     .encode_to_vec();
     let request_hash = lintas_certs::sha256(&header);
     progress.set_peer(&target.id);
+    // Signed with the key of the certificate the request names.
+    let keys = s.own.keys();
     let signature = progress
-        .time(Stage::Signing, s.own.signer.sign(REQUEST_DOMAIN, &header))
+        .time(Stage::Signing, keys.signer.sign(REQUEST_DOMAIN, &header))
         .await
         .map_err(|e| consumer_error(Code::Internal, format!("signing the request: {e}")))?;
     let ctx = envelope::Context {
@@ -169,7 +171,7 @@ pub(crate) async fn run(
             s.recorder.now_ms(),
             &header,
             Some(&signature),
-            &s.own.sign_cert,
+            &keys.sign_cert,
             &body_sha256,
             body.len() as u64,
             Code::Ok,
@@ -180,7 +182,7 @@ pub(crate) async fn run(
     let signed = ex::SignedRequest {
         header,
         signature: Some(signature),
-        signer_cert: s.own.sign_cert.clone(),
+        signer_cert: keys.sign_cert.clone(),
         body: body.to_vec(),
         secret_headers: call.rest_secrets.clone(),
     };
@@ -307,14 +309,10 @@ async fn exchange(
         outcome,
     };
     let request_header_sha256 = lintas_certs::sha256(&signed.header);
+    let keys = s.own.keys();
     let channel = s
         .peers
-        .channel(
-            conf,
-            &target.address,
-            pins,
-            (&s.own.tls_cert, &s.own.tls_key),
-        )
+        .channel(conf, &target.address, pins, &keys)
         .map_err(|st| fail(st, Outcome::NotSent))?;
     let limit = s.settings.max_message_bytes + envelope::ENVELOPE_MARGIN;
     let mut peer = ex::exchange_client::ExchangeClient::new(channel)

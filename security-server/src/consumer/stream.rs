@@ -84,6 +84,9 @@ pub(super) struct Open {
     pub(super) conf: Arc<VerifiedConf>,
     pub(super) provider: SubsystemId,
     pub(super) request_hash: [u8; 32],
+    /// The keys the opening was signed with: every message of the stream is signed with
+    /// them too, even after a renewal switches in.
+    pub(super) keys: Arc<crate::own::OwnKeys>,
     /// The hash of this side's end message, once sent.
     pub(super) request_end: std::sync::Mutex<Option<[u8; 32]>>,
     /// The client's messages sent so far.
@@ -163,8 +166,8 @@ pub(super) async fn connect(
     let (body_sha256, body_len) = (header.body_sha256.clone(), header.body_len);
     let header = header.encode_to_vec();
     let request_hash = lintas_certs::sha256(&header);
-    let signature = s
-        .own
+    let keys = s.own.keys();
+    let signature = keys
         .signer
         .sign(envelope::REQUEST_DOMAIN, &header)
         .await
@@ -186,7 +189,7 @@ pub(super) async fn connect(
                 s.recorder.now_ms(),
                 &header,
                 Some(&signature),
-                &s.own.sign_cert,
+                &keys.sign_cert,
                 &body_sha256,
                 body_len,
                 Code::Ok,
@@ -203,6 +206,7 @@ pub(super) async fn connect(
         conf: conf.clone(),
         provider: call.provider.clone(),
         request_hash,
+        keys: keys.clone(),
         request_end: std::sync::Mutex::new(None),
         sent: std::sync::atomic::AtomicU64::new(0),
         uplink_failed: std::sync::Mutex::new(None),
@@ -219,12 +223,7 @@ pub(super) async fn connect(
             }
         }
     };
-    let channel = match s.peers.channel(
-        &conf,
-        &open.target.address,
-        &pins,
-        (&s.own.tls_cert, &s.own.tls_key),
-    ) {
+    let channel = match s.peers.channel(&conf, &open.target.address, &pins, &keys) {
         Ok(c) => c,
         Err(st) => return Err(failed(st, crate::select::Outcome::NotSent).await),
     };
@@ -237,7 +236,7 @@ pub(super) async fn connect(
         frame: Some(ex::stream_frame::Frame::Open(ex::SignedRequest {
             header,
             signature: Some(signature),
-            signer_cert: s.own.sign_cert.clone(),
+            signer_cert: keys.sign_cert.clone(),
             ..opening
         })),
     };
@@ -341,7 +340,7 @@ async fn uplink(
             Err(_) => return,
         };
         let message = match crate::messages::sign_next(
-            &s.own,
+            &open.keys,
             &s.recorder,
             &open.ctx,
             &mut chain,

@@ -331,7 +331,7 @@ async fn uplink(
         }
         let chunk = chunks::take(&mut buf);
         let signed = crate::messages::sign_soon(
-            &s.own,
+            &open.keys,
             &s.recorder,
             &open.ctx,
             &mut chain,

@@ -95,6 +95,8 @@ pub struct Manage {
     pub opmon: Arc<OpMon>,
     /// Users, API keys, sessions and the admin audit log.
     pub plane: Arc<lintas_manage::Plane>,
+    /// Switches to renewed certificates (`lintas ss certs renew` asks over the socket).
+    pub switch: Arc<crate::switch::Switch>,
 }
 
 /// One page of `items` (each with the text it is ordered and filtered by), as `q` asks.

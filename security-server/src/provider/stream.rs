@@ -42,6 +42,9 @@ pub(super) struct Open {
     /// lists for the consumer's server: the client's messages are checked against them.
     conf: Arc<lintas_globalconf::VerifiedConf>,
     listed: Vec<Vec<u8>>,
+    /// The keys this side's messages and close are signed with, for the whole stream
+    /// (its first message names their certificate), even after a renewal switches in.
+    pub(super) keys: Arc<crate::own::OwnKeys>,
 }
 
 impl Open {
@@ -146,6 +149,7 @@ pub(super) async fn open(
     let open = Arc::new(Open {
         conf,
         listed,
+        keys: s.own.keys(),
         request_hash: accepted.header_sha256,
         s,
         ctx,
@@ -453,7 +457,7 @@ async fn downlink(
                 return AppAnswer::server(st.code(), st.message());
             }
             let mut message = match crate::messages::sign_next(
-                &s.own,
+                &open.keys,
                 &s.recorder,
                 &open.ctx,
                 &mut chain,
@@ -468,7 +472,7 @@ async fn downlink(
             };
             // The first message names the certificate; the rest use it too.
             if chain.count() == 1 {
-                message.signer_cert = s.own.sign_cert.clone();
+                message.signer_cert = open.keys.sign_cert.clone();
             }
             bytes += body.len();
             let frame = ex::StreamFrame {
@@ -556,8 +560,8 @@ pub(super) async fn close(
         messages: chain.count(),
     };
     let header = response.encode_to_vec();
-    let signature = s
-        .own
+    let signature = open
+        .keys
         .signer
         .sign(envelope::RESPONSE_DOMAIN, &header)
         .await
@@ -570,7 +574,7 @@ pub(super) async fn close(
                 s.recorder.now_ms(),
                 &header,
                 Some(&signature),
-                &s.own.sign_cert,
+                &open.keys.sign_cert,
                 &body_sha256,
                 body.len() as u64,
                 answer.code,
@@ -584,7 +588,7 @@ pub(super) async fn close(
         frame: Some(ex::stream_frame::Frame::Close(ex::SignedResponse {
             header,
             signature: Some(signature),
-            signer_cert: s.own.sign_cert.clone(),
+            signer_cert: open.keys.sign_cert.clone(),
             body,
             secret_headers: secrets,
         })),

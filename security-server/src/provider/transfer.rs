@@ -223,7 +223,7 @@ async fn relay(
         let chunk = chunks::take(&mut buf);
         let rest = first.as_ref().and_then(|(h, _)| h.clone());
         let signed = crate::messages::sign_soon(
-            &s.own,
+            &open.keys,
             &s.recorder,
             &open.ctx,
             chain,
@@ -238,7 +238,7 @@ async fn relay(
             Err(st) => return chunked(AppAnswer::server(st.code(), st.message())),
         };
         if let Some((_, secrets)) = first.take() {
-            message.signer_cert = s.own.sign_cert.clone();
+            message.signer_cert = open.keys.sign_cert.clone();
             message.secret_headers = secrets;
         }
         pending.push_back(durable);

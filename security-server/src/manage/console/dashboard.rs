@@ -39,9 +39,10 @@ async fn dashboard_page(api: &Api, viewer: &Viewer, d: &Done, error: Option<ApiE
     let (c, status) = viewer.page("dashboard", d, error);
     let log = m.log_status();
     let now = now_ms() / 1000;
+    let keys = m.own.keys();
     let certs = [
-        ("signing_cert", &m.own.sign_cert),
-        ("tls_cert", &m.own.tls_cert),
+        ("signing_cert", &keys.sign_cert),
+        ("tls_cert", &keys.tls_cert),
     ]
     .into_iter()
     .filter_map(|(name, der)| lintas_certs::CertInfo::parse(der).ok().map(|i| (name, i)))
