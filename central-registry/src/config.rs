@@ -172,7 +172,7 @@ impl RegistryConfig {
         config.validate(&path.display().to_string())?;
         config.data_dir = lintas_settings::relative_to(path, &config.data_dir);
         if let Some(token) = &mut config.pkcs11 {
-            token.pin_file = lintas_settings::relative_to(path, &token.pin_file);
+            token.resolve(path);
         }
         Ok(config)
     }

@@ -14,7 +14,6 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CertError + '_ {
     }
 }
 
-/// Creates `path` with `mode` and writes `data` durably; refuses to replace a file.
 /// Reads the one certificate in a PEM file.
 pub fn read_cert(path: &Path) -> Result<Vec<u8>, CertError> {
     let pem = std::fs::read_to_string(path).map_err(|source| CertError::Io {
@@ -24,6 +23,26 @@ pub fn read_cert(path: &Path) -> Result<Vec<u8>, CertError> {
     crate::pem::cert_from_pem(&pem, &path.display().to_string())
 }
 
+/// Reads a file holding a secret (a private key, a PIN), refusing it when group or
+/// others may access it. The mode is that of the file actually opened. The text is
+/// wiped from memory when dropped.
+pub fn read_private(path: &Path) -> Result<zeroize::Zeroizing<String>, CertError> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let mut f = File::open(path).map_err(io(path))?;
+    let mode = f.metadata().map_err(io(path))?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(CertError::KeyPermissions {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    let mut text = zeroize::Zeroizing::new(String::new());
+    f.read_to_string(&mut text).map_err(io(path))?;
+    Ok(text)
+}
+
+/// Creates `path` with `mode` and writes `data` durably; refuses to replace a file.
 pub fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<(), CertError> {
     let mut f = OpenOptions::new()
         .write(true)

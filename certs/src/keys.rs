@@ -1,7 +1,5 @@
 //! Private keys: generated here, written owner-only, and refused when others can read them.
 
-use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 pub use rcgen::KeyPair;
@@ -26,22 +24,7 @@ pub fn fingerprint(key: &(impl rcgen::PublicKeyData + ?Sized)) -> String {
 
 /// Reads a PKCS#8 PEM private key written by [`write`] (or by `openssl genpkey`).
 pub fn read(path: &Path) -> Result<KeyPair, CertError> {
-    let io = |source| CertError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    // Check the mode of the file actually opened, not of whatever the path named before.
-    let mut f = std::fs::File::open(path).map_err(io)?;
-    let mode = f.metadata().map_err(io)?.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(CertError::KeyPermissions {
-            path: path.to_owned(),
-            mode,
-        });
-    }
-    let mut pem = String::new();
-    f.read_to_string(&mut pem).map_err(io)?;
-    from_pem(&pem)
+    from_pem(&crate::files::read_private(path)?)
 }
 
 pub fn from_pem(pem: &str) -> Result<KeyPair, CertError> {
@@ -56,6 +39,8 @@ pub fn from_pem(pem: &str) -> Result<KeyPair, CertError> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     #[test]

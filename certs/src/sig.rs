@@ -24,8 +24,7 @@ fn framed(domain: &str, message: &[u8]) -> Result<Vec<u8>, CertError> {
 
 /// ECDSA P-256 / SHA-256 signature (ASN.1 DER) over `domain || 0x00 || message`.
 pub fn sign(key: &dyn Signer, domain: &str, message: &[u8]) -> Result<Vec<u8>, CertError> {
-    key.sign(&framed(domain, message)?)
-        .map_err(|e| CertError::Signing(e.to_string()))
+    key.sign_message(&framed(domain, message)?)
 }
 
 /// Verifies a [`sign`] signature with an uncompressed P-256 public key point (as

@@ -12,6 +12,19 @@ pub trait Signer: rcgen::SigningKey + Send + Sync + 'static {
     /// Where the private key is held, for logs and errors (never the key itself).
     fn held_in(&self) -> String;
 
+    /// Signs `message` (ECDSA P-256 / SHA-256, DER); an error says why, where rcgen's
+    /// error type cannot.
+    fn sign_message(&self, message: &[u8]) -> Result<Vec<u8>, crate::CertError> {
+        self.sign(message)
+            .map_err(|e| crate::CertError::Signing(e.to_string()))
+    }
+
+    /// Whether signing may wait on a device (a token): then it runs where a wait holds
+    /// up no asynchronous task.
+    fn blocking(&self) -> bool {
+        false
+    }
+
     /// The public key: for P-256, the uncompressed point (65 bytes).
     fn public_key_raw(&self) -> &[u8] {
         self.der_bytes()

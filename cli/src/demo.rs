@@ -152,7 +152,7 @@ async fn scenario(
         .await?
         .into_inner()
         .registrations;
-    let (tls_fp, sign_fp) = provider.node.key_fingerprints();
+    let (tls_fp, sign_fp) = provider.node.key_fingerprints()?;
     let request = pending
         .iter()
         .find(|r| r.tls_key_fingerprint == tls_fp && r.signing_key_fingerprint == sign_fp)

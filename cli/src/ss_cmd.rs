@@ -661,7 +661,7 @@ pub async fn run(args: Args) -> Result<()> {
             config.pkcs11 = token.config()?;
             let path = lintas_ss::init(&dir, &config, &anchor)?;
             let node = open(&path)?;
-            let (tls, sign) = node.key_fingerprints();
+            let (tls, sign) = node.key_fingerprints()?;
             println!(
                 "security server {} created in {}",
                 config.server_id,
@@ -698,7 +698,7 @@ pub async fn run(args: Args) -> Result<()> {
             if status.state() == lintas_proto::registry::v1::RegistrationState::Approved {
                 println!("approved by enrolment token; certificates stored");
             } else {
-                let (tls, sign) = node.key_fingerprints();
+                let (tls, sign) = node.key_fingerprints()?;
                 println!(
                     "pending approval. Tell the registry administrator these key fingerprints:"
                 );

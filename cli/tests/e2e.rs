@@ -252,7 +252,7 @@ async fn registration_round_trip_with_admin_approval() {
     let mut admin = inst.admin();
     let pending = inst.pending().await;
     assert_eq!(pending.len(), 1);
-    let (tls_fp, sign_fp) = node.key_fingerprints();
+    let (tls_fp, sign_fp) = node.key_fingerprints().unwrap();
     assert_eq!(pending[0].tls_key_fingerprint, tls_fp);
     assert_eq!(pending[0].signing_key_fingerprint, sign_fp);
     assert_eq!(pending[0].server_id, PROVIDER);

@@ -2,9 +2,9 @@
 //!
 //! A node names its token in its configuration (`[pkcs11]`: the module, the token's
 //! label and a file holding the user PIN). A key made in the token leaves only a small
-//! reference where its key file would be (`sign.key.pem`, `conf.key.pem`, ...): the
-//! token, the key's CKA_ID and label, and the SHA-256 of its public key, so a key
-//! swapped in the token is noticed. [`load`] reads either kind and gives a
+//! reference where its key file would be (`sign.key.pem`, `globalconf.key.pem`, ...):
+//! the token, the key's CKA_ID and label, and its public key, which the token's key must
+//! sign for (checked as it is loaded), so a key swapped in the token is noticed. [`load`] reads either kind and gives a
 //! [`Signer`](lintas_certs::Signer); nothing that signs learns which.
 //!
 //! Signing uses CKM_ECDSA over a SHA-256 digest made here (the mechanism every token
@@ -15,10 +15,9 @@
 mod der;
 mod token;
 
-use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use cryptoki::object::ObjectHandle;
 use cryptoki::session::Session;
@@ -39,6 +38,17 @@ pub struct Pkcs11Config {
     pub pin_file: PathBuf,
 }
 
+impl Pkcs11Config {
+    /// Takes a relative `pin_file` as relative to the configuration file `config`.
+    pub fn resolve(&mut self, config: &Path) {
+        if self.pin_file.is_relative()
+            && let Some(dir) = config.parent()
+        {
+            self.pin_file = dir.join(&self.pin_file);
+        }
+    }
+}
+
 /// What a key file holds when its key is in a token.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,8 +57,8 @@ struct KeyRef {
     /// CKA_ID, hex.
     pkcs11_key_id: String,
     pkcs11_key_label: String,
-    /// SHA-256 of the key's SubjectPublicKeyInfo, hex (as `keys::fingerprint` gives).
-    public_key_sha256: String,
+    /// The uncompressed P-256 point, hex: the token's key must sign for it.
+    public_key: String,
 }
 
 const REF_HEADER: &str =
@@ -58,22 +68,30 @@ fn token_error(path: &Path, detail: impl std::fmt::Display) -> CertError {
     CertError::Token(format!("{}: {detail}", path.display()))
 }
 
-/// Reads the signing key `path` names: a PKCS#8 PEM key file (see
-/// [`keys::read`]), or a reference to a key in the token of `pkcs11`.
-pub fn load(path: &Path, pkcs11: Option<&Pkcs11Config>) -> Result<SharedSigner, CertError> {
+/// What the key file at `path` holds: a PEM key (None) or a token key's reference.
+fn reference(path: &Path) -> Result<Option<KeyRef>, CertError> {
     let text = std::fs::read_to_string(path).map_err(|source| CertError::Io {
         path: path.to_owned(),
         source,
     })?;
-    if text.trim_start().starts_with("-----BEGIN") {
-        return Ok(Arc::new(keys::read(path)?));
+    if text.contains("-----BEGIN") {
+        return Ok(None);
     }
-    let reference: KeyRef = toml::from_str(&text).map_err(|e| {
+    toml::from_str(&text).map(Some).map_err(|e| {
+        // The parser's message quotes the file; a reference holds nothing secret.
         token_error(
             path,
             format!("neither a PEM private key nor a reference to a token's key: {e}"),
         )
-    })?;
+    })
+}
+
+/// Reads the signing key `path` names: a PKCS#8 PEM key file (see
+/// [`keys::read`]), or a reference to a key in the token of `pkcs11`.
+pub fn load(path: &Path, pkcs11: Option<&Pkcs11Config>) -> Result<SharedSigner, CertError> {
+    let Some(reference) = reference(path)? else {
+        return Ok(Arc::new(keys::read(path)?));
+    };
     let config = pkcs11.ok_or_else(|| {
         token_error(
             path,
@@ -92,12 +110,15 @@ pub fn load(path: &Path, pkcs11: Option<&Pkcs11Config>) -> Result<SharedSigner, 
             ),
         ));
     }
-    let id = lintas_certs::unhex(&reference.pkcs11_key_id)
-        .filter(|id| !id.is_empty())
-        .ok_or_else(|| token_error(path, "pkcs11_key_id is not hex"))?;
+    let hex = |s: &str, what: &str| {
+        lintas_certs::unhex(s)
+            .filter(|b| !b.is_empty())
+            .ok_or_else(|| token_error(path, format!("{what} is not hex")))
+    };
+    let id = hex(&reference.pkcs11_key_id, "pkcs11_key_id")?;
+    let public = hex(&reference.public_key, "public_key")?;
     let place = token::Place::new(config, read_pin(&config.pin_file)?);
-    let session = place.session(false).map_err(|e| token_error(path, e))?;
-    let (private, public) = token::find(&session, &id).map_err(|e| {
+    let in_token = |e: String| {
         token_error(
             path,
             format!(
@@ -105,25 +126,13 @@ pub fn load(path: &Path, pkcs11: Option<&Pkcs11Config>) -> Result<SharedSigner, 
                 reference.pkcs11_key_label, config.token
             ),
         )
-    })?;
-    let key = TokenKey {
-        place,
-        id,
-        label: reference.pkcs11_key_label,
-        public,
-        live: Mutex::new(Live { session, private }),
     };
-    if keys::fingerprint(&key) != reference.public_key_sha256 {
-        return Err(token_error(
-            path,
-            format!(
-                "key '{}' in token '{}' is not the key this file was written for (its public key differs)",
-                key.label, config.token
-            ),
-        ));
-    }
-    key.self_test().map_err(|e| token_error(path, e))?;
-    Ok(Arc::new(key))
+    let session = place.session(false).map_err(|e| token_error(path, e))?;
+    let private = token::find(&session, &id).map_err(in_token)?;
+    let label = reference.pkcs11_key_label.clone();
+    TokenKey::new(place, id, label, public, session, private)
+        .map(|k| Arc::new(k) as SharedSigner)
+        .map_err(in_token)
 }
 
 /// Makes a new signing key and writes `path` (never replacing a file): inside the token
@@ -148,54 +157,53 @@ pub fn generate(
     aws_lc_rs::rand::fill(&mut id).map_err(|_| token_error(path, "no random bytes"))?;
     let place = token::Place::new(config, read_pin(&config.pin_file)?);
     let session = place.session(true).map_err(|e| token_error(path, e))?;
-    let (private, public) = token::generate(&session, &id, label).map_err(|e| {
+    let in_token = |e: String| {
         token_error(
             path,
             format!("making key '{label}' in token '{}': {e}", config.token),
         )
-    })?;
-    let key = TokenKey {
-        place,
-        id,
-        label: label.to_owned(),
-        public,
-        live: Mutex::new(Live { session, private }),
     };
-    key.self_test().map_err(|e| token_error(path, e))?;
+    let (private, public) = token::generate(&session, &id, label).map_err(in_token)?;
     let reference = KeyRef {
         pkcs11_token: config.token.clone(),
-        pkcs11_key_id: lintas_certs::hex(&key.id),
-        pkcs11_key_label: key.label.clone(),
-        public_key_sha256: keys::fingerprint(&key),
+        pkcs11_key_id: lintas_certs::hex(&id),
+        pkcs11_key_label: label.to_owned(),
+        public_key: lintas_certs::hex(&public),
     };
-    let text = toml::to_string(&reference).map_err(|e| token_error(path, e))?;
-    lintas_certs::files::write_new(path, format!("{REF_HEADER}{text}").as_bytes(), 0o600)?;
-    Ok(Arc::new(key))
+    let written = toml::to_string(&reference)
+        .map_err(|e| token_error(path, e))
+        .and_then(|text| {
+            lintas_certs::files::write_new(path, format!("{REF_HEADER}{text}").as_bytes(), 0o600)
+        });
+    if let Err(e) = written {
+        // Nothing names the key: it is not kept.
+        forget(&session, &id);
+        return Err(e);
+    }
+    TokenKey::new(place, id, label.to_owned(), public, session, private)
+        .map(|k| Arc::new(k) as SharedSigner)
+        .map_err(in_token)
+}
+
+/// Removes the key pair with CKA_ID `id` from the token.
+fn forget(session: &Session, id: &[u8]) {
+    if let Ok(objects) = session.find_objects(&[cryptoki::object::Attribute::Id(id.to_vec())]) {
+        for object in objects {
+            token::destroy(session, object);
+        }
+    }
 }
 
 /// Whether the key file at `path` names a token's key rather than holding a key.
 pub fn is_reference(path: &Path) -> bool {
-    std::fs::read_to_string(path).is_ok_and(|t| t.starts_with(REF_HEADER))
+    matches!(reference(path), Ok(Some(_)))
 }
 
 /// The PIN in `path`, which only its owner may read (like a key file). Trailing line
 /// ends are not part of it. The PIN never appears in an error.
 fn read_pin(path: &Path) -> Result<AuthPin, CertError> {
-    let io = |source| CertError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let mut f = std::fs::File::open(path).map_err(io)?;
-    let mode = f.metadata().map_err(io)?.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(CertError::KeyPermissions {
-            path: path.to_owned(),
-            mode,
-        });
-    }
-    let mut pin = String::new();
-    f.read_to_string(&mut pin).map_err(io)?;
-    let pin = pin.trim_end_matches(['\n', '\r']);
+    let text = lintas_certs::files::read_private(path)?;
+    let pin = text.trim_end_matches(['\n', '\r']);
     if pin.is_empty() {
         return Err(token_error(path, "the PIN file is empty"));
     }
@@ -217,46 +225,88 @@ pub struct TokenKey {
 struct Live {
     session: Session,
     private: ObjectHandle,
+    /// When opening a session again last failed: not tried again for a while.
+    failed_at: Option<Instant>,
 }
 
+/// How long after a failed try to reach the token again signatures fail at once.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+
 impl TokenKey {
+    /// The key, once it has signed and its signature verified with `public` (the PIN,
+    /// the mechanism and the key pair all work, and the token holds the key the
+    /// reference was written for).
+    fn new(
+        place: token::Place,
+        id: Vec<u8>,
+        label: String,
+        public: Vec<u8>,
+        session: Session,
+        private: ObjectHandle,
+    ) -> Result<Self, String> {
+        let key = TokenKey {
+            place,
+            id,
+            label,
+            public,
+            live: Mutex::new(Live {
+                session,
+                private,
+                failed_at: None,
+            }),
+        };
+        let message = b"lintas pkcs11 self-test";
+        let signature = key
+            .sign_digest(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, message).as_ref())?;
+        aws_lc_rs::signature::UnparsedPublicKey::new(
+            &aws_lc_rs::signature::ECDSA_P256_SHA256_ASN1,
+            &key.public,
+        )
+        .verify(message, &signature)
+        .map_err(|_| {
+            "its signature does not verify with the public key this file names: the token holds another key under this id".to_string()
+        })?;
+        Ok(key)
+    }
+
     fn sign_digest(&self, digest: &[u8]) -> Result<Vec<u8>, String> {
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         let raw = match token::sign(&live.session, live.private, digest) {
             Ok(raw) => raw,
             Err(e) if token::session_lost(&e) => {
+                if live.failed_at.is_some_and(|t| t.elapsed() < RETRY_AFTER) {
+                    return Err(format!(
+                        "{} (the token was not reached again)",
+                        token::said(e)
+                    ));
+                }
                 // The token dropped the session (removed and put back, restarted):
                 // open another, find the key again, and try once more.
-                let session = self.place.session(false)?;
-                let (private, public) = token::find(&session, &self.id)?;
-                if public != self.public {
-                    return Err("the key's public key changed in the token".into());
+                let reopened = self.place.session(false).and_then(|session| {
+                    let private = token::find(&session, &self.id)?;
+                    Ok((session, private))
+                });
+                match reopened {
+                    Ok((session, private)) => {
+                        *live = Live {
+                            session,
+                            private,
+                            failed_at: None,
+                        };
+                        token::sign(&live.session, live.private, digest).map_err(token::said)?
+                    }
+                    Err(again) => {
+                        live.failed_at = Some(Instant::now());
+                        return Err(format!(
+                            "{}; reopening the session: {again}",
+                            token::said(e)
+                        ));
+                    }
                 }
-                *live = Live { session, private };
-                token::sign(&live.session, live.private, digest).map_err(token::said)?
             }
             Err(e) => return Err(token::said(e)),
         };
         der::signature_from_raw(&raw)
-    }
-
-    /// Signs once and checks the signature with the public key: the PIN, the mechanism
-    /// and the key pair all work before the key is used.
-    fn self_test(&self) -> Result<(), String> {
-        let message = b"lintas pkcs11 self-test";
-        let signature = rcgen::SigningKey::sign(self, message)
-            .map_err(|_| format!("key '{}' could not sign", self.label))?;
-        aws_lc_rs::signature::UnparsedPublicKey::new(
-            &aws_lc_rs::signature::ECDSA_P256_SHA256_ASN1,
-            &self.public,
-        )
-        .verify(message, &signature)
-        .map_err(|_| {
-            format!(
-                "key '{}': the token's signature does not verify with its public key",
-                self.label
-            )
-        })
     }
 }
 
@@ -288,5 +338,20 @@ impl rcgen::SigningKey for TokenKey {
 impl lintas_certs::Signer for TokenKey {
     fn held_in(&self) -> String {
         format!("key '{}' in token '{}'", self.label, self.place.token())
+    }
+
+    fn blocking(&self) -> bool {
+        true
+    }
+
+    fn sign_message(&self, message: &[u8]) -> Result<Vec<u8>, CertError> {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, message);
+        self.sign_digest(digest.as_ref()).map_err(|e| {
+            CertError::Token(format!(
+                "signing with key '{}' in token '{}': {e}",
+                self.label,
+                self.place.token()
+            ))
+        })
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
@@ -77,6 +78,9 @@ pub(crate) struct Place {
     module: PathBuf,
     token: String,
     pin: AuthPin,
+    /// The token refused the PIN: it is not tried again, since every wrong try counts
+    /// towards locking the token.
+    pin_refused: AtomicBool,
 }
 
 impl Place {
@@ -85,6 +89,7 @@ impl Place {
             module: config.module.clone(),
             token: config.token.clone(),
             pin,
+            pin_refused: AtomicBool::new(false),
         }
     }
 
@@ -95,6 +100,12 @@ impl Place {
     /// A new session on the token, logged in as its user (read-write when keys are to
     /// be made).
     pub(crate) fn session(&self, read_write: bool) -> Result<Session, String> {
+        if self.pin_refused.load(Ordering::Relaxed) {
+            return Err(format!(
+                "token '{}' refused the PIN earlier; not trying again until the PIN file is fixed and the server restarted",
+                self.token
+            ));
+        }
         let ctx = module(&self.module)?;
         let slot = slot(&ctx, &self.token)?;
         let session = if read_write {
@@ -107,56 +118,63 @@ impl Place {
         // same token may have logged in already.
         match session.login(UserType::User, Some(&self.pin)) {
             Ok(()) | Err(Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
-            Err(Error::Pkcs11(RvError::PinIncorrect, _)) => Err(format!(
-                "token '{}' refused the PIN (C_Login: PinIncorrect)",
-                self.token
-            )),
+            Err(Error::Pkcs11(rv @ (RvError::PinIncorrect | RvError::PinLocked), _)) => {
+                self.pin_refused.store(true, Ordering::Relaxed);
+                Err(format!(
+                    "token '{}' refused the PIN (C_Login: {rv:?})",
+                    self.token
+                ))
+            }
             Err(e) => Err(said(e)),
         }
     }
 }
 
-/// The private key with CKA_ID `id` and the point of its public key.
-pub(crate) fn find(session: &Session, id: &[u8]) -> Result<(ObjectHandle, Vec<u8>), String> {
-    let one = |class: ObjectClass, what: &str| {
-        let found = session
-            .find_objects(&[
-                Attribute::Class(class),
-                Attribute::KeyType(KeyType::EC),
-                Attribute::Id(id.to_vec()),
-            ])
-            .map_err(said)?;
-        match found[..] {
-            [handle] => Ok(handle),
-            [] => Err(format!("no EC {what} has this id")),
-            _ => Err(format!("{} EC {what}s have this id", found.len())),
-        }
+/// The P-256 private key with CKA_ID `id` (its public key is in the reference file, so
+/// a token that keeps no public key objects serves too).
+pub(crate) fn find(session: &Session, id: &[u8]) -> Result<ObjectHandle, String> {
+    let found = session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::KeyType(KeyType::EC),
+            Attribute::Id(id.to_vec()),
+        ])
+        .map_err(said)?;
+    let key = match found[..] {
+        [handle] => handle,
+        [] => return Err("no EC private key has this id".into()),
+        _ => return Err(format!("{} EC private keys have this id", found.len())),
     };
-    let private = one(ObjectClass::PRIVATE_KEY, "private key")?;
-    let public = one(ObjectClass::PUBLIC_KEY, "public key")?;
-    Ok((private, point(session, public)?))
+    p256(session, key)?;
+    Ok(key)
 }
 
-fn point(session: &Session, public: ObjectHandle) -> Result<Vec<u8>, String> {
-    let attributes = session
-        .get_attributes(public, &[AttributeType::EcParams, AttributeType::EcPoint])
+/// Refuses a key whose curve is not P-256.
+fn p256(session: &Session, key: ObjectHandle) -> Result<(), String> {
+    let params = session
+        .get_attributes(key, &[AttributeType::EcParams])
         .map_err(said)?;
-    let (mut params, mut point) = (None, None);
-    for a in attributes {
-        match a {
-            Attribute::EcParams(p) => params = Some(p),
-            Attribute::EcPoint(p) => point = Some(p),
-            _ => {}
-        }
-    }
-    if params.as_deref() != Some(&der::P256_PARAMS[..]) {
+    if !matches!(&params[..], [Attribute::EcParams(p)] if p[..] == der::P256_PARAMS[..]) {
         return Err("the key is not on curve P-256 (the one lintas signs with)".into());
     }
-    der::point_from_attribute(&point.ok_or("the token gave no public key point")?)
+    Ok(())
+}
+
+/// The uncompressed point of a public key object.
+fn point(session: &Session, public: ObjectHandle) -> Result<Vec<u8>, String> {
+    p256(session, public)?;
+    let attributes = session
+        .get_attributes(public, &[AttributeType::EcPoint])
+        .map_err(said)?;
+    match &attributes[..] {
+        [Attribute::EcPoint(p)] => der::point_from_attribute(p),
+        _ => Err("the token gave no public key point".into()),
+    }
 }
 
 /// Makes a P-256 key pair inside the token: the private key never leaves it
-/// (sensitive, not extractable). Returns the private key and its public point.
+/// (sensitive, not extractable). Returns the private key and its public point; on an
+/// error nothing is left in the token.
 pub(crate) fn generate(
     session: &Session,
     id: &[u8],
@@ -188,7 +206,22 @@ pub(crate) fn generate(
     let (public, private) = session
         .generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private)
         .map_err(said)?;
-    Ok((private, point(session, public)?))
+    match point(session, public) {
+        Ok(point) => Ok((private, point)),
+        Err(e) => {
+            destroy(session, private);
+            destroy(session, public);
+            Err(e)
+        }
+    }
+}
+
+/// Removes an object made here that is not to be kept (best effort: what is left is
+/// an unused key in the token).
+pub(crate) fn destroy(session: &Session, object: ObjectHandle) {
+    if let Err(e) = session.destroy_object(object) {
+        tracing::warn!("could not remove an unused key from the token: {}", said(e));
+    }
 }
 
 /// Signs a SHA-256 digest with CKM_ECDSA; the token's r || s.
@@ -205,6 +238,8 @@ pub(crate) fn session_lost(e: &Error) -> bool {
             RvError::SessionHandleInvalid
                 | RvError::SessionClosed
                 | RvError::DeviceRemoved
+                | RvError::DeviceError
+                | RvError::GeneralError
                 | RvError::TokenNotPresent
                 | RvError::UserNotLoggedIn
                 | RvError::ObjectHandleInvalid

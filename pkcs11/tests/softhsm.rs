@@ -111,16 +111,7 @@ fn keys_in_a_softhsm_token() {
     // The token forgets the login (as after a restart of the token): the key logs in
     // again and signs.
     {
-        let ctx = cryptoki::context::Pkcs11::new(MODULE).unwrap();
-        let _ = ctx.initialize(cryptoki::context::CInitializeArgs::new(
-            cryptoki::context::CInitializeFlags::OS_LOCKING_OK,
-        ));
-        let slot = ctx
-            .get_slots_with_initialized_token()
-            .unwrap()
-            .into_iter()
-            .find(|s| ctx.get_token_info(*s).unwrap().label().trim_end() == "node-a")
-            .unwrap();
+        let (ctx, slot) = token_slot("node-a");
         ctx.open_ro_session(slot).unwrap().logout().unwrap();
     }
     let signature = sig::sign(&*loaded, "lintas/test/v1", b"again").unwrap();
@@ -156,22 +147,27 @@ fn keys_in_a_softhsm_token() {
     std::fs::write(&other, text.replace("node-a", "node-b")).unwrap();
     let e = refused(load(&other, Some(&config(&hsm, "node-b"))));
     assert!(e.contains("no EC private key has this id"), "{e}");
-    // A key swapped under the same id and label: the public key differs.
+    // A key swapped under the same id and label: the token's key does not sign for the
+    // public key the file names.
     let swapped = dir.path().join("swapped.key.pem");
-    let fingerprint = text
-        .lines()
-        .find(|l| l.starts_with("public_key_sha256"))
-        .unwrap();
+    let public = text.lines().find(|l| l.starts_with("public_key")).unwrap();
+    let other_point = lintas_certs::hex(file_key.public_key_raw());
     std::fs::write(
         &swapped,
-        text.replace(
-            fingerprint,
-            &format!("public_key_sha256 = \"{}\"", "ab".repeat(32)),
-        ),
+        text.replace(public, &format!("public_key = \"{other_point}\"")),
     )
     .unwrap();
     let e = refused(load(&swapped, Some(&a)));
-    assert!(e.contains("not the key this file was written for"), "{e}");
+    assert!(
+        e.contains("the token holds another key under this id"),
+        "{e}"
+    );
+    // A reference without its comment line is still one.
+    let bare = dir.path().join("bare.key.pem");
+    let without_comment: Vec<&str> = text.lines().skip(1).collect();
+    std::fs::write(&bare, without_comment.join("\n")).unwrap();
+    assert!(is_reference(&bare));
+    load(&bare, Some(&a)).unwrap();
     let e = refused(load(&path, Some(&config(&hsm, "nowhere"))));
     assert!(e.contains("'nowhere'"), "{e}");
     let garbage = dir.path().join("garbage.key.pem");
@@ -216,4 +212,45 @@ fn keys_in_a_softhsm_token() {
     ));
     assert!(e.contains("chmod 600"), "{e}");
     assert!(!dir.path().join("w.key.pem").exists());
+
+    // The token's PIN changes under a loaded key, and the login is gone: the key tries
+    // the PIN it has once, and not again (each wrong try counts towards locking the
+    // token).
+    let (ctx, slot) = token_slot("node-a");
+    let session = ctx.open_rw_session(slot).unwrap();
+    // The keys loaded here keep the token logged in.
+    let _ = session.login(cryptoki::session::UserType::User, Some(&PIN.into()));
+    session
+        .set_pin(&PIN.into(), &"4712-changed".into())
+        .unwrap();
+    session.logout().unwrap();
+    let first = sig::sign(&*loaded, "lintas/test/v1", b"x")
+        .unwrap_err()
+        .to_string();
+    assert!(first.contains("refused the PIN"), "{first}");
+    let e = sig::sign(&*loaded, "lintas/test/v1", b"x")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not reached again"), "{e}");
+    for said in [&first, &e] {
+        assert!(
+            !said.contains("4712-changed") && !said.contains(PIN),
+            "{said}"
+        );
+    }
+}
+
+/// This process's context of SoftHSM and the slot of the token labelled `label`.
+fn token_slot(label: &str) -> (cryptoki::context::Pkcs11, cryptoki::slot::Slot) {
+    let ctx = cryptoki::context::Pkcs11::new(MODULE).unwrap();
+    let _ = ctx.initialize(cryptoki::context::CInitializeArgs::new(
+        cryptoki::context::CInitializeFlags::OS_LOCKING_OK,
+    ));
+    let slot = ctx
+        .get_slots_with_initialized_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| ctx.get_token_info(*s).unwrap().label().trim_end() == label)
+        .unwrap();
+    (ctx, slot)
 }

@@ -410,11 +410,9 @@ impl SecurityServerAdmin for AdminService {
         if let Ok(Switched::Later { at: None }) = result {
             // The registry publishes the configuration that lists renewed certificates
             // as it approves them: fetch it rather than wait for the next poll.
-            let fetched = tokio::time::timeout(
-                crate::tasks::REGISTRY_TIMEOUT,
-                self.0.switch.conf.fetch(),
-            )
-            .await;
+            let fetched =
+                tokio::time::timeout(crate::tasks::REGISTRY_TIMEOUT, self.0.switch.conf.fetch())
+                    .await;
             if matches!(fetched, Ok(Ok(_))) {
                 result = run().await;
             }

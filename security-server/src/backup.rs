@@ -269,7 +269,7 @@ async fn restore_staged(
     let checkpoints = Checkpoints::read(
         &records.join("checkpoints"),
         id.to_string(),
-        lintas_pkcs11::load(&node.paths.log_key(), node.config.pkcs11.as_ref())?,
+        node.log_key()?.clone(),
     )?;
     checkpoints.check(&log)?;
 

@@ -149,7 +149,11 @@ struct Leader(Option<Arc<Signer>>);
 impl Drop for Leader {
     fn drop(&mut self) {
         if let Some(signer) = self.0.take() {
-            signer.lead();
+            if signer.key.blocking() {
+                signer.lead_elsewhere();
+            } else {
+                signer.lead();
+            }
         }
     }
 }
@@ -191,7 +195,17 @@ impl Signer {
                 }
             }
         }
-        tokio::spawn(async move { self.lead() });
+        self.lead_elsewhere();
+    }
+
+    /// Leads on a task of its own: on the blocking pool for a key that may wait on a
+    /// device (a token), so that no asynchronous task waits with it.
+    fn lead_elsewhere(self: Arc<Self>) {
+        if self.key.blocking() {
+            tokio::task::spawn_blocking(move || self.lead());
+        } else {
+            tokio::spawn(async move { self.lead() });
+        }
     }
 }
 

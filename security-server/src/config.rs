@@ -286,7 +286,7 @@ impl SsConfig {
         c.validate(&path.display().to_string())?;
         c.data_dir = lintas_settings::relative_to(path, &c.data_dir);
         if let Some(token) = &mut c.pkcs11 {
-            token.pin_file = lintas_settings::relative_to(path, &token.pin_file);
+            token.resolve(path);
         }
         Ok(c)
     }

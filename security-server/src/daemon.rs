@@ -17,7 +17,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lintas_certs::KeyPair;
 use lintas_globalconf::{Clock, ConfClient};
 use lintas_identifiers::ServerId;
 use lintas_log::RecordLog;
@@ -53,7 +52,7 @@ pub use crate::errors::{ERROR_SOURCE, ErrorSource, error, now_ms};
 pub fn sign_request(
     mut header: lintas_proto::exchange::v1::RequestHeader,
     body: Vec<u8>,
-    key: &KeyPair,
+    key: &dyn lintas_certs::Signer,
     signer_cert: Vec<u8>,
 ) -> Result<lintas_proto::exchange::v1::SignedRequest, lintas_certs::CertError> {
     use prost::Message;
@@ -156,7 +155,7 @@ impl SecurityServer {
         let checkpoints = Checkpoints::read(
             &records.join("checkpoints"),
             c.server_id.to_string(),
-            node.log_key,
+            node.log_key()?.clone(),
         )?;
         let log = RecordLog::open_after(&records, c.log_segment_kib * 1024, checkpoints.covered())?;
         checkpoints.check(&log)?;
@@ -221,7 +220,7 @@ impl SecurityServer {
             c.server_id.clone(),
             c.clients.clone(),
             crate::own::OwnKeys::new(
-                crate::batch::BatchSigner::new(node.sign_key),
+                crate::batch::BatchSigner::new(node.sign_key()?.clone()),
                 sign_cert,
                 tls_cert,
                 node.tls_key,

@@ -265,8 +265,10 @@ pub struct Node {
     pub paths: Paths,
     pub anchor: Anchor,
     tls_key: KeyPair,
-    sign_key: SharedSigner,
-    log_key: SharedSigner,
+    /// Loaded when first needed: a key in a token means logging in to it, which
+    /// commands that do not sign should not need.
+    sign_key: std::sync::OnceLock<SharedSigner>,
+    log_key: std::sync::OnceLock<SharedSigner>,
 }
 
 /// What `registration.toml` remembers between `register` and `status`.
@@ -290,8 +292,8 @@ impl Node {
         Ok(Node {
             anchor: Anchor::load(&paths.anchor())?,
             tls_key: keys::read(&paths.tls_key())?,
-            sign_key: lintas_pkcs11::load(&paths.sign_key(), config.pkcs11.as_ref())?,
-            log_key: lintas_pkcs11::load(&paths.log_key(), config.pkcs11.as_ref())?,
+            sign_key: Default::default(),
+            log_key: Default::default(),
             config,
             paths,
         })
@@ -313,8 +315,8 @@ impl Node {
         let request = registration_request(
             &self.config,
             &self.tls_key,
-            &*self.sign_key,
-            &*self.log_key,
+            &**self.sign_key()?,
+            &**self.log_key()?,
             token.unwrap_or_default(),
         )?;
         let status = self.registry().await?.submit(request).await?.into_inner();
@@ -335,11 +337,33 @@ impl Node {
 
     /// SHA-256 fingerprints of this server's public keys (TLS, signing): what the
     /// registry administrator compares before approving.
-    pub fn key_fingerprints(&self) -> (String, String) {
-        (
+    pub fn key_fingerprints(&self) -> Result<(String, String), SsError> {
+        Ok((
             keys::fingerprint(&self.tls_key),
-            keys::fingerprint(&*self.sign_key),
-        )
+            keys::fingerprint(&**self.sign_key()?),
+        ))
+    }
+
+    /// The member signing key (from its file or token, loaded once).
+    pub fn sign_key(&self) -> Result<&SharedSigner, SsError> {
+        self.signer(&self.sign_key, self.paths.sign_key())
+    }
+
+    /// The log key (from its file or token, loaded once).
+    pub fn log_key(&self) -> Result<&SharedSigner, SsError> {
+        self.signer(&self.log_key, self.paths.log_key())
+    }
+
+    fn signer<'a>(
+        &self,
+        cell: &'a std::sync::OnceLock<SharedSigner>,
+        path: PathBuf,
+    ) -> Result<&'a SharedSigner, SsError> {
+        if let Some(key) = cell.get() {
+            return Ok(key);
+        }
+        let key = lintas_pkcs11::load(&path, self.config.pkcs11.as_ref())?;
+        Ok(cell.get_or_init(|| key))
     }
 
     /// Asks the registry about the submitted registration; once approved, checks and
@@ -382,7 +406,7 @@ impl Node {
             &self.config.server_id,
             status,
             &self.tls_key,
-            &*self.sign_key,
+            &**self.sign_key()?,
         )?;
         // The signing certificate first: a server with a TLS certificate is considered
         // enrolled, so after a crash between the two writes it simply polls again.

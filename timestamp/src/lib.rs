@@ -306,7 +306,7 @@ impl Tsa {
         let signed = attrs.to_der().map_err(enc)?;
         let signature = self
             .key
-            .sign(&signed)
+            .sign_message(&signed)
             .map_err(|e| TspError::Refused(format!("signing: {e}")))?;
         let signer = SignerInfo {
             version: CmsVersion::V1,

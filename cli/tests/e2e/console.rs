@@ -299,7 +299,7 @@ async fn a_registration_is_decided_from_the_registry_console() {
 
     // The page shows each request's key fingerprints, as the server's operator reads
     // them from `lintas ss register`.
-    let (tls, signing) = joining.key_fingerprints();
+    let (tls, signing) = joining.key_fingerprints().unwrap();
     let cards = browser.find_all("section.registration").await;
     assert_eq!(cards.len(), 2);
     let mut texts = Vec::new();

@@ -545,7 +545,7 @@ async fn the_registry_management_api_decides_registrations_by_role() {
     assert_eq!(listed["request_id"], request.as_str());
     assert_eq!(
         listed["tls_key_fingerprint"],
-        node.key_fingerprints().0.as_str()
+        node.key_fingerprints().unwrap().0.as_str()
     );
     let (status, e) = api
         .json(

@@ -81,7 +81,10 @@ async fn page(e: &Enrol, viewer: &Viewer, d: &Done, error: Option<ApiError>) -> 
     if state == c.tr.t("enrolment_approved") {
         e.enrolled.notify_one();
     }
-    let (tls, signing) = e.node.key_fingerprints();
+    let (tls, signing) = e
+        .node
+        .key_fingerprints()
+        .unwrap_or_else(|err| (String::new(), err.to_string()));
     render(
         &EnrolmentPage {
             server: e.node.config.server_id.to_string(),
