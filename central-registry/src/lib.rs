@@ -17,6 +17,7 @@ pub mod mirror;
 mod ops;
 mod published;
 pub mod registry;
+pub mod rotation;
 pub mod store;
 mod tsa_http;
 
@@ -398,10 +399,36 @@ fn load_keys(config: &RegistryConfig, paths: &Paths) -> Result<Keys, RegistrySer
             config.instance
         ))));
     }
+    let anchor = Anchor::load(&paths.anchor())?;
+    if !anchor.ca_certs.iter().any(|c| c[..] == *ca.cert_der()) {
+        return Err(RegistryServeError::Cert(CertError::Issue(format!(
+            "the CA in {} is not one {} lists",
+            paths.ca_cert().display(),
+            paths.anchor().display()
+        ))));
+    }
+    let conf_cert = read_cert(&paths.conf_cert())?;
+    if !anchor.signing_certs.contains(&conf_cert) {
+        return Err(RegistryServeError::Cert(CertError::Issue(format!(
+            "the configuration-signing certificate {} is not one {} lists: servers would refuse what it signs",
+            paths.conf_cert().display(),
+            paths.anchor().display()
+        ))));
+    }
+    let conf_key = lintas_pkcs11::load(&paths.conf_key(), config.pkcs11.as_ref())?;
+    if lintas_certs::CertInfo::parse(&conf_cert)?.public_key != conf_key.public_key_raw() {
+        return Err(RegistryServeError::Cert(CertError::Issue(format!(
+            "{} does not hold the key in {} (a `lintas registry keys activate conf-signing` cut short? run it again)",
+            paths.conf_cert().display(),
+            paths.conf_key().display()
+        ))));
+    }
     Ok(Keys {
-        conf_key: lintas_pkcs11::load(&paths.conf_key(), config.pkcs11.as_ref())?,
-        conf_cert: read_cert(&paths.conf_cert())?,
+        conf_key,
+        conf_cert,
         tsa_cert: read_cert(&paths.tsa_cert())?,
+        cas: anchor.ca_certs.clone(),
+        anchor_text: anchor.text,
         ca,
     })
 }
@@ -474,8 +501,10 @@ pub async fn serve(
         .map_err(|e| RegistryError::Internal(e.to_string()))??;
     let tls_key: KeyPair = keys::read(&paths.tls_key())?;
     let tls_cert = read_cert(&paths.tls_cert())?;
-    let ca_cert = read_cert(&paths.ca_cert())?;
-    let clients = TrustStore::new([ca_cert.as_slice()])?;
+    // Clients (servers, administrators) may hold certificates of every CA the anchor
+    // lists: during a rotation of the CA, of the old one and of the new.
+    let cas = Anchor::load(&paths.anchor())?.ca_certs;
+    let clients = TrustStore::new(cas.iter().map(Vec::as_slice))?;
     let tls = lintas_transport::server_config(
         &tls_cert,
         &tls_key,
@@ -554,13 +583,20 @@ pub async fn serve(
     let http_registry = registry.clone();
     let served = Arc::new(lintas_globalconf::publish::PublishedCache::default());
     let warm = served.clone();
+    let (tsa_key, tsa_cert) = (
+        lintas_pkcs11::load(&paths.tsa_key(), config.pkcs11.as_ref())?,
+        read_cert(&paths.tsa_cert())?,
+    );
+    if lintas_certs::CertInfo::parse(&tsa_cert)?.public_key != tsa_key.public_key_raw() {
+        return Err(RegistryServeError::Cert(CertError::Issue(format!(
+            "{} does not hold the key in {} (a `lintas registry keys activate tsa` cut short? run it again)",
+            paths.tsa_cert().display(),
+            paths.tsa_key().display()
+        ))));
+    }
     let tsa = tsa_http::TsaEndpoint::new(
-        lintas_timestamp::Tsa::new(
-            lintas_pkcs11::load(&paths.tsa_key(), config.pkcs11.as_ref())?,
-            read_cert(&paths.tsa_cert())?,
-            &config.tsa_policy,
-        )
-        .map_err(|e| RegistryServeError::Cert(CertError::Issue(e.to_string())))?,
+        lintas_timestamp::Tsa::new(tsa_key, tsa_cert, &config.tsa_policy)
+            .map_err(|e| RegistryServeError::Cert(CertError::Issue(e.to_string())))?,
         registry.clone(),
         config.tsa_requests_per_minute_per_source,
         http_metrics.tsa_requests.clone(),

@@ -384,6 +384,11 @@ pub struct Keys {
     pub conf_key: lintas_certs::SharedSigner,
     pub conf_cert: Vec<u8>,
     pub tsa_cert: Vec<u8>,
+    /// The anchor file's text, published in every configuration (empty: none).
+    pub anchor_text: String,
+    /// The CA certificates peers accept: the anchor's (the issuing CA and, during a
+    /// rotation, the other).
+    pub cas: Vec<Vec<u8>>,
 }
 
 /// Settings the registry logic needs from its configuration.
@@ -463,7 +468,7 @@ impl Registry {
         clock: Arc<dyn Clock>,
     ) -> Result<Self> {
         let loaded = load(&*store)?;
-        let trust = TrustStore::new([keys.ca.cert_der()]).map_err(internal)?;
+        let trust = TrustStore::new(keys.cas.iter().map(Vec::as_slice)).map_err(internal)?;
         Ok(Registry {
             state: Mutex::new(loaded.state),
             store,
@@ -651,7 +656,8 @@ impl Registry {
                     }
                 })
                 .collect(),
-            approved_cas: vec![self.keys.ca.cert_der().to_vec()],
+            anchor: self.keys.anchor_text.clone(),
+            approved_cas: self.keys.cas.clone(),
             timestamping_authorities: std::iter::once(gc::TimestampingAuthority {
                 name: REGISTRY_TSA.into(),
                 url: self.policy.tsa_urls.first().cloned().unwrap_or_default(),

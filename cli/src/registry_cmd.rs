@@ -66,6 +66,14 @@ pub enum Command {
     /// log, and every record of the store (embedded or PostgreSQL). While the registry
     /// runs on its embedded database, its records are read over the admin API.
     Backup(crate::backup_cmd::RegistryBackupArgs),
+    /// Rotate the instance's own keys in three steps: `add` a new key and certificate
+    /// (announced to every server in the anchor the configurations carry), `activate`
+    /// it once servers hold that anchor, `retire` the old certificate. Files only: each
+    /// step takes effect when the registry next starts.
+    Keys {
+        #[command(subcommand)]
+        step: KeysStep,
+    },
     /// Restore a backup as a new registry node (into its own new directory, and into
     /// the embedded database or an empty PostgreSQL database as its configuration
     /// says). Refused when the instance has published a higher configuration serial
@@ -324,6 +332,7 @@ pub async fn run(args: Args) -> Result<()> {
             check_config,
         } => serve(config, check_config).await,
         Command::Backup(a) => crate::backup_cmd::registry_backup(a).await,
+        Command::Keys { step } => keys_step(step),
         Command::Restore(a) => crate::backup_cmd::registry_restore(a).await,
         Command::Mirror {
             anchor,
@@ -683,6 +692,55 @@ async fn admin(a: AdminArgs) -> Result<()> {
                 iso8601(r.expires_at)
             );
         }
+    }
+    Ok(())
+}
+
+/// One step of a rotation of the registry's own keys.
+#[derive(Subcommand)]
+pub enum KeysStep {
+    /// Make the new key and certificate (`*.next`) and list the certificate in the
+    /// anchor beside the current one (a TSA certificate is not in the anchor).
+    Add(KeysArgs),
+    /// Move the new key and certificate into place (run again to finish one cut short).
+    Activate(KeysArgs),
+    /// List only the certificate in use in the anchor (conf-signing, ca).
+    Retire(KeysArgs),
+}
+
+#[derive(clap::Args)]
+pub struct KeysArgs {
+    /// conf-signing, ca or tsa.
+    kind: lintas_registry::rotation::KeyKind,
+    #[arg(long, default_value = "registry.toml")]
+    config: PathBuf,
+    /// Print what was done as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn keys_step(step: KeysStep) -> anyhow::Result<()> {
+    use lintas_registry::rotation;
+    let (args, run): (KeysArgs, fn(&RegistryConfig, rotation::KeyKind) -> _) = match step {
+        KeysStep::Add(a) => (a, |c, k| rotation::add(c, k, std::time::SystemTime::now())),
+        KeysStep::Activate(a) => (a, rotation::activate),
+        KeysStep::Retire(a) => (a, |c, k| {
+            rotation::retire(c, k, std::time::SystemTime::now())
+        }),
+    };
+    let config = RegistryConfig::load(&args.config, crate::env())?;
+    let done = run(&config, args.kind)?;
+    if args.json {
+        crate::json::print(&done)?;
+    } else {
+        println!(
+            "{}: {} done (certificate SHA-256 {}; anchor SHA-256 now {})",
+            args.config.display(),
+            done.step,
+            done.cert_sha256,
+            done.anchor_sha256
+        );
+        println!("next: {}", done.next);
     }
     Ok(())
 }

@@ -143,3 +143,35 @@ impl Anchor {
         &self.trust
     }
 }
+
+/// The anchor `text` that `conf` (verified with `held`) announces, if it may replace
+/// `held`: it parses, is for the same instance, and still trusts `conf`'s signer at
+/// `now`, so the configurations that follow keep verifying. The reason otherwise.
+pub fn announced(
+    text: &str,
+    held: &Anchor,
+    conf: &crate::VerifiedConf,
+    now: std::time::SystemTime,
+) -> Result<Anchor, String> {
+    use prost::Message;
+    let anchor = Anchor::parse(text, "the announced anchor").map_err(|e| e.to_string())?;
+    if anchor.instance != held.instance {
+        return Err(format!(
+            "it is for instance {}, not {}",
+            anchor.instance, held.instance
+        ));
+    }
+    let signer = lintas_proto::globalconf::v1::SignedGlobalConf::decode(conf.blob.as_slice())
+        .map_err(|e| e.to_string())?
+        .signer_cert;
+    if !anchor.signing_certs.contains(&signer) {
+        return Err(
+            "it does not list the certificate that signed the configuration announcing it".into(),
+        );
+    }
+    anchor
+        .trust_store()
+        .verify(&signer, Role::GlobalConf, now)
+        .map_err(|e| format!("its CAs do not vouch for the configuration's signer: {e}"))?;
+    Ok(anchor)
+}

@@ -30,7 +30,10 @@ pub struct ConfClient {
 const SET_ASIDE: Duration = Duration::from_secs(60);
 
 struct Inner {
-    anchor: Anchor,
+    /// The anchor in force: replaced when a configuration announces another.
+    anchor: std::sync::RwLock<Arc<Anchor>>,
+    /// Where an announced anchor is written (None: adopted in memory only).
+    anchor_path: Option<PathBuf>,
     cache_path: PathBuf,
     clock: Arc<dyn Clock>,
     /// The held document. Also serialises `accept`, so two fetches cannot interleave
@@ -71,13 +74,23 @@ impl ConfClient {
             failed_until: Arc::new(Mutex::new(vec![None; anchor.globalconf_urls.len()])),
             urls: anchor.globalconf_urls.clone(),
             inner: Arc::new(Inner {
-                anchor,
+                anchor: std::sync::RwLock::new(Arc::new(anchor)),
+                anchor_path: None,
                 cache_path,
                 clock,
                 current: Mutex::new(held),
             }),
             timeout: Duration::from_secs(10),
         })
+    }
+
+    /// Writes an anchor that a configuration announces to `path` (the anchor file the
+    /// client was opened with) as it is adopted. Call before cloning the client.
+    pub fn adopting_anchors(mut self, path: PathBuf) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.anchor_path = Some(path);
+        }
+        self
     }
 
     /// Fetches from these URLs instead of the anchor's (a mirror or cache).
@@ -109,8 +122,13 @@ impl ConfClient {
         }
     }
 
-    pub fn anchor(&self) -> &Anchor {
-        &self.inner.anchor
+    /// The anchor in force.
+    pub fn anchor(&self) -> Arc<Anchor> {
+        self.inner
+            .anchor
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn held(&self) -> Option<Arc<VerifiedConf>> {
@@ -138,7 +156,7 @@ impl ConfClient {
     /// it on the blocking pool.
     pub fn accept(&self, blob: &[u8]) -> Result<Arc<VerifiedConf>, ConfError> {
         let inner = &self.inner;
-        let conf = crate::verify(blob, &inner.anchor, inner.clock.now())?;
+        let conf = crate::verify(blob, &self.anchor(), inner.clock.now())?;
         let mut slot = inner.current.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(held) = slot.as_ref() {
             if conf.serial() < held.serial() {
@@ -165,7 +183,40 @@ impl ConfClient {
         let conf = Arc::new(conf);
         *slot = Some(conf.clone());
         tracing::info!(serial = conf.serial(), "global configuration updated");
+        self.adopt_announced(&conf);
         Ok(conf)
+    }
+
+    /// Adopts the anchor `conf` announces, if it is another than the one in force and
+    /// passes [`crate::anchor::announced`]; written to the anchor file first.
+    fn adopt_announced(&self, conf: &VerifiedConf) {
+        let text = &conf.conf.anchor;
+        let held = self.anchor();
+        if text.is_empty() || *text == held.text {
+            return;
+        }
+        let now = self.inner.clock.now();
+        let adopted = crate::anchor::announced(text, &held, conf, now).and_then(|anchor| {
+            if let Some(path) = &self.inner.anchor_path {
+                lintas_certs::files::write_atomic(path, text.as_bytes(), 0o644)
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(anchor)
+        });
+        match adopted {
+            Ok(anchor) => {
+                tracing::info!(
+                    serial = conf.serial(),
+                    fingerprint = %anchor.fingerprint,
+                    "trust anchor updated as the global configuration announced"
+                );
+                *self.inner.anchor.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(anchor);
+            }
+            Err(why) => tracing::warn!(
+                serial = conf.serial(),
+                "the anchor this configuration announces is not adopted: {why}"
+            ),
+        }
     }
 
     /// Fetches from each URL in turn until one yields a document that is accepted. A URL

@@ -286,3 +286,78 @@ fn contents_that_break_ownership_or_instance_are_refused() {
         .unwrap_err();
     assert!(err.to_string().contains("not of instance"), "{err}");
 }
+
+/// An anchor like `f`'s, listing `signers` and the CAs `cas`.
+fn anchor_listing(f: &Fixture, instance: &str, cas: &[Vec<u8>], signers: &[Vec<u8>]) -> String {
+    Anchor::new(
+        instance.parse().unwrap(),
+        f.anchor.registry_urls.clone(),
+        f.anchor.globalconf_urls.clone(),
+        cas,
+        signers,
+    )
+    .map(|a| a.text)
+    .unwrap_or_default()
+}
+
+#[test]
+fn an_announced_anchor_is_adopted_only_if_it_still_trusts_the_announcing_signer() {
+    let f = fixture();
+    let now = SystemTime::now();
+    let ca = vec![f.ca.cert_der().to_vec()];
+    // Another signer of the same CA, and a CA of another instance.
+    let other_key = keys::generate().unwrap();
+    let other_signer =
+        f.ca.issue_for_key(
+            &other_key,
+            &Profile::GlobalConf {
+                instance: "ID".parse().unwrap(),
+            },
+            Validity::starting(now, YEAR).unwrap(),
+        )
+        .unwrap();
+    let foreign = Ca::create(
+        &"XX".parse().unwrap(),
+        Validity::starting(now, YEAR).unwrap(),
+    )
+    .unwrap();
+    let both = [f.cert.clone(), other_signer.clone()];
+    // (announced anchor text, adopted)
+    let cases = [
+        (anchor_listing(&f, "ID", &ca, &both), true),
+        // Without the certificate that signed the announcing configuration.
+        (
+            anchor_listing(&f, "ID", &ca, std::slice::from_ref(&other_signer)),
+            false,
+        ),
+        // Another instance.
+        (
+            anchor_listing(&f, "XX", &[foreign.cert_der().to_vec()], &[]),
+            false,
+        ),
+        ("instance = \"ID\"\n".to_string(), false),
+        ("not toml [".to_string(), false),
+    ];
+    for (text, adopted) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let anchor_file = dir.path().join("anchor.toml");
+        std::fs::write(&anchor_file, &f.anchor.text).unwrap();
+        let client = f
+            .client(dir.path())
+            .unwrap()
+            .adopting_anchors(anchor_file.clone());
+        let mut doc = f.doc(1, Duration::from_secs(600));
+        doc.anchor = text.clone();
+        let blob = sign(&doc, &f.key, &f.cert).unwrap();
+        // The configuration itself is accepted either way.
+        client.accept(&blob).unwrap();
+        let held = std::fs::read_to_string(&anchor_file).unwrap();
+        assert_eq!(held == text, adopted, "{text}");
+        assert_eq!(client.anchor().text == text, adopted, "{text}");
+        if adopted {
+            assert_eq!(client.anchor().signing_certs.len(), 2);
+        } else {
+            assert_eq!(held, f.anchor.text);
+        }
+    }
+}

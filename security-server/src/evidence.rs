@@ -102,7 +102,7 @@ impl Evidence {
         self.checkpoints
             .witness(
                 &self.log,
-                self.conf.anchor(),
+                &self.conf.anchor(),
                 &mut self.registry.registration()?,
             )
             .await

@@ -423,7 +423,11 @@ impl Node {
     pub fn conf_client(&self, clock: Arc<dyn Clock>) -> Result<ConfClient, SsError> {
         let dir = self.paths.conf_cache();
         std::fs::create_dir_all(&dir).map_err(io(dir.display().to_string()))?;
-        let client = ConfClient::open(self.anchor.clone(), &dir, clock)?;
+        // An anchor a configuration announces (a rotation of the registry's keys)
+        // replaces the file, so the next start uses it too.
+        // The file, not the anchor read at open: a client may have adopted another since.
+        let anchor = Anchor::load(&self.paths.anchor())?;
+        let client = ConfClient::open(anchor, &dir, clock)?.adopting_anchors(self.paths.anchor());
         if self.config.globalconf_urls.is_empty() {
             return Ok(client);
         }

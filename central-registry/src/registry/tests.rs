@@ -44,6 +44,8 @@ fn same_keys(keys: &Keys) -> Keys {
         conf_key: keys.conf_key.clone(),
         conf_cert: keys.conf_cert.clone(),
         tsa_cert: keys.tsa_cert.clone(),
+        anchor_text: keys.anchor_text.clone(),
+        cas: keys.cas.clone(),
     }
 }
 
@@ -63,6 +65,8 @@ fn keys_and_policy(clock: &dyn Clock) -> (Keys, Policy) {
         )
         .unwrap();
     let keys = Keys {
+        cas: vec![ca.cert_der().to_vec()],
+        anchor_text: String::new(),
         ca,
         conf_key: std::sync::Arc::new(conf_key),
         conf_cert,

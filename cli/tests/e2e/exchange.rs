@@ -1910,5 +1910,6 @@ mod ops;
 mod packaging;
 mod renewal;
 mod rest_services;
+mod rotation;
 mod streams;
 mod strict_evidence;
