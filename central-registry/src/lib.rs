@@ -428,6 +428,11 @@ fn load_keys(config: &RegistryConfig, paths: &Paths) -> Result<Keys, RegistrySer
         conf_cert,
         tsa_cert: read_cert(&paths.tsa_cert())?,
         cas: anchor.ca_certs.clone(),
+        anchor_signature: lintas_certs::sig::sign(
+            ca.key(),
+            lintas_globalconf::anchor::ANCHOR_DOMAIN,
+            anchor.text.as_bytes(),
+        )?,
         anchor_text: anchor.text,
         ca,
     })

@@ -50,7 +50,14 @@ pub async fn serve_mirror(
         what: opts.dir.display().to_string(),
         source,
     })?;
-    let mut client = ConfClient::open(opts.anchor.clone(), &opts.dir, clock.clone())?;
+    // An anchor a configuration announced (a rotation of the registry's keys) is kept
+    // beside the cache and used from then on, if it is the given one's successor.
+    let adopted = opts.dir.join("anchor.toml");
+    let anchor = match Anchor::load(&adopted) {
+        Ok(a) if a.instance == opts.anchor.instance && a.version >= opts.anchor.version => a,
+        _ => opts.anchor.clone(),
+    };
+    let mut client = ConfClient::open(anchor, &opts.dir, clock.clone())?.adopting_anchors(adopted);
     if !opts.upstream.is_empty() {
         client = client.with_urls(opts.upstream.clone());
     }

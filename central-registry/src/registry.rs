@@ -384,8 +384,10 @@ pub struct Keys {
     pub conf_key: lintas_certs::SharedSigner,
     pub conf_cert: Vec<u8>,
     pub tsa_cert: Vec<u8>,
-    /// The anchor file's text, published in every configuration (empty: none).
+    /// The anchor file's text, published in every configuration (empty: none), and the
+    /// CA's signature over it.
     pub anchor_text: String,
+    pub anchor_signature: Vec<u8>,
     /// The CA certificates peers accept: the anchor's (the issuing CA and, during a
     /// rotation, the other).
     pub cas: Vec<Vec<u8>>,
@@ -657,6 +659,7 @@ impl Registry {
                 })
                 .collect(),
             anchor: self.keys.anchor_text.clone(),
+            anchor_signature: self.keys.anchor_signature.clone(),
             approved_cas: self.keys.cas.clone(),
             timestamping_authorities: std::iter::once(gc::TimestampingAuthority {
                 name: REGISTRY_TSA.into(),

@@ -28,6 +28,8 @@ use lintas_identifiers::Code;
 use serde::Serialize;
 
 use crate::config::RegistryConfig;
+use lintas_certs::files::next;
+
 use crate::{Paths, RegistryServeError, YEAR, io, read_cert, write_cert};
 
 /// Which of the instance's keys.
@@ -64,12 +66,6 @@ pub struct Rotated {
     pub anchor_sha256: String,
     /// What to do next, in plain words.
     pub next: String,
-}
-
-fn next(path: PathBuf) -> PathBuf {
-    let mut s = path.into_os_string();
-    s.push(".next");
-    PathBuf::from(s)
 }
 
 fn refused(why: String) -> RegistryServeError {
@@ -167,8 +163,15 @@ pub fn add(
 }
 
 /// Moves the new key and certificate of `kind` into place (key first; run again to
-/// finish a move cut short).
-pub fn activate(config: &RegistryConfig, kind: KeyKind) -> Result<Rotated, RegistryServeError> {
+/// finish a move cut short). Refused until a configuration's validity has passed since
+/// the new certificate was made (servers that have not fetched the anchor announcing it
+/// would be locked out), unless `now`.
+pub fn activate(
+    config: &RegistryConfig,
+    kind: KeyKind,
+    at: SystemTime,
+    now: bool,
+) -> Result<Rotated, RegistryServeError> {
     let paths = Paths(config.data_dir.clone());
     let (key_path, cert_path) = files(&paths, kind);
     let (next_key, next_cert) = (next(key_path.clone()), next(cert_path.clone()));
@@ -180,6 +183,18 @@ pub fn activate(config: &RegistryConfig, kind: KeyKind) -> Result<Rotated, Regis
         )));
     }
     let cert = read_cert(&next_cert)?;
+    if kind != KeyKind::Tsa && !now {
+        // Made (not_before is a minute before `add`), announced at the next start, held
+        // by every server one configuration validity later.
+        let made = lintas_certs::CertInfo::parse(&cert)?.not_before;
+        let due = made + std::time::Duration::from_secs(60 + config.conf_validity_secs);
+        if at < due {
+            return Err(refused(format!(
+                "servers may not all hold the anchor announcing the new certificate until {} (a configuration's validity after `add` and the restart after it); activate then, or give --now",
+                lintas_globalconf::iso8601(lintas_certs::unix_secs(due))
+            )));
+        }
+    }
     let anchor = Anchor::load(&paths.anchor())?;
     let listed = match kind {
         KeyKind::ConfSigning => anchor.signing_certs.contains(&cert),
@@ -307,13 +322,7 @@ fn rebuilt(
     cas: &[Vec<u8>],
     signers: &[Vec<u8>],
 ) -> Result<Anchor, RegistryServeError> {
-    Ok(Anchor::new(
-        anchor.instance.clone(),
-        anchor.registry_urls.clone(),
-        anchor.globalconf_urls.clone(),
-        cas,
-        signers,
-    )?)
+    Ok(anchor.next(cas, signers)?)
 }
 
 fn sync_dir(dir: &Path) -> Result<(), RegistryServeError> {

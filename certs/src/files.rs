@@ -23,6 +23,14 @@ pub fn read_cert(path: &Path) -> Result<Vec<u8>, CertError> {
     crate::pem::cert_from_pem(&pem, &path.display().to_string())
 }
 
+/// Where a new key or certificate waits beside `path` until it is switched in:
+/// `path` with `.next` appended.
+pub fn next(path: std::path::PathBuf) -> std::path::PathBuf {
+    let mut s = path.into_os_string();
+    s.push(".next");
+    std::path::PathBuf::from(s)
+}
+
 /// Reads a file holding a secret (a private key, a PIN), refusing it when group or
 /// others may access it. The mode is that of the file actually opened. The text is
 /// wiped from memory when dropped.

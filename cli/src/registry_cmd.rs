@@ -703,7 +703,15 @@ pub enum KeysStep {
     /// anchor beside the current one (a TSA certificate is not in the anchor).
     Add(KeysArgs),
     /// Move the new key and certificate into place (run again to finish one cut short).
-    Activate(KeysArgs),
+    /// Refused until a configuration's validity after `add` unless --now.
+    Activate {
+        #[command(flatten)]
+        keys: KeysArgs,
+        /// Activate before every server can have fetched the anchor announcing the key
+        /// (those that have not are locked out until given the new anchor).
+        #[arg(long)]
+        now: bool,
+    },
     /// List only the certificate in use in the anchor (conf-signing, ca).
     Retire(KeysArgs),
 }
@@ -721,15 +729,17 @@ pub struct KeysArgs {
 
 fn keys_step(step: KeysStep) -> anyhow::Result<()> {
     use lintas_registry::rotation;
-    let (args, run): (KeysArgs, fn(&RegistryConfig, rotation::KeyKind) -> _) = match step {
-        KeysStep::Add(a) => (a, |c, k| rotation::add(c, k, std::time::SystemTime::now())),
-        KeysStep::Activate(a) => (a, rotation::activate),
-        KeysStep::Retire(a) => (a, |c, k| {
-            rotation::retire(c, k, std::time::SystemTime::now())
-        }),
+    let at = std::time::SystemTime::now();
+    let (args, now) = match &step {
+        KeysStep::Add(a) | KeysStep::Retire(a) => (a, false),
+        KeysStep::Activate { keys, now } => (keys, *now),
     };
     let config = RegistryConfig::load(&args.config, crate::env())?;
-    let done = run(&config, args.kind)?;
+    let done = match &step {
+        KeysStep::Add(_) => rotation::add(&config, args.kind, at)?,
+        KeysStep::Activate { .. } => rotation::activate(&config, args.kind, at, now)?,
+        KeysStep::Retire(_) => rotation::retire(&config, args.kind, at)?,
+    };
     if args.json {
         crate::json::print(&done)?;
     } else {

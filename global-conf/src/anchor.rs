@@ -17,6 +17,9 @@ use crate::ConfError;
 #[serde(deny_unknown_fields)]
 struct AnchorFile {
     instance: Code,
+    /// Raised by every change the registry announces; a server adopts only a higher one.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    version: u64,
     /// gRPC endpoint of the registry, e.g. `https://registry.example:4400`.
     registry_url: String,
     /// The gRPC endpoints of further registry nodes of the instance, tried in order when
@@ -31,10 +34,19 @@ struct AnchorFile {
     signing_certs: String,
 }
 
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+/// Signature domain of an anchor announced in a configuration (by a CA key).
+pub const ANCHOR_DOMAIN: &str = "lintas/anchor/v1";
+
 /// A parsed, checked trust anchor.
 #[derive(Debug, Clone)]
 pub struct Anchor {
     pub instance: Code,
+    /// 0 as the registry made it; one more at every announced change.
+    pub version: u64,
     /// The registry's gRPC endpoints: its first node, then any others.
     pub registry_urls: Vec<String>,
     pub globalconf_urls: Vec<String>,
@@ -56,8 +68,40 @@ impl Anchor {
         ca_certs: &[Vec<u8>],
         signing_certs: &[Vec<u8>],
     ) -> Result<Self, ConfError> {
+        Self::build(
+            0,
+            instance,
+            registry_urls,
+            globalconf_urls,
+            ca_certs,
+            signing_certs,
+        )
+    }
+
+    /// This anchor's successor, listing `ca_certs` and `signing_certs` (a rotation of
+    /// the registry's keys).
+    pub fn next(&self, ca_certs: &[Vec<u8>], signing_certs: &[Vec<u8>]) -> Result<Self, ConfError> {
+        Self::build(
+            self.version + 1,
+            self.instance.clone(),
+            self.registry_urls.clone(),
+            self.globalconf_urls.clone(),
+            ca_certs,
+            signing_certs,
+        )
+    }
+
+    fn build(
+        version: u64,
+        instance: Code,
+        registry_urls: Vec<String>,
+        globalconf_urls: Vec<String>,
+        ca_certs: &[Vec<u8>],
+        signing_certs: &[Vec<u8>],
+    ) -> Result<Self, ConfError> {
         let mut registry_urls = registry_urls.into_iter();
         let file = AnchorFile {
+            version,
             instance,
             registry_url: registry_urls.next().unwrap_or_default(),
             other_registry_urls: registry_urls.collect(),
@@ -123,6 +167,7 @@ impl Anchor {
         }
         Ok(Anchor {
             instance: file.instance,
+            version: file.version,
             registry_urls,
             globalconf_urls: file.globalconf_urls,
             ca_certs,
@@ -145,20 +190,39 @@ impl Anchor {
 }
 
 /// The anchor `text` that `conf` (verified with `held`) announces, if it may replace
-/// `held`: it parses, is for the same instance, and still trusts `conf`'s signer at
-/// `now`, so the configurations that follow keep verifying. The reason otherwise.
+/// `held`: `signature` over it verifies with the key of a CA `held` lists (a stolen
+/// configuration-signing key alone cannot change what servers trust), it is for the
+/// same instance, its version is higher (no anchor comes back), and it still trusts
+/// `conf`'s signer at `now`, so the configurations that follow keep verifying. The
+/// reason otherwise.
 pub fn announced(
     text: &str,
+    signature: &[u8],
     held: &Anchor,
     conf: &crate::VerifiedConf,
     now: std::time::SystemTime,
 ) -> Result<Anchor, String> {
     use prost::Message;
+    let signed_by_held_ca = held.ca_certs.iter().any(|ca| {
+        lintas_certs::CertInfo::parse(ca).is_ok_and(|ca| {
+            lintas_certs::sig::verify(&ca.public_key, ANCHOR_DOMAIN, text.as_bytes(), signature)
+                .is_ok()
+        })
+    });
+    if !signed_by_held_ca {
+        return Err("it is not signed by a CA of the anchor held".into());
+    }
     let anchor = Anchor::parse(text, "the announced anchor").map_err(|e| e.to_string())?;
     if anchor.instance != held.instance {
         return Err(format!(
             "it is for instance {}, not {}",
             anchor.instance, held.instance
+        ));
+    }
+    if anchor.version <= held.version {
+        return Err(format!(
+            "its version {} is not above the held {}",
+            anchor.version, held.version
         ));
     }
     let signer = lintas_proto::globalconf::v1::SignedGlobalConf::decode(conf.blob.as_slice())

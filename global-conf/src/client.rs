@@ -196,13 +196,15 @@ impl ConfClient {
             return;
         }
         let now = self.inner.clock.now();
-        let adopted = crate::anchor::announced(text, &held, conf, now).and_then(|anchor| {
-            if let Some(path) = &self.inner.anchor_path {
-                lintas_certs::files::write_atomic(path, text.as_bytes(), 0o644)
-                    .map_err(|e| e.to_string())?;
-            }
-            Ok(anchor)
-        });
+        let signature = &conf.conf.anchor_signature;
+        let adopted =
+            crate::anchor::announced(text, signature, &held, conf, now).and_then(|anchor| {
+                if let Some(path) = &self.inner.anchor_path {
+                    lintas_certs::files::write_atomic(path, text.as_bytes(), 0o644)
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok(anchor)
+            });
         match adopted {
             Ok(anchor) => {
                 tracing::info!(

@@ -287,25 +287,25 @@ fn contents_that_break_ownership_or_instance_are_refused() {
     assert!(err.to_string().contains("not of instance"), "{err}");
 }
 
-/// An anchor like `f`'s, listing `signers` and the CAs `cas`.
-fn anchor_listing(f: &Fixture, instance: &str, cas: &[Vec<u8>], signers: &[Vec<u8>]) -> String {
-    Anchor::new(
-        instance.parse().unwrap(),
-        f.anchor.registry_urls.clone(),
-        f.anchor.globalconf_urls.clone(),
-        cas,
-        signers,
+/// `f`'s anchor's successor listing `signers` and the CAs `cas`, with a signature by
+/// `f`'s CA, as a configuration announces it.
+fn announced_by(f: &Fixture, cas: &[Vec<u8>], signers: &[Vec<u8>]) -> (String, Vec<u8>) {
+    let text = f.anchor.next(cas, signers).unwrap().text;
+    let signature = lintas_certs::sig::sign(
+        f.ca.key(),
+        lintas_globalconf::anchor::ANCHOR_DOMAIN,
+        text.as_bytes(),
     )
-    .map(|a| a.text)
-    .unwrap_or_default()
+    .unwrap();
+    (text, signature)
 }
 
 #[test]
-fn an_announced_anchor_is_adopted_only_if_it_still_trusts_the_announcing_signer() {
+fn an_announced_anchor_is_adopted_only_if_a_held_ca_signed_it_and_it_trusts_the_signer() {
     let f = fixture();
     let now = SystemTime::now();
     let ca = vec![f.ca.cert_der().to_vec()];
-    // Another signer of the same CA, and a CA of another instance.
+    // Another signer of the same CA, and another CA of the same instance.
     let other_key = keys::generate().unwrap();
     let other_signer =
         f.ca.issue_for_key(
@@ -316,29 +316,57 @@ fn an_announced_anchor_is_adopted_only_if_it_still_trusts_the_announcing_signer(
             Validity::starting(now, YEAR).unwrap(),
         )
         .unwrap();
-    let foreign = Ca::create(
-        &"XX".parse().unwrap(),
+    let stranger = Ca::create(
+        &"ID".parse().unwrap(),
         Validity::starting(now, YEAR).unwrap(),
     )
     .unwrap();
     let both = [f.cert.clone(), other_signer.clone()];
-    // (announced anchor text, adopted)
+    let good = announced_by(&f, &ca, &both);
+    let by_stranger = {
+        let text = good.0.clone();
+        let signature = lintas_certs::sig::sign(
+            stranger.key(),
+            lintas_globalconf::anchor::ANCHOR_DOMAIN,
+            text.as_bytes(),
+        )
+        .unwrap();
+        (text, signature)
+    };
+    // The same version as held: nothing comes back or goes sideways.
+    let same_version = {
+        let text = Anchor::new(
+            "ID".parse().unwrap(),
+            f.anchor.registry_urls.clone(),
+            f.anchor.globalconf_urls.clone(),
+            &ca,
+            &both,
+        )
+        .unwrap()
+        .text;
+        let signature = lintas_certs::sig::sign(
+            f.ca.key(),
+            lintas_globalconf::anchor::ANCHOR_DOMAIN,
+            text.as_bytes(),
+        )
+        .unwrap();
+        (text, signature)
+    };
+    // (announced anchor and signature, adopted)
     let cases = [
-        (anchor_listing(&f, "ID", &ca, &both), true),
+        (good.clone(), true),
+        // Signed by a CA the held anchor does not list (a stolen signing key's doing).
+        (by_stranger, false),
+        ((good.0.clone(), Vec::new()), false),
+        (same_version, false),
         // Without the certificate that signed the announcing configuration.
         (
-            anchor_listing(&f, "ID", &ca, std::slice::from_ref(&other_signer)),
+            announced_by(&f, &ca, std::slice::from_ref(&other_signer)),
             false,
         ),
-        // Another instance.
-        (
-            anchor_listing(&f, "XX", &[foreign.cert_der().to_vec()], &[]),
-            false,
-        ),
-        ("instance = \"ID\"\n".to_string(), false),
-        ("not toml [".to_string(), false),
+        (("not toml [".to_string(), good.1.clone()), false),
     ];
-    for (text, adopted) in cases {
+    for ((text, signature), adopted) in cases {
         let dir = tempfile::tempdir().unwrap();
         let anchor_file = dir.path().join("anchor.toml");
         std::fs::write(&anchor_file, &f.anchor.text).unwrap();
@@ -348,6 +376,7 @@ fn an_announced_anchor_is_adopted_only_if_it_still_trusts_the_announcing_signer(
             .adopting_anchors(anchor_file.clone());
         let mut doc = f.doc(1, Duration::from_secs(600));
         doc.anchor = text.clone();
+        doc.anchor_signature = signature;
         let blob = sign(&doc, &f.key, &f.cert).unwrap();
         // The configuration itself is accepted either way.
         client.accept(&blob).unwrap();
@@ -356,6 +385,7 @@ fn an_announced_anchor_is_adopted_only_if_it_still_trusts_the_announcing_signer(
         assert_eq!(client.anchor().text == text, adopted, "{text}");
         if adopted {
             assert_eq!(client.anchor().signing_certs.len(), 2);
+            assert_eq!(client.anchor().version, 1);
         } else {
             assert_eq!(held, f.anchor.text);
         }

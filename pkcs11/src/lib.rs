@@ -70,18 +70,19 @@ fn token_error(path: &Path, detail: impl std::fmt::Display) -> CertError {
 
 /// What the key file at `path` holds: a PEM key (None) or a token key's reference.
 fn reference(path: &Path) -> Result<Option<KeyRef>, CertError> {
-    let text = std::fs::read_to_string(path).map_err(|source| CertError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
+    // Read as a secret (owner only, wiped after): it may be a private key.
+    let text = lintas_certs::files::read_private(path)?;
     if text.contains("-----BEGIN") {
         return Ok(None);
     }
     toml::from_str(&text).map(Some).map_err(|e| {
-        // The parser's message quotes the file; a reference holds nothing secret.
+        // The message only, never the parser's quote of the file.
         token_error(
             path,
-            format!("neither a PEM private key nor a reference to a token's key: {e}"),
+            format!(
+                "neither a PEM private key nor a reference to a token's key ({})",
+                e.message()
+            ),
         )
     })
 }
@@ -293,7 +294,10 @@ impl TokenKey {
                             private,
                             failed_at: None,
                         };
-                        token::sign(&live.session, live.private, digest).map_err(token::said)?
+                        token::sign(&live.session, live.private, digest).map_err(|e| {
+                            live.failed_at = Some(Instant::now());
+                            token::said(e)
+                        })?
                     }
                     Err(again) => {
                         live.failed_at = Some(Instant::now());

@@ -1,9 +1,8 @@
 //! Talking to a token: the module loaded once per process, a session logged in as the
 //! token's user, and keys found by their CKA_ID or made inside the token.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
@@ -78,9 +77,13 @@ pub(crate) struct Place {
     module: PathBuf,
     token: String,
     pin: AuthPin,
-    /// The token refused the PIN: it is not tried again, since every wrong try counts
-    /// towards locking the token.
-    pin_refused: AtomicBool,
+}
+
+/// Tokens (module, label) that refused a PIN in this process: not tried again, by any
+/// key, since every wrong try counts towards locking the token.
+fn pin_refused() -> &'static Mutex<HashSet<(PathBuf, String)>> {
+    static REFUSED: OnceLock<Mutex<HashSet<(PathBuf, String)>>> = OnceLock::new();
+    REFUSED.get_or_init(Default::default)
 }
 
 impl Place {
@@ -89,8 +92,11 @@ impl Place {
             module: config.module.clone(),
             token: config.token.clone(),
             pin,
-            pin_refused: AtomicBool::new(false),
         }
+    }
+
+    fn which(&self) -> (PathBuf, String) {
+        (self.module.clone(), self.token.clone())
     }
 
     pub(crate) fn token(&self) -> &str {
@@ -100,7 +106,8 @@ impl Place {
     /// A new session on the token, logged in as its user (read-write when keys are to
     /// be made).
     pub(crate) fn session(&self, read_write: bool) -> Result<Session, String> {
-        if self.pin_refused.load(Ordering::Relaxed) {
+        let refused = || pin_refused().lock().unwrap_or_else(|p| p.into_inner());
+        if refused().contains(&self.which()) {
             return Err(format!(
                 "token '{}' refused the PIN earlier; not trying again until the PIN file is fixed and the server restarted",
                 self.token
@@ -119,7 +126,7 @@ impl Place {
         match session.login(UserType::User, Some(&self.pin)) {
             Ok(()) | Err(Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
             Err(Error::Pkcs11(rv @ (RvError::PinIncorrect | RvError::PinLocked), _)) => {
-                self.pin_refused.store(true, Ordering::Relaxed);
+                refused().insert(self.which());
                 Err(format!(
                     "token '{}' refused the PIN (C_Login: {rv:?})",
                     self.token

@@ -144,7 +144,7 @@ fn keys_in_a_softhsm_token() {
     );
     // The other token has no such key.
     let other = dir.path().join("other.key.pem");
-    std::fs::write(&other, text.replace("node-a", "node-b")).unwrap();
+    write_private(&other, text.replace("node-a", "node-b")).unwrap();
     let e = refused(load(&other, Some(&config(&hsm, "node-b"))));
     assert!(e.contains("no EC private key has this id"), "{e}");
     // A key swapped under the same id and label: the token's key does not sign for the
@@ -152,7 +152,7 @@ fn keys_in_a_softhsm_token() {
     let swapped = dir.path().join("swapped.key.pem");
     let public = text.lines().find(|l| l.starts_with("public_key")).unwrap();
     let other_point = lintas_certs::hex(file_key.public_key_raw());
-    std::fs::write(
+    write_private(
         &swapped,
         text.replace(public, &format!("public_key = \"{other_point}\"")),
     )
@@ -165,13 +165,13 @@ fn keys_in_a_softhsm_token() {
     // A reference without its comment line is still one.
     let bare = dir.path().join("bare.key.pem");
     let without_comment: Vec<&str> = text.lines().skip(1).collect();
-    std::fs::write(&bare, without_comment.join("\n")).unwrap();
+    write_private(&bare, without_comment.join("\n")).unwrap();
     assert!(is_reference(&bare));
     load(&bare, Some(&a)).unwrap();
     let e = refused(load(&path, Some(&config(&hsm, "nowhere"))));
     assert!(e.contains("'nowhere'"), "{e}");
     let garbage = dir.path().join("garbage.key.pem");
-    std::fs::write(&garbage, "key = [").unwrap();
+    write_private(&garbage, "key = [").unwrap();
     let e = refused(load(&garbage, Some(&a)));
     assert!(
         e.contains("neither a PEM private key nor a reference"),
@@ -238,6 +238,12 @@ fn keys_in_a_softhsm_token() {
             "{said}"
         );
     }
+}
+
+/// Writes a key file as lintas does: owner only.
+fn write_private(path: &std::path::Path, text: impl AsRef<[u8]>) -> std::io::Result<()> {
+    std::fs::write(path, text)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
 }
 
 /// This process's context of SoftHSM and the slot of the token labelled `label`.

@@ -212,7 +212,6 @@ impl SecurityServer {
             .component("renewal", lintas_ops::Condition::Ready);
         let renewer = crate::renewal::Renewer {
             paths: node.paths.clone(),
-            anchor: node.anchor.clone(),
             config: node.config.clone(),
         };
 

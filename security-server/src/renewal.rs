@@ -26,11 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Node, Paths, SsError};
 
-pub(crate) fn next(path: PathBuf) -> PathBuf {
-    let mut s = path.into_os_string();
-    s.push(".next");
-    PathBuf::from(s)
-}
+pub(crate) use lintas_certs::files::next;
 
 impl Paths {
     pub fn renewal(&self) -> PathBuf {
@@ -121,12 +117,12 @@ pub fn ready(paths: &Paths) -> bool {
     next(paths.tls_cert()).exists() || next(paths.sign_cert()).exists()
 }
 
-/// What a renewal needs, apart from the running server: its directory, anchor and
-/// settings; keys are read from their files when it runs.
+/// What a renewal needs, apart from the running server: its directory and settings;
+/// keys and the anchor are read from their files when it runs (a configuration may have
+/// announced another anchor since the server started).
 #[derive(Clone)]
 pub struct Renewer {
     pub paths: Paths,
-    pub anchor: lintas_globalconf::Anchor,
     pub config: crate::SsConfig,
 }
 
@@ -139,7 +135,6 @@ impl Node {
     pub fn renewer(&self) -> Renewer {
         Renewer {
             paths: self.paths.clone(),
-            anchor: self.anchor.clone(),
             config: self.config.clone(),
         }
     }
@@ -188,7 +183,8 @@ impl Renewer {
         };
         match status.state() {
             pb::RegistrationState::Approved => {
-                let not_after = check_issued(&self.anchor, id, &status, &tls_key, &*sign_key)?;
+                let anchor = lintas_globalconf::Anchor::load(&self.paths.anchor())?;
+                let not_after = check_issued(&anchor, id, &status, &tls_key, &*sign_key)?;
                 for (der, path) in [
                     (&status.signing_cert, next(self.paths.sign_cert())),
                     (&status.tls_cert, next(self.paths.tls_cert())),
@@ -274,12 +270,13 @@ impl Renewer {
             }
             other => other.into(),
         })?;
+        let anchor = lintas_globalconf::Anchor::load(&self.paths.anchor())?;
         let tls = lintas_transport::client_config(
-            self.anchor.trust_store(),
+            anchor.trust_store(),
             Role::Registry,
             Some((&cert, &tls_key)),
         )?;
-        let channel = lintas_transport::channel_to_any(&self.anchor.registry_urls(), tls)?;
+        let channel = lintas_transport::channel_to_any(&anchor.registry_urls(), tls)?;
         Ok(pb::registration_client::RegistrationClient::new(channel))
     }
 }

@@ -142,8 +142,9 @@ impl Switch {
         let sign_key = lintas_pkcs11::load(&waiting(p.sign_key()), self.pkcs11.as_ref())?;
         holds(&tls_cert, tls_key.public_key_raw(), "TLS")?;
         holds(&sign_cert, sign_key.public_key_raw(), "signing")?;
-        renewal::finish_switch(p)?;
+        // Kept for evidence before anything moves: a failure leaves the renewal waiting.
         self.material.remember_cert(&sign_cert)?;
+        renewal::finish_switch(p)?;
         let signer = self.own.keys().signer.renewed(sign_key);
         self.own
             .switch(OwnKeys::new(signer, sign_cert, tls_cert, tls_key));

@@ -237,7 +237,7 @@ pub async fn renew_certificates(
         let paths = &renewer.paths;
         let mut wake = RENEW_CHECK;
         if crate::renewal::ready(paths) {
-            wake = switch_when_due(&switch, &health, now);
+            wake = switch_when_due(&switch, &health, now).await;
         } else {
             match crate::renewal::expiry(paths) {
                 Ok(not_after) => {
@@ -253,7 +253,7 @@ pub async fn renew_certificates(
                                 if let Bounded::Stopped = bounded(&stop, switch.conf.fetch()).await {
                                     return;
                                 }
-                                wake = switch_when_due(&switch, &health, now);
+                                wake = switch_when_due(&switch, &health, now).await;
                             }
                             Bounded::Done(Ok(r)) => health.warn(format!(
                                 "the certificates expire at {until}: renewal {} waits for a registry administrator",
@@ -283,11 +283,20 @@ pub async fn renew_certificates(
 /// at again.
 const LISTING_CHECK: Duration = Duration::from_secs(30);
 
-/// Switches to renewed certificates that wait, if it is time; says where that stands in
-/// `health`; how long until the next look.
-fn switch_when_due(switch: &crate::switch::Switch, health: &Handle, now: i64) -> Duration {
+/// Switches to renewed certificates that wait, if it is time (on the blocking pool: it
+/// reads files and may log in to a token); says where that stands in `health`; how long
+/// until the next look.
+async fn switch_when_due(
+    switch: &std::sync::Arc<crate::switch::Switch>,
+    health: &Handle,
+    now: i64,
+) -> Duration {
     use crate::switch::Switched;
-    match switch.run(now, false) {
+    let switch = switch.clone();
+    let ran = tokio::task::spawn_blocking(move || switch.run(now, false))
+        .await
+        .unwrap_or_else(|e| Err(SsError::Serve(format!("switching: {e}"))));
+    match ran {
         Ok(Switched::Done | Switched::Nothing) => {
             health.ready();
             RENEW_CHECK

@@ -45,6 +45,7 @@ fn same_keys(keys: &Keys) -> Keys {
         conf_cert: keys.conf_cert.clone(),
         tsa_cert: keys.tsa_cert.clone(),
         anchor_text: keys.anchor_text.clone(),
+        anchor_signature: keys.anchor_signature.clone(),
         cas: keys.cas.clone(),
     }
 }
@@ -67,6 +68,7 @@ fn keys_and_policy(clock: &dyn Clock) -> (Keys, Policy) {
     let keys = Keys {
         cas: vec![ca.cert_der().to_vec()],
         anchor_text: String::new(),
+        anchor_signature: Vec::new(),
         ca,
         conf_key: std::sync::Arc::new(conf_key),
         conf_cert,

@@ -4,13 +4,16 @@
 use super::binary::lintas_cmd;
 use super::*;
 
-/// Runs one rotation step on the stopped registry, then starts it again.
+/// Runs one rotation step on the stopped registry, then starts it again. Activation
+/// comes at once here (`--now`), not a configuration's validity after `add`.
 async fn step(inst: &mut Instance, step: &str, kind: &str) -> serde_json::Value {
     inst.stop().await;
-    let out = run(
-        lintas_cmd(&["registry", "keys", step, kind, "--json", "--config"])
-            .arg(inst.root.join("registry/registry.toml")),
-    );
+    let mut cmd = lintas_cmd(&["registry", "keys", step, kind, "--json", "--config"]);
+    cmd.arg(inst.root.join("registry/registry.toml"));
+    if step == "activate" {
+        cmd.arg("--now");
+    }
+    let out = run(&mut cmd);
     let grpc = TcpListener::bind(inst.config.grpc_listen).await.unwrap();
     let http = TcpListener::bind(inst.config.http_listen).await.unwrap();
     inst.serve(grpc, http).await;
@@ -36,6 +39,18 @@ async fn the_registry_rotates_its_keys_and_servers_follow_the_announced_anchor()
     inst.conf_client(&node).fetch().await.unwrap();
     assert_eq!(held().signing_certs.len(), 2);
     assert_eq!(held().fingerprint, added["anchor_sha256"]);
+    assert_eq!(held().version, 1);
+    // Activating before servers can all have fetched that anchor is refused.
+    let early = lintas_cmd(&["registry", "keys", "activate", "conf-signing", "--config"])
+        .arg(inst.root.join("registry/registry.toml"))
+        .output()
+        .unwrap();
+    assert!(!early.status.success());
+    assert!(
+        String::from_utf8_lossy(&early.stderr).contains("give --now"),
+        "{}",
+        String::from_utf8_lossy(&early.stderr)
+    );
 
     // 2. Activated: the registry signs with it. The server verifies that with the
     // anchor it adopted; the anchor it was installed with no longer would.
@@ -63,6 +78,8 @@ async fn the_registry_rotates_its_keys_and_servers_follow_the_announced_anchor()
     // A new CA: announced, activated (servers enrolled from now on get its
     // certificates), and both CAs are trusted meanwhile.
     step(&mut inst, "add", "ca").await;
+    inst.conf_client(&node).fetch().await.unwrap();
+    assert_eq!(held().ca_certs.len(), 2);
     let ca = step(&mut inst, "activate", "ca").await;
     let conf = inst.conf_client(&node).fetch().await.unwrap();
     assert_eq!(held().ca_certs.len(), 2);
