@@ -416,7 +416,7 @@ fn load_keys(config: &RegistryConfig, paths: &Paths) -> Result<Keys, RegistrySer
         ))));
     }
     let conf_key = lintas_pkcs11::load(&paths.conf_key(), config.pkcs11.as_ref())?;
-    if lintas_certs::CertInfo::parse(&conf_cert)?.public_key != conf_key.public_key_raw() {
+    if !lintas_certs::signer::holds(&conf_cert, &*conf_key)? {
         return Err(RegistryServeError::Cert(CertError::Issue(format!(
             "{} does not hold the key in {} (a `lintas registry keys activate conf-signing` cut short? run it again)",
             paths.conf_cert().display(),
@@ -592,7 +592,7 @@ pub async fn serve(
         lintas_pkcs11::load(&paths.tsa_key(), config.pkcs11.as_ref())?,
         read_cert(&paths.tsa_cert())?,
     );
-    if lintas_certs::CertInfo::parse(&tsa_cert)?.public_key != tsa_key.public_key_raw() {
+    if !lintas_certs::signer::holds(&tsa_cert, &*tsa_key)? {
         return Err(RegistryServeError::Cert(CertError::Issue(format!(
             "{} does not hold the key in {} (a `lintas registry keys activate tsa` cut short? run it again)",
             paths.tsa_cert().display(),

@@ -37,6 +37,11 @@ impl Signer for KeyPair {
     }
 }
 
+/// Whether the certificate `cert` (DER) is for `key`'s public key.
+pub fn holds(cert: &[u8], key: &dyn Signer) -> Result<bool, crate::CertError> {
+    Ok(crate::CertInfo::parse(cert)?.public_key == key.public_key_raw())
+}
+
 /// A signing key shared by every task that signs with it.
 pub type SharedSigner = Arc<dyn Signer>;
 

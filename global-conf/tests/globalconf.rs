@@ -287,12 +287,10 @@ fn contents_that_break_ownership_or_instance_are_refused() {
     assert!(err.to_string().contains("not of instance"), "{err}");
 }
 
-/// `f`'s anchor's successor listing `signers` and the CAs `cas`, with a signature by
-/// `f`'s CA, as a configuration announces it.
-fn announced_by(f: &Fixture, cas: &[Vec<u8>], signers: &[Vec<u8>]) -> (String, Vec<u8>) {
-    let text = f.anchor.next(cas, signers).unwrap().text;
+/// `text` with a signature by `ca`'s key, as a configuration announces an anchor.
+fn signed_by(ca: &Ca, text: String) -> (String, Vec<u8>) {
     let signature = lintas_certs::sig::sign(
-        f.ca.key(),
+        ca.key(),
         lintas_globalconf::anchor::ANCHOR_DOMAIN,
         text.as_bytes(),
     )
@@ -322,20 +320,12 @@ fn an_announced_anchor_is_adopted_only_if_a_held_ca_signed_it_and_it_trusts_the_
     )
     .unwrap();
     let both = [f.cert.clone(), other_signer.clone()];
-    let good = announced_by(&f, &ca, &both);
-    let by_stranger = {
-        let text = good.0.clone();
-        let signature = lintas_certs::sig::sign(
-            stranger.key(),
-            lintas_globalconf::anchor::ANCHOR_DOMAIN,
-            text.as_bytes(),
-        )
-        .unwrap();
-        (text, signature)
-    };
+    let good = signed_by(&f.ca, f.anchor.next(&ca, &both).unwrap().text);
+    let by_stranger = signed_by(&stranger, good.0.clone());
     // The same version as held: nothing comes back or goes sideways.
-    let same_version = {
-        let text = Anchor::new(
+    let same_version = signed_by(
+        &f.ca,
+        Anchor::new(
             "ID".parse().unwrap(),
             f.anchor.registry_urls.clone(),
             f.anchor.globalconf_urls.clone(),
@@ -343,15 +333,8 @@ fn an_announced_anchor_is_adopted_only_if_a_held_ca_signed_it_and_it_trusts_the_
             &both,
         )
         .unwrap()
-        .text;
-        let signature = lintas_certs::sig::sign(
-            f.ca.key(),
-            lintas_globalconf::anchor::ANCHOR_DOMAIN,
-            text.as_bytes(),
-        )
-        .unwrap();
-        (text, signature)
-    };
+        .text,
+    );
     // (announced anchor and signature, adopted)
     let cases = [
         (good.clone(), true),
@@ -361,7 +344,13 @@ fn an_announced_anchor_is_adopted_only_if_a_held_ca_signed_it_and_it_trusts_the_
         (same_version, false),
         // Without the certificate that signed the announcing configuration.
         (
-            announced_by(&f, &ca, std::slice::from_ref(&other_signer)),
+            signed_by(
+                &f.ca,
+                f.anchor
+                    .next(&ca, std::slice::from_ref(&other_signer))
+                    .unwrap()
+                    .text,
+            ),
             false,
         ),
         (("not toml [".to_string(), good.1.clone()), false),

@@ -18,7 +18,8 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use lintas_certs::{CertInfo, keys};
+use lintas_certs::signer::holds;
+use lintas_certs::{Signer, keys};
 use lintas_globalconf::ConfClient;
 
 use crate::material::Material;
@@ -140,8 +141,16 @@ impl Switch {
         }
         let tls_key = keys::read(&waiting(p.tls_key()))?;
         let sign_key = lintas_pkcs11::load(&waiting(p.sign_key()), self.pkcs11.as_ref())?;
-        holds(&tls_cert, tls_key.public_key_raw(), "TLS")?;
-        holds(&sign_cert, sign_key.public_key_raw(), "signing")?;
+        for (cert, key, which) in [
+            (&tls_cert, &tls_key as &dyn Signer, "TLS"),
+            (&sign_cert, &*sign_key, "signing"),
+        ] {
+            if !holds(cert, key)? {
+                return Err(SsError::WrongCertificate(format!(
+                    "the renewed {which} certificate does not hold the renewed {which} key"
+                )));
+            }
+        }
         // Kept for evidence before anything moves: a failure leaves the renewal waiting.
         self.material.remember_cert(&sign_cert)?;
         renewal::finish_switch(p)?;
@@ -152,15 +161,6 @@ impl Switch {
         tracing::info!("the running server switched to its renewed certificates");
         Ok(Switched::Done)
     }
-}
-
-fn holds(cert: &[u8], public_key: &[u8], which: &str) -> Result<(), SsError> {
-    if CertInfo::parse(cert)?.public_key != public_key {
-        return Err(SsError::WrongCertificate(format!(
-            "the renewed {which} certificate does not hold the renewed {which} key"
-        )));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -20,6 +20,16 @@ async fn step(inst: &mut Instance, step: &str, kind: &str) -> serde_json::Value 
     serde_json::from_str(&out).unwrap()
 }
 
+/// Runs a rotation step that must be refused, saying `words`.
+fn refused(inst: &Instance, step: &str, kind: &str, words: &str) {
+    let out = lintas_cmd(&["registry", "keys", step, kind, "--config"])
+        .arg(inst.root.join("registry/registry.toml"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && said.contains(words), "{said}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_registry_rotates_its_keys_and_servers_follow_the_announced_anchor() {
     let mut inst = Instance::start().await;
@@ -41,17 +51,7 @@ async fn the_registry_rotates_its_keys_and_servers_follow_the_announced_anchor()
     assert_eq!(held().fingerprint, added["anchor_sha256"]);
     assert_eq!(held().version, 1);
     // Activating before servers can all have fetched that anchor is refused.
-    let early = lintas_cmd(&["registry", "keys", "activate", "conf-signing", "--config"])
-        .arg(inst.root.join("registry/registry.toml"))
-        .output()
-        .unwrap();
-    assert!(!early.status.success());
-    assert!(
-        String::from_utf8_lossy(&early.stderr).contains("give --now"),
-        "{}",
-        String::from_utf8_lossy(&early.stderr)
-    );
-
+    refused(&inst, "activate", "conf-signing", "give --now");
     // 2. Activated: the registry signs with it. The server verifies that with the
     // anchor it adopted; the anchor it was installed with no longer would.
     let activated = step(&mut inst, "activate", "conf-signing").await;
@@ -97,21 +97,7 @@ async fn the_registry_rotates_its_keys_and_servers_follow_the_announced_anchor()
         .verify(&issued, Role::Server, SystemTime::now())
         .unwrap();
     // The old CA cannot be retired while the registry's own certificates come from it.
-    inst.stop().await;
-    let refused = lintas_cmd(&["registry", "keys", "retire", "ca", "--config"])
-        .arg(inst.root.join("registry/registry.toml"))
-        .output()
-        .unwrap();
-    assert!(!refused.status.success());
-    assert!(
-        String::from_utf8_lossy(&refused.stderr).contains("issued by a CA being retired"),
-        "{}",
-        String::from_utf8_lossy(&refused.stderr)
-    );
-    let grpc = TcpListener::bind(inst.config.grpc_listen).await.unwrap();
-    let http = TcpListener::bind(inst.config.http_listen).await.unwrap();
-    inst.serve(grpc, http).await;
-
+    refused(&inst, "retire", "ca", "issued by a CA being retired");
     // A new TSA key: configurations list its certificate after activation.
     step(&mut inst, "add", "tsa").await;
     let tsa = step(&mut inst, "activate", "tsa").await;
