@@ -466,3 +466,38 @@ async fn the_provider_refuses_stream_messages_out_of_order_or_not_signed_by_the_
 }
 
 mod large_messages;
+
+/// A stream opened by a consumer's server whose configuration predates the provider's
+/// renewal: the first connection fails on the pinned certificate, a newer configuration
+/// is fetched and the stream opens with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_reaches_a_provider_that_switched_certificates_since_the_consumer_looked() {
+    let (net, _watch) = echo_network().await;
+    let config = SsConfig::load(&net.provider_paths.0.join("ss.toml"), std::iter::empty()).unwrap();
+    let renewed = Node::open(config).unwrap().renew().await.unwrap();
+    assert_eq!(renewed.state, "approved");
+    let switched = net
+        .provider
+        .admin()
+        .switch_certificates(Request::new(admin_pb::SwitchRequest { now: true }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(switched.switched);
+    let mut echo = EchoClient::new(plain_channel(&net.consumer_url).await.unwrap());
+    let request = CountRequest {
+        count: 3,
+        size: 8,
+        fail_at_end: false,
+    };
+    let mut counted = echo
+        .count(named(request, "alir-setelah-perpanjangan"))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seen = 0;
+    while counted.message().await.unwrap().is_some() {
+        seen += 1;
+    }
+    assert_eq!(seen, 3);
+}

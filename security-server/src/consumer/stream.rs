@@ -101,9 +101,10 @@ pub(super) struct Open {
 /// this server ends the stream itself.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
-/// Signs and records the opening request, opens the stream on the provider's server
-/// (the first one the selector names; a stream is not retried elsewhere) and starts
-/// both directions.
+/// Signs and records the opening request, opens the stream on one of the provider's
+/// servers (the next when one could not take it, and once more with a newer
+/// configuration when none could: nothing of the client's stream was sent yet) and
+/// starts both directions.
 async fn open(
     s: Arc<Consumer>,
     call: Call,
@@ -111,27 +112,29 @@ async fn open(
     incoming: Streaming<Bytes>,
     ticket: Option<lintas_transport::admission::Ticket>,
 ) -> Result<Messages, Status> {
-    let (conf, order) = targets(&s, &call).await?;
-    let target = order
-        .into_iter()
-        .next()
-        .ok_or_else(|| consumer_error(Code::NotFound, "no server to call"))?;
-    let header = ex::RequestHeader {
-        body_sha256: lintas_certs::sha256(b"").to_vec(),
-        stream: true,
-        deadline_unix_ms: deadline
-            .map(|d| s.recorder.now_ms().saturating_add(d.as_millis() as i64))
-            .unwrap_or(0),
-        ..super::attempt::request_header(&s, &call, &conf, &target)
-    };
-    let opening = ex::SignedRequest::default();
+    let deadline_unix_ms = deadline
+        .map(|d| s.recorder.now_ms().saturating_add(d.as_millis() as i64))
+        .unwrap_or(0);
     let Opened {
         open,
         to_provider,
         answers,
-    } = connect(&s, &call, conf, target, header, opening, deadline)
-        .await
-        .map_err(|f| f.status)?;
+    } = connect_any(
+        &s,
+        &call,
+        deadline,
+        |conf, target, attempt, previous| ex::RequestHeader {
+            body_sha256: lintas_certs::sha256(b"").to_vec(),
+            stream: true,
+            deadline_unix_ms,
+            attempt,
+            retry_of_sha256: previous.map(|h| h.to_vec()).unwrap_or_default(),
+            ..super::attempt::request_header(&s, &call, conf, target)
+        },
+        ex::SignedRequest::default,
+        |_| {},
+    )
+    .await?;
     tokio::spawn(uplink(open.clone(), incoming, to_provider));
     let (to_client, messages) = mpsc::channel(BUFFER);
     tokio::spawn(async move {
@@ -147,6 +150,54 @@ pub(super) struct Opened {
     pub open: Arc<Open>,
     pub to_provider: mpsc::Sender<ex::StreamFrame>,
     pub answers: Streaming<ex::StreamFrame>,
+}
+
+/// Opens `Exchange.Stream` on one of the provider's servers with the header
+/// `header_of` makes for it (given the configuration, the server, the attempt's number
+/// and the previous attempt's request hash) and the opening `opening` makes: the next
+/// server when one could not take it, and, when none could be reached as the
+/// configuration describes them (moved, or switched to certificates a newer one
+/// lists), the servers a newer configuration names once more. `on_peer` hears of each
+/// server tried.
+pub(super) async fn connect_any(
+    s: &Arc<Consumer>,
+    call: &Call,
+    deadline: Option<Duration>,
+    header_of: impl Fn(&VerifiedConf, &Entry, u32, Option<[u8; 32]>) -> ex::RequestHeader,
+    opening: impl Fn() -> ex::SignedRequest,
+    on_peer: impl Fn(&str),
+) -> Result<Opened, Status> {
+    let (conf, order) = targets(s, call).await?;
+    let mut previous: Option<[u8; 32]> = None;
+    let mut failed: Option<Status> = None;
+    let mut round = Some((conf, order));
+    let mut refreshed = false;
+    let mut attempt = 0u32;
+    while let Some((conf, order)) = round.take() {
+        for target in order.into_iter().take(MAX_ATTEMPTS) {
+            if let Some(status) = &failed {
+                s.outcomes.exchanges.retried(status.code());
+            }
+            let header = header_of(&conf, &target, attempt, previous);
+            attempt += 1;
+            on_peer(&target.id);
+            let id = target.id.clone();
+            match connect(s, call, conf.clone(), target, header, opening(), deadline).await {
+                Ok(o) => return Ok(o),
+                Err(f) if f.retry => {
+                    tracing::warn!(server = %id, code = ?f.status.code(), reason = %f.status.message(), "the call did not reach the provider's application; another server is tried if there is one");
+                    previous = Some(f.request_hash);
+                    failed = Some(f.status);
+                }
+                Err(f) => return Err(f.status),
+            }
+        }
+        if !refreshed && s.conf.refresh_since(Some(conf.serial())).await {
+            refreshed = true;
+            round = Some(targets(s, call).await?);
+        }
+    }
+    Err(failed.unwrap_or_else(|| consumer_error(Code::Internal, "no attempt was made")))
 }
 
 /// Signs `header` (for `target`) and records it, then opens `Exchange.Stream` on the

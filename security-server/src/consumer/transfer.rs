@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 
-use super::stream::{Open, Opened, accept_close, connect, record_failure, verify};
+use super::stream::{Open, Opened, accept_close, record_failure, verify};
 use super::*;
 use crate::chain::{Chain, MESSAGE_DOMAIN};
 use crate::chunks::{self, CHUNK, PENDING};
@@ -248,53 +248,28 @@ async fn open(
     chunked: bool,
     progress: &crate::outcome::Progress,
 ) -> Result<Opened, Status> {
-    let (conf, order) = targets(s, call).await?;
-    let mut previous: Option<[u8; 32]> = None;
-    let mut failed: Option<Status> = None;
-    // As for a unary call: when no server could be reached as the configuration
-    // describes it, a newer one (if there is) is tried once.
-    let mut round = Some((conf, order));
-    let mut refreshed = false;
-    let mut attempt = 0u32;
-    while let Some((conf, order)) = round.take() {
-        for target in order.into_iter().take(MAX_ATTEMPTS) {
-            if let Some(status) = &failed {
-                s.outcomes.exchanges.retried(status.code());
-            }
-            let header = ex::RequestHeader {
-                body_sha256: lintas_certs::sha256(inline).to_vec(),
-                body_len: inline.len() as u64,
-                chunked,
-                grpc_framed: call.rest.is_none(),
-                attempt,
-                retry_of_sha256: previous.map(|h| h.to_vec()).unwrap_or_default(),
-                rest: call.rest.clone(),
-                ..super::attempt::request_header(s, call, &conf, &target)
-            };
-            attempt += 1;
-            let opening = ex::SignedRequest {
-                body: inline.to_vec(),
-                secret_headers: call.rest_secrets.clone(),
-                ..Default::default()
-            };
-            progress.set_peer(&target.id);
-            let id = target.id.clone();
-            match connect(s, call, conf.clone(), target, header, opening, None).await {
-                Ok(o) => return Ok(o),
-                Err(f) if f.retry => {
-                    tracing::warn!(server = %id, code = ?f.status.code(), reason = %f.status.message(), "the call did not reach the provider's backend; another server is tried if there is one");
-                    previous = Some(f.request_hash);
-                    failed = Some(f.status);
-                }
-                Err(f) => return Err(f.status),
-            }
-        }
-        if !refreshed && s.conf.refresh_since(Some(conf.serial())).await {
-            refreshed = true;
-            round = Some(targets(s, call).await?);
-        }
-    }
-    Err(failed.unwrap_or_else(|| consumer_error(Code::Internal, "no attempt was made")))
+    super::stream::connect_any(
+        s,
+        call,
+        None,
+        |conf, target, attempt, previous| ex::RequestHeader {
+            body_sha256: lintas_certs::sha256(inline).to_vec(),
+            body_len: inline.len() as u64,
+            chunked,
+            grpc_framed: call.rest.is_none(),
+            attempt,
+            retry_of_sha256: previous.map(|h| h.to_vec()).unwrap_or_default(),
+            rest: call.rest.clone(),
+            ..super::attempt::request_header(s, call, conf, target)
+        },
+        || ex::SignedRequest {
+            body: inline.to_vec(),
+            secret_headers: call.rest_secrets.clone(),
+            ..Default::default()
+        },
+        |id| progress.set_peer(id),
+    )
+    .await
 }
 
 /// The client's body after its first chunk: each chunk signed, chained and sent while
