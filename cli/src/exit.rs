@@ -118,9 +118,15 @@ fn registry(e: &lintas_registry::RegistryServeError) -> Option<Exit> {
     }
 }
 
-/// A key or certificate file that cannot be read is a configuration problem.
+/// A key or certificate file that cannot be read, or a key that cannot be used (its
+/// file's mode, its content, its token), is a configuration problem.
 fn cert(e: &lintas_certs::CertError) -> Option<Exit> {
-    matches!(e, lintas_certs::CertError::Io { .. }).then_some(Exit::Config)
+    use lintas_certs::CertError as C;
+    matches!(
+        e,
+        C::Io { .. } | C::KeyPermissions { .. } | C::BadKey(_) | C::Token(_)
+    )
+    .then_some(Exit::Config)
 }
 
 fn conf(e: &lintas_globalconf::ConfError) -> Option<Exit> {
@@ -185,6 +191,18 @@ mod tests {
                 Exit::Refused,
             ),
             (lintas_ss::SsError::NotEnrolled.into(), Exit::Refused),
+            (
+                lintas_certs::CertError::Token("no token is labelled 'ss1'".into()).into(),
+                Exit::Config,
+            ),
+            (
+                lintas_ss::SsError::from(lintas_certs::CertError::KeyPermissions {
+                    path: "sign.key.pem".into(),
+                    mode: 0o644,
+                })
+                .into(),
+                Exit::Config,
+            ),
             (
                 lintas_ss::SsError::Serve("bind".into()).into(),
                 Exit::Failure,

@@ -437,6 +437,9 @@ pub enum Checked {
 /// them, without serving, and also while a server runs from the same directory.
 pub fn check(config: SsConfig, clock: Arc<dyn Clock>) -> Result<Checked, SsError> {
     let node = Node::open(config)?;
+    // The keys that sign, from their files or token (a login and a test signature).
+    node.sign_key()?;
+    node.log_key()?;
     if !lintas_log::file::in_use(&node.paths.0.join("records")) {
         return match SecurityServer::open(node, clock) {
             Ok(_) => Ok(Checked::Everything),

@@ -130,6 +130,25 @@ async fn signing_keys_in_a_token_sign_exchanges_configuration_and_time_stamps() 
         &servers[1].0.join("sign.key.pem"),
         "provider"
     ));
+    // The configuration check logs in to the token and signs once; without the token it
+    // says which token it did not find.
+    let checked = run(lintas_cmd(&["ss", "serve", "--check-config", "--config"])
+        .arg(&servers[0].1)
+        .env(hsm_var, &hsm_conf));
+    assert!(
+        checked.contains("keys and certificates are valid"),
+        "{checked}"
+    );
+    let elsewhere = SoftHsm::new();
+    let (_, empty_conf) = elsewhere.env();
+    let missing = lintas_cmd(&["ss", "serve", "--check-config", "--config"])
+        .arg(&servers[0].1)
+        .env(hsm_var, &empty_conf)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&missing.stderr);
+    assert_eq!(missing.status.code(), Some(3), "{said}");
+    assert!(said.contains("no token is labelled 'provider'"), "{said}");
 
     let (app_url, _stop_app) = population_app().await;
     super::binary::publish_with_the_cli(servers[0].1.to_str().unwrap(), &app_url);
