@@ -66,6 +66,12 @@ pub enum RegistryServeError {
     Grpc(#[from] tonic::transport::Error),
     #[error("init: {0}")]
     Init(String),
+    /// The registry's keys, certificates and anchor do not fit together.
+    #[error("{0}")]
+    Keys(String),
+    /// A rotation step that may not be taken now.
+    #[error("{0}")]
+    Refused(String),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RegistryServeError {
@@ -401,27 +407,27 @@ fn load_keys(config: &RegistryConfig, paths: &Paths) -> Result<Keys, RegistrySer
     }
     let anchor = Anchor::load(&paths.anchor())?;
     if !anchor.ca_certs.iter().any(|c| c[..] == *ca.cert_der()) {
-        return Err(RegistryServeError::Cert(CertError::Issue(format!(
+        return Err(RegistryServeError::Keys(format!(
             "the CA in {} is not one {} lists",
             paths.ca_cert().display(),
             paths.anchor().display()
-        ))));
+        )));
     }
     let conf_cert = read_cert(&paths.conf_cert())?;
     if !anchor.signing_certs.contains(&conf_cert) {
-        return Err(RegistryServeError::Cert(CertError::Issue(format!(
+        return Err(RegistryServeError::Keys(format!(
             "the configuration-signing certificate {} is not one {} lists: servers would refuse what it signs",
             paths.conf_cert().display(),
             paths.anchor().display()
-        ))));
+        )));
     }
     let conf_key = lintas_pkcs11::load(&paths.conf_key(), config.pkcs11.as_ref())?;
     if !lintas_certs::signer::holds(&conf_cert, &*conf_key)? {
-        return Err(RegistryServeError::Cert(CertError::Issue(format!(
+        return Err(RegistryServeError::Keys(format!(
             "{} does not hold the key in {} (a `lintas registry keys activate conf-signing` cut short? run it again)",
             paths.conf_cert().display(),
             paths.conf_key().display()
-        ))));
+        )));
     }
     Ok(Keys {
         conf_key,
@@ -504,6 +510,8 @@ pub async fn serve(
     tokio::task::spawn_blocking(move || started.republish("registry", "started"))
         .await
         .map_err(|e| RegistryError::Internal(e.to_string()))??;
+    // A new certificate waiting in a rotation is announced from now on.
+    rotation::note_announced(&paths, registry.clock_now())?;
     let tls_key: KeyPair = keys::read(&paths.tls_key())?;
     let tls_cert = read_cert(&paths.tls_cert())?;
     // Clients (servers, administrators) may hold certificates of every CA the anchor
@@ -593,11 +601,11 @@ pub async fn serve(
         read_cert(&paths.tsa_cert())?,
     );
     if !lintas_certs::signer::holds(&tsa_cert, &*tsa_key)? {
-        return Err(RegistryServeError::Cert(CertError::Issue(format!(
+        return Err(RegistryServeError::Keys(format!(
             "{} does not hold the key in {} (a `lintas registry keys activate tsa` cut short? run it again)",
             paths.tsa_cert().display(),
             paths.tsa_key().display()
-        ))));
+        )));
     }
     let tsa = tsa_http::TsaEndpoint::new(
         lintas_timestamp::Tsa::new(tsa_key, tsa_cert, &config.tsa_policy)

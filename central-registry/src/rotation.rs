@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use lintas_certs::ca::Validity;
-use lintas_certs::{Ca, CertError, Profile, Role, TrustStore, keys};
+use lintas_certs::{Ca, Profile, Role, TrustStore, keys};
 use lintas_globalconf::Anchor;
 use lintas_identifiers::Code;
 use serde::Serialize;
@@ -69,7 +69,7 @@ pub struct Rotated {
 }
 
 fn refused(why: String) -> RegistryServeError {
-    RegistryServeError::Cert(CertError::Issue(why))
+    RegistryServeError::Refused(why)
 }
 
 /// The key and certificate files of `kind`.
@@ -92,6 +92,8 @@ pub fn add(
     let paths = Paths(config.data_dir.clone());
     let (key_path, cert_path) = files(&paths, kind);
     let (next_key, next_cert) = (next(key_path), next(cert_path));
+    // A note of an announcement left by a rotation given up on.
+    let _ = std::fs::remove_file(announced(&next_cert));
     for p in [&next_key, &next_cert] {
         if p.exists() {
             return Err(refused(format!(
@@ -183,15 +185,24 @@ pub fn activate(
         )));
     }
     let cert = read_cert(&next_cert)?;
+    let marker = announced(&next_cert);
     if kind != KeyKind::Tsa && !now {
-        // Made (not_before is a minute before `add`), announced at the next start, held
-        // by every server one configuration validity later.
-        let made = lintas_certs::CertInfo::parse(&cert)?.not_before;
-        let due = made + std::time::Duration::from_secs(60 + config.conf_validity_secs);
-        if at < due {
+        // Announced as the registry first started after `add`; held by every server one
+        // configuration validity later.
+        let since = std::fs::read_to_string(&marker)
+            .ok()
+            .and_then(|t| t.trim().parse::<i64>().ok())
+            .ok_or_else(|| {
+                refused(
+                    "the registry has not announced the anchor listing the new certificate yet: restart it, wait a configuration's validity, then activate (or give --now)".into(),
+                )
+            })?;
+        let validity = i64::try_from(config.conf_validity_secs).unwrap_or(i64::MAX);
+        let due = since.saturating_add(validity);
+        if lintas_certs::unix_secs(at) < due {
             return Err(refused(format!(
-                "servers may not all hold the anchor announcing the new certificate until {} (a configuration's validity after `add` and the restart after it); activate then, or give --now",
-                lintas_globalconf::iso8601(lintas_certs::unix_secs(due))
+                "servers may not all hold the anchor announcing the new certificate until {} (a configuration's validity after the registry announced it); activate then, or give --now",
+                lintas_globalconf::iso8601(due)
             )));
         }
     }
@@ -214,6 +225,7 @@ pub fn activate(
     }
     std::fs::rename(&next_cert, &cert_path)
         .map_err(io(format!("moving {} into place", next_cert.display())))?;
+    let _ = std::fs::remove_file(&marker);
     sync_dir(&paths.0)?;
     Ok(Rotated {
         kind,
@@ -283,6 +295,30 @@ pub fn retire(
             "restart the registry: configurations announce the anchor without the old certificate"
                 .into(),
     })
+}
+
+/// Beside a new certificate: when the registry first announced it (Unix seconds).
+fn announced(next_cert: &Path) -> PathBuf {
+    let mut s = next_cert.as_os_str().to_owned();
+    s.push(".announced");
+    PathBuf::from(s)
+}
+
+/// Notes, as the registry starts and announces its anchor, when a new CA or
+/// configuration-signing certificate waiting to be activated was first announced.
+pub fn note_announced(paths: &Paths, now: SystemTime) -> Result<(), RegistryServeError> {
+    for kind in [KeyKind::ConfSigning, KeyKind::Ca] {
+        let next_cert = next(files(paths, kind).1);
+        let marker = announced(&next_cert);
+        if next_cert.exists() && !marker.exists() {
+            lintas_certs::files::write_new(
+                &marker,
+                lintas_certs::unix_secs(now).to_string().as_bytes(),
+                0o644,
+            )?;
+        }
+    }
+    Ok(())
 }
 
 fn kind_name(kind: KeyKind) -> &'static str {

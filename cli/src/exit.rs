@@ -111,7 +111,8 @@ fn backup(e: &lintas_backup::BackupError) -> Option<Exit> {
 fn registry(e: &lintas_registry::RegistryServeError) -> Option<Exit> {
     use lintas_registry::RegistryServeError as E;
     match e {
-        E::Config(_) => Some(Exit::Config),
+        E::Config(_) | E::Keys(_) => Some(Exit::Config),
+        E::Refused(_) => Some(Exit::Refused),
         E::Cert(c) => cert(c),
         E::Conf(c) => conf(c),
         _ => None,

@@ -16,6 +16,7 @@ mod json;
 mod network;
 mod opmon_cmd;
 mod registry_cmd;
+mod ss_certs_cmd;
 mod ss_cmd;
 mod ss_serve;
 mod systemd;

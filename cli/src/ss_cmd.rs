@@ -120,7 +120,7 @@ enum Command {
         #[arg(long, default_value = "ss.toml", global = true)]
         config: PathBuf,
         #[command(subcommand)]
-        command: CertsCommand,
+        command: crate::ss_certs_cmd::CertsCommand,
     },
     /// Write one encrypted, signed backup: configuration, keys and certificates, the
     /// configuration cache, services, grants and client certificates, and the whole
@@ -335,27 +335,8 @@ fn health_words(health: &lintas_proto::ss::v1::HealthReply) -> String {
     out
 }
 
-fn open(config: &std::path::Path) -> Result<Node> {
+pub(crate) fn open(config: &std::path::Path) -> Result<Node> {
     Ok(Node::open(SsConfig::load(config, crate::env())?)?)
-}
-
-#[derive(Subcommand)]
-enum CertsCommand {
-    /// Ask for TLS and signing certificates for new keys, authenticated by the current
-    /// TLS certificate (the registry approves at once when its policy allows, or an
-    /// administrator does; run again to ask whether it has). Once approved, the new
-    /// certificates take effect at the next start of the server; peers accept both
-    /// until the registry revokes the old ones after its grace period.
-    Renew {
-        /// Print where the renewal stands as JSON.
-        #[arg(long)]
-        json: bool,
-        /// Once approved, have the running server switch to the new certificates at
-        /// once, without waiting for peers to learn them from the global configuration
-        /// (after a key compromise, say).
-        #[arg(long)]
-        switch_now: bool,
-    },
 }
 
 #[derive(Subcommand)]
@@ -811,47 +792,7 @@ pub async fn run(args: Args) -> Result<()> {
             )
             .await?
         }
-        Command::Certs {
-            config,
-            command: CertsCommand::Renew { json, switch_now },
-        } => {
-            let mut r = open(&config)?.renew().await?;
-            if r.state == "approved" {
-                // A running server switches when peers have learnt the new certificates
-                // (or at once with --switch-now); a stopped one as it starts.
-                if let Ok(mut server) = admin(&config).await {
-                    let reply = server
-                        .switch_certificates(pb::SwitchRequest { now: switch_now })
-                        .await?
-                        .into_inner();
-                    r.switched = reply.switched;
-                    r.switch_at = (reply.switch_at > 0).then_some(reply.switch_at);
-                }
-            }
-            if json {
-                crate::json::print(&r)?;
-            } else if r.state == "approved" {
-                println!(
-                    "renewal {} approved by {}; the new certificates (valid until {}) {}",
-                    r.request_id,
-                    r.decided_by,
-                    r.not_after.map(iso8601).unwrap_or_default(),
-                    match (r.switched, r.switch_at) {
-                        (true, _) => "are in use by the running server".to_owned(),
-                        (false, Some(at)) => format!(
-                            "are switched to by the running server at {}, once peers have learnt them",
-                            iso8601(at)
-                        ),
-                        (false, None) => "take effect when the server next starts, or when the running server sees them in the global configuration".to_owned(),
-                    }
-                );
-            } else {
-                println!(
-                    "renewal {} is waiting for a registry administrator; run this again to ask",
-                    r.request_id
-                );
-            }
-        }
+        Command::Certs { config, command } => crate::ss_certs_cmd::run(&config, command).await?,
         Command::Backup(a) => crate::backup_cmd::ss_backup(a).await?,
         Command::Restore(a) => crate::backup_cmd::ss_restore(a).await?,
         Command::LogStatus { config, json } => {

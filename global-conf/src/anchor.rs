@@ -82,7 +82,12 @@ impl Anchor {
     /// the registry's keys).
     pub fn next(&self, ca_certs: &[Vec<u8>], signing_certs: &[Vec<u8>]) -> Result<Self, ConfError> {
         Self::build(
-            self.version + 1,
+            self.version
+                .checked_add(1)
+                .ok_or_else(|| ConfError::Anchor {
+                    path: "(next)".into(),
+                    detail: "version is at its maximum".into(),
+                })?,
             self.instance.clone(),
             self.registry_urls.clone(),
             self.globalconf_urls.clone(),

@@ -195,9 +195,10 @@ fn forget(session: &Session, id: &[u8]) {
     }
 }
 
-/// Whether the key file at `path` names a token's key rather than holding a key.
-pub fn is_reference(path: &Path) -> bool {
-    matches!(reference(path), Ok(Some(_)))
+/// Whether the key file at `path` names a token's key rather than holding a key; an
+/// error when it cannot be told (unreadable, readable by others, neither kind).
+pub fn is_reference(path: &Path) -> Result<bool, CertError> {
+    Ok(reference(path)?.is_some())
 }
 
 /// The PIN in `path`, which only its owner may read (like a key file). Trailing line

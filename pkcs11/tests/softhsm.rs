@@ -40,7 +40,7 @@ fn keys_in_a_softhsm_token() {
 
     // Made in the token: the file names it and holds no key.
     let made = generate(&path, Some(&a), "ss1 signing").unwrap();
-    assert!(is_reference(&path));
+    assert!(is_reference(&path).unwrap());
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(
         !text.contains("PRIVATE KEY") && text.contains("node-a"),
@@ -126,7 +126,7 @@ fn keys_in_a_softhsm_token() {
     // A key file still loads, with or without a token configured.
     let file = dir.path().join("file.key.pem");
     let file_key = generate(&file, None, "unused").unwrap();
-    assert!(!is_reference(&file));
+    assert!(!is_reference(&file).unwrap());
     assert_eq!(file_key.held_in(), "a key file");
     load(&file, Some(&a)).unwrap();
     load(&file, None).unwrap();
@@ -166,7 +166,7 @@ fn keys_in_a_softhsm_token() {
     let bare = dir.path().join("bare.key.pem");
     let without_comment: Vec<&str> = text.lines().skip(1).collect();
     write_private(&bare, without_comment.join("\n")).unwrap();
-    assert!(is_reference(&bare));
+    assert!(is_reference(&bare).unwrap());
     load(&bare, Some(&a)).unwrap();
     let e = refused(load(&path, Some(&config(&hsm, "nowhere"))));
     assert!(e.contains("'nowhere'"), "{e}");

@@ -109,10 +109,6 @@ impl BatchSigner {
         Self::counting(key, self.0.counts.clone())
     }
 
-    pub fn key(&self) -> &SharedSigner {
-        &self.0.key
-    }
-
     /// Signatures made and headers they covered, since the start.
     pub fn stats(&self) -> (u64, u64) {
         (

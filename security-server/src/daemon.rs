@@ -152,6 +152,11 @@ impl SecurityServer {
         // them is refused as damage, never cut off as a crash's unfinished write.
         std::fs::create_dir_all(&records)
             .map_err(|e| crate::state_error_at("creating", &records, e))?;
+        tracing::info!(
+            signing = %node.sign_key()?.held_in(),
+            log = %node.log_key()?.held_in(),
+            "signing keys loaded"
+        );
         let checkpoints = Checkpoints::read(
             &records.join("checkpoints"),
             c.server_id.to_string(),

@@ -8,9 +8,9 @@
 //! identity, that they hold the new keys) and written as `tls.crt.pem.next` and
 //! `sign.crt.pem.next`. The log key stays: it is the log's identity.
 //!
-//! The switch moves each new key and certificate into place, signing pair first, as the
-//! server starts (`daemon::open_from_config`), so a crash halfway is completed at the
-//! next start:
+//! The switch moves each new key and certificate into place, signing pair first, while
+//! the server runs (`switch.rs`) or as it starts (`daemon::open_from_config`), so a
+//! crash halfway is completed at the next start:
 //! for each pair the key moves before the certificate, and a certificate waiting beside
 //! a key that already moved is moved too. The configuration lists the certificates from
 //! before the renewal beside the new ones until the registry revokes them after its
@@ -53,8 +53,8 @@ struct Requested {
 #[derive(Debug, Serialize)]
 pub struct RenewalState {
     pub request_id: String,
-    /// `pending`, or `approved` (certificates ready; they take effect at the next
-    /// start).
+    /// `pending`, or `approved` (certificates ready: the running server switches to
+    /// them as `switched` and `switch_at` say, a stopped one as it starts).
     pub state: String,
     /// Who approved it, when approved.
     pub decided_by: String,
@@ -112,7 +112,7 @@ pub fn expiry(paths: &Paths) -> Result<i64, SsError> {
     Ok(not_after(&tls)?.min(not_after(&sign)?))
 }
 
-/// Whether renewed certificates wait for the next start.
+/// Whether renewed certificates wait to be switched to.
 pub fn ready(paths: &Paths) -> bool {
     next(paths.tls_cert()).exists() || next(paths.sign_cert()).exists()
 }
@@ -142,7 +142,7 @@ impl Node {
 
 impl Renewer {
     /// Asks for (or, when asked before, about) certificates for new keys; once
-    /// approved, stores them ready for the switch at the next start.
+    /// approved, stores them ready for the switch (`switch.rs`, or the next start).
     pub async fn renew(&self) -> Result<RenewalState, SsError> {
         let tls_key = self.next_tls_key()?;
         let sign_key = self.next_sign_key()?;
@@ -242,7 +242,7 @@ impl Renewer {
         if path.exists() {
             return Ok(lintas_pkcs11::load(&path, token)?);
         }
-        let in_token = lintas_pkcs11::is_reference(&self.paths.sign_key());
+        let in_token = lintas_pkcs11::is_reference(&self.paths.sign_key())?;
         let label = format!(
             "lintas {} signing {}",
             self.config.server_id,

@@ -27,7 +27,8 @@ fn refused(inst: &Instance, step: &str, kind: &str, words: &str) {
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && said.contains(words), "{said}");
+    assert_eq!(out.status.code(), Some(5), "{said}");
+    assert!(said.contains(words), "{said}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

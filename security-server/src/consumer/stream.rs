@@ -168,6 +168,7 @@ pub(super) async fn connect_any(
     on_peer: impl Fn(&str),
 ) -> Result<Opened, Status> {
     let (conf, order) = targets(s, call).await?;
+    let started = tokio::time::Instant::now();
     let mut previous: Option<[u8; 32]> = None;
     let mut failed: Option<Status> = None;
     let mut round = Some((conf, order));
@@ -178,11 +179,21 @@ pub(super) async fn connect_any(
             if let Some(status) = &failed {
                 s.outcomes.exchanges.retried(status.code());
             }
+            // Every attempt within the client's one deadline.
+            let left = deadline.map(|d| d.saturating_sub(started.elapsed()));
+            if left.is_some_and(|l| l.is_zero()) {
+                return Err(failed.unwrap_or_else(|| {
+                    consumer_error(
+                        Code::DeadlineExceeded,
+                        "the deadline passed before the call could be opened",
+                    )
+                }));
+            }
             let header = header_of(&conf, &target, attempt, previous);
             attempt += 1;
             on_peer(&target.id);
             let id = target.id.clone();
-            match connect(s, call, conf.clone(), target, header, opening(), deadline).await {
+            match connect(s, call, conf.clone(), target, header, opening(), left).await {
                 Ok(o) => return Ok(o),
                 Err(f) if f.retry => {
                     tracing::warn!(server = %id, code = ?f.status.code(), reason = %f.status.message(), "the call did not reach the provider's application; another server is tried if there is one");
