@@ -144,9 +144,19 @@ impl Renewer {
     /// Asks for (or, when asked before, about) certificates for new keys; once
     /// approved, stores them ready for the switch (`switch.rs`, or the next start).
     pub async fn renew(&self) -> Result<RenewalState, SsError> {
-        let tls_key = self.next_tls_key()?;
-        let sign_key = self.next_sign_key()?;
-        let log_key = lintas_pkcs11::load(&self.paths.log_key(), self.config.pkcs11.as_ref())?;
+        // Keys and the request's signatures on the blocking pool: they read files and
+        // may log in to a token.
+        let me = self.clone();
+        let (tls_key, sign_key, request) = tokio::task::spawn_blocking(move || {
+            let tls_key = me.next_tls_key()?;
+            let sign_key = me.next_sign_key()?;
+            let log_key = lintas_pkcs11::load(&me.paths.log_key(), me.config.pkcs11.as_ref())?;
+            let request =
+                crate::registration_request(&me.config, &tls_key, &*sign_key, &*log_key, "")?;
+            Ok::<_, SsError>((tls_key, sign_key, request))
+        })
+        .await
+        .map_err(|e| SsError::Serve(format!("renewing: {e}")))??;
         let id = &self.config.server_id;
         let mut registry = self.registry_as_self()?;
         // A request the registry no longer knows (undecided past its time) is filed
@@ -162,8 +172,6 @@ impl Renewer {
         let status = match asked {
             Some(status) => status,
             None => {
-                let request =
-                    crate::registration_request(&self.config, &tls_key, &*sign_key, &*log_key, "")?;
                 let status = registry.submit(request).await?.into_inner();
                 let text = toml::to_string(&Requested {
                     request_id: status.request_id.clone(),

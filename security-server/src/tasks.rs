@@ -126,8 +126,13 @@ pub async fn checkpoint(
             _ = tokio::time::sleep(every) => {}
             _ = stop.stopped() => return Ok(()),
         }
-        if let Err(e) = evidence.checkpoint_now() {
-            tracing::error!(error = %e, "signing a log checkpoint failed");
+        // On the blocking pool: it writes the checkpoints file, and the log key may be
+        // a token's.
+        let signing = evidence.clone();
+        match tokio::task::spawn_blocking(move || signing.checkpoint_now()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "signing a log checkpoint failed"),
+            Err(e) => tracing::error!(error = %e, "signing a log checkpoint failed"),
         }
         let purge = last_purge.is_none_or(|t| t.elapsed() >= PURGE_EVERY);
         if purge {
