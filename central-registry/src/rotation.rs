@@ -30,7 +30,7 @@ use serde::Serialize;
 use crate::config::RegistryConfig;
 use lintas_certs::files::next;
 
-use crate::{Paths, RegistryServeError, YEAR, io, read_cert, write_cert};
+use crate::{Paths, RegistryServeError, YEAR, read_cert, write_cert};
 
 /// Which of the instance's keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -176,7 +176,7 @@ pub fn activate(
 ) -> Result<Rotated, RegistryServeError> {
     let paths = Paths(config.data_dir.clone());
     let (key_path, cert_path) = files(&paths, kind);
-    let (next_key, next_cert) = (next(key_path.clone()), next(cert_path.clone()));
+    let next_cert = next(cert_path.clone());
     if !next_cert.exists() {
         return Err(refused(format!(
             "{} does not exist: nothing to activate (lintas registry keys add {} first)",
@@ -219,14 +219,9 @@ pub fn activate(
             next_cert.display()
         )));
     }
-    if next_key.exists() {
-        std::fs::rename(&next_key, &key_path)
-            .map_err(io(format!("moving {} into place", next_key.display())))?;
-    }
-    std::fs::rename(&next_cert, &cert_path)
-        .map_err(io(format!("moving {} into place", next_cert.display())))?;
+    lintas_certs::files::switch_in(&key_path, &cert_path)?;
     let _ = std::fs::remove_file(&marker);
-    sync_dir(&paths.0)?;
+    lintas_certs::files::sync_dir(&paths.0)?;
     Ok(Rotated {
         kind,
         step: "activate",
@@ -359,10 +354,4 @@ fn rebuilt(
     signers: &[Vec<u8>],
 ) -> Result<Anchor, RegistryServeError> {
     Ok(anchor.next(cas, signers)?)
-}
-
-fn sync_dir(dir: &Path) -> Result<(), RegistryServeError> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(format!("syncing {}", dir.display())))
 }

@@ -100,7 +100,28 @@ fn sync_parent(path: &Path) -> Result<(), CertError> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
+    sync_dir(dir)
+}
+
+/// Makes renames and new files in `dir` durable.
+pub fn sync_dir(dir: &Path) -> Result<(), CertError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+}
+
+/// Moves a new key and certificate waiting beside `key` and `cert` ([`next`]) into
+/// place, the key first: a move cut short leaves the certificate waiting beside a key
+/// already moved, and the next call finishes it. Whether a certificate was waiting. The
+/// caller syncs the directory ([`sync_dir`]) once its moves are done.
+pub fn switch_in(key: &Path, cert: &Path) -> Result<bool, CertError> {
+    let (next_key, next_cert) = (next(key.to_owned()), next(cert.to_owned()));
+    if !next_cert.exists() {
+        return Ok(false);
+    }
+    if next_key.exists() {
+        std::fs::rename(&next_key, key).map_err(io(&next_key))?;
+    }
+    std::fs::rename(&next_cert, cert).map_err(io(&next_cert))?;
+    Ok(true)
 }
 
 #[cfg(test)]

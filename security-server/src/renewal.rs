@@ -78,21 +78,11 @@ fn io_at(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> SsError {
 pub fn finish_switch(paths: &Paths) -> Result<bool, SsError> {
     let mut moved = false;
     for (key, cert) in paths.renewed_pairs() {
-        let (next_key, next_cert) = (next(key.clone()), next(cert.clone()));
-        if !next_cert.exists() {
-            continue;
-        }
-        if next_key.exists() {
-            std::fs::rename(&next_key, &key).map_err(io_at("moving", &next_key))?;
-        }
-        std::fs::rename(&next_cert, &cert).map_err(io_at("moving", &next_cert))?;
-        moved = true;
+        moved |= lintas_certs::files::switch_in(&key, &cert)?;
     }
     if moved {
         let _ = std::fs::remove_file(paths.renewal());
-        std::fs::File::open(&paths.0)
-            .and_then(|d| d.sync_all())
-            .map_err(io_at("syncing", &paths.0))?;
+        lintas_certs::files::sync_dir(&paths.0)?;
         tracing::info!("switched to the renewed TLS and signing certificates");
     }
     Ok(moved)
