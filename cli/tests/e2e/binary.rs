@@ -73,7 +73,13 @@ pub(super) fn serve_child_env(
     std::io::BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    assert!(line.contains("listening: consumer="), "{line}");
+    // A server that did not start says why in its log (a port taken meanwhile, say).
+    assert!(
+        line.contains("listening: consumer="),
+        "`lintas ss serve` in {} did not start: {line}\n{}",
+        dir.display(),
+        std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default()
+    );
     let ops = line
         .split_whitespace()
         .find_map(|w| w.strip_prefix("ops="))
