@@ -33,8 +33,9 @@ pub fn connect_any(
 ) -> Result<RegistryAdminClient<Channel>, RegistryServeError> {
     let cert = lintas_certs::files::read_cert(&cert_path(dir))?;
     let key = keys::read(&key_path(dir))?;
-    let ca = lintas_certs::files::read_cert(&ca_path(dir))?;
-    let trust = TrustStore::new([ca.as_slice()])?;
+    // The registry's CAs: two while one replaces the other (`registry keys`).
+    let cas = lintas_certs::files::read_certs(&ca_path(dir))?;
+    let trust = TrustStore::new(cas.iter().map(Vec::as_slice))?;
     let tls =
         lintas_transport::client_config(&trust, lintas_certs::Role::Registry, Some((&cert, &key)))?;
     Ok(RegistryAdminClient::new(lintas_transport::channel_to_any(

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use lintas_certs::ca::Validity;
 use lintas_certs::pem::cert_to_pem;
-use lintas_certs::{Ca, CertError, KeyPair, Profile, TrustStore, keys};
+use lintas_certs::{Ca, CertError, CertInfo, KeyPair, Profile, TrustStore, keys};
 use lintas_globalconf::{Anchor, Clock, ConfError};
 use lintas_identifiers::{Code, HostPort};
 use lintas_proto::registry::v1::registration_server::RegistrationServer;
@@ -512,6 +512,12 @@ pub async fn serve(
         .map_err(|e| RegistryError::Internal(e.to_string()))??;
     // A new certificate waiting in a rotation is announced from now on.
     rotation::note_announced(&paths, registry.clock_now())?;
+    // `keys activate ca` issued the administrator certificate kept in admin/ again.
+    if let Some(der) = rotation::reissued_admin(&paths, registry.clock_now())?
+        && !registry.knows_admin_cert(&CertInfo::parse(&der)?.serial_hex())
+    {
+        registry.record_admin_cert("registry keys activate ca", &der)?;
+    }
     let tls_key: KeyPair = keys::read(&paths.tls_key())?;
     let tls_cert = read_cert(&paths.tls_cert())?;
     // Clients (servers, administrators) may hold certificates of every CA the anchor

@@ -1497,6 +1497,11 @@ impl Registry {
         Ok(())
     }
 
+    /// Whether the administrator certificate with serial `serial_hex` is recorded.
+    pub fn knows_admin_cert(&self, serial_hex: &str) -> bool {
+        self.lock().admin_certs.contains_key(serial_hex)
+    }
+
     /// The TLS client certificate of a caller, chained to the instance CA for `role`.
     fn verified_peer(
         &self,

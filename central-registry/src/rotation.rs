@@ -15,16 +15,24 @@
 //! 3. `retire` writes the anchor without the old certificate.
 //!
 //! Each step changes files only and takes effect when the registry (each node, with
-//! its directory copied) next starts. A TSA certificate is not in the anchor: `add` and
-//! `activate` rotate it, and configurations list the new one from the start after.
+//! its directory copied) next starts. The TSA and TLS certificates are not in the
+//! anchor: `add` and `activate` rotate them (configurations list a new TSA certificate
+//! from the start after; servers take a TLS certificate of any CA the anchor lists).
+//!
+//! A new CA also replaces what the old one issued: `activate ca` issues the
+//! administrator certificate kept in `admin/` from it, and the configuration-signing,
+//! TSA and TLS certificates rotate in their own steps after it. `retire ca` is refused
+//! until none of those, and no server the current configuration lists, depends on the
+//! old CA alone.
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use lintas_certs::ca::Validity;
-use lintas_certs::{Ca, Profile, Role, TrustStore, keys};
+use lintas_certs::{Ca, CertInfo, Identity, Profile, Role, TrustStore, keys};
 use lintas_globalconf::Anchor;
 use lintas_identifiers::Code;
+use lintas_proto::globalconf::v1::GlobalConf;
 use serde::Serialize;
 
 use crate::config::RegistryConfig;
@@ -39,6 +47,7 @@ pub enum KeyKind {
     ConfSigning,
     Ca,
     Tsa,
+    Tls,
 }
 
 impl std::str::FromStr for KeyKind {
@@ -48,8 +57,9 @@ impl std::str::FromStr for KeyKind {
             "conf-signing" => Ok(KeyKind::ConfSigning),
             "ca" => Ok(KeyKind::Ca),
             "tsa" => Ok(KeyKind::Tsa),
+            "tls" => Ok(KeyKind::Tls),
             other => Err(format!(
-                "'{other}': one of conf-signing, ca, tsa (the registry's own keys)"
+                "'{other}': one of conf-signing, ca, tsa, tls (the registry's own keys)"
             )),
         }
     }
@@ -78,7 +88,14 @@ fn files(paths: &Paths, kind: KeyKind) -> (PathBuf, PathBuf) {
         KeyKind::ConfSigning => (paths.conf_key(), paths.conf_cert()),
         KeyKind::Ca => (paths.ca_key(), paths.ca_cert()),
         KeyKind::Tsa => (paths.tsa_key(), paths.tsa_cert()),
+        KeyKind::Tls => (paths.tls_key(), paths.tls_cert()),
     }
+}
+
+/// Whether servers learn of a new certificate of `kind` from the anchor (so it is
+/// announced, and activated only once every server holds that anchor).
+fn in_anchor(kind: KeyKind) -> bool {
+    matches!(kind, KeyKind::ConfSigning | KeyKind::Ca)
 }
 
 /// Makes the new key and certificate of `kind` beside the current ones, and (for the
@@ -91,7 +108,7 @@ pub fn add(
 ) -> Result<Rotated, RegistryServeError> {
     let paths = Paths(config.data_dir.clone());
     let (key_path, cert_path) = files(&paths, kind);
-    let (next_key, next_cert) = (next(key_path), next(cert_path));
+    let (next_key, next_cert) = (next(key_path), next(cert_path.clone()));
     // A note of an announcement left by a rotation given up on.
     let _ = std::fs::remove_file(announced(&next_cert));
     for p in [&next_key, &next_cert] {
@@ -116,6 +133,17 @@ pub fn add(
             keys::write(&next_key, ca.key())?;
             anchor = with_certs(&anchor, Some(ca.cert_der()), None)?;
             ca.cert_der().to_vec()
+        }
+        KeyKind::Tls => {
+            // Names the hosts the current one names (every node's).
+            let hosts = CertInfo::parse(&read_cert(&cert_path)?)?.hosts();
+            let key = keys::generate()?;
+            keys::write(&next_key, &key)?;
+            let profile = Profile::Registry {
+                instance: instance.clone(),
+                hosts,
+            };
+            ca()?.issue_for_key(&key, &profile, Validity::starting(now, 2 * YEAR)?)?
         }
         KeyKind::ConfSigning | KeyKind::Tsa => {
             let (profile, years) = match kind {
@@ -146,8 +174,11 @@ pub fn add(
         }
     };
     write_cert(&next_cert, &cert)?;
-    if kind != KeyKind::Tsa {
+    if in_anchor(kind) {
         lintas_certs::files::write_atomic(&paths.anchor(), anchor.text.as_bytes(), 0o644)?;
+    }
+    if kind == KeyKind::Ca {
+        admin_cas(&paths, &anchor)?;
     }
     Ok(Rotated {
         kind,
@@ -156,7 +187,8 @@ pub fn add(
         anchor_sha256: anchor.fingerprint,
         next: match kind {
             KeyKind::Tsa => "activate it (the registry stamps with it from its next start)".into(),
-            _ => format!(
+            KeyKind::Tls => "activate it (the registry presents it from its next start)".into(),
+            KeyKind::ConfSigning | KeyKind::Ca => format!(
                 "restart the registry so configurations announce the new anchor; after {} s (a configuration's validity) every server holds it: then activate",
                 config.conf_validity_secs
             ),
@@ -186,7 +218,7 @@ pub fn activate(
     }
     let cert = read_cert(&next_cert)?;
     let marker = announced(&next_cert);
-    if kind != KeyKind::Tsa && !now {
+    if in_anchor(kind) && !now {
         // Announced as the registry first started after `add`; held by every server one
         // configuration validity later.
         let since = std::fs::read_to_string(&marker)
@@ -211,13 +243,22 @@ pub fn activate(
         KeyKind::ConfSigning => anchor.signing_certs.contains(&cert),
         KeyKind::Ca => anchor.ca_certs.contains(&cert),
         KeyKind::Tsa => true,
+        KeyKind::Tls => TrustStore::new(anchor.ca_certs.iter().map(Vec::as_slice))?
+            .verify(&cert, Role::Registry, at)
+            .is_ok(),
     };
     if !listed {
         return Err(refused(format!(
-            "{} lists no {}: servers would refuse what it signs",
+            "{} lists no {}{}: servers would refuse what it signs",
             paths.anchor().display(),
+            if kind == KeyKind::Tls { "CA of " } else { "" },
             next_cert.display()
         )));
+    }
+    if kind == KeyKind::Ca {
+        // Before the move, so that running it again after a cut finds the new CA waiting.
+        let ca = Ca::load(cert.clone(), keys::read(&next(key_path.clone()))?)?;
+        reissue_admin(config, &paths, &ca, at)?;
     }
     lintas_certs::files::switch_in(&key_path, &cert_path)?;
     let _ = std::fs::remove_file(&marker);
@@ -228,25 +269,29 @@ pub fn activate(
         cert_sha256: lintas_certs::hex(&lintas_certs::sha256(&cert)),
         anchor_sha256: anchor.fingerprint,
         next: match kind {
-            KeyKind::Tsa => "restart the registry".into(),
+            KeyKind::Tsa | KeyKind::Tls => "restart the registry".into(),
             KeyKind::ConfSigning => "restart the registry; once servers hold a configuration it signed, retire the old certificate".into(),
-            KeyKind::Ca => "restart the registry: it issues from the new CA; retire the old CA once nothing it issued is in use".into(),
+            KeyKind::Ca => "restart the registry: it issues from the new CA. Rotate the conf-signing, tsa and tls keys (add, activate) so they come from it, have every server renew (lintas ss certs renew) and administrators get new certificates, then retire the old CA".into(),
         },
     })
 }
 
 /// Writes the anchor without the certificates of `kind` other than the one in use.
+/// Retiring the CA needs `current`, the configuration the registry publishes now: it is
+/// refused while a server listed there holds signing certificates of the old CA only.
 pub fn retire(
     config: &RegistryConfig,
     kind: KeyKind,
     now: SystemTime,
+    current: Option<&GlobalConf>,
 ) -> Result<Rotated, RegistryServeError> {
     let paths = Paths(config.data_dir.clone());
     let (_, cert_path) = files(&paths, kind);
-    if kind == KeyKind::Tsa {
-        return Err(refused(
-            "a TSA certificate is not in the anchor: activating a new one retires the old".into(),
-        ));
+    if !in_anchor(kind) {
+        return Err(refused(format!(
+            "a {} certificate is not in the anchor: activating a new one retires the old",
+            kind_name(kind)
+        )));
     }
     if next(cert_path.clone()).exists() {
         return Err(refused(format!(
@@ -257,23 +302,17 @@ pub fn retire(
     let in_use = read_cert(&cert_path)?;
     let anchor = Anchor::load(&paths.anchor())?;
     if kind == KeyKind::Ca {
-        // Everything the anchor and the registry present must chain to the CA kept.
         let kept = TrustStore::new([in_use.as_slice()])?;
-        let own = [
-            (
-                read_cert(&paths.conf_cert())?,
-                Role::GlobalConf,
-                "configuration-signing",
-            ),
-            (read_cert(&paths.tsa_cert())?, Role::Tsa, "TSA"),
-            (read_cert(&paths.tls_cert())?, Role::Registry, "TLS"),
-        ];
-        for (cert, role, what) in &own {
-            if kept.verify(cert, *role, now).is_err() {
-                return Err(refused(format!(
-                    "the registry's {what} certificate was issued by a CA being retired: issue a new one from the CA in use first"
-                )));
-            }
+        check_own(&paths, &kept, now)?;
+        let current = current.ok_or_else(|| {
+            refused("retiring a CA needs the configuration the registry publishes now (to see which servers still depend on the old CA): start the registry".into())
+        })?;
+        let behind = still_on_old_ca(current, &kept, now);
+        if !behind.is_empty() {
+            return Err(refused(format!(
+                "{} hold signing certificates of the old CA only: have them renew (lintas ss certs renew) first",
+                behind.join(", ")
+            )));
         }
     }
     let anchor = match kind {
@@ -281,6 +320,9 @@ pub fn retire(
         _ => only(&anchor, None, Some(&in_use))?,
     };
     lintas_certs::files::write_atomic(&paths.anchor(), anchor.text.as_bytes(), 0o644)?;
+    if kind == KeyKind::Ca {
+        admin_cas(&paths, &anchor)?;
+    }
     Ok(Rotated {
         kind,
         step: "retire",
@@ -290,6 +332,120 @@ pub fn retire(
             "restart the registry: configurations announce the anchor without the old certificate"
                 .into(),
     })
+}
+
+/// Refuses while a certificate the registry presents or signs with (or the
+/// administrator's kept in `admin/`) does not chain to `kept`.
+fn check_own(paths: &Paths, kept: &TrustStore, now: SystemTime) -> Result<(), RegistryServeError> {
+    let admin = paths.admin_dir().join("admin.crt.pem");
+    let mut own = vec![
+        (paths.conf_cert(), Role::GlobalConf, "configuration-signing"),
+        (paths.tsa_cert(), Role::Tsa, "TSA"),
+        (paths.tls_cert(), Role::Registry, "TLS"),
+    ];
+    if admin.exists() {
+        own.push((admin, Role::Admin, "administrator"));
+    }
+    for (path, role, what) in own {
+        if kept.verify(&read_cert(&path)?, role, now).is_err() {
+            let step = match role {
+                Role::GlobalConf => {
+                    "rotate it first (lintas registry keys add conf-signing, then activate)"
+                }
+                Role::Tsa => "rotate it first (lintas registry keys add tsa, then activate)",
+                Role::Registry => "rotate it first (lintas registry keys add tls, then activate)",
+                _ => "run lintas registry keys activate ca again to issue it from the CA in use",
+            };
+            return Err(refused(format!(
+                "the registry's {what} certificate {} was issued by the CA being retired: {step}",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The servers `conf` lists that hold signing certificates, none of which chains to
+/// `kept`.
+pub fn still_on_old_ca(conf: &GlobalConf, kept: &TrustStore, now: SystemTime) -> Vec<String> {
+    conf.servers
+        .iter()
+        .filter(|s| {
+            !s.signing_certs.is_empty()
+                && !s
+                    .signing_certs
+                    .iter()
+                    .any(|c| kept.verify(c, Role::Member, now).is_ok())
+        })
+        .map(|s| s.id.clone())
+        .collect()
+}
+
+/// Writes the anchor's CAs to `admin/ca.crt.pem`, the file administrators' tools
+/// verify the registry's TLS certificate with.
+fn admin_cas(paths: &Paths, anchor: &Anchor) -> Result<(), RegistryServeError> {
+    let dir = paths.admin_dir();
+    if !dir.exists() {
+        return Ok(());
+    }
+    let pem: String = anchor
+        .ca_certs
+        .iter()
+        .map(|c| lintas_certs::pem::cert_to_pem(c))
+        .collect();
+    lintas_certs::files::write_atomic(&crate::admin::ca_path(&dir), pem.as_bytes(), 0o644)?;
+    Ok(())
+}
+
+/// The administrator certificate kept in `admin/`, when the CA in use issued it (as
+/// `activate ca` does): the registry records it as it starts.
+pub fn reissued_admin(
+    paths: &Paths,
+    now: SystemTime,
+) -> Result<Option<Vec<u8>>, RegistryServeError> {
+    let path = crate::admin::cert_path(&paths.admin_dir());
+    if !path.exists() {
+        return Ok(None);
+    }
+    let cert = read_cert(&path)?;
+    let ca = read_cert(&paths.ca_cert())?;
+    let issued = TrustStore::new([ca.as_slice()])?
+        .verify(&cert, Role::Admin, now)
+        .is_ok();
+    Ok(issued.then_some(cert))
+}
+
+/// Issues the administrator certificate kept in `admin/` again, for the same key and
+/// name, from `ca`.
+fn reissue_admin(
+    config: &RegistryConfig,
+    paths: &Paths,
+    ca: &Ca,
+    now: SystemTime,
+) -> Result<(), RegistryServeError> {
+    let dir = paths.admin_dir();
+    let cert_path = crate::admin::cert_path(&dir);
+    if !cert_path.exists() {
+        return Ok(());
+    }
+    let Identity::Admin { name, .. } = CertInfo::parse(&read_cert(&cert_path)?)?.identity else {
+        return Err(refused(format!(
+            "{} is not an administrator certificate",
+            cert_path.display()
+        )));
+    };
+    let key = keys::read(&crate::admin::key_path(&dir))?;
+    let profile = Profile::Admin {
+        instance: config.instance.clone(),
+        name,
+    };
+    let cert = ca.issue_for_key(&key, &profile, Validity::starting(now, YEAR)?)?;
+    lintas_certs::files::write_atomic(
+        &cert_path,
+        lintas_certs::pem::cert_to_pem(&cert).as_bytes(),
+        0o644,
+    )?;
+    Ok(())
 }
 
 /// Beside a new certificate: when the registry first announced it (Unix seconds).
@@ -321,6 +477,7 @@ fn kind_name(kind: KeyKind) -> &'static str {
         KeyKind::ConfSigning => "conf-signing",
         KeyKind::Ca => "ca",
         KeyKind::Tsa => "tsa",
+        KeyKind::Tls => "tls",
     }
 }
 
@@ -354,4 +511,47 @@ fn rebuilt(
     signers: &[Vec<u8>],
 ) -> Result<Anchor, RegistryServeError> {
     Ok(anchor.next(cas, signers)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lintas_proto::globalconf::v1::SecurityServer;
+
+    #[test]
+    fn servers_holding_only_certificates_of_the_old_ca_are_named() {
+        let now = SystemTime::now();
+        let instance: Code = "ID".parse().unwrap();
+        let ca = || Ca::create(&instance, Validity::starting(now, YEAR).unwrap()).unwrap();
+        let (old, new) = (ca(), ca());
+        let member = |ca: &Ca| {
+            let profile = Profile::Member("ID/GOV/KEMENDAGRI".parse().unwrap());
+            let key = keys::generate().unwrap();
+            let validity = Validity::starting(now, YEAR).unwrap();
+            ca.issue_for_key(&key, &profile, validity).unwrap()
+        };
+        let server = |id: &str, certs: Vec<Vec<u8>>| SecurityServer {
+            id: id.into(),
+            signing_certs: certs,
+            ..Default::default()
+        };
+        let conf = GlobalConf {
+            servers: vec![
+                server("ID/GOV/KEMENDAGRI/none", vec![]),
+                server("ID/GOV/KEMENDAGRI/old", vec![member(&old)]),
+                server("ID/GOV/KEMENDAGRI/both", vec![member(&old), member(&new)]),
+                server("ID/GOV/KEMENDAGRI/new", vec![member(&new)]),
+                server(
+                    "ID/GOV/KEMENDAGRI/garbage",
+                    vec![b"not a certificate".to_vec()],
+                ),
+            ],
+            ..Default::default()
+        };
+        let kept = TrustStore::new([new.cert_der()]).unwrap();
+        assert_eq!(
+            still_on_old_ca(&conf, &kept, now),
+            ["ID/GOV/KEMENDAGRI/old", "ID/GOV/KEMENDAGRI/garbage"]
+        );
+    }
 }

@@ -23,6 +23,15 @@ pub fn read_cert(path: &Path) -> Result<Vec<u8>, CertError> {
     crate::pem::cert_from_pem(&pem, &path.display().to_string())
 }
 
+/// Reads every certificate in a PEM file (a bundle of CAs), at least one.
+pub fn read_certs(path: &Path) -> Result<Vec<Vec<u8>>, CertError> {
+    let pem = std::fs::read_to_string(path).map_err(|source| CertError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    crate::pem::certs_from_pem(&pem, &path.display().to_string())
+}
+
 /// Where a new key or certificate waits beside `path` until it is switched in:
 /// `path` with `.next` appended.
 pub fn next(path: std::path::PathBuf) -> std::path::PathBuf {

@@ -88,6 +88,34 @@ impl CertInfo {
         })
     }
 
+    /// The DNS names and IP addresses the certificate names (a TLS certificate's hosts),
+    /// in its order.
+    pub fn hosts(&self) -> Vec<String> {
+        let Ok((_, cert)) = X509Certificate::from_der(&self.der) else {
+            return Vec::new();
+        };
+        let Ok(Some(san)) = cert.subject_alternative_name() else {
+            return Vec::new();
+        };
+        san.value
+            .general_names
+            .iter()
+            .filter_map(|name| match name {
+                GeneralName::DNSName(dns) => Some((*dns).to_owned()),
+                GeneralName::IPAddress(ip) => match ip.len() {
+                    4 => <[u8; 4]>::try_from(*ip)
+                        .ok()
+                        .map(|b| std::net::IpAddr::from(b).to_string()),
+                    16 => <[u8; 16]>::try_from(*ip)
+                        .ok()
+                        .map(|b| std::net::IpAddr::from(b).to_string()),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect()
+    }
+
     pub fn serial_hex(&self) -> String {
         crate::hex(&self.serial)
     }
@@ -318,10 +346,12 @@ mod tests {
             Identity::Server("ID/GOV/KEMENDAGRI/SS1".parse().unwrap())
         );
         assert!(info.server_auth && info.client_auth && !info.non_repudiation);
+        assert_eq!(info.hosts(), ["127.0.0.1", "ss1.example"]);
 
         let member = issue(&ca, Profile::Member("ID/GOV/KEMENDAGRI".parse().unwrap()));
         let info = store.verify(&member, Role::Member, now).unwrap();
         assert!(info.non_repudiation);
+        assert!(info.hosts().is_empty());
         assert!(matches!(
             store.verify(&member, Role::Server, now),
             Err(CertError::WrongRole { .. })

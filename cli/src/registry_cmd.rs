@@ -332,7 +332,7 @@ pub async fn run(args: Args) -> Result<()> {
             check_config,
         } => serve(config, check_config).await,
         Command::Backup(a) => crate::backup_cmd::registry_backup(a).await,
-        Command::Keys { step } => keys_step(step),
+        Command::Keys { step } => keys_step(step).await,
         Command::Restore(a) => crate::backup_cmd::registry_restore(a).await,
         Command::Mirror {
             anchor,
@@ -700,7 +700,7 @@ async fn admin(a: AdminArgs) -> Result<()> {
 #[derive(Subcommand)]
 pub enum KeysStep {
     /// Make the new key and certificate (`*.next`) and list the certificate in the
-    /// anchor beside the current one (a TSA certificate is not in the anchor).
+    /// anchor beside the current one (TSA and TLS certificates are not in it).
     Add(KeysArgs),
     /// Move the new key and certificate into place (run again to finish one cut short).
     /// Refused until a configuration's validity after `add` unless --now.
@@ -712,13 +712,15 @@ pub enum KeysStep {
         #[arg(long)]
         now: bool,
     },
-    /// List only the certificate in use in the anchor (conf-signing, ca).
+    /// List only the certificate in use in the anchor (conf-signing, ca). Retiring a CA
+    /// asks the running registry for its configuration, and is refused while the
+    /// registry's own certificates or any server's depend on the old CA alone.
     Retire(KeysArgs),
 }
 
 #[derive(clap::Args)]
 pub struct KeysArgs {
-    /// conf-signing, ca or tsa.
+    /// conf-signing, ca, tsa or tls.
     kind: lintas_registry::rotation::KeyKind,
     #[arg(long, default_value = "registry.toml")]
     config: PathBuf,
@@ -727,7 +729,7 @@ pub struct KeysArgs {
     json: bool,
 }
 
-fn keys_step(step: KeysStep) -> anyhow::Result<()> {
+async fn keys_step(step: KeysStep) -> anyhow::Result<()> {
     use lintas_registry::rotation;
     let at = std::time::SystemTime::now();
     let (args, now) = match &step {
@@ -738,7 +740,20 @@ fn keys_step(step: KeysStep) -> anyhow::Result<()> {
     let done = match &step {
         KeysStep::Add(_) => rotation::add(&config, args.kind, at)?,
         KeysStep::Activate { .. } => rotation::activate(&config, args.kind, at, now)?,
-        KeysStep::Retire(_) => rotation::retire(&config, args.kind, at)?,
+        KeysStep::Retire(_) if args.kind == rotation::KeyKind::Ca => {
+            // Which servers still depend on the old CA: the configuration published now.
+            let paths = lintas_registry::Paths(config.data_dir.clone());
+            let anchor = lintas_globalconf::Anchor::load(&paths.anchor())?;
+            let current = lintas_globalconf::fetch_once(&config.globalconf_urls, &anchor, at)
+                .await
+                .map_err(|e| {
+                    lintas_registry::RegistryServeError::Refused(format!(
+                        "retiring a CA needs the configuration the registry publishes now (to see which servers still depend on the old CA), and none was had: {e}; start the registry"
+                    ))
+                })?;
+            rotation::retire(&config, args.kind, at, Some(&current.conf))?
+        }
+        KeysStep::Retire(_) => rotation::retire(&config, args.kind, at, None)?,
     };
     if args.json {
         crate::json::print(&done)?;

@@ -262,6 +262,28 @@ pub fn verify(blob: &[u8], anchor: &Anchor, now: SystemTime) -> Result<VerifiedC
     Ok(verified)
 }
 
+/// Fetches the configuration once from the first of `urls` that serves one `anchor`
+/// verifies at `now`, for a tool that needs the current one without keeping a cache.
+pub async fn fetch_once(
+    urls: &[String],
+    anchor: &Anchor,
+    now: SystemTime,
+) -> Result<VerifiedConf, ConfError> {
+    let mut last = ConfError::NotLoaded;
+    for url in urls {
+        match fetch::get(url, None, Duration::from_secs(10)).await {
+            Ok(fetch::Fetched::Document(blob)) => match verify(&blob, anchor, now) {
+                Ok(conf) => return Ok(conf),
+                Err(e) => last = e,
+            },
+            // Not asked for: the request names no document.
+            Ok(fetch::Fetched::NotModified) => {}
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
 /// [`verify`] without the expiry check, for a cached document, whose serial still counts
 /// for rollback protection after it expired. The signer certificate is judged at the
 /// document's generation time, so a cache outlives the signing certificate's expiry.

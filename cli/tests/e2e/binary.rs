@@ -3,9 +3,22 @@
 
 use super::*;
 
-/// A free loopback port, for a child process to listen on.
+/// A free port on a loopback address of its own, for a child process to listen on.
+/// Not on 127.0.0.1: every connection the tests open to a loopback address takes its
+/// source port there, and could take this one before the child binds it.
 pub(super) fn free_port() -> String {
-    std::net::TcpListener::bind("127.0.0.1:0")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static TAKEN: AtomicU32 = AtomicU32::new(0);
+    let n = std::process::id()
+        .wrapping_mul(2_654_435_761)
+        .wrapping_add(TAKEN.fetch_add(1, Ordering::Relaxed));
+    let [a, b, c, _] = n.to_be_bytes();
+    free_port_on(&std::net::Ipv4Addr::new(127, 1 + a % 250, b, 1 + c % 250).to_string())
+}
+
+/// A free port on loopback address `ip`, as `ip:port`.
+pub(super) fn free_port_on(ip: &str) -> String {
+    std::net::TcpListener::bind((ip, 0))
         .unwrap()
         .local_addr()
         .unwrap()

@@ -8,7 +8,9 @@ use std::os::unix::net::UnixDatagram;
 
 use lintas_testkit::softhsm::{MODULE, SoftHsm};
 
-use super::binary::{cari_at, free_port, lintas_cmd, population_app, serve_child_env};
+use super::binary::{
+    cari_at, free_port, free_port_on, lintas_cmd, population_app, serve_child_env,
+};
 use super::*;
 
 /// The `--pkcs11-*` arguments for `token`.
@@ -50,9 +52,12 @@ async fn signing_keys_in_a_token_sign_exchanges_configuration_and_time_stamps() 
 
     // The registry: configuration-signing and time-stamping keys in its token.
     let reg = root.path().join("registry");
-    let (grpc, http) = (free_port(), free_port());
+    let grpc = free_port();
+    let host = grpc.rsplit_once(':').unwrap().0.to_owned();
+    let http = free_port_on(&host);
     run(lintas_cmd(&["registry", "init", "--instance", "ID"])
         .args(["--grpc-listen", &grpc, "--http-listen", &http])
+        .args(["--public-host", &host])
         .args(token_args(&hsm, "registry"))
         .arg("--dir")
         .arg(&reg)

@@ -14,10 +14,14 @@ async fn step(inst: &mut Instance, step: &str, kind: &str) -> serde_json::Value 
         cmd.arg("--now");
     }
     let out = run(&mut cmd);
+    start_again(inst).await;
+    serde_json::from_str(&out).unwrap()
+}
+
+async fn start_again(inst: &mut Instance) {
     let grpc = TcpListener::bind(inst.config.grpc_listen).await.unwrap();
     let http = TcpListener::bind(inst.config.http_listen).await.unwrap();
     inst.serve(grpc, http).await;
-    serde_json::from_str(&out).unwrap()
 }
 
 /// Runs a rotation step that must be refused, saying `words`.
@@ -97,8 +101,25 @@ async fn the_registry_rotates_its_keys_and_servers_follow_the_announced_anchor()
         .unwrap()
         .verify(&issued, Role::Server, SystemTime::now())
         .unwrap();
+    // Administrators' tools trust both CAs meanwhile; the one in admin/ got a
+    // certificate of the new CA.
+    let admin = inst.root.join("registry/admin");
+    let admin_cas =
+        || lintas_certs::files::read_certs(&lintas_registry::admin::ca_path(&admin)).unwrap();
+    assert_eq!(admin_cas().len(), 2);
+    let kept = lintas_certs::TrustStore::new([new_ca.as_slice()]).unwrap();
+    let admin_cert =
+        lintas_certs::files::read_cert(&lintas_registry::admin::cert_path(&admin)).unwrap();
+    kept.verify(&admin_cert, Role::Admin, SystemTime::now())
+        .unwrap();
     // The old CA cannot be retired while the registry's own certificates come from it.
-    refused(&inst, "retire", "ca", "issued by a CA being retired");
+    refused(&inst, "retire", "ca", "configuration-signing certificate");
+    step(&mut inst, "add", "conf-signing").await;
+    inst.conf_client(&node).fetch().await.unwrap();
+    step(&mut inst, "activate", "conf-signing").await;
+    inst.conf_client(&node).fetch().await.unwrap();
+    step(&mut inst, "retire", "conf-signing").await;
+    inst.conf_client(&node).fetch().await.unwrap();
     // A new TSA key: configurations list its certificate after activation.
     step(&mut inst, "add", "tsa").await;
     let tsa = step(&mut inst, "activate", "tsa").await;
@@ -108,4 +129,45 @@ async fn the_registry_rotates_its_keys_and_servers_follow_the_announced_anchor()
         lintas_certs::hex(&lintas_certs::sha256(listed)),
         tsa["cert_sha256"]
     );
+    refused(&inst, "retire", "ca", "TLS certificate");
+    // A new TLS certificate for the same hosts, from the new CA.
+    let old_tls = std::fs::read(inst.root.join("registry/tls.crt.pem")).unwrap();
+    step(&mut inst, "add", "tls").await;
+    step(&mut inst, "activate", "tls").await;
+    let tls = lintas_certs::files::read_cert(&inst.root.join("registry/tls.crt.pem")).unwrap();
+    assert_ne!(
+        std::fs::read(inst.root.join("registry/tls.crt.pem")).unwrap(),
+        old_tls
+    );
+    let tls = kept
+        .verify(&tls, Role::Registry, SystemTime::now())
+        .unwrap();
+    assert!(
+        tls.hosts().contains(&"127.0.0.1".to_owned()),
+        "{:?}",
+        tls.hosts()
+    );
+    refused(&inst, "retire", "tls", "not in the anchor");
+
+    // The first server still holds the old CA's certificates only, and is named.
+    refused(&inst, "retire", "ca", PROVIDER);
+    let renewed = node.renew().await.unwrap();
+    assert_eq!(renewed.state, "approved", "{renewed:?}");
+    // Retired while the registry runs (it reads the configuration published now);
+    // the next start announces the anchor with the new CA alone.
+    let retired = run(
+        lintas_cmd(&["registry", "keys", "retire", "ca", "--json", "--config"])
+            .arg(inst.root.join("registry/registry.toml")),
+    );
+    assert!(retired.contains("\"retire\""), "{retired}");
+    inst.stop().await;
+    start_again(&mut inst).await;
+    inst.conf_client(&node).fetch().await.unwrap();
+    assert_eq!(held().ca_certs, vec![new_ca.clone()]);
+    assert_eq!(admin_cas(), vec![new_ca]);
+    // The administrator's tools still reach the registry, over its new TLS certificate.
+    inst.admin()
+        .list_servers(lintas_proto::registry::v1::ListServersRequest::default())
+        .await
+        .unwrap();
 }
