@@ -1,29 +1,46 @@
-//! `lintas bench`: the same unary call made directly to the application and through the
-//! bus (consumer security server → provider security server → application), all on
-//! this machine, with signatures and durable records on. Prints throughput and latency
-//! at 1 and at 64 calls in flight, and the bus/direct ratios.
+//! `lintas bench`: the same unary call made three ways, all on this machine, each
+//! process its own: directly to the application; through two relay hops that only pass
+//! calls on, with mutual TLS between them (the ceiling: what the bus would cost if
+//! signing and logging were free); and through the bus (consumer security server →
+//! provider security server, every header signed, both logs durable before the
+//! answer). Several rounds, the paths interleaved in each, give a median and a spread;
+//! each run reads the CPU time every process used per exchange. The results can be
+//! written as JSON.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use lintas_examples::echo::v1::EchoMessage;
-use lintas_examples::echo::v1::echo_client::EchoClient;
-use lintas_globalconf::SystemClock;
-use lintas_identifiers::ClientId;
-use lintas_ss::access::{Grant, ServiceEntry, Subject};
-use lintas_ss::daemon::SecurityServer;
-use tokio::net::TcpListener;
-use tonic::transport::Channel;
+use serde::Serialize;
+
+use crate::bench_load::{Caller, CpuReader, Measured};
+use crate::bench_procs::{Process, Server, lintas, metric_sums, metrics};
+use crate::bench_summary::{
+    GOAL_ADDED_P50_MS, GOAL_RATIO, Run, Summary, mean_ms, print_summary, summarise, times,
+};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Seconds each measurement runs (after one second of warm-up).
-    #[arg(long, default_value_t = 5)]
+    /// Seconds each run measures (after one second of warm-up).
+    #[arg(long, default_value_t = 4)]
     seconds: u64,
+    /// Rounds: each runs every path at 1 and at 64 calls in flight, interleaved.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Request and response payload size in bytes.
     #[arg(long, default_value_t = 1024)]
     payload: usize,
+    /// The paths to measure: direct, relay, bus (ratios need both of theirs).
+    #[arg(long, value_delimiter = ',', default_value = "direct,relay,bus")]
+    paths: Vec<Route>,
+    /// Calls in flight to measure each path at.
+    #[arg(long, value_delimiter = ',', default_value = "1,64")]
+    in_flight: Vec<usize>,
+    /// Write every run and the summary as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
     /// Measure one large body through a REST service instead, up and down, with each
     /// security server in its own process (see `bench_large`).
     #[arg(long)]
@@ -46,6 +63,18 @@ pub struct Args {
     /// With --scale: polls measured per kind of answer.
     #[arg(long, default_value_t = 1_000)]
     polls: usize,
+    /// (The benchmark's own processes.) Serve the echo application on this address.
+    #[arg(long, hide = true)]
+    serve_echo: Option<String>,
+    /// (The benchmark's own processes.) Serve a relay hop on this address.
+    #[arg(long, hide = true, requires_all = ["upstream", "tls_dir", "side"])]
+    serve_relay: Option<String>,
+    #[arg(long, hide = true)]
+    upstream: Option<String>,
+    #[arg(long, hide = true)]
+    tls_dir: Option<PathBuf>,
+    #[arg(long, hide = true)]
+    side: Option<crate::bench_relay::Side>,
 }
 
 const PROVIDER: &str = "ID/GOV/BENCH/SS1";
@@ -54,14 +83,33 @@ const CONSUMER: &str = "ID/GOV/LOAD/SS1";
 const CONSUMER_CLIENT: &str = "ID/GOV/LOAD/GEN";
 const SERVICE: &str = "echo.v1.Echo";
 
-/// One measurement.
-struct Figures {
-    calls_per_sec: f64,
-    p50_ms: f64,
-    p99_ms: f64,
+/// A path calls take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Route {
+    Direct,
+    Relay,
+    Bus,
+}
+
+impl Route {
+    fn name(self) -> &'static str {
+        match self {
+            Route::Direct => "direct",
+            Route::Relay => "relay",
+            Route::Bus => "bus",
+        }
+    }
 }
 
 pub async fn run(args: Args) -> Result<()> {
+    if let Some(addr) = &args.serve_echo {
+        return crate::bench_relay::serve_echo(addr).await;
+    }
+    if let (Some(addr), Some(upstream), Some(dir), Some(side)) =
+        (&args.serve_relay, &args.upstream, &args.tls_dir, args.side)
+    {
+        return crate::bench_relay::serve_relay(addr, upstream, dir, side).await;
+    }
     if args.large {
         return crate::bench_large::run(args.size).await;
     }
@@ -74,231 +122,387 @@ pub async fn run(args: Args) -> Result<()> {
         })
         .await;
     }
-    if args.seconds == 0 || args.payload > 3 * 1024 * 1024 {
-        bail!("--seconds must be at least 1 and --payload at most 3 MiB");
+    if args.seconds == 0 || args.rounds == 0 || args.payload > 3 * 1024 * 1024 {
+        bail!("--seconds and --rounds must be at least 1 and --payload at most 3 MiB");
+    }
+    if args.paths.is_empty() || args.in_flight.is_empty() || args.in_flight.contains(&0) {
+        bail!("--paths needs at least one path and --in-flight numbers of at least 1");
     }
     let temp = tempfile::tempdir().context("creating a temporary directory")?;
-    let root = temp.path();
     let mut running = crate::network::Running::default();
-    let result = measure(root, &args, &mut running).await;
+    let result = measure(temp.path(), &args, &mut running).await;
     running.stop().await?;
     result
 }
 
-async fn measure(
-    root: &std::path::Path,
-    args: &Args,
-    running: &mut crate::network::Running,
-) -> Result<()> {
+/// Everything the paths run through.
+struct Setup {
+    /// Provider's and consumer's security servers.
+    servers: [Server; 2],
+    app: Process,
+    relays: [Process; 2],
+    urls: BTreeMap<&'static str, String>,
+}
+
+async fn measure(root: &Path, args: &Args, running: &mut crate::network::Running) -> Result<()> {
     let (report, config) = crate::network::start_registry(root, running).await?;
-    let mut admin = lintas_registry::admin::connect(&report.admin_dir, &config.public_url)?;
-
-    // Two members enrol with tokens and start their servers.
-    let mut servers = Vec::new();
-    let mut consumer_url = String::new();
-    for (id, client) in [(PROVIDER, PROVIDER_CLIENT), (CONSUMER, CONSUMER_CLIENT)] {
-        let member =
-            crate::network::new_server(root, &report.anchor_path, id, &[client], "bench", true)
-                .await?;
-        crate::network::enrol_with_token(&mut admin, &member.node, id).await?;
-        let server = SecurityServer::open(member.node, Arc::new(SystemClock))?;
-        let local = TcpListener::bind("127.0.0.1:0").await?;
-        if id == CONSUMER {
-            consumer_url = format!("http://{}", local.local_addr()?);
+    let setup = start(root, &report, &config).await?;
+    println!(
+        "lintas bench: {} byte payloads, {} round(s) of {} s per run after 1 s of warm-up, every process its own; through the relay two hops only pass calls on (mutual TLS between them); through the bus every request and response header is signed (in batches) and verified, and recorded durably on both servers before the answer (consumer endpoint in development mode: plaintext loopback, as for the relay's first hop)",
+        args.payload, args.rounds, args.seconds
+    );
+    println!(
+        "{:<6} {:<7} {:>9} {:>10} {:>8} {:>8}  CPU µs per exchange",
+        "round", "path", "in flight", "calls/s", "p50 ms", "p99 ms"
+    );
+    let bus_servers = [&setup.servers[0], &setup.servers[1]];
+    let counters = [
+        "lintas_log_records",
+        "lintas_log_flushes_total",
+        "lintas_signed_headers_total",
+        "lintas_batch_signatures_total",
+    ];
+    let mut bus_counts = [0.0; 4];
+    let mut runs = Vec::new();
+    for round in 1..=args.rounds {
+        for &in_flight in &args.in_flight {
+            for path in args.paths.iter().map(|p| p.name()) {
+                let before = metric_sums(&bus_servers, &counters).await?;
+                let times_before = times(&metrics(&bus_servers).await?);
+                let measured = run_path(&setup, path, in_flight, args).await?;
+                let mut stages_ms = None;
+                if path == "bus" {
+                    let after = metric_sums(&bus_servers, &counters).await?;
+                    for (sum, (a, b)) in bus_counts.iter_mut().zip(after.iter().zip(&before)) {
+                        *sum += a - b;
+                    }
+                    let times_after = times(&metrics(&bus_servers).await?);
+                    stages_ms = Some(mean_ms(&times_before, &times_after));
+                }
+                let cpu: Vec<String> = measured
+                    .cpu_us_per_exchange
+                    .iter()
+                    .map(|(name, us)| format!("{name} {us:.0}"))
+                    .collect();
+                println!(
+                    "{round:<6} {path:<7} {in_flight:>9} {:>10.0} {:>8.3} {:>8.3}  {}",
+                    measured.calls_per_sec,
+                    measured.p50_ms,
+                    measured.p99_ms,
+                    cpu.join(", ")
+                );
+                runs.push(Run {
+                    path,
+                    in_flight,
+                    round,
+                    measured,
+                    stages_ms,
+                });
+            }
         }
-        let stop = running.stopper();
-        let serving = server.clone();
-        let listeners = lintas_ss::serve::Listeners {
-            consumer: local,
-            provider: member.peer,
-            ops: TcpListener::bind("127.0.0.1:0").await?,
-            management: None,
-        };
-        running.tasks.push(tokio::spawn(async move {
-            Ok(lintas_ss::serve::serve(serving, listeners, stop).await?)
-        }));
-        servers.push(server);
     }
-    let app = TcpListener::bind("127.0.0.1:0").await?;
-    let app_url = format!("http://{}", app.local_addr()?);
-    let stop = running.stopper();
-    running.tasks.push(tokio::spawn(async move {
-        Ok(lintas_examples::echo_server::serve(app, stop).await?)
-    }));
-    servers[0].access.add_service(ServiceEntry {
-        provider: PROVIDER_CLIENT.parse()?,
-        service: SERVICE.parse()?,
-        endpoint: app_url.clone(),
-        ca_pem: None,
-        descriptor_set: None,
-        rest: false,
-        large_messages: false,
-        openapi: None,
-    })?;
-    servers[0].access.grant(Grant {
-        provider: PROVIDER_CLIENT.parse()?,
-        service: SERVICE.parse()?,
-        method: None,
-        subject: Subject::Client(ClientId::Subsystem(CONSUMER_CLIENT.parse()?)),
-        path: None,
-    })?;
-
-    println!(
-        "lintas bench: {} byte payloads, {} s per run after 1 s warm-up; through the bus every call's request and response headers are signed (in batches), verified, and recorded durably on both servers (consumer endpoint in development mode: plaintext loopback)",
-        args.payload, args.seconds
-    );
-    println!(
-        "{:<8} {:>10} {:>12} {:>9} {:>9} {:>15} {:>18}",
-        "path", "in flight", "calls/s", "p50 ms", "p99 ms", "records/flush", "headers/signature"
-    );
-    // Records and flushes of both logs, headers and signatures of both signers.
-    let counters = || {
-        servers.iter().fold([0u64; 4], |mut c, s| {
-            let (signatures, headers) = s.signing_stats();
-            c[0] += s.log.len();
-            c[1] += s.log.flushes();
-            c[2] += headers;
-            c[3] += signatures;
-            c
-        })
+    let summary = summarise(&runs, &args.in_flight);
+    print_summary(&summary, args.rounds);
+    let per = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+    let bus = BusCounts {
+        records_per_flush: per(bus_counts[0], bus_counts[1]),
+        headers_per_signature: per(bus_counts[2], bus_counts[3]),
     };
-    let mut table = Vec::new();
-    for in_flight in [1usize, 64] {
-        for (name, url, via_bus) in [("direct", &app_url, false), ("bus", &consumer_url, true)] {
-            let before = counters();
-            let f = load(url, via_bus, in_flight, args).await?;
-            let after = counters();
-            let per = |a: usize, b: usize| match after[b] - before[b] {
-                0 => "-".to_string(),
-                d => format!("{:.1}", (after[a] - before[a]) as f64 / d as f64),
-            };
-            println!(
-                "{:<8} {:>10} {:>12.0} {:>9.3} {:>9.3} {:>15} {:>18}",
-                name,
-                in_flight,
-                f.calls_per_sec,
-                f.p50_ms,
-                f.p99_ms,
-                per(0, 1),
-                per(2, 3)
-            );
-            table.push(f);
+    println!(
+        "through the bus: {:.1} records per durable write, {:.1} headers per signature",
+        bus.records_per_flush, bus.headers_per_signature
+    );
+    let evidence = evidence_rates(&setup.servers[1], &report.anchor_path).await?;
+    if let Some(path) = &args.json {
+        let results = Results {
+            lintas_version: env!("CARGO_PKG_VERSION"),
+            date: now_rfc3339(),
+            machine: Machine::read(),
+            settings: Settings {
+                seconds: args.seconds,
+                warm_up_seconds: 1,
+                rounds: args.rounds,
+                payload_bytes: args.payload,
+            },
+            goals: Goals {
+                bus_direct_at_64_at_least: GOAL_RATIO,
+                added_p50_ms_at_1_at_most: GOAL_ADDED_P50_MS,
+                met: summary.goals_met(),
+            },
+            summary,
+            bus,
+            evidence,
+            runs,
+        };
+        let text = serde_json::to_string_pretty(&results)?;
+        std::fs::write(path, text + "\n").with_context(|| path.display().to_string())?;
+        println!("results written to {}", path.display());
+    }
+    Ok(())
+}
+
+/// Starts the two security servers, the application and the relay hops, publishes the
+/// echo service to the consumer, and waits until it can be called through the bus.
+async fn start(
+    root: &Path,
+    report: &lintas_registry::InitReport,
+    config: &lintas_registry::RegistryConfig,
+) -> Result<Setup> {
+    let mut admin = lintas_registry::admin::connect(&report.admin_dir, &config.public_url)?;
+    let provider = crate::bench_procs::security_server(
+        root,
+        &report.anchor_path,
+        &mut admin,
+        PROVIDER,
+        PROVIDER_CLIENT,
+    )
+    .await?;
+    let consumer = crate::bench_procs::security_server(
+        root,
+        &report.anchor_path,
+        &mut admin,
+        CONSUMER,
+        CONSUMER_CLIENT,
+    )
+    .await?;
+    let any = OsStr::new("127.0.0.1:0");
+    let mut app = Process::start(
+        &[OsStr::new("bench"), OsStr::new("--serve-echo"), any],
+        &root.join("app.log"),
+    )?;
+    let app_url = format!("http://{}", app.first_line().await?);
+    let tls = root.join("relay-tls");
+    std::fs::create_dir(&tls)?;
+    crate::bench_relay::make_certs(&tls)?;
+    let relay = |upstream: &str, side: &str, log: &str| {
+        Process::start(
+            &[
+                OsStr::new("bench"),
+                OsStr::new("--serve-relay"),
+                any,
+                OsStr::new("--upstream"),
+                OsStr::new(upstream),
+                OsStr::new("--tls-dir"),
+                tls.as_os_str(),
+                OsStr::new("--side"),
+                OsStr::new(side),
+            ],
+            &root.join(log),
+        )
+    };
+    let mut second = relay(&app_url, "second", "relay-second.log")?;
+    let second_url = format!("https://{}", second.first_line().await?);
+    let mut first = relay(&second_url, "first", "relay-first.log")?;
+    let first_url = format!("http://{}", first.first_line().await?);
+
+    let provider_config = provider.config.display().to_string();
+    lintas(&[
+        "ss",
+        "service",
+        "add",
+        PROVIDER_CLIENT,
+        SERVICE,
+        "--endpoint",
+        &app_url,
+        "--config",
+        &provider_config,
+    ])?;
+    lintas(&[
+        "ss",
+        "acl",
+        "grant",
+        PROVIDER_CLIENT,
+        SERVICE,
+        CONSUMER_CLIENT,
+        "--config",
+        &provider_config,
+    ])?;
+    let urls = BTreeMap::from([
+        ("direct", app_url),
+        ("relay", first_url),
+        ("bus", consumer.consumer_url.clone()),
+    ]);
+    // The service was published a moment ago: the consumer's server may need the
+    // configuration that lists it. Each path answers before anything is measured.
+    let setup = Setup {
+        servers: [provider, consumer],
+        app,
+        relays: [first, second],
+        urls,
+    };
+    for path in ["direct", "relay", "bus"] {
+        let mut tries = 0;
+        while let Err(e) = crate::bench_load::once(&setup.urls[path], caller(path)).await {
+            tries += 1;
+            if tries > 100 {
+                bail!("{path}: calls do not get through: {e:#}");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
     }
-    println!(
-        "bus/direct throughput: {:.2} at 1 in flight, {:.2} at 64 in flight; added p50 latency at 1 in flight: {:.3} ms",
-        table[1].calls_per_sec / table[0].calls_per_sec,
-        table[3].calls_per_sec / table[2].calls_per_sec,
-        table[1].p50_ms - table[0].p50_ms
-    );
-    println!(
-        "records written: {} on the consumer server, {} on the provider server",
-        servers[1].log.len(),
-        servers[0].log.len()
-    );
-    evidence_rates(&servers[1], &report.anchor_path).await
+    Ok(setup)
+}
+
+fn caller(path: &str) -> Option<&'static Caller> {
+    static BUS: Caller = Caller {
+        client: CONSUMER_CLIENT,
+        service: PROVIDER_CLIENT,
+    };
+    (path == "bus").then_some(&BUS)
+}
+
+/// Measures `path` once, reading the CPU time of every process the calls pass through.
+async fn run_path(setup: &Setup, path: &str, in_flight: usize, args: &Args) -> Result<Measured> {
+    let me = std::process::id();
+    let mut processes: Vec<CpuReader<'_>> =
+        vec![("client", Box::new(move || crate::bench_procs::cpu_of(me)))];
+    match path {
+        "relay" => {
+            processes.push(("relay 1", Box::new(|| setup.relays[0].cpu_secs())));
+            processes.push(("relay 2", Box::new(|| setup.relays[1].cpu_secs())));
+        }
+        "bus" => {
+            processes.push((
+                "consumer ss",
+                Box::new(|| setup.servers[1].process.cpu_secs()),
+            ));
+            processes.push((
+                "provider ss",
+                Box::new(|| setup.servers[0].process.cpu_secs()),
+            ));
+        }
+        _ => {}
+    }
+    processes.push(("app", Box::new(|| setup.app.cpu_secs())));
+    crate::bench_load::run(
+        &setup.urls[path],
+        caller(path),
+        in_flight,
+        args.seconds,
+        args.payload,
+        &processes,
+    )
+    .await
+}
+
+#[derive(Serialize)]
+struct Results {
+    lintas_version: &'static str,
+    date: String,
+    machine: Machine,
+    settings: Settings,
+    goals: Goals,
+    summary: Summary,
+    bus: BusCounts,
+    evidence: Evidence,
+    runs: Vec<Run>,
+}
+
+#[derive(Serialize)]
+struct Settings {
+    seconds: u64,
+    warm_up_seconds: u64,
+    rounds: usize,
+    payload_bytes: usize,
+}
+
+#[derive(Serialize)]
+struct Goals {
+    bus_direct_at_64_at_least: f64,
+    added_p50_ms_at_1_at_most: f64,
+    /// Both met; absent when not both were measured.
+    met: Option<bool>,
+}
+
+#[derive(Serialize)]
+struct BusCounts {
+    records_per_flush: f64,
+    headers_per_signature: f64,
+}
+
+#[derive(Serialize)]
+struct Machine {
+    cores: usize,
+    cpu: String,
+    kernel: String,
+}
+
+impl Machine {
+    fn read() -> Machine {
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix("model name"))
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+            .unwrap_or_default();
+        Machine {
+            cores: std::thread::available_parallelism().map_or(0, usize::from),
+            cpu,
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .map(|k| k.trim().to_owned())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+#[derive(Serialize)]
+struct Evidence {
+    exchanges: usize,
+    bundles: usize,
+    export_per_sec: f64,
+    verify_per_sec: f64,
 }
 
 /// Exports every exchange the consumer's server logged (in bundles of 10,000, as `audit
-/// export` does) and verifies the bundles offline, one at a time: exchanges per second
-/// for each.
-async fn evidence_rates(server: &SecurityServer, anchor: &std::path::Path) -> Result<()> {
+/// export` does) over its admin socket and verifies the bundles offline, one at a time.
+async fn evidence_rates(server: &Server, anchor: &Path) -> Result<Evidence> {
     let anchor = lintas_globalconf::Anchor::load(anchor)?;
     let query = lintas_proto::ss::v1::EvidenceQuery {
         client: CONSUMER_CLIENT.into(),
+        exchanges_per_bundle: 10_000,
         ..Default::default()
     };
     let started = Instant::now();
-    let mut bundles = server
-        .evidence
-        .export_bundles(&query, lintas_ss::evidence::MAX_EXCHANGES)
-        .await?;
-    let (mut exported, mut verify_time, mut count) = (0usize, Duration::ZERO, 0usize);
-    while let Some(bundle) = bundles.recv().await {
-        let bundle = bundle?;
-        count += 1;
+    let mut stream = crate::ss_cmd::admin(&server.config)
+        .await?
+        .export_evidence_bundles(query)
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+        .into_inner();
+    let (mut exchanges, mut verify_time, mut bundles) = (0usize, std::time::Duration::ZERO, 0);
+    while let Some(bundle) = stream
+        .message()
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+    {
+        bundles += 1;
         // Verification is timed apart from the export it interleaves with.
         let verifying = Instant::now();
         let report = tokio::task::block_in_place(|| lintas_audit::verify(&bundle, &anchor));
         verify_time += verifying.elapsed();
         if !report.verified {
-            bail!("bundle {count} does not verify: {:?}", report.failures);
+            bail!("bundle {bundles} does not verify: {:?}", report.failures);
         }
-        exported += report.exchanges.len();
+        exchanges += report.exchanges.len();
     }
     let export_time = started.elapsed().saturating_sub(verify_time);
+    let evidence = Evidence {
+        exchanges,
+        bundles,
+        export_per_sec: exchanges as f64 / export_time.as_secs_f64(),
+        verify_per_sec: exchanges as f64 / verify_time.as_secs_f64(),
+    };
     println!(
-        "evidence: {exported} exchanges in {count} bundle(s); export {:.0} exchanges/s, offline verification {:.0} exchanges/s",
-        exported as f64 / export_time.as_secs_f64(),
-        exported as f64 / verify_time.as_secs_f64()
+        "evidence: {exchanges} exchanges in {bundles} bundle(s); export {:.0} exchanges/s, offline verification {:.0} exchanges/s",
+        evidence.export_per_sec, evidence.verify_per_sec
     );
-    Ok(())
-}
-
-/// Runs `in_flight` concurrent callers against `url` and measures.
-async fn load(url: &str, via_bus: bool, in_flight: usize, args: &Args) -> Result<Figures> {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())?
-        .tcp_nodelay(true)
-        .connect()
-        .await?;
-    let payload = vec![0x5a; args.payload];
-    let warm_up = Instant::now() + Duration::from_secs(1);
-    let end = warm_up + Duration::from_secs(args.seconds);
-    let callers: Vec<_> = (0..in_flight)
-        .map(|_| {
-            let channel = channel.clone();
-            let payload = payload.clone();
-            tokio::spawn(async move { caller(channel, payload, via_bus, warm_up, end).await })
-        })
-        .collect();
-    let mut latencies = Vec::new();
-    for c in callers {
-        latencies.extend(c.await.context("caller task")??);
-    }
-    if latencies.is_empty() {
-        bail!("no call completed in the measured period");
-    }
-    latencies.sort_unstable();
-    let pick = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
-    Ok(Figures {
-        calls_per_sec: latencies.len() as f64 / args.seconds as f64,
-        p50_ms: pick(0.50).as_secs_f64() * 1e3,
-        p99_ms: pick(0.99).as_secs_f64() * 1e3,
-    })
-}
-
-async fn caller(
-    channel: Channel,
-    payload: Vec<u8>,
-    via_bus: bool,
-    warm_up: Instant,
-    end: Instant,
-) -> Result<Vec<Duration>> {
-    let mut client = EchoClient::new(channel);
-    let mut latencies = Vec::new();
-    loop {
-        let start = Instant::now();
-        if start >= end {
-            return Ok(latencies);
-        }
-        let mut request = tonic::Request::new(EchoMessage {
-            payload: payload.clone(),
-        });
-        if via_bus {
-            let md = request.metadata_mut();
-            md.insert("lintas-client", CONSUMER_CLIENT.parse()?);
-            md.insert("lintas-service", PROVIDER_CLIENT.parse()?);
-        }
-        let answer = client.echo(request).await?;
-        if answer.get_ref().payload.len() != payload.len() {
-            bail!(
-                "echo answered {} bytes for {}",
-                answer.get_ref().payload.len(),
-                payload.len()
-            );
-        }
-        if start >= warm_up {
-            latencies.push(start.elapsed());
-        }
-    }
+    Ok(evidence)
 }

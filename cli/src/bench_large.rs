@@ -5,8 +5,7 @@
 //! the backend and the client run in this one. Bodies are generated and counted as they
 //! stream, never held whole anywhere.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -18,6 +17,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
 
+use crate::bench_procs::{Server, lintas, metric_sums};
+
 const PROVIDER: &str = "ID/GOV/BERKAS/SS1";
 const PROVIDER_CLIENT: &str = "ID/GOV/BERKAS/ARSIP";
 const CONSUMER: &str = "ID/GOV/PEMOHON/SS1";
@@ -27,63 +28,6 @@ const SERVICE: &str = "berkas";
 const PIECE: usize = 64 * 1024;
 
 type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
-
-/// A security server running as its own process.
-struct Process {
-    child: Child,
-    config: PathBuf,
-    ops_port: u16,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Process {
-    /// CPU seconds the process has used (user and system).
-    fn cpu_secs(&self) -> Result<f64> {
-        crate::bench_scale::cpu_of(self.child.id())
-    }
-
-    /// Peak and current resident memory, MiB (`VmHWM`, `VmRSS`).
-    fn memory(&self) -> Result<(f64, f64)> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .context("reading the server's /proc status")?;
-        let kib = |key: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(key))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        Ok((kib("VmHWM:") / 1024.0, kib("VmRSS:") / 1024.0))
-    }
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-/// `lintas ARGS` with this binary, which must succeed.
-fn lintas(args: &[&str]) -> Result<()> {
-    let out = Command::new(std::env::current_exe()?)
-        .args(args)
-        .output()
-        .context("running lintas")?;
-    if !out.status.success() {
-        bail!(
-            "lintas {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(())
-}
 
 pub async fn run(mib: u64) -> Result<()> {
     if mib == 0 {
@@ -114,46 +58,13 @@ async fn measure(root: &Path, size: u64, running: &mut crate::network::Running) 
 
     // Two members enrol with tokens; each server then runs as its own process.
     let mut servers = Vec::new();
-    let mut consumer_url = String::new();
     for (id, client) in [(PROVIDER, PROVIDER_CLIENT), (CONSUMER, CONSUMER_CLIENT)] {
-        let (consumer_port, ops_port) = (free_port()?, free_port()?);
-        let member = crate::network::new_server_edited(
-            root,
-            &report.anchor_path,
-            id,
-            &[client],
-            "bench",
-            |c| {
-                c.consumer_listen = ([127, 0, 0, 1], consumer_port).into();
-                c.ops_listen = ([127, 0, 0, 1], ops_port).into();
-                c.provider_listen = ([127, 0, 0, 1], c.address.port()).into();
-                c.dev_plaintext_loopback = true;
-            },
-        )
-        .await?;
-        crate::network::enrol_with_token(&mut admin, &member.node, id).await?;
-        let config = member.node.paths.0.join("ss.toml");
-        let log = std::fs::File::create(member.node.paths.0.join("server.log"))?;
-        // The provider endpoint's port is the child's to bind now.
-        drop(member);
-        let child = Command::new(std::env::current_exe()?)
-            .args(["ss", "serve", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .context("starting a security server")?;
-        let server = Process {
-            child,
-            config,
-            ops_port,
-        };
-        ready(ops_port).await?;
-        if id == CONSUMER {
-            consumer_url = format!("http://127.0.0.1:{consumer_port}");
-        }
-        servers.push(server);
+        servers.push(
+            crate::bench_procs::security_server(root, &report.anchor_path, &mut admin, id, client)
+                .await?,
+        );
     }
+    let consumer_url = servers[1].consumer_url.clone();
     let provider_config = servers[0].config.display().to_string();
     lintas(&[
         "ss",
@@ -190,7 +101,10 @@ async fn measure(root: &Path, size: u64, running: &mut crate::network::Running) 
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let (idle_provider, idle_consumer) = (servers[0].memory()?.1, servers[1].memory()?.1);
+    let (idle_provider, idle_consumer) = (
+        servers[0].process.memory()?.1,
+        servers[1].process.memory()?.1,
+    );
 
     println!(
         "lintas bench --large: {} MiB up (POST) and down (GET) through a REST service; through the bus every 1 MiB chunk is hashed, signed and recorded durably on both servers (consumer endpoint in development mode: plaintext loopback)",
@@ -203,8 +117,11 @@ async fn measure(root: &Path, size: u64, running: &mut crate::network::Running) 
     let mut rates = Vec::new();
     for (name, base) in [("direct", backend_url.as_str()), ("bus", bus.as_str())] {
         for direction in ["up", "down"] {
-            let before = log_counters(&client, &servers).await?;
-            let cpu_before = (servers[1].cpu_secs()?, servers[0].cpu_secs()?);
+            let before = log_counters(&servers).await?;
+            let cpu_before = (
+                servers[1].process.cpu_secs()?,
+                servers[0].process.cpu_secs()?,
+            );
             let started = Instant::now();
             let moved = match direction {
                 "up" => upload(&client, base, size).await?,
@@ -215,11 +132,11 @@ async fn measure(root: &Path, size: u64, running: &mut crate::network::Running) 
             }
             let secs = started.elapsed().as_secs_f64();
             let rate = (size >> 20) as f64 / secs;
-            let after = log_counters(&client, &servers).await?;
+            let after = log_counters(&servers).await?;
             let cpu = format!(
                 "{:.2} / {:.2}",
-                servers[1].cpu_secs()? - cpu_before.0,
-                servers[0].cpu_secs()? - cpu_before.1
+                servers[1].process.cpu_secs()? - cpu_before.0,
+                servers[0].process.cpu_secs()? - cpu_before.1
             );
             let per_flush = match after[1] - before[1] {
                 0 => "-".to_owned(),
@@ -250,7 +167,7 @@ async fn measure(root: &Path, size: u64, running: &mut crate::network::Running) 
         ("provider", &servers[0], idle_provider),
         ("consumer", &servers[1], idle_consumer),
     ] {
-        let (peak, now) = server.memory()?;
+        let (peak, now) = server.process.memory()?;
         println!(
             "{name} security server: peak RSS {peak:.0} MiB (after start-up {idle:.0} MiB, now {now:.0} MiB)"
         );
@@ -259,47 +176,14 @@ async fn measure(root: &Path, size: u64, running: &mut crate::network::Running) 
 }
 
 /// Records and synced batches of both servers' logs, from their metrics.
-async fn log_counters(
-    client: &Client<HttpConnector, Body>,
-    servers: &[Process],
-) -> Result<[u64; 2]> {
-    let mut sums = [0u64; 2];
-    for server in servers {
-        let url: hyper::Uri = format!("http://127.0.0.1:{}/metrics", server.ops_port).parse()?;
-        let text = client
-            .get(url)
-            .await?
-            .into_body()
-            .collect()
-            .await?
-            .to_bytes();
-        for line in String::from_utf8_lossy(&text).lines() {
-            for (i, name) in ["lintas_log_records ", "lintas_log_flushes_total "]
-                .iter()
-                .enumerate()
-            {
-                if let Some(v) = line.strip_prefix(name) {
-                    sums[i] += v.trim().parse::<f64>().unwrap_or(0.0) as u64;
-                }
-            }
-        }
-    }
-    Ok(sums)
-}
-
-/// Waits, bounded, until a server's operations listener answers `/readyz` with 200.
-async fn ready(ops_port: u16) -> Result<()> {
-    let client: Client<HttpConnector, Body> = Client::builder(TokioExecutor::new()).build_http();
-    let url: hyper::Uri = format!("http://127.0.0.1:{ops_port}/readyz").parse()?;
-    for _ in 0..300 {
-        if let Ok(r) = client.get(url.clone()).await
-            && r.status().is_success()
-        {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    bail!("a security server did not become ready within 30 s (see server.log in its directory)")
+async fn log_counters(servers: &[Server]) -> Result<[u64; 2]> {
+    let servers: Vec<&Server> = servers.iter().collect();
+    let sums = metric_sums(
+        &servers,
+        &["lintas_log_records", "lintas_log_flushes_total"],
+    )
+    .await?;
+    Ok([sums[0] as u64, sums[1] as u64])
 }
 
 fn request(method: hyper::Method, url: &str, body: Body) -> Result<hyper::Request<Body>> {

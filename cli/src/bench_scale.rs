@@ -31,29 +31,6 @@ fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
-/// A free loopback port (the anchor needs fixed ones).
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-/// CPU seconds (user and system) the process `pid` has used.
-pub(crate) fn cpu_of(pid: u32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which is in parentheses and may hold spaces).
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .context("unreadable /proc stat")?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    let ticks =
-        |i: usize| -> Result<f64> { Ok(fields.get(i).context("short /proc stat")?.parse()?) };
-    // /proc counts in USER_HZ, 100 on Linux.
-    Ok((ticks(11)? + ticks(12)?) / 100.0)
-}
-
 /// One GET of `/globalconf` at `addr` with `headers`: the status and the body size.
 async fn poll(addr: &str, headers: &str) -> Result<(u16, usize)> {
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
@@ -86,7 +63,10 @@ pub async fn run(scale: Scale) -> Result<()> {
     }
     let temp = tempfile::tempdir().context("creating a temporary directory")?;
     let root = temp.path();
-    let (grpc, http) = (free_port()?, free_port()?);
+    let (grpc, http) = (
+        crate::bench_procs::free_port()?,
+        crate::bench_procs::free_port()?,
+    );
     let report = crate::network::init_instance(
         root,
         format!("127.0.0.1:{grpc}").parse()?,
@@ -195,7 +175,7 @@ pub async fn run(scale: Scale) -> Result<()> {
     ];
     let mut rows = Vec::new();
     for (kind, headers) in kinds {
-        let before = cpu_of(pid)?;
+        let before = crate::bench_procs::cpu_of(pid)?;
         let started = Instant::now();
         let mut bytes = 0;
         // Sixteen at a time, as servers arriving together would.
@@ -216,7 +196,7 @@ pub async fn run(scale: Scale) -> Result<()> {
             }
         }
         let wall = started.elapsed();
-        let cpu = cpu_of(pid)? - before;
+        let cpu = crate::bench_procs::cpu_of(pid)? - before;
         rows.push((kind, bytes, cpu / scale.polls as f64, wall));
     }
     drop(child);

@@ -7,7 +7,11 @@ mod audit_cmd;
 mod backup_cmd;
 mod bench;
 mod bench_large;
+mod bench_load;
+mod bench_procs;
+mod bench_relay;
 mod bench_scale;
+mod bench_summary;
 mod bundles;
 mod certs_cmd;
 mod demo;
@@ -82,6 +86,11 @@ fn init_logging(json: bool, default: &str) {
         (false, false) => builder.init(),
     }
 }
+
+/// mimalloc instead of the system allocator: measured by `lintas bench` (ARCHITECTURE.md,
+/// "Performance notes").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     // A wrong command line exits with clap's own status, 2 (`exit::Exit::Usage`).

@@ -2,6 +2,8 @@
 //! security servers joining it, and the real `lintas` binary. All integration tests live
 //! in this one binary.
 
+#[path = "e2e/bench.rs"]
+mod bench;
 #[path = "e2e/exchange.rs"]
 mod exchange;
 #[path = "e2e/registry_backup.rs"]

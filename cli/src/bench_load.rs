@@ -1,0 +1,151 @@
+//! The benchmark's callers: `in_flight` tasks each making one unary echo call after
+//! another over one HTTP/2 connection, and what one such run measured, including the
+//! CPU time each process used per exchange over the measured period.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use lintas_examples::echo::v1::EchoMessage;
+use lintas_examples::echo::v1::echo_client::EchoClient;
+use serde::Serialize;
+use tonic::transport::Channel;
+
+/// Who the bus's callers say they are and call.
+pub struct Caller {
+    pub client: &'static str,
+    pub service: &'static str,
+}
+
+/// What one run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Measured {
+    /// Calls started in the measured period.
+    pub calls: usize,
+    pub calls_per_sec: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// CPU time per exchange of each process, microseconds, by process name.
+    pub cpu_us_per_exchange: std::collections::BTreeMap<String, f64>,
+}
+
+/// A process whose CPU time a run reads: its name and how to read it.
+pub type CpuReader<'a> = (&'a str, Box<dyn Fn() -> Result<f64> + 'a>);
+
+/// Runs `in_flight` callers against `url` for one second of warm-up and `seconds`
+/// measured, reading each process's CPU time at the start and end of the measured
+/// period.
+pub async fn run(
+    url: &str,
+    caller: Option<&Caller>,
+    in_flight: usize,
+    seconds: u64,
+    payload: usize,
+    processes: &[CpuReader<'_>],
+) -> Result<Measured> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())?
+        .tcp_nodelay(true)
+        .connect()
+        .await?;
+    let payload = vec![0x5a; payload];
+    let warm_up = Instant::now() + Duration::from_secs(1);
+    let end = warm_up + Duration::from_secs(seconds);
+    let meta = caller.map(|c| (c.client, c.service));
+    let callers: Vec<_> = (0..in_flight)
+        .map(|_| {
+            let channel = channel.clone();
+            let payload = payload.clone();
+            tokio::spawn(async move { calls(channel, payload, meta, warm_up, end).await })
+        })
+        .collect();
+    tokio::time::sleep_until(warm_up.into()).await;
+    let before = cpu(processes)?;
+    tokio::time::sleep_until(end.into()).await;
+    let after = cpu(processes)?;
+    let mut latencies = Vec::new();
+    for c in callers {
+        latencies.extend(c.await.context("caller task")??);
+    }
+    if latencies.is_empty() {
+        bail!("no call completed in the measured period");
+    }
+    latencies.sort_unstable();
+    let pick = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    let n = latencies.len();
+    let per_exchange = processes
+        .iter()
+        .zip(before.iter().zip(&after))
+        .map(|((name, _), (b, a))| ((*name).to_owned(), (a - b) * 1e6 / n as f64))
+        .collect();
+    Ok(Measured {
+        calls: n,
+        calls_per_sec: n as f64 / seconds as f64,
+        p50_ms: pick(0.50).as_secs_f64() * 1e3,
+        p99_ms: pick(0.99).as_secs_f64() * 1e3,
+        cpu_us_per_exchange: per_exchange,
+    })
+}
+
+/// One call to `url`, to see that the path is up.
+pub async fn once(url: &str, caller: Option<&Caller>) -> Result<()> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())?
+        .connect()
+        .await?;
+    echo(
+        &mut EchoClient::new(channel),
+        &[1; 16],
+        caller.map(|c| (c.client, c.service)),
+    )
+    .await
+}
+
+fn cpu(processes: &[CpuReader<'_>]) -> Result<Vec<f64>> {
+    processes.iter().map(|(_, read)| read()).collect()
+}
+
+/// One caller: calls until `end`, keeping the latency of each call started after
+/// `warm_up`.
+async fn calls(
+    channel: Channel,
+    payload: Vec<u8>,
+    meta: Option<(&'static str, &'static str)>,
+    warm_up: Instant,
+    end: Instant,
+) -> Result<Vec<Duration>> {
+    let mut client = EchoClient::new(channel);
+    let mut latencies = Vec::new();
+    loop {
+        let start = Instant::now();
+        if start >= end {
+            return Ok(latencies);
+        }
+        echo(&mut client, &payload, meta).await?;
+        if start >= warm_up {
+            latencies.push(start.elapsed());
+        }
+    }
+}
+
+/// One echo call, its answer checked.
+async fn echo(
+    client: &mut EchoClient<Channel>,
+    payload: &[u8],
+    meta: Option<(&'static str, &'static str)>,
+) -> Result<()> {
+    let mut request = tonic::Request::new(EchoMessage {
+        payload: payload.to_vec(),
+    });
+    if let Some((client, service)) = meta {
+        let md = request.metadata_mut();
+        md.insert("lintas-client", client.parse()?);
+        md.insert("lintas-service", service.parse()?);
+    }
+    let answer = client.echo(request).await?;
+    if answer.get_ref().payload.len() != payload.len() {
+        bail!(
+            "echo answered {} bytes for {}",
+            answer.get_ref().payload.len(),
+            payload.len()
+        );
+    }
+    Ok(())
+}
