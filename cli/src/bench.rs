@@ -15,7 +15,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-use crate::bench_load::{Caller, CpuReader, Measured};
+use crate::bench_load::{Caller, CpuReader, Measured, Target};
 use crate::bench_procs::{Process, Server, lintas, metric_sums, metrics};
 use crate::bench_summary::{
     GOAL_ADDED_P50_MS, GOAL_RATIO, Run, Summary, mean_ms, print_summary, summarise, times,
@@ -32,8 +32,13 @@ pub struct Args {
     /// Request and response payload size in bytes.
     #[arg(long, default_value_t = 1024)]
     payload: usize,
-    /// The paths to measure: direct, relay, bus (ratios need both of theirs).
-    #[arg(long, value_delimiter = ',', default_value = "direct,relay,bus")]
+    /// The paths to measure: direct, relay, bus (gRPC), rest-direct, rest-bus (the REST
+    /// entry). A ratio needs both of its paths.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "direct,relay,bus,rest-direct,rest-bus"
+    )]
     paths: Vec<Route>,
     /// Calls in flight to measure each path at.
     #[arg(long, value_delimiter = ',', default_value = "1,64")]
@@ -82,6 +87,7 @@ const PROVIDER_CLIENT: &str = "ID/GOV/BENCH/ECHO";
 const CONSUMER: &str = "ID/GOV/LOAD/SS1";
 const CONSUMER_CLIENT: &str = "ID/GOV/LOAD/GEN";
 const SERVICE: &str = "echo.v1.Echo";
+const REST_SERVICE: &str = "echorest";
 
 /// A path calls take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -89,6 +95,8 @@ pub enum Route {
     Direct,
     Relay,
     Bus,
+    RestDirect,
+    RestBus,
 }
 
 impl Route {
@@ -97,9 +105,14 @@ impl Route {
             Route::Direct => "direct",
             Route::Relay => "relay",
             Route::Bus => "bus",
+            Route::RestDirect => "rest-direct",
+            Route::RestBus => "rest-bus",
         }
     }
 }
+
+/// Every path, in the order they run and are reported.
+const PATHS: [&str; 5] = ["direct", "relay", "bus", "rest-direct", "rest-bus"];
 
 pub async fn run(args: Args) -> Result<()> {
     if let Some(addr) = &args.serve_echo {
@@ -152,7 +165,7 @@ async fn measure(root: &Path, args: &Args, running: &mut crate::network::Running
         args.payload, args.rounds, args.seconds
     );
     println!(
-        "{:<6} {:<7} {:>9} {:>10} {:>8} {:>8}  CPU µs per exchange",
+        "{:<6} {:<11} {:>9} {:>10} {:>8} {:>8}  CPU µs per exchange",
         "round", "path", "in flight", "calls/s", "p50 ms", "p99 ms"
     );
     let bus_servers = [&setup.servers[0], &setup.servers[1]];
@@ -171,7 +184,7 @@ async fn measure(root: &Path, args: &Args, running: &mut crate::network::Running
                 let times_before = times(&metrics(&bus_servers).await?);
                 let measured = run_path(&setup, path, in_flight, args).await?;
                 let mut stages_ms = None;
-                if path == "bus" {
+                if path.ends_with("bus") {
                     let after = metric_sums(&bus_servers, &counters).await?;
                     for (sum, (a, b)) in bus_counts.iter_mut().zip(after.iter().zip(&before)) {
                         *sum += a - b;
@@ -185,7 +198,7 @@ async fn measure(root: &Path, args: &Args, running: &mut crate::network::Running
                     .map(|(name, us)| format!("{name} {us:.0}"))
                     .collect();
                 println!(
-                    "{round:<6} {path:<7} {in_flight:>9} {:>10.0} {:>8.3} {:>8.3}  {}",
+                    "{round:<6} {path:<11} {in_flight:>9} {:>10.0} {:>8.3} {:>8.3}  {}",
                     measured.calls_per_sec,
                     measured.p50_ms,
                     measured.p99_ms,
@@ -270,7 +283,11 @@ async fn start(
         &[OsStr::new("bench"), OsStr::new("--serve-echo"), any],
         &root.join("app.log"),
     )?;
-    let app_url = format!("http://{}", app.first_line().await?);
+    let line = app.first_line().await?;
+    let (grpc, rest) = line
+        .split_once(' ')
+        .with_context(|| format!("the application said {line:?}"))?;
+    let (app_url, rest_url) = (format!("http://{grpc}"), format!("http://{rest}"));
     let tls = root.join("relay-tls");
     std::fs::create_dir(&tls)?;
     crate::bench_relay::make_certs(&tls)?;
@@ -309,18 +326,40 @@ async fn start(
     ])?;
     lintas(&[
         "ss",
-        "acl",
-        "grant",
+        "service",
+        "add",
         PROVIDER_CLIENT,
-        SERVICE,
-        CONSUMER_CLIENT,
+        REST_SERVICE,
+        "--rest",
+        "--endpoint",
+        &rest_url,
         "--config",
         &provider_config,
     ])?;
+    for service in [SERVICE, REST_SERVICE] {
+        lintas(&[
+            "ss",
+            "acl",
+            "grant",
+            PROVIDER_CLIENT,
+            service,
+            CONSUMER_CLIENT,
+            "--config",
+            &provider_config,
+        ])?;
+    }
     let urls = BTreeMap::from([
         ("direct", app_url),
         ("relay", first_url),
         ("bus", consumer.consumer_url.clone()),
+        ("rest-direct", format!("{rest_url}/echo")),
+        (
+            "rest-bus",
+            format!(
+                "{}/r1/{PROVIDER_CLIENT}/{REST_SERVICE}/echo",
+                consumer.consumer_url
+            ),
+        ),
     ]);
     // The service was published a moment ago: the consumer's server may need the
     // configuration that lists it. Each path answers before anything is measured.
@@ -330,9 +369,9 @@ async fn start(
         relays: [first, second],
         urls,
     };
-    for path in ["direct", "relay", "bus"] {
+    for path in PATHS {
         let mut tries = 0;
-        while let Err(e) = crate::bench_load::once(&setup.urls[path], caller(path)).await {
+        while let Err(e) = crate::bench_load::once(setup.target(path)).await {
             tries += 1;
             if tries > 100 {
                 bail!("{path}: calls do not get through: {e:#}");
@@ -343,12 +382,27 @@ async fn start(
     Ok(setup)
 }
 
-fn caller(path: &str) -> Option<&'static Caller> {
-    static BUS: Caller = Caller {
-        client: CONSUMER_CLIENT,
-        service: PROVIDER_CLIENT,
-    };
-    (path == "bus").then_some(&BUS)
+impl Setup {
+    /// What the callers of `path` call.
+    fn target(&self, path: &str) -> Target<'_> {
+        static BUS: Caller = Caller {
+            client: CONSUMER_CLIENT,
+            service: PROVIDER_CLIENT,
+        };
+        let url = self.urls[path].as_str();
+        match path {
+            "rest-direct" => Target::Rest { url, client: None },
+            "rest-bus" => Target::Rest {
+                url,
+                client: Some(CONSUMER_CLIENT),
+            },
+            "bus" => Target::Grpc {
+                url,
+                caller: Some(&BUS),
+            },
+            _ => Target::Grpc { url, caller: None },
+        }
+    }
 }
 
 /// Measures `path` once, reading the CPU time of every process the calls pass through.
@@ -361,7 +415,7 @@ async fn run_path(setup: &Setup, path: &str, in_flight: usize, args: &Args) -> R
             processes.push(("relay 1", Box::new(|| setup.relays[0].cpu_secs())));
             processes.push(("relay 2", Box::new(|| setup.relays[1].cpu_secs())));
         }
-        "bus" => {
+        "bus" | "rest-bus" => {
             processes.push((
                 "consumer ss",
                 Box::new(|| setup.servers[1].process.cpu_secs()),
@@ -375,8 +429,7 @@ async fn run_path(setup: &Setup, path: &str, in_flight: usize, args: &Args) -> R
     }
     processes.push(("app", Box::new(|| setup.app.cpu_secs())));
     crate::bench_load::run(
-        &setup.urls[path],
-        caller(path),
+        setup.target(path),
         in_flight,
         args.seconds,
         args.payload,

@@ -16,6 +16,35 @@ pub struct Caller {
     pub service: &'static str,
 }
 
+/// What the callers call.
+#[derive(Clone, Copy)]
+pub enum Target<'a> {
+    /// The echo service's `Echo` method at `url`, naming `caller` (through the bus).
+    Grpc {
+        url: &'a str,
+        caller: Option<&'a Caller>,
+    },
+    /// `POST url` with the payload, expecting it back; with `client`, the
+    /// `X-Road-Client` header (through the bus's REST entry).
+    Rest {
+        url: &'a str,
+        client: Option<&'static str>,
+    },
+}
+
+type RestClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Full<bytes::Bytes>,
+>;
+
+/// An HTTP/1.1 client with a pool of kept-alive connections, one per caller at most.
+fn rest_client() -> RestClient {
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_nodelay(true);
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(connector)
+}
+
 /// What one run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Measured {
@@ -35,28 +64,53 @@ pub type CpuReader<'a> = (&'a str, Box<dyn Fn() -> Result<f64> + 'a>);
 /// measured, reading each process's CPU time at the start and end of the measured
 /// period.
 pub async fn run(
-    url: &str,
-    caller: Option<&Caller>,
+    target: Target<'_>,
     in_flight: usize,
     seconds: u64,
     payload: usize,
     processes: &[CpuReader<'_>],
 ) -> Result<Measured> {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())?
-        .tcp_nodelay(true)
-        .connect()
-        .await?;
     let payload = vec![0x5a; payload];
     let warm_up = Instant::now() + Duration::from_secs(1);
     let end = warm_up + Duration::from_secs(seconds);
-    let meta = caller.map(|c| (c.client, c.service));
-    let callers: Vec<_> = (0..in_flight)
-        .map(|_| {
-            let channel = channel.clone();
-            let payload = payload.clone();
-            tokio::spawn(async move { calls(channel, payload, meta, warm_up, end).await })
-        })
-        .collect();
+    let callers: Vec<tokio::task::JoinHandle<Result<Vec<Duration>>>> = match target {
+        Target::Grpc { url, caller } => {
+            let channel = tonic::transport::Endpoint::from_shared(url.to_owned())?
+                .tcp_nodelay(true)
+                .connect()
+                .await?;
+            let meta = caller.map(|c| (c.client, c.service));
+            (0..in_flight)
+                .map(|_| {
+                    let channel = channel.clone();
+                    let payload = payload.clone();
+                    tokio::spawn(async move { calls(channel, payload, meta, warm_up, end).await })
+                })
+                .collect()
+        }
+        Target::Rest { url, client } => {
+            let http = rest_client();
+            let payload = bytes::Bytes::from(payload);
+            (0..in_flight)
+                .map(|_| {
+                    let (http, payload, url) = (http.clone(), payload.clone(), url.to_owned());
+                    tokio::spawn(async move {
+                        let mut latencies = Vec::new();
+                        loop {
+                            let start = Instant::now();
+                            if start >= end {
+                                return Ok(latencies);
+                            }
+                            post(&http, &url, client, &payload).await?;
+                            if start >= warm_up {
+                                latencies.push(start.elapsed());
+                            }
+                        }
+                    })
+                })
+                .collect()
+        }
+    };
     tokio::time::sleep_until(warm_up.into()).await;
     let before = cpu(processes)?;
     tokio::time::sleep_until(end.into()).await;
@@ -85,17 +139,58 @@ pub async fn run(
     })
 }
 
-/// One call to `url`, to see that the path is up.
-pub async fn once(url: &str, caller: Option<&Caller>) -> Result<()> {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())?
-        .connect()
+/// One call to `target`, to see that the path is up.
+pub async fn once(target: Target<'_>) -> Result<()> {
+    match target {
+        Target::Grpc { url, caller } => {
+            let channel = tonic::transport::Endpoint::from_shared(url.to_owned())?
+                .connect()
+                .await?;
+            echo(
+                &mut EchoClient::new(channel),
+                &[1; 16],
+                caller.map(|c| (c.client, c.service)),
+            )
+            .await
+        }
+        Target::Rest { url, client } => {
+            post(
+                &rest_client(),
+                url,
+                client,
+                &bytes::Bytes::from_static(&[1; 16]),
+            )
+            .await
+        }
+    }
+}
+
+/// One REST call, its answer checked.
+async fn post(
+    http: &RestClient,
+    url: &str,
+    client: Option<&str>,
+    payload: &bytes::Bytes,
+) -> Result<()> {
+    use http_body_util::BodyExt;
+    let mut request = hyper::Request::post(url).header("content-type", "application/octet-stream");
+    if let Some(client) = client {
+        request = request.header("X-Road-Client", client);
+    }
+    let answer = http
+        .request(request.body(http_body_util::Full::new(payload.clone()))?)
         .await?;
-    echo(
-        &mut EchoClient::new(channel),
-        &[1; 16],
-        caller.map(|c| (c.client, c.service)),
-    )
-    .await
+    let status = answer.status();
+    let body = answer.into_body().collect().await?.to_bytes();
+    if !status.is_success() || body.len() != payload.len() {
+        bail!(
+            "POST {url} answered {status} with {} bytes for {}: {}",
+            body.len(),
+            payload.len(),
+            String::from_utf8_lossy(&body[..body.len().min(300)])
+        );
+    }
+    Ok(())
 }
 
 fn cpu(processes: &[CpuReader<'_>]) -> Result<Vec<f64>> {

@@ -23,11 +23,25 @@ use tonic::codegen::http;
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Channel;
 
-/// Serves the echo application on `addr` until killed; prints its address first.
+/// Serves the echo application on `addr` until killed: the gRPC echo service, and on
+/// another port of the same host a REST backend whose `POST /echo` answers the body it
+/// was sent. Prints both addresses first, on one line.
 pub async fn serve_echo(addr: &str) -> Result<()> {
-    let listener = TcpListener::bind(addr).await?;
-    announce(&listener)?;
-    lintas_examples::echo_server::serve(listener, std::future::pending()).await?;
+    let grpc = TcpListener::bind(addr).await?;
+    let host = grpc.local_addr()?.ip();
+    let rest = TcpListener::bind((host, 0)).await?;
+    let mut out = std::io::stdout();
+    writeln!(out, "{} {}", grpc.local_addr()?, rest.local_addr()?).context("standard output")?;
+    out.flush().context("standard output")?;
+    let router = axum::Router::new().route(
+        "/echo",
+        axum::routing::post(|body: Bytes| async move { body }),
+    );
+    let admission = Admission::new("rest", Limits::default());
+    let rest = lintas_transport::serve_http(rest, admission, router, std::future::pending());
+    let grpc = lintas_examples::echo_server::serve(grpc, std::future::pending());
+    let (_, grpc) = tokio::join!(rest, grpc);
+    grpc?;
     Ok(())
 }
 

@@ -154,7 +154,7 @@ pub fn summarise(runs: &[Run], in_flights: &[usize]) -> Summary {
     };
     let mut paths = Vec::new();
     for &in_flight in in_flights {
-        for path in ["direct", "relay", "bus"] {
+        for path in ["direct", "relay", "bus", "rest-direct", "rest-bus"] {
             let rs = of(path, in_flight);
             if rs.is_empty() {
                 continue;
@@ -204,7 +204,12 @@ pub fn summarise(runs: &[Run], in_flights: &[usize]) -> Summary {
     };
     let mut ratios = BTreeMap::new();
     for &in_flight in in_flights {
-        for (a, b) in [("bus", "direct"), ("relay", "direct"), ("bus", "relay")] {
+        for (a, b) in [
+            ("bus", "direct"),
+            ("relay", "direct"),
+            ("bus", "relay"),
+            ("rest-bus", "rest-direct"),
+        ] {
             if measured(a, b, in_flight) {
                 ratios.insert(
                     format!("{a}/{b} at {in_flight}"),
@@ -230,7 +235,7 @@ pub fn print_summary(summary: &Summary, rounds: usize) {
             .map(|(name, us)| format!("{name} {us:.0}"))
             .collect();
         println!(
-            "{:<7} {:>3} in flight: {:>7.0} calls/s [{:.0}–{:.0}], p50 {:.3} ms, p99 {:.3} ms; CPU µs per exchange: {}",
+            "{:<11} {:>3} in flight: {:>7.0} calls/s [{:.0}–{:.0}], p50 {:.3} ms, p99 {:.3} ms; CPU µs per exchange: {}",
             p.path,
             p.in_flight,
             p.calls_per_sec.median,

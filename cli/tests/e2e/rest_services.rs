@@ -504,3 +504,63 @@ async fn the_dukcapil_api_is_called_as_an_x_road_rest_service_with_query_paramet
 
 mod large_bodies;
 mod openapi;
+
+/// Many REST calls at once over the one connection between the two servers: each call's
+/// request side ends with its opening, so the provider's server never finishes a stream
+/// the consumer's still holds open (HTTP/2 resets those, and after 256 on a connection
+/// the provider's server closed it, failing every call on it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_rest_calls_at_once_all_get_through() {
+    use http_body_util::{BodyExt, Full};
+    let net = network().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend_url = format!("http://{}", listener.local_addr().unwrap());
+    let (_stop_backend, stop) = stopper();
+    let echo = axum::Router::new().route("/echo", axum::routing::post(|b: Bytes| async move { b }));
+    tokio::spawn(async move {
+        axum::serve(listener, echo)
+            .with_graceful_shutdown(stop)
+            .await
+    });
+    add_rest_service(&net, "gema", &backend_url).await;
+    grant_rest(&net, "gema", CONSUMER_CLIENT, "", "").await;
+    net.provider.report_services().await.unwrap();
+    let url = format!("{}/r1/{PROVIDER_CLIENT}/gema/echo", net.consumer_url);
+    let http: hyper_util::client::legacy::Client<_, Full<Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    // The configuration listing the service may take a moment.
+    for _ in 0..100 {
+        let probe = hyper::Request::post(&url)
+            .header("X-Road-Client", CONSUMER_CLIENT)
+            .body(Full::new(Bytes::from_static(b"coba")))
+            .unwrap();
+        if http.request(probe).await.unwrap().status() == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // 64 callers, 40 calls each: 2,560 on the one connection between the servers.
+    let tasks: Vec<_> = (0..64usize)
+        .map(|c| {
+            let (http, url) = (http.clone(), url.clone());
+            tokio::spawn(async move {
+                for i in c * 40..(c + 1) * 40 {
+                    let body = Bytes::from(format!("panggilan {i}"));
+                    let request = hyper::Request::post(&url)
+                        .header("X-Road-Client", CONSUMER_CLIENT)
+                        .body(Full::new(body.clone()))
+                        .unwrap();
+                    let answer = http.request(request).await.unwrap();
+                    let status = answer.status();
+                    let got = answer.into_body().collect().await.unwrap().to_bytes();
+                    assert_eq!(status, 200, "call {i}: {}", String::from_utf8_lossy(&got));
+                    assert_eq!(got, body, "call {i}");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+}

@@ -132,9 +132,16 @@ async fn open(
             ..super::attempt::request_header(&s, &call, conf, target)
         },
         ex::SignedRequest::default,
+        true,
         |_| {},
     )
     .await?;
+    let Some(to_provider) = to_provider else {
+        return Err(consumer_error(
+            Code::Internal,
+            "the stream to the provider's server was opened closed",
+        ));
+    };
     tokio::spawn(uplink(open.clone(), incoming, to_provider));
     let (to_client, messages) = mpsc::channel(BUFFER);
     tokio::spawn(async move {
@@ -148,7 +155,8 @@ async fn open(
 /// client's frames go, and the provider's frames.
 pub(super) struct Opened {
     pub open: Arc<Open>,
-    pub to_provider: mpsc::Sender<ex::StreamFrame>,
+    /// Where more frames go; `None` when the opening was all (the request side ended).
+    pub to_provider: Option<mpsc::Sender<ex::StreamFrame>>,
     pub answers: Streaming<ex::StreamFrame>,
 }
 
@@ -157,14 +165,15 @@ pub(super) struct Opened {
 /// and the previous attempt's request hash) and the opening `opening` makes: the next
 /// server when one could not take it, and, when none could be reached as the
 /// configuration describes them (moved, or switched to certificates a newer one
-/// lists), the servers a newer configuration names once more. `on_peer` hears of each
-/// server tried.
+/// lists), the servers a newer configuration names once more. With `more` false the
+/// request side ends with the opening. `on_peer` hears of each server tried.
 pub(super) async fn connect_any(
     s: &Arc<Consumer>,
     call: &Call,
     deadline: Option<Duration>,
     header_of: impl Fn(&VerifiedConf, &Entry, u32, Option<[u8; 32]>) -> ex::RequestHeader,
     opening: impl Fn() -> ex::SignedRequest,
+    more: bool,
     on_peer: impl Fn(&str),
 ) -> Result<Opened, Status> {
     let (conf, order) = targets(s, call).await?;
@@ -193,7 +202,7 @@ pub(super) async fn connect_any(
             attempt += 1;
             on_peer(&target.id);
             let id = target.id.clone();
-            match connect(s, call, conf.clone(), target, header, opening(), left).await {
+            match connect(s, call, conf.clone(), target, header, opening(), more, left).await {
                 Ok(o) => return Ok(o),
                 Err(f) if f.retry => {
                     tracing::warn!(server = %id, code = ?f.status.code(), reason = %f.status.message(), "the call did not reach the provider's application; another server is tried if there is one");
@@ -212,8 +221,10 @@ pub(super) async fn connect_any(
 }
 
 /// Signs `header` (for `target`) and records it, then opens `Exchange.Stream` on the
-/// target with it (`opening` gives its body and credential values). A failure is
-/// recorded, and says whether another server may be tried.
+/// target with it (`opening` gives its body and credential values; with `more` false
+/// the request side ends with it). A failure is recorded, and says whether another
+/// server may be tried.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn connect(
     s: &Arc<Consumer>,
     call: &Call,
@@ -221,6 +232,7 @@ pub(super) async fn connect(
     target: Entry,
     header: ex::RequestHeader,
     opening: ex::SignedRequest,
+    more: bool,
     deadline: Option<Duration>,
 ) -> Result<Opened, super::attempt::Failed> {
     let side = ErrorSource::ConsumerServer;
@@ -304,6 +316,11 @@ pub(super) async fn connect(
     };
     // Room for it: the channel is new.
     let _ = to_provider.try_send(opening);
+    // Nothing follows an opening that is all: the request side ends with it, before the
+    // provider's server can finish its answer. (A stream it finishes while this side
+    // holds its half open is reset, which HTTP/2 counts against the connection: after
+    // 256 the provider's server closes it, and every call on it fails.)
+    let to_provider = more.then_some(to_provider);
     let mut request = Request::new(ReceiverStream::new(frames));
     if let Some(d) = deadline {
         request.set_timeout(d);

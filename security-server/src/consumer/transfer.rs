@@ -153,19 +153,20 @@ pub(crate) async fn call(
         to_provider,
         mut answers,
     } = opened;
-    if chunked {
-        tokio::spawn(uplink(
-            open.clone(),
-            upload,
-            to_provider,
-            account.uploaded.clone(),
-        ));
-    } else {
-        account
+    match to_provider {
+        Some(to_provider) if chunked => {
+            tokio::spawn(uplink(
+                open.clone(),
+                upload,
+                to_provider,
+                account.uploaded.clone(),
+            ));
+        }
+        // Nothing more goes to the provider's server: the request side ended with the
+        // opening.
+        _ => account
             .uploaded
-            .store(inline.len() as u64, Ordering::SeqCst);
-        // Nothing more goes to the provider's server: the request side ends.
-        drop(to_provider);
+            .store(inline.len() as u64, Ordering::SeqCst),
     }
     let answer = |rest, rest_secrets, body| Answer {
         body,
@@ -267,6 +268,7 @@ async fn open(
             secret_headers: call.rest_secrets.clone(),
             ..Default::default()
         },
+        chunked,
         |id| progress.set_peer(id),
     )
     .await
@@ -337,6 +339,12 @@ async fn uplink(
             frame: Some(ex::stream_frame::Frame::Message(message)),
         };
         if to_provider.send(frame).await.is_err() || end {
+            // The request stream ends with the end message, not once the records are
+            // durable: the provider's server may answer first, and a stream it finishes
+            // while this side still holds its half open is reset, which HTTP/2 counts
+            // against the connection (after 256 the provider's server closes it, and
+            // every call on it fails).
+            drop(to_provider);
             // Its records are durable before the provider's close is taken.
             for durable in pending {
                 let _ = durable.await;
