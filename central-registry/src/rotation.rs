@@ -256,11 +256,22 @@ pub fn activate(
         )));
     }
     if kind == KeyKind::Ca {
-        // Before the move, so that running it again after a cut finds the new CA waiting.
-        let ca = Ca::load(cert.clone(), keys::read(&next(key_path.clone()))?)?;
+        // The new key waits beside the current one, or is in place already when a move
+        // was cut short between key and certificate (`Ca::load` checks it is the
+        // certificate's). The administrator's certificate waits beside its own too.
+        let waiting = next(key_path.clone());
+        let key = keys::read(if waiting.exists() {
+            &waiting
+        } else {
+            &key_path
+        })?;
+        let ca = Ca::load(cert.clone(), key)?;
         reissue_admin(config, &paths, &ca, at)?;
     }
     lintas_certs::files::switch_in(&key_path, &cert_path)?;
+    if kind == KeyKind::Ca {
+        admin_switch_in(&paths)?;
+    }
     let _ = std::fs::remove_file(&marker);
     lintas_certs::files::sync_dir(&paths.0)?;
     Ok(Rotated {
@@ -337,7 +348,7 @@ pub fn retire(
 /// Refuses while a certificate the registry presents or signs with (or the
 /// administrator's kept in `admin/`) does not chain to `kept`.
 fn check_own(paths: &Paths, kept: &TrustStore, now: SystemTime) -> Result<(), RegistryServeError> {
-    let admin = paths.admin_dir().join("admin.crt.pem");
+    let admin = crate::admin::cert_path(&paths.admin_dir());
     let mut own = vec![
         (paths.conf_cert(), Role::GlobalConf, "configuration-signing"),
         (paths.tsa_cert(), Role::Tsa, "TSA"),
@@ -398,25 +409,42 @@ fn admin_cas(paths: &Paths, anchor: &Anchor) -> Result<(), RegistryServeError> {
 }
 
 /// The administrator certificate kept in `admin/`, when the CA in use issued it (as
-/// `activate ca` does): the registry records it as it starts.
+/// `activate ca` does): the registry records it as it starts. One `activate ca` left
+/// waiting (cut short after moving the CA in) is moved into place first.
 pub fn reissued_admin(
     paths: &Paths,
     now: SystemTime,
 ) -> Result<Option<Vec<u8>>, RegistryServeError> {
     let path = crate::admin::cert_path(&paths.admin_dir());
+    let ca = read_cert(&paths.ca_cert())?;
+    let in_use = TrustStore::new([ca.as_slice()])?;
+    let issued = |cert: &[u8]| in_use.verify(cert, Role::Admin, now).is_ok();
+    let waiting = next(path.clone());
+    if waiting.exists() && issued(&read_cert(&waiting)?) {
+        admin_switch_in(paths)?;
+    }
     if !path.exists() {
         return Ok(None);
     }
     let cert = read_cert(&path)?;
-    let ca = read_cert(&paths.ca_cert())?;
-    let issued = TrustStore::new([ca.as_slice()])?
-        .verify(&cert, Role::Admin, now)
-        .is_ok();
-    Ok(issued.then_some(cert))
+    Ok(issued(&cert).then_some(cert))
+}
+
+/// Moves the administrator certificate `activate ca` issued into place, if one waits.
+fn admin_switch_in(paths: &Paths) -> Result<(), RegistryServeError> {
+    let path = crate::admin::cert_path(&paths.admin_dir());
+    let waiting = next(path.clone());
+    if waiting.exists() {
+        std::fs::rename(&waiting, &path)
+            .map_err(|e| refused(format!("moving {} into place: {e}", waiting.display())))?;
+        lintas_certs::files::sync_dir(&paths.admin_dir())?;
+    }
+    Ok(())
 }
 
 /// Issues the administrator certificate kept in `admin/` again, for the same key and
-/// name, from `ca`.
+/// name, from `ca`, to wait beside the current one (`admin.crt.pem.next`) until the CA
+/// is moved in.
 fn reissue_admin(
     config: &RegistryConfig,
     paths: &Paths,
@@ -441,7 +469,7 @@ fn reissue_admin(
     };
     let cert = ca.issue_for_key(&key, &profile, Validity::starting(now, YEAR)?)?;
     lintas_certs::files::write_atomic(
-        &cert_path,
+        &next(cert_path),
         lintas_certs::pem::cert_to_pem(&cert).as_bytes(),
         0o644,
     )?;
@@ -517,6 +545,60 @@ fn rebuilt(
 mod tests {
     use super::*;
     use lintas_proto::globalconf::v1::SecurityServer;
+
+    #[test]
+    fn an_activation_of_a_new_ca_cut_short_is_finished_by_running_it_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let report = crate::init(
+            &crate::InitOptions {
+                instance: "ID".parse().unwrap(),
+                dir: dir.path().join("registry"),
+                grpc_listen: "127.0.0.1:4400".parse().unwrap(),
+                http_listen: "127.0.0.1:4401".parse().unwrap(),
+                public_host: "127.0.0.1".into(),
+                admin_name: "admin".parse().unwrap(),
+                database: String::new(),
+                other_nodes: Vec::new(),
+                pkcs11: None,
+            },
+            std::sync::Arc::new(lintas_globalconf::SystemClock),
+        )
+        .unwrap();
+        let mut config = RegistryConfig::load(&report.config_path, std::iter::empty()).unwrap();
+        config.data_dir = dir.path().join("registry");
+        let paths = Paths(config.data_dir.clone());
+        let now = SystemTime::now();
+        add(&config, KeyKind::Ca, now).unwrap();
+        // Cut short after the administrator's certificate was issued and the key moved,
+        // before the certificate followed.
+        let ca = Ca::load(
+            read_cert(&next(paths.ca_cert())).unwrap(),
+            keys::read(&next(paths.ca_key())).unwrap(),
+        )
+        .unwrap();
+        reissue_admin(&config, &paths, &ca, now).unwrap();
+        std::fs::rename(next(paths.ca_key()), paths.ca_key()).unwrap();
+        assert!(
+            Ca::load(
+                read_cert(&paths.ca_cert()).unwrap(),
+                keys::read(&paths.ca_key()).unwrap()
+            )
+            .is_err()
+        );
+        // Run again: the move is finished and the administrator's certificate is in.
+        activate(&config, KeyKind::Ca, now, true).unwrap();
+        let in_use = read_cert(&paths.ca_cert()).unwrap();
+        assert_eq!(in_use, ca.cert_der());
+        Ca::load(in_use.clone(), keys::read(&paths.ca_key()).unwrap()).unwrap();
+        let admin = crate::admin::cert_path(&paths.admin_dir());
+        assert!(!next(admin.clone()).exists());
+        TrustStore::new([in_use.as_slice()])
+            .unwrap()
+            .verify(&read_cert(&admin).unwrap(), Role::Admin, now)
+            .unwrap();
+        // Nothing waits any more: the registry records that certificate as it starts.
+        assert!(reissued_admin(&paths, now).unwrap().is_some());
+    }
 
     #[test]
     fn servers_holding_only_certificates_of_the_old_ca_are_named() {

@@ -143,7 +143,12 @@ pub async fn run(args: Args) -> Result<()> {
     }
     let temp = tempfile::tempdir().context("creating a temporary directory")?;
     let mut running = crate::network::Running::default();
-    let result = measure(temp.path(), &args, &mut running).await;
+    // Interrupted, the processes it started are stopped and its directory removed all
+    // the same (they go with `measure`'s future).
+    let result = tokio::select! {
+        result = measure(temp.path(), &args, &mut running) => result,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
     running.stop().await?;
     result
 }

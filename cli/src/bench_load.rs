@@ -16,6 +16,17 @@ pub struct Caller {
     pub service: &'static str,
 }
 
+/// Longest one call may take before the run is given up (a process stopped answering).
+const CALL_LIMIT: Duration = Duration::from_secs(30);
+
+/// `call`, or an error once it has taken [`CALL_LIMIT`].
+async fn bounded<T>(call: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    match tokio::time::timeout(CALL_LIMIT, call).await {
+        Ok(done) => done,
+        Err(_) => bail!("a call took more than {} s", CALL_LIMIT.as_secs()),
+    }
+}
+
 /// What the callers call.
 #[derive(Clone, Copy)]
 pub enum Target<'a> {
@@ -101,7 +112,7 @@ pub async fn run(
                             if start >= end {
                                 return Ok(latencies);
                             }
-                            post(&http, &url, client, &payload).await?;
+                            bounded(post(&http, &url, client, &payload)).await?;
                             if start >= warm_up {
                                 latencies.push(start.elapsed());
                             }
@@ -141,6 +152,10 @@ pub async fn run(
 
 /// One call to `target`, to see that the path is up.
 pub async fn once(target: Target<'_>) -> Result<()> {
+    bounded(once_unbounded(target)).await
+}
+
+async fn once_unbounded(target: Target<'_>) -> Result<()> {
     match target {
         Target::Grpc { url, caller } => {
             let channel = tonic::transport::Endpoint::from_shared(url.to_owned())?
@@ -213,7 +228,7 @@ async fn calls(
         if start >= end {
             return Ok(latencies);
         }
-        echo(&mut client, &payload, meta).await?;
+        bounded(echo(&mut client, &payload, meta)).await?;
         if start >= warm_up {
             latencies.push(start.elapsed());
         }

@@ -172,12 +172,10 @@ pub async fn metrics(servers: &[&Server]) -> Result<Vec<String>> {
     let mut texts = Vec::new();
     for server in servers {
         let url: hyper::Uri = format!("http://127.0.0.1:{}/metrics", server.ops_port).parse()?;
-        let text = client
-            .get(url)
-            .await?
-            .into_body()
-            .collect()
-            .await?
+        let read = async { anyhow::Ok(client.get(url).await?.into_body().collect().await?) };
+        let text = tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .context("a security server's metrics did not come within 10 s")??
             .to_bytes();
         texts.push(String::from_utf8_lossy(&text).into_owned());
     }
