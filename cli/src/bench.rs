@@ -16,7 +16,7 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use crate::bench_load::{Caller, CpuReader, Measured, Target};
-use crate::bench_procs::{Process, Server, lintas, metric_sums, metrics};
+use crate::bench_procs::{Process, Server, metric_sums, metrics};
 use crate::bench_summary::{
     GOAL_ADDED_P50_MS, GOAL_RATIO, Run, Summary, mean_ms, print_summary, summarise, times,
 };
@@ -317,41 +317,15 @@ async fn start(
     let mut first = relay(&second_url, "first", "relay-first.log")?;
     let first_url = format!("http://{}", first.first_line().await?);
 
-    let provider_config = provider.config.display().to_string();
-    lintas(&[
-        "ss",
-        "service",
-        "add",
-        PROVIDER_CLIENT,
-        SERVICE,
-        "--endpoint",
-        &app_url,
-        "--config",
-        &provider_config,
-    ])?;
-    lintas(&[
-        "ss",
-        "service",
-        "add",
-        PROVIDER_CLIENT,
-        REST_SERVICE,
-        "--rest",
-        "--endpoint",
-        &rest_url,
-        "--config",
-        &provider_config,
-    ])?;
-    for service in [SERVICE, REST_SERVICE] {
-        lintas(&[
-            "ss",
-            "acl",
-            "grant",
+    for (service, endpoint, rest) in [(SERVICE, &app_url, false), (REST_SERVICE, &rest_url, true)] {
+        crate::bench_procs::publish(
+            &provider.config,
             PROVIDER_CLIENT,
             service,
+            endpoint,
+            rest,
             CONSUMER_CLIENT,
-            "--config",
-            &provider_config,
-        ])?;
+        )?;
     }
     let urls = BTreeMap::from([
         ("direct", app_url),

@@ -17,7 +17,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
 
-use crate::bench_procs::{Server, lintas, metric_sums};
+use crate::bench_procs::{Server, metric_sums};
 
 const PROVIDER: &str = "ID/GOV/BERKAS/SS1";
 const PROVIDER_CLIENT: &str = "ID/GOV/BERKAS/ARSIP";
@@ -65,29 +65,14 @@ async fn measure(root: &Path, size: u64, running: &mut crate::network::Running) 
         );
     }
     let consumer_url = servers[1].consumer_url.clone();
-    let provider_config = servers[0].config.display().to_string();
-    lintas(&[
-        "ss",
-        "service",
-        "add",
+    crate::bench_procs::publish(
+        &servers[0].config,
         PROVIDER_CLIENT,
         SERVICE,
-        "--rest",
-        "--endpoint",
         &backend_url,
-        "--config",
-        &provider_config,
-    ])?;
-    lintas(&[
-        "ss",
-        "acl",
-        "grant",
-        PROVIDER_CLIENT,
-        SERVICE,
+        true,
         CONSUMER_CLIENT,
-        "--config",
-        &provider_config,
-    ])?;
+    )?;
 
     let client: Client<HttpConnector, Body> = Client::builder(TokioExecutor::new()).build_http();
     let bus = format!("{consumer_url}/r1/{PROVIDER_CLIENT}/{SERVICE}");

@@ -204,8 +204,38 @@ pub fn free_port() -> Result<u16> {
         .port())
 }
 
+/// Publishes `service` of `provider` on the security server configured in `config`
+/// (`--rest` when `rest`), its application at `endpoint`, and grants it to `client`.
+pub fn publish(
+    config: &Path,
+    provider: &str,
+    service: &str,
+    endpoint: &str,
+    rest: bool,
+    client: &str,
+) -> Result<()> {
+    let config = config.display().to_string();
+    let mut add = vec![
+        "ss",
+        "service",
+        "add",
+        provider,
+        service,
+        "--endpoint",
+        endpoint,
+    ];
+    if rest {
+        add.push("--rest");
+    }
+    add.extend(["--config", &config]);
+    lintas(&add)?;
+    lintas(&[
+        "ss", "acl", "grant", provider, service, client, "--config", &config,
+    ])
+}
+
 /// `lintas ARGS` with this binary, which must succeed.
-pub fn lintas(args: &[&str]) -> Result<()> {
+fn lintas(args: &[&str]) -> Result<()> {
     let out = Command::new(std::env::current_exe()?)
         .args(args)
         .output()

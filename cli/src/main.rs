@@ -87,11 +87,6 @@ fn init_logging(json: bool, default: &str) {
     }
 }
 
-/// mimalloc instead of the system allocator: measured by `lintas bench` (ARCHITECTURE.md,
-/// "Performance notes").
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> std::process::ExitCode {
     // A wrong command line exits with clap's own status, 2 (`exit::Exit::Usage`).
     let cli = Cli::parse();
