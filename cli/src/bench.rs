@@ -16,9 +16,9 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use crate::bench_load::{Caller, CpuReader, Measured, Target};
-use crate::bench_procs::{Process, Server, metric_sums, metrics};
+use crate::bench_procs::{Process, Server, metrics, sums};
 use crate::bench_summary::{
-    GOAL_ADDED_P50_MS, GOAL_RATIO, Run, Summary, mean_ms, print_summary, summarise, times,
+    GOAL_ADDED_P50_MS, GOAL_RATIO, Run, Summary, listed, mean_ms, print_summary, summarise, times,
 };
 
 #[derive(clap::Args)]
@@ -185,29 +185,27 @@ async fn measure(root: &Path, args: &Args, running: &mut crate::network::Running
     for round in 1..=args.rounds {
         for &in_flight in &args.in_flight {
             for path in args.paths.iter().map(|p| p.name()) {
-                let before = metric_sums(&bus_servers, &counters).await?;
-                let times_before = times(&metrics(&bus_servers).await?);
+                // The servers' counters and stage times around a run through the bus,
+                // from one reading of their metrics before and one after.
+                let bus = path.ends_with("bus");
+                let before = match bus {
+                    true => metrics(&bus_servers).await?,
+                    false => Vec::new(),
+                };
                 let measured = run_path(&setup, path, in_flight, args).await?;
                 let mut stages_ms = None;
-                if path.ends_with("bus") {
-                    let after = metric_sums(&bus_servers, &counters).await?;
-                    for (sum, (a, b)) in bus_counts.iter_mut().zip(after.iter().zip(&before)) {
+                if bus {
+                    let after = metrics(&bus_servers).await?;
+                    let (a, b) = (sums(&after, &counters), sums(&before, &counters));
+                    for (sum, (a, b)) in bus_counts.iter_mut().zip(a.iter().zip(&b)) {
                         *sum += a - b;
                     }
-                    let times_after = times(&metrics(&bus_servers).await?);
-                    stages_ms = Some(mean_ms(&times_before, &times_after));
+                    stages_ms = Some(mean_ms(&times(&before), &times(&after)));
                 }
-                let cpu: Vec<String> = measured
-                    .cpu_us_per_exchange
-                    .iter()
-                    .map(|(name, us)| format!("{name} {us:.0}"))
-                    .collect();
+                let cpu = listed(&measured.cpu_us_per_exchange, 0);
                 println!(
                     "{round:<6} {path:<11} {in_flight:>9} {:>10.0} {:>8.3} {:>8.3}  {}",
-                    measured.calls_per_sec,
-                    measured.p50_ms,
-                    measured.p99_ms,
-                    cpu.join(", ")
+                    measured.calls_per_sec, measured.p50_ms, measured.p99_ms, cpu
                 );
                 runs.push(Run {
                     path,

@@ -184,17 +184,20 @@ pub async fn metrics(servers: &[&Server]) -> Result<Vec<String>> {
 
 /// The sums over `servers` of the metrics `names` (unlabelled samples), in order.
 pub async fn metric_sums(servers: &[&Server], names: &[&str]) -> Result<Vec<f64>> {
+    Ok(sums(&metrics(servers).await?, names))
+}
+
+/// The sums over the metrics `texts` of the samples `names` (unlabelled), in order.
+pub fn sums(texts: &[String], names: &[&str]) -> Vec<f64> {
     let mut sums = vec![0.0; names.len()];
-    for text in metrics(servers).await? {
-        for line in text.lines() {
-            for (sum, name) in sums.iter_mut().zip(names) {
-                if let Some(v) = line.strip_prefix(name).and_then(|v| v.strip_prefix(' ')) {
-                    *sum += v.trim().parse::<f64>().unwrap_or(0.0);
-                }
+    for line in texts.iter().flat_map(|t| t.lines()) {
+        for (sum, name) in sums.iter_mut().zip(names) {
+            if let Some(v) = line.strip_prefix(name).and_then(|v| v.strip_prefix(' ')) {
+                *sum += v.trim().parse::<f64>().unwrap_or(0.0);
             }
         }
     }
-    Ok(sums)
+    sums
 }
 
 /// A free loopback port, for a child process to listen on.

@@ -226,14 +226,19 @@ pub fn summarise(runs: &[Run], in_flights: &[usize]) -> Summary {
     }
 }
 
+/// "name value, name value" with `decimals` decimals.
+pub fn listed(figures: &BTreeMap<String, f64>, decimals: usize) -> String {
+    figures
+        .iter()
+        .map(|(name, v)| format!("{name} {v:.decimals$}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 pub fn print_summary(summary: &Summary, rounds: usize) {
     println!("median over {rounds} round(s) [least–most]:");
     for p in &summary.paths {
-        let cpu: Vec<String> = p
-            .cpu_us_per_exchange
-            .iter()
-            .map(|(name, us)| format!("{name} {us:.0}"))
-            .collect();
+        let cpu = listed(&p.cpu_us_per_exchange, 0);
         println!(
             "{:<11} {:>3} in flight: {:>7.0} calls/s [{:.0}–{:.0}], p50 {:.3} ms, p99 {:.3} ms; CPU µs per exchange: {}",
             p.path,
@@ -243,15 +248,10 @@ pub fn print_summary(summary: &Summary, rounds: usize) {
             p.calls_per_sec.max,
             p.p50_ms.median,
             p.p99_ms.median,
-            cpu.join(", ")
+            cpu
         );
         if !p.stages_ms.is_empty() {
-            let stages: Vec<String> = p
-                .stages_ms
-                .iter()
-                .map(|(name, ms)| format!("{name} {ms:.3}"))
-                .collect();
-            println!("        mean ms per exchange: {}", stages.join(", "));
+            println!("        mean ms per exchange: {}", listed(&p.stages_ms, 3));
         }
     }
     for (name, r) in &summary.ratios {
@@ -302,6 +302,14 @@ mod tests {
         assert!((means["consumer peer"] - 2.5).abs() < 1e-9, "{means:?}");
         // No exchange between the readings: no mean.
         assert!(!means.contains_key("provider total"), "{means:?}");
+    }
+
+    #[test]
+    fn figures_are_listed_by_name_with_the_decimals_asked() {
+        let figures = BTreeMap::from([("b".to_owned(), 2.0), ("a".to_owned(), 1.23456)]);
+        assert_eq!(listed(&figures, 0), "a 1, b 2");
+        assert_eq!(listed(&figures, 3), "a 1.235, b 2.000");
+        assert_eq!(listed(&BTreeMap::new(), 3), "");
     }
 
     #[test]
