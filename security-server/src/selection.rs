@@ -16,6 +16,9 @@ use prost::Message;
 /// A bundle still waiting for an exchange's end is sent anyway once this many records
 /// have passed since it filled (an exchange cut short by a crash never ends).
 pub const MAX_WAIT_RECORDS: u64 = 100_000;
+/// After an attempt failed, a bundle waits this many records for its retry, which stays
+/// in the same bundle (so that the retry's link to it can be checked).
+pub const RETRY_WAIT_RECORDS: u64 = 1_000;
 
 /// The records (index, stored bytes) of one bundle and the configuration serials their
 /// request headers name.
@@ -65,6 +68,9 @@ pub struct Selection<'q> {
     open: HashMap<(String, String), Goes>,
     /// The index at which the current bundle filled.
     filled_at: Option<u64>,
+    /// Exchanges whose attempt failed lately, where they went and at which index: a
+    /// retry follows them.
+    failed: HashMap<(String, String), (Goes, u64)>,
 }
 
 impl<'q> Selection<'q> {
@@ -76,6 +82,7 @@ impl<'q> Selection<'q> {
             next: Chunk::default(),
             open: HashMap::new(),
             filled_at: None,
+            failed: HashMap::new(),
         }
     }
 
@@ -95,9 +102,10 @@ impl<'q> Selection<'q> {
                 | RecordKind::Failed
                 | RecordKind::Rejection
         );
-        let goes = match self.open.get(&key) {
-            // A retry after a failure that is still open in this bundle stays with it.
-            Some(g) => *g,
+        let retried = self.failed.remove(&key).map(|(g, _)| g);
+        let goes = match self.open.get(&key).copied().or(retried) {
+            // A retry stays with the attempt it repeats.
+            Some(g) => g,
             None if !matches(&record, self.query) => Goes::Skipped,
             None if self.filled_at.is_none() => {
                 self.current.exchanges += 1;
@@ -118,6 +126,9 @@ impl<'q> Selection<'q> {
         }
         if ends {
             self.open.remove(&key);
+            if kind == RecordKind::Failed && goes != Goes::Skipped {
+                self.failed.insert(key, (goes, index));
+            }
         } else if opens {
             self.open.insert(key, goes);
         }
@@ -128,19 +139,26 @@ impl<'q> Selection<'q> {
     /// waited too long).
     fn ready(&mut self, index: u64) -> Option<Chunk> {
         let filled = self.filled_at?;
-        let waiting = self.open.values().any(|g| *g == Goes::Current);
+        self.failed
+            .retain(|_, (_, at)| index.saturating_sub(*at) < RETRY_WAIT_RECORDS);
+        let waiting = self.open.values().any(|g| *g == Goes::Current)
+            || self.failed.values().any(|(g, _)| *g == Goes::Current);
         if waiting && index.saturating_sub(filled) < MAX_WAIT_RECORDS {
             return None;
         }
         let done = std::mem::take(&mut self.current);
         self.current = std::mem::take(&mut self.next);
         // Exchanges of the next bundle are now the current one's.
+        let moved = |g: Goes| match g {
+            Goes::Current => Goes::Skipped,
+            Goes::Next => Goes::Current,
+            Goes::Skipped => Goes::Skipped,
+        };
         for g in self.open.values_mut() {
-            *g = match *g {
-                Goes::Current => Goes::Skipped,
-                Goes::Next => Goes::Current,
-                Goes::Skipped => Goes::Skipped,
-            };
+            *g = moved(*g);
+        }
+        for (g, _) in self.failed.values_mut() {
+            *g = moved(*g);
         }
         self.filled_at = (self.current.exchanges >= self.per_bundle).then_some(index);
         Some(done)
@@ -243,6 +261,32 @@ mod tests {
         for (log, per, expected) in cases {
             assert_eq!(bundles(&log, &any, per), expected, "{log:?}");
         }
+    }
+
+    #[test]
+    fn a_retry_stays_in_the_bundle_of_the_attempt_it_repeats() {
+        use RecordKind::*;
+        let any = EvidenceQuery::default();
+        let a = |k, id: &str| rec(k, "C", id, 10);
+        // One exchange per bundle; m's first attempt fails, its retry follows at once.
+        let log = vec![
+            a(RequestSent, "m"),
+            a(Failed, "m"),
+            a(RequestSent, "m"),
+            a(ResponseReceived, "m"),
+            a(RequestSent, "n"),
+            a(ResponseReceived, "n"),
+        ];
+        assert_eq!(bundles(&log, &any, 1), vec![vec![0, 1, 2, 3], vec![4, 5]]);
+        // A failure nobody retries holds its bundle back only so long.
+        let mut log = vec![a(RequestSent, "m"), a(Failed, "m")];
+        for i in 0..RETRY_WAIT_RECORDS + 1 {
+            log.push(a(RequestSent, &format!("x{i}")));
+        }
+        let out = bundles(&log, &any, 1);
+        // Sent once the wait passed (the others, never ended, go out at the finish).
+        assert_eq!(out[0], vec![0, 1]);
+        assert_eq!(out.len(), 2);
     }
 
     #[test]
