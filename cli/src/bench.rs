@@ -16,9 +16,10 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use crate::bench_load::{Caller, CpuReader, Measured, Target};
-use crate::bench_procs::{Process, Server, metrics, sums};
+use crate::bench_procs::{Kind, Process, Server, metrics, sums};
 use crate::bench_summary::{
-    GOAL_ADDED_P50_MS, GOAL_RATIO, Run, Summary, listed, mean_ms, print_summary, summarise, times,
+    GOAL_ADDED_P50_MS, GOAL_RATIO, PATHS, Run, Summary, listed, mean_ms, print_summary, summarise,
+    times,
 };
 
 #[derive(clap::Args)]
@@ -33,11 +34,12 @@ pub struct Args {
     #[arg(long, default_value_t = 1024)]
     payload: usize,
     /// The paths to measure: direct, relay, bus (gRPC), rest-direct, rest-bus (the REST
-    /// entry). A ratio needs both of its paths.
+    /// entry), stream-direct, stream-bus (messages on bidirectional streams). A ratio
+    /// needs both of its paths.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "direct,relay,bus,rest-direct,rest-bus"
+        default_value = "direct,relay,bus,rest-direct,rest-bus,stream-direct,stream-bus"
     )]
     paths: Vec<Route>,
     /// Calls in flight to measure each path at.
@@ -97,6 +99,8 @@ pub enum Route {
     Bus,
     RestDirect,
     RestBus,
+    StreamDirect,
+    StreamBus,
 }
 
 impl Route {
@@ -107,12 +111,11 @@ impl Route {
             Route::Bus => "bus",
             Route::RestDirect => "rest-direct",
             Route::RestBus => "rest-bus",
+            Route::StreamDirect => "stream-direct",
+            Route::StreamBus => "stream-bus",
         }
     }
 }
-
-/// Every path, in the order they run and are reported.
-const PATHS: [&str; 5] = ["direct", "relay", "bus", "rest-direct", "rest-bus"];
 
 pub async fn run(args: Args) -> Result<()> {
     if let Some(addr) = &args.serve_echo {
@@ -170,7 +173,11 @@ async fn measure(root: &Path, args: &Args, running: &mut crate::network::Running
         args.payload, args.rounds, args.seconds
     );
     println!(
-        "{:<6} {:<11} {:>9} {:>10} {:>8} {:>8}  CPU µs per exchange",
+        "on the stream paths a call is one message on a bidirectional stream, answered before the next is sent, {} to a stream (each signed and recorded on both servers through the bus)",
+        crate::bench_load::STREAM_MESSAGES
+    );
+    println!(
+        "{:<6} {:<13} {:>9} {:>10} {:>8} {:>8}  CPU µs per exchange",
         "round", "path", "in flight", "calls/s", "p50 ms", "p99 ms"
     );
     let bus_servers = [&setup.servers[0], &setup.servers[1]];
@@ -204,7 +211,7 @@ async fn measure(root: &Path, args: &Args, running: &mut crate::network::Running
                 }
                 let cpu = listed(&measured.cpu_us_per_exchange, 0);
                 println!(
-                    "{round:<6} {path:<11} {in_flight:>9} {:>10.0} {:>8.3} {:>8.3}  {}",
+                    "{round:<6} {path:<13} {in_flight:>9} {:>10.0} {:>8.3} {:>8.3}  {}",
                     measured.calls_per_sec, measured.p50_ms, measured.p99_ms, cpu
                 );
                 runs.push(Run {
@@ -315,20 +322,27 @@ async fn start(
     let mut first = relay(&second_url, "first", "relay-first.log")?;
     let first_url = format!("http://{}", first.first_line().await?);
 
-    for (service, endpoint, rest) in [(SERVICE, &app_url, false), (REST_SERVICE, &rest_url, true)] {
+    let proto = root.join("echo.proto");
+    std::fs::write(&proto, lintas_examples::echo::PROTO)?;
+    for (service, endpoint, kind) in [
+        (SERVICE, &app_url, Kind::Grpc(&proto)),
+        (REST_SERVICE, &rest_url, Kind::Rest),
+    ] {
         crate::bench_procs::publish(
             &provider.config,
             PROVIDER_CLIENT,
             service,
             endpoint,
-            rest,
+            kind,
             CONSUMER_CLIENT,
         )?;
     }
     let urls = BTreeMap::from([
-        ("direct", app_url),
+        ("direct", app_url.clone()),
         ("relay", first_url),
         ("bus", consumer.consumer_url.clone()),
+        ("stream-direct", app_url),
+        ("stream-bus", consumer.consumer_url.clone()),
         ("rest-direct", format!("{rest_url}/echo")),
         (
             "rest-bus",
@@ -377,6 +391,11 @@ impl Setup {
                 url,
                 caller: Some(&BUS),
             },
+            "stream-direct" => Target::Stream { url, caller: None },
+            "stream-bus" => Target::Stream {
+                url,
+                caller: Some(&BUS),
+            },
             _ => Target::Grpc { url, caller: None },
         }
     }
@@ -392,7 +411,7 @@ async fn run_path(setup: &Setup, path: &str, in_flight: usize, args: &Args) -> R
             processes.push(("relay 1", Box::new(|| setup.relays[0].cpu_secs())));
             processes.push(("relay 2", Box::new(|| setup.relays[1].cpu_secs())));
         }
-        "bus" | "rest-bus" => {
+        "bus" | "rest-bus" | "stream-bus" => {
             processes.push((
                 "consumer ss",
                 Box::new(|| setup.servers[1].process.cpu_secs()),

@@ -70,7 +70,7 @@ async fn measure(root: &Path, size: u64, running: &mut crate::network::Running) 
         PROVIDER_CLIENT,
         SERVICE,
         &backend_url,
-        true,
+        crate::bench_procs::Kind::Rest,
         CONSUMER_CLIENT,
     )?;
 

@@ -1,5 +1,5 @@
-//! The benchmark's callers: `in_flight` tasks each making one unary echo call after
-//! another over one HTTP/2 connection, and what one such run measured, including the
+//! The benchmark's callers: `in_flight` tasks each making one unary echo call (or
+//! streamed message, or REST call) after another over one connection, and what one such run measured, including the
 //! CPU time each process used per exchange over the measured period.
 
 use std::time::{Duration, Instant};
@@ -15,6 +15,9 @@ pub struct Caller {
     pub client: &'static str,
     pub service: &'static str,
 }
+
+/// Messages a caller sends on one stream before it opens the next.
+pub const STREAM_MESSAGES: usize = 100;
 
 /// Longest one call may take before the run is given up (a process stopped answering).
 const CALL_LIMIT: Duration = Duration::from_secs(30);
@@ -32,6 +35,13 @@ async fn bounded<T>(call: impl std::future::Future<Output = Result<T>>) -> Resul
 pub enum Target<'a> {
     /// The echo service's `Echo` method at `url`, naming `caller` (through the bus).
     Grpc {
+        url: &'a str,
+        caller: Option<&'a Caller>,
+    },
+    /// The echo service's `Chat` method at `url`: each caller keeps a stream open for
+    /// [`STREAM_MESSAGES`] messages, sending one and awaiting its answer before the
+    /// next, then opens another. A call is one message answered.
+    Stream {
         url: &'a str,
         caller: Option<&'a Caller>,
     },
@@ -85,17 +95,23 @@ pub async fn run(
     let warm_up = Instant::now() + Duration::from_secs(1);
     let end = warm_up + Duration::from_secs(seconds);
     let callers: Vec<tokio::task::JoinHandle<Result<Vec<Duration>>>> = match target {
-        Target::Grpc { url, caller } => {
+        Target::Grpc { url, caller } | Target::Stream { url, caller } => {
             let channel = tonic::transport::Endpoint::from_shared(url.to_owned())?
                 .tcp_nodelay(true)
                 .connect()
                 .await?;
             let meta = caller.map(|c| (c.client, c.service));
+            let streams = matches!(target, Target::Stream { .. });
             (0..in_flight)
                 .map(|_| {
-                    let channel = channel.clone();
+                    let client = EchoClient::new(channel.clone());
                     let payload = payload.clone();
-                    tokio::spawn(async move { calls(channel, payload, meta, warm_up, end).await })
+                    tokio::spawn(async move {
+                        match streams {
+                            true => chats(client, payload, meta, warm_up, end).await,
+                            false => calls(client, payload, meta, warm_up, end).await,
+                        }
+                    })
                 })
                 .collect()
         }
@@ -157,16 +173,18 @@ pub async fn once(target: Target<'_>) -> Result<()> {
 
 async fn once_unbounded(target: Target<'_>) -> Result<()> {
     match target {
-        Target::Grpc { url, caller } => {
+        Target::Grpc { url, caller } | Target::Stream { url, caller } => {
             let channel = tonic::transport::Endpoint::from_shared(url.to_owned())?
                 .connect()
                 .await?;
-            echo(
-                &mut EchoClient::new(channel),
-                &[1; 16],
-                caller.map(|c| (c.client, c.service)),
-            )
-            .await
+            let mut client = EchoClient::new(channel);
+            let meta = caller.map(|c| (c.client, c.service));
+            match target {
+                Target::Stream { .. } => chat(&mut client, vec![1; 16], meta, 1, |_| true)
+                    .await
+                    .map(|_| ()),
+                _ => echo(&mut client, &[1; 16], meta).await,
+            }
         }
         Target::Rest { url, client } => {
             post(
@@ -215,13 +233,12 @@ fn cpu(processes: &[CpuReader<'_>]) -> Result<Vec<f64>> {
 /// One caller: calls until `end`, keeping the latency of each call started after
 /// `warm_up`.
 async fn calls(
-    channel: Channel,
+    mut client: EchoClient<Channel>,
     payload: Vec<u8>,
     meta: Option<(&'static str, &'static str)>,
     warm_up: Instant,
     end: Instant,
 ) -> Result<Vec<Duration>> {
-    let mut client = EchoClient::new(channel);
     let mut latencies = Vec::new();
     loop {
         let start = Instant::now();
@@ -233,6 +250,80 @@ async fn calls(
             latencies.push(start.elapsed());
         }
     }
+}
+
+/// One caller of streams: streams of up to [`STREAM_MESSAGES`] messages until `end`,
+/// keeping the latency of each message sent after `warm_up`.
+async fn chats(
+    mut client: EchoClient<Channel>,
+    payload: Vec<u8>,
+    meta: Option<(&'static str, &'static str)>,
+    warm_up: Instant,
+    end: Instant,
+) -> Result<Vec<Duration>> {
+    let mut latencies = Vec::new();
+    while Instant::now() < end {
+        let keep = |(start, answered): (Instant, Instant)| {
+            if start >= warm_up {
+                latencies.push(answered - start);
+            }
+            answered < end
+        };
+        chat(&mut client, payload.clone(), meta, STREAM_MESSAGES, keep).await?;
+    }
+    Ok(latencies)
+}
+
+/// One `Chat` stream: up to `messages` messages, each sent once the one before was
+/// answered, while `answered` (given when each was sent and
+/// answered) says to go on; then the stream is closed and must end without error.
+/// Returns how many were answered.
+async fn chat(
+    client: &mut EchoClient<Channel>,
+    payload: Vec<u8>,
+    meta: Option<(&'static str, &'static str)>,
+    messages: usize,
+    mut answered: impl FnMut((Instant, Instant)) -> bool,
+) -> Result<usize> {
+    let (send, outgoing) = tokio::sync::mpsc::channel(1);
+    let message = || EchoMessage {
+        payload: payload.clone(),
+    };
+    // The first message goes with the opening: a server may wait for it.
+    let mut start = Instant::now();
+    send.send(message()).await?;
+    let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(outgoing));
+    if let Some((client, service)) = meta {
+        let md = request.metadata_mut();
+        md.insert("lintas-client", client.parse()?);
+        md.insert("lintas-service", service.parse()?);
+    }
+    let mut answers = bounded(async { Ok(client.chat(request).await?.into_inner()) }).await?;
+    let mut done = 0;
+    loop {
+        let answer = bounded(async { Ok(answers.message().await?) })
+            .await?
+            .context("the stream ended before its answer")?;
+        // The echo application answers each message with "re: " before it.
+        if answer.payload.len() != payload.len() + 4 || !answer.payload.starts_with(b"re: ") {
+            bail!(
+                "chat answered {} bytes for {}",
+                answer.payload.len(),
+                payload.len()
+            );
+        }
+        done += 1;
+        if !answered((start, Instant::now())) || done == messages {
+            break;
+        }
+        start = Instant::now();
+        send.send(message()).await?;
+    }
+    drop(send);
+    if let Some(more) = bounded(async { Ok(answers.message().await?) }).await? {
+        bail!("chat answered {} bytes nobody sent", more.payload.len());
+    }
+    Ok(done)
 }
 
 /// One echo call, its answer checked.

@@ -207,17 +207,26 @@ pub fn free_port() -> Result<u16> {
         .port())
 }
 
-/// Publishes `service` of `provider` on the security server configured in `config`
-/// (`--rest` when `rest`), its application at `endpoint`, and grants it to `client`.
+/// What a published service is.
+pub enum Kind<'a> {
+    /// gRPC, defined in this .proto file (which says which methods stream).
+    Grpc(&'a Path),
+    /// X-Road's REST protocol.
+    Rest,
+}
+
+/// Publishes `service` of `provider` on the security server configured in `config`,
+/// its application at `endpoint`, and grants it to `client`.
 pub fn publish(
     config: &Path,
     provider: &str,
     service: &str,
     endpoint: &str,
-    rest: bool,
+    kind: Kind<'_>,
     client: &str,
 ) -> Result<()> {
     let config = config.display().to_string();
+    let proto;
     let mut add = vec![
         "ss",
         "service",
@@ -227,8 +236,12 @@ pub fn publish(
         "--endpoint",
         endpoint,
     ];
-    if rest {
-        add.push("--rest");
+    match kind {
+        Kind::Rest => add.push("--rest"),
+        Kind::Grpc(file) => {
+            proto = file.display().to_string();
+            add.extend(["--proto", &proto]);
+        }
     }
     add.extend(["--config", &config]);
     lintas(&add)?;

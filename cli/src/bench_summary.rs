@@ -8,6 +8,17 @@ use serde::Serialize;
 
 use crate::bench_load::Measured;
 
+/// Every path, in the order they run and are reported.
+pub const PATHS: [&str; 7] = [
+    "direct",
+    "relay",
+    "bus",
+    "rest-direct",
+    "rest-bus",
+    "stream-direct",
+    "stream-bus",
+];
+
 /// The goals: bus/direct throughput at 64 in flight, and latency the bus adds at 1.
 pub const GOAL_RATIO: f64 = 0.25;
 pub const GOAL_ADDED_P50_MS: f64 = 1.0;
@@ -154,7 +165,7 @@ pub fn summarise(runs: &[Run], in_flights: &[usize]) -> Summary {
     };
     let mut paths = Vec::new();
     for &in_flight in in_flights {
-        for path in ["direct", "relay", "bus", "rest-direct", "rest-bus"] {
+        for path in PATHS {
             let rs = of(path, in_flight);
             if rs.is_empty() {
                 continue;
@@ -209,6 +220,7 @@ pub fn summarise(runs: &[Run], in_flights: &[usize]) -> Summary {
             ("relay", "direct"),
             ("bus", "relay"),
             ("rest-bus", "rest-direct"),
+            ("stream-bus", "stream-direct"),
         ] {
             if measured(a, b, in_flight) {
                 ratios.insert(
@@ -240,7 +252,7 @@ pub fn print_summary(summary: &Summary, rounds: usize) {
     for p in &summary.paths {
         let cpu = listed(&p.cpu_us_per_exchange, 0);
         println!(
-            "{:<11} {:>3} in flight: {:>7.0} calls/s [{:.0}–{:.0}], p50 {:.3} ms, p99 {:.3} ms; CPU µs per exchange: {}",
+            "{:<13} {:>3} in flight: {:>7.0} calls/s [{:.0}–{:.0}], p50 {:.3} ms, p99 {:.3} ms; CPU µs per exchange: {}",
             p.path,
             p.in_flight,
             p.calls_per_sec.median,
@@ -251,7 +263,11 @@ pub fn print_summary(summary: &Summary, rounds: usize) {
             cpu
         );
         if !p.stages_ms.is_empty() {
-            println!("        mean ms per exchange: {}", listed(&p.stages_ms, 3));
+            let per = match p.path.starts_with("stream") {
+                true => "stream",
+                false => "exchange",
+            };
+            println!("        mean ms per {per}: {}", listed(&p.stages_ms, 3));
         }
     }
     for (name, r) in &summary.ratios {

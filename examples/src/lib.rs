@@ -18,6 +18,9 @@ pub mod echo {
     pub mod v1 {
         tonic::include_proto!("echo.v1");
     }
+    /// The echo service's .proto file, for publishing it on a security server (which
+    /// reads from it which methods stream).
+    pub const PROTO: &str = include_str!("../proto/echo/v1/echo.proto");
 }
 
 /// Echoes its request (the benchmark's provider application), and streams (the

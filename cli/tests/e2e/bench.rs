@@ -29,16 +29,16 @@ fn the_benchmark_measures_every_path_and_writes_its_results() {
     assert!(out.contains("goals:"), "{out}");
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let runs = r["runs"].as_array().unwrap();
-    // Two rounds of five paths at two numbers of calls in flight.
-    assert_eq!(runs.len(), 20, "{r:#}");
+    // Two rounds of seven paths at two numbers of calls in flight.
+    assert_eq!(runs.len(), 28, "{r:#}");
     for run in runs {
         assert!(run["calls"].as_u64().unwrap() > 0, "{run}");
         let cpu = run["cpu_us_per_exchange"].as_object().unwrap();
         let path = run["path"].as_str().unwrap();
         let expected: &[&str] = match path {
-            "direct" | "rest-direct" => &["app", "client"],
+            "direct" | "rest-direct" | "stream-direct" => &["app", "client"],
             "relay" => &["app", "client", "relay 1", "relay 2"],
-            "bus" | "rest-bus" => &["app", "client", "consumer ss", "provider ss"],
+            "bus" | "rest-bus" | "stream-bus" => &["app", "client", "consumer ss", "provider ss"],
             other => panic!("unexpected path {other}"),
         };
         assert_eq!(cpu.keys().collect::<Vec<_>>(), expected, "{run}");
@@ -49,17 +49,16 @@ fn the_benchmark_measures_every_path_and_writes_its_results() {
                 assert!(stages[stage].as_f64().unwrap() > 0.0, "{stage}: {run}");
             }
         }
-        if path == "rest-bus" {
+        if path == "rest-bus" || path == "stream-bus" {
             let stages = run["stages_ms"].as_object().unwrap();
             assert!(stages["provider total"].as_f64().unwrap() > 0.0, "{run}");
         }
     }
     let ratios = r["summary"]["ratios"].as_object().unwrap();
-    assert_eq!(ratios.len(), 8, "{ratios:?}");
-    assert!(
-        ratios.contains_key("rest-bus/rest-direct at 1"),
-        "{ratios:?}"
-    );
+    assert_eq!(ratios.len(), 10, "{ratios:?}");
+    for ratio in ["rest-bus/rest-direct at 1", "stream-bus/stream-direct at 4"] {
+        assert!(ratios.contains_key(ratio), "{ratios:?}");
+    }
     let ratio = &ratios["bus/direct at 4"];
     assert!(ratio["min"].as_f64().unwrap() <= ratio["median"].as_f64().unwrap());
     assert!(ratio["median"].as_f64().unwrap() <= ratio["max"].as_f64().unwrap());
