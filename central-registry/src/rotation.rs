@@ -100,12 +100,26 @@ fn in_anchor(kind: KeyKind) -> bool {
 
 /// Makes the new key and certificate of `kind` beside the current ones, and (for the
 /// configuration-signing key and the CA) writes the anchor listing the new certificate
-/// beside the current one.
+/// beside the current one. A new TLS certificate names `hosts`, or when there are none
+/// the hosts the current one names; other kinds take no hosts.
 pub fn add(
     config: &RegistryConfig,
     kind: KeyKind,
+    hosts: &[String],
     now: SystemTime,
 ) -> Result<Rotated, RegistryServeError> {
+    if kind != KeyKind::Tls && !hosts.is_empty() {
+        return Err(refused(format!(
+            "hosts are named by the TLS certificate only, not by the {} certificate",
+            kind_name(kind)
+        )));
+    }
+    if let Some(empty) = hosts
+        .iter()
+        .find(|h| h.trim().is_empty() || h.contains(char::is_whitespace))
+    {
+        return Err(refused(format!("{empty:?} is not a host name or address")));
+    }
     let paths = Paths(config.data_dir.clone());
     let (key_path, cert_path) = files(&paths, kind);
     let (next_key, next_cert) = (next(key_path), next(cert_path.clone()));
@@ -135,8 +149,11 @@ pub fn add(
             ca.cert_der().to_vec()
         }
         KeyKind::Tls => {
-            // Names the hosts the current one names (every node's).
-            let hosts = CertInfo::parse(&read_cert(&cert_path)?)?.hosts();
+            // By default the hosts the current one names (every node's).
+            let hosts = match hosts {
+                [] => CertInfo::parse(&read_cert(&cert_path)?)?.hosts(),
+                named => named.to_vec(),
+            };
             let key = keys::generate()?;
             keys::write(&next_key, &key)?;
             let profile = Profile::Registry {
@@ -547,12 +564,52 @@ mod tests {
     use lintas_proto::globalconf::v1::SecurityServer;
 
     #[test]
-    fn an_activation_of_a_new_ca_cut_short_is_finished_by_running_it_again() {
+    fn a_new_tls_certificate_names_the_hosts_given_or_else_the_current_ones() {
         let dir = tempfile::tempdir().unwrap();
+        let config = registry(dir.path());
+        let paths = Paths(config.data_dir.clone());
+        let now = SystemTime::now();
+        let named = |p: PathBuf| CertInfo::parse(&read_cert(&p).unwrap()).unwrap().hosts();
+        let current = named(paths.tls_cert());
+        // The hosts given, and the hosts named or words of the refusal.
+        type Case<'a> = (&'a [&'a str], Result<Vec<&'a str>, &'a str>);
+        let cases: [Case; 4] = [
+            (&[], Ok(current.iter().map(String::as_str).collect())),
+            (
+                &["registry-2.example.go.id", "127.0.0.1"],
+                Ok(vec!["registry-2.example.go.id", "127.0.0.1"]),
+            ),
+            (&[""], Err("not a host name")),
+            (&["a b"], Err("not a host name")),
+        ];
+        for (hosts, expected) in cases {
+            let hosts: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
+            let added = add(&config, KeyKind::Tls, &hosts, now);
+            match expected {
+                Ok(want) => {
+                    added.unwrap();
+                    assert_eq!(named(next(paths.tls_cert())), want, "{hosts:?}");
+                    std::fs::remove_file(next(paths.tls_cert())).unwrap();
+                    std::fs::remove_file(next(paths.tls_key())).unwrap();
+                }
+                Err(words) => {
+                    let e = added.unwrap_err().to_string();
+                    assert!(e.contains(words), "{hosts:?}: {e}");
+                }
+            }
+        }
+        // Only the TLS certificate names hosts.
+        let e = add(&config, KeyKind::Tsa, &["x.example".into()], now).unwrap_err();
+        assert!(e.to_string().contains("TLS certificate only"), "{e}");
+        assert!(!next(paths.tsa_cert()).exists());
+    }
+
+    /// A registry made by `init` in `dir`, and its configuration.
+    fn registry(dir: &std::path::Path) -> RegistryConfig {
         let report = crate::init(
             &crate::InitOptions {
                 instance: "ID".parse().unwrap(),
-                dir: dir.path().join("registry"),
+                dir: dir.join("registry"),
                 grpc_listen: "127.0.0.1:4400".parse().unwrap(),
                 http_listen: "127.0.0.1:4401".parse().unwrap(),
                 public_host: "127.0.0.1".into(),
@@ -565,10 +622,17 @@ mod tests {
         )
         .unwrap();
         let mut config = RegistryConfig::load(&report.config_path, std::iter::empty()).unwrap();
-        config.data_dir = dir.path().join("registry");
+        config.data_dir = dir.join("registry");
+        config
+    }
+
+    #[test]
+    fn an_activation_of_a_new_ca_cut_short_is_finished_by_running_it_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = registry(dir.path());
         let paths = Paths(config.data_dir.clone());
         let now = SystemTime::now();
-        add(&config, KeyKind::Ca, now).unwrap();
+        add(&config, KeyKind::Ca, &[], now).unwrap();
         // Cut short after the administrator's certificate was issued and the key moved,
         // before the certificate followed.
         let ca = Ca::load(

@@ -701,7 +701,14 @@ async fn admin(a: AdminArgs) -> Result<()> {
 pub enum KeysStep {
     /// Make the new key and certificate (`*.next`) and list the certificate in the
     /// anchor beside the current one (TSA and TLS certificates are not in it).
-    Add(KeysArgs),
+    Add {
+        #[command(flatten)]
+        keys: KeysArgs,
+        /// With tls: a host name or address the new certificate names (repeat for
+        /// each; default: those the current one names), e.g. for a new registry node.
+        #[arg(long = "host")]
+        hosts: Vec<String>,
+    },
     /// Move the new key and certificate into place (run again to finish one cut short).
     /// Refused until a configuration's validity after `add` unless --now.
     Activate {
@@ -733,12 +740,12 @@ async fn keys_step(step: KeysStep) -> anyhow::Result<()> {
     use lintas_registry::rotation;
     let at = std::time::SystemTime::now();
     let (args, now) = match &step {
-        KeysStep::Add(a) | KeysStep::Retire(a) => (a, false),
+        KeysStep::Add { keys, .. } | KeysStep::Retire(keys) => (keys, false),
         KeysStep::Activate { keys, now } => (keys, *now),
     };
     let config = RegistryConfig::load(&args.config, crate::env())?;
     let done = match &step {
-        KeysStep::Add(_) => rotation::add(&config, args.kind, at)?,
+        KeysStep::Add { hosts, .. } => rotation::add(&config, args.kind, hosts, at)?,
         KeysStep::Activate { .. } => rotation::activate(&config, args.kind, at, now)?,
         KeysStep::Retire(_) if args.kind == rotation::KeyKind::Ca => {
             // Which servers still depend on the old CA: the configuration published now.
