@@ -253,7 +253,8 @@ async fn calls(
 }
 
 /// One caller of streams: streams of up to [`STREAM_MESSAGES`] messages until `end`,
-/// keeping the latency of each message sent after `warm_up`.
+/// keeping the latency of each message sent after `warm_up`. The first message of
+/// each stream includes its opening; its close is in no message's latency.
 async fn chats(
     mut client: EchoClient<Channel>,
     payload: Vec<u8>,
@@ -292,12 +293,10 @@ async fn chat(
     // The first message goes with the opening: a server may wait for it.
     let mut start = Instant::now();
     send.send(message()).await?;
-    let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(outgoing));
-    if let Some((client, service)) = meta {
-        let md = request.metadata_mut();
-        md.insert("lintas-client", client.parse()?);
-        md.insert("lintas-service", service.parse()?);
-    }
+    let request = named(
+        tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(outgoing)),
+        meta,
+    )?;
     let mut answers = bounded(async { Ok(client.chat(request).await?.into_inner()) }).await?;
     let mut done = 0;
     loop {
@@ -317,7 +316,11 @@ async fn chat(
             break;
         }
         start = Instant::now();
-        send.send(message()).await?;
+        if send.send(message()).await.is_err() {
+            // The stream ended: its status says why.
+            bounded(async { Ok(answers.message().await?) }).await?;
+            bail!("the stream ended after {done} message(s) without an error");
+        }
     }
     drop(send);
     if let Some(more) = bounded(async { Ok(answers.message().await?) }).await? {
@@ -332,14 +335,12 @@ async fn echo(
     payload: &[u8],
     meta: Option<(&'static str, &'static str)>,
 ) -> Result<()> {
-    let mut request = tonic::Request::new(EchoMessage {
-        payload: payload.to_vec(),
-    });
-    if let Some((client, service)) = meta {
-        let md = request.metadata_mut();
-        md.insert("lintas-client", client.parse()?);
-        md.insert("lintas-service", service.parse()?);
-    }
+    let request = named(
+        tonic::Request::new(EchoMessage {
+            payload: payload.to_vec(),
+        }),
+        meta,
+    )?;
     let answer = client.echo(request).await?;
     if answer.get_ref().payload.len() != payload.len() {
         bail!(
@@ -349,4 +350,17 @@ async fn echo(
         );
     }
     Ok(())
+}
+
+/// `request` naming the bus's caller and service (`meta`), when it goes through the bus.
+fn named<T>(
+    mut request: tonic::Request<T>,
+    meta: Option<(&'static str, &'static str)>,
+) -> Result<tonic::Request<T>> {
+    if let Some((client, service)) = meta {
+        let md = request.metadata_mut();
+        md.insert("lintas-client", client.parse()?);
+        md.insert("lintas-service", service.parse()?);
+    }
+    Ok(request)
 }
