@@ -76,6 +76,24 @@ fn named<T>(message: T, id: &str) -> Request<T> {
     r
 }
 
+/// The operational-monitoring record of exchange `id` on `server`, once written (the
+/// records are written by a task of their own).
+async fn monitored(server: &SecurityServer, id: &str) -> lintas_proto::opmon::v1::OpRecord {
+    let admin = server.admin();
+    for _ in 0..200 {
+        let page = admin
+            .operational_data(Request::new(lintas_proto::opmon::v1::OpQuery::default()))
+            .await
+            .unwrap()
+            .into_inner();
+        if let Some(r) = page.records.into_iter().find(|r| r.message_id == id) {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no monitoring record of {id}");
+}
+
 fn payload(text: &str) -> EchoMessage {
     EchoMessage {
         payload: text.as_bytes().to_vec(),
@@ -155,6 +173,17 @@ async fn streams_cross_the_bus_signed_chained_and_logged() {
     for id in ["alir-hitung", "alir-gabung", "alir-obrolan", "alir-gagal"] {
         let said = net.verified_on_both(id).await;
         assert!(said.contains("stream"), "{id}: {said}");
+    }
+    // Each side's monitoring record of the chat counts the bytes of every encoded
+    // message (two bytes of field and length each): "halo" and "apa kabar" up (17),
+    // each with "re: " before it down (25).
+    for (server, side) in [(&net.consumer, "consumer"), (&net.provider, "provider")] {
+        let chat = monitored(server, "alir-obrolan").await;
+        assert_eq!(
+            (chat.request_bytes, chat.response_bytes),
+            (17, 25),
+            "{side}: {chat:?}"
+        );
     }
     let messages = |server: &SecurityServer, kind: RecordKind| {
         Network::records(server)

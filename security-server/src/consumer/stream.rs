@@ -89,8 +89,9 @@ pub(super) struct Open {
     pub(super) keys: Arc<crate::own::OwnKeys>,
     /// The hash of this side's end message, once sent.
     pub(super) request_end: std::sync::Mutex<Option<[u8; 32]>>,
-    /// The client's messages sent so far.
+    /// The client's messages sent so far, and their bytes.
     pub(super) sent: std::sync::atomic::AtomicU64,
+    pub(super) sent_bytes: std::sync::atomic::AtomicU64,
     /// Why this server stopped sending the client's messages, if it failed to.
     pub(super) uplink_failed: std::sync::Mutex<Option<Status>>,
     /// When the client's deadline passes.
@@ -283,6 +284,7 @@ pub(super) async fn connect(
         keys: keys.clone(),
         request_end: std::sync::Mutex::new(None),
         sent: std::sync::atomic::AtomicU64::new(0),
+        sent_bytes: std::sync::atomic::AtomicU64::new(0),
         uplink_failed: std::sync::Mutex::new(None),
         deadline: deadline.map(|d| tokio::time::Instant::now() + d),
     });
@@ -442,6 +444,8 @@ async fn uplink(
         } else {
             open.sent
                 .store(chain.count(), std::sync::atomic::Ordering::SeqCst);
+            open.sent_bytes
+                .fetch_add(body.len() as u64, std::sync::atomic::Ordering::SeqCst);
         }
         let frame = ex::StreamFrame {
             frame: Some(ex::stream_frame::Frame::Message(message)),
@@ -600,7 +604,7 @@ async fn downlink(
             },
             elapsed: started.elapsed(),
             bytes_in,
-            bytes_out: 0,
+            bytes_out: open.sent_bytes.load(std::sync::atomic::Ordering::SeqCst) as usize,
         },
         started_unix_ms,
         message_id: &call.message_id,

@@ -83,6 +83,8 @@ impl Open {
 #[derive(Default)]
 pub(super) struct Received {
     pub(super) messages: u64,
+    /// The bytes of their bodies.
+    pub(super) bytes: usize,
     pub(super) last: Option<[u8; 32]>,
     pub(super) end: Option<[u8; 32]>,
 }
@@ -179,7 +181,12 @@ pub(super) async fn open(
         let (code, source, bytes) = downlink(&open, from_consumer, to_consumer, aborted).await;
         // After the close nothing more of the client's is taken or recorded.
         uplink.abort();
-        open.finished(&progress, started, code, source, (0, bytes));
+        let received = open
+            .received
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .bytes;
+        open.finished(&progress, started, code, source, (received, bytes));
     });
     Ok(Box::pin(ReceiverStream::new(frames)))
 }
@@ -274,6 +281,7 @@ pub(super) async fn uplink(
                 received.end = Some(chain.last());
             } else {
                 received.messages = chain.count();
+                received.bytes += m.body.len();
                 received.last = Some(chain.last());
             }
         }
