@@ -18,7 +18,7 @@ use serde::Serialize;
 use crate::bench_load::{Caller, CpuReader, Measured, Target};
 use crate::bench_procs::{Kind, Process, Server, metrics, sums};
 use crate::bench_summary::{
-    GOAL_ADDED_P50_MS, GOAL_RATIO, PATHS, Run, Summary, listed, mean_ms, print_summary, summarise,
+    GOAL_ADDED_P50_MS, GOAL_RATIO, Route, Run, Summary, listed, mean_ms, print_summary, summarise,
     times,
 };
 
@@ -91,32 +91,6 @@ const CONSUMER_CLIENT: &str = "ID/GOV/LOAD/GEN";
 const SERVICE: &str = "echo.v1.Echo";
 const REST_SERVICE: &str = "echorest";
 
-/// A path calls take.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Route {
-    Direct,
-    Relay,
-    Bus,
-    RestDirect,
-    RestBus,
-    StreamDirect,
-    StreamBus,
-}
-
-impl Route {
-    fn name(self) -> &'static str {
-        match self {
-            Route::Direct => "direct",
-            Route::Relay => "relay",
-            Route::Bus => "bus",
-            Route::RestDirect => "rest-direct",
-            Route::RestBus => "rest-bus",
-            Route::StreamDirect => "stream-direct",
-            Route::StreamBus => "stream-bus",
-        }
-    }
-}
-
 pub async fn run(args: Args) -> Result<()> {
     if let Some(addr) = &args.serve_echo {
         return crate::bench_relay::serve_echo(addr).await;
@@ -162,7 +136,7 @@ struct Setup {
     servers: [Server; 2],
     app: Process,
     relays: [Process; 2],
-    urls: BTreeMap<&'static str, String>,
+    urls: BTreeMap<Route, String>,
 }
 
 async fn measure(root: &Path, args: &Args, running: &mut crate::network::Running) -> Result<()> {
@@ -191,15 +165,16 @@ async fn measure(root: &Path, args: &Args, running: &mut crate::network::Running
     let mut runs = Vec::new();
     for round in 1..=args.rounds {
         for &in_flight in &args.in_flight {
-            for path in args.paths.iter().map(|p| p.name()) {
+            for &route in &args.paths {
+                let path = route.name();
                 // The servers' counters and stage times around a run through the bus,
                 // from one reading of their metrics before and one after.
-                let bus = path.ends_with("bus");
+                let bus = route.through_bus();
                 let before = match bus {
                     true => metrics(&bus_servers).await?,
                     false => Vec::new(),
                 };
-                let measured = run_path(&setup, path, in_flight, args).await?;
+                let measured = run_path(&setup, route, in_flight, args).await?;
                 let mut stages_ms = None;
                 if bus {
                     let after = metrics(&bus_servers).await?;
@@ -338,14 +313,14 @@ async fn start(
         )?;
     }
     let urls = BTreeMap::from([
-        ("direct", app_url.clone()),
-        ("relay", first_url),
-        ("bus", consumer.consumer_url.clone()),
-        ("stream-direct", app_url),
-        ("stream-bus", consumer.consumer_url.clone()),
-        ("rest-direct", format!("{rest_url}/echo")),
+        (Route::Direct, app_url.clone()),
+        (Route::Relay, first_url),
+        (Route::Bus, consumer.consumer_url.clone()),
+        (Route::StreamDirect, app_url),
+        (Route::StreamBus, consumer.consumer_url.clone()),
+        (Route::RestDirect, format!("{rest_url}/echo")),
         (
-            "rest-bus",
+            Route::RestBus,
             format!(
                 "{}/r1/{PROVIDER_CLIENT}/{REST_SERVICE}/echo",
                 consumer.consumer_url
@@ -360,12 +335,12 @@ async fn start(
         relays: [first, second],
         urls,
     };
-    for path in PATHS {
+    for route in Route::ALL {
         let mut tries = 0;
-        while let Err(e) = crate::bench_load::once(setup.target(path)).await {
+        while let Err(e) = crate::bench_load::once(setup.target(route)).await {
             tries += 1;
             if tries > 100 {
-                bail!("{path}: calls do not get through: {e:#}");
+                bail!("{}: calls do not get through: {e:#}", route.name());
             }
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
@@ -374,44 +349,36 @@ async fn start(
 }
 
 impl Setup {
-    /// What the callers of `path` call.
-    fn target(&self, path: &str) -> Target<'_> {
+    /// What the callers of `route` call.
+    fn target(&self, route: Route) -> Target<'_> {
         static BUS: Caller = Caller {
             client: CONSUMER_CLIENT,
             service: PROVIDER_CLIENT,
         };
-        let url = self.urls[path].as_str();
-        match path {
-            "rest-direct" => Target::Rest { url, client: None },
-            "rest-bus" => Target::Rest {
+        let url = self.urls[&route].as_str();
+        let caller = route.through_bus().then_some(&BUS);
+        match route {
+            Route::RestDirect | Route::RestBus => Target::Rest {
                 url,
-                client: Some(CONSUMER_CLIENT),
+                client: caller.map(|c| c.client),
             },
-            "bus" => Target::Grpc {
-                url,
-                caller: Some(&BUS),
-            },
-            "stream-direct" => Target::Stream { url, caller: None },
-            "stream-bus" => Target::Stream {
-                url,
-                caller: Some(&BUS),
-            },
-            _ => Target::Grpc { url, caller: None },
+            Route::StreamDirect | Route::StreamBus => Target::Stream { url, caller },
+            Route::Direct | Route::Relay | Route::Bus => Target::Grpc { url, caller },
         }
     }
 }
 
-/// Measures `path` once, reading the CPU time of every process the calls pass through.
-async fn run_path(setup: &Setup, path: &str, in_flight: usize, args: &Args) -> Result<Measured> {
+/// Measures `route` once, reading the CPU time of every process the calls pass through.
+async fn run_path(setup: &Setup, route: Route, in_flight: usize, args: &Args) -> Result<Measured> {
     let me = std::process::id();
     let mut processes: Vec<CpuReader<'_>> =
         vec![("client", Box::new(move || crate::bench_procs::cpu_of(me)))];
-    match path {
-        "relay" => {
+    match route {
+        Route::Relay => {
             processes.push(("relay 1", Box::new(|| setup.relays[0].cpu_secs())));
             processes.push(("relay 2", Box::new(|| setup.relays[1].cpu_secs())));
         }
-        "bus" | "rest-bus" | "stream-bus" => {
+        _ if route.through_bus() => {
             processes.push((
                 "consumer ss",
                 Box::new(|| setup.servers[1].process.cpu_secs()),
@@ -425,7 +392,7 @@ async fn run_path(setup: &Setup, path: &str, in_flight: usize, args: &Args) -> R
     }
     processes.push(("app", Box::new(|| setup.app.cpu_secs())));
     crate::bench_load::run(
-        setup.target(path),
+        setup.target(route),
         in_flight,
         args.seconds,
         args.payload,

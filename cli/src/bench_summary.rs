@@ -8,16 +8,52 @@ use serde::Serialize;
 
 use crate::bench_load::Measured;
 
-/// Every path, in the order they run and are reported.
-pub const PATHS: [&str; 7] = [
-    "direct",
-    "relay",
-    "bus",
-    "rest-direct",
-    "rest-bus",
-    "stream-direct",
-    "stream-bus",
-];
+/// A path calls take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub enum Route {
+    Direct,
+    Relay,
+    Bus,
+    RestDirect,
+    RestBus,
+    StreamDirect,
+    StreamBus,
+}
+
+impl Route {
+    /// Every path, in the order they run and are reported.
+    pub const ALL: [Route; 7] = [
+        Route::Direct,
+        Route::Relay,
+        Route::Bus,
+        Route::RestDirect,
+        Route::RestBus,
+        Route::StreamDirect,
+        Route::StreamBus,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Route::Direct => "direct",
+            Route::Relay => "relay",
+            Route::Bus => "bus",
+            Route::RestDirect => "rest-direct",
+            Route::RestBus => "rest-bus",
+            Route::StreamDirect => "stream-direct",
+            Route::StreamBus => "stream-bus",
+        }
+    }
+
+    /// Through both security servers.
+    pub fn through_bus(self) -> bool {
+        matches!(self, Route::Bus | Route::RestBus | Route::StreamBus)
+    }
+
+    /// Messages on streams: a call is one message, the stage times are per stream.
+    pub fn streams(self) -> bool {
+        matches!(self, Route::StreamDirect | Route::StreamBus)
+    }
+}
 
 /// The goals: bus/direct throughput at 64 in flight, and latency the bus adds at 1.
 pub const GOAL_RATIO: f64 = 0.25;
@@ -116,6 +152,8 @@ impl Spread {
 #[derive(Serialize)]
 struct PathSummary {
     path: &'static str,
+    #[serde(skip)]
+    route: Route,
     in_flight: usize,
     calls_per_sec: Spread,
     p50_ms: Spread,
@@ -165,7 +203,8 @@ pub fn summarise(runs: &[Run], in_flights: &[usize]) -> Summary {
     };
     let mut paths = Vec::new();
     for &in_flight in in_flights {
-        for path in PATHS {
+        for route in Route::ALL {
+            let path = route.name();
             let rs = of(path, in_flight);
             if rs.is_empty() {
                 continue;
@@ -189,6 +228,7 @@ pub fn summarise(runs: &[Run], in_flights: &[usize]) -> Summary {
             };
             paths.push(PathSummary {
                 path,
+                route,
                 in_flight,
                 calls_per_sec: spread(|m| m.calls_per_sec),
                 p50_ms: spread(|m| m.p50_ms),
@@ -263,7 +303,7 @@ pub fn print_summary(summary: &Summary, rounds: usize) {
             cpu
         );
         if !p.stages_ms.is_empty() {
-            let per = match p.path.starts_with("stream") {
+            let per = match p.route.streams() {
                 true => "stream",
                 false => "exchange",
             };
