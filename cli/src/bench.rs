@@ -3,9 +3,10 @@
 //! calls on, with mutual TLS between them (the ceiling: what the bus would cost if
 //! signing and logging were free); and through the bus (consumer security server →
 //! provider security server, every header signed, both logs durable before the
-//! answer). Several rounds, the paths interleaved in each, give a median and a spread;
-//! each run reads the CPU time every process used per exchange. The results can be
-//! written as JSON.
+//! answer). A REST call and messages on a bidirectional stream go directly and through
+//! the bus too. Several rounds, the paths interleaved in each, give a median and a
+//! spread; each run reads the CPU time every process used per exchange. The results
+//! can be written as JSON.
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
