@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use crate::store::{ApplyError, Expect, Put, RegistryStore, Stored};
 
 mod catalogue;
+use catalogue::CatalogueQuota;
 mod generations;
 mod keys;
 mod pending;
@@ -269,6 +270,9 @@ struct CatalogueService {
     /// Its messages may be larger than `max_message_bytes`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     large_messages: bool,
+    /// The quotas as the provider server set them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    quotas: Vec<CatalogueQuota>,
 }
 
 /// One grant of a catalogue service. Written as an object; read also from the
@@ -703,6 +707,7 @@ impl Registry {
                         openapi_sha256: lintas_certs::unhex(&c.openapi_sha256).unwrap_or_default(),
                         rest: c.rest,
                         large_messages: c.large_messages,
+                        quotas: c.quotas.iter().map(CatalogueQuota::published).collect(),
                         grants: c
                             .grants
                             .iter()

@@ -19,6 +19,7 @@ mod exit;
 mod json;
 mod network;
 mod opmon_cmd;
+mod quota_cmd;
 mod registry_cmd;
 mod ss_certs_cmd;
 mod ss_cmd;

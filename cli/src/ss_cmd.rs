@@ -165,6 +165,14 @@ enum Command {
         #[command(subcommand)]
         command: AclCommand,
     },
+    /// How often clients may call the services (changes apply to the running server at
+    /// once, and are published in the catalogue).
+    Quota {
+        #[arg(long, default_value = "ss.toml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: crate::quota_cmd::QuotaCommand,
+    },
     /// Users of the management API and console, with their roles.
     User {
         #[arg(long, default_value = "ss.toml", global = true)]
@@ -554,6 +562,7 @@ pub async fn run(args: Args) -> Result<()> {
                 }
             }
         }
+        Command::Quota { config, command } => crate::quota_cmd::run(&config, command).await?,
         Command::Acl { config, command } => {
             let mut client = admin(&config).await?;
             let grant =
@@ -889,7 +898,7 @@ fn compile_proto(file: &std::path::Path, paths: &[PathBuf]) -> anyhow::Result<Ve
 }
 
 /// Every item of a list the admin socket answers in pages.
-async fn all_pages<T, F, Fut>(mut page: F) -> Result<Vec<T>>
+pub(crate) async fn all_pages<T, F, Fut>(mut page: F) -> Result<Vec<T>>
 where
     F: FnMut(lintas_proto::ss::v1::ListRequest) -> Fut,
     Fut: std::future::Future<Output = Result<(Vec<T>, String), tonic::Status>>,

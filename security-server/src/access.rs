@@ -13,6 +13,7 @@ use lintas_identifiers::{ClientId, Code, MethodPath, ServiceName, SubsystemId};
 use serde::{Deserialize, Serialize};
 
 use crate::SsError;
+use crate::quotas::{Limiter, Quota};
 
 /// A provided service and where its application listens.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,6 +160,9 @@ pub struct Access {
     services: RwLock<BTreeMap<ServiceKey, ServiceEntry>>,
     grants: RwLock<Vec<Grant>>,
     client_certs: RwLock<BTreeMap<[u8; 32], ClientCert>>,
+    /// How often clients may call, and their buckets.
+    quotas: RwLock<Vec<Quota>>,
+    limiter: Limiter,
     /// Woken whenever services or grants change (both are reported to the registry's
     /// catalogue).
     pub services_changed: tokio::sync::Notify,
@@ -219,6 +223,7 @@ impl Access {
         let mut services = BTreeMap::new();
         let mut grants = Vec::new();
         let mut client_certs = BTreeMap::new();
+        let mut quotas = Vec::new();
         for kv in tree.iter() {
             let (k, v) = kv.map_err(crate::state_error)?;
             if k.starts_with(b"service/") {
@@ -229,15 +234,20 @@ impl Access {
             } else if k.starts_with(b"clientcert/") {
                 let c: ClientCert = serde_json::from_slice(&v).map_err(crate::state_error)?;
                 client_certs.insert(fingerprint_bytes(&c.fingerprint)?, c);
+            } else if k.starts_with(b"quota/") {
+                quotas.push(serde_json::from_slice(&v).map_err(crate::state_error)?);
             }
         }
         grants.sort();
+        quotas.sort();
         Ok(Access {
             tree,
             writing: std::sync::Mutex::new(()),
             services: RwLock::new(services),
             grants: RwLock::new(grants),
             client_certs: RwLock::new(client_certs),
+            quotas: RwLock::new(quotas),
+            limiter: Limiter::default(),
             services_changed: tokio::sync::Notify::new(),
         })
     }
@@ -402,6 +412,64 @@ impl Access {
             .clone()
     }
 
+    /// Sets a quota, replacing the one for the same service, method and client; answers
+    /// with the one it replaced.
+    pub fn set_quota(&self, quota: Quota) -> Result<Option<Quota>, SsError> {
+        quota.check().map_err(SsError::InvalidInput)?;
+        let _writing = self.write_lock();
+        let key = quota.key();
+        self.persist(
+            key.clone(),
+            Some(serde_json::to_vec(&quota).map_err(crate::state_error)?),
+        )?;
+        let mut quotas = self.quotas.write().unwrap_or_else(|p| p.into_inner());
+        let before = quotas
+            .iter()
+            .position(|q| q.key() == key)
+            .map(|i| quotas.remove(i));
+        quotas.push(quota);
+        quotas.sort();
+        self.services_changed.notify_one();
+        Ok(before)
+    }
+
+    /// Removes the quota with `key` ([`Quota::key`]); answers with it, if there was one.
+    pub fn remove_quota(&self, key: &str) -> Result<Option<Quota>, SsError> {
+        let _writing = self.write_lock();
+        let Some(found) = self.quotas().into_iter().find(|q| q.key() == key) else {
+            return Ok(None);
+        };
+        self.persist(key.to_owned(), None)?;
+        self.quotas
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|q| q.key() != key);
+        self.services_changed.notify_one();
+        Ok(Some(found))
+    }
+
+    pub fn quotas(&self) -> Vec<Quota> {
+        self.quotas
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Takes one call of `client` to `method` of `provider` from the quotas it is held
+    /// to, or refuses: how long until it may call again.
+    pub fn take_quota(
+        &self,
+        client: &ClientId,
+        provider: &SubsystemId,
+        method: &MethodPath,
+        now: std::time::Instant,
+    ) -> Result<(), std::time::Duration> {
+        let quotas = self.quotas.read().unwrap_or_else(|p| p.into_inner());
+        let held =
+            crate::quotas::applicable(&quotas, client, provider, &method.service, &method.method);
+        self.limiter.take(&held, client, now)
+    }
+
     /// Registers a local application's certificate for `client`. A certificate acts for
     /// one subsystem only.
     pub fn add_client_cert(&self, client: ClientId, der: &[u8]) -> Result<ClientCert, SsError> {
@@ -503,3 +571,6 @@ impl Access {
             .any(|g| g.subject.covers(conf, client))
     }
 }
+
+#[cfg(test)]
+mod tests;

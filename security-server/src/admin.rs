@@ -16,7 +16,9 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::SsError;
-use crate::manage::model::{self, GrantSpec, ListQuery, MaintenanceState, ServiceSpec};
+use crate::manage::model::{
+    self, GrantSpec, ListQuery, MaintenanceState, QuotaKey, QuotaSpec, ServiceSpec,
+};
 use crate::manage::{Manage, ManageError};
 
 /// The socket's file name inside the data directory.
@@ -246,6 +248,38 @@ impl SecurityServerAdmin for AdminService {
         let page = self.0.grants(&list_query(request.get_ref()))?;
         Ok(Response::new(pb::GrantList {
             grants: page.items.into_iter().map(grant_to_pb).collect(),
+            next_page_token: page.next_page_token.unwrap_or_default(),
+        }))
+    }
+
+    async fn set_quota(&self, request: Request<pb::Quota>) -> Result<Response<pb::Quota>, Status> {
+        let actor = socket_actor(&request);
+        let q = QuotaSpec::from(request.into_inner());
+        let target = crate::manage::api::quota_target(&q.clone().into());
+        let result = self.0.set_quota(q).await;
+        let q = self.audited(&actor, "quota.set", &target, result)?;
+        Ok(Response::new(q.into()))
+    }
+
+    async fn remove_quota(
+        &self,
+        request: Request<pb::Quota>,
+    ) -> Result<Response<pb::Quota>, Status> {
+        let actor = socket_actor(&request);
+        let key = QuotaKey::from(QuotaSpec::from(request.into_inner()));
+        let target = crate::manage::api::quota_target(&key);
+        let result = self.0.remove_quota(key).await;
+        let q = self.audited(&actor, "quota.remove", &target, result)?;
+        Ok(Response::new(q.into()))
+    }
+
+    async fn list_quotas(
+        &self,
+        request: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::QuotaList>, Status> {
+        let page = self.0.quotas(&list_query(request.get_ref()))?;
+        Ok(Response::new(pb::QuotaList {
+            quotas: page.items.into_iter().map(Into::into).collect(),
             next_page_token: page.next_page_token.unwrap_or_default(),
         }))
     }

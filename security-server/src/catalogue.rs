@@ -155,6 +155,29 @@ pub fn allowed_methods(
     (!allowed.is_empty()).then_some(allowed)
 }
 
+/// The quotas of `entry` that hold `client`: for each scope (the service, a method),
+/// the client's own quota if there is one, else the one for every client. `None`:
+/// every quota, as published.
+pub fn quotas_for(entry: &gc::ServiceRef, client: Option<&ClientId>) -> Vec<gc::Quota> {
+    let Some(client) = client.map(ToString::to_string) else {
+        return entry.quotas.clone();
+    };
+    let own = |q: &gc::Quota| q.client == client;
+    entry
+        .quotas
+        .iter()
+        .filter(|q| {
+            own(q)
+                || (q.client.is_empty()
+                    && !entry
+                        .quotas
+                        .iter()
+                        .any(|other| other.method == q.method && own(other)))
+        })
+        .cloned()
+        .collect()
+}
+
 /// The members of the instance and their subsystems, with the member's name.
 pub fn clients(conf: &VerifiedConf) -> Vec<(ClientId, String)> {
     let mut out = Vec::new();
@@ -438,4 +461,46 @@ fn entries(
             .or_insert_with(|| s.clone());
     }
     entries
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_sees_its_own_quotas_in_place_of_those_for_every_client() {
+        let quota = |method: &str, client: &str, calls| gc::Quota {
+            method: method.into(),
+            client: client.into(),
+            calls,
+            per_secs: 60,
+            burst: calls,
+        };
+        let bansos = "ID/GOV/KEMENSOS/BANSOS";
+        let every = quota("", "", 100);
+        let get_every = quota("Get", "", 10);
+        let get_bansos = quota("Get", bansos, 50);
+        let other_own = quota("", "ID/GOV/BPJS/KESEHATAN", 7);
+        let entry = gc::ServiceRef {
+            quotas: vec![
+                every.clone(),
+                get_every.clone(),
+                get_bansos.clone(),
+                other_own.clone(),
+            ],
+            ..Default::default()
+        };
+        let cases: &[(Option<&str>, Vec<&gc::Quota>)] = &[
+            (Some(bansos), vec![&every, &get_bansos]),
+            (Some("ID/GOV/BPJS/KESEHATAN"), vec![&get_every, &other_own]),
+            (Some("ID/GOV/OTHER/X"), vec![&every, &get_every]),
+            (None, vec![&every, &get_every, &get_bansos, &other_own]),
+        ];
+        for (client, want) in cases {
+            let client = client.map(|c| c.parse::<ClientId>().unwrap());
+            let got = quotas_for(&entry, client.as_ref());
+            let want: Vec<gc::Quota> = want.iter().map(|q| (*q).clone()).collect();
+            assert_eq!(got, want, "{client:?}");
+        }
+    }
 }

@@ -18,6 +18,23 @@ use crate::catalogue::{Catalogue, allowed_methods};
 use crate::errors::{ErrorSource, error};
 use crate::local::{LocalApps, caller};
 
+/// The quotas of a catalogue service as discovery answers them (of those that hold
+/// `client`, when named).
+fn published_quotas(
+    entry: &lintas_proto::globalconf::v1::ServiceRef,
+    client: Option<&ClientId>,
+) -> Vec<pb::Quota> {
+    crate::catalogue::quotas_for(entry, client)
+        .into_iter()
+        .map(|q| pb::Quota {
+            method: q.method,
+            client: q.client,
+            rate: crate::quotas::rate_text(q.calls, q.per_secs),
+            burst: q.burst,
+        })
+        .collect()
+}
+
 fn invalid(message: String) -> Status {
     error(Code::InvalidArgument, ErrorSource::ConsumerServer, message)
 }
@@ -105,6 +122,7 @@ impl pb::discovery_server::Discovery for Discovery {
             .into_iter()
             .map(|d| pb::Service {
                 methods: d.methods(),
+                quotas: published_quotas(&d.entry, None),
                 provider: d.entry.provider,
                 service: d.entry.service,
             })
@@ -138,6 +156,7 @@ impl pb::discovery_server::Discovery for Discovery {
             .filter_map(|d| {
                 allowed_methods(&conf, &d, &client).map(|methods| pb::Service {
                     methods,
+                    quotas: published_quotas(&d.entry, Some(&client)),
                     provider: d.entry.provider,
                     service: d.entry.service,
                 })

@@ -87,3 +87,30 @@ pub fn reason_of(status: &Status) -> Option<&str> {
         .and_then(|v| v.to_str().ok())
         .filter(|r| (1..=40).contains(&r.len()) && r.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
+
+/// The reason of a refusal for being over a quota: not counted against the provider's
+/// server, and not tried again on another of its servers.
+pub const QUOTA_EXCEEDED: &str = "QuotaExceeded";
+
+/// Metadata key on a refusal for being over a quota: whole seconds until the client
+/// may call again, as HTTP's `Retry-After` says them.
+pub const RETRY_AFTER: &str = "retry-after";
+
+/// Tags a status with the seconds to wait before retrying.
+pub fn with_retry_after(mut status: Status, secs: u64) -> Status {
+    if let Ok(v) = secs.to_string().parse() {
+        status.metadata_mut().insert(RETRY_AFTER, v);
+    }
+    status
+}
+
+/// The seconds a status says to wait, if it says a plausible number (a peer's refusal
+/// is not trusted to carry anything else).
+pub fn retry_after_of(status: &Status) -> Option<u64> {
+    status
+        .metadata()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|t| (1..=10).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|t| t.parse().ok())
+}

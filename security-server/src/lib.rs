@@ -39,6 +39,7 @@ pub mod outcome;
 pub mod own;
 mod pools;
 mod provider;
+pub mod quotas;
 mod recorder;
 mod registry_link;
 pub mod renewal;

@@ -249,6 +249,8 @@ pub struct ExchangeMetrics {
     /// Attempts that did not reach the provider's application and were tried again on
     /// another server, by the gRPC code the failed attempt ended with.
     retries: Family<Labels, Counter>,
+    /// Calls refused for being over a quota, by client, provider and service.
+    quota_refusals: Family<Labels, Counter>,
     series: Arc<lintas_ops::metrics::LabelCap>,
 }
 
@@ -264,6 +266,7 @@ impl Default for ExchangeMetrics {
             }),
             bytes: Family::default(),
             retries: Family::default(),
+            quota_refusals: Family::default(),
             series: Arc::new(lintas_ops::metrics::LabelCap::new(MAX_EXCHANGE_SERIES)),
         }
     }
@@ -301,6 +304,39 @@ impl ExchangeMetrics {
             None,
             self.retries.clone(),
         );
+        metrics.register(
+            "quota_refusals",
+            "Calls this provider server refused for being over a quota, by client, provider and service",
+            None,
+            self.quota_refusals.clone(),
+        );
+    }
+
+    /// Counts a call refused for being over a quota.
+    pub fn quota_refused(
+        &self,
+        client: &lintas_identifiers::ClientId,
+        provider: &lintas_identifiers::SubsystemId,
+        method: &lintas_identifiers::MethodPath,
+    ) {
+        let key = format!("quota {client} {provider} {}", method.service);
+        let labels = if self.series.admit(&key) {
+            [
+                client.to_string(),
+                provider.to_string(),
+                method.service.to_string(),
+            ]
+        } else {
+            ["other".into(), "other".into(), "other".into()]
+        };
+        let [client, provider, service] = labels;
+        self.quota_refusals
+            .get_or_create(&vec![
+                ("client", client),
+                ("provider", provider),
+                ("service", service),
+            ])
+            .inc();
     }
 
     /// Counts an attempt that ended with `code` before reaching the application and is

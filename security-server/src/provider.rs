@@ -375,6 +375,9 @@ async fn refused(
     if let Some(reason) = refusal.reason {
         status = crate::errors::with_reason(status, reason);
     }
+    if let Some(secs) = refusal.retry_after {
+        status = crate::errors::with_retry_after(status, secs);
+    }
     not_delivered(status)
 }
 

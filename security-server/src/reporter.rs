@@ -40,6 +40,7 @@ impl ServiceReporter {
     pub async fn report(&self) -> Result<u64, SsError> {
         let _one_at_a_time = self.reporting.lock().await;
         let grants = self.access.grants();
+        let quotas = self.access.quotas();
         // The sets the report names, from the same snapshot, by hash.
         let mut sets = std::collections::HashMap::new();
         let services = self
@@ -55,6 +56,11 @@ impl ServiceReporter {
                         subject: g.subject.wire(),
                         path: g.path.clone().unwrap_or_default(),
                     })
+                    .collect(),
+                quotas: quotas
+                    .iter()
+                    .filter(|q| q.provider == s.provider && q.service == s.service)
+                    .map(crate::quotas::Quota::published)
                     .collect(),
                 provider: s.provider.to_string(),
                 service: s.service.to_string(),

@@ -458,6 +458,7 @@ async fn call(
             message: format!("encoding the answer as JSON: {e}"),
             detail: message_id.clone(),
             bus: true,
+            retry_after: None,
         })?;
     let mut r = json_response(StatusCode::OK, &json);
     answer_headers(

@@ -18,6 +18,8 @@ pub(crate) struct Failure {
     pub(crate) message: String,
     pub(crate) detail: String,
     pub(crate) bus: bool,
+    /// Over a quota: seconds until the client may call again (HTTP 429, `Retry-After`).
+    pub(crate) retry_after: Option<u64>,
 }
 
 impl Failure {
@@ -30,6 +32,7 @@ impl Failure {
             message: message.into(),
             detail: String::new(),
             bus: true,
+            retry_after: None,
         }
     }
 
@@ -44,7 +47,8 @@ impl Failure {
             .and_then(|v| v.to_str().ok())
             .unwrap_or(ErrorSource::ConsumerServer.as_str());
         let (kind, bus) = xroad_type(source, status.code(), crate::errors::reason_of(status));
-        let http = if !bus {
+        let retry_after = crate::errors::retry_after_of(status);
+        let http = if !bus || retry_after.is_some() {
             http_status(status.code())
         } else if kind.starts_with("Server.") {
             StatusCode::INTERNAL_SERVER_ERROR
@@ -57,6 +61,7 @@ impl Failure {
             message: status.message().to_owned(),
             detail: message_id.to_owned(),
             bus,
+            retry_after,
         }
     }
 
@@ -83,6 +88,10 @@ impl Failure {
             && let Ok(v) = HeaderValue::from_str(&self.kind)
         {
             r.headers_mut().insert("x-road-error", v);
+        }
+        if let Some(secs) = self.retry_after {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         r
     }
@@ -355,6 +364,43 @@ mod tests {
             assert_eq!(r.headers()["x-road-error"], "Client.BadRequest");
             let ct = r.headers()[header::CONTENT_TYPE].to_str().unwrap();
             assert_eq!(ct.contains("xml"), *xml, "{accept:?}: {ct}");
+        }
+    }
+
+    #[test]
+    fn a_refusal_over_a_quota_is_429_with_retry_after() {
+        use crate::errors::{QUOTA_EXCEEDED, error, retry_after_of, with_reason, with_retry_after};
+        let over = with_retry_after(
+            with_reason(
+                error(Code::ResourceExhausted, ErrorSource::ProviderServer, "over"),
+                QUOTA_EXCEEDED,
+            ),
+            30,
+        );
+        let r = Failure::from_status(&over, "m1").into_response(false);
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "30");
+        assert_eq!(
+            r.headers()["x-road-error"],
+            "Server.ServerProxy.QuotaExceeded"
+        );
+        // Busy without a quota stays a failure of the bus, as X-Road answers it.
+        let busy = error(Code::ResourceExhausted, ErrorSource::ProviderServer, "busy");
+        let r = Failure::from_status(&busy, "m2").into_response(false);
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(r.headers().get(header::RETRY_AFTER).is_none());
+        // A peer's value is taken only as a plain number of seconds.
+        for (value, want) in [
+            ("12", Some(12)),
+            ("", None),
+            ("1.5", None),
+            ("-1", None),
+            ("12345678901", None),
+        ] {
+            let mut st = busy.clone();
+            st.metadata_mut()
+                .insert(crate::errors::RETRY_AFTER, value.parse().unwrap());
+            assert_eq!(retry_after_of(&st), want, "{value:?}");
         }
     }
 

@@ -93,7 +93,19 @@ impl Registry {
             }
             grants.sort();
             grants.dedup();
+            if s.quotas.len() > MAX_GRANTS {
+                return Err(invalid(&what, format!("more than {MAX_GRANTS} quotas")));
+            }
+            let mut quotas = s
+                .quotas
+                .iter()
+                .map(CatalogueQuota::checked)
+                .collect::<std::result::Result<Vec<_>, String>>()
+                .map_err(|e| invalid(&what, e))?;
+            quotas.sort();
+            quotas.dedup();
             reported.push(CatalogueService {
+                quotas,
                 provider,
                 service,
                 descriptor_sha256,
@@ -253,5 +265,157 @@ impl Registry {
                     lintas_certs::hex(sha256)
                 ))
             })
+    }
+}
+
+/// One quota of a catalogue service, as its provider server reported it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub(super) struct CatalogueQuota {
+    /// A method name, an HTTP method for a REST service, or empty for the whole service.
+    method: String,
+    /// A client, or empty for every client.
+    client: String,
+    calls: u32,
+    per_secs: u32,
+    burst: u32,
+}
+
+/// Most a quota's numbers may be: a billion calls, over at most 31 days.
+const MAX_QUOTA_CALLS: u32 = 1_000_000_000;
+const MAX_QUOTA_SECS: u32 = 31 * 86_400;
+
+impl CatalogueQuota {
+    /// A reported quota, checked only for what the catalogue needs (the provider's
+    /// server enforces it): a method name, a client identifier, numbers in range.
+    pub(super) fn checked(q: &gc::Quota) -> std::result::Result<Self, String> {
+        let method_ok = q.method.len() <= 128
+            && q.method
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !method_ok {
+            return Err(format!("quota method '{}' is not a method name", q.method));
+        }
+        if !q.client.is_empty() {
+            q.client
+                .parse::<ClientId>()
+                .map_err(|e| format!("quota client: {e}"))?;
+        }
+        let in_range = |n: u32, most: u32| (1..=most).contains(&n);
+        if !in_range(q.calls, MAX_QUOTA_CALLS)
+            || !in_range(q.burst, MAX_QUOTA_CALLS)
+            || !in_range(q.per_secs, MAX_QUOTA_SECS)
+        {
+            return Err(format!(
+                "quota numbers out of range: {} calls per {} s, burst {}",
+                q.calls, q.per_secs, q.burst
+            ));
+        }
+        Ok(CatalogueQuota {
+            method: q.method.clone(),
+            client: q.client.clone(),
+            calls: q.calls,
+            per_secs: q.per_secs,
+            burst: q.burst,
+        })
+    }
+
+    pub(super) fn published(&self) -> gc::Quota {
+        gc::Quota {
+            method: self.method.clone(),
+            client: self.client.clone(),
+            calls: self.calls,
+            per_secs: self.per_secs,
+            burst: self.burst,
+        }
+    }
+}
+
+#[cfg(test)]
+mod quota_tests {
+    use super::*;
+
+    #[test]
+    fn reported_quotas_are_bounded_and_named_properly() {
+        let ok = gc::Quota {
+            method: "CariNik".into(),
+            client: "ID/GOV/KEMENSOS/DTKS".into(),
+            calls: 600,
+            per_secs: 60,
+            burst: 50,
+        };
+        let cases: &[(gc::Quota, Option<&str>)] = &[
+            (ok.clone(), None),
+            (
+                gc::Quota {
+                    method: String::new(),
+                    client: String::new(),
+                    ..ok.clone()
+                },
+                None,
+            ),
+            (
+                gc::Quota {
+                    method: "Cari Nik".into(),
+                    ..ok.clone()
+                },
+                Some("not a method name"),
+            ),
+            (
+                gc::Quota {
+                    method: "x".repeat(129),
+                    ..ok.clone()
+                },
+                Some("not a method name"),
+            ),
+            (
+                gc::Quota {
+                    client: "ID/GOV".into(),
+                    ..ok.clone()
+                },
+                Some("quota client"),
+            ),
+            (
+                gc::Quota {
+                    calls: 0,
+                    ..ok.clone()
+                },
+                Some("out of range"),
+            ),
+            (
+                gc::Quota {
+                    burst: 0,
+                    ..ok.clone()
+                },
+                Some("out of range"),
+            ),
+            (
+                gc::Quota {
+                    per_secs: 0,
+                    ..ok.clone()
+                },
+                Some("out of range"),
+            ),
+            (
+                gc::Quota {
+                    per_secs: 40 * 86_400,
+                    ..ok.clone()
+                },
+                Some("out of range"),
+            ),
+            (
+                gc::Quota {
+                    calls: 2_000_000_000,
+                    ..ok.clone()
+                },
+                Some("out of range"),
+            ),
+        ];
+        for (q, want) in cases {
+            match (CatalogueQuota::checked(q), want) {
+                (Ok(c), None) => assert_eq!(&c.published(), q),
+                (Err(e), Some(want)) => assert!(e.contains(want), "{q:?}: {e}"),
+                (got, want) => panic!("{q:?}: got {got:?}, want {want:?}"),
+            }
+        }
     }
 }

@@ -97,6 +97,7 @@ impl Registry {
                                 path: String::new(),
                             }],
                             rest: false,
+                            quotas: Vec::new(),
                             large_messages: false,
                         })
                     })

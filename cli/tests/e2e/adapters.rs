@@ -827,6 +827,7 @@ async fn the_registry_checks_published_descriptors_and_drops_unused_ones() {
         rest: false,
         openapi_sha256: Vec::new(),
         large_messages: false,
+        quotas: Vec::new(),
     };
     let report = |service: &str, hash: &[u8], subject: &str| reg::ServiceReport {
         services: vec![reported(service, hash, subject)],

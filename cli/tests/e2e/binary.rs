@@ -320,6 +320,48 @@ async fn the_binary_runs_two_security_servers_configured_while_running() {
         serde_json::json!([{"provider": PROVIDER_CLIENT, "service": SERVICE,
             "subject": CONSUMER_CLIENT, "method": "CariNik"}])
     );
+    // A quota from the command line, refused with the field named when wrong.
+    let out = run(lintas(&[
+        "ss",
+        "quota",
+        "set",
+        PROVIDER_CLIENT,
+        SERVICE,
+        "--rate",
+        "600/min",
+        "--burst",
+        "50",
+        "--method",
+        "CariNik",
+    ])
+    .current_dir(provider_dir));
+    assert!(
+        out.contains("quota set") && out.contains("600/min, burst 50"),
+        "{out}"
+    );
+    let bad = lintas(&[
+        "ss",
+        "quota",
+        "set",
+        PROVIDER_CLIENT,
+        SERVICE,
+        "--rate",
+        "600",
+    ])
+    .current_dir(provider_dir)
+    .output()
+    .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("CALLS/PERIOD"),
+        "{bad:?}"
+    );
+    assert_eq!(
+        json(&["ss", "quota", "list"])["items"],
+        serde_json::json!([{"provider": PROVIDER_CLIENT, "service": SERVICE,
+            "method": "CariNik", "rate": "600/min", "burst": 50}])
+    );
+    assert_eq!(call().await.unwrap().nama, "Siti Rahayu");
     assert!(json(&["ss", "client-cert", "list"])["items"].is_array());
     let users = json(&["ss", "user", "list"]);
     assert_eq!(users["items"][0]["name"], "admin", "{users}");

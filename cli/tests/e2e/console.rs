@@ -128,6 +128,47 @@ async fn an_operator_runs_the_server_from_the_browser() {
     let notice = browser.text(&browser.find("#notice").await).await;
     assert!(notice.contains(OTHER_CLIENT), "{notice}");
     keep(&browser, "access").await;
+    // A quota for that client from the same page; a rate that is not one is refused
+    // with the field named.
+    let set_quota = |rate: &'static str| {
+        let browser = &browser;
+        async move {
+            let option = browser
+                .find(&format!(
+                    "#quota-service option[value='{PROVIDER_CLIENT} {SERVICE}']"
+                ))
+                .await;
+            browser.click(&option).await;
+            fill_and_send(
+                browser,
+                &[
+                    ("#quota-method", "CariNik"),
+                    ("#quota-client", OTHER_CLIENT),
+                    ("#quota-rate", rate),
+                    ("#quota-burst", "5"),
+                ],
+                "#set-quota",
+            )
+            .await;
+        }
+    };
+    set_quota("banyak").await;
+    let error = browser.text(&browser.find("#error").await).await;
+    assert!(error.contains("rate"), "{error}");
+    set_quota("600/min").await;
+    let notice = browser.text(&browser.find("#notice").await).await;
+    assert!(notice.contains(OTHER_CLIENT), "{notice}");
+    let quotas = browser.text(&browser.find("#quotas").await).await;
+    assert!(
+        quotas.contains("600/min") && quotas.contains(OTHER_CLIENT),
+        "{quotas}"
+    );
+    let held = net.provider.access.quotas();
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(
+        (held[0].calls, held[0].per_secs, held[0].burst),
+        (600, 60, 5)
+    );
     let answer = net.cari(OTHER_CLIENT, NIK).await.unwrap();
     assert_eq!(answer.nama, "Siti Rahayu");
 

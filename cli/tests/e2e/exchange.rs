@@ -1908,6 +1908,7 @@ mod management;
 mod monitoring;
 mod ops;
 mod packaging;
+mod quotas;
 mod renewal;
 mod rest_services;
 mod rotation;

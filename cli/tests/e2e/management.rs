@@ -124,6 +124,7 @@ async fn the_management_api_is_authenticated_role_checked_and_audited() {
         "/api/v1/audit-log",
         "/api/v1/services",
         "/api/v1/grants",
+        "/api/v1/quotas",
         "/api/v1/client-certs",
         "/api/v1/maintenance",
         "/api/v1/configuration",
@@ -242,6 +243,62 @@ async fn the_management_api_is_authenticated_role_checked_and_audited() {
         .await;
     assert_eq!(status, 200);
     assert_eq!(page["items"], json!([grant]));
+    // Quotas: set (the burst defaults to the rate's calls), replaced, refused with the
+    // field named, listed.
+    let quota = json!({"provider": PROVIDER_CLIENT, "service": "penduduk",
+        "method": "GET", "rate": "600/min"});
+    let (status, q) = api
+        .json("PUT", "/api/v1/quotas", &admin, Some(quota.clone()))
+        .await;
+    assert_eq!(status, 200, "{q}");
+    assert_eq!(q["burst"], json!(600), "{q}");
+    let quota = json!({"provider": PROVIDER_CLIENT, "service": "penduduk",
+        "method": "GET", "rate": "10/s", "burst": 20});
+    let (status, q) = api
+        .json("PUT", "/api/v1/quotas", &admin, Some(quota.clone()))
+        .await;
+    assert_eq!((status, &q), (200, &quota));
+    for (bad, field) in [
+        (
+            json!({"provider": PROVIDER_CLIENT, "service": "penduduk", "rate": "10/fortnight"}),
+            "rate",
+        ),
+        (
+            json!({"provider": PROVIDER_CLIENT, "service": "penduduk", "rate": "10/s", "client": "ID/GOV"}),
+            "client",
+        ),
+        (
+            json!({"provider": PROVIDER_CLIENT, "service": "penduduk", "rate": "10/s", "method": "GE T"}),
+            "method",
+        ),
+        (
+            json!({"provider": PROVIDER_CLIENT, "service": "penduduk", "rate": "10/s", "burst": 0}),
+            "burst",
+        ),
+    ] {
+        let (status, e) = api.json("PUT", "/api/v1/quotas", &admin, Some(bad)).await;
+        assert_eq!(status, 400, "{e}");
+        assert!(
+            e["message"].as_str().unwrap().contains(field),
+            "{field}: {e}"
+        );
+    }
+    let (status, e) = api
+        .json(
+            "PUT",
+            "/api/v1/quotas",
+            &admin,
+            Some(json!({"provider": PROVIDER_CLIENT, "service": "nope", "rate": "1/s"})),
+        )
+        .await;
+    assert_eq!(status, 412, "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("no service nope"),
+        "{e}"
+    );
+    let (status, page) = api.json("GET", "/api/v1/quotas", &admin, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(page["items"], json!([quota]));
 
     // An auditor's API key reads but changes nothing.
     let (status, made) = api
@@ -273,6 +330,14 @@ async fn the_management_api_is_authenticated_role_checked_and_audited() {
         e["message"].as_str().unwrap().contains("needs the role"),
         "{e}"
     );
+    let quota_url =
+        format!("/api/v1/quotas?provider={PROVIDER_CLIENT}&service=penduduk&method=GET");
+    let (status, _) = api.json("DELETE", &quota_url, &auditor, None).await;
+    assert_eq!(status, 403);
+    let (status, removed) = api.json("DELETE", &quota_url, &admin, None).await;
+    assert_eq!((status, &removed), (200, &quota));
+    let (status, _) = api.json("DELETE", &quota_url, &admin, None).await;
+    assert_eq!(status, 404);
     let (status, _) = api
         .json(
             "PUT",

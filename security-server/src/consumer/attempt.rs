@@ -71,6 +71,34 @@ pub(crate) fn retryable(outcome: Outcome, code: Code) -> bool {
     outcome == Outcome::NotSent && matches!(code, Code::Unavailable | Code::ResourceExhausted)
 }
 
+/// What a provider server's refusal means for trying another of its servers: one made
+/// before calling the application for being unavailable or busy was not sent (and
+/// counts against the server); one for the client's own quota was answered.
+pub(crate) fn refusal_outcome(status: &Status) -> Outcome {
+    let over_quota = crate::errors::reason_of(status) == Some(crate::errors::QUOTA_EXCEEDED);
+    match (was_not_delivered(status), status.code()) {
+        _ if over_quota => Outcome::Answered,
+        (true, Code::Unavailable | Code::ResourceExhausted) => Outcome::NotSent,
+        _ => Outcome::Answered,
+    }
+}
+
+/// A provider server's refusal as this server passes it on: it is unsigned, so only the
+/// code, the message, the reason and the seconds to wait before retrying, under this
+/// server's own source tag.
+pub(crate) fn passed_on(status: &Status) -> Status {
+    let mut passed = error(status.code(), ErrorSource::ProviderServer, status.message());
+    if let Some(reason) = crate::errors::reason_of(status)
+        && let Ok(v) = reason.parse()
+    {
+        passed.metadata_mut().insert(crate::errors::ERROR_REASON, v);
+    }
+    match crate::errors::retry_after_of(status) {
+        Some(secs) => crate::errors::with_retry_after(passed, secs),
+        None => passed,
+    }
+}
+
 /// The TLS certificate hashes the configuration lists for `target`, its current one
 /// first (during a renewal, the one before it too: the peer may present either).
 pub(crate) fn pins_of(target: &Entry) -> Result<Vec<[u8; 32]>, Status> {
@@ -362,17 +390,8 @@ async fn exchange(
         // before calling the application says so; one for being unavailable or busy
         // counts against the server.
         Ok(Err(status)) => {
-            let outcome = match (was_not_delivered(&status), status.code()) {
-                (true, Code::Unavailable | Code::ResourceExhausted) => Outcome::NotSent,
-                _ => Outcome::Answered,
-            };
-            let mut passed = error(status.code(), ErrorSource::ProviderServer, status.message());
-            if let Some(reason) = crate::errors::reason_of(&status)
-                && let Ok(v) = reason.parse()
-            {
-                passed.metadata_mut().insert(crate::errors::ERROR_REASON, v);
-            }
-            return Err(fail(passed, outcome));
+            let outcome = refusal_outcome(&status);
+            return Err(fail(passed_on(&status), outcome));
         }
     };
 

@@ -334,13 +334,7 @@ pub(super) async fn connect(
         Ok(_) => crate::select::Outcome::Answered,
         Err(st) if lintas_transport::connect_failed(st) => crate::select::Outcome::NotSent,
         Err(st) if std::error::Error::source(st).is_some() => crate::select::Outcome::Lost,
-        Err(st)
-            if crate::errors::was_not_delivered(st)
-                && matches!(st.code(), Code::Unavailable | Code::ResourceExhausted) =>
-        {
-            crate::select::Outcome::NotSent
-        }
-        Err(_) => crate::select::Outcome::Answered,
+        Err(st) => super::attempt::refusal_outcome(st),
     };
     s.selector.report(
         &open.target.id,
@@ -366,13 +360,7 @@ pub(super) async fn connect(
                     ),
                 )
             } else {
-                let mut passed = error(st.code(), ErrorSource::ProviderServer, st.message());
-                if let Some(reason) = crate::errors::reason_of(&st)
-                    && let Ok(v) = reason.parse()
-                {
-                    passed.metadata_mut().insert(crate::errors::ERROR_REASON, v);
-                }
-                passed
+                super::attempt::passed_on(&st)
             };
             Err(failed(status, outcome).await)
         }

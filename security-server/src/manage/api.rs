@@ -56,6 +56,9 @@ async fn audited<T>(
         .await
 }
 
+mod quotas;
+pub use quotas::quota_target;
+
 /// The audit log's words for a grant.
 pub fn grant_target(g: &GrantSpec) -> String {
     let mut t = format!("{} {} for {}", g.provider, g.service, g.subject);
@@ -474,6 +477,11 @@ pub fn router(manage: Arc<Manage>) -> axum::Router {
         .merge(lintas_manage::api::routes())
         .routes(routes!(list_services, add_service, remove_service))
         .routes(routes!(list_grants, add_grant, remove_grant))
+        .routes(routes!(
+            quotas::list_quotas,
+            quotas::set_quota,
+            quotas::remove_quota
+        ))
         .routes(routes!(list_client_certs, add_client_cert))
         .routes(routes!(remove_client_cert))
         .routes(routes!(health))

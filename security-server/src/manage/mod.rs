@@ -10,6 +10,7 @@ pub mod enrolment;
 mod grants;
 pub mod model;
 pub mod plane;
+mod quotas;
 mod services;
 mod words;
 

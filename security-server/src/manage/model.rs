@@ -82,6 +82,40 @@ pub struct GrantSpec {
     pub path: Option<String>,
 }
 
+/// How often clients may call a service, or one of its methods: a token bucket per
+/// client, holding `burst` calls and refilled at `rate`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaSpec {
+    /// Provider subsystem hosted here.
+    pub provider: String,
+    pub service: String,
+    /// One method (for a REST service an HTTP method); absent for the service's calls
+    /// together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// One client (INSTANCE/CLASS/MEMBER[/SUBSYSTEM]); absent for every client, each on
+    /// its own. A client's own quota replaces the one for every client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+    /// Calls per period: `10/s`, `600/min`, `5000/h`, `100000/day`, `1/week`,
+    /// `1/month`, `100/30s`.
+    pub rate: String,
+    /// Calls that may come at once; absent when setting: the rate's number of calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+}
+
+/// Which quota: its service, method and client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaKey {
+    pub provider: String,
+    pub service: String,
+    pub method: Option<String>,
+    pub client: Option<String>,
+}
+
 /// A local application's TLS client certificate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ClientCertInfo {
@@ -315,6 +349,44 @@ impl From<lintas_proto::ss::v1::Grant> for GrantSpec {
             subject: g.subject,
             method: some(g.method),
             path: some(g.path),
+        }
+    }
+}
+
+impl From<QuotaSpec> for QuotaKey {
+    fn from(q: QuotaSpec) -> Self {
+        QuotaKey {
+            provider: q.provider,
+            service: q.service,
+            method: q.method,
+            client: q.client,
+        }
+    }
+}
+
+impl From<lintas_proto::ss::v1::Quota> for QuotaSpec {
+    fn from(q: lintas_proto::ss::v1::Quota) -> Self {
+        let some = |s: String| (!s.is_empty()).then_some(s);
+        QuotaSpec {
+            provider: q.provider,
+            service: q.service,
+            method: some(q.method),
+            client: some(q.client),
+            rate: q.rate,
+            burst: (q.burst != 0).then_some(q.burst),
+        }
+    }
+}
+
+impl From<QuotaSpec> for lintas_proto::ss::v1::Quota {
+    fn from(q: QuotaSpec) -> Self {
+        lintas_proto::ss::v1::Quota {
+            provider: q.provider,
+            service: q.service,
+            method: q.method.unwrap_or_default(),
+            client: q.client.unwrap_or_default(),
+            rate: q.rate,
+            burst: q.burst.unwrap_or_default(),
         }
     }
 }

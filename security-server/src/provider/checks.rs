@@ -15,6 +15,8 @@ pub(super) struct Refusal {
     pub(super) newer_conf_may_help: bool,
     /// Why, in X-Road's terms, where the code does not say it.
     pub(super) reason: Option<&'static str>,
+    /// Over a quota: whole seconds until the client may call again.
+    pub(super) retry_after: Option<u64>,
 }
 
 impl Refusal {
@@ -32,6 +34,7 @@ fn refuse(code: Code, message: impl Into<String>) -> Refusal {
         message: message.into(),
         newer_conf_may_help: false,
         reason: None,
+        retry_after: None,
     }
 }
 
@@ -302,6 +305,7 @@ pub(super) fn check(
             format!("{client} is not allowed to call {what} of {provider}"),
         ));
     }
+    within_quota(s, &client, &provider, &method)?;
     first_use(s, &header, &client)?;
     Ok(Accepted {
         header,
@@ -310,6 +314,35 @@ pub(super) fn check(
         method,
         target: Target::App(Box::new(service)),
         peer,
+    })
+}
+
+/// Within the quotas the service administrator set: one call is taken from each.
+fn within_quota(
+    s: &Provider,
+    client: &ClientId,
+    provider: &SubsystemId,
+    method: &MethodPath,
+) -> Result<(), Refusal> {
+    let wait = match s
+        .access
+        .take_quota(client, provider, method, Instant::now())
+    {
+        Ok(()) => return Ok(()),
+        Err(wait) => wait,
+    };
+    let secs = crate::quotas::retry_after_secs(wait);
+    s.outcomes.exchanges.quota_refused(client, provider, method);
+    Err(Refusal {
+        retry_after: Some(secs),
+        ..refuse(
+            Code::ResourceExhausted,
+            format!(
+                "{client} is over its quota for {} of {provider}; retry after {secs} s (the catalogue lists the quotas)",
+                method.service
+            ),
+        )
+        .because(crate::errors::QUOTA_EXCEEDED)
     })
 }
 

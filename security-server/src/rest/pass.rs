@@ -56,6 +56,7 @@ pub(super) async fn call(
             message: why,
             detail: message_id.clone(),
             bus: true,
+            retry_after: None,
         })?;
     let rest = ex::RestRequest {
         verb: verb.clone(),
@@ -134,6 +135,7 @@ pub(super) async fn call(
             message: format!("the backend answered with HTTP status {}", rest.status),
             detail: message_id.clone(),
             bus: true,
+            retry_after: None,
         })?;
     let headers =
         crate::http_headers::to_map(&rest.headers, &answer.rest_secrets).map_err(|why| {
@@ -143,6 +145,7 @@ pub(super) async fn call(
                 message: why,
                 detail: message_id.clone(),
                 bus: true,
+                retry_after: None,
             }
         })?;
     let mut r = Response::new(Body::empty());

@@ -84,6 +84,8 @@ where
         .route("/services/remove", post(services::remove_service))
         .route("/access", get(access::access).post(access::grant))
         .route("/access/revoke", post(access::revoke))
+        .route("/access/quota", post(access::set_quota))
+        .route("/access/quota/remove", post(access::remove_quota))
         .route(
             "/client-certs",
             get(certs::client_certs).post(certs::add_client_cert),
@@ -146,6 +148,8 @@ mod tests {
             "service_removed",
             "granted",
             "revoked",
+            "quota_set",
+            "quota_removed",
             "cert_added",
             "cert_removed",
             "maintenance_is_on",
