@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "bpjs/v1/kepesertaan.proto",
         "dapodik/v1/sekolah.proto",
         "dapodik/v1/rombel.proto",
+        "pnbp/v1/pembayaran.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed=proto/{f}");

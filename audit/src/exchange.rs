@@ -34,6 +34,8 @@ pub(super) fn exchange(
         recorded_before: before.map(iso8601),
         attempt: 0,
         retry_of: None,
+        idempotency_key: None,
+        repeats: None,
         rest_request: None,
         rest_headers: Vec::new(),
         http_status: None,
@@ -76,6 +78,8 @@ pub(super) fn exchange(
                 facts.attempt = h.attempt;
                 facts.retry_of =
                     (!h.retry_of_sha256.is_empty()).then(|| lintas_certs::hex(&h.retry_of_sha256));
+                facts.idempotency_key =
+                    (!h.idempotency_key.is_empty()).then(|| h.idempotency_key.clone());
                 if let Some(rest) = &h.rest {
                     let path = if rest.path.is_empty() {
                         "/"
@@ -185,6 +189,8 @@ pub(super) fn exchange(
                         facts.response = Some(f);
                         facts.status = Some((h.status_code, h.status_message.clone()));
                         facts.http_status = h.rest.as_ref().map(|r| r.status);
+                        facts.repeats = (!h.repeats_message_id.is_empty())
+                            .then(|| h.repeats_message_id.clone());
                         pair.response = rec.signature.clone().map(|s| (rec.header.clone(), s));
                     }
                     Err(e) => r.fail(format!("{name}: {e}")),
@@ -345,6 +351,19 @@ pub(super) fn exchange(
                 .map(|o| format!("; {o}"))
                 .unwrap_or_default()
         )),
+    }
+    match (&facts.idempotency_key, &facts.repeats) {
+        (Some(key), Some(first)) => r.proven.push(format!(
+            "{name} was sent under idempotency key {key}, and {} answered it with its answer to exchange {first} under the same key, without calling the application again.",
+            facts.provider
+        )),
+        (Some(key), None) => r.proven.push(format!(
+            "{name} was sent under idempotency key {key}."
+        )),
+        (None, Some(first)) => r.fail(format!(
+            "{name}: the answer names exchange {first} as repeated, but the request carries no idempotency key"
+        )),
+        (None, None) => {}
     }
     match (&facts.recorded_after, &facts.recorded_before) {
         (Some(a), Some(b)) => r.proven.push(format!(

@@ -84,6 +84,11 @@ pub struct ExchangeFacts {
     pub attempt: u32,
     /// For a retry: the SHA-256 (hex) of the previous attempt's signed request header.
     pub retry_of: Option<String>,
+    /// The idempotency key the client sent the request under, as signed.
+    pub idempotency_key: Option<String>,
+    /// The answer repeats the one given to this message id under the same key, as the
+    /// provider signed it.
+    pub repeats: Option<String>,
     /// A REST call: its signed request line (`PUT /path?query`) and the names of the
     /// signed headers sent on to the backend.
     pub rest_request: Option<String>,

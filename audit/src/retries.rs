@@ -99,6 +99,8 @@ mod tests {
             recorded_before: None,
             attempt: n,
             retry_of: retry_of.map(str::to_owned),
+            idempotency_key: None,
+            repeats: None,
             rest_request: None,
             rest_headers: Vec::new(),
             http_status: None,

@@ -45,6 +45,18 @@ pub mod dukcapil {
 ///   "anggota": [residents]}}`.
 pub mod dukcapil_rest;
 
+pub mod pnbp {
+    pub mod v1 {
+        tonic::include_proto!("pnbp.v1");
+    }
+    /// The payment service's .proto file, for publishing it on a security server.
+    pub const PROTO: &str = include_str!("../proto/pnbp/v1/pembayaran.proto");
+}
+
+/// A PNBP payment service (provider application of the idempotency example): every
+/// payment it is asked to make is recorded, with a new NTPN.
+pub mod pnbp_kas;
+
 pub mod bpjs {
     pub mod v1 {
         tonic::include_proto!("bpjs.v1");

@@ -235,7 +235,11 @@ impl Access {
                 let c: ClientCert = serde_json::from_slice(&v).map_err(crate::state_error)?;
                 client_certs.insert(fingerprint_bytes(&c.fingerprint)?, c);
             } else if k.starts_with(b"quota/") {
-                quotas.push(serde_json::from_slice(&v).map_err(crate::state_error)?);
+                let q: Quota = serde_json::from_slice(&v).map_err(crate::state_error)?;
+                q.check().map_err(|why| {
+                    crate::state_error(format!("quota {} is unusable: {why}", q.key()))
+                })?;
+                quotas.push(q);
             }
         }
         grants.sort();
@@ -444,6 +448,7 @@ impl Access {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|q| q.key() != key);
+        self.limiter.forget(key);
         self.services_changed.notify_one();
         Ok(Some(found))
     }
@@ -468,6 +473,14 @@ impl Access {
         let held =
             crate::quotas::applicable(&quotas, client, provider, &method.service, &method.method);
         self.limiter.take(&held, client, now)
+    }
+
+    /// Gives back a call [`Access::take_quota`] took for a request refused afterwards.
+    pub fn give_back_quota(&self, client: &ClientId, provider: &SubsystemId, method: &MethodPath) {
+        let quotas = self.quotas.read().unwrap_or_else(|p| p.into_inner());
+        let held =
+            crate::quotas::applicable(&quotas, client, provider, &method.service, &method.method);
+        self.limiter.give_back(&held, client);
     }
 
     /// Registers a local application's certificate for `client`. A certificate acts for

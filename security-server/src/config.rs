@@ -74,6 +74,10 @@ pub struct SsConfig {
     /// How long a provider application may take to answer.
     #[serde(default = "default_app_timeout")]
     pub app_timeout_secs: u64,
+    /// How long this provider server keeps an idempotency key's first answer for its
+    /// repeats.
+    #[serde(default = "default_idempotency_window")]
+    pub idempotency_window_secs: u64,
     /// How often the log is checkpointed while it grows.
     #[serde(default = "default_checkpoint_interval")]
     pub checkpoint_interval_ms: u64,
@@ -194,6 +198,9 @@ fn default_skew() -> u64 {
 fn default_app_timeout() -> u64 {
     30
 }
+fn default_idempotency_window() -> u64 {
+    86_400
+}
 fn default_checkpoint_interval() -> u64 {
     1000
 }
@@ -257,6 +264,7 @@ impl SsConfig {
             max_body_bytes: default_max_body(),
             clock_skew_secs: default_skew(),
             app_timeout_secs: default_app_timeout(),
+            idempotency_window_secs: default_idempotency_window(),
             checkpoint_interval_ms: default_checkpoint_interval(),
             witness_interval_secs: default_witness_interval(),
             timestamp_interval_secs: default_timestamp_interval(),
@@ -331,6 +339,10 @@ impl SsConfig {
         p.check((1..=3600).contains(&self.clock_skew_secs), || {
             "clock_skew_secs must be between 1 and 3600".into()
         });
+        p.check(
+            (60..=31 * 86_400).contains(&self.idempotency_window_secs),
+            || "idempotency_window_secs must be between 60 and 2678400 (31 days)".into(),
+        );
         p.check((1..=3600).contains(&self.app_timeout_secs), || {
             "app_timeout_secs must be between 1 and 3600".into()
         });

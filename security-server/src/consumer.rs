@@ -7,6 +7,7 @@
 //! | `lintas-service` | yes | the provider subsystem |
 //! | `lintas-message-id` | no | unique id (generated when absent) |
 //! | `lintas-user-id`, `lintas-purpose`, `lintas-issue` | no | user, legal basis, case |
+//! | `lintas-idempotency-key` | no | a retry under it is answered with the first answer |
 //!
 //! The message bytes are relayed without a schema. Unary calls only: a request with more
 //! than one message is refused.
@@ -298,6 +299,15 @@ fn call_of(
         text(md, "traceparent").ok().flatten(),
         text(md, "tracestate").ok().flatten(),
     );
+    let idempotency_key = field("lintas-idempotency-key")?;
+    if !idempotency_key.is_empty() {
+        crate::idempotency::check_key(&idempotency_key).map_err(|why| {
+            consumer_error(
+                Code::InvalidArgument,
+                format!("lintas-idempotency-key {why}"),
+            )
+        })?;
+    }
     Ok(Call {
         client,
         provider,
@@ -311,6 +321,7 @@ fn call_of(
         rest_secrets: Vec::new(),
         represented_party: String::new(),
         server: None,
+        idempotency_key,
     })
 }
 
@@ -354,6 +365,11 @@ async fn relay(
     if let Ok(v) = answer.message_id.parse() {
         reply.metadata_mut().insert("lintas-message-id", v);
     }
+    if !answer.repeats_message_id.is_empty()
+        && let Ok(v) = answer.repeats_message_id.parse()
+    {
+        reply.metadata_mut().insert("lintas-repeats-message-id", v);
+    }
     // The caller learns the trace it is part of (one may have been started for it).
     if let Ok(v) = trace.traceparent.parse() {
         reply.metadata_mut().insert("traceparent", v);
@@ -380,6 +396,8 @@ pub(crate) struct Call {
     /// The provider's security server the client asked for (X-Road-Security-Server):
     /// only it is tried.
     pub server: Option<String>,
+    /// The client's idempotency key (`lintas-idempotency-key`), or empty.
+    pub idempotency_key: String,
 }
 
 /// The provider's answer to a call.
@@ -391,6 +409,9 @@ pub(crate) struct Answer {
     /// A REST backend's status and headers, and its credential headers' values.
     pub rest: Option<lintas_proto::exchange::v1::RestResponse>,
     pub rest_secrets: Vec<lintas_proto::exchange::v1::SecretValue>,
+    /// The answer repeats the one given to this message id under the same idempotency
+    /// key; empty otherwise.
+    pub repeats_message_id: String,
 }
 
 /// Signs and logs the request, exchanges it with the provider's server, verifies and

@@ -167,6 +167,11 @@ impl SecurityServer {
         let checkpoints = Arc::new(checkpoints);
         let db = lintas_log::open_sled(&node.paths.0.join("state")).map_err(crate::state_error)?;
         let access = Arc::new(Access::open(&db)?);
+        let idempotency = Arc::new(crate::idempotency::Idempotency::open(
+            &db,
+            Duration::from_secs(c.idempotency_window_secs),
+            crate::consumer::random_id().map_err(|e| SsError::State(e.message().into()))?,
+        )?);
         let bodies = Arc::new(Bodies::open(
             &records.join("bodies"),
             (c.body_retention_days > 0).then_some(c.body_retention_days),
@@ -326,6 +331,7 @@ impl SecurityServer {
             apps: apps.clone(),
             backends: crate::backend::Backends::default(),
             outcomes: outcomes.clone(),
+            idempotency,
         });
         let watched = Arc::new(crate::ops::Watched {
             own: own.clone(),

@@ -104,13 +104,14 @@ pub fn with_retry_after(mut status: Status, secs: u64) -> Status {
     status
 }
 
-/// The seconds a status says to wait, if it says a plausible number (a peer's refusal
-/// is not trusted to carry anything else).
+/// The seconds a status says to wait, if it says a plausible number, at most the
+/// longest quota period (a peer's refusal is not trusted to carry anything else).
 pub fn retry_after_of(status: &Status) -> Option<u64> {
     status
         .metadata()
         .get(RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
-        .filter(|t| (1..=10).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_digit()))
+        .filter(|t| (1..=7).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|t| t.parse().ok())
+        .filter(|secs| (1..=u64::from(crate::quotas::MAX_PER_SECS)).contains(secs))
 }

@@ -26,6 +26,7 @@ pub mod envelope;
 pub mod errors;
 pub mod evidence;
 pub mod http_headers;
+pub mod idempotency;
 mod local;
 pub mod maintenance;
 pub mod manage;

@@ -24,6 +24,7 @@ use crate::conf_view::ConfView;
 use crate::config::Settings;
 use crate::envelope::{self, Context, REQUEST_DOMAIN, Verifier};
 use crate::errors::{ErrorSource, error, not_delivered};
+use crate::idempotency::{Begun, Kept, Keyed, Ticket};
 use crate::maintenance::Maintenance;
 use crate::opmon::OpMon;
 use crate::outcome::Outcomes;
@@ -52,6 +53,8 @@ pub struct Provider {
     /// Pooled HTTP clients of REST backends.
     pub backends: crate::backend::Backends,
     pub outcomes: Arc<Outcomes>,
+    /// Idempotency keys and their first answers.
+    pub idempotency: Arc<crate::idempotency::Idempotency>,
 }
 
 pub struct ProviderService(pub Arc<Provider>);
@@ -77,10 +80,11 @@ enum Target {
 
 /// Metadata passed on to the provider application, so it knows who calls and why, and
 /// the caller's trace context, unchanged.
-fn forwarded(h: &ex::RequestHeader) -> [(&'static str, &str); 7] {
+fn forwarded(h: &ex::RequestHeader) -> [(&'static str, &str); 8] {
     [
         ("lintas-client", &h.client),
         ("lintas-message-id", &h.message_id),
+        ("lintas-idempotency-key", &h.idempotency_key),
         ("lintas-user-id", &h.user_id),
         ("lintas-purpose", &h.purpose),
         ("lintas-issue", &h.issue),
@@ -99,6 +103,8 @@ struct AppAnswer {
     /// A REST backend's status and headers, and its credential headers' values.
     rest: Option<ex::RestResponse>,
     secrets: Vec<ex::SecretValue>,
+    /// The request never left for the application (it could not be reached at all).
+    unsent: bool,
 }
 
 impl AppAnswer {
@@ -110,6 +116,28 @@ impl AppAnswer {
             by_server: true,
             rest: None,
             secrets: Vec::new(),
+            unsent: false,
+        }
+    }
+
+    /// The application could not be reached: the request never left.
+    fn unsent(code: Code, message: impl Into<String>) -> Self {
+        AppAnswer {
+            unsent: true,
+            ..AppAnswer::server(code, message)
+        }
+    }
+
+    /// The answer kept for an idempotency key's repeats.
+    fn kept(k: Kept) -> Self {
+        AppAnswer {
+            code: Code::from_i32(k.code),
+            message: k.message,
+            body: k.body,
+            by_server: k.by_server,
+            rest: None,
+            secrets: Vec::new(),
+            unsent: false,
         }
     }
 
@@ -144,6 +172,7 @@ async fn operational_data(opmon: &Arc<OpMon>, method: &MethodPath, body: Vec<u8>
             by_server: true,
             rest: None,
             secrets: Vec::new(),
+            unsent: false,
         },
         Ok(Err(crate::SsError::InvalidInput(m))) => AppAnswer::server(Code::InvalidArgument, m),
         Ok(Err(e)) => AppAnswer::server(Code::Internal, e.to_string()),
@@ -161,7 +190,7 @@ async fn call_app(s: &Provider, accepted: &Accepted, body: Vec<u8>) -> AppAnswer
     };
     let channel = match s.apps.channel(service) {
         Ok(c) => c,
-        Err(status) => return AppAnswer::server(status.code(), status.message()),
+        Err(status) => return AppAnswer::unsent(status.code(), status.message()),
     };
     let path: PathAndQuery = match accepted.method.to_string().parse() {
         Ok(p) => p,
@@ -193,7 +222,7 @@ async fn call_app(s: &Provider, accepted: &Accepted, body: Vec<u8>) -> AppAnswer
     };
     let call = async {
         grpc.ready().await.map_err(|e| {
-            AppAnswer::server(
+            AppAnswer::unsent(
                 Code::Unavailable,
                 format!("provider application unreachable: {e}"),
             )
@@ -238,6 +267,7 @@ async fn call_app(s: &Provider, accepted: &Accepted, body: Vec<u8>) -> AppAnswer
             by_server: false,
             rest: None,
             secrets: Vec::new(),
+            unsent: false,
         },
         // An application honouring the deadline this server set answers Cancelled or
         // DeadlineExceeded: the timeout is the provider server's.
@@ -268,6 +298,7 @@ fn app_status(status: Status) -> AppAnswer {
             by_server: false,
             rest: None,
             secrets: Vec::new(),
+            unsent: false,
         }
     }
 }
@@ -319,6 +350,94 @@ async fn admit_request(
     Ok((accepted, ctx))
 }
 
+/// What an idempotency key makes of an accepted request: `None` without a key; the
+/// first under its key (held durably before the application sees it) or a repeat; a
+/// refusal, recorded and answered.
+async fn keyed(
+    s: &Arc<Provider>,
+    accepted: &Accepted,
+    signed: &ex::SignedRequest,
+    ctx: &Context,
+) -> Result<Option<Begun>, Status> {
+    let h = &accepted.header;
+    if h.idempotency_key.is_empty() {
+        return Ok(None);
+    }
+    let side = ErrorSource::ProviderServer;
+    let idem = s.idempotency.clone();
+    let now = s.recorder.now_ms();
+    let (client, service, method) = (
+        accepted.client.to_string(),
+        accepted.method.service.to_string(),
+        accepted.method.method.clone(),
+    );
+    let (provider, key, body, id) = (
+        h.service_provider.clone(),
+        h.idempotency_key.clone(),
+        h.body_sha256.clone(),
+        h.message_id.clone(),
+    );
+    let decided = tokio::task::spawn_blocking(move || {
+        idem.begin(
+            &Keyed {
+                client: &client,
+                provider: &provider,
+                service: &service,
+                key: &key,
+                method: &method,
+                body_sha256: &body,
+                message_id: &id,
+            },
+            now,
+        )
+    })
+    .await
+    .map_err(|e| {
+        error(
+            Code::Internal,
+            side,
+            format!("idempotency task failed: {e}"),
+        )
+    })?
+    .map_err(|e| {
+        not_delivered(error(
+            Code::Internal,
+            side,
+            format!("idempotency keys: {e}"),
+        ))
+    })?;
+    match decided {
+        Ok(begun) => Ok(Some(begun)),
+        Err(why) => {
+            let refusal = checks::idempotency_refusal(why, &h.idempotency_key);
+            Err(refused(s, signed, refusal, ctx.peer_cert_sha256.clone()).await)
+        }
+    }
+}
+
+/// Keeps the application's answer to the first request under a key for its repeats;
+/// lets the key go when the request never reached the application (`None`: it was not
+/// even recorded).
+async fn settle(s: &Provider, ticket: Ticket, answer: Option<&AppAnswer>) {
+    let idem = s.idempotency.clone();
+    let kept = answer.filter(|a| !a.unsent).map(|a| Kept {
+        code: a.code as i32,
+        message: a.message.clone(),
+        body: a.body.clone(),
+        by_server: a.by_server,
+    });
+    let done = tokio::task::spawn_blocking(move || match kept {
+        Some(kept) => idem.finish(ticket, kept),
+        None => idem.release(ticket),
+    })
+    .await;
+    match done {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "keeping an idempotency key's answer failed"),
+        Err(e) => tracing::error!(error = %e, "keeping an idempotency key's answer failed"),
+    }
+}
+
 /// Records a refused request and gives the status to answer with.
 async fn refused(
     s: &Provider,
@@ -335,7 +454,13 @@ async fn refused(
     let trace_id = crate::trace::trace_id_of(&claimed.traceparent)
         .unwrap_or_default()
         .to_owned();
-    tracing::warn!(client = %claimed.client, code = ?refusal.code, reason = %refusal.message, trace_id, "request refused");
+    // A client over its quota may call again and again: each refusal is recorded, but
+    // not each one logged as a warning.
+    if refusal.reason == Some(crate::errors::QUOTA_EXCEEDED) {
+        tracing::debug!(client = %claimed.client, reason = %refusal.message, trace_id, "request over quota refused");
+    } else {
+        tracing::warn!(client = %claimed.client, code = ?refusal.code, reason = %refusal.message, trace_id, "request refused");
+    }
     let ctx = Context {
         message_id: claimed.message_id,
         client: claimed.client,
@@ -391,6 +516,7 @@ async fn handle(
     let side = ErrorSource::ProviderServer;
     let (accepted, ctx) = admit_request(&s, peer_cert.as_deref(), &signed, progress, false).await?;
     let h = &accepted.header;
+    let begun = keyed(&s, &accepted, &signed, &ctx).await?;
     let request_record = progress
         .time(
             Stage::Durable,
@@ -409,13 +535,31 @@ async fn handle(
                 side,
             ),
         )
-        .await
-        .map_err(not_delivered)?;
+        .await;
+    let request_record = match request_record {
+        Ok(r) => r,
+        Err(status) => {
+            if let Some(Begun::First(ticket)) = begun {
+                settle(&s, ticket, None).await;
+            }
+            return Err(not_delivered(status));
+        }
+    };
 
     s.recorder.keep_bodies(&[(request_record, &signed.body)]);
-    let answer = progress
-        .time(Stage::App, call_app(&s, &accepted, signed.body))
-        .await;
+    let (answer, repeats_message_id) = match begun {
+        // A repeat under an idempotency key: the first answer, not the application.
+        Some(Begun::Repeat { message_id, kept }) => (AppAnswer::kept(kept), message_id),
+        first => {
+            let answer = progress
+                .time(Stage::App, call_app(&s, &accepted, signed.body))
+                .await;
+            if let Some(Begun::First(ticket)) = first {
+                settle(&s, ticket, Some(&answer)).await;
+            }
+            (answer, String::new())
+        }
+    };
     let body_sha256 = lintas_certs::sha256(&answer.body).to_vec();
     let response = ex::ResponseHeader {
         request_header_sha256: lintas_certs::sha256(&signed.header).to_vec(),
@@ -433,6 +577,7 @@ async fn handle(
             String::new()
         },
         rest: answer.rest,
+        repeats_message_id,
         ..Default::default()
     };
     let header = response.encode_to_vec();

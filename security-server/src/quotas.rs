@@ -86,24 +86,6 @@ impl Quota {
     fn per_second(&self) -> f64 {
         f64::from(self.calls) / f64::from(self.per_secs)
     }
-
-    /// The quota in words, for messages.
-    pub fn describe(&self) -> String {
-        format!(
-            "{} of {} ({}) for {}: {}, burst {}",
-            self.method.as_deref().map_or_else(
-                || format!("every method of {}", self.service),
-                |m| format!("{}/{m}", self.service)
-            ),
-            self.provider,
-            self.key(),
-            self.client
-                .as_ref()
-                .map_or_else(|| "each client".to_owned(), ToString::to_string),
-            rate_text(self.calls, self.per_secs),
-            self.burst
-        )
-    }
 }
 
 /// The periods a rate may be written with, and their seconds.
@@ -212,10 +194,23 @@ impl Bucket {
     }
 }
 
+/// The buckets of every (quota, client), and the size at which full ones are next
+/// swept out.
+#[derive(Default)]
+struct Buckets {
+    map: HashMap<(String, String), Bucket>,
+    sweep_at: usize,
+}
+
 /// The buckets of every (quota, client).
 #[derive(Default)]
 pub struct Limiter {
-    buckets: Mutex<HashMap<(String, String), Bucket>>,
+    buckets: Mutex<Buckets>,
+}
+
+/// A duration of `secs` seconds, saturating instead of failing on a huge or odd value.
+fn secs(secs: f64) -> Duration {
+    Duration::try_from_secs_f64(secs.max(0.0)).unwrap_or(Duration::MAX)
 }
 
 impl Limiter {
@@ -231,6 +226,7 @@ impl Limiter {
             .iter()
             .map(|q| {
                 buckets
+                    .map
                     .get(&(q.key(), client.clone()))
                     .map_or(f64::from(q.burst), |b| b.refilled(q, now))
             })
@@ -242,25 +238,45 @@ impl Limiter {
             .map(|(q, level)| (1.0 - level) / q.per_second())
             .fold(0.0_f64, f64::max);
         if wait > 0.0 {
-            return Err(Duration::from_secs_f64(wait));
+            return Err(secs(wait));
         }
-        if buckets.len() + quotas.len() > MAX_BUCKETS {
-            // A full bucket is the same as none.
-            buckets.retain(|_, b| b.full_at > now);
+        if buckets.map.len() >= buckets.sweep_at.max(MAX_BUCKETS) {
+            // A full bucket is the same as none. Swept again once the map has doubled,
+            // so that calls do not each scan a map of buckets still in use.
+            buckets.map.retain(|_, b| b.full_at > now);
+            buckets.sweep_at = 2 * buckets.map.len();
         }
         for (q, level) in quotas.iter().zip(levels) {
             let tokens = level - 1.0;
             let to_full = (f64::from(q.burst) - tokens) / q.per_second();
-            buckets.insert(
+            buckets.map.insert(
                 (q.key(), client.clone()),
                 Bucket {
                     tokens,
                     at: now,
-                    full_at: now + Duration::from_secs_f64(to_full),
+                    full_at: now.checked_add(secs(to_full)).unwrap_or(now),
                 },
             );
         }
         Ok(())
+    }
+
+    /// Gives back the call [`Limiter::take`] took for `client` (one refused later, for
+    /// another reason, does not count).
+    pub fn give_back(&self, quotas: &[&Quota], client: &ClientId) {
+        let client = client.to_string();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        for q in quotas {
+            if let Some(b) = buckets.map.get_mut(&(q.key(), client.clone())) {
+                b.tokens = (b.tokens + 1.0).min(f64::from(q.burst));
+            }
+        }
+    }
+
+    /// Drops the buckets of the quota with `key`, once it is removed.
+    pub fn forget(&self, key: &str) {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        buckets.map.retain(|(k, _), _| k != key);
     }
 }
 

@@ -430,6 +430,7 @@ async fn call(
         rest_secrets: Vec::new(),
         represented_party: String::new(),
         server: None,
+        idempotency_key: String::new(),
     };
     let answer = call_provider(&s.consumer, call, Bytes::from(input.encode_to_vec()))
         .await

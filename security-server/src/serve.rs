@@ -252,7 +252,7 @@ pub async fn serve(
             None => write.await,
         }
     });
-    let (p, c, a, (), (), (), (), (), (), (), checkpointed) = tokio::join!(
+    let (p, c, a, (), (), (), (), (), (), (), (), checkpointed) = tokio::join!(
         stop.part(provider_server),
         stop.part(consumer_server),
         stop.part(admin_server),
@@ -272,6 +272,11 @@ pub async fn serve(
         crate::tasks::timestamp(
             server.evidence.clone(),
             server.intervals.timestamp,
+            stop.clone()
+        ),
+        crate::tasks::purge_idempotency(
+            server.provider.idempotency.clone(),
+            server.clock.clone(),
             stop.clone()
         ),
         crate::tasks::renew_certificates(

@@ -195,6 +195,28 @@ async fn keep_bodies(evidence: &Arc<Evidence>, purge: bool) {
     }
 }
 
+/// Removes idempotency keys past their window, at start and every hour.
+pub async fn purge_idempotency(
+    idempotency: Arc<crate::idempotency::Idempotency>,
+    clock: Arc<dyn lintas_globalconf::Clock>,
+    stop: Stop,
+) {
+    loop {
+        let idem = idempotency.clone();
+        let now = now_ms(&*clock);
+        match tokio::task::spawn_blocking(move || idem.purge(now)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(removed)) => tracing::info!(removed, "idempotency keys past their window purged"),
+            Ok(Err(e)) => tracing::error!(error = %e, "purging idempotency keys failed"),
+            Err(e) => tracing::error!(error = %e, "purging idempotency keys failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            _ = stop.stopped() => return,
+        }
+    }
+}
+
 /// Time-stamps the newest checkpoint every interval. A failure raises an alarm in the
 /// log at once and counts towards failing closed (the `timestamping` probe).
 pub async fn timestamp(evidence: Arc<Evidence>, every: Duration, stop: Stop) {

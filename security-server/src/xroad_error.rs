@@ -47,7 +47,10 @@ impl Failure {
             .and_then(|v| v.to_str().ok())
             .unwrap_or(ErrorSource::ConsumerServer.as_str());
         let (kind, bus) = xroad_type(source, status.code(), crate::errors::reason_of(status));
-        let retry_after = crate::errors::retry_after_of(status);
+        // Over a quota: HTTP 429 with Retry-After, as API gateways answer.
+        let over_quota = status.code() == Code::ResourceExhausted
+            && crate::errors::reason_of(status) == Some(crate::errors::QUOTA_EXCEEDED);
+        let retry_after = crate::errors::retry_after_of(status).filter(|_| over_quota);
         let http = if !bus || retry_after.is_some() {
             http_status(status.code())
         } else if kind.starts_with("Server.") {
@@ -390,8 +393,16 @@ mod tests {
         assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert!(r.headers().get(header::RETRY_AFTER).is_none());
         // A peer's value is taken only as a plain number of seconds.
+        // Only over a quota.
+        let late = with_retry_after(busy.clone(), 30);
+        let r = Failure::from_status(&late, "m3").into_response(false);
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(r.headers().get(header::RETRY_AFTER).is_none());
         for (value, want) in [
             ("12", Some(12)),
+            ("2678400", Some(2_678_400)),
+            ("2678401", None),
+            ("0", None),
             ("", None),
             ("1.5", None),
             ("-1", None),

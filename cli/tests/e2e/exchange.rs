@@ -1903,6 +1903,7 @@ mod binary;
 mod console;
 mod ha;
 mod hsm;
+mod idempotency;
 mod limits;
 mod management;
 mod monitoring;

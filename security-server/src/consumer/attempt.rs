@@ -132,6 +132,7 @@ pub(crate) fn request_header(
         user_id: call.user_id.clone(),
         purpose: call.purpose.clone(),
         issue: call.issue.clone(),
+        idempotency_key: call.idempotency_key.clone(),
         traceparent: call.trace.traceparent.clone(),
         tracestate: call.trace.tracestate.clone(),
         represented_party: call.represented_party.clone(),
@@ -278,6 +279,7 @@ pub(crate) async fn run(
                 request_hash,
                 rest: answer.rest,
                 rest_secrets: response.secret_headers,
+                repeats_message_id: answer.repeats_message_id,
             })
         }
         Err(Unanswered {
@@ -451,4 +453,44 @@ async fn exchange(
         ));
     }
     Ok((response, answer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::errors::{QUOTA_EXCEEDED, not_delivered, with_reason};
+
+    #[test]
+    fn a_refusal_over_a_quota_is_answered_and_busy_ones_are_not_sent() {
+        let provider = |code| error(code, ErrorSource::ProviderServer, "x");
+        let cases = [
+            (not_delivered(provider(Code::Unavailable)), Outcome::NotSent),
+            (
+                not_delivered(provider(Code::ResourceExhausted)),
+                Outcome::NotSent,
+            ),
+            (
+                not_delivered(with_reason(
+                    provider(Code::ResourceExhausted),
+                    QUOTA_EXCEEDED,
+                )),
+                Outcome::Answered,
+            ),
+            (provider(Code::Unavailable), Outcome::Answered),
+            (
+                not_delivered(provider(Code::PermissionDenied)),
+                Outcome::Answered,
+            ),
+        ];
+        for (status, want) in cases {
+            assert_eq!(refusal_outcome(&status), want, "{status:?}");
+            assert!(!retryable(want, status.code()) || want == Outcome::NotSent);
+        }
+        let passed = passed_on(&crate::errors::with_retry_after(
+            with_reason(provider(Code::ResourceExhausted), QUOTA_EXCEEDED),
+            7,
+        ));
+        assert_eq!(crate::errors::retry_after_of(&passed), Some(7));
+        assert_eq!(crate::errors::reason_of(&passed), Some(QUOTA_EXCEEDED));
+    }
 }

@@ -174,6 +174,7 @@ pub(crate) async fn call(
         request_hash: open.request_hash,
         rest,
         rest_secrets,
+        repeats_message_id: String::new(),
     };
     let rest = call.rest.is_some();
     match head(&open, &mut answers, rest).await {

@@ -35,19 +35,23 @@ fn describe(q: &Quota) -> String {
 }
 
 impl Manage {
-    /// The quota `key` names, checked against the services provided here, with no
-    /// numbers yet.
-    fn quota_scope(&self, key: QuotaKey) -> Result<Quota, ManageError> {
+    /// The quota `key` names, with no numbers yet; checked against the service
+    /// provided here when `provided` (a quota of a service since removed can still be
+    /// removed).
+    fn quota_scope(&self, key: QuotaKey, provided: bool) -> Result<Quota, ManageError> {
         let provider = self.hosted(&key.provider)?;
         let service: ServiceName = key.service.parse().map_err(|e| invalid("service", e))?;
-        let Some(entry) = self.access.service(&provider, &service) else {
+        let entry = self.access.service(&provider, &service);
+        if provided && entry.is_none() {
             return Err(ManageError::Precondition(format!(
                 "{provider} provides no service {service} here; add the service first"
             )));
-        };
+        }
+        let rest = entry.is_some_and(|e| e.rest);
         let method = match key.method.filter(|m| !m.is_empty()) {
             None => None,
-            Some(m) if entry.rest => {
+            Some(m) if !provided => Some(m),
+            Some(m) if rest => {
                 crate::endpoints::check_method(&m).map_err(|e| invalid("method", e))?;
                 Some(m)
             }
@@ -77,12 +81,15 @@ impl Manage {
     /// with the quota as stored.
     pub async fn set_quota(&self, q: QuotaSpec) -> Result<QuotaSpec, ManageError> {
         let (calls, per_secs) = parse_rate(&q.rate).map_err(|e| invalid("rate", e))?;
-        let scope = self.quota_scope(QuotaKey {
-            provider: q.provider,
-            service: q.service,
-            method: q.method,
-            client: q.client,
-        })?;
+        let scope = self.quota_scope(
+            QuotaKey {
+                provider: q.provider,
+                service: q.service,
+                method: q.method,
+                client: q.client,
+            },
+            true,
+        )?;
         let quota = Quota {
             calls,
             per_secs,
@@ -90,15 +97,15 @@ impl Manage {
             ..scope
         };
         quota.check().map_err(|e| invalid("quota", e))?;
-        let out = spec(&quota);
-        tracing::info!(quota = %describe(&quota), "quota set");
+        let (out, said) = (spec(&quota), describe(&quota));
         self.change(move |a| a.set_quota(quota)).await?;
+        tracing::info!(quota = %said, "quota set");
         Ok(out)
     }
 
     /// Removes a quota; answers with what was removed.
     pub async fn remove_quota(&self, key: QuotaKey) -> Result<QuotaSpec, ManageError> {
-        let key = self.quota_scope(key)?.key();
+        let key = self.quota_scope(key, false)?.key();
         let removed = {
             let key = key.clone();
             self.change(move |a| a.remove_quota(&key)).await?

@@ -77,6 +77,19 @@ fn shape(
     if header.chunked && !transfer {
         return invalid("only a REST call's or a framed gRPC call's body comes in chunks");
     }
+    if !header.idempotency_key.is_empty() {
+        if via_stream {
+            return invalid(
+                "an idempotency key is taken on unary gRPC calls carried whole, not on streams, REST calls or large messages",
+            );
+        }
+        if let Err(why) = crate::idempotency::check_key(&header.idempotency_key) {
+            return Err(refuse(
+                Code::InvalidArgument,
+                format!("idempotency key {why}"),
+            ));
+        }
+    }
     if (header.stream || header.chunked) && (header.body_len != 0 || !signed.body.is_empty()) {
         return invalid(if header.stream {
             "a stream opens without a body: its messages follow"
@@ -306,7 +319,10 @@ pub(super) fn check(
         ));
     }
     within_quota(s, &client, &provider, &method)?;
-    first_use(s, &header, &client)?;
+    // A replay is refused and does not count against the client's quota.
+    first_use(s, &header, &client).inspect_err(|_| {
+        s.access.give_back_quota(&client, &provider, &method);
+    })?;
     Ok(Accepted {
         header,
         header_sha256: lintas_certs::sha256(&signed.header),
@@ -344,6 +360,37 @@ fn within_quota(
         )
         .because(crate::errors::QUOTA_EXCEEDED)
     })
+}
+
+/// Why a request under an idempotency key is refused, in words the client can act on.
+pub(super) fn idempotency_refusal(why: crate::idempotency::Refused, key: &str) -> Refusal {
+    use crate::idempotency::Refused;
+    match why {
+        Refused::Reused { message_id } => refuse(
+            Code::FailedPrecondition,
+            format!(
+                "idempotency key {key} was used for another request (message id {message_id}: another method or body); a new request needs a new key"
+            ),
+        )
+        .because("IdempotencyKeyReused"),
+        Refused::InProgress { message_id } => Refusal {
+            retry_after: Some(1),
+            ..refuse(
+                Code::Aborted,
+                format!(
+                    "the request first sent under idempotency key {key} (message id {message_id}) is still being answered; send it again in a moment for its answer"
+                ),
+            )
+            .because("IdempotencyInProgress")
+        },
+        Refused::Interrupted { message_id } => refuse(
+            Code::Unknown,
+            format!(
+                "the request first sent under idempotency key {key} (message id {message_id}) was being answered when this server stopped: whether the application acted on it is unknown; ask the provider before sending it under a new key"
+            ),
+        )
+        .because("IdempotencyOutcomeUnknown"),
+    }
 }
 
 /// Last, never seen before: the request's message id is taken as used once every other

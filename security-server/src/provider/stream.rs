@@ -566,6 +566,7 @@ pub(super) async fn close(
         request_last_sha256: request_last.to_vec(),
         last_message_sha256: chain.last().to_vec(),
         messages: chain.count(),
+        ..Default::default()
     };
     let header = response.encode_to_vec();
     let signature = open

@@ -179,6 +179,7 @@ async fn relay(
             by_server: false,
             rest: head.clone(),
             secrets,
+            unsent: false,
         },
         Some(t) => {
             let status = super::framed::status(t);

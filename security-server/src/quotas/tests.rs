@@ -204,3 +204,51 @@ fn retry_after_is_whole_seconds_rounded_up() {
         assert_eq!(retry_after_secs(wait), secs, "{wait:?}");
     }
 }
+
+#[test]
+fn extreme_quotas_neither_panic_nor_overflow() {
+    let limiter = Limiter::default();
+    let client: ClientId = "ID/GOV/KEMENSOS/BANSOS".parse().unwrap();
+    let t0 = Instant::now();
+    let slow = Quota {
+        burst: MAX_CALLS,
+        ..quota(None, None, 1, MAX_PER_SECS)
+    };
+    assert_eq!(limiter.take(&[&slow], &client, t0), Ok(()));
+    let tiny = Quota {
+        burst: 1,
+        ..quota(Some("Get"), None, 1, MAX_PER_SECS)
+    };
+    assert_eq!(limiter.take(&[&tiny], &client, t0), Ok(()));
+    let wait = limiter.take(&[&tiny], &client, t0).unwrap_err();
+    assert_eq!(retry_after_secs(wait), u64::from(MAX_PER_SECS));
+    let fast = quota(None, None, MAX_CALLS, 1);
+    assert_eq!(limiter.take(&[&fast], &client, t0), Ok(()));
+}
+
+#[test]
+fn a_call_given_back_or_a_quota_forgotten_frees_the_bucket() {
+    let limiter = Limiter::default();
+    let q = quota(None, None, 1, 60);
+    let client: ClientId = "ID/GOV/KEMENSOS/BANSOS".parse().unwrap();
+    let t0 = Instant::now();
+    assert_eq!(limiter.take(&[&q], &client, t0), Ok(()));
+    assert!(limiter.take(&[&q], &client, t0).is_err());
+    limiter.give_back(&[&q], &client);
+    assert_eq!(limiter.take(&[&q], &client, t0), Ok(()));
+    assert!(limiter.take(&[&q], &client, t0).is_err());
+    // Given back twice: never more than the burst.
+    limiter.give_back(&[&q], &client);
+    limiter.give_back(&[&q], &client);
+    assert_eq!(limiter.take(&[&q], &client, t0), Ok(()));
+    assert!(limiter.take(&[&q], &client, t0).is_err());
+    limiter.forget(&q.key());
+    assert_eq!(limiter.take(&[&q], &client, t0), Ok(()));
+    // A quota changed under the same key: its bucket holds at most the new burst.
+    let bigger = quota(None, None, 10, 60);
+    let t1 = t0 + Duration::from_secs(3600);
+    for _ in 0..10 {
+        assert_eq!(limiter.take(&[&bigger], &client, t1), Ok(()));
+    }
+    assert!(limiter.take(&[&bigger], &client, t1).is_err());
+}

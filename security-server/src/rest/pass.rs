@@ -112,6 +112,7 @@ pub(super) async fn call(
         rest_secrets: secrets,
         represented_party,
         server,
+        idempotency_key: String::new(),
     };
     let answered = crate::consumer::transfer::call(&s.consumer, call, upload)
         .await
