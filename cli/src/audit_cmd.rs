@@ -49,6 +49,24 @@ enum Command {
         #[arg(long, default_value_t = 10_000)]
         per_bundle: u32,
     },
+    /// Write one exchange's receipt from a running security server's log: the answer
+    /// the provider signed, with the signed request it answers, their inclusion proofs,
+    /// the log's signed checkpoint, the RFC 3161 time-stamps that bound when they were
+    /// written, and the bodies the server still keeps. Refused when this log holds no
+    /// signed answer for the exchange. `lintas audit verify` checks it offline.
+    Receipt {
+        /// The exchange's message id.
+        message_id: String,
+        /// The security server's configuration file.
+        #[arg(long, default_value = "ss.toml")]
+        config: PathBuf,
+        /// Where to write the receipt (must not exist).
+        #[arg(long, short)]
+        out: PathBuf,
+        /// Leave the bodies out (the receipt then proves their SHA-256 only).
+        #[arg(long)]
+        without_bodies: bool,
+    },
     /// Copy the sealed segments of a running security server's log into a new
     /// directory, with a manifest that proves they are the beginning of its log.
     Archive {
@@ -149,6 +167,12 @@ pub async fn run(args: Args) -> Result<()> {
             );
             Ok(())
         }
+        Command::Receipt {
+            message_id,
+            config,
+            out,
+            without_bodies,
+        } => receipt(&config, &message_id, &out, !without_bodies).await,
         Command::Archive { config, out } => {
             let settings = lintas_ss::SsConfig::load(&config, crate::env())?;
             let manifest = lintas_ss::admin::connect(&settings.data_dir)
@@ -192,6 +216,57 @@ pub async fn run(args: Args) -> Result<()> {
             json,
         } => lintas_audit::command::verify(&bundles, &anchor, json),
     }
+}
+
+/// The record of `bundle` holding the provider-signed answer to `message_id`, if any.
+fn signed_answer(bundle: &EvidenceBundle, message_id: &str) -> Option<lintas_log::Record> {
+    use lintas_log::RecordKind;
+    bundle
+        .entries
+        .iter()
+        .filter_map(|e| lintas_log::Record::decode(e.record.as_slice()).ok())
+        .find(|r| {
+            r.message_id == message_id
+                && (r.kind == RecordKind::ResponseSent as i32
+                    || r.kind == RecordKind::ResponseReceived as i32)
+                && r.signature.is_some()
+        })
+}
+
+/// `lintas audit receipt`: one exchange's evidence, refused without a signed answer.
+async fn receipt(config: &Path, message_id: &str, out: &Path, with_bodies: bool) -> Result<()> {
+    let query = lintas_proto::ss::v1::EvidenceQuery {
+        message_id: message_id.to_owned(),
+        with_bodies,
+        exchanges_per_bundle: 1,
+        ..Default::default()
+    };
+    lintas_ss::evidence::check_query(&query).map_err(anyhow::Error::msg)?;
+    let bundle = crate::ss_cmd::admin(config)
+        .await?
+        .export_evidence(query)
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+        .into_inner();
+    let Some(answer) = signed_answer(&bundle, message_id) else {
+        bail!(
+            "no receipt: the log of {} holds no signed answer to exchange {message_id}",
+            bundle.origin
+        );
+    };
+    let mut file = crate::bundles::Writer::create(out)?;
+    let origin = bundle.origin.clone();
+    file.push(bundle)?;
+    file.finish()?;
+    println!(
+        "wrote the receipt of exchange {message_id} of {} ({} answered with {:?}) from the log of {origin} to {}; verify with: lintas audit verify {} --anchor ANCHOR",
+        answer.client,
+        answer.service_provider,
+        tonic::Code::from_i32(answer.status_code),
+        out.display(),
+        out.display()
+    );
+    Ok(())
 }
 
 pub fn write_bundle(path: &Path, bundle: &EvidenceBundle) -> Result<()> {

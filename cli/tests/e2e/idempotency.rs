@@ -230,4 +230,51 @@ async fn a_payment_retried_after_the_consumers_server_was_killed_is_paid_once() 
         report.proven
     );
     assert!(exchange("bayar-4").repeats.is_none());
+
+    // The consumer's receipts: the first payment's answer never reached its server (it
+    // was killed), the retry's did, and names the first.
+    let consumer_config = servers[1].config.clone();
+    let no_receipt = lintas_cmd(&["audit", "receipt", "bayar-1", "--config", &consumer_config])
+        .arg("--out")
+        .arg(servers[1].dir.join("none.receipt"))
+        .output()
+        .unwrap();
+    assert!(!no_receipt.status.success());
+    let said = String::from_utf8_lossy(&no_receipt.stderr);
+    assert!(
+        said.contains("no signed answer to exchange bayar-1"),
+        "{said}"
+    );
+    let receipt = servers[1].dir.join("payment.receipt");
+    let written = run(lintas_cmd(&[
+        "audit",
+        "receipt",
+        &retry.message_id,
+        "--config",
+        &consumer_config,
+    ])
+    .arg("--out")
+    .arg(&receipt));
+    assert!(written.contains("answered with Ok"), "{written}");
+    let verified = run(lintas_cmd(&["audit", "verify"])
+        .arg(&receipt)
+        .arg("--anchor")
+        .arg(inst.anchor()));
+    assert!(
+        verified.contains("its answer to exchange bayar-1")
+            && verified.contains(&format!("{PROVIDER_CLIENT} answered that request with Ok")),
+        "{verified}"
+    );
+    // One changed byte and the receipt no longer verifies.
+    let mut bytes = std::fs::read(&receipt).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 1;
+    std::fs::write(&receipt, &bytes).unwrap();
+    let damaged = lintas_cmd(&["audit", "verify"])
+        .arg(&receipt)
+        .arg("--anchor")
+        .arg(inst.anchor())
+        .output()
+        .unwrap();
+    assert!(!damaged.status.success(), "{damaged:?}");
 }
