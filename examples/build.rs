@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "dapodik/v1/sekolah.proto",
         "dapodik/v1/rombel.proto",
         "pnbp/v1/pembayaran.proto",
+        "bkn/v1/kepegawaian.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed=proto/{f}");

@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "lintas/audit/v1/evidence.proto",
         "lintas/discovery/v1/discovery.proto",
         "lintas/opmon/v1/opmon.proto",
+        "lintas/events/v1/events.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");

@@ -83,6 +83,16 @@ pub mod dapodik {
 /// large the school.
 pub mod dapodik_roster;
 
+/// Creates the SQLite database at `path` (which must not exist yet) from `script`.
+fn create_sqlite(path: &std::path::Path, script: &str) -> Result<(), String> {
+    if path.exists() {
+        return Err(format!("{} exists already", path.display()));
+    }
+    let db = rusqlite::Connection::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    db.execute_batch(script)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// The school database behind the SQL adapter example: `examples/sql/sekolah.sql`.
 pub mod sekolah_db {
     use std::path::Path;
@@ -92,13 +102,27 @@ pub mod sekolah_db {
 
     /// Creates the SQLite database at `path` (which must not exist yet).
     pub fn create_sqlite(path: &Path) -> Result<(), String> {
-        if path.exists() {
-            return Err(format!("{} exists already", path.display()));
-        }
-        let db =
-            rusqlite::Connection::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        db.execute_batch(SCRIPT)
-            .map_err(|e| format!("{}: {e}", path.display()))
+        super::create_sqlite(path, SCRIPT)
+    }
+}
+
+pub mod bkn {
+    pub mod v1 {
+        tonic::include_proto!("bkn.v1");
+    }
+}
+
+/// The civil-servant (ASN) database behind the second SQL adapter example:
+/// `examples/sql/asn.sql`, served by `examples/adapters/bkn-sql.toml`.
+pub mod asn_db {
+    use std::path::Path;
+
+    /// The schema and its rows; valid SQLite and PostgreSQL.
+    pub const SCRIPT: &str = include_str!("../sql/asn.sql");
+
+    /// Creates the SQLite database at `path` (which must not exist yet).
+    pub fn create_sqlite(path: &Path) -> Result<(), String> {
+        super::create_sqlite(path, SCRIPT)
     }
 }
 

@@ -45,6 +45,11 @@ pub mod discovery {
         tonic::include_proto!("lintas.discovery.v1");
     }
 }
+pub mod events {
+    pub mod v1 {
+        tonic::include_proto!("lintas.events.v1");
+    }
+}
 pub mod opmon {
     pub mod v1 {
         tonic::include_proto!("lintas.opmon.v1");

@@ -41,7 +41,7 @@ pub(super) fn adapter_config(
 
 /// An example adapter configuration (`examples/adapters/NAME`) listening on an OS-chosen
 /// port, with its backend at `backend` and `edit` applied.
-fn example_config(
+pub(super) fn example_config(
     dir: &Path,
     name: &str,
     backend: &str,
@@ -54,6 +54,8 @@ fn example_config(
         .replace("127.0.0.1:7101", "127.0.0.1:0")
         .replace("127.0.0.1:7102", "127.0.0.1:0")
         .replace("127.0.0.1:7103", "127.0.0.1:0")
+        .replace("127.0.0.1:7105", "127.0.0.1:0")
+        .replace("127.0.0.1:7195", "127.0.0.1:0")
         .replace("127.0.0.1:7191", "127.0.0.1:0")
         .replace("127.0.0.1:7192", "127.0.0.1:0")
         .replace("127.0.0.1:7193", "127.0.0.1:0")
@@ -99,7 +101,7 @@ pub(super) async fn serve_adapter(
 
 /// Adds `service` at `endpoint` on the provider's server as its administrator would
 /// (descriptors by reflection), grants it to the consumer's client, and publishes it.
-async fn publish(net: &Network, service: &str, endpoint: &str) -> Vec<String> {
+pub(super) async fn publish(net: &Network, service: &str, endpoint: &str) -> Vec<String> {
     let admin = net.provider.admin();
     let reply = admin
         .add_service(Request::new(admin_pb::Service {

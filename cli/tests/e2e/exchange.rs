@@ -1898,6 +1898,7 @@ async fn a_server_can_use_another_time_stamping_authority_the_configuration_list
 }
 #[path = "adapters.rs"]
 mod adapters;
+mod asn;
 mod backup;
 mod binary;
 mod console;

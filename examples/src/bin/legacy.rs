@@ -4,6 +4,8 @@
 //! legacy dukcapil-rest [ADDRESS]   # population REST/JSON API (default 127.0.0.1:8081)
 //! legacy bpjs-soap [ADDRESS]       # health insurer SOAP web service (default 127.0.0.1:8082)
 //! legacy sekolah-db PATH           # creates the school database (SQLite)
+//! legacy asn-db PATH               # creates the civil-servant database (SQLite)
+//! legacy pnbp-kas [ADDRESS]        # PNBP payment service (gRPC, default 127.0.0.1:7106)
 //! legacy dapodik-roster PATH [ADDRESS]
 //!     # streams a school's roster from that database (gRPC, default 127.0.0.1:7104)
 //! legacy bansos CONSUMER_URL CLIENT DUKCAPIL BPJS DAPODIK NO_KK
@@ -16,7 +18,7 @@
 
 use std::process::ExitCode;
 
-const USAGE: &str = "legacy dukcapil-rest [ADDRESS] | bpjs-soap [ADDRESS] | sekolah-db PATH | dapodik-roster PATH [ADDRESS] | bansos CONSUMER_URL CLIENT DUKCAPIL BPJS DAPODIK NO_KK";
+const USAGE: &str = "legacy dukcapil-rest [ADDRESS] | bpjs-soap [ADDRESS] | sekolah-db PATH | asn-db PATH | pnbp-kas [ADDRESS] | dapodik-roster PATH [ADDRESS] | bansos CONSUMER_URL CLIENT DUKCAPIL BPJS DAPODIK NO_KK";
 
 async fn serve(
     name: &str,
@@ -75,6 +77,20 @@ async fn main() -> ExitCode {
             Some(path) => lintas_examples::sekolah_db::create_sqlite(path.as_ref())
                 .map(|()| println!("school database created at {path}")),
             None => Err("sekolah-db needs the path of the database to create".into()),
+        },
+        Some("pnbp-kas") => {
+            serve("PNBP payment service", &arg(1, "127.0.0.1:7106"), async |l| {
+                let kas = std::sync::Arc::new(lintas_examples::pnbp_kas::Kas::default());
+                lintas_examples::pnbp_kas::serve(l, kas, stop())
+                    .await
+                    .map_err(std::io::Error::other)
+            })
+            .await
+        }
+        Some("asn-db") => match args.get(1) {
+            Some(path) => lintas_examples::asn_db::create_sqlite(path.as_ref())
+                .map(|()| println!("civil-servant database created at {path}")),
+            None => Err("asn-db needs the path of the database to create".into()),
         },
         Some("dapodik-roster") if args.len() >= 2 => {
             let database = std::path::PathBuf::from(&args[1]);
