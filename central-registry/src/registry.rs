@@ -270,6 +270,9 @@ struct CatalogueService {
     /// Its messages may be larger than `max_message_bytes`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     large_messages: bool,
+    /// A topic events are published on.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    topic: bool,
     /// The quotas as the provider server set them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     quotas: Vec<CatalogueQuota>,
@@ -707,6 +710,7 @@ impl Registry {
                         openapi_sha256: lintas_certs::unhex(&c.openapi_sha256).unwrap_or_default(),
                         rest: c.rest,
                         large_messages: c.large_messages,
+                        topic: c.topic,
                         quotas: c.quotas.iter().map(CatalogueQuota::published).collect(),
                         grants: c
                             .grants

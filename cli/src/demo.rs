@@ -297,6 +297,7 @@ async fn scenario(
         descriptor_set: None,
         rest: false,
         large_messages: false,
+        topic: false,
         openapi: None,
     })?;
     provider.access.grant(Grant {

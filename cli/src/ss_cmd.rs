@@ -207,8 +207,12 @@ enum ServiceCommand {
         service: String,
         /// http://host:port of the application, or https://host:port with --ca; with
         /// --rest, the backend's base URL (http(s)://host:port/optional/path).
-        #[arg(long)]
-        endpoint: String,
+        #[arg(long, required_unless_present = "topic")]
+        endpoint: Option<String>,
+        /// A topic the provider publishes events on (no endpoint): its grants say who
+        /// may subscribe.
+        #[arg(long, conflicts_with_all = ["endpoint", "rest", "large_messages", "proto"])]
+        topic: bool,
         /// A REST service: calls to /r1/PROVIDER/SERVICE/PATH go to ENDPOINT/PATH as they
         /// are (X-Road's REST protocol).
         #[arg(long, conflicts_with_all = ["proto", "proto_paths"])]
@@ -409,6 +413,7 @@ pub async fn run(args: Args) -> Result<()> {
                     proto,
                     proto_paths,
                     large_messages,
+                    topic,
                 } => {
                     let openapi = match openapi {
                         Some(path) => {
@@ -429,7 +434,7 @@ pub async fn run(args: Args) -> Result<()> {
                         .add_service(pb::Service {
                             provider,
                             service,
-                            endpoint,
+                            endpoint: endpoint.unwrap_or_default(),
                             ca_pem,
                             descriptor_set,
                             methods: Vec::new(),
@@ -438,6 +443,7 @@ pub async fn run(args: Args) -> Result<()> {
                             openapi_path: openapi_from_backend.unwrap_or_default(),
                             large_messages,
                             described: false,
+                            topic,
                         })
                         .await?;
                     print_added(r.into_inner());
@@ -466,7 +472,9 @@ pub async fn run(args: Args) -> Result<()> {
                     }
                     for s in services {
                         println!("{}  {}  ->  {}", s.provider, s.service, s.endpoint);
-                        if s.rest {
+                        if s.topic {
+                            println!("    topic: its grants say who may subscribe");
+                        } else if s.rest {
                             println!(
                                 "    REST: /r1/{}/{}/PATH is passed through",
                                 s.provider, s.service

@@ -30,6 +30,10 @@ pub struct ServiceEntry {
     /// so that consumers' servers carry every unary call to it framed.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub large_messages: bool,
+    /// A topic this provider publishes events on (see the events module), not a service
+    /// called: it has no endpoint, and its grants say who may subscribe.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub topic: bool,
     /// PEM certificates trusted for an `https://` endpoint (the application's own
     /// certificate or its CA).
     #[serde(default)]
@@ -172,6 +176,20 @@ pub struct Access {
 /// a REST service's base URL may go on with a path (no query or fragment).
 pub(crate) fn check_endpoint(entry: &ServiceEntry) -> Result<(), SsError> {
     let bad = |why: &str| SsError::InvalidInput(format!("endpoint '{}': {why}", entry.endpoint));
+    if entry.topic {
+        return match (
+            entry.endpoint.is_empty(),
+            entry.rest || entry.large_messages,
+        ) {
+            (_, true) => Err(SsError::InvalidInput(
+                "a topic is neither a REST service nor one with large messages".into(),
+            )),
+            (false, _) => Err(bad(
+                "a topic has no endpoint: its events are published to it",
+            )),
+            (true, false) => Ok(()),
+        };
+    }
     let (tls, rest) = if let Some(rest) = entry.endpoint.strip_prefix("https://") {
         (true, rest)
     } else if let Some(rest) = entry.endpoint.strip_prefix("http://") {

@@ -88,6 +88,7 @@ fn service_to_pb(s: model::ServiceInfo) -> pb::Service {
         methods: s.methods,
         rest: s.rest,
         large_messages: s.large_messages,
+        topic: s.topic,
         described: s.described,
         ..Default::default()
     }
@@ -188,6 +189,7 @@ impl SecurityServerAdmin for AdminService {
                         openapi,
                         openapi_path: Some(s.openapi_path),
                         large_messages: s.large_messages,
+                        topic: s.topic,
                     })
                     .await
             }

@@ -78,6 +78,17 @@ pub struct SsConfig {
     /// repeats.
     #[serde(default = "default_idempotency_window")]
     pub idempotency_window_secs: u64,
+    /// The wait before an event's first redelivery, doubled after each failure up to
+    /// `event_retry_max_secs`.
+    #[serde(default = "default_event_retry_base")]
+    pub event_retry_base_ms: u64,
+    #[serde(default = "default_event_retry_max")]
+    pub event_retry_max_secs: u64,
+    /// Deliveries of an event a subscriber refuses (answers with its own error) before
+    /// it goes to the dead-letter store; one it cannot be reached for is retried until
+    /// it can.
+    #[serde(default = "default_event_max_attempts")]
+    pub event_max_attempts: u32,
     /// How often the log is checkpointed while it grows.
     #[serde(default = "default_checkpoint_interval")]
     pub checkpoint_interval_ms: u64,
@@ -201,6 +212,15 @@ fn default_app_timeout() -> u64 {
 fn default_idempotency_window() -> u64 {
     86_400
 }
+fn default_event_retry_base() -> u64 {
+    1000
+}
+fn default_event_retry_max() -> u64 {
+    300
+}
+fn default_event_max_attempts() -> u32 {
+    10
+}
 fn default_checkpoint_interval() -> u64 {
     1000
 }
@@ -265,6 +285,9 @@ impl SsConfig {
             clock_skew_secs: default_skew(),
             app_timeout_secs: default_app_timeout(),
             idempotency_window_secs: default_idempotency_window(),
+            event_retry_base_ms: default_event_retry_base(),
+            event_retry_max_secs: default_event_retry_max(),
+            event_max_attempts: default_event_max_attempts(),
             checkpoint_interval_ms: default_checkpoint_interval(),
             witness_interval_secs: default_witness_interval(),
             timestamp_interval_secs: default_timestamp_interval(),
@@ -343,6 +366,20 @@ impl SsConfig {
             (60..=31 * 86_400).contains(&self.idempotency_window_secs),
             || "idempotency_window_secs must be between 60 and 2678400 (31 days)".into(),
         );
+        p.check((10..=60_000).contains(&self.event_retry_base_ms), || {
+            "event_retry_base_ms must be between 10 and 60000".into()
+        });
+        p.check(
+            (1..=86_400).contains(&self.event_retry_max_secs)
+                && self.event_retry_max_secs * 1000 >= self.event_retry_base_ms,
+            || {
+                "event_retry_max_secs must be between 1 and 86400, and at least event_retry_base_ms"
+                    .into()
+            },
+        );
+        p.check((1..=1000).contains(&self.event_max_attempts), || {
+            "event_max_attempts must be between 1 and 1000".into()
+        });
         p.check((1..=3600).contains(&self.app_timeout_secs), || {
             "app_timeout_secs must be between 1 and 3600".into()
         });

@@ -167,6 +167,14 @@ impl SecurityServer {
         let checkpoints = Arc::new(checkpoints);
         let db = lintas_log::open_sled(&node.paths.0.join("state")).map_err(crate::state_error)?;
         let access = Arc::new(Access::open(&db)?);
+        let events = Arc::new(crate::events::Events::open(
+            &db,
+            crate::events::Retry {
+                base: Duration::from_millis(c.event_retry_base_ms),
+                most: Duration::from_secs(c.event_retry_max_secs),
+                max_attempts: c.event_max_attempts,
+            },
+        )?);
         let idempotency = Arc::new(crate::idempotency::Idempotency::open(
             &db,
             Duration::from_secs(c.idempotency_window_secs),
@@ -332,6 +340,7 @@ impl SecurityServer {
             backends: crate::backend::Backends::default(),
             outcomes: outcomes.clone(),
             idempotency,
+            events,
         });
         let watched = Arc::new(crate::ops::Watched {
             own: own.clone(),
@@ -403,6 +412,11 @@ impl SecurityServer {
     }
 
     /// The operational monitoring records.
+    /// The events of the publishers hosted here, and their subscriptions.
+    pub fn events(&self) -> &Arc<crate::events::Events> {
+        &self.provider.events
+    }
+
     pub fn opmon(&self) -> &OpMon {
         &self.outcomes.opmon
     }

@@ -40,7 +40,7 @@ fn invalid(message: String) -> Status {
 }
 
 /// The authenticated client a request names in `lintas-client`.
-fn client_of<T>(local: &LocalApps, request: &Request<T>) -> Result<ClientId, Status> {
+pub(crate) fn client_of<T>(local: &LocalApps, request: &Request<T>) -> Result<ClientId, Status> {
     let text = request
         .metadata()
         .get("lintas-client")

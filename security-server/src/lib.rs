@@ -24,6 +24,7 @@ pub mod endpoints;
 mod entries;
 pub mod envelope;
 pub mod errors;
+pub mod events;
 pub mod evidence;
 pub mod http_headers;
 pub mod idempotency;

@@ -55,6 +55,8 @@ pub struct Provider {
     pub outcomes: Arc<Outcomes>,
     /// Idempotency keys and their first answers.
     pub idempotency: Arc<crate::idempotency::Idempotency>,
+    /// The events of the publishers hosted here, and their subscriptions.
+    pub events: Arc<crate::events::Events>,
 }
 
 pub struct ProviderService(pub Arc<Provider>);
@@ -76,6 +78,8 @@ enum Target {
     App(Box<crate::access::ServiceEntry>),
     /// This server itself: its operational monitoring records.
     OperationalData,
+    /// This server itself: subscriptions to its publishers' topics.
+    Subscriptions,
 }
 
 /// Metadata passed on to the provider application, so it knows who calls and why, and
@@ -150,6 +154,37 @@ impl AppAnswer {
     }
 }
 
+/// Answers a subscriber's `Subscriptions` call (`crate::events`).
+async fn subscriptions(s: &Provider, accepted: &Accepted, body: Vec<u8>) -> AppAnswer {
+    let conf = match s.conf.current(ErrorSource::ProviderServer) {
+        Ok(c) => c,
+        Err(status) => return AppAnswer::server(status.code(), status.message()),
+    };
+    let (events, access) = (s.events.clone(), s.access.clone());
+    let (client, provider, method) = (
+        accepted.client.clone(),
+        accepted.header.service_provider.clone(),
+        accepted.method.clone(),
+    );
+    let answered = tokio::task::spawn_blocking(move || {
+        let provider: SubsystemId = provider
+            .parse()
+            .map_err(|e| (Code::InvalidArgument, format!("service provider: {e}")))?;
+        crate::events::endpoint::subscription(
+            &events, &access, &conf, &client, &provider, &method, &body,
+        )
+    })
+    .await;
+    match answered {
+        Ok(Ok(body)) => AppAnswer {
+            body,
+            ..AppAnswer::server(Code::Ok, "")
+        },
+        Ok(Err((code, message))) => AppAnswer::server(code, message),
+        Err(e) => AppAnswer::server(Code::Internal, format!("subscriptions: {e}")),
+    }
+}
+
 /// Answers from this server's monitoring records (`OperationalData/Query`).
 async fn operational_data(opmon: &Arc<OpMon>, method: &MethodPath, body: Vec<u8>) -> AppAnswer {
     if method.method != "Query" {
@@ -187,6 +222,7 @@ async fn call_app(s: &Provider, accepted: &Accepted, body: Vec<u8>) -> AppAnswer
         Target::OperationalData => {
             return operational_data(&s.outcomes.opmon, &accepted.method, body).await;
         }
+        Target::Subscriptions => return subscriptions(s, accepted, body).await,
     };
     let channel = match s.apps.channel(service) {
         Ok(c) => c,

@@ -66,6 +66,7 @@ impl ServiceReporter {
                 service: s.service.to_string(),
                 rest: s.rest,
                 large_messages: s.large_messages,
+                topic: s.topic,
                 openapi_sha256: match s.openapi {
                     Some(doc) => {
                         let hash = lintas_certs::sha256(&doc).to_vec();

@@ -166,10 +166,20 @@ pub async fn serve(
         consumer: server.consumer.clone(),
         catalogue: server.catalogue.clone(),
     };
+    let publishing = crate::events::endpoint::Publishing {
+        local: server.local.clone(),
+        access: server.access.clone(),
+        events: server.provider.events.clone(),
+        clock: server.clock.clone(),
+        max_payload: server.provider.settings.max_message_bytes,
+    };
     let routes = tonic::service::Routes::new(health_service)
         .add_service(
             lintas_proto::discovery::v1::discovery_server::DiscoveryServer::new(discovery.clone()),
         )
+        .add_service(lintas_proto::events::v1::events_server::EventsServer::new(
+            publishing,
+        ))
         .add_service(
             tonic_reflection::pb::v1::server_reflection_server::ServerReflectionServer::new(
                 crate::discovery::Reflection(discovery.clone()),
@@ -252,7 +262,7 @@ pub async fn serve(
             None => write.await,
         }
     });
-    let (p, c, a, (), (), (), (), (), (), (), (), checkpointed) = tokio::join!(
+    let (p, c, a, (), (), (), (), (), (), (), (), (), checkpointed) = tokio::join!(
         stop.part(provider_server),
         stop.part(consumer_server),
         stop.part(admin_server),
@@ -272,6 +282,12 @@ pub async fn serve(
         crate::tasks::timestamp(
             server.evidence.clone(),
             server.intervals.timestamp,
+            stop.clone()
+        ),
+        crate::events::delivery::run(
+            server.provider.events.clone(),
+            server.consumer.clone(),
+            server.clock.clone(),
             stop.clone()
         ),
         crate::tasks::purge_idempotency(

@@ -104,7 +104,14 @@ impl Registry {
                 .map_err(|e| invalid(&what, e))?;
             quotas.sort();
             quotas.dedup();
+            if s.topic && (s.rest || s.large_messages || !openapi_sha256.is_empty()) {
+                return Err(invalid(
+                    &what,
+                    "a topic is neither a REST service nor one with large messages",
+                ));
+            }
             reported.push(CatalogueService {
+                topic: s.topic,
                 quotas,
                 provider,
                 service,

@@ -98,6 +98,7 @@ impl Registry {
                             }],
                             rest: false,
                             quotas: Vec::new(),
+                            topic: false,
                             large_messages: false,
                         })
                     })

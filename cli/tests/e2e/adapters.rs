@@ -830,6 +830,7 @@ async fn the_registry_checks_published_descriptors_and_drops_unused_ones() {
         openapi_sha256: Vec::new(),
         large_messages: false,
         quotas: Vec::new(),
+        topic: false,
     };
     let report = |service: &str, hash: &[u8], subject: &str| reg::ServiceReport {
         services: vec![reported(service, hash, subject)],

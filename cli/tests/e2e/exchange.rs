@@ -137,6 +137,7 @@ async fn network_edited(dev: bool, edit: impl Fn(&mut SsConfig)) -> Network {
             descriptor_set: None,
             rest: false,
             large_messages: false,
+            topic: false,
             openapi: None,
         })
         .unwrap();
@@ -781,6 +782,7 @@ async fn an_unreachable_provider_application_is_reported_as_such() {
             descriptor_set: None,
             rest: false,
             large_messages: false,
+            topic: false,
             openapi: None,
         })
         .unwrap();
@@ -799,6 +801,7 @@ async fn an_unreachable_provider_application_is_reported_as_such() {
             descriptor_set: None,
             rest: false,
             large_messages: false,
+            topic: false,
             openapi: None,
         })
         .unwrap();
@@ -973,6 +976,7 @@ async fn provided_services_reach_the_registry_catalogue() {
             descriptor_set: None,
             rest: false,
             large_messages: false,
+            topic: false,
             openapi: None,
         })
         .unwrap();
@@ -1011,6 +1015,7 @@ async fn a_provider_application_can_be_reached_over_tls() {
         descriptor_set: None,
         rest: false,
         large_messages: false,
+        topic: false,
         openapi: None,
     };
     net.provider
@@ -1307,6 +1312,7 @@ async fn publish_gated_app(
             descriptor_set: None,
             rest: false,
             large_messages: false,
+            topic: false,
             openapi: None,
         })
         .unwrap();
@@ -1902,6 +1908,7 @@ mod asn;
 mod backup;
 mod binary;
 mod console;
+mod events;
 mod ha;
 mod hsm;
 mod idempotency;

@@ -79,12 +79,16 @@ async fn main() -> ExitCode {
             None => Err("sekolah-db needs the path of the database to create".into()),
         },
         Some("pnbp-kas") => {
-            serve("PNBP payment service", &arg(1, "127.0.0.1:7106"), async |l| {
-                let kas = std::sync::Arc::new(lintas_examples::pnbp_kas::Kas::default());
-                lintas_examples::pnbp_kas::serve(l, kas, stop())
-                    .await
-                    .map_err(std::io::Error::other)
-            })
+            serve(
+                "PNBP payment service",
+                &arg(1, "127.0.0.1:7106"),
+                async |l| {
+                    let kas = std::sync::Arc::new(lintas_examples::pnbp_kas::Kas::default());
+                    lintas_examples::pnbp_kas::serve(l, kas, stop())
+                        .await
+                        .map_err(std::io::Error::other)
+                },
+            )
             .await
         }
         Some("asn-db") => match args.get(1) {

@@ -36,6 +36,10 @@ pub struct ServiceSpec {
     /// travels in signed chunks.
     #[serde(default)]
     pub large_messages: bool,
+    /// A topic this provider publishes events on (no endpoint); its grants say who may
+    /// subscribe.
+    #[serde(default)]
+    pub topic: bool,
 }
 
 /// A service provided here.
@@ -48,6 +52,9 @@ pub struct ServiceInfo {
     pub ca_pem: Option<String>,
     pub rest: bool,
     pub large_messages: bool,
+    /// A topic events are published on.
+    #[serde(default)]
+    pub topic: bool,
     /// From its descriptors (for a REST service with an OpenAPI document: the generated
     /// gRPC methods); empty when none are published.
     pub methods: Vec<String>,
@@ -324,6 +331,7 @@ impl From<lintas_proto::ss::v1::Service> for ServiceInfo {
             ca_pem: (!s.ca_pem.is_empty()).then_some(s.ca_pem),
             rest: s.rest,
             large_messages: s.large_messages,
+            topic: s.topic,
             methods: s.methods,
             described: s.described,
         }

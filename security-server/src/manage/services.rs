@@ -77,6 +77,7 @@ pub(crate) fn info(s: &ServiceEntry) -> ServiceInfo {
         ca_pem: s.ca_pem.clone(),
         rest: s.rest,
         large_messages: s.large_messages,
+        topic: s.topic,
         described: s.descriptor_set.is_some(),
         methods,
     }
@@ -96,6 +97,7 @@ impl Manage {
             descriptor_set: None,
             rest: s.rest,
             large_messages: s.large_messages,
+            topic: s.topic,
             openapi: None,
         };
         crate::access::check_endpoint(&entry).map_err(|e| invalid("endpoint", e))?;
@@ -115,7 +117,9 @@ impl Manage {
             ));
         }
         let mut no_descriptors = None;
-        if entry.rest {
+        if entry.topic {
+            // Its events' payloads are the publisher's; nothing to describe.
+        } else if entry.rest {
             if descriptor_set.is_some() {
                 return Err(invalid(
                     "descriptor_set",

@@ -289,6 +289,26 @@ pub(super) fn check(
             peer,
         });
     }
+    if method.service.as_str() == crate::events::SUBSCRIPTIONS {
+        // Built in: subscriptions to this server's topics; the topic's grants are
+        // checked when the request names it.
+        if header.stream || header.grpc_framed || header.rest.is_some() {
+            return Err(refuse(
+                Code::Unimplemented,
+                format!("{method} is answered on Exchange.Call only"),
+            ));
+        }
+        within_quota(s, &client, &provider, &method)?;
+        first_use(s, &header, &client)?;
+        return Ok(Accepted {
+            header,
+            header_sha256: lintas_certs::sha256(&signed.header),
+            client,
+            method,
+            target: Target::Subscriptions,
+            peer,
+        });
+    }
     let service = s
         .access
         .service(&provider, &method.service)
@@ -299,6 +319,16 @@ pub(super) fn check(
             )
             .because("UnknownService")
         })?;
+    if service.topic {
+        return Err(refuse(
+            Code::FailedPrecondition,
+            format!(
+                "{} of {provider} is a topic, not a service: subscribe to it with {}/Subscribe",
+                method.service,
+                crate::events::SUBSCRIPTIONS
+            ),
+        ));
+    }
     let rest_path = check_rest(&service, &header, &method, &signed.secret_headers)?;
     if !s
         .access

@@ -1,0 +1,302 @@
+//! Events: the population registry publishes a change of a resident's status; social
+//! assistance, subscribed through the bus, receives each event signed and logged, in
+//! order, at least once: an event it refuses is retried and then dead-lettered, and an
+//! event published while its application is down reaches it once it is back.
+
+use lintas_proto::events::v1 as ev;
+use lintas_proto::events::v1::event_sink_server::{EventSink, EventSinkServer};
+use lintas_proto::events::v1::events_client::EventsClient;
+use lintas_proto::events::v1::subscriptions_client::SubscriptionsClient;
+use lintas_proto::ss::v1 as admin_pb;
+use lintas_proto::ss::v1::security_server_admin_server::SecurityServerAdmin;
+use tokio::sync::mpsc;
+use tonic::Response;
+
+use super::*;
+
+const TOPIC: &str = "kependudukan.v1.StatusPenduduk";
+
+/// Social assistance's application: takes every event but one it cannot read.
+struct Sink(mpsc::UnboundedSender<ev::Event>);
+
+#[tonic::async_trait]
+impl EventSink for Sink {
+    async fn deliver(&self, request: Request<ev::Event>) -> Result<Response<ev::Ack>, Status> {
+        let event = request.into_inner();
+        if event.payload == b"racun" {
+            return Err(Status::invalid_argument("this event cannot be read"));
+        }
+        let _ = self.0.send(event);
+        Ok(Response::new(ev::Ack {}))
+    }
+}
+
+/// Serves the sink on `listener` until the returned sender is dropped or fires.
+fn serve_sink(
+    listener: TcpListener,
+    tx: mpsc::UnboundedSender<ev::Event>,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (stop_tx, stop) = stopper();
+    let task = tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(EventSinkServer::new(Sink(tx)))
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener),
+                stop,
+            )
+            .await
+            .unwrap();
+    });
+    (stop_tx, task)
+}
+
+fn named<T>(message: T, client: &str, service: &str) -> Request<T> {
+    let mut r = Request::new(message);
+    r.metadata_mut()
+        .insert("lintas-client", client.parse().unwrap());
+    r.metadata_mut()
+        .insert("lintas-service", service.parse().unwrap());
+    r
+}
+
+async fn next(rx: &mut mpsc::UnboundedReceiver<ev::Event>) -> ev::Event {
+    tokio::time::timeout(Duration::from_secs(30), rx.recv())
+        .await
+        .expect("an event arrives")
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_change_reaches_its_subscriber_in_order_even_after_it_was_down() {
+    let net = network_edited(true, |c| {
+        c.event_retry_base_ms = 50;
+        c.event_retry_max_secs = 1;
+        c.event_max_attempts = 2;
+    })
+    .await;
+    // Redeliveries are timed by the servers' clock.
+    net.inst.follow_system_clock();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sink_address = listener.local_addr().unwrap();
+    let (stop_sink, sink_task) = serve_sink(listener, tx.clone());
+
+    // The publisher registers its topic and grants it; the subscriber publishes its sink
+    // and grants the publisher.
+    let publisher = net.provider.admin();
+    SecurityServerAdmin::add_service(
+        &publisher,
+        Request::new(admin_pb::Service {
+            provider: PROVIDER_CLIENT.into(),
+            service: TOPIC.into(),
+            topic: true,
+            ..Default::default()
+        }),
+    )
+    .await
+    .unwrap();
+    SecurityServerAdmin::grant(
+        &publisher,
+        Request::new(admin_pb::Grant {
+            provider: PROVIDER_CLIENT.into(),
+            service: TOPIC.into(),
+            subject: CONSUMER_CLIENT.into(),
+            ..Default::default()
+        }),
+    )
+    .await
+    .unwrap();
+    let subscriber = net.consumer.admin();
+    SecurityServerAdmin::add_service(
+        &subscriber,
+        Request::new(admin_pb::Service {
+            provider: CONSUMER_CLIENT.into(),
+            service: lintas_ss::events::SINK.into(),
+            endpoint: format!("http://{sink_address}"),
+            ..Default::default()
+        }),
+    )
+    .await
+    .unwrap();
+    SecurityServerAdmin::grant(
+        &subscriber,
+        Request::new(admin_pb::Grant {
+            provider: CONSUMER_CLIENT.into(),
+            service: lintas_ss::events::SINK.into(),
+            subject: PROVIDER_CLIENT.into(),
+            ..Default::default()
+        }),
+    )
+    .await
+    .unwrap();
+    net.provider.report_services().await.unwrap();
+    net.consumer.report_services().await.unwrap();
+    net.provider.conf().fetch().await.unwrap();
+    net.consumer.conf().fetch().await.unwrap();
+
+    // Calling a topic as a service is refused, naming what to do.
+    let mut subscriptions =
+        SubscriptionsClient::new(plain_channel(&net.consumer_url).await.unwrap());
+    let subscribe = |client: &str, topic: &str| {
+        named(
+            ev::SubscribeRequest {
+                topic: topic.into(),
+                from_start: false,
+            },
+            client,
+            PROVIDER_CLIENT,
+        )
+    };
+    let unknown = subscriptions
+        .subscribe(subscribe(CONSUMER_CLIENT, "kependudukan.v1.Lain"))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound, "{unknown:?}");
+    let not_granted = subscriptions
+        .subscribe(subscribe(OTHER_CLIENT, TOPIC))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        not_granted.code(),
+        Code::PermissionDenied,
+        "{not_granted:?}"
+    );
+    let subscribed = subscriptions
+        .subscribe(subscribe(CONSUMER_CLIENT, TOPIC))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (subscribed.subscriber.as_str(), subscribed.next_sequence),
+        (CONSUMER_CLIENT, 1)
+    );
+
+    // The registry publishes; only a topic of its own, as itself.
+    let mut events = EventsClient::new(plain_channel(&net.provider_url).await.unwrap());
+    let publish = |key: &str, payload: &[u8]| {
+        named(
+            ev::PublishRequest {
+                topic: TOPIC.into(),
+                key: key.into(),
+                payload: payload.to_vec(),
+            },
+            PROVIDER_CLIENT,
+            PROVIDER_CLIENT,
+        )
+    };
+    for (i, (key, what)) in [
+        ("3174012305870001", "PINDAH"),
+        ("3273015708920002", "WAFAT"),
+        ("3174012305870001", "KEMBALI"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let published = events.publish(publish(key, what.as_bytes())).await.unwrap();
+        assert_eq!(published.into_inner().sequence, i as u64 + 1);
+    }
+    let mut not_a_topic = publish("x", b"x");
+    not_a_topic.get_mut().topic = SERVICE.into();
+    let refused = events.publish(not_a_topic).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+
+    // In order, each once (nothing failed).
+    let got: Vec<(u64, String, String)> = [
+        next(&mut rx).await,
+        next(&mut rx).await,
+        next(&mut rx).await,
+    ]
+    .into_iter()
+    .map(|e| (e.sequence, e.key, String::from_utf8(e.payload).unwrap()))
+    .collect();
+    assert_eq!(
+        got,
+        [
+            (1, "3174012305870001".to_owned(), "PINDAH".to_owned()),
+            (2, "3273015708920002".to_owned(), "WAFAT".to_owned()),
+            (3, "3174012305870001".to_owned(), "KEMBALI".to_owned()),
+        ]
+    );
+
+    // An event the subscriber refuses is retried, then dead-lettered; the next follows.
+    events.publish(publish("k", b"racun")).await.unwrap();
+    events.publish(publish("k", b"sehat")).await.unwrap();
+    let after = next(&mut rx).await;
+    assert_eq!(
+        (after.sequence, after.payload.as_slice()),
+        (5, b"sehat".as_slice())
+    );
+    let key = lintas_ss::events::SubKey {
+        publisher: PROVIDER_CLIENT.into(),
+        topic: TOPIC.into(),
+        subscriber: CONSUMER_CLIENT.into(),
+    };
+    let dead = net.provider.events().dead_letters(&key).unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!((dead[0].sequence, dead[0].attempts), (4, 2));
+    assert!(
+        dead[0].error.contains("this event cannot be read"),
+        "{dead:?}"
+    );
+
+    // The subscriber's application goes down; an event published meanwhile waits.
+    stop_sink.send(()).unwrap();
+    sink_task.await.unwrap();
+    events
+        .publish(publish("3174012305870001", b"PINDAH"))
+        .await
+        .unwrap();
+    let mut tried = false;
+    for _ in 0..300 {
+        let place = net.provider.events().place(&key).unwrap().unwrap();
+        if place.next == 6 && place.attempts >= 2 {
+            tried = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        tried,
+        "the delivery was not tried while the subscriber was down"
+    );
+    let place = net.provider.events().place(&key).unwrap().unwrap();
+    assert!(place.last_error.contains("Unavailable"), "{place:?}");
+    // Back on the same address: the event arrives, marked as a repeat delivery.
+    let listener = TcpListener::bind(sink_address).await.unwrap();
+    let (_stop_sink, _sink_task) = serve_sink(listener, tx);
+    let late = next(&mut rx).await;
+    assert_eq!(late.sequence, 6);
+    assert!(late.attempt >= 2, "{late:?}");
+
+    // Acknowledged: the publisher's server moves on.
+    let mut acknowledged = false;
+    for _ in 0..300 {
+        if net.provider.events().place(&key).unwrap().unwrap().next == 7 {
+            acknowledged = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(acknowledged, "the late event was not acknowledged");
+
+    // Every delivery is an exchange in both logs, and the evidence verifies.
+    let q = lintas_proto::ss::v1::EvidenceQuery {
+        client: PROVIDER_CLIENT.into(),
+        ..Default::default()
+    };
+    let anchor = lintas_globalconf::Anchor::load(&net.inst.anchor()).unwrap();
+    let report = lintas_audit::verify(&net.consumer.evidence.export(&q).await.unwrap(), &anchor);
+    assert!(report.verified, "{:#?}", report.failures);
+    let delivered = report
+        .exchanges
+        .iter()
+        .filter(|x| {
+            x.method == "/lintas.events.v1.EventSink/Deliver"
+                && x.status.as_ref().is_some_and(|(code, _)| *code == 0)
+        })
+        .count();
+    assert_eq!(delivered, 5, "five events acknowledged");
+}
