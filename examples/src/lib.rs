@@ -106,6 +106,25 @@ pub mod sekolah_db {
     }
 }
 
+/// The bus's public events API (`proto/lintas/events/v1/events.proto`), as any
+/// application would compile it.
+pub mod lintas_events {
+    pub mod v1 {
+        tonic::include_proto!("lintas.events.v1");
+    }
+}
+
+pub mod polri {
+    pub mod v1 {
+        tonic::include_proto!("polri.v1");
+    }
+}
+
+/// Police permits (provider application of the events example): agencies apply
+/// through the bus, officers decide, and each change of a permit's status is published
+/// on the topic `polri.v1.StatusIzin` through the police's own security server.
+pub mod polri_izin;
+
 pub mod bkn {
     pub mod v1 {
         tonic::include_proto!("bkn.v1");

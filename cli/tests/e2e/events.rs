@@ -300,3 +300,137 @@ async fn a_status_change_reaches_its_subscriber_in_order_even_after_it_was_down(
         .count();
     assert_eq!(delivered, 5, "five events acknowledged");
 }
+
+/// Grants `subject` the whole of `service` of `provider` on `server`.
+async fn grant_all(server: &SecurityServer, provider: &str, service: &str, subject: &str) {
+    SecurityServerAdmin::grant(
+        &server.admin(),
+        Request::new(admin_pb::Grant {
+            provider: provider.into(),
+            service: service.into(),
+            subject: subject.into(),
+            ..Default::default()
+        }),
+    )
+    .await
+    .unwrap();
+}
+
+/// Adds `service` of `provider` on `server`: at `endpoint`, or a topic without one.
+async fn add(server: &SecurityServer, provider: &str, service: &str, endpoint: Option<&str>) {
+    SecurityServerAdmin::add_service(
+        &server.admin(),
+        Request::new(admin_pb::Service {
+            provider: provider.into(),
+            service: service.into(),
+            endpoint: endpoint.unwrap_or_default().into(),
+            topic: endpoint.is_none(),
+            ..Default::default()
+        }),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agency_applying_for_a_police_permit_hears_of_each_change_of_its_status() {
+    use lintas_examples::polri::v1::perizinan_client::PerizinanClient;
+    use lintas_examples::polri::v1::{Izin, Keputusan, Permohonan};
+    use lintas_examples::polri_izin::{Bus, Kantor, TOPIC};
+    const PERIZINAN: &str = "polri.v1.Perizinan";
+
+    let net = network().await;
+    net.inst.follow_system_clock();
+    // The police's permit office (here the provider's subsystem) publishes through its
+    // own security server; the applying agency's application takes the events.
+    let office = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let office_url = format!("http://{}", office.local_addr().unwrap());
+    let (_stop_office, stop) = stopper();
+    let bus = Bus::new(&net.provider_url, PROVIDER_CLIENT).unwrap();
+    tokio::spawn(lintas_examples::polri_izin::serve(
+        office,
+        Kantor::new(bus),
+        stop,
+    ));
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let sink = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sink_url = format!("http://{}", sink.local_addr().unwrap());
+    let (_stop_sink, _sink_task) = serve_sink(sink, tx);
+
+    add(&net.provider, PROVIDER_CLIENT, PERIZINAN, Some(&office_url)).await;
+    grant_all(&net.provider, PROVIDER_CLIENT, PERIZINAN, CONSUMER_CLIENT).await;
+    add(&net.provider, PROVIDER_CLIENT, TOPIC, None).await;
+    grant_all(&net.provider, PROVIDER_CLIENT, TOPIC, CONSUMER_CLIENT).await;
+    add(
+        &net.consumer,
+        CONSUMER_CLIENT,
+        lintas_ss::events::SINK,
+        Some(&sink_url),
+    )
+    .await;
+    grant_all(
+        &net.consumer,
+        CONSUMER_CLIENT,
+        lintas_ss::events::SINK,
+        PROVIDER_CLIENT,
+    )
+    .await;
+    net.provider.report_services().await.unwrap();
+    net.consumer.report_services().await.unwrap();
+    net.provider.conf().fetch().await.unwrap();
+    net.consumer.conf().fetch().await.unwrap();
+    SubscriptionsClient::new(plain_channel(&net.consumer_url).await.unwrap())
+        .subscribe(named(
+            ev::SubscribeRequest {
+                topic: TOPIC.into(),
+                from_start: false,
+            },
+            CONSUMER_CLIENT,
+            PROVIDER_CLIENT,
+        ))
+        .await
+        .unwrap();
+
+    // The agency applies through the bus: the office knows who applied.
+    let applied = PerizinanClient::new(plain_channel(&net.consumer_url).await.unwrap())
+        .ajukan(named(
+            Permohonan {
+                jenis: "IZIN_KERAMAIAN".into(),
+                uraian: "Penyaluran bansos di GOR Ciracas, 12 Desember".into(),
+            },
+            CONSUMER_CLIENT,
+            PROVIDER_CLIENT,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (applied.pemohon.as_str(), applied.status.as_str()),
+        (CONSUMER_CLIENT, "DIAJUKAN")
+    );
+    // Officers decide it on the police's own network.
+    let mut officer = PerizinanClient::new(plain_channel(&office_url).await.unwrap());
+    let decide = |status: &str| Keputusan {
+        id: applied.id.clone(),
+        status: status.into(),
+        catatan: format!("{status} oleh Polres Jakarta Timur"),
+    };
+    officer.putuskan(decide("DIPROSES")).await.unwrap();
+    officer.putuskan(decide("DISETUJUI")).await.unwrap();
+    let late = officer.putuskan(decide("DITOLAK")).await.unwrap_err();
+    assert_eq!(late.code(), Code::FailedPrecondition, "{late:?}");
+
+    // The agency heard of each change, in order.
+    let mut heard = Vec::new();
+    for _ in 0..3 {
+        let event = next(&mut rx).await;
+        assert_eq!(
+            (event.topic.as_str(), event.key.as_str()),
+            (TOPIC, applied.id.as_str())
+        );
+        let izin = Izin::decode(event.payload.as_slice()).unwrap();
+        assert_eq!(izin.pemohon, CONSUMER_CLIENT);
+        heard.push(izin.status);
+    }
+    assert_eq!(heard, ["DIAJUKAN", "DIPROSES", "DISETUJUI"]);
+}

@@ -6,6 +6,9 @@
 //! legacy sekolah-db PATH           # creates the school database (SQLite)
 //! legacy asn-db PATH               # creates the civil-servant database (SQLite)
 //! legacy pnbp-kas [ADDRESS]        # PNBP payment service (gRPC, default 127.0.0.1:7106)
+//! legacy polri-izin CONSUMER_URL PUBLISHER [ADDRESS]
+//!     # police permit office (gRPC, default 127.0.0.1:7107), publishing each change of
+//!     # a permit's status through the security server at CONSUMER_URL as PUBLISHER
 //! legacy dapodik-roster PATH [ADDRESS]
 //!     # streams a school's roster from that database (gRPC, default 127.0.0.1:7104)
 //! legacy bansos CONSUMER_URL CLIENT DUKCAPIL BPJS DAPODIK NO_KK
@@ -18,7 +21,7 @@
 
 use std::process::ExitCode;
 
-const USAGE: &str = "legacy dukcapil-rest [ADDRESS] | bpjs-soap [ADDRESS] | sekolah-db PATH | asn-db PATH | pnbp-kas [ADDRESS] | dapodik-roster PATH [ADDRESS] | bansos CONSUMER_URL CLIENT DUKCAPIL BPJS DAPODIK NO_KK";
+const USAGE: &str = "legacy dukcapil-rest [ADDRESS] | bpjs-soap [ADDRESS] | sekolah-db PATH | asn-db PATH | pnbp-kas [ADDRESS] | polri-izin CONSUMER_URL PUBLISHER [ADDRESS] | dapodik-roster PATH [ADDRESS] | bansos CONSUMER_URL CLIENT DUKCAPIL BPJS DAPODIK NO_KK";
 
 async fn serve(
     name: &str,
@@ -90,6 +93,20 @@ async fn main() -> ExitCode {
                 },
             )
             .await
+        }
+        Some("polri-izin") if args.len() >= 3 => {
+            match lintas_examples::polri_izin::Bus::new(&args[1], &args[2]) {
+                Ok(bus) => {
+                    serve("police permit office", &arg(3, "127.0.0.1:7107"), async |l| {
+                        let kantor = lintas_examples::polri_izin::Kantor::new(bus);
+                        lintas_examples::polri_izin::serve(l, kantor, stop())
+                            .await
+                            .map_err(std::io::Error::other)
+                    })
+                    .await
+                }
+                Err(e) => Err(e),
+            }
         }
         Some("asn-db") => match args.get(1) {
             Some(path) => lintas_examples::asn_db::create_sqlite(path.as_ref())
