@@ -354,7 +354,7 @@ pub(super) fn exchange(
     }
     match (&facts.idempotency_key, &facts.repeats) {
         (Some(key), Some(first)) => r.proven.push(format!(
-            "{name} was sent under idempotency key {key}, and {} answered it with its answer to exchange {first} under the same key, without calling the application again.",
+            "{name} was sent under idempotency key {key}, and {} signed that its answer repeats its answer to exchange {first} under the same key, given without calling the application again.",
             facts.provider
         )),
         (Some(key), None) => r.proven.push(format!(

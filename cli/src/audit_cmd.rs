@@ -57,6 +57,10 @@ enum Command {
     Receipt {
         /// The exchange's message id.
         message_id: String,
+        /// The calling client, INSTANCE/CLASS/MEMBER/SUBSYSTEM: needed when several
+        /// clients used the same message id.
+        #[arg(long)]
+        client: Option<String>,
         /// The security server's configuration file.
         #[arg(long, default_value = "ss.toml")]
         config: PathBuf,
@@ -169,10 +173,11 @@ pub async fn run(args: Args) -> Result<()> {
         }
         Command::Receipt {
             message_id,
+            client,
             config,
             out,
             without_bodies,
-        } => receipt(&config, &message_id, &out, !without_bodies).await,
+        } => receipt(&config, &message_id, client, &out, !without_bodies).await,
         Command::Archive { config, out } => {
             let settings = lintas_ss::SsConfig::load(&config, crate::env())?;
             let manifest = lintas_ss::admin::connect(&settings.data_dir)
@@ -234,9 +239,16 @@ fn signed_answer(bundle: &EvidenceBundle, message_id: &str) -> Option<lintas_log
 }
 
 /// `lintas audit receipt`: one exchange's evidence, refused without a signed answer.
-async fn receipt(config: &Path, message_id: &str, out: &Path, with_bodies: bool) -> Result<()> {
+async fn receipt(
+    config: &Path,
+    message_id: &str,
+    client: Option<String>,
+    out: &Path,
+    with_bodies: bool,
+) -> Result<()> {
     let query = lintas_proto::ss::v1::EvidenceQuery {
         message_id: message_id.to_owned(),
+        client: client.unwrap_or_default(),
         with_bodies,
         exchanges_per_bundle: 1,
         ..Default::default()
@@ -248,6 +260,21 @@ async fn receipt(config: &Path, message_id: &str, out: &Path, with_bodies: bool)
         .await
         .map_err(|s| anyhow::anyhow!("{}", s.message()))?
         .into_inner();
+    // Message ids are unique per client: a receipt is one client's exchange.
+    let clients: std::collections::BTreeSet<String> = bundle
+        .entries
+        .iter()
+        .filter_map(|e| lintas_log::Record::decode(e.record.as_slice()).ok())
+        .filter(|r| r.message_id == message_id)
+        .map(|r| r.client)
+        .collect();
+    if clients.len() > 1 {
+        bail!(
+            "{} clients used message id {message_id} ({}); name one with --client",
+            clients.len(),
+            clients.into_iter().collect::<Vec<_>>().join(", ")
+        );
+    }
     let Some(answer) = signed_answer(&bundle, message_id) else {
         bail!(
             "no receipt: the log of {} holds no signed answer to exchange {message_id}",

@@ -15,6 +15,7 @@ mod bench_summary;
 mod bundles;
 mod certs_cmd;
 mod demo;
+mod events_cmd;
 mod exit;
 mod json;
 mod network;

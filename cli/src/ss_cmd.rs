@@ -173,6 +173,13 @@ enum Command {
         #[command(subcommand)]
         command: crate::quota_cmd::QuotaCommand,
     },
+    /// Subscriptions to the topics of the publishers this server hosts.
+    Events {
+        #[arg(long, default_value = "ss.toml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: crate::events_cmd::EventsCommand,
+    },
     /// Users of the management API and console, with their roles.
     User {
         #[arg(long, default_value = "ss.toml", global = true)]
@@ -571,6 +578,7 @@ pub async fn run(args: Args) -> Result<()> {
             }
         }
         Command::Quota { config, command } => crate::quota_cmd::run(&config, command).await?,
+        Command::Events { config, command } => crate::events_cmd::run(&config, command).await?,
         Command::Acl { config, command } => {
             let mut client = admin(&config).await?;
             let grant =

@@ -275,6 +275,17 @@ impl SecurityServerAdmin for AdminService {
         Ok(Response::new(q.into()))
     }
 
+    async fn list_subscriptions(
+        &self,
+        request: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::SubscriptionList>, Status> {
+        let page = self.0.subscriptions(&list_query(request.get_ref()))?;
+        Ok(Response::new(pb::SubscriptionList {
+            subscriptions: page.items.into_iter().map(Into::into).collect(),
+            next_page_token: page.next_page_token.unwrap_or_default(),
+        }))
+    }
+
     async fn list_quotas(
         &self,
         request: Request<pb::ListRequest>,

@@ -347,6 +347,7 @@ impl SecurityServer {
             evidence: evidence.clone(),
             maintenance: maintenance.clone(),
             outcomes: outcomes.clone(),
+            events: provider.events.clone(),
             warnings: crate::ops::Warnings {
                 cert_expiry: Duration::from_secs(c.warn_cert_expiry_days * 86400),
                 conf_expiry: Duration::from_secs(c.warn_conf_expiry_secs),
@@ -363,6 +364,7 @@ impl SecurityServer {
             opmon: outcomes.opmon.clone(),
             plane,
             switch: switch.clone(),
+            events: provider.events.clone(),
         });
         Ok(Arc::new(SecurityServer {
             id: c.server_id.clone(),

@@ -57,13 +57,21 @@ pub fn unreachable(code: Code) -> bool {
     )
 }
 
-/// Whether a delivery that ended with `code` is tried again, and when: `attempts`
-/// failed deliveries of the event so far (this one included) set the wait, `refusals`
-/// of them the subscriber answered with an error of its own. A subscriber that cannot
-/// be reached or is busy is waited for, however long; an event it refuses is retried
-/// until it has refused it `retry.max_attempts` times.
-pub fn after_failure(code: Code, attempts: u32, refusals: u32, retry: &Retry) -> AfterFailure {
-    if !unreachable(code) && refusals >= retry.max_attempts {
+/// Whether a failed delivery was the subscriber's application refusing the event: an
+/// error of its own (`by_application`), other than being busy. Anything else (the
+/// subscriber's server or the bus failing, the publisher's side not yet trusted) is
+/// waited out.
+pub fn refused(code: Code, by_application: bool) -> bool {
+    by_application && !unreachable(code)
+}
+
+/// Whether a failed delivery is tried again, and when: `attempts` failed deliveries of
+/// the event so far (this one included) set the wait, `refusals` of them the subscriber
+/// refused ([`refused`]). A subscriber that cannot be reached or is busy is waited for,
+/// however long; an event it refuses is retried until it has refused it
+/// `retry.max_attempts` times.
+pub fn after_failure(attempts: u32, refusals: u32, retry: &Retry) -> AfterFailure {
+    if refusals >= retry.max_attempts {
         return AfterFailure::DeadLetter;
     }
     let doublings = attempts.saturating_sub(1).min(20);
@@ -114,6 +122,16 @@ impl SubKey {
             subscriber: parts.next()?.to_owned(),
         })
     }
+}
+
+/// A subscription as operators see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubStatus {
+    pub key: SubKey,
+    pub place: Place,
+    /// Events published and not yet delivered (or given up on).
+    pub backlog: u64,
+    pub dead_letters: u64,
 }
 
 /// An event given up on.
@@ -260,6 +278,29 @@ impl Events {
         self.flush()
     }
 
+    /// Moves a subscription from the place `was` (as stored) to `place`, unless it
+    /// changed meanwhile (an unsubscribe during a delivery stays).
+    fn move_place(&self, key: &SubKey, was: sled::IVec, place: &Place) -> Result<(), SsError> {
+        let bytes = serde_json::to_vec(place).map_err(crate::state_error)?;
+        let _ = state(
+            self.subs
+                .compare_and_swap(key.bytes(), Some(was), Some(bytes)),
+        )?;
+        self.flush()
+    }
+
+    /// The stored place of `key` if it is at `sequence`.
+    fn place_at(
+        &self,
+        key: &SubKey,
+        sequence: u64,
+    ) -> Result<Option<(sled::IVec, Place)>, SsError> {
+        Ok(state(self.subs.get(key.bytes()))?.and_then(|raw| {
+            let place: Place = serde_json::from_slice(&raw).ok()?;
+            (place.next == sequence).then_some((raw, place))
+        }))
+    }
+
     /// Every subscription and its place.
     pub fn subscriptions(&self) -> Result<Vec<(SubKey, Place)>, SsError> {
         let mut out = Vec::new();
@@ -275,35 +316,36 @@ impl Events {
     /// The event `sequence` was acknowledged: the next one follows. Blocks on a disk
     /// flush.
     pub fn delivered(&self, key: &SubKey, sequence: u64) -> Result<(), SsError> {
-        match self.place(key)? {
-            Some(place) if place.next == sequence => self.set_place(
+        match self.place_at(key, sequence)? {
+            Some((raw, _)) => self.move_place(
                 key,
+                raw,
                 &Place {
                     next: sequence + 1,
                     ..Place::default()
                 },
             ),
             // Unsubscribed meanwhile, or moved on.
-            _ => Ok(()),
+            None => Ok(()),
         }
     }
 
-    /// The delivery of `sequence` failed with `code`: retried later, or given up on.
-    /// Blocks on a disk flush.
+    /// The delivery of `sequence` failed (`refused`: the subscriber refused the event):
+    /// retried later, or given up on. Blocks on a disk flush.
     pub fn failed(
         &self,
         key: &SubKey,
         sequence: u64,
-        code: Code,
+        refused: bool,
         error: &str,
         now_ms: i64,
     ) -> Result<AfterFailure, SsError> {
-        let Some(place) = self.place(key)?.filter(|p| p.next == sequence) else {
+        let Some((raw, place)) = self.place_at(key, sequence)? else {
             return Ok(AfterFailure::RetryIn(Duration::ZERO));
         };
         let attempts = place.attempts + 1;
-        let refusals = place.refusals + u32::from(!unreachable(code));
-        let after = after_failure(code, attempts, refusals, &self.retry);
+        let refusals = place.refusals + u32::from(refused);
+        let after = after_failure(attempts, refusals, &self.retry);
         let place = match after {
             AfterFailure::DeadLetter => {
                 let mut at = key.bytes();
@@ -331,8 +373,27 @@ impl Events {
                 last_error: error.to_owned(),
             },
         };
-        self.set_place(key, &place)?;
+        self.move_place(key, raw, &place)?;
         Ok(after)
+    }
+
+    /// Every subscription with its backlog and dead letters.
+    pub fn status(&self) -> Result<Vec<SubStatus>, SsError> {
+        self.subscriptions()?
+            .into_iter()
+            .map(|(key, place)| {
+                let last = self.last_sequence(&key.publisher, &key.topic)?;
+                let mut prefix = key.bytes();
+                prefix.push(b'\n');
+                let dead_letters = self.dead.scan_prefix(prefix).count() as u64;
+                Ok(SubStatus {
+                    backlog: (last + 1).saturating_sub(place.next),
+                    dead_letters,
+                    key,
+                    place,
+                })
+            })
+            .collect()
     }
 
     /// The events given up on for a subscription, oldest first.

@@ -136,7 +136,11 @@ fn decide(
     now_ms: i64,
     boot: &str,
 ) -> Option<Result<Begun, Refused>> {
-    let e = existing.filter(|e| e.expires_unix_ms > now_ms)?;
+    // A request still being answered in this run holds its key past the window.
+    let live = |e: &&Entry| {
+        e.expires_unix_ms > now_ms || matches!(&e.state, State::Answering { boot: b } if b == boot)
+    };
+    let e = existing.filter(live)?;
     let message_id = e.message_id.clone();
     Some(match &e.state {
         _ if e.fingerprint != fingerprint => Err(Refused::Reused { message_id }),
@@ -242,8 +246,18 @@ impl Idempotency {
         let mut gone = 0;
         for kv in self.tree.iter() {
             let (k, v) = kv.map_err(crate::state_error)?;
-            if decode(&v).is_none_or(|e| e.expires_unix_ms <= now_ms) {
-                self.tree.remove(k).map_err(crate::state_error)?;
+            let past = decode(&v).is_none_or(|e| {
+                e.expires_unix_ms <= now_ms
+                    && !matches!(&e.state, State::Answering { boot } if *boot == self.boot)
+            });
+            // Only the entry read: one a request took over meanwhile stays.
+            if past
+                && self
+                    .tree
+                    .compare_and_swap(&k, Some(v), None as Option<&[u8]>)
+                    .map_err(crate::state_error)?
+                    .is_ok()
+            {
                 gone += 1;
             }
         }

@@ -73,6 +73,7 @@ pub struct Watched {
     pub evidence: Arc<Evidence>,
     pub maintenance: Arc<Maintenance>,
     pub outcomes: Arc<Outcomes>,
+    pub events: Arc<crate::events::Events>,
     pub warnings: Warnings,
 }
 
@@ -179,6 +180,24 @@ pub fn install(server: &Arc<Watched>, ops: &lintas_ops::Ops) {
                 })
                 .collect()
         },
+    );
+    sampled(
+        server,
+        ops,
+        "event_backlog",
+        "Events published and not yet delivered to a subscriber, by publisher, topic and subscriber",
+        None,
+        G,
+        |s| event_samples(s, |x| x.backlog as f64),
+    );
+    sampled(
+        server,
+        ops,
+        "event_dead_letters",
+        "Events given up on for a subscriber (in the dead-letter store), by publisher, topic and subscriber",
+        None,
+        G,
+        |s| event_samples(s, |x| x.dead_letters as f64),
     );
     sampled(
         server,
@@ -339,6 +358,26 @@ pub fn install(server: &Arc<Watched>, ops: &lintas_ops::Ops) {
     );
     ops.metrics.health(ops.health.clone());
     server.outcomes.exchanges.register(&ops.metrics);
+}
+
+/// One sample per subscription of this server's publishers.
+fn event_samples(
+    s: &Watched,
+    value: impl Fn(&crate::events::SubStatus) -> f64,
+) -> Vec<(Labels, f64)> {
+    s.events
+        .status()
+        .unwrap_or_default()
+        .iter()
+        .map(|x| {
+            let labels: Labels = vec![
+                ("publisher", x.key.publisher.clone()),
+                ("topic", x.key.topic.clone()),
+                ("subscriber", x.key.subscriber.clone()),
+            ];
+            (labels, value(x))
+        })
+        .collect()
 }
 
 fn single(v: f64) -> Vec<(Labels, f64)> {

@@ -322,10 +322,13 @@ async fn call_app(s: &Provider, accepted: &Accepted, body: Vec<u8>) -> AppAnswer
 /// down) are the provider server's to report; statuses the application sent are its own.
 fn app_status(status: Status) -> AppAnswer {
     if std::error::Error::source(&status).is_some() {
-        AppAnswer::server(
-            Code::Unavailable,
-            format!("provider application unreachable: {}", status.message()),
-        )
+        let message = format!("provider application unreachable: {}", status.message());
+        // A connection that could not be made never carried the request.
+        if lintas_transport::connect_failed(&status) {
+            AppAnswer::unsent(Code::Unavailable, message)
+        } else {
+            AppAnswer::server(Code::Unavailable, message)
+        }
     } else {
         AppAnswer {
             code: status.code(),

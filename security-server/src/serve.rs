@@ -287,6 +287,7 @@ pub async fn serve(
         crate::events::delivery::run(
             server.provider.events.clone(),
             server.consumer.clone(),
+            server.access.clone(),
             server.clock.clone(),
             stop.clone()
         ),

@@ -203,6 +203,32 @@ async fn a_status_change_reaches_its_subscriber_in_order_even_after_it_was_down(
     let refused = events.publish(not_a_topic).await.unwrap_err();
     assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
 
+    // Nobody granted the sink can pass off an event as another publisher's.
+    let mut forged = named(
+        ev::Event {
+            topic: TOPIC.into(),
+            publisher: "ID/GOV/KEMENKEU/PALSU".into(),
+            sequence: 99,
+            ..Default::default()
+        },
+        PROVIDER_CLIENT,
+        CONSUMER_CLIENT,
+    );
+    forged
+        .metadata_mut()
+        .insert("lintas-message-id", "palsu-1".parse().unwrap());
+    let refused = lintas_proto::events::v1::event_sink_client::EventSinkClient::new(
+        plain_channel(&net.provider_url).await.unwrap(),
+    )
+    .deliver(forged)
+    .await
+    .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(
+        refused.message().contains("naming ID/GOV/KEMENKEU/PALSU"),
+        "{refused:?}"
+    );
+
     // In order, each once (nothing failed).
     let got: Vec<(u64, String, String)> = [
         next(&mut rx).await,
@@ -241,6 +267,28 @@ async fn a_status_change_reaches_its_subscriber_in_order_even_after_it_was_down(
         dead[0].error.contains("this event cannot be read"),
         "{dead:?}"
     );
+    wait_for_next(&net, &key, 6).await;
+    // Operators see it: in the admin listing and the metrics.
+    let listed =
+        SecurityServerAdmin::list_subscriptions(&publisher, Request::new(Default::default()))
+            .await
+            .unwrap()
+            .into_inner()
+            .subscriptions;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(
+        (
+            listed[0].next_sequence,
+            listed[0].backlog,
+            listed[0].dead_letters
+        ),
+        (6, 0, 1)
+    );
+    let (_, _, text) = super::adapters::http(&net.provider_ops, "GET", "/metrics", &[], "").await;
+    let series = format!(
+        "lintas_event_dead_letters{{publisher=\"{PROVIDER_CLIENT}\",topic=\"{TOPIC}\",subscriber=\"{CONSUMER_CLIENT}\"}}"
+    );
+    assert_eq!(super::ops::sample(&text, &series), Some(1.0), "{text}");
 
     // The subscriber's application goes down; an event published meanwhile waits.
     stop_sink.send(()).unwrap();
@@ -264,6 +312,17 @@ async fn a_status_change_reaches_its_subscriber_in_order_even_after_it_was_down(
     );
     let place = net.provider.events().place(&key).unwrap().unwrap();
     assert!(place.last_error.contains("Unavailable"), "{place:?}");
+    let waiting =
+        &SecurityServerAdmin::list_subscriptions(&publisher, Request::new(Default::default()))
+            .await
+            .unwrap()
+            .into_inner()
+            .subscriptions[0];
+    assert_eq!(waiting.backlog, 1);
+    assert!(
+        waiting.attempts >= 2 && waiting.last_error.contains("Unavailable"),
+        "{waiting:?}"
+    );
     // Back on the same address: the event arrives, marked as a repeat delivery.
     let listener = TcpListener::bind(sink_address).await.unwrap();
     let (_stop_sink, _sink_task) = serve_sink(listener, tx);
@@ -272,15 +331,7 @@ async fn a_status_change_reaches_its_subscriber_in_order_even_after_it_was_down(
     assert!(late.attempt >= 2, "{late:?}");
 
     // Acknowledged: the publisher's server moves on.
-    let mut acknowledged = false;
-    for _ in 0..300 {
-        if net.provider.events().place(&key).unwrap().unwrap().next == 7 {
-            acknowledged = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(acknowledged, "the late event was not acknowledged");
+    wait_for_next(&net, &key, 7).await;
 
     // Every delivery is an exchange in both logs, and the evidence verifies.
     let q = lintas_proto::ss::v1::EvidenceQuery {
@@ -299,6 +350,18 @@ async fn a_status_change_reaches_its_subscriber_in_order_even_after_it_was_down(
         })
         .count();
     assert_eq!(delivered, 5, "five events acknowledged");
+}
+
+/// Waits until the publisher's server has recorded the acknowledgement of every event
+/// before `next` (the subscriber has the event a moment before).
+async fn wait_for_next(net: &Network, key: &lintas_ss::events::SubKey, next: u64) {
+    for _ in 0..500 {
+        if net.provider.events().place(key).unwrap().unwrap().next == next {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("events before {next} were not acknowledged");
 }
 
 /// Grants `subject` the whole of `service` of `provider` on `server`.
@@ -358,7 +421,20 @@ async fn an_agency_applying_for_a_police_permit_hears_of_each_change_of_its_stat
     let (_stop_sink, _sink_task) = serve_sink(sink, tx);
 
     add(&net.provider, PROVIDER_CLIENT, PERIZINAN, Some(&office_url)).await;
-    grant_all(&net.provider, PROVIDER_CLIENT, PERIZINAN, CONSUMER_CLIENT).await;
+    for method in ["Ajukan", "Lihat"] {
+        SecurityServerAdmin::grant(
+            &net.provider.admin(),
+            Request::new(admin_pb::Grant {
+                provider: PROVIDER_CLIENT.into(),
+                service: PERIZINAN.into(),
+                subject: CONSUMER_CLIENT.into(),
+                method: method.into(),
+                ..Default::default()
+            }),
+        )
+        .await
+        .unwrap();
+    }
     add(&net.provider, PROVIDER_CLIENT, TOPIC, None).await;
     grant_all(&net.provider, PROVIDER_CLIENT, TOPIC, CONSUMER_CLIENT).await;
     add(
@@ -408,6 +484,21 @@ async fn an_agency_applying_for_a_police_permit_hears_of_each_change_of_its_stat
         (applied.pemohon.as_str(), applied.status.as_str()),
         (CONSUMER_CLIENT, "DIAJUKAN")
     );
+    // An applicant cannot decide its own permit through the bus.
+    let mut agency = PerizinanClient::new(plain_channel(&net.consumer_url).await.unwrap());
+    let own = agency
+        .putuskan(named(
+            Keputusan {
+                id: applied.id.clone(),
+                status: "DISETUJUI".into(),
+                catatan: String::new(),
+            },
+            CONSUMER_CLIENT,
+            PROVIDER_CLIENT,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(own.code(), Code::PermissionDenied, "{own:?}");
     // Officers decide it on the police's own network.
     let mut officer = PerizinanClient::new(plain_channel(&office_url).await.unwrap());
     let decide = |status: &str| Keputusan {

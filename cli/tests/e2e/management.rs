@@ -125,6 +125,7 @@ async fn the_management_api_is_authenticated_role_checked_and_audited() {
         "/api/v1/services",
         "/api/v1/grants",
         "/api/v1/quotas",
+        "/api/v1/subscriptions",
         "/api/v1/client-certs",
         "/api/v1/maintenance",
         "/api/v1/configuration",

@@ -97,12 +97,16 @@ async fn main() -> ExitCode {
         Some("polri-izin") if args.len() >= 3 => {
             match lintas_examples::polri_izin::Bus::new(&args[1], &args[2]) {
                 Ok(bus) => {
-                    serve("police permit office", &arg(3, "127.0.0.1:7107"), async |l| {
-                        let kantor = lintas_examples::polri_izin::Kantor::new(bus);
-                        lintas_examples::polri_izin::serve(l, kantor, stop())
-                            .await
-                            .map_err(std::io::Error::other)
-                    })
+                    serve(
+                        "police permit office",
+                        &arg(3, "127.0.0.1:7107"),
+                        async |l| {
+                            let kantor = lintas_examples::polri_izin::Kantor::new(bus);
+                            lintas_examples::polri_izin::serve(l, kantor, stop())
+                                .await
+                                .map_err(std::io::Error::other)
+                        },
+                    )
                     .await
                 }
                 Err(e) => Err(e),

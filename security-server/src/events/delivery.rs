@@ -21,6 +21,7 @@ const LOOK_AGAIN: Duration = Duration::from_secs(30);
 pub async fn run(
     events: Arc<Events>,
     consumer: Arc<Consumer>,
+    access: Arc<crate::access::Access>,
     clock: Arc<dyn Clock>,
     stop: lintas_transport::Stop,
 ) {
@@ -39,7 +40,7 @@ pub async fn run(
         match subscriptions {
             Ok(subscriptions) => {
                 for (key, place) in subscriptions {
-                    if busy.contains(&key) {
+                    if busy.contains(&key) || !still_granted(&consumer, &access, &key) {
                         continue;
                     }
                     let waiting = events
@@ -101,9 +102,14 @@ async fn deliver(
         Err(status) => {
             let (events, owned, now) = (events.clone(), key.clone(), now_ms(clock));
             let error = format!("{:?}: {}", status.code(), status.message());
-            let code = status.code();
+            let by_application = status
+                .metadata()
+                .get(crate::errors::ERROR_SOURCE)
+                .and_then(|v| v.to_str().ok())
+                == Some(crate::errors::ErrorSource::ProviderApp.as_str());
+            let refused = super::refused(status.code(), by_application);
             let failed = tokio::task::spawn_blocking(move || {
-                events.failed(&owned, sequence, code, &error, now)
+                events.failed(&owned, sequence, refused, &error, now)
             })
             .await;
             match failed {
@@ -123,6 +129,30 @@ async fn deliver(
     if let Err(e) = outcome {
         tracing::error!(subscription = %key_text(key), sequence, error = %e, "recording an event delivery failed");
     }
+}
+
+/// Whether the subscriber may still have the topic's events: the topic is still one
+/// of the publisher's here and still granted to it. A subscription whose grant was
+/// revoked waits, undelivered, until it is granted again or the subscriber leaves.
+fn still_granted(consumer: &Consumer, access: &crate::access::Access, key: &SubKey) -> bool {
+    let (Ok(conf), Ok(publisher), Ok(subscriber), Ok(topic)) = (
+        consumer
+            .conf
+            .current(crate::errors::ErrorSource::ConsumerServer),
+        key.publisher.parse::<lintas_identifiers::SubsystemId>(),
+        key.subscriber.parse::<lintas_identifiers::ClientId>(),
+        key.topic.parse::<lintas_identifiers::ServiceName>(),
+    ) else {
+        return false;
+    };
+    let is_topic = access
+        .service(&publisher, &topic)
+        .is_some_and(|entry| entry.topic);
+    let as_subscribe = lintas_identifiers::MethodPath {
+        service: topic,
+        method: "Subscribe".into(),
+    };
+    is_topic && access.allowed(&conf, &subscriber, &publisher, &as_subscribe, None)
 }
 
 fn key_text(key: &SubKey) -> String {

@@ -114,7 +114,8 @@ pub fn subscription(
         service: topic.clone(),
         method: "Subscribe".into(),
     };
-    if !access.allowed(conf, client, publisher, &as_topic, None) {
+    // Leaving needs no grant: one revoked must still be able to go.
+    if method.method != "Unsubscribe" && !access.allowed(conf, client, publisher, &as_topic, None) {
         return Err((
             Code::PermissionDenied,
             format!("{client} is not allowed to subscribe to {topic} of {publisher}"),

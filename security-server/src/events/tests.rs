@@ -16,29 +16,45 @@ fn key(subscriber: &str) -> SubKey {
 
 #[test]
 fn a_subscriber_out_of_reach_is_waited_for_and_one_that_refuses_is_given_up_on() {
-    let secs = |n| AfterFailure::RetryIn(Duration::from_secs(n));
-    // (code, failed attempts, of them refusals, what follows)
-    let cases = [
-        (Code::Unavailable, 1, 0, secs(1)),
-        (Code::Unavailable, 2, 0, secs(2)),
-        (Code::Unavailable, 5, 0, secs(16)),
-        (Code::Unavailable, 50, 0, secs(300)),
-        (Code::DeadlineExceeded, 1000, 2, secs(300)),
-        (Code::ResourceExhausted, 3, 0, secs(4)),
-        // Out of reach after refusals: still waited for.
-        (Code::Unavailable, 9, 5, secs(256)),
-        (Code::InvalidArgument, 1, 1, secs(1)),
-        (Code::InvalidArgument, 2, 2, secs(2)),
-        (Code::InvalidArgument, 40, 2, secs(300)),
-        (Code::InvalidArgument, 3, 3, AfterFailure::DeadLetter),
-        (Code::PermissionDenied, 7, 7, AfterFailure::DeadLetter),
-        (Code::Internal, 3, 3, AfterFailure::DeadLetter),
+    // Only the subscriber's application refuses an event; its server, the bus or a
+    // busy application are waited out.
+    let refusals = [
+        (Code::InvalidArgument, true, true),
+        (Code::Internal, true, true),
+        (Code::PermissionDenied, true, true),
+        (Code::Unavailable, true, false),
+        (Code::ResourceExhausted, true, false),
+        (Code::PermissionDenied, false, false),
+        (Code::Unimplemented, false, false),
+        (Code::DataLoss, false, false),
+        (Code::Unauthenticated, false, false),
     ];
-    for (code, attempts, refusals, want) in cases {
+    for (code, by_application, want) in refusals {
         assert_eq!(
-            after_failure(code, attempts, refusals, &RETRY),
+            refused(code, by_application),
             want,
-            "{code:?} {attempts} {refusals}"
+            "{code:?} {by_application}"
+        );
+    }
+    let secs = |n| AfterFailure::RetryIn(Duration::from_secs(n));
+    // (failed attempts, of them refusals, what follows)
+    let cases = [
+        (1, 0, secs(1)),
+        (2, 0, secs(2)),
+        (5, 0, secs(16)),
+        (50, 0, secs(300)),
+        (1000, 2, secs(300)),
+        (9, 2, secs(256)),
+        (1, 1, secs(1)),
+        (2, 2, secs(2)),
+        (3, 3, AfterFailure::DeadLetter),
+        (7, 7, AfterFailure::DeadLetter),
+    ];
+    for (attempts, refusals, want) in cases {
+        assert_eq!(
+            after_failure(attempts, refusals, &RETRY),
+            want,
+            "{attempts} {refusals}"
         );
     }
 }
@@ -103,6 +119,13 @@ fn events_and_subscriptions_are_kept_in_order_across_a_restart() {
         3
     );
     assert!(events.event(&p, &t, 4).unwrap().is_none());
+    // An acknowledgement that arrives after an unsubscribe does not bring it back.
+    let gone = key("ID/GOV/KEMENKES/SATUSEHAT");
+    events.subscribe(&gone, true).unwrap();
+    events.unsubscribe(&gone).unwrap();
+    events.delivered(&gone, 1).unwrap();
+    events.failed(&gone, 1, true, "x", 40).unwrap();
+    assert!(events.place(&gone).unwrap().is_none());
     // Subscribing again answers the subscription there is.
     assert_eq!(events.subscribe(&bansos, true).unwrap().next, 2);
     assert_eq!(events.unsubscribe(&bansos).unwrap().unwrap().next, 2);
@@ -121,9 +144,7 @@ fn a_refused_event_is_retried_then_dead_lettered_and_the_next_follows() {
     events
         .publish(&sub.publisher, &sub.topic, "k", b"racun".to_vec(), 1)
         .unwrap();
-    let first = events
-        .failed(&sub, 1, Code::InvalidArgument, "bad", 1000)
-        .unwrap();
+    let first = events.failed(&sub, 1, true, "bad", 1000).unwrap();
     assert_eq!(first, AfterFailure::RetryIn(Duration::from_secs(1)));
     let place = events.place(&sub).unwrap().unwrap();
     assert_eq!(
@@ -132,19 +153,13 @@ fn a_refused_event_is_retried_then_dead_lettered_and_the_next_follows() {
     );
     assert_eq!(place.last_error, "bad");
     // Out of reach in between: waited for, not counted towards giving up.
-    events
-        .failed(&sub, 1, Code::Unavailable, "down", 2000)
-        .unwrap();
+    events.failed(&sub, 1, false, "down", 2000).unwrap();
     assert_eq!(
-        events
-            .failed(&sub, 1, Code::InvalidArgument, "bad", 5000)
-            .unwrap(),
+        events.failed(&sub, 1, true, "bad", 5000).unwrap(),
         AfterFailure::RetryIn(Duration::from_secs(4))
     );
     assert_eq!(
-        events
-            .failed(&sub, 1, Code::InvalidArgument, "bad", 9000)
-            .unwrap(),
+        events.failed(&sub, 1, true, "bad", 9000).unwrap(),
         AfterFailure::DeadLetter
     );
     let place = events.place(&sub).unwrap().unwrap();
@@ -157,4 +172,8 @@ fn a_refused_event_is_retried_then_dead_lettered_and_the_next_follows() {
     );
     // Another subscriber whose name begins with this one's has its own letters.
     assert!(events.dead_letters(&other).unwrap().is_empty());
+    let status = events.status().unwrap();
+    let of = |s: &SubKey| status.iter().find(|x| &x.key == s).unwrap();
+    assert_eq!((of(&sub).backlog, of(&sub).dead_letters), (0, 1));
+    assert_eq!((of(&other).backlog, of(&other).dead_letters), (1, 0));
 }

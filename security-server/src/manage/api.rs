@@ -56,6 +56,7 @@ async fn audited<T>(
         .await
 }
 
+mod events;
 mod quotas;
 pub use quotas::quota_target;
 
@@ -482,6 +483,7 @@ pub fn router(manage: Arc<Manage>) -> axum::Router {
             quotas::set_quota,
             quotas::remove_quota
         ))
+        .routes(routes!(events::list_subscriptions))
         .routes(routes!(list_client_certs, add_client_cert))
         .routes(routes!(remove_client_cert))
         .routes(routes!(health))

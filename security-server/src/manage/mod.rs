@@ -12,6 +12,7 @@ pub mod model;
 pub mod plane;
 mod quotas;
 mod services;
+mod subscriptions;
 mod words;
 
 use std::sync::Arc;
@@ -98,6 +99,8 @@ pub struct Manage {
     pub plane: Arc<lintas_manage::Plane>,
     /// Switches to renewed certificates (`lintas ss certs renew` asks over the socket).
     pub switch: Arc<crate::switch::Switch>,
+    /// The events of the publishers hosted here, and their subscriptions.
+    pub events: Arc<crate::events::Events>,
 }
 
 /// One page of `items` (each with the text it is ordered and filtered by), as `q` asks.

@@ -348,6 +348,7 @@ pub(super) fn check(
             format!("{client} is not allowed to call {what} of {provider}"),
         ));
     }
+    sent_by_its_publisher(&method, &client, &signed.body)?;
     within_quota(s, &client, &provider, &method)?;
     // A replay is refused and does not count against the client's quota.
     first_use(s, &header, &client).inspect_err(|_| {
@@ -361,6 +362,34 @@ pub(super) fn check(
         target: Target::App(Box::new(service)),
         peer,
     })
+}
+
+/// An event delivered to a subscriber's `EventSink` names as its publisher the client
+/// that signed it: nobody granted the sink can pass off events as another's.
+fn sent_by_its_publisher(
+    method: &MethodPath,
+    client: &ClientId,
+    body: &[u8],
+) -> Result<(), Refusal> {
+    if method.service.as_str() != crate::events::SINK {
+        return Ok(());
+    }
+    let event = <lintas_proto::events::v1::Event as prost::Message>::decode(body).map_err(|e| {
+        refuse(
+            Code::InvalidArgument,
+            format!("the event is malformed: {e}"),
+        )
+    })?;
+    if event.publisher != client.to_string() {
+        return Err(refuse(
+            Code::PermissionDenied,
+            format!(
+                "{client} delivered an event naming {} as its publisher",
+                event.publisher
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Within the quotas the service administrator set: one call is taken from each.
