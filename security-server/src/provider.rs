@@ -154,67 +154,6 @@ impl AppAnswer {
     }
 }
 
-/// Answers a subscriber's `Subscriptions` call (`crate::events`).
-async fn subscriptions(s: &Provider, accepted: &Accepted, body: Vec<u8>) -> AppAnswer {
-    let conf = match s.conf.current(ErrorSource::ProviderServer) {
-        Ok(c) => c,
-        Err(status) => return AppAnswer::server(status.code(), status.message()),
-    };
-    let (events, access) = (s.events.clone(), s.access.clone());
-    let (client, provider, method) = (
-        accepted.client.clone(),
-        accepted.header.service_provider.clone(),
-        accepted.method.clone(),
-    );
-    let answered = tokio::task::spawn_blocking(move || {
-        let provider: SubsystemId = provider
-            .parse()
-            .map_err(|e| (Code::InvalidArgument, format!("service provider: {e}")))?;
-        crate::events::endpoint::subscription(
-            &events, &access, &conf, &client, &provider, &method, &body,
-        )
-    })
-    .await;
-    match answered {
-        Ok(Ok(body)) => AppAnswer {
-            body,
-            ..AppAnswer::server(Code::Ok, "")
-        },
-        Ok(Err((code, message))) => AppAnswer::server(code, message),
-        Err(e) => AppAnswer::server(Code::Internal, format!("subscriptions: {e}")),
-    }
-}
-
-/// Answers from this server's monitoring records (`OperationalData/Query`).
-async fn operational_data(opmon: &Arc<OpMon>, method: &MethodPath, body: Vec<u8>) -> AppAnswer {
-    if method.method != "Query" {
-        return AppAnswer::server(
-            Code::Unimplemented,
-            format!("{} has no method {}", crate::opmon::SERVICE, method.method),
-        );
-    }
-    let query = match lintas_proto::opmon::v1::OpQuery::decode(body.as_slice()) {
-        Ok(q) => q,
-        Err(e) => return AppAnswer::server(Code::InvalidArgument, format!("OpQuery: {e}")),
-    };
-    let records = opmon.clone();
-    opmon.settle().await;
-    match tokio::task::spawn_blocking(move || records.query(&query)).await {
-        Ok(Ok(page)) => AppAnswer {
-            code: Code::Ok,
-            message: String::new(),
-            body: page.encode_to_vec(),
-            by_server: true,
-            rest: None,
-            secrets: Vec::new(),
-            unsent: false,
-        },
-        Ok(Err(crate::SsError::InvalidInput(m))) => AppAnswer::server(Code::InvalidArgument, m),
-        Ok(Err(e)) => AppAnswer::server(Code::Internal, e.to_string()),
-        Err(e) => AppAnswer::server(Code::Internal, e.to_string()),
-    }
-}
-
 /// Calls the application with the request body (or answers for this server).
 async fn call_app(s: &Provider, accepted: &Accepted, body: Vec<u8>) -> AppAnswer {
     let service = match &accepted.target {
@@ -342,7 +281,6 @@ fn app_status(status: Status) -> AppAnswer {
     }
 }
 
-/// The whole exchange for one request, in its own task.
 /// The checks of a signed request, with a refusal recorded and answered: the accepted
 /// request and the context its records are written in.
 async fn admit_request(
@@ -387,94 +325,6 @@ async fn admit_request(
             .to_owned(),
     };
     Ok((accepted, ctx))
-}
-
-/// What an idempotency key makes of an accepted request: `None` without a key; the
-/// first under its key (held durably before the application sees it) or a repeat; a
-/// refusal, recorded and answered.
-async fn keyed(
-    s: &Arc<Provider>,
-    accepted: &Accepted,
-    signed: &ex::SignedRequest,
-    ctx: &Context,
-) -> Result<Option<Begun>, Status> {
-    let h = &accepted.header;
-    if h.idempotency_key.is_empty() {
-        return Ok(None);
-    }
-    let side = ErrorSource::ProviderServer;
-    let idem = s.idempotency.clone();
-    let now = s.recorder.now_ms();
-    let (client, service, method) = (
-        accepted.client.to_string(),
-        accepted.method.service.to_string(),
-        accepted.method.method.clone(),
-    );
-    let (provider, key, body, id) = (
-        h.service_provider.clone(),
-        h.idempotency_key.clone(),
-        h.body_sha256.clone(),
-        h.message_id.clone(),
-    );
-    let decided = tokio::task::spawn_blocking(move || {
-        idem.begin(
-            &Keyed {
-                client: &client,
-                provider: &provider,
-                service: &service,
-                key: &key,
-                method: &method,
-                body_sha256: &body,
-                message_id: &id,
-            },
-            now,
-        )
-    })
-    .await
-    .map_err(|e| {
-        error(
-            Code::Internal,
-            side,
-            format!("idempotency task failed: {e}"),
-        )
-    })?
-    .map_err(|e| {
-        not_delivered(error(
-            Code::Internal,
-            side,
-            format!("idempotency keys: {e}"),
-        ))
-    })?;
-    match decided {
-        Ok(begun) => Ok(Some(begun)),
-        Err(why) => {
-            let refusal = checks::idempotency_refusal(why, &h.idempotency_key);
-            Err(refused(s, signed, refusal, ctx.peer_cert_sha256.clone()).await)
-        }
-    }
-}
-
-/// Keeps the application's answer to the first request under a key for its repeats;
-/// lets the key go when the request never reached the application (`None`: it was not
-/// even recorded).
-async fn settle(s: &Provider, ticket: Ticket, answer: Option<&AppAnswer>) {
-    let idem = s.idempotency.clone();
-    let kept = answer.filter(|a| !a.unsent).map(|a| Kept {
-        code: a.code as i32,
-        message: a.message.clone(),
-        body: a.body.clone(),
-        by_server: a.by_server,
-    });
-    let done = tokio::task::spawn_blocking(move || match kept {
-        Some(kept) => idem.finish(ticket, kept),
-        None => idem.release(ticket),
-    })
-    .await;
-    match done {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!(error = %e, "keeping an idempotency key's answer failed"),
-        Err(e) => tracing::error!(error = %e, "keeping an idempotency key's answer failed"),
-    }
 }
 
 /// Records a refused request and gives the status to answer with.
@@ -658,12 +508,16 @@ async fn handle(
     })
 }
 
+mod builtin;
 mod checks;
 mod framed;
+mod keyed;
 mod stream;
 mod transfer;
 
+use builtin::{operational_data, subscriptions};
 use checks::{Refusal, check};
+use keyed::{keyed, settle};
 
 impl ProviderService {
     /// A place among the requests in progress for a peer's request, or the refusal.

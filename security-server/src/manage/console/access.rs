@@ -92,10 +92,7 @@ pub(super) struct GrantForm {
 
 impl GrantForm {
     fn spec(self) -> GrantSpec {
-        let (provider, service) = match self.service_key.split_once(' ') {
-            Some((p, s)) => (p.to_owned(), s.to_owned()),
-            None => (self.provider, self.service),
-        };
+        let (provider, service) = provider_service(self.service_key, self.provider, self.service);
         let some = |s: String| Some(s.trim().to_owned()).filter(|s| !s.is_empty());
         GrantSpec {
             provider,
@@ -107,6 +104,37 @@ impl GrantForm {
     }
 }
 
+/// The provider and service a form names: "PROVIDER SERVICE" from the form's list, or
+/// the two fields (the buttons on each row).
+fn provider_service(key: String, provider: String, service: String) -> (String, String) {
+    match key.split_once(' ') {
+        Some((p, s)) => (p.to_owned(), s.to_owned()),
+        None => (provider, service),
+    }
+}
+
+/// One change from the access page: checked against the viewer's roles and CSRF token,
+/// audited as `action` on `target`, made; then the page with the `notice`, or again
+/// with the refusal.
+async fn changed<T>(
+    api: &Api,
+    viewer: &Viewer,
+    csrf: &str,
+    (action, notice): (&str, &str),
+    target: String,
+    op: impl std::future::Future<Output = Result<T, crate::manage::ManageError>>,
+) -> Response {
+    let made = viewer
+        .change(csrf, SERVICES, action, &target, async {
+            op.await.map_err(ApiError::from)
+        })
+        .await;
+    match made {
+        Ok(_) => done("/access", notice, &target),
+        Err(e) => access_page(api, viewer, &Done::default(), Some(e)),
+    }
+}
+
 pub(super) async fn grant(
     State(api): State<Api>,
     viewer: Viewer,
@@ -115,16 +143,8 @@ pub(super) async fn grant(
     let csrf = f.csrf.clone();
     let spec = f.spec();
     let target = crate::manage::api::grant_target(&spec);
-    let m = api.manage.clone();
-    let result = viewer
-        .change(&csrf, SERVICES, "grant.add", &target, async move {
-            m.grant(spec).await.map_err(ApiError::from)
-        })
-        .await;
-    match result {
-        Ok(g) => done("/access", "granted", &crate::manage::api::grant_target(&g)),
-        Err(e) => access_page(&api, &viewer, &Done::default(), Some(e)),
-    }
+    let op = api.manage.grant(spec);
+    changed(&api, &viewer, &csrf, ("grant.add", "granted"), target, op).await
 }
 
 pub(super) async fn revoke(
@@ -135,16 +155,16 @@ pub(super) async fn revoke(
     let csrf = f.csrf.clone();
     let spec = f.spec();
     let target = crate::manage::api::grant_target(&spec);
-    let m = api.manage.clone();
-    let result = viewer
-        .change(&csrf, SERVICES, "grant.remove", &target, async move {
-            m.revoke(spec).await.map_err(ApiError::from)
-        })
-        .await;
-    match result {
-        Ok(g) => done("/access", "revoked", &crate::manage::api::grant_target(&g)),
-        Err(e) => access_page(&api, &viewer, &Done::default(), Some(e)),
-    }
+    let op = api.manage.revoke(spec);
+    changed(
+        &api,
+        &viewer,
+        &csrf,
+        ("grant.remove", "revoked"),
+        target,
+        op,
+    )
+    .await
 }
 
 #[derive(serde::Deserialize)]
@@ -169,10 +189,7 @@ pub(super) struct QuotaForm {
 
 impl QuotaForm {
     fn spec(self) -> Result<QuotaSpec, ApiError> {
-        let (provider, service) = match self.service_key.split_once(' ') {
-            Some((p, s)) => (p.to_owned(), s.to_owned()),
-            None => (self.provider, self.service),
-        };
+        let (provider, service) = provider_service(self.service_key, self.provider, self.service);
         let some = |s: String| Some(s.trim().to_owned()).filter(|s| !s.is_empty());
         let burst = match some(self.burst) {
             None => None,
@@ -205,16 +222,8 @@ pub(super) async fn set_quota(
         Err(e) => return access_page(&api, &viewer, &Done::default(), Some(e)),
     };
     let target = crate::manage::api::quota_target(&spec.clone().into());
-    let m = api.manage.clone();
-    let result = viewer
-        .change(&csrf, SERVICES, "quota.set", &target, async move {
-            m.set_quota(spec).await.map_err(ApiError::from)
-        })
-        .await;
-    match result {
-        Ok(_) => done("/access", "quota_set", &target),
-        Err(e) => access_page(&api, &viewer, &Done::default(), Some(e)),
-    }
+    let op = api.manage.set_quota(spec);
+    changed(&api, &viewer, &csrf, ("quota.set", "quota_set"), target, op).await
 }
 
 pub(super) async fn remove_quota(
@@ -228,14 +237,14 @@ pub(super) async fn remove_quota(
         Err(e) => return access_page(&api, &viewer, &Done::default(), Some(e)),
     };
     let target = crate::manage::api::quota_target(&key);
-    let m = api.manage.clone();
-    let result = viewer
-        .change(&csrf, SERVICES, "quota.remove", &target, async move {
-            m.remove_quota(key).await.map_err(ApiError::from)
-        })
-        .await;
-    match result {
-        Ok(_) => done("/access", "quota_removed", &target),
-        Err(e) => access_page(&api, &viewer, &Done::default(), Some(e)),
-    }
+    let op = api.manage.remove_quota(key);
+    changed(
+        &api,
+        &viewer,
+        &csrf,
+        ("quota.remove", "quota_removed"),
+        target,
+        op,
+    )
+    .await
 }
