@@ -4,7 +4,8 @@ use std::path::Path;
 
 use anyhow::Result;
 use clap::Subcommand;
-use lintas_ss::manage::model::SubscriptionInfo;
+use lintas_proto::ss::v1 as pb;
+use lintas_ss::manage::model::{DeadLetterInfo, SubscriptionInfo};
 
 #[derive(Subcommand)]
 pub enum EventsCommand {
@@ -14,10 +15,54 @@ pub enum EventsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// List a subscription's dead letters (events given up on), oldest first.
+    DeadLetters {
+        #[command(flatten)]
+        subscription: Subscription,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Deliver a subscription's dead letters again (one with `--sequence`, or all),
+    /// before its next event.
+    Redeliver {
+        #[command(flatten)]
+        subscription: Subscription,
+        #[arg(long)]
+        sequence: Option<u64>,
+    },
+    /// Remove a subscription's dead letters for good (one with `--sequence`, or all).
+    Discard {
+        #[command(flatten)]
+        subscription: Subscription,
+        #[arg(long)]
+        sequence: Option<u64>,
+    },
+}
+
+/// A subscription: to a topic of a publisher hosted on this server.
+#[derive(clap::Args)]
+pub struct Subscription {
+    /// The publisher (INSTANCE/CLASS/MEMBER/SUBSYSTEM).
+    publisher: String,
+    /// The topic (package.Service).
+    topic: String,
+    /// The subscriber (INSTANCE/CLASS/MEMBER[/SUBSYSTEM]).
+    subscriber: String,
+}
+
+impl Subscription {
+    fn selection(self, sequence: Option<u64>) -> pb::DeadLetterSelection {
+        pb::DeadLetterSelection {
+            publisher: self.publisher,
+            topic: self.topic,
+            subscriber: self.subscriber,
+            sequence: sequence.unwrap_or(0),
+        }
+    }
 }
 
 pub async fn run(config: &Path, command: EventsCommand) -> Result<()> {
-    let admin = crate::ss_cmd::admin(config).await?;
+    let mut admin = crate::ss_cmd::admin(config).await?;
     match command {
         EventsCommand::List { json } => {
             let subscriptions = crate::ss_cmd::all_pages(|r| {
@@ -46,6 +91,56 @@ pub async fn run(config: &Path, command: EventsCommand) -> Result<()> {
                     );
                 }
             }
+        }
+        EventsCommand::DeadLetters { subscription, json } => {
+            let letters = admin
+                .list_dead_letters(subscription.selection(None))
+                .await?
+                .into_inner()
+                .dead_letters;
+            if json {
+                return crate::json::items(letters.into_iter().map(DeadLetterInfo::from));
+            }
+            if letters.is_empty() {
+                println!("no dead letters");
+            }
+            for l in letters {
+                println!(
+                    "#{} key {} published {}: {} deliveries, last: {}{}",
+                    l.sequence,
+                    l.key,
+                    lintas_manage::audit::rfc3339(l.published_unix_ms),
+                    l.attempts,
+                    l.error,
+                    if l.redeliver {
+                        " (being delivered again)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+        EventsCommand::Redeliver {
+            subscription,
+            sequence,
+        } => {
+            let n = admin
+                .redeliver_dead_letters(subscription.selection(sequence))
+                .await?
+                .into_inner()
+                .count;
+            println!("{n} dead letter(s) to be delivered again, before the next event");
+        }
+        EventsCommand::Discard {
+            subscription,
+            sequence,
+        } => {
+            let n = admin
+                .discard_dead_letters(subscription.selection(sequence))
+                .await?
+                .into_inner()
+                .count;
+            println!("{n} dead letter(s) discarded");
         }
     }
     Ok(())

@@ -291,20 +291,6 @@ impl Access {
             .collect()
     }
 
-    /// Entries as the admin socket and a backup carry them.
-    pub fn exported(entries: Vec<StoredEntry>) -> lintas_proto::ss::v1::StateExport {
-        lintas_proto::ss::v1::StateExport {
-            entries: entries
-                .into_iter()
-                .map(|(key, value)| lintas_proto::ss::v1::StateEntry {
-                    tree: Self::TREE.into(),
-                    key,
-                    value,
-                })
-                .collect(),
-        }
-    }
-
     /// The state store's tree.
     pub const TREE: &'static str = "access";
 

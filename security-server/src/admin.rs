@@ -43,6 +43,27 @@ fn socket_actor<T>(request: &Request<T>) -> String {
 }
 
 impl AdminService {
+    /// Redelivers or discards dead letters, audited.
+    async fn dead_letters_changed(
+        &self,
+        request: Request<pb::DeadLetterSelection>,
+        redeliver: bool,
+    ) -> Result<Response<pb::DeadLetterCount>, Status> {
+        let actor = socket_actor(&request);
+        let selection = crate::manage::model::DeadLetterSelection::from(request.into_inner());
+        let target = crate::manage::dead_letters_target(&selection);
+        let result = self.0.change_dead_letters(selection, redeliver).await;
+        let action = if redeliver {
+            "dead-letters.redeliver"
+        } else {
+            "dead-letters.discard"
+        };
+        let changed = self.audited(&actor, action, &target, result)?;
+        Ok(Response::new(pb::DeadLetterCount {
+            count: changed.count,
+        }))
+    }
+
     /// Records a change made through the socket and passes its result on.
     fn audited<T>(
         &self,
@@ -286,6 +307,30 @@ impl SecurityServerAdmin for AdminService {
         }))
     }
 
+    async fn list_dead_letters(
+        &self,
+        request: Request<pb::DeadLetterSelection>,
+    ) -> Result<Response<pb::DeadLetterList>, Status> {
+        let letters = self.0.dead_letters(&request.into_inner().into())?;
+        Ok(Response::new(pb::DeadLetterList {
+            dead_letters: letters.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn redeliver_dead_letters(
+        &self,
+        request: Request<pb::DeadLetterSelection>,
+    ) -> Result<Response<pb::DeadLetterCount>, Status> {
+        self.dead_letters_changed(request, true).await
+    }
+
+    async fn discard_dead_letters(
+        &self,
+        request: Request<pb::DeadLetterSelection>,
+    ) -> Result<Response<pb::DeadLetterCount>, Status> {
+        self.dead_letters_changed(request, false).await
+    }
+
     async fn list_quotas(
         &self,
         request: Request<pb::ListRequest>,
@@ -376,12 +421,9 @@ impl SecurityServerAdmin for AdminService {
         request: Request<pb::ListRequest>,
     ) -> Result<Response<pb::StateExport>, Status> {
         let actor = socket_actor(&request);
-        let result = self
-            .0
-            .access
-            .export()
-            .map(crate::access::Access::exported)
-            .map_err(|e| ManageError::Internal(e.to_string()));
+        let result =
+            crate::state_export::exported(&self.0.access, &self.0.idempotency, &self.0.events)
+                .map_err(|e| ManageError::Internal(e.to_string()));
         self.audited(&actor, "backup", "the state store", result)
             .map(Response::new)
     }

@@ -5,7 +5,8 @@
 //! whether the archive is older than what the instance has seen.
 //!
 //! The archive holds `config/ss.toml` (the configuration file), `data/…` (the data
-//! directory) and `state/access` (the state store's entries). Operational monitoring
+//! directory) and `state/access` (the state store's entries: services, grants and
+//! quotas, idempotency keys, events and their subscriptions). Operational monitoring
 //! data (`opmon/`) is statistics, not state, and is left out.
 //!
 //! A running server keeps writing while the backup reads, so the files are read in an
@@ -38,6 +39,7 @@ use serde::Serialize;
 
 use crate::access::Access;
 use crate::checkpoints::Checkpoints;
+use crate::state_export::{entries, state_trees};
 use crate::{Node, SsConfig, SsError};
 
 /// What the archive's manifest calls a security server's backup.
@@ -101,18 +103,22 @@ async fn state_entries(config: &SsConfig) -> Result<(pb::StateExport, bool), SsE
             .into_inner();
         return Ok((export, true));
     }
-    let mut entries = Vec::new();
+    let mut export = pb::StateExport::default();
     if !state.exists() {
         // Never served: nothing stored yet.
-        return Ok((Access::exported(entries), false));
+        return Ok((export, false));
     }
     let db = lintas_log::open_sled(&state).map_err(crate::state_error)?;
-    let tree = db.open_tree(Access::TREE).map_err(crate::state_error)?;
-    for kv in tree.iter() {
-        let (k, v) = kv.map_err(crate::state_error)?;
-        entries.push((k.to_vec(), v.to_vec()));
+    for name in state_trees() {
+        let tree = db.open_tree(name).map_err(crate::state_error)?;
+        let mut kvs = Vec::new();
+        for kv in tree.iter() {
+            let (k, v) = kv.map_err(crate::state_error)?;
+            kvs.push((k.to_vec(), v.to_vec()));
+        }
+        export.entries.extend(entries(name, kvs));
     }
-    Ok((Access::exported(entries), false))
+    Ok((export, false))
 }
 
 /// Writes a backup of the server configured at `config_path` to `out` (which must not
@@ -323,13 +329,13 @@ fn import_state(node: &Node, export: &Path) -> Result<(), SsError> {
         .map_err(|e| SsError::State(format!("the archive's state store: {e}")))?;
     let db = lintas_log::open_sled(&node.paths.0.join("state")).map_err(crate::state_error)?;
     for entry in export.entries {
-        if entry.tree != Access::TREE {
+        let Some(tree) = state_trees().find(|t| *t == entry.tree) else {
             return Err(SsError::State(format!(
                 "the archive's state store has a tree '{}' this lintas does not know",
                 entry.tree
             )));
-        }
-        db.open_tree(Access::TREE)
+        };
+        db.open_tree(tree)
             .and_then(|t| t.insert(entry.key, entry.value))
             .map_err(crate::state_error)?;
     }

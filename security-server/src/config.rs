@@ -89,6 +89,10 @@ pub struct SsConfig {
     /// it can.
     #[serde(default = "default_event_max_attempts")]
     pub event_max_attempts: u32,
+    /// How long an event every subscriber has acknowledged is kept before it is purged
+    /// (for subscribers that join from the start, and restores).
+    #[serde(default = "default_event_retention")]
+    pub event_retention_secs: u64,
     /// How often the log is checkpointed while it grows.
     #[serde(default = "default_checkpoint_interval")]
     pub checkpoint_interval_ms: u64,
@@ -221,6 +225,9 @@ fn default_event_retry_max() -> u64 {
 fn default_event_max_attempts() -> u32 {
     10
 }
+fn default_event_retention() -> u64 {
+    7 * 86_400
+}
 fn default_checkpoint_interval() -> u64 {
     1000
 }
@@ -288,6 +295,7 @@ impl SsConfig {
             event_retry_base_ms: default_event_retry_base(),
             event_retry_max_secs: default_event_retry_max(),
             event_max_attempts: default_event_max_attempts(),
+            event_retention_secs: default_event_retention(),
             checkpoint_interval_ms: default_checkpoint_interval(),
             witness_interval_secs: default_witness_interval(),
             timestamp_interval_secs: default_timestamp_interval(),
@@ -379,6 +387,9 @@ impl SsConfig {
         );
         p.check((1..=1000).contains(&self.event_max_attempts), || {
             "event_max_attempts must be between 1 and 1000".into()
+        });
+        p.check(self.event_retention_secs <= 366 * 86_400, || {
+            "event_retention_secs must be at most 31622400 (a year)".into()
         });
         p.check((1..=3600).contains(&self.app_timeout_secs), || {
             "app_timeout_secs must be between 1 and 3600".into()

@@ -127,6 +127,8 @@ pub(crate) struct Intervals {
     pub checkpoint: Duration,
     pub witness: Duration,
     pub timestamp: Duration,
+    /// How long acknowledged events are kept.
+    pub event_retention: Duration,
 }
 
 impl SecurityServer {
@@ -365,6 +367,7 @@ impl SecurityServer {
             plane,
             switch: switch.clone(),
             events: provider.events.clone(),
+            idempotency: provider.idempotency.clone(),
         });
         Ok(Arc::new(SecurityServer {
             id: c.server_id.clone(),
@@ -394,6 +397,7 @@ impl SecurityServer {
                 checkpoint: Duration::from_millis(c.checkpoint_interval_ms),
                 witness: Duration::from_secs(c.witness_interval_secs),
                 timestamp: Duration::from_secs(c.timestamp_interval_secs),
+                event_retention: Duration::from_secs(c.event_retention_secs),
             },
             clock,
             ops,

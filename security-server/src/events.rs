@@ -12,15 +12,14 @@
 
 use std::time::Duration;
 
-use lintas_proto::events::v1 as ev;
-use prost::Message;
 use serde::{Deserialize, Serialize};
 use tonic::Code;
 
-use crate::SsError;
-
 pub mod delivery;
 pub mod endpoint;
+mod store;
+
+pub use store::{Events, TREES};
 
 /// The service a subscriber's application implements and publishes.
 pub const SINK: &str = "lintas.events.v1.EventSink";
@@ -134,281 +133,44 @@ pub struct SubStatus {
     pub dead_letters: u64,
 }
 
-/// An event given up on.
+/// An event given up on, kept until an operator has it redelivered or discards it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadLetter {
     pub sequence: u64,
+    /// Deliveries tried, redeliveries included.
     pub attempts: u32,
+    /// Why the last one failed.
     pub error: String,
+    /// When it was given up on (again).
     pub at_unix_ms: i64,
+    /// An operator asked for it to be delivered again: it goes before the
+    /// subscription's next event.
+    #[serde(default)]
+    pub redeliver: bool,
+    /// Redeliveries that found the subscriber out of reach since then.
+    #[serde(default)]
+    pub tries: u32,
+    /// Not redelivered before this time (Unix ms).
+    #[serde(default)]
+    pub due_unix_ms: i64,
 }
 
-fn topic_key(publisher: &str, topic: &str) -> Vec<u8> {
-    format!("{publisher}\n{topic}\n").into_bytes()
-}
-
-/// The events this server's publishers published and their subscriptions, in the
-/// state store.
-pub struct Events {
-    /// (publisher, topic, sequence) → the encoded event.
-    log: sled::Tree,
-    /// (publisher, topic) → the last sequence.
-    last: sled::Tree,
-    /// (publisher, topic, subscriber) → its [`Place`].
-    subs: sled::Tree,
-    /// (publisher, topic, subscriber, sequence) → [`DeadLetter`].
-    dead: sled::Tree,
-    pub retry: Retry,
-    /// Woken when an event is published or a subscription changes.
-    pub changed: tokio::sync::Notify,
-    /// Serialises publishing, so sequences are given out in order.
-    publishing: std::sync::Mutex<()>,
-}
-
-fn state<T>(r: Result<T, sled::Error>) -> Result<T, SsError> {
-    r.map_err(crate::state_error)
-}
-
-impl Events {
-    pub fn open(db: &sled::Db, retry: Retry) -> Result<Self, SsError> {
-        Ok(Events {
-            log: state(db.open_tree("events/log"))?,
-            last: state(db.open_tree("events/last"))?,
-            subs: state(db.open_tree("events/subscriptions"))?,
-            dead: state(db.open_tree("events/dead"))?,
-            retry,
-            changed: tokio::sync::Notify::new(),
-            publishing: std::sync::Mutex::new(()),
-        })
-    }
-
-    fn flush(&self) -> Result<(), SsError> {
-        for tree in [&self.log, &self.last, &self.subs, &self.dead] {
-            state(tree.flush())?;
-        }
-        Ok(())
-    }
-
-    fn last_sequence(&self, publisher: &str, topic: &str) -> Result<u64, SsError> {
-        Ok(state(self.last.get(topic_key(publisher, topic)))?
-            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-            .map_or(0, u64::from_be_bytes))
-    }
-
-    /// Keeps an event durably; answers its sequence in its topic (from 1). Blocks on a
-    /// disk flush.
-    pub fn publish(
-        &self,
-        publisher: &str,
-        topic: &str,
-        key: &str,
-        payload: Vec<u8>,
-        now_ms: i64,
-    ) -> Result<u64, SsError> {
-        let _one_at_a_time = self.publishing.lock().unwrap_or_else(|p| p.into_inner());
-        let sequence = self.last_sequence(publisher, topic)? + 1;
-        let event = ev::Event {
-            topic: topic.to_owned(),
-            publisher: publisher.to_owned(),
-            sequence,
-            key: key.to_owned(),
-            payload,
-            published_unix_ms: now_ms,
-            attempt: 0,
-        };
-        let mut at = topic_key(publisher, topic);
-        at.extend_from_slice(&sequence.to_be_bytes());
-        state(self.log.insert(at, event.encode_to_vec()))?;
-        state(
-            self.last
-                .insert(topic_key(publisher, topic), &sequence.to_be_bytes()),
-        )?;
-        self.flush()?;
-        self.changed.notify_one();
-        Ok(sequence)
-    }
-
-    /// The event at `sequence` of a topic, if kept.
-    pub fn event(
-        &self,
-        publisher: &str,
-        topic: &str,
-        sequence: u64,
-    ) -> Result<Option<ev::Event>, SsError> {
-        let mut at = topic_key(publisher, topic);
-        at.extend_from_slice(&sequence.to_be_bytes());
-        Ok(state(self.log.get(at))?.and_then(|v| ev::Event::decode(v.as_ref()).ok()))
-    }
-
-    /// Subscribes (or answers the subscription there is): from the next event
-    /// published, or `from_start` from the first kept. Blocks on a disk flush.
-    pub fn subscribe(&self, key: &SubKey, from_start: bool) -> Result<Place, SsError> {
-        if let Some(place) = self.place(key)? {
-            return Ok(place);
-        }
-        let next = if from_start {
-            1
-        } else {
-            self.last_sequence(&key.publisher, &key.topic)? + 1
-        };
-        let place = Place {
-            next,
-            ..Place::default()
-        };
-        self.set_place(key, &place)?;
-        self.changed.notify_one();
-        Ok(place)
-    }
-
-    /// Ends a subscription; answers its place, if there was one.
-    pub fn unsubscribe(&self, key: &SubKey) -> Result<Option<Place>, SsError> {
-        let was = self.place(key)?;
-        state(self.subs.remove(key.bytes()))?;
-        self.flush()?;
-        Ok(was)
-    }
-
-    pub fn place(&self, key: &SubKey) -> Result<Option<Place>, SsError> {
-        Ok(state(self.subs.get(key.bytes()))?.and_then(|v| serde_json::from_slice(&v).ok()))
-    }
-
-    fn set_place(&self, key: &SubKey, place: &Place) -> Result<(), SsError> {
-        let bytes = serde_json::to_vec(place).map_err(crate::state_error)?;
-        state(self.subs.insert(key.bytes(), bytes))?;
-        self.flush()
-    }
-
-    /// Moves a subscription from the place `was` (as stored) to `place`, unless it
-    /// changed meanwhile (an unsubscribe during a delivery stays).
-    fn move_place(&self, key: &SubKey, was: sled::IVec, place: &Place) -> Result<(), SsError> {
-        let bytes = serde_json::to_vec(place).map_err(crate::state_error)?;
-        let _ = state(
-            self.subs
-                .compare_and_swap(key.bytes(), Some(was), Some(bytes)),
-        )?;
-        self.flush()
-    }
-
-    /// The stored place of `key` if it is at `sequence`.
-    fn place_at(
-        &self,
-        key: &SubKey,
-        sequence: u64,
-    ) -> Result<Option<(sled::IVec, Place)>, SsError> {
-        Ok(state(self.subs.get(key.bytes()))?.and_then(|raw| {
-            let place: Place = serde_json::from_slice(&raw).ok()?;
-            (place.next == sequence).then_some((raw, place))
-        }))
-    }
-
-    /// Every subscription and its place.
-    pub fn subscriptions(&self) -> Result<Vec<(SubKey, Place)>, SsError> {
-        let mut out = Vec::new();
-        for kv in self.subs.iter() {
-            let (k, v) = state(kv)?;
-            if let (Some(key), Ok(place)) = (SubKey::parse(&k), serde_json::from_slice(&v)) {
-                out.push((key, place));
-            }
-        }
-        Ok(out)
-    }
-
-    /// The event `sequence` was acknowledged: the next one follows. Blocks on a disk
-    /// flush.
-    pub fn delivered(&self, key: &SubKey, sequence: u64) -> Result<(), SsError> {
-        match self.place_at(key, sequence)? {
-            Some((raw, _)) => self.move_place(
-                key,
-                raw,
-                &Place {
-                    next: sequence + 1,
-                    ..Place::default()
-                },
-            ),
-            // Unsubscribed meanwhile, or moved on.
-            None => Ok(()),
-        }
-    }
-
-    /// The delivery of `sequence` failed (`refused`: the subscriber refused the event):
-    /// retried later, or given up on. Blocks on a disk flush.
-    pub fn failed(
-        &self,
-        key: &SubKey,
-        sequence: u64,
-        refused: bool,
-        error: &str,
-        now_ms: i64,
-    ) -> Result<AfterFailure, SsError> {
-        let Some((raw, place)) = self.place_at(key, sequence)? else {
-            return Ok(AfterFailure::RetryIn(Duration::ZERO));
-        };
-        let attempts = place.attempts + 1;
-        let refusals = place.refusals + u32::from(refused);
-        let after = after_failure(attempts, refusals, &self.retry);
-        let place = match after {
-            AfterFailure::DeadLetter => {
-                let mut at = key.bytes();
-                at.push(b'\n');
-                at.extend_from_slice(&sequence.to_be_bytes());
-                let letter = DeadLetter {
-                    sequence,
-                    attempts,
-                    error: error.to_owned(),
-                    at_unix_ms: now_ms,
-                };
-                let bytes = serde_json::to_vec(&letter).map_err(crate::state_error)?;
-                state(self.dead.insert(at, bytes))?;
-                Place {
-                    next: sequence + 1,
-                    ..Place::default()
-                }
-            }
-            AfterFailure::RetryIn(wait) => Place {
-                next: sequence,
-                attempts,
-                refusals,
-                due_unix_ms: now_ms
-                    .saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX)),
-                last_error: error.to_owned(),
-            },
-        };
-        self.move_place(key, raw, &place)?;
-        Ok(after)
-    }
-
-    /// Every subscription with its backlog and dead letters.
-    pub fn status(&self) -> Result<Vec<SubStatus>, SsError> {
-        self.subscriptions()?
-            .into_iter()
-            .map(|(key, place)| {
-                let last = self.last_sequence(&key.publisher, &key.topic)?;
-                let mut prefix = key.bytes();
-                prefix.push(b'\n');
-                let dead_letters = self.dead.scan_prefix(prefix).count() as u64;
-                Ok(SubStatus {
-                    backlog: (last + 1).saturating_sub(place.next),
-                    dead_letters,
-                    key,
-                    place,
-                })
-            })
-            .collect()
-    }
-
-    /// The events given up on for a subscription, oldest first.
-    pub fn dead_letters(&self, key: &SubKey) -> Result<Vec<DeadLetter>, SsError> {
-        let mut prefix = key.bytes();
-        prefix.push(b'\n');
-        let mut out = Vec::new();
-        for kv in self.dead.scan_prefix(prefix) {
-            let (_, v) = state(kv)?;
-            if let Ok(letter) = serde_json::from_slice(&v) {
-                out.push(letter);
-            }
-        }
-        Ok(out)
-    }
+/// Whether a kept event may be purged: every subscription to its topic has passed it
+/// (`floor`: the lowest next sequence among them, or one past the last event when there
+/// is none), no dead letter names it, and it was published `retention` or longer ago
+/// (so a subscriber that joins from the start, or a restored server, still finds it).
+pub fn purgeable(
+    sequence: u64,
+    published_unix_ms: i64,
+    floor: u64,
+    dead_letter: bool,
+    retention: Duration,
+    now_ms: i64,
+) -> bool {
+    let age = i128::from(now_ms) - i128::from(published_unix_ms);
+    sequence < floor
+        && !dead_letter
+        && age >= i128::try_from(retention.as_millis()).unwrap_or(i128::MAX)
 }
 
 #[cfg(test)]

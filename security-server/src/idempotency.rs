@@ -17,6 +17,11 @@ use crate::SsError;
 
 /// Longest key, in bytes of printable ASCII.
 pub const MAX_KEY_LEN: usize = 128;
+/// The refusals' reasons: the key was used for another request; the request first sent
+/// under it is still being answered; it was being answered when the server stopped.
+pub const KEY_REUSED: &str = "IdempotencyKeyReused";
+pub const IN_PROGRESS: &str = "IdempotencyInProgress";
+pub const OUTCOME_UNKNOWN: &str = "IdempotencyOutcomeUnknown";
 
 /// A key as a client may send it: 1 to 128 printable ASCII characters.
 pub fn check_key(key: &str) -> Result<(), String> {
@@ -242,6 +247,18 @@ impl Idempotency {
 
     /// Removes the entries whose window has passed (and any that cannot be read);
     /// answers how many.
+    /// Every key kept, as a backup carries them (a key still being answered is one
+    /// cut off by a restart once restored).
+    pub fn export(&self) -> Result<Vec<crate::access::StoredEntry>, SsError> {
+        self.tree
+            .iter()
+            .map(|kv| {
+                kv.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .map_err(crate::state_error)
+            })
+            .collect()
+    }
+
     pub fn purge(&self, now_ms: i64) -> Result<usize, SsError> {
         let mut gone = 0;
         for kv in self.tree.iter() {

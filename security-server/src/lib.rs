@@ -53,6 +53,7 @@ pub mod selection;
 mod self_signed;
 pub mod serve;
 mod signers;
+mod state_export;
 pub mod switch;
 mod tasks;
 pub mod timestamps;

@@ -263,6 +263,8 @@ struct Fields {
     user_id: String,
     issue: String,
     trace: crate::trace::TraceContext,
+    /// `Idempotency-Key`, checked; empty without one.
+    idempotency_key: String,
 }
 
 fn fields(headers: &HeaderMap) -> Result<Fields, Failure> {
@@ -275,7 +277,14 @@ fn fields(headers: &HeaderMap) -> Result<Fields, Failure> {
         None => random_id().map_err(|st| Failure::from_status(&st, ""))?,
     };
     let field = |name| bounded_header(headers, name).map(|v| v.unwrap_or_default().to_owned());
+    let idempotency_key = field("Idempotency-Key")?;
+    if !idempotency_key.is_empty() {
+        crate::idempotency::check_key(&idempotency_key).map_err(|why| {
+            Failure::client("InvalidHttpHeader", format!("Idempotency-Key {why}"))
+        })?;
+    }
     Ok(Fields {
+        idempotency_key,
         message_id,
         user_id: field("X-Road-UserId")?,
         issue: field("X-Road-Issue")?,
@@ -343,7 +352,15 @@ fn answer_headers(
         ("x-road-client", &client.to_string()),
         ("x-road-service", service),
         ("traceparent", trace.traceparent.as_str()),
+        // A repeat under an idempotency key: the exchange that first answered it.
+        (
+            "lintas-repeats-message-id",
+            answer.repeats_message_id.as_str(),
+        ),
     ] {
+        if value.is_empty() {
+            continue;
+        }
         if let Ok(v) = HeaderValue::from_str(value) {
             h.insert(name, v);
         }
@@ -363,6 +380,7 @@ async fn call(
         user_id,
         issue,
         trace,
+        idempotency_key,
     } = fields(req.headers())?;
     if req.uri().query().is_some_and(|q| !q.is_empty()) {
         return Err(Failure::client(
@@ -430,7 +448,7 @@ async fn call(
         rest_secrets: Vec::new(),
         represented_party: String::new(),
         server: None,
-        idempotency_key: String::new(),
+        idempotency_key,
     };
     let answer = call_provider(&s.consumer, call, Bytes::from(input.encode_to_vec()))
         .await

@@ -291,8 +291,10 @@ pub async fn serve(
             server.clock.clone(),
             stop.clone()
         ),
-        crate::tasks::purge_idempotency(
+        crate::tasks::purge_state(
             server.provider.idempotency.clone(),
+            server.provider.events.clone(),
+            server.intervals.event_retention,
             server.clock.clone(),
             stop.clone()
         ),

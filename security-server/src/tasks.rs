@@ -195,20 +195,41 @@ async fn keep_bodies(evidence: &Arc<Evidence>, purge: bool) {
     }
 }
 
-/// Removes idempotency keys past their window, at start and every hour.
-pub async fn purge_idempotency(
+/// Removes idempotency keys past their window and acknowledged events past their
+/// retention, at start and every hour.
+pub async fn purge_state(
     idempotency: Arc<crate::idempotency::Idempotency>,
+    events: Arc<crate::events::Events>,
+    event_retention: Duration,
     clock: Arc<dyn lintas_globalconf::Clock>,
     stop: Stop,
 ) {
     loop {
-        let idem = idempotency.clone();
+        let (idem, events) = (idempotency.clone(), events.clone());
         let now = now_ms(&*clock);
-        match tokio::task::spawn_blocking(move || idem.purge(now)).await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(removed)) => tracing::info!(removed, "idempotency keys past their window purged"),
-            Ok(Err(e)) => tracing::error!(error = %e, "purging idempotency keys failed"),
-            Err(e) => tracing::error!(error = %e, "purging idempotency keys failed"),
+        let purged = tokio::task::spawn_blocking(move || {
+            (idem.purge(now), events.purge(now, event_retention))
+        })
+        .await;
+        match purged {
+            Ok((keys, events)) => {
+                match keys {
+                    Ok(0) => {}
+                    Ok(removed) => {
+                        tracing::info!(removed, "idempotency keys past their window purged")
+                    }
+                    Err(e) => tracing::error!(error = %e, "purging idempotency keys failed"),
+                }
+                match events {
+                    Ok(0) => {}
+                    Ok(removed) => tracing::info!(
+                        removed,
+                        "events every subscriber acknowledged, past their retention, purged"
+                    ),
+                    Err(e) => tracing::error!(error = %e, "purging events failed"),
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "purging idempotency keys and events failed"),
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(3600)) => {}

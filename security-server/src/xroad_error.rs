@@ -46,13 +46,14 @@ impl Failure {
             .get(ERROR_SOURCE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or(ErrorSource::ConsumerServer.as_str());
-        let (kind, bus) = xroad_type(source, status.code(), crate::errors::reason_of(status));
-        // Over a quota: HTTP 429 with Retry-After, as API gateways answer.
-        let over_quota = status.code() == Code::ResourceExhausted
-            && crate::errors::reason_of(status) == Some(crate::errors::QUOTA_EXCEEDED);
-        let retry_after = crate::errors::retry_after_of(status).filter(|_| over_quota);
-        let http = if !bus || retry_after.is_some() {
+        let reason = crate::errors::reason_of(status);
+        let (kind, bus) = xroad_type(source, status.code(), reason);
+        let acted_on = client_refusal(status.code(), reason);
+        let retry_after = crate::errors::retry_after_of(status).filter(|_| acted_on.is_some());
+        let http = if !bus {
             http_status(status.code())
+        } else if let Some(http) = acted_on {
+            http
         } else if kind.starts_with("Server.") {
             StatusCode::INTERNAL_SERVER_ERROR
         } else {
@@ -97,6 +98,23 @@ impl Failure {
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         r
+    }
+}
+
+/// The HTTP status of a refusal the client acts on, as API gateways answer them (and
+/// with `Retry-After` when the refusal gives one): over a quota, 429; an idempotency
+/// key used for another request, 422; the request first sent under the key still being
+/// answered, 409 (the statuses of the IETF `Idempotency-Key` header). Any other failure
+/// of the bus is X-Road's 500 or 400.
+fn client_refusal(code: Code, reason: Option<&str>) -> Option<StatusCode> {
+    use crate::idempotency::{IN_PROGRESS, KEY_REUSED};
+    match (code, reason?) {
+        (Code::ResourceExhausted, crate::errors::QUOTA_EXCEEDED) => {
+            Some(StatusCode::TOO_MANY_REQUESTS)
+        }
+        (Code::FailedPrecondition, KEY_REUSED) => Some(StatusCode::UNPROCESSABLE_ENTITY),
+        (Code::Aborted, IN_PROGRESS) => Some(StatusCode::CONFLICT),
+        _ => None,
     }
 }
 
@@ -413,6 +431,43 @@ mod tests {
                 .insert(crate::errors::RETRY_AFTER, value.parse().unwrap());
             assert_eq!(retry_after_of(&st), want, "{value:?}");
         }
+    }
+
+    #[test]
+    fn refusals_a_client_acts_on_have_statuses_of_their_own() {
+        use crate::errors::QUOTA_EXCEEDED;
+        use crate::idempotency::{IN_PROGRESS, KEY_REUSED, OUTCOME_UNKNOWN};
+        let cases = [
+            (Code::ResourceExhausted, Some(QUOTA_EXCEEDED), Some(429)),
+            (Code::ResourceExhausted, None, None),
+            (Code::FailedPrecondition, Some(KEY_REUSED), Some(422)),
+            (Code::FailedPrecondition, None, None),
+            (Code::Aborted, Some(IN_PROGRESS), Some(409)),
+            (Code::Aborted, Some(KEY_REUSED), None),
+            (Code::Unknown, Some(OUTCOME_UNKNOWN), None),
+            (Code::Unavailable, Some(IN_PROGRESS), None),
+        ];
+        for (code, reason, want) in cases {
+            assert_eq!(
+                client_refusal(code, reason).map(|s| s.as_u16()),
+                want,
+                "{code:?} {reason:?}"
+            );
+        }
+        let in_progress = crate::errors::with_retry_after(
+            crate::errors::with_reason(
+                crate::errors::error(Code::Aborted, ErrorSource::ProviderServer, "wait"),
+                IN_PROGRESS,
+            ),
+            1,
+        );
+        let r = Failure::from_status(&in_progress, "m1").into_response(false);
+        assert_eq!(r.status(), StatusCode::CONFLICT);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(
+            r.headers()["x-road-error"],
+            "Server.ServerProxy.IdempotencyInProgress"
+        );
     }
 
     #[test]

@@ -130,8 +130,26 @@ async fn a_backup_taken_while_serving_restores_and_an_older_one_is_refused() {
     );
     assert!(!target.exists());
 
-    // A new backup, by the command line, restores: keys, services and grants, and a
-    // log that verifies.
+    // Events and subscriptions are state too.
+    let topic = "kependudukan.v1.StatusPenduduk";
+    let subscription = lintas_ss::events::SubKey {
+        publisher: PROVIDER_CLIENT.into(),
+        topic: topic.into(),
+        subscriber: CONSUMER_CLIENT.into(),
+    };
+    for what in [b"PINDAH".as_slice(), b"WAFAT"] {
+        net.provider
+            .events()
+            .publish(PROVIDER_CLIENT, topic, "k", what.to_vec(), 1)
+            .unwrap();
+    }
+    net.provider
+        .events()
+        .subscribe(&subscription, true)
+        .unwrap();
+
+    // A new backup, by the command line, restores: keys, services and grants, events,
+    // and a log that verifies.
     let new = dir.path().join("new.lbk");
     let secret = dir.path().join("passphrase");
     std::fs::write(&secret, format!("{PASSPHRASE}\n")).unwrap();
@@ -198,6 +216,23 @@ async fn a_backup_taken_while_serving_restores_and_an_older_one_is_refused() {
             .iter()
             .any(|s| s.service.to_string() == SERVICE),
         "services are restored"
+    );
+    let events = server.events();
+    assert_eq!(
+        events
+            .event(PROVIDER_CLIENT, topic, 2)
+            .unwrap()
+            .map(|e| e.payload),
+        Some(b"WAFAT".to_vec()),
+        "events are restored"
+    );
+    assert_eq!(events.place(&subscription).unwrap().unwrap().next, 1);
+    assert_eq!(
+        events
+            .publish(PROVIDER_CLIENT, topic, "k", b"LAHIR".to_vec(), 2)
+            .unwrap(),
+        3,
+        "a restored topic numbers on"
     );
     let bundle = server
         .evidence

@@ -114,6 +114,15 @@ pub(super) async fn binary_pair(inst: &Instance) -> Vec<BinServer> {
 /// Security servers as real processes, one per (server id, hosted subsystem), in that
 /// order: each initialised, registered, approved by the administrator and serving.
 pub(super) async fn binary_servers(inst: &Instance, which: &[(&str, &str)]) -> Vec<BinServer> {
+    binary_servers_env(inst, which, &[]).await
+}
+
+/// [`binary_servers`], each served with more environment variables.
+pub(super) async fn binary_servers_env(
+    inst: &Instance,
+    which: &[(&str, &str)],
+    env: &[(&str, &std::ffi::OsStr)],
+) -> Vec<BinServer> {
     let mut servers = Vec::new();
     for &(id, client) in which {
         let dir = inst.root.join(format!("bin-{}", id.replace('/', "_")));
@@ -161,7 +170,7 @@ pub(super) async fn binary_servers(inst: &Instance, which: &[(&str, &str)]) -> V
             checked.contains("keys, certificates and state are valid"),
             "{checked}"
         );
-        let (daemon, ops) = serve_child(&dir, &consumer_listen, &peer);
+        let (daemon, ops) = serve_child_env(&dir, &consumer_listen, &peer, env);
         // Beside the running server, which holds the state, the rest is checked.
         let checked = check();
         assert!(checked.contains("the server is running"), "{checked}");

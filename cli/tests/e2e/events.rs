@@ -1,7 +1,8 @@
 //! Events: the population registry publishes a change of a resident's status; social
 //! assistance, subscribed through the bus, receives each event signed and logged, in
-//! order, at least once: an event it refuses is retried and then dead-lettered, and an
-//! event published while its application is down reaches it once it is back.
+//! order, at least once: an event it refuses is retried and then dead-lettered (and
+//! delivered again when the operator asks), an event published while its application
+//! is down reaches it once it is back, and acknowledged events are purged.
 
 use lintas_proto::events::v1 as ev;
 use lintas_proto::events::v1::event_sink_server::{EventSink, EventSinkServer};
@@ -16,22 +17,26 @@ use super::*;
 
 const TOPIC: &str = "kependudukan.v1.StatusPenduduk";
 
-/// Social assistance's application: takes every event but one it cannot read.
-struct Sink(mpsc::UnboundedSender<ev::Event>);
+/// A subscriber's application: takes every event, or (`picky`) every one but those it
+/// cannot read.
+struct Sink {
+    tx: mpsc::UnboundedSender<ev::Event>,
+    picky: bool,
+}
 
 #[tonic::async_trait]
 impl EventSink for Sink {
     async fn deliver(&self, request: Request<ev::Event>) -> Result<Response<ev::Ack>, Status> {
         let event = request.into_inner();
-        if event.payload == b"racun" {
+        if self.picky && event.payload == b"racun" {
             return Err(Status::invalid_argument("this event cannot be read"));
         }
-        let _ = self.0.send(event);
+        let _ = self.tx.send(event);
         Ok(Response::new(ev::Ack {}))
     }
 }
 
-/// Serves the sink on `listener` until the returned sender is dropped or fires.
+/// Serves a picky sink on `listener` until the returned sender is dropped or fires.
 fn serve_sink(
     listener: TcpListener,
     tx: mpsc::UnboundedSender<ev::Event>,
@@ -39,10 +44,22 @@ fn serve_sink(
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<()>,
 ) {
+    serve_sink_as(listener, tx, true)
+}
+
+/// Serves a sink on `listener` until the returned sender is dropped or fires.
+pub(super) fn serve_sink_as(
+    listener: TcpListener,
+    tx: mpsc::UnboundedSender<ev::Event>,
+    picky: bool,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
     let (stop_tx, stop) = stopper();
     let task = tokio::spawn(async move {
         tonic::transport::Server::builder()
-            .add_service(EventSinkServer::new(Sink(tx)))
+            .add_service(EventSinkServer::new(Sink { tx, picky }))
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(listener),
                 stop,
@@ -53,7 +70,7 @@ fn serve_sink(
     (stop_tx, task)
 }
 
-fn named<T>(message: T, client: &str, service: &str) -> Request<T> {
+pub(super) fn named<T>(message: T, client: &str, service: &str) -> Request<T> {
     let mut r = Request::new(message);
     r.metadata_mut()
         .insert("lintas-client", client.parse().unwrap());
@@ -62,7 +79,7 @@ fn named<T>(message: T, client: &str, service: &str) -> Request<T> {
     r
 }
 
-async fn next(rx: &mut mpsc::UnboundedReceiver<ev::Event>) -> ev::Event {
+pub(super) async fn next(rx: &mut mpsc::UnboundedReceiver<ev::Event>) -> ev::Event {
     tokio::time::timeout(Duration::from_secs(30), rx.recv())
         .await
         .expect("an event arrives")
@@ -323,15 +340,79 @@ async fn a_status_change_reaches_its_subscriber_in_order_even_after_it_was_down(
         waiting.attempts >= 2 && waiting.last_error.contains("Unavailable"),
         "{waiting:?}"
     );
-    // Back on the same address: the event arrives, marked as a repeat delivery.
+    // Back on the same address, and now able to read every event: the event arrives,
+    // marked as a repeat delivery.
     let listener = TcpListener::bind(sink_address).await.unwrap();
-    let (_stop_sink, _sink_task) = serve_sink(listener, tx);
+    let (_stop_sink, _sink_task) = serve_sink_as(listener, tx, false);
     let late = next(&mut rx).await;
     assert_eq!(late.sequence, 6);
     assert!(late.attempt >= 2, "{late:?}");
 
     // Acknowledged: the publisher's server moves on.
     wait_for_next(&net, &key, 7).await;
+
+    // The operator has the dead letter delivered again; once acknowledged it is gone.
+    let selection = |sequence: u64| {
+        Request::new(admin_pb::DeadLetterSelection {
+            publisher: PROVIDER_CLIENT.into(),
+            topic: TOPIC.into(),
+            subscriber: CONSUMER_CLIENT.into(),
+            sequence,
+        })
+    };
+    let letters = SecurityServerAdmin::list_dead_letters(&publisher, selection(0))
+        .await
+        .unwrap()
+        .into_inner()
+        .dead_letters;
+    assert_eq!(
+        (letters.len(), letters[0].sequence, letters[0].key.as_str()),
+        (1, 4, "k")
+    );
+    let missing = SecurityServerAdmin::redeliver_dead_letters(&publisher, selection(5))
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound, "{missing:?}");
+    let asked = SecurityServerAdmin::redeliver_dead_letters(&publisher, selection(4))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(asked.count, 1);
+    let again = next(&mut rx).await;
+    assert_eq!(
+        (again.sequence, again.payload.as_slice()),
+        (4, b"racun".as_slice())
+    );
+    assert!(again.attempt >= 2, "{again:?}");
+    let mut gone = false;
+    for _ in 0..500 {
+        if net.provider.events().dead_letters(&key).unwrap().is_empty() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(gone, "the redelivered dead letter stayed");
+
+    // Acknowledged by every subscriber: purged once past their retention (here none);
+    // the topic's numbering goes on.
+    let now = lintas_globalconf::Clock::now(&*net.inst.clock)
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let purged = net.provider.events().purge(now, Duration::ZERO).unwrap();
+    assert_eq!(purged, 6);
+    assert!(
+        net.provider
+            .events()
+            .event(PROVIDER_CLIENT, TOPIC, 6)
+            .unwrap()
+            .is_none()
+    );
+    let published = events.publish(publish("k", b"LAHIR")).await.unwrap();
+    assert_eq!(published.into_inner().sequence, 7);
+    assert_eq!(next(&mut rx).await.sequence, 7);
+    wait_for_next(&net, &key, 8).await;
 
     // Every delivery is an exchange in both logs, and the evidence verifies.
     let q = lintas_proto::ss::v1::EvidenceQuery {
@@ -349,7 +430,7 @@ async fn a_status_change_reaches_its_subscriber_in_order_even_after_it_was_down(
                 && x.status.as_ref().is_some_and(|(code, _)| *code == 0)
         })
         .count();
-    assert_eq!(delivered, 5, "five events acknowledged");
+    assert_eq!(delivered, 7, "seven events acknowledged");
 }
 
 /// Waits until the publisher's server has recorded the acknowledgement of every event

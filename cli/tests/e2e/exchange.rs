@@ -1923,3 +1923,4 @@ mod rest_services;
 mod rotation;
 mod streams;
 mod strict_evidence;
+mod subscribers;

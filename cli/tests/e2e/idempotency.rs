@@ -181,6 +181,55 @@ async fn a_payment_retried_after_the_consumers_server_was_killed_is_paid_once() 
     assert_ne!(second.ntpn, proof.ntpn);
     assert_eq!(riwayat(&consumer).await.unwrap().len(), 2);
 
+    // Through the REST entry, with the `Idempotency-Key` header, the same holds.
+    let path = format!("/r1/{PROVIDER_CLIENT}/{PNBP}/Bayar");
+    let pay = |key: &str, id: &str, jumlah: i64| {
+        let (consumer, path, key, id) = (
+            consumer.clone(),
+            path.clone(),
+            key.to_owned(),
+            id.to_owned(),
+        );
+        async move {
+            super::adapters::http(
+                &consumer,
+                "POST",
+                &path,
+                &[
+                    ("X-Road-Client", CONSUMER_CLIENT),
+                    ("X-Road-Id", &id),
+                    ("Idempotency-Key", &key),
+                    ("Content-Type", "application/json"),
+                ],
+                &format!(
+                    r#"{{"kode_billing": "{KODE}", "jumlah": {jumlah}, "rekening": "1234567890"}}"#
+                ),
+            )
+            .await
+        }
+    };
+    hold.release.add_permits(1);
+    let (status, headers, paid_once) = pay("rest-2026-0001", "rest-bayar-1", 300_000).await;
+    assert_eq!(status, 200, "{paid_once}");
+    assert!(!headers.contains_key("lintas-repeats-message-id"));
+    let (status, headers, again) = pay("rest-2026-0001", "rest-bayar-2", 300_000).await;
+    assert_eq!((status, &again), (200, &paid_once));
+    assert_eq!(headers["lintas-repeats-message-id"], "rest-bayar-1");
+    let (status, headers, refused) = pay("rest-2026-0001", "rest-bayar-3", 1).await;
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(
+        headers["x-road-error"],
+        "Server.ServerProxy.IdempotencyKeyReused"
+    );
+    assert!(refused.contains("rest-bayar-1"), "{refused}");
+    let (status, _, bad) = pay("kunci buruk", "rest-bayar-4", 1).await;
+    assert_eq!(status, 400, "{bad}");
+    assert!(
+        bad.contains("Idempotency-Key must be printable ASCII"),
+        "{bad}"
+    );
+    assert_eq!(riwayat(&consumer).await.unwrap().len(), 3, "paid once");
+
     // Both logs hold the first payment's exchange and the retry's, and verify.
     let anchor = lintas_globalconf::Anchor::load(&inst.anchor()).unwrap();
     let out = servers[0].dir.join("payment.evidence");

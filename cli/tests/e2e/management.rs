@@ -126,6 +126,9 @@ async fn the_management_api_is_authenticated_role_checked_and_audited() {
         "/api/v1/grants",
         "/api/v1/quotas",
         "/api/v1/subscriptions",
+        "/api/v1/dead-letters",
+        "/api/v1/dead-letters/redeliver",
+        "/api/v1/dead-letters/discard",
         "/api/v1/client-certs",
         "/api/v1/maintenance",
         "/api/v1/configuration",
@@ -339,6 +342,60 @@ async fn the_management_api_is_authenticated_role_checked_and_audited() {
     assert_eq!((status, &removed), (200, &quota));
     let (status, _) = api.json("DELETE", &quota_url, &admin, None).await;
     assert_eq!(status, 404);
+
+    // Dead letters: read by anyone signed in, redelivered or discarded by those who
+    // administer services, each change audited.
+    let topic = "kependudukan.v1.StatusPenduduk";
+    let (status, letters) = api
+        .json(
+            "GET",
+            &format!(
+                "/api/v1/dead-letters?publisher={PROVIDER_CLIENT}&topic={topic}&subscriber={CONSUMER_CLIENT}"
+            ),
+            &auditor,
+            None,
+        )
+        .await;
+    assert_eq!((status, letters), (200, json!([])));
+    let selection = |sequence: Option<u64>, publisher: &str| {
+        let mut s = json!({"publisher": publisher, "topic": topic, "subscriber": CONSUMER_CLIENT});
+        if let Some(n) = sequence {
+            s["sequence"] = json!(n);
+        }
+        s
+    };
+    for (path, auth, body, want) in [
+        ("redeliver", &auditor, selection(None, PROVIDER_CLIENT), 403),
+        ("redeliver", &admin, selection(None, PROVIDER_CLIENT), 200),
+        (
+            "redeliver",
+            &admin,
+            selection(Some(7), PROVIDER_CLIENT),
+            404,
+        ),
+        ("discard", &admin, selection(Some(7), PROVIDER_CLIENT), 404),
+        ("discard", &admin, selection(None, CONSUMER_CLIENT), 412),
+        ("discard", &admin, selection(None, "bukan/pengenal"), 400),
+        (
+            "discard",
+            &admin,
+            json!({"publisher": PROVIDER_CLIENT}),
+            422,
+        ),
+    ] {
+        let (status, answer) = api
+            .json(
+                "POST",
+                &format!("/api/v1/dead-letters/{path}"),
+                auth,
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(status, want, "{path} {body}: {answer}");
+        if want == 200 {
+            assert_eq!(answer, json!({"count": 0}));
+        }
+    }
     let (status, _) = api
         .json(
             "PUT",
@@ -472,6 +529,8 @@ async fn the_management_api_is_authenticated_role_checked_and_audited() {
         "refused: grant.remove needs the role"
     ));
     assert!(seen("evidence.export", "api-key:", "ok"));
+    assert!(seen("dead-letters.redeliver", "user:admin", "ok"));
+    assert!(seen("dead-letters.discard", "user:admin", "failed: "));
     assert!(seen("user.remove", "user:admin", "failed"));
     let (status, _, jsonl) = api
         .call("GET", "/api/v1/audit-log/export", &admin.headers())

@@ -149,6 +149,19 @@ async fn rest_services_pass_any_request_through_signed_and_logged() {
     net.provider.report_services().await.unwrap();
     let (status, _, body) = curl([client(CONSUMER_CLIENT), vec![url("gema/halo")]].concat()).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    // An idempotency key is not taken on a REST service's calls: refused, not ignored.
+    let keyed = vec![
+        "-H".to_owned(),
+        "Idempotency-Key: k-1".to_owned(),
+        url("gema/halo"),
+    ];
+    let (status, _, body) = curl([client(CONSUMER_CLIENT), keyed].concat()).await;
+    let said = String::from_utf8_lossy(&body);
+    assert_eq!(status, 400, "{said}");
+    assert!(
+        said.contains("Idempotency-Key is taken on calls to gRPC services"),
+        "{said}"
+    );
 
     // Any method, path, query, headers and body; the backend sees them as sent, with the
     // bus's X-Road headers, and without the per-hop ones.

@@ -1,7 +1,7 @@
 //! Delivers each subscription's events, one at a time and in order, as exchanges from
 //! the publisher to the subscriber's `EventSink`, until the server stops.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,11 +11,59 @@ use prost::Message;
 use tokio::task::JoinSet;
 
 use super::{AfterFailure, Events, SINK, SubKey};
+use crate::SsError;
 use crate::consumer::{Call, Consumer, call_provider, random_id};
 use crate::errors::now_ms;
 
 /// The longest the loop sleeps without looking at the subscriptions again.
 const LOOK_AGAIN: Duration = Duration::from_secs(30);
+
+/// Which delivery of an event.
+#[derive(Debug, Clone, Copy)]
+enum Delivery {
+    /// The subscription's next event (or the first kept after it), after `attempts`
+    /// failed ones.
+    Next { attempts: u32 },
+    /// A dead letter an operator asked to deliver again.
+    Redelivery { attempts: u32 },
+}
+
+/// What is due for `key` now: a redelivery first, then its next event; or when
+/// something is due later.
+fn due_for(
+    events: &Events,
+    key: &SubKey,
+    place: &super::Place,
+    now: i64,
+) -> Result<Result<(lintas_proto::events::v1::Event, Delivery), Option<i64>>, SsError> {
+    if let Some(letter) = events.next_redelivery(key)? {
+        if letter.due_unix_ms > now {
+            return Ok(Err(Some(letter.due_unix_ms)));
+        }
+        match events.event(&key.publisher, &key.topic, letter.sequence)? {
+            Some(event) => {
+                let attempts = letter.attempts;
+                return Ok(Ok((event, Delivery::Redelivery { attempts })));
+            }
+            None => {
+                tracing::error!(subscription = %key_text(key), sequence = letter.sequence, "a dead letter's event is no longer kept; discarded");
+                events.discard(key, Some(letter.sequence))?;
+            }
+        }
+    }
+    let Some(event) = events.event_from(&key.publisher, &key.topic, place.next)? else {
+        return Ok(Err(None));
+    };
+    if place.due_unix_ms > now {
+        return Ok(Err(Some(place.due_unix_ms)));
+    }
+    let attempts = if event.sequence == place.next {
+        place.attempts
+    } else {
+        0
+    };
+    Ok(Ok((event, Delivery::Next { attempts })))
+}
 
 /// Runs deliveries until `stop` says so.
 pub async fn run(
@@ -25,52 +73,65 @@ pub async fn run(
     clock: Arc<dyn Clock>,
     stop: lintas_transport::Stop,
 ) {
-    let mut running: JoinSet<SubKey> = JoinSet::new();
-    let mut busy: HashSet<SubKey> = HashSet::new();
+    let mut running: JoinSet<()> = JoinSet::new();
+    // The subscription each delivery under way is for, by task (a delivery that
+    // panicked frees its subscription too).
+    let mut busy: HashMap<tokio::task::Id, SubKey> = HashMap::new();
     loop {
         let now = now_ms(&*clock);
         let mut wait = LOOK_AGAIN;
-        let subscriptions = {
-            let events = events.clone();
-            tokio::task::spawn_blocking(move || events.subscriptions())
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.map_err(|e| e.to_string()))
-        };
-        match subscriptions {
-            Ok(subscriptions) => {
-                for (key, place) in subscriptions {
+        let due = {
+            let (events, busy): (_, HashSet<SubKey>) =
+                (events.clone(), busy.values().cloned().collect());
+            let (consumer, access) = (consumer.clone(), access.clone());
+            tokio::task::spawn_blocking(move || {
+                let mut due = Vec::new();
+                let mut later = None::<i64>;
+                for (key, place) in events.subscriptions()? {
                     if busy.contains(&key) || !still_granted(&consumer, &access, &key) {
                         continue;
                     }
-                    let waiting = events
-                        .event(&key.publisher, &key.topic, place.next)
-                        .ok()
-                        .flatten();
-                    let Some(event) = waiting else { continue };
-                    if place.due_unix_ms > now {
-                        let left = u64::try_from(place.due_unix_ms - now).unwrap_or(0);
-                        wait = wait.min(Duration::from_millis(left));
-                        continue;
+                    match due_for(&events, &key, &place, now)? {
+                        Ok(delivery) => due.push((key, delivery)),
+                        Err(Some(at)) => later = Some(later.map_or(at, |l| l.min(at))),
+                        Err(None) => {}
                     }
-                    busy.insert(key.clone());
+                }
+                Ok::<_, SsError>((due, later))
+            })
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+        };
+        match due {
+            Ok((due, later)) => {
+                if let Some(at) = later {
+                    let left = u64::try_from(at.saturating_sub(now)).unwrap_or(0);
+                    wait = wait.min(Duration::from_millis(left));
+                }
+                for (key, (event, delivery)) in due {
                     let (events, consumer, clock) =
                         (events.clone(), consumer.clone(), clock.clone());
-                    let attempt = place.attempts;
-                    running.spawn(async move {
-                        deliver(&events, &consumer, &*clock, &key, event, attempt).await;
-                        key
+                    let task_key = key.clone();
+                    let task = running.spawn(async move {
+                        deliver(&events, &consumer, &*clock, &task_key, event, delivery).await;
                     });
+                    busy.insert(task.id(), key);
                 }
             }
             Err(e) => tracing::error!(error = %e, "reading the event subscriptions failed"),
         }
         tokio::select! {
             _ = events.changed.notified() => {}
-            Some(done) = running.join_next(), if !running.is_empty() => {
-                if let Ok(key) = done {
-                    busy.remove(&key);
-                }
+            Some(done) = running.join_next_with_id(), if !running.is_empty() => {
+                let id = match done {
+                    Ok((id, ())) => id,
+                    Err(e) => {
+                        tracing::error!(error = %e, "an event delivery ended abnormally");
+                        e.id()
+                    }
+                };
+                busy.remove(&id);
             }
             _ = tokio::time::sleep(wait) => {}
             _ = stop.stopped() => break,
@@ -87,47 +148,60 @@ async fn deliver(
     clock: &dyn Clock,
     key: &SubKey,
     mut event: lintas_proto::events::v1::Event,
-    attempt: u32,
+    delivery: Delivery,
 ) {
     let sequence = event.sequence;
-    event.attempt = attempt;
-    let outcome = match call(consumer, key, event).await {
-        Ok(()) => {
-            let (events, key) = (events.clone(), key.clone());
-            tokio::task::spawn_blocking(move || events.delivered(&key, sequence))
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.map_err(|e| e.to_string()))
+    event.attempt = match delivery {
+        Delivery::Next { attempts } | Delivery::Redelivery { attempts } => attempts,
+    };
+    let outcome = call(consumer, key, event).await;
+    let failure = outcome.as_ref().err().map(|status| {
+        let by_application = status
+            .metadata()
+            .get(crate::errors::ERROR_SOURCE)
+            .and_then(|v| v.to_str().ok())
+            == Some(crate::errors::ErrorSource::ProviderApp.as_str());
+        (
+            super::refused(status.code(), by_application),
+            format!("{:?}: {}", status.code(), status.message()),
+        )
+    });
+    let (events, owned, now) = (events.clone(), key.clone(), now_ms(clock));
+    let recorded = tokio::task::spawn_blocking(move || {
+        let failure = failure
+            .as_ref()
+            .map(|(refused, error)| (*refused, error.as_str()));
+        match (delivery, failure) {
+            (Delivery::Next { .. }, None) => events.delivered(&owned, sequence).map(|()| None),
+            (Delivery::Next { .. }, Some((refused, error))) => events
+                .failed(&owned, sequence, refused, error, now)
+                .map(Some),
+            (Delivery::Redelivery { .. }, failure) => events
+                .redelivered(&owned, sequence, failure.map_or(Ok(()), Err), now)
+                .map(|after| failure.map(|_| after)),
         }
-        Err(status) => {
-            let (events, owned, now) = (events.clone(), key.clone(), now_ms(clock));
-            let error = format!("{:?}: {}", status.code(), status.message());
-            let by_application = status
-                .metadata()
-                .get(crate::errors::ERROR_SOURCE)
-                .and_then(|v| v.to_str().ok())
-                == Some(crate::errors::ErrorSource::ProviderApp.as_str());
-            let refused = super::refused(status.code(), by_application);
-            let failed = tokio::task::spawn_blocking(move || {
-                events.failed(&owned, sequence, refused, &error, now)
-            })
-            .await;
-            match failed {
-                Ok(Ok(AfterFailure::DeadLetter)) => {
-                    tracing::warn!(subscription = %key_text(key), sequence, code = ?status.code(), reason = %status.message(), "event given up on: in the dead-letter store");
-                    Ok(())
-                }
-                Ok(Ok(AfterFailure::RetryIn(wait))) => {
-                    tracing::info!(subscription = %key_text(key), sequence, code = ?status.code(), retry_in_ms = wait.as_millis() as u64, "event delivery failed; retried");
-                    Ok(())
-                }
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(e) => Err(e.to_string()),
+    })
+    .await;
+    let redelivery = matches!(delivery, Delivery::Redelivery { .. });
+    match (recorded, outcome) {
+        (Ok(Ok(None)), _) => {
+            if redelivery {
+                tracing::info!(subscription = %key_text(key), sequence, "dead letter redelivered");
             }
         }
-    };
-    if let Err(e) = outcome {
-        tracing::error!(subscription = %key_text(key), sequence, error = %e, "recording an event delivery failed");
+        (Ok(Ok(Some(AfterFailure::DeadLetter))), Err(status)) => {
+            tracing::warn!(subscription = %key_text(key), sequence, redelivery, code = ?status.code(), reason = %status.message(), "event given up on: in the dead-letter store");
+        }
+        (Ok(Ok(Some(AfterFailure::RetryIn(wait)))), Err(status)) => {
+            tracing::info!(subscription = %key_text(key), sequence, redelivery, code = ?status.code(), retry_in_ms = wait.as_millis() as u64, "event delivery failed; retried");
+        }
+        (Ok(Ok(Some(_))), Ok(())) => {}
+        (Ok(Err(e)), _) => {
+            tracing::error!(subscription = %key_text(key), sequence, error = %e, "recording an event delivery failed");
+        }
+        (Err(e), _) => {
+            tracing::error!(subscription = %key_text(key), sequence, error = %e, "recording an event delivery failed");
+        }
     }
 }
 

@@ -177,3 +177,141 @@ fn a_refused_event_is_retried_then_dead_lettered_and_the_next_follows() {
     assert_eq!((of(&sub).backlog, of(&sub).dead_letters), (0, 1));
     assert_eq!((of(&other).backlog, of(&other).dead_letters), (1, 0));
 }
+
+#[test]
+fn only_events_every_subscriber_passed_no_dead_letter_names_and_old_enough_are_purged() {
+    let day = Duration::from_secs(86_400);
+    let ms = 86_400_000;
+    // (sequence, published, floor, named by a dead letter, retention, now, purged)
+    let cases = [
+        (1, 0, 2, false, day, ms, true),
+        (1, 0, 2, false, day, ms - 1, false),
+        (2, 0, 2, false, day, 10 * ms, false),
+        (1, 0, 2, true, day, 10 * ms, false),
+        (1, 0, 1, false, Duration::ZERO, 0, false),
+        (1, 0, 2, false, Duration::ZERO, 0, true),
+        (5, 0, u64::MAX, false, day, ms, true),
+        (1, i64::MAX - 1, 2, false, day, i64::MAX - 1, false),
+        (1, 0, 2, false, Duration::MAX, i64::MAX, false),
+    ];
+    for (sequence, published, floor, dead, retention, now, want) in cases {
+        assert_eq!(
+            purgeable(sequence, published, floor, dead, retention, now),
+            want,
+            "{sequence} {published} {floor} {dead} {retention:?} {now}"
+        );
+    }
+}
+
+#[test]
+fn acknowledged_events_are_purged_and_dead_letters_redelivered_or_discarded() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::open(dir.path()).unwrap();
+    let events = Events::open(&db, RETRY).unwrap();
+    let (a, b) = (key("ID/GOV/KEMENSOS/DTKS"), key("ID/GOV/BPJS/JKN"));
+    let (p, t) = (a.publisher.clone(), a.topic.clone());
+    let lain = "kependudukan.v1.Lain";
+    for s in 1..=5 {
+        events
+            .publish(&p, &t, "k", format!("e{s}").into_bytes(), s * 10)
+            .unwrap();
+    }
+    // A topic nobody subscribes to.
+    events.publish(&p, lain, "k", b"x".to_vec(), 10).unwrap();
+    events.subscribe(&a, true).unwrap();
+    events.subscribe(&b, true).unwrap();
+    for s in 1..=4 {
+        events.delivered(&a, s).unwrap();
+    }
+    events.delivered(&b, 1).unwrap();
+    // The second event is refused until dead-lettered.
+    for _ in 0..RETRY.max_attempts {
+        events.failed(&b, 2, true, "bad", 100).unwrap();
+    }
+    assert_eq!(events.place(&b).unwrap().unwrap().next, 3);
+
+    // Too young: nothing goes.
+    let retention = Duration::from_millis(100);
+    assert_eq!(events.purge(100, retention).unwrap(), 0);
+    // Old enough: what both passed, except the dead letter's; and the unsubscribed
+    // topic's event.
+    assert_eq!(events.purge(1_000, retention).unwrap(), 2);
+    let kept: Vec<u64> = (1..=5)
+        .filter(|&s| events.event(&p, &t, s).unwrap().is_some())
+        .collect();
+    assert_eq!(kept, [2, 3, 4, 5]);
+    assert!(events.event(&p, lain, 1).unwrap().is_none());
+    // A subscriber from the start begins at the first kept; the next publication
+    // still counts on.
+    let late = key("ID/GOV/KEMENKES/SATUSEHAT");
+    assert_eq!(events.subscribe(&late, true).unwrap().next, 2);
+    assert_eq!(events.publish(&p, lain, "k", b"y".to_vec(), 20).unwrap(), 2);
+    events.unsubscribe(&late).unwrap();
+
+    // Asked for again: the letter is waiting, and its event is kept.
+    assert!(events.next_redelivery(&b).unwrap().is_none());
+    assert_eq!(events.redeliver(&b, Some(9)).unwrap(), 0);
+    assert_eq!(events.redeliver(&b, Some(2)).unwrap(), 1);
+    let letter = events.next_redelivery(&b).unwrap().unwrap();
+    assert_eq!((letter.sequence, letter.redeliver), (2, true));
+    // Out of reach: tried again later, still a letter.
+    let after = events
+        .redelivered(&b, 2, Err((false, "down")), 2_000)
+        .unwrap();
+    assert_eq!(after, AfterFailure::RetryIn(Duration::from_secs(1)));
+    let letter = events.next_redelivery(&b).unwrap().unwrap();
+    assert_eq!((letter.tries, letter.due_unix_ms), (1, 3_000));
+    // Refused again: back among the dead letters, waiting for another request.
+    events
+        .redelivered(&b, 2, Err((true, "still bad")), 3_000)
+        .unwrap();
+    assert!(events.next_redelivery(&b).unwrap().is_none());
+    let letter = &events.dead_letters(&b).unwrap()[0];
+    assert_eq!(
+        (letter.attempts, letter.error.as_str(), letter.redeliver),
+        (RETRY.max_attempts + 2, "still bad", false)
+    );
+    // Acknowledged: the letter goes, and the event may be purged.
+    events.redeliver(&b, None).unwrap();
+    events.redelivered(&b, 2, Ok(()), 4_000).unwrap();
+    assert!(events.dead_letters(&b).unwrap().is_empty());
+    for s in 3..=4 {
+        events.delivered(&b, s).unwrap();
+    }
+    // Both passed 2 to 4; the other topic's second event has nobody to wait for.
+    assert_eq!(events.purge(5_000, retention).unwrap(), 4);
+    // Discarded letters go; the others stay.
+    events.delivered(&a, 5).unwrap();
+    events.publish(&p, &t, "k", b"e6".to_vec(), 60).unwrap();
+    for _ in 0..RETRY.max_attempts {
+        events.failed(&a, 6, true, "bad", 100).unwrap();
+    }
+    for _ in 0..RETRY.max_attempts {
+        events.failed(&b, 5, true, "bad", 100).unwrap();
+    }
+    assert_eq!(events.discard(&a, None).unwrap(), 1);
+    assert_eq!(events.dead_letters(&b).unwrap().len(), 1);
+
+    // A subscription pointing at purged events gets the first kept after them.
+    let first = events.event_from(&p, &t, 1).unwrap().unwrap();
+    assert_eq!(first.sequence, 5);
+    assert!(events.event_from(&p, &t, 7).unwrap().is_none());
+}
+
+#[test]
+fn an_export_holds_every_event_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::open(dir.path()).unwrap();
+    let events = Events::open(&db, RETRY).unwrap();
+    let a = key("ID/GOV/KEMENSOS/DTKS");
+    events.subscribe(&a, true).unwrap();
+    events
+        .publish(&a.publisher, &a.topic, "k", b"x".to_vec(), 1)
+        .unwrap();
+    for _ in 0..RETRY.max_attempts {
+        events.failed(&a, 1, true, "bad", 100).unwrap();
+    }
+    let exported = events.export().unwrap();
+    let trees: Vec<&str> = exported.iter().map(|e| e.tree.as_str()).collect();
+    assert_eq!(trees, store::TREES);
+}

@@ -484,6 +484,9 @@ pub fn router(manage: Arc<Manage>) -> axum::Router {
             quotas::remove_quota
         ))
         .routes(routes!(events::list_subscriptions))
+        .routes(routes!(events::list_dead_letters))
+        .routes(routes!(events::redeliver_dead_letters))
+        .routes(routes!(events::discard_dead_letters))
         .routes(routes!(list_client_certs, add_client_cert))
         .routes(routes!(remove_client_cert))
         .routes(routes!(health))

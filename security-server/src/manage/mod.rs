@@ -13,6 +13,7 @@ pub mod plane;
 mod quotas;
 mod services;
 mod subscriptions;
+pub use subscriptions::dead_letters_target;
 mod words;
 
 use std::sync::Arc;
@@ -101,6 +102,8 @@ pub struct Manage {
     pub switch: Arc<crate::switch::Switch>,
     /// The events of the publishers hosted here, and their subscriptions.
     pub events: Arc<crate::events::Events>,
+    /// The idempotency keys of the services provided here.
+    pub idempotency: Arc<crate::idempotency::Idempotency>,
 }
 
 /// One page of `items` (each with the text it is ordered and filtered by), as `q` asks.

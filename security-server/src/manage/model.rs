@@ -3,6 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
+mod events;
+pub use events::*;
+
 /// A service to provide (what `lintas ss service add` and `POST /api/v1/services` give).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -111,55 +114,6 @@ pub struct QuotaSpec {
     /// Calls that may come at once; absent when setting: the rate's number of calls.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst: Option<u32>,
-}
-
-/// A subscription to a topic of a publisher hosted here, and how its deliveries go.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct SubscriptionInfo {
-    pub publisher: String,
-    pub topic: String,
-    pub subscriber: String,
-    /// The sequence of the next event to deliver.
-    pub next_sequence: u64,
-    /// Events published and not yet delivered.
-    pub backlog: u64,
-    /// Failed deliveries of the next event so far.
-    pub attempts: u32,
-    /// Why the last delivery failed, if it did.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub last_error: String,
-    /// Events given up on (in the dead-letter store).
-    pub dead_letters: u64,
-}
-
-impl From<SubscriptionInfo> for lintas_proto::ss::v1::SubscriptionInfo {
-    fn from(s: SubscriptionInfo) -> Self {
-        lintas_proto::ss::v1::SubscriptionInfo {
-            publisher: s.publisher,
-            topic: s.topic,
-            subscriber: s.subscriber,
-            next_sequence: s.next_sequence,
-            backlog: s.backlog,
-            attempts: s.attempts,
-            last_error: s.last_error,
-            dead_letters: s.dead_letters,
-        }
-    }
-}
-
-impl From<lintas_proto::ss::v1::SubscriptionInfo> for SubscriptionInfo {
-    fn from(s: lintas_proto::ss::v1::SubscriptionInfo) -> Self {
-        SubscriptionInfo {
-            publisher: s.publisher,
-            topic: s.topic,
-            subscriber: s.subscriber,
-            next_sequence: s.next_sequence,
-            backlog: s.backlog,
-            attempts: s.attempts,
-            last_error: s.last_error,
-            dead_letters: s.dead_letters,
-        }
-    }
 }
 
 /// Which quota: its service, method and client.

@@ -431,7 +431,7 @@ pub(super) fn idempotency_refusal(why: crate::idempotency::Refused, key: &str) -
                 "idempotency key {key} was used for another request (message id {message_id}: another method or body); a new request needs a new key"
             ),
         )
-        .because("IdempotencyKeyReused"),
+        .because(crate::idempotency::KEY_REUSED),
         Refused::InProgress { message_id } => Refusal {
             retry_after: Some(1),
             ..refuse(
@@ -440,7 +440,7 @@ pub(super) fn idempotency_refusal(why: crate::idempotency::Refused, key: &str) -
                     "the request first sent under idempotency key {key} (message id {message_id}) is still being answered; send it again in a moment for its answer"
                 ),
             )
-            .because("IdempotencyInProgress")
+            .because(crate::idempotency::IN_PROGRESS)
         },
         Refused::Interrupted { message_id } => refuse(
             Code::Unknown,
@@ -448,7 +448,7 @@ pub(super) fn idempotency_refusal(why: crate::idempotency::Refused, key: &str) -
                 "the request first sent under idempotency key {key} (message id {message_id}) was being answered when this server stopped: whether the application acted on it is unknown; ask the provider before sending it under a new key"
             ),
         )
-        .because("IdempotencyOutcomeUnknown"),
+        .because(crate::idempotency::OUTCOME_UNKNOWN),
     }
 }
 

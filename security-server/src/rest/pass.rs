@@ -26,7 +26,14 @@ pub(super) async fn call(
         user_id,
         issue,
         trace,
+        idempotency_key,
     } = fields(req.headers())?;
+    if !idempotency_key.is_empty() {
+        return Err(Failure::client(
+            "BadRequest",
+            "Idempotency-Key is taken on calls to gRPC services (/r1/INSTANCE/CLASS/MEMBER/SUBSYSTEM/package.Service/Method), not yet on a REST service's calls: send the request without it",
+        ));
+    }
     let service: ServiceName = code
         .parse()
         .map_err(|e| Failure::client("InvalidServiceIdentifier", format!("service code: {e}")))?;
