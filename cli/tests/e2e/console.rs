@@ -11,6 +11,7 @@ use super::*;
 const PASSWORD: &str = USER_PASSWORD;
 const TAB: &str = "\u{E004}";
 const ENTER: &str = "\u{E007}";
+const TOPIC: &str = "kependudukan.v1.StatusPenduduk";
 
 /// Saves a screenshot of the page as DIR/NAME.png when LINTAS_SCREENSHOTS=DIR.
 async fn keep(browser: &Browser, name: &str) {
@@ -107,6 +108,13 @@ async fn an_operator_runs_the_server_from_the_browser() {
         "{table}"
     );
     keep(&browser, "services").await;
+    // A topic to publish events on, without an endpoint.
+    let topic = browser.find("#topic").await;
+    browser.click(&topic).await;
+    fill_and_send(&browser, &[("#service", TOPIC)], "#add-service").await;
+    let table = browser.text(&browser.find("#services").await).await;
+    assert!(table.contains(TOPIC) && table.contains("topic"), "{table}");
+    assert!(net.provider.access.services().iter().any(|s| s.topic));
 
     // Another client may not call CariNik yet; the administrator grants it from the
     // access page, and the call goes through.
@@ -171,6 +179,61 @@ async fn an_operator_runs_the_server_from_the_browser() {
     );
     let answer = net.cari(OTHER_CLIENT, NIK).await.unwrap();
     assert_eq!(answer.nama, "Siti Rahayu");
+
+    // A subscriber's dead letter, from the events page: delivered again, then
+    // discarded. (The subscriber is not granted the topic, so nothing is delivered.)
+    let events = net.provider.events();
+    let subscription = lintas_ss::events::SubKey {
+        publisher: PROVIDER_CLIENT.into(),
+        topic: TOPIC.into(),
+        subscriber: CONSUMER_CLIENT.into(),
+    };
+    events.subscribe(&subscription, false).unwrap();
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    events
+        .publish(
+            PROVIDER_CLIENT,
+            TOPIC,
+            "3174012305870001",
+            b"WAFAT".to_vec(),
+            now,
+        )
+        .unwrap();
+    for _ in 0..events.retry.max_attempts {
+        events
+            .failed(&subscription, 1, true, "InvalidArgument: tidak terbaca", 1)
+            .unwrap();
+    }
+    browser.goto(&format!("{base}/events")).await;
+    let listed = browser.text(&browser.find("#subscriptions").await).await;
+    assert!(
+        listed.contains(TOPIC) && listed.contains(CONSUMER_CLIENT),
+        "{listed}"
+    );
+    let letters = browser.text(&browser.find(".dead-letters").await).await;
+    assert!(
+        letters.contains("3174012305870001") && letters.contains("tidak terbaca"),
+        "{letters}"
+    );
+    keep(&browser, "events").await;
+    let again = browser.find(".dead-letters button.redeliver").await;
+    browser.navigating(browser.click(&again)).await;
+    let notice = browser.text(&browser.find("#notice").await).await;
+    assert!(notice.contains("deliver again: 1"), "{notice}");
+    assert!(
+        browser.page_text().await.contains("being delivered again"),
+        "{}",
+        browser.page_text().await
+    );
+    let discard = browser.find(".dead-letters button.discard").await;
+    browser.navigating(browser.click(&discard)).await;
+    let notice = browser.text(&browser.find("#notice").await).await;
+    assert!(notice.contains("discarded: 1"), "{notice}");
+    assert!(browser.find_all(".dead-letters").await.is_empty());
+    assert!(events.dead_letters(&subscription).unwrap().is_empty());
 
     // Both calls (refused, then answered) are on the message-log page, found by their
     // client, once the provider's server has written their monitoring records.
@@ -246,7 +309,10 @@ async fn an_operator_runs_the_server_from_the_browser() {
     browser.goto(&format!("{base}/audit")).await;
     let log = browser.page_text().await;
     assert!(
-        log.contains("grant.add") && log.contains("service.add"),
+        log.contains("grant.add")
+            && log.contains("service.add")
+            && log.contains("dead-letters.redeliver")
+            && log.contains("dead-letters.discard"),
         "{log}"
     );
     assert!(log.contains("console"), "{log}");

@@ -13,6 +13,7 @@ use lintas_manage::{ApiError, Plane};
 mod access;
 mod certs;
 mod dashboard;
+mod events;
 mod messages;
 mod services;
 
@@ -27,6 +28,7 @@ pub static SITE: Site = Site {
         ("dashboard", "/"),
         ("services", "/services"),
         ("access", "/access"),
+        ("events", "/events"),
         ("client_certs", "/client-certs"),
         ("messages", "/messages"),
         ("users", "/users"),
@@ -50,6 +52,10 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../../templates/access.html"),
     ),
     ("certs.html", include_str!("../../../templates/certs.html")),
+    (
+        "events.html",
+        include_str!("../../../templates/events.html"),
+    ),
     (
         "messages.html",
         include_str!("../../../templates/messages.html"),
@@ -91,6 +97,9 @@ where
             get(certs::client_certs).post(certs::add_client_cert),
         )
         .route("/client-certs/remove", post(certs::remove_client_cert))
+        .route("/events", get(events::events))
+        .route("/events/redeliver", post(events::redeliver))
+        .route("/events/discard", post(events::discard))
         .route("/messages", get(messages::messages))
         .merge(lintas_manage::console::routes())
 }
@@ -150,6 +159,8 @@ mod tests {
             "revoked",
             "quota_set",
             "quota_removed",
+            "redelivered",
+            "discarded",
             "cert_added",
             "cert_removed",
             "maintenance_is_on",

@@ -60,6 +60,9 @@ pub(super) struct ServiceForm {
     rest: bool,
     #[serde(default)]
     large_messages: bool,
+    /// A topic events are published on (without an endpoint).
+    #[serde(default)]
+    topic: bool,
     #[serde(default)]
     openapi_path: String,
 }
@@ -76,6 +79,7 @@ pub(super) async fn add_service(
         endpoint: f.endpoint,
         rest: f.rest,
         large_messages: f.large_messages,
+        topic: f.topic,
         openapi_path: Some(f.openapi_path).filter(|p| !p.is_empty()),
         ..Default::default()
     };
