@@ -15,6 +15,12 @@ pub enum EventsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// End a subscription for its subscriber (one whose grant was revoked, say); its
+    /// dead letters stay until discarded.
+    End {
+        #[command(flatten)]
+        subscription: Subscription,
+    },
     /// List a subscription's dead letters (events given up on), oldest first.
     DeadLetters {
         #[command(flatten)]
@@ -27,14 +33,16 @@ pub enum EventsCommand {
     Redeliver {
         #[command(flatten)]
         subscription: Subscription,
-        #[arg(long)]
+        /// The dead letter's sequence (from 1).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         sequence: Option<u64>,
     },
     /// Remove a subscription's dead letters for good (one with `--sequence`, or all).
     Discard {
         #[command(flatten)]
         subscription: Subscription,
-        #[arg(long)]
+        /// The dead letter's sequence (from 1).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         sequence: Option<u64>,
     },
 }
@@ -91,6 +99,26 @@ pub async fn run(config: &Path, command: EventsCommand) -> Result<()> {
                     );
                 }
             }
+        }
+        EventsCommand::End { subscription } => {
+            let s = subscription.selection(None);
+            let ended = admin
+                .end_subscription(pb::SubscriptionRef {
+                    publisher: s.publisher,
+                    topic: s.topic,
+                    subscriber: s.subscriber,
+                })
+                .await?
+                .into_inner();
+            println!(
+                "subscription of {} to {} {} ended at event {} ({} waiting, {} dead letter(s) kept)",
+                ended.subscriber,
+                ended.publisher,
+                ended.topic,
+                ended.next_sequence,
+                ended.backlog,
+                ended.dead_letters
+            );
         }
         EventsCommand::DeadLetters { subscription, json } => {
             let letters = admin

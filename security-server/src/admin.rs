@@ -317,6 +317,18 @@ impl SecurityServerAdmin for AdminService {
         }))
     }
 
+    async fn end_subscription(
+        &self,
+        request: Request<pb::SubscriptionRef>,
+    ) -> Result<Response<pb::SubscriptionInfo>, Status> {
+        let actor = socket_actor(&request);
+        let s = crate::manage::model::SubscriptionRef::from(request.into_inner());
+        let target = crate::manage::subscription_target(&s);
+        let result = self.0.end_subscription(s).await;
+        let ended = self.audited(&actor, "subscription.end", &target, result)?;
+        Ok(Response::new(ended.into()))
+    }
+
     async fn redeliver_dead_letters(
         &self,
         request: Request<pb::DeadLetterSelection>,
@@ -416,16 +428,30 @@ impl SecurityServerAdmin for AdminService {
             .map_err(|e| Status::failed_precondition(e.to_string()))
     }
 
+    type ExportStateStream =
+        std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::StateExport, Status>> + Send>>;
+
     async fn export_state(
         &self,
         request: Request<pb::ListRequest>,
-    ) -> Result<Response<pb::StateExport>, Status> {
+    ) -> Result<Response<Self::ExportStateStream>, Status> {
         let actor = socket_actor(&request);
-        let result =
-            crate::state_export::exported(&self.0.access, &self.0.idempotency, &self.0.events)
-                .map_err(|e| ManageError::Internal(e.to_string()));
-        self.audited(&actor, "backup", "the state store", result)
-            .map(Response::new)
+        let m = self.0.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            crate::state_export::exported(&m.access, &m.idempotency, &m.events)
+        })
+        .await
+        .map_err(|e| ManageError::Internal(e.to_string()))
+        .and_then(|r| r.map_err(|e| ManageError::Internal(e.to_string())));
+        let parts = crate::state_export::in_parts(self.audited(
+            &actor,
+            "backup",
+            "the state store",
+            result,
+        )?);
+        Ok(Response::new(Box::pin(tokio_stream::iter(
+            parts.into_iter().map(Ok),
+        ))))
     }
 
     async fn log_status(

@@ -96,11 +96,15 @@ async fn state_entries(config: &SsConfig) -> Result<(pb::StateExport, bool), SsE
     let state = config.data_dir.join("state");
     if lintas_log::file::in_use(&records) || lintas_log::sled_in_use(&state) {
         let mut admin = crate::admin::connect(&config.data_dir).await?;
-        let export = admin
+        let mut parts = admin
             .export_state(pb::ListRequest::default())
             .await
             .map_err(SsError::from)?
             .into_inner();
+        let mut export = pb::StateExport::default();
+        while let Some(part) = parts.message().await.map_err(SsError::from)? {
+            export.entries.extend(part.entries);
+        }
         return Ok((export, true));
     }
     let mut export = pb::StateExport::default();

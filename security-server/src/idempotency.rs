@@ -245,8 +245,6 @@ impl Idempotency {
         Ok(())
     }
 
-    /// Removes the entries whose window has passed (and any that cannot be read);
-    /// answers how many.
     /// Every key kept, as a backup carries them (a key still being answered is one
     /// cut off by a restart once restored).
     pub fn export(&self) -> Result<Vec<crate::access::StoredEntry>, SsError> {
@@ -259,6 +257,8 @@ impl Idempotency {
             .collect()
     }
 
+    /// Removes the entries whose window has passed (and any that cannot be read);
+    /// answers how many.
     pub fn purge(&self, now_ms: i64) -> Result<usize, SsError> {
         let mut gone = 0;
         for kv in self.tree.iter() {

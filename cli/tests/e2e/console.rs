@@ -234,6 +234,11 @@ async fn an_operator_runs_the_server_from_the_browser() {
     assert!(notice.contains("discarded: 1"), "{notice}");
     assert!(browser.find_all(".dead-letters").await.is_empty());
     assert!(events.dead_letters(&subscription).unwrap().is_empty());
+    let end = browser.find("#subscriptions button.end").await;
+    browser.navigating(browser.click(&end)).await;
+    let notice = browser.text(&browser.find("#notice").await).await;
+    assert!(notice.contains(CONSUMER_CLIENT), "{notice}");
+    assert!(events.place(&subscription).unwrap().is_none());
 
     // Both calls (refused, then answered) are on the message-log page, found by their
     // client, once the provider's server has written their monitoring records.

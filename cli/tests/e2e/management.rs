@@ -344,8 +344,19 @@ async fn the_management_api_is_authenticated_role_checked_and_audited() {
     assert_eq!(status, 404);
 
     // Dead letters: read by anyone signed in, redelivered or discarded by those who
-    // administer services, each change audited.
+    // administer services, each change audited; a subscription ended the same way.
     let topic = "kependudukan.v1.StatusPenduduk";
+    net.provider
+        .events()
+        .subscribe(
+            &lintas_ss::events::SubKey {
+                publisher: PROVIDER_CLIENT.into(),
+                topic: topic.into(),
+                subscriber: CONSUMER_CLIENT.into(),
+            },
+            false,
+        )
+        .unwrap();
     let (status, letters) = api
         .json(
             "GET",
@@ -373,8 +384,16 @@ async fn the_management_api_is_authenticated_role_checked_and_audited() {
             selection(Some(7), PROVIDER_CLIENT),
             404,
         ),
+        (
+            "redeliver",
+            &admin,
+            selection(Some(0), PROVIDER_CLIENT),
+            400,
+        ),
         ("discard", &admin, selection(Some(7), PROVIDER_CLIENT), 404),
-        ("discard", &admin, selection(None, CONSUMER_CLIENT), 412),
+        // No subscription: nothing to redeliver to; letters of any can be discarded.
+        ("redeliver", &admin, selection(None, CONSUMER_CLIENT), 412),
+        ("discard", &admin, selection(None, CONSUMER_CLIENT), 200),
         ("discard", &admin, selection(None, "bukan/pengenal"), 400),
         (
             "discard",
@@ -396,6 +415,18 @@ async fn the_management_api_is_authenticated_role_checked_and_audited() {
             assert_eq!(answer, json!({"count": 0}));
         }
     }
+    let end = format!(
+        "/api/v1/subscriptions?publisher={PROVIDER_CLIENT}&topic={topic}&subscriber={CONSUMER_CLIENT}"
+    );
+    let (status, _) = api.json("DELETE", &end, &auditor, None).await;
+    assert_eq!(status, 403);
+    let (status, ended) = api.json("DELETE", &end, &admin, None).await;
+    assert_eq!(
+        (status, &ended["subscriber"]),
+        (200, &json!(CONSUMER_CLIENT))
+    );
+    let (status, _) = api.json("DELETE", &end, &admin, None).await;
+    assert_eq!(status, 404);
     let (status, _) = api
         .json(
             "PUT",
@@ -531,6 +562,7 @@ async fn the_management_api_is_authenticated_role_checked_and_audited() {
     assert!(seen("evidence.export", "api-key:", "ok"));
     assert!(seen("dead-letters.redeliver", "user:admin", "ok"));
     assert!(seen("dead-letters.discard", "user:admin", "failed: "));
+    assert!(seen("subscription.end", "user:admin", "ok"));
     assert!(seen("user.remove", "user:admin", "failed"));
     let (status, _, jsonl) = api
         .call("GET", "/api/v1/audit-log/export", &admin.headers())

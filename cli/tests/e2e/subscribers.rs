@@ -247,6 +247,22 @@ async fn both_subscribers_hear_of_a_death_and_one_whose_server_was_down_hears_it
     let e = next(&mut bpjs_rx).await;
     assert_eq!((e.sequence, e.payload.as_slice()), (3, b"racun".as_slice()));
     until(&servers[2], BPJS, |s| s["dead_letters"] == 0).await;
+    let zero = lintas_cmd(&["ss", "events", "discard", PROVIDER_CLIENT, TOPIC, BPJS])
+        .args(["--sequence", "0", "--config", &servers[2].config])
+        .output()
+        .unwrap();
+    assert!(!zero.status.success(), "--sequence 0 is not taken for all");
+    // The operator ends health insurance's subscription; social assistance's goes on.
+    let ended = cli(
+        &servers[2],
+        &["ss", "events", "end", PROVIDER_CLIENT, TOPIC, BPJS],
+    );
+    assert!(ended.contains("ended at event 5"), "{ended}");
+    let left: Vec<_> = listed(&servers[2])
+        .iter()
+        .map(|s| s["subscriber"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(left, [CONSUMER_CLIENT]);
 
     // Health insurance's log holds each acknowledged delivery, signed by the registry's
     // server, and verifies offline.

@@ -176,9 +176,9 @@ async fn deliver(
             (Delivery::Next { .. }, Some((refused, error))) => events
                 .failed(&owned, sequence, refused, error, now)
                 .map(Some),
-            (Delivery::Redelivery { .. }, failure) => events
-                .redelivered(&owned, sequence, failure.map_or(Ok(()), Err), now)
-                .map(|after| failure.map(|_| after)),
+            (Delivery::Redelivery { .. }, failure) => {
+                events.redelivered(&owned, sequence, failure.map_or(Ok(()), Err), now)
+            }
         }
     })
     .await;

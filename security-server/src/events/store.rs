@@ -255,7 +255,8 @@ impl Events {
     }
 
     /// The delivery of `sequence` failed (`refused`: the subscriber refused the event):
-    /// retried later, or given up on. Blocks on a disk flush.
+    /// retried later, or given up on: the dead letter and the subscription's move past
+    /// it are written together. Blocks on a disk flush.
     pub fn failed(
         &self,
         key: &SubKey,
@@ -264,42 +265,62 @@ impl Events {
         error: &str,
         now_ms: i64,
     ) -> Result<AfterFailure, SsError> {
-        let Some((raw, place)) = self.place_at(key, sequence)? else {
-            return Ok(AfterFailure::RetryIn(Duration::ZERO));
-        };
-        // Failures so far count for the event they were about.
-        let (attempts, refusals) = if place.next == sequence {
-            (place.attempts + 1, place.refusals + u32::from(refused))
-        } else {
-            (1, u32::from(refused))
-        };
-        let after = after_failure(attempts, refusals, &self.retry);
-        let place = match after {
-            AfterFailure::DeadLetter => {
-                let letter = DeadLetter {
-                    sequence,
-                    attempts,
-                    error: error.to_owned(),
-                    at_unix_ms: now_ms,
-                    redeliver: false,
-                    tries: 0,
-                    due_unix_ms: 0,
-                };
-                state(self.dead.insert(letter_key(key, sequence), json(&letter)?))?;
-                Place {
-                    next: sequence + 1,
-                    ..Place::default()
+        use sled::Transactional;
+        use sled::transaction::ConflictableTransactionError as Conflict;
+        let abort = |e: serde_json::Error| Conflict::Abort(e.to_string());
+        let retry = self.retry;
+        let outcome = (&self.subs, &self.dead).transaction(|(subs, dead)| {
+            let Some(place) = subs
+                .get(key.bytes())?
+                .and_then(|raw| serde_json::from_slice::<Place>(&raw).ok())
+                .filter(|p| p.next <= sequence)
+            else {
+                // Unsubscribed meanwhile, or moved on.
+                return Ok(AfterFailure::RetryIn(Duration::ZERO));
+            };
+            // Failures so far count for the event they were about.
+            let (attempts, refusals) = if place.next == sequence {
+                (place.attempts + 1, place.refusals + u32::from(refused))
+            } else {
+                (1, u32::from(refused))
+            };
+            let after = after_failure(attempts, refusals, &retry);
+            let place = match after {
+                AfterFailure::DeadLetter => {
+                    let letter = DeadLetter {
+                        sequence,
+                        attempts,
+                        error: error.to_owned(),
+                        at_unix_ms: now_ms,
+                        redeliver: false,
+                        tries: 0,
+                        due_unix_ms: 0,
+                    };
+                    dead.insert(
+                        letter_key(key, sequence),
+                        serde_json::to_vec(&letter).map_err(abort)?,
+                    )?;
+                    Place {
+                        next: sequence + 1,
+                        ..Place::default()
+                    }
                 }
-            }
-            AfterFailure::RetryIn(wait) => Place {
-                next: sequence,
-                attempts,
-                refusals,
-                due_unix_ms: due(now_ms, wait),
-                last_error: error.to_owned(),
-            },
-        };
-        self.move_place(key, raw, &place)?;
+                AfterFailure::RetryIn(wait) => Place {
+                    next: sequence,
+                    attempts,
+                    refusals,
+                    due_unix_ms: due(now_ms, wait),
+                    last_error: error.to_owned(),
+                },
+            };
+            subs.insert(key.bytes(), serde_json::to_vec(&place).map_err(abort)?)?;
+            Ok(after)
+        });
+        let after = outcome.map_err(|e| match e {
+            sled::transaction::TransactionError::Abort(why) => SsError::State(why),
+            sled::transaction::TransactionError::Storage(e) => crate::state_error(e),
+        })?;
+        self.flush()?;
         Ok(after)
     }
 
@@ -333,25 +354,37 @@ impl Events {
     }
 
     /// Changes the dead letters of `key` (the one at `sequence`, or all): `change`
-    /// answers the new letter, or `None` to remove it. Answers how many it changed.
+    /// answers the new letter, or `None` to remove it; a letter changed meanwhile is
+    /// read and changed again. Answers how many it changed.
     fn change_letters(
         &self,
         key: &SubKey,
         sequence: Option<u64>,
         change: impl Fn(DeadLetter) -> Option<DeadLetter>,
     ) -> Result<usize, SsError> {
+        let at: Vec<sled::IVec> = match sequence {
+            Some(s) => vec![letter_key(key, s).into()],
+            None => state(
+                self.dead
+                    .scan_prefix(letters_prefix(key))
+                    .keys()
+                    .collect::<Result<_, _>>(),
+            )?,
+        };
         let mut changed = 0;
-        for kv in self.dead.scan_prefix(letters_prefix(key)) {
-            let (at, raw) = state(kv)?;
-            let Ok(letter) = serde_json::from_slice::<DeadLetter>(&raw) else {
-                continue;
-            };
-            if sequence.is_some_and(|s| s != letter.sequence) {
-                continue;
-            }
-            let new = change(letter).map(|l| json(&l)).transpose()?;
-            if state(self.dead.compare_and_swap(at, Some(raw), new))?.is_ok() {
-                changed += 1;
+        for at in at {
+            loop {
+                let Some(raw) = state(self.dead.get(&at))? else {
+                    break;
+                };
+                let Ok(letter) = serde_json::from_slice::<DeadLetter>(&raw) else {
+                    break;
+                };
+                let new = change(letter).map(|l| json(&l)).transpose()?;
+                if state(self.dead.compare_and_swap(&at, Some(raw), new))?.is_ok() {
+                    changed += 1;
+                    break;
+                }
             }
         }
         state(self.dead.flush())?;
@@ -381,22 +414,31 @@ impl Events {
 
     /// The first dead letter of `key` an operator asked to redeliver, if any.
     pub fn next_redelivery(&self, key: &SubKey) -> Result<Option<DeadLetter>, SsError> {
-        Ok(self.dead_letters(key)?.into_iter().find(|l| l.redeliver))
+        for kv in self.dead.scan_prefix(letters_prefix(key)) {
+            let (_, v) = state(kv)?;
+            if let Ok(letter) = serde_json::from_slice::<DeadLetter>(&v)
+                && letter.redeliver
+            {
+                return Ok(Some(letter));
+            }
+        }
+        Ok(None)
     }
 
     /// A redelivery of the dead letter at `sequence` ended: acknowledged (`Ok`: the
     /// letter goes), or failed: refused by the subscriber, it is a dead letter again,
-    /// waiting for another request; out of reach, tried again with backoff. Blocks on
-    /// a disk flush.
+    /// waiting for another request; out of reach, tried again with backoff. Answers
+    /// what follows a failure (`None`: acknowledged, or the letter was discarded
+    /// meanwhile). Blocks on a disk flush.
     pub fn redelivered(
         &self,
         key: &SubKey,
         sequence: u64,
         outcome: Result<(), (bool, &str)>,
         now_ms: i64,
-    ) -> Result<AfterFailure, SsError> {
+    ) -> Result<Option<AfterFailure>, SsError> {
         let retry = self.retry;
-        let after = std::cell::Cell::new(AfterFailure::DeadLetter);
+        let after = std::cell::Cell::new(None);
         self.change_letters(key, Some(sequence), |l| {
             let (refused, error) = outcome.err()?;
             let mut l = DeadLetter {
@@ -407,13 +449,14 @@ impl Events {
             if refused {
                 l.redeliver = false;
                 l.at_unix_ms = now_ms;
+                after.set(Some(AfterFailure::DeadLetter));
             } else {
                 l.tries = l.tries.saturating_add(1);
                 let next = after_failure(l.tries, 0, &retry);
                 if let AfterFailure::RetryIn(wait) = next {
                     l.due_unix_ms = due(now_ms, wait);
                 }
-                after.set(next);
+                after.set(Some(next));
             }
             Some(l)
         })?;
@@ -487,22 +530,66 @@ impl Events {
         Ok(removed)
     }
 
-    /// Every entry of the events' trees, as a backup carries them: a topic's last
-    /// sequence and its events read together, with no publishing in between.
+    /// Every entry of the events' trees, as a backup carries them, consistent with the
+    /// topics' last sequences as read at the start (with no publishing meanwhile):
+    /// events published later, and dead letters of them, are left out, and a place
+    /// beyond them is taken back to the first left out.
     pub fn export(&self) -> Result<Vec<lintas_proto::ss::v1::StateEntry>, SsError> {
-        let _one_at_a_time = self.one_at_a_time();
-        let mut out = Vec::new();
-        for (name, tree) in TREES
-            .into_iter()
-            .zip([&self.last, &self.log, &self.subs, &self.dead])
-        {
-            for kv in tree.iter() {
+        let entry = |tree: &str, key: &[u8], value: Vec<u8>| lintas_proto::ss::v1::StateEntry {
+            tree: tree.into(),
+            key: key.to_vec(),
+            value,
+        };
+        let lasts: HashMap<Vec<u8>, u64> = {
+            let _one_at_a_time = self.one_at_a_time();
+            let mut lasts = HashMap::new();
+            for kv in self.last.iter() {
                 let (k, v) = state(kv)?;
-                out.push(lintas_proto::ss::v1::StateEntry {
-                    tree: name.into(),
-                    key: k.to_vec(),
-                    value: v.to_vec(),
-                });
+                let last = <[u8; 8]>::try_from(v.as_ref()).map_or(0, u64::from_be_bytes);
+                lasts.insert(k.to_vec(), last);
+            }
+            lasts
+        };
+        let last_of = |topic: &[u8]| lasts.get(topic).copied().unwrap_or(0);
+        let mut out: Vec<_> = lasts
+            .iter()
+            .map(|(k, last)| entry(TREES[0], k, last.to_be_bytes().to_vec()))
+            .collect();
+        for kv in self.log.iter() {
+            let (k, v) = state(kv)?;
+            if let Some(s) = sequence_of(&k)
+                && s <= last_of(&k[..k.len() - 8])
+            {
+                out.push(entry(TREES[1], &k, v.to_vec()));
+            }
+        }
+        for kv in self.subs.iter() {
+            let (k, v) = state(kv)?;
+            let (Some(key), Ok(mut place)) =
+                (SubKey::parse(&k), serde_json::from_slice::<Place>(&v))
+            else {
+                continue;
+            };
+            let after_last = last_of(&topic_key(&key.publisher, &key.topic)) + 1;
+            if place.next > after_last {
+                place = Place {
+                    next: after_last,
+                    ..Place::default()
+                };
+            }
+            out.push(entry(TREES[2], &k, json(&place)?));
+        }
+        for kv in self.dead.iter() {
+            let (k, v) = state(kv)?;
+            let topic = k
+                .len()
+                .checked_sub(9)
+                .and_then(|end| SubKey::parse(&k[..end]))
+                .map(|key| topic_key(&key.publisher, &key.topic));
+            if let (Some(s), Some(topic)) = (sequence_of(&k), topic)
+                && s <= last_of(&topic)
+            {
+                out.push(entry(TREES[3], &k, v.to_vec()));
             }
         }
         Ok(out)

@@ -258,7 +258,7 @@ fn acknowledged_events_are_purged_and_dead_letters_redelivered_or_discarded() {
     let after = events
         .redelivered(&b, 2, Err((false, "down")), 2_000)
         .unwrap();
-    assert_eq!(after, AfterFailure::RetryIn(Duration::from_secs(1)));
+    assert_eq!(after, Some(AfterFailure::RetryIn(Duration::from_secs(1))));
     let letter = events.next_redelivery(&b).unwrap().unwrap();
     assert_eq!((letter.tries, letter.due_unix_ms), (1, 3_000));
     // Refused again: back among the dead letters, waiting for another request.

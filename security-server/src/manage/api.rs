@@ -483,7 +483,10 @@ pub fn router(manage: Arc<Manage>) -> axum::Router {
             quotas::set_quota,
             quotas::remove_quota
         ))
-        .routes(routes!(events::list_subscriptions))
+        .routes(routes!(
+            events::list_subscriptions,
+            events::end_subscription
+        ))
         .routes(routes!(events::list_dead_letters))
         .routes(routes!(events::redeliver_dead_letters))
         .routes(routes!(events::discard_dead_letters))

@@ -13,7 +13,7 @@ pub mod plane;
 mod quotas;
 mod services;
 mod subscriptions;
-pub use subscriptions::dead_letters_target;
+pub use subscriptions::{dead_letters_target, subscription_target};
 mod words;
 
 use std::sync::Arc;

@@ -1,10 +1,11 @@
 //! Subscriptions to the topics of the publishers hosted here, and their dead letters,
 //! as operators see them.
 
-use lintas_identifiers::{ClientId, ServiceName};
+use lintas_identifiers::{ClientId, ServiceName, SubsystemId};
 
 use super::model::{
     DeadLetterCount, DeadLetterInfo, DeadLetterSelection, ListQuery, Page, SubscriptionInfo,
+    SubscriptionRef,
 };
 use super::{Manage, ManageError, invalid, paged};
 use crate::events::SubKey;
@@ -18,32 +19,37 @@ impl Manage {
             .into_iter()
             .map(|s| {
                 let key = format!("{} {} {}", s.key.publisher, s.key.topic, s.key.subscriber);
-                let info = SubscriptionInfo {
-                    publisher: s.key.publisher,
-                    topic: s.key.topic,
-                    subscriber: s.key.subscriber,
-                    next_sequence: s.place.next,
-                    backlog: s.backlog,
-                    attempts: s.place.attempts,
-                    last_error: s.place.last_error,
-                    dead_letters: s.dead_letters,
-                };
-                (key, info)
+                (key, info(s))
             })
             .collect();
         paged(all, q)
     }
 
-    /// The subscription a selection names: of a publisher hosted here.
-    fn subscription(&self, s: &DeadLetterSelection) -> Result<SubKey, ManageError> {
-        let publisher = self.hosted(&s.publisher)?;
-        let topic: ServiceName = s.topic.parse().map_err(|e| invalid("topic", e))?;
-        let subscriber: ClientId = s.subscriber.parse().map_err(|e| invalid("subscriber", e))?;
-        Ok(SubKey {
-            publisher: publisher.to_string(),
-            topic: topic.to_string(),
-            subscriber: subscriber.to_string(),
+    /// Ends a subscription for its subscriber; answers it as it was.
+    pub async fn end_subscription(
+        &self,
+        s: SubscriptionRef,
+    ) -> Result<SubscriptionInfo, ManageError> {
+        let key = subscription(&s.publisher, &s.topic, &s.subscriber)?;
+        let events = self.events.clone();
+        let ended = tokio::task::spawn_blocking(move || {
+            let status = events.status()?.into_iter().find(|x| x.key == key);
+            if status.is_some() {
+                events.unsubscribe(&key)?;
+            }
+            Ok::<_, crate::SsError>(status)
         })
+        .await
+        .map_err(|e| ManageError::Internal(e.to_string()))?
+        .map_err(ManageError::from)?;
+        let ended = ended.ok_or_else(|| {
+            ManageError::NotFound(format!(
+                "{} has no subscription to {} of {}",
+                s.subscriber, s.topic, s.publisher
+            ))
+        })?;
+        tracing::info!(publisher = %s.publisher, topic = %s.topic, subscriber = %s.subscriber, "subscription ended by an operator");
+        Ok(info(ended))
     }
 
     /// A subscription's dead letters, oldest first (all of them: `sequence` ignored).
@@ -51,7 +57,7 @@ impl Manage {
         &self,
         s: &DeadLetterSelection,
     ) -> Result<Vec<DeadLetterInfo>, ManageError> {
-        let key = self.subscription(s)?;
+        let key = subscription(&s.publisher, &s.topic, &s.subscriber)?;
         let letters = self.events.dead_letters(&key).map_err(ManageError::from)?;
         letters
             .into_iter()
@@ -80,18 +86,34 @@ impl Manage {
         s: DeadLetterSelection,
         redeliver: bool,
     ) -> Result<DeadLetterCount, ManageError> {
-        let key = self.subscription(&s)?;
+        let key = subscription(&s.publisher, &s.topic, &s.subscriber)?;
+        if s.sequence == Some(0) {
+            return Err(invalid(
+                "sequence",
+                "events are numbered from 1; leave it out for all",
+            ));
+        }
         let (events, which) = (self.events.clone(), s.sequence);
         let changed = tokio::task::spawn_blocking(move || {
-            if redeliver {
-                events.redeliver(&key, which)
-            } else {
-                events.discard(&key, which)
+            if !redeliver {
+                return events.discard(&key, which).map(Some);
             }
+            // Only a subscription's letters go to it: those of one ended can only be
+            // discarded.
+            if events.place(&key)?.is_none() {
+                return Ok(None);
+            }
+            events.redeliver(&key, which).map(Some)
         })
         .await
         .map_err(|e| ManageError::Internal(e.to_string()))?
-        .map_err(ManageError::from)?;
+        .map_err(ManageError::from)?
+        .ok_or_else(|| {
+            ManageError::Precondition(format!(
+                "{} no longer subscribes to {} of {}: its dead letters can only be discarded",
+                s.subscriber, s.topic, s.publisher
+            ))
+        })?;
         if let (Some(sequence), 0) = (s.sequence, changed) {
             return Err(ManageError::NotFound(format!(
                 "{} has no dead letter {sequence} of {} {}",
@@ -108,6 +130,37 @@ impl Manage {
             count: changed as u64,
         })
     }
+}
+
+/// The subscription the three names name. The publisher need not be hosted here any
+/// more: its subscriptions can still be ended and their letters discarded.
+fn subscription(publisher: &str, topic: &str, subscriber: &str) -> Result<SubKey, ManageError> {
+    let publisher: SubsystemId = publisher.parse().map_err(|e| invalid("publisher", e))?;
+    let topic: ServiceName = topic.parse().map_err(|e| invalid("topic", e))?;
+    let subscriber: ClientId = subscriber.parse().map_err(|e| invalid("subscriber", e))?;
+    Ok(SubKey {
+        publisher: publisher.to_string(),
+        topic: topic.to_string(),
+        subscriber: subscriber.to_string(),
+    })
+}
+
+fn info(s: crate::events::SubStatus) -> SubscriptionInfo {
+    SubscriptionInfo {
+        publisher: s.key.publisher,
+        topic: s.key.topic,
+        subscriber: s.key.subscriber,
+        next_sequence: s.place.next,
+        backlog: s.backlog,
+        attempts: s.place.attempts,
+        last_error: s.place.last_error,
+        dead_letters: s.dead_letters,
+    }
+}
+
+/// The audit log's words for a subscription.
+pub fn subscription_target(s: &SubscriptionRef) -> String {
+    format!("{} {} -> {}", s.publisher, s.topic, s.subscriber)
 }
 
 /// The audit log's words for a selection of dead letters.

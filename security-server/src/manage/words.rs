@@ -41,6 +41,12 @@ pub const CATALOGUE: &[Entry] = &[
         "Dead letters discarded:",
         "Surat mati dibuang:",
     ),
+    ("end_subscription", "End", "Akhiri"),
+    (
+        "subscription_ended",
+        "Subscription ended:",
+        "Langganan diakhiri:",
+    ),
     ("topic_kind", "topic", "topik"),
     (
         "topic_without_endpoint",

@@ -2,7 +2,7 @@
 //! management API.
 
 use super::*;
-use crate::manage::dead_letters_target;
+use crate::manage::{dead_letters_target, subscription_target};
 
 /// The subscriptions to the topics of the publishers hosted here.
 #[utoipa::path(get, path = "/api/v1/subscriptions", tag = "events", params(ListQuery),
@@ -13,6 +13,23 @@ pub(super) async fn list_subscriptions(
     Params(q): Params<ListQuery>,
 ) -> Result<Json<Page<SubscriptionInfo>>, ApiError> {
     Ok(Json(api.manage.subscriptions(&q)?))
+}
+
+/// Ends a subscription for its subscriber (one whose grant was revoked, say); its dead
+/// letters stay until discarded.
+#[utoipa::path(delete, path = "/api/v1/subscriptions", tag = "events", params(SubscriptionRef),
+    responses((status = 200, body = SubscriptionInfo), (status = 400, body = ApiError),
+        (status = 403, body = ApiError), (status = 404, body = ApiError)))]
+pub(super) async fn end_subscription(
+    State(api): State<Api>,
+    caller: Caller,
+    Params(s): Params<SubscriptionRef>,
+) -> Result<Json<SubscriptionInfo>, ApiError> {
+    let target = subscription_target(&s);
+    let op = async { Ok(api.manage.end_subscription(s).await?) };
+    Ok(Json(
+        audited(&api, &caller, SERVICES, "subscription.end", &target, op).await?,
+    ))
 }
 
 /// A subscription's dead letters (events given up on), oldest first.

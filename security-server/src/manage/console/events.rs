@@ -110,6 +110,37 @@ pub(super) async fn discard(
     changed(api, viewer, f, false).await
 }
 
+#[derive(serde::Deserialize)]
+pub(super) struct SubscriptionForm {
+    csrf: String,
+    publisher: String,
+    topic: String,
+    subscriber: String,
+}
+
+pub(super) async fn end(
+    State(api): State<Api>,
+    viewer: Viewer,
+    Form(f): Form<SubscriptionForm>,
+) -> Response {
+    let s = SubscriptionRef {
+        publisher: f.publisher,
+        topic: f.topic,
+        subscriber: f.subscriber,
+    };
+    let target = crate::manage::subscription_target(&s);
+    let m = api.manage.clone();
+    let result = viewer
+        .change(&f.csrf, SERVICES, "subscription.end", &target, async move {
+            m.end_subscription(s).await.map_err(ApiError::from)
+        })
+        .await;
+    match result {
+        Ok(ended) => done("/events", "subscription_ended", &ended.subscriber),
+        Err(e) => events_page(&api, &viewer, &Done::default(), Some(e)),
+    }
+}
+
 async fn changed(api: Api, viewer: Viewer, f: LettersForm, redeliver: bool) -> Response {
     let selection = DeadLetterSelection {
         publisher: f.publisher,

@@ -100,6 +100,7 @@ where
         .route("/events", get(events::events))
         .route("/events/redeliver", post(events::redeliver))
         .route("/events/discard", post(events::discard))
+        .route("/events/end", post(events::end))
         .route("/messages", get(messages::messages))
         .merge(lintas_manage::console::routes())
 }
@@ -161,6 +162,7 @@ mod tests {
             "quota_removed",
             "redelivered",
             "discarded",
+            "subscription_ended",
             "cert_added",
             "cert_removed",
             "maintenance_is_on",

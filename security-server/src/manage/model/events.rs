@@ -52,7 +52,28 @@ impl From<pb::SubscriptionInfo> for SubscriptionInfo {
     }
 }
 
-/// One subscription's dead letters: the one at `sequence`, or all.
+/// A subscription: who subscribes to which publisher's topic.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, utoipa::IntoParams,
+)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionRef {
+    pub publisher: String,
+    pub topic: String,
+    pub subscriber: String,
+}
+
+impl From<pb::SubscriptionRef> for SubscriptionRef {
+    fn from(s: pb::SubscriptionRef) -> Self {
+        SubscriptionRef {
+            publisher: s.publisher,
+            topic: s.topic,
+            subscriber: s.subscriber,
+        }
+    }
+}
+
+/// One subscription's dead letters: the one at `sequence` (from 1), or all.
 #[derive(
     Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, utoipa::IntoParams,
 )]
