@@ -476,10 +476,13 @@ const MAX_ATTEMPTS: usize = 3;
 
 /// The configuration and the provider's servers to try for `call`, best first: the
 /// checks every exchange starts with (maintenance, a fresh configuration, trusted time,
-/// a registered client, a server hosting the provider).
+/// a registered client, a server hosting the provider), narrowed to the servers the
+/// catalogue lists `listed_as` on (the called service, or the topic a subscription
+/// call names).
 pub(crate) async fn targets(
     s: &Consumer,
     call: &Call,
+    listed_as: &str,
 ) -> Result<
     (
         Arc<VerifiedConf>,
@@ -510,7 +513,7 @@ pub(crate) async fn targets(
         conf.servers_hosting(provider).collect(),
         &conf.conf.services,
         &provider.to_string(),
-        call.method.service.as_str(),
+        listed_as,
     );
     if let Some(asked) = &call.server {
         servers.retain(|e| &e.id == asked);
@@ -548,7 +551,8 @@ async fn exchange_with_provider(
     body: Bytes,
     progress: &crate::outcome::Progress,
 ) -> Result<Answer, Status> {
-    let (conf, order) = targets(s, &call).await?;
+    let listed_as = crate::select::listed_as(&call.method, &body);
+    let (conf, order) = targets(s, &call, &listed_as).await?;
     let mut previous = None;
     let mut failed: Option<Status> = None;
     // When no server could be reached as the configuration describes it (it moved, or
@@ -583,7 +587,7 @@ async fn exchange_with_provider(
         }
         if !refreshed && s.conf.refresh_since(Some(conf.serial())).await {
             refreshed = true;
-            round = Some(targets(s, &call).await?);
+            round = Some(targets(s, &call, &listed_as).await?);
         }
     }
     Err(failed.unwrap_or_else(|| consumer_error(Code::Internal, "no attempt was made")))

@@ -95,6 +95,22 @@ pub fn rank(views: &[View], pick: u64) -> Vec<usize> {
     order
 }
 
+/// The catalogue entry a call is sent for: the topic a subscription call
+/// (`lintas.events.v1.Subscriptions`) names, so that it goes to the server of its
+/// publisher the topic is registered on (where its events are published and kept); for
+/// any other call, the called service.
+pub fn listed_as(method: &lintas_identifiers::MethodPath, body: &[u8]) -> String {
+    use lintas_proto::events::v1::subscriptions_server::SERVICE_NAME as SUBSCRIPTIONS;
+    use prost::Message;
+    if method.service.as_str() == SUBSCRIPTIONS
+        && let Ok(request) = lintas_proto::events::v1::SubscribeRequest::decode(body)
+        && !request.topic.is_empty()
+    {
+        return request.topic;
+    }
+    method.service.to_string()
+}
+
 /// The servers that may answer a call of `service` of `provider`, of those `hosting` it:
 /// the ones with a TLS certificate, narrowed to those whose catalogue entry lists the
 /// service when any does (a server still being set up is not tried for it).
@@ -364,5 +380,56 @@ mod tests {
         // Calls in flight make a server look busier.
         let _calls: Vec<InFlight> = (0..5).map(|_| s.start("A")).collect();
         assert!((0..10).all(|pick| s.order(vec![&a, &b], later, pick)[0].id == "B"));
+    }
+
+    #[test]
+    fn a_subscription_call_goes_where_its_topic_is_listed() {
+        use prost::Message;
+        let subscribe = |topic: &str| {
+            lintas_proto::events::v1::SubscribeRequest {
+                topic: topic.into(),
+                from_start: true,
+            }
+            .encode_to_vec()
+        };
+        let topic = "kependudukan.v1.StatusPenduduk";
+        // (method, body, listed as)
+        let cases: [(&str, Vec<u8>, &str); 6] = [
+            (
+                "/lintas.events.v1.Subscriptions/Subscribe",
+                subscribe(topic),
+                topic,
+            ),
+            (
+                "/lintas.events.v1.Subscriptions/Unsubscribe",
+                subscribe(topic),
+                topic,
+            ),
+            // Unreadable or without a topic: the service, whose server refuses it.
+            (
+                "/lintas.events.v1.Subscriptions/Subscribe",
+                vec![0xff, 0xff],
+                "lintas.events.v1.Subscriptions",
+            ),
+            (
+                "/lintas.events.v1.Subscriptions/Subscribe",
+                Vec::new(),
+                "lintas.events.v1.Subscriptions",
+            ),
+            (
+                "/kependudukan.v1.Penduduk/CariNik",
+                subscribe(topic),
+                "kependudukan.v1.Penduduk",
+            ),
+            (
+                "/lintas.events.v1.EventSink/Deliver",
+                subscribe(topic),
+                "lintas.events.v1.EventSink",
+            ),
+        ];
+        for (method, body, want) in cases {
+            let method: lintas_identifiers::MethodPath = method.parse().unwrap();
+            assert_eq!(listed_as(&method, &body), want, "{method} {body:?}");
+        }
     }
 }

@@ -76,7 +76,7 @@ async fn pollers_get_304_for_the_configuration_they_hold_and_gzip_otherwise() {
 }
 
 /// A second security server of the provider's member, hosting the same subsystem.
-const PROVIDER2: &str = "ID/GOV/KEMENDAGRI/SS2";
+pub(super) const PROVIDER2: &str = "ID/GOV/KEMENDAGRI/SS2";
 /// Calls that start this long after a provider server dies must all succeed.
 const FAILOVER_WITHIN: Duration = Duration::from_secs(1);
 /// The longest a consumer's server puts a failing provider server aside

@@ -293,3 +293,132 @@ async fn both_subscribers_hear_of_a_death_and_one_whose_server_was_down_hears_it
         .count();
     assert_eq!(acknowledged, 4, "events 1, 2, 4 and 3 acknowledged");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_on_two_servers_is_subscribed_to_where_its_topic_is_registered() {
+    use super::ha::PROVIDER2;
+    let inst = Instance::start().await;
+    inst.follow_system_clock();
+    let env: [(&str, &std::ffi::OsStr); 1] = [("LINTAS_SS_CONF_POLL_SECS", "5".as_ref())];
+    let servers = binary::binary_servers_env(
+        &inst,
+        &[
+            (PROVIDER, PROVIDER_CLIENT),
+            (PROVIDER2, PROVIDER_CLIENT),
+            (CONSUMER, CONSUMER_CLIENT),
+        ],
+        &env,
+    )
+    .await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let sink = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sink_url = format!("http://{}", sink.local_addr().unwrap());
+    let _sink = serve_sink_as(sink, tx, false);
+    // The registry publishes through its second server: the topic is registered there.
+    let home = &servers[1];
+    cli(
+        home,
+        &["ss", "service", "add", PROVIDER_CLIENT, TOPIC, "--topic"],
+    );
+    cli(
+        home,
+        &[
+            "ss",
+            "acl",
+            "grant",
+            PROVIDER_CLIENT,
+            TOPIC,
+            CONSUMER_CLIENT,
+        ],
+    );
+    let subscriber = &servers[2];
+    cli(
+        subscriber,
+        &[
+            "ss",
+            "service",
+            "add",
+            CONSUMER_CLIENT,
+            SINK,
+            "--endpoint",
+            &sink_url,
+        ],
+    );
+    cli(
+        subscriber,
+        &["ss", "acl", "grant", CONSUMER_CLIENT, SINK, PROVIDER_CLIENT],
+    );
+
+    // Once the subscriber's server has the catalogue listing the topic, every
+    // subscription call goes to that server (the other has no such topic and would
+    // refuse it): sixteen in a row are answered.
+    let mut discovery = lintas_proto::discovery::v1::discovery_client::DiscoveryClient::new(
+        plain_channel(&format!("http://{}", subscriber.consumer_listen))
+            .await
+            .unwrap(),
+    );
+    let mut listed_topic = false;
+    for _ in 0..200 {
+        let mut ask = Request::new(lintas_proto::discovery::v1::ListServicesRequest {
+            provider: PROVIDER_CLIENT.into(),
+            ..Default::default()
+        });
+        ask.metadata_mut()
+            .insert("lintas-client", CONSUMER_CLIENT.parse().unwrap());
+        let services = discovery.list_services(ask).await.unwrap().into_inner();
+        if services.services.iter().any(|s| s.service == TOPIC) {
+            listed_topic = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        listed_topic,
+        "the subscriber's server never saw the topic listed"
+    );
+    let mut subscriptions = SubscriptionsClient::new(
+        plain_channel(&format!("http://{}", subscriber.consumer_listen))
+            .await
+            .unwrap(),
+    );
+    let subscribe = || {
+        named(
+            ev::SubscribeRequest {
+                topic: TOPIC.into(),
+                from_start: false,
+            },
+            CONSUMER_CLIENT,
+            PROVIDER_CLIENT,
+        )
+    };
+    for i in 0..16 {
+        let answered = subscriptions.subscribe(subscribe()).await;
+        assert!(
+            answered.is_ok(),
+            "subscription call {i} reached the other server: {answered:?}"
+        );
+    }
+    assert_eq!(listed(home).len(), 1);
+    assert!(listed(&servers[0]).is_empty());
+
+    // Published through that server, the event reaches the subscriber.
+    let published = EventsClient::new(
+        plain_channel(&format!("http://{}", home.consumer_listen))
+            .await
+            .unwrap(),
+    )
+    .publish(named(
+        ev::PublishRequest {
+            topic: TOPIC.into(),
+            key: "3174012305870001".into(),
+            payload: b"WAFAT".to_vec(),
+        },
+        PROVIDER_CLIENT,
+        PROVIDER_CLIENT,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(published.into_inner().sequence, 1);
+    let e = next(&mut rx).await;
+    assert_eq!((e.sequence, e.payload.as_slice()), (1, b"WAFAT".as_slice()));
+}

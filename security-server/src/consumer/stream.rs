@@ -177,7 +177,7 @@ pub(super) async fn connect_any(
     more: bool,
     on_peer: impl Fn(&str),
 ) -> Result<Opened, Status> {
-    let (conf, order) = targets(s, call).await?;
+    let (conf, order) = targets(s, call, call.method.service.as_str()).await?;
     let started = tokio::time::Instant::now();
     let mut previous: Option<[u8; 32]> = None;
     let mut failed: Option<Status> = None;
@@ -215,7 +215,7 @@ pub(super) async fn connect_any(
         }
         if !refreshed && s.conf.refresh_since(Some(conf.serial())).await {
             refreshed = true;
-            round = Some(targets(s, call).await?);
+            round = Some(targets(s, call, call.method.service.as_str()).await?);
         }
     }
     Err(failed.unwrap_or_else(|| consumer_error(Code::Internal, "no attempt was made")))
