@@ -2,8 +2,12 @@
 //! ports and no setup. A registry starts; a population registry (Kemendagri, provider)
 //! and a social-assistance ministry (Kemensos, consumer) join through the real
 //! registration flow, run their security servers, and make real calls: one allowed, one
-//! denied by access rights, one with a tampered signature, one after a revocation. At
-//! the end an auditor verifies both servers' evidence of the answered call offline.
+//! denied by access rights, one with a tampered signature, one after a revocation.
+//! Legacy systems join through adapters, and the population registry publishes a death
+//! that social assistance and health insurance hear of (`demo/events.rs`); social
+//! assistance pays a state-revenue bill twice under one idempotency key and is charged
+//! once (`demo/payment.rs`). At the end
+//! an auditor verifies both servers' evidence of the answered call offline.
 //! Every step uses the real components; the demo fails if anything that must be
 //! refused is not, or if the evidence does not verify.
 
@@ -21,6 +25,12 @@ use lintas_ss::Enrolment;
 use lintas_ss::access::{Grant, ServiceEntry, Subject};
 use lintas_ss::daemon::SecurityServer;
 use tokio::net::TcpListener;
+
+mod events;
+mod legacy;
+mod payment;
+
+use legacy::{BPJS_CLIENT, legacy_systems};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -42,17 +52,6 @@ const SERVICE: &str = "kependudukan.v1.Penduduk";
 const NIK: &str = "3174012305870001";
 const PROTO: &str = include_str!("../../examples/proto/kependudukan/v1/penduduk.proto");
 type AdminClient = pb::registry_admin_client::RegistryAdminClient<tonic::transport::Channel>;
-
-const BPJS_SERVER: &str = "ID/GOV/BPJSKES/SS1";
-const BPJS_CLIENT: &str = "ID/GOV/BPJSKES/JKN";
-const SCHOOL_SERVER: &str = "ID/GOV/KEMENDIKBUD/SS1";
-const SCHOOL_CLIENT: &str = "ID/GOV/KEMENDIKBUD/DAPODIK";
-const DUKCAPIL_PROTO: &str = include_str!("../../examples/proto/dukcapil/v1/kependudukan.proto");
-const BPJS_PROTO: &str = include_str!("../../examples/proto/bpjs/v1/kepesertaan.proto");
-const DAPODIK_PROTO: &str = include_str!("../../examples/proto/dapodik/v1/sekolah.proto");
-const DUKCAPIL_ADAPTER: &str = include_str!("../../examples/adapters/dukcapil-rest.toml");
-const BPJS_ADAPTER: &str = include_str!("../../examples/adapters/bpjs-soap.toml");
-const DAPODIK_ADAPTER: &str = include_str!("../../examples/adapters/dapodik-sql.toml");
 
 fn step(n: u32, text: &str) {
     println!("\n[{n}] {text}");
@@ -262,8 +261,9 @@ async fn scenario(
         Ok(lintas_examples::population_registry::serve(app, stop).await?)
     }));
     let consumer_paths = consumer.node.paths.clone();
+    let provider_cert = provider.node.paths.consumer_cert();
     let mut servers = Vec::new();
-    let mut consumer_url = String::new();
+    let (mut consumer_url, mut provider_url) = (String::new(), String::new());
     for m in [provider, consumer] {
         let local = TcpListener::bind("127.0.0.1:0").await?;
         let local_addr = local.local_addr()?;
@@ -285,6 +285,8 @@ async fn scenario(
         println!("      metrics http://{ops_addr}/metrics, health http://{ops_addr}/readyz");
         if server.id.to_string() == CONSUMER {
             consumer_url = format!("http://{local_addr}");
+        } else {
+            provider_url = format!("http://{local_addr}");
         }
         servers.push(server);
     }
@@ -309,28 +311,10 @@ async fn scenario(
     })?;
     println!("    {SERVICE} of {DUKCAPIL} is served by the population registry at {app_url}");
     println!("    {DTKS} may call CariNik; {PKH} may not");
-    let mut apps = Vec::new();
-    for (client, file) in [(DTKS, "dtks"), (PKH, "pkh")] {
-        let validity = lintas_certs::ca::Validity::starting(
-            std::time::SystemTime::now(),
-            std::time::Duration::from_secs(30 * 86400),
-        )?;
-        let (key, cert) = lintas_certs::ca::self_signed(&["localhost".into()], file, validity)?;
-        consumer.access.add_client_cert(client.parse()?, &cert)?;
-        let cert_path = root.join(format!("{file}.crt.pem"));
-        let key_path = root.join(format!("{file}.key.pem"));
-        lintas_certs::files::write_new(
-            &cert_path,
-            lintas_certs::pem::cert_to_pem(&cert).as_bytes(),
-            0o644,
-        )?;
-        lintas_certs::keys::write(&key_path, &key)?;
-        apps.push(App {
-            client,
-            cert: cert_path,
-            key: key_path,
-        });
-    }
+    let apps = [
+        local_app(consumer, root, DTKS, "dtks")?,
+        local_app(consumer, root, PKH, "pkh")?,
+    ];
     let consumer_cert = consumer_paths.consumer_cert();
     println!(
         "    KEMENSOS registered a TLS client certificate for each of its applications; they trust the endpoint's certificate {}",
@@ -406,7 +390,7 @@ async fn scenario(
         9,
         "Legacy systems join through adapters; KEMENSOS's bansos application calls all three.",
     );
-    legacy_systems(
+    let bpjs = legacy_systems(
         root,
         anchor,
         &mut admin,
@@ -416,6 +400,55 @@ async fn scenario(
         &consumer_url,
         &consumer_cert,
         dtks,
+    )
+    .await?;
+
+    step(
+        10,
+        "Dukcapil publishes a death; social assistance and health insurance, subscribed through the bus, both hear of it.",
+    );
+    let bpjs_app = local_app(&bpjs.server, root, BPJS_CLIENT, "jkn")?;
+    let dukcapil_app = local_app(provider, root, DUKCAPIL, "dukcapil")?;
+    events::deaths(
+        running,
+        events::Local {
+            server: provider,
+            url: &provider_url,
+            cert: &provider_cert,
+            app: &dukcapil_app,
+        },
+        [
+            events::Local {
+                server: consumer,
+                url: &consumer_url,
+                cert: &consumer_cert,
+                app: dtks,
+            },
+            events::Local {
+                server: &bpjs.server,
+                url: &bpjs.url,
+                cert: &bpjs.cert,
+                app: &bpjs_app,
+            },
+        ],
+    )
+    .await?;
+
+    step(
+        11,
+        "KEMENSOS pays a state-revenue (PNBP) bill under an idempotency key; sent twice, it is paid once.",
+    );
+    payment::paid_once(
+        root,
+        anchor,
+        &mut admin,
+        running,
+        payment::Caller {
+            server: consumer,
+            url: &consumer_url,
+            cert: &consumer_cert,
+            app: dtks,
+        },
     )
     .await?;
 
@@ -444,7 +477,7 @@ async fn scenario(
     }
 
     step(
-        10,
+        12,
         "The administrator revokes KEMENSOS's signing certificate.",
     );
     let servers_listed = admin
@@ -489,7 +522,7 @@ async fn scenario(
     );
 
     step(
-        11,
+        13,
         "An auditor verifies the evidence of the first call offline, trusting only the anchor.",
     );
     let query = lintas_proto::ss::v1::EvidenceQuery {
@@ -576,6 +609,35 @@ async fn cari(
     PendudukClient::new(channel).cari_nik(request).await
 }
 
+/// A local application of `client` on `server`: a TLS client certificate registered
+/// there, its files written under `root` as FILE.crt.pem and FILE.key.pem.
+fn local_app(
+    server: &SecurityServer,
+    root: &Path,
+    client: &'static str,
+    file: &str,
+) -> Result<App> {
+    let validity = lintas_certs::ca::Validity::starting(
+        std::time::SystemTime::now(),
+        std::time::Duration::from_secs(30 * 86400),
+    )?;
+    let (key, cert) = lintas_certs::ca::self_signed(&["localhost".into()], file, validity)?;
+    server.access.add_client_cert(client.parse()?, &cert)?;
+    let cert_path = root.join(format!("{file}.crt.pem"));
+    let key_path = root.join(format!("{file}.key.pem"));
+    lintas_certs::files::write_new(
+        &cert_path,
+        lintas_certs::pem::cert_to_pem(&cert).as_bytes(),
+        0o644,
+    )?;
+    lintas_certs::keys::write(&key_path, &key)?;
+    Ok(App {
+        client,
+        cert: cert_path,
+        key: key_path,
+    })
+}
+
 /// `app`'s TLS connection to its security server's consumer endpoint.
 async fn app_channel(
     consumer_url: &str,
@@ -600,228 +662,6 @@ async fn app_channel(
         .connect()
         .await
         .map_err(|e| tonic::Status::unavailable(format!("{} cannot connect: {e}", app.client)))
-}
-
-/// A member that joins for the legacy step: enrolled with a one-time token, then served.
-async fn join(
-    root: &Path,
-    anchor: &Path,
-    admin: &mut AdminClient,
-    running: &mut crate::network::Running,
-    server: &str,
-    client: &str,
-    name: &'static str,
-) -> Result<Arc<SecurityServer>> {
-    let m = crate::network::new_server(root, anchor, server, &[client], name, false).await?;
-    crate::network::enrol_with_token(admin, &m.node, server).await?;
-    let listeners = lintas_ss::serve::Listeners {
-        consumer: TcpListener::bind("127.0.0.1:0").await?,
-        provider: m.peer,
-        ops: TcpListener::bind("127.0.0.1:0").await?,
-        management: None,
-    };
-    let s = SecurityServer::open(m.node, Arc::new(SystemClock))?;
-    let serving = s.clone();
-    let stop = running.stopper();
-    running.tasks.push(tokio::spawn(async move {
-        Ok(lintas_ss::serve::serve(serving, listeners, stop).await?)
-    }));
-    Ok(s)
-}
-
-/// Serves the example adapter configuration `file` (its backend at `backend`, its files
-/// written under `root`); returns the adapter's endpoint.
-async fn adapter(
-    root: &Path,
-    running: &mut crate::network::Running,
-    file: &str,
-    text: &str,
-    backend: (&str, &str),
-) -> Result<String> {
-    let config = root.join(file);
-    std::fs::write(
-        &config,
-        text.replace(backend.0, backend.1)
-            .replace("[\"../proto\"]", "[\"proto\"]"),
-    )?;
-    let adapter = lintas_adapter::load(&config)?;
-    let backend = crate::adapter_cmd::backend(&adapter)?;
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let stop = running.stopper();
-    let listeners = lintas_adapter::Listeners {
-        grpc: listener,
-        ops: TcpListener::bind("127.0.0.1:0").await?,
-    };
-    running.tasks.push(tokio::spawn(async move {
-        Ok(lintas_adapter::serve(listeners, &adapter, backend, stop).await?)
-    }));
-    Ok(url)
-}
-
-/// Adds `service` of `provider` at `endpoint` as the server's administrator would
-/// (descriptors learned by reflection), grants it to DTKS and publishes it.
-async fn publish(
-    server: &Arc<SecurityServer>,
-    provider: &str,
-    service: &str,
-    endpoint: String,
-) -> Result<()> {
-    use lintas_ss::manage::model::{GrantSpec, ServiceSpec};
-    let manage = server.manage();
-    let added = manage
-        .add_service(ServiceSpec {
-            provider: provider.into(),
-            service: service.into(),
-            endpoint: endpoint.clone(),
-            ..Default::default()
-        })
-        .await?;
-    let methods = match added.no_descriptors {
-        None => format!("methods {}", added.service.methods.join(", ")),
-        Some(why) => format!("no descriptors published ({why})"),
-    };
-    println!(
-        "    {}: {service} of {provider} served by {endpoint}; {methods}",
-        server.id
-    );
-    manage
-        .grant(GrantSpec {
-            provider: provider.into(),
-            service: service.into(),
-            subject: DTKS.into(),
-            method: None,
-            path: None,
-        })
-        .await?;
-    server.report_services().await?;
-    Ok(())
-}
-
-/// Three legacy systems join through adapters: Dukcapil's REST API on KEMENDAGRI's
-/// server, BPJS Kesehatan's SOAP service and a school database on servers of their own.
-/// KEMENSOS's bansos application then assesses a household with all three.
-#[allow(clippy::too_many_arguments)]
-async fn legacy_systems(
-    root: &Path,
-    anchor: &Path,
-    admin: &mut AdminClient,
-    running: &mut crate::network::Running,
-    provider: &Arc<SecurityServer>,
-    consumer: &Arc<SecurityServer>,
-    consumer_url: &str,
-    consumer_cert: &Path,
-    dtks: &App,
-) -> Result<()> {
-    let bpjs = join(
-        root,
-        anchor,
-        admin,
-        running,
-        BPJS_SERVER,
-        BPJS_CLIENT,
-        "BPJS Kesehatan (health insurance)",
-    )
-    .await?;
-    let kemendikbud = join(
-        root,
-        anchor,
-        admin,
-        running,
-        SCHOOL_SERVER,
-        SCHOOL_CLIENT,
-        "Kementerian Pendidikan (school data)",
-    )
-    .await?;
-    println!("    {BPJS_SERVER} and {SCHOOL_SERVER} enrol with one-time tokens and start");
-
-    for (file, text) in [
-        ("proto/dukcapil/v1/kependudukan.proto", DUKCAPIL_PROTO),
-        ("proto/bpjs/v1/kepesertaan.proto", BPJS_PROTO),
-        ("proto/dapodik/v1/sekolah.proto", DAPODIK_PROTO),
-    ] {
-        let path = root.join(file);
-        std::fs::create_dir_all(path.parent().context("proto folder")?)?;
-        std::fs::write(path, text)?;
-    }
-    let rest_api = TcpListener::bind("127.0.0.1:0").await?;
-    let soap_api = TcpListener::bind("127.0.0.1:0").await?;
-    let (rest_url, soap_url) = (
-        format!("http://{}", rest_api.local_addr()?),
-        format!("http://{}", soap_api.local_addr()?),
-    );
-    let stop = running.stopper();
-    running.tasks.push(tokio::spawn(async move {
-        Ok(lintas_examples::dukcapil_rest::serve(rest_api, stop).await?)
-    }));
-    let stop = running.stopper();
-    running.tasks.push(tokio::spawn(async move {
-        Ok(lintas_examples::bpjs_soap::serve(soap_api, stop).await?)
-    }));
-    let db = root.join("sekolah.db");
-    lintas_examples::sekolah_db::create_sqlite(&db).map_err(anyhow::Error::msg)?;
-    println!(
-        "    legacy systems, none of which knows lintas: Dukcapil's REST API at {rest_url}, BPJS's SOAP service at {soap_url}, a school database at {}",
-        db.display()
-    );
-
-    let sqlite = format!("sqlite:{}", db.display());
-    let endpoints = [
-        adapter(
-            root,
-            running,
-            "dukcapil-rest.toml",
-            DUKCAPIL_ADAPTER,
-            ("http://127.0.0.1:8081", &rest_url),
-        )
-        .await?,
-        adapter(
-            root,
-            running,
-            "bpjs-soap.toml",
-            BPJS_ADAPTER,
-            ("http://127.0.0.1:8082", &soap_url),
-        )
-        .await?,
-        adapter(
-            root,
-            running,
-            "dapodik-sql.toml",
-            DAPODIK_ADAPTER,
-            ("sqlite:../sql/sekolah.db", &sqlite),
-        )
-        .await?,
-    ];
-    println!(
-        "    three adapters serve them as gRPC services, configured by {}",
-        ["dukcapil-rest.toml", "bpjs-soap.toml", "dapodik-sql.toml"]
-            .map(|f| root.join(f).display().to_string())
-            .join(", ")
-    );
-    let [dukcapil_at, bpjs_at, school_at] = endpoints;
-    publish(provider, DUKCAPIL, "dukcapil.v1.Kependudukan", dukcapil_at).await?;
-    publish(&bpjs, BPJS_CLIENT, "bpjs.v1.Kepesertaan", bpjs_at).await?;
-    publish(&kemendikbud, SCHOOL_CLIENT, "dapodik.v1.Sekolah", school_at).await?;
-    let serial = consumer.conf().fetch().await?.serial();
-    println!(
-        "    the catalogue lists the three services with their descriptors (configuration serial {serial})"
-    );
-
-    let channel = app_channel(consumer_url, consumer_cert, dtks).await?;
-    let providers = lintas_examples::bansos::Providers {
-        dukcapil: DUKCAPIL.into(),
-        bpjs: BPJS_CLIENT.into(),
-        dapodik: SCHOOL_CLIENT.into(),
-    };
-    let assessment = lintas_examples::bansos::assess(channel, DTKS, &providers, "3174010101090001")
-        .await
-        .map_err(anyhow::Error::msg)
-        .context("the household assessment failed")?;
-    println!(
-        "    {DTKS}'s bansos application asks Dukcapil (gRPC), BPJS (gRPC) and the school database (X-Road REST: POST /r1/{SCHOOL_CLIENT}/dapodik.v1.Sekolah/CariSiswa):"
-    );
-    print!("{}", indent(&indent(&assessment.to_string())));
-    Ok(())
 }
 
 fn source(status: &tonic::Status) -> &str {
