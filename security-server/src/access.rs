@@ -472,7 +472,7 @@ impl Access {
         provider: &SubsystemId,
         method: &MethodPath,
         now: std::time::Instant,
-    ) -> Result<(), std::time::Duration> {
+    ) -> Result<(), crate::quotas::Over> {
         let quotas = self.quotas.read().unwrap_or_else(|p| p.into_inner());
         let held =
             crate::quotas::applicable(&quotas, client, provider, &method.service, &method.method);

@@ -536,9 +536,20 @@ pub(crate) async fn targets(
             "UnknownMember",
         ));
     }
+    let keyed = (!call.idempotency_key.is_empty()).then(|| {
+        format!(
+            "{client}\n{}\n{}",
+            call.method.service, call.idempotency_key
+        )
+    });
     let order: Vec<_> = s
         .selector
-        .order(servers, std::time::Instant::now(), random_u64()?)
+        .order_keyed(
+            servers,
+            std::time::Instant::now(),
+            random_u64()?,
+            keyed.as_deref(),
+        )
         .into_iter()
         .cloned()
         .collect();

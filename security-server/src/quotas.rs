@@ -37,6 +37,23 @@ pub struct Quota {
 }
 
 impl Quota {
+    /// The quota in words, for messages: who may call what how often.
+    pub fn describe(&self) -> String {
+        let what = match &self.method {
+            None => format!("{} of {}", self.service, self.provider),
+            Some(m) => format!("{}/{m} of {}", self.service, self.provider),
+        };
+        let who = self
+            .client
+            .as_ref()
+            .map_or_else(|| "each client".to_owned(), ToString::to_string);
+        format!(
+            "{who} may call {what} {} times (burst {})",
+            rate_text(self.calls, self.per_secs),
+            self.burst
+        )
+    }
+
     /// Its key in the state store: one quota per service, method and client.
     pub fn key(&self) -> String {
         format!(
@@ -202,6 +219,13 @@ struct Buckets {
     sweep_at: usize,
 }
 
+/// A call refused by a quota: the one that keeps it waiting longest, and how long.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Over {
+    pub wait: Duration,
+    pub quota: Box<Quota>,
+}
+
 /// The buckets of every (quota, client).
 #[derive(Default)]
 pub struct Limiter {
@@ -216,7 +240,7 @@ fn secs(secs: f64) -> Duration {
 impl Limiter {
     /// Takes one call from each of `quotas`' buckets for `client`, or none: then says how
     /// long until every one of them holds a call again.
-    pub fn take(&self, quotas: &[&Quota], client: &ClientId, now: Instant) -> Result<(), Duration> {
+    pub fn take(&self, quotas: &[&Quota], client: &ClientId, now: Instant) -> Result<(), Over> {
         if quotas.is_empty() {
             return Ok(());
         }
@@ -231,14 +255,21 @@ impl Limiter {
                     .map_or(f64::from(q.burst), |b| b.refilled(q, now))
             })
             .collect();
-        let wait = quotas
+        // The quota that keeps the call waiting longest.
+        let over = quotas
             .iter()
             .zip(&levels)
             .filter(|(_, level)| **level < 1.0)
-            .map(|(q, level)| (1.0 - level) / q.per_second())
-            .fold(0.0_f64, f64::max);
-        if wait > 0.0 {
-            return Err(secs(wait));
+            .map(|(q, level)| (q, (1.0 - level) / q.per_second()))
+            .fold(None::<(&&Quota, f64)>, |most, (q, wait)| match most {
+                Some((_, w)) if w >= wait => most,
+                _ => Some((q, wait)),
+            });
+        if let Some((quota, wait)) = over {
+            return Err(Over {
+                wait: secs(wait),
+                quota: Box::new((*quota).clone()),
+            });
         }
         if buckets.map.len() >= buckets.sweep_at.max(MAX_BUCKETS) {
             // A full bucket is the same as none. Swept again once the map has doubled,

@@ -95,6 +95,28 @@ pub fn rank(views: &[View], pick: u64) -> Vec<usize> {
     order
 }
 
+/// The server, of `ids`, that `key` belongs to: rendezvous hashing of the key and each
+/// id, so that a key keeps its server while that server is a candidate, and only the
+/// keys of a server that leaves move.
+pub fn key_owner(ids: &[&str], key: &str) -> Option<usize> {
+    let score = |id: &str| {
+        let digest = lintas_certs::sha256(format!("{key}\n{id}").as_bytes());
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        u64::from_be_bytes(first)
+    };
+    (0..ids.len()).max_by_key(|&i| (score(ids[i]), std::cmp::Reverse(i)))
+}
+
+/// Puts `owner` first in `order` when it is ready (neither in maintenance nor known
+/// down); otherwise the order stays as health ranked it.
+pub fn owner_first(order: &mut [usize], views: &[View], owner: usize) {
+    let ready = views.get(owner).is_some_and(|v| !v.maintenance && !v.down);
+    if let (true, Some(at)) = (ready, order.iter().position(|&i| i == owner)) {
+        order[..=at].rotate_right(1);
+    }
+}
+
 /// The catalogue entry a call is sent for: the topic a subscription call
 /// (`lintas.events.v1.Subscriptions`) names, so that it goes to the server of its
 /// publisher the topic is registered on (where its events are published and kept); for
@@ -166,6 +188,20 @@ impl Selector {
 
     /// The servers to try, best first.
     pub fn order<'a>(&self, servers: Vec<&'a Entry>, now: Instant, pick: u64) -> Vec<&'a Entry> {
+        self.order_keyed(servers, now, pick, None)
+    }
+
+    /// The servers to try, best first; for a call under an idempotency key (`key`: the
+    /// client, service and key), the server the key belongs to first while it is ready,
+    /// so that the request and its repeats reach the one server that keeps the key
+    /// (each server keeps its own).
+    pub fn order_keyed<'a>(
+        &self,
+        servers: Vec<&'a Entry>,
+        now: Instant,
+        pick: u64,
+        key: Option<&str>,
+    ) -> Vec<&'a Entry> {
         let views: Vec<View> = {
             let peers = self.lock();
             servers
@@ -180,7 +216,14 @@ impl Selector {
                 })
                 .collect()
         };
-        rank(&views, pick).into_iter().map(|i| servers[i]).collect()
+        let mut order = rank(&views, pick);
+        if let Some(key) = key {
+            let ids: Vec<&str> = servers.iter().map(|e| e.id.as_str()).collect();
+            if let Some(owner) = key_owner(&ids, key) {
+                owner_first(&mut order, &views, owner);
+            }
+        }
+        order.into_iter().map(|i| servers[i]).collect()
     }
 
     /// Counts a call to `server` as in flight until the guard is dropped.
@@ -430,6 +473,46 @@ mod tests {
         for (method, body, want) in cases {
             let method: lintas_identifiers::MethodPath = method.parse().unwrap();
             assert_eq!(listed_as(&method, &body), want, "{method} {body:?}");
+        }
+    }
+
+    #[test]
+    fn a_key_keeps_its_server_and_only_a_ready_owner_goes_first() {
+        let ids = ["ID/GOV/A/SS1", "ID/GOV/A/SS2", "ID/GOV/A/SS3"];
+        // Stable for a key, spread over the servers across keys.
+        let owners: Vec<usize> = (0..300)
+            .map(|n| key_owner(&ids, &format!("bayar-{n}")).unwrap())
+            .collect();
+        for server in 0..3 {
+            let share = owners.iter().filter(|&&o| o == server).count();
+            assert!(
+                (60..=140).contains(&share),
+                "server {server}: {share} of 300"
+            );
+        }
+        for (n, &owner) in owners.iter().enumerate() {
+            let key = format!("bayar-{n}");
+            assert_eq!(key_owner(&ids, &key), Some(owner));
+            // A server leaving moves only its own keys.
+            let now = key_owner(&ids[..2], &key).unwrap();
+            assert!(owner == 2 || now == owner, "{key}");
+        }
+        assert_eq!(key_owner(&[], "k"), None);
+
+        let ready = v(false, false, 1.0);
+        // (views, order by health, owner, order)
+        type Case<'a> = (&'a [View], &'a [usize], usize, &'a [usize]);
+        let cases: [Case; 5] = [
+            (&[ready, ready, ready], &[0, 1, 2], 2, &[2, 0, 1]),
+            (&[ready, ready, ready], &[1, 0, 2], 1, &[1, 0, 2]),
+            (&[ready, v(false, true, 1.0)], &[0, 1], 1, &[0, 1]),
+            (&[ready, v(true, false, 1.0)], &[0, 1], 1, &[0, 1]),
+            (&[ready], &[0], 3, &[0]),
+        ];
+        for (views, health, owner, want) in cases {
+            let mut order = health.to_vec();
+            owner_first(&mut order, views, owner);
+            assert_eq!(order, want, "{views:?} owner {owner}");
         }
     }
 }

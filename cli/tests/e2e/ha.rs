@@ -84,7 +84,7 @@ const FAILOVER_WITHIN: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// Records in the log of the server whose operations listener is `ops`.
-async fn log_records(ops: &str) -> f64 {
+pub(super) async fn log_records(ops: &str) -> f64 {
     let (_, _, text) = ops_get(ops, "/metrics").await;
     sample(&text, "lintas_log_records").unwrap_or_else(|| panic!("{text}"))
 }

@@ -327,3 +327,107 @@ async fn a_payment_retried_after_the_consumers_server_was_killed_is_paid_once() 
         .unwrap();
     assert!(!damaged.status.success(), "{damaged:?}");
 }
+
+/// Publishes the payment service at `app_url` on the server of `config`, granted to the
+/// consumer's client.
+fn publish_payments(config: &str, app_url: &str) {
+    let proto = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/proto/pnbp/v1/pembayaran.proto");
+    run(lintas_cmd(&[
+        "ss",
+        "service",
+        "add",
+        PROVIDER_CLIENT,
+        PNBP,
+        "--endpoint",
+        app_url,
+    ])
+    .arg("--proto")
+    .arg(&proto)
+    .args(["--config", config]));
+    run(&mut lintas_cmd(&[
+        "ss",
+        "acl",
+        "grant",
+        PROVIDER_CLIENT,
+        PNBP,
+        CONSUMER_CLIENT,
+        "--config",
+        config,
+    ]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeats_of_a_keyed_payment_reach_the_one_of_two_servers_that_keeps_the_key() {
+    use super::ha::PROVIDER2;
+    let inst = Instance::start().await;
+    inst.follow_system_clock();
+    let servers = binary_servers(
+        &inst,
+        &[
+            (PROVIDER, PROVIDER_CLIENT),
+            (PROVIDER2, PROVIDER_CLIENT),
+            (CONSUMER, CONSUMER_CLIENT),
+        ],
+    )
+    .await;
+    // One treasury application behind both of its security servers.
+    let kas = Arc::new(Kas::default());
+    let app = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app_url = format!("http://{}", app.local_addr().unwrap());
+    let (_stop_app, stop) = stopper();
+    tokio::spawn(lintas_examples::pnbp_kas::serve(app, kas.clone(), stop));
+    for s in &servers[..2] {
+        publish_payments(&s.config, &app_url);
+    }
+    let consumer = servers[2].consumer_listen.clone();
+    let mut listed = false;
+    for _ in 0..100 {
+        if riwayat(&consumer).await.is_ok() {
+            listed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(listed, "the consumer's server never listed {PNBP}");
+
+    // Sent again and again under one key (each time with a message id of its own), the
+    // payment is made once: every repeat reaches the server that keeps the key. (Were
+    // they spread over both servers, each would keep the key on its own and pay.)
+    let (first, repeats) = bayar(&consumer, "bayar-ha-0001", "ha-0", 75_000)
+        .await
+        .unwrap();
+    assert_eq!(repeats, None);
+    for n in 1..10 {
+        let (again, repeats) = bayar(&consumer, "bayar-ha-0001", &format!("ha-{n}"), 75_000)
+            .await
+            .unwrap();
+        assert_eq!(again, first);
+        assert_eq!(repeats.as_deref(), Some("ha-0"), "repeat {n}");
+    }
+    assert_eq!(kas.payments().len(), 1, "paid more than once");
+    // Other keys spread over both servers.
+    let records = || async {
+        (
+            super::ha::log_records(&servers[0].ops).await,
+            super::ha::log_records(&servers[1].ops).await,
+        )
+    };
+    let before = records().await;
+    for n in 0..16 {
+        bayar(
+            &consumer,
+            &format!("bayar-ha-1{n:03}"),
+            &format!("hb-{n}"),
+            1_000,
+        )
+        .await
+        .unwrap();
+    }
+    let after = records().await;
+    assert_eq!(kas.payments().len(), 17);
+    assert!(
+        after.0 > before.0 && after.1 > before.1,
+        "keyed calls all went to one server: {before:?} -> {after:?}"
+    );
+}

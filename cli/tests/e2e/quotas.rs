@@ -79,6 +79,11 @@ async fn a_client_over_its_quota_is_refused_until_it_may_call_again() {
         refused.message().contains("over its quota") && refused.message().contains(SERVICE),
         "{refused:?}"
     );
+    // The refusal names the limit it hit.
+    assert!(
+        refused.message().contains("2/h times (burst 2)"),
+        "{refused:?}"
+    );
     // One call comes back every 30 minutes.
     let retry_after: u64 = refused
         .metadata()

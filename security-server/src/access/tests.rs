@@ -54,10 +54,15 @@ fn quotas_are_kept_across_a_restart_and_one_per_service_method_and_client() {
             .take_quota(&client, &every.provider, &method, now)
             .unwrap();
     }
-    let wait = access
+    let over = access
         .take_quota(&client, &every.provider, &method, now)
         .unwrap_err();
-    assert_eq!(retry_after_secs(wait), 30);
+    assert_eq!(retry_after_secs(over.wait), 30);
+    assert!(
+        over.quota.describe().starts_with("each client may call"),
+        "{}",
+        over.quota.describe()
+    );
     assert_eq!(
         access.remove_quota(&every.key()).unwrap(),
         Some(every.clone())

@@ -17,23 +17,6 @@ fn spec(q: &Quota) -> QuotaSpec {
     }
 }
 
-/// The quota in words, for messages.
-fn describe(q: &Quota) -> String {
-    let what = match &q.method {
-        None => format!("{} of {}", q.service, q.provider),
-        Some(m) => format!("{}/{m} of {}", q.service, q.provider),
-    };
-    let who = q
-        .client
-        .as_ref()
-        .map_or_else(|| "each client".to_owned(), ToString::to_string);
-    format!(
-        "{who} may call {what} {} times (burst {})",
-        rate_text(q.calls, q.per_secs),
-        q.burst
-    )
-}
-
 impl Manage {
     /// The quota `key` names, with no numbers yet; checked against the service
     /// provided here when `provided` (a quota of a service since removed can still be
@@ -97,7 +80,7 @@ impl Manage {
             ..scope
         };
         quota.check().map_err(|e| invalid("quota", e))?;
-        let (out, said) = (spec(&quota), describe(&quota));
+        let (out, said) = (spec(&quota), quota.describe());
         self.change(move |a| a.set_quota(quota)).await?;
         tracing::info!(quota = %said, "quota set");
         Ok(out)

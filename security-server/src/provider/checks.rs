@@ -399,22 +399,23 @@ fn within_quota(
     provider: &SubsystemId,
     method: &MethodPath,
 ) -> Result<(), Refusal> {
-    let wait = match s
+    let over = match s
         .access
         .take_quota(client, provider, method, Instant::now())
     {
         Ok(()) => return Ok(()),
-        Err(wait) => wait,
+        Err(over) => over,
     };
-    let secs = crate::quotas::retry_after_secs(wait);
+    let secs = crate::quotas::retry_after_secs(over.wait);
     s.outcomes.exchanges.quota_refused(client, provider, method);
     Err(Refusal {
         retry_after: Some(secs),
         ..refuse(
             Code::ResourceExhausted,
             format!(
-                "{client} is over its quota for {} of {provider}; retry after {secs} s (the catalogue lists the quotas)",
-                method.service
+                "{client} is over its quota for {} of {provider} ({}); retry after {secs} s",
+                method.service,
+                over.quota.describe()
             ),
         )
         .because(crate::errors::QUOTA_EXCEEDED)

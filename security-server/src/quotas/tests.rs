@@ -157,7 +157,7 @@ fn a_bucket_gives_its_burst_then_refills_at_the_rate() {
         assert_eq!(limiter.take(&[&q], &client, t0), Ok(()));
     }
     // Empty: a call comes back in half a second at 2 per second.
-    let wait = limiter.take(&[&q], &client, t0).unwrap_err();
+    let wait = limiter.take(&[&q], &client, t0).unwrap_err().wait;
     assert_eq!(wait, Duration::from_millis(500));
     assert_eq!(retry_after_secs(wait), 1);
     // Another client has its own bucket.
@@ -181,13 +181,14 @@ fn a_call_takes_from_every_bucket_or_from_none() {
     let client: ClientId = "ID/GOV/KEMENSOS/BANSOS".parse().unwrap();
     let t0 = Instant::now();
     assert_eq!(limiter.take(&[&service, &method], &client, t0), Ok(()));
-    // The method's bucket is empty for 10 s; the service's one is not touched.
-    let wait = limiter.take(&[&service, &method], &client, t0).unwrap_err();
-    assert_eq!(retry_after_secs(wait), 10);
+    // The method's bucket is empty for 10 s, and named; the service's one is not
+    // touched.
+    let over = limiter.take(&[&service, &method], &client, t0).unwrap_err();
+    assert_eq!((retry_after_secs(over.wait), &*over.quota), (10, &method));
     for _ in 0..4 {
         assert_eq!(limiter.take(&[&service], &client, t0), Ok(()));
     }
-    let wait = limiter.take(&[&service], &client, t0).unwrap_err();
+    let wait = limiter.take(&[&service], &client, t0).unwrap_err().wait;
     assert_eq!(retry_after_secs(wait), 1);
     assert_eq!(limiter.take(&[], &client, t0), Ok(()));
 }
@@ -220,7 +221,7 @@ fn extreme_quotas_neither_panic_nor_overflow() {
         ..quota(Some("Get"), None, 1, MAX_PER_SECS)
     };
     assert_eq!(limiter.take(&[&tiny], &client, t0), Ok(()));
-    let wait = limiter.take(&[&tiny], &client, t0).unwrap_err();
+    let wait = limiter.take(&[&tiny], &client, t0).unwrap_err().wait;
     assert_eq!(retry_after_secs(wait), u64::from(MAX_PER_SECS));
     let fast = quota(None, None, MAX_CALLS, 1);
     assert_eq!(limiter.take(&[&fast], &client, t0), Ok(()));
