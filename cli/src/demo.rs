@@ -443,7 +443,7 @@ async fn scenario(
         anchor,
         &mut admin,
         running,
-        payment::Caller {
+        events::Local {
             server: consumer,
             url: &consumer_url,
             cert: &consumer_cert,

@@ -15,8 +15,8 @@ pub enum EventsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// End a subscription for its subscriber (one whose grant was revoked, say); its
-    /// dead letters stay until discarded.
+    /// End a subscription for its subscriber (one whose grant was revoked, say), and
+    /// discard its dead letters.
     End {
         #[command(flatten)]
         subscription: Subscription,
@@ -111,7 +111,7 @@ pub async fn run(config: &Path, command: EventsCommand) -> Result<()> {
                 .await?
                 .into_inner();
             println!(
-                "subscription of {} to {} {} ended at event {} ({} waiting, {} dead letter(s) kept)",
+                "subscription of {} to {} {} ended at event {} ({} waiting, {} dead letter(s) discarded with it)",
                 ended.subscriber,
                 ended.publisher,
                 ended.topic,

@@ -474,6 +474,23 @@ pub(crate) async fn call_provider(s: &Consumer, call: Call, body: Bytes) -> Resu
 /// Most servers one call is tried on.
 const MAX_ATTEMPTS: usize = 3;
 
+/// What ties `call` to one of the provider's servers: a request under an idempotency
+/// key and its repeats go to the server that keeps the key (client, service and key);
+/// a subscription call to one server of those that list its topic (client and topic),
+/// so that a subscription and its end meet. Other calls spread.
+fn stick_key(call: &Call, listed_as: &str) -> Option<String> {
+    if !call.idempotency_key.is_empty() {
+        Some(format!(
+            "{}\n{}\n{}",
+            call.client, call.method.service, call.idempotency_key
+        ))
+    } else if listed_as != call.method.service.as_str() {
+        Some(format!("{}\n{listed_as}", call.client))
+    } else {
+        None
+    }
+}
+
 /// The configuration and the provider's servers to try for `call`, best first: the
 /// checks every exchange starts with (maintenance, a fresh configuration, trusted time,
 /// a registered client, a server hosting the provider), narrowed to the servers the
@@ -536,11 +553,20 @@ pub(crate) async fn targets(
             "UnknownMember",
         ));
     }
-    let keyed = (!call.idempotency_key.is_empty()).then(|| {
-        format!(
-            "{client}\n{}\n{}",
-            call.method.service, call.idempotency_key
-        )
+    // The server a call's key belongs to: for an idempotency key, of every server
+    // hosting the provider (not only those the catalogue lists yet, so that a key keeps
+    // its server as they come to list the service); for a subscription, of those that
+    // list its topic.
+    let owner = stick_key(call, listed_as).and_then(|key| {
+        let ids: Vec<&str> = if call.idempotency_key.is_empty() {
+            servers.iter().map(|e| e.id.as_str()).collect()
+        } else {
+            conf.servers_hosting(provider)
+                .filter(|e| e.tls_cert_sha256.len() == 32)
+                .map(|e| e.id.as_str())
+                .collect()
+        };
+        crate::select::key_owner(&ids, &key).map(|i| ids[i].to_owned())
     });
     let order: Vec<_> = s
         .selector
@@ -548,7 +574,7 @@ pub(crate) async fn targets(
             servers,
             std::time::Instant::now(),
             random_u64()?,
-            keyed.as_deref(),
+            owner.as_deref(),
         )
         .into_iter()
         .cloned()

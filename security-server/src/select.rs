@@ -191,16 +191,14 @@ impl Selector {
         self.order_keyed(servers, now, pick, None)
     }
 
-    /// The servers to try, best first; for a call under an idempotency key (`key`: the
-    /// client, service and key), the server the key belongs to first while it is ready,
-    /// so that the request and its repeats reach the one server that keeps the key
-    /// (each server keeps its own).
+    /// The servers to try, best first; `owner` (a server id, the one a call's key
+    /// belongs to: [`key_owner`]) first while it is a candidate and ready.
     pub fn order_keyed<'a>(
         &self,
         servers: Vec<&'a Entry>,
         now: Instant,
         pick: u64,
-        key: Option<&str>,
+        owner: Option<&str>,
     ) -> Vec<&'a Entry> {
         let views: Vec<View> = {
             let peers = self.lock();
@@ -217,11 +215,8 @@ impl Selector {
                 .collect()
         };
         let mut order = rank(&views, pick);
-        if let Some(key) = key {
-            let ids: Vec<&str> = servers.iter().map(|e| e.id.as_str()).collect();
-            if let Some(owner) = key_owner(&ids, key) {
-                owner_first(&mut order, &views, owner);
-            }
+        if let Some(owner) = owner.and_then(|id| servers.iter().position(|e| e.id == id)) {
+            owner_first(&mut order, &views, owner);
         }
         order.into_iter().map(|i| servers[i]).collect()
     }

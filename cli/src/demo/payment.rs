@@ -9,29 +9,21 @@ use anyhow::{Context, Result, bail};
 use lintas_examples::pnbp::v1::pembayaran_client::PembayaranClient;
 use lintas_examples::pnbp::v1::{BayarRequest, BuktiBayar};
 use lintas_examples::pnbp_kas::Kas;
-use lintas_ss::daemon::SecurityServer;
 use tokio::net::TcpListener;
 
+use super::events::Local;
 use super::legacy::{join, publish};
-use super::{AdminClient, App, DTKS, app_channel};
+use super::{AdminClient, DTKS, app_channel};
 
 const TREASURY_SERVER: &str = "ID/GOV/KEMENKEU/SS1";
 const TREASURY: &str = "ID/GOV/KEMENKEU/PNBP";
 const SERVICE: &str = "pnbp.v1.Pembayaran";
 const KEY: &str = "bansos-2026-12-0001";
 
-/// Where social assistance's application calls its server.
-pub(super) struct Caller<'a> {
-    pub server: &'a Arc<SecurityServer>,
-    pub url: &'a str,
-    pub cert: &'a Path,
-    pub app: &'a App,
-}
-
 /// Pays `jumlah` under the idempotency key: the proof, the message id the answer was
 /// signed under, and the one it repeats, if any.
 async fn pay(
-    caller: &Caller<'_>,
+    caller: &Local<'_>,
     jumlah: i64,
 ) -> Result<(BuktiBayar, String, Option<String>), tonic::Status> {
     let channel = app_channel(caller.url, caller.cert, caller.app).await?;
@@ -68,7 +60,7 @@ pub(super) async fn paid_once(
     anchor: &Path,
     admin: &mut AdminClient,
     running: &mut crate::network::Running,
-    caller: Caller<'_>,
+    caller: Local<'_>,
 ) -> Result<()> {
     let treasury = join(
         root,

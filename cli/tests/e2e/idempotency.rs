@@ -362,13 +362,15 @@ async fn repeats_of_a_keyed_payment_reach_the_one_of_two_servers_that_keeps_the_
     use super::ha::PROVIDER2;
     let inst = Instance::start().await;
     inst.follow_system_clock();
-    let servers = binary_servers(
+    let env: [(&str, &std::ffi::OsStr); 1] = [("LINTAS_SS_CONF_POLL_SECS", "5".as_ref())];
+    let servers = binary_servers_env(
         &inst,
         &[
             (PROVIDER, PROVIDER_CLIENT),
             (PROVIDER2, PROVIDER_CLIENT),
             (CONSUMER, CONSUMER_CLIENT),
         ],
+        &env,
     )
     .await;
     // One treasury application behind both of its security servers.
@@ -381,15 +383,42 @@ async fn repeats_of_a_keyed_payment_reach_the_one_of_two_servers_that_keeps_the_
         publish_payments(&s.config, &app_url);
     }
     let consumer = servers[2].consumer_listen.clone();
-    let mut listed = false;
-    for _ in 0..100 {
-        if riwayat(&consumer).await.is_ok() {
-            listed = true;
+    // The consumer's server holds a configuration whose catalogue lists the service on
+    // both servers (before, the servers it may go to change as they come to list it).
+    let anchor = lintas_globalconf::Anchor::load(&inst.anchor()).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let registry =
+        lintas_globalconf::ConfClient::open(anchor, cache.path(), inst.clock.clone()).unwrap();
+    let mut both = None;
+    for _ in 0..300 {
+        let conf = registry.fetch().await.unwrap();
+        if conf
+            .conf
+            .services
+            .iter()
+            .filter(|r| r.service == PNBP)
+            .count()
+            == 2
+        {
+            both = Some(conf.serial());
             break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(listed, "the consumer's server never listed {PNBP}");
+    let both = both.expect("the catalogue never listed the service on both servers");
+    let mut held = false;
+    for _ in 0..300 {
+        let (_, _, text) = super::ops::ops_get(&servers[2].ops, "/metrics").await;
+        if super::ops::sample(&text, "lintas_globalconf_serial").unwrap_or(0.0) >= both as f64 {
+            held = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        held,
+        "the consumer's server never fetched configuration {both}"
+    );
 
     // Sent again and again under one key (each time with a message id of its own), the
     // payment is made once: every repeat reaches the server that keeps the key. (Were

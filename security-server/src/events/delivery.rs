@@ -173,9 +173,9 @@ async fn deliver(
             .map(|(refused, error)| (*refused, error.as_str()));
         match (delivery, failure) {
             (Delivery::Next { .. }, None) => events.delivered(&owned, sequence).map(|()| None),
-            (Delivery::Next { .. }, Some((refused, error))) => events
-                .failed(&owned, sequence, refused, error, now)
-                .map(Some),
+            (Delivery::Next { .. }, Some((refused, error))) => {
+                events.failed(&owned, sequence, refused, error, now)
+            }
             (Delivery::Redelivery { .. }, failure) => {
                 events.redelivered(&owned, sequence, failure.map_or(Ok(()), Err), now)
             }
@@ -184,11 +184,13 @@ async fn deliver(
     .await;
     let redelivery = matches!(delivery, Delivery::Redelivery { .. });
     match (recorded, outcome) {
-        (Ok(Ok(None)), _) => {
+        (Ok(Ok(None)), Ok(())) => {
             if redelivery {
                 tracing::info!(subscription = %key_text(key), sequence, "dead letter redelivered");
             }
         }
+        // The subscription ended, or the letter was discarded, meanwhile.
+        (Ok(Ok(None)), Err(_)) => {}
         (Ok(Ok(Some(AfterFailure::DeadLetter))), Err(status)) => {
             tracing::warn!(subscription = %key_text(key), sequence, redelivery, code = ?status.code(), reason = %status.message(), "event given up on: in the dead-letter store");
         }

@@ -189,11 +189,14 @@ impl Events {
         Ok(place)
     }
 
-    /// Ends a subscription; answers its place, if there was one. Its dead letters
-    /// stay until discarded.
+    /// Ends a subscription, and its dead letters go with it; answers its place, if
+    /// there was one.
     pub fn unsubscribe(&self, key: &SubKey) -> Result<Option<Place>, SsError> {
         let was = self.place(key)?;
         state(self.subs.remove(key.bytes()))?;
+        // After the place: a failed delivery that wrote a letter before finds the place
+        // gone and takes it back, or its letter is removed here.
+        self.discard(key, None)?;
         self.flush()?;
         Ok(was)
     }
@@ -255,8 +258,10 @@ impl Events {
     }
 
     /// The delivery of `sequence` failed (`refused`: the subscriber refused the event):
-    /// retried later, or given up on: the dead letter and the subscription's move past
-    /// it are written together. Blocks on a disk flush.
+    /// retried later, or given up on; `None` when the subscription ended or moved on
+    /// meanwhile. A dead letter is written before the subscription moves past it (a
+    /// crash in between delivers the event again), and taken back when the subscription
+    /// changed meanwhile. Blocks on a disk flush.
     pub fn failed(
         &self,
         key: &SubKey,
@@ -264,64 +269,61 @@ impl Events {
         refused: bool,
         error: &str,
         now_ms: i64,
-    ) -> Result<AfterFailure, SsError> {
-        use sled::Transactional;
-        use sled::transaction::ConflictableTransactionError as Conflict;
-        let abort = |e: serde_json::Error| Conflict::Abort(e.to_string());
-        let retry = self.retry;
-        let outcome = (&self.subs, &self.dead).transaction(|(subs, dead)| {
-            let Some(place) = subs
-                .get(key.bytes())?
-                .and_then(|raw| serde_json::from_slice::<Place>(&raw).ok())
-                .filter(|p| p.next <= sequence)
-            else {
-                // Unsubscribed meanwhile, or moved on.
-                return Ok(AfterFailure::RetryIn(Duration::ZERO));
-            };
-            // Failures so far count for the event they were about.
-            let (attempts, refusals) = if place.next == sequence {
-                (place.attempts + 1, place.refusals + u32::from(refused))
-            } else {
-                (1, u32::from(refused))
-            };
-            let after = after_failure(attempts, refusals, &retry);
-            let place = match after {
-                AfterFailure::DeadLetter => {
-                    let letter = DeadLetter {
-                        sequence,
-                        attempts,
-                        error: error.to_owned(),
-                        at_unix_ms: now_ms,
-                        redeliver: false,
-                        tries: 0,
-                        due_unix_ms: 0,
-                    };
-                    dead.insert(
-                        letter_key(key, sequence),
-                        serde_json::to_vec(&letter).map_err(abort)?,
-                    )?;
-                    Place {
-                        next: sequence + 1,
-                        ..Place::default()
-                    }
-                }
-                AfterFailure::RetryIn(wait) => Place {
+    ) -> Result<Option<AfterFailure>, SsError> {
+        let Some((raw, place)) = self.place_at(key, sequence)? else {
+            return Ok(None);
+        };
+        // Failures so far count for the event they were about.
+        let (attempts, refusals) = if place.next == sequence {
+            (place.attempts + 1, place.refusals + u32::from(refused))
+        } else {
+            (1, u32::from(refused))
+        };
+        let after = after_failure(attempts, refusals, &self.retry);
+        let (place, letter) = match after {
+            AfterFailure::DeadLetter => {
+                let letter = json(&DeadLetter {
+                    sequence,
+                    attempts,
+                    error: error.to_owned(),
+                    at_unix_ms: now_ms,
+                    redeliver: false,
+                    tries: 0,
+                    due_unix_ms: 0,
+                })?;
+                state(self.dead.insert(letter_key(key, sequence), letter.clone()))?;
+                let place = Place {
+                    next: sequence + 1,
+                    ..Place::default()
+                };
+                (place, Some(letter))
+            }
+            AfterFailure::RetryIn(wait) => {
+                let place = Place {
                     next: sequence,
                     attempts,
                     refusals,
                     due_unix_ms: due(now_ms, wait),
                     last_error: error.to_owned(),
-                },
-            };
-            subs.insert(key.bytes(), serde_json::to_vec(&place).map_err(abort)?)?;
-            Ok(after)
-        });
-        let after = outcome.map_err(|e| match e {
-            sled::transaction::TransactionError::Abort(why) => SsError::State(why),
-            sled::transaction::TransactionError::Storage(e) => crate::state_error(e),
-        })?;
+                };
+                (place, None)
+            }
+        };
+        let moved = state(
+            self.subs
+                .compare_and_swap(key.bytes(), Some(raw), Some(json(&place)?)),
+        )?
+        .is_ok();
+        if !moved && let Some(letter) = letter {
+            // Ended or moved on meanwhile: the letter is not this subscription's.
+            let _ = state(self.dead.compare_and_swap(
+                letter_key(key, sequence),
+                Some(letter),
+                None::<Vec<u8>>,
+            ))?;
+        }
         self.flush()?;
-        Ok(after)
+        Ok(moved.then_some(after))
     }
 
     /// Every subscription with its backlog and dead letters.

@@ -124,7 +124,7 @@ fn events_and_subscriptions_are_kept_in_order_across_a_restart() {
     events.subscribe(&gone, true).unwrap();
     events.unsubscribe(&gone).unwrap();
     events.delivered(&gone, 1).unwrap();
-    events.failed(&gone, 1, true, "x", 40).unwrap();
+    assert_eq!(events.failed(&gone, 1, true, "x", 40).unwrap(), None);
     assert!(events.place(&gone).unwrap().is_none());
     // Subscribing again answers the subscription there is.
     assert_eq!(events.subscribe(&bansos, true).unwrap().next, 2);
@@ -145,7 +145,7 @@ fn a_refused_event_is_retried_then_dead_lettered_and_the_next_follows() {
         .publish(&sub.publisher, &sub.topic, "k", b"racun".to_vec(), 1)
         .unwrap();
     let first = events.failed(&sub, 1, true, "bad", 1000).unwrap();
-    assert_eq!(first, AfterFailure::RetryIn(Duration::from_secs(1)));
+    assert_eq!(first, Some(AfterFailure::RetryIn(Duration::from_secs(1))));
     let place = events.place(&sub).unwrap().unwrap();
     assert_eq!(
         (place.next, place.attempts, place.due_unix_ms),
@@ -156,11 +156,11 @@ fn a_refused_event_is_retried_then_dead_lettered_and_the_next_follows() {
     events.failed(&sub, 1, false, "down", 2000).unwrap();
     assert_eq!(
         events.failed(&sub, 1, true, "bad", 5000).unwrap(),
-        AfterFailure::RetryIn(Duration::from_secs(4))
+        Some(AfterFailure::RetryIn(Duration::from_secs(4)))
     );
     assert_eq!(
         events.failed(&sub, 1, true, "bad", 9000).unwrap(),
-        AfterFailure::DeadLetter
+        Some(AfterFailure::DeadLetter)
     );
     let place = events.place(&sub).unwrap().unwrap();
     assert_eq!((place.next, place.attempts), (2, 0));
@@ -291,6 +291,9 @@ fn acknowledged_events_are_purged_and_dead_letters_redelivered_or_discarded() {
     }
     assert_eq!(events.discard(&a, None).unwrap(), 1);
     assert_eq!(events.dead_letters(&b).unwrap().len(), 1);
+    // A subscription's letters go with it.
+    events.unsubscribe(&b).unwrap();
+    assert!(events.dead_letters(&b).unwrap().is_empty());
 
     // A subscription pointing at purged events gets the first kept after them.
     let first = events.event_from(&p, &t, 1).unwrap().unwrap();

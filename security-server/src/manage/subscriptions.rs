@@ -25,7 +25,8 @@ impl Manage {
         paged(all, q)
     }
 
-    /// Ends a subscription for its subscriber; answers it as it was.
+    /// Ends a subscription for its subscriber, its dead letters with it; answers it as
+    /// it was.
     pub async fn end_subscription(
         &self,
         s: SubscriptionRef,
@@ -93,14 +94,18 @@ impl Manage {
                 "events are numbered from 1; leave it out for all",
             ));
         }
+        // Delivered again only by a publisher still hosted here (else its letters can
+        // only be discarded).
+        let hosted = key
+            .publisher
+            .parse()
+            .is_ok_and(|p: SubsystemId| self.own.hosts(&p));
         let (events, which) = (self.events.clone(), s.sequence);
         let changed = tokio::task::spawn_blocking(move || {
             if !redeliver {
                 return events.discard(&key, which).map(Some);
             }
-            // Only a subscription's letters go to it: those of one ended can only be
-            // discarded.
-            if events.place(&key)?.is_none() {
+            if !hosted || events.place(&key)?.is_none() {
                 return Ok(None);
             }
             events.redeliver(&key, which).map(Some)
@@ -110,7 +115,7 @@ impl Manage {
         .map_err(ManageError::from)?
         .ok_or_else(|| {
             ManageError::Precondition(format!(
-                "{} no longer subscribes to {} of {}: its dead letters can only be discarded",
+                "{} does not subscribe to {} of {} here (or that publisher is no longer hosted here): its dead letters can only be discarded",
                 s.subscriber, s.topic, s.publisher
             ))
         })?;

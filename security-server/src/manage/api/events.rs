@@ -16,7 +16,7 @@ pub(super) async fn list_subscriptions(
 }
 
 /// Ends a subscription for its subscriber (one whose grant was revoked, say); its dead
-/// letters stay until discarded.
+/// letters go with it.
 #[utoipa::path(delete, path = "/api/v1/subscriptions", tag = "events", params(SubscriptionRef),
     responses((status = 200, body = SubscriptionInfo), (status = 400, body = ApiError),
         (status = 403, body = ApiError), (status = 404, body = ApiError)))]
