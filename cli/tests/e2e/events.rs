@@ -422,15 +422,19 @@ async fn a_status_change_reaches_its_subscriber_in_order_even_after_it_was_down(
     let anchor = lintas_globalconf::Anchor::load(&net.inst.anchor()).unwrap();
     let report = lintas_audit::verify(&net.consumer.evidence.export(&q).await.unwrap(), &anchor);
     assert!(report.verified, "{:#?}", report.failures);
-    let delivered = report
+    assert_eq!(acknowledged(&report), 7, "seven events acknowledged");
+}
+
+/// The event deliveries a verified report holds that the subscriber acknowledged.
+pub(super) fn acknowledged(report: &lintas_audit::Report) -> usize {
+    report
         .exchanges
         .iter()
         .filter(|x| {
             x.method == "/lintas.events.v1.EventSink/Deliver"
                 && x.status.as_ref().is_some_and(|(code, _)| *code == 0)
         })
-        .count();
-    assert_eq!(delivered, 7, "seven events acknowledged");
+        .count()
 }
 
 /// Waits until the publisher's server has recorded the acknowledgement of every event

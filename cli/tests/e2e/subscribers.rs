@@ -283,15 +283,11 @@ async fn both_subscribers_hear_of_a_death_and_one_whose_server_was_down_hears_it
     let anchor = lintas_globalconf::Anchor::load(&inst.anchor()).unwrap();
     let report = lintas_audit::verify(&bundle, &anchor);
     assert!(report.verified, "{:#?}", report.failures);
-    let acknowledged = report
-        .exchanges
-        .iter()
-        .filter(|x| {
-            x.method == "/lintas.events.v1.EventSink/Deliver"
-                && x.status.as_ref().is_some_and(|(code, _)| *code == 0)
-        })
-        .count();
-    assert_eq!(acknowledged, 4, "events 1, 2, 4 and 3 acknowledged");
+    assert_eq!(
+        super::events::acknowledged(&report),
+        4,
+        "events 1, 2, 4 and 3 acknowledged"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
