@@ -79,6 +79,19 @@ pub(super) fn named<T>(message: T, client: &str, service: &str) -> Request<T> {
     r
 }
 
+/// The population registry's application publishes `payload` under `key` on the topic.
+pub(super) fn publish(key: &str, payload: &[u8]) -> Request<ev::PublishRequest> {
+    named(
+        ev::PublishRequest {
+            topic: TOPIC.into(),
+            key: key.into(),
+            payload: payload.to_vec(),
+        },
+        PROVIDER_CLIENT,
+        PROVIDER_CLIENT,
+    )
+}
+
 pub(super) async fn next(rx: &mut mpsc::UnboundedReceiver<ev::Event>) -> ev::Event {
     tokio::time::timeout(Duration::from_secs(30), rx.recv())
         .await
@@ -193,17 +206,6 @@ async fn a_status_change_reaches_its_subscriber_in_order_even_after_it_was_down(
 
     // The registry publishes; only a topic of its own, as itself.
     let mut events = EventsClient::new(plain_channel(&net.provider_url).await.unwrap());
-    let publish = |key: &str, payload: &[u8]| {
-        named(
-            ev::PublishRequest {
-                topic: TOPIC.into(),
-                key: key.into(),
-                payload: payload.to_vec(),
-            },
-            PROVIDER_CLIENT,
-            PROVIDER_CLIENT,
-        )
-    };
     for (i, (key, what)) in [
         ("3174012305870001", "PINDAH"),
         ("3273015708920002", "WAFAT"),

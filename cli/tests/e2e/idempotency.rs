@@ -68,31 +68,8 @@ async fn a_payment_retried_after_the_consumers_server_was_killed_is_paid_once() 
     let app_url = format!("http://{}", app.local_addr().unwrap());
     let (_stop_app, stop) = stopper();
     tokio::spawn(lintas_examples::pnbp_kas::serve(app, kas.clone(), stop));
-    let proto = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples/proto/pnbp/v1/pembayaran.proto");
     let provider = servers[0].config.clone();
-    run(lintas_cmd(&[
-        "ss",
-        "service",
-        "add",
-        PROVIDER_CLIENT,
-        PNBP,
-        "--endpoint",
-        &app_url,
-    ])
-    .arg("--proto")
-    .arg(&proto)
-    .args(["--config", &provider]));
-    run(&mut lintas_cmd(&[
-        "ss",
-        "acl",
-        "grant",
-        PROVIDER_CLIENT,
-        PNBP,
-        CONSUMER_CLIENT,
-        "--config",
-        &provider,
-    ]));
+    publish_payments(&provider, &app_url);
     let consumer = servers[1].consumer_listen.clone();
     let mut listed = false;
     for _ in 0..100 {

@@ -10,7 +10,7 @@ use lintas_proto::events::v1::subscriptions_client::SubscriptionsClient;
 use tokio::sync::mpsc;
 
 use super::binary::{BinServer, lintas_cmd, serve_child_env};
-use super::events::{named, next, serve_sink_as};
+use super::events::{named, next, publish, serve_sink_as};
 use super::*;
 
 const TOPIC: &str = "kependudukan.v1.StatusPenduduk";
@@ -132,17 +132,6 @@ async fn both_subscribers_hear_of_a_death_and_one_whose_server_was_down_hears_it
             .await
             .unwrap(),
     );
-    let publish = |key: &str, payload: &[u8]| {
-        named(
-            ev::PublishRequest {
-                topic: TOPIC.into(),
-                key: key.into(),
-                payload: payload.to_vec(),
-            },
-            PROVIDER_CLIENT,
-            PROVIDER_CLIENT,
-        )
-    };
 
     // A move: both hear of it.
     events
@@ -403,15 +392,7 @@ async fn a_publisher_on_two_servers_is_subscribed_to_where_its_topic_is_register
             .await
             .unwrap(),
     )
-    .publish(named(
-        ev::PublishRequest {
-            topic: TOPIC.into(),
-            key: "3174012305870001".into(),
-            payload: b"WAFAT".to_vec(),
-        },
-        PROVIDER_CLIENT,
-        PROVIDER_CLIENT,
-    ))
+    .publish(publish("3174012305870001", b"WAFAT"))
     .await
     .unwrap();
     assert_eq!(published.into_inner().sequence, 1);
